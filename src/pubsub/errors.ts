@@ -1,0 +1,38 @@
+// Errors of the pub/sub core: a short name per failure, as in Prosody's util/pubsub. The XMPP
+// layer maps each name to a stanza error in one table (src/xmpp/errors.ts); the core never
+// builds wire errors itself.
+
+export const PUBSUB_ERROR_NAMES = [
+  'item-not-found', // node (or item) does not exist
+  'forbidden', // the actor's affiliation does not allow the action
+  'closed-node', // whitelist node, actor is not on the list
+  'conflict', // node already exists
+  'nodeid-required',
+  'item-required',
+  'payload-required',
+  'item-forbidden',
+  'invalid-payload',
+  'invalid-jid', // subscribe: JID does not match the sender
+  'not-subscribed',
+  'subid-required',
+  'invalid-subid',
+  'not-acceptable', // invalid configuration or value; `text` says which
+  'persistent-items-unsupported',
+  'bad-request',
+  'internal-server-error',
+] as const;
+export type PubsubErrorName = (typeof PUBSUB_ERROR_NAMES)[number];
+
+export class PubsubError extends Error {
+  constructor(
+    readonly condition: PubsubErrorName,
+    readonly text?: string,
+  ) {
+    super(text ? `${condition}: ${text}` : condition);
+    this.name = 'PubsubError';
+  }
+}
+
+export function fail(condition: PubsubErrorName, text?: string): never {
+  throw new PubsubError(condition, text);
+}

@@ -1,0 +1,123 @@
+// In-memory Store: the reference implementation of the contract, for unit tests and
+// throw-away demos. Nothing survives the process.
+
+import type { Affiliation, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
+import { bareJid, type ItemQuery, type Store } from './store.ts';
+
+interface NodeState {
+  record: NodeRecord;
+  affiliations: Map<string, Affiliation>;
+  subscriptions: Map<string, Subscription>; // key jid\0subid
+  items: Map<string, Item>; // insertion order = publication order
+}
+
+const clone = <T>(value: T): T => structuredClone(value);
+
+export class MemoryStore implements Store {
+  private readonly nodes = new Map<string, NodeState>();
+
+  async open(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  async getNode(id: string): Promise<NodeRecord | undefined> {
+    const state = this.nodes.get(id);
+    return state && clone(state.record);
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    return [...this.nodes.values()].map((s) => clone(s.record)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  async putNode(node: NodeRecord): Promise<void> {
+    const state = this.nodes.get(node.id);
+    if (state) state.record = clone(node);
+    else this.nodes.set(node.id, { record: clone(node), affiliations: new Map(), subscriptions: new Map(), items: new Map() });
+  }
+
+  async deleteNode(id: string): Promise<void> {
+    this.nodes.delete(id);
+  }
+
+  async getAffiliations(node: string): Promise<Map<string, Affiliation>> {
+    return new Map(this.nodes.get(node)?.affiliations);
+  }
+
+  async getAffiliationsOf(jid: string): Promise<Array<{ node: string; affiliation: Affiliation }>> {
+    const out: Array<{ node: string; affiliation: Affiliation }> = [];
+    for (const [node, state] of this.nodes) {
+      const affiliation = state.affiliations.get(jid);
+      if (affiliation) out.push({ node, affiliation });
+    }
+    return out.sort((a, b) => (a.node < b.node ? -1 : 1));
+  }
+
+  async setAffiliation(node: string, jid: string, affiliation: Affiliation): Promise<void> {
+    const state = this.nodes.get(node);
+    if (!state) return;
+    if (affiliation === 'none') state.affiliations.delete(jid);
+    else state.affiliations.set(jid, affiliation);
+  }
+
+  async getSubscriptions(node: string): Promise<Subscription[]> {
+    return [...(this.nodes.get(node)?.subscriptions.values() ?? [])].map(clone);
+  }
+
+  async getSubscriptionsOf(bare: string): Promise<Subscription[]> {
+    const out: Subscription[] = [];
+    for (const state of this.nodes.values()) {
+      for (const sub of state.subscriptions.values()) if (bareJid(sub.jid) === bare) out.push(clone(sub));
+    }
+    return out;
+  }
+
+  async putSubscription(sub: Subscription): Promise<void> {
+    this.nodes.get(sub.node)?.subscriptions.set(`${sub.jid}\0${sub.subid}`, clone(sub));
+  }
+
+  async deleteSubscription(node: string, jid: string, subid: string): Promise<void> {
+    this.nodes.get(node)?.subscriptions.delete(`${jid}\0${subid}`);
+  }
+
+  async putItem(node: string, item: Item, keep: number): Promise<string[]> {
+    const state = this.nodes.get(node);
+    if (!state) return [];
+    state.items.delete(item.id);
+    state.items.set(item.id, clone(item));
+    return this.trimItems(node, keep);
+  }
+
+  async getItems(node: string, query: ItemQuery = {}): Promise<Item[]> {
+    const items = [...(this.nodes.get(node)?.items.values() ?? [])];
+    let selected = items;
+    if (query.ids) {
+      const wanted = new Set(query.ids);
+      selected = items.filter((i) => wanted.has(i.id));
+    }
+    if (query.max !== undefined) selected = query.max <= 0 ? [] : selected.slice(-query.max);
+    return selected.map(clone);
+  }
+
+  async countItems(node: string): Promise<number> {
+    return this.nodes.get(node)?.items.size ?? 0;
+  }
+
+  async deleteItem(node: string, id: string): Promise<boolean> {
+    return this.nodes.get(node)?.items.delete(id) ?? false;
+  }
+
+  async trimItems(node: string, keep: number): Promise<string[]> {
+    const state = this.nodes.get(node);
+    const dropped: string[] = [];
+    if (!state) return dropped;
+    for (const id of state.items.keys()) {
+      if (state.items.size - dropped.length <= keep) break;
+      dropped.push(id);
+    }
+    for (const id of dropped) state.items.delete(id);
+    return dropped;
+  }
+
+  async purgeItems(node: string): Promise<void> {
+    this.nodes.get(node)?.items.clear();
+  }
+}
