@@ -1,0 +1,130 @@
+// The `hermod` command: parses arguments and runs a subcommand. Returns the exit code; never
+// calls process.exit itself, so it can run inside tests.
+
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config/config.ts';
+import { startHermod } from '../hermod.ts';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../log.ts';
+import { VERSION } from '../version.ts';
+
+export const HELP = `hermod ${VERSION} — XMPP publish/subscribe replication service (XEP-0114 component, XEP-0060)
+
+Usage:
+  hermod start --config FILE [--log-level LEVEL]   run the service
+  hermod demo                                      run a local demo: Prosody + Hermod + two clients
+  hermod --help | --version
+
+start
+  Connects to the XMPP server as the component in the config file and serves pub/sub on its
+  JID until SIGINT/SIGTERM (then answers requests under way, flushes notifications, closes the
+  stream and the store). Reconnects with backoff when the server goes away.
+
+Options:
+  -c, --config FILE      JSON config file (see below)
+  -l, --log-level LEVEL  ${LOG_LEVELS.join(' | ')} (overrides log.level; default info)
+  -h, --help             this text
+  -v, --version          print the version
+
+Config file (JSON; relative paths are resolved against the file's folder):
+  {
+    "component": {
+      "jid": "pubsub.example.org",        the component's domain JID (required)
+      "secret": "…",                      the shared secret the server has for it (required)
+      "server": "xmpp://127.0.0.1:5347"   the server's component port (required)
+    },
+    "dataDir": "./data",                  where the embedded store lives (required)
+    "pubsub": {
+      "admins": ["admin@example.org"],    bare JIDs with owner rights on every node
+      "creatorDomains": ["example.org"],  whose users may create nodes
+                                          (default: the component's parent domain)
+      "name": "Hermod"                    service name in disco#info
+    },
+    "store": { "sync": false },           true: fsync every write (survives power loss)
+    "log": { "level": "info" }
+  }
+
+Logs are JSON lines on stderr. Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        'log-level': { type: 'string', short: 'l' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`hermod: ${(err as Error).message}\nTry 'hermod --help'.\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const [command, ...rest] = positionals;
+  if (rest.length > 0) {
+    process.stderr.write(`hermod: unexpected argument '${rest[0]}'\nTry 'hermod --help'.\n`);
+    return 2;
+  }
+  switch (command) {
+    case 'start':
+      return start(values.config, values['log-level']);
+    case 'demo': {
+      const { runDemo } = await import('./demo.ts');
+      return runDemo();
+    }
+    case undefined:
+      process.stderr.write(HELP);
+      return 2;
+    default:
+      process.stderr.write(`hermod: unknown command '${command}'\nTry 'hermod --help'.\n`);
+      return 2;
+  }
+}
+
+async function start(configFile: string | undefined, logLevel: string | undefined): Promise<number> {
+  if (!configFile) {
+    process.stderr.write('hermod start: --config FILE is required\n');
+    return 2;
+  }
+  if (logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    process.stderr.write(`hermod start: --log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'\n`);
+    return 2;
+  }
+  let config;
+  try {
+    config = await loadConfig(configFile);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hermod: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger((logLevel as LogLevel | undefined) ?? config.log.level);
+  const hermod = await startHermod(config, { log });
+  log.info('hermod started', { jid: config.component.jid, server: config.component.server, dataDir: config.dataDir, version: VERSION });
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: string): void => {
+      log.info('signal received', { signal });
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  await hermod.stop();
+  return 0;
+}

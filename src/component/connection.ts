@@ -1,0 +1,168 @@
+// The XEP-0114 connection: handshake, reconnect with exponential backoff (each state change
+// logged), stanza intake, replies, and the outbox for notifications. A fresh @xmpp
+// component-core entity is used per connection attempt, so no half-closed state carries over.
+
+import { Component } from '@xmpp/component-core';
+import type { Element } from 'ltx';
+import type { Logger } from '../log.ts';
+import { Outbox } from './outbox.ts';
+
+export type ConnectionState = 'connecting' | 'online' | 'offline' | 'stopped';
+
+export interface ConnectionOptions {
+  jid: string;
+  secret: string;
+  /** xmpp://host:port of the server's component listener. */
+  server: string;
+  log: Logger;
+  /** Called for every incoming stanza; the resolved element, if any, is sent back. */
+  onStanza: (stanza: Element) => Promise<Element | undefined>;
+  onStateChange?: (state: ConnectionState) => void;
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** How long one attempt (TCP + stream + handshake) may take. */
+  attemptTimeoutMs?: number;
+  outboxLimit?: number;
+}
+
+export class ComponentConnection {
+  readonly outbox: Outbox;
+  private entity: Component | undefined;
+  private state: ConnectionState = 'offline';
+  private stopping = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private delay: number;
+  private readonly initialDelay: number;
+  private readonly maxDelay: number;
+  private firstOnline: Promise<void>;
+  private resolveFirstOnline!: () => void;
+
+  constructor(private readonly options: ConnectionOptions) {
+    this.outbox = new Outbox({ log: options.log, ...(options.outboxLimit ? { limit: options.outboxLimit } : {}) });
+    this.initialDelay = options.backoff?.initialMs ?? 250;
+    this.maxDelay = options.backoff?.maxMs ?? 30_000;
+    this.delay = this.initialDelay;
+    this.firstOnline = new Promise((resolve) => (this.resolveFirstOnline = resolve));
+  }
+
+  get status(): ConnectionState {
+    return this.state;
+  }
+
+  /** Starts connecting; resolves once the component is online for the first time. */
+  start(): Promise<void> {
+    void this.attempt();
+    return this.firstOnline;
+  }
+
+  /** Sends a stanza now if online; returns false if it could not be sent. */
+  send(stanza: Element): boolean {
+    const entity = this.entity;
+    if (!entity || this.state !== 'online') return false;
+    entity.send(stanza).catch((err: unknown) => this.options.log.warn('send failed', { err: String(err) }));
+    return true;
+  }
+
+  private setState(state: ConnectionState, fields: Record<string, unknown> = {}): void {
+    if (this.state === state) return;
+    this.state = state;
+    const level = state === 'offline' ? 'warn' : 'info';
+    this.options.log[level](`component ${state}`, { jid: this.options.jid, server: this.options.server, ...fields });
+    this.options.onStateChange?.(state);
+  }
+
+  private async attempt(): Promise<void> {
+    if (this.stopping) return;
+    const { jid, secret, server, log } = this.options;
+    this.setState('connecting');
+    const entity = new Component({ service: server, domain: jid });
+    this.entity = entity;
+    let handshakeError: string | undefined;
+    entity.on('open', (el: Element) => {
+      entity.authenticate(el.attrs.id as string, secret).catch((err: unknown) => {
+        handshakeError = String(err);
+      });
+    });
+    entity.on('error', (err: Error & { condition?: string }) => {
+      if (err.condition === 'not-authorized') handshakeError = 'the server refused the component secret (not-authorized)';
+      log.debug('component stream error', { err: err.message, condition: err.condition });
+    });
+    entity.on('stanza', (stanza: Element) => {
+      this.options
+        .onStanza(stanza)
+        .then((reply) => {
+          if (reply && !this.send(reply)) log.warn('reply lost: component offline', { to: reply.attrs.to });
+        })
+        .catch((err: unknown) => log.error('stanza handling failed', { err: String(err) }));
+    });
+    entity.on('disconnect', () => this.onDisconnect(entity));
+
+    const timeout = this.options.attemptTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        entity.start(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no handshake within ${timeout} ms`)), timeout);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (this.stopping || this.entity !== entity) return;
+      this.delay = this.initialDelay;
+      this.setState('online');
+      if (entity.socket) this.outbox.attach(entity.socket);
+      this.resolveFirstOnline();
+    } catch (err) {
+      clearTimeout(timer);
+      if (this.entity !== entity) return;
+      const reason = handshakeError ?? (err instanceof Error ? err.message : String(err));
+      (handshakeError ? log.error : log.warn)('component connection failed', { server, reason, retryInMs: this.delay });
+      this.discard(entity);
+      this.scheduleRetry();
+    }
+  }
+
+  private onDisconnect(entity: Component): void {
+    if (this.entity !== entity) return;
+    this.outbox.detach();
+    this.discard(entity);
+    if (this.stopping) return;
+    this.setState('offline', { retryInMs: this.delay });
+    this.scheduleRetry();
+  }
+
+  private discard(entity: Component): void {
+    entity.removeAllListeners();
+    entity.on('error', () => {}); // late socket errors of a dead entity must not crash the process
+    entity.socket?.destroy();
+    if (this.entity === entity) this.entity = undefined;
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopping) return;
+    clearTimeout(this.retryTimer);
+    const delay = this.delay;
+    this.delay = Math.min(this.delay * 2, this.maxDelay);
+    this.retryTimer = setTimeout(() => void this.attempt(), delay);
+  }
+
+  /** Flushes queued notifications (bounded), closes the stream and stops reconnecting. */
+  async stop(flushTimeoutMs = 5_000): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.retryTimer);
+    const entity = this.entity;
+    if (entity && this.state === 'online') {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.outbox.drained(), new Promise((resolve) => (timer = setTimeout(resolve, flushTimeoutMs)))]);
+      clearTimeout(timer);
+      if (this.outbox.pending > 0) this.options.log.warn('stopping with notifications unsent', { pending: this.outbox.pending });
+      try {
+        await entity.stop();
+      } catch (err) {
+        this.options.log.debug('stream close', { err: String(err) });
+      }
+    }
+    if (entity) this.discard(entity);
+    this.outbox.detach();
+    this.setState('stopped');
+  }
+}

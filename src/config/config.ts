@@ -1,0 +1,182 @@
+// The hermod config file: JSON, validated into a typed HermodConfig. Every problem is one
+// ConfigError whose message names the key (e.g. "component.jid: …"). Relative paths are
+// resolved against the config file's folder. This is the public contract documented in README.
+
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { LOG_LEVELS, type LogLevel } from '../log.ts';
+import { isDomainJid, normalizeJid, parseJid } from '../xmpp/jid.ts';
+
+export interface HermodConfig {
+  component: { jid: string; secret: string; server: string };
+  dataDir: string;
+  pubsub: {
+    admins: string[];
+    /** Domains whose users may create nodes (default: the server the component is attached to). */
+    creatorDomains: string[];
+    /** Name shown in disco#info. */
+    name: string;
+  };
+  store: { sync: boolean };
+  log: { level: LogLevel };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Json = unknown;
+const isObject = (v: Json): v is Record<string, Json> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const show = (v: Json): string => (typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v));
+
+class Reader {
+  constructor(private readonly errors: string[]) {}
+
+  section(obj: Record<string, Json>, key: string, prefix: string, required: boolean): Record<string, Json> | undefined {
+    const v = obj[key];
+    if (v === undefined) {
+      if (required) this.errors.push(`${prefix}${key}: missing (an object is required)`);
+      return undefined;
+    }
+    if (!isObject(v)) {
+      this.errors.push(`${prefix}${key}: must be an object, got ${show(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  string(obj: Record<string, Json>, key: string, prefix: string, required: boolean): string | undefined {
+    const v = obj[key];
+    if (v === undefined) {
+      if (required) this.errors.push(`${prefix}${key}: missing (a string is required)`);
+      return undefined;
+    }
+    if (typeof v !== 'string' || v.length === 0) {
+      this.errors.push(`${prefix}${key}: must be a non-empty string, got ${show(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  boolean(obj: Record<string, Json>, key: string, prefix: string): boolean | undefined {
+    const v = obj[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') {
+      this.errors.push(`${prefix}${key}: must be true or false, got ${show(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  stringArray(obj: Record<string, Json>, key: string, prefix: string): string[] | undefined {
+    const v = obj[key];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((e) => typeof e !== 'string')) {
+      this.errors.push(`${prefix}${key}: must be an array of strings, got ${show(v)}`);
+      return undefined;
+    }
+    return v as string[];
+  }
+
+  unknownKeys(obj: Record<string, Json>, known: string[], prefix: string): void {
+    for (const key of Object.keys(obj)) {
+      if (!known.includes(key)) this.errors.push(`${prefix}${key}: unknown key (known: ${known.join(', ')})`);
+    }
+  }
+}
+
+/** Validates parsed JSON. `baseDir` resolves relative paths. Throws ConfigError listing every problem. */
+export function validateConfig(raw: Json, baseDir: string): HermodConfig {
+  const errors: string[] = [];
+  const r = new Reader(errors);
+  if (!isObject(raw)) throw new ConfigError(`the configuration must be a JSON object, got ${show(raw)}`);
+  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log'], '');
+
+  const component = r.section(raw, 'component', '', true);
+  let jid: string | undefined;
+  let secret: string | undefined;
+  let server: string | undefined;
+  if (component) {
+    r.unknownKeys(component, ['jid', 'secret', 'server'], 'component.');
+    const rawJid = r.string(component, 'jid', 'component.', true);
+    if (rawJid !== undefined) {
+      if (!isDomainJid(rawJid)) errors.push(`component.jid: must be a domain JID such as "pubsub.example.org" (no @ or /), got ${show(rawJid)}`);
+      else jid = normalizeJid(rawJid);
+    }
+    secret = r.string(component, 'secret', 'component.', true);
+    const rawServer = r.string(component, 'server', 'component.', true);
+    if (rawServer !== undefined) {
+      const m = /^xmpp:\/\/([^/:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\/?$/.exec(rawServer);
+      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) errors.push(`component.server: must look like "xmpp://127.0.0.1:5347" (host and component port), got ${show(rawServer)}`);
+      else server = rawServer;
+    }
+  }
+
+  const dataDirRaw = r.string(raw, 'dataDir', '', true);
+  const dataDir = dataDirRaw === undefined ? undefined : path.resolve(baseDir, dataDirRaw);
+
+  const pubsub = r.section(raw, 'pubsub', '', false) ?? {};
+  r.unknownKeys(pubsub, ['admins', 'creatorDomains', 'name'], 'pubsub.');
+  const admins: string[] = [];
+  (r.stringArray(pubsub, 'admins', 'pubsub.') ?? []).forEach((a, i) => {
+    const parsed = parseJid(a);
+    if (!parsed || parsed.resource) errors.push(`pubsub.admins[${i}]: must be a bare JID such as "admin@example.org", got ${show(a)}`);
+    else admins.push(normalizeJid(a) as string);
+  });
+  const creatorDomains: string[] = [];
+  const rawCreators = r.stringArray(pubsub, 'creatorDomains', 'pubsub.');
+  rawCreators?.forEach((d, i) => {
+    if (!isDomainJid(d)) errors.push(`pubsub.creatorDomains[${i}]: must be a domain such as "example.org", got ${show(d)}`);
+    else creatorDomains.push(d.toLowerCase());
+  });
+  if (!rawCreators && jid) creatorDomains.push(parentDomain(jid));
+  const name = r.string(pubsub, 'name', 'pubsub.', false) ?? 'Hermod';
+
+  const store = r.section(raw, 'store', '', false) ?? {};
+  r.unknownKeys(store, ['sync'], 'store.');
+  const sync = r.boolean(store, 'sync', 'store.') ?? false;
+
+  const log = r.section(raw, 'log', '', false) ?? {};
+  r.unknownKeys(log, ['level'], 'log.');
+  const level = r.string(log, 'level', 'log.', false) ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) errors.push(`log.level: must be one of ${LOG_LEVELS.join(', ')}, got ${show(level)}`);
+
+  if (errors.length > 0 || !jid || !secret || !server || !dataDir) throw new ConfigError(errors.join('\n'));
+  return {
+    component: { jid, secret, server },
+    dataDir,
+    pubsub: { admins, creatorDomains, name },
+    store: { sync },
+    log: { level: level as LogLevel },
+  };
+}
+
+/** "pubsub.example.org" -> "example.org" (a single-label JID is its own parent). */
+export function parentDomain(domain: string): string {
+  const dot = domain.indexOf('.');
+  return dot === -1 || dot === domain.length - 1 ? domain : domain.slice(dot + 1);
+}
+
+export async function loadConfig(file: string): Promise<HermodConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let raw: Json;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  try {
+    return validateConfig(raw, path.dirname(path.resolve(file)));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`config file ${file}: ${err.message}`);
+    throw err;
+  }
+}

@@ -1,0 +1,114 @@
+// XEP-0030 service discovery and XEP-0128 node meta-data. The feature list is exactly what the
+// handlers implement: a test compares it with the README's feature table.
+
+import { Element } from 'ltx';
+import type { PubsubService } from '../pubsub/service.ts';
+import { buildForm } from './forms.ts';
+import { NS } from './ns.ts';
+import { routeKey, type IqHandler } from './request.ts';
+
+/** XEP-0060 features (disco names without the 'http://jabber.org/protocol/pubsub#' prefix). */
+export const PUBSUB_FEATURES = [
+  'access-open',
+  'access-whitelist',
+  'config-node',
+  'create-and-configure',
+  'create-nodes',
+  'delete-items',
+  'delete-nodes',
+  'instant-nodes',
+  'item-ids',
+  'manage-affiliations',
+  'manage-subscriptions',
+  'member-affiliation',
+  'meta-data',
+  'modify-affiliations',
+  'outcast-affiliation',
+  'persistent-items',
+  'publish',
+  'publish-only-affiliation',
+  'publisher-affiliation',
+  'purge-nodes',
+  'retract-items',
+  'retrieve-affiliations',
+  'retrieve-default',
+  'retrieve-items',
+  'retrieve-subscriptions',
+  'subscribe',
+  'subscription-notifications',
+] as const;
+
+export const SERVICE_FEATURES: readonly string[] = [
+  NS.DISCO_INFO,
+  NS.DISCO_ITEMS,
+  NS.PUBSUB,
+  ...PUBSUB_FEATURES.map((f) => `${NS.PUBSUB}#${f}`),
+  NS.PING,
+  NS.VERSION,
+];
+
+export interface DiscoOptions {
+  service: PubsubService;
+  /** The component JID (the service address). */
+  jid: string;
+  name: string;
+}
+
+function infoResult(node: string | undefined): Element {
+  return new Element('query', { xmlns: NS.DISCO_INFO, ...(node ? { node } : {}) });
+}
+
+function addFeatures(query: Element): void {
+  for (const feature of SERVICE_FEATURES) query.c('feature', { var: feature });
+}
+
+export function discoRoutes({ service, jid, name }: DiscoOptions): Map<string, IqHandler> {
+  const info: IqHandler = async (req) => {
+    const node = (req.child.attrs.node as string | undefined) || undefined;
+    const query = infoResult(node);
+    if (!node) {
+      query.c('identity', { category: 'pubsub', type: 'service', name });
+      addFeatures(query);
+      return query;
+    }
+    const meta = await service.metadata(node); // item-not-found for an unknown node
+    const { config, creator, created } = meta.record;
+    query.c('identity', { category: 'pubsub', type: 'leaf', ...(config.title ? { name: config.title } : {}) });
+    addFeatures(query);
+    query.cnode(
+      buildForm('result', NS.PUBSUB_META_DATA, [
+        { var: 'pubsub#title', values: [config.title] },
+        { var: 'pubsub#description', values: [config.description] },
+        { var: 'pubsub#type', values: [config.type] },
+        { var: 'pubsub#access_model', values: [config.accessModel] },
+        { var: 'pubsub#publish_model', values: [config.publishModel] },
+        { var: 'pubsub#max_items', values: [String(config.maxItems)] },
+        { var: 'pubsub#creator', type: 'jid-single', values: [creator] },
+        { var: 'pubsub#creation_date', values: [new Date(created).toISOString()] },
+        { var: 'pubsub#owner', type: 'jid-multi', values: meta.owners },
+        { var: 'pubsub#publisher', type: 'jid-multi', values: meta.publishers },
+        { var: 'pubsub#num_subscribers', values: [String(meta.subscriberCount)] },
+      ]),
+    );
+    return query;
+  };
+
+  const items: IqHandler = async (req) => {
+    const node = (req.child.attrs.node as string | undefined) || undefined;
+    const query = new Element('query', { xmlns: NS.DISCO_ITEMS, ...(node ? { node } : {}) });
+    if (!node) {
+      for (const record of await service.listNodes()) {
+        query.c('item', { jid, node: record.id, ...(record.config.title ? { name: record.config.title } : {}) });
+      }
+      return query;
+    }
+    // §5.5: the items of a node, as far as the requester may retrieve them.
+    for (const item of await service.getItems(req.from, node)) query.c('item', { jid, name: item.id });
+    return query;
+  };
+
+  return new Map([
+    [routeKey('get', NS.DISCO_INFO, 'query'), info],
+    [routeKey('get', NS.DISCO_ITEMS, 'query'), items],
+  ]);
+}

@@ -1,0 +1,103 @@
+// pubsub#node_config <-> NodeConfig: one table of fields (name, type, label, codec). Used for
+// configure get/submit, create-and-configure and the default configuration.
+
+import type { Element } from 'ltx';
+import { fail } from '../pubsub/errors.ts';
+import { MAX_ITEMS_LIMIT } from '../pubsub/node-config.ts';
+import { ACCESS_MODELS, PUBLISH_MODELS, type NodeConfig } from '../pubsub/types.ts';
+import { buildForm, parseForm, type FieldType, type FormField } from './forms.ts';
+import { NS } from './ns.ts';
+
+interface FieldSpec<K extends keyof NodeConfig> {
+  var: string;
+  key: K;
+  type: FieldType;
+  label: string;
+  options?: readonly string[];
+  parse(value: string | undefined, name: string): NodeConfig[K];
+  format(value: NodeConfig[K]): string;
+}
+
+function bool(value: string | undefined, name: string): boolean {
+  if (value === '1' || value === 'true') return true;
+  if (value === '0' || value === 'false') return false;
+  return fail('not-acceptable', `${name} must be a boolean (true/false/1/0)`);
+}
+
+const text = (value: string | undefined): string => value ?? '';
+
+function choice<T extends string>(options: readonly T[]) {
+  return (value: string | undefined, name: string): T => {
+    if (value !== undefined && (options as readonly string[]).includes(value)) return value as T;
+    return fail('not-acceptable', `${name} must be one of ${options.join(', ')} (got '${value ?? ''}')`);
+  };
+}
+
+function maxItems(value: string | undefined, name: string): number | 'max' {
+  if (value === 'max') return 'max';
+  if (value !== undefined && /^\d+$/.test(value) && Number(value) <= MAX_ITEMS_LIMIT) return Number(value);
+  return fail('not-acceptable', `${name} must be a whole number from 0 to ${MAX_ITEMS_LIMIT} or 'max' (got '${value ?? ''}')`);
+}
+
+const boolField = <K extends keyof NodeConfig>(v: string, key: K, label: string): FieldSpec<K> => ({
+  var: v,
+  key,
+  type: 'boolean',
+  label,
+  parse: bool as FieldSpec<K>['parse'],
+  format: (b) => (b ? '1' : '0'),
+});
+
+const FIELDS = [
+  { var: 'pubsub#title', key: 'title', type: 'text-single', label: 'A friendly name for the node', parse: text, format: String },
+  { var: 'pubsub#description', key: 'description', type: 'text-single', label: 'A description of the node', parse: text, format: String },
+  { var: 'pubsub#type', key: 'type', type: 'text-single', label: 'The type of node data, usually a namespace of the payload', parse: text, format: String },
+  { var: 'pubsub#access_model', key: 'accessModel', type: 'list-single', label: 'Who may subscribe and retrieve items', options: ACCESS_MODELS, parse: choice(ACCESS_MODELS), format: String },
+  { var: 'pubsub#publish_model', key: 'publishModel', type: 'list-single', label: 'Who may publish items', options: PUBLISH_MODELS, parse: choice(PUBLISH_MODELS), format: String },
+  { var: 'pubsub#max_items', key: 'maxItems', type: 'text-single', label: 'Max number of items to persist (or max)', parse: maxItems, format: String },
+  boolField('pubsub#persist_items', 'persistItems', 'Persist items to storage'),
+  boolField('pubsub#deliver_payloads', 'deliverPayloads', 'Deliver payloads with event notifications'),
+  boolField('pubsub#deliver_notifications', 'deliverNotifications', 'Deliver event notifications'),
+  boolField('pubsub#notify_retract', 'notifyRetract', 'Notify subscribers when items are removed from the node'),
+  boolField('pubsub#notify_delete', 'notifyDelete', 'Notify subscribers when the node is deleted'),
+  boolField('pubsub#notify_config', 'notifyConfig', 'Notify subscribers when the node configuration changes'),
+] as const satisfies ReadonlyArray<FieldSpec<keyof NodeConfig>>;
+
+const BY_VAR = new Map<string, FieldSpec<keyof NodeConfig>>(FIELDS.map((f) => [f.var, f as FieldSpec<keyof NodeConfig>]));
+
+/** Every pubsub#node_config field Hermod understands (for tests and the README table). */
+export const NODE_CONFIG_FIELDS: readonly string[] = FIELDS.map((f) => f.var);
+
+export function configForm(config: NodeConfig, type: 'form' | 'result' = 'form'): Element {
+  const fields: FormField[] = FIELDS.map((f) => {
+    const spec = f as FieldSpec<keyof NodeConfig>;
+    return {
+      var: spec.var,
+      type: spec.type,
+      label: spec.label,
+      values: [spec.format(config[spec.key])],
+      ...(spec.options ? { options: spec.options.map((value) => ({ value })) } : {}),
+    };
+  });
+  return buildForm(type, NS.PUBSUB_NODE_CONFIG, fields);
+}
+
+/**
+ * Reads a submitted node_config form into a partial config. A cancel form changes nothing;
+ * an unknown field or a bad value is not-acceptable with the field named.
+ */
+export function parseConfigForm(x: Element): Partial<NodeConfig> {
+  const form = parseForm(x);
+  if (form.type === 'cancel') return {};
+  if (form.type !== 'submit') fail('not-acceptable', `a node configuration must be a data form of type submit (got '${form.type}')`);
+  if (form.formType !== undefined && form.formType !== NS.PUBSUB_NODE_CONFIG) {
+    fail('not-acceptable', `FORM_TYPE must be ${NS.PUBSUB_NODE_CONFIG}`);
+  }
+  const change: Partial<Record<keyof NodeConfig, unknown>> = {};
+  for (const [name, values] of form.fields) {
+    const spec = BY_VAR.get(name);
+    if (!spec) fail('not-acceptable', `node configuration field ${name} is not supported by this service`);
+    change[spec.key] = spec.parse(spec.type === 'text-multi' ? values.join('\n') : values[0], name);
+  }
+  return change as Partial<NodeConfig>;
+}

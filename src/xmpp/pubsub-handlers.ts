@@ -1,0 +1,248 @@
+// XEP-0060 on the wire: one handler per use case, keyed like Prosody's mod_pubsub
+// ("get items", "set publish", "owner set affiliations"). Each parses the request into typed
+// arguments, calls the service and builds the result. No permission logic lives here.
+
+import { Element } from 'ltx';
+import type { PubsubService } from '../pubsub/service.ts';
+import { AFFILIATIONS, type Affiliation, type Item, type Subscription, type SubscriptionState } from '../pubsub/types.ts';
+import { badRequest, StanzaError, unsupported } from './errors.ts';
+import { findForm } from './forms.ts';
+import { normalizeJid } from './jid.ts';
+import { configForm, parseConfigForm } from './node-config-form.ts';
+import { NS } from './ns.ts';
+import { appendRaw, serializePayload } from './raw.ts';
+import { routeKey, type IqHandler, type IqRequest } from './request.ts';
+
+type VerbHandler = (request: IqRequest, verb: Element, pubsub: Element) => Promise<Element | undefined>;
+
+/** Child elements of <pubsub/> that accompany a verb rather than being one. */
+const MODIFIERS = new Set(['configure', 'options', 'publish-options']);
+
+const nodeAttr = (el: Element): string | undefined => {
+  const node = el.attrs.node as string | undefined;
+  return node === undefined || node === '' ? undefined : node;
+};
+
+function jidAttr(el: Element, name = 'jid'): string {
+  const raw = el.attrs[name] as string | undefined;
+  if (raw === undefined) throw badRequest(`<${el.name}/> needs a ${name} attribute`, 'jid-required');
+  const jid = normalizeJid(raw);
+  if (!jid) throw badRequest(`'${raw}' is not a valid JID`, 'invalid-jid');
+  return jid;
+}
+
+const pubsubResult = (ns: string, ...children: Element[]): Element => {
+  const el = new Element('pubsub', { xmlns: ns });
+  for (const child of children) el.cnode(child);
+  return el;
+};
+
+function subscriptionElement(sub: Subscription, withNode: boolean): Element {
+  return new Element('subscription', {
+    ...(withNode ? { node: sub.node } : {}),
+    jid: sub.jid,
+    subscription: sub.state,
+    ...(sub.state !== 'none' ? { subid: sub.subid } : {}),
+  });
+}
+
+export function itemElement(item: Item, withPayload: boolean): Element {
+  const el = new Element('item', { id: item.id, publisher: item.publisher });
+  return withPayload ? appendRaw(el, item.payload) : el;
+}
+
+function parseNotify(value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  throw badRequest(`notify must be true, false, 1 or 0 (got '${value}')`);
+}
+
+function parseMaxItems(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(value)) throw badRequest(`max_items must be a positive integer (got '${value}')`);
+  return Number(value);
+}
+
+export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
+  const verbs = new Map<string, VerbHandler>();
+  const on = (type: 'get' | 'set', ns: string, name: string, handler: VerbHandler): void => {
+    verbs.set(routeKey(type, ns, name), handler);
+  };
+
+  // ---- entity use cases (§6, §7) -------------------------------------------------------
+
+  on('get', NS.PUBSUB, 'items', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const ids = verb.getChildren('item').map((i) => {
+      const id = i.attrs.id as string | undefined;
+      if (!id) throw badRequest('<item/> in an items request needs an id', 'item-required');
+      return id;
+    });
+    const max = parseMaxItems(verb.attrs.max_items as string | undefined);
+    const items = await service.getItems(req.from, node, { ...(ids.length > 0 ? { ids } : {}), ...(max !== undefined ? { max } : {}) });
+    const itemsEl = new Element('items', { node });
+    for (const item of items) itemsEl.cnode(itemElement(item, true));
+    return pubsubResult(NS.PUBSUB, itemsEl);
+  });
+
+  on('set', NS.PUBSUB, 'subscribe', async (req, verb, pubsub) => {
+    if (pubsub.getChild('options')) throw unsupported('subscription-options', 'subscription options are not supported yet');
+    const sub = await service.subscribe(req.from, nodeAttr(verb), jidAttr(verb));
+    return pubsubResult(NS.PUBSUB, subscriptionElement(sub, true));
+  });
+
+  on('set', NS.PUBSUB, 'unsubscribe', async (req, verb) => {
+    await service.unsubscribe(req.from, nodeAttr(verb), jidAttr(verb), (verb.attrs.subid as string | undefined) || undefined);
+    return undefined;
+  });
+
+  on('get', NS.PUBSUB, 'subscriptions', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const subs = await service.subscriptionsOf(req.from, node);
+    const el = new Element('subscriptions', node ? { node } : {});
+    for (const sub of subs) el.cnode(subscriptionElement(sub, true));
+    return pubsubResult(NS.PUBSUB, el);
+  });
+
+  on('get', NS.PUBSUB, 'affiliations', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const affs = await service.affiliationsOf(req.from, node);
+    const el = new Element('affiliations', node ? { node } : {});
+    for (const a of affs) el.c('affiliation', { node: a.node, affiliation: a.affiliation });
+    return pubsubResult(NS.PUBSUB, el);
+  });
+
+  on('set', NS.PUBSUB, 'publish', async (req, verb, pubsub) => {
+    if (pubsub.getChild('publish-options')) throw unsupported('publish-options', 'publish-options are not supported yet');
+    const items = verb.getChildren('item');
+    if (items.length > 1) throw badRequest('publish one item per request', 'invalid-payload');
+    const itemEl = items[0];
+    let item: { id?: string; payload?: string } | undefined;
+    if (itemEl) {
+      const payloads = itemEl.getChildElements();
+      if (payloads.length > 1) throw badRequest('an item carries exactly one payload element', 'invalid-payload');
+      const id = (itemEl.attrs.id as string | undefined) || undefined;
+      item = { ...(id ? { id } : {}), ...(payloads[0] ? { payload: serializePayload(payloads[0]) } : {}) };
+    }
+    const node = nodeAttr(verb);
+    const id = await service.publish(req.from, node, item ? { item } : {});
+    return pubsubResult(NS.PUBSUB, new Element('publish', { node }).c('item', { id }).up());
+  });
+
+  on('set', NS.PUBSUB, 'retract', async (req, verb) => {
+    const ids = verb.getChildren('item').map((i) => {
+      const id = i.attrs.id as string | undefined;
+      if (!id) throw badRequest('<item/> in a retract needs an id', 'item-required');
+      return id;
+    });
+    await service.retract(req.from, nodeAttr(verb), ids, parseNotify(verb.attrs.notify as string | undefined));
+    return undefined;
+  });
+
+  on('set', NS.PUBSUB, 'create', async (req, verb, pubsub) => {
+    const configure = pubsub.getChild('configure');
+    const form = findForm(configure);
+    const config = form ? parseConfigForm(form) : {};
+    const requested = nodeAttr(verb);
+    const id = await service.create(req.from, requested, config);
+    // §8.1.2: an instant node's id is returned; otherwise the result may be empty.
+    return requested === undefined ? pubsubResult(NS.PUBSUB, new Element('create', { node: id })) : undefined;
+  });
+
+  // ---- owner use cases (§8) ------------------------------------------------------------
+
+  on('get', NS.PUBSUB_OWNER, 'configure', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const config = await service.getConfig(req.from, node);
+    return pubsubResult(NS.PUBSUB_OWNER, new Element('configure', { node }).cnode(configForm(config)).up());
+  });
+
+  on('set', NS.PUBSUB_OWNER, 'configure', async (req, verb) => {
+    const form = findForm(verb);
+    if (!form) throw badRequest('configure needs a data form');
+    await service.configure(req.from, nodeAttr(verb), parseConfigForm(form));
+    return undefined;
+  });
+
+  on('get', NS.PUBSUB_OWNER, 'default', async () => {
+    return pubsubResult(NS.PUBSUB_OWNER, new Element('default').cnode(configForm(service.defaultConfig())).up());
+  });
+
+  on('set', NS.PUBSUB_OWNER, 'delete', async (req, verb) => {
+    await service.delete(req.from, nodeAttr(verb));
+    return undefined;
+  });
+
+  on('set', NS.PUBSUB_OWNER, 'purge', async (req, verb) => {
+    await service.purge(req.from, nodeAttr(verb));
+    return undefined;
+  });
+
+  on('get', NS.PUBSUB_OWNER, 'subscriptions', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const subs = await service.getSubscriptions(req.from, node);
+    const el = new Element('subscriptions', { node });
+    for (const sub of subs) el.cnode(subscriptionElement(sub, false));
+    return pubsubResult(NS.PUBSUB_OWNER, el);
+  });
+
+  on('set', NS.PUBSUB_OWNER, 'subscriptions', async (req, verb) => {
+    const changes = verb.getChildren('subscription').map((s) => {
+      const state = s.attrs.subscription as string | undefined;
+      if (state !== 'subscribed' && state !== 'none' && state !== 'pending' && state !== 'unconfigured') {
+        throw badRequest(`subscription must be subscribed or none (got '${state ?? ''}')`);
+      }
+      const subid = (s.attrs.subid as string | undefined) || undefined;
+      return { jid: jidAttr(s), state: state as SubscriptionState, ...(subid ? { subid } : {}) };
+    });
+    await service.setSubscriptions(req.from, nodeAttr(verb), changes);
+    return undefined;
+  });
+
+  on('get', NS.PUBSUB_OWNER, 'affiliations', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const affs = await service.getAffiliations(req.from, node);
+    const el = new Element('affiliations', { node });
+    for (const [jid, affiliation] of affs) el.c('affiliation', { jid, affiliation });
+    return pubsubResult(NS.PUBSUB_OWNER, el);
+  });
+
+  on('set', NS.PUBSUB_OWNER, 'affiliations', async (req, verb) => {
+    const changes = verb.getChildren('affiliation').map((a) => {
+      const affiliation = a.attrs.affiliation as string | undefined;
+      if (!affiliation || !(AFFILIATIONS as readonly string[]).includes(affiliation)) {
+        throw badRequest(`affiliation must be one of ${AFFILIATIONS.join(', ')} (got '${affiliation ?? ''}')`);
+      }
+      return { jid: jidAttr(a), affiliation: affiliation as Affiliation };
+    });
+    await service.setAffiliations(req.from, nodeAttr(verb), changes);
+    return undefined;
+  });
+
+  return verbs;
+}
+
+/** The two IQ routes (<pubsub/> in the pubsub and pubsub#owner namespaces) over the verb table. */
+export function pubsubRoutes(service: PubsubService): Map<string, IqHandler> {
+  const verbs = pubsubVerbs(service);
+  const handle: IqHandler = async (req) => {
+    const pubsub = req.child;
+    const ns = pubsub.getNS() ?? '';
+    const children = pubsub.getChildElements();
+    const verb = children.find((c) => !MODIFIERS.has(c.name)) ?? (ns === NS.PUBSUB_OWNER ? children[0] : undefined);
+    if (!verb) throw badRequest('<pubsub/> without a request element');
+    const handler = verbs.get(routeKey(req.type, ns, verb.name));
+    if (!handler) {
+      if (verbs.has(routeKey(req.type === 'get' ? 'set' : 'get', ns, verb.name))) throw badRequest(`<${verb.name}/> is not a ${req.type} request`);
+      throw new StanzaError({ type: 'cancel', condition: 'feature-not-implemented', pubsub: 'unsupported', feature: verb.name }, `<${verb.name}/> is not supported by this service`);
+    }
+    return handler(req, verb, pubsub);
+  };
+  return new Map([
+    [routeKey('get', NS.PUBSUB, 'pubsub'), handle],
+    [routeKey('set', NS.PUBSUB, 'pubsub'), handle],
+    [routeKey('get', NS.PUBSUB_OWNER, 'pubsub'), handle],
+    [routeKey('set', NS.PUBSUB_OWNER, 'pubsub'), handle],
+  ]);
+}

@@ -1,0 +1,86 @@
+// Stanza dispatch: an incoming stanza becomes a typed IqRequest and goes to the handler keyed
+// by (iq type, child namespace, child name). Unknown requests get service-unavailable, never
+// silence; handler errors become stanza errors through the one error table. The router only
+// computes replies: sending is the connection's job.
+
+import { Element } from 'ltx';
+import { describeError, errorElement, INTERNAL, SERVICE_UNAVAILABLE, type ErrorSpec } from './errors.ts';
+import { normalizeJid, parseJid } from './jid.ts';
+import { routeKey, type IqHandler } from './request.ts';
+
+export interface RouterLog {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface RouterOptions {
+  /** The component JID: requests to other local parts are refused. */
+  jid: string;
+  routes: Map<string, IqHandler>;
+  log: RouterLog;
+  /** Called with message stanzas of type error (bounces of notifications). */
+  onBounce?: (stanza: Element) => void;
+}
+
+export class Router {
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(private readonly options: RouterOptions) {}
+
+  /** Handles one stanza; resolves to the reply to send, if any. */
+  handle(stanza: Element): Promise<Element | undefined> {
+    const task = this.dispatch(stanza);
+    this.inFlight.add(task);
+    void task.finally(() => this.inFlight.delete(task));
+    return task;
+  }
+
+  /** Resolves when every request under way has been answered. */
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async dispatch(stanza: Element): Promise<Element | undefined> {
+    const { log } = this.options;
+    if (stanza.name === 'message') {
+      if (stanza.attrs.type === 'error') this.options.onBounce?.(stanza);
+      return undefined;
+    }
+    if (stanza.name !== 'iq') return undefined; // presence: nothing to do yet
+    const type = stanza.attrs.type as string | undefined;
+    if (type !== 'get' && type !== 'set') return undefined; // results and errors: we send no requests yet
+    const fromRaw = stanza.attrs.from as string | undefined;
+    const from = fromRaw === undefined ? undefined : normalizeJid(fromRaw);
+    if (!from) {
+      log.warn('dropping iq with missing or invalid from', { from: fromRaw });
+      return undefined;
+    }
+    const to = (stanza.attrs.to as string | undefined) ?? this.options.jid;
+    const reply = (spec: ErrorSpec, text?: string): Element => iqReply(stanza, 'error', errorElement(spec, text));
+    const children = stanza.getChildElements();
+    const child = children[0];
+    if (children.length !== 1 || !child) return reply({ type: 'modify', condition: 'bad-request' }, 'an iq request carries exactly one child element');
+    if (parseJid(to)?.local) return reply(SERVICE_UNAVAILABLE);
+    const handler = this.options.routes.get(routeKey(type, child.getNS() ?? '', child.name));
+    if (!handler) return reply(SERVICE_UNAVAILABLE);
+    try {
+      const result = await handler({ type, from, to, child });
+      return iqReply(stanza, 'result', result);
+    } catch (err) {
+      const described = describeError(err);
+      if (described) {
+        log.debug('request refused', { from, request: child.name, condition: described.spec.condition, text: described.text });
+        return reply(described.spec, described.text);
+      }
+      log.error('request failed', { from, request: child.name, err: err instanceof Error ? err.stack : String(err) });
+      return reply(INTERNAL);
+    }
+  }
+}
+
+function iqReply(request: Element, type: 'result' | 'error', ...children: Array<Element | undefined>): Element {
+  const iq = new Element('iq', { type, id: request.attrs.id, to: request.attrs.from, from: request.attrs.to });
+  for (const child of children) if (child) iq.cnode(child);
+  return iq;
+}
