@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+// `npm test`: runs every test file under test/ with Node's test runner and tsx.
+// Unit tests first (fast, no servers), then the end-to-end files one at a time (each starts its
+// own Prosody and ejabberd on private loopback addresses and stops them by PID).
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const only = process.argv.slice(2);
+
+function find(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) out.push(...find(full));
+    else if (name.endsWith('.test.ts')) out.push(path.relative(root, full));
+  }
+  return out;
+}
+
+let files = find(path.join(root, 'test'));
+if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o)));
+if (files.length === 0) {
+  console.error('no test files matched');
+  process.exit(1);
+}
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
+  { cwd: root, stdio: 'inherit' },
+);
+process.exit(result.status ?? 1);

@@ -1,0 +1,178 @@
+// A real XMPP client for end-to-end tests (@xmpp/client over c2s to the test servers), with
+// requests written as XML text so tests read like the XEP's examples.
+
+import { client } from '@xmpp/client';
+import { Element, parse } from 'ltx';
+import type { ServerInfo, XmppEnv } from '../../src/devenv/servers.ts';
+
+export class IqError extends Error {
+  constructor(
+    readonly stanza: Element,
+    readonly type: string,
+    readonly condition: string,
+    /** pubsub#errors (or other application) condition, if any. */
+    readonly appCondition: string | undefined,
+    readonly text: string | undefined,
+  ) {
+    super(`iq error ${type}/${condition}${appCondition ? `+${appCondition}` : ''}${text ? `: ${text}` : ''}`);
+  }
+}
+
+const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
+let counter = 0;
+
+export class TestClient {
+  readonly messages: Element[] = [];
+  private readonly waiters = new Set<{ match: (m: Element) => boolean; resolve: (m: Element) => void }>();
+  private readonly pending = new Map<string, { resolve: (e: Element) => void; reject: (e: Error) => void }>();
+
+  private constructor(
+    private readonly xmpp: ReturnType<typeof client>,
+    readonly jid: string,
+  ) {
+    xmpp.on('stanza', (stanza: Element) => this.onStanza(stanza));
+  }
+
+  get bare(): string {
+    return this.jid.split('/')[0] as string;
+  }
+
+  static async connect(server: ServerInfo, username: string, password: string, resource = 'test'): Promise<TestClient> {
+    const xmpp = client({ service: server.c2s, domain: server.domain, username, password, resource });
+    xmpp.on('error', () => {});
+    xmpp.reconnect.stop();
+    const address = await withTimeout(xmpp.start() as Promise<{ toString(): string }>, 15_000, `login ${username}@${server.domain}`);
+    const c = new TestClient(xmpp, address.toString());
+    await xmpp.send(parse('<presence/>') as never);
+    return c;
+  }
+
+  /** Registers (on the real server) and logs in. */
+  static async create(env: XmppEnv, server: ServerInfo, username: string, resource?: string): Promise<TestClient> {
+    await env.register(server, username, 'pw');
+    return TestClient.connect(server, username, 'pw', resource);
+  }
+
+  private onStanza(stanza: Element): void {
+    if (stanza.name === 'iq' && (stanza.attrs.type === 'result' || stanza.attrs.type === 'error')) {
+      const waiter = this.pending.get(stanza.attrs.id as string);
+      if (!waiter) return;
+      this.pending.delete(stanza.attrs.id as string);
+      if (stanza.attrs.type === 'result') waiter.resolve(stanza);
+      else waiter.reject(toIqError(stanza));
+      return;
+    }
+    if (stanza.name !== 'message') return;
+    this.messages.push(stanza);
+    for (const w of this.waiters) {
+      if (w.match(stanza)) {
+        this.waiters.delete(w);
+        w.resolve(stanza);
+      }
+    }
+  }
+
+  /** Sends an IQ with the given XML child; resolves to the result <iq/>, rejects with IqError. */
+  iq(type: 'get' | 'set', to: string, childXml: string, timeoutMs = 10_000): Promise<Element> {
+    const id = `t${++counter}`;
+    const iq = new Element('iq', { type, to, id });
+    iq.cnode(parse(childXml));
+    const reply = new Promise<Element>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    void this.xmpp.send(iq as never);
+    return withTimeout(reply, timeoutMs, `reply to ${childXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
+  }
+
+  /** Resolves with the first message (already received or future) that matches. */
+  waitForMessage(match: (m: Element) => boolean, timeoutMs = 10_000, what = 'message'): Promise<Element> {
+    const seen = this.messages.find(match);
+    if (seen) return Promise.resolve(seen);
+    let entry: { match: (m: Element) => boolean; resolve: (m: Element) => void } | undefined;
+    const p = new Promise<Element>((resolve) => {
+      entry = { match, resolve };
+      this.waiters.add(entry);
+    });
+    return withTimeout(p, timeoutMs, `${what} at ${this.jid}`).finally(() => entry && this.waiters.delete(entry));
+  }
+
+  /** Messages that match, received so far. */
+  received(match: (m: Element) => boolean): Element[] {
+    return this.messages.filter(match);
+  }
+
+  async stop(): Promise<void> {
+    try {
+      await withTimeout(this.xmpp.stop() as Promise<unknown>, 5_000, 'client stop');
+    } catch {
+      /* the server may already be gone */
+    }
+  }
+}
+
+function toIqError(stanza: Element): IqError {
+  const error = stanza.getChild('error');
+  const conditionEl = error?.getChildElements().find((c) => c.getNS() === STANZAS && c.name !== 'text');
+  const appEl = error?.getChildElements().find((c) => c.getNS() !== STANZAS);
+  const text = error?.getChild('text', STANZAS)?.getText();
+  return new IqError(stanza, (error?.attrs.type as string) ?? '', conditionEl?.name ?? 'unknown', appEl?.name, text);
+}
+
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` until it returns a truthy value (bounded). */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Asserts that a request fails with the given condition (and app condition, if given). */
+export async function expectIqError(promise: Promise<unknown>, condition: string, appCondition?: string): Promise<IqError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (!(err instanceof IqError)) throw err;
+    if (err.condition !== condition || (appCondition !== undefined && err.appCondition !== appCondition)) {
+      throw new Error(`expected ${condition}${appCondition ? `+${appCondition}` : ''}, got ${err.message}`);
+    }
+    return err;
+  }
+  throw new Error(`expected error ${condition}, got a result`);
+}
+
+/** pubsub#event helpers */
+export const EVENT = 'http://jabber.org/protocol/pubsub#event';
+export const PUBSUB = 'http://jabber.org/protocol/pubsub';
+export const OWNER = 'http://jabber.org/protocol/pubsub#owner';
+
+export function eventOf(m: Element): Element | undefined {
+  return m.getChild('event', EVENT);
+}
+
+export const isItemEvent =
+  (node: string, itemId?: string) =>
+  (m: Element): boolean => {
+    const items = eventOf(m)?.getChild('items');
+    if (!items || items.attrs.node !== node) return false;
+    return itemId === undefined || items.getChildren('item').some((i) => i.attrs.id === itemId);
+  };
