@@ -20,6 +20,8 @@ export class IqError extends Error {
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 let counter = 0;
+/** Password of every test user. (Very short passwords such as 'pw' make SASL fail on both servers.) */
+export const PASSWORD = 'secret-pw';
 
 export class TestClient {
   readonly messages: Element[] = [];
@@ -49,8 +51,8 @@ export class TestClient {
 
   /** Registers (on the real server) and logs in. */
   static async create(env: XmppEnv, server: ServerInfo, username: string, resource?: string): Promise<TestClient> {
-    await env.register(server, username, 'pw');
-    return TestClient.connect(server, username, 'pw', resource);
+    await env.register(server, username, PASSWORD);
+    return TestClient.connect(server, username, PASSWORD, resource);
   }
 
   private onStanza(stanza: Element): void {

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
-import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PUBSUB, TestClient } from './client.ts';
+import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
@@ -268,7 +268,7 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
         'hermod logs the lost connection',
       );
       await eventually(async () => (await hermod.log()).filter((l) => l.msg === 'component online').length > onlineBefore, 'hermod back online', 30_000);
-      const alice2 = await TestClient.connect(home, 'alice', 'pw', 'again');
+      const alice2 = await TestClient.connect(home, 'alice', PASSWORD, 'again');
       clients.push(alice2);
       await alice2.iq('set', SVC, publish('news', 'after-server-restart', 'Back'));
       await bob.waitForMessage(isItemEvent('news', 'after-server-restart'), 20_000, 'notification after server restart');

@@ -1,0 +1,87 @@
+// Config validation: good configs load with defaults; every bad one is refused with a message
+// naming the key — also through the real `hermod start` command (exit status 2).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, validateConfig } from '../../src/config/config.ts';
+
+const good = { component: { jid: 'pubsub.example.org', secret: 's3cret', server: 'xmpp://127.0.0.1:5347' }, dataDir: './data' };
+const dir = mkdtempSync(path.join(tmpdir(), 'hermod-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function refused(raw: unknown, pattern: RegExp): void {
+  assert.throws(() => validateConfig(raw, '/etc/hermod'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+describe('config validation', () => {
+  it('fills defaults and resolves dataDir against the config folder', () => {
+    const c = validateConfig(good, '/etc/hermod');
+    assert.equal(c.dataDir, '/etc/hermod/data');
+    assert.deepEqual(c.pubsub.creatorDomains, ['example.org']);
+    assert.deepEqual(c.pubsub.admins, []);
+    assert.equal(c.store.sync, false);
+    assert.equal(c.log.level, 'info');
+  });
+
+  it('names the key of every problem', () => {
+    refused({ ...good, component: { ...good.component, jid: 'me@example.org' } }, /^component\.jid: must be a domain JID/);
+    refused({ ...good, component: { jid: 'pubsub.example.org', server: 'xmpp://h:5347' } }, /^component\.secret: missing/);
+    refused({ ...good, component: { ...good.component, server: 'http://h' } }, /^component\.server: must look like/);
+    refused({ ...good, component: { ...good.component, secret: 42 } }, /^component\.secret: must be a non-empty string, got 42/);
+    refused({ component: good.component }, /^dataDir: missing/);
+    refused({ ...good, pubsub: { admins: ['admin@example.org/res'] } }, /^pubsub\.admins\[0\]: must be a bare JID/);
+    refused({ ...good, pubsub: { admins: 'admin@example.org' } }, /^pubsub\.admins: must be an array of strings/);
+    refused({ ...good, store: { sync: 'yes' } }, /^store\.sync: must be true or false/);
+    refused({ ...good, log: { level: 'loud' } }, /^log\.level: must be one of/);
+    refused({ ...good, colour: 'blue' }, /^colour: unknown key/);
+    refused([1], /must be a JSON object/);
+  });
+
+  it('never echoes the secret in an error', () => {
+    assert.throws(() => validateConfig({ ...good, dataDir: 5 }, '/'), (err: Error) => !err.message.includes('s3cret'));
+  });
+});
+
+describe('hermod start with a bad config', () => {
+  const bin = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
+  const run = (...args: string[]): { status: number | null; stderr: string; stdout: string } => {
+    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 30_000 });
+    return { status: r.status, stderr: r.stderr, stdout: r.stdout };
+  };
+
+  it('exits 2 naming the key, the file, or the JSON problem', () => {
+    const badJid = path.join(dir, 'bad-jid.json');
+    writeFileSync(badJid, JSON.stringify({ ...good, component: { ...good.component, jid: 'a b' } }));
+    let r = run('start', '--config', badJid);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /bad-jid\.json: component\.jid: must be a domain JID/);
+
+    const broken = path.join(dir, 'broken.json');
+    writeFileSync(broken, '{ "component": ');
+    r = run('start', '--config', broken);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /broken\.json is not valid JSON/);
+
+    r = run('start', '--config', path.join(dir, 'missing.json'));
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /cannot read config file .*missing\.json: ENOENT/);
+
+    r = run('start');
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--config FILE is required/);
+  });
+
+  it('documents itself in --help', () => {
+    const r = run('--help');
+    assert.equal(r.status, 0);
+    for (const key of ['component', 'secret', 'server', 'dataDir', 'admins', 'creatorDomains', 'store', 'log-level']) assert.ok(r.stdout.includes(key), key);
+  });
+});
