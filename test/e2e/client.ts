@@ -20,7 +20,7 @@ export class IqError extends Error {
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 let counter = 0;
-/** Password of every test user. (Very short passwords such as 'pw' make SASL fail on both servers.) */
+/** Password of every test user. */
 export const PASSWORD = 'secret-pw';
 
 export class TestClient {
