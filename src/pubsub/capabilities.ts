@@ -1,7 +1,7 @@
 // The capability table of XEP-0060 §4.1: for each affiliation, what it may do. Access rules are
 // data here; the service asks `may(affiliation, action)` and nothing else decides permissions.
-// The access model (open/whitelist) decides the *effective* affiliation of entities with no
-// stored one (see effectiveAffiliation), so the table stays the single source of truth.
+// The access model decides what entities with no stored affiliation may do (ACCESS_MODEL_RULES),
+// so these two tables stay the single source of truth.
 
 import type { AccessModel, Affiliation } from './types.ts';
 
@@ -34,10 +34,29 @@ export const CAPABILITIES: Table = {
 };
 
 /**
- * What an entity counts as on a node. On a whitelist node an entity with no affiliation is
- * treated like an outcast for reading and subscribing (but keeps the `none` name on the wire).
+ * What the access model lets an entity without an affiliation do, instead of the table's `none`
+ * row: `approved` is what it may do once its subscription is approved (authorize). `approval`:
+ * its subscription requests wait for an owner.
  */
-export function may(affiliation: Affiliation, accessModel: AccessModel, action: Action): boolean {
-  if (affiliation === 'none' && accessModel === 'whitelist') return false;
+export const ACCESS_MODEL_RULES: Record<AccessModel, { none: ReadonlySet<Action>; approved: ReadonlySet<Action>; approval: boolean }> = {
+  open: { none: CAPABILITIES.none, approved: CAPABILITIES.none, approval: false },
+  authorize: { none: set('subscribe'), approved: CAPABILITIES.none, approval: true },
+  whitelist: { none: set(), approved: set(), approval: false },
+};
+
+/**
+ * May an entity with this affiliation do this on a node with this access model? `subscribed`:
+ * it holds an approved subscription to the node.
+ */
+export function may(affiliation: Affiliation, accessModel: AccessModel, action: Action, subscribed = false): boolean {
+  if (affiliation === 'none') {
+    const rules = ACCESS_MODEL_RULES[accessModel];
+    return (subscribed ? rules.approved : rules.none).has(action);
+  }
   return CAPABILITIES[affiliation].has(action);
+}
+
+/** Does a subscription request of this entity need an owner's approval? */
+export function needsApproval(affiliation: Affiliation, accessModel: AccessModel): boolean {
+  return affiliation === 'none' && ACCESS_MODEL_RULES[accessModel].approval;
 }

@@ -13,11 +13,16 @@ export const PUBSUB_ERROR_NAMES = [
   'item-forbidden',
   'invalid-payload',
   'invalid-jid', // subscribe: JID does not match the sender
-  'not-subscribed',
+  'not-subscribed', // unsubscribe without a subscription
+  'must-subscribe', // authorize node: only (approved) subscribers retrieve items
+  'pending-subscription', // authorize node: the request already waits for an owner
   'subid-required',
   'invalid-subid',
+  'invalid-options', // subscription options that cannot be applied
   'not-acceptable', // invalid configuration or value; `text` says which
   'persistent-items-unsupported',
+  'payload-too-big',
+  'precondition-not-met', // publish-options: the node is not configured as required
   'bad-request',
   'internal-server-error',
 ] as const;

@@ -5,16 +5,23 @@
 // Hot node state (record, affiliations, subscriptions) is cached in an LRU and written through:
 // the service is the only writer of its store. Changes to one node are serialised, so a
 // notification is always computed from the state that the change produced.
+//
+// Time-driven work (item_expire, leased subscriptions) runs on ExpiryScheduler timers that
+// start() re-arms from the store; every change to items is also appended to the node's archive
+// (publications and tombstones) for MAM queries.
 
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { bareJid, type ItemQuery, type Store } from '../store/store.ts';
+import { bareJid, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store } from '../store/store.ts';
 import { KeyedMutex } from '../util/mutex.ts';
-import { may, type Action } from './capabilities.ts';
+import { may, needsApproval, type Action } from './capabilities.ts';
+import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail } from './errors.ts';
 import { applyConfig, DEFAULT_NODE_CONFIG, itemLimit } from './node-config.ts';
+import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf, sameOptions } from './subscription-options.ts';
 import {
   type Affiliation,
+  type ArchiveEntry,
   type Item,
   type NodeConfig,
   type NodeRecord,
@@ -22,6 +29,7 @@ import {
   type Recipient,
   type ServiceEvent,
   type Subscription,
+  type SubscriptionOptions,
   type SubscriptionState,
 } from './types.ts';
 
@@ -38,6 +46,10 @@ export interface ServiceOptions {
   newId?: () => string;
   /** How many nodes' state to keep in memory. */
   cacheNodes?: number;
+  /** Clock and timers for item expiry (tests inject their own; `now` above wins for stamps). */
+  timers?: Timers;
+  /** Background failures (item expiry); the default prints a process warning. */
+  onError?: (err: unknown) => void;
 }
 
 interface NodeState {
@@ -49,6 +61,8 @@ interface NodeState {
 export interface PublishRequest {
   /** Absent when the publish has no <item/> at all. */
   item?: { id?: string; payload?: string };
+  /** §7.1.5 publish-options: the node's configuration must have these values. */
+  preconditions?: Partial<NodeConfig>;
 }
 
 export interface NodeMetadata {
@@ -60,6 +74,13 @@ export interface NodeMetadata {
 
 const NODE_ID_MAX = 1023;
 
+/** Most items (or ids, or nodes) one answer carries; larger results are paged (XEP-0059). */
+export const PAGE_LIMIT = 1000;
+/** Most archive entries one MAM answer carries (one message each). */
+export const ARCHIVE_PAGE_LIMIT = 250;
+/** Archive entries kept per node (publications and tombstones); the oldest go first. */
+export const ARCHIVE_LIMIT = 100_000;
+
 export class PubsubService {
   private readonly store: Store;
   private readonly notifier: Notifier;
@@ -70,6 +91,9 @@ export class PubsubService {
   private readonly newId: () => string;
   private readonly cache: LRUCache<string, NodeState>;
   private readonly locks = new KeyedMutex();
+  private readonly expiry: ExpiryScheduler;
+  /** Leased subscriptions (pubsub#expire), per node. */
+  private readonly leases: ExpiryScheduler;
 
   constructor(options: ServiceOptions) {
     this.store = options.store;
@@ -80,6 +104,19 @@ export class PubsubService {
     this.now = options.now ?? Date.now;
     this.newId = options.newId ?? randomUUID;
     this.cache = new LRUCache({ max: options.cacheNodes ?? 10_000 });
+    const timers = options.timers ?? (options.now ? { ...realTimers, now: options.now } : realTimers);
+    const onError = options.onError ?? ((err: unknown) => process.emitWarning(`pubsub item expiry failed: ${String(err)}`));
+    this.expiry = new ExpiryScheduler(timers, (node) => this.expireItems(node), onError);
+    this.leases = new ExpiryScheduler(timers, (node) => this.endLeases(node), onError);
+  }
+
+  /** Restores background work from the store (item expiry timers). Call once after opening. */
+  async start(): Promise<void> {
+    for (const record of await this.store.listNodes()) {
+      const config = { ...DEFAULT_NODE_CONFIG, ...record.config };
+      if (config.itemExpire !== 'max') this.expiry.set(record.id, await this.oldestExpiry(record.id, config.itemExpire));
+      this.leases.set(record.id, nextLeaseEnd(await this.store.getSubscriptions(record.id)));
+    }
   }
 
   /** Resolves when every change under way has finished (for clean shutdown). */
@@ -87,13 +124,22 @@ export class PubsubService {
     return this.locks.idle();
   }
 
+  /** Stops background work and waits for changes under way. */
+  async close(): Promise<void> {
+    this.expiry.stop();
+    this.leases.stop();
+    await this.locks.idle();
+  }
+
   // ---- state and permissions -------------------------------------------------------------
 
   private async load(nodeId: string): Promise<NodeState | undefined> {
     const cached = this.cache.get(nodeId);
     if (cached) return cached;
-    const record = await this.store.getNode(nodeId);
-    if (!record) return undefined;
+    const stored = await this.store.getNode(nodeId);
+    if (!stored) return undefined;
+    // Records written before a configuration field existed get its default.
+    const record: NodeRecord = { ...stored, config: { ...DEFAULT_NODE_CONFIG, ...stored.config } };
     const [affiliations, subscriptions] = await Promise.all([this.store.getAffiliations(nodeId), this.store.getSubscriptions(nodeId)]);
     const state: NodeState = { record, affiliations, subscriptions };
     this.cache.set(nodeId, state);
@@ -113,28 +159,66 @@ export class PubsubService {
     return state.affiliations.get(bare) ?? 'none';
   }
 
-  private can(state: NodeState, jid: string, action: Action): boolean {
-    return may(this.affiliationOf(state, jid), state.record.config.accessModel, action);
+  /** Does any resource of this JID's bare JID hold an approved subscription? */
+  private isSubscribed(state: NodeState, jid: string): boolean {
+    const bare = bareJid(jid);
+    return state.subscriptions.some((s) => s.state === 'subscribed' && bareJid(s.jid) === bare);
+  }
+
+  private can(state: NodeState, jid: string, action: Action, subscribed?: boolean): boolean {
+    const affiliation = this.affiliationOf(state, jid);
+    const { accessModel } = state.record.config;
+    if (may(affiliation, accessModel, action, false)) return true;
+    return may(affiliation, accessModel, action, subscribed ?? this.isSubscribed(state, jid));
   }
 
   private require(state: NodeState, jid: string, action: Action): void {
     if (this.can(state, jid, action)) return;
     const affiliation = this.affiliationOf(state, jid);
-    if (affiliation === 'none' && state.record.config.accessModel === 'whitelist') fail('closed-node');
+    const { accessModel } = state.record.config;
+    if (affiliation === 'none' && accessModel === 'whitelist') fail('closed-node');
+    if (affiliation === 'none' && accessModel === 'authorize' && may(affiliation, accessModel, action, true)) {
+      fail('must-subscribe', 'only approved subscribers may do this on this node');
+    }
     fail('forbidden');
   }
 
-  /** Subscribers that may receive notifications right now (access re-checked per send). */
+  /**
+   * Subscribers that may receive notifications right now (access re-checked per send; paused
+   * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
+   */
   private recipients(state: NodeState): Recipient[] {
     const out: Recipient[] = [];
+    let byJid: Map<string, Recipient> | undefined;
+    let multi: Set<string> | undefined;
     for (const sub of state.subscriptions) {
-      if (sub.state === 'subscribed' && this.can(state, sub.jid, 'be-notified')) out.push({ jid: sub.jid, subid: sub.subid });
+      if (sub.state !== 'subscribed' || sub.options?.deliver === false || !this.can(state, sub.jid, 'be-notified', true)) continue;
+      const seen = byJid?.get(sub.jid);
+      if (seen) {
+        (seen.subids ??= [seen.subid]).push(sub.subid);
+        continue;
+      }
+      const recipient: Recipient = { jid: sub.jid, subid: sub.subid };
+      out.push(recipient);
+      (byJid ??= new Map()).set(sub.jid, recipient);
     }
+    // A JID holding several subscriptions is told which ones, even if only one delivers.
+    for (const sub of state.subscriptions) {
+      if (sub.subid !== byJid?.get(sub.jid)?.subid) (multi ??= new Set()).add(sub.jid);
+    }
+    if (multi) for (const r of out) if (multi.has(r.jid)) r.subids ??= [r.subid];
     return out;
   }
 
-  private emit(event: ServiceEvent, recipients: Recipient[]): void {
-    if (recipients.length > 0) this.notifier(event, recipients);
+  /** The owners of a node (bare JIDs), e.g. to send them approval requests. */
+  private owners(state: NodeState): string[] {
+    const out: string[] = [];
+    for (const [jid, affiliation] of state.affiliations) if (affiliation === 'owner') out.push(jid);
+    return out;
+  }
+
+  private emit(state: NodeState, event: ServiceEvent, recipients: Recipient[]): void {
+    if (recipients.length > 0) this.notifier({ ...event, messageType: state.record.config.notificationType }, recipients);
   }
 
   private mutate<T>(nodeId: string, change: () => Promise<T>): Promise<T> {
@@ -145,6 +229,11 @@ export class PubsubService {
 
   async listNodes(): Promise<NodeRecord[]> {
     return this.store.listNodes();
+  }
+
+  /** One page of the nodes, in id order (at most PAGE_LIMIT). */
+  async pageNodes(page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<NodeRecord>> {
+    return this.store.pageNodes({ ...page, max: Math.min(page.max, PAGE_LIMIT) });
   }
 
   async metadata(nodeId: string): Promise<NodeMetadata> {
@@ -201,7 +290,8 @@ export class PubsubService {
       if (keep === 0) await this.store.purgeItems(id);
       else await this.store.trimItems(id, keep);
       await this.dropUnauthorisedSubscriptions(state);
-      if (config.notifyConfig) this.emit({ kind: 'config', node: id }, this.recipients(state));
+      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id }, this.recipients(state));
+      this.expiry.set(id, config.itemExpire === 'max' ? undefined : await this.oldestExpiry(id, config.itemExpire));
     });
   }
 
@@ -214,7 +304,9 @@ export class PubsubService {
       const recipients = state.record.config.notifyDelete ? this.recipients(state) : [];
       await this.store.deleteNode(id);
       this.cache.delete(id);
-      this.emit({ kind: 'delete', node: id }, recipients);
+      this.expiry.set(id, undefined);
+      this.leases.set(id, undefined);
+      this.emit(state, { kind: 'delete', node: id }, recipients);
     });
   }
 
@@ -226,7 +318,8 @@ export class PubsubService {
     await this.mutate(id, async () => {
       const state = await this.node(id);
       await this.store.purgeItems(id);
-      if (state.record.config.notifyRetract) this.emit({ kind: 'purge', node: id }, this.recipients(state));
+      await this.store.appendArchive(id, { stamp: this.now(), purged: true }, ARCHIVE_LIMIT);
+      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id }, this.recipients(state));
     });
   }
 
@@ -263,7 +356,7 @@ export class PubsubService {
             if (sub.state === 'subscribed') continue;
             sub.state = 'subscribed';
             await this.store.putSubscription(sub);
-            this.notifySubscription(sub);
+            this.subscriptionChanged(state, sub, true);
           }
         }
       }
@@ -299,27 +392,151 @@ export class PubsubService {
     });
   }
 
-  /** Removes (and tells) every subscription whose JID may no longer subscribe. */
+  /**
+   * After an affiliation or access model change: removes (and tells) every subscription whose
+   * JID may no longer subscribe, and approves pending ones that need no approval any more
+   * (§8.7: e.g. the entity became a publisher).
+   */
   private async dropUnauthorisedSubscriptions(state: NodeState): Promise<void> {
     for (const sub of [...state.subscriptions]) {
       if (!this.can(state, sub.jid, 'subscribe')) await this.removeSubscription(state, sub, true);
+      else if (sub.state === 'pending' && !needsApproval(this.affiliationOf(state, sub.jid), state.record.config.accessModel)) {
+        sub.state = 'subscribed';
+        await this.store.putSubscription(sub);
+        this.subscriptionChanged(state, sub, true);
+      }
     }
   }
 
   // ---- entity use cases ------------------------------------------------------------------
 
-  async subscribe(actor: string, nodeId: string | undefined, jid: string): Promise<Subscription> {
+  /**
+   * Subscribes `jid`. Without options an existing subscription of the JID is returned as it is;
+   * with options (subscribe-and-configure) one with the same options is returned, else a further
+   * subscription with its own subid is made (multi-subscribe, §6.1.6).
+   */
+  async subscribe(actor: string, nodeId: string | undefined, jid: string, options?: Partial<SubscriptionOptions>): Promise<Subscription> {
     if (bareJid(jid) !== bareJid(actor)) fail('invalid-jid', 'the subscribed JID must have the bare JID of the requester');
     const checked = await this.node(nodeId);
     this.require(checked, jid, 'subscribe');
+    const wanted = options && applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, options, this.now());
     const id = checked.record.id;
     return this.mutate(id, async () => {
       const state = await this.node(id);
       this.require(state, jid, 'subscribe');
-      const existing = state.subscriptions.find((s) => s.jid === jid);
-      if (existing) return { ...existing };
-      return { ...(await this.addSubscription(state, jid, 'subscribed', false)) };
+      const existing = state.subscriptions.filter((s) => s.jid === jid);
+      if (existing.some((s) => s.state === 'pending')) fail('pending-subscription', 'the subscription waits for approval by an owner');
+      const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted)) : existing[0];
+      if (same) return { ...same };
+      const approval = needsApproval(this.affiliationOf(state, jid), state.record.config.accessModel);
+      const sub = await this.addSubscription(state, jid, approval ? 'pending' : 'subscribed', false, wanted);
+      // §6.1.4: pending until an owner answers the §8.6 approval form sent to every owner.
+      if (approval) this.askApproval(state, sub);
+      else await this.sendLastPublished(state, sub);
+      return { ...sub };
     });
+  }
+
+  /** The subscription whose options are asked for or changed (§6.3.4 error cases). */
+  private optionsTarget(state: NodeState, actor: string, jid: string, subid: string | undefined): Subscription {
+    if (bareJid(jid) !== bareJid(actor) && !this.can(state, actor, 'manage-subscriptions')) fail('forbidden', 'you may only see and change options of your own subscriptions');
+    const subs = state.subscriptions.filter((s) => s.jid === jid);
+    if (subs.length === 0) fail('not-subscribed');
+    if (subid === undefined) {
+      if (subs.length > 1) fail('subid-required');
+      return subs[0] as Subscription;
+    }
+    const sub = subs.find((s) => s.subid === subid);
+    if (!sub) fail('invalid-subid');
+    return sub;
+  }
+
+  async getSubscriptionOptions(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined): Promise<Subscription> {
+    const state = await this.node(nodeId);
+    const sub = this.optionsTarget(state, actor, jid, subid);
+    return { ...sub, options: optionsOf(sub) };
+  }
+
+  async setSubscriptionOptions(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined, change: Partial<SubscriptionOptions>): Promise<void> {
+    const checked = await this.node(nodeId);
+    this.optionsTarget(checked, actor, jid, subid);
+    const id = checked.record.id;
+    await this.mutate(id, async () => {
+      const state = await this.node(id);
+      const sub = this.optionsTarget(state, actor, jid, subid);
+      sub.options = applySubscriptionOptions(optionsOf(sub), change, this.now());
+      await this.store.putSubscription(sub);
+      this.leases.set(id, nextLeaseEnd(state.subscriptions));
+    });
+  }
+
+  /** Ends the node's leased subscriptions that are due (subscriber told); answers the next end. */
+  private endLeases(nodeId: string): Promise<number | undefined> {
+    return this.mutate(nodeId, async () => {
+      const state = await this.load(nodeId);
+      if (!state) return undefined;
+      const now = this.now();
+      for (const sub of [...state.subscriptions]) {
+        if (sub.options?.expire !== undefined && sub.options.expire <= now) await this.removeSubscription(state, sub, true);
+      }
+      return nextLeaseEnd(state.subscriptions);
+    });
+  }
+
+  private askApproval(state: NodeState, sub: Subscription): void {
+    const owners = this.owners(state).map((jid) => ({ jid, subid: sub.subid }));
+    if (owners.length > 0) this.notifier({ kind: 'authorization', node: sub.node, subscription: { ...sub } }, owners);
+  }
+
+  /** §8.6: an owner approves or denies a pending subscription; the subscriber is told (§8.8.4). */
+  async authorize(actor: string, nodeId: string | undefined, subid: string, jid: string, allow: boolean): Promise<void> {
+    const checked = await this.node(nodeId);
+    this.require(checked, actor, 'manage-subscriptions');
+    const id = checked.record.id;
+    await this.mutate(id, async () => {
+      const state = await this.node(id);
+      const sub = state.subscriptions.find((s) => s.subid === subid && s.jid === jid && s.state === 'pending');
+      if (!sub) fail('item-not-found', `no pending subscription ${subid} of ${jid} to node '${id}'`);
+      if (!allow) return this.removeSubscription(state, sub, true);
+      sub.state = 'subscribed';
+      await this.store.putSubscription(sub);
+      this.subscriptionChanged(state, sub, true);
+      await this.sendLastPublished(state, sub);
+    });
+  }
+
+  /** §6.1.7 send_last_published_item on_sub: the newest item to a new subscription, stamped. */
+  private async sendLastPublished(state: NodeState, sub: Subscription): Promise<void> {
+    const { config } = state.record;
+    if (config.sendLastPublishedItem !== 'on_sub' || !config.deliverNotifications || sub.options?.deliver === false || itemLimit(config) === 0) return;
+    const [last] = await this.store.getItems(state.record.id, { max: 1 });
+    if (!last) return;
+    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: sub.jid, subid: sub.subid }]);
+  }
+
+  /** Pending subscriptions of the nodes this entity owns (for get-pending). */
+  async pendingOf(actor: string, nodeId?: string): Promise<Subscription[]> {
+    if (nodeId !== undefined) {
+      const state = await this.node(nodeId);
+      this.require(state, actor, 'manage-subscriptions');
+      return state.subscriptions.filter((s) => s.state === 'pending').map((s) => ({ ...s }));
+    }
+    const out: Subscription[] = [];
+    for (const { node, affiliation } of await this.affiliationsOf(actor)) {
+      if (affiliation !== 'owner') continue;
+      const state = await this.load(node);
+      for (const s of state?.subscriptions ?? []) if (s.state === 'pending') out.push({ ...s });
+    }
+    return out;
+  }
+
+  /** Sends the approval form again to the owners for every pending subscription of a node. */
+  async resendApprovals(actor: string, nodeId: string | undefined): Promise<number> {
+    const state = await this.node(nodeId);
+    this.require(state, actor, 'manage-subscriptions');
+    const pending = state.subscriptions.filter((s) => s.state === 'pending');
+    for (const sub of pending) this.notifier({ kind: 'authorization', node: sub.node, subscription: { ...sub } }, [{ jid: bareJid(actor), subid: sub.subid }]);
+    return pending.length;
   }
 
   async unsubscribe(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined): Promise<void> {
@@ -342,23 +559,33 @@ export class PubsubService {
     });
   }
 
-  private async addSubscription(state: NodeState, jid: string, subState: SubscriptionState, notify: boolean): Promise<Subscription> {
-    const sub: Subscription = { node: state.record.id, jid, subid: this.newId(), state: subState };
+  private async addSubscription(state: NodeState, jid: string, subState: SubscriptionState, notify: boolean, options?: SubscriptionOptions): Promise<Subscription> {
+    const sub: Subscription = { node: state.record.id, jid, subid: this.newId(), state: subState, ...(options ? { options } : {}) };
     await this.store.putSubscription(sub);
     state.subscriptions.push(sub);
-    if (notify) this.notifySubscription(sub);
+    if (options?.expire !== undefined) this.leases.atLeastBy(sub.node, options.expire);
+    this.subscriptionChanged(state, sub, notify);
     return sub;
   }
 
   private async removeSubscription(state: NodeState, sub: Subscription, notify: boolean): Promise<void> {
     await this.store.deleteSubscription(sub.node, sub.jid, sub.subid);
     state.subscriptions = state.subscriptions.filter((s) => s !== sub);
-    if (notify) this.notifySubscription({ ...sub, state: 'none' });
+    this.subscriptionChanged(state, { ...sub, state: 'none' }, notify);
   }
 
-  /** §8.8.4: tell the entity its subscription changed (regardless of the access model). */
-  private notifySubscription(sub: Subscription): void {
-    this.notifier({ kind: 'subscription', node: sub.node, subscription: sub }, [{ jid: sub.jid, subid: sub.subid }]);
+  /**
+   * A subscription was created, changed or ended: tell the entity (§8.8.4; regardless of the
+   * access model) when `toSubscriber`, and the owners when the node has pubsub#notify_sub.
+   */
+  private subscriptionChanged(state: NodeState, sub: Subscription, toSubscriber: boolean): void {
+    const event: ServiceEvent = { kind: 'subscription', node: sub.node, subscription: { ...sub }, messageType: state.record.config.notificationType };
+    if (toSubscriber) this.notifier(event, [{ jid: sub.jid, subid: sub.subid }]);
+    if (state.record.config.notifySub) {
+      const owners: Recipient[] = [];
+      for (const [jid, affiliation] of state.affiliations) if (affiliation === 'owner') owners.push({ jid, subid: sub.subid });
+      if (owners.length > 0) this.notifier(event, owners);
+    }
   }
 
   async getItems(actor: string, nodeId: string | undefined, query: ItemQuery = {}): Promise<Item[]> {
@@ -366,6 +593,40 @@ export class PubsubService {
     this.require(state, actor, 'retrieve-items');
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     return this.store.getItems(state.record.id, query);
+  }
+
+  /**
+   * One page of a node's item ids in publication order (at most PAGE_LIMIT). An after/before id
+   * that is no longer in the node is item-not-found: its position is unknown (XEP-0059 §2.5).
+   */
+  async pageItemIds(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<string>> {
+    const state = await this.node(nodeId);
+    this.require(state, actor, 'retrieve-items');
+    if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    const found = await this.store.pageItemIds(state.record.id, { ...page, max: Math.min(page.max, PAGE_LIMIT) });
+    if (!found) fail('item-not-found', `item '${page.after ?? page.before ?? ''}' is not in node '${state.record.id}': page from a known item`);
+    return found;
+  }
+
+  /** One page of a node's items (see pageItemIds). */
+  async pageItems(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<Item>> {
+    const ids = await this.pageItemIds(actor, nodeId, page);
+    if (ids.entries.length === 0) return { ...ids, entries: [] };
+    const items = await this.store.getItems(nodeId as string, { ids: ids.entries });
+    return { ...ids, entries: items };
+  }
+
+  /**
+   * XEP-0313 on a node (XEP-0442): one page of its history — publications and tombstones of
+   * retracted, expired or purged items — for whoever may retrieve its items.
+   */
+  async queryArchive(actor: string, nodeId: string | undefined, query: ArchiveQuery, page: PageRequest = { max: ARCHIVE_PAGE_LIMIT }): Promise<Page<ArchiveEntry>> {
+    const state = await this.node(nodeId);
+    this.require(state, actor, 'retrieve-items');
+    if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    const found = await this.store.pageArchive(state.record.id, query, { ...page, max: Math.min(page.max, ARCHIVE_PAGE_LIMIT) });
+    if (!found) fail('item-not-found', `an archive id of the query is not in the archive of node '${state.record.id}'`);
+    return found;
   }
 
   async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string> {
@@ -381,13 +642,68 @@ export class PubsubService {
     return this.mutate(id, async () => {
       const state = await this.node(id);
       this.requirePublish(state, actor);
-      const published: Item = { id: item?.id || this.newId(), payload: item?.payload ?? '', publisher: bareJid(actor), published: this.now() };
-      const keep = itemLimit(state.record.config);
-      if (keep > 0) await this.store.putItem(id, published, keep);
-      if (state.record.config.deliverNotifications) {
-        this.emit({ kind: 'items', node: id, item: published, withPayload: state.record.config.deliverPayloads }, this.recipients(state));
+      const nodeConfig = state.record.config;
+      this.checkPreconditions(nodeConfig, request.preconditions ?? {});
+      const payload = item?.payload ?? '';
+      if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
+      const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
+      const keep = itemLimit(nodeConfig);
+      if (keep > 0) {
+        await this.store.putItem(id, published, keep);
+        await this.store.appendArchive(id, { stamp: published.published, item: published }, ARCHIVE_LIMIT);
+        if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, published.published + nodeConfig.itemExpire * 1000);
+      }
+      if (nodeConfig.deliverNotifications) {
+        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads }, this.recipients(state));
       }
       return published.id;
+    });
+  }
+
+  /** §7.1.5: every precondition must equal the node's configuration. */
+  private checkPreconditions(config: NodeConfig, preconditions: Partial<NodeConfig>): void {
+    for (const [key, wanted] of Object.entries(preconditions) as Array<[keyof NodeConfig, unknown]>) {
+      if (config[key] !== wanted) fail('precondition-not-met', `the node's ${key} is ${String(config[key])}, not ${String(wanted)}`);
+    }
+  }
+
+  // ---- item expiry (pubsub#item_expire) --------------------------------------------------
+
+  /** When the node's oldest item expires (undefined: no items). */
+  private async oldestExpiry(nodeId: string, itemExpire: number): Promise<number | undefined> {
+    const oldest = await this.store.pageItemIds(nodeId, { max: 1 });
+    const first = oldest?.entries[0];
+    if (first === undefined) return undefined;
+    const [item] = await this.store.getItems(nodeId, { ids: [first] });
+    return item ? item.published + itemExpire * 1000 : undefined;
+  }
+
+  /** Removes a node's expired items (oldest first), tells subscribers; answers the next due time. */
+  private expireItems(nodeId: string): Promise<number | undefined> {
+    return this.mutate(nodeId, async () => {
+      const state = await this.load(nodeId);
+      const expire = state?.record.config.itemExpire;
+      if (!state || expire === undefined || expire === 'max') return undefined;
+      const now = this.now();
+      const removed: string[] = [];
+      let next: number | undefined;
+      for (;;) {
+        const page = await this.store.pageItemIds(nodeId, { max: 100 });
+        const items = await this.store.getItems(nodeId, { ids: page?.entries ?? [] });
+        for (const item of items) {
+          const due = item.published + expire * 1000;
+          if (due > now) {
+            next = due;
+            break;
+          }
+          await this.store.deleteItem(nodeId, item.id);
+          removed.push(item.id);
+        }
+        if (next !== undefined || items.length === 0) break;
+      }
+      if (removed.length > 0) await this.store.appendArchive(nodeId, { stamp: now, retracted: removed }, ARCHIVE_LIMIT);
+      if (removed.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: removed }, this.recipients(state));
+      return next;
     });
   }
 
@@ -418,7 +734,8 @@ export class PubsubService {
       }
       if (!mayRetractAny && found.some((item) => item.publisher !== bareJid(actor))) fail('forbidden', 'you may only retract your own items');
       for (const item of found) await this.store.deleteItem(id, item.id);
-      if (notify ?? state.record.config.notifyRetract) this.emit({ kind: 'retract', node: id, itemIds: found.map((i) => i.id) }, this.recipients(state));
+      await this.store.appendArchive(id, { stamp: this.now(), retracted: found.map((i) => i.id) }, ARCHIVE_LIMIT);
+      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: found.map((i) => i.id) }, this.recipients(state));
     });
   }
 
@@ -436,4 +753,14 @@ export class PubsubService {
     }
     return this.store.getAffiliationsOf(bareJid(actor));
   }
+}
+
+/** The earliest end of a leased subscription among these (undefined: none is leased). */
+function nextLeaseEnd(subs: Subscription[]): number | undefined {
+  let next: number | undefined;
+  for (const sub of subs) {
+    const end = sub.options?.expire;
+    if (end !== undefined && (next === undefined || end < next)) next = end;
+  }
+  return next;
 }

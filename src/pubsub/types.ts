@@ -5,13 +5,19 @@
 export const AFFILIATIONS = ['owner', 'publisher', 'publish-only', 'member', 'none', 'outcast'] as const;
 export type Affiliation = (typeof AFFILIATIONS)[number];
 
-export const ACCESS_MODELS = ['open', 'whitelist'] as const;
+export const ACCESS_MODELS = ['open', 'authorize', 'whitelist'] as const;
 export type AccessModel = (typeof ACCESS_MODELS)[number];
 
 export const PUBLISH_MODELS = ['publishers', 'subscribers', 'open'] as const;
 export type PublishModel = (typeof PUBLISH_MODELS)[number];
 
 export type SubscriptionState = 'subscribed' | 'pending' | 'unconfigured' | 'none';
+
+export const SEND_LAST_PUBLISHED_ITEM = ['never', 'on_sub'] as const;
+export type SendLastPublishedItem = (typeof SEND_LAST_PUBLISHED_ITEM)[number];
+
+export const NOTIFICATION_TYPES = ['headline', 'normal'] as const;
+export type NotificationType = (typeof NOTIFICATION_TYPES)[number];
 
 /** Node configuration (pubsub#node_config). `maxItems` of 'max' means as many as the service allows. */
 export interface NodeConfig {
@@ -24,6 +30,16 @@ export interface NodeConfig {
   notifyRetract: boolean;
   notifyDelete: boolean;
   notifyConfig: boolean;
+  /** Tell owners when a subscription is created, changed or ended. */
+  notifySub: boolean;
+  /** Largest payload accepted, in bytes of its serialized form. */
+  maxPayloadSize: number;
+  /** Message type of notifications. */
+  notificationType: NotificationType;
+  /** Seconds after publication when an item is removed; 'max': never. */
+  itemExpire: number | 'max';
+  /** Send the newest item to a new subscriber (with a XEP-0203 delay stamp). */
+  sendLastPublishedItem: SendLastPublishedItem;
   title: string;
   description: string;
   type: string;
@@ -37,12 +53,24 @@ export interface NodeRecord {
   created: number;
 }
 
+/** Subscription options (§6.3, pubsub#subscribe_options). */
+export interface SubscriptionOptions {
+  /** pubsub#deliver: false pauses notifications without ending the subscription. */
+  deliver: boolean;
+  /** pubsub#expire: when a leased subscription ends, ms since epoch; absent: never. */
+  expire?: number;
+  /** pubsub#subscription_type: only 'items' (no collections). */
+  subscriptionType: 'items';
+}
+
 export interface Subscription {
   node: string;
   /** The subscribed JID (bare or full) exactly as requested. */
   jid: string;
   subid: string;
   state: SubscriptionState;
+  /** Absent: the defaults (DEFAULT_SUBSCRIPTION_OPTIONS). */
+  options?: SubscriptionOptions;
 }
 
 export interface Item {
@@ -55,18 +83,43 @@ export interface Item {
   published: number;
 }
 
+/**
+ * One entry of a node's history (XEP-0313 on pub/sub, XEP-0442): a publication, or a tombstone
+ * for retracted (or expired) items or a purge, so that a subscriber who was away learns both.
+ */
+export interface ArchiveEntry {
+  /** Unique in the node's archive and never reused; orders as the archive does. */
+  id: string;
+  /** When it happened, ms since epoch. */
+  stamp: number;
+  item?: Item;
+  retracted?: string[];
+  purged?: boolean;
+}
+
 /** Something the service tells subscribers about; the notifier turns it into stanzas. */
-export type ServiceEvent =
-  | { kind: 'items'; node: string; item: Item; withPayload: boolean }
+export type ServiceEvent = (
+  | { kind: 'items'; node: string; item: Item; withPayload: boolean; /** Sent late (last published item): stamp it. */ delayed?: boolean }
   | { kind: 'retract'; node: string; itemIds: string[] }
   | { kind: 'purge'; node: string }
   | { kind: 'delete'; node: string }
   | { kind: 'config'; node: string }
-  | { kind: 'subscription'; node: string; subscription: Subscription };
+  | { kind: 'subscription'; node: string; subscription: Subscription }
+  /** §8.6: ask the owners (the recipients) to approve or deny a pending subscription. */
+  | { kind: 'authorization'; node: string; subscription: Subscription }
+) & {
+  /** The node's pubsub#notification_type (headline when absent). */
+  messageType?: NotificationType;
+};
 
 export interface Recipient {
   jid: string;
   subid: string;
+  /**
+   * Set when the JID holds several subscriptions to the node: the ones this notification is
+   * for (sent once, with SHIM SubID headers).
+   */
+  subids?: string[];
 }
 
 /** Injected by the host: delivers one event to the given recipients. Must not throw. */

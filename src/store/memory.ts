@@ -1,14 +1,16 @@
 // In-memory Store: the reference implementation of the contract, for unit tests and
 // throw-away demos. Nothing survives the process.
 
-import type { Affiliation, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
-import { bareJid, type ItemQuery, type Store } from './store.ts';
+import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
+import { archiveBounds, archiveId, bareJid, namedArchiveIds, pageOf, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store } from './store.ts';
 
 interface NodeState {
   record: NodeRecord;
   affiliations: Map<string, Affiliation>;
   subscriptions: Map<string, Subscription>; // key jid\0subid
   items: Map<string, Item>; // insertion order = publication order
+  archive: ArchiveEntry[]; // in id order
+  archiveSeq: number;
 }
 
 const clone = <T>(value: T): T => structuredClone(value);
@@ -28,10 +30,15 @@ export class MemoryStore implements Store {
     return [...this.nodes.values()].map((s) => clone(s.record)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
+  async pageNodes(page: PageRequest): Promise<Page<NodeRecord>> {
+    const nodes = await this.listNodes();
+    return pageOf(nodes, page, (uid) => sortedPosition(nodes, (n) => n.id, uid)) as Page<NodeRecord>;
+  }
+
   async putNode(node: NodeRecord): Promise<void> {
     const state = this.nodes.get(node.id);
     if (state) state.record = clone(node);
-    else this.nodes.set(node.id, { record: clone(node), affiliations: new Map(), subscriptions: new Map(), items: new Map() });
+    else this.nodes.set(node.id, { record: clone(node), affiliations: new Map(), subscriptions: new Map(), items: new Map(), archive: [], archiveSeq: 0 });
   }
 
   async deleteNode(id: string): Promise<void> {
@@ -101,6 +108,14 @@ export class MemoryStore implements Store {
     return this.nodes.get(node)?.items.size ?? 0;
   }
 
+  async pageItemIds(node: string, page: PageRequest): Promise<Page<string> | undefined> {
+    const ids = [...(this.nodes.get(node)?.items.keys() ?? [])];
+    return pageOf(ids, page, (uid) => {
+      const at = ids.indexOf(uid);
+      return at === -1 ? undefined : at;
+    });
+  }
+
   async deleteItem(node: string, id: string): Promise<boolean> {
     return this.nodes.get(node)?.items.delete(id) ?? false;
   }
@@ -120,4 +135,37 @@ export class MemoryStore implements Store {
   async purgeItems(node: string): Promise<void> {
     this.nodes.get(node)?.items.clear();
   }
+
+  async appendArchive(node: string, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {
+    const state = this.nodes.get(node);
+    if (!state) return '';
+    const id = archiveId(entry.stamp, ++state.archiveSeq);
+    state.archive.push(clone({ ...entry, id }));
+    state.archive.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    if (state.archive.length > keep) state.archive.splice(0, state.archive.length - keep);
+    return id;
+  }
+
+  async pageArchive(node: string, query: ArchiveQuery, page: PageRequest): Promise<Page<ArchiveEntry> | undefined> {
+    const archive = this.nodes.get(node)?.archive ?? [];
+    const known = new Set(archive.map((e) => e.id));
+    if (!namedArchiveIds(query, page).every((id) => known.has(id))) return undefined;
+    const { above, below } = archiveBounds(query);
+    const wanted = query.ids && new Set(query.ids);
+    const selected = archive.filter((e) => e.id > above && e.id < below && (!wanted || wanted.has(e.id)));
+    const result = pageOf(selected, page, (uid) => sortedPosition(selected, (e) => e.id, uid)) as Page<ArchiveEntry>;
+    return { ...result, entries: result.entries.map(clone) };
+  }
+}
+
+/** Where a UID sits in a list sorted by id: its index, or between its neighbours. */
+function sortedPosition<T>(list: readonly T[], id: (t: T) => string, uid: string): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (id(list[mid] as T) < uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return list[lo] !== undefined && id(list[lo] as T) === uid ? lo : lo - 0.5;
 }

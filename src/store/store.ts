@@ -3,7 +3,7 @@
 // suite (test/unit/store-contract.ts). A write resolves only once it is durable for the backend.
 // Stores hold no policy: limits, permissions and notifications are the service's job.
 
-import type { Affiliation, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
+import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
 
 export interface ItemQuery {
   /** Only these ids (in publication order; missing ones are skipped). */
@@ -12,12 +12,61 @@ export interface ItemQuery {
   max?: number;
 }
 
+/**
+ * One page of an ordered result set (XEP-0059 semantics, without the wire format). Entries are
+ * addressed by their UID (an item id, a node id). At most one of after/before/index is used.
+ */
+export interface PageRequest {
+  /** Most entries to return (0: only count). */
+  max: number;
+  /** The entries right after this UID. */
+  after?: string;
+  /** The entries right before this UID; '' asks for the last page. */
+  before?: string;
+  /** The page starting at this position (0-based). */
+  index?: number;
+}
+
+export interface Page<T> {
+  entries: T[];
+  /** Size of the whole result set. */
+  count: number;
+  /** Position of entries[0] in the whole set (meaningless when entries is empty). */
+  firstIndex: number;
+}
+
+/** Which part of a node's archive a query covers (all bounds optional). */
+export interface ArchiveQuery {
+  /** Entries at or after this time, ms since epoch. */
+  start?: number;
+  /** Entries at or before this time. */
+  end?: number;
+  /** Entries after this archive id (exclusive). */
+  afterId?: string;
+  /** Entries before this archive id (exclusive). */
+  beforeId?: string;
+  /** Only these entries. */
+  ids?: string[];
+}
+
+/** The archive ids a query and page name, which must exist in the archive (XEP-0313 §4.1.4). */
+export function namedArchiveIds(query: ArchiveQuery, page: PageRequest): string[] {
+  const named = [...(query.ids ?? [])];
+  if (query.afterId !== undefined) named.push(query.afterId);
+  if (query.beforeId !== undefined) named.push(query.beforeId);
+  if (page.after !== undefined) named.push(page.after);
+  if (page.before) named.push(page.before);
+  return named;
+}
+
 export interface Store {
   open(): Promise<void>;
   close(): Promise<void>;
 
   getNode(id: string): Promise<NodeRecord | undefined>;
   listNodes(): Promise<NodeRecord[]>;
+  /** Nodes in id order. An after/before UID need not exist (ids order themselves). */
+  pageNodes(page: PageRequest): Promise<Page<NodeRecord>>;
   /** Create or update a node record. */
   putNode(node: NodeRecord): Promise<void>;
   /** Delete a node with all of its items, affiliations and subscriptions. */
@@ -42,14 +91,75 @@ export interface Store {
   putItem(node: string, item: Item, keep: number): Promise<string[]>;
   getItems(node: string, query?: ItemQuery): Promise<Item[]>;
   countItems(node: string): Promise<number>;
+  /**
+   * Item ids in publication order (oldest first), one page of them. Undefined when after/before
+   * names an item that is not (or no longer) in the node: its position is unknown.
+   */
+  pageItemIds(node: string, page: PageRequest): Promise<Page<string> | undefined>;
   /** Returns true if an item was deleted. */
   deleteItem(node: string, id: string): Promise<boolean>;
   /** Drop the oldest items beyond `keep`; returns the ids dropped. */
   trimItems(node: string, keep: number): Promise<string[]>;
   purgeItems(node: string): Promise<void>;
+
+  /**
+   * Appends to the node's archive (its history: publications and tombstones) and drops the
+   * oldest entries beyond `keep`. Returns the new entry's id: unique, never reused, and ordered
+   * as the archive is (by stamp, then by arrival).
+   */
+  appendArchive(node: string, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string>;
+  /**
+   * One page of the archive entries the query selects, oldest first. Undefined when an id the
+   * query or page names (namedArchiveIds) is not in the archive.
+   */
+  pageArchive(node: string, query: ArchiveQuery, page: PageRequest): Promise<Page<ArchiveEntry> | undefined>;
+}
+
+/** An archive id: the stamp, then a per-node counter, both fixed-width hex (orders as text). */
+export function archiveId(stamp: number, seq: number): string {
+  return `${Math.max(0, Math.floor(stamp)).toString(16).padStart(12, '0')}-${seq.toString(16).padStart(10, '0')}`;
+}
+
+/** Bounds of an archive query as archive ids (exclusive): [above, below]. */
+export function archiveBounds(query: ArchiveQuery): { above: string; below: string } {
+  let above = '';
+  let below = '\uffff';
+  if (query.start !== undefined) above = archiveId(query.start, 0).slice(0, 12); // every id of that ms or later sorts above
+  if (query.afterId !== undefined && query.afterId > above) above = query.afterId;
+  if (query.end !== undefined) below = `${archiveId(query.end, 0).slice(0, 12)}.`; // '.' sorts after '-': all ids of that ms
+  if (query.beforeId !== undefined && query.beforeId < below) below = query.beforeId;
+  return { above, below };
 }
 
 export function bareJid(jid: string): string {
   const slash = jid.indexOf('/');
   return slash === -1 ? jid : jid.slice(0, slash);
+}
+
+/**
+ * The page of an in-memory ordered list (the reference semantics every backend must match).
+ * `position(uid)` gives where an after/before UID sits: its index, or, for UIDs that order
+ * themselves, a fractional position between neighbours; undefined when unknown.
+ */
+export function pageOf<T>(all: readonly T[], page: PageRequest, position: (uid: string) => number | undefined): Page<T> | undefined {
+  const count = all.length;
+  const max = Math.max(0, page.max);
+  let start: number;
+  if (page.after !== undefined) {
+    const at = position(page.after);
+    if (at === undefined) return undefined;
+    start = Math.floor(at) + 1;
+  } else if (page.before !== undefined) {
+    let end = count;
+    if (page.before !== '') {
+      const at = position(page.before);
+      if (at === undefined) return undefined;
+      end = Math.ceil(at);
+    }
+    start = Math.max(0, end - max);
+    return { entries: all.slice(start, end).slice(0, max), count, firstIndex: start };
+  } else {
+    start = Math.max(0, page.index ?? 0);
+  }
+  return { entries: all.slice(start, start + max), count, firstIndex: start };
 }

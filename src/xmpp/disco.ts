@@ -2,13 +2,16 @@
 // handlers implement: a test compares it with the README's feature table.
 
 import { Element } from 'ltx';
-import type { PubsubService } from '../pubsub/service.ts';
+import { PAGE_LIMIT, type PubsubService } from '../pubsub/service.ts';
+import { commandInfo, commandItems } from './commands.ts';
 import { buildForm } from './forms.ts';
 import { NS } from './ns.ts';
 import { routeKey, type IqHandler } from './request.ts';
+import { parseRsm, rsmResult } from './rsm.ts';
 
 /** XEP-0060 features (disco names without the 'http://jabber.org/protocol/pubsub#' prefix). */
 export const PUBSUB_FEATURES = [
+  'access-authorize',
   'access-open',
   'access-whitelist',
   'config-node',
@@ -16,17 +19,21 @@ export const PUBSUB_FEATURES = [
   'create-nodes',
   'delete-items',
   'delete-nodes',
+  'get-pending',
   'instant-nodes',
   'item-ids',
+  'last-published',
   'manage-affiliations',
   'manage-subscriptions',
   'member-affiliation',
   'meta-data',
   'modify-affiliations',
+  'multi-subscribe',
   'outcast-affiliation',
   'persistent-items',
   'publish',
   'publish-only-affiliation',
+  'publish-options',
   'publisher-affiliation',
   'purge-nodes',
   'retract-items',
@@ -34,8 +41,10 @@ export const PUBSUB_FEATURES = [
   'retrieve-default',
   'retrieve-items',
   'retrieve-subscriptions',
+  'rsm',
   'subscribe',
   'subscription-notifications',
+  'subscription-options',
 ] as const;
 
 export const SERVICE_FEATURES: readonly string[] = [
@@ -43,8 +52,14 @@ export const SERVICE_FEATURES: readonly string[] = [
   NS.DISCO_ITEMS,
   NS.PUBSUB,
   ...PUBSUB_FEATURES.map((f) => `${NS.PUBSUB}#${f}`),
+  NS.RSM,
+  NS.COMMANDS,
+  NS.MAM,
+  NS.MAM_EXTENDED,
   NS.PING,
   NS.VERSION,
+  // Hermod services recognise each other by this (src/replication/partners.ts).
+  'urn:hermod:replication:0',
 ];
 
 export interface DiscoOptions {
@@ -71,6 +86,8 @@ export function discoRoutes({ service, jid, name }: DiscoOptions): Map<string, I
       addFeatures(query);
       return query;
     }
+    const command = commandInfo(node);
+    if (command) return command;
     const meta = await service.metadata(node); // item-not-found for an unknown node
     const { config, creator, created } = meta.record;
     query.c('identity', { category: 'pubsub', type: 'leaf', ...(config.title ? { name: config.title } : {}) });
@@ -93,17 +110,28 @@ export function discoRoutes({ service, jid, name }: DiscoOptions): Map<string, I
     return query;
   };
 
+  // Both listings are paged (XEP-0059): at most PAGE_LIMIT entries, with a <set/> when asked
+  // for or when the answer is truncated.
   const items: IqHandler = async (req) => {
     const node = (req.child.attrs.node as string | undefined) || undefined;
     const query = new Element('query', { xmlns: NS.DISCO_ITEMS, ...(node ? { node } : {}) });
+    const rsm = parseRsm(req.child, PAGE_LIMIT);
     if (!node) {
-      for (const record of await service.listNodes()) {
+      const page = await service.pageNodes(rsm ?? { max: PAGE_LIMIT });
+      for (const record of page.entries) {
         query.c('item', { jid, node: record.id, ...(record.config.title ? { name: record.config.title } : {}) });
       }
+      if (rsm || page.count > page.entries.length) query.cnode(rsmResult(page, page.entries.map((r) => r.id)));
       return query;
     }
-    // §5.5: the items of a node, as far as the requester may retrieve them.
-    for (const item of await service.getItems(req.from, node)) query.c('item', { jid, name: item.id });
+    if (node === NS.COMMANDS) {
+      for (const item of commandItems(jid)) query.cnode(item);
+      return query;
+    }
+    // §5.5: the items of a node, as far as the requester may retrieve them: ids only.
+    const page = await service.pageItemIds(req.from, node, rsm ?? { max: PAGE_LIMIT });
+    for (const id of page.entries) query.c('item', { jid, name: id });
+    if (rsm || page.count > page.entries.length) query.cnode(rsmResult(page, page.entries));
     return query;
   };
 

@@ -3,8 +3,8 @@
 
 import type { Element } from 'ltx';
 import { fail } from '../pubsub/errors.ts';
-import { MAX_ITEMS_LIMIT } from '../pubsub/node-config.ts';
-import { ACCESS_MODELS, PUBLISH_MODELS, type NodeConfig } from '../pubsub/types.ts';
+import { ITEM_EXPIRE_LIMIT, MAX_ITEMS_LIMIT, MAX_PAYLOAD_LIMIT } from '../pubsub/node-config.ts';
+import { ACCESS_MODELS, NOTIFICATION_TYPES, PUBLISH_MODELS, SEND_LAST_PUBLISHED_ITEM, type NodeConfig } from '../pubsub/types.ts';
 import { buildForm, parseForm, type FieldType, type FormField } from './forms.ts';
 import { NS } from './ns.ts';
 
@@ -39,6 +39,17 @@ function maxItems(value: string | undefined, name: string): number | 'max' {
   return fail('not-acceptable', `${name} must be a whole number from 0 to ${MAX_ITEMS_LIMIT} or 'max' (got '${value ?? ''}')`);
 }
 
+function bytes(value: string | undefined, name: string): number {
+  if (value !== undefined && /^\d{1,9}$/.test(value) && Number(value) >= 1 && Number(value) <= MAX_PAYLOAD_LIMIT) return Number(value);
+  return fail('not-acceptable', `${name} must be a number of bytes from 1 to ${MAX_PAYLOAD_LIMIT} (got '${value ?? ''}')`);
+}
+
+function seconds(value: string | undefined, name: string): number | 'max' {
+  if (value === 'max') return 'max';
+  if (value !== undefined && /^\d{1,9}$/.test(value) && Number(value) >= 1 && Number(value) <= ITEM_EXPIRE_LIMIT) return Number(value);
+  return fail('not-acceptable', `${name} must be a number of seconds from 1 to ${ITEM_EXPIRE_LIMIT} or 'max' (got '${value ?? ''}')`);
+}
+
 const boolField = <K extends keyof NodeConfig>(v: string, key: K, label: string): FieldSpec<K> => ({
   var: v,
   key,
@@ -61,6 +72,11 @@ const FIELDS = [
   boolField('pubsub#notify_retract', 'notifyRetract', 'Notify subscribers when items are removed from the node'),
   boolField('pubsub#notify_delete', 'notifyDelete', 'Notify subscribers when the node is deleted'),
   boolField('pubsub#notify_config', 'notifyConfig', 'Notify subscribers when the node configuration changes'),
+  boolField('pubsub#notify_sub', 'notifySub', 'Notify owners about new subscribers and unsubscribes'),
+  { var: 'pubsub#max_payload_size', key: 'maxPayloadSize', type: 'text-single', label: 'The maximum payload size in bytes', parse: bytes, format: String },
+  { var: 'pubsub#notification_type', key: 'notificationType', type: 'list-single', label: 'Message type of notifications', options: NOTIFICATION_TYPES, parse: choice(NOTIFICATION_TYPES), format: String },
+  { var: 'pubsub#send_last_published_item', key: 'sendLastPublishedItem', type: 'list-single', label: 'When to send the last published item', options: SEND_LAST_PUBLISHED_ITEM, parse: choice(SEND_LAST_PUBLISHED_ITEM), format: String },
+  { var: 'pubsub#item_expire', key: 'itemExpire', type: 'text-single', label: 'Seconds after which items are removed (or max)', parse: seconds, format: String },
 ] as const satisfies ReadonlyArray<FieldSpec<keyof NodeConfig>>;
 
 const BY_VAR = new Map<string, FieldSpec<keyof NodeConfig>>(FIELDS.map((f) => [f.var, f as FieldSpec<keyof NodeConfig>]));
@@ -100,4 +116,20 @@ export function parseConfigForm(x: Element): Partial<NodeConfig> {
     change[spec.key] = spec.parse(spec.type === 'text-multi' ? values.join('\n') : values[0], name);
   }
   return change as Partial<NodeConfig>;
+}
+
+/**
+ * Reads a §7.1.5 publish-options form: each field is a precondition on the node configuration
+ * of the same name. A field this service does not know can never be met.
+ */
+export function parsePublishOptions(x: Element): Partial<NodeConfig> {
+  const form = parseForm(x);
+  if (form.formType !== NS.PUBSUB_PUBLISH_OPTIONS) fail('bad-request', `publish-options need FORM_TYPE ${NS.PUBSUB_PUBLISH_OPTIONS}`);
+  const preconditions: Partial<Record<keyof NodeConfig, unknown>> = {};
+  for (const [name, values] of form.fields) {
+    const spec = BY_VAR.get(name);
+    if (!spec) fail('precondition-not-met', `publish option ${name} is not a node configuration field of this service`);
+    preconditions[spec.key] = spec.parse(spec.type === 'text-multi' ? values.join('\n') : values[0], name);
+  }
+  return preconditions as Partial<NodeConfig>;
 }

@@ -5,6 +5,7 @@
 import { Element, escapeXML } from 'ltx';
 import type { Recipient, ServiceEvent } from '../pubsub/types.ts';
 import { NS } from './ns.ts';
+import { approvalForm } from './approval.ts';
 import { itemElement } from './pubsub-handlers.ts';
 
 export function eventElement(event: ServiceEvent): Element {
@@ -27,6 +28,8 @@ export function eventElement(event: ServiceEvent): Element {
     case 'config':
       ev.c('configuration', { node: event.node });
       break;
+    case 'authorization': // rendered as a form, not an event (see render)
+      break;
     case 'subscription': {
       const { subscription: s } = event;
       ev.c('subscription', { node: s.node, jid: s.jid, subscription: s.state, ...(s.state !== 'none' ? { subid: s.subid } : {}) });
@@ -36,24 +39,35 @@ export function eventElement(event: ServiceEvent): Element {
   return ev;
 }
 
+/** XEP-0131 SubID headers (XEP-0060 §7.1.2.4) for a JID with several subscriptions. */
+function subidHeaders(subids: string[]): string {
+  return `<headers xmlns="${NS.SHIM}">${subids.map((id) => `<header name="SubID">${escapeXML(id)}</header>`).join('')}</headers>`;
+}
+
 /** Builds message strings for one event; `next()` gives the stanza for each recipient. */
 export class NotificationRenderer {
   private counter = 0;
-  private readonly prefix: string;
+  private readonly from: string;
 
   constructor(
     from: string,
+    /** For events that do not name their node's pubsub#notification_type. */
     private readonly messageType: 'headline' | 'normal' = 'headline',
   ) {
-    this.prefix = `<message from="${escapeXML(from)}" type="${messageType}" id="`;
+    this.from = escapeXML(from);
   }
 
   render(event: ServiceEvent, recipients: Recipient[]): string[] {
-    const body = eventElement(event).toString();
+    // §8.6 approval requests are forms in normal messages; everything else is an <event/>.
+    const approval = event.kind === 'authorization';
+    let body = (approval ? approvalForm(event.subscription) : eventElement(event)).toString();
+    // XEP-0203: an item sent after the fact (the last published item) carries its publication time.
+    if (event.kind === 'items' && event.delayed) body += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
+    const prefix = `<message from="${this.from}" type="${approval ? 'normal' : (event.messageType ?? this.messageType)}" id="`;
     const out = new Array<string>(recipients.length);
     for (let i = 0; i < recipients.length; i++) {
       const r = recipients[i] as Recipient;
-      out[i] = `${this.prefix}n${(this.counter++).toString(36)}" to="${escapeXML(r.jid)}">${body}</message>`;
+      out[i] = `${prefix}n${(this.counter++).toString(36)}" to="${escapeXML(r.jid)}">${body}${r.subids ? subidHeaders(r.subids) : ''}</message>`;
     }
     return out;
   }

@@ -3,20 +3,23 @@
 // arguments, calls the service and builds the result. No permission logic lives here.
 
 import { Element } from 'ltx';
-import type { PubsubService } from '../pubsub/service.ts';
-import { AFFILIATIONS, type Affiliation, type Item, type Subscription, type SubscriptionState } from '../pubsub/types.ts';
-import { badRequest, StanzaError, unsupported } from './errors.ts';
+import { PAGE_LIMIT, type PubsubService } from '../pubsub/service.ts';
+import { optionsOf } from '../pubsub/subscription-options.ts';
+import { AFFILIATIONS, type Affiliation, type Item, type NodeConfig, type Subscription, type SubscriptionState } from '../pubsub/types.ts';
+import { badRequest, StanzaError } from './errors.ts';
 import { findForm } from './forms.ts';
 import { normalizeJid } from './jid.ts';
-import { configForm, parseConfigForm } from './node-config-form.ts';
+import { configForm, parseConfigForm, parsePublishOptions } from './node-config-form.ts';
 import { NS } from './ns.ts';
 import { appendRaw, serializePayload } from './raw.ts';
 import { routeKey, type IqHandler, type IqRequest } from './request.ts';
+import { parseRsm, rsmResult } from './rsm.ts';
+import { parseSubscribeOptionsForm, subscribeOptionsForm } from './subscribe-options-form.ts';
 
 type VerbHandler = (request: IqRequest, verb: Element, pubsub: Element) => Promise<Element | undefined>;
 
 /** Child elements of <pubsub/> that accompany a verb rather than being one. */
-const MODIFIERS = new Set(['configure', 'options', 'publish-options']);
+const MODIFIERS = new Set(['configure', 'options', 'publish-options', 'set']);
 
 const nodeAttr = (el: Element): string | undefined => {
   const node = el.attrs.node as string | undefined;
@@ -72,24 +75,54 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
 
   // ---- entity use cases (§6, §7) -------------------------------------------------------
 
-  on('get', NS.PUBSUB, 'items', async (req, verb) => {
+  on('get', NS.PUBSUB, 'items', async (req, verb, pubsub) => {
     const node = nodeAttr(verb);
     const ids = verb.getChildren('item').map((i) => {
       const id = i.attrs.id as string | undefined;
       if (!id) throw badRequest('<item/> in an items request needs an id', 'item-required');
       return id;
     });
-    const max = parseMaxItems(verb.attrs.max_items as string | undefined);
-    const items = await service.getItems(req.from, node, { ...(ids.length > 0 ? { ids } : {}), ...(max !== undefined ? { max } : {}) });
     const itemsEl = new Element('items', { node });
-    for (const item of items) itemsEl.cnode(itemElement(item, true));
-    return pubsubResult(NS.PUBSUB, itemsEl);
+    const result = pubsubResult(NS.PUBSUB, itemsEl);
+    const rsm = parseRsm(pubsub, PAGE_LIMIT);
+    const max = parseMaxItems(verb.attrs.max_items as string | undefined);
+    if (ids.length > 0 || (max !== undefined && !rsm)) {
+      // By id, or the newest max_items (§6.5.7); RSM, when given, wins over max_items.
+      const query = ids.length > 0 ? { ids } : { max: Math.min(max as number, PAGE_LIMIT) };
+      for (const item of await service.getItems(req.from, node, query)) itemsEl.cnode(itemElement(item, true));
+      return result;
+    }
+    // All items: one page, in publication order; a truncated answer says so with RSM (§6.5.4).
+    const page = await service.pageItems(req.from, node, rsm ?? { max: PAGE_LIMIT });
+    for (const item of page.entries) itemsEl.cnode(itemElement(item, true));
+    if (rsm || page.count > page.entries.length) result.cnode(rsmResult(page, page.entries.map((i) => i.id)));
+    return result;
   });
 
   on('set', NS.PUBSUB, 'subscribe', async (req, verb, pubsub) => {
-    if (pubsub.getChild('options')) throw unsupported('subscription-options', 'subscription options are not supported yet');
-    const sub = await service.subscribe(req.from, nodeAttr(verb), jidAttr(verb));
-    return pubsubResult(NS.PUBSUB, subscriptionElement(sub, true));
+    // §6.3.7 subscribe-and-configure: an <options/> sibling with a submitted form.
+    const form = findForm(pubsub.getChild('options'));
+    const options = form ? parseSubscribeOptionsForm(form) : undefined;
+    const sub = await service.subscribe(req.from, nodeAttr(verb), jidAttr(verb), options);
+    const result = pubsubResult(NS.PUBSUB, subscriptionElement(sub, true));
+    if (options) result.c('options').cnode(subscribeOptionsForm(optionsOf(sub), 'result'));
+    return result;
+  });
+
+  on('get', NS.PUBSUB, 'options', async (req, verb) => {
+    const node = nodeAttr(verb);
+    const subid = (verb.attrs.subid as string | undefined) || undefined;
+    const sub = await service.getSubscriptionOptions(req.from, node, jidAttr(verb), subid);
+    const el = new Element('options', { node: sub.node, jid: sub.jid, subid: sub.subid });
+    return pubsubResult(NS.PUBSUB, el.cnode(subscribeOptionsForm(optionsOf(sub))).up());
+  });
+
+  on('set', NS.PUBSUB, 'options', async (req, verb) => {
+    const form = findForm(verb);
+    if (!form) throw badRequest('<options/> needs a submitted data form', 'invalid-options');
+    const subid = (verb.attrs.subid as string | undefined) || undefined;
+    await service.setSubscriptionOptions(req.from, nodeAttr(verb), jidAttr(verb), subid, parseSubscribeOptionsForm(form));
+    return undefined;
   });
 
   on('set', NS.PUBSUB, 'unsubscribe', async (req, verb) => {
@@ -114,7 +147,6 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
   });
 
   on('set', NS.PUBSUB, 'publish', async (req, verb, pubsub) => {
-    if (pubsub.getChild('publish-options')) throw unsupported('publish-options', 'publish-options are not supported yet');
     const items = verb.getChildren('item');
     if (items.length > 1) throw badRequest('publish one item per request', 'invalid-payload');
     const itemEl = items[0];
@@ -125,8 +157,15 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
       const id = (itemEl.attrs.id as string | undefined) || undefined;
       item = { ...(id ? { id } : {}), ...(payloads[0] ? { payload: serializePayload(payloads[0]) } : {}) };
     }
+    const options = pubsub.getChild('publish-options');
+    let preconditions: Partial<NodeConfig> | undefined;
+    if (options) {
+      const form = findForm(options);
+      if (!form) throw badRequest('<publish-options/> must contain a data form');
+      preconditions = parsePublishOptions(form);
+    }
     const node = nodeAttr(verb);
-    const id = await service.publish(req.from, node, item ? { item } : {});
+    const id = await service.publish(req.from, node, { ...(item ? { item } : {}), ...(preconditions ? { preconditions } : {}) });
     return pubsubResult(NS.PUBSUB, new Element('publish', { node }).c('item', { id }).up());
   });
 
@@ -230,7 +269,8 @@ export function pubsubRoutes(service: PubsubService): Map<string, IqHandler> {
     const pubsub = req.child;
     const ns = pubsub.getNS() ?? '';
     const children = pubsub.getChildElements();
-    const verb = children.find((c) => !MODIFIERS.has(c.name)) ?? (ns === NS.PUBSUB_OWNER ? children[0] : undefined);
+    // <options/> alone is the §6.3 request; beside <subscribe/> it modifies it.
+    const verb = children.find((c) => !MODIFIERS.has(c.name)) ?? children.find((c) => c.name === 'options') ?? (ns === NS.PUBSUB_OWNER ? children[0] : undefined);
     if (!verb) throw badRequest('<pubsub/> without a request element');
     const handler = verbs.get(routeKey(req.type, ns, verb.name));
     if (!handler) {

@@ -84,6 +84,11 @@ export class TestClient {
     return withTimeout(reply, timeoutMs, `reply to ${childXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
   }
 
+  /** Sends a stanza written as XML text (e.g. a <message/>). */
+  async send(xml: string): Promise<void> {
+    await this.xmpp.send(parse(xml) as never);
+  }
+
   /** Resolves with the first message (already received or future) that matches. */
   waitForMessage(match: (m: Element) => boolean, timeoutMs = 10_000, what = 'message'): Promise<Element> {
     const seen = this.messages.find(match);

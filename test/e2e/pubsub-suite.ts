@@ -9,12 +9,25 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { LevelStore } from '../../src/store/level.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
 import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const DISCO_ITEMS = 'http://jabber.org/protocol/disco#items';
+const RSM = 'http://jabber.org/protocol/rsm';
+
+/** The <set/> of a reply as plain values. */
+function rsmOf(parent: Element | undefined): { first?: string; firstIndex?: number; last?: string; count?: number } {
+  const set = parent?.getChild('set', RSM);
+  const first = set?.getChild('first');
+  return {
+    ...(first ? { first: first.getText(), firstIndex: Number(first.attrs.index) } : {}),
+    ...(set?.getChild('last') ? { last: set.getChildText('last') as string } : {}),
+    ...(set?.getChild('count') ? { count: Number(set.getChildText('count')) } : {}),
+  };
+}
 
 const entry = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
 const publish = (node: string, id: string | undefined, text: string): string =>
@@ -25,6 +38,18 @@ const itemIds = (iq: Element): string[] =>
     ?.getChild('items')
     ?.getChildren('item')
     .map((i) => i.attrs.id as string) ?? [];
+const configure = (node: string, fields: Record<string, string>): string =>
+  `<pubsub xmlns='${OWNER}'><configure node='${node}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>${Object.entries(
+    fields,
+  )
+    .map(([k, v]) => `<field var='pubsub#${k}'><value>${v}</value></field>`)
+    .join('')}</x></configure></pubsub>`;
+const publishWithOptions = (node: string, id: string, fields: Record<string, string>): string =>
+  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'>${entry(id)}</item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>${Object.entries(
+    fields,
+  )
+    .map(([k, v]) => `<field var='${k}'><value>${v}</value></field>`)
+    .join('')}</x></publish-options></pubsub>`;
 const titleOf = (item: Element | undefined): string | undefined => item?.getChild('entry', 'http://www.w3.org/2005/Atom')?.getChildText('title') ?? undefined;
 
 export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
@@ -240,6 +265,375 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       await alice.iq('set', SVC, `<pubsub xmlns='${OWNER}'><delete node='temp'/></pubsub>`);
       await bob.waitForMessage((m) => eventOf(m)?.getChild('delete')?.attrs.node === 'temp', 10_000, 'delete event');
       await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='temp'/></pubsub>`), 'item-not-found');
+    });
+
+    it('RSM: pages through a node of 10 000 items in publication order, forwards, backwards, by index, and in disco#items', { timeout: 120_000 }, async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='big'/></pubsub>`);
+      // 10 000 publishes over the wire in waves of 500 concurrent requests. Ids are random, so
+      // neither id order nor any hash order matches publication order; waves are ordered.
+      const waves: string[][] = [];
+      for (let w = 0; w < 20; w++) {
+        const wave = Array.from({ length: 500 }, () => `w${w}-${Math.random().toString(36).slice(2, 10)}`);
+        await Promise.all(wave.map((id) => alice.iq('set', SVC, publish('big', id, id), 60_000)));
+        waves.push(wave);
+      }
+      const waveOf = new Map(waves.flatMap((wave, w) => wave.map((id) => [id, w] as const)));
+      const republished = waves[0]?.[0] as string;
+      await alice.iq('set', SVC, publish('big', republished, 'again')); // becomes the newest
+      const itemsPage = async (set: string): Promise<{ ids: string[]; rsm: ReturnType<typeof rsmOf> }> => {
+        const res = await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='big'/><set xmlns='${RSM}'>${set}</set></pubsub>`);
+        return { ids: itemIds(res), rsm: rsmOf(res.getChild('pubsub', PUBSUB)) };
+      };
+
+      const count = await itemsPage('<max>0</max>');
+      assert.deepEqual(count, { ids: [], rsm: { count: 10_000 } });
+      // Forwards, 1000 per page (bob is on the other server: every page crosses s2s).
+      const forward: string[] = [];
+      let after = '';
+      for (;;) {
+        const page = await itemsPage(`<max>1000</max>${after ? `<after>${after}</after>` : ''}`);
+        assert.equal(page.rsm.count, 10_000);
+        if (page.ids.length === 0) break;
+        assert.equal(page.rsm.firstIndex, forward.length, 'first index is the position in the whole set');
+        assert.equal(page.rsm.first, page.ids[0]);
+        assert.equal(page.rsm.last, page.ids.at(-1));
+        forward.push(...page.ids);
+        after = page.rsm.last as string;
+      }
+      assert.equal(forward.length, 10_000);
+      assert.equal(new Set(forward).size, 10_000, 'no item twice');
+      assert.equal(forward.at(-1), republished, 'a republished item is the newest');
+      const order = forward.slice(0, -1).map((id) => waveOf.get(id) as number);
+      assert.ok(order.every((w, i) => i === 0 || w >= (order[i - 1] as number)), 'publication order: each wave after the one before');
+      // Backwards from the last page gives the same sequence.
+      const last = await itemsPage('<max>300</max><before/>');
+      assert.deepEqual(last.ids, forward.slice(-300));
+      assert.equal(last.rsm.firstIndex, 9_700);
+      const previous = await itemsPage(`<max>300</max><before>${last.rsm.first}</before>`);
+      assert.deepEqual(previous.ids, forward.slice(9_400, 9_700));
+      assert.equal(previous.rsm.firstIndex, 9_400);
+      const byIndex = await itemsPage('<max>5</max><index>4321</index>');
+      assert.deepEqual(byIndex.ids, forward.slice(4321, 4326));
+      assert.equal(byIndex.rsm.firstIndex, 4321);
+      // Payloads come with the page.
+      const one = await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='big'/><set xmlns='${RSM}'><max>1</max><index>5</index></set></pubsub>`);
+      assert.equal(titleOf(one.getChild('pubsub', PUBSUB)?.getChild('items')?.getChild('item')), forward[5]);
+      // Without RSM a large node answers one page and says it is truncated.
+      const unpaged = await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='big'/></pubsub>`);
+      assert.deepEqual(itemIds(unpaged), forward.slice(0, 1000));
+      assert.equal(rsmOf(unpaged.getChild('pubsub', PUBSUB)).count, 10_000);
+      // An anchor that was retracted has no position any more.
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><retract node='big'><item id='${forward[1]}'/></retract></pubsub>`);
+      await expectIqError(itemsPage(`<max>10</max><after>${forward[1]}</after>`), 'item-not-found');
+      const shifted = await itemsPage(`<max>2</max><after>${forward[2]}</after>`);
+      assert.deepEqual([shifted.ids, shifted.rsm.firstIndex], [forward.slice(3, 5), 2]);
+
+      // disco#items on the node: ids only, paged the same way.
+      const discoPage = async (set: string): Promise<{ names: string[]; rsm: ReturnType<typeof rsmOf> }> => {
+        const res = await bob.iq('get', SVC, `<query xmlns='${DISCO_ITEMS}' node='big'><set xmlns='${RSM}'>${set}</set></query>`);
+        const query = res.getChild('query', DISCO_ITEMS);
+        const items = query?.getChildren('item') ?? [];
+        assert.ok(items.every((i) => i.attrs.jid === SVC && i.getChildElements().length === 0));
+        return { names: items.map((i) => i.attrs.name as string), rsm: rsmOf(query) };
+      };
+      const d1 = await discoPage('<max>100</max>');
+      assert.deepEqual(d1.names, [forward[0], ...forward.slice(2, 101)]);
+      assert.deepEqual([d1.rsm.count, d1.rsm.firstIndex], [9_999, 0]);
+      const d2 = await discoPage(`<max>100</max><after>${d1.rsm.last}</after>`);
+      assert.deepEqual([d2.names, d2.rsm.firstIndex], [forward.slice(101, 201), 100]);
+      // disco#items of the service: nodes in id order, paged.
+      const nodes = await bob.iq('get', SVC, `<query xmlns='${DISCO_ITEMS}'><set xmlns='${RSM}'><max>1</max><after>bi</after></set></query>`);
+      const listed = nodes.getChild('query', DISCO_ITEMS);
+      assert.deepEqual(listed?.getChildren('item').map((i) => i.attrs.node), ['big']);
+      const all = await bob.iq('get', SVC, `<query xmlns='${DISCO_ITEMS}'/>`);
+      const allNodes = all.getChild('query', DISCO_ITEMS)?.getChildren('item').map((i) => i.attrs.node as string) ?? [];
+      assert.deepEqual(allNodes, [...allNodes].sort(), 'nodes in id order');
+      assert.deepEqual(rsmOf(listed), { first: 'big', firstIndex: allNodes.indexOf('big'), last: 'big', count: allNodes.length });
+    });
+
+    it('publish-options: met preconditions publish; a differing or unknown one is conflict + precondition-not-met', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='opts'/></pubsub>`);
+      await alice.iq('set', SVC, configure('opts', { access_model: 'whitelist', max_items: '10' }));
+      await alice.iq('set', SVC, publishWithOptions('opts', 'met', { 'pubsub#access_model': 'whitelist', 'pubsub#max_items': '10', 'pubsub#persist_items': 'true' }));
+      const differs = await expectIqError(alice.iq('set', SVC, publishWithOptions('opts', 'unmet', { 'pubsub#access_model': 'open' })), 'conflict', 'precondition-not-met');
+      assert.equal(differs.type, 'cancel');
+      await expectIqError(alice.iq('set', SVC, publishWithOptions('opts', 'unknown', { 'pubsub#no_such_option': '1' })), 'conflict', 'precondition-not-met');
+      const items = await alice.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='opts'/></pubsub>`);
+      assert.deepEqual(itemIds(items), ['met']);
+    });
+
+    it('max_payload_size refuses a larger payload with not-acceptable + payload-too-big', async () => {
+      await alice.iq('set', SVC, configure('opts', { max_payload_size: '200' }));
+      await alice.iq('set', SVC, publish('opts', 'small', 'x'.repeat(10)));
+      const err = await expectIqError(alice.iq('set', SVC, publish('opts', 'large', 'x'.repeat(300))), 'not-acceptable', 'payload-too-big');
+      assert.equal(err.type, 'modify');
+    });
+
+    it('notification_type: notifications are headline by default and normal when configured', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='typed'/></pubsub>`);
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='typed' jid='${bob.jid}'/></pubsub>`);
+      await alice.iq('set', SVC, publish('typed', 't1', 'headline'));
+      assert.equal((await bob.waitForMessage(isItemEvent('typed', 't1'))).attrs.type, 'headline');
+      await alice.iq('set', SVC, configure('typed', { notification_type: 'normal' }));
+      await alice.iq('set', SVC, publish('typed', 't2', 'normal'));
+      // RFC 6121: a message without a type is normal (servers may drop type='normal').
+      assert.equal((await bob.waitForMessage(isItemEvent('typed', 't2'))).attrs.type ?? 'normal', 'normal');
+      await expectIqError(alice.iq('set', SVC, configure('typed', { notification_type: 'chat' })), 'not-acceptable');
+    });
+
+    it('notify_sub: the owner is told when someone subscribes and unsubscribes', async () => {
+      await alice.iq('set', SVC, configure('typed', { notify_sub: '1' }));
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='typed' jid='${carol.jid}'/></pubsub>`);
+      const isSubEvent = (state: string) => (m: Element): boolean => {
+        const sub = eventOf(m)?.getChild('subscription');
+        return sub?.attrs.node === 'typed' && sub.attrs.jid === carol.jid && sub.attrs.subscription === state;
+      };
+      await alice.waitForMessage(isSubEvent('subscribed'), 10_000, 'notify_sub on subscribe');
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><unsubscribe node='typed' jid='${carol.jid}'/></pubsub>`);
+      await alice.waitForMessage(isSubEvent('none'), 10_000, 'notify_sub on unsubscribe');
+      assert.deepEqual(alice.received((m) => eventOf(m)?.getChild('subscription')?.attrs.jid === bob.jid && eventOf(m)?.getChild('subscription')?.attrs.node === 'typed'), [], 'bob subscribed before notify_sub was on');
+    });
+
+    it('item_expire: an item is removed when due (subscribers see a retract), and expiry timers are restored on start', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='expiring'/></pubsub>`);
+      await alice.iq('set', SVC, configure('expiring', { item_expire: '1' }));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='expiring' jid='${bob.jid}'/></pubsub>`);
+      await alice.iq('set', SVC, publish('expiring', 'brief', 'gone in a second'));
+      const isRetract = (id: string) => (m: Element): boolean => eventOf(m)?.getChild('items')?.getChild('retract')?.attrs.id === id;
+      await bob.waitForMessage(isRetract('brief'), 15_000, 'retract of the expired item');
+      assert.deepEqual(itemIds(await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='expiring'/></pubsub>`)), []);
+      // While Hermod is stopped, an item published an hour ago appears in its store (as if it
+      // had been published before a crash): the restarted Hermod must expire it at once.
+      await alice.iq('set', SVC, configure('expiring', { item_expire: '3600' }));
+      assert.equal(await hermod.stop(), 0);
+      const store = new LevelStore(path.join(dir, 'hermod-data', 'store'));
+      await store.open();
+      await store.putItem('expiring', { id: 'stale', payload: entry('stale'), publisher: alice.bare, published: Date.now() - 3_600_000 }, 100);
+      await store.putItem('expiring', { id: 'fresh', payload: entry('fresh'), publisher: alice.bare, published: Date.now() }, 100);
+      await store.close();
+      hermod = await startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
+      await bob.waitForMessage(isRetract('stale'), 15_000, 'retract of the item that expired while stopped');
+      const left = await eventually(() => bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='expiring'/></pubsub>`), 'items after restart');
+      assert.deepEqual(itemIds(left), ['fresh']);
+    });
+
+    it('authorize: a subscription is pending until an owner answers the approval form; the subscriber is told', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='club'/></pubsub>`);
+      await alice.iq('set', SVC, configure('club', { access_model: 'authorize' }));
+      await alice.iq('set', SVC, publish('club', 'c1', 'members only'));
+      const AUTH = 'http://jabber.org/protocol/pubsub#subscribe_authorization';
+      const formOf = (m: Element): Element | undefined => m.getChildren('x', 'jabber:x:data').find((x) => x.getChildren('field').some((f) => f.getChildText('value') === AUTH));
+      const fieldOf = (x: Element | undefined, v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
+      const answer = (request: Element, allow: boolean): string => {
+        const x = formOf(request);
+        const fields = ['pubsub#subid', 'pubsub#node', 'pubsub#subscriber_jid'].map((v) => `<field var='${v}'><value>${fieldOf(x, v)}</value></field>`).join('');
+        return `<message to='${SVC}' id='${request.attrs.id}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${AUTH}</value></field>${fields}<field var='pubsub#allow'><value>${allow}</value></field></x></message>`;
+      };
+      const subEvent = (c: TestClient, state: string) => (m: Element): boolean => {
+        const sub = eventOf(m)?.getChild('subscription');
+        return sub?.attrs.node === 'club' && sub.attrs.jid === c.jid && sub.attrs.subscription === state;
+      };
+
+      // bob, on the other server, asks; alice (the owner) gets the §8.6 form.
+      const res = await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='club' jid='${bob.jid}'/></pubsub>`);
+      assert.equal(res.getChild('pubsub', PUBSUB)?.getChild('subscription')?.attrs.subscription, 'pending');
+      const request = await alice.waitForMessage((m) => fieldOf(formOf(m), 'pubsub#subscriber_jid') === bob.jid, 10_000, 'approval form');
+      assert.equal(formOf(request)?.attrs.type, 'form');
+      assert.equal(fieldOf(formOf(request), 'pubsub#node'), 'club');
+      assert.equal(formOf(request)?.getChildren('field').find((f) => f.attrs.var === 'pubsub#allow')?.attrs.type, 'boolean');
+      await expectIqError(bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='club' jid='${bob.jid}'/></pubsub>`), 'not-authorized', 'pending-subscription');
+      await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='club'/></pubsub>`), 'not-authorized', 'not-subscribed');
+      // A cancelled form leaves the request pending.
+      await alice.send(`<message to='${SVC}'><x xmlns='jabber:x:data' type='cancel'><field var='FORM_TYPE' type='hidden'><value>${AUTH}</value></field></x></message>`);
+      await alice.send(answer(request, true));
+      await bob.waitForMessage(subEvent(bob, 'subscribed'), 10_000, 'approval notification');
+      assert.deepEqual(itemIds(await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='club'/></pubsub>`)), ['c1']);
+      await alice.iq('set', SVC, publish('club', 'c2', 'now bob reads'));
+      await bob.waitForMessage(isItemEvent('club', 'c2'));
+
+      // carol is denied: told 'none', still refused.
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='club' jid='${carol.jid}'/></pubsub>`);
+      const carolRequest = await alice.waitForMessage((m) => fieldOf(formOf(m), 'pubsub#subscriber_jid') === carol.jid, 10_000, 'approval form for carol');
+      // Only an owner's answer counts: bob's forged answer is refused with an error message.
+      await bob.send(answer(carolRequest, true));
+      await bob.waitForMessage((m) => m.attrs.type === 'error' && m.attrs.from === SVC, 10_000, 'error for a non-owner answer');
+      await alice.send(answer(carolRequest, false));
+      await carol.waitForMessage(subEvent(carol, 'none'), 10_000, 'denial notification');
+      await expectIqError(carol.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='club'/></pubsub>`), 'not-authorized', 'not-subscribed');
+      const subs = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><subscriptions node='club'/></pubsub>`);
+      assert.deepEqual(subs.getChild('pubsub', OWNER)?.getChild('subscriptions')?.getChildren('subscription').map((s) => [s.attrs.jid, s.attrs.subscription]), [[bob.jid, 'subscribed']]);
+
+      // get-pending (XEP-0050): carol asks again; alice lists the nodes and gets the form again.
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='club' jid='${carol.jid}'/></pubsub>`);
+      const formsForCarol = (): Element[] => alice.received((m) => fieldOf(formOf(m), 'pubsub#subscriber_jid') === carol.jid);
+      await eventually(() => formsForCarol().length === 2, 'second approval form for carol');
+      const COMMANDS = 'http://jabber.org/protocol/commands';
+      const GET_PENDING = 'http://jabber.org/protocol/pubsub#get-pending';
+      const listed = await alice.iq('get', SVC, `<query xmlns='${DISCO_ITEMS}' node='${COMMANDS}'/>`);
+      assert.ok(listed.getChild('query', DISCO_ITEMS)?.getChildren('item').some((i) => i.attrs.node === GET_PENDING && i.attrs.jid === SVC));
+      await expectIqError(bob.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}' action='execute'/>`), 'forbidden');
+      const step1 = await alice.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}' action='execute'/>`);
+      const command = step1.getChild('command', COMMANDS);
+      assert.equal(command?.attrs.status, 'executing');
+      const options = command?.getChild('x', 'jabber:x:data')?.getChildren('field').find((f) => f.attrs.var === 'pubsub#node')?.getChildren('option').map((o) => o.getChildText('value'));
+      assert.deepEqual(options, ['club']);
+      const step2 = await alice.iq(
+        'set',
+        SVC,
+        `<command xmlns='${COMMANDS}' node='${GET_PENDING}' sessionid='${command?.attrs.sessionid}' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='pubsub#node'><value>club</value></field></x></command>`,
+      );
+      assert.equal(step2.getChild('command', COMMANDS)?.attrs.status, 'completed');
+      await eventually(() => formsForCarol().length === 3, 'approval form sent again by get-pending');
+      // Making carol a publisher approves her pending request (§8.7).
+      await alice.iq('set', SVC, `<pubsub xmlns='${OWNER}'><affiliations node='club'><affiliation jid='${carol.bare}' affiliation='publisher'/></affiliations></pubsub>`);
+      await carol.waitForMessage(subEvent(carol, 'subscribed'), 10_000, 'approval by affiliation change');
+    });
+
+    it('subscription options: subscribe-and-configure, get/set options, multi-subscribe with SHIM SubID headers, deliver, leases', async () => {
+      const SHIM = 'http://jabber.org/protocol/shim';
+      const OPTS = 'http://jabber.org/protocol/pubsub#subscribe_options';
+      const optionsForm = (fields: Record<string, string>): string =>
+        `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${OPTS}</value></field>${Object.entries(fields)
+          .map(([k, v]) => `<field var='pubsub#${k}'><value>${v}</value></field>`)
+          .join('')}</x>`;
+      const subidsOf = (m: Element): string[] =>
+        m
+          .getChild('headers', SHIM)
+          ?.getChildren('header')
+          .filter((h) => h.attrs.name === 'SubID')
+          .map((h) => h.getText()) ?? [];
+      const fieldValue = (x: Element | undefined, v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='multi'/></pubsub>`);
+
+      const plain = await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='multi' jid='${bob.jid}'/></pubsub>`);
+      const s1 = plain.getChild('pubsub', PUBSUB)?.getChild('subscription')?.attrs.subid as string;
+      // Subscribe-and-configure with other options: a second subscription (§6.1.6, §6.3.7).
+      const configured = await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='multi' jid='${bob.jid}'/><options>${optionsForm({ deliver: '0' })}</options></pubsub>`);
+      const result = configured.getChild('pubsub', PUBSUB);
+      const s2 = result?.getChild('subscription')?.attrs.subid as string;
+      assert.ok(s1 && s2 && s1 !== s2, 'distinct subids');
+      assert.equal(result?.getChild('options')?.getChild('x', 'jabber:x:data')?.attrs.type, 'result');
+      assert.equal(fieldValue(result?.getChild('options')?.getChild('x', 'jabber:x:data'), 'pubsub#deliver'), '0');
+
+      await alice.iq('set', SVC, publish('multi', 'm1', 'one'));
+      const first = await bob.waitForMessage(isItemEvent('multi', 'm1'));
+      assert.deepEqual(subidsOf(first), [s1], 'only the delivering subscription is named');
+      // Options of the paused subscription: get, then switch delivery on.
+      await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${bob.jid}'/></pubsub>`), 'bad-request', 'subid-required');
+      await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${bob.jid}' subid='wrong'/></pubsub>`), 'not-acceptable', 'invalid-subid');
+      await expectIqError(carol.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${bob.jid}' subid='${s2}'/></pubsub>`), 'forbidden');
+      await expectIqError(carol.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${carol.jid}'/></pubsub>`), 'unexpected-request', 'not-subscribed');
+      const got = await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${bob.jid}' subid='${s2}'/></pubsub>`);
+      const form = got.getChild('pubsub', PUBSUB)?.getChild('options')?.getChild('x', 'jabber:x:data');
+      assert.equal(fieldValue(form, 'FORM_TYPE'), OPTS);
+      assert.equal(fieldValue(form, 'pubsub#deliver'), '0');
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${bob.jid}' subid='${s2}'>${optionsForm({ deliver: '1' })}</options></pubsub>`);
+      await alice.iq('set', SVC, publish('multi', 'm2', 'two'));
+      const second = await bob.waitForMessage(isItemEvent('multi', 'm2'));
+      assert.deepEqual(subidsOf(second).sort(), [s1, s2].sort(), 'one notification naming both subscriptions');
+      await alice.iq('set', SVC, publish('multi', 'm3', 'fence'));
+      await bob.waitForMessage(isItemEvent('multi', 'm3'));
+      assert.equal(bob.received(isItemEvent('multi', 'm2')).length, 1, 'one notification, not one per subscription');
+      await expectIqError(bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><unsubscribe node='multi' jid='${bob.jid}'/></pubsub>`), 'bad-request', 'subid-required');
+      await expectIqError(
+        bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><options node='multi' jid='${bob.jid}' subid='${s2}'>${optionsForm({ deliver: 'maybe' })}</options></pubsub>`),
+        'bad-request',
+        'invalid-options',
+      );
+
+      // A leased subscription ends on time and the subscriber is told.
+      await expectIqError(
+        carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='multi' jid='${carol.jid}'/><options>${optionsForm({ expire: '2001-01-01T00:00:00Z' })}</options></pubsub>`),
+        'bad-request',
+        'invalid-options',
+      );
+      const lease = new Date(Date.now() + 1500).toISOString();
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='multi' jid='${carol.jid}'/><options>${optionsForm({ expire: lease })}</options></pubsub>`);
+      await carol.waitForMessage((m) => eventOf(m)?.getChild('subscription')?.attrs.node === 'multi' && eventOf(m)?.getChild('subscription')?.attrs.subscription === 'none', 15_000, 'end of the lease');
+      const subs = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><subscriptions node='multi'/></pubsub>`);
+      assert.deepEqual(subs.getChild('pubsub', OWNER)?.getChild('subscriptions')?.getChildren('subscription').map((s) => s.attrs.jid), [bob.jid, bob.jid]);
+    });
+
+    it('send_last_published_item: on_sub (default) sends the newest item with a XEP-0203 delay stamp; never sends nothing', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='lastpub'/></pubsub>`);
+      await alice.iq('set', SVC, publish('lastpub', 'older', 'older'));
+      const before = Date.now();
+      await alice.iq('set', SVC, publish('lastpub', 'newest', 'newest'));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='lastpub' jid='${bob.jid}'/></pubsub>`);
+      const msg = await bob.waitForMessage(isItemEvent('lastpub'), 10_000, 'last published item');
+      assert.deepEqual(eventOf(msg)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id), ['newest']);
+      assert.equal(titleOf(eventOf(msg)?.getChild('items')?.getChild('item')), 'newest', 'with its payload');
+      const delay = msg.getChild('delay', 'urn:xmpp:delay');
+      assert.ok(delay, 'stamped as delayed');
+      const stamp = Date.parse(delay.attrs.stamp as string);
+      assert.ok(stamp >= before - 1000 && stamp <= Date.now(), `stamp is the publication time: ${String(delay.attrs.stamp)}`);
+      await alice.iq('set', SVC, configure('lastpub', { send_last_published_item: 'never' }));
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='lastpub' jid='${carol.jid}'/></pubsub>`);
+      await alice.iq('set', SVC, publish('lastpub', 'fence', 'fence'));
+      await carol.waitForMessage(isItemEvent('lastpub', 'fence'));
+      assert.deepEqual(carol.received(isItemEvent('lastpub', 'newest')), [], 'never: nothing on subscribe');
+    });
+
+    it('MAM on a node: a subscriber that was offline fetches exactly what it missed, publications and retractions, paged', async () => {
+      const MAM = 'urn:xmpp:mam:2';
+      const mamForm = (fields: Record<string, string>): string =>
+        `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${MAM}</value></field>${Object.entries(fields)
+          .map(([k, v]) => `<field var='${k}'><value>${v}</value></field>`)
+          .join('')}</x>`;
+      /** Runs a MAM query; resolves to the result messages (in arrival order) and the <fin/>. */
+      const mam = async (c: TestClient, queryid: string, inner: string): Promise<{ results: Element[]; fin: Element }> => {
+        const reply = await c.iq('set', SVC, `<query xmlns='${MAM}' queryid='${queryid}' node='history'>${inner}</query>`);
+        const results = c.received((m) => m.getChild('result', MAM)?.attrs.queryid === queryid).map((m) => m.getChild('result', MAM) as Element);
+        return { results, fin: reply.getChild('fin', MAM) as Element };
+      };
+      const summary = (results: Element[]): string[] =>
+        results.map((r) => {
+          const items = r.getChild('forwarded', 'urn:xmpp:forward:0')?.getChild('message')?.getChild('event', 'http://jabber.org/protocol/pubsub#event')?.getChild('items');
+          const item = items?.getChild('item');
+          return item ? `+${item.attrs.id}:${titleOf(item) ?? ''}` : `-${items?.getChild('retract')?.attrs.id ?? '?'}`;
+        });
+
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='history'/></pubsub>`);
+      let dave = await connect(remote, 'dave');
+      await dave.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='history' jid='${dave.bare}'/></pubsub>`);
+      await alice.iq('set', SVC, publish('history', 'h1', 'seen'));
+      await dave.waitForMessage(isItemEvent('history', 'h1'));
+      const seen = await mam(dave, 'q1', '');
+      assert.deepEqual(summary(seen.results), ['+h1:seen']);
+      assert.equal(seen.fin.attrs.complete, 'true');
+      const lastSeen = seen.results[0]?.attrs.id as string;
+      const stamp = seen.results[0]?.getChild('forwarded', 'urn:xmpp:forward:0')?.getChild('delay', 'urn:xmpp:delay')?.attrs.stamp as string;
+      assert.ok(Date.parse(stamp) > 0, 'each result is stamped');
+
+      // dave goes offline; meanwhile two items are published, one of them retracted, h1 updated.
+      await dave.stop();
+      await alice.iq('set', SVC, publish('history', 'h2', 'missed'));
+      await alice.iq('set', SVC, publish('history', 'h3', 'missed too'));
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><retract node='history'><item id='h2'/></retract></pubsub>`);
+      await alice.iq('set', SVC, publish('history', 'h1', 'updated'));
+
+      dave = await TestClient.connect(remote, 'dave', PASSWORD, 'back');
+      clients.push(dave);
+      const missed = await mam(dave, 'q2', mamForm({ 'after-id': lastSeen }));
+      assert.deepEqual(summary(missed.results), ['+h2:missed', '+h3:missed too', '-h2', '+h1:updated']);
+      assert.equal(missed.fin.attrs.complete, 'true');
+      assert.equal(rsmOf(missed.fin).count, 4);
+      // The same, two per page.
+      const p1 = await mam(dave, 'q3', `${mamForm({ 'after-id': lastSeen })}<set xmlns='${RSM}'><max>2</max></set>`);
+      assert.deepEqual(summary(p1.results), ['+h2:missed', '+h3:missed too']);
+      assert.equal(p1.fin.attrs.complete, 'false');
+      const p2 = await mam(dave, 'q4', `${mamForm({ 'after-id': lastSeen })}<set xmlns='${RSM}'><max>2</max><after>${rsmOf(p1.fin).last}</after></set>`);
+      assert.deepEqual(summary(p2.results), ['-h2', '+h1:updated']);
+      assert.equal(p2.fin.attrs.complete, 'true');
+      // Time filters and errors.
+      const future = await mam(dave, 'q5', mamForm({ start: '2999-01-01T00:00:00Z' }));
+      assert.deepEqual([future.results.length, future.fin.attrs.complete, rsmOf(future.fin).count], [0, 'true', 0]);
+      const upTo = await mam(dave, 'q6', mamForm({ end: stamp }));
+      assert.deepEqual(summary(upTo.results), ['+h1:seen']);
+      await expectIqError(dave.iq('set', SVC, `<query xmlns='${MAM}' node='history'>${mamForm({ 'after-id': 'no-such-id' })}</query>`), 'item-not-found');
+      await expectIqError(dave.iq('set', SVC, `<query xmlns='${MAM}' node='history'>${mamForm({ with: alice.bare })}</query>`), 'feature-not-implemented');
+      await alice.iq('set', SVC, configure('history', { access_model: 'whitelist' }));
+      await expectIqError(carol.iq('set', SVC, `<query xmlns='${MAM}' node='history'/>`), 'not-allowed', 'closed-node');
     });
 
     it('items and subscriptions survive a clean restart and a kill -9 right after an acknowledged publish', async () => {

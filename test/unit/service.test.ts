@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import { PubsubError } from '../../src/pubsub/errors.ts';
-import { PubsubService } from '../../src/pubsub/service.ts';
+import { PAGE_LIMIT, PubsubService } from '../../src/pubsub/service.ts';
+import type { Timers } from '../../src/pubsub/expiry.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 
@@ -203,7 +204,7 @@ describe('publish, retrieve, retract', () => {
     await service.retract(CAROL, 'n', ['c'], undefined);
     assert.equal(events.length, 0, 'notify_retract off and no notify attribute: silent');
     await service.retract(OWNER, 'n', ['o'], true);
-    assert.deepEqual(events.map((e) => e.event), [{ kind: 'retract', node: 'n', itemIds: ['o'] }]);
+    assert.deepEqual(events.map((e) => e.event), [{ kind: 'retract', node: 'n', itemIds: ['o'], messageType: 'headline' }]);
     assert.deepEqual(await service.getItems(OWNER, 'n'), []);
   });
 
@@ -256,5 +257,335 @@ describe('owner operations', () => {
     assert.equal((await service.subscriptionsOf(BOB))[0]?.state, 'subscribed');
     await service.setSubscriptions(OWNER, 'w', [{ jid: BOB, state: 'none' }]);
     assert.deepEqual(await service.subscriptionsOf(BOB), []);
+  });
+});
+
+describe('paging (RSM)', () => {
+  it('pages items in publication order, caps a page, and needs the right to retrieve', async () => {
+    await service.create(OWNER, 'n');
+    for (let i = 0; i < PAGE_LIMIT + 5; i++) await service.publish(OWNER, 'n', payload(`i${i}`));
+    const first = await service.pageItems(BOB, 'n', { max: PAGE_LIMIT * 10 });
+    assert.equal(first.entries.length, PAGE_LIMIT, 'a page is capped');
+    assert.equal(first.count, PAGE_LIMIT + 5);
+    const rest = await service.pageItems(BOB, 'n', { max: 10, after: first.entries.at(-1)?.id as string });
+    assert.deepEqual(rest.entries.map((i) => i.id), ['i1000', 'i1001', 'i1002', 'i1003', 'i1004']);
+    assert.equal(rest.firstIndex, PAGE_LIMIT);
+    assert.ok(rest.entries[0]?.payload.includes('i1000'), 'pages carry payloads');
+    assert.deepEqual((await service.pageItemIds(BOB, 'n', { max: 2, before: '' })).entries, ['i1003', 'i1004']);
+    await rejects(service.pageItems(BOB, 'n', { max: 10, after: 'nope' }), 'item-not-found');
+    await service.configure(OWNER, 'n', { accessModel: 'whitelist' });
+    await rejects(service.pageItems(BOB, 'n', { max: 10 }), 'closed-node');
+    await rejects(service.pageItemIds(BOB, 'n', { max: 10 }), 'closed-node');
+  });
+
+  it('pages nodes in id order', async () => {
+    for (const id of ['c', 'a', 'b']) await service.create(OWNER, id);
+    const page = await service.pageNodes({ max: 2, after: 'a' });
+    assert.deepEqual([page.entries.map((n) => n.id), page.count, page.firstIndex], [['b', 'c'], 3, 1]);
+  });
+});
+
+describe('publish options and node options', () => {
+  it('publish-options: met preconditions publish, a differing one is precondition-not-met and publishes nothing', async () => {
+    await service.create(OWNER, 'n', { accessModel: 'whitelist', maxItems: 5 });
+    await service.publish(OWNER, 'n', { ...payload('a'), preconditions: { accessModel: 'whitelist', maxItems: 5 } });
+    await rejects(service.publish(OWNER, 'n', { ...payload('b'), preconditions: { accessModel: 'open' } }), 'precondition-not-met');
+    await rejects(service.publish(OWNER, 'n', { ...payload('b'), preconditions: { maxItems: 'max' } }), 'precondition-not-met');
+    assert.deepEqual((await service.getItems(OWNER, 'n')).map((i) => i.id), ['a']);
+    await rejects(service.publish(BOB, 'n', { ...payload('b'), preconditions: { accessModel: 'whitelist' } }), 'forbidden');
+  });
+
+  it('max_payload_size: a payload over the limit (in bytes) is payload-too-big', async () => {
+    await service.create(OWNER, 'n', { maxPayloadSize: 20 });
+    await service.publish(OWNER, 'n', { item: { id: 'ok', payload: '<p xmlns="x">123</p>' } }); // 20 bytes
+    await rejects(service.publish(OWNER, 'n', { item: { id: 'big', payload: '<p xmlns="x">ää</p>' } }), 'payload-too-big'); // 19 characters, 21 bytes
+    await rejects(service.configure(OWNER, 'n', { maxPayloadSize: 0 }), 'not-acceptable');
+  });
+
+  it('notification_type is carried by every event of the node', async () => {
+    await service.create(OWNER, 'n', { notificationType: 'normal' });
+    await service.subscribe(BOB, 'n', BOB);
+    await service.publish(OWNER, 'n', payload('a'));
+    await service.retract(OWNER, 'n', ['a'], true);
+    assert.deepEqual(events.map((e) => [e.event.kind, e.event.messageType]), [['items', 'normal'], ['retract', 'normal']]);
+    await rejects(service.configure(OWNER, 'n', { notificationType: 'chat' as never }), 'not-acceptable');
+  });
+
+  it('notify_sub: owners are told of new, approved and ended subscriptions; without it they are not', async () => {
+    await service.create(OWNER, 'quiet');
+    await service.subscribe(BOB, 'quiet', BOB);
+    assert.equal(events.length, 0);
+    await service.create(OWNER, 'n', { notifySub: true });
+    await service.setAffiliations(OWNER, 'n', [{ jid: 'admin@a.test', affiliation: 'owner' }]);
+    const sub = await service.subscribe(BOB, 'n', BOB);
+    await service.unsubscribe(BOB, 'n', BOB, sub.subid);
+    const seen = events.map((e) => [e.event.kind, e.event.kind === 'subscription' ? e.event.subscription.state : '', e.to.sort()]);
+    assert.deepEqual(seen, [
+      ['subscription', 'subscribed', ['admin@a.test', 'owner@a.test']],
+      ['subscription', 'none', ['admin@a.test', 'owner@a.test']],
+    ]);
+  });
+});
+
+class FakeTimers implements Timers {
+  t = 1_000_000;
+  timers: Array<{ at: number; fn: () => void; live: boolean }> = [];
+  now = (): number => this.t;
+  setTimer(fn: () => void, ms: number): { cancel(): void } {
+    const timer = { at: this.t + ms, fn, live: true };
+    this.timers.push(timer);
+    return { cancel: () => (timer.live = false) };
+  }
+  /** Moves the clock and runs the timers that are due, with what they set off. */
+  async advance(to: number, svc: PubsubService): Promise<void> {
+    this.t = to;
+    for (const timer of this.timers.filter((x) => x.live && x.at <= to)) {
+      timer.live = false;
+      timer.fn();
+    }
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setImmediate(r));
+      await svc.idle();
+    }
+  }
+  get armed(): number[] {
+    return this.timers.filter((x) => x.live).map((x) => x.at);
+  }
+}
+
+const make = (store: MemoryStore, timers: FakeTimers): PubsubService =>
+  new PubsubService({
+    store,
+    mayCreateNodes: () => true,
+    notifier: (event: ServiceEvent, recipients: Recipient[]) => events.push({ event, to: recipients.map((r) => r.jid) }),
+    now: timers.now,
+    timers,
+  });
+
+
+describe('item expiry (pubsub#item_expire)', () => {
+  it('removes each item when it is due, one timer at a time, tells subscribers, and restores the timer on start', async () => {
+    const timers = new FakeTimers();
+    const store = new MemoryStore();
+    const svc = make(store, timers);
+    await svc.start();
+    await svc.create(OWNER, 'n', { itemExpire: 10 });
+    await svc.create(OWNER, 'keep');
+    await svc.subscribe(BOB, 'n', BOB);
+    await svc.publish(OWNER, 'n', payload('a')); // due at t+10 s
+    await svc.publish(OWNER, 'keep', payload('k'));
+    timers.t += 4_000;
+    await svc.publish(OWNER, 'n', payload('b')); // due at t+14 s
+    assert.deepEqual(timers.armed, [1_010_000], 'one timer, for the earliest due item');
+    await timers.advance(1_009_999, svc);
+    assert.deepEqual((await svc.getItems(OWNER, 'n')).map((i) => i.id), ['a', 'b']);
+    events.splice(0);
+    await timers.advance(1_010_000, svc);
+    assert.deepEqual((await svc.getItems(OWNER, 'n')).map((i) => i.id), ['b']);
+    assert.deepEqual(events.map((e) => [e.event, e.to]), [[{ kind: 'retract', node: 'n', itemIds: ['a'], messageType: 'headline' }, [BOB]]]);
+    assert.deepEqual(timers.armed, [1_014_000]);
+    await svc.close();
+    assert.deepEqual(timers.armed, [], 'close stops the timer');
+
+    // A new service over the same store (a restart) arms the timer again.
+    const again = make(store, timers);
+    await again.start();
+    assert.deepEqual(timers.armed, [1_014_000]);
+    await timers.advance(1_020_000, again);
+    assert.deepEqual(await again.getItems(OWNER, 'n'), []);
+    assert.deepEqual((await again.getItems(OWNER, 'keep')).map((i) => i.id), ['k'], 'nodes without item_expire keep their items');
+    assert.deepEqual(timers.armed, []);
+  });
+
+  it('turning item_expire on removes what is already old; a republished item expires from its new time', async () => {
+    const timers = new FakeTimers();
+    const svc = make(new MemoryStore(), timers);
+    await svc.create(OWNER, 'n');
+    await svc.publish(OWNER, 'n', payload('old'));
+    await svc.publish(OWNER, 'n', payload('re'));
+    timers.t += 60_000;
+    await svc.publish(OWNER, 'n', payload('re'));
+    await svc.configure(OWNER, 'n', { itemExpire: 30 });
+    await timers.advance(timers.t, svc);
+    assert.deepEqual((await svc.getItems(OWNER, 'n')).map((i) => i.id), ['re']);
+    await svc.configure(OWNER, 'n', { itemExpire: 'max' });
+    assert.deepEqual(timers.armed, []);
+  });
+});
+
+describe('authorize access model', () => {
+  it('a subscription waits for an owner; owners are asked; pending entities neither read nor get notified', async () => {
+    await service.create(OWNER, 'a', { accessModel: 'authorize' });
+    await service.setAffiliations(OWNER, 'a', [{ jid: 'admin@a.test', affiliation: 'owner' }]);
+    await service.publish(OWNER, 'a', payload('x'));
+    events.splice(0);
+    const sub = await service.subscribe(BOB, 'a', BOB);
+    assert.equal(sub.state, 'pending');
+    assert.deepEqual(events.map((e) => [e.event.kind, e.to.sort()]), [['authorization', ['admin@a.test', 'owner@a.test']]]);
+    await rejects(service.subscribe(BOB, 'a', BOB), 'pending-subscription');
+    await rejects(service.getItems(BOB, 'a'), 'must-subscribe');
+    await rejects(service.getItems(CAROL, 'a'), 'must-subscribe');
+    await rejects(service.authorize(CAROL, 'a', sub.subid, BOB, true), 'forbidden');
+    assert.deepEqual((await service.pendingOf(OWNER)).map((s) => s.jid), [BOB]);
+    events.splice(0);
+    await service.publish(OWNER, 'a', payload('y'));
+    assert.equal(events.length, 0, 'no notification while pending');
+    await service.authorize(OWNER, 'a', sub.subid, BOB, true);
+    assert.deepEqual(events.map((e) => [e.event.kind, e.event.kind === 'subscription' ? e.event.subscription.state : '', e.to]), [
+      ['subscription', 'subscribed', [BOB]],
+      ['items', '', [BOB]], // send_last_published_item on_sub (the default) once approved
+    ]);
+    assert.deepEqual((await service.getItems(BOB, 'a')).map((i) => i.id), ['x', 'y']);
+    await rejects(service.authorize(OWNER, 'a', sub.subid, BOB, true), 'item-not-found');
+    await service.publish(OWNER, 'a', payload('z'));
+    assert.deepEqual(events.at(-1)?.to, [BOB]);
+    assert.deepEqual(await service.pendingOf(OWNER), []);
+  });
+
+  it('a denied request is removed and the entity told; members subscribe at once', async () => {
+    await service.create(OWNER, 'a', { accessModel: 'authorize' });
+    const sub = await service.subscribe(CAROL, 'a', CAROL);
+    events.splice(0);
+    await service.authorize(OWNER, 'a', sub.subid, CAROL, false);
+    assert.deepEqual(events.map((e) => [e.event.kind === 'subscription' && e.event.subscription.state, e.to]), [['none', [CAROL]]]);
+    assert.deepEqual(await service.subscriptionsOf(CAROL), []);
+    await service.setAffiliations(OWNER, 'a', [{ jid: 'bob@b.test', affiliation: 'member' }]);
+    assert.equal((await service.subscribe(BOB, 'a', BOB)).state, 'subscribed');
+  });
+
+  it('a pending request is approved when the entity becomes a publisher, rejected when an outcast, approved when the node opens', async () => {
+    await service.create(OWNER, 'a', { accessModel: 'authorize' });
+    await service.subscribe(BOB, 'a', BOB);
+    await service.subscribe(CAROL, 'a', CAROL);
+    await service.subscribe('dave@b.test', 'a', 'dave@b.test');
+    events.splice(0);
+    await service.setAffiliations(OWNER, 'a', [
+      { jid: 'bob@b.test', affiliation: 'publisher' },
+      { jid: 'carol@b.test', affiliation: 'outcast' },
+    ]);
+    const told = events.map((e) => [e.to[0], e.event.kind === 'subscription' && e.event.subscription.state]).sort();
+    assert.deepEqual(told, [[BOB, 'subscribed'], [CAROL, 'none']]);
+    await service.configure(OWNER, 'a', { accessModel: 'open' });
+    assert.deepEqual((await service.getSubscriptions(OWNER, 'a')).map((s) => [s.jid, s.state]).sort(), [
+      [BOB, 'subscribed'],
+      ['dave@b.test', 'subscribed'],
+    ]);
+  });
+});
+
+describe('subscription options and multi-subscribe', () => {
+  it('subscribe without options is idempotent; with other options it adds a subscription with its own subid', async () => {
+    await service.create(OWNER, 'n');
+    const a = await service.subscribe(BOB, 'n', BOB);
+    assert.equal((await service.subscribe(BOB, 'n', BOB)).subid, a.subid);
+    const paused = await service.subscribe(BOB, 'n', BOB, { deliver: false });
+    assert.notEqual(paused.subid, a.subid);
+    assert.equal((await service.subscribe(BOB, 'n', BOB, { deliver: false })).subid, paused.subid, 'same options: the same subscription');
+    assert.equal((await service.subscribe(BOB, 'n', BOB, { deliver: true })).subid, a.subid);
+    assert.equal((await service.getSubscriptions(OWNER, 'n')).length, 2);
+    await rejects(service.unsubscribe(BOB, 'n', BOB, undefined), 'subid-required');
+    await rejects(service.getSubscriptionOptions(BOB, 'n', BOB, undefined), 'subid-required');
+    await rejects(service.getSubscriptionOptions(BOB, 'n', BOB, 'nope'), 'invalid-subid');
+    await rejects(service.getSubscriptionOptions(CAROL, 'n', BOB, a.subid), 'forbidden');
+    await rejects(service.getSubscriptionOptions(CAROL, 'n', CAROL, undefined), 'not-subscribed');
+    assert.deepEqual((await service.getSubscriptionOptions(BOB, 'n', BOB, paused.subid)).options, { deliver: false, subscriptionType: 'items' });
+    assert.deepEqual((await service.getSubscriptionOptions(OWNER, 'n', BOB, a.subid)).options, { deliver: true, subscriptionType: 'items' }, 'owners may look');
+  });
+
+  it('notifies a JID once per event, naming the delivering subscriptions when it has several; deliver=false pauses', async () => {
+    const recipients: Recipient[][] = [];
+    const svc = new PubsubService({ store: new MemoryStore(), mayCreateNodes: () => true, notifier: (_e, r) => recipients.push(r.map((x) => ({ ...x }))), newId: (() => { let i = 0; return () => `s${++i}`; })() });
+    await svc.create(OWNER, 'n');
+    await svc.subscribe(CAROL, 'n', CAROL);
+    await svc.subscribe(BOB, 'n', BOB);
+    await svc.subscribe(BOB, 'n', BOB, { deliver: false });
+    await svc.publish(OWNER, 'n', payload('1'));
+    assert.deepEqual(recipients.at(-1), [{ jid: CAROL, subid: 's1' }, { jid: BOB, subid: 's2', subids: ['s2'] }]);
+    await svc.setSubscriptionOptions(BOB, 'n', BOB, 's3', { deliver: true });
+    await svc.publish(OWNER, 'n', payload('2'));
+    assert.deepEqual(recipients.at(-1), [{ jid: CAROL, subid: 's1' }, { jid: BOB, subid: 's2', subids: ['s2', 's3'] }]);
+    await svc.setSubscriptionOptions(CAROL, 'n', CAROL, undefined, { deliver: false });
+    await svc.publish(OWNER, 'n', payload('3'));
+    assert.deepEqual(recipients.at(-1)?.map((r) => r.jid), [BOB]);
+  });
+
+  it('a leased subscription ends when due, the subscriber is told, and leases survive a restart', async () => {
+    const timers = new FakeTimers();
+    const store = new MemoryStore();
+    const svc = make(store, timers);
+    await svc.start();
+    await svc.create(OWNER, 'n');
+    await rejects(svc.subscribe(BOB, 'n', BOB, { expire: timers.t - 1 }), 'invalid-options');
+    const leased = await svc.subscribe(BOB, 'n', BOB, { expire: timers.t + 30_000 });
+    await svc.subscribe(CAROL, 'n', CAROL);
+    await svc.setSubscriptionOptions(CAROL, 'n', CAROL, undefined, { expire: timers.t + 60_000 });
+    assert.deepEqual(timers.armed, [timers.t + 30_000]);
+    events.splice(0);
+    await timers.advance(timers.t + 30_000, svc);
+    assert.deepEqual((await svc.getSubscriptions(OWNER, 'n')).map((s) => s.jid), [CAROL]);
+    assert.deepEqual(events.map((e) => [e.event.kind === 'subscription' && [e.event.subscription.subid, e.event.subscription.state], e.to]), [[[leased.subid, 'none'], [BOB]]]);
+    await svc.close();
+    const again = make(store, timers);
+    await again.start();
+    assert.deepEqual(timers.armed, [timers.t + 30_000], 'the remaining lease is armed again');
+    await timers.advance(timers.t + 30_000, again);
+    assert.deepEqual(await again.getSubscriptions(OWNER, 'n'), []);
+  });
+});
+
+describe('send_last_published_item', () => {
+  it('on_sub (the default) sends the newest item, marked delayed, to a new subscription only', async () => {
+    await service.create(OWNER, 'n');
+    await service.subscribe(CAROL, 'n', CAROL);
+    assert.equal(events.length, 0, 'nothing to send on an empty node');
+    await service.publish(OWNER, 'n', payload('a'));
+    await service.publish(OWNER, 'n', payload('b'));
+    events.splice(0);
+    const sub = await service.subscribe(BOB, 'n', BOB);
+    assert.equal(events.length, 1);
+    const ev = events[0]?.event;
+    assert.ok(ev?.kind === 'items' && ev.delayed && ev.item.id === 'b' && ev.withPayload);
+    assert.deepEqual(events[0]?.to, [BOB]);
+    events.splice(0);
+    assert.equal((await service.subscribe(BOB, 'n', BOB)).subid, sub.subid);
+    assert.equal(events.length, 0, 'subscribing again sends nothing');
+    await service.subscribe(BOB, 'n', BOB, { deliver: false });
+    assert.equal(events.length, 0, 'a paused subscription gets nothing');
+  });
+
+  it('never sends nothing', async () => {
+    await service.create(OWNER, 'n', { sendLastPublishedItem: 'never' });
+    await service.publish(OWNER, 'n', payload('a'));
+    events.splice(0);
+    await service.subscribe(BOB, 'n', BOB);
+    assert.equal(events.length, 0);
+    await rejects(service.configure(OWNER, 'n', { sendLastPublishedItem: 'on_sub_and_presence' as never }), 'not-acceptable');
+  });
+});
+
+describe('node archive (MAM)', () => {
+  it('records publications and tombstones of retractions, purges and expiries, in order, for readers only', async () => {
+    const timers = new FakeTimers();
+    const svc = make(new MemoryStore(), timers);
+    await svc.create(OWNER, 'n', { itemExpire: 60 });
+    await svc.publish(OWNER, 'n', payload('a'));
+    timers.t += 1000;
+    await svc.publish(OWNER, 'n', payload('b'));
+    timers.t += 1000;
+    await svc.retract(OWNER, 'n', ['a'], undefined);
+    await timers.advance(timers.t + 60_000, svc); // b expires
+    await svc.publish(OWNER, 'n', payload('c'));
+    await svc.purge(OWNER, 'n');
+    const page = await svc.queryArchive(BOB, 'n', {});
+    const summary = page.entries.map((e) => (e.item ? `+${e.item.id}` : e.purged ? 'purge' : `-${e.retracted?.join(',')}`));
+    assert.deepEqual(summary, ['+a', '+b', '-a', '-b', '+c', 'purge']);
+    assert.ok(page.entries[0]?.item?.payload.includes('a'), 'publications keep their payload');
+    const after = await svc.queryArchive(BOB, 'n', { afterId: page.entries[1]?.id as string }, { max: 2 });
+    assert.deepEqual([after.entries.map((e) => e.id), after.firstIndex, after.count], [page.entries.slice(2, 4).map((e) => e.id), 0, 4]);
+    await rejects(svc.queryArchive(BOB, 'n', { afterId: 'nope' }), 'item-not-found');
+    await svc.configure(OWNER, 'n', { accessModel: 'whitelist' });
+    await rejects(svc.queryArchive(BOB, 'n', {}), 'closed-node');
+    await svc.create(OWNER, 't', { persistItems: false, deliverPayloads: false });
+    await rejects(svc.queryArchive(OWNER, 't', {}), 'persistent-items-unsupported');
   });
 });

@@ -137,6 +137,125 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await s.close();
     });
 
+    it('pages item ids in publication order with after, before, index and count', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      for (let i = 0; i < 25; i++) await s.putItem('n', item(`i${i}`), 100);
+      await s.putItem('n', item('i3'), 100); // republished: now newest
+      await s.deleteItem('n', 'i10');
+      const order = ids(await s.getItems('n'));
+      assert.equal(order.length, 24);
+      assert.equal(order.at(-1), 'i3');
+      // forwards, page by page
+      const seen: string[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await s.pageItemIds('n', { max: 5, ...(after !== undefined ? { after } : {}) });
+        assert.ok(page);
+        assert.equal(page.count, 24);
+        if (page.entries.length === 0) break;
+        assert.equal(page.firstIndex, seen.length);
+        seen.push(...page.entries);
+        after = page.entries.at(-1);
+      }
+      assert.deepEqual(seen, order);
+      // backwards from the last page
+      const back: string[] = [];
+      let before = '';
+      for (;;) {
+        const page = await s.pageItemIds('n', { max: 7, before });
+        assert.ok(page);
+        if (page.entries.length === 0) break;
+        assert.equal(page.firstIndex, 24 - back.length - page.entries.length);
+        back.unshift(...page.entries);
+        before = page.entries[0] as string;
+      }
+      assert.deepEqual(back, order);
+      const byIndex = await s.pageItemIds('n', { max: 3, index: 10 });
+      assert.deepEqual(byIndex, { entries: order.slice(10, 13), count: 24, firstIndex: 10 });
+      assert.deepEqual((await s.pageItemIds('n', { max: 3, index: 30 }))?.entries, []);
+      assert.equal((await s.pageItemIds('n', { max: 0 }))?.count, 24);
+      assert.equal(await s.pageItemIds('n', { max: 5, after: 'i10' }), undefined, 'a deleted anchor has no position');
+      assert.equal(await s.pageItemIds('n', { max: 5, before: 'nope' }), undefined);
+      await s.close();
+    });
+
+    it('keeps page positions right after items are removed or added', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      for (let i = 0; i < 12; i++) await s.putItem('n', item(`i${i}`), 100);
+      const p1 = await s.pageItemIds('n', { max: 4 });
+      const p2 = await s.pageItemIds('n', { max: 4, after: p1?.entries.at(-1) as string });
+      assert.deepEqual(p2?.entries, ['i4', 'i5', 'i6', 'i7']);
+      await s.deleteItem('n', 'i1');
+      const p3 = await s.pageItemIds('n', { max: 4, after: 'i7' });
+      assert.deepEqual(p3, { entries: ['i8', 'i9', 'i10', 'i11'], count: 11, firstIndex: 7 });
+      await s.putItem('n', item('i12'), 100);
+      const p4 = await s.pageItemIds('n', { max: 4, after: 'i11' });
+      assert.deepEqual(p4, { entries: ['i12'], count: 12, firstIndex: 11 });
+      await s.putItem('n', item('i13'), 3); // trims the oldest
+      assert.deepEqual(await s.pageItemIds('n', { max: 4, after: 'i11' }), { entries: ['i12', 'i13'], count: 3, firstIndex: 1 });
+      await s.purgeItems('n');
+      assert.deepEqual(await s.pageItemIds('n', { max: 4 }), { entries: [], count: 0, firstIndex: 0 });
+      await s.close();
+    });
+
+    it('pages nodes in id order; an after/before id need not exist', async () => {
+      const s = await factory.create();
+      for (const id of ['d', 'a', 'c', 'e', 'b']) await s.putNode(node(id));
+      const p1 = await s.pageNodes({ max: 2 });
+      assert.deepEqual([p1.entries.map((n) => n.id), p1.count, p1.firstIndex], [['a', 'b'], 5, 0]);
+      const p2 = await s.pageNodes({ max: 2, after: 'b' });
+      assert.deepEqual([p2.entries.map((n) => n.id), p2.firstIndex], [['c', 'd'], 2]);
+      const gone = await s.pageNodes({ max: 2, after: 'bb' });
+      assert.deepEqual([gone.entries.map((n) => n.id), gone.firstIndex], [['c', 'd'], 2]);
+      const last = await s.pageNodes({ max: 2, before: '' });
+      assert.deepEqual([last.entries.map((n) => n.id), last.firstIndex], [['d', 'e'], 3]);
+      const prev = await s.pageNodes({ max: 2, before: 'cc' });
+      assert.deepEqual([prev.entries.map((n) => n.id), prev.firstIndex], [['b', 'c'], 1]);
+      const idx = await s.pageNodes({ max: 10, index: 4 });
+      assert.deepEqual([idx.entries.map((n) => n.id), idx.firstIndex], [['e'], 4]);
+      await s.close();
+    });
+
+    it('keeps a node archive in time order with start/end/after-id/before-id filters, paging and a size bound', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      const ids: string[] = [];
+      // stamps 1000, 1000, 2000, 3000, 4000, 5000: equal stamps keep their arrival order
+      for (const [i, stamp] of [1000, 1000, 2000, 3000, 4000, 5000].entries()) {
+        ids.push(await s.appendArchive('n', i % 2 === 0 ? { stamp, item: item(`a${i}`) } : { stamp, retracted: [`a${i - 1}`] }, 100));
+      }
+      assert.deepEqual([...ids].sort(), ids, 'ids order as the archive');
+      assert.equal(new Set(ids).size, 6);
+      const page = (q: Parameters<Store['pageArchive']>[1], p: Parameters<Store['pageArchive']>[2]) => s.pageArchive('n', q, p).then((r) => r ?? assert.fail('page expected'));
+      const all = await page({}, { max: 100 });
+      assert.deepEqual(all.entries.map((e) => e.id), ids);
+      assert.equal(all.count, 6);
+      assert.deepEqual(all.entries[1]?.retracted, ['a0']);
+      assert.equal(all.entries[2]?.item?.id, 'a2');
+      const window = await page({ start: 2000, end: 4000 }, { max: 100 });
+      assert.deepEqual([window.entries.map((e) => e.stamp), window.count], [[2000, 3000, 4000], 3]);
+      assert.deepEqual((await page({ afterId: ids[1] as string }, { max: 100 })).entries.map((e) => e.id), ids.slice(2));
+      assert.deepEqual((await page({ beforeId: ids[2] as string, start: 1000 }, { max: 100 })).entries.map((e) => e.id), ids.slice(0, 2));
+      const p1 = await page({ start: 1000 }, { max: 2 });
+      const p2 = await page({ start: 1000 }, { max: 2, after: p1.entries.at(-1)?.id as string });
+      assert.deepEqual([p2.entries.map((e) => e.id), p2.firstIndex, p2.count], [ids.slice(2, 4), 2, 6]);
+      const last = await page({ end: 4000 }, { max: 2, before: '' });
+      assert.deepEqual([last.entries.map((e) => e.id), last.firstIndex, last.count], [ids.slice(3, 5), 3, 5]);
+      assert.deepEqual((await s.pageArchive('n', { ids: [ids[4] as string, ids[0] as string] }, { max: 10 }))?.entries.map((e) => e.id), [ids[0], ids[4]]);
+      assert.equal(await s.pageArchive('n', { afterId: 'nope' }, { max: 10 }), undefined, 'unknown after-id');
+      assert.equal(await s.pageArchive('n', { ids: ['nope'] }, { max: 10 }), undefined, 'unknown id');
+      assert.equal(await s.pageArchive('n', {}, { max: 10, after: 'nope' }), undefined, 'unknown RSM after');
+      await s.appendArchive('n', { stamp: 6000, purged: true }, 4);
+      const kept = await page({}, { max: 100 });
+      assert.deepEqual([kept.entries.map((e) => e.stamp), kept.count], [[3000, 4000, 5000, 6000], 4]);
+      await s.deleteNode('n');
+      await s.putNode(node('n'));
+      assert.deepEqual(await s.pageArchive('n', {}, { max: 10 }), { entries: [], count: 0, firstIndex: 0 });
+      await s.close();
+    });
+
     if (factory.reopen) {
       const reopen = factory.reopen;
       it('survives close and reopen', async () => {
