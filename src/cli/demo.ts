@@ -1,112 +1,132 @@
-// `hermod demo`: the main job on embedded defaults, for a newcomer. Starts Prosody (alpha.test)
-// and ejabberd (beta.test) federating on loopback, attaches Hermod to Prosody, and shows a
-// publish on one server reaching a subscriber on the other. Stops everything at the end.
+// `hermod demo`: the main job on embedded defaults, for a newcomer. Two sites, each with its
+// own CouchDB-API database (pouchdb-server) and its own Hermod: site A attached to Prosody
+// (alpha.test), site B to ejabberd (beta.test), federating over s2s on loopback. Ajatus notes
+// created, edited and deleted at A replicate to B through XMPP pub/sub; a note in a tag B is
+// not whitelisted for stays home. Everything is stopped and removed at the end.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { client } from '@xmpp/client';
-import { Element, parse } from 'ltx';
+import { startCouch, type CouchServer } from '../devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../devenv/servers.ts';
+import { validateConfig } from '../config/config.ts';
 import { startHermod, type Hermod } from '../hermod.ts';
 import { createLogger } from '../log.ts';
 
-const PUBSUB = 'http://jabber.org/protocol/pubsub';
-const EVENT = 'http://jabber.org/protocol/pubsub#event';
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
+const CONTENT = 'ajatus_db_content';
+const APP = 'ajatus_db';
 
-type Xmpp = ReturnType<typeof client>;
+type Doc = Record<string, unknown> & { _id: string; _rev?: string };
 
-async function login(server: ServerInfo, user: string): Promise<Xmpp> {
-  const xmpp = client({ service: server.c2s, domain: server.domain, username: user, password: 'demo-password', resource: 'demo' });
-  xmpp.on('error', () => {});
-  xmpp.reconnect.stop();
-  await xmpp.start();
-  await xmpp.send(parse('<presence/>') as never);
-  return xmpp;
+async function couch(server: CouchServer, method: string, p: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`${server.url}/${p}`, { method, headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
-async function iq(xmpp: Xmpp, to: string, type: 'get' | 'set', child: string): Promise<Element> {
-  const request = new Element('iq', { type, to }).cnode(parse(child)).up();
-  return (await xmpp.iqCaller.request(request as never, 10_000)) as unknown as Element;
+async function put(server: CouchServer, db: string, doc: Doc): Promise<string> {
+  const { status, json } = await couch(server, 'PUT', `${db}/${encodeURIComponent(doc._id)}`, doc);
+  if (status >= 300) throw new Error(`PUT ${doc._id}: ${JSON.stringify(json)}`);
+  return json.rev as string;
+}
+
+const note = (id: string, title: string, tags: string[], rev?: string): Doc => ({
+  _id: id,
+  ...(rev ? { _rev: rev } : {}),
+  value: { _type: 'note', title: { val: title }, tags: { val: tags }, metadata: { creator: { val: 'alice' }, revised: { val: new Date().toISOString() }, deleted: { val: false } } },
+});
+
+/** Polls until `check` is true (bounded); returns whether it became true. */
+async function until(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+async function titlesAt(server: CouchServer): Promise<string[]> {
+  const { json } = await couch(server, 'GET', `${CONTENT}/_all_docs?include_docs=true`);
+  return (json.rows as Array<{ doc: { value?: { _type?: string; title?: { val?: string } } } }>)
+    .filter((r) => r.doc.value?._type === 'note')
+    .map((r) => r.doc.value?.title?.val ?? '?')
+    .sort();
 }
 
 export async function runDemo(): Promise<number> {
   let env: XmppEnv | undefined;
-  let hermod: Hermod | undefined;
-  const clients: Xmpp[] = [];
+  const couches: CouchServer[] = [];
+  const hermods: Hermod[] = [];
   const dataDir = await mkdtemp(path.join(tmpdir(), 'hermod-demo-'));
+  let ok = true;
+  const check = (label: string, passed: boolean): void => {
+    ok &&= passed;
+    say(`  ${passed ? '✔' : '✘'} ${label}`);
+  };
   try {
-    say('Starting Prosody (alpha.test) and ejabberd (beta.test), federating over s2s on loopback…');
-    env = await startXmppEnv();
+    say('Starting Prosody (alpha.test) and ejabberd (beta.test) federating over s2s, and a CouchDB-API server per site…');
+    const [xmpp, couchA, couchB] = await Promise.all([startXmppEnv(), startCouch(), startCouch()]);
+    env = xmpp;
+    couches.push(couchA, couchB);
     const alpha = env.alpha as ServerInfo;
     const beta = env.beta as ServerInfo;
-    say(`  Prosody  alpha.test on ${alpha.ip}   ejabberd beta.test on ${beta.ip}`);
+    say(`  site A: Prosody on ${alpha.ip}, CouchDB at ${couchA.url}`);
+    say(`  site B: ejabberd on ${beta.ip}, CouchDB at ${couchB.url}`);
 
-    say(`Starting Hermod as component ${alpha.componentJid} (embedded store in ${dataDir})…`);
-    hermod = await startHermod(
-      {
-        component: { jid: alpha.componentJid, secret: alpha.componentSecret, server: alpha.componentService },
-        dataDir,
-        pubsub: { admins: [], creatorDomains: [alpha.domain], name: 'Hermod demo' },
-        store: { sync: false },
-        log: { level: 'warn' },
-      },
-      { log: createLogger('warn') },
+    for (const c of [couchA, couchB]) await c.createDbs(APP, CONTENT);
+    // Site A keeps everything Hermod needs in its application database, as Ajatus would.
+    await put(couchA, APP, { _id: 'hermod:credentials', component: { jid: alpha.componentJid, secret: alpha.componentSecret, server: alpha.componentService } });
+    await put(couchA, APP, { _id: 'hermod:tag:project', access_model: 'whitelist', whitelist: [beta.componentJid] });
+    // Site B's partner is a person at A; Hermod discovers A's service on alpha.test.
+    await put(couchB, CONTENT, { _id: 'contact-alice', value: { _type: 'contact', title: { val: 'Alice at site A' }, jid: { val: 'alice@alpha.test' } } });
+    say(`Site A whitelists site B (${beta.componentJid}) for tag "project"; site B has alice@alpha.test as a contact.`);
+
+    const log = createLogger('warn');
+    const dirA = path.join(dataDir, 'a');
+    const dirB = path.join(dataDir, 'b');
+    hermods.push(await startHermod(validateConfig({ appDb: { url: couchA.url, db: APP }, dataDir: dirA, ajatus: { discoveryIntervalSeconds: 1 } }, dirA), { log }));
+    hermods.push(
+      await startHermod(
+        validateConfig({ component: { jid: beta.componentJid, secret: beta.componentSecret, server: beta.componentService }, appDb: { url: couchB.url, db: APP }, dataDir: dirB, ajatus: { discoveryIntervalSeconds: 1 } }, dirB),
+        { log },
+      ),
     );
-    await hermod.online;
-    const svc = alpha.componentJid;
+    await Promise.all(hermods.map((h) => h.online));
+    say(`Hermod A is ${alpha.componentJid} (credentials read from A's ajatus_db); Hermod B is ${beta.componentJid}.`);
 
-    await env.register(alpha, 'alice', 'demo-password');
-    await env.register(beta, 'bob', 'demo-password');
-    const alice = await login(alpha, 'alice');
-    const bob = await login(beta, 'bob');
-    clients.push(alice, bob);
-    say('alice@alpha.test and bob@beta.test are online.');
+    say('\nAt site A, alice writes notes:');
+    const photo = Buffer.from('a tiny attachment, replicated byte for byte');
+    await put(couchA, CONTENT, { ...note('note-1', 'Kick-off agenda', ['project']), _attachments: { 'agenda.txt': { content_type: 'text/plain', data: photo.toString('base64') } } });
+    const rev2 = await put(couchA, CONTENT, note('note-2', 'Budget draft', ['project']));
+    await put(couchA, CONTENT, note('note-3', 'Meeting notes', ['project', 'minutes']));
+    await put(couchA, CONTENT, note('note-private', 'Diary (tag "private": B is not whitelisted)', ['private']));
+    say('  note-1 "Kick-off agenda" (+ attachment), note-2 "Budget draft", note-3 "Meeting notes", note-private "Diary"');
 
-    const received: Element[] = [];
-    let wake: (() => void) | undefined;
-    bob.on('stanza', (stanza: Element) => {
-      const items = stanza.is('message') ? stanza.getChild('event', EVENT)?.getChild('items') : undefined;
-      const item = items?.getChild('item');
-      if (!item) return;
-      received.push(item);
-      say(`  bob@beta.test  <- notification over s2s: node '${items?.attrs.node}', item '${item.attrs.id}': "${item.getChild('entry')?.getChildText('title')}"`);
-      wake?.();
-    });
+    check('the three "project" notes arrive at site B over XMPP', await until(async () => (await titlesAt(couchB)).length === 3));
+    const att = await fetch(`${couchB.url}/${CONTENT}/note-1/agenda.txt`);
+    check('the attachment arrives byte for byte', att.ok && Buffer.from(await att.arrayBuffer()).equals(photo));
+    const revAtB = (await couch(couchB, 'GET', `${CONTENT}/note-2`)).json._rev;
+    check(`note-2 has the same revision at both sites (${String(revAtB).slice(0, 12)}…)`, revAtB === rev2);
 
-    await iq(alice, svc, 'set', `<pubsub xmlns='${PUBSUB}'><create node='/tags/demo'/></pubsub>`);
-    say(`alice creates node '/tags/demo' on ${svc}.`);
-    const sub = await iq(bob, svc, 'set', `<pubsub xmlns='${PUBSUB}'><subscribe node='/tags/demo' jid='bob@beta.test/demo'/></pubsub>`);
-    say(`bob subscribes from the other server: ${sub.getChild('pubsub')?.getChild('subscription')?.attrs.subscription}.`);
+    say('\nAt site A, alice edits note-2 and deletes note-3:');
+    await put(couchA, CONTENT, note('note-2', 'Budget, final', ['project'], rev2));
+    const n3 = (await couch(couchA, 'GET', `${CONTENT}/note-3`)).json._rev as string;
+    await couch(couchA, 'DELETE', `${CONTENT}/note-3?rev=${n3}`);
+    check('the edit and the deletion reach site B', await until(async () => JSON.stringify(await titlesAt(couchB)) === JSON.stringify(['Budget, final', 'Kick-off agenda'])));
+    check('the private note never left site A', (await couch(couchB, 'GET', `${CONTENT}/note-private`)).status === 404);
 
-    const titles = ['Hermod says hello', 'Replication over XMPP', 'Nothing lost'];
-    for (const [i, title] of titles.entries()) {
-      const entry = `<entry xmlns='http://www.w3.org/2005/Atom'><id>urn:demo:${i + 1}</id><title>${title}</title><updated>${new Date().toISOString()}</updated></entry>`;
-      say(`  alice@alpha.test -> publishes item 'doc-${i + 1}'`);
-      await iq(alice, svc, 'set', `<pubsub xmlns='${PUBSUB}'><publish node='/tags/demo'><item id='doc-${i + 1}'>${entry}</item></publish></pubsub>`);
-    }
-    const deadline = Date.now() + 15_000;
-    while (received.length < titles.length && Date.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        setTimeout(resolve, 250);
-      });
-    }
-    const items = await iq(bob, svc, 'get', `<pubsub xmlns='${PUBSUB}'><items node='/tags/demo'/></pubsub>`);
-    const stored = items.getChild('pubsub')?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? [];
-    say(`bob reads the node's items back: ${stored.join(', ')}`);
-    const ok = received.length === titles.length && stored.length === titles.length;
-    say(ok ? '\nDemo OK: every publish on alpha.test reached bob@beta.test over federation.' : `\nDemo FAILED: ${received.length}/${titles.length} notifications arrived.`);
+    say(`\nSite B's database now holds: ${(await titlesAt(couchB)).map((t) => `"${t}"`).join(', ')}`);
+    say(ok ? '\nDemo OK: Ajatus content replicated from site A to site B over XMPP publish/subscribe and federation.' : '\nDemo FAILED (see ✘ above).');
     return ok ? 0 : 1;
   } catch (err) {
     process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   } finally {
-    for (const c of clients) await c.stop().catch(() => {});
-    await hermod?.stop().catch(() => {});
+    for (const h of hermods) await h.stop().catch(() => {});
     await env?.stop();
+    for (const c of couches) await c.destroy();
     await rm(dataDir, { recursive: true, force: true });
-    say('Stopped Hermod, Prosody and ejabberd; removed temp data.');
+    say('Stopped both Hermods, Prosody, ejabberd and both CouchDB servers; removed temp data.');
   }
 }

@@ -113,8 +113,17 @@ async function start(configFile: string | undefined, logLevel: string | undefine
     throw err;
   }
   const log = createLogger((logLevel as LogLevel | undefined) ?? config.log.level);
-  const hermod = await startHermod(config, { log });
-  log.info('hermod started', { jid: config.component.jid, server: config.component.server, dataDir: config.dataDir, version: VERSION });
+  let hermod;
+  try {
+    hermod = await startHermod(config, { log });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hermod: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  log.info('hermod started', { jid: hermod.jid, dataDir: config.dataDir, version: VERSION });
   await new Promise<void>((resolve) => {
     const onSignal = (signal: string): void => {
       log.info('signal received', { signal });

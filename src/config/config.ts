@@ -7,13 +7,31 @@ import path from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import { isDomainJid, normalizeJid, parseJid } from '../xmpp/jid.ts';
 
+export interface AppDbConfig {
+  /** CouchDB server URL (may carry credentials; never logged). */
+  url: string;
+  /** The application's non-replicated database: settings, whitelists, credentials. */
+  db: string;
+}
+
+export interface AjatusConfig {
+  contentDb: string;
+  profile: string;
+  codec: 'json' | 'xml';
+  discoveryIntervalSeconds: number;
+  inlineAttachmentMax: number;
+}
+
 export interface HermodConfig {
-  component: { jid: string; secret: string; server: string };
+  /** Absent only when appDb is given: then read from its hermod:credentials document. */
+  component: { jid: string; secret: string; server: string } | undefined;
+  appDb: AppDbConfig | undefined;
+  ajatus: AjatusConfig;
   dataDir: string;
   pubsub: {
     admins: string[];
-    /** Domains whose users may create nodes (default: the server the component is attached to). */
-    creatorDomains: string[];
+    /** Domains whose users may create nodes; undefined: the server the component is attached to. */
+    creatorDomains: string[] | undefined;
     /** Name shown in disco#info. */
     name: string;
   };
@@ -93,9 +111,36 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   const errors: string[] = [];
   const r = new Reader(errors);
   if (!isObject(raw)) throw new ConfigError(`the configuration must be a JSON object, got ${show(raw)}`);
-  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log'], '');
+  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus'], '');
 
-  const component = r.section(raw, 'component', '', true);
+  const appDbRaw = r.section(raw, 'appDb', '', false);
+  let appDb: AppDbConfig | undefined;
+  if (appDbRaw) {
+    r.unknownKeys(appDbRaw, ['url', 'db'], 'appDb.');
+    const url = r.string(appDbRaw, 'url', 'appDb.', true);
+    if (url !== undefined && !/^https?:\/\/[^\s]+$/.test(url)) errors.push('appDb.url: must be an http(s) URL of a CouchDB server');
+    const db = r.string(appDbRaw, 'db', 'appDb.', false) ?? 'ajatus_db';
+    if (url !== undefined) appDb = { url, db };
+  }
+  const ajatusRaw = r.section(raw, 'ajatus', '', false) ?? {};
+  r.unknownKeys(ajatusRaw, ['contentDb', 'profile', 'codec', 'discoveryIntervalSeconds', 'inlineAttachmentMax'], 'ajatus.');
+  const codec = r.string(ajatusRaw, 'codec', 'ajatus.', false) ?? 'json';
+  if (codec !== 'json' && codec !== 'xml') errors.push(`ajatus.codec: must be "json" or "xml", got ${show(codec)}`);
+  const positive = (key: string, fallback: number): number => {
+    const v = ajatusRaw[key];
+    if (v === undefined) return fallback;
+    if (typeof v !== 'number' || !(v > 0)) errors.push(`ajatus.${key}: must be a positive number, got ${show(v)}`);
+    return typeof v === 'number' ? v : fallback;
+  };
+  const ajatus: AjatusConfig = {
+    contentDb: r.string(ajatusRaw, 'contentDb', 'ajatus.', false) ?? 'ajatus_db_content',
+    profile: r.string(ajatusRaw, 'profile', 'ajatus.', false) ?? 'ajatus',
+    codec: codec === 'xml' ? 'xml' : 'json',
+    discoveryIntervalSeconds: positive('discoveryIntervalSeconds', 300),
+    inlineAttachmentMax: positive('inlineAttachmentMax', 256 * 1024),
+  };
+
+  const component = r.section(raw, 'component', '', !appDb);
   let jid: string | undefined;
   let secret: string | undefined;
   let server: string | undefined;
@@ -115,8 +160,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     }
   }
 
-  const dataDirRaw = r.string(raw, 'dataDir', '', true);
-  const dataDir = dataDirRaw === undefined ? undefined : path.resolve(baseDir, dataDirRaw);
+  const dataDir = path.resolve(baseDir, r.string(raw, 'dataDir', '', false) ?? './data');
 
   const pubsub = r.section(raw, 'pubsub', '', false) ?? {};
   r.unknownKeys(pubsub, ['admins', 'creatorDomains', 'name'], 'pubsub.');
@@ -132,7 +176,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     if (!isDomainJid(d)) errors.push(`pubsub.creatorDomains[${i}]: must be a domain such as "example.org", got ${show(d)}`);
     else creatorDomains.push(d.toLowerCase());
   });
-  if (!rawCreators && jid) creatorDomains.push(parentDomain(jid));
+  const creators = rawCreators ? creatorDomains : jid ? [parentDomain(jid)] : undefined;
   const name = r.string(pubsub, 'name', 'pubsub.', false) ?? 'Hermod';
 
   const store = r.section(raw, 'store', '', false) ?? {};
@@ -144,11 +188,13 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   const level = r.string(log, 'level', 'log.', false) ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(level)) errors.push(`log.level: must be one of ${LOG_LEVELS.join(', ')}, got ${show(level)}`);
 
-  if (errors.length > 0 || !jid || !secret || !server || !dataDir) throw new ConfigError(errors.join('\n'));
+  if (errors.length > 0 || (!appDb && (!jid || !secret || !server))) throw new ConfigError(errors.join('\n'));
   return {
-    component: { jid, secret, server },
+    component: jid && secret && server ? { jid, secret, server } : undefined,
+    appDb,
+    ajatus,
     dataDir,
-    pubsub: { admins, creatorDomains, name },
+    pubsub: { admins, creatorDomains: creators, name },
     store: { sync },
     log: { level: level as LogLevel },
   };

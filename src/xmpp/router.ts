@@ -21,6 +21,10 @@ export interface RouterOptions {
   log: RouterLog;
   /** Called with message stanzas of type error (bounces of notifications). */
   onBounce?: (stanza: Element) => void;
+  /** Called with other message stanzas (e.g. owners' answers to approval forms); may reply. */
+  onMessage?: (stanza: Element) => Promise<Element | undefined>;
+  /** Called with iq results and errors (answers to requests the component sent). */
+  onIqResponse?: (stanza: Element) => void;
 }
 
 export class Router {
@@ -45,11 +49,16 @@ export class Router {
     const { log } = this.options;
     if (stanza.name === 'message') {
       if (stanza.attrs.type === 'error') this.options.onBounce?.(stanza);
+      else if (this.options.onMessage) return this.options.onMessage(stanza);
       return undefined;
     }
     if (stanza.name !== 'iq') return undefined; // presence: nothing to do yet
     const type = stanza.attrs.type as string | undefined;
-    if (type !== 'get' && type !== 'set') return undefined; // results and errors: we send no requests yet
+    if (type === 'result' || type === 'error') {
+      this.options.onIqResponse?.(stanza);
+      return undefined;
+    }
+    if (type !== 'get' && type !== 'set') return undefined;
     const fromRaw = stanza.attrs.from as string | undefined;
     const from = fromRaw === undefined ? undefined : normalizeJid(fromRaw);
     if (!from) {

@@ -31,12 +31,22 @@ describe('config validation', () => {
     assert.equal(c.log.level, 'info');
   });
 
+  it('needs only the application database when credentials live there', () => {
+    const c = validateConfig({ appDb: { url: 'http://127.0.0.1:5984' } }, '/srv/hermod');
+    assert.equal(c.component, undefined);
+    assert.deepEqual(c.appDb, { url: 'http://127.0.0.1:5984', db: 'ajatus_db' });
+    assert.equal(c.ajatus.contentDb, 'ajatus_db_content');
+    assert.equal(c.dataDir, '/srv/hermod/data');
+  });
+
   it('names the key of every problem', () => {
     refused({ ...good, component: { ...good.component, jid: 'me@example.org' } }, /^component\.jid: must be a domain JID/);
     refused({ ...good, component: { jid: 'pubsub.example.org', server: 'xmpp://h:5347' } }, /^component\.secret: missing/);
     refused({ ...good, component: { ...good.component, server: 'http://h' } }, /^component\.server: must look like/);
     refused({ ...good, component: { ...good.component, secret: 42 } }, /^component\.secret: must be a non-empty string, got 42/);
-    refused({ component: good.component }, /^dataDir: missing/);
+    refused({ dataDir: './d' }, /^component: missing/);
+    refused({ appDb: { url: 'ftp://x' } }, /^appDb\.url: must be an http\(s\) URL/);
+    refused({ appDb: { url: 'http://127.0.0.1:5984' }, ajatus: { codec: 'yaml' } }, /^ajatus\.codec: must be "json" or "xml"/);
     refused({ ...good, pubsub: { admins: ['admin@example.org/res'] } }, /^pubsub\.admins\[0\]: must be a bare JID/);
     refused({ ...good, pubsub: { admins: 'admin@example.org' } }, /^pubsub\.admins: must be an array of strings/);
     refused({ ...good, store: { sync: 'yes' } }, /^store\.sync: must be true or false/);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """A plain slixmpp client (python3-slixmpp from Debian) used by the interop test: it discovers
-the service, subscribes to a node, prints READY, waits for N item notifications, reads the
+the service, subscribes to a node, prints READY, waits for N item notifications (or for the item with the given id), reads the
 node's items back and prints one JSON line with what it saw. Exits non-zero on any failure."""
 import asyncio
 import json
@@ -30,7 +30,7 @@ class Subscriber(slixmpp.ClientXMPP):
             t = payload.find('{http://www.w3.org/2005/Atom}title')
             title = t.text if t is not None else None
         self.notified.append({'node': msg['pubsub_event']['items']['node'], 'id': item['id'], 'title': title, 'from': str(msg['from'])})
-        if len(self.notified) >= self.expected:
+        if (self.expected.isdigit() and len(self.notified) >= int(self.expected)) or item['id'] == self.expected:
             self.done.set()
 
     async def start(self, _event):
@@ -56,7 +56,7 @@ class Subscriber(slixmpp.ClientXMPP):
 
 def main():
     jid, password, host, port, service, node, expected = sys.argv[1:8]
-    xmpp = Subscriber(jid, password, service, node, int(expected))
+    xmpp = Subscriber(jid, password, service, node, expected)
     xmpp.connect((host, int(port)), disable_starttls=True)
     xmpp.loop.run_until_complete(asyncio.wait_for(xmpp.disconnected, 60))
     print(json.dumps(xmpp.result), flush=True)

@@ -1,0 +1,75 @@
+// Requests the component sends (disco, subscribe, items to partner services): each gets an id,
+// a bounded wait, and resolves with the result <iq/> or rejects with IqRequestError.
+
+import { Element } from 'ltx';
+import { NS } from '../xmpp/ns.ts';
+
+export class IqRequestError extends Error {
+  constructor(
+    readonly condition: string,
+    /** Application-specific condition (e.g. pubsub#errors closed-node), if any. */
+    readonly appCondition: string | undefined,
+    readonly errorText: string | undefined,
+    readonly to: string,
+  ) {
+    super(`${to} answered ${condition}${appCondition ? `+${appCondition}` : ''}${errorText ? `: ${errorText}` : ''}`);
+    this.name = 'IqRequestError';
+  }
+}
+
+export class IqCaller {
+  private counter = 0;
+  private readonly pending = new Map<string, { resolve: (el: Element) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+
+  constructor(
+    private readonly from: string,
+    /** Sends a stanza; returns false when the component is offline. */
+    private readonly send: (stanza: Element) => boolean,
+  ) {}
+
+  request(to: string, type: 'get' | 'set', child: Element, timeoutMs = 15_000): Promise<Element> {
+    const id = `q${(++this.counter).toString(36)}`;
+    const iq = new Element('iq', { type, to, from: this.from, id }).cnode(child).up();
+    return new Promise<Element>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new IqRequestError('remote-server-timeout', undefined, `no answer within ${timeoutMs} ms`, to));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      if (!this.send(iq)) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new IqRequestError('service-unavailable', undefined, 'component offline', to));
+      }
+    });
+  }
+
+  /** Feed iq results/errors here; returns true if one matched a request. */
+  handleResponse(stanza: Element): boolean {
+    const id = stanza.attrs.id as string | undefined;
+    const waiter = id === undefined ? undefined : this.pending.get(id);
+    if (!waiter) return false;
+    this.pending.delete(id as string);
+    clearTimeout(waiter.timer);
+    if (stanza.attrs.type === 'result') {
+      waiter.resolve(stanza);
+    } else {
+      const error = stanza.getChild('error');
+      const children = error?.getChildElements() ?? [];
+      const condition = children.find((c) => c.getNS() === NS.STANZAS && c.name !== 'text')?.name ?? 'undefined-condition';
+      const app = children.find((c) => c.getNS() !== NS.STANZAS)?.name;
+      const text = error?.getChild('text', NS.STANZAS)?.getText();
+      waiter.reject(new IqRequestError(condition, app, text, (stanza.attrs.from as string | undefined) ?? ''));
+    }
+    return true;
+  }
+
+  /** Rejects everything still waiting (shutdown). */
+  cancelAll(): void {
+    for (const [id, w] of this.pending) {
+      clearTimeout(w.timer);
+      w.reject(new IqRequestError('service-unavailable', undefined, 'shutting down', ''));
+      this.pending.delete(id);
+    }
+  }
+}

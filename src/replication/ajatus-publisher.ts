@@ -1,0 +1,186 @@
+// Publishing side of Ajatus/CouchDB replication: each changed document goes to one node per tag
+// (`/tags/<tag>`, created on first use with the tag's settings), as an Atom entry whose item id
+// is the document id. A tag removed from a document retracts the item from that node; a deleted
+// document is retracted everywhere. Revisions imported from partners, and revisions already
+// published, are not published again (no echoes, no duplicates after a restart).
+// Tag settings (access model, whitelist) are applied to the nodes as they change.
+
+import type { DocumentScope } from 'nano';
+import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
+import type { Logger } from '../log.ts';
+import { PubsubError } from '../pubsub/errors.ts';
+import type { PubsubService } from '../pubsub/service.ts';
+import type { Change } from '../sources/couchdb-changes.ts';
+import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
+import type { AppSettings, TagSettings } from './settings.ts';
+import type { ReplicationState } from './state.ts';
+
+export const tagNode = (tag: string): string => `/tags/${tag}`;
+
+const revNumber = (rev: string): number => Number.parseInt(rev, 10);
+
+/** CouchDB's winner: live beats deleted, then the longer history, then the greater rev string. */
+export function winningRevision(leaves: CouchDoc[]): CouchDoc | undefined {
+  let best: CouchDoc | undefined;
+  for (const leaf of leaves) {
+    if (!best) {
+      best = leaf;
+      continue;
+    }
+    const a = [leaf._deleted === true ? 0 : 1, revNumber(leaf._rev)] as const;
+    const b = [best._deleted === true ? 0 : 1, revNumber(best._rev)] as const;
+    if (a[0] > b[0] || (a[0] === b[0] && (a[1] > b[1] || (a[1] === b[1] && leaf._rev > best._rev)))) best = leaf;
+  }
+  return best;
+}
+export const TAG_PREFIX = '/tags/';
+
+export interface AjatusPublisherOptions {
+  service: PubsubService;
+  /** The component JID: the actor of every publish (an admin of the service). */
+  actor: string;
+  content: DocumentScope<unknown>;
+  contentDbName: string;
+  state: ReplicationState;
+  settings: AppSettings;
+  profile: Profile;
+  codec: DocCodec;
+  /** Largest attachment (bytes, decoded) carried inline. */
+  inlineAttachmentMax: number;
+  log: Logger;
+  /** Called for each contact document seen (partners). */
+  onContact?: (doc: CouchDoc) => void;
+  /** Counts publishes, for tests and metrics. */
+  onPublish?: (node: string, docId: string, rev: string) => void;
+}
+
+export class AjatusPublisher {
+  private readonly o: AjatusPublisherOptions;
+  published = 0;
+
+  constructor(options: AjatusPublisherOptions) {
+    this.o = options;
+  }
+
+  async handle(changes: Change[]): Promise<void> {
+    for (const change of changes) {
+      if (change.id.startsWith('_design/')) continue;
+      await this.handleOne(change);
+    }
+  }
+
+  /** Every leaf revision of a document (live and deleted), with history and attachments. */
+  private async leaves(id: string): Promise<CouchDoc[]> {
+    try {
+      const res = (await this.o.content.get(id, { open_revs: 'all', revs: true, attachments: true } as never)) as unknown as Array<{ ok?: CouchDoc }>;
+      return res.flatMap((r) => (r.ok ? [r.ok] : []));
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return [];
+      throw err;
+    }
+  }
+
+  private async handleOne(change: Change): Promise<void> {
+    const { state, log, profile } = this.o;
+    const before = await state.nodesOf(change.id);
+    const leaves = await this.leaves(change.id);
+    const winner = winningRevision(leaves);
+    if (!winner) {
+      for (const node of before) await this.retract(node, change.id); // purged
+      if (before.length > 0) await state.setNodesOf(change.id, []);
+      return;
+    }
+    const deleted = winner._deleted === true || isDeleted(winner, profile);
+    if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
+    const unknown = await state.unknownRevs(change.id, leaves.map((l) => l._rev));
+    const nodes = deleted ? [] : tagsOf(winner, profile).map(tagNode);
+    if (unknown.length > 0) {
+      const oversized = leaves.flatMap((l) => Object.entries((l._attachments ?? {}) as Record<string, { data?: string }>)).find(([, a]) => typeof a.data === 'string' && (a.data.length * 3) / 4 > this.o.inlineAttachmentMax);
+      if (oversized) {
+        log.error('document not published: attachment above the inline limit (HTTP upload is not implemented yet)', { doc: change.id, attachment: oversized[0], limit: this.o.inlineAttachmentMax });
+        return;
+      }
+      // A deletion is published (as its tombstone) to the nodes that had the document, so
+      // replicas get the same revision tree; the retraction below then notifies readers.
+      const targets = deleted ? before : nodes;
+      if (targets.length > 0) {
+        const tags = targets.map((n) => n.slice(TAG_PREFIX.length));
+        const payload = buildEntry(winner, this.entryMeta(winner, tags), this.o.codec, leaves.filter((l) => l !== winner)).toString();
+        for (const node of targets) {
+          if (!deleted) await this.ensureNode(node.slice(TAG_PREFIX.length));
+          await this.o.service.publish(this.o.actor, node, { item: { id: change.id, payload } });
+          this.published++;
+          this.o.onPublish?.(node, change.id, winner._rev);
+        }
+        log.debug('published document', { doc: change.id, rev: winner._rev, leaves: leaves.length, nodes: targets, deleted });
+      }
+      await state.markRevs(change.id, unknown, 'p');
+    }
+    for (const node of before) if (!nodes.includes(node)) await this.retract(node, change.id);
+    if (JSON.stringify(before) !== JSON.stringify(nodes)) await state.setNodesOf(change.id, nodes);
+  }
+
+  private entryMeta(doc: CouchDoc, tags: string[]): { id: string; title: string; updated: string; author: string; tags: string[] } {
+    const p = this.o.profile;
+    const updated = stringAt(doc, p.updatedPath);
+    return {
+      id: `urn:hermod:couchdb:${encodeURIComponent(this.o.contentDbName)}:${encodeURIComponent(doc._id)}`,
+      title: stringAt(doc, p.titlePath) ?? doc._id,
+      updated: updated && !Number.isNaN(Date.parse(updated)) ? new Date(updated).toISOString() : new Date().toISOString(),
+      author: stringAt(doc, p.authorPath) ?? 'unknown',
+      tags,
+    };
+  }
+
+  private async retract(node: string, docId: string): Promise<void> {
+    try {
+      await this.o.service.retract(this.o.actor, node, [docId], true);
+    } catch (err) {
+      if (err instanceof PubsubError && err.condition === 'item-not-found') return; // already gone
+      throw err;
+    }
+  }
+
+  /** Creates the node for a tag on first use, with the tag's settings. */
+  private async ensureNode(tag: string): Promise<void> {
+    const node = tagNode(tag);
+    try {
+      await this.o.service.metadata(node);
+      return;
+    } catch (err) {
+      if (!(err instanceof PubsubError && err.condition === 'item-not-found')) throw err;
+    }
+    const settings = this.o.settings.tag(tag);
+    try {
+      await this.o.service.create(this.o.actor, node, { accessModel: settings.accessModel, title: settings.title ?? `Documents tagged ${tag}`, type: 'http://www.w3.org/2005/Atom' });
+    } catch (err) {
+      if (!(err instanceof PubsubError && err.condition === 'conflict')) throw err;
+    }
+    await this.applyTagSettings(tag, settings);
+  }
+
+  /** Makes a tag node's access model and member list match its settings document. */
+  async applyTagSettings(tag: string, settings: TagSettings): Promise<void> {
+    const node = tagNode(tag);
+    const { service, actor, log } = this.o;
+    let current: Map<string, string>;
+    try {
+      current = await service.getAffiliations(actor, node);
+    } catch (err) {
+      if (err instanceof PubsubError && err.condition === 'item-not-found') return; // created on first publish
+      throw err;
+    }
+    const config = await service.getConfig(actor, node);
+    if (config.accessModel !== settings.accessModel || (settings.title && config.title !== settings.title)) {
+      await service.configure(actor, node, { accessModel: settings.accessModel, ...(settings.title ? { title: settings.title } : {}) });
+    }
+    const wanted = new Set(settings.whitelist);
+    const changes: Array<{ jid: string; affiliation: 'member' | 'none' }> = [];
+    for (const jid of wanted) if (!current.has(jid)) changes.push({ jid, affiliation: 'member' });
+    for (const [jid, affiliation] of current) if (affiliation === 'member' && !wanted.has(jid)) changes.push({ jid, affiliation: 'none' });
+    if (changes.length > 0) {
+      await service.setAffiliations(actor, node, changes);
+      log.info('tag whitelist applied', { tag, added: changes.filter((c) => c.affiliation === 'member').map((c) => c.jid), removed: changes.filter((c) => c.affiliation === 'none').map((c) => c.jid) });
+    }
+  }
+}

@@ -1,0 +1,128 @@
+// Ajatus/CouchDB replication, wired top to bottom:
+//   content db _changes -> AjatusPublisher -> pub/sub service (one node per tag)
+//   partner notifications / catch-up -> PartnerManager -> CouchSink -> content db
+//   app db (ajatus_db) settings -> tag node access + whitelists, partner follow lists
+// The content database is both source and sink target; echoes are stopped by ReplicationState.
+
+import path from 'node:path';
+import nano, { type DocumentScope } from 'nano';
+import type { IqCaller } from '../component/iq-caller.ts';
+import { CODECS, type CouchDoc } from '../codecs/couch-doc.ts';
+import type { AjatusConfig } from '../config/config.ts';
+import type { Logger } from '../log.ts';
+import type { PubsubService } from '../pubsub/service.ts';
+import { CouchSink } from '../sinks/couchdb.ts';
+import { CouchChangesSource } from '../sources/couchdb-changes.ts';
+import type { Element } from 'ltx';
+import { AjatusPublisher } from './ajatus-publisher.ts';
+import { PartnerManager } from './partners.ts';
+import { Progress } from './progress.ts';
+import { PROFILES, stringAt, tagsOf } from './profile.ts';
+import type { AppSettings } from './settings.ts';
+import { ReplicationState } from './state.ts';
+
+export interface AjatusReplicationOptions {
+  couchUrl: string;
+  config: AjatusConfig;
+  settings: AppSettings;
+  service: PubsubService;
+  iq: IqCaller;
+  componentJid: string;
+  dataDir: string;
+  log: Logger;
+}
+
+export class AjatusReplication {
+  readonly publisher: AjatusPublisher;
+  readonly partners: PartnerManager;
+  readonly sink: CouchSink;
+  private readonly state: ReplicationState;
+  private readonly source: CouchChangesSource;
+  private readonly content: DocumentScope<unknown>;
+
+  constructor(private readonly o: AjatusReplicationOptions) {
+    const profile = PROFILES[o.config.profile];
+    if (!profile) throw new Error(`ajatus.profile: unknown profile '${o.config.profile}' (known: ${Object.keys(PROFILES).join(', ')})`);
+    const log = o.log.child({ component: 'ajatus' });
+    this.content = nano(o.couchUrl).use(o.config.contentDb);
+    this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
+    this.sink = new CouchSink(this.content, this.state, log);
+    this.partners = new PartnerManager({ iq: o.iq, self: o.componentJid, settings: o.settings, sink: this.sink, log, intervalMs: o.config.discoveryIntervalSeconds * 1000, tagsOf: (doc) => tagsOf(doc, profile) });
+    const onContact = (doc: CouchDoc): void => {
+      const jid = stringAt(doc, profile.jidPath);
+      if (jid) this.partners.addPartner(jid);
+    };
+    this.publisher = new AjatusPublisher({
+      service: o.service,
+      actor: o.componentJid,
+      content: this.content,
+      contentDbName: o.config.contentDb,
+      state: this.state,
+      settings: o.settings,
+      profile,
+      codec: CODECS[o.config.codec],
+      inlineAttachmentMax: o.config.inlineAttachmentMax,
+      log,
+      onContact,
+    });
+    this.source = new CouchChangesSource({
+      db: this.content,
+      feed: `couchdb:${o.config.contentDb}`,
+      getCheckpoint: () => this.state.checkpoint(`couchdb:${o.config.contentDb}`),
+      setCheckpoint: (seq) => this.state.setCheckpoint(`couchdb:${o.config.contentDb}`, seq),
+      handle: async (changes) => {
+        await this.publisher.handle(changes);
+        this.progress?.add(changes.length);
+      },
+      log,
+    });
+    this.contactScan = async () => {
+      let startkey: string | undefined;
+      for (let page = 0; page < 100_000; page++) {
+        const res = await this.content.list({ include_docs: true, limit: 500, ...(startkey ? { startkey, skip: 1 } : {}) });
+        for (const row of res.rows) if (row.doc) onContact(row.doc as unknown as CouchDoc);
+        if (res.rows.length < 500) break;
+        startkey = res.rows.at(-1)?.id;
+      }
+    };
+  }
+
+  private readonly contactScan: () => Promise<void>;
+  private progress: Progress | undefined;
+
+  /** Opens state, applies tag settings, starts the source; partners start once online. */
+  async start(): Promise<void> {
+    await this.state.open();
+    try {
+      await this.content.info();
+    } catch (err) {
+      throw new Error(`content database ${this.o.config.contentDb} is not reachable: ${(err as Error).message}`);
+    }
+    this.o.settings.on('tag', (tag: string, settings) => {
+      this.publisher.applyTagSettings(tag, settings).catch((err: unknown) => this.o.log.error('applying tag settings failed', { tag, reason: String(err) }));
+    });
+    for (const tag of this.o.settings.configuredTags()) await this.publisher.applyTagSettings(tag, this.o.settings.tag(tag));
+    if ((await this.state.checkpoint(`couchdb:${this.o.config.contentDb}`)) === undefined) {
+      const info = (await this.content.info()) as { doc_count?: number; doc_del_count?: number };
+      const total = (info.doc_count ?? 0) + (info.doc_del_count ?? 0); // pouchdb-server has no doc_del_count
+      if (total > 0) this.progress = new Progress(`first publish of ${this.o.config.contentDb}`, total, this.o.log);
+    }
+    await this.source.start();
+  }
+
+  /** Called when the component is online: find partners and subscribe. */
+  async startPartners(): Promise<void> {
+    await this.contactScan();
+    this.partners.start();
+  }
+
+  handleEvent(message: Element): Promise<boolean> {
+    return this.partners.handleEvent(message);
+  }
+
+  async stop(): Promise<void> {
+    await this.partners.stop();
+    await this.source.stop();
+    await this.state.close();
+  }
+}

@@ -1,0 +1,61 @@
+// Sink: writes replicated documents into a CouchDB database the way CouchDB's own replicator
+// does — `_bulk_docs` with `new_edits: false` and the `_revisions` history — so revisions and
+// conflicts are CouchDB's own and writing a revision twice changes nothing. Every imported
+// revision is remembered (before the write) so the local source does not publish it back.
+
+import type { DocumentScope } from 'nano';
+import type { CouchDoc } from '../codecs/couch-doc.ts';
+import type { Logger } from '../log.ts';
+import type { ReplicationState } from '../replication/state.ts';
+
+export class CouchSink {
+  written = 0;
+
+  constructor(
+    private readonly db: DocumentScope<unknown>,
+    private readonly state: ReplicationState,
+    private readonly log: Logger,
+  ) {}
+
+  /** Writes revisions of one document (each with its history and inline attachments). */
+  async write(docs: CouchDoc[]): Promise<void> {
+    const first = docs[0];
+    if (!first) return;
+    for (const doc of docs) if (!doc._revisions) throw new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`);
+    await this.state.markRevs(first._id, docs.map((d) => d._rev), 'i');
+    // nano's types lack new_edits, which CouchDB's replication protocol uses.
+    const res = (await this.db.bulk({ docs: docs as never[], new_edits: false } as never)) as unknown as Array<{ error?: string; reason?: string }>;
+    const failed = Array.isArray(res) ? res.find((r) => r.error) : undefined;
+    if (failed) throw new Error(`CouchDB refused ${first._id}: ${failed.error} ${failed.reason ?? ''}`);
+    this.written += docs.length;
+    this.log.debug('document written', { doc: first._id, revs: docs.map((d) => d._rev) });
+  }
+
+  /**
+   * A retraction. The local document is deleted (as a new revision, not a purge) only when its
+   * winning revision came from a partner and `stillOffered` says no other followed node still
+   * carries it: a local edit is never deleted by a remote retraction (CouchDB semantics: an
+   * edit beats a concurrent deletion), and a document whose tag moved stays.
+   */
+  async remove(docId: string, stillOffered: (doc: CouchDoc) => boolean): Promise<boolean> {
+    let current: CouchDoc;
+    try {
+      current = (await this.db.get(docId)) as unknown as CouchDoc;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      throw err;
+    }
+    if ((await this.state.revKind(docId, current._rev)) !== 'i' || stillOffered(current)) return false;
+    let res: { rev: string };
+    try {
+      res = await this.db.destroy(docId, current._rev);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw err;
+      this.log.debug('retraction not applied: the document changed meanwhile', { doc: docId });
+      return false;
+    }
+    await this.state.markRevs(docId, [res.rev], 'i');
+    this.log.debug('document deleted by partner retraction', { doc: docId, rev: res.rev });
+    return true;
+  }
+}

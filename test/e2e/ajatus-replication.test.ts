@@ -1,0 +1,221 @@
+// Ajatus/CouchDB replication end to end: two CouchDB-API servers (pouchdb-server), site A's
+// Hermod on Prosody (alpha.test, knowing only its application database), site B's on ejabberd
+// (beta.test), federating over s2s. Real databases, real servers, real hermod processes.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { eventually, PASSWORD } from './client.ts';
+import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+
+const SLIX = fileURLToPath(new URL('./clients/slixmpp_subscriber.py', import.meta.url));
+type Doc = Record<string, unknown> & { _id: string; _rev?: string };
+
+async function couch(server: CouchServer, method: string, pathname: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`${server.url}/${pathname}`, {
+    method,
+    headers: { 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+const CONTENT = 'ajatus_db_content';
+const APP = 'ajatus_db';
+
+async function put(server: CouchServer, db: string, doc: Doc): Promise<string> {
+  const { status, json } = await couch(server, 'PUT', `${db}/${encodeURIComponent(doc._id)}`, doc);
+  assert.ok(status < 300, `PUT ${doc._id}: ${JSON.stringify(json)}`);
+  return json.rev as string;
+}
+
+async function get(server: CouchServer, id: string, query = ''): Promise<Doc | undefined> {
+  const { status, json } = await couch(server, 'GET', `${CONTENT}/${encodeURIComponent(id)}${query}`);
+  return status === 200 ? (json as Doc) : undefined;
+}
+
+const note = (id: string, title: string, tags: string[], extra: Record<string, unknown> = {}): Doc => ({
+  _id: id,
+  value: {
+    _type: 'note',
+    title: { val: title },
+    tags: { val: tags },
+    metadata: { creator: { val: 'alice' }, revised: { val: new Date().toISOString() }, deleted: { val: false } },
+  },
+  ...extra,
+});
+
+describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
+  let env: XmppEnv;
+  let couchA: CouchServer;
+  let couchB: CouchServer;
+  let dir: string;
+  let hermodA: HermodProcess;
+  let hermodB: HermodProcess;
+  let alpha: ServerInfo;
+  let beta: ServerInfo;
+
+  const startA = (): Promise<HermodProcess> =>
+    startHermodProcess({
+      server: alpha,
+      dir,
+      name: 'site-a',
+      // Site A knows only where its application database is: credentials come from there.
+      extra: { component: undefined, appDb: { url: couchA.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } },
+    });
+  const startB = (): Promise<HermodProcess> =>
+    startHermodProcess({ server: beta, dir, name: 'site-b', extra: { appDb: { url: couchB.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } } });
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-ajatus-'));
+    [env, couchA, couchB] = await Promise.all([startXmppEnv(), startCouch(), startCouch()]);
+    alpha = env.alpha as ServerInfo;
+    beta = env.beta as ServerInfo;
+    await couchA.createDbs(APP, CONTENT);
+    await couchB.createDbs(APP, CONTENT);
+    await put(couchA, APP, { _id: 'hermod:credentials', component: { jid: alpha.componentJid, secret: alpha.componentSecret, server: alpha.componentService } });
+    // A's tags: 'shared' and 'extra' are readable by site B's Hermod; 'secret' by nobody yet.
+    await put(couchA, APP, { _id: 'hermod:tag:shared', access_model: 'whitelist', whitelist: [beta.componentJid] });
+    await put(couchA, APP, { _id: 'hermod:tag:extra', access_model: 'whitelist', whitelist: [beta.componentJid] });
+    await put(couchB, APP, { _id: 'hermod:tag:shared', access_model: 'whitelist', whitelist: [alpha.componentJid] });
+    // Partners: B knows a person at A (discovery finds A's Hermod on alpha.test); A knows B's service.
+    await put(couchB, CONTENT, { _id: 'contact-alice', value: { _type: 'contact', title: { val: 'Alice' }, jid: { val: 'alice@alpha.test' } } });
+    await put(couchA, CONTENT, { _id: 'contact-b', value: { _type: 'contact', title: { val: 'Site B' }, jid: { val: beta.componentJid } } });
+    hermodA = await startA();
+    hermodB = await startB();
+  });
+
+  after(async () => {
+    await hermodA?.stop().catch(() => hermodA.kill());
+    await hermodB?.stop().catch(() => hermodB.kill());
+    await env?.stop();
+    await couchA?.destroy();
+    await couchB?.destroy();
+    if (dir && !process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a tagged document with an attachment created at A appears at B with the same _id, _rev and bytes', async () => {
+    const bytes = Buffer.from('attachment bytes \u00e5\u00e4\u00f6 \u0000\u0001\u0002', 'utf8');
+    const rev = await put(couchA, CONTENT, note('doc-1', 'First note', ['shared'], { _attachments: { 'hello.bin': { content_type: 'application/octet-stream', data: bytes.toString('base64') } } }));
+    const atB = await eventually(() => get(couchB, 'doc-1', '?attachments=true'), 'doc-1 at B', 30_000);
+    assert.equal(atB._rev, rev);
+    const att = (atB._attachments as Record<string, { data: string; content_type: string }>)['hello.bin'];
+    assert.equal(att?.content_type, 'application/octet-stream');
+    assert.deepEqual(Buffer.from(att?.data ?? '', 'base64'), bytes);
+    assert.equal(((atB.value as Record<string, { val: unknown }>).title as { val: string }).val, 'First note');
+    const progress = await hermodA.waitForLog((l) => l.msg === 'first publish of ajatus_db_content', 'first-publish progress at A');
+    assert.equal(progress.done, progress.total, 'the existing database was published once, with progress shown');
+  });
+
+  it('updates and deletion follow', async () => {
+    const current = (await get(couchA, 'doc-1')) as Doc;
+    const rev2 = await put(couchA, CONTENT, { ...current, value: { ...(current.value as object), title: { val: 'Edited' } } });
+    await eventually(async () => (await get(couchB, 'doc-1'))?._rev === rev2, 'update at B');
+    const del = await couch(couchA, 'DELETE', `${CONTENT}/doc-1?rev=${rev2}`);
+    assert.equal(del.status, 200);
+    await eventually(async () => (await get(couchB, 'doc-1')) === undefined, 'deletion at B');
+    const changes = await couch(couchB, 'GET', `${CONTENT}/_changes?since=0`);
+    const entry = (changes.json.results as Array<{ id: string; deleted?: boolean; changes: Array<{ rev: string }> }>).find((c) => c.id === 'doc-1');
+    assert.equal(entry?.deleted, true, 'deleted as a revision (a tombstone), not purged');
+    assert.match(entry?.changes[0]?.rev ?? '', /^3-/, 'the tombstone follows the two replicated revisions');
+  });
+
+  it('a document in two tags arrives once, as one revision', async () => {
+    const rev = await put(couchA, CONTENT, note('doc-2', 'Two tags', ['shared', 'extra']));
+    const atB = await eventually(() => get(couchB, 'doc-2', '?conflicts=true&revs_info=true'), 'doc-2 at B');
+    assert.equal(atB._rev, rev);
+    assert.equal(atB._conflicts, undefined);
+    assert.equal((atB._revs_info as unknown[]).length, 1);
+  });
+
+  it('a whitelisted plain XMPP client (slixmpp) subscribes to /tags/shared and reads the Atom entries', async () => {
+    const tag = (await couch(couchA, 'GET', `${APP}/hermod:tag:shared`)).json as Doc;
+    await put(couchA, APP, { ...tag, whitelist: [beta.componentJid, `sam@${beta.domain}`] });
+    await env.register(beta, 'sam', PASSWORD);
+    await hermodA.waitForLog((l) => l.msg === 'tag whitelist applied' && l.tag === 'shared', 'whitelist applied at A');
+    const child = spawn('/usr/bin/python3', [SLIX, `sam@${beta.domain}/slix`, PASSWORD, beta.ip, '5222', alpha.componentJid, '/tags/shared', 'for-sam'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let errText = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (errText += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      await eventually(() => out.includes('READY') || (child.exitCode !== null && Promise.reject(new Error(`slixmpp exited: ${out} ${errText}`))), 'slixmpp subscribed', 30_000, );
+      await put(couchA, CONTENT, note('for-sam', 'Readable by any client', ['shared']));
+      assert.equal(await exited, 0, `slixmpp failed: ${out}\n${errText}`);
+      const result = JSON.parse(out.trim().split('\n').at(-1) as string) as { notified: Array<{ id: string; title: string }>; items: string[] };
+      assert.deepEqual(result.notified.map((n) => [n.id, n.title]).at(-1), ['for-sam', 'Readable by any client']);
+      assert.ok(result.items.includes('for-sam') && result.items.includes('doc-2'));
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('a tag B is not whitelisted for gives B nothing; added to the whitelist it flows; removed it stops', async () => {
+    await put(couchA, CONTENT, note('secret-1', 'Secret', ['secret']));
+    await hermodB.waitForLog((l) => l.msg === 'partner node refused the subscription' && String(l.node) === '/tags/secret' && String(l.reason).includes('closed-node'), 'closed-node refusal at B', 30_000);
+    assert.equal(await get(couchB, 'secret-1'), undefined);
+
+    const wl = await put(couchA, APP, { _id: 'hermod:tag:secret', access_model: 'whitelist', whitelist: [beta.componentJid] });
+    await eventually(() => get(couchB, 'secret-1'), 'secret-1 at B after whitelisting (catch-up)', 30_000);
+    await put(couchA, CONTENT, note('secret-2', 'Secret two', ['secret']));
+    await eventually(() => get(couchB, 'secret-2'), 'secret-2 at B', 30_000);
+
+    await put(couchA, APP, { _id: 'hermod:tag:secret', _rev: wl, access_model: 'whitelist', whitelist: [] });
+    await hermodB.waitForLog((l) => l.msg === 'partner ended our subscription' && l.node === '/tags/secret', 'B told its subscription ended', 30_000);
+    await put(couchA, CONTENT, note('secret-3', 'Secret three', ['secret']));
+    await put(couchA, CONTENT, note('fence-1', 'Fence', ['shared']));
+    await eventually(() => get(couchB, 'fence-1'), 'fence at B');
+    assert.equal(await get(couchB, 'secret-3'), undefined, 'removed from the whitelist: nothing more arrives');
+  });
+
+  it('concurrent edits on both sides end with the same winner on both, the loser kept as a conflict', async () => {
+    const rev1 = await put(couchA, CONTENT, note('both', 'Base', ['shared']));
+    await eventually(async () => (await get(couchB, 'both'))?._rev === rev1, 'base at B');
+    // Stop B's Hermod so the two edits are truly concurrent, then edit both sides.
+    await hermodB.stop();
+    const base = (await get(couchA, 'both')) as Doc;
+    const revA = await put(couchA, CONTENT, { ...base, value: { ...(base.value as object), title: { val: 'Edited at A' } } });
+    const revB = await put(couchB, CONTENT, { ...base, value: { ...(base.value as object), title: { val: 'Edited at B' } } });
+    assert.notEqual(revA, revB);
+    hermodB = await startB();
+    const converged = async (): Promise<boolean> => {
+      const [a, b] = await Promise.all([get(couchA, 'both', '?conflicts=true'), get(couchB, 'both', '?conflicts=true')]);
+      return !!a && !!b && a._rev === b._rev && JSON.stringify(a._conflicts) === JSON.stringify(b._conflicts) && Array.isArray(a._conflicts) && a._conflicts.length === 1;
+    };
+    await eventually(converged, 'both sites agree on winner and conflict', 60_000);
+    const a = (await get(couchA, 'both', '?conflicts=true')) as Doc;
+    assert.deepEqual([a._rev, ...(a._conflicts as string[])].sort(), [revA, revB].sort());
+  });
+
+  it('B stopped during 100 edits at A catches up after restart, with no echo back to A', async () => {
+    await hermodB.stop();
+    let rev = await put(couchA, CONTENT, note('busy', 'Edit 0', ['shared']));
+    for (let i = 1; i < 100; i++) {
+      rev = await put(couchA, CONTENT, { ...note('busy', `Edit ${i}`, ['shared']), _rev: rev });
+    }
+    hermodB = await startB();
+    await eventually(async () => (await get(couchB, 'busy'))?._rev === rev, 'B caught up with edit 99', 60_000);
+    const logA = await hermodA.log();
+    const echoes = logA.filter((l) => l.msg === 'published document' && l.doc === 'busy' && l.rev === rev);
+    assert.equal(echoes.length, 1, 'A published the last revision once');
+    const logB = await hermodB.log();
+    assert.equal(logB.filter((l) => l.msg === 'published document' && l.doc === 'busy').length, 0, 'B does not publish what it imported');
+  });
+
+  it('CouchDB at A restarted mid-stream loses and duplicates nothing', async () => {
+    const ids = Array.from({ length: 30 }, (_, i) => `restart-${i}`);
+    for (const id of ids.slice(0, 15)) await put(couchA, CONTENT, note(id, id, ['shared']));
+    await couchA.restart();
+    for (const id of ids.slice(15)) await put(couchA, CONTENT, note(id, id, ['shared']));
+    await eventually(async () => (await Promise.all(ids.map((id) => get(couchB, id)))).every(Boolean), 'all 30 at B', 60_000);
+    const published = (await hermodA.log()).filter((l) => l.msg === 'published document' && String(l.doc).startsWith('restart-'));
+    assert.deepEqual(published.map((l) => l.doc).sort(), [...ids].sort(), 'each document published exactly once');
+  });
+});
