@@ -1,0 +1,19 @@
+// Worker thread for XSLT transforms (plain JS: it runs outside tsx). Receives
+// {id, sef, source, params} and answers {id, ok, output} or {id, ok: false, error}. The parent
+// bounds time by terminating this worker, so a runaway stylesheet never blocks Hermod.
+import { parentPort } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const SaxonJS = require('saxon-js');
+
+parentPort.on('message', ({ id, sef, source, params }) => {
+  try {
+    const result = SaxonJS.transform({ stylesheetText: sef, sourceText: source, destination: 'serialized', stylesheetParams: params }, 'sync');
+    parentPort.postMessage({ id, ok: true, output: String(result.principalResult ?? '') });
+  } catch (err) {
+    const message = err && (err.message || String(err));
+    const code = err && err.code ? String(err.code) : undefined;
+    parentPort.postMessage({ id, ok: false, error: code ? `${code}: ${message}` : message });
+  }
+});
