@@ -166,3 +166,38 @@ export class ComponentConnection {
     this.setState('stopped');
   }
 }
+
+/**
+ * One XEP-0114 handshake, then close (for `hermod check`): resolves when the server accepted
+ * the component, rejects with a readable reason (never the secret) otherwise.
+ */
+export async function checkHandshake(options: { jid: string; secret: string; server: string; timeoutMs?: number }): Promise<void> {
+  const entity = new Component({ service: options.server, domain: options.jid });
+  let handshakeError: string | undefined;
+  entity.on('open', (el: Element) => {
+    entity.authenticate(el.attrs.id as string, options.secret).catch((err: unknown) => (handshakeError = String(err)));
+  });
+  entity.on('error', (err: Error & { condition?: string }) => {
+    if (err.condition === 'not-authorized') handshakeError = 'the server refused the component secret (not-authorized)';
+    else if (err.condition) handshakeError ??= `the server closed the stream: ${err.condition}`;
+  });
+  const timeout = options.timeoutMs ?? 10_000;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      entity.start(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no handshake within ${timeout} ms`)), timeout);
+      }),
+    ]);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(handshakeError ?? (e.code ? `cannot connect: ${e.code}` : e.message));
+  } finally {
+    clearTimeout(timer);
+    entity.removeAllListeners();
+    entity.on('error', () => {});
+    await entity.stop().catch(() => {});
+    entity.socket?.destroy();
+  }
+}

@@ -753,6 +753,26 @@ export class PubsubService {
     }
     return this.store.getAffiliationsOf(bareJid(actor));
   }
+
+  /**
+   * Ends every subscription held by exactly this JID, on every node (XEP-0060 §4.4: its
+   * notifications keep bouncing). The JID is not told (it cannot be reached); owners with
+   * pubsub#notify_sub are. Resolves to the subscriptions ended.
+   */
+  async dropUnreachable(jid: string): Promise<Subscription[]> {
+    const dropped: Subscription[] = [];
+    const nodes = new Set((await this.store.getSubscriptionsOf(bareJid(jid))).filter((s) => s.jid === jid).map((s) => s.node));
+    for (const id of nodes) {
+      await this.mutate(id, async () => {
+        const state = await this.load(id);
+        for (const sub of state?.subscriptions.filter((s) => s.jid === jid) ?? []) {
+          await this.removeSubscription(state as NodeState, sub, false);
+          dropped.push(sub);
+        }
+      });
+    }
+    return dropped;
+  }
 }
 
 /** The earliest end of a leased subscription among these (undefined: none is leased). */

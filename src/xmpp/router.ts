@@ -40,6 +40,11 @@ export class Router {
     return task;
   }
 
+  /** Stanzas being handled now. */
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
   /** Resolves when every request under way has been answered. */
   async idle(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);

@@ -84,6 +84,16 @@ export class TestClient {
     return withTimeout(reply, timeoutMs, `reply to ${childXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
   }
 
+  /** Like iq(), but `childrenXml` may hold any number of elements (for malformed requests). */
+  iqRaw(type: 'get' | 'set', to: string, childrenXml: string, timeoutMs = 10_000): Promise<Element> {
+    const id = `t${++counter}`;
+    const iq = new Element('iq', { type, to, id });
+    for (const child of parse(`<wrap>${childrenXml}</wrap>`).getChildElements()) iq.cnode(child);
+    const reply = new Promise<Element>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    void this.xmpp.send(iq as never);
+    return withTimeout(reply, timeoutMs, `reply to ${childrenXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
+  }
+
   /** Sends a stanza written as XML text (e.g. a <message/>). */
   async send(xml: string): Promise<void> {
     await this.xmpp.send(parse(xml) as never);

@@ -96,10 +96,15 @@ export async function startHermodProcess(options: HermodProcessOptions, waitOnli
   };
   if (waitOnline) {
     const onlineCount = (await log()).filter((l) => l.msg === 'component online').length;
-    await eventually(async () => {
-      if (child.exitCode !== null) throw new Error(`hermod exited with ${child.exitCode}; log:\n${await readFile(logFile, 'utf8')}`);
-      return (await log()).filter((l) => l.msg === 'component online').length > onlineCount;
-    }, 'hermod component online', 20_000);
+    try {
+      await eventually(async () => {
+        if (child.exitCode !== null) throw new Error(`hermod exited with ${child.exitCode}; log:\n${await readFile(logFile, 'utf8')}`);
+        return (await log()).filter((l) => l.msg === 'component online').length > onlineCount;
+      }, 'hermod component online', 20_000);
+    } catch (err) {
+      await handle.kill(); // never leave a process behind that did not come up
+      throw err;
+    }
   }
   return handle;
 }

@@ -1,0 +1,75 @@
+// `hermod status`: a running Hermod answers on a unix socket in its dataDir (`hermod.sock`,
+// mode 0600: only the service's user can ask) with one JSON document — connection state,
+// node and subscription counts, queue depths. `hermod status --config FILE` finds the socket
+// from the same config. No TCP port, nothing to secure beyond file permissions.
+
+import { request, createServer, type Server } from 'node:http';
+import { chmod, unlink } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface StatusReport {
+  version: string;
+  jid: string;
+  pid: number;
+  uptimeSeconds: number;
+  connection: string;
+  store: string;
+  nodes: number;
+  subscriptions: number;
+  queues: { outboxPending: number; notificationsSent: number; notificationsDropped: number; requestsInFlight: number };
+  bounces: { tracked: number; unsubscribed: number };
+}
+
+export const socketPath = (dataDir: string): string => path.join(dataDir, 'hermod.sock');
+
+/** Serves the report on the socket (replacing a stale one left by a crash). */
+export async function serveStatus(dataDir: string, report: () => Promise<StatusReport>): Promise<Server> {
+  const file = socketPath(dataDir);
+  await unlink(file).catch(() => {});
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/status') {
+      res.writeHead(404).end();
+      return;
+    }
+    report().then(
+      (r) => res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(r)}\n`),
+      (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`status failed: ${String(err)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(file, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  await chmod(file, 0o600);
+  return server;
+}
+
+export async function closeStatus(server: Server, dataDir: string): Promise<void> {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await unlink(socketPath(dataDir)).catch(() => {});
+}
+
+/** Asks the instance running on dataDir; rejects with a readable reason. */
+export function askStatus(dataDir: string, timeoutMs = 5_000): Promise<StatusReport> {
+  const file = socketPath(dataDir);
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: file, path: '/status', method: 'GET', timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => {
+        if (res.statusCode !== 200) reject(new Error(`the instance answered HTTP ${res.statusCode}: ${body.trim()}`));
+        else resolve(JSON.parse(body) as StatusReport);
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new Error(`no Hermod is running on ${path.dirname(file)} (nothing answers on ${file})`));
+      else reject(err);
+    });
+    req.end();
+  });
+}

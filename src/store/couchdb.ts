@@ -1,0 +1,224 @@
+// The Store on CouchDB (through nano), for deployments that outgrow one machine: the key-value
+// Store (kv-store.ts) over one CouchDB database, one document per key. Document ids are the keys'
+// UTF-8 bytes in lowercase hex, so `_all_docs` orders them exactly as LevelDB orders its keys
+// (raw and ICU collation agree on [0-9a-f]) and range reads are `_all_docs` start/end key pages.
+// Writes of one change go in one `_bulk_docs` request: CouchDB applies it whole unless the
+// CouchDB node itself dies mid-request (it has no multi-document transactions). An acknowledged
+// write is on CouchDB's disk. Hermod must be the database's only writer (revisions are cached);
+// a conflict (someone else wrote) is retried with the current revision, last write wins.
+// The server URL may carry credentials: they never appear in errors or logs (redactUrl).
+
+import { LRUCache } from 'lru-cache';
+import nano, { type DocumentScope } from 'nano';
+import { KvStore } from './kv-store.ts';
+import type { BatchOp, KvRange, OrderedKv } from './kv.ts';
+
+export interface CouchStoreOptions {
+  /** CouchDB server URL, e.g. http://user:pass@127.0.0.1:5984 */
+  url: string;
+  /** Database name; created on open if missing. */
+  db: string;
+}
+
+interface KvDoc {
+  _id: string;
+  _rev?: string;
+  _deleted?: boolean;
+  v?: string;
+}
+
+const PAGE = 1000;
+const CONFLICT_RETRIES = 5;
+const hex = (key: string): string => Buffer.from(key, 'utf8').toString('hex');
+const unhex = (id: string): string => Buffer.from(id, 'hex').toString('utf8');
+
+/** The URL without user:password (for messages and logs). */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = '***';
+      u.password = '';
+    }
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+export class CouchStoreError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CouchStoreError';
+  }
+}
+
+/** CouchDB as an OrderedKv. */
+export class CouchKv implements OrderedKv {
+  private readonly db: DocumentScope<KvDoc>;
+  private readonly where: string;
+  /** Known revisions by document id; '' = known not to exist. */
+  private readonly revs = new LRUCache<string, string>({ max: 100_000 });
+
+  constructor(private readonly options: CouchStoreOptions) {
+    this.db = nano(options.url).use<KvDoc>(options.db);
+    this.where = `CouchDB ${redactUrl(options.url)}/${options.db}`;
+  }
+
+  /** Runs a request, turning its failure into an error that names the database but no secret. */
+  private async call<T>(what: string, request: () => Promise<T>): Promise<T> {
+    try {
+      return await request();
+    } catch (err) {
+      throw this.error(what, err);
+    }
+  }
+
+  private error(what: string, err: unknown): CouchStoreError {
+    const e = err as { statusCode?: number; code?: string; cause?: { code?: string }; message?: string };
+    const reason = e.statusCode ? `HTTP ${e.statusCode} ${e.message ?? ''}`.trim() : (e.code ?? e.cause?.code ?? e.message ?? String(err));
+    let text = `${this.where}: ${what} failed: ${reason}`;
+    const password = urlPassword(this.options.url);
+    if (password) text = text.split(password).join('***');
+    return new CouchStoreError(text);
+  }
+
+  async open(): Promise<void> {
+    const server = nano(this.options.url);
+    await this.call('opening the database', async () => {
+      try {
+        await server.db.get(this.options.db);
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+        try {
+          await server.db.create(this.options.db);
+        } catch (created) {
+          if ((created as { statusCode?: number }).statusCode !== 412) throw created; // created meanwhile
+        }
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.revs.clear();
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    const id = hex(key);
+    const doc = await this.call('reading', async () => {
+      try {
+        return await this.db.get(id);
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        throw err;
+      }
+    });
+    this.revs.set(id, doc?._rev ?? '');
+    return doc?.v;
+  }
+
+  async getMany(keys: string[]): Promise<Array<string | undefined>> {
+    if (keys.length === 0) return [];
+    const response = await this.call('reading', () => this.db.fetch({ keys: keys.map(hex) }));
+    return response.rows.map((row) => {
+      const doc = 'doc' in row ? (row.doc as KvDoc | null) : undefined;
+      return doc && !doc._deleted ? doc.v : undefined;
+    });
+  }
+
+  async batch(ops: BatchOp[]): Promise<void> {
+    // The last op on a key wins, as in a LevelDB batch.
+    let pending = new Map<string, BatchOp>();
+    for (const op of ops) pending.set(hex(op.key), op);
+    for (let attempt = 0; pending.size > 0; attempt++) {
+      if (attempt > CONFLICT_RETRIES) throw new CouchStoreError(`${this.where}: writing failed: conflicts persisted after ${CONFLICT_RETRIES} retries`);
+      const unknown = [...pending.keys()].filter((id) => !this.revs.has(id));
+      if (unknown.length > 0) {
+        const found = await this.call('reading revisions', () => this.db.fetchRevs({ keys: unknown }));
+        for (const row of found.rows) {
+          const value = 'value' in row ? (row.value as { rev: string; deleted?: boolean }) : undefined;
+          this.revs.set('id' in row ? row.id : (row as { key: string }).key, value && !value.deleted ? value.rev : '');
+        }
+      }
+      const docs: KvDoc[] = [];
+      for (const [id, op] of pending) {
+        const rev = this.revs.get(id) || undefined;
+        if (op.type === 'put') docs.push({ _id: id, ...(rev ? { _rev: rev } : {}), v: op.value });
+        else if (rev) docs.push({ _id: id, _rev: rev, _deleted: true });
+      }
+      if (docs.length === 0) return;
+      const results = await this.call('writing', () => this.db.bulk({ docs }));
+      const retry = new Map<string, BatchOp>();
+      for (const result of results) {
+        const id = result.id as string;
+        const op = pending.get(id);
+        if (!op) continue;
+        if (!result.error && result.rev) {
+          this.revs.set(id, op.type === 'put' ? result.rev : '');
+        } else if (result.error === 'conflict') {
+          this.revs.delete(id);
+          retry.set(id, op);
+        } else {
+          throw new CouchStoreError(`${this.where}: writing failed: ${result.error}${result.reason ? ` (${result.reason})` : ''}`);
+        }
+      }
+      pending = retry;
+    }
+  }
+
+  /** `_all_docs` rows in the range, page by page. */
+  private async *rows(range: KvRange, includeDocs: boolean): AsyncGenerator<{ id: string; doc?: KvDoc }> {
+    const reverse = range.reverse ?? false;
+    let remaining = range.limit === undefined || range.limit < 0 ? Infinity : range.limit;
+    const upper = range.lt !== undefined ? { id: hex(range.lt), inclusive: false } : range.lte !== undefined ? { id: hex(range.lte), inclusive: true } : undefined;
+    const lower = range.gt !== undefined ? { id: hex(range.gt), inclusive: false } : range.gte !== undefined ? { id: hex(range.gte), inclusive: true } : undefined;
+    // The first bound in reading order is always inclusive in CouchDB: rows equal to `skip` are dropped.
+    let start = reverse ? upper?.id : lower?.id;
+    let skip = reverse ? (upper && !upper.inclusive ? upper.id : undefined) : lower && !lower.inclusive ? lower.id : undefined;
+    const end = reverse ? lower : upper;
+    while (remaining > 0) {
+      const limit = Math.min(PAGE, remaining) + (skip !== undefined ? 1 : 0);
+      const params = {
+        include_docs: includeDocs,
+        descending: reverse,
+        limit,
+        ...(start !== undefined ? { startkey: start } : {}),
+        ...(end ? { endkey: end.id, inclusive_end: end.inclusive } : {}),
+      };
+      const page = await this.call('reading a range', () => this.db.list(params));
+      let last: string | undefined;
+      for (const row of page.rows) {
+        last = row.id;
+        if (row.id === skip) continue;
+        if (remaining <= 0) break;
+        remaining -= 1;
+        yield { id: row.id, ...(row.doc ? { doc: row.doc as KvDoc } : {}) };
+      }
+      if (page.rows.length < limit || last === undefined) return;
+      start = last;
+      skip = last;
+    }
+  }
+
+  async *entries(range: KvRange): AsyncIterable<[string, string]> {
+    for await (const row of this.rows(range, true)) yield [unhex(row.id), row.doc?.v ?? ''];
+  }
+
+  async *keys(range: KvRange): AsyncIterable<string> {
+    for await (const row of this.rows(range, false)) yield unhex(row.id);
+  }
+}
+
+function urlPassword(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).password);
+  } catch {
+    return '';
+  }
+}
+
+export class CouchStore extends KvStore {
+  constructor(options: CouchStoreOptions) {
+    super(new CouchKv(options));
+  }
+}

@@ -1,0 +1,71 @@
+// Bounced notifications (XEP-0060 §4.4): a message to a subscriber that comes back as an error
+// saying the address cannot be reached is counted per JID; after `maxBounces` in a row the
+// JID's subscriptions are ended. Anything else heard from the JID (a request, a message) resets
+// its count. Transient or ambiguous conditions are not counted: wait-type errors,
+// recipient-unavailable, and service-unavailable (also what a server answers for a partner's
+// Hermod component that is merely down for a while).
+
+import type { Element } from 'ltx';
+import { LRUCache } from 'lru-cache';
+import { normalizeJid } from './jid.ts';
+
+const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
+/** Conditions that say the subscriber's address does not work (XEP-0060 §4.4, RFC 6120 §8.3.3). */
+export const UNREACHABLE = new Set(['remote-server-not-found', 'remote-server-timeout', 'item-not-found', 'gone', 'jid-malformed']);
+
+export interface BounceOptions {
+  maxBounces: number;
+  /** Ends the JID's subscriptions; resolves to how many were ended. */
+  unsubscribe(jid: string): Promise<number>;
+  log: { info(msg: string, fields?: Record<string, unknown>): void; debug(msg: string, fields?: Record<string, unknown>): void; error(msg: string, fields?: Record<string, unknown>): void };
+  onBounce?(condition: string): void;
+  onUnsubscribed?(count: number): void;
+}
+
+export class BounceTracker {
+  private readonly counts = new LRUCache<string, number>({ max: 100_000 });
+  unsubscribed = 0;
+
+  constructor(private readonly options: BounceOptions) {}
+
+  get tracked(): number {
+    return this.counts.size;
+  }
+
+  /** A message of type error came back. */
+  bounced(stanza: Element): void {
+    const error = stanza.getChild('error');
+    const condition = error?.getChildElements().find((c) => c.getNS() === STANZAS && c.name !== 'text')?.name ?? 'undefined-condition';
+    this.options.onBounce?.(condition);
+    const jid = normalizeJid((stanza.attrs.from as string | undefined) ?? '');
+    if (!jid || !UNREACHABLE.has(condition) || error?.attrs.type === 'wait') {
+      this.options.log.debug('message bounced', { from: stanza.attrs.from, condition });
+      return;
+    }
+    const count = (this.counts.get(jid) ?? 0) + 1;
+    this.options.log.debug('notification bounced', { jid, condition, count, maxBounces: this.options.maxBounces });
+    if (count < this.options.maxBounces) {
+      this.counts.set(jid, count);
+      return;
+    }
+    this.counts.delete(jid);
+    this.options.unsubscribe(jid).then(
+      (n) => {
+        this.unsubscribed += n;
+        this.options.onUnsubscribed?.(n);
+        this.options.log.info('subscriptions removed after repeated bounces', { jid, condition, bounces: count, subscriptions: n });
+      },
+      (err: unknown) => this.options.log.error('removing a bouncing subscription failed', { jid, err: String(err) }),
+    );
+  }
+
+  /** Something other than an error came from this JID: it is reachable. */
+  heard(from: string | undefined): void {
+    if (this.counts.size === 0 || !from) return;
+    const jid = normalizeJid(from);
+    if (!jid) return;
+    this.counts.delete(jid);
+    const slash = jid.indexOf('/');
+    if (slash !== -1) this.counts.delete(jid.slice(0, slash));
+  }
+}

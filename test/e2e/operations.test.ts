@@ -1,0 +1,202 @@
+// Operations end to end, against real Prosody, a real pouchdb-server and the real `hermod`
+// process: `hermod check` (config, store, component handshake), `hermod status` over the unix
+// socket, Prometheus /metrics on loopback, `hermod migrate --from level --to couchdb` and a
+// restart on the CouchDB store, and bounce handling (XEP-0060 §4.4) for a subscriber whose
+// domain does not exist. Secrets never show in output, logs or metrics.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { eventually, isItemEvent, OWNER, PUBSUB, TestClient } from './client.ts';
+import { startHermodProcess, writeHermodConfig, type HermodProcess } from './hermod-process.ts';
+
+const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
+const COUCH_PASSWORD = 'couch-Pa55-word';
+
+/** Runs `hermod ARGS` to completion (bounded). */
+function hermodCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+const publish = (node: string, id: string): string =>
+  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
+const itemIds = (iq: { getChild: (n: string, ns: string) => unknown }): string[] =>
+  ((iq.getChild('pubsub', PUBSUB) as { getChild(n: string): { getChildren(n: string): Array<{ attrs: { id: string } }> } | undefined } | undefined)?.getChild('items')?.getChildren('item') ?? []).map((i) => i.attrs.id);
+
+describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_000 }, () => {
+  let env: XmppEnv;
+  let home: ServerInfo;
+  let couch: CouchServer;
+  let dir: string;
+  let hermod: HermodProcess | undefined;
+  let alice: TestClient;
+  let metricsPort: number;
+  let couchUrl: string;
+  let SVC: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-ops-'));
+    [env, couch] = await Promise.all([startXmppEnv({ ejabberd: false }), startCouch()]);
+    home = env.alpha as ServerInfo;
+    SVC = home.componentJid;
+    // A CouchDB admin with a password: the URL carries real credentials, which must never show.
+    const admin = await fetch(`${couch.url}/_config/admins/hermod`, { method: 'PUT', body: JSON.stringify(COUCH_PASSWORD) });
+    assert.equal(admin.status, 200);
+    const url = new URL(couch.url);
+    url.username = 'hermod';
+    url.password = COUCH_PASSWORD;
+    couchUrl = url.toString();
+    metricsPort = await freePort();
+    alice = await TestClient.create(env, home, 'alice');
+  });
+
+  after(async () => {
+    await alice?.stop();
+    await hermod?.stop().catch(() => hermod?.kill());
+    await Promise.all([env?.stop(), couch?.destroy()]);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('check: passes on a good config; names the failing part (secret, server, store) with exit 1, and never prints the secret', async () => {
+    const good = await writeHermodConfig({ server: home, dir, name: 'check-good' });
+    const ok = await hermodCli('check', '--config', good);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /ok +config/);
+    assert.match(ok.stdout, /ok +store +LevelDB .*: 0 nodes/);
+    assert.match(ok.stdout, new RegExp(`ok +xmpp +handshake with ${home.componentService.replace(/[.]/g, '\\.')} as ${SVC}`));
+
+    const wrongSecret = await writeHermodConfig({ server: { ...home, componentSecret: 'not-the-secret-xyz' }, dir, name: 'check-secret' });
+    const refused = await hermodCli('check', '--config', wrongSecret);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /FAIL +xmpp .*not-authorized/);
+    assert.doesNotMatch(refused.stdout + refused.stderr, /not-the-secret-xyz/);
+
+    const noServer = await writeHermodConfig({ server: { ...home, componentService: 'xmpp://127.0.0.1:1' }, dir, name: 'check-port' });
+    const down = await hermodCli('check', '--config', noServer);
+    assert.equal(down.code, 1);
+    assert.match(down.stderr, /FAIL +xmpp +xmpp:\/\/127\.0\.0\.1:1 .*ECONNREFUSED/);
+
+    const badStore = await writeHermodConfig({ server: home, dir, name: 'check-store', extra: { store: { backend: 'couchdb', couchdb: { url: 'http://hermod:' + COUCH_PASSWORD + '@127.0.0.1:1', db: 'hermod' } } } });
+    const storeDown = await hermodCli('check', '--config', badStore);
+    assert.equal(storeDown.code, 1);
+    assert.match(storeDown.stderr, /FAIL +store +CouchDB http:\/\/\*\*\*@127\.0\.0\.1:1\/hermod: .*ECONNREFUSED/);
+    assert.doesNotMatch(storeDown.stdout + storeDown.stderr, new RegExp(COUCH_PASSWORD));
+
+    const badConfig = await writeHermodConfig({ server: home, dir, name: 'check-config', extra: { store: { backend: 'sqlite' } } });
+    const invalid = await hermodCli('check', '--config', badConfig);
+    assert.equal(invalid.code, 2);
+    assert.match(invalid.stderr, /store\.backend: must be "level" or "couchdb"/);
+  });
+
+  it('status and metrics: a running instance reports connection, nodes, subscriptions and queues; /metrics counts stanzas, errors, notifications', async () => {
+    hermod = await startHermodProcess({ server: home, dir, extra: { metrics: { port: metricsPort } } });
+    await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='news'/></pubsub>`);
+    await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='news' jid='${alice.bare}'/></pubsub>`);
+    await alice.iq('set', SVC, publish('news', 'one'));
+    await alice.waitForMessage(isItemEvent('news', 'one'));
+    await alice.iq('get', SVC, `<nonsense xmlns='urn:example:unknown'/>`).catch(() => undefined); // service-unavailable
+
+    const configFile = path.join(dir, 'hermod.json');
+    const status = await hermodCli('status', '--config', configFile);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /connection +online/);
+    assert.match(status.stdout, /nodes +1\n/);
+    assert.match(status.stdout, /subscriptions +1\n/);
+    assert.match(status.stdout, /outbox +0 pending, \d+ sent, 0 dropped/);
+    const json = JSON.parse((await hermodCli('status', '--config', configFile, '--json')).stdout) as { jid: string; nodes: number; queues: { outboxPending: number } };
+    assert.deepEqual([json.jid, json.nodes, json.queues.outboxPending], [SVC, 1, 0]);
+
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const value = (pattern: string): number => Number(new RegExp(`^${pattern} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    assert.ok(value('hermod_stanzas_in_total\\{type="iq-set"\\}') >= 3, 'iq-set counted');
+    assert.ok(value('hermod_stanzas_out_total\\{type="iq-result"\\}') >= 3);
+    assert.equal(value('hermod_errors_total\\{condition="service-unavailable"\\}'), 1);
+    assert.ok(value('hermod_notifications_queued_total') >= 1);
+    assert.ok(value('hermod_notifications_sent_total') >= 1);
+    assert.ok(value('hermod_fanout_duration_seconds_count\\{event="items"\\}') >= 1);
+    assert.equal(value('hermod_connection_state\\{state="online"\\}'), 1);
+    assert.ok(value('hermod_store_size_bytes') > 0);
+    assert.ok(value('hermod_process_resident_memory_bytes') > 0);
+    assert.doesNotMatch(text, new RegExp(home.componentSecret));
+    assert.doesNotMatch(await readFile(hermod.logFile, 'utf8'), new RegExp(home.componentSecret));
+
+    assert.equal(await hermod.stop(), 0);
+    hermod = undefined;
+    const gone = await hermodCli('status', '--config', configFile);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /no Hermod is running on .*hermod-data/);
+  });
+
+  it('migrate copies the whole level store into CouchDB; Hermod then runs on CouchDB with the same nodes, items and subscriptions', async () => {
+    const couchConfig = { store: { backend: 'couchdb', couchdb: { url: couchUrl, db: 'hermod_state' } } };
+    const configFile = await writeHermodConfig({ server: home, dir, extra: couchConfig });
+    const migrated = await hermodCli('migrate', '--from', 'level', '--to', 'couchdb', '--config', configFile);
+    assert.equal(migrated.code, 0, migrated.stderr);
+    assert.match(migrated.stdout, /copying LevelDB .* -> CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod_state/);
+    assert.match(migrated.stdout, /done: \d+ entries copied/);
+    assert.doesNotMatch(migrated.stdout + migrated.stderr, new RegExp(COUCH_PASSWORD));
+    const again = await hermodCli('migrate', '--from', 'level', '--to', 'couchdb', '--config', configFile);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /target store is not empty/);
+    const usage = await hermodCli('migrate', '--from', 'level', '--to', 'level', '--config', configFile);
+    assert.equal(usage.code, 2);
+
+    hermod = await startHermodProcess({ server: home, dir, extra: couchConfig });
+    const items = await eventually(() => alice.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='news'/></pubsub>`), 'items from the CouchDB store');
+    assert.deepEqual(itemIds(items), ['one']);
+    await alice.iq('set', SVC, publish('news', 'two'));
+    await alice.waitForMessage(isItemEvent('news', 'two'), 10_000, 'notification: the subscription moved too');
+    const status = await hermodCli('status', '--config', path.join(dir, 'hermod.json'));
+    assert.match(status.stdout, /store +CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod_state/);
+    assert.doesNotMatch(await readFile(hermod.logFile, 'utf8'), new RegExp(COUCH_PASSWORD));
+  });
+
+  it('bounces: a subscriber on a domain that does not exist loses its subscription after 3 bounced notifications; others keep theirs', async () => {
+    const ghost = 'ghost@nowhere.invalid';
+    await alice.iq('set', SVC, `<pubsub xmlns='${OWNER}'><subscriptions node='news'><subscription jid='${ghost}' subscription='subscribed'/></subscriptions></pubsub>`);
+    const subscribers = async (): Promise<string[]> =>
+      (await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><subscriptions node='news'/></pubsub>`))
+        .getChild('pubsub', OWNER)
+        ?.getChild('subscriptions')
+        ?.getChildren('subscription')
+        .map((s) => s.attrs.jid as string)
+        .sort() ?? [];
+    assert.deepEqual(await subscribers(), [alice.bare, ghost].sort());
+    // The subscription notice bounced once; two publications make three.
+    await alice.iq('set', SVC, publish('news', 'b1'));
+    await alice.iq('set', SVC, publish('news', 'b2'));
+    const removed = await (hermod as HermodProcess).waitForLog((l) => l.msg === 'subscriptions removed after repeated bounces', 'bounce removal', 40_000);
+    assert.equal(removed.jid, ghost);
+    assert.equal(removed.bounces, 3);
+    assert.equal(removed.subscriptions, 1);
+    assert.match(String(removed.condition), /^remote-server-(not-found|timeout)$/);
+    assert.deepEqual(await subscribers(), [alice.bare]);
+    await alice.iq('set', SVC, publish('news', 'b3'));
+    await alice.waitForMessage(isItemEvent('news', 'b3'), 10_000, 'the reachable subscriber still notified');
+  });
+});
