@@ -29,3 +29,9 @@ Component "pubsub.example.org"
 	-- Largest stanza (bytes) accepted from Hermod on the component connection.
 	component_stanza_size_limit = 8 * 1024 * 1024
 	name = "Hermod publish/subscribe"
+
+-- Ajatus replication sends attachments above its inline limit through XEP-0363. Prosody's
+-- built-in http_file_share lets every host it serves upload, components included:
+--   Component "upload.example.org" "http_file_share"
+--       http_file_share_size_limit = 64*1024*1024
+-- (with http_ports / http_external_url set so that partners can download the files).

@@ -2,7 +2,6 @@
 // connection. `startHermod` is what `hermod start` runs; tests and the demo call it directly.
 
 import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import nano from 'nano';
 import { ComponentConnection, type ConnectionState } from './component/connection.ts';
 import { IqCaller } from './component/iq-caller.ts';
@@ -10,8 +9,12 @@ import { ConfigError, parentDomain, type HermodConfig } from './config/config.ts
 import type { Logger } from './log.ts';
 import { PubsubService } from './pubsub/service.ts';
 import { AjatusReplication } from './replication/ajatus.ts';
+import { MidgardReplication } from './replication/midgard.ts';
 import { AppSettings } from './replication/settings.ts';
-import { LevelStore } from './store/level.ts';
+import { closeStatus, serveStatus, type StatusReport } from './ops/status.ts';
+import { HermodMetrics } from './ops/metrics.ts';
+import { createStore, describeBackend, storeSize } from './store/backends.ts';
+import { BounceTracker } from './xmpp/bounces.ts';
 import type { Store } from './store/store.ts';
 import { VERSION } from './version.ts';
 import { approvalAnswerHandler } from './xmpp/approval.ts';
@@ -32,6 +35,11 @@ export interface Hermod {
   readonly jid: string;
   /** Ajatus/CouchDB replication, when the config names an application database. */
   readonly ajatus: AjatusReplication | undefined;
+  /** Midgard replication, when the config has a `midgard` section. */
+  readonly midgard: MidgardReplication | undefined;
+  readonly metrics: HermodMetrics;
+  /** What `hermod status` shows. */
+  status(): Promise<StatusReport>;
   /** Resolves once the component has been online (it keeps retrying until then). */
   readonly online: Promise<void>;
   /** Clean shutdown: answer requests under way, flush notifications, close stream and store. */
@@ -67,11 +75,14 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   const { log } = options;
   const { settings, component } = await appSettings(config, log);
   let store = options.store;
-  if (!store) {
-    await mkdir(config.dataDir, { recursive: true });
-    store = new LevelStore(path.join(config.dataDir, 'store'), { sync: config.store.sync });
-  }
+  await mkdir(config.dataDir, { recursive: true });
+  if (!store) store = createStore(config);
   await store.open();
+  const startedAt = Date.now();
+  const metrics = new HermodMetrics({
+    outbox: () => connection?.outbox ?? { pending: 0, sent: 0, dropped: 0 },
+    ...(options.store ? {} : { storeSize: () => storeSize(config) }),
+  });
 
   const renderer = new NotificationRenderer(component.jid);
   // The connection is created below; the notifier only runs after start, once it exists.
@@ -85,7 +96,12 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       const jid = parseJid(bare);
       return !!jid && jid.local !== '' && creatorDomains.has(jid.domain);
     },
-    notifier: (event, recipients) => connection?.outbox.push(renderer.render(event, recipients)),
+    notifier: (event, recipients) => {
+      const t0 = performance.now();
+      const stanzas = renderer.render(event, recipients);
+      connection?.outbox.push(stanzas);
+      metrics.notified(event.kind, stanzas.length, (performance.now() - t0) / 1000);
+    },
   });
 
   await service.start(); // restores item expiry timers
@@ -95,7 +111,15 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     settings && config.appDb
       ? new AjatusReplication({ couchUrl: config.appDb.url, config: config.ajatus, settings, service, iq, componentJid: component.jid, dataDir: config.dataDir, log })
       : undefined;
+  const midgard = config.midgard ? new MidgardReplication({ config: config.midgard, service, iq, componentJid: component.jid, dataDir: config.dataDir, log }) : undefined;
   const approvals = approvalAnswerHandler(service, log);
+  const bounces = new BounceTracker({
+    maxBounces: config.pubsub.maxBounces,
+    unsubscribe: async (jid) => (await service.dropUnreachable(jid)).length,
+    log,
+    onBounce: (condition) => metrics.bounced(condition),
+    onUnsubscribed: (count) => metrics.unsubscribedAfterBounces(count),
+  });
 
   const router = new Router({
     jid: component.jid,
@@ -111,8 +135,8 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       }),
       ...basicRoutes(VERSION),
     ]),
-    onBounce: (stanza) => log.debug('notification bounced', { from: stanza.attrs.from }),
-    onMessage: async (stanza) => ((await ajatus?.handleEvent(stanza)) ? undefined : approvals(stanza)),
+    onBounce: (stanza) => bounces.bounced(stanza),
+    onMessage: async (stanza) => ((await ajatus?.handleEvent(stanza)) || (await midgard?.handleEvent(stanza)) ? undefined : approvals(stanza)),
     onIqResponse: (stanza) => void iq.handleResponse(stanza),
   });
 
@@ -121,15 +145,61 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     secret: component.secret,
     server: component.server,
     log,
-    onStanza: (stanza) => router.handle(stanza),
-    ...(options.onStateChange ? { onStateChange: options.onStateChange } : {}),
+    onStanza: async (stanza) => {
+      metrics.received(stanza);
+      if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
+      const reply = await router.handle(stanza);
+      if (reply) metrics.replied(reply);
+      return reply;
+    },
+    onStateChange: (state) => {
+      metrics.connection(state);
+      options.onStateChange?.(state);
+    },
   });
   const online = connection.start();
   const conn = connection;
   const usedStore = store;
+  const status = async (): Promise<StatusReport> => {
+    const nodes = await usedStore.listNodes();
+    let subscriptions = 0;
+    for (const node of nodes) subscriptions += (await usedStore.getSubscriptions(node.id)).length;
+    return {
+      version: VERSION,
+      jid: component.jid,
+      pid: process.pid,
+      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+      connection: conn.status,
+      store: options.store ? 'embedded by the caller' : describeBackend(config.store.backend, config),
+      nodes: nodes.length,
+      subscriptions,
+      queues: { outboxPending: conn.outbox.pending, notificationsSent: conn.outbox.sent, notificationsDropped: conn.outbox.dropped, requestsInFlight: router.inFlightCount },
+      bounces: { tracked: bounces.tracked, unsubscribed: bounces.unsubscribed },
+    };
+  };
+  const statusServer = await serveStatus(config.dataDir, status).catch((err: unknown) => {
+    log.warn('status socket unavailable: `hermod status` will not reach this instance', { dataDir: config.dataDir, reason: String(err) });
+    return undefined;
+  });
+  let metricsServer: Awaited<ReturnType<HermodMetrics['serve']>> | undefined;
+  if (config.metrics) {
+    try {
+      metricsServer = await metrics.serve(config.metrics.host, config.metrics.port);
+      log.info('metrics served', { url: `http://${config.metrics.host}:${config.metrics.port}/metrics` });
+    } catch (err) {
+      await conn.stop(0);
+      if (statusServer) await closeStatus(statusServer, config.dataDir);
+      await usedStore.close();
+      throw new ConfigError(`metrics.port: cannot listen on ${config.metrics.host}:${config.metrics.port}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
   if (ajatus) {
     await ajatus.start();
     void online.then(() => ajatus.startPartners()).catch((err: unknown) => log.error('partner discovery could not start', { reason: String(err) }));
+  }
+  if (midgard) {
+    await midgard.start();
+    void online.then(() => midgard.startPartners());
   }
 
   let stopped: Promise<void> | undefined;
@@ -137,14 +207,23 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     (stopped ??= (async () => {
       log.info('shutting down');
       await ajatus?.stop();
+      await midgard?.stop();
       settings?.stop();
       iq.cancelAll();
       await router.idle();
       await service.close();
       await conn.stop();
       await usedStore.close();
+      if (metricsServer) {
+        const server = metricsServer;
+        await new Promise((resolve) => {
+          server.close(resolve);
+          server.closeAllConnections();
+        });
+      }
+      if (statusServer) await closeStatus(statusServer, config.dataDir);
       log.info('stopped');
     })());
 
-  return { config, service, connection: conn, jid: component.jid, ajatus, online, stop };
+  return { config, service, connection: conn, jid: component.jid, ajatus, midgard, metrics, status, online, stop };
 }

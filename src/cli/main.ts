@@ -12,6 +12,14 @@ export const HELP = `hermod ${VERSION} — XMPP publish/subscribe replication se
 Usage:
   hermod start --config FILE [--log-level LEVEL]   run the service
   hermod demo                                      run a local demo: Prosody + Hermod + two clients
+  hermod check --config FILE                       validate the config, open the store, try the
+                                                   component handshake; exit 1 naming what fails
+  hermod status --config FILE [--json]             ask the running instance (unix socket
+                                                   DATADIR/hermod.sock): connection, nodes,
+                                                   subscriptions, queue depths
+  hermod migrate --from level --to couchdb --config FILE
+                                                   copy the whole store into an empty one
+                                                   (Hermod stopped; also couchdb -> level)
   hermod --help | --version
 
 start
@@ -37,9 +45,14 @@ Config file (JSON; relative paths are resolved against the file's folder):
       "admins": ["admin@example.org"],    bare JIDs with owner rights on every node
       "creatorDomains": ["example.org"],  whose users may create nodes
                                           (default: the component's parent domain)
-      "name": "Hermod"                    service name in disco#info
+      "name": "Hermod",                   service name in disco#info
+      "maxBounces": 3                     bounced notifications in a row before a
+                                          subscription is removed
     },
     "store": { "sync": false },           true: fsync every write (survives power loss)
+    "store": { "backend": "couchdb",      or keep state in CouchDB (default "level":
+      "couchdb": { "url": "http://127.0.0.1:5984", "db": "hermod" } }   LevelDB in dataDir)
+    "metrics": { "port": 9464 },          Prometheus /metrics on 127.0.0.1:9464 ("host" to change)
     "log": { "level": "info" }
   }
 
@@ -57,6 +70,9 @@ export async function main(argv: string[]): Promise<number> {
         'log-level': { type: 'string', short: 'l' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
+        json: { type: 'boolean' },
+        from: { type: 'string' },
+        to: { type: 'string' },
       },
     });
   } catch (err) {
@@ -80,6 +96,12 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'start':
       return start(values.config, values['log-level']);
+    case 'check':
+      return (await import('./ops.ts')).check(values.config);
+    case 'status':
+      return (await import('./ops.ts')).status(values.config, values.json ?? false);
+    case 'migrate':
+      return (await import('./ops.ts')).migrate(values.config, values.from, values.to);
     case 'demo': {
       const { runDemo } = await import('./demo.ts');
       return runDemo();

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import { isDomainJid, normalizeJid, parseJid } from '../xmpp/jid.ts';
+import { readMidgardConfig, type MidgardConfig } from './midgard-config.ts';
 
 export interface AppDbConfig {
   /** CouchDB server URL (may carry credentials; never logged). */
@@ -27,6 +28,8 @@ export interface HermodConfig {
   component: { jid: string; secret: string; server: string } | undefined;
   appDb: AppDbConfig | undefined;
   ajatus: AjatusConfig;
+  /** Midgard replication (D-Bus/spool sources, inbound spool); absent: off. */
+  midgard: MidgardConfig | undefined;
   dataDir: string;
   pubsub: {
     admins: string[];
@@ -34,10 +37,19 @@ export interface HermodConfig {
     creatorDomains: string[] | undefined;
     /** Name shown in disco#info. */
     name: string;
+    /** Consecutive bounced notifications after which a subscription is removed (XEP-0060 §4.4). */
+    maxBounces: number;
   };
-  store: { sync: boolean };
+  store: StoreConfig;
+  /** Prometheus metrics over HTTP; absent: off. */
+  metrics: { port: number; host: string } | undefined;
   log: { level: LogLevel };
 }
+
+export type StoreConfig =
+  | { backend: 'level'; sync: boolean }
+  /** url may carry credentials; never logged. */
+  | { backend: 'couchdb'; sync: boolean; couchdb: { url: string; db: string } };
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -111,7 +123,8 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   const errors: string[] = [];
   const r = new Reader(errors);
   if (!isObject(raw)) throw new ConfigError(`the configuration must be a JSON object, got ${show(raw)}`);
-  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus'], '');
+  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus', 'metrics', 'midgard'], '');
+  const midgard = readMidgardConfig(raw.midgard, baseDir, errors);
 
   const appDbRaw = r.section(raw, 'appDb', '', false);
   let appDb: AppDbConfig | undefined;
@@ -137,7 +150,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     profile: r.string(ajatusRaw, 'profile', 'ajatus.', false) ?? 'ajatus',
     codec: codec === 'xml' ? 'xml' : 'json',
     discoveryIntervalSeconds: positive('discoveryIntervalSeconds', 300),
-    inlineAttachmentMax: positive('inlineAttachmentMax', 256 * 1024),
+    inlineAttachmentMax: positive('inlineAttachmentMax', 128 * 1024),
   };
 
   const component = r.section(raw, 'component', '', !appDb);
@@ -163,7 +176,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   const dataDir = path.resolve(baseDir, r.string(raw, 'dataDir', '', false) ?? './data');
 
   const pubsub = r.section(raw, 'pubsub', '', false) ?? {};
-  r.unknownKeys(pubsub, ['admins', 'creatorDomains', 'name'], 'pubsub.');
+  r.unknownKeys(pubsub, ['admins', 'creatorDomains', 'name', 'maxBounces'], 'pubsub.');
   const admins: string[] = [];
   (r.stringArray(pubsub, 'admins', 'pubsub.') ?? []).forEach((a, i) => {
     const parsed = parseJid(a);
@@ -178,10 +191,35 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   });
   const creators = rawCreators ? creatorDomains : jid ? [parentDomain(jid)] : undefined;
   const name = r.string(pubsub, 'name', 'pubsub.', false) ?? 'Hermod';
+  const maxBounces = pubsub.maxBounces ?? 3;
+  if (typeof maxBounces !== 'number' || !Number.isInteger(maxBounces) || maxBounces < 1) errors.push(`pubsub.maxBounces: must be a whole number of at least 1, got ${show(maxBounces)}`);
 
   const store = r.section(raw, 'store', '', false) ?? {};
-  r.unknownKeys(store, ['sync'], 'store.');
+  r.unknownKeys(store, ['sync', 'backend', 'couchdb'], 'store.');
   const sync = r.boolean(store, 'sync', 'store.') ?? false;
+  const backend = r.string(store, 'backend', 'store.', false) ?? 'level';
+  if (backend !== 'level' && backend !== 'couchdb') errors.push(`store.backend: must be "level" or "couchdb", got ${show(backend)}`);
+  const couchRaw = r.section(store, 'couchdb', 'store.', backend === 'couchdb');
+  let couchdb: { url: string; db: string } | undefined;
+  if (couchRaw) {
+    r.unknownKeys(couchRaw, ['url', 'db'], 'store.couchdb.');
+    const url = r.string(couchRaw, 'url', 'store.couchdb.', true);
+    if (url !== undefined && !/^https?:\/\/[^\s]+$/.test(url)) errors.push('store.couchdb.url: must be an http(s) URL of a CouchDB server');
+    const db = r.string(couchRaw, 'db', 'store.couchdb.', false) ?? 'hermod';
+    if (!/^[a-z][a-z0-9_$()+/-]*$/.test(db)) errors.push(`store.couchdb.db: must be a CouchDB database name (lowercase letter first, then a-z 0-9 _$()+-/), got ${show(db)}`);
+    if (url !== undefined) couchdb = { url, db };
+  }
+  if (couchRaw && backend !== 'couchdb') errors.push('store.couchdb: only used with store.backend "couchdb"');
+
+  const metricsRaw = r.section(raw, 'metrics', '', false);
+  let metrics: { port: number; host: string } | undefined;
+  if (metricsRaw) {
+    r.unknownKeys(metricsRaw, ['port', 'host'], 'metrics.');
+    const port = metricsRaw.port;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) errors.push(`metrics.port: must be a TCP port number (1-65535), got ${show(port)}`);
+    const host = r.string(metricsRaw, 'host', 'metrics.', false) ?? '127.0.0.1';
+    if (typeof port === 'number') metrics = { port, host };
+  }
 
   const log = r.section(raw, 'log', '', false) ?? {};
   r.unknownKeys(log, ['level'], 'log.');
@@ -193,9 +231,11 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     component: jid && secret && server ? { jid, secret, server } : undefined,
     appDb,
     ajatus,
+    midgard,
     dataDir,
-    pubsub: { admins, creatorDomains: creators, name },
-    store: { sync },
+    pubsub: { admins, creatorDomains: creators, name, maxBounces: typeof maxBounces === 'number' ? maxBounces : 3 },
+    store: backend === 'couchdb' && couchdb ? { backend, sync, couchdb } : { backend: 'level', sync },
+    metrics,
     log: { level: level as LogLevel },
   };
 }

@@ -34,6 +34,8 @@ export interface ServerInfo {
   componentJid: string;
   componentSecret: string;
   extraComponents: { jid: string; secret: string }[];
+  /** XEP-0363 HTTP upload service of this server (upload.<domain>), served over HTTP on ip:5280. */
+  uploadJid: string;
   pid(): number | undefined;
 }
 
@@ -66,7 +68,7 @@ export interface EnvOptions {
 
 export const ALPHA_DOMAIN = 'alpha.test';
 export const BETA_DOMAIN = 'beta.test';
-export const PORTS = { c2s: 5222, s2s: 5269, component: 5347 } as const;
+export const PORTS = { c2s: 5222, s2s: 5269, component: 5347, http: 5280 } as const;
 /** Stanza size limit configured on every c2s/s2s/component stream (bytes). */
 export const STANZA_LIMIT = 8 * 1024 * 1024;
 
@@ -264,6 +266,7 @@ function makeInfo(
     componentJid: `pubsub.${domain}`,
     componentSecret: secret(),
     extraComponents: extraLabels.map((l) => ({ jid: `${l}.${domain}`, secret: secret() })),
+    uploadJid: `upload.${domain}`,
     pid: getPid,
   };
 }
@@ -316,8 +319,12 @@ function prosodyConfig(ctx: Ctx, info: ServerInfo, dir: string, includes: string
     'c2s_direct_tls_ports = { }',
     's2s_direct_tls_ports = { }',
     'legacy_ssl_ports = { }',
-    'http_ports = { }',
+    `http_ports = { ${PORTS.http} }`,
+    `http_interfaces = { ${luaStr(info.ip)} }`,
     'https_ports = { }',
+    '-- XEP-0363 upload URLs by IP: the other site fetches them without resolving test names',
+    `http_external_url = ${luaStr(`http://${info.ip}:${PORTS.http}/`)}`,
+    `http_default_host = ${luaStr(info.uploadJid)}`,
     'use_ipv6 = false',
     '-- libunbound ignores /etc/hosts unless told; ours is a bind-mounted private hosts file',
     'unbound = { hoststxt = true }',
@@ -336,6 +343,10 @@ function prosodyConfig(ctx: Ctx, info: ServerInfo, dir: string, includes: string
     'network_default_read_size = 65536',
     '',
     `VirtualHost ${luaStr(info.domain)}`,
+    '',
+    `Component ${luaStr(info.uploadJid)} "http_file_share"`,
+    `\thttp_file_share_size_limit = ${64 * 1024 * 1024}`,
+    `\thttp_file_share_daily_quota = ${4 * 1024 * 1024 * 1024}`,
     '',
   ];
   if (o.nativePubsub) {
@@ -426,7 +437,7 @@ async function createProsody(ctx: Ctx, ip: string): Promise<ServerState> {
 // ---------------------------------------------------------------------------------------------
 // ejabberd
 
-function ejabberdConfig(ctx: Ctx, info: ServerInfo, serviceSnippet: string): string {
+function ejabberdConfig(ctx: Ctx, info: ServerInfo, serviceSnippet: string, dir: string): string {
   const o = ctx.opts;
   const ip = yamlStr(info.ip);
   const modules = [
@@ -435,6 +446,13 @@ function ejabberdConfig(ctx: Ctx, info: ServerInfo, serviceSnippet: string): str
     '  mod_roster: {}',
     '  mod_offline: {}',
     '  mod_s2s_dialback: {}',
+    '  mod_http_upload:',
+    `    hosts: [${yamlStr(info.uploadJid)}]`,
+    `    put_url: ${yamlStr(`http://${info.ip}:${PORTS.http}/upload`)}`,
+    `    docroot: ${yamlStr(path.join(dir, 'upload'))}`,
+    `    max_size: ${64 * 1024 * 1024}`,
+    '    thumbnail: false',
+    '    access: hermod_upload',
   ];
   if (o.nativePubsub) {
     modules.push(
@@ -467,6 +485,9 @@ function ejabberdConfig(ctx: Ctx, info: ServerInfo, serviceSnippet: string): str
     '    allow: local',
     '  c2s:',
     '    allow: all',
+    '  ## the component (not a local user) uploads large attachments (XEP-0363)',
+    '  hermod_upload:',
+    '    allow: all',
     '## no traffic shaping anywhere (benchmarks)',
     'shaper_rules:',
     '  c2s_shaper: none',
@@ -485,6 +506,12 @@ function ejabberdConfig(ctx: Ctx, info: ServerInfo, serviceSnippet: string): str
     '    module: ejabberd_s2s_in',
     `    max_stanza_size: ${STANZA_LIMIT}`,
     '    shaper: s2s_shaper',
+    '  -',
+    `    port: ${PORTS.http}`,
+    `    ip: ${ip}`,
+    '    module: ejabberd_http',
+    '    request_handlers:',
+    '      /upload: mod_http_upload',
     serviceSnippet.trimEnd(),
     'modules:',
     ...modules,
@@ -636,7 +663,8 @@ async function createEjabberd(ctx: Ctx, ip: string, envNo: number): Promise<Serv
     { jid: s.info.componentJid, secret: s.info.componentSecret },
     ...s.info.extraComponents,
   ]);
-  await fsp.writeFile(path.join(dir, 'ejabberd.yml'), ejabberdConfig(ctx, s.info, service));
+  await fsp.mkdir(path.join(dir, 'upload'), { recursive: true });
+  await fsp.writeFile(path.join(dir, 'ejabberd.yml'), ejabberdConfig(ctx, s.info, service, dir));
   const { uid, gid } = ejabberdUser();
   await chownTree(dir, uid, gid);
   await fsp.chmod(dir, 0o700);
@@ -756,6 +784,7 @@ export async function startXmppEnv(opts: EnvOptions = {}): Promise<XmppEnv> {
       `pubsub.${domain}`,
       ...(opts.nativePubsub ? [`native.${domain}`] : []),
       ...(opts.extraComponents ?? []).map((l) => `${l}.${domain}`),
+      `upload.${domain}`,
     ];
     if (wantProsody) names.push(`${alphaIp} ${comps(ALPHA_DOMAIN).join(' ')}`);
     if (wantEjabberd) names.push(`${betaIp} ${comps(BETA_DOMAIN).join(' ')}`);

@@ -11,9 +11,11 @@ import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
 import type { Change } from '../sources/couchdb-changes.ts';
+import { sha256, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
 import type { ReplicationState } from './state.ts';
+import { applyNodeAccess, ensureNode } from './node-access.ts';
 
 export const tagNode = (tag: string): string => `/tags/${tag}`;
 
@@ -45,8 +47,9 @@ export interface AjatusPublisherOptions {
   settings: AppSettings;
   profile: Profile;
   codec: DocCodec;
-  /** Largest attachment (bytes, decoded) carried inline. */
+  /** Largest attachment (bytes, decoded) carried inline; larger ones go through `uploader`. */
   inlineAttachmentMax: number;
+  uploader?: HttpUploader;
   log: Logger;
   /** Called for each contact document seen (partners). */
   onContact?: (doc: CouchDoc) => void;
@@ -95,9 +98,11 @@ export class AjatusPublisher {
     const unknown = await state.unknownRevs(change.id, leaves.map((l) => l._rev));
     const nodes = deleted ? [] : tagsOf(winner, profile).map(tagNode);
     if (unknown.length > 0) {
-      const oversized = leaves.flatMap((l) => Object.entries((l._attachments ?? {}) as Record<string, { data?: string }>)).find(([, a]) => typeof a.data === 'string' && (a.data.length * 3) / 4 > this.o.inlineAttachmentMax);
-      if (oversized) {
-        log.error('document not published: attachment above the inline limit (HTTP upload is not implemented yet)', { doc: change.id, attachment: oversized[0], limit: this.o.inlineAttachmentMax });
+      try {
+        await this.offloadAttachments(leaves);
+      } catch (err) {
+        // Not checkpointed as published: the next change of the document tries again.
+        log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: String(err) });
         return;
       }
       // A deletion is published (as its tombstone) to the nodes that had the document, so
@@ -105,10 +110,23 @@ export class AjatusPublisher {
       const targets = deleted ? before : nodes;
       if (targets.length > 0) {
         const tags = targets.map((n) => n.slice(TAG_PREFIX.length));
-        const payload = buildEntry(winner, this.entryMeta(winner, tags), this.o.codec, leaves.filter((l) => l !== winner)).toString();
+        const entry = buildEntry(winner, this.entryMeta(winner, tags), this.o.codec, leaves.filter((l) => l !== winner));
+        for (const [name, att] of Object.entries((winner._attachments ?? {}) as Record<string, { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string }>)) {
+          if (!att.hermod_url) continue; // an uploaded attachment, for feed readers: Atom enclosure + XEP-0300 hash
+          entry.c('link', { rel: 'enclosure', href: att.hermod_url, length: String(att.length), type: att.content_type, title: name }).c('hash', { xmlns: 'urn:xmpp:hashes:2', algo: 'sha-256' }).t(att.hermod_sha256 ?? '');
+        }
+        const payload = entry.toString();
         for (const node of targets) {
           if (!deleted) await this.ensureNode(node.slice(TAG_PREFIX.length));
-          await this.o.service.publish(this.o.actor, node, { item: { id: change.id, payload } });
+          try {
+            await this.o.service.publish(this.o.actor, node, { item: { id: change.id, payload } });
+          } catch (err) {
+            // A refusal (e.g. payload-too-big) is final for this revision: log it and go on;
+            // anything else (the store failing) is retried with the batch.
+            if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
+            log.error('document not published: the node refused it', { doc: change.id, node, condition: err.condition, reason: err.text });
+            return;
+          }
           this.published++;
           this.o.onPublish?.(node, change.id, winner._rev);
         }
@@ -118,6 +136,38 @@ export class AjatusPublisher {
     }
     for (const node of before) if (!nodes.includes(node)) await this.retract(node, change.id);
     if (JSON.stringify(before) !== JSON.stringify(nodes)) await state.setNodesOf(change.id, nodes);
+  }
+
+  /**
+   * Keeps at most `inlineAttachmentMax` bytes of attachments inline over all leaves (smallest
+   * first) and replaces the others by a reference to an XEP-0363 upload:
+   * {content_type, length, hermod_url, hermod_sha256} — the sink fetches and verifies them.
+   */
+  private async offloadAttachments(leaves: CouchDoc[]): Promise<void> {
+    type Att = { data?: string; content_type?: string; digest?: string };
+    const all = leaves.flatMap((leaf) =>
+      Object.entries((leaf._attachments ?? {}) as Record<string, Att>)
+        .filter(([, att]) => typeof att.data === 'string')
+        .map(([name, att]) => ({ leaf, name, att, size: Math.floor(((att.data as string).length * 3) / 4) })),
+    );
+    let inline = 0;
+    for (const a of all.sort((x, y) => x.size - y.size)) {
+      if (inline + a.size <= this.o.inlineAttachmentMax) {
+        inline += a.size;
+        continue;
+      }
+      if (!this.o.uploader) throw new Error(`attachment ${a.name} does not fit ajatus.inlineAttachmentMax and no upload service is available`);
+      const bytes = Buffer.from(a.att.data as string, 'base64');
+      const contentType = a.att.content_type ?? 'application/octet-stream';
+      let record = a.att.digest ? await this.o.state.upload(a.att.digest) : undefined;
+      if (!record) {
+        const url = await this.o.uploader.upload(`${a.leaf._id}-${a.name}`.replace(/[^\w.-]+/g, '_').slice(0, 200), bytes, contentType);
+        record = { url, sha256: sha256(bytes) };
+        if (a.att.digest) await this.o.state.setUpload(a.att.digest, record);
+        this.o.log.info('attachment uploaded', { doc: a.leaf._id, attachment: a.name, bytes: bytes.length });
+      }
+      (a.leaf._attachments as Record<string, unknown>)[a.name] = { content_type: contentType, length: bytes.length, hermod_url: record.url, hermod_sha256: record.sha256 };
+    }
   }
 
   private entryMeta(doc: CouchDoc, tags: string[]): { id: string; title: string; updated: string; author: string; tags: string[] } {
@@ -143,44 +193,13 @@ export class AjatusPublisher {
 
   /** Creates the node for a tag on first use, with the tag's settings. */
   private async ensureNode(tag: string): Promise<void> {
-    const node = tagNode(tag);
-    try {
-      await this.o.service.metadata(node);
-      return;
-    } catch (err) {
-      if (!(err instanceof PubsubError && err.condition === 'item-not-found')) throw err;
-    }
     const settings = this.o.settings.tag(tag);
-    try {
-      await this.o.service.create(this.o.actor, node, { accessModel: settings.accessModel, title: settings.title ?? `Documents tagged ${tag}`, type: 'http://www.w3.org/2005/Atom' });
-    } catch (err) {
-      if (!(err instanceof PubsubError && err.condition === 'conflict')) throw err;
-    }
-    await this.applyTagSettings(tag, settings);
+    if (await ensureNode(this.o.service, this.o.actor, tagNode(tag), settings, `Documents tagged ${tag}`)) await this.applyTagSettings(tag, settings);
   }
 
   /** Makes a tag node's access model and member list match its settings document. */
   async applyTagSettings(tag: string, settings: TagSettings): Promise<void> {
-    const node = tagNode(tag);
-    const { service, actor, log } = this.o;
-    let current: Map<string, string>;
-    try {
-      current = await service.getAffiliations(actor, node);
-    } catch (err) {
-      if (err instanceof PubsubError && err.condition === 'item-not-found') return; // created on first publish
-      throw err;
-    }
-    const config = await service.getConfig(actor, node);
-    if (config.accessModel !== settings.accessModel || (settings.title && config.title !== settings.title)) {
-      await service.configure(actor, node, { accessModel: settings.accessModel, ...(settings.title ? { title: settings.title } : {}) });
-    }
-    const wanted = new Set(settings.whitelist);
-    const changes: Array<{ jid: string; affiliation: 'member' | 'none' }> = [];
-    for (const jid of wanted) if (!current.has(jid)) changes.push({ jid, affiliation: 'member' });
-    for (const [jid, affiliation] of current) if (affiliation === 'member' && !wanted.has(jid)) changes.push({ jid, affiliation: 'none' });
-    if (changes.length > 0) {
-      await service.setAffiliations(actor, node, changes);
-      log.info('tag whitelist applied', { tag, added: changes.filter((c) => c.affiliation === 'member').map((c) => c.jid), removed: changes.filter((c) => c.affiliation === 'none').map((c) => c.jid) });
-    }
+    const changed = await applyNodeAccess(this.o.service, this.o.actor, tagNode(tag), settings); // no node yet: created on first publish
+    if (changed) this.o.log.info('tag whitelist applied', { tag, ...changed });
   }
 }

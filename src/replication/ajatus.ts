@@ -7,17 +7,19 @@
 import path from 'node:path';
 import nano, { type DocumentScope } from 'nano';
 import type { IqCaller } from '../component/iq-caller.ts';
-import { CODECS, type CouchDoc } from '../codecs/couch-doc.ts';
+import { CODECS, parseEntry, type CouchDoc } from '../codecs/couch-doc.ts';
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { PubsubService } from '../pubsub/service.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import type { Element } from 'ltx';
-import { AjatusPublisher } from './ajatus-publisher.ts';
-import { PartnerManager } from './partners.ts';
+import { AjatusPublisher, TAG_PREFIX, tagNode } from './ajatus-publisher.ts';
+import { parentDomain } from '../config/config.ts';
+import { HttpUploader } from './http-upload.ts';
+import { PartnerManager, type PartnerSink } from './partners.ts';
 import { Progress } from './progress.ts';
-import { PROFILES, stringAt, tagsOf } from './profile.ts';
+import { PROFILES, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings } from './settings.ts';
 import { ReplicationState } from './state.ts';
 
@@ -30,6 +32,33 @@ export interface AjatusReplicationOptions {
   componentJid: string;
   dataDir: string;
   log: Logger;
+}
+
+/** Partners' leaves into the content database (revisions kept), retractions as guarded deletions. */
+export function couchPartnerSink(sink: CouchSink, profile: Profile, log: Logger): PartnerSink {
+  return {
+    async writeItem(service, node, item) {
+      const payload = item.getChildElements()[0];
+      if (!payload) return false;
+      let docs: CouchDoc[];
+      try {
+        docs = parseEntry(payload);
+      } catch (err) {
+        log.warn('leaf skipped: not a replicated document', { service, node, item: item.attrs.id, reason: String(err) });
+        return false;
+      }
+      if (docs[0]?._id !== item.attrs.id) {
+        log.warn('leaf skipped: item id differs from document id', { service, node, item: item.attrs.id, doc: docs[0]?._id });
+        return false;
+      }
+      await sink.write(docs);
+      return true;
+    },
+    async retract(_service, _node, itemId, followed) {
+      // Kept when the document's tags put it on another followed node of that service.
+      await sink.remove(itemId, (doc) => tagsOf(doc, profile).some((tag) => followed(tagNode(tag))));
+    },
+  };
 }
 
 export class AjatusReplication {
@@ -47,7 +76,19 @@ export class AjatusReplication {
     this.content = nano(o.couchUrl).use(o.config.contentDb);
     this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
     this.sink = new CouchSink(this.content, this.state, log);
-    this.partners = new PartnerManager({ iq: o.iq, self: o.componentJid, settings: o.settings, sink: this.sink, log, intervalMs: o.config.discoveryIntervalSeconds * 1000, tagsOf: (doc) => tagsOf(doc, profile) });
+    this.partners = new PartnerManager({
+      iq: o.iq,
+      self: o.componentJid,
+      settings: o.settings,
+      sink: couchPartnerSink(this.sink, profile, log),
+      log,
+      intervalMs: o.config.discoveryIntervalSeconds * 1000,
+      offers: (node) => node.startsWith(TAG_PREFIX),
+      positions: {
+        get: (service, node) => this.state.historyPosition(service, node),
+        set: (service, node, id) => this.state.setHistoryPosition(service, node, id),
+      },
+    });
     const onContact = (doc: CouchDoc): void => {
       const jid = stringAt(doc, profile.jidPath);
       if (jid) this.partners.addPartner(jid);
@@ -62,6 +103,7 @@ export class AjatusReplication {
       profile,
       codec: CODECS[o.config.codec],
       inlineAttachmentMax: o.config.inlineAttachmentMax,
+      uploader: new HttpUploader(o.iq, parentDomain(o.componentJid), log),
       log,
       onContact,
     });

@@ -4,30 +4,53 @@
 // component JID) to those the partner settings say to follow, and catches up on each node's
 // items — at start, at an interval and when a contact or partner setting changes. Notifications
 // are accepted only from a service/node we subscribed to; the sink writes them.
+// Generic over what is replicated: Ajatus and Midgard each give it a PartnerSink (how a leaf or
+// a retraction is written locally), which partner nodes they replicate, and partner settings.
 
 import { Element } from 'ltx';
 import { IqCaller, IqRequestError } from '../component/iq-caller.ts';
-import { parseEntry, type CouchDoc } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
-import type { CouchSink } from '../sinks/couchdb.ts';
 import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
-import { TAG_PREFIX } from './ajatus-publisher.ts';
-import type { AppSettings } from './settings.ts';
+import type { PartnerSettings } from './settings.ts';
 
 /** Disco feature by which Hermod services recognise each other. */
 export const HERMOD_FEATURE = 'urn:hermod:replication:0';
 const RSM = 'http://jabber.org/protocol/rsm';
+const MAM = 'urn:xmpp:mam:2';
+const FORWARD = 'urn:xmpp:forward:0';
+
+/** Durable per-node position in a partner's history (XEP-0313 archive id). */
+export interface HistoryPositions {
+  get(service: string, node: string): Promise<string | undefined>;
+  set(service: string, node: string, id: string): Promise<void>;
+}
+
+/** The local side of replication: writes what partners publish. */
+export interface PartnerSink {
+  /** Writes one item (leaf) of a followed node; false when it was skipped (logged by the sink). */
+  writeItem(service: string, node: string, item: Element): Promise<boolean>;
+  /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
+  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean): Promise<void>;
+}
+
+/** Where per-partner settings come from (ajatus_db documents, or the config file for Midgard). */
+export interface PartnerSettingsSource {
+  partner(jid: string): PartnerSettings;
+  on(event: 'partner', listener: () => void): unknown;
+}
 
 export interface PartnerManagerOptions {
   iq: IqCaller;
   self: string;
-  settings: AppSettings;
-  sink: CouchSink;
+  settings: PartnerSettingsSource;
+  sink: PartnerSink;
   log: Logger;
   intervalMs: number;
-  /** The document's tags (per the profile). */
-  tagsOf: (doc: CouchDoc) => string[];
+  /** Whether a partner's node is one this replication follows (e.g. `/tags/…`). */
+  offers: (node: string) => boolean;
+  /** Where to remember history positions; without it catch-up reads the node's current items only. */
+  positions?: HistoryPositions;
 }
 
 interface Followed {
@@ -39,17 +62,19 @@ const key = (service: string, node: string): string => `${service}\0${node}`;
 
 export class PartnerManager {
   private readonly partners = new Set<string>();
-  private readonly tagsOf: (doc: CouchDoc) => string[];
   private readonly followed = new Map<string, Followed>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
   private started = false;
   private rerun = false;
+  /** Services that advertise MAM on nodes. */
+  private readonly withHistory = new Set<string>();
+  /** History queries under way: queryid -> the event messages received for it. */
+  private readonly queries = new Map<string, { service: string; messages: Element[] }>();
+  private queryCounter = 0;
 
-  constructor(private readonly o: PartnerManagerOptions) {
-    this.tagsOf = o.tagsOf;
-  }
+  constructor(private readonly o: PartnerManagerOptions) {}
 
   /** Subscriptions in force, as "service node" strings (for status and tests). */
   subscriptions(): string[] {
@@ -115,6 +140,7 @@ export class PartnerManager {
   private async isHermod(jid: string): Promise<boolean> {
     try {
       const { identities, features } = await this.info(jid);
+      if (features.includes(MAM)) this.withHistory.add(jid);
       return identities.some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'service') && features.includes(HERMOD_FEATURE);
     } catch {
       return false;
@@ -156,7 +182,7 @@ export class PartnerManager {
     const services = follow === 'none' ? [] : await this.services(partner);
     if (services.length === 0 && follow !== 'none') this.o.log.debug('no Hermod service found for partner', { partner });
     for (const service of services) {
-      const offered = (await this.nodes(service)).filter((n) => n.startsWith(TAG_PREFIX));
+      const offered = (await this.nodes(service)).filter((n) => this.o.offers(n));
       const wanted = follow === 'all' ? offered : offered.filter((n) => (follow as string[]).includes(n));
       for (const node of wanted) if (!this.followed.has(key(service, node))) await this.follow(service, node);
       for (const f of [...this.followed.values()]) {
@@ -189,8 +215,31 @@ export class PartnerManager {
     }
   }
 
-  /** Fetches a node's items (RSM pages when offered) and writes each: what notifications missed. */
+  /**
+   * What notifications missed. With a remembered position and a service that keeps history
+   * (XEP-0313 on nodes), replays the node's history since then — publications and retractions,
+   * in order, so deletions missed while offline arrive too. Otherwise reads the node's current
+   * items (RSM pages), after noting the history's end as the position for next time.
+   */
   private async catchUp(service: string, node: string): Promise<void> {
+    const positions = this.o.positions && this.withHistory.has(service) ? this.o.positions : undefined;
+    const position = await positions?.get(service, node);
+    this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
+    if (positions && position !== undefined) {
+      try {
+        const replayed = await this.replayHistory(service, node, position, positions);
+        this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
+        return;
+      } catch (err) {
+        this.o.log.warn('history replay failed; reading current items instead', { service, node, reason: String(err) });
+      }
+    }
+    const end = positions
+      ? await this.historyEnd(service, node).catch((err: unknown) => {
+          this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
+          return undefined;
+        })
+      : undefined;
     let after: string | undefined;
     let count = 0;
     for (let page = 0; page < 100_000; page++) {
@@ -202,42 +251,90 @@ export class PartnerManager {
       const res = await this.o.iq.request(service, 'get', request);
       const pubsub = res.getChild('pubsub', NS.PUBSUB);
       const got = pubsub?.getChild('items')?.getChildren('item') ?? [];
-      for (const item of got) if (await this.writeItem(service, node, item)) count++;
+      for (const item of got) if (await this.o.sink.writeItem(service, node, item)) count++;
       const last = pubsub?.getChild('set', RSM)?.getChildText('last');
       if (!last || got.length === 0) break;
       after = last;
     }
+    if (positions && end) await positions.set(service, node, end);
     this.o.log.info('caught up with partner node', { service, node, documents: count });
   }
 
-  private async writeItem(service: string, node: string, item: Element): Promise<boolean> {
-    const payload = item.getChildElements()[0];
-    if (!payload) return false;
-    let docs: CouchDoc[];
+  private async historyQuery(service: string, node: string, rsm: Element): Promise<{ messages: Element[]; fin: Element }> {
+    const queryid = `h${(++this.queryCounter).toString(36)}`;
+    const entry = { service, messages: [] as Element[] };
+    this.queries.set(queryid, entry);
     try {
-      docs = parseEntry(payload);
-    } catch (err) {
-      this.o.log.warn('leaf skipped: not a replicated document', { service, node, item: item.attrs.id, reason: String(err) });
-      return false;
+      const res = await this.o.iq.request(service, 'set', new Element('query', { xmlns: MAM, node, queryid }).cnode(rsm).up(), 60_000);
+      const fin = res.getChild('fin', MAM);
+      if (!fin) throw new Error('history query answered without <fin/>');
+      return { messages: entry.messages, fin };
+    } finally {
+      this.queries.delete(queryid);
     }
-    if (docs[0]?._id !== item.attrs.id) {
-      this.o.log.warn('leaf skipped: item id differs from document id', { service, node, item: item.attrs.id, doc: docs[0]?._id });
-      return false;
-    }
-    await this.o.sink.write(docs);
-    return true;
   }
 
-  /** Whether the document's tags put it on another node of this service that we follow. */
-  private offeredElsewhere(service: string, retractedFrom: string, doc: CouchDoc): boolean {
-    return this.tagsOf(doc).some((tag) => {
-      const node = `${TAG_PREFIX}${tag}`;
-      return node !== retractedFrom && this.followed.has(key(service, node));
-    });
+  /** The id of the newest history entry of a node (undefined when it has none). */
+  private async historyEnd(service: string, node: string): Promise<string | undefined> {
+    const rsm = new Element('set', { xmlns: RSM });
+    rsm.c('max').t('1');
+    rsm.c('before');
+    const { fin } = await this.historyQuery(service, node, rsm);
+    return fin.getChild('set', RSM)?.getChildText('last') ?? undefined;
   }
 
-  /** Handles a pub/sub event message; returns false if it was not for replication. */
+  private async replayHistory(service: string, node: string, position: string, positions: HistoryPositions): Promise<number> {
+    let after = position;
+    let replayed = 0;
+    for (let page = 0; page < 100_000; page++) {
+      const rsm = new Element('set', { xmlns: RSM });
+      rsm.c('max').t('100');
+      rsm.c('after').t(after);
+      const { messages, fin } = await this.historyQuery(service, node, rsm);
+      for (const message of messages) {
+        await this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT));
+        replayed++;
+      }
+      const last = fin.getChild('set', RSM)?.getChildText('last');
+      if (last) {
+        after = last;
+        await positions.set(service, node, last);
+      }
+      if (fin.attrs.complete === 'true' || !last || messages.length === 0) break;
+    }
+    return replayed;
+  }
+
+  /** Writes the items and applies the retractions of one event of a followed node. */
+  private async applyEvent(from: string, node: string, event: Element | undefined): Promise<void> {
+    const items = event?.getChild('items');
+    if (!items) return;
+    for (const item of items.getChildren('item')) {
+      try {
+        await this.o.sink.writeItem(from, node, item);
+      } catch (err) {
+        this.o.log.error('writing a replicated document failed', { from, node, item: item.attrs.id, reason: String(err) });
+      }
+    }
+    for (const retract of items.getChildren('retract')) {
+      try {
+        await this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)));
+      } catch (err) {
+        this.o.log.error('deleting a retracted document failed', { from, node, item: retract.attrs.id, reason: String(err) });
+      }
+    }
+  }
+
+  /** Handles a pub/sub event message (or a history result); returns false if it was not ours. */
   async handleEvent(message: Element): Promise<boolean> {
+    const result = message.getChild('result', MAM);
+    if (result) {
+      const query = this.queries.get(result.attrs.queryid as string);
+      const forwarded = result.getChild('forwarded', FORWARD)?.getChild('message');
+      if (!query || normalizeJid((message.attrs.from as string | undefined) ?? '') !== query.service) return false;
+      if (forwarded) query.messages.push(forwarded);
+      return true;
+    }
     const event = message.getChild('event', NS.PUBSUB_EVENT);
     if (!event) return false;
     const from = normalizeJid((message.attrs.from as string | undefined) ?? '');
@@ -245,24 +342,9 @@ export class PartnerManager {
     const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? event.getChild('subscription'))?.attrs.node as string | undefined;
     if (!from || !node || !this.followed.has(key(from, node))) {
       if (from && node) this.o.log.debug('event ignored: not from a followed node', { from, node });
-      return from !== undefined && node !== undefined && node.startsWith(TAG_PREFIX);
+      return from !== undefined && node !== undefined && this.o.offers(node);
     }
-    if (items) {
-      for (const item of items.getChildren('item')) {
-        try {
-          await this.writeItem(from, node, item);
-        } catch (err) {
-          this.o.log.error('writing a replicated document failed', { from, node, item: item.attrs.id, reason: String(err) });
-        }
-      }
-      for (const retract of items.getChildren('retract')) {
-        try {
-          await this.o.sink.remove(retract.attrs.id as string, (doc) => this.offeredElsewhere(from, node, doc));
-        } catch (err) {
-          this.o.log.error('deleting a retracted document failed', { from, node, item: retract.attrs.id, reason: String(err) });
-        }
-      }
-    }
+    await this.applyEvent(from, node, event);
     const sub = event.getChild('subscription');
     if (event.getChild('delete') || (sub && sub.attrs.subscription === 'none')) {
       this.followed.delete(key(from, node));

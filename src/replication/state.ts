@@ -56,6 +56,23 @@ export class ReplicationState {
     await this.put(`nodes${SEP}${docId}`, JSON.stringify(nodes));
   }
 
+  /** A JSON record under `kind`/`id` (Midgard: versions, documents, topics, persons). */
+  async record<T>(kind: string, id: string): Promise<T | undefined> {
+    const value = await this.get(`${kind}${SEP}${id}`);
+    return value === undefined ? undefined : (JSON.parse(value) as T);
+  }
+
+  async setRecord(kind: string, id: string, value: unknown): Promise<void> {
+    await this.put(`${kind}${SEP}${id}`, JSON.stringify(value));
+  }
+
+  /** Every record of a kind, in key order. */
+  async records<T>(kind: string): Promise<Array<[string, T]>> {
+    const out: Array<[string, T]> = [];
+    for await (const [k, v] of this.db.iterator({ gt: `${kind}${SEP}`, lt: `${kind}${SEP}\uffff` })) out.push([k.slice(kind.length + 1), JSON.parse(v) as T]);
+    return out;
+  }
+
   /** Revisions of a document this site has already handled: 'i' imported, 'p' published. */
   async revKind(docId: string, rev: string): Promise<'i' | 'p' | undefined> {
     return (await this.get(`rev${SEP}${docId}${SEP}${rev}`)) as 'i' | 'p' | undefined;
@@ -72,5 +89,24 @@ export class ReplicationState {
   async markRevs(docId: string, revs: string[], kind: 'i' | 'p'): Promise<void> {
     await this.db.batch(revs.map((rev) => ({ type: 'put' as const, key: `rev${SEP}${docId}${SEP}${rev}`, value: kind })));
     for (const rev of revs) this.cache.set(`rev${SEP}${docId}${SEP}${rev}`, kind);
+  }
+
+  /** Where an attachment (by CouchDB digest) was uploaded, so unchanged ones are not sent again. */
+  async upload(digest: string): Promise<{ url: string; sha256: string } | undefined> {
+    const value = await this.get(`up${SEP}${digest}`);
+    return value === undefined ? undefined : (JSON.parse(value) as { url: string; sha256: string });
+  }
+
+  async setUpload(digest: string, record: { url: string; sha256: string }): Promise<void> {
+    await this.put(`up${SEP}${digest}`, JSON.stringify(record));
+  }
+
+  /** Position in a partner node's history (XEP-0313 archive id) up to which we have caught up. */
+  async historyPosition(service: string, node: string): Promise<string | undefined> {
+    return this.get(`hist${SEP}${service}${SEP}${node}`);
+  }
+
+  async setHistoryPosition(service: string, node: string, id: string): Promise<void> {
+    await this.put(`hist${SEP}${service}${SEP}${node}`, id);
   }
 }

@@ -6,7 +6,19 @@
 import type { DocumentScope } from 'nano';
 import type { CouchDoc } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
+import { download } from '../replication/http-upload.ts';
 import type { ReplicationState } from '../replication/state.ts';
+
+/** Replaces attachment references (XEP-0363 uploads) by their verified bytes. */
+async function fetchAttachments(doc: CouchDoc): Promise<void> {
+  const attachments = doc._attachments as Record<string, { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string }> | undefined;
+  for (const [name, att] of Object.entries(attachments ?? {})) {
+    if (typeof att.hermod_url !== 'string') continue;
+    if (typeof att.hermod_sha256 !== 'string' || typeof att.length !== 'number') throw new Error(`attachment ${name} of ${doc._id}: reference without length or SHA-256`);
+    const bytes = await download(att.hermod_url, att.length, att.hermod_sha256);
+    (attachments as Record<string, unknown>)[name] = { content_type: att.content_type ?? 'application/octet-stream', data: bytes.toString('base64') };
+  }
+}
 
 export class CouchSink {
   written = 0;
@@ -22,6 +34,7 @@ export class CouchSink {
     const first = docs[0];
     if (!first) return;
     for (const doc of docs) if (!doc._revisions) throw new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`);
+    for (const doc of docs) await fetchAttachments(doc);
     await this.state.markRevs(first._id, docs.map((d) => d._rev), 'i');
     // nano's types lack new_edits, which CouchDB's replication protocol uses.
     const res = (await this.db.bulk({ docs: docs as never[], new_edits: false } as never)) as unknown as Array<{ error?: string; reason?: string }>;

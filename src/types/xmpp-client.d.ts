@@ -48,10 +48,12 @@ declare module '@xmpp/client' {
     on(event: 'stanza', listener: (stanza: Element) => void): this;
     on(event: 'error', listener: (err: Error) => void): this;
     on(event: 'status', listener: (status: string, value?: unknown) => void): this;
+    // any: xmpp.js emits arbitrary events with arbitrary arguments; typed overloads above cover ours.
     on(event: string, listener: (...args: any[]) => void): this;
     once(event: 'online', listener: (jid: JID) => void): this;
     once(event: 'stanza', listener: (stanza: Element) => void): this;
     once(event: 'error', listener: (err: Error) => void): this;
+    // any: as for on() above.
     once(event: string, listener: (...args: any[]) => void): this;
   }
 

@@ -113,6 +113,17 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     assert.equal(progress.done, progress.total, 'the existing database was published once, with progress shown');
   });
 
+  it('a large attachment travels through XEP-0363 HTTP upload and arrives verified, byte for byte', async () => {
+    const big = Buffer.alloc(600 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7919) % 251;
+    const rev = await put(couchA, CONTENT, note('big-1', 'Large attachment', ['shared'], { _attachments: { 'big.bin': { content_type: 'application/octet-stream', data: big.toString('base64') } } }));
+    const atB = await eventually(() => get(couchB, 'big-1', '?attachments=true'), 'big-1 at B', 30_000);
+    assert.equal(atB._rev, rev);
+    const att = (atB._attachments as Record<string, { data: string }>)['big.bin'];
+    assert.ok(Buffer.from(att?.data ?? '', 'base64').equals(big), 'same bytes');
+    await hermodA.waitForLog((l) => l.msg === 'attachment uploaded' && l.doc === 'big-1' && l.bytes === big.length, 'upload logged at A');
+  });
+
   it('updates and deletion follow', async () => {
     const current = (await get(couchA, 'doc-1')) as Doc;
     const rev2 = await put(couchA, CONTENT, { ...current, value: { ...(current.value as object), title: { val: 'Edited' } } });
@@ -194,6 +205,15 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     assert.deepEqual([a._rev, ...(a._conflicts as string[])].sort(), [revA, revB].sort());
   });
 
+  it('a large attachment from B (ejabberd mod_http_upload) reaches A verified', async () => {
+    const big = Buffer.alloc(400 * 1024, 0x5a);
+    big.write('from site B', 1000);
+    await put(couchB, CONTENT, note('big-b', 'Large from B', ['shared'], { _attachments: { 'b.bin': { content_type: 'application/octet-stream', data: big.toString('base64') } } }));
+    const atA = await eventually(() => get(couchA, 'big-b', '?attachments=true'), 'big-b at A', 30_000);
+    assert.ok(Buffer.from((atA._attachments as Record<string, { data: string }>)['b.bin']?.data ?? '', 'base64').equals(big));
+    await hermodB.waitForLog((l) => l.msg === 'attachment uploaded' && l.doc === 'big-b', 'upload logged at B');
+  });
+
   it('B stopped during 100 edits at A catches up after restart, with no echo back to A', async () => {
     await hermodB.stop();
     let rev = await put(couchA, CONTENT, note('busy', 'Edit 0', ['shared']));
@@ -209,6 +229,18 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     assert.equal(logB.filter((l) => l.msg === 'published document' && l.doc === 'busy').length, 0, 'B does not publish what it imported');
   });
 
+  it('a deletion at A while B is offline reaches B from the node history (XEP-0313) after restart', async () => {
+    const rev = await put(couchA, CONTENT, note('gone-while-away', 'Soon deleted', ['shared']));
+    await eventually(async () => (await get(couchB, 'gone-while-away'))?._rev === rev, 'doc at B');
+    await hermodB.stop();
+    await couch(couchA, 'DELETE', `${CONTENT}/gone-while-away?rev=${rev}`);
+    const keptRev = await put(couchA, CONTENT, note('edited-while-away', 'Edited while B was away', ['shared']));
+    hermodB = await startB();
+    await eventually(async () => (await get(couchB, 'edited-while-away'))?._rev === keptRev, 'edit at B after restart', 30_000);
+    await eventually(async () => (await get(couchB, 'gone-while-away')) === undefined, 'deletion at B after restart', 30_000);
+    await hermodB.waitForLog((l) => l.msg === 'caught up with partner node from its history' && l.node === '/tags/shared', 'B replayed the history');
+  });
+
   it('CouchDB at A restarted mid-stream loses and duplicates nothing', async () => {
     const ids = Array.from({ length: 30 }, (_, i) => `restart-${i}`);
     for (const id of ids.slice(0, 15)) await put(couchA, CONTENT, note(id, id, ['shared']));
@@ -217,5 +249,11 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     await eventually(async () => (await Promise.all(ids.map((id) => get(couchB, id)))).every(Boolean), 'all 30 at B', 60_000);
     const published = (await hermodA.log()).filter((l) => l.msg === 'published document' && String(l.doc).startsWith('restart-'));
     assert.deepEqual(published.map((l) => l.doc).sort(), [...ids].sort(), 'each document published exactly once');
+  });
+
+  it('the component secret read from ajatus_db never appears in the logs', async () => {
+    const text = JSON.stringify([...(await hermodA.log()), ...(await hermodB.log())]);
+    assert.ok(text.length > 1000, 'there are logs to look at');
+    assert.ok(!text.includes(alpha.componentSecret) && !text.includes(beta.componentSecret));
   });
 });

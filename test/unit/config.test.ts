@@ -55,6 +55,24 @@ describe('config validation', () => {
     refused([1], /must be a JSON object/);
   });
 
+  it('selects the store backend, metrics and bounce limit; names the key of every problem there', () => {
+    const level = validateConfig(good, '/etc/hermod');
+    assert.deepEqual([level.store, level.metrics, level.pubsub.maxBounces], [{ backend: 'level', sync: false }, undefined, 3]);
+    const couch = validateConfig({ ...good, store: { backend: 'couchdb', couchdb: { url: 'http://u:p@127.0.0.1:5984' } }, metrics: { port: 9464 }, pubsub: { maxBounces: 5 } }, '/');
+    assert.deepEqual(couch.store, { backend: 'couchdb', sync: false, couchdb: { url: 'http://u:p@127.0.0.1:5984', db: 'hermod' } });
+    assert.deepEqual(couch.metrics, { port: 9464, host: '127.0.0.1' });
+    assert.equal(couch.pubsub.maxBounces, 5);
+    refused({ ...good, store: { backend: 'sqlite' } }, /^store\.backend: must be "level" or "couchdb", got "sqlite"/);
+    refused({ ...good, store: { backend: 'couchdb' } }, /^store\.couchdb: missing/);
+    refused({ ...good, store: { backend: 'couchdb', couchdb: {} } }, /^store\.couchdb\.url: missing/);
+    refused({ ...good, store: { backend: 'couchdb', couchdb: { url: 'ftp://u:hidden@x' } } }, /^store\.couchdb\.url: must be an http\(s\) URL of a CouchDB server$/);
+    refused({ ...good, store: { backend: 'couchdb', couchdb: { url: 'http://x', db: 'Bad Name' } } }, /^store\.couchdb\.db: must be a CouchDB database name/);
+    refused({ ...good, store: { couchdb: { url: 'http://x' } } }, /^store\.couchdb: only used with store\.backend "couchdb"/);
+    refused({ ...good, metrics: { port: 'x' } }, /^metrics\.port: must be a TCP port number/);
+    refused({ ...good, metrics: { port: 1, bind: 'x' } }, /^metrics\.bind: unknown key/);
+    refused({ ...good, pubsub: { maxBounces: 0 } }, /^pubsub\.maxBounces: must be a whole number of at least 1/);
+  });
+
   it('never echoes the secret in an error', () => {
     assert.throws(() => validateConfig({ ...good, dataDir: 5 }, '/'), (err: Error) => !err.message.includes('s3cret'));
   });

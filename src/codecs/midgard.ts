@@ -1,0 +1,250 @@
+// Midgard's replication XML (`<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8">`,
+// as midgard_replicator_serialize and midgard-portable write it) <-> typed objects, and the Atom
+// entry that carries one such document inline as `<content type="application/xml">`.
+// One document holds an object plus its immediate children (midgard_parameter, midgard_attachment,
+// midgard_blob). This module parses and validates; it does no I/O and knows no nodes.
+
+import { Element, parse } from 'ltx';
+import { ATOM } from './couch-doc.ts';
+
+export const MIDGARD_NS = 'http://www.midgard-project.org/midgard_object/1.8';
+export const PARAMETER = 'midgard_parameter';
+export const ATTACHMENT = 'midgard_attachment';
+export const BLOB = 'midgard_blob';
+export const TOPIC = 'midgard_topic';
+const CHILD_CLASSES = new Set([PARAMETER, ATTACHMENT]);
+const ACTIONS = new Set(['created', 'updated', 'deleted', 'purged', 'none']);
+/** midgard_is_guid: hex, 21 to 80 characters (Midgard 1.x GUIDs are 32, Midgard2 up to 80). */
+const GUID_RE = /^[0-9a-f]{21,80}$/i;
+const CLASS_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export class MidgardFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MidgardFormatError';
+  }
+}
+
+export interface MidgardObject {
+  /** MgdSchema class name (the element name). */
+  className: string;
+  guid: string;
+  action: string;
+  purge: boolean;
+  /** Property name -> text (links carry the target's GUID; "0" or empty means none). */
+  fields: Record<string, string>;
+  metadata: Record<string, string>;
+  /** `parentguid` of parameters and attachments. */
+  parentGuid: string | undefined;
+  /** Midgard 1.x sitegroup (child element or attribute), when present and not 0. */
+  sitegroup: string | undefined;
+  element: Element;
+}
+
+export interface MidgardDocument {
+  /** The `<midgard_object>` element. */
+  root: Element;
+  /** The object the document is about; undefined when it carries only children. */
+  main: MidgardObject | undefined;
+  parameters: MidgardObject[];
+  attachments: MidgardObject[];
+  /** Attachment GUID -> base64 content. */
+  blobs: Map<string, string>;
+}
+
+export const isGuid = (s: string | undefined): s is string => typeof s === 'string' && GUID_RE.test(s);
+
+/** A link property's target GUID, or undefined for "0"/empty. */
+export function linkGuid(value: string | undefined): string | undefined {
+  const v = value?.trim();
+  return v && v !== '0' && isGuid(v) ? v.toLowerCase() : undefined;
+}
+
+/** Midgard datetime `Y-m-d H:i:sO` (or ISO 8601) -> epoch ms; undefined when empty/zero/invalid. */
+export function parseMidgardDate(value: string | undefined): number | undefined {
+  const v = value?.trim();
+  if (!v || v.startsWith('0000-00-00') || v.startsWith('0001-01-01')) return undefined;
+  const m = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.\d+)?\s*(Z|[+-]\d{2}:?\d{2})?$/.exec(v);
+  if (!m) return undefined;
+  const zone = m[3] === undefined || m[3] === 'Z' ? 'Z' : m[3].includes(':') ? m[3] : `${m[3].slice(0, 3)}:${m[3].slice(3)}`;
+  const t = Date.parse(`${m[1]}T${m[2]}${zone}`);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+/**
+ * The approval rule (FORMATS.md): approved when `metadata/approved` is set and not older than
+ * `metadata/revised` — an edit after approval makes the object unapproved again.
+ */
+export function isApproved(obj: MidgardObject): boolean {
+  const approved = parseMidgardDate(obj.metadata.approved);
+  if (approved === undefined) return false;
+  const revised = parseMidgardDate(obj.metadata.revised);
+  return revised === undefined || approved >= revised;
+}
+
+/** Deleted or purged: by action, purge flag or `metadata/deleted`. */
+export function isDeleted(obj: MidgardObject): boolean {
+  const flag = obj.metadata.deleted?.trim().toLowerCase();
+  return obj.action === 'deleted' || obj.action === 'purged' || obj.purge || flag === '1' || flag === 'true';
+}
+
+/** `metadata/revised` as written (compared as a date by callers). */
+export const revisedOf = (obj: MidgardObject): string => obj.metadata.revised?.trim() ?? '';
+
+function readObject(el: Element, where: string): MidgardObject {
+  const className = el.name;
+  if (!CLASS_RE.test(className)) throw new MidgardFormatError(`${where}: <${className}> is not an MgdSchema class name`);
+  const guid = el.attrs.guid as string | undefined;
+  if (!isGuid(guid)) throw new MidgardFormatError(`${where}: <${className}> has no valid guid attribute (got ${JSON.stringify(guid ?? null)})`);
+  const action = (el.attrs.action as string | undefined) ?? 'none';
+  if (!ACTIONS.has(action)) throw new MidgardFormatError(`${where}: <${className} guid="${guid}"> has unknown action ${JSON.stringify(action)}`);
+  const fields: Record<string, string> = {};
+  const metadata: Record<string, string> = {};
+  for (const child of el.getChildElements()) {
+    if (child.name === 'metadata') {
+      for (const m of child.getChildElements()) metadata[m.name] = m.getText();
+    } else {
+      fields[child.name] = child.getText();
+    }
+  }
+  const sg = (el.attrs.sitegroup as string | undefined) ?? fields.sitegroup;
+  const parent = fields.parentguid?.trim();
+  if (CHILD_CLASSES.has(className) && !isGuid(parent)) throw new MidgardFormatError(`${where}: <${className} guid="${guid}"> has no valid parentguid`);
+  return {
+    className,
+    guid: guid.toLowerCase(),
+    action,
+    purge: el.attrs.purge === 'yes',
+    fields,
+    metadata,
+    parentGuid: parent ? parent.toLowerCase() : undefined,
+    sitegroup: sg && sg.trim() !== '' && sg.trim() !== '0' ? sg.trim() : undefined,
+    element: el,
+  };
+}
+
+/** Validates a `<midgard_object>` element. Throws MidgardFormatError naming the problem. */
+export function readMidgardElement(root: Element): MidgardDocument {
+  if (root.name !== 'midgard_object') throw new MidgardFormatError(`root element is <${root.name}>, expected <midgard_object>`);
+  if (root.getNS() !== MIDGARD_NS) throw new MidgardFormatError(`<midgard_object> namespace is ${JSON.stringify(root.getNS() ?? null)}, expected ${MIDGARD_NS}`);
+  let main: MidgardObject | undefined;
+  const parameters: MidgardObject[] = [];
+  const attachments: MidgardObject[] = [];
+  const blobs = new Map<string, string>();
+  root.getChildElements().forEach((el, i) => {
+    const where = `object ${i + 1}`;
+    if (el.name === BLOB) {
+      const guid = el.attrs.guid as string | undefined;
+      if (!isGuid(guid)) throw new MidgardFormatError(`${where}: <midgard_blob> has no valid guid attribute`);
+      const data = el.getText().replace(/\s+/g, '');
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(data)) throw new MidgardFormatError(`${where}: <midgard_blob guid="${guid}"> is not base64`);
+      blobs.set(guid.toLowerCase(), data);
+      return;
+    }
+    const obj = readObject(el, where);
+    if (obj.className === PARAMETER) parameters.push(obj);
+    else if (obj.className === ATTACHMENT) attachments.push(obj);
+    else if (main) throw new MidgardFormatError(`${where}: a second main object <${obj.className} guid="${obj.guid}"> (the first is <${main.className} guid="${main.guid}">)`);
+    else main = obj;
+  });
+  if (!main && parameters.length === 0 && attachments.length === 0) throw new MidgardFormatError('<midgard_object> holds no object');
+  if (main) {
+    for (const child of [...parameters, ...attachments]) {
+      if (child.parentGuid !== main.guid) throw new MidgardFormatError(`<${child.className} guid="${child.guid}"> has parentguid ${child.parentGuid}, not the main object ${main.guid}`);
+    }
+  }
+  for (const guid of blobs.keys()) {
+    if (!attachments.some((a) => a.guid === guid)) throw new MidgardFormatError(`<midgard_blob guid="${guid}"> has no <midgard_attachment> in the document`);
+  }
+  return { root, main, parameters, attachments, blobs };
+}
+
+/** Parses serialized text (as sent on D-Bus or dropped in a spool). */
+export function parseMidgardXml(text: string): MidgardDocument {
+  if (text.trim() === '') throw new MidgardFormatError('empty document');
+  let root: Element;
+  try {
+    root = parse(text) as Element;
+  } catch (err) {
+    throw new MidgardFormatError(`not well-formed XML: ${(err as Error).message}`);
+  }
+  return readMidgardElement(root);
+}
+
+/**
+ * The same element with attributes in a fixed order (xmlns first, then by name). XML servers do
+ * not keep attribute order (Prosody holds attributes in a Lua table), so Hermod writes this form.
+ */
+export function canonical(el: Element): Element {
+  const attrs: Record<string, unknown> = {};
+  for (const name of Object.keys(el.attrs).sort((a, b) => (a === 'xmlns' ? -1 : b === 'xmlns' ? 1 : a < b ? -1 : a > b ? 1 : 0))) attrs[name] = el.attrs[name];
+  const out = new Element(el.name, attrs as Record<string, string>);
+  for (const child of el.children) out.children.push(typeof child === 'string' ? child : canonical(child as Element));
+  for (const child of out.children) if (typeof child !== 'string') (child as Element).parent = out;
+  return out;
+}
+
+/** The canonical serialization Hermod writes to spools: an XML declaration and the canonical document. */
+export function serializeMidgard(root: Element): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${canonical(root).toString()}\n`;
+}
+
+/**
+ * A document for `main` with the given children: children of the same GUID are replaced by the
+ * newer copy (the order of first appearance is kept), blobs travel with their attachment.
+ */
+export function composeDocument(main: Element, children: Element[]): Element {
+  const root = new Element('midgard_object', { xmlns: MIDGARD_NS });
+  root.cnode(clone(main));
+  for (const child of children) root.cnode(clone(child));
+  return readMidgardElement(root).root;
+}
+
+export function clone(el: Element): Element {
+  return parse(el.toString()) as Element;
+}
+
+/** The immediate children of a document as elements, blobs right after their attachment. */
+export function childElements(doc: MidgardDocument): Element[] {
+  const out: Element[] = [];
+  for (const p of doc.parameters) out.push(p.element);
+  for (const a of doc.attachments) {
+    out.push(a.element);
+    const blob = doc.root.getChildElements().find((e) => e.name === BLOB && (e.attrs.guid as string).toLowerCase() === a.guid);
+    if (blob) out.push(blob);
+  }
+  return out;
+}
+
+export interface MidgardEntryMeta {
+  title?: string;
+  /** Atom categories, e.g. the class and the object's path. */
+  categories?: string[];
+}
+
+/** Atom entry: id urn:hermod:midgard:<guid>, the document inline as application/xml content. */
+export function buildMidgardEntry(doc: MidgardDocument, meta: MidgardEntryMeta = {}): Element {
+  const main = doc.main;
+  if (!main) throw new MidgardFormatError('an entry needs a main object');
+  const entry = new Element('entry', { xmlns: ATOM });
+  entry.c('id').t(`urn:hermod:midgard:${main.guid}`);
+  entry.c('title').t(meta.title ?? main.fields.title ?? main.fields.name ?? main.guid);
+  const revised = parseMidgardDate(main.metadata.revised) ?? parseMidgardDate(main.metadata.created);
+  entry.c('updated').t(new Date(revised ?? Date.now()).toISOString());
+  entry.c('author').c('name').t(main.metadata.revisor || main.metadata.creator || 'unknown');
+  for (const term of [main.className, ...(meta.categories ?? [])]) entry.c('category', { term });
+  entry.c('content', { type: 'application/xml' }).cnode(clone(doc.root));
+  return entry;
+}
+
+/** Reads the document from an entry; throws MidgardFormatError when there is none or it is invalid. */
+export function parseMidgardEntry(entry: Element): MidgardDocument {
+  if (entry.name !== 'entry' || entry.getNS() !== ATOM) throw new MidgardFormatError(`payload is <${entry.name}>, expected an Atom <entry>`);
+  const content = entry.getChild('content');
+  if (!content || content.attrs.type !== 'application/xml') throw new MidgardFormatError('entry has no <content type="application/xml">');
+  const root = content.getChildElements()[0];
+  if (!root) throw new MidgardFormatError('entry content is empty');
+  const doc = readMidgardElement(clone(root));
+  if (!doc.main) throw new MidgardFormatError('entry document has no main object');
+  return doc;
+}

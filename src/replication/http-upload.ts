@@ -1,0 +1,77 @@
+// Large attachments travel out of band: XEP-0363 HTTP File Upload on the server the component is
+// attached to (Prosody http_file_share, ejabberd mod_http_upload). The publisher asks for a slot,
+// PUTs the bytes and references the GET URL with length, type and a SHA-256 (XEP-0300); the
+// receiving side downloads and verifies before writing. Nothing is dropped silently: a failure is
+// an error that stops that document (logged by the caller).
+
+import { createHash } from 'node:crypto';
+import { Element } from 'ltx';
+import type { IqCaller } from '../component/iq-caller.ts';
+import type { Logger } from '../log.ts';
+import { NS } from '../xmpp/ns.ts';
+
+export const HTTP_UPLOAD = 'urn:xmpp:http:upload:0';
+const HEADERS_ALLOWED = new Set(['authorization', 'cookie', 'expires']);
+
+export const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('base64');
+
+export class HttpUploader {
+  private service: string | undefined;
+
+  constructor(
+    private readonly iq: IqCaller,
+    /** Domain whose services are searched for the upload service. */
+    private readonly domain: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** The upload service JID (disco#items of the domain, identity store/file + the feature). */
+  private async findService(): Promise<string> {
+    if (this.service) return this.service;
+    const items = await this.iq.request(this.domain, 'get', new Element('query', { xmlns: NS.DISCO_ITEMS }));
+    for (const item of items.getChild('query', NS.DISCO_ITEMS)?.getChildren('item') ?? []) {
+      const jid = item.attrs.jid as string;
+      try {
+        const info = (await this.iq.request(jid, 'get', new Element('query', { xmlns: NS.DISCO_INFO }))).getChild('query', NS.DISCO_INFO);
+        const isStore = info?.getChildren('identity').some((i) => i.attrs.category === 'store' && i.attrs.type === 'file');
+        if (isStore && info?.getChildren('feature').some((f) => f.attrs.var === HTTP_UPLOAD)) {
+          this.service = jid;
+          this.log.info('HTTP upload service found', { service: jid });
+          return jid;
+        }
+      } catch {
+        /* not answering: not ours */
+      }
+    }
+    throw new Error(`no XEP-0363 upload service on ${this.domain} (enable http_file_share / mod_http_upload)`);
+  }
+
+  /** Uploads bytes; returns the URL to fetch them from. */
+  async upload(filename: string, bytes: Buffer, contentType: string): Promise<string> {
+    const service = await this.findService();
+    const slot = await this.iq.request(service, 'get', new Element('request', { xmlns: HTTP_UPLOAD, filename, size: String(bytes.length), 'content-type': contentType }));
+    const slotEl = slot.getChild('slot', HTTP_UPLOAD);
+    const put = slotEl?.getChild('put');
+    const getUrl = slotEl?.getChild('get')?.attrs.url as string | undefined;
+    if (!put?.attrs.url || !getUrl) throw new Error(`upload service ${service} gave no put/get URL`);
+    const headers: Record<string, string> = { 'content-type': contentType, 'content-length': String(bytes.length) };
+    for (const h of put.getChildren('header')) {
+      const name = String(h.attrs.name ?? '').toLowerCase();
+      if (HEADERS_ALLOWED.has(name)) headers[name] = h.getText().replace(/[\r\n]/g, '');
+    }
+    const res = await fetch(put.attrs.url as string, { method: 'PUT', headers, body: new Uint8Array(bytes), signal: AbortSignal.timeout(120_000) });
+    if (!res.ok) throw new Error(`upload of ${filename} refused: HTTP ${res.status}`);
+    return getUrl;
+  }
+}
+
+/** Fetches an uploaded attachment and checks its length and SHA-256. */
+export async function download(url: string, length: number, digest: string): Promise<Buffer> {
+  if (!/^https?:\/\//.test(url)) throw new Error(`attachment URL is not http(s): ${url}`);
+  const res = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+  if (!res.ok) throw new Error(`attachment download ${url}: HTTP ${res.status}`);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  if (bytes.length !== length) throw new Error(`attachment ${url}: ${bytes.length} bytes, expected ${length}`);
+  if (sha256(bytes) !== digest) throw new Error(`attachment ${url}: SHA-256 mismatch`);
+  return bytes;
+}

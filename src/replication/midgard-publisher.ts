@@ -1,0 +1,223 @@
+// Publishing side of Midgard replication: each serialized object (from D-Bus or the spool) goes,
+// with its immediate children, to the nodes the mapping gives it, as an Atom entry whose item id
+// is the object's GUID. A child's own change (parameter, attachment) re-publishes the parent's
+// item with the child merged in. A deleted/purged object is published once as its tombstone to
+// the nodes that had it, then retracted with notification. Leaving a node (unapproved, moved
+// topic) retracts it from that node. Not published again: objects re-emitted by Midgard's
+// importer (replication signals, or the very version Hermod delivered), and unchanged documents.
+// Also keeps the topic index (paths) and the partners (midgard_person objects with a JID).
+
+import { createHash } from 'node:crypto';
+import {
+  ATTACHMENT,
+  BLOB,
+  buildMidgardEntry,
+  childElements,
+  composeDocument,
+  isDeleted,
+  parseMidgardDate,
+  parseMidgardXml,
+  readMidgardElement,
+  revisedOf,
+  serializeMidgard,
+  TOPIC,
+  type MidgardDocument,
+  type MidgardObject,
+} from '../codecs/midgard.ts';
+import type { Logger } from '../log.ts';
+import { PubsubError } from '../pubsub/errors.ts';
+import type { PubsubService } from '../pubsub/service.ts';
+import { KeyedMutex } from '../util/mutex.ts';
+import { Element, parse } from 'ltx';
+import { nodesFor, objectPath, topicEntry, type MidgardNodeMapping, type TopicEntry, type TopicIndex } from './midgard-mapping.ts';
+import { applyNodeAccess, ensureNode, type NodeAccess } from './node-access.ts';
+import type { ReplicationState } from './state.ts';
+
+/** Where a document came from: a D-Bus signal (area `mgdschema` or `replication`) or a spool file. */
+export interface MidgardOrigin {
+  source: 'dbus' | 'spool';
+  area?: string;
+  action?: string;
+}
+
+export interface PartnerJidRule {
+  /** Property of midgard_person holding a JID. */
+  property: string | undefined;
+  /** Parameter `domain/name` of the person holding a JID. */
+  parameter: { domain: string; name: string } | undefined;
+}
+
+export interface MidgardPublisherOptions {
+  service: PubsubService;
+  actor: string;
+  state: ReplicationState;
+  mapping: MidgardNodeMapping;
+  access: (node: string) => NodeAccess;
+  index: TopicIndex;
+  partnerJid: PartnerJidRule;
+  log: Logger;
+  onPartner: (jid: string) => void;
+}
+
+/** What identifies a version of an object: its metadata/revised, else its whole serialization. */
+export const versionOf = (obj: { metadata: Record<string, string>; element: Element }): string => revisedOf(obj as MidgardObject) || `#${createHash('sha256').update(obj.element.toString()).digest('hex')}`;
+
+/** Every object of a document with its version (blobs by content). */
+export function versionsOf(doc: MidgardDocument): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  if (doc.main) out.push([doc.main.guid, versionOf(doc.main)]);
+  for (const c of [...doc.parameters, ...doc.attachments]) out.push([c.guid, versionOf(c)]);
+  return out;
+}
+
+export class MidgardPublisher {
+  private readonly lock = new KeyedMutex();
+  published = 0;
+
+  constructor(private readonly o: MidgardPublisherOptions) {}
+
+  /** Loads the topic index and known partners kept from earlier runs. */
+  async restore(): Promise<void> {
+    for (const [guid, entry] of await this.o.state.records<TopicEntry>('topic')) this.o.index.set(guid, entry);
+    for (const [, jid] of await this.o.state.records<string>('person')) this.o.onPartner(jid);
+  }
+
+  /** Handles one serialized document. Throws MidgardFormatError for a malformed one. */
+  async handle(text: string, origin: MidgardOrigin): Promise<void> {
+    const doc = parseMidgardXml(text);
+    const key = doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '';
+    await this.lock.run(key, () => this.handleDoc(doc, origin));
+  }
+
+  private async handleDoc(doc: MidgardDocument, origin: MidgardOrigin): Promise<void> {
+    const { state, log } = this.o;
+    await this.learn(doc);
+    if (origin.area === 'replication') {
+      log.info('echo suppressed: replication signal', { guid: doc.main?.guid, action: origin.action });
+      return;
+    }
+    const stored = await state.record<string>('doc', doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '');
+    const previous = stored ? readMidgardElement(parse(stored) as Element) : undefined;
+    let mainEl: Element;
+    if (doc.main) mainEl = doc.main.element;
+    else if (previous?.main) mainEl = previous.main.element;
+    else {
+      log.warn('child change skipped: its parent object has not been seen', { parent: doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid });
+      return;
+    }
+    const merged = readMidgardElement(composeDocument(mainEl, mergeChildren(previous ? childElements(previous) : [], childElements(doc))));
+    await state.setRecord('doc', merged.main?.guid as string, merged.root.toString());
+    if (await this.isEcho(doc)) {
+      log.info('echo suppressed: version delivered from a partner', { guid: merged.main?.guid });
+      return;
+    }
+    await this.publish(merged);
+  }
+
+  /** Every object of the incoming document is the version Hermod itself delivered. */
+  private async isEcho(doc: MidgardDocument): Promise<boolean> {
+    for (const [guid, version] of versionsOf(doc)) if ((await this.o.state.record<string>('in', guid)) !== version) return false;
+    return true;
+  }
+
+  /** Topic index and partners from what passes by (imports included). */
+  private async learn(doc: MidgardDocument): Promise<void> {
+    const main = doc.main;
+    if (!main) return;
+    if (main.className === TOPIC) {
+      if (isDeleted(main)) this.o.index.delete(main.guid);
+      else {
+        this.o.index.set(main.guid, topicEntry(main));
+        await this.o.state.setRecord('topic', main.guid, topicEntry(main));
+      }
+    }
+    if (main.className === 'midgard_person' && !isDeleted(main)) {
+      const jid = this.partnerJidOf(doc);
+      if (jid && (await this.o.state.record<string>('person', main.guid)) !== jid) {
+        await this.o.state.setRecord('person', main.guid, jid);
+        this.o.onPartner(jid);
+      } else if (jid) this.o.onPartner(jid);
+    }
+  }
+
+  private partnerJidOf(doc: MidgardDocument): string | undefined {
+    const { property, parameter } = this.o.partnerJid;
+    const fromProperty = property ? doc.main?.fields[property]?.trim() : undefined;
+    if (fromProperty) return fromProperty;
+    if (!parameter) return undefined;
+    const p = doc.parameters.find((x) => x.fields.domain === parameter.domain && x.fields.name === parameter.name && !isDeleted(x));
+    return p?.fields.value?.trim() || undefined;
+  }
+
+  private async publish(doc: MidgardDocument): Promise<void> {
+    const main = doc.main as MidgardObject;
+    const { state, log, service, actor } = this.o;
+    const before = await state.nodesOf(main.guid);
+    const path = objectPath(main, this.o.index);
+    const entry = (): string => buildMidgardEntry(doc, { categories: path ? [path] : [] }).toString();
+    const hash = createHash('sha256').update(serializeMidgard(doc.root)).digest('hex');
+    if (isDeleted(main)) {
+      if (before.length === 0) return;
+      const payload = entry();
+      for (const node of before) {
+        await service.publish(actor, node, { item: { id: main.guid, payload } });
+        await this.retract(node, main.guid);
+      }
+      await state.setNodesOf(main.guid, []);
+      await state.setRecord('pub', main.guid, hash);
+      this.published++;
+      log.info('retracted midgard object', { guid: main.guid, class: main.className, nodes: before, revised: revisedOf(main) });
+      return;
+    }
+    const nodes = nodesFor(main, this.o.mapping, this.o.index);
+    if ((await state.record<string>('pub', main.guid)) === hash && JSON.stringify(before) === JSON.stringify(nodes)) {
+      log.debug('midgard object unchanged; not published again', { guid: main.guid });
+      return;
+    }
+    const payload = entry();
+    for (const node of nodes) {
+      if (await ensureNode(service, actor, node, this.o.access(node), `Midgard ${node}`)) {
+        const changed = await applyNodeAccess(service, actor, node, this.o.access(node));
+        if (changed) log.info('node whitelist applied', { node, ...changed });
+      }
+      await service.publish(actor, node, { item: { id: main.guid, payload } });
+    }
+    const left = before.filter((n) => !nodes.includes(n));
+    for (const node of left) await this.retract(node, main.guid);
+    await state.setNodesOf(main.guid, nodes);
+    await state.setRecord('pub', main.guid, hash);
+    this.published++;
+    log.info('published midgard object', { guid: main.guid, class: main.className, nodes, retractedFrom: left, revised: revisedOf(main), path });
+  }
+
+  private async retract(node: string, id: string): Promise<void> {
+    try {
+      await this.o.service.retract(this.o.actor, node, [id], true);
+    } catch (err) {
+      if (err instanceof PubsubError && err.condition === 'item-not-found') return;
+      throw err;
+    }
+  }
+}
+
+/**
+ * Children of the stored document, replaced by incoming ones of the same class and GUID unless
+ * the incoming copy is older (metadata/revised), new ones appended. A blob follows its attachment.
+ */
+function mergeChildren(stored: Element[], incoming: Element[]): Element[] {
+  const id = (e: Element): string => `${e.name}:${String(e.attrs.guid).toLowerCase()}`;
+  const revised = (e: Element | undefined): number | undefined => parseMidgardDate(e?.getChild('metadata')?.getChildText('revised') ?? undefined);
+  const out = new Map<string, Element>();
+  for (const e of stored) out.set(id(e), e);
+  const keptAttachments = new Set<string>();
+  for (const e of incoming) {
+    const old = out.get(id(e));
+    const [a, b] = [revised(e), revised(old)];
+    if (e.name === BLOB ? keptAttachments.has(String(e.attrs.guid).toLowerCase()) : a !== undefined && b !== undefined && a < b) {
+      if (e.name === ATTACHMENT) keptAttachments.add(String(e.attrs.guid).toLowerCase());
+      continue;
+    }
+    out.set(id(e), e);
+  }
+  return [...out.values()];
+}

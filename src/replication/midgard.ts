@@ -1,0 +1,132 @@
+// Midgard replication, wired top to bottom:
+//   D-Bus Notified signals / spool files -> MidgardPublisher -> pub/sub service (class, approved,
+//   sitegroup and path nodes)
+//   partner notifications / catch-up -> PartnerManager (shared with Ajatus) -> MidgardSpoolSink
+//   -> inbound spool for Midgard's importer (+ a D-Bus signal per file)
+//   config file `midgard.access` -> node access + whitelists; partners from midgard_person JIDs
+// Echoes (the importer re-emitting what Hermod delivered) are stopped by the versions recorded
+// in ReplicationState under dataDir/midgard.
+
+import { EventEmitter } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Element } from 'ltx';
+import { MidgardFormatError } from '../codecs/midgard.ts';
+import type { IqCaller } from '../component/iq-caller.ts';
+import type { MidgardConfig } from '../config/midgard-config.ts';
+import type { Logger } from '../log.ts';
+import { PubsubError } from '../pubsub/errors.ts';
+import type { PubsubService } from '../pubsub/service.ts';
+import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
+import { MidgardDbusSource } from '../sources/midgard-dbus.ts';
+import { MidgardSpoolSource } from '../sources/midgard-spool.ts';
+import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
+import { MidgardPublisher } from './midgard-publisher.ts';
+import type { NodeAccess } from './node-access.ts';
+import { PartnerManager } from './partners.ts';
+import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS } from './settings.ts';
+import { ReplicationState } from './state.ts';
+
+export interface MidgardReplicationOptions {
+  config: MidgardConfig;
+  service: PubsubService;
+  iq: IqCaller;
+  componentJid: string;
+  dataDir: string;
+  log: Logger;
+}
+
+/** Partner settings of the Midgard adapter: every partner follows the configured nodes. */
+class ConfigPartnerSettings extends EventEmitter {
+  partner(): typeof DEFAULT_PARTNER_SETTINGS {
+    return DEFAULT_PARTNER_SETTINGS;
+  }
+}
+
+export class MidgardReplication {
+  readonly publisher: MidgardPublisher;
+  readonly partners: PartnerManager;
+  readonly sink: MidgardSpoolSink;
+  readonly index = new TopicIndex();
+  private readonly state: ReplicationState;
+  private readonly dbus: MidgardDbusSource | undefined;
+  private readonly spool: MidgardSpoolSource | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly o: MidgardReplicationOptions) {
+    const { config } = o;
+    const log = (this.log = o.log.child({ component: 'midgard' }));
+    this.state = new ReplicationState(path.join(o.dataDir, 'midgard'));
+    const mapping: MidgardNodeMapping = { ...config.nodes, paths: config.nodes.paths.map((p) => ({ node: p.node, regexp: new RegExp(p.regexp) })) };
+    const access = (node: string): NodeAccess => config.access[node] ?? config.access['*'] ?? DEFAULT_TAG_SETTINGS;
+    const follow = config.follow.map((re) => new RegExp(re));
+    this.dbus = config.bus === 'none' ? undefined : new MidgardDbusSource({ bus: config.bus, log, handle: (signal) => this.publisher.handle(signal.text, { source: 'dbus', area: signal.area, action: signal.action }) });
+    this.sink = new MidgardSpoolSink({ dir: config.inbound, state: this.state, log, onWritten: (file) => void this.dbus?.emitSpoolWritten(file) });
+    this.partners = new PartnerManager({
+      iq: o.iq,
+      self: o.componentJid,
+      settings: new ConfigPartnerSettings(),
+      sink: this.sink,
+      log,
+      intervalMs: config.discoveryIntervalSeconds * 1000,
+      offers: (node) => follow.some((re) => re.test(node)),
+    });
+    this.publisher = new MidgardPublisher({
+      service: o.service,
+      actor: o.componentJid,
+      state: this.state,
+      mapping,
+      access,
+      index: this.index,
+      partnerJid: config.partnerJid,
+      log,
+      onPartner: (jid) => this.partners.addPartner(jid),
+    });
+    this.spool = config.spool
+      ? new MidgardSpoolSource({
+          dir: config.spool,
+          log,
+          // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way again.
+          isPermanent: (err) => err instanceof MidgardFormatError || err instanceof PubsubError,
+          handle: (text) => this.publisher.handle(text, { source: 'spool' }),
+        })
+      : undefined;
+  }
+
+  /** Opens state, loads the topic tree, starts the sources; partners start once online. */
+  async start(): Promise<void> {
+    const { config } = this.o;
+    await this.state.open();
+    await this.publisher.restore();
+    if (config.topicsExport) {
+      let text: string;
+      try {
+        text = await readFile(config.topicsExport, 'utf8');
+      } catch (err) {
+        throw new Error(`midgard.topicsExport: cannot read ${config.topicsExport}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      const n = this.index.loadExport(text);
+      this.log.info('topic tree loaded from export', { file: config.topicsExport, topics: n });
+    }
+    for (const jid of config.partners) this.partners.addPartner(jid);
+    await this.sink.start();
+    this.dbus?.start();
+    await this.spool?.start();
+  }
+
+  /** Called when the component is online: find partners and subscribe. */
+  startPartners(): void {
+    this.partners.start();
+  }
+
+  handleEvent(message: Element): Promise<boolean> {
+    return this.partners.handleEvent(message);
+  }
+
+  async stop(): Promise<void> {
+    await this.partners.stop();
+    await this.spool?.stop();
+    await this.dbus?.stop();
+    await this.state.close();
+  }
+}

@@ -1,0 +1,95 @@
+// Sink: partners' Midgard leaves into an inbound spool directory for Midgard's own importer
+// (midgard_replicator::import_from_xml; see docs/midgard-importer.md). Each accepted leaf is
+// validated (well-formed, namespace, GUIDs, item id = object GUID) and written atomically
+// (temp file + rename) as one file, named so that name order is arrival order. The importer's
+// rule is applied first, per object as the importer does: a leaf none of whose objects (the
+// object, its parameters and attachments) has a metadata/revised newer than the one already
+// delivered for that GUID is skipped, so the spool holds no stale versions. What was delivered
+// is remembered durably (also what stops the publisher from echoing the import back).
+
+import { rename, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Element } from 'ltx';
+import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, revisedOf, serializeMidgard } from '../codecs/midgard.ts';
+import type { Logger } from '../log.ts';
+import type { PartnerSink } from '../replication/partners.ts';
+import { versionsOf } from '../replication/midgard-publisher.ts';
+import type { ReplicationState } from '../replication/state.ts';
+import { KeyedMutex } from '../util/mutex.ts';
+
+export interface MidgardSpoolSinkOptions {
+  dir: string;
+  state: ReplicationState;
+  log: Logger;
+  /** Called with the path of each file written (e.g. to emit a D-Bus signal). */
+  onWritten?: (file: string) => void;
+}
+
+/** Whether `incoming` is strictly newer than `delivered` (dates when both parse, else text). */
+export function isNewer(incoming: string, delivered: string | undefined): boolean {
+  if (delivered === undefined) return true;
+  const a = parseMidgardDate(incoming);
+  const b = parseMidgardDate(delivered);
+  return a !== undefined && b !== undefined ? a > b : incoming > delivered;
+}
+
+export class MidgardSpoolSink implements PartnerSink {
+  private readonly lock = new KeyedMutex();
+  written = 0;
+
+  constructor(private readonly o: MidgardSpoolSinkOptions) {}
+
+  async start(): Promise<void> {
+    await mkdir(this.o.dir, { recursive: true });
+  }
+
+  writeItem(service: string, node: string, item: Element): Promise<boolean> {
+    return this.lock.run('spool', () => this.write(service, node, item));
+  }
+
+  private async write(service: string, node: string, item: Element): Promise<boolean> {
+    const { log, state } = this.o;
+    const payload = item.getChildElements()[0];
+    if (!payload) return false;
+    let doc;
+    try {
+      doc = parseMidgardEntry(payload);
+    } catch (err) {
+      if (!(err instanceof MidgardFormatError)) throw err;
+      log.warn('leaf skipped: not a Midgard document', { service, node, item: item.attrs.id, reason: err.message });
+      return false;
+    }
+    const main = doc.main as NonNullable<typeof doc.main>;
+    if (main.guid !== String(item.attrs.id).toLowerCase()) {
+      log.warn('leaf skipped: item id differs from object GUID', { service, node, item: item.attrs.id, guid: main.guid });
+      return false;
+    }
+    const revised = revisedOf(main);
+    const versions = versionsOf(doc);
+    let fresh = false;
+    for (const [guid, v] of versions) {
+      const delivered = await state.record<string>('in', guid);
+      if (v.startsWith('#') ? v !== delivered : isNewer(v, delivered)) fresh = true;
+    }
+    if (!fresh) {
+      log.debug('leaf skipped: no object newer than the version delivered', { service, node, guid: main.guid, revised });
+      return false;
+    }
+    const seq = ((await state.record<number>('spool', 'seq')) ?? 0) + 1;
+    const name = `${String(seq).padStart(12, '0')}-${main.guid}.xml`;
+    const tmp = path.join(this.o.dir, `.${name}.tmp`);
+    await writeFile(tmp, serializeMidgard(doc.root));
+    await rename(tmp, path.join(this.o.dir, name));
+    await state.setRecord('spool', 'seq', seq);
+    for (const [guid, version] of versions) await state.setRecord('in', guid, version);
+    this.written++;
+    log.info('midgard object written to the inbound spool', { service, node, guid: main.guid, class: main.className, revised, file: name });
+    this.o.onWritten?.(path.join(this.o.dir, name));
+    return true;
+  }
+
+  /** Deletions arrive as tombstone leaves (published before the retraction); nothing to do. */
+  async retract(service: string, node: string, itemId: string): Promise<void> {
+    this.o.log.debug('retraction noted (the tombstone leaf carries the deletion)', { service, node, item: itemId });
+  }
+}

@@ -1,0 +1,112 @@
+// The Midgard D-Bus source against a real private dbus-daemon, with signals sent by the real
+// dbus-send exactly as midgard-core sends them: documents are handed over in order, malformed
+// XML / foreign paths / wrong signatures are logged with the reason and skipped, the source
+// reconnects when the bus goes away and comes back, and Hermod's SpoolWritten signal is emitted.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import dbus from 'dbus-next';
+import { parseMidgardXml } from '../../src/codecs/midgard.ts';
+import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
+import type { Logger } from '../../src/log.ts';
+import { HERMOD_INTERFACE, MidgardDbusSource, SPOOL_SIGNAL_PATH, type NotifiedSignal } from '../../src/sources/midgard-dbus.ts';
+import { eventually } from './client.ts';
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
+
+type Line = Record<string, unknown> & { msg: string; level: string };
+function memoryLogger(lines: Line[], bindings: Record<string, unknown> = {}): Logger {
+  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ ...bindings, ...fields, msg, level });
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (b) => memoryLogger(lines, { ...bindings, ...b }) };
+}
+
+describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, () => {
+  let dir: string;
+  let bus: DbusDaemon;
+  let source: MidgardDbusSource;
+  const lines: Line[] = [];
+  const handled: NotifiedSignal[] = [];
+  const listening = (): number => lines.filter((l) => l.msg === 'listening for Midgard signals').length;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-dbus-'));
+    bus = await startDbus(dir);
+    source = new MidgardDbusSource({
+      bus: bus.address,
+      log: memoryLogger(lines),
+      handle: async (signal) => {
+        parseMidgardXml(signal.text); // throws for malformed documents, as the publisher does
+        handled.push(signal);
+      },
+    });
+    source.start();
+    await eventually(() => listening() === 1, 'source listening', 10_000);
+  });
+
+  after(async () => {
+    await source?.stop();
+    await bus?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('hands over Notified documents in order with area, class and action', async () => {
+    const article = await readFile(path.join(FIXTURES, 'article-hello.xml'), 'utf8');
+    const topic = await readFile(path.join(FIXTURES, 'topic-news.xml'), 'utf8');
+    await bus.emit('/org/midgardproject/mgdschema/midgard_topic/create', topic);
+    await bus.emit('/org/midgardproject/mgdschema/midgard_article/update', article);
+    await bus.emit('/org/midgardproject/replication/midgard_article/import', article);
+    await eventually(() => handled.length === 3, 'three signals handled', 10_000);
+    assert.deepEqual(handled.map((s) => [s.area, s.className, s.action]), [
+      ['mgdschema', 'midgard_topic', 'create'],
+      ['mgdschema', 'midgard_article', 'update'],
+      ['replication', 'midgard_article', 'import'],
+    ]);
+    assert.equal(handled[1]?.text, article, 'the serialized object arrives unchanged');
+  });
+
+  it('malformed XML, a foreign path and a wrong signature are logged with the reason and skipped', async () => {
+    const before = handled.length;
+    await bus.emit('/org/midgardproject/mgdschema/midgard_article/update', '<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_article guid=');
+    await bus.emit('/org/midgardproject/other/thing', '<x/>');
+    await promisify(execFile)('dbus-send', [`--bus=${bus.address}`, '--type=signal', '/org/midgardproject/mgdschema/midgard_article/update', 'org.midgardproject.notifier.Notified', 'int32:7']);
+    const fine = await readFile(path.join(FIXTURES, 'article-meetup.xml'), 'utf8');
+    await bus.emit('/org/midgardproject/mgdschema/midgard_article/create', fine);
+    await eventually(() => handled.length === before + 1, 'the good signal after the bad ones', 10_000);
+    const skipped = lines.filter((l) => l.msg === 'D-Bus signal skipped').map((l) => String(l.reason));
+    assert.equal(skipped.length, 3);
+    assert.match(skipped[0] as string, /not well-formed XML/);
+    assert.match(skipped[1] as string, /is not \/org\/midgardproject\/\{mgdschema\|replication\}/);
+    assert.match(skipped[2] as string, /signature is "i", expected "s"/);
+  });
+
+  it('reconnects when the bus goes away and comes back', async () => {
+    await bus.stop();
+    await eventually(() => lines.some((l) => l.msg === 'D-Bus connection lost; reconnecting'), 'loss noticed', 10_000);
+    await bus.restart();
+    await eventually(() => listening() === 2, 'listening again', 20_000);
+    const before = handled.length;
+    await bus.emit('/org/midgardproject/mgdschema/midgard_article/update', await readFile(path.join(FIXTURES, 'article-meetup.xml'), 'utf8'));
+    await eventually(() => handled.length === before + 1, 'signal after reconnect', 10_000);
+  });
+
+  it("emits Hermod's SpoolWritten signal for an importer", async () => {
+    const listener = dbus.sessionBus({ busAddress: bus.address });
+    try {
+      await listener.call(new dbus.Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch', signature: 's', body: [`type='signal',interface='${HERMOD_INTERFACE}'`] }));
+      const got = new Promise<InstanceType<typeof dbus.Message>>((resolve) => listener.on('message', (m: InstanceType<typeof dbus.Message>) => m.interface === HERMOD_INTERFACE && resolve(m)));
+      assert.equal(source.emitSpoolWritten('/var/spool/hermod/000000000001-x.xml'), true);
+      const msg = await eventually(() => Promise.race([got, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]), 'SpoolWritten received', 10_000);
+      assert.equal(msg.path, SPOOL_SIGNAL_PATH);
+      assert.equal(msg.member, 'SpoolWritten');
+      assert.deepEqual(msg.body, ['/var/spool/hermod/000000000001-x.xml']);
+    } finally {
+      listener.disconnect();
+    }
+  });
+});

@@ -1,0 +1,316 @@
+// Midgard replication without servers: the midgard_object codec and the approval rule on the
+// hand-written fixtures, the node mapping and topic paths, the publisher against the in-process
+// pub/sub service (create/update/approve/unapprove/delete, a child's change re-publishes the
+// parent, echoes are not published), the inbound spool sink (atomic files, stale versions
+// skipped), and the spool source surviving a restart mid-directory.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Element, parse } from 'ltx';
+import {
+  buildMidgardEntry,
+  isApproved,
+  isDeleted,
+  MidgardFormatError,
+  parseMidgardDate,
+  parseMidgardEntry,
+  parseMidgardXml,
+  serializeMidgard,
+} from '../../src/codecs/midgard.ts';
+import { readMidgardConfig } from '../../src/config/midgard-config.ts';
+import { validateConfig } from '../../src/config/config.ts';
+import { silentLogger } from '../../src/log.ts';
+import { PubsubService } from '../../src/pubsub/service.ts';
+import { DEFAULT_MAPPING, nodesFor, objectPath, TopicIndex } from '../../src/replication/midgard-mapping.ts';
+import { MidgardPublisher } from '../../src/replication/midgard-publisher.ts';
+import { ReplicationState } from '../../src/replication/state.ts';
+import { MidgardSpoolSink } from '../../src/sinks/midgard-spool.ts';
+import { MidgardSpoolSource } from '../../src/sources/midgard-spool.ts';
+import { parseNotifierPath } from '../../src/sources/midgard-dbus.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
+const fixture = (name: string): Promise<string> => readFile(path.join(FIXTURES, name), 'utf8');
+export const ARTICLE = '29a8d8f0a9823c53fba2b3f96b59e8ec';
+const NEWS = '51bd22ef3b8b066c7e72680ab6ad8845';
+
+/** The article fixture with its main object's metadata/action changed (text edits, like Midgard would emit). */
+export function articleVersion(text: string, change: { revised?: string; approved?: string; action?: string; title?: string; deleted?: boolean }): string {
+  let out = text;
+  const main = (s: string, f: (block: string) => string): string => s.replace(/<midgard_article [\s\S]*?<\/midgard_article>/, f);
+  if (change.revised) out = main(out, (b) => b.replace(/<revised>[^<]*<\/revised>/, `<revised>${change.revised}</revised>`));
+  if (change.approved) out = main(out, (b) => b.replace(/<approved>[^<]*<\/approved>/, `<approved>${change.approved}</approved>`));
+  if (change.action) out = main(out, (b) => b.replace(/action="[a-z]+"/, `action="${change.action}"`));
+  if (change.title) out = main(out, (b) => b.replace(/<title>[^<]*<\/title>/, `<title>${change.title}</title>`));
+  if (change.deleted) out = main(out, (b) => b.replace(/<deleted>0<\/deleted>/, '<deleted>1</deleted>'));
+  return out;
+}
+
+describe('midgard_object codec', () => {
+  it('reads the article with two parameters, an attachment and its blob', async () => {
+    const doc = parseMidgardXml(await fixture('article-hello.xml'));
+    assert.equal(doc.main?.className, 'midgard_article');
+    assert.equal(doc.main?.guid, ARTICLE);
+    assert.equal(doc.main?.action, 'created');
+    assert.equal(doc.main?.fields.topic, NEWS);
+    assert.equal(doc.main?.fields.content, '<p>Hermod carries this article, its <em>parameters</em> and its photo.</p>');
+    assert.equal(doc.main?.metadata.revision, '1');
+    assert.deepEqual(doc.parameters.map((p) => [p.fields.domain, p.fields.name, p.fields.value]), [
+      ['midcom.helper.datamanager2', 'schema_name', 'default'],
+      ['net.nehmer.blog', 'categories', '|xmpp|replication|'],
+    ]);
+    assert.equal(doc.attachments[0]?.fields.mimetype, 'image/jpeg');
+    assert.equal(Buffer.from(doc.blobs.get('e36f05a9761bb215fa749c04b58ccf21') ?? '', 'base64').toString(), 'Photo bytes: å ä ö');
+    assert.equal(doc.main?.sitegroup, undefined);
+  });
+
+  it('reads a sitegroup when the object carries one (Midgard 1.x)', async () => {
+    assert.equal(parseMidgardXml(await fixture('article-sitegroup.xml')).main?.sitegroup, 'intranet');
+  });
+
+  it('refuses malformed documents with the reason', async () => {
+    assert.throws(() => parseMidgardXml(''), /empty document/);
+    assert.throws(() => parseMidgardXml('<midgard_object xmlns="urn:other"><a guid="29a8d8f0a9823c53fba2b3f96b59e8ec"/></midgard_object>'), /namespace/);
+    assert.throws(() => parseMidgardXml('<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_article guid="nope"/></midgard_object>'), /valid guid/);
+    assert.throws(() => parseMidgardXml('<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"/>'), /holds no object/);
+    assert.throws(() => parseMidgardXml('<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_article guid="29a8d8f0a9823c53fba2b3f96b59e8ec" action="exploded"/></midgard_object>'), /unknown action/);
+    await assert.rejects(async () => parseMidgardXml(await fixture('malformed.xml')), (err: unknown) => err instanceof MidgardFormatError && /not well-formed|valid guid/.test(err.message));
+  });
+
+  it('parses Midgard datetimes (Y-m-d H:i:sO); zero dates are unset', () => {
+    assert.equal(parseMidgardDate('2026-11-24 13:00:00+0000'), Date.parse('2026-11-24T13:00:00Z'));
+    assert.equal(parseMidgardDate('2026-11-24 15:00:00+0200'), Date.parse('2026-11-24T13:00:00Z'));
+    assert.equal(parseMidgardDate('0000-00-00 00:00:00+0000'), undefined);
+    assert.equal(parseMidgardDate(''), undefined);
+  });
+
+  it('approval: approved set and not older than revised; an edit after approval unapproves', async () => {
+    const text = await fixture('article-hello.xml');
+    const main = (t: string) => parseMidgardXml(t).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
+    assert.equal(isApproved(main(text)), false, 'never approved');
+    assert.equal(isApproved(main(articleVersion(text, { approved: '2026-11-24 12:00:00+0000' }))), true, 'approved at revision time');
+    assert.equal(isApproved(main(articleVersion(text, { approved: '2026-11-24 13:00:00+0000' }))), true);
+    assert.equal(isApproved(main(articleVersion(text, { approved: '2026-11-24 13:00:00+0000', revised: '2026-11-24 14:00:00+0000' }))), false, 'edited after approval');
+    assert.equal(isDeleted(main(articleVersion(text, { action: 'deleted' }))), true);
+    assert.equal(isDeleted(main(articleVersion(text, { deleted: true }))), true);
+  });
+
+  it('an Atom entry carries the document inline and reads back identical', async () => {
+    const doc = parseMidgardXml(await fixture('article-hello.xml'));
+    const entry = buildMidgardEntry(doc, { categories: ['/site/news/hello-world'] });
+    const text = entry.toString();
+    const back = parseMidgardEntry(parse(text) as Element);
+    assert.equal(serializeMidgard(back.root), serializeMidgard(doc.root));
+    const reparsed = parse(text) as Element;
+    assert.equal(reparsed.getChildText('id'), `urn:hermod:midgard:${ARTICLE}`);
+    assert.equal(reparsed.getChildText('title'), 'Hello, world & all federated sites');
+    assert.equal(reparsed.getChildText('updated'), '2026-11-24T12:00:00.000Z');
+    assert.deepEqual(reparsed.getChildren('category').map((c) => c.attrs.term), ['midgard_article', '/site/news/hello-world']);
+    assert.equal(reparsed.getChild('content')?.attrs.type, 'application/xml');
+  });
+});
+
+describe('node mapping and topic paths', () => {
+  it('builds paths from the topic tree (export file and notifications) and maps nodes', async () => {
+    const index = new TopicIndex();
+    assert.equal(index.loadExport(await fixture('topics-export.xml')), 3);
+    const article = parseMidgardXml(await fixture('article-hello.xml')).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
+    assert.equal(objectPath(article, index), '/site/news/hello-world');
+    const mapping = { ...DEFAULT_MAPPING, paths: [{ node: '/site/news', regexp: /^\/site\/news\// }] };
+    assert.deepEqual(nodesFor(article, mapping, index), ['/midgard_article/all', '/site/news']);
+    const meetup = parseMidgardXml(await fixture('article-meetup.xml')).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
+    assert.deepEqual(nodesFor(meetup, mapping, index), ['/midgard_article/all'], 'an article under /site/events is not on the news path node');
+    const legacy = parseMidgardXml(await fixture('article-sitegroup.xml')).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
+    assert.deepEqual(nodesFor(legacy, mapping, index), ['/midgard_article/all', '/midgard_article/approved', '/sitegroup/intranet/midgard_article/all']);
+    const unknownTopic = new TopicIndex();
+    assert.equal(objectPath(article, unknownTopic), undefined, 'no path while the topic is unknown');
+  });
+
+  it('config: defaults, and errors naming the key', () => {
+    const errors: string[] = [];
+    const c = readMidgardConfig({}, '/etc/hermod', errors);
+    assert.equal(errors.length, 0, errors.join("\n"));
+    assert.equal(c?.bus, 'system');
+    assert.equal(c?.inbound, '/etc/hermod/midgard-inbound');
+    assert.deepEqual(c?.follow, ['^/(?!tags/)[^/]+/all$']);
+    readMidgardConfig({ bus: 'tcp', nodes: { paths: [{ node: 'x', regexp: '(' }], approved: 'nope' }, access: { '*': { access_model: 'closed', whitelist: ['not a jid/'] } }, partnerJid: { parameter: 'jid' }, wat: 1 }, '/', errors);
+    const base = { component: { jid: 'pubsub.a.test', secret: 's', server: 'xmpp://127.0.0.1:5347' } };
+    assert.throws(() => validateConfig({ ...base, midgard: { discoveryIntervalSeconds: -1 } }, '/'), /midgard\.discoveryIntervalSeconds: must be a positive number, got -1/);
+    assert.ok(validateConfig({ ...base, midgard: { bus: 'session' } }, '/').midgard);
+    for (const expected of [
+      'midgard.wat: unknown key',
+      'midgard.bus: must be "system", "session", "none" or a D-Bus address',
+      'midgard.nodes.approved: must be false or a node template',
+      'midgard.nodes.paths[0].node: must be a node id starting with "/", got "x"',
+      'midgard.nodes.paths[0].regexp: not a valid regular expression',
+      'midgard.access["*"].access_model: must be "whitelist" or "open", got "closed"',
+      'midgard.access["*"].whitelist[0]: must be a bare JID',
+      'midgard.partnerJid.parameter: must be "domain/name"',
+    ]) assert.ok(errors.some((e) => e.startsWith(expected)), `missing: ${expected}\n${errors.join('\n')}`);
+  });
+
+  it('D-Bus object paths: mgdschema and replication areas', () => {
+    assert.deepEqual(parseNotifierPath('/org/midgardproject/mgdschema/midgard_article/update'), { area: 'mgdschema', className: 'midgard_article', action: 'update' });
+    assert.deepEqual(parseNotifierPath('/org/midgardproject/replication/midgard_article/import'), { area: 'replication', className: 'midgard_article', action: 'import' });
+    assert.match(parseNotifierPath('/org/other/x') as string, /is not \/org\/midgardproject/);
+  });
+});
+
+describe('publisher, sink and spool source', () => {
+  let dir: string;
+  let service: PubsubService;
+  let state: ReplicationState;
+  let publisher: MidgardPublisher;
+  const partners: string[] = [];
+  const ACTOR = 'pubsub.a.test';
+  const items = async (node: string): Promise<string[]> => {
+    try {
+      return (await service.getItems(ACTOR, node)).map((i) => i.id);
+    } catch {
+      return [];
+    }
+  };
+  const payloadOf = async (node: string, id: string): Promise<Element> => parse((await service.getItems(ACTOR, node, { ids: [id] } as never))[0]?.payload ?? '') as Element;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-midgard-unit-'));
+    service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
+    await service.start();
+    state = new ReplicationState(path.join(dir, 'state'));
+    await state.open();
+    const index = new TopicIndex();
+    publisher = new MidgardPublisher({
+      service,
+      actor: ACTOR,
+      state,
+      mapping: { ...DEFAULT_MAPPING, paths: [{ node: '/site/news', regexp: /^\/site\/news\// }] },
+      access: () => ({ accessModel: 'whitelist', whitelist: ['pubsub.b.test'] }),
+      index,
+      partnerJid: { property: 'jid', parameter: { domain: 'org.openpsa.contacts', name: 'jid' } },
+      log: silentLogger,
+      onPartner: (jid) => partners.push(jid),
+    });
+    for (const t of ['topic-site.xml', 'topic-news.xml', 'topic-events.xml']) await publisher.handle(await fixture(t), { source: 'dbus', area: 'mgdschema', action: 'create' });
+  });
+
+  after(async () => {
+    await state?.close();
+    await service?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('create, update, approve, edit after approval, child change and delete reach the right nodes', async () => {
+    const text = await fixture('article-hello.xml');
+    await publisher.handle(text, { source: 'dbus', area: 'mgdschema', action: 'create' });
+    assert.deepEqual(await items('/midgard_article/all'), [ARTICLE]);
+    assert.deepEqual(await items('/site/news'), [ARTICLE]);
+    assert.deepEqual(await items('/midgard_article/approved'), []);
+    assert.deepEqual((await service.getAffiliations(ACTOR, '/midgard_article/all')).get('pubsub.b.test'), 'member', 'access settings applied on creation');
+
+    const approved = articleVersion(text, { action: 'updated', revised: '2026-11-24 13:00:00+0000', approved: '2026-11-24 13:00:00+0000' });
+    await publisher.handle(approved, { source: 'dbus', area: 'mgdschema', action: 'approve' });
+    assert.deepEqual(await items('/midgard_article/approved'), [ARTICLE]);
+
+    const edited = articleVersion(approved, { revised: '2026-11-24 14:00:00+0000', title: 'Edited' });
+    await publisher.handle(edited, { source: 'dbus', area: 'mgdschema', action: 'update' });
+    assert.deepEqual(await items('/midgard_article/approved'), [], 'edited after approval: retracted from approved');
+
+    // A parameter alone (its own signal) re-publishes the parent with the parameter merged in.
+    const param = `<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_parameter guid="cb7324fbcace20882b6e872fca290d65" action="updated"><domain>net.nehmer.blog</domain><name>categories</name><value>|xmpp|</value><parentguid>${ARTICLE}</parentguid><metadata><revised>2026-11-24 15:00:00+0000</revised></metadata></midgard_parameter></midgard_object>`;
+    await publisher.handle(param, { source: 'dbus', area: 'mgdschema', action: 'update' });
+    const doc = parseMidgardEntry((await payloadOf('/midgard_article/all', ARTICLE)) as Element);
+    assert.equal(doc.main?.fields.title, 'Edited');
+    assert.deepEqual(doc.parameters.map((p) => p.fields.value), ['default', '|xmpp|']);
+    assert.equal(doc.attachments.length, 1);
+    assert.equal(doc.blobs.size, 1, 'the blob stays with its attachment');
+
+    const published = publisher.published;
+    await publisher.handle(param, { source: 'spool' });
+    assert.equal(publisher.published, published, 'the same document again publishes nothing');
+
+    await publisher.handle(articleVersion(edited, { action: 'deleted', revised: '2026-11-24 16:00:00+0000', deleted: true }), { source: 'dbus', area: 'mgdschema', action: 'delete' });
+    assert.deepEqual(await items('/midgard_article/all'), []);
+    assert.deepEqual(await items('/site/news'), []);
+  });
+
+  it('partners come from midgard_person objects carrying a JID parameter', async () => {
+    await publisher.handle(await fixture('person-alice.xml'), { source: 'dbus', area: 'mgdschema', action: 'create' });
+    assert.deepEqual(partners, ['alice@alpha.test']);
+  });
+
+  it('the sink writes validated leaves atomically in arrival order and skips stale versions; the import echo is not published', async () => {
+    const inbound = path.join(dir, 'inbound');
+    const written: string[] = [];
+    const sink = new MidgardSpoolSink({ dir: inbound, state, log: silentLogger, onWritten: (f) => written.push(f) });
+    await sink.start();
+    const meetupText = await fixture('article-meetup.xml');
+    const leaf = (text: string, id = '3aed637e8a34b41530207f196c092800'): Element => new Element('item', { id }).cnode(buildMidgardEntry(parseMidgardXml(text))).up();
+    assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(meetupText)), true);
+    assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/approved', leaf(meetupText)), false, 'equal revised: skipped');
+    assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(meetupText, ARTICLE)), false, 'item id must be the GUID');
+    const newer = meetupText.replace('<revised>2026-11-24 14:00:00+0000</revised>', '<revised>2026-11-24 15:00:00+0000</revised>');
+    assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(newer)), true);
+    assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(meetupText)), false, 'older: skipped');
+    const files = (await readdir(inbound)).sort();
+    assert.deepEqual(files, ['000000000001-3aed637e8a34b41530207f196c092800.xml', '000000000002-3aed637e8a34b41530207f196c092800.xml']);
+    assert.equal(written.length, 2);
+    assert.equal(await readFile(path.join(inbound, files[1] as string), 'utf8'), serializeMidgard(parseMidgardXml(newer).root));
+
+    // Midgard's importer re-emits the object: on the replication path, or as an update with the delivered revised.
+    const before = publisher.published;
+    await publisher.handle(newer, { source: 'dbus', area: 'replication', action: 'import' });
+    await publisher.handle(newer, { source: 'dbus', area: 'mgdschema', action: 'update' });
+    assert.equal(publisher.published, before, 'echo suppressed');
+    await publisher.handle(newer.replace('<revised>2026-11-24 15:00:00+0000</revised>', '<revised>2026-11-24 16:00:00+0000</revised>'), { source: 'dbus', area: 'mgdschema', action: 'update' });
+    assert.equal(publisher.published, before + 1, 'a local edit after the import is published');
+  });
+
+  it('the spool source processes files in order, survives a restart mid-directory, moves bad files to failed/ with the reason', async () => {
+    const spool = path.join(dir, 'spool');
+    const seen: string[] = [];
+    let release: (() => void) | undefined;
+    const blocked = new Promise<void>((r) => (release = r));
+    let reachedD: (() => void) | undefined;
+    const atD = new Promise<void>((r) => (reachedD = r));
+    const make = (handle: (text: string, file: string) => Promise<void>): MidgardSpoolSource =>
+      new MidgardSpoolSource({ dir: spool, log: silentLogger, pollMs: 50, isPermanent: (err) => err instanceof MidgardFormatError, handle });
+    const { mkdir, utimes } = await import('node:fs/promises');
+    await mkdir(spool, { recursive: true });
+    const names = ['a.xml', 'b.xml', 'c.xml', 'd.xml'];
+    for (const [i, name] of names.entries()) {
+      await writeFile(path.join(spool, name), name === 'c.xml' ? '<broken' : `<x n="${name}"/>`);
+      await utimes(path.join(spool, name), 1_700_000_000 + i, 1_700_000_000 + i);
+    }
+    const first = make(async (text, file) => {
+      if (text === '<broken') throw new MidgardFormatError('not well-formed XML: Incomplete document');
+      if (file === 'd.xml') {
+        reachedD?.();
+        await blocked; // Hermod stops while d.xml is under way: it must be handed over again
+        throw new Error('store closed');
+      }
+      seen.push(file);
+    });
+    await first.start();
+    await atD;
+    const stopping = first.stop();
+    release?.();
+    await stopping;
+    assert.deepEqual(seen, ['a.xml', 'b.xml']);
+    assert.deepEqual((await readdir(spool)).filter((n) => n.endsWith('.xml')), ['d.xml'], 'd.xml is still waiting');
+    const second = make(async (text, file) => {
+      if (text === '<broken') throw new MidgardFormatError('not well-formed XML: Incomplete document');
+      seen.push(file);
+    });
+    await second.start();
+    for (let i = 0; i < 200 && (await readdir(path.join(spool, 'done'))).length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    await second.stop();
+    assert.deepEqual(seen, ['a.xml', 'b.xml', 'd.xml'], 'each good file once, in order');
+    assert.deepEqual((await readdir(path.join(spool, 'done'))).sort(), ['a.xml', 'b.xml', 'd.xml']);
+    assert.deepEqual((await readdir(path.join(spool, 'failed'))).sort(), ['c.xml', 'c.xml.reason']);
+    assert.match(await readFile(path.join(spool, 'failed', 'c.xml.reason'), 'utf8'), /not well-formed/);
+  });
+});
