@@ -35,9 +35,9 @@ export interface AjatusReplicationOptions {
 }
 
 /** Partners' leaves into the content database (revisions kept), retractions as guarded deletions. */
-export function couchPartnerSink(sink: CouchSink, profile: Profile, log: Logger): PartnerSink {
+export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger): PartnerSink {
   return {
-    async writeItem(service, node, item) {
+    async writeItem(service, node, item, partner) {
       const payload = item.getChildElements()[0];
       if (!payload) return false;
       let docs: CouchDoc[];
@@ -51,12 +51,12 @@ export function couchPartnerSink(sink: CouchSink, profile: Profile, log: Logger)
         log.warn('leaf skipped: item id differs from document id', { service, node, item: item.attrs.id, doc: docs[0]?._id });
         return false;
       }
-      await sink.write(docs);
+      await sinkFor(partner).write(docs);
       return true;
     },
-    async retract(_service, _node, itemId, followed) {
+    async retract(_service, _node, itemId, followed, partner) {
       // Kept when the document's tags put it on another followed node of that service.
-      await sink.remove(itemId, (doc) => tagsOf(doc, profile).some((tag) => followed(tagNode(tag))));
+      await sinkFor(partner).remove(itemId, (doc) => tagsOf(doc, profile).some((tag) => followed(tagNode(tag))));
     },
   };
 }
@@ -73,6 +73,7 @@ export class AjatusReplication {
     const profile = PROFILES[o.config.profile];
     if (!profile) throw new Error(`ajatus.profile: unknown profile '${o.config.profile}' (known: ${Object.keys(PROFILES).join(', ')})`);
     const log = o.log.child({ component: 'ajatus' });
+    this.log = log;
     this.content = nano(o.couchUrl).use(o.config.contentDb);
     this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
     this.sink = new CouchSink(this.content, this.state, log);
@@ -80,7 +81,7 @@ export class AjatusReplication {
       iq: o.iq,
       self: o.componentJid,
       settings: o.settings,
-      sink: couchPartnerSink(this.sink, profile, log),
+      sink: couchPartnerSink((partner) => this.sinkFor(partner), profile, log),
       log,
       intervalMs: o.config.discoveryIntervalSeconds * 1000,
       offers: (node) => node.startsWith(TAG_PREFIX),
@@ -130,6 +131,20 @@ export class AjatusReplication {
   }
 
   private readonly contactScan: () => Promise<void>;
+  private readonly targetSinks = new Map<string, CouchSink>();
+  private readonly log: Logger;
+
+  /** The sink for a partner: its `targetDb` from hermod:partner:<jid>, else the content database. */
+  private sinkFor(partner: string | undefined): CouchSink {
+    const target = partner === undefined ? undefined : this.o.settings.partner(partner).targetDb;
+    if (!target || target === this.o.config.contentDb) return this.sink;
+    let sink = this.targetSinks.get(target);
+    if (!sink) {
+      sink = new CouchSink(nano(this.o.couchUrl).use(target), this.state, this.log);
+      this.targetSinks.set(target, sink);
+    }
+    return sink;
+  }
   private progress: Progress | undefined;
 
   /** Opens state, applies tag settings, starts the source; partners start once online. */

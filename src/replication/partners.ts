@@ -29,9 +29,9 @@ export interface HistoryPositions {
 /** The local side of replication: writes what partners publish. */
 export interface PartnerSink {
   /** Writes one item (leaf) of a followed node; false when it was skipped (logged by the sink). */
-  writeItem(service: string, node: string, item: Element): Promise<boolean>;
+  writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean>;
   /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
-  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean): Promise<void>;
+  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void>;
 }
 
 /** Where per-partner settings come from (ajatus_db documents, or the config file for Midgard). */
@@ -73,6 +73,8 @@ export class PartnerManager {
   /** History queries under way: queryid -> the event messages received for it. */
   private readonly queries = new Map<string, { service: string; messages: Element[] }>();
   private queryCounter = 0;
+  /** Which partner (contact JID) each discovered service belongs to. */
+  private readonly partnerOf = new Map<string, string>();
 
   constructor(private readonly o: PartnerManagerOptions) {}
 
@@ -180,6 +182,7 @@ export class PartnerManager {
   private async discover(partner: string): Promise<void> {
     const follow = this.o.settings.partner(partner).follow;
     const services = follow === 'none' ? [] : await this.services(partner);
+    for (const service of services) this.partnerOf.set(service, partner);
     if (services.length === 0 && follow !== 'none') this.o.log.debug('no Hermod service found for partner', { partner });
     for (const service of services) {
       const offered = (await this.nodes(service)).filter((n) => this.o.offers(n));
@@ -251,7 +254,7 @@ export class PartnerManager {
       const res = await this.o.iq.request(service, 'get', request);
       const pubsub = res.getChild('pubsub', NS.PUBSUB);
       const got = pubsub?.getChild('items')?.getChildren('item') ?? [];
-      for (const item of got) if (await this.o.sink.writeItem(service, node, item)) count++;
+      for (const item of got) if (await this.o.sink.writeItem(service, node, item, this.partnerOf.get(service))) count++;
       const last = pubsub?.getChild('set', RSM)?.getChildText('last');
       if (!last || got.length === 0) break;
       after = last;
@@ -311,14 +314,14 @@ export class PartnerManager {
     if (!items) return;
     for (const item of items.getChildren('item')) {
       try {
-        await this.o.sink.writeItem(from, node, item);
+        await this.o.sink.writeItem(from, node, item, this.partnerOf.get(from));
       } catch (err) {
         this.o.log.error('writing a replicated document failed', { from, node, item: item.attrs.id, reason: String(err) });
       }
     }
     for (const retract of items.getChildren('retract')) {
       try {
-        await this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)));
+        await this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)), this.partnerOf.get(from));
       } catch (err) {
         this.o.log.error('deleting a retracted document failed', { from, node, item: retract.attrs.id, reason: String(err) });
       }

@@ -3,7 +3,7 @@
 // nodes to follow. Documents (all optional except credentials when the config file has none):
 //   hermod:credentials       {"component": {"jid", "secret", "server"}}
 //   hermod:tag:<tag>         {"access_model": "whitelist"|"open", "whitelist": ["jid", …], "title"?}
-//   hermod:partner:<jid>     {"follow": "all"|"none"|["/tags/x", …], "codec"?: "json"|"xml"}
+//   hermod:partner:<jid>     {"follow": "all"|"none"|["/tags/x", …], "targetDb"?: "db name"}
 // Changes are picked up from the database's _changes feed without restart. A malformed settings
 // document is logged (with the field) and ignored, never fatal. Secrets are never logged.
 
@@ -20,6 +20,8 @@ export interface TagSettings {
 
 export interface PartnerSettings {
   follow: 'all' | 'none' | string[];
+  /** Local database the partner's documents are written to (default: the content database). */
+  targetDb?: string;
 }
 
 export interface Credentials {
@@ -48,10 +50,17 @@ export function parseTagSettings(doc: Doc): TagSettings {
   return { accessModel: access, whitelist, ...(typeof doc.title === 'string' ? { title: doc.title } : {}) };
 }
 
+const DB_NAME = /^[a-z][a-z0-9_$()+/-]*$/;
+
 export function parsePartnerSettings(doc: Doc): PartnerSettings {
   const follow = doc.follow ?? 'all';
-  if (follow === 'all' || follow === 'none') return { follow };
-  if (Array.isArray(follow) && follow.every((n) => typeof n === 'string')) return { follow: follow as string[] };
+  const targetDb = doc.targetDb;
+  if (targetDb !== undefined && (typeof targetDb !== 'string' || !DB_NAME.test(targetDb))) {
+    throw new SettingsError(`${doc._id}: targetDb must be a CouchDB database name (lower case, starting with a letter), got ${JSON.stringify(targetDb)}`);
+  }
+  const target = targetDb === undefined ? {} : { targetDb: targetDb as string };
+  if (follow === 'all' || follow === 'none') return { follow, ...target };
+  if (Array.isArray(follow) && follow.every((n) => typeof n === 'string')) return { follow: follow as string[], ...target };
   throw new SettingsError(`${doc._id}: follow must be "all", "none" or an array of node ids`);
 }
 

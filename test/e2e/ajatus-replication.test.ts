@@ -251,6 +251,31 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     assert.deepEqual(published.map((l) => l.doc).sort(), [...ids].sort(), 'each document published exactly once');
   });
 
+  it('a tag removed at A retracts the item from that node; B keeps the document while another followed tag has it', async () => {
+    const rev1 = await put(couchA, CONTENT, note('moving', 'In two tags', ['shared', 'extra']));
+    await eventually(async () => (await get(couchB, 'moving'))?._rev === rev1, 'moving at B');
+    const rev2 = await put(couchA, CONTENT, { ...note('moving', 'Only shared now', ['shared']), _rev: rev1 });
+    await hermodB.waitForLog((l) => l.msg === 'document written' && l.doc === 'moving' && JSON.stringify(l.revs).includes(rev2), 'rev 2 written at B');
+    await put(couchA, CONTENT, note('fence-2', 'Fence', ['extra']));
+    await eventually(() => get(couchB, 'fence-2'), 'fence-2 at B (after the retraction from /tags/extra)');
+    assert.equal((await get(couchB, 'moving'))?._rev, rev2, 'kept: /tags/shared still carries it');
+    await put(couchA, CONTENT, { ...note('moving', 'No replicated tag', ['private']), _rev: rev2 });
+    await eventually(async () => (await get(couchB, 'moving')) === undefined, 'deleted at B once no followed node carries it');
+  });
+
+  it('hermod:partner:<jid> targetDb puts that partner\'s documents into another local database', async () => {
+    await couchB.createDbs('from_alpha');
+    await put(couchB, APP, { _id: 'hermod:partner:alice@alpha.test', follow: 'all', targetDb: 'from_alpha' });
+    await hermodB.waitForLog((l) => l.msg === 'partner found' || l.msg === 'subscribed to partner node', 'B running');
+    await eventually(async () => {
+      await put(couchA, CONTENT, note(`routed-${Date.now()}`, 'To the target db', ['shared']));
+      const { json } = await couch(couchB, 'GET', 'from_alpha/_all_docs');
+      return (json.rows as Array<{ id: string }>).some((r) => r.id.startsWith('routed-'));
+    }, 'a document in from_alpha', 30_000);
+    const inContent = await couch(couchB, 'GET', `${CONTENT}/_all_docs?startkey="routed-"&endkey="routed-\ufff0"`);
+    assert.deepEqual(inContent.json.rows, [], 'not written to the content database');
+  });
+
   it('the component secret read from ajatus_db never appears in the logs', async () => {
     const text = JSON.stringify([...(await hermodA.log()), ...(await hermodB.log())]);
     assert.ok(text.length > 1000, 'there are logs to look at');
