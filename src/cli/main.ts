@@ -11,7 +11,7 @@ export const HELP = `hermod ${VERSION} — XMPP publish/subscribe replication se
 
 Usage:
   hermod start --config FILE [--log-level LEVEL]   run the service
-  hermod demo                                      run a local demo: Prosody + Hermod + two clients
+  hermod demo                                      run a local demo: two sites replicating Ajatus notes over XMPP
   hermod check --config FILE                       validate the config, open the store, try the
                                                    component handshake; exit 1 naming what fails
   hermod status --config FILE [--json]             ask the running instance (unix socket
@@ -38,9 +38,17 @@ Config file (JSON; relative paths are resolved against the file's folder):
     "component": {
       "jid": "pubsub.example.org",        the component's domain JID (required)
       "secret": "…",                      the shared secret the server has for it (required)
-      "server": "xmpp://127.0.0.1:5347"   the server's component port (required)
-    },
-    "dataDir": "./data",                  where the embedded store lives (required)
+      "server": "xmpp://127.0.0.1:5347"   the server's component port
+    },                                    (required unless appDb holds hermod:credentials)
+    "dataDir": "./data",                  store, replication state, quarantine (default ./data)
+    "appDb": { "url": "http://127.0.0.1:5984", "db": "ajatus_db" }
+                                          Ajatus replication: settings, whitelists and
+                                          credentials live in this database (README)
+    "ajatus": { "contentDb": "ajatus_db_content", "profile": "ajatus" | "plain",
+                "codec": "json" | "xml", "discoveryIntervalSeconds": 300,
+                "inlineAttachmentMax": 131072 }
+    "midgard": { … }                      Midgard replication: bus, spools, node mapping,
+                                          access, partners (README, "Midgard replication")
     "pubsub": {
       "admins": ["admin@example.org"],    bare JIDs with owner rights on every node
       "creatorDomains": ["example.org"],  whose users may create nodes
