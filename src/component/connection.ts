@@ -96,23 +96,14 @@ export class ComponentConnection {
     });
     entity.on('disconnect', () => this.onDisconnect(entity));
 
-    const timeout = this.options.attemptTimeoutMs ?? 10_000;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        entity.start(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no handshake within ${timeout} ms`)), timeout);
-        }),
-      ]);
-      clearTimeout(timer);
+      await startWithin(entity, this.options.attemptTimeoutMs ?? 10_000);
       if (this.stopping || this.entity !== entity) return;
       this.delay = this.initialDelay;
       this.setState('online');
       if (entity.socket) this.outbox.attach(entity.socket);
       this.resolveFirstOnline();
     } catch (err) {
-      clearTimeout(timer);
       if (this.entity !== entity) return;
       const reason = handshakeError ?? (err instanceof Error ? err.message : String(err));
       (handshakeError ? log.error : log.warn)('component connection failed', { server, reason, retryInMs: this.delay });
@@ -181,23 +172,30 @@ export async function checkHandshake(options: { jid: string; secret: string; ser
     if (err.condition === 'not-authorized') handshakeError = 'the server refused the component secret (not-authorized)';
     else if (err.condition) handshakeError ??= `the server closed the stream: ${err.condition}`;
   });
-  const timeout = options.timeoutMs ?? 10_000;
+  try {
+    await startWithin(entity, options.timeoutMs ?? 10_000);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(handshakeError ?? (e.code ? `cannot connect: ${e.code}` : e.message));
+  } finally {
+    entity.removeAllListeners();
+    entity.on('error', () => {});
+    await entity.stop().catch(() => {});
+    entity.socket?.destroy();
+  }
+}
+
+/** Connects, opens the stream and waits for the handshake, failing after `timeoutMs`. */
+async function startWithin(entity: Component, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
       entity.start(),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no handshake within ${timeout} ms`)), timeout);
+        timer = setTimeout(() => reject(new Error(`no handshake within ${timeoutMs} ms`)), timeoutMs);
       }),
     ]);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(handshakeError ?? (e.code ? `cannot connect: ${e.code}` : e.message));
   } finally {
     clearTimeout(timer);
-    entity.removeAllListeners();
-    entity.on('error', () => {});
-    await entity.stop().catch(() => {});
-    entity.socket?.destroy();
   }
 }
