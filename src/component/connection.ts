@@ -101,6 +101,8 @@ export class ComponentConnection {
       if (this.stopping || this.entity !== entity) return;
       this.delay = this.initialDelay;
       this.setState('online');
+      // Stanzas are written whole (the outbox batches fan-out itself): no Nagle delay on replies.
+      entity.socket?.setNoDelay(true);
       if (entity.socket) this.outbox.attach(entity.socket);
       this.resolveFirstOnline();
     } catch (err) {

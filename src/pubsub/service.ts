@@ -133,17 +133,30 @@ export class PubsubService {
 
   // ---- state and permissions -------------------------------------------------------------
 
+  /** Loads under way, shared: concurrent cache misses must end with one state object per node. */
+  private readonly loading = new Map<string, Promise<NodeState | undefined>>();
+
   private async load(nodeId: string): Promise<NodeState | undefined> {
     const cached = this.cache.get(nodeId);
     if (cached) return cached;
-    const stored = await this.store.getNode(nodeId);
-    if (!stored) return undefined;
-    // Records written before a configuration field existed get its default.
-    const record: NodeRecord = { ...stored, config: { ...DEFAULT_NODE_CONFIG, ...stored.config } };
-    const [affiliations, subscriptions] = await Promise.all([this.store.getAffiliations(nodeId), this.store.getSubscriptions(nodeId)]);
-    const state: NodeState = { record, affiliations, subscriptions };
-    this.cache.set(nodeId, state);
-    return state;
+    let pending = this.loading.get(nodeId);
+    if (!pending) {
+      pending = (async () => {
+        const stored = await this.store.getNode(nodeId);
+        if (!stored) return undefined;
+        // Records written before a configuration field existed get its default.
+        const record: NodeRecord = { ...stored, config: { ...DEFAULT_NODE_CONFIG, ...stored.config } };
+        const [affiliations, subscriptions] = await Promise.all([this.store.getAffiliations(nodeId), this.store.getSubscriptions(nodeId)]);
+        // A change made while loading (through a state created meanwhile) wins over what was read.
+        const current = this.cache.get(nodeId);
+        if (current) return current;
+        const state: NodeState = { record, affiliations, subscriptions };
+        this.cache.set(nodeId, state);
+        return state;
+      })().finally(() => this.loading.delete(nodeId));
+      this.loading.set(nodeId, pending);
+    }
+    return pending;
   }
 
   private async node(nodeId: string | undefined): Promise<NodeState> {

@@ -7,6 +7,10 @@ import { PubsubError } from '../../src/pubsub/errors.ts';
 import { PAGE_LIMIT, PubsubService } from '../../src/pubsub/service.ts';
 import type { Timers } from '../../src/pubsub/expiry.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { LevelStore } from '../../src/store/level.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 
 const OWNER = 'owner@a.test/desk';
@@ -587,5 +591,24 @@ describe('node archive (MAM)', () => {
     await rejects(svc.queryArchive(BOB, 'n', {}), 'closed-node');
     await svc.create(OWNER, 't', { persistItems: false, deliverPayloads: false });
     await rejects(svc.queryArchive(OWNER, 't', {}), 'persistent-items-unsupported');
+  });
+});
+
+describe('concurrency', () => {
+  it('concurrent subscribes to a node not yet in the cache all take effect (one shared load)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'hermod-cold-'));
+    const store = new LevelStore(path.join(dir, 'db')); // real I/O: loads interleave with changes
+    await store.open();
+    const notified: string[] = [];
+    const make = (): PubsubService =>
+      new PubsubService({ store, mayCreateNodes: () => true, notifier: (event, recipients) => void (event.kind === 'items' && notified.push(...recipients.map((r) => r.jid))) });
+    await make().create(OWNER, 'cold');
+    const fresh = make(); // empty cache, same store
+    const jids = Array.from({ length: 10 }, (_, i) => `user${i}@b.test/r`);
+    await Promise.all(jids.map((jid) => fresh.subscribe(jid, 'cold', jid)));
+    await fresh.publish(OWNER, 'cold', payload('x'));
+    assert.deepEqual(notified.sort(), [...jids].sort());
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 });
