@@ -19,16 +19,8 @@ const APP = 'ajatus_db';
 
 type Doc = Record<string, unknown> & { _id: string; _rev?: string };
 
-async function couch(server: CouchServer, method: string, p: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(`${server.url}/${p}`, { method, headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
-
-async function put(server: CouchServer, db: string, doc: Doc): Promise<string> {
-  const { status, json } = await couch(server, 'PUT', `${db}/${encodeURIComponent(doc._id)}`, doc);
-  if (status >= 300) throw new Error(`PUT ${doc._id}: ${JSON.stringify(json)}`);
-  return json.rev as string;
-}
+const couch = (server: CouchServer, method: string, p: string, body?: unknown): ReturnType<CouchServer['request']> => server.request(method, p, body);
+const put = (server: CouchServer, db: string, doc: Doc): Promise<string> => server.put(db, doc);
 
 const note = (id: string, title: string, tags: string[], rev?: string): Doc => ({
   _id: id,

@@ -24,6 +24,10 @@ export interface CouchServer {
   restart(): Promise<void>;
   /** Creates databases (ignores ones that exist). */
   createDbs(...names: string[]): Promise<void>;
+  /** One JSON request to the server (`path` without the leading slash). */
+  request(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }>;
+  /** PUTs a document; throws with CouchDB's answer unless it was stored. Returns the new _rev. */
+  put(db: string, doc: Record<string, unknown> & { _id: string }): Promise<string>;
   /** Stops and removes the data. */
   destroy(): Promise<void>;
 }
@@ -92,6 +96,15 @@ export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
         const res = await fetch(`${url}/${encodeURIComponent(name)}`, { method: 'PUT' });
         if (!res.ok && res.status !== 412) throw new Error(`creating ${name}: HTTP ${res.status}`);
       }
+    },
+    async request(method, p, body) {
+      const res = await fetch(`${url}/${p}`, { method, headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    },
+    async put(db, doc) {
+      const { status, json } = await server.request('PUT', `${db}/${encodeURIComponent(doc._id)}`, doc);
+      if (status >= 300) throw new Error(`PUT ${db}/${doc._id}: HTTP ${status} ${JSON.stringify(json)}`);
+      return json.rev as string;
     },
     async destroy() {
       await server.stop();

@@ -26,10 +26,7 @@ interface Site {
   hermod?: HermodProcess;
 }
 
-async function req(couch: CouchServer, method: string, p: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(`${couch.url}/${p}`, { method, headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
+const req = (couch: CouchServer, method: string, p: string, body?: unknown): ReturnType<CouchServer['request']> => couch.request(method, p, body);
 
 /** A deterministic pseudo-random sequence, so a failure can be replayed. */
 function rng(seed: number): () => number {

@@ -17,23 +17,12 @@ import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 const SLIX = fileURLToPath(new URL('./clients/slixmpp_subscriber.py', import.meta.url));
 type Doc = Record<string, unknown> & { _id: string; _rev?: string };
 
-async function couch(server: CouchServer, method: string, pathname: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(`${server.url}/${pathname}`, {
-    method,
-    headers: { 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
+const couch = (server: CouchServer, method: string, pathname: string, body?: unknown): ReturnType<CouchServer['request']> => server.request(method, pathname, body);
 
 const CONTENT = 'ajatus_db_content';
 const APP = 'ajatus_db';
 
-async function put(server: CouchServer, db: string, doc: Doc): Promise<string> {
-  const { status, json } = await couch(server, 'PUT', `${db}/${encodeURIComponent(doc._id)}`, doc);
-  assert.ok(status < 300, `PUT ${doc._id}: ${JSON.stringify(json)}`);
-  return json.rev as string;
-}
+const put = (server: CouchServer, db: string, doc: Doc): Promise<string> => server.put(db, doc);
 
 async function get(server: CouchServer, id: string, query = ''): Promise<Doc | undefined> {
   const { status, json } = await couch(server, 'GET', `${CONTENT}/${encodeURIComponent(id)}${query}`);
