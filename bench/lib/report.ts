@@ -105,13 +105,10 @@ export class Reporter {
   async write(scenario: string, data: { json: unknown; md?: string; svg?: string | Array<{ name: string; svg: string }> }): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     const json = { scenario, date: this.date, ...this.meta, results: roundAll(data.json, 3) };
-    const files: Array<[string, string]> = [[this.file(scenario, 'json'), `${JSON.stringify(json, null, 2)}\n`]];
-    if (data.md) files.push([this.file(scenario, 'md'), data.md]);
-    if (typeof data.svg === 'string') files.push([this.file(scenario, 'svg'), data.svg]);
-    else if (data.svg) for (const s of data.svg) files.push([this.file(`${scenario}-${s.name}`, 'svg'), s.svg]);
-    for (const [f, text] of files) {
-      await writeFile(f, text);
-      this.written.push(f);
-    }
+    const file = this.file(scenario, 'json');
+    await writeFile(file, `${JSON.stringify(json, null, 2)}\n`);
+    this.written.push(file);
+    await this.writeViews(scenario, data);
   }
+
 }
