@@ -150,8 +150,9 @@ export class AjatusReplication {
   /** Opens state, applies tag settings, starts the source; partners start once online. */
   async start(): Promise<void> {
     await this.state.open();
+    let info: { doc_count?: number; doc_del_count?: number };
     try {
-      await this.content.info();
+      info = (await this.content.info()) as typeof info;
     } catch (err) {
       throw new Error(`content database ${this.o.config.contentDb} is not reachable: ${(err as Error).message}`);
     }
@@ -160,7 +161,6 @@ export class AjatusReplication {
     });
     for (const tag of this.o.settings.configuredTags()) await this.publisher.applyTagSettings(tag, this.o.settings.tag(tag));
     if ((await this.state.checkpoint(`couchdb:${this.o.config.contentDb}`)) === undefined) {
-      const info = (await this.content.info()) as { doc_count?: number; doc_del_count?: number };
       const total = (info.doc_count ?? 0) + (info.doc_del_count ?? 0); // pouchdb-server has no doc_del_count
       if (total > 0) this.progress = new Progress(`first publish of ${this.o.config.contentDb}`, total, this.o.log);
     }
