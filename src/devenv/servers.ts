@@ -16,7 +16,7 @@
 //
 // Needs root (unshare/mount, prosody run_as_root, ejabberdctl switching to the ejabberd user).
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -358,7 +358,15 @@ function prosodyConfig(ctx: Ctx, info: ServerInfo, dir: string, includes: string
   return lines.join('\n') + '\n';
 }
 
+/** Prosody resolves s2s names (our private hosts file) only through libunbound: say so if it is missing. */
+function assertLuaUnbound(): void {
+  const interpreter = /^#!.*\b(lua[0-9.]*)\s*$/m.exec(fs.readFileSync('/usr/bin/prosody', 'utf8').split('\n')[0] ?? '')?.[1] ?? 'lua5.4';
+  const probe = spawnSync(interpreter, ['-e', 'require "lunbound"'], { stdio: 'ignore', timeout: 10_000 });
+  if (probe.status !== 0) throw new Error(`Prosody's ${interpreter} has no lunbound module: install the Debian package lua-unbound (s2s name resolution needs it)`);
+}
+
 async function createProsody(ctx: Ctx, ip: string): Promise<ServerState> {
+  assertLuaUnbound();
   const dir = path.join(ctx.dir, 'prosody');
   await fsp.mkdir(path.join(dir, 'data'), { recursive: true, mode: 0o700 });
   await fsp.chmod(dir, 0o700);
