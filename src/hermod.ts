@@ -11,6 +11,7 @@ import { PubsubService } from './pubsub/service.ts';
 import { AjatusReplication } from './replication/ajatus.ts';
 import { MidgardReplication } from './replication/midgard.ts';
 import { AppSettings } from './replication/settings.ts';
+import { Transforms } from './replication/transforms.ts';
 import { closeStatus, serveStatus, type StatusReport } from './ops/status.ts';
 import { HermodMetrics } from './ops/metrics.ts';
 import { createStore, describeBackend, storeSize } from './store/backends.ts';
@@ -107,11 +108,12 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   await service.start(); // restores item expiry timers
 
   const iq = new IqCaller(component.jid, (stanza) => connection?.send(stanza) ?? false);
+  const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
   const ajatus =
     settings && config.appDb
-      ? new AjatusReplication({ couchUrl: config.appDb.url, config: config.ajatus, settings, service, iq, componentJid: component.jid, dataDir: config.dataDir, log })
+      ? new AjatusReplication({ couchUrl: config.appDb.url, config: config.ajatus, settings, service, iq, componentJid: component.jid, dataDir: config.dataDir, log, transforms })
       : undefined;
-  const midgard = config.midgard ? new MidgardReplication({ config: config.midgard, service, iq, componentJid: component.jid, dataDir: config.dataDir, log }) : undefined;
+  const midgard = config.midgard ? new MidgardReplication({ config: config.midgard, service, iq, componentJid: component.jid, dataDir: config.dataDir, log, transforms }) : undefined;
   const approvals = approvalAnswerHandler(service, log);
   const bounces = new BounceTracker({
     maxBounces: config.pubsub.maxBounces,
@@ -201,11 +203,13 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     await midgard.start();
     void online.then(() => midgard.startPartners());
   }
+  if (ajatus || midgard) transforms.start(); // quarantine retries and stylesheet changes
 
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopped ??= (async () => {
       log.info('shutting down');
+      await transforms.stop();
       await ajatus?.stop();
       await midgard?.stop();
       settings?.stop();

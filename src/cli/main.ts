@@ -17,6 +17,10 @@ Usage:
   hermod status --config FILE [--json]             ask the running instance (unix socket
                                                    DATADIR/hermod.sock): connection, nodes,
                                                    subscriptions, queue depths
+  hermod quarantine list|show ID|retry ID|all|drop ID|all --config FILE [--json]
+                                                   leaves whose transform failed: list them,
+                                                   show one, have the running Hermod try again
+                                                   (with the stylesheet as it is now), drop
   hermod migrate --from level --to couchdb --config FILE
                                                    copy the whole store into an empty one
                                                    (Hermod stopped; also couchdb -> level)
@@ -60,6 +64,9 @@ Config file (JSON; relative paths are resolved against the file's folder):
     "store": { "sync": false },           true: fsync every write (survives power loss)
     "store": { "backend": "couchdb",      or keep state in CouchDB (default "level":
       "couchdb": { "url": "http://127.0.0.1:5984", "db": "hermod" } }   LevelDB in dataDir)
+    "transforms": { "dir": ".", "timeoutMs": 5000, "maxOutput": 8388608 }
+                                          per-subscription XSLT: folder for relative
+                                          stylesheet paths (then the shipped ones), bounds
     "metrics": { "port": 9464 },          Prometheus /metrics on 127.0.0.1:9464 ("host" to change)
     "log": { "level": "info" }
   }
@@ -97,6 +104,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command, ...rest] = positionals;
+  if (command === 'quarantine') return (await import('./quarantine.ts')).quarantine(values.config, rest, values.json ?? false);
   if (rest.length > 0) {
     process.stderr.write(`hermod: unexpected argument '${rest[0]}'\nTry 'hermod --help'.\n`);
     return 2;

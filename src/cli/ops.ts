@@ -16,7 +16,7 @@ import { copyStore } from '../store/migrate.ts';
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 const err = (line: string): void => void process.stderr.write(`${line}\n`);
 
-async function configOrExit(command: string, file: string | undefined): Promise<HermodConfig | number> {
+export async function configOrExit(command: string, file: string | undefined): Promise<HermodConfig | number> {
   if (!file) {
     err(`hermod ${command}: --config FILE is required`);
     return 2;

@@ -41,6 +41,8 @@ export interface HermodConfig {
     maxBounces: number;
   };
   store: StoreConfig;
+  /** Per-subscription XSLT: where stylesheets are looked up, time and output bounds per transform. */
+  transforms: { dir: string; timeoutMs: number; maxOutput: number };
   /** Prometheus metrics over HTTP; absent: off. */
   metrics: { port: number; host: string } | undefined;
   log: { level: LogLevel };
@@ -123,7 +125,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   const errors: string[] = [];
   const r = new Reader(errors);
   if (!isObject(raw)) throw new ConfigError(`the configuration must be a JSON object, got ${show(raw)}`);
-  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus', 'metrics', 'midgard'], '');
+  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus', 'metrics', 'midgard', 'transforms'], '');
   const midgard = readMidgardConfig(raw.midgard, baseDir, errors);
 
   const appDbRaw = r.section(raw, 'appDb', '', false);
@@ -221,6 +223,19 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     if (typeof port === 'number') metrics = { port, host };
   }
 
+  const transformsRaw = r.section(raw, 'transforms', '', false) ?? {};
+  r.unknownKeys(transformsRaw, ['dir', 'timeoutMs', 'maxOutput'], 'transforms.');
+  const bound = (key: string, fallback: number): number => {
+    const v = transformsRaw[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) errors.push(`transforms.${key}: must be a positive whole number, got ${show(v)}`);
+    return typeof v === 'number' ? v : fallback;
+  };
+  const transforms = {
+    dir: path.resolve(baseDir, r.string(transformsRaw, 'dir', 'transforms.', false) ?? '.'),
+    timeoutMs: bound('timeoutMs', 5_000),
+    maxOutput: bound('maxOutput', 8 * 1024 * 1024),
+  };
+
   const log = r.section(raw, 'log', '', false) ?? {};
   r.unknownKeys(log, ['level'], 'log.');
   const level = r.string(log, 'level', 'log.', false) ?? 'info';
@@ -235,6 +250,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     dataDir,
     pubsub: { admins, creatorDomains: creators, name, maxBounces: typeof maxBounces === 'number' ? maxBounces : 3 },
     store: backend === 'couchdb' && couchdb ? { backend, sync, couchdb } : { backend: 'level', sync },
+    transforms,
     metrics,
     log: { level: level as LogLevel },
   };

@@ -5,6 +5,7 @@
 
 import path from 'node:path';
 import { normalizeJid } from '../xmpp/jid.ts';
+import { parseTransform, type TransformSpec } from './transform-spec.ts';
 
 export interface MidgardAccessConfig {
   accessModel: 'whitelist' | 'open';
@@ -30,6 +31,8 @@ export interface MidgardConfig {
   /** Node id (or "*" for every other node) -> access settings. */
   access: Record<string, MidgardAccessConfig>;
   partners: string[];
+  /** Per-partner settings from object entries of `partners`: nodes to follow (instead of `follow`), stylesheets. */
+  partnerSettings: Record<string, { follow?: string[]; transform?: Record<string, TransformSpec> }>;
   /** Partner nodes to follow: regular expressions on node ids. */
   follow: string[];
   partnerJid: { property: string | undefined; parameter: { domain: string; name: string } | undefined };
@@ -133,13 +136,27 @@ export function readMidgardConfig(raw: Json, baseDir: string, errors: string[]):
     }
 
   const partners: string[] = [];
+  const partnerSettings: MidgardConfig['partnerSettings'] = {};
   const partnersRaw = raw.partners ?? [];
-  if (!Array.isArray(partnersRaw)) errors.push(`${P}partners: must be an array of JIDs, got ${show(partnersRaw)}`);
+  if (!Array.isArray(partnersRaw)) errors.push(`${P}partners: must be an array of JIDs or {"jid", "follow", "transform"}, got ${show(partnersRaw)}`);
   else
-    partnersRaw.forEach((j: Json, i) => {
-      const jid = typeof j === 'string' ? normalizeJid(j) : undefined;
-      if (!jid) errors.push(`${P}partners[${i}]: must be a JID, got ${show(j)}`);
-      else partners.push(jid);
+    partnersRaw.forEach((p: Json, i) => {
+      const where = `${P}partners[${i}]`;
+      const entry = isObject(p) ? p : { jid: p };
+      for (const key of Object.keys(entry)) if (!['jid', 'follow', 'transform'].includes(key)) errors.push(`${where}.${key}: unknown key (known: jid, follow, transform)`);
+      const jid = typeof entry.jid === 'string' ? normalizeJid(entry.jid) : undefined;
+      if (!jid) return void errors.push(`${where}${isObject(p) ? '.jid' : ''}: must be a JID, got ${show(entry.jid)}`);
+      partners.push(jid);
+      if (!isObject(p)) return;
+      const follow = entry.follow;
+      if (follow !== undefined && !(Array.isArray(follow) && follow.every((n) => typeof n === 'string' && n.length > 0))) errors.push(`${where}.follow: must be an array of node ids, got ${show(follow)}`);
+      let transform;
+      try {
+        transform = entry.transform === undefined ? undefined : parseTransform(entry.transform, `${where}.transform`);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+      partnerSettings[jid] = { ...(Array.isArray(follow) ? { follow: follow as string[] } : {}), ...(transform ? { transform } : {}) };
     });
 
   const followRaw = raw.follow ?? ['^/(?!tags/)[^/]+/all$']; // every class's /all node, not Ajatus's /tags/all
@@ -175,6 +192,7 @@ export function readMidgardConfig(raw: Json, baseDir: string, errors: string[]):
     nodes,
     access,
     partners,
+    partnerSettings,
     follow,
     partnerJid,
     discoveryIntervalSeconds: typeof interval === 'number' && interval > 0 ? interval : 300,

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import nano, { type DocumentScope } from 'nano';
 import type { IqCaller } from '../component/iq-caller.ts';
-import { CODECS, parseEntry, type CouchDoc } from '../codecs/couch-doc.ts';
+import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '../codecs/couch-doc.ts';
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { PubsubService } from '../pubsub/service.ts';
@@ -20,8 +20,10 @@ import { HttpUploader } from './http-upload.ts';
 import { PartnerManager, type PartnerSink } from './partners.ts';
 import { Progress } from './progress.ts';
 import { PROFILES, stringAt, tagsOf, type Profile } from './profile.ts';
-import type { AppSettings } from './settings.ts';
+import { transformFor, type AppSettings } from './settings.ts';
 import { ReplicationState } from './state.ts';
+import { TransformError } from '../transform/xslt.ts';
+import type { Transforms } from './transforms.ts';
 
 export interface AjatusReplicationOptions {
   couchUrl: string;
@@ -32,6 +34,23 @@ export interface AjatusReplicationOptions {
   componentJid: string;
   dataDir: string;
   log: Logger;
+  /** Per-subscription XSLT (the `transform` entry of hermod:partner:<jid>). */
+  transforms?: Transforms;
+}
+
+/** A transform's <json/> output as a CouchDB document to write (no revision of its own). */
+export function transformedDoc(root: Element): { _id: string; [key: string]: Json } {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(root.getText());
+  } catch (err) {
+    throw new TransformError(`the <json/> output is not JSON: ${(err as Error).message}`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new TransformError('the <json/> output is not a JSON object (a CouchDB document)');
+  const id = (doc as { _id?: unknown })._id;
+  if (typeof id !== 'string' || id.length === 0) throw new TransformError('the <json/> output has no _id string');
+  if (id.startsWith('_')) throw new TransformError(`the <json/> output's _id ${JSON.stringify(id)} is reserved (_design, _local): not written`);
+  return doc as { _id: string; [key: string]: Json };
 }
 
 /** Partners' leaves into the content database (revisions kept), retractions as guarded deletions. */
@@ -77,11 +96,30 @@ export class AjatusReplication {
     this.content = nano(o.couchUrl).use(o.config.contentDb);
     this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
     this.sink = new CouchSink(this.content, this.state, log);
+    const native = couchPartnerSink((partner) => this.sinkFor(partner), profile, log);
+    o.transforms?.register({
+      key: 'couchdb',
+      format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",
+      accepts: (root) => root.name === 'json' && root.getNS() === JSON_CONTAINER,
+      write: async (root, leaf) => {
+        const doc = transformedDoc(root);
+        return { ref: doc._id, written: await this.sinkFor(leaf.partner).upsert(doc) };
+      },
+      // Deleted when no followed node carries the source item any more (and no local edit came since).
+      remove: async (ref, leaf) => void (await this.sinkFor(leaf.partner).remove(ref, () => false)),
+    });
+    const stage = o.transforms?.stage('ajatus', {
+      specFor: (partner, node) => transformFor(o.settings.partner(partner), node),
+      native,
+      state: this.state,
+      onStylesheetChange: () => this.partners.discoverSoon(),
+    });
     this.partners = new PartnerManager({
       iq: o.iq,
       self: o.componentJid,
       settings: o.settings,
-      sink: couchPartnerSink((partner) => this.sinkFor(partner), profile, log),
+      sink: stage ?? native,
+      ...(stage ? { mayFollow: (partner: string, node: string) => stage.mayFollow(partner, node) } : {}),
       log,
       intervalMs: o.config.discoveryIntervalSeconds * 1000,
       offers: (node) => node.startsWith(TAG_PREFIX),

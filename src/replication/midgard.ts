@@ -10,8 +10,8 @@
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Element } from 'ltx';
-import { MidgardFormatError } from '../codecs/midgard.ts';
+import { Element } from 'ltx';
+import { buildMidgardEntry, MIDGARD_NS, MidgardFormatError, readMidgardElement } from '../codecs/midgard.ts';
 import type { IqCaller } from '../component/iq-caller.ts';
 import type { MidgardConfig } from '../config/midgard-config.ts';
 import type { Logger } from '../log.ts';
@@ -24,7 +24,8 @@ import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { MidgardPublisher } from './midgard-publisher.ts';
 import type { NodeAccess } from './node-access.ts';
 import { PartnerManager } from './partners.ts';
-import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS } from './settings.ts';
+import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS, transformFor, type PartnerSettings } from './settings.ts';
+import type { Transforms } from './transforms.ts';
 import { ReplicationState } from './state.ts';
 
 export interface MidgardReplicationOptions {
@@ -34,12 +35,22 @@ export interface MidgardReplicationOptions {
   componentJid: string;
   dataDir: string;
   log: Logger;
+  /** Per-subscription XSLT (the `transform` of object entries in `midgard.partners`). */
+  transforms?: Transforms;
 }
 
-/** Partner settings of the Midgard adapter: every partner follows the configured nodes. */
+/**
+ * Partner settings of the Midgard adapter, from the config file: a partner follows the nodes its
+ * `midgard.partners` entry lists, else those matching `midgard.follow`.
+ */
 class ConfigPartnerSettings extends EventEmitter {
-  partner(): typeof DEFAULT_PARTNER_SETTINGS {
-    return DEFAULT_PARTNER_SETTINGS;
+  constructor(private readonly config: MidgardConfig) {
+    super();
+  }
+
+  partner(jid: string): PartnerSettings {
+    const own = this.config.partnerSettings[jid];
+    return own ? { follow: own.follow ?? 'all', ...(own.transform ? { transform: own.transform } : {}) } : DEFAULT_PARTNER_SETTINGS;
   }
 }
 
@@ -62,11 +73,34 @@ export class MidgardReplication {
     const follow = config.follow.map((re) => new RegExp(re));
     this.dbus = config.bus === 'none' ? undefined : new MidgardDbusSource({ bus: config.bus, log, handle: (signal) => this.publisher.handle(signal.text, { source: 'dbus', area: signal.area, action: signal.action }) });
     this.sink = new MidgardSpoolSink({ dir: config.inbound, state: this.state, log, onWritten: (file) => void this.dbus?.emitSpoolWritten(file) });
+    const settings = new ConfigPartnerSettings(config);
+    o.transforms?.register({
+      key: 'midgard',
+      format: `<midgard_object xmlns='${MIDGARD_NS}'> (for the inbound spool)`,
+      accepts: (root) => root.name === 'midgard_object' && root.getNS() === MIDGARD_NS,
+      write: async (root, leaf) => {
+        const doc = readMidgardElement(root); // MidgardFormatError names what is wrong
+        const guid = doc.main?.guid;
+        if (!guid) throw new MidgardFormatError('the <midgard_object> output has no main object');
+        // Through the sink's own checks and the importer's rule (a stale version is not written).
+        const item = new Element('item', { id: guid }).cnode(buildMidgardEntry(doc)).up();
+        return { ref: guid, written: await this.sink.writeItem(leaf.service, leaf.node, item) };
+      },
+      // A deletion travels as the tombstone leaf the source publishes before retracting.
+      remove: async () => undefined,
+    });
+    const stage = o.transforms?.stage('midgard', {
+      specFor: (partner, node) => transformFor(settings.partner(partner), node),
+      native: this.sink,
+      state: this.state,
+      onStylesheetChange: () => this.partners.discoverSoon(),
+    });
     this.partners = new PartnerManager({
       iq: o.iq,
       self: o.componentJid,
-      settings: new ConfigPartnerSettings(),
-      sink: this.sink,
+      settings,
+      sink: stage ?? this.sink,
+      ...(stage ? { mayFollow: (partner: string, node: string) => stage.mayFollow(partner, node) } : {}),
       log,
       intervalMs: config.discoveryIntervalSeconds * 1000,
       offers: (node) => follow.some((re) => re.test(node)),

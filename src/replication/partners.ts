@@ -47,8 +47,10 @@ export interface PartnerManagerOptions {
   sink: PartnerSink;
   log: Logger;
   intervalMs: number;
-  /** Whether a partner's node is one this replication follows (e.g. `/tags/…`). */
+  /** Whether a partner's node is one this replication follows by default (e.g. `/tags/…`); nodes a partner's `follow` list names are followed whatever they are. */
   offers: (node: string) => boolean;
+  /** Whether a subscription may run now (false: paused, e.g. its stylesheet does not compile). */
+  mayFollow?: (partner: string, node: string) => Promise<boolean>;
   /** Where to remember history positions; without it catch-up reads the node's current items only. */
   positions?: HistoryPositions;
 }
@@ -185,8 +187,10 @@ export class PartnerManager {
     for (const service of services) this.partnerOf.set(service, partner);
     if (services.length === 0 && follow !== 'none') this.o.log.debug('no Hermod service found for partner', { partner });
     for (const service of services) {
-      const offered = (await this.nodes(service)).filter((n) => this.o.offers(n));
-      const wanted = follow === 'all' ? offered : offered.filter((n) => (follow as string[]).includes(n));
+      const nodes = await this.nodes(service);
+      const listed = follow === 'all' ? nodes.filter((n) => this.o.offers(n)) : nodes.filter((n) => (follow as string[]).includes(n));
+      const wanted: string[] = [];
+      for (const node of listed) if (!this.o.mayFollow || (await this.o.mayFollow(partner, node))) wanted.push(node);
       for (const node of wanted) if (!this.followed.has(key(service, node))) await this.follow(service, node);
       for (const f of [...this.followed.values()]) {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
@@ -345,7 +349,7 @@ export class PartnerManager {
     const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? event.getChild('subscription'))?.attrs.node as string | undefined;
     if (!from || !node || !this.followed.has(key(from, node))) {
       if (from && node) this.o.log.debug('event ignored: not from a followed node', { from, node });
-      return from !== undefined && node !== undefined && this.o.offers(node);
+      return false; // another replication of this Hermod may follow it
     }
     await this.applyEvent(from, node, event);
     const sub = event.getChild('subscription');

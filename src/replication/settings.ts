@@ -3,7 +3,8 @@
 // nodes to follow. Documents (all optional except credentials when the config file has none):
 //   hermod:credentials       {"component": {"jid", "secret", "server"}}
 //   hermod:tag:<tag>         {"access_model": "whitelist"|"open", "whitelist": ["jid", …], "title"?}
-//   hermod:partner:<jid>     {"follow": "all"|"none"|["/tags/x", …], "targetDb"?: "db name"}
+//   hermod:partner:<jid>     {"follow": "all"|"none"|["/tags/x", …], "targetDb"?: "db name",
+//                             "transform"?: {"<node>"|"*": "file.xsl" | {"stylesheet", "params"}}}
 // Changes are picked up from the database's _changes feed without restart. A malformed settings
 // document is logged (with the field) and ignored, never fatal. Secrets are never logged.
 
@@ -11,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import type { DocumentScope } from 'nano';
 import type { Logger } from '../log.ts';
 import { normalizeJid } from '../xmpp/jid.ts';
+import { parseTransform, type TransformSpec } from '../config/transform-spec.ts';
 
 export interface TagSettings {
   accessModel: 'whitelist' | 'open';
@@ -22,6 +24,8 @@ export interface PartnerSettings {
   follow: 'all' | 'none' | string[];
   /** Local database the partner's documents are written to (default: the content database). */
   targetDb?: string;
+  /** Stylesheet per followed node (or "*" for every other one): the leaves are transformed first. */
+  transform?: Record<string, TransformSpec>;
 }
 
 export interface Credentials {
@@ -52,13 +56,19 @@ export function parseTagSettings(doc: Doc): TagSettings {
 
 const DB_NAME = /^[a-z][a-z0-9_$()+/-]*$/;
 
+/** The stylesheet a partner's settings name for a node, if any. */
+export const transformFor = (settings: PartnerSettings, node: string): TransformSpec | undefined => settings.transform?.[node] ?? settings.transform?.['*'];
+
 export function parsePartnerSettings(doc: Doc): PartnerSettings {
   const follow = doc.follow ?? 'all';
   const targetDb = doc.targetDb;
   if (targetDb !== undefined && (typeof targetDb !== 'string' || !DB_NAME.test(targetDb))) {
     throw new SettingsError(`${doc._id}: targetDb must be a CouchDB database name (lower case, starting with a letter), got ${JSON.stringify(targetDb)}`);
   }
-  const target = targetDb === undefined ? {} : { targetDb: targetDb as string };
+  const target = {
+    ...(targetDb === undefined ? {} : { targetDb: targetDb as string }),
+    ...(doc.transform === undefined ? {} : { transform: parseTransform(doc.transform, `${doc._id}: transform`) }),
+  };
   if (follow === 'all' || follow === 'none') return { follow, ...target };
   if (Array.isArray(follow) && follow.every((n) => typeof n === 'string')) return { follow: follow as string[], ...target };
   throw new SettingsError(`${doc._id}: follow must be "all", "none" or an array of node ids`);

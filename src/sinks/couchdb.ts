@@ -3,8 +3,10 @@
 // conflicts are CouchDB's own and writing a revision twice changes nothing. Every imported
 // revision is remembered (before the write) so the local source does not publish it back.
 
+import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import type { DocumentScope } from 'nano';
-import type { CouchDoc } from '../codecs/couch-doc.ts';
+import type { CouchDoc, Json } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { download } from '../replication/http-upload.ts';
 import type { ReplicationState } from '../replication/state.ts';
@@ -42,6 +44,32 @@ export class CouchSink {
     if (failed) throw new Error(`CouchDB refused ${first._id}: ${failed.error} ${failed.reason ?? ''}`);
     this.written += docs.length;
     this.log.debug('document written', { doc: first._id, revs: docs.map((d) => d._rev) });
+  }
+
+  /**
+   * Writes a document that has no revision history of its own (the output of a transform) as
+   * the next revision of the local one, through the same path as replicated revisions (marked
+   * imported before the write, so it is not published back). The revision id is derived from
+   * the content and the previous revision, so writing the same output twice adds nothing.
+   * Returns false when the local document already has this content.
+   */
+  async upsert(content: { _id: string; [key: string]: Json }): Promise<boolean> {
+    let current: (CouchDoc & { _revisions?: { start: number; ids: string[] } }) | undefined;
+    try {
+      current = (await this.db.get(content._id, { revs: true })) as unknown as typeof current;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+    }
+    const { _rev: _r, _revisions: _h, ...body } = content;
+    if (current) {
+      const { _rev, _revisions, ...was } = current;
+      if (isDeepStrictEqual(was, body)) return false;
+    }
+    const start = (current?._revisions?.start ?? 0) + 1;
+    const hash = createHash('md5').update(`${current?._rev ?? ''}\n${JSON.stringify(body)}`).digest('hex');
+    const doc = { ...body, _rev: `${start}-${hash}`, _revisions: { start, ids: [hash, ...(current?._revisions?.ids ?? [])] } } as CouchDoc;
+    await this.write([doc]);
+    return true;
   }
 
   /**

@@ -3,7 +3,7 @@
 // the `hermod quarantine` command can list, show and drop entries while Hermod runs. `retry`
 // moves an entry to quarantine/retry/, which the running Hermod picks up and processes again.
 
-import { randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -11,10 +11,16 @@ export interface QuarantineEntry {
   id: string;
   /** ms since epoch. */
   at: number;
+  /** Which replication received the leaf ('ajatus', 'midgard'); absent in entries of older versions. */
+  adapter?: string;
+  /** The partner (contact JID) whose service sent it. */
+  partner?: string;
   /** The partner service and node the leaf came from. */
   service: string;
   node: string;
   itemId: string;
+  /** The item's publisher attribute, if it had one. */
+  publisher?: string;
   /** The item's payload as received (serialized XML). */
   payload: string;
   stylesheet?: string;
@@ -38,13 +44,36 @@ export class Quarantine {
     return path.join(retry ? this.retryDir : this.dir, `${id}.json`);
   }
 
-  async add(entry: Omit<QuarantineEntry, 'id' | 'at' | 'attempts'> & { attempts?: number }): Promise<QuarantineEntry> {
-    await mkdir(this.retryDir, { recursive: true });
-    const full: QuarantineEntry = { id: randomUUID(), at: Date.now(), attempts: entry.attempts ?? 1, ...entry };
-    const tmp = path.join(this.dir, `.${full.id}.tmp`);
-    await writeFile(tmp, JSON.stringify(full, null, 2));
-    await rename(tmp, this.file(full.id));
+  /**
+   * The entry id of a leaf: one per item of a node, so a leaf delivered twice (notification and
+   * catch-up) is one entry, and a newer version of the item replaces the one quarantined before.
+   */
+  static idOf(entry: Pick<QuarantineEntry, 'adapter' | 'service' | 'node' | 'itemId'>): string {
+    const h = createHash('sha256').update(JSON.stringify([entry.adapter ?? '', entry.service, entry.node, entry.itemId])).digest('hex');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  }
+
+  /** Quarantines a leaf (replacing an earlier version of the same item, attempts counted on). */
+  async add(entry: Omit<QuarantineEntry, 'id' | 'at' | 'attempts'>): Promise<QuarantineEntry> {
+    const id = Quarantine.idOf(entry);
+    const before = await this.get(id);
+    const full: QuarantineEntry = { ...entry, id, at: Date.now(), attempts: (before?.attempts ?? 0) + 1 };
+    await this.save(full);
+    await rm(this.file(id, true), { force: true });
     return full;
+  }
+
+  private async save(entry: QuarantineEntry): Promise<void> {
+    await mkdir(this.retryDir, { recursive: true });
+    const tmp = path.join(this.dir, `.${entry.id}.tmp`);
+    await writeFile(tmp, JSON.stringify(entry, null, 2));
+    await rename(tmp, this.file(entry.id));
+  }
+
+  /** A retried entry failed again: back in the quarantine with the new reason, one more attempt counted. */
+  async requeue(entry: QuarantineEntry, reason: string): Promise<void> {
+    await this.save({ ...entry, reason, attempts: entry.attempts + 1 });
+    await rm(this.file(entry.id, true), { force: true });
   }
 
   private async read(dir: string): Promise<QuarantineEntry[]> {

@@ -5,30 +5,17 @@
 // domain does not exist. Secrets never show in output, logs or metrics.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
 import { eventually, isItemEvent, OWNER, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, writeHermodConfig, type HermodProcess } from './hermod-process.ts';
+import { hermodCli, startHermodProcess, writeHermodConfig, type HermodProcess } from './hermod-process.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
 const COUCH_PASSWORD = 'couch-Pa55-word';
-
-/** Runs `hermod ARGS` to completion (bounded). */
-function hermodCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, validateConfig } from '../../src/config/config.ts';
+import { parsePartnerSettings } from '../../src/replication/settings.ts';
 
 const good = { component: { jid: 'pubsub.example.org', secret: 's3cret', server: 'xmpp://127.0.0.1:5347' }, dataDir: './data' };
 const dir = mkdtempSync(path.join(tmpdir(), 'hermod-config-'));
@@ -71,6 +72,31 @@ describe('config validation', () => {
     refused({ ...good, metrics: { port: 'x' } }, /^metrics\.port: must be a TCP port number/);
     refused({ ...good, metrics: { port: 1, bind: 'x' } }, /^metrics\.bind: unknown key/);
     refused({ ...good, pubsub: { maxBounces: 0 } }, /^pubsub\.maxBounces: must be a whole number of at least 1/);
+  });
+
+  it('reads per-subscription stylesheets (Midgard partners, Ajatus hermod:partner documents) and names the field of every problem', () => {
+    const c = validateConfig(
+      { ...good, transforms: { dir: './xsl', timeoutMs: 2000 }, midgard: { bus: 'none', partners: ['a@example.org', { jid: 'pubsub.b.example', follow: ['/tags/news'], transform: { '/tags/news': { stylesheet: 'ajatus2midgard.xsl', params: { 'topic-guid': 'abc' } }, '*': 'other.xsl' } }] } },
+      '/etc/hermod',
+    );
+    assert.deepEqual(c.transforms, { dir: '/etc/hermod/xsl', timeoutMs: 2000, maxOutput: 8 * 1024 * 1024 });
+    assert.deepEqual(c.midgard?.partners, ['a@example.org', 'pubsub.b.example']);
+    assert.deepEqual(c.midgard?.partnerSettings['pubsub.b.example'], {
+      follow: ['/tags/news'],
+      transform: { '/tags/news': { stylesheet: 'ajatus2midgard.xsl', params: { 'topic-guid': 'abc' } }, '*': { stylesheet: 'other.xsl', params: {} } },
+    });
+    refused({ ...good, transforms: { timeoutMs: -1 } }, /^transforms\.timeoutMs: must be a positive whole number, got -1/);
+    refused({ ...good, transforms: { xsl: 1 } }, /^transforms\.xsl: unknown key/);
+    refused({ ...good, midgard: { partners: [{ jid: 'b.example', transform: { '/n': { stylesheet: '' } } }] } }, /^midgard\.partners\[0\]\.transform\["\/n"\]\.stylesheet: must be a non-empty path/);
+    refused({ ...good, midgard: { partners: [{ jid: 'b.example', transform: { '/n': { stylesheet: 'x.xsl', params: { t: 1 } } } }] } }, /^midgard\.partners\[0\]\.transform\["\/n"\]\.params\.t: must be a string, got 1/);
+    refused({ ...good, midgard: { partners: [{ jid: 'b.example', follow: '/tags/x' }] } }, /^midgard\.partners\[0\]\.follow: must be an array of node ids/);
+    refused({ ...good, midgard: { partners: [{ jid: 'not a jid' }] } }, /^midgard\.partners\[0\]\.jid: must be a JID/);
+    refused({ ...good, midgard: { partners: [{ jid: 'b.example', xslt: 'x' }] } }, /^midgard\.partners\[0\]\.xslt: unknown key \(known: jid, follow, transform\)/);
+
+    const ajatus = parsePartnerSettings({ _id: 'hermod:partner:pubsub.a.example', follow: ['/midgard_article/all'], transform: { '/midgard_article/all': 'midgard2ajatus.xsl' } });
+    assert.deepEqual(ajatus, { follow: ['/midgard_article/all'], transform: { '/midgard_article/all': { stylesheet: 'midgard2ajatus.xsl', params: {} } } });
+    assert.throws(() => parsePartnerSettings({ _id: 'hermod:partner:p.example', transform: ['x.xsl'] }), /^Error: hermod:partner:p\.example: transform: must be an object mapping node ids/);
+    assert.throws(() => parsePartnerSettings({ _id: 'hermod:partner:p.example', transform: { '*': { stylesheet: 'x.xsl', param: {} } } }), /transform\["\*"\]\.param: unknown key \(known: stylesheet, params\)/);
   });
 
   it('never echoes the secret in an error', () => {

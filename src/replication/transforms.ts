@@ -1,0 +1,318 @@
+// Per-subscription XSLT between a partner's leaves and the local sinks (the seed: "XSLT
+// transformations before content is unserialized into the system, configurable per
+// subscription"). A subscription (partner + node) that names a stylesheet has its leaves'
+// payloads transformed; the output's root element picks the local target that writes it
+// (a CouchDB document as an XEP-0335 <json/>, a <midgard_object/> for the inbound spool).
+// Subscriptions without a stylesheet go straight to the adapter's own sink.
+//
+// Stylesheets are compiled once per content (SEF cache in XsltEngine) and re-checked by mtime;
+// one that does not compile pauses its subscription (PartnerManager does not follow the node)
+// with the file, line and message in the log, and resumes when the file is fixed. A leaf whose
+// transform or write fails is never lost: it goes to the quarantine with the reason, and
+// `hermod quarantine retry` (a file moved to quarantine/retry/) runs it again here.
+
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Element, parse } from 'ltx';
+import type { TransformSpec } from '../config/transform-spec.ts';
+import type { Logger } from '../log.ts';
+import { Quarantine, type QuarantineEntry } from '../transform/quarantine.ts';
+import { StylesheetError, TransformError, XsltEngine, type CompiledStylesheet } from '../transform/xslt.ts';
+import type { PartnerSink } from './partners.ts';
+import type { ReplicationState } from './state.ts';
+
+/** The stylesheets shipped with Hermod (found by bare name when not in the configured folder). */
+export const SHIPPED_STYLESHEETS = fileURLToPath(new URL('../../stylesheets/', import.meta.url));
+
+/** Where a leaf came from: what the stylesheet is told and what a quarantine entry records. */
+export interface Leaf {
+  /** Which replication received it ('ajatus', 'midgard'). */
+  adapter: string;
+  partner: string | undefined;
+  service: string;
+  node: string;
+  itemId: string;
+  publisher: string | undefined;
+}
+
+/** A local sink for one output format of transforms. */
+export interface TransformTarget {
+  /** Stable name, recorded with what it wrote. */
+  readonly key: string;
+  /** For messages: the output it takes, e.g. `<json xmlns='urn:xmpp:json:0'>` (a CouchDB document). */
+  readonly format: string;
+  accepts(root: Element): boolean;
+  /** Writes the output; `ref` names what was written (for a retraction), `written` is false when it was current already. */
+  write(root: Element, leaf: Leaf): Promise<{ ref: string; written: boolean }>;
+  /** The source item left every followed node: undo what `ref` names. */
+  remove(ref: string, leaf: Leaf): Promise<void>;
+}
+
+export interface TransformsOptions {
+  /** Folder relative stylesheet paths resolve against (then the shipped stylesheets). */
+  dir: string;
+  dataDir: string;
+  log: Logger;
+  timeoutMs: number;
+  maxOutput: number;
+  /** How often the quarantine's retry folder and the stylesheets in use are checked. */
+  pollMs?: number;
+}
+
+export interface StageOptions {
+  /** The stylesheet for a partner's node, if that subscription has one. */
+  specFor: (partner: string, node: string) => TransformSpec | undefined;
+  /** The adapter's own sink, for subscriptions without a stylesheet. */
+  native: PartnerSink;
+  /** Where what transformed leaves became is remembered (for retractions). */
+  state: ReplicationState;
+  /** Called when a stylesheet in use changed (e.g. discovery again, to pause or resume). */
+  onStylesheetChange: () => void;
+}
+
+/** What a transformed item became, per source item; `nodes` are the followed nodes that carried it. */
+interface Written {
+  target: string;
+  ref: string;
+  nodes: string[];
+}
+
+/** A stable 32-hex-digit id derived from an item id (usable as a Midgard GUID). */
+export const itemGuid = (itemId: string): string => createHash('md5').update(itemId).digest('hex');
+
+export class Transforms {
+  readonly engine: XsltEngine;
+  readonly quarantine: Quarantine;
+  private readonly targets: TransformTarget[] = [];
+  private readonly stages = new Map<string, TransformStage>();
+  /** Stylesheet file -> its compilation as of the file's mtime and size. */
+  private readonly compiled = new Map<string, { stamp: string; result: CompiledStylesheet | StylesheetError }>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+
+  constructor(private readonly o: TransformsOptions) {
+    this.engine = new XsltEngine({ timeoutMs: o.timeoutMs, maxOutput: o.maxOutput });
+    this.quarantine = new Quarantine(o.dataDir);
+  }
+
+  register(target: TransformTarget): void {
+    this.targets.push(target);
+  }
+
+  stage(adapter: string, options: StageOptions): TransformStage {
+    const stage = new TransformStage(this, adapter, options, this.o.log);
+    this.stages.set(adapter, stage);
+    return stage;
+  }
+
+  /** The stylesheet file a spec names: absolute, in the transforms folder, else a shipped one. */
+  resolve(stylesheet: string): string {
+    if (path.isAbsolute(stylesheet)) return stylesheet;
+    const local = path.resolve(this.o.dir, stylesheet);
+    if (existsSync(local)) return local;
+    const shipped = path.resolve(SHIPPED_STYLESHEETS, stylesheet);
+    return path.dirname(shipped) === path.resolve(SHIPPED_STYLESHEETS) && existsSync(shipped) ? shipped : local;
+  }
+
+  /** Compiles the stylesheet (again only when the file changed); throws StylesheetError. */
+  async compile(file: string): Promise<CompiledStylesheet> {
+    const stamp = await stat(file).then(
+      (s) => `${s.mtimeMs}:${s.size}`,
+      () => 'missing',
+    );
+    let entry = this.compiled.get(file);
+    if (!entry || entry.stamp !== stamp) {
+      const result = await this.engine.compile(file).catch((err: unknown) => {
+        if (err instanceof StylesheetError) return err;
+        throw err;
+      });
+      entry = { stamp, result };
+      this.compiled.set(file, entry);
+      if (result instanceof StylesheetError) this.o.log.error('stylesheet does not compile', { stylesheet: file, line: result.line, error: result.detail });
+      else this.o.log.info('stylesheet compiled', { stylesheet: file });
+    }
+    if (entry.result instanceof StylesheetError) throw entry.result;
+    return entry.result;
+  }
+
+  /** Runs a spec's stylesheet on a leaf's payload and hands the output to the target that takes it. */
+  async apply(leaf: Leaf, payload: string, spec: TransformSpec): Promise<{ target: TransformTarget; ref: string; written: boolean }> {
+    const sheet = await this.compile(this.resolve(spec.stylesheet));
+    const params = { ...spec.params, partner: leaf.partner ?? '', node: leaf.node, 'item-id': leaf.itemId, 'item-guid': itemGuid(leaf.itemId), publisher: leaf.publisher ?? '' };
+    const output = await this.engine.transform(sheet, payload, params);
+    let root: Element;
+    try {
+      root = parse(output) as Element;
+    } catch (err) {
+      throw new TransformError(`the output of ${sheet.file} is not one XML element: ${(err as Error).message}`);
+    }
+    const target = this.targets.find((t) => t.accepts(root));
+    if (!target) {
+      const formats = this.targets.map((t) => t.format).join(' or ') || 'nothing (no replication is configured)';
+      throw new TransformError(`the output of ${sheet.file} is <${root.name} xmlns='${root.getNS() ?? ''}'>; this site writes ${formats}`);
+    }
+    return { target, ...(await target.write(root, leaf)) };
+  }
+
+  target(key: string): TransformTarget | undefined {
+    return this.targets.find((t) => t.key === key);
+  }
+
+  /** Starts checking the retry folder and the stylesheets in use. */
+  start(): void {
+    const poll = this.o.pollMs ?? 1000;
+    const tick = (): void => {
+      this.ticking = this.tick()
+        .catch((err: unknown) => this.o.log.error('quarantine retry failed', { reason: String(err) }))
+        .finally(() => {
+          this.ticking = undefined;
+          if (this.timer) this.timer = setTimeout(tick, poll);
+        });
+    };
+    this.timer = setTimeout(tick, poll);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.ticking;
+    await this.engine.close();
+  }
+
+  private async tick(): Promise<void> {
+    // A stylesheet file that changed: let subscriptions pause or resume now, not at the next discovery.
+    let changed = false;
+    for (const [file, entry] of this.compiled) {
+      const stamp = await stat(file).then(
+        (s) => `${s.mtimeMs}:${s.size}`,
+        () => 'missing',
+      );
+      if (stamp !== entry.stamp) {
+        changed = true;
+        await this.compile(file).catch(() => undefined);
+      }
+    }
+    if (changed) for (const stage of this.stages.values()) stage.stylesheetChanged();
+    for (const entry of await this.quarantine.pendingRetries()) {
+      const stage = this.stages.get(entry.adapter ?? 'ajatus');
+      if (!stage) {
+        this.o.log.warn('quarantined leaf left for retry: its replication is not configured', { id: entry.id, adapter: entry.adapter });
+        continue;
+      }
+      await stage.retry(entry);
+    }
+  }
+}
+
+/** The PartnerSink of one replication: transforms where the subscription says so. */
+export class TransformStage implements PartnerSink {
+  /** Paused subscriptions (partner NUL node) -> the compile error last logged for them. */
+  private readonly paused = new Map<string, string>();
+
+  constructor(
+    private readonly t: Transforms,
+    private readonly adapter: string,
+    private readonly o: StageOptions,
+    private readonly log: Logger,
+  ) {}
+
+  private spec(partner: string | undefined, node: string): TransformSpec | undefined {
+    return partner === undefined ? undefined : this.o.specFor(partner, node);
+  }
+
+  /**
+   * Whether a subscription may run: false (paused, logged with file, line and message) while
+   * its stylesheet does not compile.
+   */
+  async mayFollow(partner: string, node: string): Promise<boolean> {
+    const spec = this.spec(partner, node);
+    if (!spec) return true;
+    const key = `${partner}\0${node}`;
+    try {
+      await this.t.compile(this.t.resolve(spec.stylesheet));
+      if (this.paused.delete(key)) this.log.info('subscription resumed: its stylesheet compiles', { partner, node, stylesheet: spec.stylesheet });
+      return true;
+    } catch (err) {
+      if (!(err instanceof StylesheetError)) throw err;
+      const what = `${err.line}:${err.detail}`;
+      if (this.paused.get(key) !== what) this.log.error('subscription paused: its stylesheet does not compile', { partner, node, stylesheet: err.file, line: err.line, error: err.detail });
+      this.paused.set(key, what);
+      return false;
+    }
+  }
+
+  stylesheetChanged(): void {
+    this.o.onStylesheetChange();
+  }
+
+  async writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean> {
+    const spec = this.spec(partner, node);
+    if (!spec) return this.o.native.writeItem(service, node, item, partner);
+    const payload = item.getChildElements()[0];
+    if (!payload) return false;
+    const leaf: Leaf = { adapter: this.adapter, partner, service, node, itemId: String(item.attrs.id ?? ''), publisher: item.attrs.publisher as string | undefined };
+    return (await this.run(leaf, payload.toString(), spec, undefined)) === 'written';
+  }
+
+  /** Transforms and writes; on failure the leaf goes to (or back to) the quarantine. */
+  private async run(leaf: Leaf, payload: string, spec: TransformSpec, entry: QuarantineEntry | undefined): Promise<'written' | 'current' | 'quarantined'> {
+    try {
+      const { target, ref, written } = await this.t.apply(leaf, payload, spec);
+      const key = `${leaf.service}\0${leaf.itemId}`;
+      const before = await this.o.state.record<Written>('xt', key);
+      const nodes = before?.target === target.key && before.ref === ref ? [...new Set([...before.nodes, leaf.node])] : [leaf.node];
+      await this.o.state.setRecord('xt', key, { target: target.key, ref, nodes } satisfies Written);
+      this.log[written ? 'info' : 'debug'](written ? 'transformed leaf written' : 'transformed leaf already current', { partner: leaf.partner, node: leaf.node, item: leaf.itemId, stylesheet: spec.stylesheet, target: target.key, ref });
+      if (!entry) await this.t.quarantine.drop(Quarantine.idOf(leaf)); // an older version waiting there is superseded
+      return written ? 'written' : 'current';
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      const stylesheet = this.t.resolve(spec.stylesheet);
+      if (entry) {
+        await this.t.quarantine.requeue(entry, reason);
+        this.log.warn('quarantined leaf failed again', { id: entry.id, partner: leaf.partner, node: leaf.node, item: leaf.itemId, stylesheet, reason });
+      } else {
+        const added = await this.t.quarantine.add({ ...leaf, payload, stylesheet, reason });
+        this.log.warn('leaf quarantined', { id: added.id, partner: leaf.partner, node: leaf.node, item: leaf.itemId, stylesheet, reason });
+      }
+      return 'quarantined';
+    }
+  }
+
+  /** Another attempt for a quarantined leaf, with the subscription's current stylesheet. */
+  async retry(entry: QuarantineEntry): Promise<void> {
+    const leaf: Leaf = { adapter: this.adapter, partner: entry.partner, service: entry.service, node: entry.node, itemId: entry.itemId, publisher: entry.publisher };
+    const spec = this.spec(entry.partner, entry.node);
+    if (spec) {
+      if ((await this.run(leaf, entry.payload, spec, entry)) === 'quarantined') return;
+      await this.t.quarantine.done(entry.id);
+      this.log.info('quarantined leaf delivered', { id: entry.id, item: entry.itemId });
+      return;
+    }
+    // The subscription has no stylesheet any more: the adapter's own sink takes the leaf as it came.
+    try {
+      const item = new Element('item', { id: entry.itemId, ...(entry.publisher ? { publisher: entry.publisher } : {}) }).cnode(parse(entry.payload) as Element).up();
+      await this.o.native.writeItem(entry.service, entry.node, item, entry.partner);
+      await this.t.quarantine.done(entry.id);
+      this.log.info('quarantined leaf delivered without a stylesheet', { id: entry.id, item: entry.itemId });
+    } catch (err) {
+      await this.t.quarantine.requeue(entry, err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  async retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
+    if (!this.spec(partner, node)) return this.o.native.retract(service, node, itemId, followed, partner);
+    const key = `${service}\0${itemId}`;
+    const written = await this.o.state.record<Written>('xt', key);
+    if (!written || written.nodes.length === 0) return;
+    const nodes = written.nodes.filter((n) => n !== node && followed(n));
+    await this.o.state.setRecord('xt', key, { ...written, nodes });
+    if (nodes.length > 0) return; // another followed node still carries the item
+    const target = this.t.target(written.target);
+    await target?.remove(written.ref, { adapter: this.adapter, partner, service, node, itemId, publisher: undefined });
+    this.log.info('transformed leaf retracted', { partner, node, item: itemId, target: written.target, ref: written.ref });
+  }
+}
