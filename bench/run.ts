@@ -4,7 +4,7 @@
 //
 // Scenarios: loadgen (the load generator's own ceiling), fanout, latency, ceiling (reported
 // from the ceiling component's fan-out and latency runs), scale (Hermod alone, big store),
-// profile (Hermod under --cpu-prof). Replication is not measured yet (not implemented).
+// profile (Hermod under --cpu-prof), transform (the shipped XSLT stylesheets: compile and run).
 //
 // Writes bench/results/<date>-<scenario>.json|.md|.svg and <date>-summary.md
 // (--quick: bench/results/quick/, ignored by git). No timing assertions anywhere.
@@ -24,11 +24,12 @@ import { runLoadgen, type LoadgenResult } from './scenarios/loadgen.ts';
 import { profileReport, runProfiles, type ProfileResult, type ProfileWorkload } from './scenarios/profile.ts';
 import { ceilingReport, fanoutReport, latencyReport, type SubscriptionCheck } from './scenarios/pubsub.ts';
 import { runScale, scaleReport, type ScaleParams, type ScaleResult } from './scenarios/scale.ts';
+import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
-  --only LIST        comma-separated subset of: loadgen,fanout,latency,scale,profile
+  --only LIST        comma-separated subset of: loadgen,fanout,latency,scale,profile,transform
                      (ceiling is reported from the fanout and latency runs)
   --out DIR          results folder (default bench/results, or bench/results/quick with --quick)
   --no-wait          do not wait for other processes to leave the machine idle before starting
@@ -38,7 +39,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -59,6 +60,7 @@ interface Config {
   scale: ScaleParams;
   loadgen: { parseMessages: number; socketConnections: number; socketPerConnection: number };
   profile: ProfileWorkload[];
+  transform: TransformParams;
 }
 
 const FULL: Config = {
@@ -99,6 +101,7 @@ const FULL: Config = {
     { name: 'fanout', subscribers: 1000, publishes: 20, window: 8 },
     { name: 'publish', subscribers: 10, publishes: 3000, window: 32 },
   ],
+  transform: { compiles: 5, transforms: 2000, warmup: 200 },
 };
 
 const QUICK: Config = {
@@ -133,6 +136,7 @@ const QUICK: Config = {
   },
   loadgen: { parseMessages: 50_000, socketConnections: 50, socketPerConnection: 500 },
   profile: [],
+  transform: { compiles: 1, transforms: 200, warmup: 20 },
 };
 
 const T0 = performance.now();
@@ -205,6 +209,11 @@ async function main(): Promise<number> {
     loadgen = await runLoadgen(cfg.loadgen);
     log(`loadgen: parse ${Math.round(loadgen.parse.perSec)}/s, loopback socket ${Math.round(loadgen.socket.perSec)}/s`);
     await reporter.write('loadgen', { json: loadgen });
+  }
+
+  if (want('transform')) {
+    const r = await runTransform(cfg.transform, log);
+    await reporter.write('transform', { json: r, md: transformReport(r).md });
   }
 
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
@@ -480,7 +489,7 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }
