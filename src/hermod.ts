@@ -5,6 +5,8 @@ import { mkdir } from 'node:fs/promises';
 import nano from 'nano';
 import { ComponentConnection, type ConnectionState } from './component/connection.ts';
 import { IqCaller } from './component/iq-caller.ts';
+import { NotificationJournal } from './component/journal.ts';
+import { NotificationQueue } from './component/notification-queue.ts';
 import { ConfigError, parentDomain, type HermodConfig } from './config/config.ts';
 import type { Logger } from './log.ts';
 import { PubsubService } from './pubsub/service.ts';
@@ -86,8 +88,10 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   });
 
   const renderer = new NotificationRenderer(component.jid);
-  // The connection is created below; the notifier only runs after start, once it exists.
+  // The connection is created below; notifications recorded before it exists are queued by restore().
   let connection: ComponentConnection | undefined;
+  const { journal, undelivered } = NotificationJournal.open(config.dataDir, log);
+  const notifications = new NotificationQueue(() => connection?.outbox, journal, (event, recipients) => renderer.render(event, recipients));
   const creatorDomains = new Set(config.pubsub.creatorDomains ?? [parentDomain(component.jid)]);
   const service = new PubsubService({
     store,
@@ -99,9 +103,8 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     },
     notifier: (event, recipients) => {
       const t0 = performance.now();
-      const stanzas = renderer.render(event, recipients);
-      connection?.outbox.push(stanzas);
-      metrics.notified(event.kind, stanzas.length, (performance.now() - t0) / 1000);
+      const count = notifications.notify(event, recipients);
+      metrics.notified(event.kind, count, (performance.now() - t0) / 1000);
     },
   });
 
@@ -158,7 +161,19 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       metrics.connection(state);
       options.onStateChange?.(state);
     },
+    outbox: {
+      barrierJid: component.jid,
+      onConfirmed: (tag) => {
+        journal.confirm(tag);
+        if (connection?.outbox.pending === 0) journal.allConfirmed();
+      },
+      onDropped: (tags) => journal.dropped(tags),
+      onWriting: (tag) => journal.written(tag),
+      onRewound: () => journal.rewound(),
+    },
   });
+  const restored = notifications.restore(undelivered);
+  if (restored > 0) log.info('undelivered notifications queued from the journal', { stanzas: restored, events: undelivered.length });
   const online = connection.start();
   const conn = connection;
   const usedStore = store;
@@ -191,6 +206,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     } catch (err) {
       await conn.stop(0);
       if (statusServer) await closeStatus(statusServer, config.dataDir);
+      journal.close();
       await usedStore.close();
       throw new ConfigError(`metrics.port: cannot listen on ${config.metrics.host}:${config.metrics.port}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
@@ -217,6 +233,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       await router.idle();
       await service.close();
       await conn.stop();
+      journal.close();
       await usedStore.close();
       if (metricsServer) {
         const server = metricsServer;

@@ -5,7 +5,7 @@
 import { Component } from '@xmpp/component-core';
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
-import { Outbox } from './outbox.ts';
+import { Outbox, type OutboxOptions } from './outbox.ts';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'stopped';
 
@@ -22,6 +22,8 @@ export interface ConnectionOptions {
   /** How long one attempt (TCP + stream + handshake) may take. */
   attemptTimeoutMs?: number;
   outboxLimit?: number;
+  /** Barrier confirmation and journal hooks of the outbox (see outbox.ts). */
+  outbox?: Pick<OutboxOptions, 'barrierJid' | 'onConfirmed' | 'onDropped' | 'onWriting' | 'onRewound'>;
 }
 
 export class ComponentConnection {
@@ -37,7 +39,7 @@ export class ComponentConnection {
   private resolveFirstOnline!: () => void;
 
   constructor(private readonly options: ConnectionOptions) {
-    this.outbox = new Outbox({ log: options.log, ...(options.outboxLimit ? { limit: options.outboxLimit } : {}) });
+    this.outbox = new Outbox({ log: options.log, ...options.outbox, ...(options.outboxLimit ? { limit: options.outboxLimit } : {}) });
     this.initialDelay = options.backoff?.initialMs ?? 250;
     this.maxDelay = options.backoff?.maxMs ?? 30_000;
     this.delay = this.initialDelay;
@@ -87,6 +89,7 @@ export class ComponentConnection {
       log.debug('component stream error', { err: err.message, condition: err.condition });
     });
     entity.on('stanza', (stanza: Element) => {
+      if (this.outbox.acknowledge(stanza)) return; // our own barrier, back from the server
       this.options
         .onStanza(stanza)
         .then((reply) => {

@@ -1,8 +1,19 @@
 // The outgoing queue for notifications. Fan-out pushes serialized stanzas here and returns at
 // once; the outbox writes them to the socket in large chunks, waits for 'drain' when the socket
 // pushes back, and holds them while the component is disconnected (bounded: past the limit the
-// oldest are dropped and counted). Request replies do not queue behind it.
+// oldest unsent are dropped and counted). Request replies do not queue behind it.
+//
+// Confirmation: XEP-0114 has no acknowledgements, so a stanza written to the socket may still be
+// lost when the server goes away (unread in its buffers). With a `barrier` the outbox ends every
+// chunk with an IQ addressed to the component itself; the server handles a stream's stanzas in
+// order, so when that IQ comes back every stanza before it has been routed by the server. Only
+// then are they confirmed (and, when durable, their journal position acknowledged); on
+// disconnect the unconfirmed ones are written again after reconnect. Stanzas pushed without a
+// durable tag (MAM result pages) are not written again: their request is gone with the stream.
+// If Hermod itself dies, what it had written is taken as delivered (onWriting: it is in the
+// kernel's socket buffers or the server's), so a restart does not send it a second time.
 
+import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 
 export interface OutboxSocket {
@@ -11,17 +22,47 @@ export interface OutboxSocket {
   removeListener(event: 'drain' | 'close', listener: () => void): unknown;
 }
 
+/** Where a durable stanza sits in the notification journal: event sequence, recipient index. */
+export interface DurableTag {
+  seq: number;
+  index: number;
+}
+
 export interface OutboxOptions {
-  /** Most stanzas held while disconnected or backed up. */
+  /** Most stanzas held (unconfirmed) while disconnected or backed up. */
   limit?: number;
   /** Bytes joined into one socket write. */
   chunkBytes?: number;
   log: Logger;
+  /** The component JID: with it, every chunk ends with a barrier IQ to itself (above). */
+  barrierJid?: string;
+  /** The newest durable stanza that the server has now taken (all before it too). */
+  onConfirmed?: (last: DurableTag) => void;
+  /** Durable stanzas dropped because the outbox was full. */
+  onDropped?: (tags: DurableTag[]) => void;
+  /** About to write a chunk whose newest durable stanza is `last`. */
+  onWriting?: (last: DurableTag) => void;
+  /** Written but unconfirmed durable stanzas were queued again (the connection was lost). */
+  onRewound?: () => void;
 }
+
+const BARRIER_PREFIX = 'hermod-barrier-';
+/** No durable tag (tagSeq value). */
+const NONE = -1;
 
 export class Outbox {
   private queue: string[] = [];
+  private tagSeq: number[] = [];
+  private tagIndex: number[] = [];
+  /** Absolute positions (stanzas pushed since start): queue[0] is at `base`. */
+  private base = 0;
+  /** Next to write. */
   private head = 0;
+  /** Everything before this has been confirmed by the server (or written, without barriers). */
+  private confirmed = 0;
+  /** Barrier id -> the absolute position it confirms (exclusive), in writing order. */
+  private barriers = new Map<string, number>();
+  private barrierCounter = 0;
   private socket: OutboxSocket | undefined;
   private waitingDrain = false;
   private scheduled = false;
@@ -29,17 +70,30 @@ export class Outbox {
   private readonly limit: number;
   private readonly chunkBytes: number;
   private readonly log: Logger;
+  private readonly barrierJid: string | undefined;
   dropped = 0;
+  /** Stanzas confirmed (or written, without barriers). */
   sent = 0;
 
-  constructor(options: OutboxOptions) {
+  constructor(private readonly options: OutboxOptions) {
     this.limit = options.limit ?? 250_000;
     this.chunkBytes = options.chunkBytes ?? 64 * 1024;
     this.log = options.log;
+    this.barrierJid = options.barrierJid;
   }
 
+  private get end(): number {
+    return this.base + this.queue.length;
+  }
+
+  /** Stanzas not yet confirmed (queued or written and awaiting the server's barrier). */
   get pending(): number {
-    return this.queue.length - this.head;
+    return this.end - this.confirmed;
+  }
+
+  /** Stanzas written to the socket and not yet confirmed. */
+  get inFlight(): number {
+    return this.head - this.confirmed;
   }
 
   /** Start writing to a (newly connected) socket. */
@@ -49,31 +103,122 @@ export class Outbox {
     this.schedule();
   }
 
-  /** Stop writing: the socket is gone; what is queued waits for the next attach. */
+  /**
+   * Stop writing: the socket is gone. What is queued waits for the next attach; what was written
+   * but not confirmed is queued again (durable stanzas only).
+   */
   detach(): void {
     this.socket = undefined;
     this.waitingDrain = false;
+    this.barriers.clear();
+    if (this.head > this.confirmed) {
+      const from = this.confirmed - this.base;
+      const to = this.head - this.base;
+      const keep: number[] = [];
+      for (let i = from; i < to; i++) if (this.tagSeq[i] !== NONE) keep.push(i);
+      if (keep.length > 0) this.options.onRewound?.();
+      if (keep.length < to - from) {
+        const pick = <T>(a: T[]): T[] => keep.map((i) => a[i] as T);
+        this.queue.splice(from, to - from, ...pick(this.queue));
+        this.tagSeq.splice(from, to - from, ...pick(this.tagSeq));
+        this.tagIndex.splice(from, to - from, ...pick(this.tagIndex));
+      }
+      this.head = this.confirmed;
+    }
+    this.resolveDrained();
   }
 
-  push(stanzas: string[]): void {
-    for (const s of stanzas) this.queue.push(s);
-    const excess = this.pending - this.limit;
-    if (excess > 0) {
-      this.head += excess;
-      this.dropped += excess;
-      this.log.warn('outbox full: dropped oldest notifications', { dropped: excess, limit: this.limit });
+  /** Queues stanzas; `tags` (one per stanza) makes them durable: written again until confirmed. */
+  push(stanzas: string[], tags?: { seq: number; firstIndex: number }): void {
+    for (let i = 0; i < stanzas.length; i++) {
+      this.queue.push(stanzas[i] as string);
+      this.tagSeq.push(tags ? tags.seq : NONE);
+      this.tagIndex.push(tags ? tags.firstIndex + i : 0);
     }
+    const excess = this.pending - this.limit;
+    if (excess > 0) this.dropOldestUnsent(excess);
     this.schedule();
   }
 
-  /** Resolves when everything queued has been handed to the socket (or at once when detached). */
+  private dropOldestUnsent(excess: number): void {
+    const from = this.head - this.base;
+    const count = Math.min(excess, this.queue.length - from);
+    if (count <= 0) return;
+    this.queue.splice(from, count);
+    const seqs = this.tagSeq.splice(from, count);
+    const indexes = this.tagIndex.splice(from, count);
+    this.dropped += count;
+    const tags: DurableTag[] = [];
+    seqs.forEach((seq, i) => seq !== NONE && tags.push({ seq, index: indexes[i] as number }));
+    if (tags.length > 0) this.options.onDropped?.(tags);
+    this.log.warn('outbox full: dropped oldest notifications', { dropped: count, limit: this.limit });
+  }
+
+  /**
+   * Resolves when everything queued has been confirmed by the server (or at once when
+   * detached: it then waits in the queue, and in the journal when durable).
+   */
   drained(): Promise<void> {
     if (this.pending === 0 || !this.socket) return Promise.resolve();
     return new Promise((resolve) => this.drainedWaiters.push(resolve));
   }
 
+  /**
+   * Takes an incoming stanza if it is one of our barriers coming back (result, error or the
+   * request itself, as routed by the server): true when it was, and must not be handled further.
+   */
+  acknowledge(stanza: Element): boolean {
+    if (stanza.name !== 'iq' || this.barrierJid === undefined) return false;
+    const id = stanza.attrs.id as string | undefined;
+    if (!id?.startsWith(BARRIER_PREFIX) || stanza.attrs.from !== this.barrierJid) return false;
+    const position = this.barriers.get(id);
+    if (position === undefined) return true; // from an earlier stream
+    for (const [key, pos] of this.barriers) {
+      this.barriers.delete(key);
+      if (key === id || pos >= position) break;
+    }
+    this.confirm(position);
+    return true;
+  }
+
+  private confirm(position: number): void {
+    if (position <= this.confirmed) return;
+    let last: DurableTag | undefined;
+    for (let p = position - 1; p >= this.confirmed; p--) {
+      const i = p - this.base;
+      if (this.tagSeq[i] !== NONE) {
+        last = { seq: this.tagSeq[i] as number, index: this.tagIndex[i] as number };
+        break;
+      }
+    }
+    this.sent += position - this.confirmed;
+    this.confirmed = position;
+    if (last) this.options.onConfirmed?.(last);
+    const done = this.confirmed - this.base;
+    if (done > 4096 && done * 2 > this.queue.length) {
+      this.queue = this.queue.slice(done);
+      this.tagSeq = this.tagSeq.slice(done);
+      this.tagIndex = this.tagIndex.slice(done);
+      this.base = this.confirmed;
+    }
+    this.resolveDrained();
+  }
+
+  private resolveDrained(): void {
+    if (this.pending !== 0 && this.socket) return;
+    if (this.pending === 0) {
+      this.queue = [];
+      this.tagSeq = [];
+      this.tagIndex = [];
+      this.base = this.confirmed;
+    }
+    const waiters = this.drainedWaiters;
+    this.drainedWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
   private schedule(): void {
-    if (this.scheduled || !this.socket || this.waitingDrain || this.pending === 0) return;
+    if (this.scheduled || !this.socket || this.waitingDrain || this.head >= this.end) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -83,17 +228,21 @@ export class Outbox {
 
   private flush(): void {
     const socket = this.socket;
-    while (socket && this.socket === socket && !this.waitingDrain && this.pending > 0) {
+    while (socket && this.socket === socket && !this.waitingDrain && this.head < this.end) {
       let chunk = '';
-      let count = 0;
-      while (this.head < this.queue.length && chunk.length < this.chunkBytes) {
-        chunk += this.queue[this.head++];
-        count++;
+      let lastDurable = -1;
+      while (this.head < this.end && chunk.length < this.chunkBytes) {
+        const i = this.head++ - this.base;
+        chunk += this.queue[i];
+        if (this.tagSeq[i] !== NONE) lastDurable = i;
       }
-      this.sent += count;
-      if (this.head > 4096 && this.head * 2 > this.queue.length) {
-        this.queue = this.queue.slice(this.head);
-        this.head = 0;
+      if (lastDurable >= 0) this.options.onWriting?.({ seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number });
+      if (this.barrierJid !== undefined) {
+        const id = `${BARRIER_PREFIX}${(this.barrierCounter++).toString(36)}`;
+        this.barriers.set(id, this.head);
+        chunk += `<iq type="get" id="${id}" from="${this.barrierJid}" to="${this.barrierJid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
+      } else {
+        this.confirm(this.head);
       }
       if (!socket.write(chunk)) {
         this.waitingDrain = true;
@@ -106,13 +255,6 @@ export class Outbox {
         socket.once('drain', onDrain);
         socket.once('close', onDrain);
       }
-    }
-    if (this.pending === 0) {
-      this.queue = [];
-      this.head = 0;
-      const waiters = this.drainedWaiters;
-      this.drainedWaiters = [];
-      for (const resolve of waiters) resolve();
     }
   }
 }

@@ -1,0 +1,173 @@
+// The durable notification queue, end to end with real processes: Hermod (the real `hermod
+// start` process) attached to ejabberd, subscribers on ejabberd. Nodes use notification_type
+// `normal`, so that ejabberd keeps what arrives for a subscriber while it is logged out (the
+// restart logs everyone out) in its offline storage. (1) ejabberd is stopped in the middle of a
+// large fan-out and started again: every subscriber gets every acknowledged item, and no item
+// twice. (2) Notifications produced while ejabberd is down (item expiry retractions) are queued;
+// Hermod is then killed with SIGKILL, or stopped with SIGTERM, and started again: after ejabberd
+// is back every subscriber gets each retraction exactly once.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Element } from 'ltx';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { eventOf, eventually, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
+import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+
+const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
+const SUBSCRIBERS = 4;
+const ITEMS = 400;
+const PAYLOAD = 'x'.repeat(2000);
+
+function statusOf(configFile: string): Promise<{ connection: string; queues: { outboxPending: number } } | undefined> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, 'status', '--config', configFile, '--json'], { timeout: 20_000 }, (err, stdout) => {
+      resolve(err ? undefined : (JSON.parse(stdout) as { connection: string; queues: { outboxPending: number } }));
+    });
+  });
+}
+
+const configure = (node: string, fields: Record<string, string>): string =>
+  `<pubsub xmlns='${OWNER}'><configure node='${node}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${PUBSUB}#node_config</value></field>${Object.entries(fields)
+    .map(([k, v]) => `<field var='pubsub#${k}'><value>${v}</value></field>`)
+    .join('')}</x></configure></pubsub>`;
+const publish = (node: string, id: string, text = id): string =>
+  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry></item></publish></pubsub>`;
+
+/** Item ids a subscriber was notified of on a node (publications, or retractions), with repeats. */
+function notified(sessions: TestClient[], node: string, kind: 'item' | 'retract'): string[] {
+  return sessions.flatMap((client) => client
+    .received((m: Element) => eventOf(m)?.getChild('items')?.attrs.node === node)
+    .flatMap((m) => eventOf(m)?.getChild('items')?.getChildren(kind).map((i) => i.attrs.id as string) ?? []));
+}
+
+function duplicates(ids: string[]): string[] {
+  const seen = new Set<string>();
+  return ids.filter((id) => (seen.has(id) ? true : (seen.add(id), false)));
+}
+
+describe('durable notification queue', { timeout: 240_000 }, () => {
+  let env: XmppEnv;
+  let home: ServerInfo;
+  let dir: string;
+  let hermod: HermodProcess | undefined;
+  let alice: TestClient;
+  /** The current session of each subscriber. */
+  const subs: TestClient[] = [];
+  /** Every session each subscriber had (a server restart logs them out). */
+  const sessions: TestClient[][] = [];
+  let SVC: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-durable-'));
+    env = await startXmppEnv({ prosody: false });
+    home = env.beta as ServerInfo;
+    SVC = home.componentJid;
+    hermod = await startHermodProcess({ server: home, dir });
+    alice = await TestClient.create(env, home, 'alice');
+    for (let i = 0; i < SUBSCRIBERS; i++) {
+      subs.push(await TestClient.create(env, home, `sub${i}`));
+      sessions.push([subs[i] as TestClient]);
+    }
+  });
+
+  after(async () => {
+    await Promise.all([alice?.stop(), ...sessions.flat().map((s) => s.stop())]);
+    await hermod?.stop().catch(() => hermod?.kill());
+    await env?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Everyone logs in again after the server restart. */
+  async function loginAgain(): Promise<void> {
+    await alice.stop();
+    alice = await TestClient.connect(home, 'alice', PASSWORD, `again${Date.now()}`);
+    for (let i = 0; i < SUBSCRIBERS; i++) {
+      await subs[i]?.stop();
+      subs[i] = await TestClient.connect(home, `sub${i}`, PASSWORD, `again${Date.now()}`);
+      sessions[i]?.push(subs[i] as TestClient);
+    }
+  }
+
+  async function subscribe(node: string): Promise<void> {
+    await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='${node}'/></pubsub>`);
+    await alice.iq('set', SVC, configure(node, { notification_type: 'normal', ...(node === 'fan' ? { max_items: 'max' } : { item_expire: '3', notify_retract: 'true' }) }));
+    for (const s of subs) await s.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='${node}' jid='${s.bare}'/></pubsub>`);
+  }
+
+  it('XMPP server stopped mid fan-out and restarted: every subscriber gets every acknowledged item exactly once', async () => {
+    await subscribe('fan');
+    await alice.iq('set', SVC, publish('fan', 'warm'));
+    await Promise.all(subs.map((s) => s.waitForMessage(isItemEvent('fan', 'warm'), 30_000, 'first notification')));
+
+    const onlineBefore = (await (hermod as HermodProcess).log()).filter((l) => l.msg === 'component online').length;
+    const acked: string[] = [];
+    let next = 0;
+    const publisher = async (): Promise<void> => {
+      while (next < ITEMS) {
+        const id = `i${next++}`;
+        try {
+          await alice.iq('set', SVC, publish('fan', id, PAYLOAD), 10_000);
+          acked.push(id);
+        } catch {
+          return; // the server went away: not acknowledged
+        }
+      }
+    };
+    const publishing = Promise.all(Array.from({ length: 16 }, publisher));
+    // Mid fan-out: the first subscriber has some of the items, not all.
+    await eventually(() => notified(sessions[0] as TestClient[], 'fan', 'item').length >= 40, 'fan-out under way', 60_000);
+    await env.stopServer(home);
+    await publishing;
+    assert.ok(acked.length >= 40, `${acked.length} publications acknowledged before the stop`);
+    await env.startServer(home);
+    await eventually(async () => (await (hermod as HermodProcess).log()).filter((l) => l.msg === 'component online').length > onlineBefore, 'hermod back online', 60_000);
+    await loginAgain();
+
+    // A marker published last arrives after everything queued before it.
+    await alice.iq('set', SVC, publish('fan', 'marker'));
+    for (let n = 0; n < SUBSCRIBERS; n++) {
+      await (subs[n] as TestClient).waitForMessage(isItemEvent('fan', 'marker'), 60_000, `marker at sub${n}`);
+      const got = notified(sessions[n] as TestClient[], 'fan', 'item');
+      assert.deepEqual(acked.filter((id) => !got.includes(id)), [], `sub${n} missed acknowledged items`);
+      assert.deepEqual(duplicates(got), [], `sub${n} got items twice`);
+    }
+  });
+
+  for (const how of ['kill', 'stop'] as const) {
+    it(`notifications queued while the server is down survive Hermod ${how === 'kill' ? 'killed with SIGKILL' : 'stopped with SIGTERM'} and are delivered once`, async () => {
+      const node = `exp-${how}`;
+      await subscribe(node);
+      const ids = ['e1', 'e2', 'e3'];
+      for (const id of ids) await alice.iq('set', SVC, publish(node, id));
+      await Promise.all(subs.map((s) => s.waitForMessage(isItemEvent(node, 'e3'), 30_000, 'publication')));
+
+      await env.stopServer(home);
+      // The items expire while Hermod is disconnected: their retractions wait in the queue.
+      const configFile = path.join(dir, 'hermod.json');
+      const status = await eventually(async () => {
+        const st = await statusOf(configFile);
+        return st && st.connection !== 'online' && st.queues.outboxPending >= SUBSCRIBERS ? st : undefined;
+      }, 'retractions queued', 30_000);
+      assert.ok(status.queues.outboxPending >= SUBSCRIBERS);
+      if (how === 'kill') await (hermod as HermodProcess).kill();
+      else assert.equal(await (hermod as HermodProcess).stop(), 0);
+
+      await env.startServer(home);
+      hermod = await startHermodProcess({ server: home, dir });
+      assert.ok(await hermod.waitForLog((l) => l.msg === 'undelivered notifications queued from the journal', 'journal replayed'));
+      await loginAgain();
+      // A marker published last arrives after everything queued before it.
+      await alice.iq('set', SVC, publish('fan', `after-${how}`));
+      for (let n = 0; n < SUBSCRIBERS; n++) {
+        await (subs[n] as TestClient).waitForMessage(isItemEvent('fan', `after-${how}`), 60_000, `marker at sub${n}`);
+        assert.deepEqual(notified(sessions[n] as TestClient[], node, 'retract').sort(), ids, `sub${n}: each retraction once`);
+      }
+    });
+  }
+});
