@@ -1,0 +1,79 @@
+// Secrets never reach logs or error messages: the real `hermod` process, at debug and trace
+// level, is made to fail with a known component secret (refused by real Prosody) and with
+// CouchDB URLs carrying user:password (application database and store, both unreachable).
+// Neither string may appear anywhere in its stdout or stderr, nor in `hermod check`'s output.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startHermodProcess, writeHermodConfig } from './hermod-process.ts';
+
+const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
+const SECRET = 'Wrong-Secret-7f3a9c';
+const PASSWORD = 'Couch-Passw0rd-e41b';
+
+function hermodCli(...args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, output: stdout + stderr });
+    });
+  });
+}
+
+describe('secrets stay out of logs and errors', { timeout: 120_000 }, () => {
+  let env: XmppEnv;
+  let home: ServerInfo;
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-secrets-'));
+    env = await startXmppEnv({ ejabberd: false });
+    home = env.alpha as ServerInfo;
+  });
+
+  after(async () => {
+    await env?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a refused component secret is logged as refused, never shown (start at trace level, and check)', async () => {
+    const component = { jid: home.componentJid, secret: SECRET, server: home.componentService };
+    const hermod = await startHermodProcess({ server: home, dir, name: 'wrong', extra: { component, log: { level: 'trace' } } }, false);
+    try {
+      const failed = await hermod.waitForLog((l) => l.msg === 'component connection failed', 'refused handshake', 20_000);
+      assert.match(String(failed.reason), /not-authorized/);
+    } finally {
+      await hermod.stop().catch(() => hermod.kill());
+    }
+    const log = await readFile(hermod.logFile, 'utf8');
+    assert.ok(log.length > 0);
+    assert.doesNotMatch(log, new RegExp(SECRET));
+
+    const check = await hermodCli('check', '--config', path.join(dir, 'wrong.json'));
+    assert.equal(check.code, 1);
+    assert.match(check.output, /refused the component secret/);
+    assert.doesNotMatch(check.output, new RegExp(SECRET));
+  });
+
+  it('CouchDB credentials in appDb.url and store.couchdb.url are never shown when the database cannot be reached', async () => {
+    const url = `http://hermod:${PASSWORD}@127.0.0.1:1`;
+    for (const [name, extra] of [
+      ['appdb', { appDb: { url, db: 'ajatus_db' }, log: { level: 'trace' } }],
+      ['store', { store: { backend: 'couchdb', couchdb: { url, db: 'hermod' } }, log: { level: 'trace' } }],
+    ] as const) {
+      const config = await writeHermodConfig({ server: home, dir, name, extra });
+      const start = await hermodCli('start', '--config', config);
+      assert.notEqual(start.code, 0, `${name}: start fails`);
+      assert.match(start.output, /ECONNREFUSED/, `${name}: the cause is shown`);
+      assert.doesNotMatch(start.output, new RegExp(PASSWORD), `${name}: start output`);
+      const check = await hermodCli('check', '--config', config);
+      assert.doesNotMatch(check.output, new RegExp(PASSWORD), `${name}: check output`);
+    }
+  });
+});
