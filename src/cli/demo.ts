@@ -2,9 +2,11 @@
 // own CouchDB-API database (pouchdb-server) and its own Hermod: site A attached to Prosody
 // (alpha.test), site B to ejabberd (beta.test), federating over s2s on loopback. Ajatus notes
 // created, edited and deleted at A replicate to B through XMPP pub/sub; a note in a tag B is
-// not whitelisted for stays home. Everything is stopped and removed at the end.
+// not whitelisted for stays home. Site A also runs Midgard replication: an article Midgard drops
+// into A's spool becomes an Ajatus note at B through the shipped midgard2ajatus.xsl stylesheet
+// (B's subscription to A's /midgard_article/all names it). Everything is stopped and removed.
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../devenv/couchdb.ts';
@@ -27,6 +29,28 @@ const note = (id: string, title: string, tags: string[], rev?: string): Doc => (
   ...(rev ? { _rev: rev } : {}),
   value: { _type: 'note', title: { val: title }, tags: { val: tags }, metadata: { creator: { val: 'alice' }, revised: { val: new Date().toISOString() }, deleted: { val: false } } },
 });
+
+const ARTICLE_GUID = '3aed637e8a34b41530207f196c092800';
+const ARTICLE = `<?xml version="1.0"?>
+<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8">
+  <midgard_article guid="${ARTICLE_GUID}" purge="no" action="created">
+    <name>meetup</name>
+    <title>Midgard meetup (written in Midgard at site A)</title>
+    <abstract></abstract>
+    <content>&lt;p&gt;See you there.&lt;/p&gt;</content>
+    <topic>7702d2ef6962510d2245727f169fd2a2</topic>
+    <up>0</up>
+    <metadata>
+      <creator>71140207f06e996d5c124d58e11fa3cd</creator>
+      <created>2026-11-24 14:00:00+0000</created>
+      <revised>2026-11-24 14:00:00+0000</revised>
+      <revision>1</revision>
+      <approved>0000-00-00 00:00:00+0000</approved>
+      <deleted>0</deleted>
+    </metadata>
+  </midgard_article>
+</midgard_object>
+`;
 
 /** Polls until `check` is true (bounded); returns whether it became true. */
 async function until(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<boolean> {
@@ -72,12 +96,17 @@ export async function runDemo(): Promise<number> {
     await put(couchA, APP, { _id: 'hermod:tag:project', access_model: 'whitelist', whitelist: [beta.componentJid] });
     // Site B's partner is a person at A; Hermod discovers A's service on alpha.test.
     await put(couchB, CONTENT, { _id: 'contact-alice', value: { _type: 'contact', title: { val: 'Alice at site A' }, jid: { val: 'alice@alpha.test' } } });
+    // What B follows of alice's site: the "project" tag, and Midgard articles turned into Ajatus notes by XSLT.
+    await put(couchB, APP, { _id: 'hermod:partner:alice@alpha.test', follow: ['/tags/project', '/midgard_article/all'], transform: { '/midgard_article/all': { stylesheet: 'midgard2ajatus.xsl', params: { tags: 'midgard' } } } });
     say(`Site A whitelists site B (${beta.componentJid}) for tag "project"; site B has alice@alpha.test as a contact.`);
 
     const log = createLogger('warn');
     const dirA = path.join(dataDir, 'a');
     const dirB = path.join(dataDir, 'b');
-    hermods.push(await startHermod(validateConfig({ appDb: { url: couchA.url, db: APP }, dataDir: dirA, ajatus: { discoveryIntervalSeconds: 1 } }, dirA), { log }));
+    const spoolA = path.join(dirA, 'midgard-spool');
+    await mkdir(spoolA, { recursive: true });
+    const midgardA = { bus: 'none', spool: spoolA, inbound: path.join(dirA, 'midgard-inbound'), access: { '*': { access_model: 'whitelist', whitelist: [beta.componentJid] } } };
+    hermods.push(await startHermod(validateConfig({ appDb: { url: couchA.url, db: APP }, dataDir: dirA, ajatus: { discoveryIntervalSeconds: 1 }, midgard: midgardA }, dirA), { log }));
     hermods.push(
       await startHermod(
         validateConfig({ component: { jid: beta.componentJid, secret: beta.componentSecret, server: beta.componentService }, appDb: { url: couchB.url, db: APP }, dataDir: dirB, ajatus: { discoveryIntervalSeconds: 1 } }, dirB),
@@ -108,8 +137,20 @@ export async function runDemo(): Promise<number> {
     check('the edit and the deletion reach site B', await until(async () => JSON.stringify(await titlesAt(couchB)) === JSON.stringify(['Budget, final', 'Kick-off agenda'])));
     check('the private note never left site A', (await couch(couchB, 'GET', `${CONTENT}/note-private`)).status === 404);
 
+    say('\nAt site A, Midgard publishes an article (its watcher drops the serialized object into Hermod\'s spool):');
+    await writeFile(path.join(spoolA, '.meetup.tmp'), ARTICLE);
+    await rename(path.join(spoolA, '.meetup.tmp'), path.join(spoolA, 'meetup.xml'));
+    say(`  midgard_article ${ARTICLE_GUID} "Midgard meetup" -> node /midgard_article/all`);
+    const fromMidgard = async (): Promise<Doc | undefined> => {
+      const { status, json } = await couch(couchB, 'GET', `${CONTENT}/midgard-${ARTICLE_GUID}`);
+      return status === 200 ? (json as Doc) : undefined;
+    };
+    check('it arrives at site B as an Ajatus note, transformed by midgard2ajatus.xsl', await until(async () => (await fromMidgard()) !== undefined));
+    const mnote = (await fromMidgard())?.value as { _type?: string; tags?: { val?: unknown } } | undefined;
+    check(`with Ajatus fields (type "${mnote?._type}", tags ${JSON.stringify(mnote?.tags?.val)})`, mnote?._type === 'note' && JSON.stringify(mnote.tags?.val) === '["midgard"]');
+
     say(`\nSite B's database now holds: ${(await titlesAt(couchB)).map((t) => `"${t}"`).join(', ')}`);
-    say(ok ? '\nDemo OK: Ajatus content replicated from site A to site B over XMPP publish/subscribe and federation.' : '\nDemo FAILED (see ✘ above).');
+    say(ok ? '\nDemo OK: Ajatus and Midgard content replicated from site A to site B over XMPP publish/subscribe and federation.' : '\nDemo FAILED (see ✘ above).');
     return ok ? 0 : 1;
   } catch (err) {
     process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
