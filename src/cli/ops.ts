@@ -63,11 +63,13 @@ export async function check(file: string | undefined): Promise<number> {
     return 1;
   }
   let component = config.component;
-  if (!component && config.appDb) {
-    const settings = new AppSettings(nano(config.appDb.url).use(config.appDb.db), silentLogger);
+  if (config.appDb) {
+    // Replication needs both databases: the settings one, and the content it publishes and writes.
+    const server = nano(config.appDb.url);
+    const settings = new AppSettings(server.use(config.appDb.db), silentLogger);
     try {
       await settings.start();
-      component = await settings.credentials();
+      component ??= await settings.credentials();
     } catch (e) {
       err(`FAIL  appDb    cannot read '${config.appDb.db}': ${reason(e)}`);
       return 1;
@@ -76,6 +78,14 @@ export async function check(file: string | undefined): Promise<number> {
     }
     if (!component) {
       err(`FAIL  appDb    no hermod:credentials document in '${config.appDb.db}' and no component in the config file`);
+      return 1;
+    }
+    try {
+      const info = await server.use(config.ajatus.contentDb).info();
+      out(`ok    appDb    '${config.appDb.db}' readable; content database '${config.ajatus.contentDb}': ${info.doc_count} documents`);
+    } catch (e) {
+      const missing = (e as { statusCode?: number }).statusCode === 404;
+      err(`FAIL  appDb    content database '${config.ajatus.contentDb}': ${missing ? 'does not exist (create it, or set ajatus.contentDb)' : reason(e)}`);
       return 1;
     }
   }

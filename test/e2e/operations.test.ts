@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import nano from 'nano';
 import { after, before, describe, it } from 'node:test';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
@@ -67,7 +68,7 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('check: passes on a good config; names the failing part (secret, server, store) with exit 1, and never prints the secret', async () => {
+  it('check: passes on a good config; names the failing part (secret, server, store, application databases) with exit 1, and never prints the secret', async () => {
     const good = await writeHermodConfig({ server: home, dir, name: 'check-good' });
     const ok = await hermodCli('check', '--config', good);
     assert.equal(ok.code, 0, ok.stderr);
@@ -91,6 +92,19 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
     assert.equal(storeDown.code, 1);
     assert.match(storeDown.stderr, /FAIL +store +CouchDB http:\/\/\*\*\*@127\.0\.0\.1:1\/hermod: .*ECONNREFUSED/);
     assert.doesNotMatch(storeDown.stdout + storeDown.stderr, new RegExp(COUCH_PASSWORD));
+
+    // Replication: the application database and the content database must both be readable.
+    const server = nano(couchUrl); // the server has an admin now: create with its credentials
+    await server.db.create('check_app');
+    const noContent = await writeHermodConfig({ server: home, dir, name: 'check-appdb', extra: { appDb: { url: couchUrl, db: 'check_app' }, ajatus: { contentDb: 'check_content' } } });
+    const missing = await hermodCli('check', '--config', noContent);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /FAIL +appDb +content database 'check_content': does not exist \(create it, or set ajatus\.contentDb\)/);
+    assert.doesNotMatch(missing.stdout + missing.stderr, new RegExp(COUCH_PASSWORD));
+    await server.db.create('check_content');
+    const present = await hermodCli('check', '--config', noContent);
+    assert.equal(present.code, 0, present.stderr);
+    assert.match(present.stdout, /ok +appDb +'check_app' readable; content database 'check_content': 0 documents/);
 
     const badConfig = await writeHermodConfig({ server: home, dir, name: 'check-config', extra: { store: { backend: 'sqlite' } } });
     const invalid = await hermodCli('check', '--config', badConfig);

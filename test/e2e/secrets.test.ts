@@ -4,27 +4,21 @@
 // Neither string may appear anywhere in its stdout or stderr, nor in `hermod check`'s output.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { startHermodProcess, writeHermodConfig } from './hermod-process.ts';
+import { hermodCli, startHermodProcess, writeHermodConfig } from './hermod-process.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
 const SECRET = 'Wrong-Secret-7f3a9c';
 const PASSWORD = 'Couch-Passw0rd-e41b';
 
-function hermodCli(...args: string[]): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, output: stdout + stderr });
-    });
-  });
-}
+/** `hermod ARGS` with stdout and stderr together. */
+const run = async (...args: string[]): Promise<{ code: number; output: string }> => {
+  const r = await hermodCli(...args);
+  return { code: r.code, output: r.stdout + r.stderr };
+};
 
 describe('secrets stay out of logs and errors', { timeout: 120_000 }, () => {
   let env: XmppEnv;
@@ -55,7 +49,7 @@ describe('secrets stay out of logs and errors', { timeout: 120_000 }, () => {
     assert.ok(log.length > 0);
     assert.doesNotMatch(log, new RegExp(SECRET));
 
-    const check = await hermodCli('check', '--config', path.join(dir, 'wrong.json'));
+    const check = await run('check', '--config', path.join(dir, 'wrong.json'));
     assert.equal(check.code, 1);
     assert.match(check.output, /refused the component secret/);
     assert.doesNotMatch(check.output, new RegExp(SECRET));
@@ -68,11 +62,13 @@ describe('secrets stay out of logs and errors', { timeout: 120_000 }, () => {
       ['store', { store: { backend: 'couchdb', couchdb: { url, db: 'hermod' } }, log: { level: 'trace' } }],
     ] as const) {
       const config = await writeHermodConfig({ server: home, dir, name, extra });
-      const start = await hermodCli('start', '--config', config);
+      const start = await run('start', '--config', config);
       assert.notEqual(start.code, 0, `${name}: start fails`);
       assert.match(start.output, /ECONNREFUSED/, `${name}: the cause is shown`);
       assert.doesNotMatch(start.output, new RegExp(PASSWORD), `${name}: start output`);
-      const check = await hermodCli('check', '--config', config);
+      const check = await run('check', '--config', config);
+      assert.equal(check.code, 1, `${name}: check fails`);
+      assert.match(check.output, name === 'appdb' ? /FAIL {2}appDb {4}cannot read 'ajatus_db'/ : /FAIL {2}store/, `${name}: check names what fails`);
       assert.doesNotMatch(check.output, new RegExp(PASSWORD), `${name}: check output`);
     }
   });
