@@ -26,6 +26,7 @@ import { commandRoutes } from './xmpp/commands.ts';
 import { mamRoutes } from './xmpp/mam.ts';
 import { discoRoutes } from './xmpp/disco.ts';
 import { parseJid } from './xmpp/jid.ts';
+import { refusalReply } from './xmpp/parser.ts';
 import { NotificationRenderer } from './xmpp/notifications.ts';
 import { pubsubRoutes } from './xmpp/pubsub-handlers.ts';
 import { Router } from './xmpp/router.ts';
@@ -152,6 +153,11 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     log,
     onStanza: async (stanza) => {
       metrics.received(stanza);
+      const refused = refusalReply(stanza); // too deep or too large for the stream parser's bounds
+      if (refused) {
+        log.warn('stanza refused by the stream parser', { from: stanza.attrs.from, name: stanza.name, reason: refused.reason });
+        return refused.reply;
+      }
       if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
       const reply = await router.handle(stanza);
       if (reply) metrics.replied(reply);

@@ -5,6 +5,7 @@
 import { Component } from '@xmpp/component-core';
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
+import { withStreamParser } from '../xmpp/parser.ts';
 import { Outbox, type OutboxOptions } from './outbox.ts';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'stopped';
@@ -76,7 +77,7 @@ export class ComponentConnection {
     if (this.stopping) return;
     const { jid, secret, server, log } = this.options;
     this.setState('connecting');
-    const entity = new Component({ service: server, domain: jid });
+    const entity = withStreamParser(new Component({ service: server, domain: jid })); // linear on long text, bounded stanzas
     this.entity = entity;
     let handshakeError: string | undefined;
     entity.on('open', (el: Element) => {
@@ -168,7 +169,7 @@ export class ComponentConnection {
  * the component, rejects with a readable reason (never the secret) otherwise.
  */
 export async function checkHandshake(options: { jid: string; secret: string; server: string; timeoutMs?: number }): Promise<void> {
-  const entity = new Component({ service: options.server, domain: options.jid });
+  const entity = withStreamParser(new Component({ service: options.server, domain: options.jid }));
   let handshakeError: string | undefined;
   entity.on('open', (el: Element) => {
     entity.authenticate(el.attrs.id as string, options.secret).catch((err: unknown) => (handshakeError = String(err)));
