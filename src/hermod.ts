@@ -98,6 +98,8 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     store,
     // The component itself publishes for its sources: it is an admin of its own service.
     admins: [...config.pubsub.admins, component.jid],
+    // Admins, and so the component publishing for replication, are exempt from node quota and rate.
+    limits: config.limits,
     mayCreateNodes: (bare) => {
       const jid = parseJid(bare);
       return !!jid && jid.local !== '' && creatorDomains.has(jid.domain);

@@ -68,6 +68,8 @@ Config file (JSON; relative paths are resolved against the file's folder):
                                           per-subscription XSLT: folder for relative
                                           stylesheet paths (then the shipped ones), bounds
     "metrics": { "port": 9464 },          Prometheus /metrics on 127.0.0.1:9464 ("host" to change)
+    "limits": { "maxItemsPerNode": 100000, "maxNodesPerOwner": 1000,
+      "publishRate": { "perSecond": 100, "burst": 10000 } }   or false; admins exempt
     "log": { "level": "info" }
   }
 

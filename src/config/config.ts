@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '../log.ts';
 import { isDomainJid, normalizeJid, parseJid } from '../xmpp/jid.ts';
+import { DEFAULT_LIMITS, type Limits } from '../pubsub/limits.ts';
+import { MAX_ITEMS_LIMIT } from '../pubsub/node-config.ts';
 import { readMidgardConfig, type MidgardConfig } from './midgard-config.ts';
 
 export interface AppDbConfig {
@@ -46,6 +48,8 @@ export interface HermodConfig {
   /** Prometheus metrics over HTTP; absent: off. */
   metrics: { port: number; host: string } | undefined;
   log: { level: LogLevel };
+  /** Items per node, nodes per owner, publish rate per sender (admins and the component exempt). */
+  limits: Limits;
 }
 
 export type StoreConfig =
@@ -125,7 +129,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
   const errors: string[] = [];
   const r = new Reader(errors);
   if (!isObject(raw)) throw new ConfigError(`the configuration must be a JSON object, got ${show(raw)}`);
-  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus', 'metrics', 'midgard', 'transforms'], '');
+  r.unknownKeys(raw, ['component', 'dataDir', 'pubsub', 'store', 'log', 'appDb', 'ajatus', 'metrics', 'midgard', 'transforms', 'limits'], '');
   const midgard = readMidgardConfig(raw.midgard, baseDir, errors);
 
   const appDbRaw = r.section(raw, 'appDb', '', false);
@@ -236,6 +240,31 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     maxOutput: bound('maxOutput', 8 * 1024 * 1024),
   };
 
+  const limitsRaw = r.section(raw, 'limits', '', false) ?? {};
+  r.unknownKeys(limitsRaw, ['maxItemsPerNode', 'maxNodesPerOwner', 'publishRate'], 'limits.');
+  const whole = (obj: Record<string, Json>, key: string, prefix: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const v = obj[key] ?? fallback;
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= max) return v;
+    errors.push(`${prefix}${key}: must be a whole number ${max === Number.MAX_SAFE_INTEGER ? 'of at least 1' : `from 1 to ${max}`}, got ${show(v)}`);
+    return fallback;
+  };
+  let publishRate = DEFAULT_LIMITS.publishRate;
+  const rateRaw = limitsRaw.publishRate;
+  if (rateRaw === false) publishRate = undefined;
+  else if (rateRaw !== undefined && !isObject(rateRaw)) errors.push(`limits.publishRate: must be false (no limit) or an object {"perSecond", "burst"}, got ${show(rateRaw)}`);
+  else if (isObject(rateRaw)) {
+    r.unknownKeys(rateRaw, ['perSecond', 'burst'], 'limits.publishRate.');
+    const perSecond = rateRaw.perSecond ?? DEFAULT_LIMITS.publishRate?.perSecond;
+    if (typeof perSecond !== 'number' || !(perSecond > 0) || !Number.isFinite(perSecond)) errors.push(`limits.publishRate.perSecond: must be a positive number, got ${show(perSecond)}`);
+    const burst = whole(rateRaw, 'burst', 'limits.publishRate.', DEFAULT_LIMITS.publishRate?.burst ?? 1);
+    if (typeof perSecond === 'number' && perSecond > 0) publishRate = { perSecond, burst };
+  }
+  const limits: Limits = {
+    maxItemsPerNode: whole(limitsRaw, 'maxItemsPerNode', 'limits.', DEFAULT_LIMITS.maxItemsPerNode, MAX_ITEMS_LIMIT),
+    maxNodesPerOwner: whole(limitsRaw, 'maxNodesPerOwner', 'limits.', DEFAULT_LIMITS.maxNodesPerOwner),
+    publishRate,
+  };
+
   const log = r.section(raw, 'log', '', false) ?? {};
   r.unknownKeys(log, ['level'], 'log.');
   const level = r.string(log, 'level', 'log.', false) ?? 'info';
@@ -253,6 +282,7 @@ export function validateConfig(raw: Json, baseDir: string): HermodConfig {
     transforms,
     metrics,
     log: { level: level as LogLevel },
+    limits,
   };
 }
 

@@ -25,6 +25,8 @@ export const PUBSUB_ERROR_NAMES = [
   'precondition-not-met', // publish-options: the node is not configured as required
   'bad-request',
   'internal-server-error',
+  'max-nodes-exceeded', // the owner holds the most nodes the service allows (limits.ts)
+  'rate-limited', // the sender publishes faster than the service allows (limits.ts)
 ] as const;
 export type PubsubErrorName = (typeof PUBSUB_ERROR_NAMES)[number];
 

@@ -17,7 +17,8 @@ import { KeyedMutex } from '../util/mutex.ts';
 import { may, needsApproval, type Action } from './capabilities.ts';
 import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail } from './errors.ts';
-import { applyConfig, DEFAULT_NODE_CONFIG, itemLimit } from './node-config.ts';
+import { checkMaxItems, checkNodeQuota, checkPublishRate, NO_LIMITS, nodeItemLimit, RateLimiter, type Limits } from './limits.ts';
+import { applyConfig, DEFAULT_NODE_CONFIG } from './node-config.ts';
 import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf, sameOptions } from './subscription-options.ts';
 import {
   type Affiliation,
@@ -50,6 +51,8 @@ export interface ServiceOptions {
   timers?: Timers;
   /** Background failures (item expiry); the default prints a process warning. */
   onError?: (err: unknown) => void;
+  /** Items per node, nodes per owner, publish rate per sender (limits.ts); absent: NO_LIMITS. Admins are exempt from the last two. */
+  limits?: Partial<Limits>;
 }
 
 interface NodeState {
@@ -94,6 +97,10 @@ export class PubsubService {
   private readonly expiry: ExpiryScheduler;
   /** Leased subscriptions (pubsub#expire), per node. */
   private readonly leases: ExpiryScheduler;
+  private readonly limits: Limits;
+  private readonly publishRate: RateLimiter | undefined;
+  /** Creations per owner are serialised so that the node quota holds under concurrency. */
+  private readonly ownerLocks = new KeyedMutex();
 
   constructor(options: ServiceOptions) {
     this.store = options.store;
@@ -101,6 +108,8 @@ export class PubsubService {
     this.admins = new Set([...(options.admins ?? [])].map(bareJid));
     this.mayCreateNodes = options.mayCreateNodes;
     this.defaults = applyConfig({ ...DEFAULT_NODE_CONFIG }, options.nodeDefaults ?? {});
+    this.limits = { ...NO_LIMITS, ...options.limits };
+    checkMaxItems(this.defaults.maxItems, this.limits);
     this.now = options.now ?? Date.now;
     this.newId = options.newId ?? randomUUID;
     this.cache = new LRUCache({ max: options.cacheNodes ?? 10_000 });
@@ -108,6 +117,7 @@ export class PubsubService {
     const onError = options.onError ?? ((err: unknown) => process.emitWarning(`pubsub item expiry failed: ${String(err)}`));
     this.expiry = new ExpiryScheduler(timers, (node) => this.expireItems(node), onError);
     this.leases = new ExpiryScheduler(timers, (node) => this.endLeases(node), onError);
+    if (this.limits.publishRate) this.publishRate = new RateLimiter(this.limits.publishRate, this.now);
   }
 
   /** Restores background work from the store (item expiry timers). Call once after opening. */
@@ -273,14 +283,19 @@ export class PubsubService {
     const id = nodeId ?? this.newId();
     if (id.length > NODE_ID_MAX) fail('not-acceptable', `node id longer than ${NODE_ID_MAX} characters`);
     const nodeConfig = applyConfig(this.defaults, config);
-    return this.mutate(id, async () => {
-      if (await this.load(id)) fail('conflict', `node '${id}' already exists`);
-      const record: NodeRecord = { id, config: nodeConfig, creator: bare, created: this.now() };
-      await this.store.putNode(record);
-      await this.store.setAffiliation(id, bare, 'owner');
-      this.cache.delete(id);
-      return id;
-    });
+    checkMaxItems(nodeConfig.maxItems, this.limits);
+    const quota = !this.admins.has(bare) && this.limits.maxNodesPerOwner !== Infinity;
+    const createNode = (): Promise<string> =>
+      this.mutate(id, async () => {
+        if (await this.load(id)) fail('conflict', `node '${id}' already exists`);
+        if (quota) checkNodeQuota((await this.store.getAffiliationsOf(bare)).filter((a) => a.affiliation === 'owner').length, this.limits);
+        const record: NodeRecord = { id, config: nodeConfig, creator: bare, created: this.now() };
+        await this.store.putNode(record);
+        await this.store.setAffiliation(id, bare, 'owner');
+        this.cache.delete(id);
+        return id;
+      });
+    return quota ? this.ownerLocks.run(bare, createNode) : createNode();
   }
 
   async getConfig(actor: string, nodeId: string | undefined): Promise<NodeConfig> {
@@ -296,10 +311,11 @@ export class PubsubService {
     await this.mutate(id, async () => {
       const state = await this.node(id);
       const config = applyConfig(state.record.config, change);
+      checkMaxItems(change.maxItems, this.limits);
       const record: NodeRecord = { ...state.record, config };
       await this.store.putNode(record);
       state.record = record;
-      const keep = itemLimit(config);
+      const keep = nodeItemLimit(config, this.limits);
       if (keep === 0) await this.store.purgeItems(id);
       else await this.store.trimItems(id, keep);
       await this.dropUnauthorisedSubscriptions(state);
@@ -521,7 +537,7 @@ export class PubsubService {
   /** §6.1.7 send_last_published_item on_sub: the newest item to a new subscription, stamped. */
   private async sendLastPublished(state: NodeState, sub: Subscription): Promise<void> {
     const { config } = state.record;
-    if (config.sendLastPublishedItem !== 'on_sub' || !config.deliverNotifications || sub.options?.deliver === false || itemLimit(config) === 0) return;
+    if (config.sendLastPublishedItem !== 'on_sub' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return;
     const [last] = await this.store.getItems(state.record.id, { max: 1 });
     if (!last) return;
     this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: sub.jid, subid: sub.subid }]);
@@ -645,6 +661,7 @@ export class PubsubService {
   async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string> {
     const checked = await this.node(nodeId);
     this.requirePublish(checked, actor);
+    if (this.publishRate && !this.admins.has(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
     const { config } = checked.record;
     const { item } = request;
     const needsPayload = config.persistItems || config.deliverPayloads;
@@ -660,7 +677,7 @@ export class PubsubService {
       const payload = item?.payload ?? '';
       if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
       const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
-      const keep = itemLimit(nodeConfig);
+      const keep = nodeItemLimit(nodeConfig, this.limits);
       if (keep > 0) {
         await this.store.putItem(id, published, keep);
         await this.store.appendArchive(id, { stamp: published.published, item: published }, ARCHIVE_LIMIT);

@@ -50,6 +50,10 @@ export const ERROR_TABLE: Record<PubsubErrorName, ErrorSpec> = {
   'precondition-not-met': { type: 'cancel', condition: 'conflict', pubsub: 'precondition-not-met' },
   'bad-request': { type: 'modify', condition: 'bad-request' },
   'internal-server-error': { type: 'wait', condition: 'internal-server-error' },
+  // Limits are the service's policy, not a shortage of resources (RFC 6120 §8.3.3.12 vs .18):
+  // a node quota cannot be waited out (cancel; XEP-0060's pubsub#errors names it), a rate can (wait).
+  'max-nodes-exceeded': { type: 'cancel', condition: 'policy-violation', pubsub: 'max-nodes-exceeded' },
+  'rate-limited': { type: 'wait', condition: 'policy-violation' },
 };
 
 export const badRequest = (text: string, pubsub?: string): StanzaError =>
