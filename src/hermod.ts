@@ -28,6 +28,8 @@ import { discoRoutes } from './xmpp/disco.ts';
 import { parseJid } from './xmpp/jid.ts';
 import { refusalReply } from './xmpp/parser.ts';
 import { NotificationRenderer } from './xmpp/notifications.ts';
+import { PresenceHandler, PresenceTracker } from './xmpp/presence.ts';
+import { Privileges } from './xmpp/privilege.ts';
 import { pubsubRoutes } from './xmpp/pubsub-handlers.ts';
 import { Router } from './xmpp/router.ts';
 
@@ -94,7 +96,16 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   const { journal, undelivered } = NotificationJournal.open(config.dataDir, log);
   const notifications = new NotificationQueue(() => connection?.outbox, journal, (event, recipients) => renderer.render(event, recipients));
   const creatorDomains = new Set(config.pubsub.creatorDomains ?? [parentDomain(component.jid)]);
+  // XEP-0356: the attached server's domains may grant roster/presence access (src/xmpp/privilege.ts).
+  const privileges = new Privileges({
+    serverDomains: [parentDomain(component.jid), ...creatorDomains],
+    iq: { request: (...args) => iq.request(...args) },
+    log: log.child({ component: 'privilege' }),
+  });
+  const presence = new PresenceTracker();
   const service = new PubsubService({
+    rosters: privileges,
+    presence,
     store,
     // The component itself publishes for its sources: it is an admin of its own service.
     admins: [...config.pubsub.admins, component.jid],
@@ -129,11 +140,20 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     onUnsubscribed: (count) => metrics.unsubscribedAfterBounces(count),
   });
 
+  const presenceHandler = new PresenceHandler({
+    jid: component.jid,
+    dataDir: config.dataDir,
+    send: (stanza) => connection?.send(stanza) ?? false,
+    tracker: presence,
+    // send_last_published_item on_sub_and_presence
+    onAvailable: (full) => void service.entityAvailable(full).catch((err: unknown) => log.error('last published item on presence failed', { jid: full, reason: String(err) })),
+    log: log.child({ component: 'presence' }),
+  });
   const router = new Router({
     jid: component.jid,
     log,
     routes: new Map([
-      ...discoRoutes({ service, jid: component.jid, name: config.pubsub.name }),
+      ...discoRoutes({ service, jid: component.jid, name: config.pubsub.name, extraFeatures: () => privileges.features() }),
       ...pubsubRoutes(service),
       ...commandRoutes(service),
       // MAM results are notifications-like messages: through the outbox, on the wire before <fin/>.
@@ -144,7 +164,8 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       ...basicRoutes(VERSION),
     ]),
     onBounce: (stanza) => bounces.bounced(stanza),
-    onMessage: async (stanza) => ((await ajatus?.handleEvent(stanza)) || (await midgard?.handleEvent(stanza)) ? undefined : approvals(stanza)),
+    onPresence: (stanza) => presenceHandler.handle(stanza),
+    onMessage: async (stanza) => (privileges.handleMessage(stanza) || (await ajatus?.handleEvent(stanza)) || (await midgard?.handleEvent(stanza)) ? undefined : approvals(stanza)),
     onIqResponse: (stanza) => void iq.handleResponse(stanza),
   });
 
@@ -166,6 +187,11 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       return reply;
     },
     onStateChange: (state) => {
+      if (state === 'online') presenceHandler.online();
+      else {
+        presenceHandler.offline();
+        privileges.reset();
+      }
       metrics.connection(state);
       options.onStateChange?.(state);
     },

@@ -42,6 +42,9 @@ export const ACCESS_MODEL_RULES: Record<AccessModel, { none: ReadonlySet<Action>
   open: { none: CAPABILITIES.none, approved: CAPABILITIES.none, approval: false },
   authorize: { none: set('subscribe'), approved: CAPABILITIES.none, approval: true },
   whitelist: { none: set(), approved: set(), approval: false },
+  // Without the roster relation (src/pubsub/access.ts) nothing; with it, the open model's rights.
+  presence: { none: set(), approved: set(), approval: false },
+  roster: { none: set(), approved: set(), approval: false },
 };
 
 /**

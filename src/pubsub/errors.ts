@@ -16,6 +16,8 @@ export const PUBSUB_ERROR_NAMES = [
   'not-subscribed', // unsubscribe without a subscription
   'must-subscribe', // authorize node: only (approved) subscribers retrieve items
   'pending-subscription', // authorize node: the request already waits for an owner
+  'presence-subscription-required', // presence node: the owner's roster does not share presence with the entity
+  'not-in-roster-group', // roster node: the entity is in none of the allowed groups of an owner's roster
   'subid-required',
   'invalid-subid',
   'invalid-options', // subscription options that cannot be applied

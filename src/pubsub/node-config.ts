@@ -26,6 +26,8 @@ export const DEFAULT_NODE_CONFIG: Readonly<NodeConfig> = Object.freeze({
   notificationType: 'headline',
   itemExpire: 'max',
   sendLastPublishedItem: 'on_sub',
+  rosterGroupsAllowed: [],
+  presenceBasedDelivery: false,
   title: '',
   description: '',
   type: '',

@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { bareJid, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store } from '../store/store.ts';
 import { KeyedMutex } from '../util/mutex.ts';
+import { needsRoster, rosterGrants, rosterModelRefusal, type PresenceView, type Roster, type RosterSource } from './access.ts';
 import { may, needsApproval, type Action } from './capabilities.ts';
 import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail } from './errors.ts';
@@ -53,6 +54,10 @@ export interface ServiceOptions {
   onError?: (err: unknown) => void;
   /** Items per node, nodes per owner, publish rate per sender (limits.ts); absent: NO_LIMITS. Admins are exempt from the last two. */
   limits?: Partial<Limits>;
+  /** Owners' rosters for the presence and roster access models (absent: those models are refused). */
+  rosters?: RosterSource;
+  /** Who is available, for pubsub#presence_based_delivery (absent: nobody is known to be). */
+  presence?: PresenceView;
 }
 
 interface NodeState {
@@ -101,6 +106,9 @@ export class PubsubService {
   private readonly publishRate: RateLimiter | undefined;
   /** Creations per owner are serialised so that the node quota holds under concurrency. */
   private readonly ownerLocks = new KeyedMutex();
+  private readonly rosterSource: RosterSource | undefined;
+  private readonly presence: PresenceView | undefined;
+  private readonly onError: (err: unknown) => void;
 
   constructor(options: ServiceOptions) {
     this.store = options.store;
@@ -117,6 +125,9 @@ export class PubsubService {
     const onError = options.onError ?? ((err: unknown) => process.emitWarning(`pubsub item expiry failed: ${String(err)}`));
     this.expiry = new ExpiryScheduler(timers, (node) => this.expireItems(node), onError);
     this.leases = new ExpiryScheduler(timers, (node) => this.endLeases(node), onError);
+    this.rosterSource = options.rosters;
+    this.presence = options.presence;
+    this.onError = onError;
     if (this.limits.publishRate) this.publishRate = new RateLimiter(this.limits.publishRate, this.now);
   }
 
@@ -188,18 +199,25 @@ export class PubsubService {
     return state.subscriptions.some((s) => s.state === 'subscribed' && bareJid(s.jid) === bare);
   }
 
-  private can(state: NodeState, jid: string, action: Action, subscribed?: boolean): boolean {
+  /**
+   * `rosters`: the owners' rosters, for the presence and roster models (rostersFor); without
+   * them an entity with no affiliation gets nothing on such a node.
+   */
+  private can(state: NodeState, jid: string, action: Action, subscribed?: boolean, rosters?: readonly Roster[]): boolean {
     const affiliation = this.affiliationOf(state, jid);
-    const { accessModel } = state.record.config;
+    let { accessModel } = state.record.config;
+    if (affiliation === 'none' && needsRoster(accessModel) && rosters && rosterGrants(state.record.config, rosters, jid)) accessModel = 'open';
     if (may(affiliation, accessModel, action, false)) return true;
     return may(affiliation, accessModel, action, subscribed ?? this.isSubscribed(state, jid));
   }
 
-  private require(state: NodeState, jid: string, action: Action): void {
-    if (this.can(state, jid, action)) return;
+  private require(state: NodeState, jid: string, action: Action, rosters?: readonly Roster[]): void {
+    if (this.can(state, jid, action, undefined, rosters)) return;
     const affiliation = this.affiliationOf(state, jid);
     const { accessModel } = state.record.config;
     if (affiliation === 'none' && accessModel === 'whitelist') fail('closed-node');
+    if (affiliation === 'none' && accessModel === 'presence') fail('presence-subscription-required');
+    if (affiliation === 'none' && accessModel === 'roster') fail('not-in-roster-group');
     if (affiliation === 'none' && accessModel === 'authorize' && may(affiliation, accessModel, action, true)) {
       fail('must-subscribe', 'only approved subscribers may do this on this node');
     }
@@ -210,12 +228,14 @@ export class PubsubService {
    * Subscribers that may receive notifications right now (access re-checked per send; paused
    * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
    */
-  private recipients(state: NodeState): Recipient[] {
+  private recipients(state: NodeState, rosters?: readonly Roster[]): Recipient[] {
     const out: Recipient[] = [];
     let byJid: Map<string, Recipient> | undefined;
     let multi: Set<string> | undefined;
+    const presenceBased = state.record.config.presenceBasedDelivery;
     for (const sub of state.subscriptions) {
-      if (sub.state !== 'subscribed' || sub.options?.deliver === false || !this.can(state, sub.jid, 'be-notified', true)) continue;
+      if (sub.state !== 'subscribed' || sub.options?.deliver === false || !this.can(state, sub.jid, 'be-notified', true, rosters)) continue;
+      if (presenceBased && !this.presence?.isAvailable(sub.jid)) continue; // §12: available subscribers only
       const seen = byJid?.get(sub.jid);
       if (seen) {
         (seen.subids ??= [seen.subid]).push(sub.subid);
@@ -231,6 +251,33 @@ export class PubsubService {
     }
     if (multi) for (const r of out) if (multi.has(r.jid)) r.subids ??= [r.subid];
     return out;
+  }
+
+  /** recipients() with the owners' rosters when the access model needs them. */
+  private async audience(state: NodeState): Promise<Recipient[]> {
+    return this.recipients(state, await this.rostersFor(state));
+  }
+
+  /**
+   * The rosters of the node's owners, for the presence and roster access models (undefined for
+   * other models). An owner whose roster cannot be read (no privilege covers it, or the server
+   * does not answer) contributes nothing: access is refused rather than guessed.
+   */
+  private async rostersFor(state: NodeState): Promise<Roster[] | undefined> {
+    if (!needsRoster(state.record.config.accessModel)) return undefined;
+    const source = this.rosterSource;
+    if (!source) return [];
+    const read = await Promise.all(
+      this.owners(state)
+        .filter((owner) => source.covers(owner))
+        .map((owner) =>
+          source.roster(owner).catch((err: unknown) => {
+            this.onError(new Error(`the roster of ${owner} could not be read (access refused meanwhile): ${String(err)}`));
+            return undefined;
+          }),
+        ),
+    );
+    return read.filter((r): r is Roster => r !== undefined);
   }
 
   /** The owners of a node (bare JIDs), e.g. to send them approval requests. */
@@ -284,6 +331,8 @@ export class PubsubService {
     if (id.length > NODE_ID_MAX) fail('not-acceptable', `node id longer than ${NODE_ID_MAX} characters`);
     const nodeConfig = applyConfig(this.defaults, config);
     checkMaxItems(nodeConfig.maxItems, this.limits);
+    const refusal = rosterModelRefusal(nodeConfig.accessModel, this.rosterSource, [bare]);
+    if (refusal) fail('not-acceptable', refusal);
     const quota = !this.admins.has(bare) && this.limits.maxNodesPerOwner !== Infinity;
     const createNode = (): Promise<string> =>
       this.mutate(id, async () => {
@@ -312,6 +361,8 @@ export class PubsubService {
       const state = await this.node(id);
       const config = applyConfig(state.record.config, change);
       checkMaxItems(change.maxItems, this.limits);
+      const refusal = change.accessModel === undefined ? undefined : rosterModelRefusal(config.accessModel, this.rosterSource, this.owners(state));
+      if (refusal) fail('not-acceptable', refusal);
       const record: NodeRecord = { ...state.record, config };
       await this.store.putNode(record);
       state.record = record;
@@ -319,7 +370,7 @@ export class PubsubService {
       if (keep === 0) await this.store.purgeItems(id);
       else await this.store.trimItems(id, keep);
       await this.dropUnauthorisedSubscriptions(state);
-      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id }, this.recipients(state));
+      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id }, await this.audience(state));
       this.expiry.set(id, config.itemExpire === 'max' ? undefined : await this.oldestExpiry(id, config.itemExpire));
     });
   }
@@ -330,7 +381,7 @@ export class PubsubService {
     const id = checked.record.id;
     await this.mutate(id, async () => {
       const state = await this.node(id);
-      const recipients = state.record.config.notifyDelete ? this.recipients(state) : [];
+      const recipients = state.record.config.notifyDelete ? await this.audience(state) : [];
       await this.store.deleteNode(id);
       this.cache.delete(id);
       this.expiry.set(id, undefined);
@@ -348,7 +399,7 @@ export class PubsubService {
       const state = await this.node(id);
       await this.store.purgeItems(id);
       await this.store.appendArchive(id, { stamp: this.now(), purged: true }, ARCHIVE_LIMIT);
-      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id }, this.recipients(state));
+      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id }, await this.audience(state));
     });
   }
 
@@ -365,8 +416,9 @@ export class PubsubService {
     const id = checked.record.id;
     await this.mutate(id, async () => {
       const state = await this.node(id);
+      const rosters = await this.rostersFor(state);
       for (const change of changes) {
-        if (change.state === 'subscribed' && !this.can(state, change.jid, 'subscribe')) {
+        if (change.state === 'subscribed' && !this.can(state, change.jid, 'subscribe', undefined, rosters)) {
           fail('not-acceptable', `${change.jid} may not subscribe under the node's access model or its affiliation; change its affiliation first`);
         }
         if (change.state !== 'subscribed' && change.state !== 'none') fail('not-acceptable', `subscription state '${change.state}' cannot be set by an owner here`);
@@ -427,8 +479,9 @@ export class PubsubService {
    * (§8.7: e.g. the entity became a publisher).
    */
   private async dropUnauthorisedSubscriptions(state: NodeState): Promise<void> {
+    const rosters = await this.rostersFor(state);
     for (const sub of [...state.subscriptions]) {
-      if (!this.can(state, sub.jid, 'subscribe')) await this.removeSubscription(state, sub, true);
+      if (!this.can(state, sub.jid, 'subscribe', undefined, rosters)) await this.removeSubscription(state, sub, true);
       else if (sub.state === 'pending' && !needsApproval(this.affiliationOf(state, sub.jid), state.record.config.accessModel)) {
         sub.state = 'subscribed';
         await this.store.putSubscription(sub);
@@ -447,12 +500,12 @@ export class PubsubService {
   async subscribe(actor: string, nodeId: string | undefined, jid: string, options?: Partial<SubscriptionOptions>): Promise<Subscription> {
     if (bareJid(jid) !== bareJid(actor)) fail('invalid-jid', 'the subscribed JID must have the bare JID of the requester');
     const checked = await this.node(nodeId);
-    this.require(checked, jid, 'subscribe');
+    this.require(checked, jid, 'subscribe', await this.rostersFor(checked));
     const wanted = options && applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, options, this.now());
     const id = checked.record.id;
     return this.mutate(id, async () => {
       const state = await this.node(id);
-      this.require(state, jid, 'subscribe');
+      this.require(state, jid, 'subscribe', await this.rostersFor(state));
       const existing = state.subscriptions.filter((s) => s.jid === jid);
       if (existing.some((s) => s.state === 'pending')) fail('pending-subscription', 'the subscription waits for approval by an owner');
       const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted)) : existing[0];
@@ -534,13 +587,38 @@ export class PubsubService {
     });
   }
 
-  /** §6.1.7 send_last_published_item on_sub: the newest item to a new subscription, stamped. */
-  private async sendLastPublished(state: NodeState, sub: Subscription): Promise<void> {
+  /**
+   * §6.1.7 send_last_published_item on_sub (and on_sub_and_presence): the newest item to a new
+   * subscription, stamped; `to` (a resource of the subscriber) when it became available.
+   */
+  private async sendLastPublished(state: NodeState, sub: Subscription, to = sub.jid): Promise<boolean> {
     const { config } = state.record;
-    if (config.sendLastPublishedItem !== 'on_sub' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return;
+    if (config.sendLastPublishedItem === 'never' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return false;
     const [last] = await this.store.getItems(state.record.id, { max: 1 });
-    if (!last) return;
-    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: sub.jid, subid: sub.subid }]);
+    if (!last) return false;
+    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: to, subid: sub.subid }]);
+    return true;
+  }
+
+  /**
+   * `jid` (a full JID) became available, as the presence the XMPP layer receives says: every
+   * node it (or its bare JID) is subscribed to with send_last_published_item on_sub_and_presence
+   * sends it the newest item. Resolves to the number of items sent.
+   */
+  async entityAvailable(jid: string): Promise<number> {
+    const bare = bareJid(jid);
+    const done = new Set<string>();
+    let sent = 0;
+    for (const stored of await this.store.getSubscriptionsOf(bare)) {
+      if ((stored.jid !== jid && stored.jid !== bare) || done.has(stored.node)) continue;
+      const state = await this.load(stored.node);
+      const sub = state?.subscriptions.find((s) => s.subid === stored.subid && s.state === 'subscribed');
+      if (!state || !sub || state.record.config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
+      if (!this.can(state, jid, 'be-notified', true, await this.rostersFor(state))) continue;
+      done.add(stored.node);
+      if (await this.sendLastPublished(state, sub, jid)) sent++;
+    }
+    return sent;
   }
 
   /** Pending subscriptions of the nodes this entity owns (for get-pending). */
@@ -619,7 +697,7 @@ export class PubsubService {
 
   async getItems(actor: string, nodeId: string | undefined, query: ItemQuery = {}): Promise<Item[]> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'retrieve-items');
+    this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     return this.store.getItems(state.record.id, query);
   }
@@ -630,7 +708,7 @@ export class PubsubService {
    */
   async pageItemIds(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<string>> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'retrieve-items');
+    this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     const found = await this.store.pageItemIds(state.record.id, { ...page, max: Math.min(page.max, PAGE_LIMIT) });
     if (!found) fail('item-not-found', `item '${page.after ?? page.before ?? ''}' is not in node '${state.record.id}': page from a known item`);
@@ -651,7 +729,7 @@ export class PubsubService {
    */
   async queryArchive(actor: string, nodeId: string | undefined, query: ArchiveQuery, page: PageRequest = { max: ARCHIVE_PAGE_LIMIT }): Promise<Page<ArchiveEntry>> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'retrieve-items');
+    this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     const found = await this.store.pageArchive(state.record.id, query, { ...page, max: Math.min(page.max, ARCHIVE_PAGE_LIMIT) });
     if (!found) fail('item-not-found', `an archive id of the query is not in the archive of node '${state.record.id}'`);
@@ -684,7 +762,7 @@ export class PubsubService {
         if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, published.published + nodeConfig.itemExpire * 1000);
       }
       if (nodeConfig.deliverNotifications) {
-        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads }, this.recipients(state));
+        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads }, await this.audience(state));
       }
       return published.id;
     });
@@ -693,7 +771,7 @@ export class PubsubService {
   /** §7.1.5: every precondition must equal the node's configuration. */
   private checkPreconditions(config: NodeConfig, preconditions: Partial<NodeConfig>): void {
     for (const [key, wanted] of Object.entries(preconditions) as Array<[keyof NodeConfig, unknown]>) {
-      if (config[key] !== wanted) fail('precondition-not-met', `the node's ${key} is ${String(config[key])}, not ${String(wanted)}`);
+      if (config[key] !== wanted && JSON.stringify(config[key]) !== JSON.stringify(wanted)) fail('precondition-not-met', `the node's ${key} is ${String(config[key])}, not ${String(wanted)}`);
     }
   }
 
@@ -732,7 +810,7 @@ export class PubsubService {
         if (next !== undefined || items.length === 0) break;
       }
       if (removed.length > 0) await this.store.appendArchive(nodeId, { stamp: now, retracted: removed }, ARCHIVE_LIMIT);
-      if (removed.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: removed }, this.recipients(state));
+      if (removed.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: removed }, await this.audience(state));
       return next;
     });
   }
@@ -765,7 +843,7 @@ export class PubsubService {
       if (!mayRetractAny && found.some((item) => item.publisher !== bareJid(actor))) fail('forbidden', 'you may only retract your own items');
       for (const item of found) await this.store.deleteItem(id, item.id);
       await this.store.appendArchive(id, { stamp: this.now(), retracted: found.map((i) => i.id) }, ARCHIVE_LIMIT);
-      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: found.map((i) => i.id) }, this.recipients(state));
+      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: found.map((i) => i.id) }, await this.audience(state));
     });
   }
 

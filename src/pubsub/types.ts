@@ -5,7 +5,8 @@
 export const AFFILIATIONS = ['owner', 'publisher', 'publish-only', 'member', 'none', 'outcast'] as const;
 export type Affiliation = (typeof AFFILIATIONS)[number];
 
-export const ACCESS_MODELS = ['open', 'authorize', 'whitelist'] as const;
+/** presence and roster need the owners' rosters (XEP-0356 privileges: see RosterSource in access.ts). */
+export const ACCESS_MODELS = ['open', 'authorize', 'whitelist', 'presence', 'roster'] as const;
 export type AccessModel = (typeof ACCESS_MODELS)[number];
 
 export const PUBLISH_MODELS = ['publishers', 'subscribers', 'open'] as const;
@@ -13,7 +14,7 @@ export type PublishModel = (typeof PUBLISH_MODELS)[number];
 
 export type SubscriptionState = 'subscribed' | 'pending' | 'unconfigured' | 'none';
 
-export const SEND_LAST_PUBLISHED_ITEM = ['never', 'on_sub'] as const;
+export const SEND_LAST_PUBLISHED_ITEM = ['never', 'on_sub', 'on_sub_and_presence'] as const;
 export type SendLastPublishedItem = (typeof SEND_LAST_PUBLISHED_ITEM)[number];
 
 export const NOTIFICATION_TYPES = ['headline', 'normal'] as const;
@@ -38,8 +39,12 @@ export interface NodeConfig {
   notificationType: NotificationType;
   /** Seconds after publication when an item is removed; 'max': never. */
   itemExpire: number | 'max';
-  /** Send the newest item to a new subscriber (with a XEP-0203 delay stamp). */
+  /** Send the newest item to a new subscriber (with a XEP-0203 delay stamp); on_sub_and_presence: also when it becomes available. */
   sendLastPublishedItem: SendLastPublishedItem;
+  /** Roster access model: the owners' roster groups whose contacts may subscribe. */
+  rosterGroupsAllowed: string[];
+  /** Notify only subscribers that are available (presence known to the service). */
+  presenceBasedDelivery: boolean;
   title: string;
   description: string;
   type: string;

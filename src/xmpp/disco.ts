@@ -31,6 +31,7 @@ export const PUBSUB_FEATURES = [
   'multi-subscribe',
   'outcast-affiliation',
   'persistent-items',
+  'presence-notifications',
   'publish',
   'publish-only-affiliation',
   'publish-options',
@@ -67,23 +68,26 @@ export interface DiscoOptions {
   /** The component JID (the service address). */
   jid: string;
   name: string;
+  /** Features advertised while they work (e.g. access-roster with a XEP-0356 privilege). */
+  extraFeatures?: () => readonly string[];
 }
 
 function infoResult(node: string | undefined): Element {
   return new Element('query', { xmlns: NS.DISCO_INFO, ...(node ? { node } : {}) });
 }
 
-function addFeatures(query: Element): void {
+function addFeatures(query: Element, extra: readonly string[]): void {
   for (const feature of SERVICE_FEATURES) query.c('feature', { var: feature });
+  for (const feature of extra) query.c('feature', { var: `${NS.PUBSUB}#${feature}` });
 }
 
-export function discoRoutes({ service, jid, name }: DiscoOptions): Map<string, IqHandler> {
+export function discoRoutes({ service, jid, name, extraFeatures = () => [] }: DiscoOptions): Map<string, IqHandler> {
   const info: IqHandler = async (req) => {
     const node = (req.child.attrs.node as string | undefined) || undefined;
     const query = infoResult(node);
     if (!node) {
       query.c('identity', { category: 'pubsub', type: 'service', name });
-      addFeatures(query);
+      addFeatures(query, extraFeatures());
       return query;
     }
     const command = commandInfo(node);
@@ -91,7 +95,7 @@ export function discoRoutes({ service, jid, name }: DiscoOptions): Map<string, I
     const meta = await service.metadata(node); // item-not-found for an unknown node
     const { config, creator, created } = meta.record;
     query.c('identity', { category: 'pubsub', type: 'leaf', ...(config.title ? { name: config.title } : {}) });
-    addFeatures(query);
+    addFeatures(query, extraFeatures());
     query.cnode(
       buildForm('result', NS.PUBSUB_META_DATA, [
         { var: 'pubsub#title', values: [config.title] },

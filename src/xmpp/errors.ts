@@ -41,6 +41,8 @@ export const ERROR_TABLE: Record<PubsubErrorName, ErrorSpec> = {
   'not-subscribed': { type: 'cancel', condition: 'unexpected-request', pubsub: 'not-subscribed' },
   'must-subscribe': { type: 'auth', condition: 'not-authorized', pubsub: 'not-subscribed' },
   'pending-subscription': { type: 'auth', condition: 'not-authorized', pubsub: 'pending-subscription' },
+  'presence-subscription-required': { type: 'auth', condition: 'not-authorized', pubsub: 'presence-subscription-required' },
+  'not-in-roster-group': { type: 'auth', condition: 'not-authorized', pubsub: 'not-in-roster-group' },
   'subid-required': { type: 'modify', condition: 'bad-request', pubsub: 'subid-required' },
   'invalid-subid': { type: 'modify', condition: 'not-acceptable', pubsub: 'invalid-subid' },
   'invalid-options': { type: 'modify', condition: 'bad-request', pubsub: 'invalid-options' },

@@ -50,6 +50,11 @@ function seconds(value: string | undefined, name: string): number | 'max' {
   return fail('not-acceptable', `${name} must be a number of seconds from 1 to ${ITEM_EXPIRE_LIMIT} or 'max' (got '${value ?? ''}')`);
 }
 
+/** roster_groups_allowed: one value per group (multi-valued fields reach parse() joined by newlines). */
+function groups(value: string | undefined): string[] {
+  return [...new Set((value ?? '').split('\n').filter((g) => g !== ''))];
+}
+
 const boolField = <K extends keyof NodeConfig>(v: string, key: K, label: string): FieldSpec<K> => ({
   var: v,
   key,
@@ -76,8 +81,13 @@ const FIELDS = [
   { var: 'pubsub#max_payload_size', key: 'maxPayloadSize', type: 'text-single', label: 'The maximum payload size in bytes', parse: bytes, format: String },
   { var: 'pubsub#notification_type', key: 'notificationType', type: 'list-single', label: 'Message type of notifications', options: NOTIFICATION_TYPES, parse: choice(NOTIFICATION_TYPES), format: String },
   { var: 'pubsub#send_last_published_item', key: 'sendLastPublishedItem', type: 'list-single', label: 'When to send the last published item', options: SEND_LAST_PUBLISHED_ITEM, parse: choice(SEND_LAST_PUBLISHED_ITEM), format: String },
+  { var: 'pubsub#roster_groups_allowed', key: 'rosterGroupsAllowed', type: 'list-multi', label: 'Roster groups allowed to subscribe (roster access model)', parse: groups, format: (g: string[]) => g.join('\n') },
+  boolField('pubsub#presence_based_delivery', 'presenceBasedDelivery', 'Deliver notifications only to available users'),
   { var: 'pubsub#item_expire', key: 'itemExpire', type: 'text-single', label: 'Seconds after which items are removed (or max)', parse: seconds, format: String },
 ] as const satisfies ReadonlyArray<FieldSpec<keyof NodeConfig>>;
+
+const MULTI: ReadonlySet<FieldType> = new Set(['text-multi', 'list-multi', 'jid-multi']);
+const splitMulti = (text: string): string[] => (text === '' ? [] : text.split('\n'));
 
 const BY_VAR = new Map<string, FieldSpec<keyof NodeConfig>>(FIELDS.map((f) => [f.var, f as FieldSpec<keyof NodeConfig>]));
 
@@ -91,7 +101,7 @@ export function configForm(config: NodeConfig, type: 'form' | 'result' = 'form')
       var: spec.var,
       type: spec.type,
       label: spec.label,
-      values: [spec.format(config[spec.key])],
+      values: MULTI.has(spec.type) ? splitMulti(spec.format(config[spec.key])) : [spec.format(config[spec.key])],
       ...(spec.options ? { options: spec.options.map((value) => ({ value })) } : {}),
     };
   });
@@ -113,7 +123,7 @@ export function parseConfigForm(x: Element): Partial<NodeConfig> {
   for (const [name, values] of form.fields) {
     const spec = BY_VAR.get(name);
     if (!spec) fail('not-acceptable', `node configuration field ${name} is not supported by this service`);
-    change[spec.key] = spec.parse(spec.type === 'text-multi' ? values.join('\n') : values[0], name);
+    change[spec.key] = spec.parse(MULTI.has(spec.type) ? values.join('\n') : values[0], name);
   }
   return change as Partial<NodeConfig>;
 }
@@ -129,7 +139,7 @@ export function parsePublishOptions(x: Element): Partial<NodeConfig> {
   for (const [name, values] of form.fields) {
     const spec = BY_VAR.get(name);
     if (!spec) fail('precondition-not-met', `publish option ${name} is not a node configuration field of this service`);
-    preconditions[spec.key] = spec.parse(spec.type === 'text-multi' ? values.join('\n') : values[0], name);
+    preconditions[spec.key] = spec.parse(MULTI.has(spec.type) ? values.join('\n') : values[0], name);
   }
   return preconditions as Partial<NodeConfig>;
 }

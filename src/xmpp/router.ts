@@ -23,6 +23,8 @@ export interface RouterOptions {
   onBounce?: (stanza: Element) => void;
   /** Called with other message stanzas (e.g. owners' answers to approval forms); may reply. */
   onMessage?: (stanza: Element) => Promise<Element | undefined>;
+  /** Called with presence stanzas (src/xmpp/presence.ts); replies are its own to send. */
+  onPresence?: (stanza: Element) => void;
   /** Called with iq results and errors (answers to requests the component sent). */
   onIqResponse?: (stanza: Element) => void;
 }
@@ -57,7 +59,11 @@ export class Router {
       else if (this.options.onMessage) return this.options.onMessage(stanza);
       return undefined;
     }
-    if (stanza.name !== 'iq') return undefined; // presence: nothing to do yet
+    if (stanza.name === 'presence') {
+      this.options.onPresence?.(stanza);
+      return undefined;
+    }
+    if (stanza.name !== 'iq') return undefined;
     const type = stanza.attrs.type as string | undefined;
     if (type === 'result' || type === 'error') {
       this.options.onIqResponse?.(stanza);

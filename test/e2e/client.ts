@@ -25,6 +25,8 @@ export const PASSWORD = 'secret-pw';
 
 export class TestClient {
   readonly messages: Element[] = [];
+  /** Presence stanzas received (e.g. a service answering a presence subscription). */
+  readonly presences: Element[] = [];
   private readonly waiters = new Set<{ match: (m: Element) => boolean; resolve: (m: Element) => void }>();
   private readonly pending = new Map<string, { resolve: (e: Element) => void; reject: (e: Error) => void }>();
 
@@ -64,6 +66,7 @@ export class TestClient {
       else waiter.reject(toIqError(stanza));
       return;
     }
+    if (stanza.name === 'presence') this.presences.push(stanza);
     if (stanza.name !== 'message') return;
     this.messages.push(stanza);
     for (const w of this.waiters) {

@@ -667,5 +667,28 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       await alice2.iq('set', SVC, publish('news', 'after-server-restart', 'Back'));
       await bob.waitForMessage(isItemEvent('news', 'after-server-restart'), 20_000, 'notification after server restart');
     });
+
+    // These servers grant no XEP-0356 privilege (with privileges: pubsub-privilege.test.ts).
+    describe('without XEP-0356 privileges', () => {
+      it('advertises neither access-presence nor access-roster and refuses to configure them, saying why', async () => {
+        const owner = await TestClient.connect(home, 'alice', PASSWORD, 'unprivileged'); // the server restarted above
+        clients.push(owner);
+        const res = await owner.iq('get', SVC, `<query xmlns='${DISCO_INFO}'/>`);
+        const features = res.getChild('query', DISCO_INFO)?.getChildren('feature').map((f) => f.attrs.var as string) ?? [];
+        assert.ok(!features.includes(`${PUBSUB}#access-roster`) && !features.includes(`${PUBSUB}#access-presence`));
+        assert.ok(features.includes(`${PUBSUB}#presence-notifications`));
+        await owner.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='unprivileged'/></pubsub>`);
+        for (const model of ['roster', 'presence']) {
+          const err = await expectIqError(owner.iq('set', SVC, configure('unprivileged', { access_model: model })), 'not-acceptable');
+          assert.match(err.text ?? '', new RegExp(`pubsub#access_model '${model}'.*no XEP-0356 roster privilege`));
+          const created = expectIqError(
+            owner.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='u-${model}'/><configure><x xmlns='jabber:x:data' type='submit'><field var='pubsub#access_model'><value>${model}</value></field></x></configure></pubsub>`),
+            'not-acceptable',
+          );
+          assert.match((await created).text ?? '', /XEP-0356/);
+        }
+        await expectIqError(owner.iq('get', SVC, `<query xmlns='${DISCO_INFO}' node='u-roster'/>`), 'item-not-found');
+      });
+    });
   });
 }

@@ -563,7 +563,7 @@ describe('send_last_published_item', () => {
     events.splice(0);
     await service.subscribe(BOB, 'n', BOB);
     assert.equal(events.length, 0);
-    await rejects(service.configure(OWNER, 'n', { sendLastPublishedItem: 'on_sub_and_presence' as never }), 'not-acceptable');
+    await rejects(service.configure(OWNER, 'n', { sendLastPublishedItem: 'sometimes' as never }), 'not-acceptable');
   });
 });
 

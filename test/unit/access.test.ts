@@ -1,0 +1,96 @@
+// The presence and roster access models and presence-based delivery in the pub/sub core, with
+// rosters and presence given as data (the XMPP side, XEP-0356, is tested end to end in
+// pubsub-privilege.test.ts), and the XEP-0356 parsing of both servers' advertisements.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parse } from 'ltx';
+import { rosterGrants, type Roster, type RosterSource } from '../../src/pubsub/access.ts';
+import { PubsubError } from '../../src/pubsub/errors.ts';
+import { PubsubService } from '../../src/pubsub/service.ts';
+import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import { parseGrant, parseRoster, privilegeElement } from '../../src/xmpp/privilege.ts';
+
+const OWNER = 'owner@a.test';
+const roster: Roster = new Map([
+  ['friend@a.test', { subscription: 'from', groups: ['friends'] }],
+  ['other@a.test', { subscription: 'to', groups: ['others'] }],
+]);
+
+function service(source: RosterSource | undefined, available: Set<string> = new Set()) {
+  const sent: Array<{ event: ServiceEvent; to: string[] }> = [];
+  const svc = new PubsubService({
+    store: new MemoryStore(),
+    notifier: (event: ServiceEvent, recipients: Recipient[]) => sent.push({ event, to: recipients.map((r) => r.jid) }),
+    mayCreateNodes: () => true,
+    ...(source ? { rosters: source } : {}),
+    presence: { isAvailable: (jid) => available.has(jid) || [...available].some((a) => a.startsWith(`${jid}/`)) },
+  });
+  return { svc, sent };
+}
+
+const granted: RosterSource = { granted: () => true, covers: (o) => o.endsWith('@a.test'), roster: async () => roster };
+const condition = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: unknown) => (e instanceof PubsubError ? e.condition : String(e)));
+const item = (id: string) => ({ item: { id, payload: `<p xmlns='x'>${id}</p>` } });
+
+describe('presence and roster access models', () => {
+  it('decides from the roster: presence = from/both, roster = an allowed group', () => {
+    assert.equal(rosterGrants({ accessModel: 'presence', rosterGroupsAllowed: [] }, [roster], 'friend@a.test/x'), true);
+    assert.equal(rosterGrants({ accessModel: 'presence', rosterGroupsAllowed: [] }, [roster], 'other@a.test'), false);
+    assert.equal(rosterGrants({ accessModel: 'roster', rosterGroupsAllowed: ['others'] }, [roster], 'other@a.test'), true);
+    assert.equal(rosterGrants({ accessModel: 'roster', rosterGroupsAllowed: ['others'] }, [roster], 'friend@a.test'), false);
+  });
+
+  it('refuses the models without a privilege, or for an owner no privilege covers', async () => {
+    assert.equal(await condition(service(undefined).svc.create(OWNER, 'n', { accessModel: 'roster' })), 'not-acceptable');
+    const none: RosterSource = { granted: () => false, covers: () => false, roster: async () => new Map() };
+    assert.equal(await condition(service(none).svc.create(OWNER, 'n', { accessModel: 'presence' })), 'not-acceptable');
+    assert.equal(await condition(service(granted).svc.create('someone@b.test', 'n', { accessModel: 'presence' })), 'not-acceptable');
+  });
+
+  it('lets related entities subscribe and notifies them; refuses others with the XEP-0060 conditions', async () => {
+    const { svc, sent } = service(granted);
+    await svc.create(OWNER, 'p', { accessModel: 'presence' });
+    await svc.create(OWNER, 'r', { accessModel: 'roster', rosterGroupsAllowed: ['friends'] });
+    await svc.subscribe('friend@a.test/x', 'p', 'friend@a.test/x');
+    await svc.subscribe('friend@a.test/x', 'r', 'friend@a.test/x');
+    assert.equal(await condition(svc.subscribe('other@a.test/x', 'p', 'other@a.test/x')), 'presence-subscription-required');
+    assert.equal(await condition(svc.getItems('other@a.test/x', 'r')), 'not-in-roster-group');
+    await svc.publish(OWNER, 'r', item('one'));
+    assert.deepEqual(sent.filter((s) => s.event.kind === 'items').map((s) => s.to), [['friend@a.test/x']]);
+    // A roster that cannot be read refuses instead of guessing.
+    const broken: RosterSource = { ...granted, roster: async () => Promise.reject(new Error('timeout')) };
+    const b = service(broken);
+    await b.svc.create(OWNER, 'p', { accessModel: 'presence' });
+    assert.equal(await condition(b.svc.subscribe('friend@a.test/x', 'p', 'friend@a.test/x')), 'presence-subscription-required');
+  });
+});
+
+describe('presence-based delivery and on_sub_and_presence', () => {
+  it('notifies available subscribers only, and sends the last item to a resource that becomes available', async () => {
+    const available = new Set(['on@a.test/desk']);
+    const { svc, sent } = service(undefined, available);
+    await svc.create(OWNER, 'n', { presenceBasedDelivery: true, sendLastPublishedItem: 'on_sub_and_presence' });
+    await svc.subscribe('on@a.test/desk', 'n', 'on@a.test');
+    await svc.subscribe('off@a.test/desk', 'n', 'off@a.test');
+    sent.splice(0);
+    await svc.publish(OWNER, 'n', item('a'));
+    assert.deepEqual(sent.map((s) => s.to), [['on@a.test']]);
+    sent.splice(0);
+    assert.equal(await svc.entityAvailable('off@a.test/phone'), 1);
+    assert.equal(sent[0]?.event.kind === 'items' && sent[0].event.delayed, true);
+    assert.deepEqual(sent.map((s) => s.to), [['off@a.test/phone']]);
+    assert.equal(await svc.entityAvailable('stranger@a.test/x'), 0);
+  });
+});
+
+describe('XEP-0356 advertisements', () => {
+  it('reads ejabberd (privilege:1) and Prosody (privilege:2) messages and roster results', () => {
+    const ejabberd = parse(`<message from='b.test' to='pubsub.b.test'><privilege xmlns='urn:xmpp:privilege:1'><perm type='none' access='message'/><perm type='get' access='roster'/><perm type='roster' access='presence'/></privilege></message>`);
+    const prosody = parse(`<message from='a.test'><privilege xmlns='urn:xmpp:privilege:2'><perm type='both' access='roster'/></privilege></message>`);
+    assert.deepEqual(parseGrant(privilegeElement(ejabberd) as never), { namespace: 'urn:xmpp:privilege:1', roster: 'get', presence: 'roster' });
+    assert.deepEqual(parseGrant(privilegeElement(prosody) as never), { namespace: 'urn:xmpp:privilege:2', roster: 'both', presence: 'none' });
+    const result = parseRoster(parse(`<iq type='result'><query xmlns='jabber:iq:roster'><item jid='Carol@A.test' subscription='from'><group>friends</group></item><item jid='bad@@x'/></query></iq>`));
+    assert.deepEqual([...result], [['carol@a.test', { subscription: 'from', groups: ['friends'] }]]);
+  });
+});
