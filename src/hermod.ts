@@ -111,6 +111,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     admins: [...config.pubsub.admins, component.jid],
     // Admins, and so the component publishing for replication, are exempt from node quota and rate.
     limits: config.limits,
+    onError: (err) => log.error('background pub/sub work failed (item expiry, lease end or roster read)', { reason: String(err) }),
     mayCreateNodes: (bare) => {
       const jid = parseJid(bare);
       return !!jid && jid.local !== '' && creatorDomains.has(jid.domain);

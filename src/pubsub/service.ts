@@ -50,7 +50,7 @@ export interface ServiceOptions {
   cacheNodes?: number;
   /** Clock and timers for item expiry (tests inject their own; `now` above wins for stamps). */
   timers?: Timers;
-  /** Background failures (item expiry); the default prints a process warning. */
+  /** Background failures (item expiry, lease ends, roster reads); the default prints a process warning. */
   onError?: (err: unknown) => void;
   /** Items per node, nodes per owner, publish rate per sender (limits.ts); absent: NO_LIMITS. Admins are exempt from the last two. */
   limits?: Partial<Limits>;
@@ -122,7 +122,7 @@ export class PubsubService {
     this.newId = options.newId ?? randomUUID;
     this.cache = new LRUCache({ max: options.cacheNodes ?? 10_000 });
     const timers = options.timers ?? (options.now ? { ...realTimers, now: options.now } : realTimers);
-    const onError = options.onError ?? ((err: unknown) => process.emitWarning(`pubsub item expiry failed: ${String(err)}`));
+    const onError = options.onError ?? ((err: unknown) => process.emitWarning(`pubsub background work failed: ${String(err)}`));
     this.expiry = new ExpiryScheduler(timers, (node) => this.expireItems(node), onError);
     this.leases = new ExpiryScheduler(timers, (node) => this.endLeases(node), onError);
     this.rosterSource = options.rosters;
