@@ -3,6 +3,10 @@
 // entry that carries one such document inline as `<content type="application/xml">`.
 // One document holds an object plus its immediate children (midgard_parameter, midgard_attachment,
 // midgard_blob). This module parses and validates; it does no I/O and knows no nodes.
+// On the wire (never in a spool) a large blob may be a reference to an XEP-0363 upload instead of
+// base64: `<midgard_blob guid="…" hermod_url="http…" length="…" hermod_sha256="…" content_type="…"/>`
+// (the attribute names of Ajatus's attachment references); the receiving sink downloads, verifies
+// and puts the bytes back inline before the importer sees the file.
 
 import { Element, parse } from 'ltx';
 import { ATOM } from './couch-doc.ts';
@@ -50,6 +54,59 @@ export interface MidgardDocument {
   attachments: MidgardObject[];
   /** Attachment GUID -> base64 content. */
   blobs: Map<string, string>;
+  /** Attachment GUID -> where its blob was uploaded (a blob travelling by reference). */
+  blobRefs: Map<string, BlobRef>;
+}
+
+/** A blob that travels as a reference to an XEP-0363 upload (same shape as http-upload's UploadRef). */
+export interface BlobRef {
+  url: string;
+  length: number;
+  /** SHA-256 of the bytes, base64. */
+  sha256: string;
+  contentType: string;
+}
+
+const SHA256_B64 = /^[A-Za-z0-9+/]{43}=$/;
+
+/** The reference attributes of a `<midgard_blob>`, validated; undefined when the blob is inline. */
+function readBlobRef(el: Element, where: string): BlobRef | undefined {
+  const url = el.attrs.hermod_url as string | undefined;
+  if (url === undefined) return undefined;
+  const guid = String(el.attrs.guid);
+  if (!/^https?:\/\/\S+$/.test(url)) throw new MidgardFormatError(`${where}: <midgard_blob guid="${guid}"> hermod_url is not an http(s) URL`);
+  const length = Number(el.attrs.length);
+  if (!/^\d+$/.test(String(el.attrs.length ?? '')) || !Number.isSafeInteger(length)) throw new MidgardFormatError(`${where}: <midgard_blob guid="${guid}"> reference has no valid length`);
+  const sha256 = String(el.attrs.hermod_sha256 ?? '');
+  if (!SHA256_B64.test(sha256)) throw new MidgardFormatError(`${where}: <midgard_blob guid="${guid}"> reference has no valid hermod_sha256 (base64 SHA-256)`);
+  if (el.getText().trim() !== '') throw new MidgardFormatError(`${where}: <midgard_blob guid="${guid}"> has both a reference and inline content`);
+  return { url, length, sha256, contentType: String(el.attrs.content_type ?? 'application/octet-stream') };
+}
+
+/** The `<midgard_blob>` element carrying a reference instead of the bytes. */
+export function blobRefElement(guid: string, ref: BlobRef): Element {
+  return new Element(BLOB, { guid, hermod_url: ref.url, length: String(ref.length), hermod_sha256: ref.sha256, content_type: ref.contentType });
+}
+
+/**
+ * A copy of the document with some blobs replaced: by a reference element (`BlobRef`) or by
+ * base64 bytes (a string: the blob inline again, as the importer expects). Others are unchanged.
+ */
+export function replaceBlobs(doc: MidgardDocument, replacements: Map<string, BlobRef | string>): MidgardDocument {
+  const root = new Element('midgard_object', { xmlns: MIDGARD_NS });
+  for (const child of doc.root.children) {
+    if (typeof child === 'string') {
+      root.t(child); // the whitespace between objects, as written
+      continue;
+    }
+    const el = child as Element;
+    const guid = String(el.attrs.guid).toLowerCase();
+    const r = el.name === BLOB ? replacements.get(guid) : undefined;
+    if (r === undefined) root.cnode(clone(el));
+    else if (typeof r === 'string') root.c(BLOB, { guid: el.attrs.guid as string }).t(r);
+    else root.cnode(blobRefElement(el.attrs.guid as string, r));
+  }
+  return readMidgardElement(root);
 }
 
 export const isGuid = (s: string | undefined): s is string => typeof s === 'string' && GUID_RE.test(s);
@@ -72,10 +129,16 @@ export function parseMidgardDate(value: string | undefined): number | undefined 
 }
 
 /**
- * The approval rule (FORMATS.md): approved when `metadata/approved` is set and not older than
- * `metadata/revised` — an edit after approval makes the object unapproved again.
+ * The approval rule, as midgard-core (`midgard_object_is_approved`, `midgard_object_approve`/
+ * `unapprove` in midgard_object.c) and midgard-portable (`mgdobject::is_approved`) define it: the
+ * boolean `metadata/isapproved`. Approving sets it with `approved` (core: also `revised`) to now;
+ * unapproving clears it and also sets `approved` to now — so the dates cannot tell the two apart;
+ * an ordinary update leaves the flag as it is. Serializations without `isapproved` (Midgard 1.x)
+ * fall back to MidCOM's older rule: `approved` set and not older than `revised`.
  */
 export function isApproved(obj: MidgardObject): boolean {
+  const flag = obj.metadata.isapproved?.trim().toLowerCase();
+  if (flag !== undefined && flag !== '') return flag === '1' || flag === 'true';
   const approved = parseMidgardDate(obj.metadata.approved);
   if (approved === undefined) return false;
   const revised = parseMidgardDate(obj.metadata.revised);
@@ -131,11 +194,14 @@ export function readMidgardElement(root: Element): MidgardDocument {
   const parameters: MidgardObject[] = [];
   const attachments: MidgardObject[] = [];
   const blobs = new Map<string, string>();
+  const blobRefs = new Map<string, BlobRef>();
   root.getChildElements().forEach((el, i) => {
     const where = `object ${i + 1}`;
     if (el.name === BLOB) {
       const guid = el.attrs.guid as string | undefined;
       if (!isGuid(guid)) throw new MidgardFormatError(`${where}: <midgard_blob> has no valid guid attribute`);
+      const ref = readBlobRef(el, where);
+      if (ref) return void blobRefs.set(guid.toLowerCase(), ref);
       const data = el.getText().replace(/\s+/g, '');
       if (!/^[A-Za-z0-9+/]*={0,2}$/.test(data)) throw new MidgardFormatError(`${where}: <midgard_blob guid="${guid}"> is not base64`);
       blobs.set(guid.toLowerCase(), data);
@@ -153,10 +219,10 @@ export function readMidgardElement(root: Element): MidgardDocument {
       if (child.parentGuid !== main.guid) throw new MidgardFormatError(`<${child.className} guid="${child.guid}"> has parentguid ${child.parentGuid}, not the main object ${main.guid}`);
     }
   }
-  for (const guid of blobs.keys()) {
+  for (const guid of [...blobs.keys(), ...blobRefs.keys()]) {
     if (!attachments.some((a) => a.guid === guid)) throw new MidgardFormatError(`<midgard_blob guid="${guid}"> has no <midgard_attachment> in the document`);
   }
-  return { root, main, parameters, attachments, blobs };
+  return { root, main, parameters, attachments, blobs, blobRefs };
 }
 
 /** Parses serialized text (as sent on D-Bus or dropped in a spool). */
@@ -220,6 +286,8 @@ export interface MidgardEntryMeta {
   title?: string;
   /** Atom categories, e.g. the class and the object's path. */
   categories?: string[];
+  /** Extra elements after the content, e.g. `link rel="enclosure"` for uploaded blobs. */
+  links?: Element[];
 }
 
 /** Atom entry: id urn:hermod:midgard:<guid>, the document inline as application/xml content. */
@@ -234,6 +302,7 @@ export function buildMidgardEntry(doc: MidgardDocument, meta: MidgardEntryMeta =
   entry.c('author').c('name').t(main.metadata.revisor || main.metadata.creator || 'unknown');
   for (const term of [main.className, ...(meta.categories ?? [])]) entry.c('category', { term });
   entry.c('content', { type: 'application/xml' }).cnode(clone(doc.root));
+  for (const link of meta.links ?? []) entry.cnode(link);
   return entry;
 }
 

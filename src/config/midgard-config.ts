@@ -37,6 +37,8 @@ export interface MidgardConfig {
   follow: string[];
   partnerJid: { property: string | undefined; parameter: { domain: string; name: string } | undefined };
   discoveryIntervalSeconds: number;
+  /** Blob bytes carried inline per document (smallest first); larger ones go through XEP-0363 upload. */
+  inlineBlobMax: number;
 }
 
 type Json = unknown;
@@ -44,7 +46,7 @@ const isObject = (v: Json): v is Record<string, Json> => typeof v === 'object' &
 const show = (v: Json): string => (typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v));
 const P = 'midgard.';
 
-const KEYS = ['bus', 'spool', 'inbound', 'topicsExport', 'nodes', 'access', 'partners', 'follow', 'partnerJid', 'discoveryIntervalSeconds'];
+const KEYS = ['bus', 'spool', 'inbound', 'topicsExport', 'nodes', 'access', 'partners', 'follow', 'partnerJid', 'discoveryIntervalSeconds', 'inlineBlobMax'];
 
 function regexpError(source: string): string | undefined {
   try {
@@ -183,6 +185,8 @@ export function readMidgardConfig(raw: Json, baseDir: string, errors: string[]):
 
   const interval = raw.discoveryIntervalSeconds ?? 300;
   if (typeof interval !== 'number' || !(interval > 0)) errors.push(`${P}discoveryIntervalSeconds: must be a positive number, got ${show(interval)}`);
+  const inlineBlobMax = raw.inlineBlobMax ?? 128 * 1024; // as ajatus.inlineAttachmentMax
+  if (typeof inlineBlobMax !== 'number' || !(inlineBlobMax > 0)) errors.push(`${P}inlineBlobMax: must be a positive number, got ${show(inlineBlobMax)}`);
 
   return {
     bus,
@@ -196,5 +200,6 @@ export function readMidgardConfig(raw: Json, baseDir: string, errors: string[]):
     follow,
     partnerJid,
     discoveryIntervalSeconds: typeof interval === 'number' && interval > 0 ? interval : 300,
+    inlineBlobMax: typeof inlineBlobMax === 'number' && inlineBlobMax > 0 ? inlineBlobMax : 128 * 1024,
   };
 }

@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
 import type { Change } from '../sources/couchdb-changes.ts';
-import { sha256, type HttpUploader } from './http-upload.ts';
+import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
 import type { ReplicationState } from './state.ts';
@@ -61,8 +61,11 @@ export class AjatusPublisher {
   private readonly o: AjatusPublisherOptions;
   published = 0;
 
+  private readonly offloader: Offloader;
+
   constructor(options: AjatusPublisherOptions) {
     this.o = options;
+    this.offloader = new Offloader(options.uploader, options.state, options.log, 'ajatus.inlineAttachmentMax');
   }
 
   async handle(changes: Change[]): Promise<void> {
@@ -113,7 +116,7 @@ export class AjatusPublisher {
         const entry = buildEntry(winner, this.entryMeta(winner, tags), this.o.codec, leaves.filter((l) => l !== winner));
         for (const [name, att] of Object.entries((winner._attachments ?? {}) as Record<string, { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string }>)) {
           if (!att.hermod_url) continue; // an uploaded attachment, for feed readers: Atom enclosure + XEP-0300 hash
-          entry.c('link', { rel: 'enclosure', href: att.hermod_url, length: String(att.length), type: att.content_type, title: name }).c('hash', { xmlns: 'urn:xmpp:hashes:2', algo: 'sha-256' }).t(att.hermod_sha256 ?? '');
+          entry.cnode(enclosure({ url: att.hermod_url, length: att.length ?? 0, sha256: att.hermod_sha256 ?? '', contentType: att.content_type ?? 'application/octet-stream' }, name));
         }
         const payload = entry.toString();
         for (const node of targets) {
@@ -150,23 +153,11 @@ export class AjatusPublisher {
         .filter(([, att]) => typeof att.data === 'string')
         .map(([name, att]) => ({ leaf, name, att, size: Math.floor(((att.data as string).length * 3) / 4) })),
     );
-    let inline = 0;
-    for (const a of all.sort((x, y) => x.size - y.size)) {
-      if (inline + a.size <= this.o.inlineAttachmentMax) {
-        inline += a.size;
-        continue;
-      }
-      if (!this.o.uploader) throw new Error(`attachment ${a.name} does not fit ajatus.inlineAttachmentMax and no upload service is available`);
+    for (const a of splitByBudget(all, (x) => x.size, this.o.inlineAttachmentMax)) {
       const bytes = Buffer.from(a.att.data as string, 'base64');
       const contentType = a.att.content_type ?? 'application/octet-stream';
-      let record = a.att.digest ? await this.o.state.upload(a.att.digest) : undefined;
-      if (!record) {
-        const url = await this.o.uploader.upload(`${a.leaf._id}-${a.name}`.replace(/[^\w.-]+/g, '_').slice(0, 200), bytes, contentType);
-        record = { url, sha256: sha256(bytes) };
-        if (a.att.digest) await this.o.state.setUpload(a.att.digest, record);
-        this.o.log.info('attachment uploaded', { doc: a.leaf._id, attachment: a.name, bytes: bytes.length });
-      }
-      (a.leaf._attachments as Record<string, unknown>)[a.name] = { content_type: contentType, length: bytes.length, hermod_url: record.url, hermod_sha256: record.sha256 };
+      const ref = await this.offloader.offload({ filename: `${a.leaf._id}-${a.name}`, bytes, contentType, ...(a.att.digest ? { key: a.att.digest } : {}), logFields: { doc: a.leaf._id, attachment: a.name } });
+      (a.leaf._attachments as Record<string, unknown>)[a.name] = { content_type: contentType, length: ref.length, hermod_url: ref.url, hermod_sha256: ref.sha256 };
     }
   }
 

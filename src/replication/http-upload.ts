@@ -3,6 +3,9 @@
 // PUTs the bytes and references the GET URL with length, type and a SHA-256 (XEP-0300); the
 // receiving side downloads and verifies before writing. Nothing is dropped silently: a failure is
 // an error that stops that document (logged by the caller).
+// Shared by Ajatus (CouchDB attachments) and Midgard (midgard_blob): the inline budget rule
+// (`splitByBudget`), the upload with its record of what was already uploaded (`Offloader`), the
+// Atom enclosure for feed readers (`enclosure`) and the verified download (`fetchUpload`).
 
 import { createHash } from 'node:crypto';
 import { Element } from 'ltx';
@@ -64,6 +67,75 @@ export class HttpUploader {
     return getUrl;
   }
 }
+
+/** What a document carries instead of the bytes of an uploaded attachment. */
+export interface UploadRef {
+  url: string;
+  /** Bytes. */
+  length: number;
+  /** SHA-256 of the bytes, base64 (XEP-0300). */
+  sha256: string;
+  contentType: string;
+}
+
+/**
+ * The inline budget rule: the smallest items stay inline while their sizes add up to at most
+ * `max` bytes; returns the others (to be uploaded), largest last.
+ */
+export function splitByBudget<T>(items: T[], size: (item: T) => number, max: number): T[] {
+  let inline = 0;
+  const out: T[] = [];
+  for (const item of [...items].sort((a, b) => size(a) - size(b))) {
+    if (inline + size(item) <= max) inline += size(item);
+    else out.push(item);
+  }
+  return out;
+}
+
+/** Where uploads are remembered (key -> URL and hash), so unchanged bytes are not uploaded again. */
+export interface UploadRecords {
+  upload(key: string): Promise<{ url: string; sha256: string } | undefined>;
+  setUpload(key: string, record: { url: string; sha256: string }): Promise<void>;
+}
+
+/** Uploads what does not fit inline, once per content. */
+export class Offloader {
+  constructor(
+    private readonly uploader: HttpUploader | undefined,
+    private readonly records: UploadRecords,
+    private readonly log: Logger,
+    /** The config key of the budget, named in the error when no upload service is configured. */
+    private readonly budgetKey: string,
+  ) {}
+
+  /**
+   * Uploads `bytes` (or finds the earlier upload under `key`, by default their SHA-256) and
+   * returns the reference. Throws when there is no upload service or the upload fails.
+   */
+  async offload(what: { filename: string; bytes: Buffer; contentType: string; key?: string; logFields?: Record<string, unknown> }): Promise<UploadRef> {
+    const { filename, bytes, contentType } = what;
+    if (!this.uploader) throw new Error(`${filename} does not fit ${this.budgetKey} and no upload service is available`);
+    const key = what.key ?? createHash('sha256').update(bytes).digest('hex');
+    let record = await this.records.upload(key);
+    if (!record) {
+      const url = await this.uploader.upload(filename.replace(/[^\w.-]+/g, '_').slice(0, 200), bytes, contentType);
+      record = { url, sha256: sha256(bytes) };
+      await this.records.setUpload(key, record);
+      this.log.info('attachment uploaded', { ...(what.logFields ?? { file: filename }), bytes: bytes.length });
+    }
+    return { url: record.url, length: bytes.length, sha256: record.sha256, contentType };
+  }
+}
+
+/** Atom `link rel="enclosure"` for an uploaded attachment, with its XEP-0300 SHA-256 (feed readers). */
+export function enclosure(ref: UploadRef, title: string): Element {
+  const link = new Element('link', { rel: 'enclosure', href: ref.url, length: String(ref.length), type: ref.contentType, title });
+  link.c('hash', { xmlns: 'urn:xmpp:hashes:2', algo: 'sha-256' }).t(ref.sha256);
+  return link;
+}
+
+/** Downloads a referenced upload, checking its length and SHA-256. */
+export const fetchUpload = (ref: Pick<UploadRef, 'url' | 'length' | 'sha256'>): Promise<Buffer> => download(ref.url, ref.length, ref.sha256);
 
 /** Fetches an uploaded attachment and checks its length and SHA-256. */
 export async function download(url: string, length: number, digest: string): Promise<Buffer> {

@@ -5,7 +5,10 @@
 // the nodes that had it, then retracted with notification. Leaving a node (unapproved, moved
 // topic) retracts it from that node. Not published again: objects re-emitted by Midgard's
 // importer (replication signals, or the very version Hermod delivered), and unchanged documents.
-// Also keeps the topic index (paths) and the partners (midgard_person objects with a JID).
+// Blobs beyond `inlineBlobMax` bytes per document (the smallest stay inline) are uploaded through
+// XEP-0363 (the code Ajatus uses) and travel as references; a failed upload publishes nothing.
+// Also keeps the topic index (paths) and the partners (midgard_person objects with a JID): a
+// person deleted or purged, or whose JID property/parameter is removed, ends that partnership.
 
 import { createHash } from 'node:crypto';
 import {
@@ -13,6 +16,8 @@ import {
   BLOB,
   buildMidgardEntry,
   childElements,
+  replaceBlobs,
+  type BlobRef,
   composeDocument,
   isDeleted,
   parseMidgardDate,
@@ -30,6 +35,7 @@ import type { PubsubService } from '../pubsub/service.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { Element, parse } from 'ltx';
 import { nodesFor, objectPath, topicEntry, type MidgardNodeMapping, type TopicEntry, type TopicIndex } from './midgard-mapping.ts';
+import { enclosure, splitByBudget, type Offloader } from './http-upload.ts';
 import { applyNodeAccess, ensureNode, type NodeAccess } from './node-access.ts';
 import type { ReplicationState } from './state.ts';
 
@@ -57,6 +63,19 @@ export interface MidgardPublisherOptions {
   partnerJid: PartnerJidRule;
   log: Logger;
   onPartner: (jid: string) => void;
+  /** A JID no midgard_person carries any more (the person deleted, or its JID removed). */
+  onPartnerGone?: (jid: string) => void;
+  /** Blob bytes carried inline per document (smallest first); the rest go through `offloader`. */
+  inlineBlobMax?: number;
+  offloader?: Offloader;
+}
+
+/** A blob beyond the inline budget that could not be uploaded: the document is not published. */
+export class BlobUploadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BlobUploadError';
+  }
 }
 
 /** What identifies a version of an object: its metadata/revised, else its whole serialization. */
@@ -79,7 +98,7 @@ export class MidgardPublisher {
   /** Loads the topic index and known partners kept from earlier runs. */
   async restore(): Promise<void> {
     for (const [guid, entry] of await this.o.state.records<TopicEntry>('topic')) this.o.index.set(guid, entry);
-    for (const [, jid] of await this.o.state.records<string>('person')) this.o.onPartner(jid);
+    for (const [, jid] of await this.o.state.records<string | null>('person')) if (jid) this.o.onPartner(jid);
   }
 
   /** Handles one serialized document. Throws MidgardFormatError for a malformed one. */
@@ -91,9 +110,18 @@ export class MidgardPublisher {
 
   private async handleDoc(doc: MidgardDocument, origin: MidgardOrigin): Promise<void> {
     const { state, log } = this.o;
-    await this.learn(doc);
+    await this.learnTopic(doc);
+    // A person is judged on its merged document: an update of the object alone (Midgard signals
+    // each object on its own) keeps the JID parameter seen before; a deleted parameter drops it.
+    const person = await this.mergedPerson(doc);
+    if (person) await this.learnPerson(person);
     if (origin.area === 'replication') {
       log.info('echo suppressed: replication signal', { guid: doc.main?.guid, action: origin.action });
+      return;
+    }
+    if (origin.action === 'get') {
+      // midgard-core also signals reads (`…/<Class>/get`): the state is learnt, nothing changed.
+      log.debug('read notification: nothing published', { guid: doc.main?.guid });
       return;
     }
     const stored = await state.record<string>('doc', doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '');
@@ -120,24 +148,47 @@ export class MidgardPublisher {
     return true;
   }
 
-  /** Topic index and partners from what passes by (imports included). */
-  private async learn(doc: MidgardDocument): Promise<void> {
+  /** Topic index from what passes by (imports included). */
+  private async learnTopic(doc: MidgardDocument): Promise<void> {
     const main = doc.main;
-    if (!main) return;
-    if (main.className === TOPIC) {
-      if (isDeleted(main)) this.o.index.delete(main.guid);
-      else {
-        this.o.index.set(main.guid, topicEntry(main));
-        await this.o.state.setRecord('topic', main.guid, topicEntry(main));
-      }
+    if (main?.className !== TOPIC) return;
+    if (isDeleted(main)) this.o.index.delete(main.guid);
+    else {
+      this.o.index.set(main.guid, topicEntry(main));
+      await this.o.state.setRecord('topic', main.guid, topicEntry(main));
     }
-    if (main.className === 'midgard_person' && !isDeleted(main)) {
-      const jid = this.partnerJidOf(doc);
-      if (jid && (await this.o.state.record<string>('person', main.guid)) !== jid) {
-        await this.o.state.setRecord('person', main.guid, jid);
-        this.o.onPartner(jid);
-      } else if (jid) this.o.onPartner(jid);
+  }
+
+  /** The person document (with the children seen so far) when `doc` is about a midgard_person or its children. */
+  private async mergedPerson(doc: MidgardDocument): Promise<MidgardDocument | undefined> {
+    const guid = doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid;
+    if (!guid || (doc.main && doc.main.className !== 'midgard_person')) return undefined;
+    const stored = await this.o.state.record<string>('doc', guid);
+    const previous = stored ? readMidgardElement(parse(stored) as Element) : undefined;
+    const mainEl = doc.main?.element ?? previous?.main?.element;
+    if (!mainEl || (!doc.main && previous?.main?.className !== 'midgard_person')) return undefined;
+    return readMidgardElement(composeDocument(mainEl, mergeChildren(previous ? childElements(previous) : [], childElements(doc))));
+  }
+
+  /**
+   * Partners from midgard_person objects (imports included): a JID found makes a partner; a
+   * person deleted or purged, or whose JID is gone (property emptied, parameter deleted or
+   * changed), ends the partnership unless another person still carries that JID.
+   */
+  private async learnPerson(doc: MidgardDocument): Promise<void> {
+    const main = doc.main as MidgardObject;
+    const { state, log } = this.o;
+    const jid = isDeleted(main) ? undefined : this.partnerJidOf(doc);
+    const known = (await state.record<string | null>('person', main.guid)) ?? undefined; // null: no JID any more
+    if (jid) {
+      if (known !== jid) await state.setRecord('person', main.guid, jid);
+      this.o.onPartner(jid);
     }
+    if (known === undefined || known === jid) return;
+    if (!jid) await state.setRecord('person', main.guid, null);
+    const still = (await state.records<string>('person')).some(([, other]) => other === known);
+    log.info('midgard_person no longer carries the partner JID', { person: main.guid, jid: known, deleted: isDeleted(main), otherPerson: still });
+    if (!still) this.o.onPartnerGone?.(known);
   }
 
   private partnerJidOf(doc: MidgardDocument): string | undefined {
@@ -154,10 +205,15 @@ export class MidgardPublisher {
     const { state, log, service, actor } = this.o;
     const before = await state.nodesOf(main.guid);
     const path = objectPath(main, this.o.index);
-    const entry = (): string => buildMidgardEntry(doc, { categories: path ? [path] : [] }).toString();
     const hash = createHash('sha256').update(serializeMidgard(doc.root)).digest('hex');
+    if (isDeleted(main) && before.length === 0) return;
+    if (!isDeleted(main) && (await state.record<string>('pub', main.guid)) === hash && JSON.stringify(before) === JSON.stringify(nodesFor(main, this.o.mapping, this.o.index))) {
+      log.debug('midgard object unchanged; not published again', { guid: main.guid });
+      return;
+    }
+    const outgoing = await this.offloadBlobs(doc);
+    const entry = (): string => buildMidgardEntry(outgoing.doc, { categories: path ? [path] : [], links: outgoing.links }).toString();
     if (isDeleted(main)) {
-      if (before.length === 0) return;
       const payload = entry();
       for (const node of before) {
         await service.publish(actor, node, { item: { id: main.guid, payload } });
@@ -170,10 +226,6 @@ export class MidgardPublisher {
       return;
     }
     const nodes = nodesFor(main, this.o.mapping, this.o.index);
-    if ((await state.record<string>('pub', main.guid)) === hash && JSON.stringify(before) === JSON.stringify(nodes)) {
-      log.debug('midgard object unchanged; not published again', { guid: main.guid });
-      return;
-    }
     const payload = entry();
     for (const node of nodes) {
       if (await ensureNode(service, actor, node, this.o.access(node), `Midgard ${node}`)) {
@@ -188,6 +240,41 @@ export class MidgardPublisher {
     await state.setRecord('pub', main.guid, hash);
     this.published++;
     log.info('published midgard object', { guid: main.guid, class: main.className, nodes, retractedFrom: left, revised: revisedOf(main), path });
+  }
+
+  /**
+   * The document as published: blobs beyond `inlineBlobMax` bytes (the smallest stay inline)
+   * uploaded and replaced by references, with an Atom enclosure each for feed readers. Throws
+   * BlobUploadError (logged) when one cannot be uploaded: nothing is published.
+   */
+  private async offloadBlobs(doc: MidgardDocument): Promise<{ doc: MidgardDocument; links: Element[] }> {
+    const max = this.o.inlineBlobMax ?? Number.POSITIVE_INFINITY;
+    const blobs = [...doc.blobs].map(([guid, data]) => ({ guid, data, size: Buffer.byteLength(data, 'base64') }));
+    const over = splitByBudget(blobs, (b) => b.size, max);
+    if (over.length === 0) return { doc, links: [] };
+    const main = doc.main as MidgardObject;
+    const refs = new Map<string, BlobRef>();
+    const links: Element[] = [];
+    for (const blob of over) {
+      const att = doc.attachments.find((a) => a.guid === blob.guid);
+      const name = att?.fields.name?.trim() || blob.guid;
+      try {
+        if (!this.o.offloader) throw new Error('no upload service is configured');
+        const ref = await this.o.offloader.offload({
+          filename: `${main.guid}-${name}`,
+          bytes: Buffer.from(blob.data, 'base64'),
+          contentType: att?.fields.mimetype?.trim() || 'application/octet-stream',
+          logFields: { guid: main.guid, attachment: blob.guid, name },
+        });
+        refs.set(blob.guid, ref);
+        links.push(enclosure(ref, name));
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        this.o.log.error('midgard object not published: a large blob could not be uploaded', { guid: main.guid, attachment: blob.guid, bytes: blob.size, reason });
+        throw new BlobUploadError(`blob of attachment ${blob.guid} (${blob.size} bytes, above midgard.inlineBlobMax) could not be uploaded: ${reason}`);
+      }
+    }
+    return { doc: replaceBlobs(doc, refs), links };
   }
 
   private async retract(node: string, id: string): Promise<void> {

@@ -4,6 +4,9 @@
 //   partner notifications / catch-up -> PartnerManager (shared with Ajatus) -> MidgardSpoolSink
 //   -> inbound spool for Midgard's importer (+ a D-Bus signal per file)
 //   config file `midgard.access` -> node access + whitelists; partners from midgard_person JIDs
+//   (a person deleted, or its JID removed, ends the partnership: its nodes are unsubscribed)
+//   blobs beyond `midgard.inlineBlobMax` -> XEP-0363 upload on the attached server (shared with
+//   Ajatus, http-upload.ts); the sink downloads and verifies them before writing the spool file
 // Echoes (the importer re-emitting what Hermod delivered) are stopped by the versions recorded
 // in ReplicationState under dataDir/midgard.
 
@@ -13,6 +16,7 @@ import path from 'node:path';
 import { Element } from 'ltx';
 import { buildMidgardEntry, MIDGARD_NS, MidgardFormatError, readMidgardElement } from '../codecs/midgard.ts';
 import type { IqCaller } from '../component/iq-caller.ts';
+import { parentDomain } from '../config/config.ts';
 import type { MidgardConfig } from '../config/midgard-config.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
@@ -21,6 +25,7 @@ import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
 import { MidgardDbusSource } from '../sources/midgard-dbus.ts';
 import { MidgardSpoolSource } from '../sources/midgard-spool.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
+import { HttpUploader, Offloader } from './http-upload.ts';
 import { MidgardPublisher } from './midgard-publisher.ts';
 import type { NodeAccess } from './node-access.ts';
 import { PartnerManager } from './partners.ts';
@@ -115,6 +120,16 @@ export class MidgardReplication {
       partnerJid: config.partnerJid,
       log,
       onPartner: (jid) => this.partners.addPartner(jid),
+      onPartnerGone: (jid) => {
+        if (config.partners.includes(jid)) {
+          log.info('partner kept: it is listed in midgard.partners', { jid });
+          return;
+        }
+        // Not awaited: the partner manager first lets a discovery under way finish.
+        this.partners.removePartner(jid).catch((err: unknown) => log.error('ending a partnership failed', { jid, reason: String(err) }));
+      },
+      inlineBlobMax: config.inlineBlobMax,
+      offloader: new Offloader(new HttpUploader(o.iq, parentDomain(o.componentJid), log), this.state, log, 'midgard.inlineBlobMax'),
     });
     this.spool = config.spool
       ? new MidgardSpoolSource({

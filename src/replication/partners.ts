@@ -97,6 +97,22 @@ export class PartnerManager {
     this.discoverSoon();
   }
 
+  /**
+   * Ends a partnership: no more discovery for that JID, and every node of its services is
+   * unsubscribed and no longer accepted (after the discovery under way, which may still add some).
+   */
+  async removePartner(raw: string): Promise<void> {
+    const jid = normalizeJid(raw);
+    if (!jid || !this.partners.delete(jid)) return;
+    await this.running;
+    const services = [...this.partnerOf].filter(([, p]) => p === jid).map(([service]) => service);
+    for (const service of services) this.partnerOf.delete(service);
+    const ended = [...this.followed.values()].filter((f) => services.includes(f.service));
+    for (const f of ended) await this.unfollow(f.service, f.node);
+    this.o.log.info('partner removed', { jid, unsubscribed: ended.map((f) => `${f.service} ${f.node}`) });
+    if (ended.length > 0 && this.partners.size > 0) this.discoverSoon(); // a service another partner shares is followed again
+  }
+
   /** Call once the component is online. */
   start(): void {
     this.started = true;

@@ -6,11 +6,15 @@
 // object, its parameters and attachments) has a metadata/revised newer than the one already
 // delivered for that GUID is skipped, so the spool holds no stale versions. What was delivered
 // is remembered durably (also what stops the publisher from echoing the import back).
+// Blobs that travel as references to an XEP-0363 upload are downloaded and checked (length,
+// SHA-256) and written inline, as the importer expects; one that cannot be fetched fails the
+// leaf (logged and thrown: no file, nothing recorded as delivered, so it can come again).
 
 import { rename, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Element } from 'ltx';
-import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, revisedOf, serializeMidgard } from '../codecs/midgard.ts';
+import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, replaceBlobs, revisedOf, serializeMidgard, type MidgardDocument } from '../codecs/midgard.ts';
+import { fetchUpload } from '../replication/http-upload.ts';
 import type { Logger } from '../log.ts';
 import type { PartnerSink } from '../replication/partners.ts';
 import { versionsOf } from '../replication/midgard-publisher.ts';
@@ -75,10 +79,11 @@ export class MidgardSpoolSink implements PartnerSink {
       log.debug('leaf skipped: no object newer than the version delivered', { service, node, guid: main.guid, revised });
       return false;
     }
+    const complete = await this.inlineBlobs(doc, { service, node });
     const seq = ((await state.record<number>('spool', 'seq')) ?? 0) + 1;
     const name = `${String(seq).padStart(12, '0')}-${main.guid}.xml`;
     const tmp = path.join(this.o.dir, `.${name}.tmp`);
-    await writeFile(tmp, serializeMidgard(doc.root));
+    await writeFile(tmp, serializeMidgard(complete.root));
     await rename(tmp, path.join(this.o.dir, name));
     await state.setRecord('spool', 'seq', seq);
     for (const [guid, version] of versions) await state.setRecord('in', guid, version);
@@ -86,6 +91,22 @@ export class MidgardSpoolSink implements PartnerSink {
     log.info('midgard object written to the inbound spool', { service, node, guid: main.guid, class: main.className, revised, file: name });
     this.o.onWritten?.(path.join(this.o.dir, name));
     return true;
+  }
+
+  /** The document with every referenced blob downloaded, verified and inline. */
+  private async inlineBlobs(doc: MidgardDocument, where: { service: string; node: string }): Promise<MidgardDocument> {
+    if (doc.blobRefs.size === 0) return doc;
+    const bytes = new Map<string, string>();
+    for (const [guid, ref] of doc.blobRefs) {
+      try {
+        bytes.set(guid, (await fetchUpload(ref)).toString('base64'));
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        this.o.log.error('leaf not written: a large blob could not be fetched', { ...where, guid: doc.main?.guid, attachment: guid, bytes: ref.length, reason });
+        throw new Error(`blob of attachment ${guid} of ${doc.main?.guid}: ${reason}`);
+      }
+    }
+    return replaceBlobs(doc, bytes);
   }
 
   /** Deletions arrive as tombstone leaves (published before the retraction); nothing to do. */

@@ -2,6 +2,9 @@
 // object write, a signal `Notified` (interface org.midgardproject.notifier, signature `s`) on the
 // object path /org/midgardproject/mgdschema/<Class>/<action> (replicator export/import:
 // /org/midgardproject/replication/<Class>/<action>), whose string is the serialized object.
+// Checked in midgard-core (midgard_dbus.c, midgard_object.c): sent on the system bus, actions
+// create, update, delete, purge and get (on reads; the publisher publishes nothing for those);
+// approve/unapprove send none; the replication path is defined there but never used.
 // Signals are handed over one at a time, in order. A malformed signal or document is logged with
 // the reason and skipped; when the bus goes away the source reconnects with backoff.
 // It also emits Hermod's own signal for the inbound spool (see docs/midgard-importer.md).

@@ -2,18 +2,22 @@
 // ejabberd (beta.test), federating over s2s, each with its own private dbus-daemon on which the
 // real dbus-send replays Midgard's Notified signals (object path, interface, member, signature
 // exactly as midgard-core sends them). A publishes; B discovers A from a midgard_person carrying
-// a JID and writes what arrives into its inbound spool for Midgard's importer.
+// a JID and writes what arrives into its inbound spool for Midgard's importer. A blob of several
+// MiB goes through XEP-0363 (Prosody's http_file_share at A) and lands in B's spool byte for byte;
+// deleting the person (or its JID parameter) at B ends the partnership: B's subscriptions at A end.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import dbus from 'dbus-next';
 import { canonical, parseMidgardXml, type MidgardDocument } from '../../src/codecs/midgard.ts';
 import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { eventually, TestClient } from './client.ts';
+import { eventually, OWNER, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
@@ -21,9 +25,24 @@ const fixture = (name: string): Promise<string> => readFile(path.join(FIXTURES, 
 const ARTICLE = '29a8d8f0a9823c53fba2b3f96b59e8ec';
 const MEETUP = '3aed637e8a34b41530207f196c092800';
 const MGD = '/org/midgardproject/mgdschema';
+const ADMIN = 'boss';
+
+/**
+ * Sends Notified(s) with dbus-next, as midgard-core does: for documents beyond what dbus-send
+ * can take (one argv string is limited to 128 KiB). A call after it ensures the bus has it.
+ */
+async function emitLarge(address: string, objectPath: string, text: string): Promise<void> {
+  const bus = dbus.sessionBus({ busAddress: address });
+  try {
+    bus.send(dbus.Message.newSignal(objectPath, 'org.midgardproject.notifier', 'Notified', 's', [text]));
+    await bus.call(new dbus.Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'GetId' }));
+  } finally {
+    bus.disconnect();
+  }
+}
 
 /** The article's main object with changed metadata/fields, as Midgard would serialize the next version. */
-function version(text: string, change: { revised?: string; approved?: string; action?: string; title?: string; deleted?: boolean }): string {
+function version(text: string, change: { revised?: string; approved?: string; isapproved?: boolean; action?: string; title?: string; deleted?: boolean }): string {
   return text.replace(/<midgard_article [\s\S]*?<\/midgard_article>/, (b) => {
     let out = b;
     if (change.revised) out = out.replace(/<revised>[^<]*<\/revised>/, `<revised>${change.revised}</revised>`);
@@ -31,6 +50,7 @@ function version(text: string, change: { revised?: string; approved?: string; ac
     if (change.action) out = out.replace(/action="[a-z]+"/, `action="${change.action}"`);
     if (change.title) out = out.replace(/<title>[^<]*<\/title>/, `<title>${change.title}</title>`);
     if (change.deleted) out = out.replace('<deleted>0</deleted>', '<deleted>1</deleted>');
+    if (change.isapproved !== undefined) out = out.replace(/<isapproved>[^<]*<\/isapproved>/, `<isapproved>${change.isapproved ? 1 : 0}</isapproved>`);
     return out;
   });
 }
@@ -55,6 +75,7 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
       server: alpha,
       dir,
       name: 'site-a',
+      admins: [`${ADMIN}@${alpha.domain}`],
       extra: {
         midgard: {
           bus: busA.address,
@@ -122,8 +143,9 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     await busA.emit(`${MGD}/midgard_article/update`, updated);
     await arrived(ARTICLE, (d) => d.main?.fields.title === 'Hello again', 'the update at B');
 
-    const approved = version(updated, { revised: '2026-11-24 13:05:00+0000', approved: '2026-11-24 13:05:00+0000' });
-    await busA.emit(`${MGD}/midgard_article/approve`, approved);
+    // midgard_object_approve sends no signal of its own: the next update carries the metadata.
+    const approved = version(updated, { revised: '2026-11-24 13:05:00+0000', approved: '2026-11-24 13:05:00+0000', isapproved: true });
+    await busA.emit(`${MGD}/midgard_article/update`, approved);
     await arrived(ARTICLE, (d) => d.main?.metadata.approved === '2026-11-24 13:05:00+0000', 'the approval at B');
     assert.deepEqual((await publication(ARTICLE, '2026-11-24 13:05:00+0000')).nodes, ['/midgard_article/all', '/midgard_article/approved', '/site/news']);
 
@@ -147,11 +169,12 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     assert.equal(withParam.main?.metadata.approved, '2026-11-24 13:05:00+0000', 'the parent as last published');
     assert.equal(withParam.attachments.length, 1);
 
-    const edited = version(approved, { revised: '2026-11-24 13:15:00+0000', title: 'Hello, edited' });
+    // Unapproved (isapproved 0; approved and revised both set to now, as midgard_object_unapprove does) and edited.
+    const edited = version(approved, { revised: '2026-11-24 13:15:00+0000', approved: '2026-11-24 13:15:00+0000', isapproved: false, title: 'Hello, edited' });
     await busA.emit(`${MGD}/midgard_article/update`, edited);
     const afterEdit = await arrived(ARTICLE, (d) => d.main?.fields.title === 'Hello, edited', 'the edit at B');
     assert.deepEqual(afterEdit.parameters.map((p) => p.fields.value), ['default', '|xmpp|'], 'children kept with the parent');
-    assert.deepEqual((await publication(ARTICLE, '2026-11-24 13:15:00+0000')).retractedFrom, ['/midgard_article/approved'], 'edited after approval: retracted from approved');
+    assert.deepEqual((await publication(ARTICLE, '2026-11-24 13:15:00+0000')).retractedFrom, ['/midgard_article/approved'], 'unapproved: retracted from approved');
 
     await busA.emit(`${MGD}/midgard_article/delete`, version(edited, { action: 'deleted', revised: '2026-11-24 14:00:00+0000', deleted: true }));
     await arrived(ARTICLE, (d) => d.main?.action === 'deleted' && d.main.metadata.deleted === '1', 'the deletion (tombstone) at B');
@@ -221,5 +244,74 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     const log = await hermodA.log();
     for (const guid of guids) assert.equal(log.filter((l) => l.msg === 'published midgard object' && l.guid === guid).length, 1, `${guid} published once`);
     await eventually(async () => (await inbound()).filter((f) => guids.includes(f.doc.main?.guid ?? '')).length === guids.length, 'all 30 at B', 30_000);
+  });
+  it('a blob of several MiB created on D-Bus at A goes through XEP-0363 and arrives byte for byte in B’s spool', async () => {
+    const remap = (text: string): string => text.replace(/([0-9a-f]{32})/g, (g) => (g === '51bd22ef3b8b066c7e72680ab6ad8845' || g === '71140207f06e996d5c124d58e11fa3cd' || g === 'fa83d0e0993be44eec35447f63d4f8f6' ? g : `b16b${g.slice(4)}`));
+    const BIG = `b16b${ARTICLE.slice(4)}`;
+    const PHOTO = 'b16b05a9761bb215fa749c04b58ccf21';
+    const big = randomBytes(3 * 1024 * 1024 + 17);
+    const text = remap(await fixture('article-hello.xml'))
+      .replace('<name>hello-world</name>', '<name>big-photo</name>')
+      .replace('<name>photo.jpg</name>', '<name>photo-large.jpg</name>')
+      .replace(/(<midgard_blob guid="[0-9a-f]+">)[^<]*/, `$1${big.toString('base64')}`);
+    await emitLarge(busA.address, `${MGD}/midgard_article/create`, text);
+    const atB = await arrived(BIG, (d) => d.blobs.has(PHOTO), 'the article with its large blob in B’s inbound spool');
+    assert.ok(Buffer.from(atB.blobs.get(PHOTO) ?? '', 'base64').equals(big), 'the same bytes');
+    assert.deepEqual(objects(atB), objects(parseMidgardXml(text)), 'article, parameters, attachment and blob as Midgard wrote them');
+    await hermodA.waitForLog((l) => l.msg === 'attachment uploaded' && l.guid === BIG && l.bytes === big.length, 'the upload at A');
+    // What a reader of A's open /site/news node sees: a reference and an Atom enclosure, not 4 MiB of base64.
+    await env.register(beta, 'reader2', 'secret-pw');
+    const reader = await TestClient.connect(beta, 'reader2', 'secret-pw');
+    try {
+      const res = await reader.iq('get', alpha.componentJid, `<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='/site/news'><item id='${BIG}'/></items></pubsub>`);
+      const entry = res.getChild('pubsub')?.getChild('items')?.getChild('item')?.getChildElements()[0];
+      const blob = entry?.getChild('content')?.getChildElements()[0]?.getChildElements().find((e) => e.name === 'midgard_blob');
+      assert.match(String(blob?.attrs.hermod_url), /^http:\/\//);
+      assert.equal(blob?.attrs.length, String(big.length));
+      assert.equal(blob?.getText(), '');
+      const link = entry?.getChildren('link').find((l) => l.attrs.rel === 'enclosure');
+      assert.equal(link?.attrs.href, blob?.attrs.hermod_url);
+      assert.equal(link?.attrs.type, 'image/jpeg');
+      assert.equal(link?.attrs.title, 'photo-large.jpg');
+    } finally {
+      await reader.stop();
+    }
+  });
+
+  it('deleting the midgard_person at B, or its JID parameter, ends the partnership: B’s subscriptions at A end', async () => {
+    await env.register(alpha, ADMIN, 'secret-pw');
+    const boss = await TestClient.connect(alpha, ADMIN, 'secret-pw');
+    /** Who is subscribed to A's /midgard_article/all, as its owner sees it. */
+    const subscribers = async (): Promise<string[]> => {
+      const res = await boss.iq('get', alpha.componentJid, `<pubsub xmlns='${OWNER}'><subscriptions node='/midgard_article/all'/></pubsub>`);
+      return (res.getChild('pubsub', OWNER)?.getChild('subscriptions')?.getChildren('subscription') ?? []).map((sub) => String(sub.attrs.jid));
+    };
+    const removals = async (): Promise<Array<Record<string, unknown>>> => (await hermodB.log()).filter((l) => l.msg === 'partner removed' && l.jid === 'alice@alpha.test');
+    const person = (revised: string, change: { action: string; deleted?: boolean; withParam: boolean }): Promise<string> =>
+      fixture('person-alice.xml').then((t) => {
+        let out = t.replace(/<revised>[^<]*<\/revised>/, `<revised>${revised}</revised>`).replace(/(<midgard_person [^>]*)action="[a-z]+"/, `$1action="${change.action}"`);
+        if (change.deleted) out = out.replace('<deleted>0</deleted>', '<deleted>1</deleted>');
+        return change.withParam ? out : out.replace(/<midgard_parameter[\s\S]*<\/midgard_parameter>/, '');
+      });
+    try {
+      assert.ok((await subscribers()).includes(beta.componentJid), 'B follows A while alice is its partner');
+      // Midgard signals the deleted person object on its own.
+      await busB.emit(`${MGD}/midgard_person/delete`, await person('2026-11-25 08:00:00+0000', { action: 'deleted', deleted: true, withParam: false }));
+      const removed = await eventually(async () => (await removals())[0], 'B ends the partnership', 15_000);
+      assert.ok((removed.unsubscribed as string[]).includes(`${alpha.componentJid} /midgard_article/all`));
+      assert.ok(!(await subscribers()).includes(beta.componentJid), 'B no longer subscribed at A');
+
+      // The person back with its JID: a partner again, subscribed again.
+      await busB.emit(`${MGD}/midgard_person/update`, await person('2026-11-25 09:00:00+0000', { action: 'updated', withParam: true }));
+      await eventually(async () => (await subscribers()).includes(beta.componentJid), 'B subscribed at A again', 30_000);
+      // Its JID parameter deleted (the parameter's own signal): the partnership ends again.
+      const param = (await fixture('person-alice.xml')).match(/<midgard_parameter[\s\S]*<\/midgard_parameter>/)?.[0] ?? '';
+      const deletedParam = param.replace('action="created"', 'action="deleted"').replace('</parentguid>', '</parentguid><metadata><revised>2026-11-25 10:00:00+0000</revised><deleted>1</deleted></metadata>');
+      await busB.emit(`${MGD}/midgard_parameter/delete`, `<?xml version="1.0"?>\n<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8">\n  ${deletedParam}\n</midgard_object>`);
+      await eventually(async () => (await removals()).length === 2, 'B ends the partnership again', 15_000);
+      assert.ok(!(await subscribers()).includes(beta.componentJid), 'B no longer subscribed at A');
+    } finally {
+      await boss.stop();
+    }
   });
 });

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Element, parse } from 'ltx';
 import {
+  blobRefElement,
   buildMidgardEntry,
   isApproved,
   isDeleted,
@@ -19,14 +20,16 @@ import {
   parseMidgardDate,
   parseMidgardEntry,
   parseMidgardXml,
+  replaceBlobs,
   serializeMidgard,
 } from '../../src/codecs/midgard.ts';
+import { Offloader, sha256, splitByBudget } from '../../src/replication/http-upload.ts';
 import { readMidgardConfig } from '../../src/config/midgard-config.ts';
 import { validateConfig } from '../../src/config/config.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import { DEFAULT_MAPPING, nodesFor, objectPath, TopicIndex } from '../../src/replication/midgard-mapping.ts';
-import { MidgardPublisher } from '../../src/replication/midgard-publisher.ts';
+import { BlobUploadError, MidgardPublisher } from '../../src/replication/midgard-publisher.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { MidgardSpoolSink } from '../../src/sinks/midgard-spool.ts';
 import { MidgardSpoolSource } from '../../src/sources/midgard-spool.ts';
@@ -39,7 +42,7 @@ export const ARTICLE = '29a8d8f0a9823c53fba2b3f96b59e8ec';
 const NEWS = '51bd22ef3b8b066c7e72680ab6ad8845';
 
 /** The article fixture with its main object's metadata/action changed (text edits, like Midgard would emit). */
-export function articleVersion(text: string, change: { revised?: string; approved?: string; action?: string; title?: string; deleted?: boolean }): string {
+export function articleVersion(text: string, change: { revised?: string; approved?: string; isapproved?: boolean; action?: string; title?: string; deleted?: boolean }): string {
   let out = text;
   const main = (s: string, f: (block: string) => string): string => s.replace(/<midgard_article [\s\S]*?<\/midgard_article>/, f);
   if (change.revised) out = main(out, (b) => b.replace(/<revised>[^<]*<\/revised>/, `<revised>${change.revised}</revised>`));
@@ -47,6 +50,7 @@ export function articleVersion(text: string, change: { revised?: string; approve
   if (change.action) out = main(out, (b) => b.replace(/action="[a-z]+"/, `action="${change.action}"`));
   if (change.title) out = main(out, (b) => b.replace(/<title>[^<]*<\/title>/, `<title>${change.title}</title>`));
   if (change.deleted) out = main(out, (b) => b.replace(/<deleted>0<\/deleted>/, '<deleted>1</deleted>'));
+  if (change.isapproved !== undefined) out = main(out, (b) => b.replace(/<isapproved>[^<]*<\/isapproved>/, `<isapproved>${change.isapproved ? 1 : 0}</isapproved>`));
   return out;
 }
 
@@ -88,13 +92,20 @@ describe('midgard_object codec', () => {
     assert.equal(parseMidgardDate(''), undefined);
   });
 
-  it('approval: approved set and not older than revised; an edit after approval unapproves', async () => {
+  it('approval: Midgard’s isapproved flag; the dates only without it (Midgard 1.x)', async () => {
     const text = await fixture('article-hello.xml');
     const main = (t: string) => parseMidgardXml(t).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
     assert.equal(isApproved(main(text)), false, 'never approved');
-    assert.equal(isApproved(main(articleVersion(text, { approved: '2026-11-24 12:00:00+0000' }))), true, 'approved at revision time');
-    assert.equal(isApproved(main(articleVersion(text, { approved: '2026-11-24 13:00:00+0000' }))), true);
-    assert.equal(isApproved(main(articleVersion(text, { approved: '2026-11-24 13:00:00+0000', revised: '2026-11-24 14:00:00+0000' }))), false, 'edited after approval');
+    // midgard_object_approve: isapproved, approved = revised = now.
+    const approved = articleVersion(text, { approved: '2026-11-24 13:00:00+0000', revised: '2026-11-24 13:00:00+0000', isapproved: true });
+    assert.equal(isApproved(main(approved)), true);
+    assert.equal(isApproved(main(articleVersion(approved, { revised: '2026-11-24 14:00:00+0000' }))), true, 'an update leaves Midgard’s flag as it is');
+    // midgard_object_unapprove: also sets approved = revised = now, clears the flag.
+    assert.equal(isApproved(main(articleVersion(approved, { approved: '2026-11-24 15:00:00+0000', revised: '2026-11-24 15:00:00+0000', isapproved: false }))), false, 'unapproved, whatever the dates');
+    // Midgard 1.x serializations carry no isapproved: approved set and not older than revised.
+    const legacy = text.replace(/\s*<isapproved>[^<]*<\/isapproved>/, '');
+    assert.equal(isApproved(main(articleVersion(legacy, { approved: '2026-11-24 12:00:00+0000' }))), true, 'approved at revision time');
+    assert.equal(isApproved(main(articleVersion(legacy, { approved: '2026-11-24 13:00:00+0000', revised: '2026-11-24 14:00:00+0000' }))), false, 'edited after approval');
     assert.equal(isDeleted(main(articleVersion(text, { action: 'deleted' }))), true);
     assert.equal(isDeleted(main(articleVersion(text, { deleted: true }))), true);
   });
@@ -111,6 +122,36 @@ describe('midgard_object codec', () => {
     assert.equal(reparsed.getChildText('updated'), '2026-11-24T12:00:00.000Z');
     assert.deepEqual(reparsed.getChildren('category').map((c) => c.attrs.term), ['midgard_article', '/site/news/hello-world']);
     assert.equal(reparsed.getChild('content')?.attrs.type, 'application/xml');
+  });
+
+  it('a blob travels as a reference to an upload and back inline; bad references are refused with the reason', async () => {
+    const doc = parseMidgardXml(await fixture('article-hello.xml'));
+    const PHOTO = 'e36f05a9761bb215fa749c04b58ccf21';
+    const bytes = Buffer.from(doc.blobs.get(PHOTO) as string, 'base64');
+    const ref = { url: 'http://127.0.0.2:5280/upload/x/photo.jpg', length: bytes.length, sha256: sha256(bytes), contentType: 'image/jpeg' };
+    const withRef = replaceBlobs(doc, new Map([[PHOTO, ref]]));
+    assert.equal(withRef.blobs.size, 0);
+    // Through an Atom entry, as a partner reads it.
+    const read = parseMidgardEntry(parse(buildMidgardEntry(withRef).toString()) as Element);
+    assert.deepEqual(read.blobRefs.get(PHOTO), ref);
+    const inline = replaceBlobs(read, new Map([[PHOTO, bytes.toString('base64')]]));
+    assert.equal(serializeMidgard(inline.root), serializeMidgard(doc.root), 'the document as Midgard wrote it');
+    const bad = (attrs: Record<string, string>, text = ''): string => {
+      const el = blobRefElement(PHOTO, ref);
+      Object.assign(el.attrs, attrs);
+      if (text) el.t(text);
+      return withRef.root.toString().replace(blobRefElement(PHOTO, ref).toString(), el.toString());
+    };
+    assert.throws(() => parseMidgardXml(bad({ hermod_url: 'file:///etc/passwd' })), /hermod_url is not an http\(s\) URL/);
+    assert.throws(() => parseMidgardXml(bad({ length: '-1' })), /no valid length/);
+    assert.throws(() => parseMidgardXml(bad({ hermod_sha256: 'abc' })), /no valid hermod_sha256/);
+    assert.throws(() => parseMidgardXml(bad({}, 'QUJD')), /both a reference and inline content/);
+  });
+
+  it('the inline budget keeps the smallest inline (shared with Ajatus)', () => {
+    assert.deepEqual(splitByBudget([70, 10, 50, 30], (n) => n, 100), [70]);
+    assert.deepEqual(splitByBudget([200], (n) => n, 100), [200]);
+    assert.deepEqual(splitByBudget([40, 60], (n) => n, 100), []);
   });
 });
 
@@ -140,6 +181,10 @@ describe('node mapping and topic paths', () => {
     readMidgardConfig({ bus: 'tcp', nodes: { paths: [{ node: 'x', regexp: '(' }], approved: 'nope' }, access: { '*': { access_model: 'closed', whitelist: ['not a jid/'] } }, partnerJid: { parameter: 'jid' }, wat: 1 }, '/', errors);
     const base = { component: { jid: 'pubsub.a.test', secret: 's', server: 'xmpp://127.0.0.1:5347' } };
     assert.throws(() => validateConfig({ ...base, midgard: { discoveryIntervalSeconds: -1 } }, '/'), /midgard\.discoveryIntervalSeconds: must be a positive number, got -1/);
+    assert.equal(c?.inlineBlobMax, 131072, 'as ajatus.inlineAttachmentMax');
+    assert.throws(() => validateConfig({ ...base, midgard: { inlineBlobMax: 0 } }, '/'), /midgard\.inlineBlobMax: must be a positive number, got 0/);
+    assert.throws(() => validateConfig({ ...base, midgard: { inlineBlobMax: '1M' } }, '/'), /midgard\.inlineBlobMax: must be a positive number, got "1M"/);
+    assert.equal(validateConfig({ ...base, midgard: { inlineBlobMax: 4096 } }, '/').midgard?.inlineBlobMax, 4096);
     assert.ok(validateConfig({ ...base, midgard: { bus: 'session' } }, '/').midgard);
     for (const expected of [
       'midgard.wat: unknown key',
@@ -166,6 +211,7 @@ describe('publisher, sink and spool source', () => {
   let state: ReplicationState;
   let publisher: MidgardPublisher;
   const partners: string[] = [];
+  const gone: string[] = [];
   const ACTOR = 'pubsub.a.test';
   const items = async (node: string): Promise<string[]> => {
     try {
@@ -193,6 +239,7 @@ describe('publisher, sink and spool source', () => {
       partnerJid: { property: 'jid', parameter: { domain: 'org.openpsa.contacts', name: 'jid' } },
       log: silentLogger,
       onPartner: (jid) => partners.push(jid),
+      onPartnerGone: (jid) => gone.push(jid),
     });
     for (const t of ['topic-site.xml', 'topic-news.xml', 'topic-events.xml']) await publisher.handle(await fixture(t), { source: 'dbus', area: 'mgdschema', action: 'create' });
   });
@@ -203,7 +250,7 @@ describe('publisher, sink and spool source', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('create, update, approve, edit after approval, child change and delete reach the right nodes', async () => {
+  it('create, update, approve, unapprove, child change and delete reach the right nodes; a read notification publishes nothing', async () => {
     const text = await fixture('article-hello.xml');
     await publisher.handle(text, { source: 'dbus', area: 'mgdschema', action: 'create' });
     assert.deepEqual(await items('/midgard_article/all'), [ARTICLE]);
@@ -211,13 +258,20 @@ describe('publisher, sink and spool source', () => {
     assert.deepEqual(await items('/midgard_article/approved'), []);
     assert.deepEqual((await service.getAffiliations(ACTOR, '/midgard_article/all')).get('pubsub.b.test'), 'member', 'access settings applied on creation');
 
-    const approved = articleVersion(text, { action: 'updated', revised: '2026-11-24 13:00:00+0000', approved: '2026-11-24 13:00:00+0000' });
-    await publisher.handle(approved, { source: 'dbus', area: 'mgdschema', action: 'approve' });
+    // Midgard does not signal approve/unapprove; the next update carries the metadata.
+    const approved = articleVersion(text, { action: 'updated', revised: '2026-11-24 13:00:00+0000', approved: '2026-11-24 13:00:00+0000', isapproved: true });
+    await publisher.handle(approved, { source: 'dbus', area: 'mgdschema', action: 'update' });
     assert.deepEqual(await items('/midgard_article/approved'), [ARTICLE]);
 
-    const edited = articleVersion(approved, { revised: '2026-11-24 14:00:00+0000', title: 'Edited' });
+    const unapproved = articleVersion(approved, { revised: '2026-11-24 13:30:00+0000', approved: '2026-11-24 13:30:00+0000', isapproved: false });
+    const publishedBefore = publisher.published;
+    await publisher.handle(unapproved, { source: 'dbus', area: 'mgdschema', action: 'get' });
+    assert.equal(publisher.published, publishedBefore, 'a read notification (action get) publishes nothing');
+    assert.deepEqual(await items('/midgard_article/approved'), [ARTICLE]);
+
+    const edited = articleVersion(unapproved, { revised: '2026-11-24 14:00:00+0000', title: 'Edited' });
     await publisher.handle(edited, { source: 'dbus', area: 'mgdschema', action: 'update' });
-    assert.deepEqual(await items('/midgard_article/approved'), [], 'edited after approval: retracted from approved');
+    assert.deepEqual(await items('/midgard_article/approved'), [], 'unapproved (isapproved 0, approved = revised): retracted from approved');
 
     // A parameter alone (its own signal) re-publishes the parent with the parameter merged in.
     const param = `<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_parameter guid="cb7324fbcace20882b6e872fca290d65" action="updated"><domain>net.nehmer.blog</domain><name>categories</name><value>|xmpp|</value><parentguid>${ARTICLE}</parentguid><metadata><revised>2026-11-24 15:00:00+0000</revised></metadata></midgard_parameter></midgard_object>`;
@@ -240,6 +294,57 @@ describe('publisher, sink and spool source', () => {
   it('partners come from midgard_person objects carrying a JID parameter', async () => {
     await publisher.handle(await fixture('person-alice.xml'), { source: 'dbus', area: 'mgdschema', action: 'create' });
     assert.deepEqual(partners, ['alice@alpha.test']);
+  });
+
+  it('a person deleted, or whose JID parameter is deleted, ends the partnership; an update of the object alone does not', async () => {
+    const alice = await fixture('person-alice.xml');
+    const PERSON = '06bdf8bb65c1b502d7a991e66609127b';
+    const person = (change: { revised: string; action?: string; deleted?: boolean }, withParam: boolean): string => {
+      let text = alice.replace(/<revised>[^<]*<\/revised>/, `<revised>${change.revised}</revised>`);
+      if (change.action) text = text.replace(/(<midgard_person [^>]*)action="[a-z]+"/, `$1action="${change.action}"`);
+      if (change.deleted) text = text.replace('<deleted>0</deleted>', '<deleted>1</deleted>');
+      return withParam ? text : text.replace(/<midgard_parameter[\s\S]*<\/midgard_parameter>/, '');
+    };
+    gone.length = 0;
+    // Midgard signals the person object on its own: the JID parameter seen before still counts.
+    await publisher.handle(person({ revised: '2026-11-20 08:00:00+0000', action: 'updated' }, false), { source: 'dbus', area: 'mgdschema', action: 'update' });
+    assert.deepEqual(gone, []);
+    // A second person with the same JID: deleting one keeps the partner.
+    const bob = alice.replaceAll(PERSON, 'aa00f8bb65c1b502d7a991e66609127b').replace('71140207f06e996d5c124d58e11fa3ce', 'aa01f8bb65c1b502d7a991e66609127b');
+    await publisher.handle(bob, { source: 'dbus', area: 'mgdschema', action: 'create' });
+    await publisher.handle(person({ revised: '2026-11-21 08:00:00+0000', action: 'deleted', deleted: true }, false), { source: 'dbus', area: 'mgdschema', action: 'delete' });
+    assert.deepEqual(gone, [], 'another person still carries alice@alpha.test');
+    // The other person's JID parameter deleted (its own signal): no person carries the JID any more.
+    const paramDeleted = `<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_parameter guid="aa01f8bb65c1b502d7a991e66609127b" purge="no" action="deleted"><domain>org.openpsa.contacts</domain><name>jid</name><value>alice@alpha.test</value><parentguid>aa00f8bb65c1b502d7a991e66609127b</parentguid><metadata><revised>2026-11-22 08:00:00+0000</revised><deleted>1</deleted></metadata></midgard_parameter></midgard_object>`;
+    await publisher.handle(paramDeleted, { source: 'dbus', area: 'mgdschema', action: 'delete' });
+    assert.deepEqual(gone, ['alice@alpha.test']);
+    // Undeleted with its JID: a partner again.
+    partners.length = 0;
+    await publisher.handle(person({ revised: '2026-11-23 08:00:00+0000', action: 'updated' }, true), { source: 'dbus', area: 'mgdschema', action: 'update' });
+    assert.deepEqual(partners, ['alice@alpha.test']);
+  });
+
+  it('a blob above inlineBlobMax with no upload service: nothing is published, the error says why', async () => {
+    const noUpload = new MidgardPublisher({
+      service,
+      actor: ACTOR,
+      state,
+      mapping: { ...DEFAULT_MAPPING, all: '/blobtest/{class}', approved: false, sitegroup: false, paths: [] },
+      access: () => ({ accessModel: 'whitelist', whitelist: [] }),
+      index: new TopicIndex(),
+      partnerJid: { property: 'jid', parameter: undefined },
+      log: silentLogger,
+      onPartner: () => {},
+      inlineBlobMax: 8,
+      offloader: new Offloader(undefined, state, silentLogger, 'midgard.inlineBlobMax'),
+    });
+    const text = (await fixture('article-meetup.xml')).replace(/3aed637e8a34b41530207f196c092800/g, 'bb0d637e8a34b41530207f196c092800');
+    const withBlob = text.replace(
+      '</midgard_object>',
+      `<midgard_attachment guid="bb1d637e8a34b41530207f196c092800" action="created"><name>big.bin</name><mimetype>application/octet-stream</mimetype><parentguid>bb0d637e8a34b41530207f196c092800</parentguid></midgard_attachment><midgard_blob guid="bb1d637e8a34b41530207f196c092800">${Buffer.alloc(64, 7).toString('base64')}</midgard_blob></midgard_object>`,
+    );
+    await assert.rejects(noUpload.handle(withBlob, { source: 'spool' }), (err: Error) => err instanceof BlobUploadError && /above midgard\.inlineBlobMax.*no upload service/.test(err.message));
+    assert.deepEqual(await items('/blobtest/midgard_article'), [], 'not published without its blob');
   });
 
   it('the sink writes validated leaves atomically in arrival order and skips stale versions; the import echo is not published', async () => {
