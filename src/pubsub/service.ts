@@ -22,6 +22,8 @@ import { checkMaxItems, checkNodeQuota, checkPublishRate, NO_LIMITS, nodeItemLim
 import { applyConfig, DEFAULT_NODE_CONFIG } from './node-config.ts';
 import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf, sameOptions } from './subscription-options.ts';
 import {
+  ACCESS_MODELS,
+  type AccessModel,
   type Affiliation,
   type ArchiveEntry,
   type Item,
@@ -316,6 +318,11 @@ export class PubsubService {
     }
     const subscriberCount = state.subscriptions.filter((s) => s.state === 'subscribed').length;
     return { record: state.record, owners, publishers, subscriberCount };
+  }
+
+  /** The access models offered now: presence and roster only while a server grants roster access. */
+  accessModels(): AccessModel[] {
+    return ACCESS_MODELS.filter((m) => !needsRoster(m) || this.rosterSource?.granted() === true);
   }
 
   defaultConfig(): NodeConfig {

@@ -94,15 +94,17 @@ const BY_VAR = new Map<string, FieldSpec<keyof NodeConfig>>(FIELDS.map((f) => [f
 /** Every pubsub#node_config field Hermod understands (for tests and the README table). */
 export const NODE_CONFIG_FIELDS: readonly string[] = FIELDS.map((f) => f.var);
 
-export function configForm(config: NodeConfig, type: 'form' | 'result' = 'form'): Element {
+/** The node configuration form; `accessModels` narrows the access_model options to those the service offers now. */
+export function configForm(config: NodeConfig, type: 'form' | 'result' = 'form', accessModels?: readonly string[]): Element {
   const fields: FormField[] = FIELDS.map((f) => {
     const spec = f as FieldSpec<keyof NodeConfig>;
+    const options = spec.key === 'accessModel' && accessModels ? accessModels : spec.options;
     return {
       var: spec.var,
       type: spec.type,
       label: spec.label,
       values: MULTI.has(spec.type) ? splitMulti(spec.format(config[spec.key])) : [spec.format(config[spec.key])],
-      ...(spec.options ? { options: spec.options.map((value) => ({ value })) } : {}),
+      ...(options ? { options: options.map((value) => ({ value })) } : {}),
     };
   });
   return buildForm(type, NS.PUBSUB_NODE_CONFIG, fields);

@@ -194,7 +194,7 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
   on('get', NS.PUBSUB_OWNER, 'configure', async (req, verb) => {
     const node = nodeAttr(verb);
     const config = await service.getConfig(req.from, node);
-    return pubsubResult(NS.PUBSUB_OWNER, new Element('configure', { node }).cnode(configForm(config)).up());
+    return pubsubResult(NS.PUBSUB_OWNER, new Element('configure', { node }).cnode(configForm(config, 'form', service.accessModels())).up());
   });
 
   on('set', NS.PUBSUB_OWNER, 'configure', async (req, verb) => {
@@ -205,7 +205,7 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
   });
 
   on('get', NS.PUBSUB_OWNER, 'default', async () => {
-    return pubsubResult(NS.PUBSUB_OWNER, new Element('default').cnode(configForm(service.defaultConfig())).up());
+    return pubsubResult(NS.PUBSUB_OWNER, new Element('default').cnode(configForm(service.defaultConfig(), 'form', service.accessModels())).up());
   });
 
   on('set', NS.PUBSUB_OWNER, 'delete', async (req, verb) => {

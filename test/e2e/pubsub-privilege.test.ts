@@ -147,6 +147,8 @@ describe('XEP-0356 privileges, presence and roster access models, presence-based
           ?.getChildren('field')
           .find((f) => f.attrs.var === 'pubsub#roster_groups_allowed');
         assert.deepEqual(groups?.getChildren('value').map((v) => v.getText()), ['friends', 'family']);
+        const models = form.getChild('pubsub', OWNER)?.getChild('configure')?.getChild('x', 'jabber:x:data')?.getChildren('field').find((f) => f.attrs.var === 'pubsub#access_model');
+        assert.deepEqual(models?.getChildren('option').map((o) => o.getChildText('value')), ['open', 'authorize', 'whitelist', 'presence', 'roster'], 'the form offers the models the privilege allows');
         const sub = await carol.iq('set', SVC, subscribe('club', carol.jid));
         assert.equal(sub.getChild('pubsub', PUBSUB)?.getChild('subscription')?.attrs.subscription, 'subscribed');
         assert.deepEqual(itemIds(await carol.iq('get', SVC, items('club'))), ['welcome']);

@@ -678,6 +678,9 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
         assert.ok(!features.includes(`${PUBSUB}#access-roster`) && !features.includes(`${PUBSUB}#access-presence`));
         assert.ok(features.includes(`${PUBSUB}#presence-notifications`));
         await owner.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='unprivileged'/></pubsub>`);
+        const form = await owner.iq('get', SVC, `<pubsub xmlns='${PUBSUB}#owner'><configure node='unprivileged'/></pubsub>`);
+        const models = form.getChild('pubsub', `${PUBSUB}#owner`)?.getChild('configure')?.getChild('x', 'jabber:x:data')?.getChildren('field').find((f) => f.attrs.var === 'pubsub#access_model');
+        assert.deepEqual(models?.getChildren('option').map((o) => o.getChildText('value')), ['open', 'authorize', 'whitelist'], 'the configuration form offers only what works');
         for (const model of ['roster', 'presence']) {
           const err = await expectIqError(owner.iq('set', SVC, configure('unprivileged', { access_model: model })), 'not-acceptable');
           assert.match(err.text ?? '', new RegExp(`pubsub#access_model '${model}'.*no XEP-0356 roster privilege`));
