@@ -22,6 +22,9 @@ async function fetchAttachments(doc: CouchDoc): Promise<void> {
   }
 }
 
+/** Most documents per `_bulk_docs` request of the sink. */
+const MAX_BULK_DOCS = 200;
+
 export class CouchSink {
   written = 0;
 
@@ -31,6 +34,54 @@ export class CouchSink {
     private readonly log: Logger,
   ) {}
 
+  private readonly queue: Array<{ docs: CouchDoc[]; done: (err?: Error) => void }> = [];
+  private flushing = false;
+
+  /**
+   * One `_bulk_docs` request at a time; writes that come meanwhile (notifications are handled
+   * concurrently) wait and go together in the next request — one round trip for many documents
+   * instead of one each. A write resolves once its request has succeeded, in arrival order.
+   */
+  private bulk(docs: CouchDoc[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ docs, done: (err) => (err ? reject(err) : resolve()) });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.queue.length > 0) {
+        const group: typeof this.queue = [];
+        let count = 0;
+        while (this.queue.length > 0 && (group.length === 0 || count + (this.queue[0] as { docs: CouchDoc[] }).docs.length <= MAX_BULK_DOCS)) {
+          const next = this.queue.shift() as (typeof this.queue)[number];
+          group.push(next);
+          count += next.docs.length;
+        }
+        let res: Array<{ id?: string; error?: string; reason?: string }>;
+        try {
+          // nano's types lack new_edits, which CouchDB's replication protocol uses.
+          res = (await this.db.bulk({ docs: group.flatMap((g) => g.docs) as never[], new_edits: false } as never)) as unknown as typeof res;
+        } catch (err) {
+          for (const g of group) g.done(err as Error);
+          continue;
+        }
+        // With new_edits=false CouchDB lists only the documents it refused (by id).
+        const refused = new Map<string, { error?: string; reason?: string }>();
+        for (const row of Array.isArray(res) ? res : []) if (row.error) refused.set(row.id ?? '', row);
+        for (const g of group) {
+          const id = (g.docs[0] as CouchDoc)._id;
+          const failed = refused.get(id) ?? (refused.size > 0 && refused.has('') ? refused.get('') : undefined);
+          g.done(failed ? new Error(`CouchDB refused ${id}: ${failed.error} ${failed.reason ?? ''}`) : undefined);
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
   /** Writes revisions of one document (each with its history and inline attachments). */
   async write(docs: CouchDoc[]): Promise<void> {
     const first = docs[0];
@@ -38,10 +89,7 @@ export class CouchSink {
     for (const doc of docs) if (!doc._revisions) throw new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`);
     for (const doc of docs) await fetchAttachments(doc);
     await this.state.markRevs(first._id, docs.map((d) => d._rev), 'i');
-    // nano's types lack new_edits, which CouchDB's replication protocol uses.
-    const res = (await this.db.bulk({ docs: docs as never[], new_edits: false } as never)) as unknown as Array<{ error?: string; reason?: string }>;
-    const failed = Array.isArray(res) ? res.find((r) => r.error) : undefined;
-    if (failed) throw new Error(`CouchDB refused ${first._id}: ${failed.error} ${failed.reason ?? ''}`);
+    await this.bulk(docs);
     this.written += docs.length;
     this.log.debug('document written', { doc: first._id, revs: docs.map((d) => d._rev) });
   }
