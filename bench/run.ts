@@ -24,13 +24,18 @@ import { runLoadgen, type LoadgenResult } from './scenarios/loadgen.ts';
 import { profileReport, runProfiles, type ProfileResult, type ProfileWorkload } from './scenarios/profile.ts';
 import { ceilingReport, fanoutReport, latencyReport, type SubscriptionCheck } from './scenarios/pubsub.ts';
 import { runScale, scaleReport, type ScaleParams, type ScaleResult } from './scenarios/scale.ts';
+import { replicationReport, runReplication, type ReplicationParams, type ReplicationResult } from './scenarios/replication.ts';
 import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
-  --only LIST        comma-separated subset of: loadgen,fanout,latency,scale,profile,transform
+  --only LIST        comma-separated subset of:
+                     loadgen,fanout,latency,scale,profile,transform,replication
                      (ceiling is reported from the fanout and latency runs)
+  --replication-profile
+                     run the replication scenario's two Hermods under node --cpu-prof
+                     (its figures then include the profiler's overhead)
   --out DIR          results folder (default bench/results, or bench/results/quick with --quick)
   --no-wait          do not wait for other processes to leave the machine idle before starting
                      (a full run waits up to 10 minutes; the wait is bounded and logged)
@@ -39,7 +44,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -61,6 +66,7 @@ interface Config {
   loadgen: { parseMessages: number; socketConnections: number; socketPerConnection: number };
   profile: ProfileWorkload[];
   transform: TransformParams;
+  replication: ReplicationParams;
 }
 
 const FULL: Config = {
@@ -102,6 +108,7 @@ const FULL: Config = {
     { name: 'publish', subscribers: 10, publishes: 3000, window: 32 },
   ],
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
+  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000 },
 };
 
 const QUICK: Config = {
@@ -137,6 +144,7 @@ const QUICK: Config = {
   loadgen: { parseMessages: 50_000, socketConnections: 50, socketPerConnection: 500 },
   profile: [],
   transform: { compiles: 1, transforms: 200, warmup: 20 },
+  replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
 };
 
 const T0 = performance.now();
@@ -163,6 +171,7 @@ async function main(): Promise<number> {
       out: { type: 'string' },
       'no-wait': { type: 'boolean' },
       'render-only': { type: 'boolean' },
+      'replication-profile': { type: 'boolean' },
       date: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -470,6 +479,18 @@ async function main(): Promise<number> {
     }
   }
 
+  if (want('replication')) {
+    log('replication: two Hermods over s2s vs _replicate, between two pouchdb-servers');
+    try {
+      const r = await runReplication({ ...cfg.replication, cpuProf: values['replication-profile'] ?? false }, log);
+      const rep = replicationReport(r);
+      await reporter.write('replication', { json: r, md: rep.md, svg: rep.svgs });
+    } catch (err) {
+      failures.push(`replication: ${String(err)}`);
+      log(`replication FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    }
+  }
+
   const summaryFile = await writeSummary(reporter, quick, machine, commit, failures);
   log(`done in ${((performance.now() - T0) / 1000).toFixed(0)} s; ${reporter.written.length + 1} files written, summary: ${path.relative(REPO, summaryFile)}`);
   return failures.length ? 1 : 0;
@@ -489,15 +510,12 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }
   summary.push('## Not measured');
   summary.push('');
-  summary.push(
-    '- **replication** (documents/s through two Hermods and s2s vs the CouchDB-API server\'s own `_replicate`): not measured by this benchmark yet.',
-  );
   summary.push('- **libervia-pubsub**: optional third peer, skipped (needs PostgreSQL and its own setup).');
   if (failures.length) {
     summary.push('');
@@ -547,7 +565,12 @@ async function renderOnly(outDir: string, date: string): Promise<number> {
     const rep = profileReport(profile.results as ProfileResult[]);
     await reporter.writeViews('profile', { md: rep.md, svg: rep.svgs });
   }
-  const meta = fanout ?? latency ?? scale ?? profile;
+  const replication = await whole('replication');
+  if (replication) {
+    const rep = replicationReport(replication.results as ReplicationResult);
+    await reporter.writeViews('replication', { md: rep.md, svg: rep.svgs });
+  }
+  const meta = fanout ?? latency ?? scale ?? profile ?? replication;
   if (!meta) {
     process.stderr.write(`bench: no results for ${date} in ${outDir}\n`);
     return 2;

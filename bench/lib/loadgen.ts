@@ -306,14 +306,14 @@ export function cpuPids(pool: Pool, peer: Peer): CpuPids {
   };
 }
 
-interface CpuSample {
+export interface CpuSample {
   at: number;
   cpu: Record<string, number>;
 }
 
-function sampleCpu(pids: CpuPids): CpuSample {
+export function sampleCpu(pids: CpuPids | Record<string, number | undefined>): CpuSample {
   const cpu: Record<string, number> = {};
-  for (const [k, pid] of Object.entries(pids)) cpu[k] = cpuSeconds(pid as number);
+  for (const [k, pid] of Object.entries(pids)) cpu[k] = cpuSeconds(pid as number | undefined);
   cpu.machine = machineBusySeconds();
   return { at: performance.now(), cpu };
 }
@@ -322,7 +322,7 @@ function sampleCpu(pids: CpuPids): CpuSample {
  * CPU use in % of one core per process between two samples; "other" is what the rest of the
  * machine (processes not part of the benchmark) used meanwhile — a noise indicator.
  */
-function cpuPercent(a: CpuSample, b: CpuSample): Record<string, number> {
+export function cpuPercent(a: CpuSample, b: CpuSample): Record<string, number> {
   const out: Record<string, number> = {};
   const wall = (b.at - a.at) / 1000;
   let ours = 0;

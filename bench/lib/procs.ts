@@ -58,6 +58,8 @@ export interface HermodSpawn {
   /** Write a V8 CPU profile into this folder at exit. */
   cpuProfDir?: string;
   admins?: string[];
+  /** More config keys (e.g. appDb, ajatus), merged over the defaults. */
+  extra?: Record<string, unknown>;
 }
 
 /** Starts `hermod start` and resolves once its log says the component is online. */
@@ -67,6 +69,9 @@ export async function startHermodProcess(o: HermodSpawn, timeoutMs = 30_000, wai
     dataDir: o.dataDir,
     pubsub: { admins: o.admins ?? [] },
     log: { level: 'info' },
+    // The peers have no publish rate limit: neither has Hermod here (the load is the point).
+    limits: { publishRate: false },
+    ...o.extra,
   };
   const configFile = path.join(o.dir, `${o.name}.json`);
   await writeFile(configFile, JSON.stringify(config, null, 2));
