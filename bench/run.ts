@@ -18,7 +18,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/servers.ts';
 import { Pool, runFanout, runLatency, type FanoutResult, type LatencyResult, type Peer } from './lib/loadgen.ts';
-import { killAllNow, REPO, startHermodProcess, startScript, waitForQuiet, type Proc } from './lib/procs.ts';
+import { hermodSpawnFor, killAllNow, REPO, startHermodProcess, startScript, waitForQuiet, type HermodSpawn, type Proc } from './lib/procs.ts';
 import { describeMachine, machineLine, Reporter, today, type Machine } from './lib/report.ts';
 import { runLoadgen, type LoadgenResult } from './scenarios/loadgen.ts';
 import { profileReport, runProfiles, type ProfileResult, type ProfileWorkload } from './scenarios/profile.ts';
@@ -267,14 +267,7 @@ async function main(): Promise<number> {
         'pub@alpha.test',
       );
 
-      const hermodSpawn = (server: ServerInfo, name: string) => ({
-        name,
-        dir,
-        jid: server.componentJid,
-        secret: server.componentSecret,
-        server: server.componentService,
-        dataDir: path.join(dir, `${name}-data`),
-      });
+      const hermodSpawn = (server: ServerInfo, name: string): HermodSpawn => hermodSpawnFor(server, name, dir);
       /** Until a ping to the component is answered by it (the server may route it a moment after the handshake). */
       const waitServing = async (server: ServerInfo, jid: string): Promise<void> => {
         const client = (pool as Pool).publishers[server.kind];

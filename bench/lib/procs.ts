@@ -62,6 +62,11 @@ export interface HermodSpawn {
   extra?: Record<string, unknown>;
 }
 
+/** The spawn settings of a Hermod attached to `server` as its main component, data under `dir/<name>-data`. */
+export function hermodSpawnFor(server: { componentJid: string; componentSecret: string; componentService: string }, name: string, dir: string): HermodSpawn {
+  return { name, dir, jid: server.componentJid, secret: server.componentSecret, server: server.componentService, dataDir: path.join(dir, `${name}-data`) };
+}
+
 /** Starts `hermod start` and resolves once its log says the component is online. */
 export async function startHermodProcess(o: HermodSpawn, timeoutMs = 30_000, waitOnline = true): Promise<Proc & { startedAt: number }> {
   const config = {

@@ -23,7 +23,7 @@ import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
 import { summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
-import { sleep, startHermodProcess, type Proc } from '../lib/procs.ts';
+import { hermodSpawnFor, sleep, startHermodProcess, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, fmtRatio, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
 import { barChart, hbarChart } from '../lib/svg.ts';
 
@@ -222,12 +222,7 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
     });
     const spawnHermod = async (server: ServerInfo, couch: CouchServer, name: string): Promise<Proc & { startedAt: number }> => {
       const proc = await startHermodProcess({
-        name,
-        dir,
-        jid: server.componentJid,
-        secret: server.componentSecret,
-        server: server.componentService,
-        dataDir: path.join(dir, `${name}-data`),
+        ...hermodSpawnFor(server, name, dir),
         ...(p.cpuProf ? { cpuProfDir: path.join(dir, `cpuprof-${name}`) } : {}),
         extra: { appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } },
       });
