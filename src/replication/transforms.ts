@@ -266,7 +266,7 @@ export class TransformStage implements PartnerSink {
       const nodes = before?.target === target.key && before.ref === ref ? [...new Set([...before.nodes, leaf.node])] : [leaf.node];
       await this.o.state.setRecord('xt', key, { target: target.key, ref, nodes } satisfies Written);
       this.log[written ? 'info' : 'debug'](written ? 'transformed leaf written' : 'transformed leaf already current', { partner: leaf.partner, node: leaf.node, item: leaf.itemId, stylesheet: spec.stylesheet, target: target.key, ref });
-      if (!entry) await this.t.quarantine.drop(Quarantine.idOf(leaf)); // an older version waiting there is superseded
+      if (!entry) await this.t.quarantine.discard(Quarantine.idOf(leaf)); // an older version waiting there is superseded
       return written ? 'written' : 'current';
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);

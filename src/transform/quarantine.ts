@@ -123,9 +123,14 @@ export class Quarantine {
 
   async drop(id: string): Promise<boolean> {
     const existed = (await this.get(id)) !== undefined;
+    await this.discard(id);
+    return existed;
+  }
+
+  /** Removes an entry if there is one (no read: cheap enough for every delivered leaf). */
+  async discard(id: string): Promise<void> {
     await rm(this.file(id), { force: true });
     await rm(this.file(id, true), { force: true });
-    return existed;
   }
 
   /** Entries waiting for a retry (taken out of the retry folder by the caller via `done`). */
