@@ -37,11 +37,6 @@ export class TestClient {
     xmpp.on('stanza', (stanza: Element) => this.onStanza(stanza));
   }
 
-  /** Whether the session is still up (a server may have closed it meanwhile). */
-  get online(): boolean {
-    return (this.xmpp as unknown as { status: string }).status === 'online';
-  }
-
   get bare(): string {
     return this.jid.split('/')[0] as string;
   }

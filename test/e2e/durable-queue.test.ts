@@ -94,26 +94,7 @@ describe('durable notification queue', { timeout: 240_000 }, () => {
     }
   }
 
-  /**
-   * Sessions the server closed before the test used them are opened again (seen once in a full
-   * CI run: every c2s session of the fresh ejabberd closed right after login; this test is about
-   * Hermod's queue, not about those sessions). Said on stderr so it is not silent.
-   */
-  async function ensureOnline(): Promise<void> {
-    if (!alice.online) {
-      process.stderr.write('durable-queue: alice\'s session was closed by the server; logging in again\n');
-      alice = await TestClient.connect(home, 'alice', PASSWORD, `again${Date.now()}`);
-    }
-    for (let i = 0; i < SUBSCRIBERS; i++) {
-      if (subs[i]?.online) continue;
-      process.stderr.write(`durable-queue: sub${i}'s session was closed by the server; logging in again\n`);
-      subs[i] = await TestClient.connect(home, `sub${i}`, PASSWORD, `again${Date.now()}`);
-      sessions[i]?.push(subs[i] as TestClient);
-    }
-  }
-
   async function subscribe(node: string): Promise<void> {
-    await ensureOnline();
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='${node}'/></pubsub>`);
     await alice.iq('set', SVC, configure(node, { notification_type: 'normal', ...(node === 'fan' ? { max_items: 'max' } : { item_expire: '3', notify_retract: 'true' }) }));
     for (const s of subs) await s.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='${node}' jid='${s.bare}'/></pubsub>`);
