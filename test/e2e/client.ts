@@ -83,7 +83,8 @@ export class TestClient {
     const iq = new Element('iq', { type, to, id });
     iq.cnode(parse(childXml));
     const reply = new Promise<Element>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-    void this.xmpp.send(iq as never);
+    // A write that fails (the server closed the stream) fails this request, not the whole test file.
+    this.xmpp.send(iq as never).catch((err: unknown) => this.pending.get(id)?.reject(err instanceof Error ? err : new Error(String(err))));
     return withTimeout(reply, timeoutMs, `reply to ${childXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
   }
 
@@ -93,7 +94,8 @@ export class TestClient {
     const iq = new Element('iq', { type, to, id });
     for (const child of parse(`<wrap>${childrenXml}</wrap>`).getChildElements()) iq.cnode(child);
     const reply = new Promise<Element>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-    void this.xmpp.send(iq as never);
+    // A write that fails (the server closed the stream) fails this request, not the whole test file.
+    this.xmpp.send(iq as never).catch((err: unknown) => this.pending.get(id)?.reject(err instanceof Error ? err : new Error(String(err))));
     return withTimeout(reply, timeoutMs, `reply to ${childrenXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
   }
 
