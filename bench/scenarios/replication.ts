@@ -197,11 +197,15 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
   const procs: Proc[] = [];
   const result: ReplicationResult = { params: p, docBytes: { min: 0, mean: 0, max: 0 }, twoTags: 0, phases: [], latency: [] };
   try {
-    const [e, couchA, couchB] = await Promise.all([startXmppEnv({ log: (m) => log(`devenv: ${m}`) }), startCouch(), startCouch()]);
-    env = e;
-    couches.push(couchA, couchB);
-    const alpha = env.alpha as ServerInfo;
-    const beta = env.beta as ServerInfo;
+    // Whatever started is stopped in `finally`, also when another start failed.
+    const started = await Promise.allSettled([startXmppEnv({ log: (m) => log(`devenv: ${m}`) }), startCouch(), startCouch()]);
+    for (const s of started.slice(1)) if (s.status === 'fulfilled') couches.push(s.value as CouchServer);
+    if (started[0].status === 'fulfilled') env = started[0].value;
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [couchA, couchB] = couches as [CouchServer, CouchServer];
+    const alpha = (env as XmppEnv).alpha as ServerInfo;
+    const beta = (env as XmppEnv).beta as ServerInfo;
     await couchA.createDbs(APP, CONTENT);
     await couchB.createDbs(APP, CONTENT);
     await couchA.put(APP, { _id: 'hermod:tag:bench', access_model: 'whitelist', whitelist: [beta.componentJid] });
