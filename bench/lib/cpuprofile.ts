@@ -3,6 +3,7 @@
 // of Hermod's own functions. Percentages are of busy time (samples that are not "(idle)").
 
 import { readFile } from 'node:fs/promises';
+import { fmtMs, mdTable } from './stats.ts';
 
 interface CallFrame {
   functionName: string;
@@ -137,4 +138,13 @@ export async function summariseProfile(file: string, top = 25, windowMs?: [numbe
       .map(([a, ms]) => ({ area: a, ms, pct: (ms / busy) * 100 })),
     hermodInclusive: rows(incl, 20),
   };
+}
+
+/** The Markdown tables of a profile summary: self time by area, optionally top functions, and Hermod's functions by inclusive time. */
+export function profileTables(s: ProfileSummary, o: { areas: number; topSelf?: number; inclusive: number }): string[] {
+  const fnRows = (fns: FnTime[]): string[][] => fns.map((f) => [`\`${f.fn}\``, `\`${f.where}\``, fmtMs(f.ms), f.pct.toFixed(1)]);
+  const out = ['Self time by area:', '', mdTable(['area', 'self ms', '% busy'], s.byArea.slice(0, o.areas).map((a) => [`\`${a.area}\``, fmtMs(a.ms), a.pct.toFixed(1)])), ''];
+  if (o.topSelf) out.push('Top functions by self time:', '', mdTable(['function', 'where', 'self ms', '% busy'], fnRows(s.topSelf.slice(0, o.topSelf)), ['l', 'l', 'r', 'r']), '');
+  out.push("Hermod's own functions by inclusive time (self + callees):", '', mdTable(['function', 'where', 'total ms', '% busy'], fnRows(s.hermodInclusive.slice(0, o.inclusive)), ['l', 'l', 'r', 'r']), '');
+  return out;
 }

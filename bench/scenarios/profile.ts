@@ -6,7 +6,7 @@
 
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
+import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { runFanout, type FanoutResult, type Peer, type Pool } from '../lib/loadgen.ts';
 import { startHermodProcess, type HermodSpawn, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, mdTable } from '../lib/stats.ts';
@@ -90,18 +90,7 @@ export function profileReport(results: ProfileResult[]): { md: string; svgs: Arr
         `publish IQ round trip p50 ${fmtMs(run.iqRttMs.p50)} ms.`,
     );
     lines.push('');
-    lines.push('Self time by area:');
-    lines.push('');
-    lines.push(mdTable(['area', 'self ms', '% busy'], s.byArea.slice(0, 12).map((a) => [`\`${a.area}\``, fmtMs(a.ms), a.pct.toFixed(1)])));
-    lines.push('');
-    lines.push('Top functions by self time:');
-    lines.push('');
-    lines.push(mdTable(['function', 'where', 'self ms', '% busy'], s.topSelf.slice(0, 15).map((f) => [`\`${f.fn}\``, `\`${f.where}\``, fmtMs(f.ms), f.pct.toFixed(1)]), ['l', 'l', 'r', 'r']));
-    lines.push('');
-    lines.push('Hermod\'s own functions by inclusive time (self + callees):');
-    lines.push('');
-    lines.push(mdTable(['function', 'where', 'total ms', '% busy'], s.hermodInclusive.slice(0, 12).map((f) => [`\`${f.fn}\``, `\`${f.where}\``, fmtMs(f.ms), f.pct.toFixed(1)]), ['l', 'l', 'r', 'r']));
-    lines.push('');
+    lines.push(...profileTables(s, { areas: 12, topSelf: 15, inclusive: 12 }));
     svgs.push({
       name: w.name,
       svg: hbarChart({

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
+import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, sleep, startHermodProcess, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, fmtRatio, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
@@ -514,14 +514,9 @@ export function replicationReport(r: ReplicationResult): { md: string; svgs: Arr
     const s = prof.summary;
     lines.push(`### Where the replication time goes: Hermod ${prof.site} (\`node --cpu-prof\`, live phase)`);
     lines.push('');
-    lines.push(`Profiled window ${fmtInt(s.durationMs)} ms, main thread busy ${fmtInt(s.busyMs)} ms (${Math.round(100 - s.idlePct)} %). Self time by area:`);
+    lines.push(`Profiled window ${fmtInt(s.durationMs)} ms, main thread busy ${fmtInt(s.busyMs)} ms (${Math.round(100 - s.idlePct)} %).`);
     lines.push('');
-    lines.push(mdTable(['area', 'self ms', '% busy'], s.byArea.slice(0, 10).map((a) => [`\`${a.area}\``, fmtMs(a.ms), a.pct.toFixed(1)])));
-    lines.push('');
-    lines.push('Hermod\'s own functions by inclusive time:');
-    lines.push('');
-    lines.push(mdTable(['function', 'where', 'total ms', '% busy'], s.hermodInclusive.slice(0, 12).map((f) => [`\`${f.fn}\``, `\`${f.where}\``, fmtMs(f.ms), f.pct.toFixed(1)]), ['l', 'l', 'r', 'r']));
-    lines.push('');
+    lines.push(...profileTables(s, { areas: 10, inclusive: 12 }));
     svgs.push({
       name: `profile-${prof.site.toLowerCase()}`,
       svg: hbarChart({
