@@ -405,8 +405,8 @@ export class PubsubService {
     await this.mutate(id, async () => {
       const state = await this.node(id);
       await this.store.purgeItems(id);
-      await this.store.appendArchive(id, { stamp: this.now(), purged: true }, ARCHIVE_LIMIT);
-      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id }, await this.audience(state));
+      const archiveId = await this.store.appendArchive(id, { stamp: this.now(), purged: true }, ARCHIVE_LIMIT);
+      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id, archiveId }, await this.audience(state));
     });
   }
 
@@ -470,13 +470,17 @@ export class PubsubService {
         else after.set(bareJid(jid), affiliation);
       }
       if (![...after.values()].includes('owner')) fail('not-acceptable', 'a node must keep at least one owner');
+      const changed: Array<{ jid: string; affiliation: Affiliation }> = [];
       for (const { jid, affiliation } of changes) {
         const bare = bareJid(jid);
+        if ((state.affiliations.get(bare) ?? 'none') !== affiliation) changed.push({ jid: bare, affiliation });
         await this.store.setAffiliation(id, bare, affiliation);
         if (affiliation === 'none') state.affiliations.delete(bare);
         else state.affiliations.set(bare, affiliation);
       }
       await this.dropUnauthorisedSubscriptions(state);
+      // §8.9.4: each entity whose affiliation changed is told (a partner learns of a node it may now read).
+      for (const c of changed) this.emit(state, { kind: 'affiliation', node: id, ...c }, [{ jid: c.jid, subid: '' }]);
     });
   }
 
@@ -763,13 +767,14 @@ export class PubsubService {
       if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
       const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
       const keep = nodeItemLimit(nodeConfig, this.limits);
+      let archiveId: string | undefined;
       if (keep > 0) {
         await this.store.putItem(id, published, keep);
-        await this.store.appendArchive(id, { stamp: published.published, item: published }, ARCHIVE_LIMIT);
+        archiveId = await this.store.appendArchive(id, { stamp: published.published, item: published }, ARCHIVE_LIMIT);
         if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, published.published + nodeConfig.itemExpire * 1000);
       }
       if (nodeConfig.deliverNotifications) {
-        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads }, await this.audience(state));
+        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, await this.audience(state));
       }
       return published.id;
     });
@@ -816,8 +821,10 @@ export class PubsubService {
         }
         if (next !== undefined || items.length === 0) break;
       }
-      if (removed.length > 0) await this.store.appendArchive(nodeId, { stamp: now, retracted: removed }, ARCHIVE_LIMIT);
-      if (removed.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: removed }, await this.audience(state));
+      if (removed.length > 0) {
+        const archiveId = await this.store.appendArchive(nodeId, { stamp: now, retracted: removed }, ARCHIVE_LIMIT);
+        if (state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: removed, archiveId }, await this.audience(state));
+      }
       return next;
     });
   }
@@ -849,8 +856,8 @@ export class PubsubService {
       }
       if (!mayRetractAny && found.some((item) => item.publisher !== bareJid(actor))) fail('forbidden', 'you may only retract your own items');
       for (const item of found) await this.store.deleteItem(id, item.id);
-      await this.store.appendArchive(id, { stamp: this.now(), retracted: found.map((i) => i.id) }, ARCHIVE_LIMIT);
-      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: found.map((i) => i.id) }, await this.audience(state));
+      const archiveId = await this.store.appendArchive(id, { stamp: this.now(), retracted: found.map((i) => i.id) }, ARCHIVE_LIMIT);
+      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: found.map((i) => i.id), archiveId }, await this.audience(state));
     });
   }
 

@@ -110,11 +110,19 @@ export type ServiceEvent = (
   | { kind: 'delete'; node: string }
   | { kind: 'config'; node: string }
   | { kind: 'subscription'; node: string; subscription: Subscription }
+  /** §8.9.4: an owner changed the affiliation of `jid` (the recipient) with the node. */
+  | { kind: 'affiliation'; node: string; jid: string; affiliation: Affiliation }
   /** §8.6: ask the owners (the recipients) to approve or deny a pending subscription. */
   | { kind: 'authorization'; node: string; subscription: Subscription }
 ) & {
   /** The node's pubsub#notification_type (headline when absent). */
   messageType?: NotificationType;
+  /**
+   * The id of the node's archive entry (XEP-0313) this event made: items, retract and purge
+   * events of a persistent node. Sent as an XEP-0359 stanza-id so a subscriber can resume the
+   * node's history from what it received live.
+   */
+  archiveId?: string;
 };
 
 export interface Recipient {

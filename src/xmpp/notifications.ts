@@ -29,6 +29,7 @@ export function eventElement(event: ServiceEvent): Element {
       ev.c('configuration', { node: event.node });
       break;
     case 'authorization': // rendered as a form, not an event (see render)
+    case 'affiliation': // rendered as <pubsub><affiliations/></pubsub>, not an event (see render)
       break;
     case 'subscription': {
       const { subscription: s } = event;
@@ -37,6 +38,14 @@ export function eventElement(event: ServiceEvent): Element {
     }
   }
   return ev;
+}
+
+/**
+ * §8.9.4: the notification an entity gets when an owner changes its affiliation —
+ * `<pubsub xmlns='…/pubsub'><affiliations node='…'><affiliation jid='…' affiliation='…'/></affiliations></pubsub>`.
+ */
+function affiliationElement(event: { node: string; jid: string; affiliation: string }): Element {
+  return new Element('pubsub', { xmlns: NS.PUBSUB }).c('affiliations', { node: event.node }).c('affiliation', { jid: event.jid, affiliation: event.affiliation }).root();
 }
 
 /** XEP-0131 SubID headers (XEP-0060 §7.1.2.4) for a JID with several subscriptions. */
@@ -60,7 +69,9 @@ export class NotificationRenderer {
   render(event: ServiceEvent, recipients: Recipient[]): string[] {
     // §8.6 approval requests are forms in normal messages; everything else is an <event/>.
     const approval = event.kind === 'authorization';
-    let body = (approval ? approvalForm(event.subscription) : eventElement(event)).toString();
+    let body = (approval ? approvalForm(event.subscription) : event.kind === 'affiliation' ? affiliationElement(event) : eventElement(event)).toString();
+    // XEP-0313 (the archive id on a live message) with XEP-0359 stanza-id: `by` is the archive's JID.
+    if (event.archiveId !== undefined) body += `<stanza-id xmlns="${NS.SID}" id="${escapeXML(event.archiveId)}" by="${this.from}"/>`;
     // XEP-0203: an item sent after the fact (the last published item) carries its publication time.
     if (event.kind === 'items' && event.delayed) body += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
     const prefix = `<message from="${this.from}" type="${approval ? 'normal' : (event.messageType ?? this.messageType)}" id="`;

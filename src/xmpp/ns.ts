@@ -22,4 +22,6 @@ export const NS = {
   MAM: 'urn:xmpp:mam:2',
   MAM_EXTENDED: 'urn:xmpp:mam:2#extended',
   FORWARD: 'urn:xmpp:forward:0',
+  /** XEP-0359 stanza-id: the archive id of a notification. */
+  SID: 'urn:xmpp:sid:0',
 } as const;

@@ -104,9 +104,9 @@ describe('subscriptions and whitelist', () => {
     events = [];
     await service.setAffiliations(OWNER, 'w', [{ jid: 'bob@b.test', affiliation: 'none' }]);
     assert.deepEqual(await service.subscriptionsOf(BOB), []);
-    assert.deepEqual(events.map((e) => [e.event.kind, e.to]), [['subscription', [BOB]]]);
+    assert.deepEqual(events.map((e) => [e.event.kind, e.to]), [['subscription', [BOB]], ['affiliation', ['bob@b.test']]]);
     await service.publish(OWNER, 'w', payload('after'));
-    assert.equal(events.length, 1, 'no notification after removal');
+    assert.equal(events.length, 2, 'no notification after removal');
   });
 
   it('making a subscriber an outcast on an open node ends its subscription', async () => {
@@ -208,7 +208,7 @@ describe('publish, retrieve, retract', () => {
     await service.retract(CAROL, 'n', ['c'], undefined);
     assert.equal(events.length, 0, 'notify_retract off and no notify attribute: silent');
     await service.retract(OWNER, 'n', ['o'], true);
-    assert.deepEqual(events.map((e) => e.event), [{ kind: 'retract', node: 'n', itemIds: ['o'], messageType: 'headline' }]);
+    assert.deepEqual(events.map((e) => ({ ...e.event, archiveId: undefined })), [{ kind: 'retract', node: 'n', itemIds: ['o'], messageType: 'headline', archiveId: undefined }]);
     assert.deepEqual(await service.getItems(OWNER, 'n'), []);
   });
 
@@ -251,6 +251,19 @@ describe('owner operations', () => {
     for (const id of ['a', 'b', 'c']) await service.publish(OWNER, 'n', payload(id));
     await service.configure(OWNER, 'n', { maxItems: 1 });
     assert.deepEqual((await service.getItems(OWNER, 'n')).map((i) => i.id), ['c']);
+  });
+
+  it('an entity whose affiliation an owner changes is told (§8.9.4), once, and only when it changed', async () => {
+    await service.create(OWNER, 'w', { accessModel: 'whitelist' });
+    events = [];
+    await service.setAffiliations(OWNER, 'w', [{ jid: BOB, affiliation: 'member' }]);
+    await service.setAffiliations(OWNER, 'w', [{ jid: 'bob@b.test', affiliation: 'member' }]); // unchanged
+    await service.setAffiliations(OWNER, 'w', [{ jid: 'bob@b.test', affiliation: 'none' }]);
+    const told = events.map((e) => (e.event.kind === 'affiliation' ? [e.event.node, e.event.jid, e.event.affiliation, e.to] : e.event.kind));
+    assert.deepEqual(told, [
+      ['w', 'bob@b.test', 'member', ['bob@b.test']],
+      ['w', 'bob@b.test', 'none', ['bob@b.test']],
+    ]);
   });
 
   it('owner-managed subscriptions: add, remove, refuse a non-member on a whitelist', async () => {
@@ -323,7 +336,7 @@ describe('publish options and node options', () => {
     await service.setAffiliations(OWNER, 'n', [{ jid: 'admin@a.test', affiliation: 'owner' }]);
     const sub = await service.subscribe(BOB, 'n', BOB);
     await service.unsubscribe(BOB, 'n', BOB, sub.subid);
-    const seen = events.map((e) => [e.event.kind, e.event.kind === 'subscription' ? e.event.subscription.state : '', e.to.sort()]);
+    const seen = events.filter((e) => e.event.kind !== 'affiliation').map((e) => [e.event.kind, e.event.kind === 'subscription' ? e.event.subscription.state : '', e.to.sort()]);
     assert.deepEqual(seen, [
       ['subscription', 'subscribed', ['admin@a.test', 'owner@a.test']],
       ['subscription', 'none', ['admin@a.test', 'owner@a.test']],
@@ -386,7 +399,7 @@ describe('item expiry (pubsub#item_expire)', () => {
     events.splice(0);
     await timers.advance(1_010_000, svc);
     assert.deepEqual((await svc.getItems(OWNER, 'n')).map((i) => i.id), ['b']);
-    assert.deepEqual(events.map((e) => [e.event, e.to]), [[{ kind: 'retract', node: 'n', itemIds: ['a'], messageType: 'headline' }, [BOB]]]);
+    assert.deepEqual(events.map((e) => [{ ...e.event, archiveId: undefined }, e.to]), [[{ kind: 'retract', node: 'n', itemIds: ['a'], messageType: 'headline', archiveId: undefined }, [BOB]]]);
     assert.deepEqual(timers.armed, [1_014_000]);
     await svc.close();
     assert.deepEqual(timers.armed, [], 'close stops the timer');
@@ -467,7 +480,7 @@ describe('authorize access model', () => {
       { jid: 'bob@b.test', affiliation: 'publisher' },
       { jid: 'carol@b.test', affiliation: 'outcast' },
     ]);
-    const told = events.map((e) => [e.to[0], e.event.kind === 'subscription' && e.event.subscription.state]).sort();
+    const told = events.filter((e) => e.event.kind === 'subscription').map((e) => [e.to[0], e.event.kind === 'subscription' && e.event.subscription.state]).sort();
     assert.deepEqual(told, [[BOB, 'subscribed'], [CAROL, 'none']]);
     await service.configure(OWNER, 'a', { accessModel: 'open' });
     assert.deepEqual((await service.getSubscriptions(OWNER, 'a')).map((s) => [s.jid, s.state]).sort(), [
@@ -591,6 +604,27 @@ describe('node archive (MAM)', () => {
     await rejects(svc.queryArchive(BOB, 'n', {}), 'closed-node');
     await svc.create(OWNER, 't', { persistItems: false, deliverPayloads: false });
     await rejects(svc.queryArchive(OWNER, 't', {}), 'persistent-items-unsupported');
+  });
+
+  it('each notification of a recorded change carries the archive id of its entry; a last-published resend carries none', async () => {
+    await service.create(OWNER, 'n');
+    await service.subscribe(BOB, 'n', BOB);
+    await service.publish(OWNER, 'n', payload('a'));
+    await service.retract(OWNER, 'n', ['a'], true);
+    await service.publish(OWNER, 'n', payload('b'));
+    await service.purge(OWNER, 'n');
+    const ids = (await service.queryArchive(BOB, 'n', {})).entries.map((e) => e.id);
+    assert.equal(ids.length, 4);
+    assert.deepEqual(
+      events.filter((e) => e.event.kind !== 'subscription').map((e) => e.event.archiveId),
+      ids,
+    );
+    await service.publish(OWNER, 'n', payload('c'));
+    events = [];
+    await service.subscribe(CAROL, 'n', CAROL);
+    const resent = events.find((e) => e.event.kind === 'items');
+    assert.ok(resent && resent.event.kind === 'items' && resent.event.delayed);
+    assert.equal(resent.event.archiveId, undefined, 'an old item sent again is not a new archive entry');
   });
 });
 
