@@ -123,10 +123,7 @@ export class AjatusReplication {
       log,
       intervalMs: o.config.discoveryIntervalSeconds * 1000,
       offers: (node) => node.startsWith(TAG_PREFIX),
-      positions: {
-        get: (service, node) => this.state.historyPosition(service, node),
-        set: (service, node, id) => this.state.setHistoryPosition(service, node, id),
-      },
+      positions: this.state.historyPositions(),
     });
     const onContact = (doc: CouchDoc): void => {
       const jid = stringAt(doc, profile.jidPath);

@@ -109,6 +109,8 @@ export class MidgardReplication {
       log,
       intervalMs: config.discoveryIntervalSeconds * 1000,
       offers: (node) => follow.some((re) => re.test(node)),
+      // As for Ajatus: a restart replays the nodes' history from what was last applied.
+      positions: this.state.historyPositions(),
     });
     this.publisher = new MidgardPublisher({
       service: o.service,

@@ -2,8 +2,16 @@
 // partner's Hermod service (the JID itself if it is one, else the services on the JID's domain
 // that identify as pubsub/service with HERMOD_FEATURE), lists its tag nodes, subscribes (as the
 // component JID) to those the partner settings say to follow, and catches up on each node's
-// items — at start, at an interval and when a contact or partner setting changes. Notifications
-// are accepted only from a service/node we subscribed to; the sink writes them.
+// items — at start, at an interval, when a contact or partner setting changes, and again within
+// seconds after a failed attempt (backoff from 2 s doubling up to the interval).
+// New nodes are followed as soon as the partner's service announces them with standard XEP-0060
+// messages: the affiliation notification of §8.9.4 (an owner made us a member of a node: how a
+// whitelisted tag's new node reaches us) or the subscription notification of §8.8 (an owner
+// subscribed us). One from a service not discovered yet starts a discovery of that partner.
+// Notifications are accepted only from a service/node we subscribed to; the sink writes them.
+// Each one that carries its archive id (XEP-0359 stanza-id by the service) moves the node's
+// history position forward once it and everything received before it were applied, so a
+// restart replays only what was missed.
 // Generic over what is replicated: Ajatus and Midgard each give it a PartnerSink (how a leaf or
 // a retraction is written locally), which partner nodes they replicate, and partner settings.
 
@@ -55,10 +63,30 @@ export interface PartnerManagerOptions {
   positions?: HistoryPositions;
 }
 
+/** Live notifications of one followed node, in arrival order, until they are applied. */
+interface LiveTrack {
+  /** Archive ids (XEP-0359 stanza-id) of notifications not yet applied or not yet counted. */
+  queue: Array<{ id: string; settled?: boolean; ok?: boolean }>;
+  /** Catch-up under way: it moves the position itself; what live notifications reach meanwhile is saved after it. */
+  catchingUp: boolean;
+  afterCatchUp?: string;
+  /** Something received could not be applied: the position stays before it until the next catch-up. */
+  held: boolean;
+  /** Position waiting to be written, and the write under way (writes are coalesced). */
+  next?: string;
+  saving?: Promise<void>;
+}
+
 interface Followed {
   service: string;
   node: string;
+  live: LiveTrack;
 }
+
+/** Smallest delay of a retried discovery (doubling up to the interval). */
+export const DISCOVERY_RETRY_MS = 2000;
+/** Affiliations that let an entity read a node's items (XEP-0060 §4.1). */
+const READERS = new Set(['owner', 'publisher', 'member']);
 
 const key = (service: string, node: string): string => `${service}\0${node}`;
 
@@ -66,14 +94,19 @@ export class PartnerManager {
   private readonly partners = new Set<string>();
   private readonly followed = new Map<string, Followed>();
   private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
   private started = false;
-  private rerun = false;
+  /** Discover every partner in the next run (else only those in `due`). */
+  private all = false;
+  private readonly due = new Set<string>();
+  /** Partners whose last discovery failed -> the delay before the next attempt (ms). */
+  private readonly failing = new Map<string, number>();
   /** Services that advertise MAM on nodes. */
   private readonly withHistory = new Set<string>();
   /** History queries under way: queryid -> the event messages received for it. */
-  private readonly queries = new Map<string, { service: string; messages: Element[] }>();
+  private readonly queries = new Map<string, { service: string; messages: Array<{ id: string; message: Element }> }>();
   private queryCounter = 0;
   /** Which partner (contact JID) each discovered service belongs to. */
   private readonly partnerOf = new Map<string, string>();
@@ -91,10 +124,15 @@ export class PartnerManager {
       this.o.log.warn('contact JID is not valid; ignored', { jid: raw });
       return;
     }
-    if (this.partners.has(jid)) return;
+    if (this.partners.has(jid)) {
+      // The contact changed (any edit): its services and nodes may have too.
+      this.o.log.debug('partner contact changed; discovering it again', { jid });
+      this.discoverSoon(jid);
+      return;
+    }
     this.partners.add(jid);
     this.o.log.info('partner found', { jid });
-    this.discoverSoon();
+    this.discoverSoon(jid);
   }
 
   /**
@@ -116,39 +154,67 @@ export class PartnerManager {
   /** Call once the component is online. */
   start(): void {
     this.started = true;
-    this.o.settings.on('partner', () => this.discoverSoon());
+    this.o.settings.on('partner', (jid?: unknown) => this.discoverSoon(typeof jid === 'string' && this.partners.has(jid) ? jid : undefined));
     this.discoverSoon();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.retryTimer);
     await this.running;
+    await Promise.all([...this.followed.values()].map((f) => f.live.saving));
   }
 
-  /** Runs discovery now (or right after the run under way), then again after the interval. */
-  discoverSoon(): void {
+  /**
+   * Discovers one partner (or, without one, every partner) now, or right after the run under
+   * way. Every partner is discovered again after the interval; one whose discovery failed (an
+   * error such as `remote-server-timeout`, or no Hermod service found yet) after 2 s, then 4 s,
+   * … up to the interval.
+   */
+  discoverSoon(partner?: string): void {
     if (this.stopped || !this.started) return;
-    if (this.running) {
-      this.rerun = true;
-      return;
-    }
-    clearTimeout(this.timer);
+    if (partner === undefined) this.all = true;
+    else this.due.add(partner);
+    if (this.running) return;
+    let full = false;
     this.running = (async () => {
-      do {
-        this.rerun = false;
-        for (const partner of [...this.partners]) {
-          try {
-            await this.discover(partner);
-          } catch (err) {
-            this.o.log.warn('partner discovery failed', { partner, reason: String(err) });
-          }
-        }
-      } while (this.rerun && !this.stopped);
+      while (!this.stopped && (this.all || this.due.size > 0)) {
+        full ||= this.all;
+        const batch = this.all ? [...this.partners] : [...this.due].filter((p) => this.partners.has(p));
+        this.all = false;
+        this.due.clear();
+        for (const p of batch) await this.discoverWithRetry(p);
+      }
     })().finally(() => {
       this.running = undefined;
-      if (!this.stopped) this.timer = setTimeout(() => this.discoverSoon(), this.o.intervalMs);
+      if (this.stopped) return;
+      if (full) {
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => this.discoverSoon(), this.o.intervalMs);
+      }
+      clearTimeout(this.retryTimer);
+      const retry = this.failing.size > 0 ? Math.min(...this.failing.values()) : undefined;
+      if (retry !== undefined) this.retryTimer = setTimeout(() => [...this.failing.keys()].forEach((p) => this.discoverSoon(p)), retry);
     });
+  }
+
+  /** One partner's discovery; a failure schedules a retry with backoff. */
+  private async discoverWithRetry(partner: string): Promise<void> {
+    let failure: string | undefined;
+    try {
+      failure = await this.discover(partner);
+    } catch (err) {
+      failure = String(err);
+    }
+    if (failure === undefined) {
+      if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
+      return;
+    }
+    const last = this.failing.get(partner);
+    const retryMs = Math.min(this.o.intervalMs, last === undefined ? DISCOVERY_RETRY_MS : last * 2);
+    this.failing.set(partner, retryMs);
+    this.o.log.warn('partner discovery failed', { partner, reason: failure, retryInSeconds: retryMs / 1000 });
   }
 
   private async info(jid: string, node?: string): Promise<{ identities: Element[]; features: string[] }> {
@@ -197,26 +263,39 @@ export class PartnerManager {
     return nodes;
   }
 
-  private async discover(partner: string): Promise<void> {
+  /** Whether the partner's settings (and a paused stylesheet) let us follow that node now. */
+  private async wants(partner: string, node: string): Promise<boolean> {
     const follow = this.o.settings.partner(partner).follow;
-    const services = follow === 'none' ? [] : await this.services(partner);
+    const listed = follow === 'all' ? this.o.offers(node) : follow !== 'none' && follow.includes(node);
+    return listed && (!this.o.mayFollow || (await this.o.mayFollow(partner, node)));
+  }
+
+  /** Discovers and follows one partner's nodes; answers why it failed (undefined: it did not). */
+  private async discover(partner: string): Promise<string | undefined> {
+    if (this.o.settings.partner(partner).follow === 'none') return undefined;
+    const services = await this.services(partner);
     for (const service of services) this.partnerOf.set(service, partner);
-    if (services.length === 0 && follow !== 'none') this.o.log.debug('no Hermod service found for partner', { partner });
+    if (services.length === 0) return 'no Hermod service found for the partner (not connected yet?)';
+    let failure: string | undefined;
     for (const service of services) {
-      const nodes = await this.nodes(service);
-      const listed = follow === 'all' ? nodes.filter((n) => this.o.offers(n)) : nodes.filter((n) => (follow as string[]).includes(n));
       const wanted: string[] = [];
-      for (const node of listed) if (!this.o.mayFollow || (await this.o.mayFollow(partner, node))) wanted.push(node);
-      for (const node of wanted) if (!this.followed.has(key(service, node))) await this.follow(service, node);
+      for (const node of await this.nodes(service)) if (await this.wants(partner, node)) wanted.push(node);
+      for (const node of wanted) if (!this.followed.has(key(service, node))) failure = (await this.follow(service, node)) ?? failure;
       for (const f of [...this.followed.values()]) {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
       }
     }
+    return failure;
   }
 
-  private async follow(service: string, node: string): Promise<void> {
+  /**
+   * Subscribes to a partner's node and catches up on it. Answers why it failed when trying again
+   * may help (no answer, catch-up interrupted); a refusal (e.g. `closed-node`) is logged only.
+   */
+  private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    this.followed.set(k, { service, node }); // notifications may arrive before the result
+    const f: Followed = { service, node, live: { queue: [], catchingUp: true, held: false } };
+    this.followed.set(k, f); // notifications may arrive before the result
     try {
       await this.o.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('subscribe', { node, jid: this.o.self }).up());
       this.o.log.info('subscribed to partner node', { service, node });
@@ -224,9 +303,50 @@ export class PartnerManager {
       this.followed.delete(k);
       const refused = err instanceof IqRequestError;
       this.o.log[refused ? 'info' : 'warn']('partner node refused the subscription', { service, node, reason: String(err) });
-      return;
+      return refused ? undefined : `subscribing to ${node}: ${String(err)}`;
     }
-    await this.catchUp(service, node);
+    try {
+      await this.catchUp(service, node, f);
+    } catch (err) {
+      // Followed again (and caught up from where it stopped) by the retried discovery.
+      if (this.followed.get(k) === f) this.followed.delete(k);
+      return `catching up on ${node}: ${String(err)}`;
+    } finally {
+      f.live.catchingUp = false;
+    }
+    if (f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
+    return undefined;
+  }
+
+  /**
+   * A partner's service told us of a node we may read (§8.9.4 affiliation or §8.8 subscription
+   * notification): follow it now if the settings want it. A service not discovered yet (its
+   * partner's discovery failed or has not run) starts that partner's discovery instead.
+   * True when this replication follows (or is about to follow) the node.
+   */
+  private async announced(service: string, node: string, how: string): Promise<boolean> {
+    if (!this.started || this.stopped) return false;
+    const partner = this.partnerOf.get(service);
+    if (!partner) {
+      const domain = parseJid(service)?.domain ?? service;
+      for (const p of this.partners) {
+        const pd = parseJid(p)?.domain ?? p;
+        if (p === service || domain === pd || domain.endsWith(`.${pd}`)) {
+          this.o.log.info('node announced by a service not discovered yet; discovering its partner', { service, node, partner: p, how });
+          this.discoverSoon(p);
+        }
+      }
+      return false;
+    }
+    if (this.followed.has(key(service, node))) return true;
+    if (!(await this.wants(partner, node))) return false;
+    this.o.log.info('partner announced a node; following it', { service, node, how });
+    if (this.running) this.discoverSoon(partner); // that discovery lists the node and follows it
+    else {
+      const failure = await this.follow(service, node);
+      if (failure) this.discoverSoon(partner);
+    }
+    return true;
   }
 
   private async unfollow(service: string, node: string): Promise<void> {
@@ -244,13 +364,14 @@ export class PartnerManager {
    * in order, so deletions missed while offline arrive too. Otherwise reads the node's current
    * items (RSM pages), after noting the history's end as the position for next time.
    */
-  private async catchUp(service: string, node: string): Promise<void> {
+  private async catchUp(service: string, node: string, f: Followed): Promise<void> {
     const positions = this.o.positions && this.withHistory.has(service) ? this.o.positions : undefined;
     const position = await positions?.get(service, node);
     this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
     if (positions && position !== undefined) {
       try {
-        const replayed = await this.replayHistory(service, node, position, positions);
+        const { replayed, complete } = await this.replayHistory(service, node, position, positions);
+        if (!complete) f.live.held = true;
         this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
         return;
       } catch (err) {
@@ -283,9 +404,9 @@ export class PartnerManager {
     this.o.log.info('caught up with partner node', { service, node, documents: count });
   }
 
-  private async historyQuery(service: string, node: string, rsm: Element): Promise<{ messages: Element[]; fin: Element }> {
+  private async historyQuery(service: string, node: string, rsm: Element): Promise<{ messages: Array<{ id: string; message: Element }>; fin: Element }> {
     const queryid = `h${(++this.queryCounter).toString(36)}`;
-    const entry = { service, messages: [] as Element[] };
+    const entry = { service, messages: [] as Array<{ id: string; message: Element }> };
     this.queries.set(queryid, entry);
     try {
       const res = await this.o.iq.request(service, 'set', new Element('query', { xmlns: MAM, node, queryid }).cnode(rsm).up(), 60_000);
@@ -306,36 +427,46 @@ export class PartnerManager {
     return fin.getChild('set', RSM)?.getChildText('last') ?? undefined;
   }
 
-  private async replayHistory(service: string, node: string, position: string, positions: HistoryPositions): Promise<number> {
+  /**
+   * Replays a node's history after `position`, moving the position past each entry applied;
+   * it stops moving at the first entry that could not be applied (`complete` false), so the
+   * next catch-up tries that one again.
+   */
+  private async replayHistory(service: string, node: string, position: string, positions: HistoryPositions): Promise<{ replayed: number; complete: boolean }> {
     let after = position;
     let replayed = 0;
+    let applied = position;
+    let failed = false;
     for (let page = 0; page < 100_000; page++) {
       const rsm = new Element('set', { xmlns: RSM });
       rsm.c('max').t('100');
       rsm.c('after').t(after);
       const { messages, fin } = await this.historyQuery(service, node, rsm);
-      for (const message of messages) {
-        await this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT));
+      const before = applied;
+      for (const { id, message } of messages) {
+        const ok = await this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT));
         replayed++;
+        if (!ok) failed = true;
+        else if (!failed) applied = id;
       }
+      if (applied !== before) await positions.set(service, node, applied);
       const last = fin.getChild('set', RSM)?.getChildText('last');
-      if (last) {
-        after = last;
-        await positions.set(service, node, last);
-      }
+      if (last) after = last;
       if (fin.attrs.complete === 'true' || !last || messages.length === 0) break;
     }
-    return replayed;
+    return { replayed, complete: !failed };
   }
 
-  /** Writes the items and applies the retractions of one event of a followed node. */
-  private async applyEvent(from: string, node: string, event: Element | undefined): Promise<void> {
+  /** Writes the items and applies the retractions of one event of a followed node; false if any failed. */
+  private async applyEvent(from: string, node: string, event: Element | undefined): Promise<boolean> {
     const items = event?.getChild('items');
-    if (!items) return;
+    if (!items) return true;
+    let ok = true;
     for (const item of items.getChildren('item')) {
       try {
         await this.o.sink.writeItem(from, node, item, this.partnerOf.get(from));
       } catch (err) {
+        ok = false;
         this.o.log.error('writing a replicated document failed', { from, node, item: item.attrs.id, reason: String(err) });
       }
     }
@@ -343,9 +474,48 @@ export class PartnerManager {
       try {
         await this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)), this.partnerOf.get(from));
       } catch (err) {
+        ok = false;
         this.o.log.error('deleting a retracted document failed', { from, node, item: retract.attrs.id, reason: String(err) });
       }
     }
+    return ok;
+  }
+
+  /**
+   * A live notification with archive id `id` was applied (or failed): the node's position moves
+   * to the newest id before which everything received was applied. Writes are coalesced.
+   */
+  private settle(f: Followed, entry: LiveTrack['queue'][number], ok: boolean): void {
+    const live = f.live;
+    entry.settled = true;
+    entry.ok = ok;
+    let position: string | undefined;
+    while (live.queue[0]?.settled) {
+      const done = live.queue.shift() as LiveTrack['queue'][number];
+      if (!done.ok && !live.held) {
+        live.held = true;
+        this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service: f.service, node: f.node, id: done.id });
+      }
+      position = done.id;
+    }
+    if (position === undefined || live.held) return;
+    if (live.catchingUp) live.afterCatchUp = position;
+    else this.savePosition(f, position);
+  }
+
+  /** Writes a followed node's history position; writes asked for while one is under way are coalesced. */
+  private savePosition(f: Followed, position: string): void {
+    const positions = this.o.positions;
+    const live = f.live;
+    if (!positions) return;
+    live.next = position;
+    live.saving ??= (async () => {
+      while (live.next !== undefined) {
+        const id = live.next;
+        live.next = undefined;
+        await positions.set(f.service, f.node, id).catch((err: unknown) => this.o.log.error('saving the history position failed', { service: f.service, node: f.node, reason: String(err) }));
+      }
+    })().finally(() => (live.saving = undefined));
   }
 
   /** Handles a pub/sub event message (or a history result); returns false if it was not ours. */
@@ -355,20 +525,35 @@ export class PartnerManager {
       const query = this.queries.get(result.attrs.queryid as string);
       const forwarded = result.getChild('forwarded', FORWARD)?.getChild('message');
       if (!query || normalizeJid((message.attrs.from as string | undefined) ?? '') !== query.service) return false;
-      if (forwarded) query.messages.push(forwarded);
+      if (forwarded) query.messages.push({ id: result.attrs.id as string, message: forwarded });
       return true;
+    }
+    const from = normalizeJid((message.attrs.from as string | undefined) ?? '');
+    const affiliation = message.getChild('pubsub', NS.PUBSUB)?.getChild('affiliations');
+    if (affiliation && from) {
+      // §8.9.4: our affiliation with one of the service's nodes changed.
+      const ours = affiliation.getChildren('affiliation').find((a) => normalizeJid(String(a.attrs.jid ?? '')) === this.o.self);
+      const node = affiliation.attrs.node as string | undefined;
+      return !!node && !!ours && READERS.has(ours.attrs.affiliation as string) && this.announced(from, node, `affiliation ${String(ours.attrs.affiliation)}`);
     }
     const event = message.getChild('event', NS.PUBSUB_EVENT);
     if (!event) return false;
-    const from = normalizeJid((message.attrs.from as string | undefined) ?? '');
     const items = event.getChild('items');
-    const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? event.getChild('subscription'))?.attrs.node as string | undefined;
-    if (!from || !node || !this.followed.has(key(from, node))) {
+    const sub = event.getChild('subscription');
+    const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? sub)?.attrs.node as string | undefined;
+    const f = from && node ? this.followed.get(key(from, node)) : undefined;
+    if (!from || !node || !f) {
+      // §8.8: an owner subscribed us to a node we do not follow yet.
+      if (from && node && sub?.attrs.subscription === 'subscribed' && normalizeJid(String(sub.attrs.jid ?? '')) === this.o.self) return this.announced(from, node, 'subscription');
       if (from && node) this.o.log.debug('event ignored: not from a followed node', { from, node });
       return false; // another replication of this Hermod may follow it
     }
-    await this.applyEvent(from, node, event);
-    const sub = event.getChild('subscription');
+    // The archive id the service gave this event (XEP-0359, `by` the service itself).
+    const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;
+    const entry = sid ? { id: sid } : undefined;
+    if (entry) f.live.queue.push(entry);
+    const ok = await this.applyEvent(from, node, event);
+    if (entry) this.settle(f, entry, ok);
     if (event.getChild('delete') || (sub && sub.attrs.subscription === 'none')) {
       this.followed.delete(key(from, node));
       this.o.log.info('partner ended our subscription', { service: from, node });

@@ -4,6 +4,7 @@
 
 import { ClassicLevel } from 'classic-level';
 import { LRUCache } from 'lru-cache';
+import type { HistoryPositions } from './partners.ts';
 
 const SEP = '\0';
 
@@ -108,5 +109,10 @@ export class ReplicationState {
 
   async setHistoryPosition(service: string, node: string, id: string): Promise<void> {
     await this.put(`hist${SEP}${service}${SEP}${node}`, id);
+  }
+
+  /** The history positions above, for a PartnerManager. */
+  historyPositions(): HistoryPositions {
+    return { get: (service, node) => this.historyPosition(service, node), set: (service, node, id) => this.setHistoryPosition(service, node, id) };
   }
 }
