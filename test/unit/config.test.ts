@@ -99,6 +99,33 @@ describe('config validation', () => {
     assert.throws(() => parsePartnerSettings({ _id: 'hermod:partner:p.example', transform: { '*': { stylesheet: 'x.xsl', param: {} } } }), /transform\["\*"\]\.param: unknown key \(known: stylesheet, params\)/);
   });
 
+  it('lists every problem at once, one line each, keys written as in the file', () => {
+    const raw = {
+      component: { jid: 'a b', secret: 's3cret', server: 'xmpp://h:5347' },
+      store: { backend: 'couchdb', sync: 'yes' },
+      'my key': 1,
+      midgard: { access: { foo: {}, '/n': { whitelist: ['x@y/r'] } }, partners: ['not a jid', { jid: 'b.example', transform: { '/n': { stylesheet: 'x.xsl', params: { 'a b': 'c' } } } }] },
+    };
+    assert.throws(() => validateConfig(raw, '/'), (err: Error) => {
+      assert.deepEqual(err.message.split('\n').sort(), [
+        '["my key"]: unknown key (known: component, dataDir, appDb, ajatus, pubsub, limits, store, transforms, metrics, log, midgard)',
+        'component.jid: must be a domain JID such as "pubsub.example.org" (no @ or /), got "a b"',
+        'midgard.access["/n"].whitelist[0]: must be a bare JID, got "x@y/r"',
+        'midgard.access["foo"]: keys must be node ids starting with "/" or "*"',
+        'midgard.partners[0]: must be a JID, got "not a jid"',
+        'midgard.partners[1].transform["/n"].params["a b"]: must be a stylesheet parameter name (a letter or _, then letters, digits, _ . -), got "a b"',
+        'store.couchdb: missing (an object is required)',
+        'store.sync: must be true or false, got "yes"',
+      ]);
+      return true;
+    });
+  });
+
+  it('resolves every path key against the config folder', () => {
+    const c = validateConfig({ ...good, transforms: { dir: 'xsl' }, midgard: { spool: 'out', inbound: '/var/in', topicsExport: '../topics.xml' } }, '/etc/hermod');
+    assert.deepEqual([c.transforms.dir, c.midgard?.spool, c.midgard?.inbound, c.midgard?.topicsExport], ['/etc/hermod/xsl', '/etc/hermod/out', '/var/in', '/etc/topics.xml']);
+  });
+
   it('never echoes the secret in an error', () => {
     assert.throws(() => validateConfig({ ...good, dataDir: 5 }, '/'), (err: Error) => !err.message.includes('s3cret'));
   });
