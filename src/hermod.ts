@@ -11,7 +11,7 @@ import type { PubsubService } from './pubsub/service.ts';
 import type { AjatusReplication } from './replication/ajatus.ts';
 import type { MidgardReplication } from './replication/midgard.ts';
 import type { Store } from './store/store.ts';
-import { startComponent } from './app/component.ts';
+import { buildWire, startConnection } from './app/component.ts';
 import { buildCore } from './app/core.ts';
 import { buildReplication, openAppSettings } from './app/replication.ts';
 import { buildOrUnwind, StopStack } from './app/stop-stack.ts';
@@ -55,7 +55,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     const { settings, component } = await openAppSettings(stack, config, log);
     const core = await buildCore(stack, { config, component, log, ...(options.store ? { store: options.store } : {}) });
     const replication = buildReplication(stack, core, { config, settings, componentJid: component.jid, log });
-    const wire = await startComponent(stack, core, {
+    const wire = await buildWire(stack, core, {
       config,
       jid: component.jid,
       log,
@@ -63,7 +63,8 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       ...(options.store ? { storeLabel: 'embedded by the caller' } : {}),
       ...(options.onStateChange ? { onStateChange: options.onStateChange } : {}),
     });
-    await replication.start(wire.online);
+    const online = startConnection(stack, core, wire);
+    await replication.start(online);
     let stopped: Promise<void> | undefined;
     const stop = (): Promise<void> =>
       (stopped ??= (async () => {
@@ -80,7 +81,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       midgard: replication.midgard,
       metrics: core.metrics,
       status: wire.status,
-      online: wire.online,
+      online,
       stop,
     };
   });

@@ -2,6 +2,7 @@
 // namespace), bounces, presence, the status socket and metrics, and finally the connection's
 // start. Everything it opens is pushed onto the caller's stop stack.
 
+import type { Element } from 'ltx';
 import type { ConnectionState } from '../component/connection.ts';
 import type { HermodConfig } from '../config/config.ts';
 import { ConfigError } from '../config/config.ts';
@@ -39,8 +40,10 @@ export interface Wire {
   readonly router: Router;
   /** What `hermod status` shows. */
   status(): Promise<StatusReport>;
-  /** Resolves once the component has been online (it keeps retrying until then). */
-  readonly online: Promise<void>;
+  /** One incoming stanza, as the connection hands it over: resolves to the reply, if any. */
+  handleStanza(stanza: Element): Promise<Element | undefined>;
+  /** The connection's state changed (presence, privileges, metrics follow it). */
+  stateChanged(state: ConnectionState): void;
 }
 
 /** The router of requests and messages that a core serves (no connection: the wire harness uses it too). */
@@ -75,11 +78,12 @@ export function buildRouter(core: Core, options: Pick<ComponentOptions, 'config'
 }
 
 /**
- * Builds the wire side and starts the connection (which retries until it is stopped). Pushes
- * the connection, requests under way, the status socket and the metrics server onto `stack`.
+ * Builds the wire side: routes, bounces, presence, the status socket and the metrics server
+ * (pushed onto `stack`). Connects nothing: `startConnection` does, and the wire harness
+ * (test/wire/harness.ts) feeds stanzas to `handleStanza` instead.
  * Throws ConfigError naming `metrics.port` when the metrics port cannot be bound.
  */
-export async function startComponent(stack: StopStack, core: Core, options: ComponentOptions): Promise<Wire> {
+export async function buildWire(stack: StopStack, core: Core, options: ComponentOptions): Promise<Wire> {
   const { config, jid, log } = options;
   const { service, connection, metrics, privileges, store } = core;
   const startedAt = Date.now();
@@ -135,11 +139,10 @@ export async function startComponent(stack: StopStack, core: Core, options: Comp
     log.info('metrics served', { url: `http://${host}:${port}/metrics` });
   }
 
-  // Unwound in this order: requests under way are answered, then the stream is flushed and closed.
-  stack.push('component connection', () => connection.stop());
-  stack.push('requests under way', () => router.idle());
-  const online = connection.start({
-    onStanza: async (stanza) => {
+  return {
+    router,
+    status,
+    handleStanza: async (stanza) => {
       metrics.received(stanza);
       const refused = refusalReply(stanza); // too deep or too large for the stream parser's bounds
       if (refused) {
@@ -151,7 +154,7 @@ export async function startComponent(stack: StopStack, core: Core, options: Comp
       if (reply) metrics.replied(reply);
       return reply;
     },
-    onStateChange: (state) => {
+    stateChanged: (state) => {
       if (state === 'online') presence.online();
       else {
         presence.offline();
@@ -160,6 +163,18 @@ export async function startComponent(stack: StopStack, core: Core, options: Comp
       metrics.connection(state);
       options.onStateChange?.(state);
     },
-  });
-  return { router, status, online };
+  };
+}
+
+/**
+ * Starts the component connection (it retries with backoff until stopped) with `wire` handling
+ * its stanzas; pushes its stop so that it unwinds after the requests under way are answered.
+ * Resolves once the component has been online.
+ */
+export function startConnection(stack: StopStack, core: Core, wire: Wire): Promise<void> {
+  const { connection } = core;
+  // Unwound in the opposite order: requests under way are answered, then the stream is flushed and closed.
+  stack.push('component connection', () => connection.stop());
+  stack.push('requests under way', () => wire.router.idle());
+  return connection.start({ onStanza: (stanza) => wire.handleStanza(stanza), onStateChange: (state) => wire.stateChanged(state) });
 }
