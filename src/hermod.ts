@@ -2,7 +2,7 @@
 // core (store, notification path, pub/sub service, connection built) -> replication -> wire
 // (routes, connection started). Tests and the demo call `startHermod` directly.
 
-import type { ComponentConnection, ConnectionState } from './component/connection.ts';
+import type { ConnectionState } from './component/connection.ts';
 import type { HermodConfig } from './config/config.ts';
 import type { Logger } from './log.ts';
 import type { HermodMetrics } from './ops/metrics.ts';
@@ -12,14 +12,14 @@ import type { AjatusReplication } from './replication/ajatus.ts';
 import type { MidgardReplication } from './replication/midgard.ts';
 import type { Store } from './store/store.ts';
 import { buildWire, startConnection } from './app/component.ts';
-import { buildCore } from './app/core.ts';
+import { buildCore, type ComponentLink } from './app/core.ts';
 import { buildReplication, openAppSettings } from './app/replication.ts';
 import { buildOrUnwind, StopStack } from './app/stop-stack.ts';
 
 export interface Hermod {
   readonly config: HermodConfig;
   readonly service: PubsubService;
-  readonly connection: ComponentConnection;
+  readonly connection: ComponentLink;
   /** The component JID in use (from the config file or the app database). */
   readonly jid: string;
   /** Ajatus/CouchDB replication, when the config names an application database. */

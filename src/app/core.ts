@@ -4,7 +4,8 @@
 // whatever is opened is pushed onto the caller's stop stack right away. Nothing here connects.
 
 import { mkdir } from 'node:fs/promises';
-import { ComponentConnection } from '../component/connection.ts';
+import type { Element } from 'ltx';
+import { ComponentConnection, type ConnectionHandlers, type ConnectionState } from '../component/connection.ts';
 import { IqCaller } from '../component/iq-caller.ts';
 import { NotificationJournal } from '../component/journal.ts';
 import { NotificationQueue } from '../component/notification-queue.ts';
@@ -27,10 +28,21 @@ export interface ComponentCredentials {
   server: string;
 }
 
+/** The component's link to its server: the XEP-0114 connection, or the wire harness's loopback. */
+export interface ComponentLink {
+  readonly status: ConnectionState;
+  /** Sends a stanza now if online; false when it could not be sent. */
+  send(stanza: Element): boolean;
+  /** Starts (and keeps) the link; resolves once online for the first time. */
+  start(handlers: ConnectionHandlers): Promise<void>;
+  /** Flushes the outbox (bounded) and closes the link. */
+  stop(): Promise<void>;
+}
+
 export interface Core {
   readonly store: Store;
   readonly service: PubsubService;
-  readonly connection: ComponentConnection;
+  readonly connection: ComponentLink;
   readonly outbox: Outbox;
   readonly iq: IqCaller;
   readonly privileges: Privileges;
@@ -44,6 +56,8 @@ export interface CoreOptions {
   log: Logger;
   /** Use this store instead of the configured one (tests, the demo); it is still opened and closed here. */
   store?: Store;
+  /** Another link than the XEP-0114 connection to `component.server` (the wire harness). */
+  link?: (outbox: Outbox) => ComponentLink;
 }
 
 /**
@@ -78,7 +92,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
   if (restored > 0) log.info('undelivered notifications queued from the journal', { stanzas: restored, events: undelivered.length });
 
   const metrics = new HermodMetrics({ outbox: () => outbox, ...(options.store ? {} : { storeSize: () => storeSize(config) }) });
-  const connection = new ComponentConnection({ jid: component.jid, secret: component.secret, server: component.server, log, outbox });
+  const connection = options.link?.(outbox) ?? new ComponentConnection({ jid: component.jid, secret: component.secret, server: component.server, log, outbox });
   const iq = new IqCaller(component.jid, (stanza) => connection.send(stanza));
   stack.push('requests the component sent', () => iq.cancelAll());
 
