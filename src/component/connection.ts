@@ -6,7 +6,7 @@ import { Component } from '@xmpp/component-core';
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 import { withStreamParser } from '../xmpp/parser.ts';
-import { Outbox, type OutboxOptions } from './outbox.ts';
+import type { Outbox } from './outbox.ts';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'stopped';
 
@@ -16,19 +16,23 @@ export interface ConnectionOptions {
   /** xmpp://host:port of the server's component listener. */
   server: string;
   log: Logger;
-  /** Called for every incoming stanza; the resolved element, if any, is sent back. */
-  onStanza: (stanza: Element) => Promise<Element | undefined>;
-  onStateChange?: (state: ConnectionState) => void;
+  /** Queued notifications, built before the connection (src/component/outbox.ts): attached while online. */
+  outbox: Outbox;
   backoff?: { initialMs?: number; maxMs?: number };
   /** How long one attempt (TCP + stream + handshake) may take. */
   attemptTimeoutMs?: number;
-  outboxLimit?: number;
-  /** Barrier confirmation and journal hooks of the outbox (see outbox.ts). */
-  outbox?: Pick<OutboxOptions, 'barrierJid' | 'onConfirmed' | 'onDropped' | 'onWriting' | 'onRewound'>;
+}
+
+/** What the connection hands its stanzas and state changes to; given to `start`. */
+export interface ConnectionHandlers {
+  /** Called for every incoming stanza; the resolved element, if any, is sent back. */
+  onStanza: (stanza: Element) => Promise<Element | undefined>;
+  onStateChange?: (state: ConnectionState) => void;
 }
 
 export class ComponentConnection {
   readonly outbox: Outbox;
+  private handlers: ConnectionHandlers | undefined;
   private entity: Component | undefined;
   private state: ConnectionState = 'offline';
   private stopping = false;
@@ -40,7 +44,7 @@ export class ComponentConnection {
   private resolveFirstOnline!: () => void;
 
   constructor(private readonly options: ConnectionOptions) {
-    this.outbox = new Outbox({ log: options.log, ...options.outbox, ...(options.outboxLimit ? { limit: options.outboxLimit } : {}) });
+    this.outbox = options.outbox;
     this.initialDelay = options.backoff?.initialMs ?? 250;
     this.maxDelay = options.backoff?.maxMs ?? 30_000;
     this.delay = this.initialDelay;
@@ -51,8 +55,13 @@ export class ComponentConnection {
     return this.state;
   }
 
-  /** Starts connecting; resolves once the component is online for the first time. */
-  start(): Promise<void> {
+  /**
+   * Starts connecting (and reconnecting with backoff until `stop`); stanzas and state changes go
+   * to `handlers`. Resolves once the component is online for the first time. Call once.
+   */
+  start(handlers: ConnectionHandlers): Promise<void> {
+    if (this.handlers) throw new Error('ComponentConnection.start: already started');
+    this.handlers = handlers;
     void this.attempt();
     return this.firstOnline;
   }
@@ -70,7 +79,7 @@ export class ComponentConnection {
     this.state = state;
     const level = state === 'offline' ? 'warn' : 'info';
     this.options.log[level](`component ${state}`, { jid: this.options.jid, server: this.options.server, ...fields });
-    this.options.onStateChange?.(state);
+    this.handlers?.onStateChange?.(state);
   }
 
   private async attempt(): Promise<void> {
@@ -91,7 +100,9 @@ export class ComponentConnection {
     });
     entity.on('stanza', (stanza: Element) => {
       if (this.outbox.acknowledge(stanza)) return; // our own barrier, back from the server
-      this.options
+      const handlers = this.handlers;
+      if (!handlers) return;
+      handlers
         .onStanza(stanza)
         .then((reply) => {
           if (reply && !this.send(reply)) log.warn('reply lost: component offline', { to: reply.attrs.to });
@@ -199,6 +210,7 @@ async function startWithin(entity: Component, timeoutMs: number): Promise<void> 
       entity.start(),
       new Promise((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no handshake within ${timeoutMs} ms`)), timeoutMs);
+        timer.unref(); // an attempt abandoned by stop() must not hold the process open until it times out
       }),
     ]);
   } finally {
