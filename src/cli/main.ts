@@ -11,7 +11,10 @@ export const HELP = `hermod ${VERSION} — XMPP publish/subscribe replication se
 
 Usage:
   hermod start --config FILE [--log-level LEVEL]   run the service
-  hermod demo                                      run a local demo: two sites replicating Ajatus notes over XMPP
+  hermod demo [--no-install]                       run a local demo: two sites replicating Ajatus notes over XMPP
+                                                   (as root; first installs the missing system
+                                                   packages with apt-get unless --no-install or
+                                                   HERMOD_NO_INSTALL=1: then exits 2 naming them)
   hermod check --config FILE                       validate the config, open the store, try the
                                                    component handshake; exit 1 naming what fails
   hermod status --config FILE [--json]             ask the running instance (unix socket
@@ -90,6 +93,7 @@ export async function main(argv: string[]): Promise<number> {
         json: { type: 'boolean' },
         from: { type: 'string' },
         to: { type: 'string' },
+        'no-install': { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -106,6 +110,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command, ...rest] = positionals;
+  if (values['no-install'] && command !== 'demo') {
+    process.stderr.write(`hermod: --no-install applies to 'hermod demo' only\nTry 'hermod --help'.\n`);
+    return 2;
+  }
   if (command === 'quarantine') return (await import('./quarantine.ts')).quarantine(values.config, rest, values.json ?? false);
   if (rest.length > 0) {
     process.stderr.write(`hermod: unexpected argument '${rest[0]}'\nTry 'hermod --help'.\n`);
@@ -122,7 +130,7 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./ops.ts')).migrate(values.config, values.from, values.to);
     case 'demo': {
       const { runDemo } = await import('./demo.ts');
-      return runDemo();
+      return runDemo({ noInstall: values['no-install'] ?? false });
     }
     case undefined:
       process.stderr.write(HELP);

@@ -191,7 +191,7 @@ export function preflight(o) {
     );
   }
   if (problems.length === 0) return { ok: true };
-  return fail(`${o.what}: ${problems.join('\n')}`);
+  return fail(problems.map((p) => `${o.what}: ${p}`).join('\n'));
 }
 
 /**
