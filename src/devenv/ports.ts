@@ -114,8 +114,11 @@ export function describeBusyPorts(server: string, ip: string, ports: readonly nu
   const holders = listenersOn(ip, ports);
   const held = holders.length > 0 ? holders.map((l) => `${l.port} by ${l.command ?? 'an unknown process'}${l.pid !== undefined ? ` (pid ${l.pid})` : ''} listening on ${l.address}`).join(', ') : ports.join(', ');
   const wildcard = holders.find((l) => l.address !== ip);
-  const advice = wildcard
-    ? `a server listening on every address (the system's own ${wildcard.command ?? 'XMPP'} service?) takes these ports on all loopback addresses too: stop it (e.g. systemctl stop ${wildcard.command === 'beam.smp' ? 'ejabberd' : (wildcard.command ?? 'prosody')}) or make it listen on one address, then run again`
-    : `another Hermod demo, test or benchmark uses these addresses (they derive from the process id): run again, or stop it (see ss -ltnp)`;
+  let advice = 'another Hermod demo, test or benchmark uses these addresses (they derive from the process id): run again, or stop it (ss -ltnp shows it)';
+  if (wildcard) {
+    const command = wildcard.command ?? '';
+    const service = command === 'beam.smp' ? 'ejabberd' : /^(prosody|lua)/.test(command) ? 'prosody' : undefined;
+    advice = `a server listening on every address takes these ports on all loopback addresses too: stop it${service ? ` (the system's own ${service} service? systemctl stop ${service})` : ''} or make it listen on one address, then run again`;
+  }
   return `cannot start ${server} on ${ip}: ports already in use: ${held}; ${advice}`;
 }
