@@ -32,7 +32,9 @@ Usage:
 start
   Connects to the XMPP server as the component in the config file and serves pub/sub on its
   JID until SIGINT/SIGTERM (then answers requests under way, flushes notifications, closes the
-  stream and the store). Reconnects with backoff when the server goes away.
+  stream and the store). Reconnects with backoff when the server goes away, and keeps trying
+  when it is not there at start (the first failure is logged at error level, naming
+  component.server and the address).
 
 Options:
   -c, --config FILE      JSON config file (see below)

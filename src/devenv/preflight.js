@@ -19,6 +19,9 @@ import { fileURLToPath } from 'node:url';
 
 /** The shared list (one Debian package name per line, `#` comments). */
 export const PACKAGE_LIST = fileURLToPath(new URL('../../deploy/system-packages.txt', import.meta.url));
+/** Why the demo, the e2e tests and the benchmark need root (servers.ts says it too). */
+export const ROOT_REASON =
+  'Prosody and ejabberd run in a private mount namespace (unshare -m, then mount --bind of a private /etc/hosts) so that alpha.test and beta.test resolve to loopback addresses without touching the system';
 /** Lines of the apt-get log shown when it fails. */
 const LOG_TAIL_LINES = 20;
 
@@ -186,9 +189,7 @@ export function preflight(o) {
     problems.push(`missing system packages: ${missing.join(' ')} (not installed automatically: ${why}). Install them with:\n  ${installCommand(missing, o.root)}\n${listed}`);
   }
   if (o.needsRoot && !o.root) {
-    problems.push(
-      'needs root: it starts Prosody and ejabberd in a private mount namespace (unshare -m, then mount --bind of a private /etc/hosts) so that alpha.test and beta.test resolve to loopback addresses without touching the system. Run it as root (e.g. with sudo).',
-    );
+    problems.push(`needs root: ${ROOT_REASON}. Run it as root (e.g. with sudo).`);
   }
   if (problems.length === 0) return { ok: true };
   return fail(problems.map((p) => `${o.what}: ${p}`).join('\n'));

@@ -25,6 +25,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeBusyPorts } from './ports.ts';
+import { ROOT_REASON } from './preflight.js';
 
 export interface ServerInfo {
   kind: 'prosody' | 'ejabberd';
@@ -786,6 +787,7 @@ function resolveIpBase(opt: string | undefined, n: number): string {
 }
 
 export async function startXmppEnv(opts: EnvOptions = {}): Promise<XmppEnv> {
+  if (process.getuid?.() !== 0) throw new Error(`the XMPP test servers need root: ${ROOT_REASON}`);
   const t0 = Date.now();
   const log = opts.log ?? (() => {});
   const envNo = envCounter++;

@@ -49,6 +49,6 @@ it('not root: exit 2 saying why the demo needs root', { skip: process.getuid?.()
   // As nobody, with every package there: the one thing missing is root.
   const r = demo([], { HOME: tmpdir() }, { uid: 65534, gid: 65534, cwd: tmpdir() });
   assertRefusedBeforeStarting(r);
-  assert.match(r.stderr, /^hermod demo: needs root: it starts Prosody and ejabberd in a private mount namespace \(unshare -m/);
+  assert.match(r.stderr, /^hermod demo: needs root: Prosody and ejabberd run in a private mount namespace \(unshare -m/);
   assert.equal(r.stderr.trimEnd().split('\n').length, 1, 'one line');
 });

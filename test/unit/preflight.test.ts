@@ -93,12 +93,12 @@ describe('preflight decision', () => {
     assert.deepEqual(m.installs, []);
     assert.match(msg, /missing system packages: prosody ejabberd \(not installed automatically: not running as root\)/);
     assert.ok(msg.includes('sudo apt-get update && sudo apt-get install -y --no-install-recommends prosody ejabberd'));
-    assert.match(msg, /\nhermod demo: needs root: .*private mount namespace \(unshare -m/);
+    assert.match(msg, /\nhermod demo: needs root: Prosody and ejabberd run in a private mount namespace \(unshare -m/);
   });
 
   it('not root with every package there: refused only where root is needed', () => {
     const m = machine(['prosody', 'ejabberd', 'dbus'], { root: false });
-    assert.match(refusal(preflight(m.opts)), /^hermod demo: needs root: it starts Prosody and ejabberd in a private mount namespace \(unshare -m/);
+    assert.match(refusal(preflight(m.opts)), /^hermod demo: needs root: Prosody and ejabberd run in a private mount namespace \(unshare -m/);
     assert.deepEqual(preflight({ ...m.opts, needsRoot: false }), { ok: true });
   });
 
