@@ -3,7 +3,9 @@
 // bench` and .ci/run: are the system packages of deploy/system-packages.txt installed (and are
 // we root)? If packages are missing and we may install them (root, apt-get present, not turned
 // off with --no-install or HERMOD_NO_INSTALL=1), it says so, runs apt-get update and apt-get
-// install quietly (output kept in a log file) and goes on; otherwise it prints ONE message
+// install quietly (output kept in a log file; under systemd the prosody and ejabberd services
+// it has just installed are disabled, as they would hold the servers' ports) and goes on;
+// otherwise it prints ONE message
 // naming what is missing and the exact command to run, and the caller exits with status 2.
 //
 // Plain JavaScript (types in JSDoc, checked by tsc) so that scripts/test.js and .ci/run can run
@@ -12,7 +14,7 @@
 // check and the installer as functions, so it is unit-tested without touching dpkg or apt.
 
 import { spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,9 +106,15 @@ export function onPath(command, searchPath = process.env.PATH ?? '') {
   });
 }
 
+/** Packages whose Debian install starts a system service listening on every address. */
+const SERVICES = ['prosody', 'ejabberd'];
+
 /**
  * `apt-get update`, then `apt-get install -y --no-install-recommends NAMES`, non-interactive,
- * their output appended to a log file in the temp folder (kept; its path is returned).
+ * their output appended to a log file in the temp folder (kept; its path is returned). Under
+ * systemd, the prosody and ejabberd services that this install just started (Debian starts them)
+ * are then disabled and stopped: they listen on every address, so they would hold the ports the
+ * demo's and tests' own servers need on their loopback addresses. Said on `say`, with the undo.
  * @param {string[]} names
  * @param {(line: string) => void} say
  * @returns {InstallResult}
@@ -123,6 +131,15 @@ export function aptInstall(names, say) {
         const how = r.error ? r.error.message : r.signal ? `killed by ${r.signal}` : `exit status ${r.status}`;
         return { ok: false, log, failed: `apt-get ${args[0]} (${how})`, tail: tail(log, LOG_TAIL_LINES) };
       }
+    }
+    const services = names.filter((n) => SERVICES.includes(n));
+    if (services.length > 0 && existsSync('/run/systemd/system') && onPath('systemctl')) {
+      const r = spawnSync('systemctl', ['disable', '--now', ...services], { stdio: ['ignore', fd, fd] });
+      say(
+        r.status === 0
+          ? `  disabled and stopped the system services ${services.join(' ')} that apt-get started: they listen on every address, taking the ports the demo's own servers need (systemctl enable --now ${services.join(' ')} brings them back)`
+          : `  could not stop the system services ${services.join(' ')} (systemctl exit status ${r.status}; see the log): if they hold ports 5222/5269/5347/5280 the demo will say so`,
+      );
     }
     return { ok: true, log };
   } finally {
