@@ -5,8 +5,8 @@
 // off with --no-install or HERMOD_NO_INSTALL=1), it says so, runs apt-get update and apt-get
 // install quietly (output kept in a log file; under systemd the prosody and ejabberd services
 // it has just installed are disabled, as they would hold the servers' ports) and goes on;
-// otherwise it prints ONE message
-// naming what is missing and the exact command to run, and the caller exits with status 2.
+// otherwise it prints ONE message naming what is missing and the exact command to run, and the
+// caller exits with status 2.
 //
 // Plain JavaScript (types in JSDoc, checked by tsc) so that scripts/test.js and .ci/run can run
 // it with bare node, before `npm ci` and without tsx. `node src/devenv/preflight.js
