@@ -209,7 +209,7 @@ export function describeConnectFailure(err: unknown, server: string): string {
   const address = server.replace(/^xmpp:\/\//, '');
   switch (code) {
     case 'ECONNREFUSED':
-      return `nothing is listening at ${address} (connection refused): is the XMPP server running, with its component listener on that address and port?`;
+      return `nothing is listening at ${address} (ECONNREFUSED, connection refused): is the XMPP server running, with its component listener on that address and port?`;
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return `cannot resolve the host of ${address} (${code})`;

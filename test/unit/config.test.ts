@@ -177,7 +177,7 @@ describe('hermod start with a component server that is not listening', () => {
     assert.equal(first.level, 50, 'the first failure is an error');
     assert.equal(first.key, 'component.server');
     assert.equal(first.server, `xmpp://127.0.0.1:${port}`);
-    assert.match(String(first.reason), new RegExp(`nothing is listening at 127\\.0\\.0\\.1:${port} \\(connection refused\\)`));
+    assert.match(String(first.reason), new RegExp(`nothing is listening at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED, connection refused\\)`));
     assert.equal(second.level, 40, 'the retries that follow are warnings');
     assert.equal(second.failures, 2);
     assert.ok(Number(second.retryInMs) > Number(first.retryInMs), 'with backoff');
