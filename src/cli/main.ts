@@ -13,7 +13,10 @@ export const help = (): string => `hermod ${VERSION} — XMPP publish/subscribe 
 
 Usage:
   hermod start --config FILE [--log-level LEVEL]   run the service
-  hermod demo                                      run a local demo: two sites replicating Ajatus notes over XMPP
+  hermod demo [--no-install]                       run a local demo: two sites replicating Ajatus notes over XMPP
+                                                   (as root; first installs the missing system
+                                                   packages with apt-get unless --no-install or
+                                                   HERMOD_NO_INSTALL=1: then exits 2 naming them)
   hermod check --config FILE                       validate the config, open the store, try the
                                                    component handshake; exit 1 naming what fails
   hermod status --config FILE [--json]             ask the running instance (unix socket
@@ -31,7 +34,9 @@ Usage:
 start
   Connects to the XMPP server as the component in the config file and serves pub/sub on its
   JID until SIGINT/SIGTERM (then answers requests under way, flushes notifications, closes the
-  stream and the store). Reconnects with backoff when the server goes away.
+  stream and the store). Reconnects with backoff when the server goes away, and keeps trying
+  when it is not there at start (the first failure is logged at error level, naming
+  component.server and the address).
 
 Options:
   -c, --config FILE      JSON config file (see below)
@@ -59,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
         json: { type: 'boolean' },
         from: { type: 'string' },
         to: { type: 'string' },
+        'no-install': { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -75,6 +81,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command, ...rest] = positionals;
+  if (values['no-install'] && command !== 'demo') {
+    process.stderr.write(`hermod: --no-install applies to 'hermod demo' only\nTry 'hermod --help'.\n`);
+    return 2;
+  }
   if (command === 'quarantine') return (await import('./quarantine.ts')).quarantine(values.config, rest, values.json ?? false);
   if (rest.length > 0) {
     process.stderr.write(`hermod: unexpected argument '${rest[0]}'\nTry 'hermod --help'.\n`);
@@ -91,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./ops.ts')).migrate(values.config, values.from, values.to);
     case 'demo': {
       const { runDemo } = await import('./demo.ts');
-      return runDemo();
+      return runDemo({ noInstall: values['no-install'] ?? false });
     }
     case undefined:
       process.stderr.write(help());

@@ -1,6 +1,11 @@
 // The XEP-0114 connection: handshake, reconnect with exponential backoff (each state change
 // logged), stanza intake, replies, and the outbox for notifications. A fresh @xmpp
 // component-core entity is used per connection attempt, so no half-closed state carries over.
+//
+// A server that is not there (refused, unreachable) is retried forever, as a daemon under
+// systemd should: the first failure of a run of failures is logged at error level naming the
+// config key (component.server), the address and what to check; the retries that follow at warn.
+// A refused secret is logged at error level every time.
 
 import { Component } from '@xmpp/component-core';
 import type { Element } from 'ltx';
@@ -38,6 +43,8 @@ export class ComponentConnection {
   private stopping = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private delay: number;
+  /** Failed attempts since the component was last online. */
+  private failures = 0;
   private readonly initialDelay: number;
   private readonly maxDelay: number;
   private firstOnline: Promise<void>;
@@ -115,6 +122,7 @@ export class ComponentConnection {
       await startWithin(entity, this.options.attemptTimeoutMs ?? 10_000);
       if (this.stopping || this.entity !== entity) return;
       this.delay = this.initialDelay;
+      this.failures = 0;
       this.setState('online');
       // Stanzas are written whole (the outbox batches fan-out itself): no Nagle delay on replies.
       entity.socket?.setNoDelay(true);
@@ -122,8 +130,10 @@ export class ComponentConnection {
       this.resolveFirstOnline();
     } catch (err) {
       if (this.entity !== entity) return;
-      const reason = handshakeError ?? (err instanceof Error ? err.message : String(err));
-      (handshakeError ? log.error : log.warn)('component connection failed', { server, reason, retryInMs: this.delay });
+      const reason = handshakeError ?? describeConnectFailure(err, server);
+      this.failures += 1;
+      const fields = { key: handshakeError ? 'component.secret' : 'component.server', server, reason, failures: this.failures, retryInMs: this.delay };
+      (handshakeError || this.failures === 1 ? log.error : log.warn)('component connection failed', fields);
       this.discard(entity);
       this.scheduleRetry();
     }
@@ -192,13 +202,37 @@ export async function checkHandshake(options: { jid: string; secret: string; ser
   try {
     await startWithin(entity, options.timeoutMs ?? 10_000);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(handshakeError ?? (e.code ? `cannot connect: ${e.code}` : e.message));
+    throw new Error(handshakeError ?? describeConnectFailure(err, options.server));
   } finally {
     entity.removeAllListeners();
     entity.on('error', () => {});
     await entity.stop().catch(() => {});
     entity.socket?.destroy();
+  }
+}
+
+/**
+ * Why a connection attempt to `server` (xmpp://host:port) failed, in words an operator can act
+ * on: the socket error code (ECONNREFUSED …) turned into what it means and what to check.
+ */
+export function describeConnectFailure(err: unknown, server: string): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const address = server.replace(/^xmpp:\/\//, '');
+  switch (code) {
+    case 'ECONNREFUSED':
+      return `nothing is listening at ${address} (ECONNREFUSED, connection refused): is the XMPP server running, with its component listener on that address and port?`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `cannot resolve the host of ${address} (${code})`;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `${address} is unreachable (${code})`;
+    case 'ETIMEDOUT':
+      return `connecting to ${address} timed out (${code}): a firewall, or the wrong address?`;
+    case undefined:
+      return err instanceof Error ? err.message : String(err);
+    default:
+      return `cannot connect to ${address}: ${code}`;
   }
 }
 
