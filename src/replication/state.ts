@@ -109,4 +109,12 @@ export class ReplicationState {
   async setHistoryPosition(service: string, node: string, id: string): Promise<void> {
     await this.put(`hist${SEP}${service}${SEP}${node}`, id);
   }
+
+  /** Nodes of a service with a history position: those followed now or in an earlier run. */
+  async historyNodes(service: string): Promise<string[]> {
+    const prefix = `hist${SEP}${service}${SEP}`;
+    const out: string[] = [];
+    for await (const key of this.db.keys({ gt: prefix, lt: `${prefix}\uffff` })) out.push(key.slice(prefix.length));
+    return out;
+  }
 }
