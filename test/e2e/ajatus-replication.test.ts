@@ -59,7 +59,8 @@ const linesOf = async (hermod: HermodProcess, match: (l: LogLine) => boolean): P
 const moreLines = (hermod: HermodProcess, match: (l: LogLine) => boolean, before: number, what: string): Promise<boolean> =>
   eventually(async () => (await linesOf(hermod, match)) > before, what, 60_000);
 /** A retraction of `id` decided on at B, whatever the outcome. */
-const retractionHandled = (id: string) => (l: LogLine): boolean => l.doc === id && (l.msg === 'document deleted by partner retraction' || l.msg === 'partner retraction: document kept');
+const RETRACTION_OUTCOMES = ['document deleted by partner retraction', 'partner retraction: document kept', 'retraction not applied: the document changed meanwhile'];
+const retractionHandled = (id: string) => (l: LogLine): boolean => l.doc === id && RETRACTION_OUTCOMES.includes(String(l.msg));
 /** B caught up with /tags/shared (after a start): from its history, or its current items. */
 const caughtUp = (l: LogLine): boolean => (l.msg === 'caught up with partner node from its history' || l.msg === 'caught up with partner node') && l.node === '/tags/shared';
 
