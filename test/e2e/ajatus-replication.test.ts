@@ -288,10 +288,17 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
   it('a document whose every replicated tag is removed at A is deleted at B, also when two followed nodes carried it', async () => {
     const rev1 = await put(couchA, CONTENT, note('untagged', 'On two nodes', ['shared', 'extra']));
     const rev1p = await put(couchA, CONTENT, note('now-private', 'On two nodes', ['shared', 'extra']));
-    await eventually(async () => (await get(couchB, 'untagged'))?._rev === rev1 && (await get(couchB, 'now-private'))?._rev === rev1p, 'both notes at B');
+    const rev1e = await put(couchA, CONTENT, note('edited-at-b', 'On two nodes', ['shared', 'extra']));
+    await eventually(async () => (await get(couchB, 'untagged'))?._rev === rev1 && (await get(couchB, 'now-private'))?._rev === rev1p && (await get(couchB, 'edited-at-b'))?._rev === rev1e, 'the notes at B');
+    // Edited at B (under a tag of B's own that A does not follow): a local edit no retraction deletes.
+    const revB = await put(couchB, CONTENT, { ...note('edited-at-b', 'Edited at B', ['b-only']), _rev: rev1e });
+    const handled = await linesOf(hermodB, retractionHandled('edited-at-b'));
     const rev2 = await put(couchA, CONTENT, { ...note('untagged', 'No tags now', []), _rev: rev1 });
     const rev2p = await put(couchA, CONTENT, { ...note('now-private', 'Only a tag B does not get', ['private']), _rev: rev1p });
+    await put(couchA, CONTENT, { ...note('edited-at-b', 'No tags now', []), _rev: rev1e });
     await eventually(async () => (await get(couchB, 'untagged')) === undefined && (await get(couchB, 'now-private')) === undefined, 'both deleted at B', 30_000);
+    await moreLines(hermodB, retractionHandled('edited-at-b'), handled + 1, 'both retractions of edited-at-b handled at B');
+    assert.equal((await get(couchB, 'edited-at-b'))?._rev, revB, "B's local edit stays");
     // B's deletion is its own business: it does not travel back and delete A's documents.
     await put(couchB, CONTENT, note('fence-b', 'Fence from B', ['shared']));
     await eventually(() => get(couchA, 'fence-b'), 'fence from B at A', 30_000);
