@@ -56,6 +56,16 @@ export class ReplicationState {
     await this.put(`nodes${SEP}${docId}`, JSON.stringify(nodes));
   }
 
+  /** Nodes a document was last deleted from: its later revisions (still deleted) go there too. */
+  async deletedFrom(docId: string): Promise<string[]> {
+    const value = await this.get(`gone${SEP}${docId}`);
+    return value === undefined ? [] : (JSON.parse(value) as string[]);
+  }
+
+  async setDeletedFrom(docId: string, nodes: string[]): Promise<void> {
+    await this.put(`gone${SEP}${docId}`, JSON.stringify(nodes));
+  }
+
   /** A JSON record under `kind`/`id` (Midgard: versions, documents, topics, persons). */
   async record<T>(kind: string, id: string): Promise<T | undefined> {
     const value = await this.get(`${kind}${SEP}${id}`);
