@@ -340,6 +340,11 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     hermodB = await startB();
     await moreLines(hermodB, caughtUp, caught, 'B caught up with /tags/shared after the restart');
     await sameRevisions(id, rev3);
+
+    // The conflict resolved at A after the deletion: the document stays deleted, B follows.
+    assert.equal((await couch(couchA, 'DELETE', `${CONTENT}/${id}?rev=2-${other}`)).status, 200);
+    await eventually(async () => (await get(couchB, id, '?conflicts=true'))?._conflicts === undefined, 'the conflict resolved at B too', 30_000);
+    await sameRevisions(id, rev3);
   });
 
   it('hermod:partner:<jid> targetDb puts that partner\'s documents into another local database', async () => {
