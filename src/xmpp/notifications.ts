@@ -3,6 +3,7 @@
 // per subscriber, not one tree.
 
 import { Element, escapeXML } from 'ltx';
+import { DEFAULT_NODE_CONFIG } from '../pubsub/node-config.ts';
 import type { Recipient, ServiceEvent } from '../pubsub/types.ts';
 import { NS } from './ns.ts';
 import { approvalForm } from './approval.ts';
@@ -39,7 +40,8 @@ export function eventElement(event: ServiceEvent): Element {
     }
     case 'config': {
       const configuration = ev.c('configuration', { node: event.node });
-      if (event.config) configuration.cnode(configForm(event.config, 'result'));
+      // Defaults under it: an event replayed from the journal may predate a configuration field.
+      if (event.config) configuration.cnode(configForm({ ...DEFAULT_NODE_CONFIG, ...event.config }, 'result'));
       break;
     }
     case 'authorization': // rendered as a form, not an event (see render)
