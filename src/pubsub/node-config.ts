@@ -66,7 +66,6 @@ const HONOURED: { [K in keyof NodeConfig]?: Honoured<K> } = {
   childrenAssociationWhitelist: { field: 'pubsub#children_association_whitelist', honours: (v) => v.length === 0, why: 'nodes cannot be associated with a leaf node' },
   childrenMax: { field: 'pubsub#children_max', honours: (v) => v === 0, why: 'a leaf node has no children' },
   itemReply: { field: 'pubsub#itemreply', honours: (v) => v === 'publisher', why: "items and notifications always carry the 'publisher' attribute" },
-  subscribe: { field: 'pubsub#subscribe', honours: (v) => v, why: 'every node accepts subscriptions under its access model' },
   tempsub: { field: 'pubsub#tempsub', honours: (v) => !v, why: 'presence-bound temporary subscriptions are not implemented' },
   purgeOffline: { field: 'pubsub#purge_offline', honours: (v) => !v, why: 'purging items when the publisher goes offline is not implemented' },
 };

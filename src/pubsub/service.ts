@@ -516,6 +516,7 @@ export class PubsubService {
     return this.mutate(id, async () => {
       const state = await this.node(id);
       this.require(state, jid, 'subscribe', await this.rostersFor(state));
+      if (!state.record.config.subscribe) fail('subscriptions-unsupported', 'the node does not take subscriptions (pubsub#subscribe is 0)');
       const existing = state.subscriptions.filter((s) => s.jid === jid);
       if (existing.some((s) => s.state === 'pending')) fail('pending-subscription', 'the subscription waits for approval by an owner');
       const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted)) : existing[0];

@@ -87,7 +87,10 @@ export interface NodeConfig {
   childrenAssociationWhitelist: string[];
   /** pubsub#children_max: always 0 (a leaf has no children). */
   childrenMax: number | 'max';
-  /** pubsub#subscribe: whether subscriptions are allowed; only true. */
+  /**
+   * pubsub#subscribe: whether entities may subscribe (false: requests are refused, §6.1.3.11;
+   * existing subscriptions and those an owner sets stay).
+   */
   subscribe: boolean;
   /** pubsub#tempsub: presence-bound temporary subscriptions; only false. */
   tempsub: boolean;

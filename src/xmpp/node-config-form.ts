@@ -125,7 +125,7 @@ const FIELDS = [
   { var: 'pubsub#children_association_policy', key: 'childrenAssociationPolicy', type: 'list-single', label: 'Who may associate child nodes (nobody: leaf node)', options: ['owners'], parse: choice(CHILDREN_ASSOCIATION_POLICIES), format: String },
   { var: 'pubsub#children_association_whitelist', key: 'childrenAssociationWhitelist', type: 'jid-multi', label: 'Who may associate child nodes (none: leaf node)', parse: jids, format: formatLines },
   { var: 'pubsub#children_max', key: 'childrenMax', type: 'text-single', label: 'The maximum number of child nodes (0: leaf node)', parse: count, format: String },
-  boolField('pubsub#subscribe', 'subscribe', 'Whether to allow subscriptions'),
+  boolField('pubsub#subscribe', 'subscribe', 'Whether to allow subscription requests (existing and owner-set subscriptions stay)'),
   boolField('pubsub#tempsub', 'tempsub', 'Whether subscriptions are temporary, bound to presence (not supported)'),
   boolField('pubsub#purge_offline', 'purgeOffline', 'Whether to purge all items when the publisher goes offline (not supported)'),
 ] as const satisfies ReadonlyArray<FieldSpec<keyof NodeConfig>>;

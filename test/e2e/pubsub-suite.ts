@@ -390,6 +390,10 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
           assert.ok(err.text?.includes(field.var) && err.text.includes(values[0] as string), `the text names ${field.var} and '${values[0]}': ${err.text}`);
         }
       }
+      // subscribe=0 (§6.1.3.11): requests are refused, over s2s too.
+      const closed = NODE_CONFIG_REGISTRY.findIndex((f) => f.var === 'pubsub#subscribe');
+      const refusedSub = await expectIqError(bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='reg-${closed}' jid='${bob.jid}'/></pubsub>`), 'feature-not-implemented', 'unsupported');
+      assert.equal(refusedSub.type, 'cancel');
       // A client that sends back the whole default form creates a node; contact and language are in the meta-data (§5.4).
       const defaults = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><default/></pubsub>`);
       const whole = fieldsOf(defaults.getChild('pubsub', OWNER)?.getChild('default')?.getChild('x', 'jabber:x:data'));

@@ -54,6 +54,16 @@ describe('pubsub#node_config registry on the wire', () => {
     assert.deepEqual(nodes.getChild('query')?.getChildren('item').map((i) => i.attrs.node), ['existing'], 'no refused node was created');
   });
 
+  it('subscribe=0 refuses subscription requests with feature-not-implemented + unsupported feature=subscribe (§6.1.3.11)', async () => {
+    const wire = new Wire();
+    await wire.ok(ALICE, 'set', createWith('closed', [{ var: 'pubsub#subscribe', values: ['0'] }]));
+    const reply = await wire.send('bob@b.example/x', 'set', `<pubsub xmlns='${PUBSUB}'><subscribe node='closed' jid='bob@b.example/x'/></pubsub>`);
+    const error = reply.getChild('error');
+    assert.equal(error?.attrs.type, 'cancel');
+    assert.ok(error?.getChild('feature-not-implemented', 'urn:ietf:params:xml:ns:xmpp-stanzas'));
+    assert.equal(error?.getChild('unsupported', 'http://jabber.org/protocol/pubsub#errors')?.attrs.feature, 'subscribe');
+  });
+
   it('shows contact and language in the disco#info meta-data (§5.4)', async () => {
     const wire = new Wire();
     await wire.ok(ALICE, 'set', createWith('meta', [{ var: 'pubsub#contact', values: ['bard@a.example'] }, { var: 'pubsub#language', values: ['en'] }]));

@@ -626,7 +626,6 @@ describe('registered node configuration fields (XEP-0060 §16.4.3) in the core',
       [{ childrenAssociationWhitelist: ['x@a.test'] }, /pubsub#children_association_whitelist 'x@a.test'/],
       [{ childrenMax: 'max' }, /pubsub#children_max 'max'/],
       [{ itemReply: 'owner' }, /pubsub#itemreply 'owner'/],
-      [{ subscribe: false }, /pubsub#subscribe '0'/],
       [{ tempsub: true }, /pubsub#tempsub '1'/],
       [{ purgeOffline: true }, /pubsub#purge_offline '1'/],
       [{ language: 'no language' }, /pubsub#language 'no language'/],
@@ -637,6 +636,13 @@ describe('registered node configuration fields (XEP-0060 §16.4.3) in the core',
       }
     }
     assert.deepEqual(await service.getConfig(OWNER, 'm'), config, 'a refused change changes nothing');
+  });
+
+  it('subscribe=0: subscription requests are refused (§6.1.3.11); an owner may still set one', async () => {
+    await service.create(OWNER, 's', { subscribe: false });
+    await rejects(service.subscribe(BOB, 's', BOB), 'subscriptions-unsupported');
+    await service.setSubscriptions(OWNER, 's', [{ jid: BOB, state: 'subscribed' }]);
+    assert.deepEqual((await service.getSubscriptions(OWNER, 's')).map((s) => [s.jid, s.state]), [[BOB, 'subscribed']]);
   });
 
   it('publish-options compare registered fields with the node value', async () => {
