@@ -13,6 +13,7 @@ import type { Element } from 'ltx';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
 import { LevelStore } from '../../src/store/level.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
+import { NODE_CONFIG, NODE_CONFIG_REGISTRY, PUBLISH_OPTIONS, submitForm } from '../fixtures/node-config-registry.ts';
 import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 
@@ -427,6 +428,90 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       await alice.iq('set', SVC, publish('opts', 'small', 'x'.repeat(10)));
       const err = await expectIqError(alice.iq('set', SVC, publish('opts', 'large', 'x'.repeat(300))), 'not-acceptable', 'payload-too-big');
       assert.equal(err.type, 'modify');
+    });
+
+    it('node_config registry: every registered field is accepted at an honoured value and read back; the rest is not-acceptable naming field and value', async () => {
+      const fieldsOf = (x: Element | undefined): Map<string, string[]> =>
+        new Map((x?.getChildren('field') ?? []).map((f) => [f.attrs.var as string, f.getChildren('value').map((v) => v.getText())]));
+      const createWith = (node: string, fields: ReadonlyArray<{ var: string; values: readonly string[] }>): string =>
+        `<pubsub xmlns='${PUBSUB}'><create node='${node}'/><configure>${submitForm(NODE_CONFIG, fields)}</configure></pubsub>`;
+      for (const [i, field] of NODE_CONFIG_REGISTRY.entries()) {
+        await alice.iq('set', SVC, createWith(`reg-${i}`, [{ var: field.var, values: field.set }]));
+        const res = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><configure node='reg-${i}'/></pubsub>`);
+        const form = fieldsOf(res.getChild('pubsub', OWNER)?.getChild('configure')?.getChild('x', 'jabber:x:data'));
+        assert.deepEqual(form.get(field.var), field.shown ?? field.set, `${field.var} reads back`);
+        // publish-options (§7.1.5): the node's value is met, another is not.
+        const withPrecondition = (id: string, values: readonly string[]): string =>
+          `<pubsub xmlns='${PUBSUB}'><publish node='reg-${i}'><item id='${id}'>${entry(id)}</item></publish><publish-options>${submitForm(PUBLISH_OPTIONS, [{ var: field.var, values }])}</publish-options></pubsub>`;
+        await alice.iq('set', SVC, withPrecondition('met', field.set));
+        await expectIqError(alice.iq('set', SVC, withPrecondition('unmet', field.other)), 'conflict', 'precondition-not-met');
+        for (const values of field.refused ?? []) {
+          const err = await expectIqError(alice.iq('set', SVC, createWith(`refused-${i}`, [{ var: field.var, values }])), 'not-acceptable');
+          assert.ok(err.text?.includes(field.var) && err.text.includes(values[0] as string), `the text names ${field.var} and '${values[0]}': ${err.text}`);
+        }
+      }
+      // subscribe=0 (§6.1.3.11): requests are refused, over s2s too.
+      const closed = NODE_CONFIG_REGISTRY.findIndex((f) => f.var === 'pubsub#subscribe');
+      const refusedSub = await expectIqError(bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='reg-${closed}' jid='${bob.jid}'/></pubsub>`), 'feature-not-implemented', 'unsupported');
+      assert.equal(refusedSub.type, 'cancel');
+      // A client that sends back the whole default form creates a node; contact and language are in the meta-data (§5.4).
+      const defaults = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><default/></pubsub>`);
+      const whole = fieldsOf(defaults.getChild('pubsub', OWNER)?.getChild('default')?.getChild('x', 'jabber:x:data'));
+      whole.delete('FORM_TYPE');
+      whole.set('pubsub#contact', [alice.bare]);
+      whole.set('pubsub#language', ['en']);
+      await alice.iq('set', SVC, createWith('whole-form', [...whole].map(([v, values]) => ({ var: v, values }))));
+      const info = await bob.iq('get', SVC, `<query xmlns='${DISCO_INFO}' node='whole-form'/>`);
+      const meta = fieldsOf(info.getChild('query', DISCO_INFO)?.getChild('x', 'jabber:x:data'));
+      assert.deepEqual([meta.get('pubsub#contact'), meta.get('pubsub#language')], [[alice.bare], ['en']]);
+    });
+
+    it('configuration notifications carry the new configuration as a result form with payloads, nothing without (§8.2.5.3)', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='confnote'/></pubsub>`);
+      await alice.iq('set', SVC, configure('confnote', { notify_config: '1' }));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='confnote' jid='${bob.jid}'/></pubsub>`);
+      await alice.iq('set', SVC, configure('confnote', { title: 'Renamed over s2s' }));
+      const isConfig = (m: Element): boolean => eventOf(m)?.getChild('configuration')?.attrs.node === 'confnote';
+      const full = eventOf(await bob.waitForMessage(isConfig, 10_000, 'configuration notification'))?.getChild('configuration');
+      const x = full?.getChild('x', 'jabber:x:data');
+      assert.equal(x?.attrs.type, 'result');
+      const values = (v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
+      assert.equal(values('FORM_TYPE'), 'http://jabber.org/protocol/pubsub#node_config');
+      assert.equal(values('pubsub#title'), 'Renamed over s2s');
+      await alice.iq('set', SVC, configure('confnote', { deliver_payloads: '0' }));
+      await eventually(() => bob.received(isConfig).length === 2, 'second configuration notification');
+      assert.deepEqual(eventOf(bob.received(isConfig)[1] as Element)?.getChild('configuration')?.getChildElements(), [], 'notification-only: empty <configuration/>');
+    });
+
+    it('delete with redirect (§8.4.1): subscribers get <delete><redirect uri/></delete>', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='moving'/></pubsub>`);
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='moving' jid='${bob.jid}'/></pubsub>`);
+      const uri = `xmpp:${SVC}?;node=moved`;
+      await alice.iq('set', SVC, `<pubsub xmlns='${OWNER}'><delete node='moving'><redirect uri='${uri}'/></delete></pubsub>`);
+      const msg = await bob.waitForMessage((m) => eventOf(m)?.getChild('delete')?.attrs.node === 'moving', 10_000, 'delete notification');
+      assert.equal(eventOf(msg)?.getChild('delete')?.getChild('redirect')?.attrs.uri, uri);
+    });
+
+    it('event types (§4.3, §7.1.3): item-forbidden on a transient notification-only node, which notifies an empty <items/>; payload-required; node-full', async () => {
+      const publishRaw = (node: string, inner: string): string => `<pubsub xmlns='${PUBSUB}'><publish node='${node}'>${inner}</publish></pubsub>`;
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='pings'/></pubsub>`);
+      await alice.iq('set', SVC, configure('pings', { persist_items: '0', deliver_payloads: '0' }));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='pings' jid='${bob.jid}'/></pubsub>`);
+      for (const item of [`<item/>`, `<item id='x'/>`, `<item id='y'>${entry('y')}</item>`]) {
+        const err = await expectIqError(alice.iq('set', SVC, publishRaw('pings', item)), 'bad-request', 'item-forbidden');
+        assert.equal(err.type, 'modify');
+      }
+      const res = await alice.iq('set', SVC, publishRaw('pings', ''));
+      assert.deepEqual(res.getChild('pubsub', PUBSUB)?.getChild('publish')?.getChildElements(), [], 'no item id');
+      const ping = await bob.waitForMessage((m) => eventOf(m)?.getChild('items')?.attrs.node === 'pings', 10_000, 'notification of the transient node');
+      assert.deepEqual(eventOf(ping)?.getChild('items')?.getChildElements(), [], 'an empty <items/>');
+
+      await expectIqError(alice.iq('set', SVC, publishRaw('news', `<item id='empty'/>`)), 'bad-request', 'payload-required');
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='bounded'/></pubsub>`);
+      await alice.iq('set', SVC, configure('bounded', { max_items: '1', publish_node_full: 'reject' }));
+      await alice.iq('set', SVC, publish('bounded', 'first', 'first'));
+      const full = await expectIqError(alice.iq('set', SVC, publish('bounded', 'second', 'second')), 'conflict', 'node-full');
+      assert.equal(full.type, 'cancel');
     });
 
     it('notification_type: notifications are headline by default and normal when configured', async () => {
