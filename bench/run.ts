@@ -8,7 +8,9 @@
 //
 // Writes bench/results/<date>-<scenario>.json|.md|.svg and <date>-summary.md
 // (--quick: bench/results/quick/, ignored by git). No timing assertions anywhere.
-// Needs root (the devenv starts the servers in a private mount namespace).
+// Needs root (the devenv starts the servers in a private mount namespace). Scenarios that start
+// servers first run the preflight (src/devenv/preflight.js): missing system packages are
+// installed with apt-get unless --no-install or HERMOD_NO_INSTALL=1, else it exits 2 naming them.
 
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { ensureSystemPackages } from '../src/devenv/preflight.js';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/servers.ts';
 import { Pool, runFanout, runLatency, type FanoutResult, type LatencyResult, type Peer } from './lib/loadgen.ts';
 import { hermodSpawnFor, killAllNow, REPO, startHermodProcess, startScript, waitForQuiet, type HermodSpawn, type Proc } from './lib/procs.ts';
@@ -39,6 +42,8 @@ const USAGE = `npm run bench [-- OPTIONS]
   --out DIR          results folder (default bench/results, or bench/results/quick with --quick)
   --no-wait          do not wait for other processes to leave the machine idle before starting
                      (a full run waits up to 10 minutes; the wait is bounded and logged)
+  --no-install       do not install missing system packages (deploy/system-packages.txt):
+                     exit 2 naming them (also HERMOD_NO_INSTALL=1)
   --render-only      run nothing: rebuild the Markdown, SVG and summary of a date's results
                      from their JSON files (with --date YYYY-MM-DD, default today)
   -h, --help         this text
@@ -172,6 +177,7 @@ async function main(): Promise<number> {
       'no-wait': { type: 'boolean' },
       'render-only': { type: 'boolean' },
       'replication-profile': { type: 'boolean' },
+      'no-install': { type: 'boolean' },
       date: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -193,6 +199,11 @@ async function main(): Promise<number> {
     }
   }
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
+  const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
+  if (needServers || want('replication')) {
+    const ready = ensureSystemPackages({ what: 'npm run bench', noInstall: values['no-install'] ?? false, needsRoot: true });
+    if (ready !== 0) return ready;
+  }
   if (quick && want('profile')) cfg.profile = FULL.profile.map((w) => ({ ...w, subscribers: Math.min(w.subscribers, 100), publishes: Math.min(w.publishes, 200) }));
   const outDir = path.resolve(values.out ?? path.join(REPO, 'bench', 'results', ...(quick ? ['quick'] : [])));
   await mkdir(outDir, { recursive: true });
@@ -225,7 +236,6 @@ async function main(): Promise<number> {
     await reporter.write('transform', { json: r, md: transformReport(r).md });
   }
 
-  const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
   if (needServers) {
     const dir = await mkdtemp(path.join(tmpdir(), 'hermod-bench-'));
     let env: XmppEnv | undefined;

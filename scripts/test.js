@@ -2,13 +2,20 @@
 // `npm test`: runs every test file under test/ with Node's test runner and tsx.
 // Unit tests first (fast, no servers), then the end-to-end files one at a time (each starts its
 // own Prosody and ejabberd on private loopback addresses and stops them by PID).
+// `npm test [-- --no-install] [SUBSTRING...]`: only files whose path contains a SUBSTRING.
+// Before files that start servers (all but test/unit/), the preflight checks the system packages
+// of deploy/system-packages.txt (installs missing ones as root unless --no-install or
+// HERMOD_NO_INSTALL=1) and root: a unit-only run needs neither.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureSystemPackages } from '../src/devenv/preflight.js';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const only = process.argv.slice(2);
+const args = process.argv.slice(2);
+const noInstall = args.includes('--no-install');
+const only = args.filter((a) => a !== '--no-install');
 
 function find(dir) {
   const out = [];
@@ -25,6 +32,10 @@ if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o))
 if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
+}
+if (files.some((f) => !f.startsWith(path.join('test', 'unit') + path.sep))) {
+  const status = ensureSystemPackages({ what: 'npm test', noInstall, needsRoot: true });
+  if (status !== 0) process.exit(status);
 }
 const result = spawnSync(
   process.execPath,

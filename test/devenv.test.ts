@@ -1,11 +1,14 @@
 // The dev environment really federates: Prosody (alpha.test) and ejabberd (beta.test) exchange
-// chat messages over s2s in both directions, and a restarted server takes clients again.
+// chat messages over s2s in both directions, and a restarted server takes clients again. When its
+// ports are taken it refuses before starting anything, naming the process that holds them.
 // Needs root and the Debian prosody/ejabberd packages (see src/devenv/servers.ts).
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import { client, xml, type Client, type Element } from '@xmpp/client';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/servers.ts';
+import { PORTS, PortsBusyError, startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/servers.ts';
 
 const PW = 'secret-pw';
 const WAIT_MS = 10_000;
@@ -125,4 +128,21 @@ test('restart(beta) works too', async () => {
   await env!.restart(beta!);
   const bob = await connect(beta!, 'bob');
   await disconnect(bob);
+});
+
+test('a taken port: PortsBusyError naming the process that holds it, before anything starts', async () => {
+  // 127.255.x: the devenv's own addresses (derived from PIDs) never use 255 as second octet.
+  const base = `127.255.${process.pid % 256}`;
+  const squatter = createServer().listen(PORTS.c2s, `${base}.2`);
+  await once(squatter, 'listening');
+  try {
+    await assert.rejects(startXmppEnv({ ipBase: base, ejabberd: false }), (err: unknown) => {
+      assert.ok(err instanceof PortsBusyError, String(err));
+      const ip = `${base}.2`.replace(/\./g, '\\.');
+      assert.match(err.message, new RegExp(`^cannot start Prosody \\(alpha\\.test\\) on ${ip}: ports already in use: ${PORTS.c2s} by node \\(pid ${process.pid}\\) listening on ${ip}; another Hermod demo, test or benchmark`));
+      return true;
+    });
+  } finally {
+    squatter.close();
+  }
 });

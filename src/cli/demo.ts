@@ -5,12 +5,18 @@
 // not whitelisted for stays home. Site A also runs Midgard replication: an article Midgard drops
 // into A's spool becomes an Ajatus note at B through the shipped midgard2ajatus.xsl stylesheet
 // (B's subscription to A's /midgard_article/all names it). Everything is stopped and removed.
+//
+// First the preflight (src/devenv/preflight.js): missing system packages are installed as root
+// with apt-get (unless --no-install or HERMOD_NO_INSTALL=1), or named with the command to run
+// (exit 2); not root exits 2 saying why root is needed. Ports taken by another server exit 2
+// naming it; a server that fails to start exits 1 with the end of its log.
 
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../devenv/servers.ts';
+import { ensureSystemPackages } from '../devenv/preflight.js';
+import { PortsBusyError, startXmppEnv, type ServerInfo, type XmppEnv } from '../devenv/servers.ts';
 import { validateConfig } from '../config/config.ts';
 import { startHermod, type Hermod } from '../hermod.ts';
 import { createLogger } from '../log.ts';
@@ -70,7 +76,13 @@ async function titlesAt(server: CouchServer): Promise<string[]> {
     .sort();
 }
 
-export async function runDemo(): Promise<number> {
+/**
+ * Runs the demo; returns the exit status: 0 all checks passed, 1 a check or a server failed,
+ * 2 the machine is not ready (system packages, root, ports) and the message says what to do.
+ */
+export async function runDemo(opts: { noInstall?: boolean } = {}): Promise<number> {
+  const ready = ensureSystemPackages({ what: 'hermod demo', noInstall: opts.noInstall ?? false, needsRoot: true });
+  if (ready !== 0) return ready;
   let env: XmppEnv | undefined;
   const couches: CouchServer[] = [];
   const hermods: Hermod[] = [];
@@ -82,9 +94,14 @@ export async function runDemo(): Promise<number> {
   };
   try {
     say('Starting Prosody (alpha.test) and ejabberd (beta.test) federating over s2s, and a CouchDB-API server per site…');
-    const [xmpp, couchA, couchB] = await Promise.all([startXmppEnv(), startCouch(), startCouch()]);
-    env = xmpp;
-    couches.push(couchA, couchB);
+    // allSettled: whatever did start is stopped in `finally` even when another part failed.
+    const [xmpp, ...couchStarts] = await Promise.allSettled([startXmppEnv(), startCouch(), startCouch()]);
+    for (const c of couchStarts) if (c.status === 'fulfilled') couches.push(c.value);
+    if (xmpp.status === 'rejected') throw xmpp.reason;
+    env = xmpp.value;
+    const couchFailed = couchStarts.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+    if (couchFailed) throw couchFailed.reason;
+    const [couchA, couchB] = couches as [CouchServer, CouchServer];
     const alpha = env.alpha as ServerInfo;
     const beta = env.beta as ServerInfo;
     say(`  site A: Prosody on ${alpha.ip}, CouchDB at ${couchA.url}`);
@@ -153,8 +170,8 @@ export async function runDemo(): Promise<number> {
     say(ok ? '\nDemo OK: Ajatus and Midgard content replicated from site A to site B over XMPP publish/subscribe and federation.' : '\nDemo FAILED (see ✘ above).');
     return ok ? 0 : 1;
   } catch (err) {
-    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
+    process.stderr.write(`hermod demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    return err instanceof PortsBusyError ? 2 : 1;
   } finally {
     for (const h of hermods) await h.stop().catch(() => {});
     await env?.stop();

@@ -2,16 +2,21 @@
 // calls process.exit itself, so it can run inside tests.
 
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/config.ts';
+import { ConfigError, configKeys, loadConfig } from '../config/config.ts';
+import { keyHelp } from '../config/schema-kit.ts';
 import { startHermod } from '../hermod.ts';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.ts';
 import { VERSION } from '../version.ts';
 
-export const HELP = `hermod ${VERSION} — XMPP publish/subscribe replication service (XEP-0114 component, XEP-0060)
+/** The --help text; the config keys come from the config schema. */
+export const help = (): string => `hermod ${VERSION} — XMPP publish/subscribe replication service (XEP-0114 component, XEP-0060)
 
 Usage:
   hermod start --config FILE [--log-level LEVEL]   run the service
-  hermod demo                                      run a local demo: two sites replicating Ajatus notes over XMPP
+  hermod demo [--no-install]                       run a local demo: two sites replicating Ajatus notes over XMPP
+                                                   (as root; first installs the missing system
+                                                   packages with apt-get unless --no-install or
+                                                   HERMOD_NO_INSTALL=1: then exits 2 naming them)
   hermod check --config FILE                       validate the config, open the store, try the
                                                    component handshake; exit 1 naming what fails
   hermod status --config FILE [--json]             ask the running instance (unix socket
@@ -29,7 +34,9 @@ Usage:
 start
   Connects to the XMPP server as the component in the config file and serves pub/sub on its
   JID until SIGINT/SIGTERM (then answers requests under way, flushes notifications, closes the
-  stream and the store). Reconnects with backoff when the server goes away.
+  stream and the store). Reconnects with backoff when the server goes away, and keeps trying
+  when it is not there at start (the first failure is logged at error level, naming
+  component.server and the address).
 
 Options:
   -c, --config FILE      JSON config file (see below)
@@ -37,41 +44,8 @@ Options:
   -h, --help             this text
   -v, --version          print the version
 
-Config file (JSON; relative paths are resolved against the file's folder):
-  {
-    "component": {
-      "jid": "pubsub.example.org",        the component's domain JID (required)
-      "secret": "…",                      the shared secret the server has for it (required)
-      "server": "xmpp://127.0.0.1:5347"   the server's component port
-    },                                    (required unless appDb holds hermod:credentials)
-    "dataDir": "./data",                  store, replication state, quarantine (default ./data)
-    "appDb": { "url": "http://127.0.0.1:5984", "db": "ajatus_db" }
-                                          Ajatus replication: settings, whitelists and
-                                          credentials live in this database (README)
-    "ajatus": { "contentDb": "ajatus_db_content", "profile": "ajatus" | "plain",
-                "codec": "json" | "xml", "discoveryIntervalSeconds": 300,
-                "inlineAttachmentMax": 131072 }
-    "midgard": { … }                      Midgard replication: bus, spools, node mapping,
-                                          access, partners (README, "Midgard replication")
-    "pubsub": {
-      "admins": ["admin@example.org"],    bare JIDs with owner rights on every node
-      "creatorDomains": ["example.org"],  whose users may create nodes
-                                          (default: the component's parent domain)
-      "name": "Hermod",                   service name in disco#info
-      "maxBounces": 3                     bounced notifications in a row before a
-                                          subscription is removed
-    },
-    "store": { "sync": false },           true: fsync every write (survives power loss)
-    "store": { "backend": "couchdb",      or keep state in CouchDB (default "level":
-      "couchdb": { "url": "http://127.0.0.1:5984", "db": "hermod" } }   LevelDB in dataDir)
-    "transforms": { "dir": ".", "timeoutMs": 5000, "maxOutput": 8388608 }
-                                          per-subscription XSLT: folder for relative
-                                          stylesheet paths (then the shipped ones), bounds
-    "metrics": { "port": 9464 },          Prometheus /metrics on 127.0.0.1:9464 ("host" to change)
-    "limits": { "maxItemsPerNode": 100000, "maxNodesPerOwner": 1000,
-      "publishRate": { "perSecond": 100, "burst": 10000 } }   or false; admins exempt
-    "log": { "level": "info" }
-  }
+Config file (JSON; relative paths are resolved against the file's folder), key = default:
+${keyHelp(configKeys())}
 
 Logs are JSON lines on stderr. Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.
 `;
@@ -90,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
         json: { type: 'boolean' },
         from: { type: 'string' },
         to: { type: 'string' },
+        'no-install': { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -98,7 +73,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.help) {
-    process.stdout.write(HELP);
+    process.stdout.write(help());
     return 0;
   }
   if (values.version) {
@@ -106,6 +81,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command, ...rest] = positionals;
+  if (values['no-install'] && command !== 'demo') {
+    process.stderr.write(`hermod: --no-install applies to 'hermod demo' only\nTry 'hermod --help'.\n`);
+    return 2;
+  }
   if (command === 'quarantine') return (await import('./quarantine.ts')).quarantine(values.config, rest, values.json ?? false);
   if (rest.length > 0) {
     process.stderr.write(`hermod: unexpected argument '${rest[0]}'\nTry 'hermod --help'.\n`);
@@ -122,10 +101,10 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./ops.ts')).migrate(values.config, values.from, values.to);
     case 'demo': {
       const { runDemo } = await import('./demo.ts');
-      return runDemo();
+      return runDemo({ noInstall: values['no-install'] ?? false });
     }
     case undefined:
-      process.stderr.write(HELP);
+      process.stderr.write(help());
       return 2;
     default:
       process.stderr.write(`hermod: unknown command '${command}'\nTry 'hermod --help'.\n`);

@@ -1,12 +1,17 @@
 // The XEP-0114 connection: handshake, reconnect with exponential backoff (each state change
 // logged), stanza intake, replies, and the outbox for notifications. A fresh @xmpp
 // component-core entity is used per connection attempt, so no half-closed state carries over.
+//
+// A server that is not there (refused, unreachable) is retried forever, as a daemon under
+// systemd should: the first failure of a run of failures is logged at error level naming the
+// config key (component.server), the address and what to check; the retries that follow at warn.
+// A refused secret is logged at error level every time.
 
 import { Component } from '@xmpp/component-core';
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 import { withStreamParser } from '../xmpp/parser.ts';
-import { Outbox, type OutboxOptions } from './outbox.ts';
+import type { Outbox } from './outbox.ts';
 
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'stopped';
 
@@ -16,31 +21,37 @@ export interface ConnectionOptions {
   /** xmpp://host:port of the server's component listener. */
   server: string;
   log: Logger;
-  /** Called for every incoming stanza; the resolved element, if any, is sent back. */
-  onStanza: (stanza: Element) => Promise<Element | undefined>;
-  onStateChange?: (state: ConnectionState) => void;
+  /** Queued notifications, built before the connection (src/component/outbox.ts): attached while online. */
+  outbox: Outbox;
   backoff?: { initialMs?: number; maxMs?: number };
   /** How long one attempt (TCP + stream + handshake) may take. */
   attemptTimeoutMs?: number;
-  outboxLimit?: number;
-  /** Barrier confirmation and journal hooks of the outbox (see outbox.ts). */
-  outbox?: Pick<OutboxOptions, 'barrierJid' | 'onConfirmed' | 'onDropped' | 'onWriting' | 'onRewound'>;
+}
+
+/** What the connection hands its stanzas and state changes to; given to `start`. */
+export interface ConnectionHandlers {
+  /** Called for every incoming stanza; the resolved element, if any, is sent back. */
+  onStanza: (stanza: Element) => Promise<Element | undefined>;
+  onStateChange?: (state: ConnectionState) => void;
 }
 
 export class ComponentConnection {
   readonly outbox: Outbox;
+  private handlers: ConnectionHandlers | undefined;
   private entity: Component | undefined;
   private state: ConnectionState = 'offline';
   private stopping = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private delay: number;
+  /** Failed attempts since the component was last online. */
+  private failures = 0;
   private readonly initialDelay: number;
   private readonly maxDelay: number;
   private firstOnline: Promise<void>;
   private resolveFirstOnline!: () => void;
 
   constructor(private readonly options: ConnectionOptions) {
-    this.outbox = new Outbox({ log: options.log, ...options.outbox, ...(options.outboxLimit ? { limit: options.outboxLimit } : {}) });
+    this.outbox = options.outbox;
     this.initialDelay = options.backoff?.initialMs ?? 250;
     this.maxDelay = options.backoff?.maxMs ?? 30_000;
     this.delay = this.initialDelay;
@@ -51,8 +62,13 @@ export class ComponentConnection {
     return this.state;
   }
 
-  /** Starts connecting; resolves once the component is online for the first time. */
-  start(): Promise<void> {
+  /**
+   * Starts connecting (and reconnecting with backoff until `stop`); stanzas and state changes go
+   * to `handlers`. Resolves once the component is online for the first time. Call once.
+   */
+  start(handlers: ConnectionHandlers): Promise<void> {
+    if (this.handlers) throw new Error('ComponentConnection.start: already started');
+    this.handlers = handlers;
     void this.attempt();
     return this.firstOnline;
   }
@@ -70,7 +86,7 @@ export class ComponentConnection {
     this.state = state;
     const level = state === 'offline' ? 'warn' : 'info';
     this.options.log[level](`component ${state}`, { jid: this.options.jid, server: this.options.server, ...fields });
-    this.options.onStateChange?.(state);
+    this.handlers?.onStateChange?.(state);
   }
 
   private async attempt(): Promise<void> {
@@ -91,7 +107,9 @@ export class ComponentConnection {
     });
     entity.on('stanza', (stanza: Element) => {
       if (this.outbox.acknowledge(stanza)) return; // our own barrier, back from the server
-      this.options
+      const handlers = this.handlers;
+      if (!handlers) return;
+      handlers
         .onStanza(stanza)
         .then((reply) => {
           if (reply && !this.send(reply)) log.warn('reply lost: component offline', { to: reply.attrs.to });
@@ -104,6 +122,7 @@ export class ComponentConnection {
       await startWithin(entity, this.options.attemptTimeoutMs ?? 10_000);
       if (this.stopping || this.entity !== entity) return;
       this.delay = this.initialDelay;
+      this.failures = 0;
       this.setState('online');
       // Stanzas are written whole (the outbox batches fan-out itself): no Nagle delay on replies.
       entity.socket?.setNoDelay(true);
@@ -111,8 +130,10 @@ export class ComponentConnection {
       this.resolveFirstOnline();
     } catch (err) {
       if (this.entity !== entity) return;
-      const reason = handshakeError ?? (err instanceof Error ? err.message : String(err));
-      (handshakeError ? log.error : log.warn)('component connection failed', { server, reason, retryInMs: this.delay });
+      const reason = handshakeError ?? describeConnectFailure(err, server);
+      this.failures += 1;
+      const fields = { key: handshakeError ? 'component.secret' : 'component.server', server, reason, failures: this.failures, retryInMs: this.delay };
+      (handshakeError || this.failures === 1 ? log.error : log.warn)('component connection failed', fields);
       this.discard(entity);
       this.scheduleRetry();
     }
@@ -181,13 +202,37 @@ export async function checkHandshake(options: { jid: string; secret: string; ser
   try {
     await startWithin(entity, options.timeoutMs ?? 10_000);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(handshakeError ?? (e.code ? `cannot connect: ${e.code}` : e.message));
+    throw new Error(handshakeError ?? describeConnectFailure(err, options.server));
   } finally {
     entity.removeAllListeners();
     entity.on('error', () => {});
     await entity.stop().catch(() => {});
     entity.socket?.destroy();
+  }
+}
+
+/**
+ * Why a connection attempt to `server` (xmpp://host:port) failed, in words an operator can act
+ * on: the socket error code (ECONNREFUSED …) turned into what it means and what to check.
+ */
+export function describeConnectFailure(err: unknown, server: string): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const address = server.replace(/^xmpp:\/\//, '');
+  switch (code) {
+    case 'ECONNREFUSED':
+      return `nothing is listening at ${address} (ECONNREFUSED, connection refused): is the XMPP server running, with its component listener on that address and port?`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `cannot resolve the host of ${address} (${code})`;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `${address} is unreachable (${code})`;
+    case 'ETIMEDOUT':
+      return `connecting to ${address} timed out (${code}): a firewall, or the wrong address?`;
+    case undefined:
+      return err instanceof Error ? err.message : String(err);
+    default:
+      return `cannot connect to ${address}: ${code}`;
   }
 }
 
@@ -199,6 +244,7 @@ async function startWithin(entity: Component, timeoutMs: number): Promise<void> 
       entity.start(),
       new Promise((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no handshake within ${timeoutMs} ms`)), timeoutMs);
+        timer.unref(); // an attempt abandoned by stop() must not hold the process open until it times out
       }),
     ]);
   } finally {

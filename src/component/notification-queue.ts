@@ -10,11 +10,8 @@ import type { Outbox } from './outbox.ts';
 export type Render = (event: ServiceEvent, recipients: Recipient[]) => string[];
 
 export class NotificationQueue {
-  /** Events recorded before the outbox existed (item expiry at start), queued by restore(). */
-  private early: Array<{ seq: number; stanzas: string[] }> = [];
-
   constructor(
-    private readonly outbox: () => Outbox | undefined,
+    private readonly outbox: Outbox,
     private readonly journal: NotificationJournal,
     private readonly render: Render,
   ) {}
@@ -23,9 +20,7 @@ export class NotificationQueue {
   notify(event: ServiceEvent, recipients: Recipient[]): number {
     const stanzas = this.render(event, recipients);
     const seq = this.journal.append(event, recipients);
-    const outbox = this.outbox();
-    if (outbox) outbox.push(stanzas, { seq, firstIndex: 0 });
-    else this.early.push({ seq, stanzas });
+    this.outbox.push(stanzas, { seq, firstIndex: 0 });
     return stanzas.length;
   }
 
@@ -39,16 +34,11 @@ export class NotificationQueue {
         while (j < pending.length && pending[j] === (pending[i] as number) + (j - i)) j++;
         const first = pending[i] as number;
         const stanzas = this.render(event, recipients.slice(first, first + (j - i)));
-        this.outbox()?.push(stanzas, { seq, firstIndex: first });
+        this.outbox.push(stanzas, { seq, firstIndex: first });
         count += stanzas.length;
         i = j;
       }
     }
-    for (const { seq, stanzas } of this.early) {
-      this.outbox()?.push(stanzas, { seq, firstIndex: 0 });
-      count += stanzas.length;
-    }
-    this.early = [];
     return count;
   }
 }

@@ -1,52 +1,12 @@
-// The `midgard` section of the config file (Midgard replication), validated like the rest of the
-// file: every problem is one message naming the key, e.g. `midgard.nodes.paths[0].regexp: …`.
+// The `midgard` section of the config file (Midgard replication): its part of the one config
+// schema. Every problem is one message naming the key, e.g. `midgard.nodes.paths[0].regexp: …`.
 // Relative paths are resolved against the config file's folder. Access settings per node are the
 // Midgard adapter of the same per-node access mechanism Ajatus reads from ajatus_db.
 
-import path from 'node:path';
+import { z } from 'zod';
 import { normalizeJid } from '../xmpp/jid.ts';
-import { parseTransform, type TransformSpec } from './transform-spec.ts';
-
-export interface MidgardAccessConfig {
-  accessModel: 'whitelist' | 'open';
-  whitelist: string[];
-  title?: string;
-}
-
-export interface MidgardConfig {
-  /** `system`, `session`, a D-Bus address, or `none` (no D-Bus). */
-  bus: string;
-  /** Spool directory of serialized objects to publish (the D-Bus alternative); absent: off. */
-  spool: string | undefined;
-  /** Inbound spool: partners' objects for Midgard's importer. */
-  inbound: string;
-  /** Optional export file with the topic tree (midgard_topic objects). */
-  topicsExport: string | undefined;
-  nodes: {
-    all: string | false;
-    approved: string | false;
-    sitegroup: string | false;
-    paths: Array<{ node: string; regexp: string }>;
-  };
-  /** Node id (or "*" for every other node) -> access settings. */
-  access: Record<string, MidgardAccessConfig>;
-  partners: string[];
-  /** Per-partner settings from object entries of `partners`: nodes to follow (instead of `follow`), stylesheets. */
-  partnerSettings: Record<string, { follow?: string[]; transform?: Record<string, TransformSpec> }>;
-  /** Partner nodes to follow: regular expressions on node ids. */
-  follow: string[];
-  partnerJid: { property: string | undefined; parameter: { domain: string; name: string } | undefined };
-  discoveryIntervalSeconds: number;
-  /** Blob bytes carried inline per document (smallest first); larger ones go through XEP-0363 upload. */
-  inlineBlobMax: number;
-}
-
-type Json = unknown;
-const isObject = (v: Json): v is Record<string, Json> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const show = (v: Json): string => (typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v));
-const P = 'midgard.';
-
-const KEYS = ['bus', 'spool', 'inbound', 'topicsExport', 'nodes', 'access', 'partners', 'follow', 'partnerJid', 'discoveryIntervalSeconds', 'inlineBlobMax'];
+import { bareJid, check, filePath, must, nodeMap, parsed, positive, text } from './schema-kit.ts';
+import { transformSchema, type TransformSpec } from './transform-spec.ts';
 
 function regexpError(source: string): string | undefined {
   try {
@@ -57,149 +17,110 @@ function regexpError(source: string): string | undefined {
   }
 }
 
+/** A regular expression's source text. */
+const regexp = () =>
+  text('must be a non-empty regular expression').superRefine((re, ctx) => {
+    const error = regexpError(re);
+    if (error) ctx.addIssue({ code: 'custom', input: re, message: `not a valid regular expression: ${error}` });
+  });
+
+const template = z.custom<string | false>((v) => v === false || (typeof v === 'string' && v.startsWith('/') && v.includes('{class}')), must('must be false or a node template starting with "/" and containing {class}'));
+
+const isBus = (bus: string): boolean => ['system', 'session', 'none'].includes(bus) || /^[a-z]+:[^\s]*=/.test(bus);
+
+const accessSettings = z
+  .strictObject(
+    {
+      access_model: z.enum(['whitelist', 'open'], must('must be "whitelist" or "open"')).default('whitelist'),
+      whitelist: z.array(bareJid('must be a bare JID'), must('must be an array of bare JIDs')).default([]),
+      title: z.string(must('must be a string')).optional(),
+    },
+    must('must be an object {"access_model", "whitelist", "title"}'),
+  )
+  .transform(({ access_model, whitelist, title }) => ({ accessModel: access_model, whitelist, ...(title === undefined ? {} : { title }) }));
+
+export type MidgardAccessConfig = z.output<typeof accessSettings>;
+
+const jid = parsed('must be a JID', normalizeJid);
+
+/** A partner: its JID, or {"jid", "follow": nodes to follow instead of midgard.follow, "transform": stylesheets}. */
+const partner = z.union(
+  [jid, z.strictObject({ jid, follow: z.array(text('must be a node id'), must('must be an array of node ids')).optional(), transform: transformSchema.optional() })],
+  must('must be a JID or {"jid", "follow", "transform"}'),
+);
+
+type PartnerSettings = { follow?: string[]; transform?: Record<string, TransformSpec> };
+
+const partnerJid = z
+  .strictObject(
+    {
+      property: text().optional(),
+      parameter: text()
+        .regex(/^[^/]+\/[^/]+$/, must('must be "domain/name" such as "org.openpsa.contacts/jid"'))
+        .transform((p) => {
+          const [domain, name] = p.split('/') as [string, string];
+          return { domain, name };
+        })
+        .optional(),
+    },
+    must('must be an object {"property", "parameter"}'),
+  )
+  .refine((pj) => pj.property !== undefined || pj.parameter !== undefined, { error: 'give "property", "parameter" or both' })
+  .prefault({ property: 'jid' })
+  .transform(({ property, parameter }) => ({ property, parameter }));
+
+/** The `midgard` section, paths resolved against `baseDir`. One line per key: schema, default, meaning (README "Midgard replication"). */
+export function midgardSchema(baseDir: string) {
+  return z
+    .strictObject({
+      bus: text().refine(isBus, must('must be "system", "session", "none" or a D-Bus address such as "unix:path=/run/dbus/system_bus_socket"')).default('system').describe('D-Bus to listen on: `system`, `session`, an address (`unix:path=…`), or `none`'),
+      spool: filePath(baseDir).optional().meta({ description: 'a directory of serialized objects to publish (the D-Bus alternative)', default: 'off' }),
+      inbound: filePath(baseDir).prefault('./midgard-inbound').describe("where partners' objects are written for the importer"),
+      topicsExport: filePath(baseDir).optional().describe('an export file with `midgard_topic` objects: the topic tree for paths at start'),
+      nodes: z
+        .strictObject({
+          all: template.default('/{class}/all').describe('node template every object goes to (`{class}`: its class), or `false`'),
+          approved: template.default('/{class}/approved').describe('node template approved objects go to, or `false`'),
+          sitegroup: template.default('/sitegroup/{sitegroup}/{class}/all').describe('node template objects of a Midgard 1.x sitegroup go to (`{sitegroup}`), or `false`'),
+          paths: z
+            .array(z.strictObject({ node: text('must be a node id starting with "/"').startsWith('/', must('must be a node id starting with "/"')), regexp: regexp() }, must('must be an object {"node", "regexp"}')), must('must be an array of {"node", "regexp"}'))
+            .default([])
+            .describe('`[{"node": "/x", "regexp": "…"}]`: objects whose path matches go to that node too'),
+        })
+        .prefault({}),
+      access: nodeMap(
+        z.string().refine((node) => node === '*' || node.startsWith('/'), { error: 'keys must be node ids starting with "/" or "*"' }),
+        accessSettings,
+        'must be an object mapping node ids (or "*") to access settings',
+      )
+        .default({})
+        .meta({ description: 'node id (or `"*"`) → `{"access_model": "whitelist" | "open", "whitelist": [JIDs], "title"}`', default: 'whitelist, empty' }),
+      partners: z.array(partner, must('must be an array of JIDs or {"jid", "follow", "transform"}')).default([]).describe('partner JIDs known from the start (more come from `midgard_person` objects); `{"jid", "follow", "transform"}` for per-partner nodes and stylesheets'),
+      follow: z
+        .array(regexp(), must('must be an array of regular expressions on node ids'))
+        .default(['^/(?!tags/)[^/]+/all$'])
+        .meta({ description: 'which partner nodes to subscribe to (regular expressions on node ids)', default: '`["^/(?!tags/)[^/]+/all$"]` (every class\'s `/all` node, not Ajatus\'s `/tags/all`)' }),
+      partnerJid: partnerJid.describe('where a `midgard_person` carries a JID: `{"property": "jid", "parameter": "domain/name"}`'),
+      discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered'),
+      inlineBlobMax: positive().default(128 * 1024).describe('blob bytes carried inline per document (smallest first); the rest go through XEP-0363 upload'),
+    })
+    .transform(({ partners, spool, topicsExport, ...section }) => ({
+      ...section,
+      spool,
+      topicsExport,
+      partners: partners.map((p) => (typeof p === 'string' ? p : p.jid)),
+      partnerSettings: Object.fromEntries(
+        partners.flatMap((p): Array<[string, PartnerSettings]> => (typeof p === 'string' ? [] : [[p.jid, { ...(p.follow ? { follow: p.follow } : {}), ...(p.transform ? { transform: p.transform } : {}) }]])),
+      ),
+    }));
+}
+
+export type MidgardConfig = z.output<ReturnType<typeof midgardSchema>>;
+
 /** Validates `raw` (the value of the `midgard` key), pushing one message per problem onto `errors`. */
-export function readMidgardConfig(raw: Json, baseDir: string, errors: string[]): MidgardConfig | undefined {
+export function readMidgardConfig(raw: unknown, baseDir: string, errors: string[]): MidgardConfig | undefined {
   if (raw === undefined) return undefined;
-  if (!isObject(raw)) {
-    errors.push(`midgard: must be an object, got ${show(raw)}`);
-    return undefined;
-  }
-  for (const key of Object.keys(raw)) if (!KEYS.includes(key)) errors.push(`${P}${key}: unknown key (known: ${KEYS.join(', ')})`);
-  const str = (obj: Record<string, Json>, key: string, prefix: string): string | undefined => {
-    const v = obj[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string' || v.length === 0) {
-      errors.push(`${prefix}${key}: must be a non-empty string, got ${show(v)}`);
-      return undefined;
-    }
-    return v;
-  };
-  const dir = (key: string): string | undefined => {
-    const v = str(raw, key, P);
-    return v === undefined ? undefined : path.resolve(baseDir, v);
-  };
-
-  const bus = str(raw, 'bus', P) ?? 'system';
-  if (!['system', 'session', 'none'].includes(bus) && !/^[a-z]+:[^\s]*=/.test(bus)) errors.push(`${P}bus: must be "system", "session", "none" or a D-Bus address such as "unix:path=/run/dbus/system_bus_socket", got ${show(bus)}`);
-
-  const nodesRaw = raw.nodes ?? {};
-  const nodes: MidgardConfig['nodes'] = { all: '/{class}/all', approved: '/{class}/approved', sitegroup: '/sitegroup/{sitegroup}/{class}/all', paths: [] };
-  if (!isObject(nodesRaw)) errors.push(`${P}nodes: must be an object, got ${show(nodesRaw)}`);
-  else {
-    for (const key of Object.keys(nodesRaw)) if (!['all', 'approved', 'sitegroup', 'paths'].includes(key)) errors.push(`${P}nodes.${key}: unknown key (known: all, approved, sitegroup, paths)`);
-    for (const key of ['all', 'approved', 'sitegroup'] as const) {
-      const v = nodesRaw[key];
-      if (v === undefined) continue;
-      if (v === false) nodes[key] = false;
-      else if (typeof v === 'string' && v.startsWith('/') && v.includes('{class}')) nodes[key] = v;
-      else errors.push(`${P}nodes.${key}: must be false or a node template starting with "/" and containing {class}, got ${show(v)}`);
-    }
-    const paths = nodesRaw.paths ?? [];
-    if (!Array.isArray(paths)) errors.push(`${P}nodes.paths: must be an array of {"node", "regexp"}, got ${show(paths)}`);
-    else
-      paths.forEach((p: Json, i) => {
-        const where = `${P}nodes.paths[${i}]`;
-        if (!isObject(p)) return void errors.push(`${where}: must be an object {"node", "regexp"}, got ${show(p)}`);
-        for (const key of Object.keys(p)) if (key !== 'node' && key !== 'regexp') errors.push(`${where}.${key}: unknown key (known: node, regexp)`);
-        const node = p.node;
-        const re = p.regexp;
-        if (typeof node !== 'string' || !node.startsWith('/')) errors.push(`${where}.node: must be a node id starting with "/", got ${show(node)}`);
-        if (typeof re !== 'string' || re.length === 0) errors.push(`${where}.regexp: must be a non-empty regular expression, got ${show(re)}`);
-        else if (regexpError(re)) errors.push(`${where}.regexp: not a valid regular expression: ${regexpError(re)}`);
-        if (typeof node === 'string' && node.startsWith('/') && typeof re === 'string' && !regexpError(re)) nodes.paths.push({ node, regexp: re });
-      });
-  }
-
-  const access: Record<string, MidgardAccessConfig> = {};
-  const accessRaw = raw.access ?? {};
-  if (!isObject(accessRaw)) errors.push(`${P}access: must be an object mapping node ids (or "*") to access settings, got ${show(accessRaw)}`);
-  else
-    for (const [node, v] of Object.entries(accessRaw)) {
-      const where = `${P}access["${node}"]`;
-      if (node !== '*' && !node.startsWith('/')) errors.push(`${where}: keys must be node ids starting with "/" or "*"`);
-      if (!isObject(v)) {
-        errors.push(`${where}: must be an object {"access_model", "whitelist", "title"}, got ${show(v)}`);
-        continue;
-      }
-      for (const key of Object.keys(v)) if (!['access_model', 'whitelist', 'title'].includes(key)) errors.push(`${where}.${key}: unknown key (known: access_model, whitelist, title)`);
-      const model = v.access_model ?? 'whitelist';
-      if (model !== 'whitelist' && model !== 'open') errors.push(`${where}.access_model: must be "whitelist" or "open", got ${show(model)}`);
-      const list = v.whitelist ?? [];
-      const whitelist: string[] = [];
-      if (!Array.isArray(list)) errors.push(`${where}.whitelist: must be an array of bare JIDs, got ${show(list)}`);
-      else
-        list.forEach((j: Json, i) => {
-          const jid = typeof j === 'string' ? normalizeJid(j) : undefined;
-          if (!jid || jid.includes('/')) errors.push(`${where}.whitelist[${i}]: must be a bare JID, got ${show(j)}`);
-          else whitelist.push(jid);
-        });
-      if (v.title !== undefined && typeof v.title !== 'string') errors.push(`${where}.title: must be a string, got ${show(v.title)}`);
-      access[node] = { accessModel: model === 'open' ? 'open' : 'whitelist', whitelist, ...(typeof v.title === 'string' ? { title: v.title } : {}) };
-    }
-
-  const partners: string[] = [];
-  const partnerSettings: MidgardConfig['partnerSettings'] = {};
-  const partnersRaw = raw.partners ?? [];
-  if (!Array.isArray(partnersRaw)) errors.push(`${P}partners: must be an array of JIDs or {"jid", "follow", "transform"}, got ${show(partnersRaw)}`);
-  else
-    partnersRaw.forEach((p: Json, i) => {
-      const where = `${P}partners[${i}]`;
-      const entry = isObject(p) ? p : { jid: p };
-      for (const key of Object.keys(entry)) if (!['jid', 'follow', 'transform'].includes(key)) errors.push(`${where}.${key}: unknown key (known: jid, follow, transform)`);
-      const jid = typeof entry.jid === 'string' ? normalizeJid(entry.jid) : undefined;
-      if (!jid) return void errors.push(`${where}${isObject(p) ? '.jid' : ''}: must be a JID, got ${show(entry.jid)}`);
-      partners.push(jid);
-      if (!isObject(p)) return;
-      const follow = entry.follow;
-      if (follow !== undefined && !(Array.isArray(follow) && follow.every((n) => typeof n === 'string' && n.length > 0))) errors.push(`${where}.follow: must be an array of node ids, got ${show(follow)}`);
-      let transform;
-      try {
-        transform = entry.transform === undefined ? undefined : parseTransform(entry.transform, `${where}.transform`);
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-      partnerSettings[jid] = { ...(Array.isArray(follow) ? { follow: follow as string[] } : {}), ...(transform ? { transform } : {}) };
-    });
-
-  const followRaw = raw.follow ?? ['^/(?!tags/)[^/]+/all$']; // every class's /all node, not Ajatus's /tags/all
-  const follow: string[] = [];
-  if (!Array.isArray(followRaw)) errors.push(`${P}follow: must be an array of regular expressions on node ids, got ${show(followRaw)}`);
-  else
-    followRaw.forEach((re: Json, i) => {
-      if (typeof re !== 'string' || regexpError(re)) errors.push(`${P}follow[${i}]: must be a valid regular expression${typeof re === 'string' ? `: ${regexpError(re)}` : `, got ${show(re)}`}`);
-      else follow.push(re);
-    });
-
-  const pjRaw = raw.partnerJid ?? { property: 'jid' };
-  let partnerJid: MidgardConfig['partnerJid'] = { property: 'jid', parameter: undefined };
-  if (!isObject(pjRaw)) errors.push(`${P}partnerJid: must be an object {"property", "parameter"}, got ${show(pjRaw)}`);
-  else {
-    for (const key of Object.keys(pjRaw)) if (key !== 'property' && key !== 'parameter') errors.push(`${P}partnerJid.${key}: unknown key (known: property, parameter)`);
-    const property = str(pjRaw, 'property', `${P}partnerJid.`);
-    const parameter = str(pjRaw, 'parameter', `${P}partnerJid.`);
-    const m = parameter === undefined ? undefined : /^([^/]+)\/([^/]+)$/.exec(parameter);
-    if (parameter !== undefined && !m) errors.push(`${P}partnerJid.parameter: must be "domain/name" such as "org.openpsa.contacts/jid", got ${show(parameter)}`);
-    if (property === undefined && parameter === undefined) errors.push(`${P}partnerJid: give "property", "parameter" or both`);
-    partnerJid = { property, parameter: m ? { domain: m[1] as string, name: m[2] as string } : undefined };
-  }
-
-  const interval = raw.discoveryIntervalSeconds ?? 300;
-  if (typeof interval !== 'number' || !(interval > 0)) errors.push(`${P}discoveryIntervalSeconds: must be a positive number, got ${show(interval)}`);
-  const inlineBlobMax = raw.inlineBlobMax ?? 128 * 1024; // as ajatus.inlineAttachmentMax
-  if (typeof inlineBlobMax !== 'number' || !(inlineBlobMax > 0)) errors.push(`${P}inlineBlobMax: must be a positive number, got ${show(inlineBlobMax)}`);
-
-  return {
-    bus,
-    spool: dir('spool'),
-    inbound: dir('inbound') ?? path.resolve(baseDir, './midgard-inbound'),
-    topicsExport: dir('topicsExport'),
-    nodes,
-    access,
-    partners,
-    partnerSettings,
-    follow,
-    partnerJid,
-    discoveryIntervalSeconds: typeof interval === 'number' && interval > 0 ? interval : 300,
-    inlineBlobMax: typeof inlineBlobMax === 'number' && inlineBlobMax > 0 ? inlineBlobMax : 128 * 1024,
-  };
+  const r = check(midgardSchema(baseDir), raw, 'midgard');
+  errors.push(...(r.problems ?? []));
+  return r.value;
 }

@@ -1,41 +1,42 @@
 // The `transform` setting of a subscription (Ajatus: hermod:partner:<jid> documents; Midgard:
 // midgard.partners entries in the config file): node id (or "*") -> the XSLT stylesheet its
-// leaves go through, with extra string parameters. One parser, messages naming the field.
+// leaves go through, with extra string parameters. One schema, messages naming the field.
 
-export interface TransformSpec {
-  /** Path of the stylesheet; relative paths resolve against the transforms folder, then the shipped stylesheets. */
-  stylesheet: string;
-  /** Extra string parameters for the stylesheet (by local name). */
-  params: Record<string, string>;
-}
-
-export class TransformSpecError extends Error {}
+import { z } from 'zod';
+import { check, must, nodeMap, text } from './schema-kit.ts';
 
 const PARAM = /^[A-Za-z_][\w.-]*$/;
 
+/** One node's stylesheet: a path, or {"stylesheet": path, "params": {name: string value}}. */
+const specSchema = z.preprocess(
+  (raw) => (typeof raw === 'string' ? { stylesheet: raw } : raw),
+  z.strictObject(
+    {
+      /** Path of the stylesheet; relative paths resolve against the transforms folder, then the shipped stylesheets. */
+      stylesheet: text('must be a non-empty path'),
+      /** Extra string parameters for the stylesheet (by local name). */
+      params: z
+        .record(z.string().regex(PARAM, must('must be a stylesheet parameter name (a letter or _, then letters, digits, _ . -)')), z.string(must('must be a string')), must('must be an object of string values'))
+        .default({}),
+    },
+    must('must be a stylesheet path or {"stylesheet", "params"}'),
+  ),
+);
+
+/** A `transform` setting: node id (or "*") -> stylesheet. */
+export const transformSchema = nodeMap(z.string().min(1, { error: 'the node id is empty' }), specSchema, 'must be an object mapping node ids (or "*") to a stylesheet');
+
+export type TransformSpec = z.output<typeof specSchema>;
+
+export class TransformSpecError extends Error {}
+
 /**
  * A `transform` setting: node id (or "*") -> stylesheet path, or {"stylesheet", "params"}.
- * `where` prefixes every message (e.g. "hermod:partner:x@y: transform").
+ * `where` prefixes every message (e.g. "hermod:partner:x@y: transform"). Throws
+ * TransformSpecError naming every bad field ("; "-separated).
  */
 export function parseTransform(value: unknown, where: string): Record<string, TransformSpec> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TransformSpecError(`${where}: must be an object mapping node ids (or "*") to a stylesheet, got ${JSON.stringify(value)}`);
-  const out: Record<string, TransformSpec> = {};
-  for (const [node, raw] of Object.entries(value as Record<string, unknown>)) {
-    const at = `${where}["${node}"]`;
-    if (node.length === 0) throw new TransformSpecError(`${at}: the node id is empty`);
-    const spec = typeof raw === 'string' ? { stylesheet: raw } : raw;
-    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new TransformSpecError(`${at}: must be a stylesheet path or {"stylesheet", "params"}, got ${JSON.stringify(raw)}`);
-    const { stylesheet, params = {}, ...rest } = spec as Record<string, unknown>;
-    const unknown = Object.keys(rest)[0];
-    if (unknown !== undefined) throw new TransformSpecError(`${at}.${unknown}: unknown key (known: stylesheet, params)`);
-    if (typeof stylesheet !== 'string' || stylesheet.length === 0) throw new TransformSpecError(`${at}.stylesheet: must be a non-empty path, got ${JSON.stringify(stylesheet)}`);
-    if (typeof params !== 'object' || params === null || Array.isArray(params)) throw new TransformSpecError(`${at}.params: must be an object of string values, got ${JSON.stringify(params)}`);
-    for (const [name, v] of Object.entries(params as Record<string, unknown>)) {
-      if (!PARAM.test(name)) throw new TransformSpecError(`${at}.params: "${name}" is not a stylesheet parameter name`);
-      if (typeof v !== 'string') throw new TransformSpecError(`${at}.params.${name}: must be a string, got ${JSON.stringify(v)}`);
-    }
-    out[node] = { stylesheet, params: params as Record<string, string> };
-  }
-  return out;
+  const r = check(transformSchema, value, where);
+  if (r.problems) throw new TransformSpecError(r.problems.join('; '));
+  return r.value;
 }
-

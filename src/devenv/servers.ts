@@ -24,6 +24,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { describeBusyPorts } from './ports.ts';
+import { ROOT_REASON } from './preflight.js';
 
 export interface ServerInfo {
   kind: 'prosody' | 'ejabberd';
@@ -88,7 +90,7 @@ const READY_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 10_000;
 const KILL_TIMEOUT_MS = 3_000;
 const CMD_TIMEOUT_MS = 30_000;
-const LOG_TAIL_LINES = 40;
+const LOG_TAIL_LINES = 20;
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PROSODY_SNIPPET = path.join(REPO_ROOT, 'prosody', 'hermod.cfg.lua');
@@ -194,7 +196,7 @@ function run(cmd: string, args: string[], opts: { timeoutMs?: number; cwd?: stri
     }, timeoutMs);
     child.once('error', (err) => {
       clearTimeout(timer);
-      reject(err);
+      reject(new Error(spawnFailure(cmd, err)));
     });
     child.once('close', (code, sig) => {
       clearTimeout(timer);
@@ -318,13 +320,27 @@ async function waitReady(s: ServerState, isDead: () => string | undefined): Prom
   );
 }
 
-async function assertPortsFree(ip: string): Promise<void> {
-  const ports = [PORTS.c2s, PORTS.s2s, PORTS.component];
+/**
+ * The servers cannot listen on their address: something else already accepts connections on
+ * their ports there (its message names the process and what to do). Not a fault of the servers.
+ */
+export class PortsBusyError extends Error {
+  override name = 'PortsBusyError';
+}
+
+/** Throws PortsBusyError unless every port `server` will listen on at `ip` is free. */
+async function assertPortsFree(ip: string, server: string): Promise<void> {
+  const ports = [PORTS.c2s, PORTS.s2s, PORTS.component, PORTS.http];
   const busy = await Promise.all(ports.map((p) => tryConnect(ip, p, 300)));
   const used = ports.filter((_, i) => busy[i]);
-  if (used.length) {
-    throw new Error(`${ip} ports ${used.join(',')} already accept connections (another environment? pass a different ipBase)`);
-  }
+  if (used.length) throw new PortsBusyError(describeBusyPorts(server, ip, used));
+}
+
+/** The message for a command that could not be spawned (ENOENT: not installed). */
+function spawnFailure(cmd: string, err: Error): string {
+  return (err as NodeJS.ErrnoException).code === 'ENOENT'
+    ? `${cmd}: command not found: install the system packages of deploy/system-packages.txt (node src/devenv/preflight.js does it as root)`
+    : `${cmd}: cannot run: ${err.message}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +405,13 @@ function prosodyConfig(ctx: Ctx, info: ServerInfo, dir: string, includes: string
 
 /** Prosody resolves s2s names (our private hosts file) only through libunbound: say so if it is missing. */
 function assertLuaUnbound(): void {
-  const interpreter = /^#!.*\b(lua[0-9.]*)\s*$/m.exec(fs.readFileSync('/usr/bin/prosody', 'utf8').split('\n')[0] ?? '')?.[1] ?? 'lua5.4';
+  let script: string;
+  try {
+    script = fs.readFileSync('/usr/bin/prosody', 'utf8');
+  } catch {
+    throw new Error('Prosody is not installed (no /usr/bin/prosody): install the Debian package prosody (deploy/system-packages.txt lists all that is needed)');
+  }
+  const interpreter = /^#!.*\b(lua[0-9.]*)\s*$/m.exec(script.split('\n')[0] ?? '')?.[1] ?? 'lua5.4';
   const probe = spawnSync(interpreter, ['-e', 'require "lunbound"'], { stdio: 'ignore', timeout: 10_000 });
   if (probe.status !== 0) throw new Error(`Prosody's ${interpreter} has no lunbound module: install the Debian package lua-unbound (s2s name resolution needs it)`);
 }
@@ -424,7 +446,7 @@ async function createProsody(ctx: Ctx, ip: string): Promise<ServerState> {
       );
       fs.closeSync(out);
       let exit: string | undefined;
-      child.once('error', (err) => (exit = `failed to spawn: ${err.message}`));
+      child.once('error', (err) => (exit = spawnFailure('unshare', err)));
       child.once('exit', (code, sig) => {
         exit = `exited (code ${code}, signal ${sig})`;
         if (s.child === child) s.pid = undefined;
@@ -765,6 +787,7 @@ function resolveIpBase(opt: string | undefined, n: number): string {
 }
 
 export async function startXmppEnv(opts: EnvOptions = {}): Promise<XmppEnv> {
+  if (process.getuid?.() !== 0) throw new Error(`the XMPP test servers need root: ${ROOT_REASON}`);
   const t0 = Date.now();
   const log = opts.log ?? (() => {});
   const envNo = envCounter++;
@@ -837,16 +860,17 @@ export async function startXmppEnv(opts: EnvOptions = {}): Promise<XmppEnv> {
     await fsp.writeFile(hostsFile, `${systemHosts.trimEnd()}\n# hermod devenv\n${names.join('\n')}\n`, { mode: 0o644 });
 
     if (wantProsody) {
-      await assertPortsFree(alphaIp);
+      await assertPortsFree(alphaIp, `Prosody (${ALPHA_DOMAIN})`);
       servers.push(await createProsody(ctx, alphaIp));
     }
     if (wantEjabberd) {
-      await assertPortsFree(betaIp);
+      await assertPortsFree(betaIp, `ejabberd (${BETA_DOMAIN})`);
       servers.push(await createEjabberd(ctx, betaIp, envNo));
     }
     const results = await Promise.allSettled(servers.map((s) => s.start()));
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length) throw failed.length === 1 ? failed[0]!.reason : new AggregateError(failed.map((f) => f.reason), 'servers failed to start');
+    if (failed.length === 1) throw failed[0]!.reason;
+    if (failed.length) throw new AggregateError(failed.map((f) => f.reason), `servers failed to start:\n${failed.map((f) => (f.reason instanceof Error ? f.reason.message : String(f.reason))).join('\n')}`);
   } catch (err) {
     if (keep) log(`start failed; files kept in ${dir}`);
     await stop();

@@ -24,6 +24,8 @@ export const PUBSUB_ERROR_NAMES = [
   'not-acceptable', // invalid configuration or value; `text` says which
   'persistent-items-unsupported',
   'payload-too-big',
+  'node-full', // publish_node_full=reject and the node holds max_items (§7.1.3.4)
+  'subscriptions-unsupported', // pubsub#subscribe=0: the node takes no subscription requests (§6.1.3.11)
   'precondition-not-met', // publish-options: the node is not configured as required
   'bad-request',
   'internal-server-error',

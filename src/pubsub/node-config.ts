@@ -2,7 +2,7 @@
 // src/xmpp/node-config-form.ts; this module only knows the typed NodeConfig.
 
 import { fail } from './errors.ts';
-import { ACCESS_MODELS, NOTIFICATION_TYPES, PUBLISH_MODELS, SEND_LAST_PUBLISHED_ITEM, type NodeConfig } from './types.ts';
+import { ACCESS_MODELS, NOTIFICATION_TYPES, PUBLISH_MODELS, PUBLISH_NODE_FULL, SEND_LAST_PUBLISHED_ITEM, type NodeConfig } from './types.ts';
 
 /** Upper bound for `max_items` = 'max' and for any numeric value. */
 export const MAX_ITEMS_LIMIT = 1_000_000;
@@ -31,9 +31,63 @@ export const DEFAULT_NODE_CONFIG: Readonly<NodeConfig> = Object.freeze({
   title: '',
   description: '',
   type: '',
+  contact: [],
+  language: '',
+  bodyXslt: '',
+  dataformXslt: '',
+  itemReply: 'publisher',
+  nodeType: 'leaf',
+  collection: [],
+  children: [],
+  childrenAssociationPolicy: 'owners',
+  childrenAssociationWhitelist: [],
+  childrenMax: 0,
+  subscribe: true,
+  tempsub: false,
+  purgeOffline: false,
+  publishNodeFull: 'retract-oldest',
 });
 
-/** Merge a partial change into a config, validating every value. Throws not-acceptable. */
+/**
+ * Registered fields with values this service does not implement: for each, which values it
+ * honours and why the others are refused. One table, so that create, configure and the
+ * defaults all refuse the same things with the same words.
+ */
+type Honoured<K extends keyof NodeConfig> = { field: string; honours(value: NodeConfig[K]): boolean; why: string };
+const HONOURED: { [K in keyof NodeConfig]?: Honoured<K> } = {
+  nodeType: { field: 'pubsub#node_type', honours: (v) => v === 'leaf', why: 'this service has leaf nodes only (XEP-0248 collections are not implemented)' },
+  collection: { field: 'pubsub#collection', honours: (v) => v.length === 0, why: 'there are no collection nodes to put a node in (XEP-0248 is not implemented)' },
+  children: { field: 'pubsub#children', honours: (v) => v.length === 0, why: 'a leaf node has no children (XEP-0248 collections are not implemented)' },
+  childrenAssociationPolicy: {
+    field: 'pubsub#children_association_policy',
+    honours: (v) => v === 'owners',
+    why: "nodes cannot be associated with a leaf node: only 'owners' (who cannot either) describes it",
+  },
+  childrenAssociationWhitelist: { field: 'pubsub#children_association_whitelist', honours: (v) => v.length === 0, why: 'nodes cannot be associated with a leaf node' },
+  childrenMax: { field: 'pubsub#children_max', honours: (v) => v === 0, why: 'a leaf node has no children' },
+  itemReply: { field: 'pubsub#itemreply', honours: (v) => v === 'publisher', why: "items and notifications always carry the 'publisher' attribute" },
+  tempsub: { field: 'pubsub#tempsub', honours: (v) => !v, why: 'presence-bound temporary subscriptions are not implemented' },
+  purgeOffline: { field: 'pubsub#purge_offline', honours: (v) => !v, why: 'purging items when the publisher goes offline is not implemented' },
+};
+
+/** A value as the data form shows it (booleans 1/0, lists joined). */
+const shown = (value: unknown): string => (Array.isArray(value) ? value.join(', ') : typeof value === 'boolean' ? (value ? '1' : '0') : String(value));
+
+/** Refuses (not-acceptable, naming field and value) a registered value the service cannot honour. */
+function checkHonoured(config: NodeConfig): void {
+  for (const [key, rule] of Object.entries(HONOURED) as Array<[keyof NodeConfig, Honoured<keyof NodeConfig>]>) {
+    const value = config[key];
+    if (!rule.honours(value)) fail('not-acceptable', `${rule.field} '${shown(value)}' is not supported: ${rule.why}`);
+  }
+}
+
+/** BCP 47 language tag (RFC 5646 §2.1, syntax only). */
+const LANGUAGE_TAG = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
+
+/**
+ * Merges a partial change into a config, validating every value: not-acceptable with a text
+ * naming the field and the value for anything out of range or not honoured by this service.
+ */
 export function applyConfig(base: NodeConfig, change: Partial<NodeConfig>): NodeConfig {
   const next: NodeConfig = { ...base, ...change };
   if (!(ACCESS_MODELS as readonly string[]).includes(next.accessModel)) {
@@ -57,6 +111,11 @@ export function applyConfig(base: NodeConfig, change: Partial<NodeConfig>): Node
   if (!(SEND_LAST_PUBLISHED_ITEM as readonly string[]).includes(next.sendLastPublishedItem)) {
     fail('not-acceptable', `pubsub#send_last_published_item must be one of ${SEND_LAST_PUBLISHED_ITEM.join(', ')}`);
   }
+  if (!(PUBLISH_NODE_FULL as readonly string[]).includes(next.publishNodeFull)) {
+    fail('not-acceptable', `pubsub#publish_node_full must be one of ${PUBLISH_NODE_FULL.join(', ')}`);
+  }
+  if (next.language !== '' && !LANGUAGE_TAG.test(next.language)) fail('not-acceptable', `pubsub#language '${next.language}' is not a language tag (e.g. en, de-CH)`);
+  checkHonoured(next);
   return next;
 }
 

@@ -20,6 +20,7 @@ import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail } from './errors.ts';
 import { checkMaxItems, checkNodeQuota, checkPublishRate, NO_LIMITS, nodeItemLimit, RateLimiter, type Limits } from './limits.ts';
 import { applyConfig, DEFAULT_NODE_CONFIG } from './node-config.ts';
+import { checkNodeFull, checkPublishShape, isNotificationOnlyTransient } from './publish-rules.ts';
 import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf, sameOptions } from './subscription-options.ts';
 import {
   ACCESS_MODELS,
@@ -377,12 +378,14 @@ export class PubsubService {
       if (keep === 0) await this.store.purgeItems(id);
       else await this.store.trimItems(id, keep);
       await this.dropUnauthorisedSubscriptions(state);
-      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id }, await this.audience(state));
+      // §8.2.5.3: with payloads the notification carries the new configuration.
+      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id, ...(config.deliverPayloads ? { config: { ...config } } : {}) }, await this.audience(state));
       this.expiry.set(id, config.itemExpire === 'max' ? undefined : await this.oldestExpiry(id, config.itemExpire));
     });
   }
 
-  async delete(actor: string, nodeId: string | undefined): Promise<void> {
+  /** Deletes a node (§8.4); `redirect`: the URI of a replacement node, passed on to subscribers (§8.4.1). */
+  async delete(actor: string, nodeId: string | undefined, redirect?: string): Promise<void> {
     const checked = await this.node(nodeId);
     this.require(checked, actor, 'delete');
     const id = checked.record.id;
@@ -393,7 +396,7 @@ export class PubsubService {
       this.cache.delete(id);
       this.expiry.set(id, undefined);
       this.leases.set(id, undefined);
-      this.emit(state, { kind: 'delete', node: id }, recipients);
+      this.emit(state, { kind: 'delete', node: id, ...(redirect ? { redirect } : {}) }, recipients);
     });
   }
 
@@ -517,6 +520,7 @@ export class PubsubService {
     return this.mutate(id, async () => {
       const state = await this.node(id);
       this.require(state, jid, 'subscribe', await this.rostersFor(state));
+      if (!state.record.config.subscribe) fail('subscriptions-unsupported', 'the node does not take subscriptions (pubsub#subscribe is 0)');
       const existing = state.subscriptions.filter((s) => s.jid === jid);
       if (existing.some((s) => s.state === 'pending')) fail('pending-subscription', 'the subscription waits for approval by an owner');
       const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted)) : existing[0];
@@ -747,26 +751,35 @@ export class PubsubService {
     return found;
   }
 
-  async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string> {
+  /**
+   * Publishes an item (§7.1); resolves to its id, or undefined on a transient notification-only
+   * node, where a publish carries no item and only triggers a notification (§4.3). Errors:
+   * forbidden, item-not-found, item-required / payload-required / item-forbidden (publish-rules.ts),
+   * precondition-not-met, payload-too-big, node-full, rate-limited.
+   */
+  async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string | undefined> {
     const checked = await this.node(nodeId);
     this.requirePublish(checked, actor);
     if (this.publishRate && !this.admins.has(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
-    const { config } = checked.record;
     const { item } = request;
-    const needsPayload = config.persistItems || config.deliverPayloads;
-    if (!item && needsPayload) fail('item-required');
-    if (item && !item.payload && needsPayload) fail('payload-required');
-    if (item?.payload && !needsPayload) fail('item-forbidden');
+    checkPublishShape(checked.record.config, item);
     const id = checked.record.id;
     return this.mutate(id, async () => {
       const state = await this.node(id);
       this.requirePublish(state, actor);
       const nodeConfig = state.record.config;
+      checkPublishShape(nodeConfig, item); // the configuration may have changed meanwhile
       this.checkPreconditions(nodeConfig, request.preconditions ?? {});
+      if (isNotificationOnlyTransient(nodeConfig)) {
+        // §4.3: no item, no item id; subscribers get an empty <items/>.
+        if (nodeConfig.deliverNotifications) this.emit(state, { kind: 'items', node: id, withPayload: false }, await this.audience(state));
+        return undefined;
+      }
       const payload = item?.payload ?? '';
       if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
-      const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
       const keep = nodeItemLimit(nodeConfig, this.limits);
+      await checkNodeFull(this.store, id, nodeConfig, item?.id, keep);
+      const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
       let archiveId: string | undefined;
       if (keep > 0) {
         await this.store.putItem(id, published, keep);

@@ -20,6 +20,23 @@ export type SendLastPublishedItem = (typeof SEND_LAST_PUBLISHED_ITEM)[number];
 export const NOTIFICATION_TYPES = ['headline', 'normal'] as const;
 export type NotificationType = (typeof NOTIFICATION_TYPES)[number];
 
+/*
+ * Registered values (XEP-0060 §16.4.3, XEP-0248) of fields whose every value this service does
+ * not implement: the types hold what a client may send, node-config.ts refuses what Hermod
+ * cannot honour.
+ */
+export const NODE_TYPES = ['leaf', 'collection'] as const;
+export type NodeType = (typeof NODE_TYPES)[number];
+
+export const ITEM_REPLY = ['owner', 'publisher', 'none'] as const;
+export type ItemReply = (typeof ITEM_REPLY)[number];
+
+export const PUBLISH_NODE_FULL = ['retract-oldest', 'discard-oldest', 'reject'] as const;
+export type PublishNodeFull = (typeof PUBLISH_NODE_FULL)[number];
+
+export const CHILDREN_ASSOCIATION_POLICIES = ['all', 'owners', 'whitelist'] as const;
+export type ChildrenAssociationPolicy = (typeof CHILDREN_ASSOCIATION_POLICIES)[number];
+
 /** Node configuration (pubsub#node_config). `maxItems` of 'max' means as many as the service allows. */
 export interface NodeConfig {
   accessModel: AccessModel;
@@ -48,6 +65,39 @@ export interface NodeConfig {
   title: string;
   description: string;
   type: string;
+  /** pubsub#contact: bare or full JIDs to ask about the node (metadata only). */
+  contact: string[];
+  /** pubsub#language: the node's default language, a BCP 47 tag or '' (metadata only). */
+  language: string;
+  /** pubsub#body_xslt: URL of an XSLT making a message body from a payload (stored, not applied). */
+  bodyXslt: string;
+  /** pubsub#dataform_xslt: URL of an XSLT making a data form from a payload (stored, not applied). */
+  dataformXslt: string;
+  /** pubsub#itemreply: who replies go to; Hermod always stamps the publisher (only 'publisher'). */
+  itemReply: ItemReply;
+  /** pubsub#node_type: only 'leaf' (no XEP-0248 collections). */
+  nodeType: NodeType;
+  /** pubsub#collection: the collections the node is in; always empty here. */
+  collection: string[];
+  /** pubsub#children: child nodes; always empty (leaf). */
+  children: string[];
+  /** pubsub#children_association_policy: only 'owners' (nobody can associate children with a leaf). */
+  childrenAssociationPolicy: ChildrenAssociationPolicy;
+  /** pubsub#children_association_whitelist: always empty. */
+  childrenAssociationWhitelist: string[];
+  /** pubsub#children_max: always 0 (a leaf has no children). */
+  childrenMax: number | 'max';
+  /**
+   * pubsub#subscribe: whether entities may subscribe (false: requests are refused, §6.1.3.11;
+   * existing subscriptions and those an owner sets stay).
+   */
+  subscribe: boolean;
+  /** pubsub#tempsub: presence-bound temporary subscriptions; only false. */
+  tempsub: boolean;
+  /** pubsub#purge_offline: purge when the publisher goes offline; only false. */
+  purgeOffline: boolean;
+  /** pubsub#publish_node_full (§7.1.2.5): what a publish to a full node does. */
+  publishNodeFull: PublishNodeFull;
 }
 
 export interface NodeRecord {
@@ -104,11 +154,14 @@ export interface ArchiveEntry {
 
 /** Something the service tells subscribers about; the notifier turns it into stanzas. */
 export type ServiceEvent = (
-  | { kind: 'items'; node: string; item: Item; withPayload: boolean; /** Sent late (last published item): stamp it. */ delayed?: boolean }
+  /** `item` absent: a publish to a transient notification-only node (§4.3: an empty <items/>). */
+  | { kind: 'items'; node: string; item?: Item; withPayload: boolean; /** Sent late (last published item): stamp it. */ delayed?: boolean }
   | { kind: 'retract'; node: string; itemIds: string[] }
   | { kind: 'purge'; node: string }
-  | { kind: 'delete'; node: string }
-  | { kind: 'config'; node: string }
+  /** `redirect`: the URI of a replacement node given by the owner (§8.4.1). */
+  | { kind: 'delete'; node: string; redirect?: string }
+  /** `config`: the new configuration, sent when the node delivers payloads (§8.2.5.3). */
+  | { kind: 'config'; node: string; config?: NodeConfig }
   | { kind: 'subscription'; node: string; subscription: Subscription }
   /** §8.9.4: an owner changed the affiliation of `jid` (the recipient) with the node. */
   | { kind: 'affiliation'; node: string; jid: string; affiliation: Affiliation }

@@ -1,8 +1,10 @@
 // Publishing side of Ajatus/CouchDB replication: each changed document goes to one node per tag
 // (`/tags/<tag>`, created on first use with the tag's settings), as an Atom entry whose item id
 // is the document id. A tag removed from a document retracts the item from that node; a deleted
-// document is retracted everywhere. Revisions imported from partners, and revisions already
-// published, are not published again (no echoes, no duplicates after a restart).
+// document (tombstone or the profile's deleted flag) is published as that revision, then
+// retracted everywhere it was; a later revision that leaves it deleted goes the same way.
+// Revisions imported from partners, and revisions already published, are not published again
+// (no echoes, no duplicates after a restart).
 // Tag settings (access model, whitelist) are applied to the nodes as they change.
 
 import type { DocumentScope } from 'nano';
@@ -114,6 +116,9 @@ export class AjatusPublisher {
     if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
     const unknown = await state.unknownRevs(change.id, leaves.map((l) => l._rev));
     const nodes = deleted ? [] : tagsOf(winner, profile).map(tagNode);
+    // A new revision of a document that stays deleted (a conflict resolved after the deletion, an
+    // Ajatus-deleted note edited) goes where the deletion went, so partners keep the same leaves.
+    const had = deleted && before.length === 0 && unknown.length > 0 ? await state.deletedFrom(change.id) : before;
     if (unknown.length > 0) {
       try {
         await this.offloadAttachments(leaves);
@@ -124,7 +129,7 @@ export class AjatusPublisher {
       }
       // A deletion is published (as its tombstone) to the nodes that had the document, so
       // replicas get the same revision tree; the retraction below then notifies readers.
-      const targets = deleted ? before : nodes;
+      const targets = deleted ? had : nodes;
       if (targets.length > 0) {
         const tags = targets.map((n) => n.slice(TAG_PREFIX.length));
         const entry = buildEntry(winner, this.entryMeta(winner, tags), this.o.codec, leaves.filter((l) => l !== winner));
@@ -151,7 +156,8 @@ export class AjatusPublisher {
       }
       await state.markRevs(change.id, unknown, 'p');
     }
-    for (const node of before) if (!nodes.includes(node)) await this.retract(node, change.id);
+    for (const node of had) if (!nodes.includes(node)) await this.retract(node, change.id);
+    if (deleted && before.length > 0) await state.setDeletedFrom(change.id, before);
     if (JSON.stringify(before) !== JSON.stringify(nodes)) await state.setNodesOf(change.id, nodes);
   }
 

@@ -6,20 +6,21 @@
 
 import path from 'node:path';
 import nano, { type DocumentScope } from 'nano';
-import type { IqCaller } from '../component/iq-caller.ts';
+import { IqRequestError, type IqCaller } from '../component/iq-caller.ts';
 import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '../codecs/couch-doc.ts';
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { PubsubService } from '../pubsub/service.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
-import type { Element } from 'ltx';
-import { AjatusPublisher, TAG_PREFIX, tagNode } from './ajatus-publisher.ts';
+import { Element } from 'ltx';
+import { AjatusPublisher, TAG_PREFIX } from './ajatus-publisher.ts';
 import { parentDomain } from '../config/config.ts';
+import { NS } from '../xmpp/ns.ts';
 import { HttpUploader } from './http-upload.ts';
 import { PartnerManager, type PartnerSink } from './partners.ts';
 import { Progress } from './progress.ts';
-import { PROFILES, stringAt, tagsOf, type Profile } from './profile.ts';
+import { isDeleted, PROFILES, stringAt, type Profile } from './profile.ts';
 import { transformFor, type AppSettings } from './settings.ts';
 import { ReplicationState } from './state.ts';
 import { TransformError } from '../transform/xslt.ts';
@@ -53,8 +54,42 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
   return doc as { _id: string; [key: string]: Json };
 }
 
-/** Partners' leaves into the content database (revisions kept), retractions as guarded deletions. */
-export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger): PartnerSink {
+/**
+ * Where a retracted item is still offered: the first node of `service` that this sink follows
+ * and that has an item `itemId` now, or undefined when none has.
+ */
+export type CarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<string | undefined>;
+
+/** Errors after which whether a node has an item is unknown (asked again at the next retraction). */
+const UNANSWERED = new Set(['remote-server-timeout', 'remote-server-not-found', 'service-unavailable', 'internal-server-error', 'resource-constraint']);
+
+/**
+ * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
+ * when the answer carries it; false when it is empty or an error says the item (or the node)
+ * is not there for us (item-not-found, forbidden, …). Throws IqRequestError when the service
+ * did not answer (timeout, unreachable, internal error): then nobody knows.
+ */
+export async function nodeHasItem(iq: IqCaller, service: string, node: string, itemId: string): Promise<boolean> {
+  const request = new Element('pubsub', { xmlns: NS.PUBSUB }).c('items', { node }).c('item', { id: itemId }).up().up();
+  try {
+    const res = await iq.request(service, 'get', request);
+    const items = res.getChild('pubsub', NS.PUBSUB)?.getChild('items')?.getChildren('item') ?? [];
+    return items.some((i) => i.attrs.id === itemId);
+  } catch (err) {
+    if (err instanceof IqRequestError && !UNANSWERED.has(err.condition)) return false;
+    throw err;
+  }
+}
+
+/**
+ * Partners' leaves into the content database (revisions kept), retractions as guarded deletions.
+ * Whether a retracted document goes is decided on what the source says now, never on the tags of
+ * the local copy (which are stale once the source changed them): a deletion revision of the
+ * source's own (the Ajatus deleted flag; a CouchDB tombstone is not even live here) is kept as
+ * the source wrote it — no revision of this site's own; else the document is deleted only when
+ * no followed node of that service has the item any more (`carrier`).
+ */
+export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger, carrier: CarrierLookup): PartnerSink {
   return {
     async writeItem(service, node, item, partner) {
       const payload = item.getChildElements()[0];
@@ -73,9 +108,12 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
       await sinkFor(partner).write(docs);
       return true;
     },
-    async retract(_service, _node, itemId, followed, partner) {
-      // Kept when the document's tags put it on another followed node of that service.
-      await sinkFor(partner).remove(itemId, (doc) => tagsOf(doc, profile).some((tag) => followed(tagNode(tag))));
+    async retract(service, _node, itemId, _followed, partner) {
+      await sinkFor(partner).remove(itemId, async (current) => {
+        if (isDeleted(current, profile)) return 'the source deleted it: its deleted revision is the winner';
+        const node = await carrier(service, itemId, partner);
+        return node === undefined ? undefined : `${service} ${node} still carries it`;
+      });
     },
   };
 }
@@ -96,7 +134,7 @@ export class AjatusReplication {
     this.content = nano(o.couchUrl).use(o.config.contentDb);
     this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
     this.sink = new CouchSink(this.content, this.state, log);
-    const native = couchPartnerSink((partner) => this.sinkFor(partner), profile, log);
+    const native = couchPartnerSink((partner) => this.sinkFor(partner), profile, log, (service, itemId, partner) => this.carrier(service, itemId, partner));
     o.transforms?.register({
       key: 'couchdb',
       format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",
@@ -105,8 +143,8 @@ export class AjatusReplication {
         const doc = transformedDoc(root);
         return { ref: doc._id, written: await this.sinkFor(leaf.partner).upsert(doc) };
       },
-      // Deleted when no followed node carries the source item any more (and no local edit came since).
-      remove: async (ref, leaf) => void (await this.sinkFor(leaf.partner).remove(ref, () => false)),
+      // The stage calls this once no followed node carries the source item (and no local edit came since).
+      remove: async (ref, leaf) => void (await this.sinkFor(leaf.partner).remove(ref, async () => undefined)),
     });
     const stage = o.transforms?.stage('ajatus', {
       specFor: (partner, node) => transformFor(o.settings.partner(partner), node),
@@ -166,6 +204,27 @@ export class AjatusReplication {
   }
 
   private readonly contactScan: () => Promise<void>;
+
+  /**
+   * The first node of `service` that has the item now, among the nodes this replication follows
+   * for `partner` natively (no stylesheet): those followed now and those followed in an earlier
+   * run (with a history position: right after a restart, discovery has not re-followed them all
+   * yet while the first ones replay their history) that the partner settings still name. Every
+   * such node is asked at once, one IQ each.
+   */
+  private async carrier(service: string, itemId: string, partner: string | undefined): Promise<string | undefined> {
+    const followed = this.partners
+      .subscriptions()
+      .filter((s) => s.startsWith(`${service} `)) // "service node"; a JID has no space
+      .map((s) => s.slice(service.length + 1));
+    const settings = partner === undefined ? undefined : this.o.settings.partner(partner);
+    const named = (node: string): boolean => (settings?.follow === 'all' ? node.startsWith(TAG_PREFIX) : Array.isArray(settings?.follow) && settings.follow.includes(node));
+    const earlier = (await this.state.historyNodes(service)).filter((node) => !followed.includes(node) && named(node));
+    const nodes = [...followed, ...earlier].filter((node) => !settings || !transformFor(settings, node));
+    const has = await Promise.all(nodes.map((node) => nodeHasItem(this.o.iq, service, node, itemId)));
+    return nodes.find((_, i) => has[i]);
+  }
+
   private readonly targetSinks = new Map<string, CouchSink>();
   private readonly log: Logger;
 

@@ -57,6 +57,16 @@ export class ReplicationState {
     await this.put(`nodes${SEP}${docId}`, JSON.stringify(nodes));
   }
 
+  /** Nodes a document was last deleted from: its later revisions (still deleted) go there too. */
+  async deletedFrom(docId: string): Promise<string[]> {
+    const value = await this.get(`gone${SEP}${docId}`);
+    return value === undefined ? [] : (JSON.parse(value) as string[]);
+  }
+
+  async setDeletedFrom(docId: string, nodes: string[]): Promise<void> {
+    await this.put(`gone${SEP}${docId}`, JSON.stringify(nodes));
+  }
+
   /** A JSON record under `kind`/`id` (Midgard: versions, documents, topics, persons). */
   async record<T>(kind: string, id: string): Promise<T | undefined> {
     const value = await this.get(`${kind}${SEP}${id}`);
@@ -114,5 +124,13 @@ export class ReplicationState {
   /** The history positions above, for a PartnerManager. */
   historyPositions(): HistoryPositions {
     return { get: (service, node) => this.historyPosition(service, node), set: (service, node, id) => this.setHistoryPosition(service, node, id) };
+  }
+
+  /** Nodes of a service with a history position: those followed now or in an earlier run. */
+  async historyNodes(service: string): Promise<string[]> {
+    const prefix = `hist${SEP}${service}${SEP}`;
+    const out: string[] = [];
+    for await (const key of this.db.keys({ gt: prefix, lt: `${prefix}\uffff` })) out.push(key.slice(prefix.length));
+    return out;
   }
 }

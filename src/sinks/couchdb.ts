@@ -2,6 +2,9 @@
 // does — `_bulk_docs` with `new_edits: false` and the `_revisions` history — so revisions and
 // conflicts are CouchDB's own and writing a revision twice changes nothing. Every imported
 // revision is remembered (before the write) so the local source does not publish it back.
+// Writes and retractions of one document run one at a time, in the order they were called
+// (notifications are handled concurrently): a retraction is decided on after the revisions
+// that came before it are written.
 
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -10,6 +13,7 @@ import type { CouchDoc, Json } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { download } from '../replication/http-upload.ts';
 import type { ReplicationState } from '../replication/state.ts';
+import { KeyedMutex } from '../util/mutex.ts';
 
 /** Replaces attachment references (XEP-0363 uploads) by their verified bytes. */
 async function fetchAttachments(doc: CouchDoc): Promise<void> {
@@ -35,6 +39,8 @@ export class CouchSink {
   ) {}
 
   private readonly queue: Array<{ docs: CouchDoc[]; done: (err?: Error) => void }> = [];
+  /** Per document id: writes and retractions in call order. */
+  private readonly docs = new KeyedMutex();
   private flushing = false;
 
   /**
@@ -82,16 +88,24 @@ export class CouchSink {
     }
   }
 
-  /** Writes revisions of one document (each with its history and inline attachments). */
-  async write(docs: CouchDoc[]): Promise<void> {
+  /**
+   * Writes revisions of one document (each with its history and inline attachments), after the
+   * writes and retractions of that document called before. Throws when a revision has no
+   * `_revisions`, an attachment reference does not verify, or CouchDB refuses the write.
+   */
+  write(docs: CouchDoc[]): Promise<void> {
     const first = docs[0];
-    if (!first) return;
-    for (const doc of docs) if (!doc._revisions) throw new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`);
+    if (!first) return Promise.resolve();
+    for (const doc of docs) if (!doc._revisions) return Promise.reject(new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`));
+    return this.docs.run(first._id, () => this.writeNow(first._id, docs));
+  }
+
+  private async writeNow(id: string, docs: CouchDoc[]): Promise<void> {
     for (const doc of docs) await fetchAttachments(doc);
-    await this.state.markRevs(first._id, docs.map((d) => d._rev), 'i');
+    await this.state.markRevs(id, docs.map((d) => d._rev), 'i');
     await this.bulk(docs);
     this.written += docs.length;
-    this.log.debug('document written', { doc: first._id, revs: docs.map((d) => d._rev) });
+    this.log.debug('document written', { doc: id, revs: docs.map((d) => d._rev) });
   }
 
   /**
@@ -101,7 +115,11 @@ export class CouchSink {
    * the content and the previous revision, so writing the same output twice adds nothing.
    * Returns false when the local document already has this content.
    */
-  async upsert(content: { _id: string; [key: string]: Json }): Promise<boolean> {
+  upsert(content: { _id: string; [key: string]: Json }): Promise<boolean> {
+    return this.docs.run(content._id, () => this.upsertNow(content));
+  }
+
+  private async upsertNow(content: { _id: string; [key: string]: Json }): Promise<boolean> {
     let current: (CouchDoc & { _revisions?: { start: number; ids: string[] } }) | undefined;
     try {
       current = (await this.db.get(content._id, { revs: true })) as unknown as typeof current;
@@ -116,17 +134,24 @@ export class CouchSink {
     const start = (current?._revisions?.start ?? 0) + 1;
     const hash = createHash('md5').update(`${current?._rev ?? ''}\n${JSON.stringify(body)}`).digest('hex');
     const doc = { ...body, _rev: `${start}-${hash}`, _revisions: { start, ids: [hash, ...(current?._revisions?.ids ?? [])] } } as CouchDoc;
-    await this.write([doc]);
+    await this.writeNow(doc._id, [doc]);
     return true;
   }
 
   /**
-   * A retraction. The local document is deleted (as a new revision, not a purge) only when its
-   * winning revision came from a partner and `stillOffered` says no other followed node still
-   * carries it: a local edit is never deleted by a remote retraction (CouchDB semantics: an
-   * edit beats a concurrent deletion), and a document whose tag moved stays.
+   * A retraction, after the writes of that document called before it. The local document is
+   * deleted (as a new revision of this site, not a purge) only when its winning revision came
+   * from a partner and `keep` — asked with that revision, e.g. whether the source still offers
+   * the document or already sent its deletion — gives no reason to keep it. A local edit is never
+   * deleted by a remote retraction (CouchDB semantics: an edit beats a concurrent deletion), and
+   * a document that is deleted already (a replayed retraction) is left as it is. Resolves to
+   * whether a deletion revision was written.
    */
-  async remove(docId: string, stillOffered: (doc: CouchDoc) => boolean): Promise<boolean> {
+  remove(docId: string, keep: (current: CouchDoc) => Promise<string | undefined>): Promise<boolean> {
+    return this.docs.run(docId, () => this.removeNow(docId, keep));
+  }
+
+  private async removeNow(docId: string, keep: (current: CouchDoc) => Promise<string | undefined>): Promise<boolean> {
     let current: CouchDoc;
     try {
       current = (await this.db.get(docId)) as unknown as CouchDoc;
@@ -134,7 +159,11 @@ export class CouchSink {
       if ((err as { statusCode?: number }).statusCode === 404) return false;
       throw err;
     }
-    if ((await this.state.revKind(docId, current._rev)) !== 'i' || stillOffered(current)) return false;
+    const reason = (await this.state.revKind(docId, current._rev)) === 'i' ? await keep(current) : 'its current revision is a local edit';
+    if (reason !== undefined) {
+      this.log.debug('partner retraction: document kept', { doc: docId, rev: current._rev, reason });
+      return false;
+    }
     let res: { rev: string };
     try {
       res = await this.db.destroy(docId, current._rev);

@@ -101,6 +101,8 @@ export function discoRoutes({ service, jid, name, extraFeatures = () => [] }: Di
         { var: 'pubsub#title', values: [config.title] },
         { var: 'pubsub#description', values: [config.description] },
         { var: 'pubsub#type', values: [config.type] },
+        { var: 'pubsub#language', type: 'list-single', values: config.language ? [config.language] : [] },
+        { var: 'pubsub#contact', type: 'jid-multi', values: config.contact },
         { var: 'pubsub#access_model', values: [config.accessModel] },
         { var: 'pubsub#publish_model', values: [config.publishModel] },
         { var: 'pubsub#max_items', values: [String(config.maxItems)] },

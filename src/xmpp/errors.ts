@@ -49,6 +49,8 @@ export const ERROR_TABLE: Record<PubsubErrorName, ErrorSpec> = {
   'not-acceptable': { type: 'modify', condition: 'not-acceptable' },
   'persistent-items-unsupported': { type: 'cancel', condition: 'feature-not-implemented', pubsub: 'unsupported', feature: 'persistent-items' },
   'payload-too-big': { type: 'modify', condition: 'not-acceptable', pubsub: 'payload-too-big' },
+  'node-full': { type: 'cancel', condition: 'conflict', pubsub: 'node-full' },
+  'subscriptions-unsupported': { type: 'cancel', condition: 'feature-not-implemented', pubsub: 'unsupported', feature: 'subscribe' },
   'precondition-not-met': { type: 'cancel', condition: 'conflict', pubsub: 'precondition-not-met' },
   'bad-request': { type: 'modify', condition: 'bad-request' },
   'internal-server-error': { type: 'wait', condition: 'internal-server-error' },

@@ -4,8 +4,20 @@
 import type { Element } from 'ltx';
 import { fail } from '../pubsub/errors.ts';
 import { ITEM_EXPIRE_LIMIT, MAX_ITEMS_LIMIT, MAX_PAYLOAD_LIMIT } from '../pubsub/node-config.ts';
-import { ACCESS_MODELS, NOTIFICATION_TYPES, PUBLISH_MODELS, SEND_LAST_PUBLISHED_ITEM, type NodeConfig } from '../pubsub/types.ts';
+import {
+  ACCESS_MODELS,
+  CHILDREN_ASSOCIATION_POLICIES,
+  ITEM_REPLY,
+  NODE_TYPES,
+  NOTIFICATION_TYPES,
+  PUBLISH_MODELS,
+  PUBLISH_NODE_FULL,
+  SEND_LAST_PUBLISHED_ITEM,
+  type NodeConfig,
+} from '../pubsub/types.ts';
+import { PubsubError } from '../pubsub/errors.ts';
 import { buildForm, parseForm, type FieldType, type FormField } from './forms.ts';
+import { normalizeJid } from './jid.ts';
 import { NS } from './ns.ts';
 
 interface FieldSpec<K extends keyof NodeConfig> {
@@ -13,6 +25,7 @@ interface FieldSpec<K extends keyof NodeConfig> {
   key: K;
   type: FieldType;
   label: string;
+  /** The options the form offers: the values this service honours (parse accepts every registered one). */
   options?: readonly string[];
   parse(value: string | undefined, name: string): NodeConfig[K];
   format(value: NodeConfig[K]): string;
@@ -50,10 +63,24 @@ function seconds(value: string | undefined, name: string): number | 'max' {
   return fail('not-acceptable', `${name} must be a number of seconds from 1 to ${ITEM_EXPIRE_LIMIT} or 'max' (got '${value ?? ''}')`);
 }
 
-/** roster_groups_allowed: one value per group (multi-valued fields reach parse() joined by newlines). */
-function groups(value: string | undefined): string[] {
+/** roster_groups_allowed, collection, children: one value per line (multi-valued fields reach parse() joined by newlines). */
+function lines(value: string | undefined): string[] {
   return [...new Set((value ?? '').split('\n').filter((g) => g !== ''))];
 }
+
+/** jid-multi fields: each value a valid JID, normalised. */
+function jids(value: string | undefined, name: string): string[] {
+  return lines(value).map((raw) => normalizeJid(raw) ?? fail('not-acceptable', `${name}: '${raw}' is not a valid JID`));
+}
+
+/** children_max: a whole number or 'max'. */
+function count(value: string | undefined, name: string): number | 'max' {
+  if (value === 'max') return 'max';
+  if (value !== undefined && /^\d{1,9}$/.test(value)) return Number(value);
+  return fail('not-acceptable', `${name} must be a whole number or 'max' (got '${value ?? ''}')`);
+}
+
+const formatLines = (values: string[]): string => values.join('\n');
 
 const boolField = <K extends keyof NodeConfig>(v: string, key: K, label: string): FieldSpec<K> => ({
   var: v,
@@ -81,9 +108,26 @@ const FIELDS = [
   { var: 'pubsub#max_payload_size', key: 'maxPayloadSize', type: 'text-single', label: 'The maximum payload size in bytes', parse: bytes, format: String },
   { var: 'pubsub#notification_type', key: 'notificationType', type: 'list-single', label: 'Message type of notifications', options: NOTIFICATION_TYPES, parse: choice(NOTIFICATION_TYPES), format: String },
   { var: 'pubsub#send_last_published_item', key: 'sendLastPublishedItem', type: 'list-single', label: 'When to send the last published item', options: SEND_LAST_PUBLISHED_ITEM, parse: choice(SEND_LAST_PUBLISHED_ITEM), format: String },
-  { var: 'pubsub#roster_groups_allowed', key: 'rosterGroupsAllowed', type: 'list-multi', label: 'Roster groups allowed to subscribe (roster access model)', parse: groups, format: (g: string[]) => g.join('\n') },
+  { var: 'pubsub#roster_groups_allowed', key: 'rosterGroupsAllowed', type: 'list-multi', label: 'Roster groups allowed to subscribe (roster access model)', parse: lines, format: formatLines },
   boolField('pubsub#presence_based_delivery', 'presenceBasedDelivery', 'Deliver notifications only to available users'),
   { var: 'pubsub#item_expire', key: 'itemExpire', type: 'text-single', label: 'Seconds after which items are removed (or max)', parse: seconds, format: String },
+  { var: 'pubsub#publish_node_full', key: 'publishNodeFull', type: 'list-single', label: 'What publishing to a full node does', options: PUBLISH_NODE_FULL, parse: choice(PUBLISH_NODE_FULL), format: String },
+  // Metadata: stored and shown, not acted upon (§5.4, §16.4.3).
+  { var: 'pubsub#contact', key: 'contact', type: 'jid-multi', label: 'The JIDs of those to contact with questions', parse: jids, format: formatLines },
+  { var: 'pubsub#language', key: 'language', type: 'text-single', label: 'The default language of the node (a language tag such as en)', parse: text, format: String },
+  { var: 'pubsub#body_xslt', key: 'bodyXslt', type: 'text-single', label: 'URL of an XSL transformation of payloads into a message body (not applied by this service)', parse: text, format: String },
+  { var: 'pubsub#dataform_xslt', key: 'dataformXslt', type: 'text-single', label: 'URL of an XSL transformation of payloads into a data form (not applied by this service)', parse: text, format: String },
+  { var: 'pubsub#itemreply', key: 'itemReply', type: 'list-single', label: 'Whom replies to items go to (items carry their publisher)', options: ['publisher'], parse: choice(ITEM_REPLY), format: String },
+  // Fixed by what this service is: leaf nodes, permanent subscriptions (node-config.ts refuses the rest).
+  { var: 'pubsub#node_type', key: 'nodeType', type: 'list-single', label: 'The node type (leaf nodes only)', options: ['leaf'], parse: choice(NODE_TYPES), format: String },
+  { var: 'pubsub#collection', key: 'collection', type: 'text-multi', label: 'The collections the node is in (none: no collection nodes)', parse: lines, format: formatLines },
+  { var: 'pubsub#children', key: 'children', type: 'text-multi', label: 'The child nodes (none: leaf node)', parse: lines, format: formatLines },
+  { var: 'pubsub#children_association_policy', key: 'childrenAssociationPolicy', type: 'list-single', label: 'Who may associate child nodes (nobody: leaf node)', options: ['owners'], parse: choice(CHILDREN_ASSOCIATION_POLICIES), format: String },
+  { var: 'pubsub#children_association_whitelist', key: 'childrenAssociationWhitelist', type: 'jid-multi', label: 'Who may associate child nodes (none: leaf node)', parse: jids, format: formatLines },
+  { var: 'pubsub#children_max', key: 'childrenMax', type: 'text-single', label: 'The maximum number of child nodes (0: leaf node)', parse: count, format: String },
+  boolField('pubsub#subscribe', 'subscribe', 'Whether to allow subscription requests (existing and owner-set subscriptions stay)'),
+  boolField('pubsub#tempsub', 'tempsub', 'Whether subscriptions are temporary, bound to presence (not supported)'),
+  boolField('pubsub#purge_offline', 'purgeOffline', 'Whether to purge all items when the publisher goes offline (not supported)'),
 ] as const satisfies ReadonlyArray<FieldSpec<keyof NodeConfig>>;
 
 const MULTI: ReadonlySet<FieldType> = new Set(['text-multi', 'list-multi', 'jid-multi']);
@@ -94,11 +138,16 @@ const BY_VAR = new Map<string, FieldSpec<keyof NodeConfig>>(FIELDS.map((f) => [f
 /** Every pubsub#node_config field Hermod understands (for tests and the README table). */
 export const NODE_CONFIG_FIELDS: readonly string[] = FIELDS.map((f) => f.var);
 
-/** The node configuration form; `accessModels` narrows the access_model options to those the service offers now. */
+/**
+ * The node configuration form (every registered pubsub#node_config field, XEP-0060 §16.4.3);
+ * `accessModels` narrows the access_model options to those the service offers now. Type
+ * 'result' (configuration notifications) carries no options.
+ */
 export function configForm(config: NodeConfig, type: 'form' | 'result' = 'form', accessModels?: readonly string[]): Element {
   const fields: FormField[] = FIELDS.map((f) => {
     const spec = f as FieldSpec<keyof NodeConfig>;
-    const options = spec.key === 'accessModel' && accessModels ? accessModels : spec.options;
+    // A result (§8.2.5.3 notification) reports values; only a form to fill in offers options.
+    const options = type === 'result' ? undefined : spec.key === 'accessModel' && accessModels ? accessModels : spec.options;
     return {
       var: spec.var,
       type: spec.type,
@@ -132,7 +181,9 @@ export function parseConfigForm(x: Element): Partial<NodeConfig> {
 
 /**
  * Reads a §7.1.5 publish-options form: each field is a precondition on the node configuration
- * of the same name. A field this service does not know can never be met.
+ * of the same name (the service compares it with the node's value). A field that is not a
+ * node configuration field, or a value no node can have, is precondition-not-met: the XEP
+ * says such a publish MUST be rejected.
  */
 export function parsePublishOptions(x: Element): Partial<NodeConfig> {
   const form = parseForm(x);
@@ -141,7 +192,13 @@ export function parsePublishOptions(x: Element): Partial<NodeConfig> {
   for (const [name, values] of form.fields) {
     const spec = BY_VAR.get(name);
     if (!spec) fail('precondition-not-met', `publish option ${name} is not a node configuration field of this service`);
-    preconditions[spec.key] = spec.parse(MULTI.has(spec.type) ? values.join('\n') : values[0], name);
+    try {
+      preconditions[spec.key] = spec.parse(MULTI.has(spec.type) ? values.join('\n') : values[0], name);
+    } catch (err) {
+      // A value no node can have is a precondition no node meets.
+      if (err instanceof PubsubError) fail('precondition-not-met', `publish option ${err.text ?? name}`);
+      throw err;
+    }
   }
   return preconditions as Partial<NodeConfig>;
 }

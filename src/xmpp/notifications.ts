@@ -3,17 +3,28 @@
 // per subscriber, not one tree.
 
 import { Element, escapeXML } from 'ltx';
+import { DEFAULT_NODE_CONFIG } from '../pubsub/node-config.ts';
 import type { Recipient, ServiceEvent } from '../pubsub/types.ts';
 import { NS } from './ns.ts';
 import { approvalForm } from './approval.ts';
+import { configForm } from './node-config-form.ts';
 import { itemElement } from './pubsub-handlers.ts';
 
+/**
+ * The <event/> of a notification, as XEP-0060 shows each kind: items (with the payload only
+ * when the node delivers payloads, §7.1.2.1-2; empty on a transient notification-only node,
+ * §4.3), retract (§7.2.2.1), purge (§8.5.2), delete with its redirect (§8.4.2), configuration
+ * (with the new configuration as a result form when the node delivers payloads, §8.2.5.3) and
+ * subscription (§8.8.4, §12.14).
+ */
 export function eventElement(event: ServiceEvent): Element {
   const ev = new Element('event', { xmlns: NS.PUBSUB_EVENT });
   switch (event.kind) {
-    case 'items':
-      ev.c('items', { node: event.node }).cnode(itemElement(event.item, event.withPayload));
+    case 'items': {
+      const items = ev.c('items', { node: event.node });
+      if (event.item) items.cnode(itemElement(event.item, event.withPayload));
       break;
+    }
     case 'retract': {
       const items = ev.c('items', { node: event.node });
       for (const id of event.itemIds) items.c('retract', { id });
@@ -22,12 +33,17 @@ export function eventElement(event: ServiceEvent): Element {
     case 'purge':
       ev.c('purge', { node: event.node });
       break;
-    case 'delete':
-      ev.c('delete', { node: event.node });
+    case 'delete': {
+      const deleted = ev.c('delete', { node: event.node });
+      if (event.redirect) deleted.c('redirect', { uri: event.redirect });
       break;
-    case 'config':
-      ev.c('configuration', { node: event.node });
+    }
+    case 'config': {
+      const configuration = ev.c('configuration', { node: event.node });
+      // Defaults under it: an event replayed from the journal may predate a configuration field.
+      if (event.config) configuration.cnode(configForm({ ...DEFAULT_NODE_CONFIG, ...event.config }, 'result'));
       break;
+    }
     case 'authorization': // rendered as a form, not an event (see render)
     case 'affiliation': // rendered as <pubsub><affiliations/></pubsub>, not an event (see render)
       break;
@@ -73,12 +89,14 @@ export class NotificationRenderer {
     // XEP-0313 (the archive id on a live message) with XEP-0359 stanza-id: `by` is the archive's JID.
     if (event.archiveId !== undefined) body += `<stanza-id xmlns="${NS.SID}" id="${escapeXML(event.archiveId)}" by="${this.from}"/>`;
     // XEP-0203: an item sent after the fact (the last published item) carries its publication time.
-    if (event.kind === 'items' && event.delayed) body += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
+    if (event.kind === 'items' && event.delayed && event.item) body += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
+    // §12.16: SubID headers only where the content differs by subscription (items, retractions).
+    const perSubscription = event.kind === 'items' || event.kind === 'retract';
     const prefix = `<message from="${this.from}" type="${approval ? 'normal' : (event.messageType ?? this.messageType)}" id="`;
     const out = new Array<string>(recipients.length);
     for (let i = 0; i < recipients.length; i++) {
       const r = recipients[i] as Recipient;
-      out[i] = `${prefix}n${(this.counter++).toString(36)}" to="${escapeXML(r.jid)}">${body}${r.subids ? subidHeaders(r.subids) : ''}</message>`;
+      out[i] = `${prefix}n${(this.counter++).toString(36)}" to="${escapeXML(r.jid)}">${body}${r.subids && perSubscription ? subidHeaders(r.subids) : ''}</message>`;
     }
     return out;
   }

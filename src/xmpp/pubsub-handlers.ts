@@ -166,7 +166,10 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
     }
     const node = nodeAttr(verb);
     const id = await service.publish(req.from, node, { ...(item ? { item } : {}), ...(preconditions ? { preconditions } : {}) });
-    return pubsubResult(NS.PUBSUB, new Element('publish', { node }).c('item', { id }).up());
+    // A transient notification-only node keeps no item and makes no id (§4.3).
+    const published = new Element('publish', { node });
+    if (id !== undefined) published.c('item', { id });
+    return pubsubResult(NS.PUBSUB, published);
   });
 
   on('set', NS.PUBSUB, 'retract', async (req, verb) => {
@@ -209,7 +212,11 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
   });
 
   on('set', NS.PUBSUB_OWNER, 'delete', async (req, verb) => {
-    await service.delete(req.from, nodeAttr(verb));
+    // §8.4.1: an optional <redirect uri='…'/> names the replacement node for subscribers.
+    const redirect = verb.getChild('redirect');
+    const uri = redirect?.attrs.uri as string | undefined;
+    if (redirect && !uri) throw badRequest('<redirect/> needs a uri attribute');
+    await service.delete(req.from, nodeAttr(verb), uri);
     return undefined;
   });
 

@@ -1,7 +1,8 @@
 // Stanza dispatch: an incoming stanza becomes a typed IqRequest and goes to the handler keyed
 // by (iq type, child namespace, child name). Unknown requests get service-unavailable, never
-// silence; handler errors become stanza errors through the one error table. The router only
-// computes replies: sending is the connection's job.
+// silence; handler errors become stanza errors through the one error table. Messages go to the
+// handler of the namespace of their first child that has one (privilege grants, pub/sub events
+// from partners, approval forms). The router only computes replies: sending is the connection's job.
 
 import { Element } from 'ltx';
 import { describeError, errorElement, INTERNAL, SERVICE_UNAVAILABLE, type ErrorSpec } from './errors.ts';
@@ -21,13 +22,19 @@ export interface RouterOptions {
   log: RouterLog;
   /** Called with message stanzas of type error (bounces of notifications). */
   onBounce?: (stanza: Element) => void;
-  /** Called with other message stanzas (e.g. owners' answers to approval forms); may reply. */
-  onMessage?: (stanza: Element) => Promise<Element | undefined>;
+  /**
+   * Other messages, by the namespace of a child element (the first child whose namespace has a
+   * handler wins; a message with none is ignored). A handler may resolve to a reply.
+   */
+  messages?: ReadonlyMap<string, MessageHandler>;
   /** Called with presence stanzas (src/xmpp/presence.ts); replies are its own to send. */
   onPresence?: (stanza: Element) => void;
   /** Called with iq results and errors (answers to requests the component sent). */
   onIqResponse?: (stanza: Element) => void;
 }
+
+/** Handles one message stanza; `payload` is its child that selected the handler. */
+export type MessageHandler = (stanza: Element, payload: Element) => Promise<Element | undefined> | Element | undefined | void;
 
 export class Router {
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -52,11 +59,21 @@ export class Router {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 
+  private async message(stanza: Element): Promise<Element | undefined> {
+    const routes = this.options.messages;
+    if (!routes) return undefined;
+    for (const payload of stanza.getChildElements()) {
+      const handler = routes.get(payload.getNS() ?? '');
+      if (handler) return (await handler(stanza, payload)) ?? undefined;
+    }
+    return undefined;
+  }
+
   private async dispatch(stanza: Element): Promise<Element | undefined> {
     const { log } = this.options;
     if (stanza.name === 'message') {
       if (stanza.attrs.type === 'error') this.options.onBounce?.(stanza);
-      else if (this.options.onMessage) return this.options.onMessage(stanza);
+      else return this.message(stanza);
       return undefined;
     }
     if (stanza.name === 'presence') {

@@ -40,6 +40,30 @@ const note = (id: string, title: string, tags: string[], extra: Record<string, u
   ...extra,
 });
 
+/** The note deleted the Ajatus way: a live revision whose `value.metadata.deleted.val` is true. */
+const ajatusDeleted = (doc: Doc): Doc => {
+  const value = doc.value as { metadata: Record<string, unknown> };
+  return { ...doc, value: { ...value, metadata: { ...value.metadata, deleted: { val: true } } } };
+};
+
+/** Every leaf revision of a document, live and deleted ("<rev>" or "<rev> deleted"), sorted. */
+async function leaves(server: CouchServer, id: string): Promise<string[]> {
+  const { status, json } = await couch(server, 'GET', `${CONTENT}/${encodeURIComponent(id)}?open_revs=all`);
+  assert.equal(status, 200, `leaf revisions of ${id}`);
+  return (json as unknown as Array<{ ok?: { _rev: string; _deleted?: boolean } }>).flatMap((r) => (r.ok ? [`${r.ok._rev}${r.ok._deleted ? ' deleted' : ''}`] : [])).sort();
+}
+
+type LogLine = Record<string, unknown>;
+const linesOf = async (hermod: HermodProcess, match: (l: LogLine) => boolean): Promise<number> => (await hermod.log()).filter(match).length;
+/** Waits for more log lines matching than `before` (a site's log file goes on across restarts). */
+const moreLines = (hermod: HermodProcess, match: (l: LogLine) => boolean, before: number, what: string): Promise<boolean> =>
+  eventually(async () => (await linesOf(hermod, match)) > before, what, 60_000);
+/** A retraction of `id` decided on at B, whatever the outcome. */
+const RETRACTION_OUTCOMES = ['document deleted by partner retraction', 'partner retraction: document kept', 'retraction not applied: the document changed meanwhile'];
+const retractionHandled = (id: string) => (l: LogLine): boolean => l.doc === id && RETRACTION_OUTCOMES.includes(String(l.msg));
+/** B caught up with /tags/shared (after a start): from its history, or its current items. */
+const caughtUp = (l: LogLine): boolean => (l.msg === 'caught up with partner node from its history' || l.msg === 'caught up with partner node') && l.node === '/tags/shared';
+
 describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
   let env: XmppEnv;
   let couchA: CouchServer;
@@ -250,6 +274,77 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     assert.equal((await get(couchB, 'moving'))?._rev, rev2, 'kept: /tags/shared still carries it');
     await put(couchA, CONTENT, { ...note('moving', 'No replicated tag', ['private']), _rev: rev2 });
     await eventually(async () => (await get(couchB, 'moving')) === undefined, 'deleted at B once no followed node carries it');
+  });
+
+  /** B's winner is A's revision `rev`, with A's conflicts, and B holds exactly A's leaves (no revision of B's own). */
+  async function sameRevisions(id: string, rev: string): Promise<void> {
+    const [a, b] = await Promise.all([get(couchA, id, '?conflicts=true'), get(couchB, id, '?conflicts=true')]);
+    assert.equal(a?._rev, rev);
+    assert.equal(b?._rev, rev, `A's revision is the winner at B too (B has ${JSON.stringify(await leaves(couchB, id))})`);
+    assert.deepEqual(b?._conflicts, a?._conflicts, 'the same conflicts');
+    assert.deepEqual(await leaves(couchB, id), await leaves(couchA, id), "B holds exactly A's leaf revisions, none of its own");
+  }
+
+  it('a document whose every replicated tag is removed at A is deleted at B, also when two followed nodes carried it', async () => {
+    const rev1 = await put(couchA, CONTENT, note('untagged', 'On two nodes', ['shared', 'extra']));
+    const rev1p = await put(couchA, CONTENT, note('now-private', 'On two nodes', ['shared', 'extra']));
+    const rev1e = await put(couchA, CONTENT, note('edited-at-b', 'On two nodes', ['shared', 'extra']));
+    await eventually(async () => (await get(couchB, 'untagged'))?._rev === rev1 && (await get(couchB, 'now-private'))?._rev === rev1p && (await get(couchB, 'edited-at-b'))?._rev === rev1e, 'the notes at B');
+    // Edited at B (under a tag of B's own that A does not follow): a local edit no retraction deletes.
+    const revB = await put(couchB, CONTENT, { ...note('edited-at-b', 'Edited at B', ['b-only']), _rev: rev1e });
+    const handled = await linesOf(hermodB, retractionHandled('edited-at-b'));
+    const rev2 = await put(couchA, CONTENT, { ...note('untagged', 'No tags now', []), _rev: rev1 });
+    const rev2p = await put(couchA, CONTENT, { ...note('now-private', 'Only a tag B does not get', ['private']), _rev: rev1p });
+    await put(couchA, CONTENT, { ...note('edited-at-b', 'No tags now', []), _rev: rev1e });
+    await eventually(async () => (await get(couchB, 'untagged')) === undefined && (await get(couchB, 'now-private')) === undefined, 'both deleted at B', 30_000);
+    await moreLines(hermodB, retractionHandled('edited-at-b'), handled + 1, 'both retractions of edited-at-b handled at B');
+    assert.equal((await get(couchB, 'edited-at-b'))?._rev, revB, "B's local edit stays");
+    // B's deletion is its own business: it does not travel back and delete A's documents.
+    await put(couchB, CONTENT, note('fence-b', 'Fence from B', ['shared']));
+    await eventually(() => get(couchA, 'fence-b'), 'fence from B at A', 30_000);
+    assert.equal((await get(couchA, 'untagged'))?._rev, rev2);
+    assert.equal((await get(couchA, 'now-private'))?._rev, rev2p);
+  });
+
+  it("a document deleted the Ajatus way (metadata.deleted) has A's revision as winner at B, running and after B restarts", async () => {
+    const id = 'ajatus-deleted';
+    const rev1 = await put(couchA, CONTENT, note(id, 'Deleted the Ajatus way', ['shared']));
+    await eventually(async () => (await get(couchB, id))?._rev === rev1, 'note at B');
+    const handled = await linesOf(hermodB, retractionHandled(id));
+    const rev2 = await put(couchA, CONTENT, ajatusDeleted({ ...note(id, 'Deleted the Ajatus way', ['shared']), _rev: rev1 }));
+    await moreLines(hermodB, retractionHandled(id), handled, 'the retraction handled at B');
+    await sameRevisions(id, rev2);
+
+    // A restart replays the node's history since the saved position: the same retractions again change nothing.
+    const untagged = await leaves(couchB, 'untagged');
+    const caught = await linesOf(hermodB, caughtUp);
+    await hermodB.stop();
+    hermodB = await startB();
+    await moreLines(hermodB, caughtUp, caught, 'B caught up with /tags/shared after the restart');
+    await sameRevisions(id, rev2);
+    assert.deepEqual(await leaves(couchB, 'untagged'), untagged, 'a replayed retraction changes nothing');
+  });
+
+  it("a document deleted the Ajatus way while B is stopped: caught up from history, B has A's winner and conflicts exactly", async () => {
+    const id = 'ajatus-deleted-away';
+    const rev1 = await put(couchA, CONTENT, note(id, 'Base', ['shared']));
+    const rev2 = await put(couchA, CONTENT, { ...note(id, 'Edited at A', ['shared']), _rev: rev1 });
+    // A second branch at A (as a replication from a third site makes it): a conflict that loses.
+    const other = '0'.repeat(32);
+    const bulk = await couch(couchA, 'POST', `${CONTENT}/_bulk_docs`, { new_edits: false, docs: [{ ...note(id, 'Other branch', ['shared']), _rev: `2-${other}`, _revisions: { start: 2, ids: [other, rev1.slice(2)] } }] });
+    assert.equal(bulk.status, 201);
+    await eventually(async () => JSON.stringify((await get(couchB, id, '?conflicts=true'))?._conflicts) === JSON.stringify([`2-${other}`]), 'the conflict at B');
+    const caught = await linesOf(hermodB, caughtUp);
+    await hermodB.stop();
+    const rev3 = await put(couchA, CONTENT, ajatusDeleted({ ...note(id, 'Edited at A', ['shared']), _rev: rev2 }));
+    hermodB = await startB();
+    await moreLines(hermodB, caughtUp, caught, 'B caught up with /tags/shared after the restart');
+    await sameRevisions(id, rev3);
+
+    // The conflict resolved at A after the deletion: the document stays deleted, B follows.
+    assert.equal((await couch(couchA, 'DELETE', `${CONTENT}/${id}?rev=2-${other}`)).status, 200);
+    await eventually(async () => (await get(couchB, id, '?conflicts=true'))?._conflicts === undefined, 'the conflict resolved at B too', 30_000);
+    await sameRevisions(id, rev3);
   });
 
   it('hermod:partner:<jid> targetDb puts that partner\'s documents into another local database', async () => {

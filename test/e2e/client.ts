@@ -1,5 +1,6 @@
-// A real XMPP client for end-to-end tests (@xmpp/client over c2s to the test servers), with
-// requests written as XML text so tests read like the XEP's examples.
+// The test client: requests written as XML text so tests read like the XEP's examples. Over a
+// real c2s stream (@xmpp/client) to the test servers, or over the in-process wire harness
+// (test/wire/harness.ts) — the same client, so the same test runs on both.
 
 import { client } from '@xmpp/client';
 import { Element, parse } from 'ltx';
@@ -23,6 +24,13 @@ let counter = 0;
 /** Password of every test user. */
 export const PASSWORD = 'secret-pw';
 
+/** How a TestClient reaches a server: a real c2s stream or the in-process harness. */
+export interface ClientTransport {
+  send(stanza: Element): Promise<unknown>;
+  stop(): Promise<unknown>;
+  onStanza(listener: (stanza: Element) => void): void;
+}
+
 export class TestClient {
   readonly messages: Element[] = [];
   /** Presence stanzas received (e.g. a service answering a presence subscription). */
@@ -30,11 +38,12 @@ export class TestClient {
   private readonly waiters = new Set<{ match: (m: Element) => boolean; resolve: (m: Element) => void }>();
   private readonly pending = new Map<string, { resolve: (e: Element) => void; reject: (e: Error) => void }>();
 
-  private constructor(
-    private readonly xmpp: ReturnType<typeof client>,
+  constructor(
+    private readonly transport: ClientTransport,
+    /** The full JID the client is bound to. */
     readonly jid: string,
   ) {
-    xmpp.on('stanza', (stanza: Element) => this.onStanza(stanza));
+    transport.onStanza((stanza) => this.onStanza(stanza));
   }
 
   get bare(): string {
@@ -46,7 +55,12 @@ export class TestClient {
     xmpp.on('error', () => {});
     xmpp.reconnect.stop();
     const address = await withTimeout(xmpp.start() as Promise<{ toString(): string }>, 15_000, `login ${username}@${server.domain}`);
-    const c = new TestClient(xmpp, address.toString());
+    const transport: ClientTransport = {
+      send: (stanza) => xmpp.send(stanza as never),
+      stop: () => xmpp.stop() as Promise<unknown>,
+      onStanza: (listener) => xmpp.on('stanza', listener),
+    };
+    const c = new TestClient(transport, address.toString());
     await xmpp.send(parse('<presence/>') as never);
     return c;
   }
@@ -84,7 +98,7 @@ export class TestClient {
     iq.cnode(parse(childXml));
     const reply = new Promise<Element>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     // A write that fails (the server closed the stream) fails this request, not the whole test file.
-    this.xmpp.send(iq as never).catch((err: unknown) => this.pending.get(id)?.reject(err instanceof Error ? err : new Error(String(err))));
+    this.transport.send(iq).catch((err: unknown) => this.pending.get(id)?.reject(err instanceof Error ? err : new Error(String(err))));
     return withTimeout(reply, timeoutMs, `reply to ${childXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
   }
 
@@ -95,13 +109,13 @@ export class TestClient {
     for (const child of parse(`<wrap>${childrenXml}</wrap>`).getChildElements()) iq.cnode(child);
     const reply = new Promise<Element>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     // A write that fails (the server closed the stream) fails this request, not the whole test file.
-    this.xmpp.send(iq as never).catch((err: unknown) => this.pending.get(id)?.reject(err instanceof Error ? err : new Error(String(err))));
+    this.transport.send(iq).catch((err: unknown) => this.pending.get(id)?.reject(err instanceof Error ? err : new Error(String(err))));
     return withTimeout(reply, timeoutMs, `reply to ${childrenXml.slice(0, 80)}`).finally(() => this.pending.delete(id));
   }
 
   /** Sends a stanza written as XML text (e.g. a <message/>). */
   async send(xml: string): Promise<void> {
-    await this.xmpp.send(parse(xml) as never);
+    await this.transport.send(parse(xml));
   }
 
   /** Resolves with the first message (already received or future) that matches. */
@@ -123,7 +137,7 @@ export class TestClient {
 
   async stop(): Promise<void> {
     try {
-      await withTimeout(this.xmpp.stop() as Promise<unknown>, 5_000, 'client stop');
+      await withTimeout(this.transport.stop(), 5_000, 'client stop');
     } catch {
       /* the server may already be gone */
     }

@@ -1,4 +1,4 @@
 // XEP-0060 end to end with Hermod attached to Prosody (alpha.test); bob is on ejabberd (beta.test).
-import { pubsubSuite } from './pubsub-suite.ts';
+import { pubsubSuite, realSite } from './pubsub-suite.ts';
 
-pubsubSuite('prosody');
+pubsubSuite('Hermod attached to prosody', () => realSite('prosody'));

@@ -1,5 +1,7 @@
-// The end-to-end XEP-0060 suite, run once with Hermod attached to Prosody and once attached to
-// ejabberd. Real servers federating over s2s, real clients, the real `hermod` process.
+// The XEP-0060 suite, run once with Hermod attached to Prosody and once attached to ejabberd
+// (real servers federating over s2s, real clients, the real `hermod` process), and once on the
+// in-process wire harness (test/wire/pubsub-wire.test.ts: no servers, no root), where the cases
+// that need processes (restarts, kill -9, a server restart) are skipped.
 // Users: alice and carol on the home server (the one Hermod is attached to), bob on the other.
 
 import assert from 'node:assert/strict';
@@ -11,6 +13,7 @@ import type { Element } from 'ltx';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
 import { LevelStore } from '../../src/store/level.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
+import { NODE_CONFIG, NODE_CONFIG_REGISTRY, PUBLISH_OPTIONS, submitForm } from '../fixtures/node-config-registry.ts';
 import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 
@@ -52,40 +55,98 @@ const publishWithOptions = (node: string, id: string, fields: Record<string, str
     .join('')}</x></publish-options></pubsub>`;
 const titleOf = (item: Element | undefined): string | undefined => item?.getChild('entry', 'http://www.w3.org/2005/Atom')?.getChildText('title') ?? undefined;
 
-export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
-  describe(`Hermod attached to ${kind}`, { timeout: 240_000 }, () => {
-    let env: XmppEnv;
-    let home: ServerInfo;
-    let remote: ServerInfo;
-    let dir: string;
-    let hermod: HermodProcess;
+/** Where the suite runs: Hermod on real servers, or the in-process wire harness. */
+export interface SuiteSite {
+  /** The service's JID. */
+  readonly SVC: string;
+  /**
+   * A logged-in client of `user` (registered if need be) on the home server (the one Hermod is
+   * attached to) or on the other one; `resource` defaults to "test".
+   */
+  connect(where: 'home' | 'remote', user: string, resource?: string): Promise<TestClient>;
+  /** Hermod as a process on real servers (absent on the wire harness: those cases are skipped). */
+  readonly processes?: SiteProcesses;
+  stop(): Promise<void>;
+}
+
+export interface SiteProcesses {
+  /** SIGTERM; resolves to the exit status. */
+  stopHermod(): Promise<number | null>;
+  /** kill -9. */
+  killHermod(): Promise<void>;
+  startHermod(): Promise<void>;
+  /** Hermod's embedded store (to change while it is stopped). */
+  storePath(): string;
+  /** Restarts the XMPP server Hermod is attached to. */
+  restartServer(): Promise<void>;
+  hermod(): HermodProcess;
+}
+
+/** Hermod as a process attached to real Prosody or ejabberd (the other server hosts the remote users). */
+export async function realSite(kind: 'prosody' | 'ejabberd'): Promise<SuiteSite> {
+  const dir = await mkdtemp(path.join(tmpdir(), `hermod-e2e-${kind}-`));
+  const env: XmppEnv = await startXmppEnv();
+  const home = (kind === 'prosody' ? env.alpha : env.beta) as ServerInfo;
+  const remote = (kind === 'prosody' ? env.beta : env.alpha) as ServerInfo;
+  const start = (): Promise<HermodProcess> => startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
+  let hermod: HermodProcess | undefined;
+  const clients: TestClient[] = [];
+  const registered = new Set<string>();
+  try {
+    hermod = await start();
+  } catch (err) {
+    await env.stop();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    SVC: home.componentJid,
+    async connect(where, user, resource) {
+      const server = where === 'home' ? home : remote;
+      const key = `${user}@${server.domain}`;
+      if (!registered.has(key)) await env.register(server, user, PASSWORD);
+      registered.add(key);
+      const c = await TestClient.connect(server, user, PASSWORD, resource);
+      clients.push(c);
+      return c;
+    },
+    processes: {
+      stopHermod: () => (hermod as HermodProcess).stop(),
+      killHermod: () => (hermod as HermodProcess).kill(),
+      startHermod: async () => void (hermod = await start()),
+      storePath: () => path.join(dir, 'hermod-data', 'store'),
+      restartServer: () => env.restart(home),
+      hermod: () => hermod as HermodProcess,
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.stop()));
+      await hermod?.stop().catch(() => hermod?.kill());
+      await env.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, options: { processes: boolean } = { processes: true }): void {
+  /** Cases that restart or kill processes run only where there are processes. */
+  const needsProcesses = options.processes ? {} : { skip: 'needs Hermod and the XMPP server as processes' };
+  describe(title, { timeout: 240_000 }, () => {
+    let site: SuiteSite;
     let alice: TestClient; // owner, local user of the home server
     let carol: TestClient; // another local user
     let bob: TestClient; // remote user, over s2s
     let SVC: string;
-    const clients: TestClient[] = [];
-
-    const connect = async (server: ServerInfo, user: string): Promise<TestClient> => {
-      const c = await TestClient.create(env, server, user);
-      clients.push(c);
-      return c;
-    };
+    const procs = (): SiteProcesses => site.processes as SiteProcesses;
+    const connect = (where: 'home' | 'remote', user: string, resource?: string): Promise<TestClient> => site.connect(where, user, resource);
 
     before(async () => {
-      dir = await mkdtemp(path.join(tmpdir(), `hermod-e2e-${kind}-`));
-      env = await startXmppEnv();
-      home = (kind === 'prosody' ? env.alpha : env.beta) as ServerInfo;
-      remote = (kind === 'prosody' ? env.beta : env.alpha) as ServerInfo;
-      SVC = home.componentJid;
-      hermod = await startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
-      [alice, carol, bob] = await Promise.all([connect(home, 'alice'), connect(home, 'carol'), connect(remote, 'bob')]);
+      site = await makeSite();
+      SVC = site.SVC;
+      [alice, carol, bob] = await Promise.all([connect('home', 'alice'), connect('home', 'carol'), connect('remote', 'bob')]);
     });
 
     after(async () => {
-      await Promise.all(clients.map((c) => c.stop()));
-      await hermod?.stop().catch(() => hermod.kill());
-      await env?.stop();
-      if (dir) await rm(dir, { recursive: true, force: true });
+      await site?.stop();
     });
 
     it('answers disco#info with the pubsub/service identity and exactly the implemented features, also over s2s', async () => {
@@ -369,6 +430,90 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       assert.equal(err.type, 'modify');
     });
 
+    it('node_config registry: every registered field is accepted at an honoured value and read back; the rest is not-acceptable naming field and value', async () => {
+      const fieldsOf = (x: Element | undefined): Map<string, string[]> =>
+        new Map((x?.getChildren('field') ?? []).map((f) => [f.attrs.var as string, f.getChildren('value').map((v) => v.getText())]));
+      const createWith = (node: string, fields: ReadonlyArray<{ var: string; values: readonly string[] }>): string =>
+        `<pubsub xmlns='${PUBSUB}'><create node='${node}'/><configure>${submitForm(NODE_CONFIG, fields)}</configure></pubsub>`;
+      for (const [i, field] of NODE_CONFIG_REGISTRY.entries()) {
+        await alice.iq('set', SVC, createWith(`reg-${i}`, [{ var: field.var, values: field.set }]));
+        const res = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><configure node='reg-${i}'/></pubsub>`);
+        const form = fieldsOf(res.getChild('pubsub', OWNER)?.getChild('configure')?.getChild('x', 'jabber:x:data'));
+        assert.deepEqual(form.get(field.var), field.shown ?? field.set, `${field.var} reads back`);
+        // publish-options (§7.1.5): the node's value is met, another is not.
+        const withPrecondition = (id: string, values: readonly string[]): string =>
+          `<pubsub xmlns='${PUBSUB}'><publish node='reg-${i}'><item id='${id}'>${entry(id)}</item></publish><publish-options>${submitForm(PUBLISH_OPTIONS, [{ var: field.var, values }])}</publish-options></pubsub>`;
+        await alice.iq('set', SVC, withPrecondition('met', field.set));
+        await expectIqError(alice.iq('set', SVC, withPrecondition('unmet', field.other)), 'conflict', 'precondition-not-met');
+        for (const values of field.refused ?? []) {
+          const err = await expectIqError(alice.iq('set', SVC, createWith(`refused-${i}`, [{ var: field.var, values }])), 'not-acceptable');
+          assert.ok(err.text?.includes(field.var) && err.text.includes(values[0] as string), `the text names ${field.var} and '${values[0]}': ${err.text}`);
+        }
+      }
+      // subscribe=0 (§6.1.3.11): requests are refused, over s2s too.
+      const closed = NODE_CONFIG_REGISTRY.findIndex((f) => f.var === 'pubsub#subscribe');
+      const refusedSub = await expectIqError(bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='reg-${closed}' jid='${bob.jid}'/></pubsub>`), 'feature-not-implemented', 'unsupported');
+      assert.equal(refusedSub.type, 'cancel');
+      // A client that sends back the whole default form creates a node; contact and language are in the meta-data (§5.4).
+      const defaults = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><default/></pubsub>`);
+      const whole = fieldsOf(defaults.getChild('pubsub', OWNER)?.getChild('default')?.getChild('x', 'jabber:x:data'));
+      whole.delete('FORM_TYPE');
+      whole.set('pubsub#contact', [alice.bare]);
+      whole.set('pubsub#language', ['en']);
+      await alice.iq('set', SVC, createWith('whole-form', [...whole].map(([v, values]) => ({ var: v, values }))));
+      const info = await bob.iq('get', SVC, `<query xmlns='${DISCO_INFO}' node='whole-form'/>`);
+      const meta = fieldsOf(info.getChild('query', DISCO_INFO)?.getChild('x', 'jabber:x:data'));
+      assert.deepEqual([meta.get('pubsub#contact'), meta.get('pubsub#language')], [[alice.bare], ['en']]);
+    });
+
+    it('configuration notifications carry the new configuration as a result form with payloads, nothing without (§8.2.5.3)', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='confnote'/></pubsub>`);
+      await alice.iq('set', SVC, configure('confnote', { notify_config: '1' }));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='confnote' jid='${bob.jid}'/></pubsub>`);
+      await alice.iq('set', SVC, configure('confnote', { title: 'Renamed over s2s' }));
+      const isConfig = (m: Element): boolean => eventOf(m)?.getChild('configuration')?.attrs.node === 'confnote';
+      const full = eventOf(await bob.waitForMessage(isConfig, 10_000, 'configuration notification'))?.getChild('configuration');
+      const x = full?.getChild('x', 'jabber:x:data');
+      assert.equal(x?.attrs.type, 'result');
+      const values = (v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
+      assert.equal(values('FORM_TYPE'), 'http://jabber.org/protocol/pubsub#node_config');
+      assert.equal(values('pubsub#title'), 'Renamed over s2s');
+      await alice.iq('set', SVC, configure('confnote', { deliver_payloads: '0' }));
+      await eventually(() => bob.received(isConfig).length === 2, 'second configuration notification');
+      assert.deepEqual(eventOf(bob.received(isConfig)[1] as Element)?.getChild('configuration')?.getChildElements(), [], 'notification-only: empty <configuration/>');
+    });
+
+    it('delete with redirect (§8.4.1): subscribers get <delete><redirect uri/></delete>', async () => {
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='moving'/></pubsub>`);
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='moving' jid='${bob.jid}'/></pubsub>`);
+      const uri = `xmpp:${SVC}?;node=moved`;
+      await alice.iq('set', SVC, `<pubsub xmlns='${OWNER}'><delete node='moving'><redirect uri='${uri}'/></delete></pubsub>`);
+      const msg = await bob.waitForMessage((m) => eventOf(m)?.getChild('delete')?.attrs.node === 'moving', 10_000, 'delete notification');
+      assert.equal(eventOf(msg)?.getChild('delete')?.getChild('redirect')?.attrs.uri, uri);
+    });
+
+    it('event types (§4.3, §7.1.3): item-forbidden on a transient notification-only node, which notifies an empty <items/>; payload-required; node-full', async () => {
+      const publishRaw = (node: string, inner: string): string => `<pubsub xmlns='${PUBSUB}'><publish node='${node}'>${inner}</publish></pubsub>`;
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='pings'/></pubsub>`);
+      await alice.iq('set', SVC, configure('pings', { persist_items: '0', deliver_payloads: '0' }));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='pings' jid='${bob.jid}'/></pubsub>`);
+      for (const item of [`<item/>`, `<item id='x'/>`, `<item id='y'>${entry('y')}</item>`]) {
+        const err = await expectIqError(alice.iq('set', SVC, publishRaw('pings', item)), 'bad-request', 'item-forbidden');
+        assert.equal(err.type, 'modify');
+      }
+      const res = await alice.iq('set', SVC, publishRaw('pings', ''));
+      assert.deepEqual(res.getChild('pubsub', PUBSUB)?.getChild('publish')?.getChildElements(), [], 'no item id');
+      const ping = await bob.waitForMessage((m) => eventOf(m)?.getChild('items')?.attrs.node === 'pings', 10_000, 'notification of the transient node');
+      assert.deepEqual(eventOf(ping)?.getChild('items')?.getChildElements(), [], 'an empty <items/>');
+
+      await expectIqError(alice.iq('set', SVC, publishRaw('news', `<item id='empty'/>`)), 'bad-request', 'payload-required');
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='bounded'/></pubsub>`);
+      await alice.iq('set', SVC, configure('bounded', { max_items: '1', publish_node_full: 'reject' }));
+      await alice.iq('set', SVC, publish('bounded', 'first', 'first'));
+      const full = await expectIqError(alice.iq('set', SVC, publish('bounded', 'second', 'second')), 'conflict', 'node-full');
+      assert.equal(full.type, 'cancel');
+    });
+
     it('notification_type: notifications are headline by default and normal when configured', async () => {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='typed'/></pubsub>`);
       await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='typed' jid='${bob.jid}'/></pubsub>`);
@@ -394,7 +539,7 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       assert.deepEqual(alice.received((m) => eventOf(m)?.getChild('subscription')?.attrs.jid === bob.jid && eventOf(m)?.getChild('subscription')?.attrs.node === 'typed'), [], 'bob subscribed before notify_sub was on');
     });
 
-    it('item_expire: an item is removed when due (subscribers see a retract), and expiry timers are restored on start', async () => {
+    it('item_expire: an item is removed when due (subscribers see a retract)', async () => {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='expiring'/></pubsub>`);
       await alice.iq('set', SVC, configure('expiring', { item_expire: '1' }));
       await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='expiring' jid='${bob.jid}'/></pubsub>`);
@@ -402,16 +547,20 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       const isRetract = (id: string) => (m: Element): boolean => eventOf(m)?.getChild('items')?.getChild('retract')?.attrs.id === id;
       await bob.waitForMessage(isRetract('brief'), 15_000, 'retract of the expired item');
       assert.deepEqual(itemIds(await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='expiring'/></pubsub>`)), []);
+    });
+
+    it('item_expire: expiry timers are restored on start', needsProcesses, async () => {
+      const isRetract = (id: string) => (m: Element): boolean => eventOf(m)?.getChild('items')?.getChild('retract')?.attrs.id === id;
       // While Hermod is stopped, an item published an hour ago appears in its store (as if it
       // had been published before a crash): the restarted Hermod must expire it at once.
       await alice.iq('set', SVC, configure('expiring', { item_expire: '3600' }));
-      assert.equal(await hermod.stop(), 0);
-      const store = new LevelStore(path.join(dir, 'hermod-data', 'store'));
+      assert.equal(await procs().stopHermod(), 0);
+      const store = new LevelStore(procs().storePath());
       await store.open();
       await store.putItem('expiring', { id: 'stale', payload: entry('stale'), publisher: alice.bare, published: Date.now() - 3_600_000 }, 100);
       await store.putItem('expiring', { id: 'fresh', payload: entry('fresh'), publisher: alice.bare, published: Date.now() }, 100);
       await store.close();
-      hermod = await startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
+      await procs().startHermod();
       await bob.waitForMessage(isRetract('stale'), 15_000, 'retract of the item that expired while stopped');
       const left = await eventually(() => bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='expiring'/></pubsub>`), 'items after restart');
       assert.deepEqual(itemIds(left), ['fresh']);
@@ -594,7 +743,7 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
         });
 
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='history'/></pubsub>`);
-      let dave = await connect(remote, 'dave');
+      let dave = await connect('remote', 'dave');
       await dave.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='history' jid='${dave.bare}'/></pubsub>`);
       await alice.iq('set', SVC, publish('history', 'h1', 'seen'));
       await dave.waitForMessage(isItemEvent('history', 'h1'));
@@ -612,8 +761,7 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><retract node='history'><item id='h2'/></retract></pubsub>`);
       await alice.iq('set', SVC, publish('history', 'h1', 'updated'));
 
-      dave = await TestClient.connect(remote, 'dave', PASSWORD, 'back');
-      clients.push(dave);
+      dave = await connect('remote', 'dave', 'back');
       const missed = await mam(dave, 'q2', mamForm({ 'after-id': lastSeen }));
       assert.deepEqual(summary(missed.results), ['+h2:missed', '+h3:missed too', '-h2', '+h1:updated']);
       assert.equal(missed.fin.attrs.complete, 'true');
@@ -636,15 +784,15 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       await expectIqError(carol.iq('set', SVC, `<query xmlns='${MAM}' node='history'/>`), 'not-allowed', 'closed-node');
     });
 
-    it('items and subscriptions survive a clean restart and a kill -9 right after an acknowledged publish', async () => {
+    it('items and subscriptions survive a clean restart and a kill -9 right after an acknowledged publish', needsProcesses, async () => {
       await alice.iq('set', SVC, publish('news', 'before-restart', 'Durable'));
       await bob.waitForMessage(isItemEvent('news', 'before-restart'));
-      assert.equal(await hermod.stop(), 0, 'clean exit on SIGTERM');
-      hermod = await startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
+      assert.equal(await procs().stopHermod(), 0, 'clean exit on SIGTERM');
+      await procs().startHermod();
       await eventually(async () => (await alice.iq('get', SVC, `<ping xmlns='urn:xmpp:ping'/>`)) && true, 'hermod answering after restart');
       await alice.iq('set', SVC, publish('news', 'acked', 'Acknowledged then crashed'));
-      await hermod.kill();
-      hermod = await startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
+      await procs().killHermod();
+      await procs().startHermod();
       const all = await eventually(
         () => bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='news'/></pubsub>`),
         'items after kill -9',
@@ -654,16 +802,16 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
       await bob.waitForMessage(isItemEvent('news', 'after-crash'), 10_000, 'notification after restart (subscription survived)');
     });
 
-    it('reconnects after the XMPP server restarts and keeps serving', async () => {
+    it('reconnects after the XMPP server restarts and keeps serving', needsProcesses, async () => {
+      const hermod = procs().hermod();
       const onlineBefore = (await hermod.log()).filter((l) => l.msg === 'component online').length;
-      await env.restart(home);
+      await procs().restartServer();
       await hermod.waitForLog(
         (l) => l.msg === 'component offline',
         'hermod logs the lost connection',
       );
       await eventually(async () => (await hermod.log()).filter((l) => l.msg === 'component online').length > onlineBefore, 'hermod back online', 30_000);
-      const alice2 = await TestClient.connect(home, 'alice', PASSWORD, 'again');
-      clients.push(alice2);
+      const alice2 = await connect('home', 'alice', 'again');
       await alice2.iq('set', SVC, publish('news', 'after-server-restart', 'Back'));
       await bob.waitForMessage(isItemEvent('news', 'after-server-restart'), 20_000, 'notification after server restart');
     });
@@ -671,8 +819,7 @@ export function pubsubSuite(kind: 'prosody' | 'ejabberd'): void {
     // These servers grant no XEP-0356 privilege (with privileges: pubsub-privilege.test.ts).
     describe('without XEP-0356 privileges', () => {
       it('advertises neither access-presence nor access-roster and refuses to configure them, saying why', async () => {
-        const owner = await TestClient.connect(home, 'alice', PASSWORD, 'unprivileged'); // the server restarted above
-        clients.push(owner);
+        const owner = await connect('home', 'alice', 'unprivileged'); // the server restarted above
         const res = await owner.iq('get', SVC, `<query xmlns='${DISCO_INFO}'/>`);
         const features = res.getChild('query', DISCO_INFO)?.getChildren('feature').map((f) => f.attrs.var as string) ?? [];
         assert.ok(!features.includes(`${PUBSUB}#access-roster`) && !features.includes(`${PUBSUB}#access-presence`));

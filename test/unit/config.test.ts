@@ -1,7 +1,10 @@
 // Config validation: good configs load with defaults; every bad one is refused with a message
-// naming the key — also through the real `hermod start` command (exit status 2).
+// naming the key — also through the real `hermod start` command (exit status 2). A good config
+// whose component server is not listening: an error naming component.server, then retries.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -99,6 +102,33 @@ describe('config validation', () => {
     assert.throws(() => parsePartnerSettings({ _id: 'hermod:partner:p.example', transform: { '*': { stylesheet: 'x.xsl', param: {} } } }), /transform\["\*"\]\.param: unknown key \(known: stylesheet, params\)/);
   });
 
+  it('lists every problem at once, one line each, keys written as in the file', () => {
+    const raw = {
+      component: { jid: 'a b', secret: 's3cret', server: 'xmpp://h:5347' },
+      store: { backend: 'couchdb', sync: 'yes' },
+      'my key': 1,
+      midgard: { access: { foo: {}, '/n': { whitelist: ['x@y/r'] } }, partners: ['not a jid', { jid: 'b.example', transform: { '/n': { stylesheet: 'x.xsl', params: { 'a b': 'c' } } } }] },
+    };
+    assert.throws(() => validateConfig(raw, '/'), (err: Error) => {
+      assert.deepEqual(err.message.split('\n').sort(), [
+        '["my key"]: unknown key (known: component, dataDir, appDb, ajatus, pubsub, limits, store, transforms, metrics, log, midgard)',
+        'component.jid: must be a domain JID such as "pubsub.example.org" (no @ or /), got "a b"',
+        'midgard.access["/n"].whitelist[0]: must be a bare JID, got "x@y/r"',
+        'midgard.access["foo"]: keys must be node ids starting with "/" or "*"',
+        'midgard.partners[0]: must be a JID, got "not a jid"',
+        'midgard.partners[1].transform["/n"].params["a b"]: must be a stylesheet parameter name (a letter or _, then letters, digits, _ . -), got "a b"',
+        'store.couchdb: missing (an object is required)',
+        'store.sync: must be true or false, got "yes"',
+      ]);
+      return true;
+    });
+  });
+
+  it('resolves every path key against the config folder', () => {
+    const c = validateConfig({ ...good, transforms: { dir: 'xsl' }, midgard: { spool: 'out', inbound: '/var/in', topicsExport: '../topics.xml' } }, '/etc/hermod');
+    assert.deepEqual([c.transforms.dir, c.midgard?.spool, c.midgard?.inbound, c.midgard?.topicsExport], ['/etc/hermod/xsl', '/etc/hermod/out', '/var/in', '/etc/topics.xml']);
+  });
+
   it('never echoes the secret in an error', () => {
     assert.throws(() => validateConfig({ ...good, dataDir: 5 }, '/'), (err: Error) => !err.message.includes('s3cret'));
   });
@@ -137,5 +167,52 @@ describe('hermod start with a bad config', () => {
     const r = run('--help');
     assert.equal(r.status, 0);
     for (const key of ['component', 'secret', 'server', 'dataDir', 'admins', 'creatorDomains', 'store', 'log-level']) assert.ok(r.stdout.includes(key), key);
+  });
+});
+
+describe('hermod start with a component server that is not listening', () => {
+  it('logs an error naming component.server and the address at the first failure, then keeps retrying (warn)', async () => {
+    // A loopback port that nothing listens on: bound by us, then closed.
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const port = (probe.address() as { port: number }).port;
+    probe.close();
+    await once(probe, 'close');
+    const file = path.join(dir, 'no-server.json');
+    writeFileSync(file, JSON.stringify({ ...good, component: { ...good.component, server: `xmpp://127.0.0.1:${port}` }, dataDir: path.join(dir, 'no-server-data') }));
+
+    const bin = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
+    const child = spawn(process.execPath, [bin, 'start', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const failures: Array<Record<string, unknown>> = [];
+    let stderr = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.once('exit', (code) => reject(new Error(`hermod start exited (${code}) instead of retrying:\n${stderr}`)));
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+          stderr += chunk;
+          const lines = stderr.split('\n').slice(0, -1).map((l) => JSON.parse(l) as Record<string, unknown>);
+          failures.splice(0, failures.length, ...lines.filter((l) => l.msg === 'component connection failed'));
+          if (failures.length >= 2) resolve();
+        });
+      });
+    } finally {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await once(child, 'exit');
+    }
+    const [first, second] = failures as [Record<string, unknown>, Record<string, unknown>];
+    assert.equal(first.level, 50, 'the first failure is an error');
+    assert.equal(first.key, 'component.server');
+    assert.equal(first.server, `xmpp://127.0.0.1:${port}`);
+    assert.match(String(first.reason), new RegExp(`nothing is listening at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED, connection refused\\)`));
+    assert.equal(second.level, 40, 'the retries that follow are warnings');
+    assert.equal(second.failures, 2);
+    assert.ok(Number(second.retryInMs) > Number(first.retryInMs), 'with backoff');
+  });
+
+  it('refuses --no-install outside the demo', () => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('../../bin/hermod.js', import.meta.url)), 'start', '--no-install'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--no-install applies to 'hermod demo' only/);
   });
 });

@@ -6,7 +6,7 @@ import { beforeEach, describe, it } from 'node:test';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import { PAGE_LIMIT, PubsubService } from '../../src/pubsub/service.ts';
 import type { Timers } from '../../src/pubsub/expiry.ts';
-import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
+import type { NodeConfig, Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -145,7 +145,7 @@ describe('publish, retrieve, retract', () => {
     const [ev] = events;
     assert.equal(ev?.event.kind, 'items');
     assert.deepEqual(ev?.to, [BOB]);
-    assert.ok(ev?.event.kind === 'items' && ev.event.withPayload && ev.event.item.payload.includes('one'));
+    assert.ok(ev?.event.kind === 'items' && ev.event.withPayload && ev.event.item?.payload.includes('one'));
     await service.setAffiliations(OWNER, 'n', [{ jid: 'carol@b.test', affiliation: 'publisher' }]);
     await service.publish(CAROL, 'n', payload('two'));
     assert.deepEqual((await service.getItems(BOB, 'n')).map((i) => [i.id, i.publisher]), [
@@ -561,7 +561,7 @@ describe('send_last_published_item', () => {
     const sub = await service.subscribe(BOB, 'n', BOB);
     assert.equal(events.length, 1);
     const ev = events[0]?.event;
-    assert.ok(ev?.kind === 'items' && ev.delayed && ev.item.id === 'b' && ev.withPayload);
+    assert.ok(ev?.kind === 'items' && ev.delayed && ev.item?.id === 'b' && ev.withPayload);
     assert.deepEqual(events[0]?.to, [BOB]);
     events.splice(0);
     assert.equal((await service.subscribe(BOB, 'n', BOB)).subid, sub.subid);
@@ -644,5 +644,85 @@ describe('concurrency', () => {
     assert.deepEqual(notified.sort(), [...jids].sort());
     await store.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('registered node configuration fields (XEP-0060 §16.4.3) in the core', () => {
+  it('stores metadata fields and refuses values it cannot honour, naming field and value', async () => {
+    await service.create(OWNER, 'm', { contact: ['bard@a.test'], language: 'en', bodyXslt: 'http://x.test/b.xslt', dataformXslt: 'http://x.test/f.xslt', itemReply: 'publisher', nodeType: 'leaf', subscribe: true, tempsub: false });
+    const config = await service.getConfig(OWNER, 'm');
+    assert.deepEqual([config.contact, config.language, config.bodyXslt, config.dataformXslt], [['bard@a.test'], 'en', 'http://x.test/b.xslt', 'http://x.test/f.xslt']);
+    const refusals: Array<[Partial<NodeConfig>, RegExp]> = [
+      [{ nodeType: 'collection' }, /pubsub#node_type 'collection'/],
+      [{ collection: ['blogs'] }, /pubsub#collection 'blogs'/],
+      [{ children: ['c'] }, /pubsub#children 'c'/],
+      [{ childrenAssociationPolicy: 'all' }, /pubsub#children_association_policy 'all'/],
+      [{ childrenAssociationWhitelist: ['x@a.test'] }, /pubsub#children_association_whitelist 'x@a.test'/],
+      [{ childrenMax: 'max' }, /pubsub#children_max 'max'/],
+      [{ itemReply: 'owner' }, /pubsub#itemreply 'owner'/],
+      [{ tempsub: true }, /pubsub#tempsub '1'/],
+      [{ purgeOffline: true }, /pubsub#purge_offline '1'/],
+      [{ language: 'no language' }, /pubsub#language 'no language'/],
+    ];
+    for (const [change, text] of refusals) {
+      for (const attempt of [service.create(OWNER, 'refused', change), service.configure(OWNER, 'm', change)]) {
+        await assert.rejects(attempt, (err: unknown) => err instanceof PubsubError && err.condition === 'not-acceptable' && text.test(err.text ?? ''));
+      }
+    }
+    assert.deepEqual(await service.getConfig(OWNER, 'm'), config, 'a refused change changes nothing');
+  });
+
+  it('subscribe=0: subscription requests are refused (§6.1.3.11); an owner may still set one', async () => {
+    await service.create(OWNER, 's', { subscribe: false });
+    await rejects(service.subscribe(BOB, 's', BOB), 'subscriptions-unsupported');
+    await service.setSubscriptions(OWNER, 's', [{ jid: BOB, state: 'subscribed' }]);
+    assert.deepEqual((await service.getSubscriptions(OWNER, 's')).map((s) => [s.jid, s.state]), [[BOB, 'subscribed']]);
+  });
+
+  it('publish-options compare registered fields with the node value', async () => {
+    await service.create(OWNER, 'p', { contact: ['bard@a.test'] });
+    await service.publish(OWNER, 'p', { ...payload('a'), preconditions: { contact: ['bard@a.test'], nodeType: 'leaf', tempsub: false } });
+    await rejects(service.publish(OWNER, 'p', { ...payload('b'), preconditions: { nodeType: 'collection' } }), 'precondition-not-met');
+    await rejects(service.publish(OWNER, 'p', { ...payload('b'), preconditions: { contact: [] } }), 'precondition-not-met');
+  });
+});
+
+describe('events by kind (what the notifier is given)', () => {
+  it('configuration: the new configuration when the node delivers payloads, none otherwise (§8.2.5.3)', async () => {
+    await service.create(OWNER, 'c', { notifyConfig: true });
+    await service.subscribe(BOB, 'c', BOB);
+    await service.configure(OWNER, 'c', { title: 'new title' });
+    const full = events.at(-1)?.event;
+    assert.ok(full?.kind === 'config' && full.config?.title === 'new title', JSON.stringify(full));
+    await service.configure(OWNER, 'c', { deliverPayloads: false });
+    const bare = events.at(-1)?.event;
+    assert.ok(bare?.kind === 'config' && bare.config === undefined, JSON.stringify(bare));
+  });
+
+  it('delete carries the redirect URI given by the owner (§8.4.1)', async () => {
+    await service.create(OWNER, 'd');
+    await service.subscribe(BOB, 'd', BOB);
+    await service.delete(OWNER, 'd', 'xmpp:pubsub.a.test?;node=new');
+    assert.deepEqual(events.at(-1), { event: { kind: 'delete', node: 'd', redirect: 'xmpp:pubsub.a.test?;node=new', messageType: 'headline' }, to: [BOB] });
+  });
+
+  it('transient notification-only node: no item in the request, none in the event, no id (§4.3); persistent notification-only takes an empty item', async () => {
+    await service.create(OWNER, 't', { persistItems: false, deliverPayloads: false });
+    await service.subscribe(BOB, 't', BOB);
+    await rejects(service.publish(OWNER, 't', { item: {} }), 'item-forbidden');
+    await rejects(service.publish(OWNER, 't', { item: { id: 'x' } }), 'item-forbidden');
+    assert.equal(await service.publish(OWNER, 't', {}), undefined);
+    assert.deepEqual(events.at(-1), { event: { kind: 'items', node: 't', withPayload: false, messageType: 'headline' }, to: [BOB] });
+    await service.create(OWNER, 'pn', { deliverPayloads: false });
+    assert.equal(await service.publish(OWNER, 'pn', { item: { id: 'e' } }), 'e');
+    await rejects(service.publish(OWNER, 'pn', {}), 'item-required');
+  });
+
+  it('publish_node_full reject: node-full on a full node, except for an existing id', async () => {
+    await service.create(OWNER, 'f', { maxItems: 1, publishNodeFull: 'reject' });
+    await service.publish(OWNER, 'f', payload('a'));
+    await rejects(service.publish(OWNER, 'f', payload('b')), 'node-full');
+    await service.publish(OWNER, 'f', payload('a'));
+    assert.deepEqual((await service.getItems(OWNER, 'f')).map((i) => i.id), ['a']);
   });
 });

@@ -65,7 +65,7 @@ describe('store write failure', () => {
     setFailing(false);
     assert.equal((await router.handle(publish('kept')))?.attrs.type, 'result', 'the node is not left locked');
     assert.deepEqual((await store.getItems('n')).map((i) => i.id), ['kept']);
-    assert.deepEqual((events as ServiceEvent[]).map((e) => e.kind === 'items' && e.item.id), ['kept']);
+    assert.deepEqual((events as ServiceEvent[]).map((e) => e.kind === 'items' && e.item?.id), ['kept']);
     assert.equal(await store.getNode('m'), undefined);
     await router.idle();
     await service.close();

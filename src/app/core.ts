@@ -1,0 +1,125 @@
+// The core of one Hermod: store, durable notification path (journal -> queue -> outbox), the
+// component connection (built, not started), the IQ caller, XEP-0356 privileges, presence and
+// the pub/sub service. Everything is built in dependency order, so nothing is looked up lazily;
+// whatever is opened is pushed onto the caller's stop stack right away. Nothing here connects.
+
+import { mkdir } from 'node:fs/promises';
+import type { Element } from 'ltx';
+import { ComponentConnection, type ConnectionHandlers, type ConnectionState } from '../component/connection.ts';
+import { IqCaller } from '../component/iq-caller.ts';
+import { NotificationJournal } from '../component/journal.ts';
+import { NotificationQueue } from '../component/notification-queue.ts';
+import { Outbox } from '../component/outbox.ts';
+import { parentDomain, type HermodConfig } from '../config/config.ts';
+import type { Logger } from '../log.ts';
+import { HermodMetrics } from '../ops/metrics.ts';
+import { PubsubService } from '../pubsub/service.ts';
+import { createStore, storeSize } from '../store/backends.ts';
+import type { Store } from '../store/store.ts';
+import { parseJid } from '../xmpp/jid.ts';
+import { NotificationRenderer } from '../xmpp/notifications.ts';
+import { PresenceTracker } from '../xmpp/presence.ts';
+import { Privileges } from '../xmpp/privilege.ts';
+import type { StopStack } from './stop-stack.ts';
+
+export interface ComponentCredentials {
+  jid: string;
+  secret: string;
+  server: string;
+}
+
+/** The component's link to its server: the XEP-0114 connection, or the wire harness's loopback. */
+export interface ComponentLink {
+  readonly status: ConnectionState;
+  /** Sends a stanza now if online; false when it could not be sent. */
+  send(stanza: Element): boolean;
+  /** Starts (and keeps) the link; resolves once online for the first time. */
+  start(handlers: ConnectionHandlers): Promise<void>;
+  /** Flushes the outbox (bounded) and closes the link. */
+  stop(): Promise<void>;
+}
+
+export interface Core {
+  readonly store: Store;
+  readonly service: PubsubService;
+  readonly connection: ComponentLink;
+  readonly outbox: Outbox;
+  readonly iq: IqCaller;
+  readonly privileges: Privileges;
+  readonly presence: PresenceTracker;
+  readonly metrics: HermodMetrics;
+}
+
+export interface CoreOptions {
+  config: HermodConfig;
+  component: ComponentCredentials;
+  log: Logger;
+  /** Use this store instead of the configured one (tests, the demo); it is still opened and closed here. */
+  store?: Store;
+  /** Another link than the XEP-0114 connection to `component.server` (the wire harness). */
+  link?: (outbox: Outbox) => ComponentLink;
+}
+
+/**
+ * Builds the core; pushes the closing of the store, the journal and the service onto `stack`.
+ * Throws what opening the store or the journal throws (nothing stays open: the stack has it).
+ */
+export async function buildCore(stack: StopStack, options: CoreOptions): Promise<Core> {
+  const { config, component, log } = options;
+  await mkdir(config.dataDir, { recursive: true });
+  const store = options.store ?? createStore(config);
+  await store.open();
+  stack.push('store', () => store.close());
+
+  // Durable fan-out (src/component/notification-queue.ts): the journal records each event before
+  // the request is answered; the outbox writes, confirms by barrier and rewinds on reconnect.
+  const { journal, undelivered } = NotificationJournal.open(config.dataDir, log);
+  stack.push('notification journal', () => journal.close());
+  const outbox: Outbox = new Outbox({
+    log,
+    barrierJid: component.jid,
+    onConfirmed: (tag) => {
+      journal.confirm(tag);
+      if (outbox.pending === 0) journal.allConfirmed();
+    },
+    onDropped: (tags) => journal.dropped(tags),
+    onWriting: (tag) => journal.written(tag),
+    onRewound: () => journal.rewound(),
+  });
+  const renderer = new NotificationRenderer(component.jid);
+  const notifications = new NotificationQueue(outbox, journal, (event, recipients) => renderer.render(event, recipients));
+  const restored = notifications.restore(undelivered);
+  if (restored > 0) log.info('undelivered notifications queued from the journal', { stanzas: restored, events: undelivered.length });
+
+  const metrics = new HermodMetrics({ outbox: () => outbox, ...(options.store ? {} : { storeSize: () => storeSize(config) }) });
+  const connection = options.link?.(outbox) ?? new ComponentConnection({ jid: component.jid, secret: component.secret, server: component.server, log, outbox });
+  const iq = new IqCaller(component.jid, (stanza) => connection.send(stanza));
+  stack.push('requests the component sent', () => iq.cancelAll());
+
+  const creatorDomains = new Set(config.pubsub.creatorDomains ?? [parentDomain(component.jid)]);
+  // XEP-0356: the attached server's domains may grant roster/presence access (src/xmpp/privilege.ts).
+  const privileges = new Privileges({ serverDomains: [parentDomain(component.jid), ...creatorDomains], iq, log: log.child({ component: 'privilege' }) });
+  const presence = new PresenceTracker();
+  const service = new PubsubService({
+    rosters: privileges,
+    presence,
+    store,
+    // The component itself publishes for its sources: it is an admin of its own service, and so
+    // exempt from the node quota and the publish rate.
+    admins: [...config.pubsub.admins, component.jid],
+    limits: config.limits,
+    onError: (err) => log.error('background pub/sub work failed (item expiry, lease end or roster read)', { reason: String(err) }),
+    mayCreateNodes: (bare) => {
+      const jid = parseJid(bare);
+      return !!jid && jid.local !== '' && creatorDomains.has(jid.domain);
+    },
+    notifier: (event, recipients) => {
+      const t0 = performance.now();
+      const count = notifications.notify(event, recipients);
+      metrics.notified(event.kind, count, (performance.now() - t0) / 1000);
+    },
+  });
+  await service.start(); // restores item expiry and lease timers
+  stack.push('pub/sub service', () => service.close());
+  return { store, service, connection, outbox, iq, privileges, presence, metrics };
+}

@@ -1,0 +1,88 @@
+// Replication's part of start-up: the application database's settings (where the component's
+// credentials may live), the Ajatus and Midgard replications with the shared XSLT stage, the
+// message route partners' pub/sub events take, and what starts once the component is online.
+// Each part pushes its stop onto the caller's stack as soon as it has started.
+
+import nano from 'nano';
+import { ConfigError, type HermodConfig } from '../config/config.ts';
+import type { Logger } from '../log.ts';
+import { AjatusReplication } from '../replication/ajatus.ts';
+import { MidgardReplication } from '../replication/midgard.ts';
+import { AppSettings } from '../replication/settings.ts';
+import { Transforms } from '../replication/transforms.ts';
+import { NS } from '../xmpp/ns.ts';
+import type { MessageHandler } from '../xmpp/router.ts';
+import type { ComponentCredentials, Core } from './core.ts';
+import type { StopStack } from './stop-stack.ts';
+
+/**
+ * Opens the application database's settings (with `appDb`) and finds the component credentials:
+ * the config file's, else the `hermod:credentials` document. Throws ConfigError naming the key
+ * when neither has them or the database cannot be read.
+ */
+export async function openAppSettings(stack: StopStack, config: HermodConfig, log: Logger): Promise<{ settings: AppSettings | undefined; component: ComponentCredentials }> {
+  if (!config.appDb) {
+    if (!config.component) throw new ConfigError('component: missing (required without appDb)');
+    return { settings: undefined, component: config.component };
+  }
+  const db = nano(config.appDb.url).use<Record<string, unknown> & { _id: string }>(config.appDb.db);
+  const settings = new AppSettings(db, log.child({ component: 'settings' }));
+  try {
+    await settings.start();
+  } catch (err) {
+    throw new ConfigError(`appDb: cannot read database '${config.appDb.db}': ${(err as Error).message}`);
+  }
+  stack.push('application settings', () => settings.stop());
+  const component = config.component ?? (await settings.credentials());
+  if (!component) throw new ConfigError(`component: not in the config file and no hermod:credentials document in '${config.appDb.db}'`);
+  return { settings, component };
+}
+
+export interface Replication {
+  readonly ajatus: AjatusReplication | undefined;
+  readonly midgard: MidgardReplication | undefined;
+  /** Message routes by payload namespace: partners' pub/sub event notifications. */
+  readonly messages: ReadonlyMap<string, MessageHandler>;
+  /** Starts the sources (publishing); partner discovery and subscriptions follow `online`. */
+  start(online: Promise<void>): Promise<void>;
+}
+
+export interface ReplicationOptions {
+  config: HermodConfig;
+  settings: AppSettings | undefined;
+  componentJid: string;
+  log: Logger;
+}
+
+/** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`); starts nothing. */
+export function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Replication {
+  const { config, settings, componentJid, log } = options;
+  const { service, iq } = core;
+  const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
+  const common = { service, iq, componentJid, dataDir: config.dataDir, log, transforms };
+  const ajatus = settings && config.appDb ? new AjatusReplication({ ...common, couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
+  const midgard = config.midgard ? new MidgardReplication({ ...common, config: config.midgard }) : undefined;
+  const replications = [ajatus, midgard].filter((r) => r !== undefined);
+  // A partner's notification belongs to the replication that follows its node (or to none).
+  const events: MessageHandler = async (stanza) => {
+    for (const replication of replications) if (await replication.handleEvent(stanza)) break;
+    return undefined;
+  };
+  return {
+    ajatus,
+    midgard,
+    messages: new Map(replications.length > 0 ? [[NS.PUBSUB_EVENT, events]] : []),
+    async start(online) {
+      for (const replication of replications) {
+        // Pushed first: a source that fails half way through its start is closed too.
+        stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => replication.stop());
+        await replication.start();
+        void online.then(() => replication.startPartners()).catch((err: unknown) => log.error('partner discovery could not start', { reason: String(err) }));
+      }
+      if (replications.length > 0) {
+        transforms.start(); // quarantine retries and stylesheet changes
+        stack.push('transforms', () => transforms.stop());
+      }
+    },
+  };
+}
