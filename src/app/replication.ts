@@ -71,7 +71,9 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
   return {
     ajatus,
     midgard,
-    messages: new Map(replications.length > 0 ? [[NS.PUBSUB_EVENT, events]] : []),
+    // Partners' event notifications, their history (XEP-0313 results) and their §8.9.4
+    // affiliation notifications (<pubsub><affiliations/></pubsub>): new nodes to follow.
+    messages: new Map(replications.length > 0 ? [NS.PUBSUB_EVENT, NS.MAM, NS.PUBSUB].map((ns) => [ns, events] as const) : []),
     async start(online) {
       for (const replication of replications) {
         // Pushed first: a source that fails half way through its start is closed too.
