@@ -45,28 +45,17 @@ describe('partner discovery: new nodes, retries, contact edits and history posit
   let hermodA: HermodProcess | undefined;
   let hermodB: HermodProcess | undefined;
 
+  /** A site's Hermod: Ajatus on its CouchDB, Midgard without a bus, discovery once an hour. */
+  const startSite = (name: string, server: ServerInfo, couch: CouchServer, midgard: Record<string, unknown>): Promise<HermodProcess> =>
+    startHermodProcess({
+      server,
+      dir,
+      name,
+      extra: { appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: HOUR }, midgard: { bus: 'none', discoveryIntervalSeconds: HOUR, ...midgard } },
+    });
   const startA = (): Promise<HermodProcess> =>
-    startHermodProcess({
-      server: alpha,
-      dir,
-      name: 'site-a',
-      extra: {
-        appDb: { url: couchA.url, db: APP },
-        ajatus: { discoveryIntervalSeconds: HOUR },
-        midgard: { bus: 'none', spool: './a-spool', inbound: './a-inbound', access: { '*': { access_model: 'whitelist', whitelist: [beta.componentJid] } }, discoveryIntervalSeconds: HOUR },
-      },
-    });
-  const startB = (): Promise<HermodProcess> =>
-    startHermodProcess({
-      server: beta,
-      dir,
-      name: 'site-b',
-      extra: {
-        appDb: { url: couchB.url, db: APP },
-        ajatus: { discoveryIntervalSeconds: HOUR },
-        midgard: { bus: 'none', inbound: './b-inbound', partners: ['alice@alpha.test'], discoveryIntervalSeconds: HOUR },
-      },
-    });
+    startSite('site-a', alpha, couchA, { spool: './a-spool', inbound: './a-inbound', access: { '*': { access_model: 'whitelist', whitelist: [beta.componentJid] } } });
+  const startB = (): Promise<HermodProcess> => startSite('site-b', beta, couchB, { inbound: './b-inbound', partners: ['alice@alpha.test'] });
   const arrives = (server: CouchServer, id: string, what: string): Promise<Doc> => eventually(() => get(server, id), what, 30_000);
   /** Log lines of a site written after `from` lines (the log file is appended to across restarts). */
   const linesAfter = async (h: HermodProcess, from: number): Promise<LogLine[]> => (await h.log()).slice(from);
