@@ -59,7 +59,7 @@ function buildSchema(baseDir: string) {
             contentDb: text().default('ajatus_db_content').describe('the database replicated'),
             profile: text().default('ajatus').describe('where type, tags, deleted flag, title and contact JID sit in documents: `ajatus` (`value.tags.val`, …) or `plain` (`tags`, …)'),
             codec: z.enum(['json', 'xml'], must('must be "json" or "xml"')).default('json').describe('payload body: `json` (XEP-0335 JSON container) or `xml` (XSLT 3.0 json-to-xml form)'),
-            discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered (also on every contact or partner-setting change)'),
+            discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered (also on every edit of a contact or partner setting, and after a failed attempt within seconds: 2 s doubling up to this interval); new nodes a partner makes us a member of are followed at once, without waiting for it'),
             inlineAttachmentMax: positive().default(128 * 1024).describe('attachment bytes carried inline per document (smallest first); the rest go through XEP-0363 upload'),
           })
           .prefault({}),

@@ -101,7 +101,7 @@ export function midgardSchema(baseDir: string) {
         .default(['^/(?!tags/)[^/]+/all$'])
         .meta({ description: 'which partner nodes to subscribe to (regular expressions on node ids)', default: '`["^/(?!tags/)[^/]+/all$"]` (every class\'s `/all` node, not Ajatus\'s `/tags/all`)' }),
       partnerJid: partnerJid.describe('where a `midgard_person` carries a JID: `{"property": "jid", "parameter": "domain/name"}`'),
-      discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered'),
+      discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered (as for Ajatus: failed attempts are retried from 2 s, announced nodes followed at once)'),
       inlineBlobMax: positive().default(128 * 1024).describe('blob bytes carried inline per document (smallest first); the rest go through XEP-0363 upload'),
     })
     .transform(({ partners, spool, topicsExport, ...section }) => ({
