@@ -101,8 +101,8 @@ export class PartnerManager {
   /** Discover every partner in the next run (else only those in `due`). */
   private all = false;
   private readonly due = new Set<string>();
-  /** Partners whose last discovery failed -> the delay before the next attempt (ms). */
-  private readonly failing = new Map<string, number>();
+  /** Partners whose last discovery failed -> the delay that was waited (ms) and when to try again (epoch ms). */
+  private readonly failing = new Map<string, { delayMs: number; at: number }>();
   /** Services that advertise MAM on nodes. */
   private readonly withHistory = new Set<string>();
   /** History queries under way: queryid -> the event messages received for it. */
@@ -193,10 +193,20 @@ export class PartnerManager {
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.discoverSoon(), this.o.intervalMs);
       }
-      clearTimeout(this.retryTimer);
-      const retry = this.failing.size > 0 ? Math.min(...this.failing.values()) : undefined;
-      if (retry !== undefined) this.retryTimer = setTimeout(() => [...this.failing.keys()].forEach((p) => this.discoverSoon(p)), retry);
+      this.scheduleRetry();
     });
+  }
+
+  /** Arms one timer for the earliest failed partner due again; each is retried when its own delay is up. */
+  private scheduleRetry(): void {
+    clearTimeout(this.retryTimer);
+    for (const p of this.failing.keys()) if (!this.partners.has(p)) this.failing.delete(p);
+    if (this.failing.size === 0) return;
+    const next = Math.min(...[...this.failing.values()].map((f) => f.at));
+    this.retryTimer = setTimeout(() => {
+      for (const [p, f] of this.failing) if (f.at <= Date.now()) this.discoverSoon(p);
+      if (!this.running) this.scheduleRetry();
+    }, Math.max(0, next - Date.now()));
   }
 
   /** One partner's discovery; a failure schedules a retry with backoff. */
@@ -211,9 +221,9 @@ export class PartnerManager {
       if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
       return;
     }
-    const last = this.failing.get(partner);
+    const last = this.failing.get(partner)?.delayMs;
     const retryMs = Math.min(this.o.intervalMs, last === undefined ? DISCOVERY_RETRY_MS : last * 2);
-    this.failing.set(partner, retryMs);
+    this.failing.set(partner, { delayMs: retryMs, at: Date.now() + retryMs });
     this.o.log.warn('partner discovery failed', { partner, reason: failure, retryInSeconds: retryMs / 1000 });
   }
 
