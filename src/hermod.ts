@@ -82,7 +82,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   const { settings, component } = await appSettings(config, log);
   let store = options.store;
   await mkdir(config.dataDir, { recursive: true });
-  if (!store) store = createStore(config);
+  if (!store) store = createStore(config, { log: log.child({ component: 'store' }) });
   await store.open();
   const startedAt = Date.now();
   const metrics = new HermodMetrics({
@@ -123,7 +123,6 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     },
   });
 
-  await service.start(); // restores item expiry timers
 
   const iq = new IqCaller(component.jid, (stanza) => connection?.send(stanza) ?? false);
   const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
@@ -210,6 +209,9 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   const restored = notifications.restore(undelivered);
   if (restored > 0) log.info('undelivered notifications queued from the journal', { stanzas: restored, events: undelivered.length });
   const online = connection.start();
+  // Connect first, then re-arm item-expiry and lease timers from the store's timer index
+  // (reads that meanwhile find an item past its expiry leave it out).
+  const timersRestored = service.start().catch((err: unknown) => log.error('item expiry and lease timers could not be restored', { reason: String(err) }));
   const conn = connection;
   const usedStore = store;
   const status = async (): Promise<StatusReport> => {
@@ -242,6 +244,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       await conn.stop(0);
       if (statusServer) await closeStatus(statusServer, config.dataDir);
       journal.close();
+      await timersRestored;
       await usedStore.close();
       throw new ConfigError(`metrics.port: cannot listen on ${config.metrics.host}:${config.metrics.port}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
@@ -266,6 +269,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       settings?.stop();
       iq.cancelAll();
       await router.idle();
+      await timersRestored;
       await service.close();
       await conn.stop();
       journal.close();

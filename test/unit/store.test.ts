@@ -4,11 +4,53 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { CouchStore } from '../../src/store/couchdb.ts';
-import { LevelStore } from '../../src/store/level.ts';
+import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
+import type { BatchOp, KvRange, OrderedKv } from '../../src/store/kv.ts';
+import { KvStore } from '../../src/store/kv-store.ts';
+import { LevelKv, LevelStore } from '../../src/store/level.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { Store } from '../../src/store/store.ts';
 import { storeContract } from './store-contract.ts';
+
+/** An OrderedKv whose batches start failing after a set number, as a full disk would make them. */
+class FailingKv implements OrderedKv {
+  private left = Infinity;
+  constructor(private readonly inner: OrderedKv) {}
+  failAfter(batches: number): void {
+    this.left = batches;
+  }
+  open(): Promise<void> {
+    return this.inner.open();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+  get(key: string): Promise<string | undefined> {
+    return this.inner.get(key);
+  }
+  getMany(keys: string[]): Promise<Array<string | undefined>> {
+    return this.inner.getMany(keys);
+  }
+  async batch(ops: BatchOp[]): Promise<void> {
+    if (this.left <= 0) throw new Error('ENOSPC: no space left on device');
+    this.left -= 1;
+    await this.inner.batch(ops);
+  }
+  entries(range: KvRange): AsyncIterable<[string, string]> {
+    return this.inner.entries(range);
+  }
+  keys(range: KvRange): AsyncIterable<string> {
+    return this.inner.keys(range);
+  }
+}
+
+/** A KvStore on a FailingKv over `inner`, opened. */
+async function failingStore(inner: OrderedKv): Promise<{ store: Store; failAfter(batches: number): void }> {
+  const kv = new FailingKv(inner);
+  const store = new KvStore(kv);
+  await store.open();
+  return { store, failAfter: (batches) => kv.failAfter(batches) };
+}
 
 storeContract('memory', {
   async create() {
@@ -36,6 +78,7 @@ storeContract('level', {
     locations.set(again, location);
     return again;
   },
+  createFailing: () => failingStore(new LevelKv(path.join(root, `db${n++}`))),
 });
 
 // CouchDB backend against a real CouchDB-API server (pouchdb-server), one database per store.
@@ -58,5 +101,9 @@ storeContract('couchdb (pouchdb-server)', {
     await again.open();
     couchDbs.set(again, db);
     return again;
+  },
+  async createFailing() {
+    couch ??= startCouch();
+    return failingStore(new CouchKv({ url: (await couch).url, db: `hermod_contract_${n++}` }));
   },
 });
