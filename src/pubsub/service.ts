@@ -411,8 +411,7 @@ export class PubsubService {
     const id = checked.record.id;
     await this.mutate(id, async () => {
       const state = await this.node(id);
-      await this.store.purgeItems(id);
-      await this.store.appendArchive(id, { stamp: this.now(), purged: true }, ARCHIVE_LIMIT);
+      await this.store.purgeItems(id, { archive: { stamp: this.now(), keep: ARCHIVE_LIMIT } });
       if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id }, await this.audience(state));
     });
   }

@@ -539,11 +539,12 @@ export class KvStore implements Store {
     return this.change(node, [], (change) => this.stageTrim(node, change, keep));
   }
 
-  async purgeItems(node: string): Promise<void> {
+  async purgeItems(node: string, options: { archive?: { stamp: number; keep: number } } = {}): Promise<void> {
     await this.change(node, [], async (change) => {
       for (const prefix of ['i', 'o']) for (const k of await this.keysIn(key(prefix, node))) change.ops.push({ type: 'del', key: k });
       change.items.count = 0;
       change.purged = true;
+      if (options.archive) await this.stageArchive(node, change, { stamp: options.archive.stamp, purged: true }, options.archive.keep);
     });
   }
 

@@ -159,8 +159,11 @@ export class MemoryStore implements Store {
     return dropped;
   }
 
-  async purgeItems(node: string): Promise<void> {
-    this.nodes.get(node)?.items.clear();
+  async purgeItems(node: string, options: { archive?: { stamp: number; keep: number } } = {}): Promise<void> {
+    const state = this.nodes.get(node);
+    if (!state) return;
+    state.items.clear();
+    if (options.archive) await this.appendArchive(node, { stamp: options.archive.stamp, purged: true }, options.archive.keep);
   }
 
   async appendArchive(node: string, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {

@@ -115,7 +115,8 @@ export interface Store {
   deleteItem(node: string, id: string): Promise<boolean>;
   /** Drop the oldest items beyond `keep`; returns the ids dropped. */
   trimItems(node: string, keep: number): Promise<string[]>;
-  purgeItems(node: string): Promise<void>;
+  /** Removes every item; with `options.archive`, appends a `{stamp, purged: true}` entry in the same write. */
+  purgeItems(node: string, options?: { archive?: { stamp: number; keep: number } }): Promise<void>;
 
   /**
    * Appends to the node's archive (its history: publications and tombstones) and drops the

@@ -297,7 +297,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await s.close();
     });
 
-    it('retracts items with one tombstone in one write, skipping ids not in the node', async () => {
+    it('retracts items with one tombstone in one write, skipping ids not in the node; purges likewise', async () => {
       const s = await factory.create();
       await s.putNode(node('n'));
       for (const id of ['a', 'b', 'c', 'd']) await s.publishItem('n', item(id), { keep: 10 });
@@ -310,6 +310,8 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual(await s.retractItems('n', ['b']), { retracted: ['b'] });
       assert.equal((await s.pageArchive('n', {}, { max: 10 }))?.count, 1);
       assert.deepEqual(await s.pageItemIds('n', { max: 5, index: 0 }), { entries: ['d'], count: 1, firstIndex: 0 });
+      await s.purgeItems('n', { archive: { stamp: 5000, keep: 100 } });
+      assert.deepEqual([await s.countItems('n'), (await s.pageArchive('n', {}, { max: 10 }))?.entries.map((e) => [e.stamp, e.purged])], [0, [[3000, undefined], [5000, true]]], 'a purge and its archive entry in one write');
       await s.close();
     });
 
@@ -391,14 +393,21 @@ export function storeContract(name: string, factory: StoreFactory): void {
             assert.deepEqual((await s.getItems('n', { ids: ['b', 'c'] })).length, 0, 'the items are out');
             assert.deepEqual((await s.pageArchive('n', {}, { max: 10 }))?.entries.at(-1)?.retracted, ['b', 'c'], 'their tombstone is in');
           }
-          outcomes.push(`${published}/${retracted}`);
           await s.publishItem('n', item('e'), { keep: 3, archive: { keep: 100 } });
+          const full = await snapshot(s, 'n');
+          failAfter(batches);
+          const purged = await s.purgeItems('n', { archive: { stamp: 4000, keep: 100 } }).then(() => 'written', () => 'failed');
+          failAfter(Infinity);
+          if (purged === 'failed') assert.deepEqual(await snapshot(s, 'n'), full, `nothing of the failed purge is left (${batches})`);
+          else assert.deepEqual([await s.countItems('n'), (await s.pageArchive('n', {}, { max: 10 }))?.entries.at(-1)?.purged], [0, true]);
+          outcomes.push(`${published}/${retracted}/${purged}`);
+          await s.publishItem('n', item('f'), { keep: 3, archive: { keep: 100 } });
           const order = ids(await s.getItems('n'));
           assert.equal(await s.countItems('n'), order.length);
           assert.deepEqual(await s.pageItemIds('n', { max: 2, index: 1 }), { entries: order.slice(1, 3), count: order.length, firstIndex: 1 });
           await s.close();
         }
-        assert.equal(outcomes[0], 'failed/failed', 'with no batch left, both writes fail');
+        assert.equal(outcomes[0], 'failed/failed/failed', 'with no batch left, every write fails');
       });
     }
 
