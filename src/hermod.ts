@@ -123,7 +123,6 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     },
   });
 
-
   const iq = new IqCaller(component.jid, (stanza) => connection?.send(stanza) ?? false);
   const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
   const ajatus =
