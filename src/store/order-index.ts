@@ -2,23 +2,26 @@
 // unknown place: the `o\0<node>\0<seq>` order keys (kv-store.ts) plus counted buckets over the
 // sequence numbers, kept in the same batch as every change to the order keys.
 //
-// A sequence number (< 2^48) is read as six base-256 digits. For each level k = 1..5 the key
-//   c\0<node>\0<k>\0<seq / 256^k as 12 hex digits>
-// holds how many order keys fall in that bucket (absent: none). The 256 buckets of level k under
+// A sequence number (< 2^48) is read as eight base-64 digits. For each level k = 1..7 the key
+//   c\0<node>\0<k>\0<seq / 64^k as 12 hex digits>
+// holds how many order keys fall in that bucket (absent: none). The 64 buckets of level k under
 // one bucket of level k+1 are adjacent keys, so:
-//   position(seq)  = Σ over k = 5..1 of the counts of the level-k buckets before seq's own bucket
-//                    under the same parent (one range read of ≤ 255 keys per level)
-//                  + the order keys before seq in its level-1 bucket (≤ 255 keys)
+//   position(seq)  = Σ over k = 7..1 of the counts of the level-k buckets before seq's own bucket
+//                    under the same parent (one range read of ≤ 63 keys per level, skipped where
+//                    seq's bucket is its parent's first)
+//                  + the order keys before seq in its level-1 bucket (≤ 63 keys)
 //   seqAt(index)   = the same walk downwards, choosing at each level the bucket that holds it.
-// Both read at most 6 × 255 small keys, whatever the node's size or the position: O(log n) with
-// base 256 (with n ≤ 2^48, a constant bound). A change to one order key changes 5 counters.
+// Both read at most 8 × 63 small keys, O(log n) with base 64 whatever the position: at 100 000
+// items, ~3 levels are in use (about 100 keys read). A change to one order key changes 7
+// counters (cached by kv-store.ts, so a publication reads none of them in the common case).
+// Base 64 balances the two: base 256 read ~2x the keys per page, base 16 wrote 11 counters.
 
 import type { BatchOp, OrderedKv } from './kv.ts';
 
 const SEP = '\0';
-const FANOUT = 256;
-/** Levels of counted buckets: 256^6 = 2^48 sequence numbers. */
-export const LEVELS = 5;
+const FANOUT = 64;
+/** Levels of counted buckets: 64^8 = 2^48 sequence numbers. */
+export const LEVELS = 7;
 const hex12 = (n: number): string => n.toString(16).padStart(12, '0');
 
 /** The order key of a sequence number in a node. */

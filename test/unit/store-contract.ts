@@ -326,10 +326,10 @@ export function storeContract(name: string, factory: StoreFactory): void {
       const count = order.length;
       assert.equal(count, 294);
       assert.deepEqual(order.slice(0, 3), ['i3', 'i4', 'i6']);
-      for (const index of [0, 1, 97, 98, 250, 251, 252, 253, 254, 255, 256, 292, 293, 294]) {
+      for (const index of [0, 1, 60, 61, 62, 63, 64, 97, 98, 124, 125, 126, 250, 251, 252, 253, 254, 255, 256, 292, 293, 294]) {
         assert.deepEqual(await s.pageItemIds('n', { max: 3, index }), { entries: order.slice(index, index + 3), count, firstIndex: index }, `index ${index}`);
       }
-      for (const at of [0, 96, 250, 251, 252, 253, 292, 293]) {
+      for (const at of [0, 60, 61, 62, 96, 125, 250, 251, 252, 253, 292, 293]) {
         const anchor = order[at] as string;
         const after = await s.pageItemIds('n', { max: 3, after: anchor });
         if (at + 1 < count) assert.deepEqual(after, { entries: order.slice(at + 1, at + 4), count, firstIndex: at + 1 }, `after ${anchor}`);
