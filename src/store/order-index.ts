@@ -99,23 +99,25 @@ export async function orderKeyAt(db: OrderedKv, node: string, index: number): Pr
 
 /**
  * The counters of every node from its order keys (for stores written before the counters
- * existed). Calls `flush` with the puts of each node's counters (a big node in several calls).
+ * existed). Hands the puts to `flush` in batches of about 10 000. Resolves to the order keys read.
  */
 export async function rebuildCounters(db: OrderedKv, flush: (ops: BatchOp[]) => Promise<void>): Promise<number> {
   let node: string | undefined;
   let counts = new Map<string, number>();
+  let pending: BatchOp[] = [];
   let keys = 0;
-  const write = async (): Promise<void> => {
-    const ops: BatchOp[] = [];
-    for (const [k, n] of counts) ops.push({ type: 'put', key: k, value: String(n) });
+  const collect = async (): Promise<void> => {
+    for (const [k, n] of counts) pending.push({ type: 'put', key: k, value: String(n) });
     counts = new Map();
-    for (let i = 0; i < ops.length; i += 10_000) await flush(ops.slice(i, i + 10_000));
+    if (pending.length >= 10_000) {
+      await flush(pending);
+      pending = [];
+    }
   };
   for await (const k of db.keys({ gt: `o${SEP}`, lt: `o${SEP}\uffff` })) {
-    const at = k.lastIndexOf(SEP);
-    const owner = k.slice(2, at);
+    const owner = k.slice(2, k.lastIndexOf(SEP));
     if (owner !== node) {
-      await write();
+      await collect();
       node = owner;
     }
     const seq = seqOfOrderKey(k);
@@ -125,6 +127,7 @@ export async function rebuildCounters(db: OrderedKv, flush: (ops: BatchOp[]) => 
     }
     keys++;
   }
-  await write();
+  await collect();
+  if (pending.length > 0) await flush(pending);
   return keys;
 }
