@@ -67,7 +67,7 @@ export interface CoreOptions {
 export async function buildCore(stack: StopStack, options: CoreOptions): Promise<Core> {
   const { config, component, log } = options;
   await mkdir(config.dataDir, { recursive: true });
-  const store = options.store ?? createStore(config);
+  const store = options.store ?? createStore(config, { log: log.child({ component: 'store' }) });
   await store.open();
   stack.push('store', () => store.close());
 
@@ -119,7 +119,16 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
       metrics.notified(event.kind, count, (performance.now() - t0) / 1000);
     },
   });
-  await service.start(); // restores item expiry and lease timers
   stack.push('pub/sub service', () => service.close());
   return { store, service, connection, outbox, iq, privileges, presence, metrics };
+}
+
+/**
+ * Re-arms item-expiry and lease timers from the store's timer index, in the background: called
+ * once the connection has started, so a large store does not delay serving (reads meanwhile
+ * leave out items already past their expiry). Unwinding waits for it before the service closes.
+ */
+export function restoreTimers(stack: StopStack, core: Core, log: Logger): void {
+  const restored = core.service.start().catch((err: unknown) => log.error('item expiry and lease timers could not be restored', { reason: String(err) }));
+  stack.push('timer restore', () => restored);
 }

@@ -134,12 +134,19 @@ export class PubsubService {
     if (this.limits.publishRate) this.publishRate = new RateLimiter(this.limits.publishRate, this.now);
   }
 
-  /** Restores background work from the store (item expiry timers). Call once after opening. */
+  /**
+   * Restores background work from the store's timer index (Store.timerIndex): lease-end timers
+   * at once, item-expiry timers after reading each expiring node's oldest item. Reads only the
+   * nodes that have item expiry or leases, never every node. Call once after opening; may run
+   * while requests are served (timers are only ever brought forward, and reads leave out items
+   * past their expiry until the timer removes them). Rejects when the store cannot be read.
+   */
   async start(): Promise<void> {
-    for (const record of await this.store.listNodes()) {
-      const config = { ...DEFAULT_NODE_CONFIG, ...record.config };
-      if (config.itemExpire !== 'max') this.expiry.set(record.id, await this.oldestExpiry(record.id, config.itemExpire));
-      this.leases.set(record.id, nextLeaseEnd(await this.store.getSubscriptions(record.id)));
+    const { itemExpiry, leaseEnds } = await this.store.timerIndex();
+    for (const [node, end] of leaseEnds) this.leases.atLeastBy(node, end);
+    for (const [node, expire] of itemExpiry) {
+      const due = await this.oldestExpiry(node, expire);
+      if (due !== undefined) this.expiry.atLeastBy(node, due);
     }
   }
 
@@ -407,8 +414,7 @@ export class PubsubService {
     const id = checked.record.id;
     await this.mutate(id, async () => {
       const state = await this.node(id);
-      await this.store.purgeItems(id);
-      const archiveId = await this.store.appendArchive(id, { stamp: this.now(), purged: true }, ARCHIVE_LIMIT);
+      const { archiveId } = await this.store.purgeItems(id, { archive: { stamp: this.now(), keep: ARCHIVE_LIMIT } });
       if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id, archiveId }, await this.audience(state));
     });
   }
@@ -609,7 +615,7 @@ export class PubsubService {
   private async sendLastPublished(state: NodeState, sub: Subscription, to = sub.jid): Promise<boolean> {
     const { config } = state.record;
     if (config.sendLastPublishedItem === 'never' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return false;
-    const [last] = await this.store.getItems(state.record.id, { max: 1 });
+    const [last] = this.unexpired(config, await this.store.getItems(state.record.id, { max: 1 }));
     if (!last) return false;
     this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: to, subid: sub.subid }]);
     return true;
@@ -714,28 +720,49 @@ export class PubsubService {
     const state = await this.node(nodeId);
     this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
-    return this.store.getItems(state.record.id, query);
+    return this.unexpired(state.record.config, await this.store.getItems(state.record.id, query));
   }
 
   /**
-   * One page of a node's item ids in publication order (at most PAGE_LIMIT). An after/before id
-   * that is no longer in the node is item-not-found: its position is unknown (XEP-0059 §2.5).
+   * Leaves out items past the node's pubsub#item_expire that its expiry timer has not removed
+   * yet (right after a restart, before the timers are restored, or while the timer is late).
    */
-  async pageItemIds(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<string>> {
+  private unexpired(config: NodeConfig, items: Item[]): Item[] {
+    if (config.itemExpire === 'max') return items;
+    const cutoff = this.now() - config.itemExpire * 1000;
+    return items.filter((item) => item.published > cutoff);
+  }
+
+  /** The checks of an item page and the store's page of ids; item-not-found for an unknown anchor. */
+  private async itemIdPage(actor: string, nodeId: string | undefined, page: PageRequest): Promise<{ state: NodeState; ids: Page<string> }> {
     const state = await this.node(nodeId);
     this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     const found = await this.store.pageItemIds(state.record.id, { ...page, max: Math.min(page.max, PAGE_LIMIT) });
     if (!found) fail('item-not-found', `item '${page.after ?? page.before ?? ''}' is not in node '${state.record.id}': page from a known item`);
-    return found;
+    return { state, ids: found };
+  }
+
+  /** The items of a page of ids, without those past their expiry. */
+  private async liveItems(state: NodeState, ids: string[]): Promise<Item[]> {
+    return ids.length === 0 ? [] : this.unexpired(state.record.config, await this.store.getItems(state.record.id, { ids }));
+  }
+
+  /**
+   * One page of a node's item ids in publication order (at most PAGE_LIMIT). An after/before id
+   * that is no longer in the node is item-not-found: its position is unknown (XEP-0059 §2.5).
+   * Costs O(log n) in the node's size wherever the page is (Store.pageItemIds).
+   */
+  async pageItemIds(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<string>> {
+    const { state, ids } = await this.itemIdPage(actor, nodeId, page);
+    if (state.record.config.itemExpire === 'max') return ids;
+    return { ...ids, entries: (await this.liveItems(state, ids.entries)).map((item) => item.id) };
   }
 
   /** One page of a node's items (see pageItemIds). */
   async pageItems(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<Item>> {
-    const ids = await this.pageItemIds(actor, nodeId, page);
-    if (ids.entries.length === 0) return { ...ids, entries: [] };
-    const items = await this.store.getItems(nodeId as string, { ids: ids.entries });
-    return { ...ids, entries: items };
+    const { state, ids } = await this.itemIdPage(actor, nodeId, page);
+    return { ...ids, entries: await this.liveItems(state, ids.entries) };
   }
 
   /**
@@ -782,8 +809,7 @@ export class PubsubService {
       const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
       let archiveId: string | undefined;
       if (keep > 0) {
-        await this.store.putItem(id, published, keep);
-        archiveId = await this.store.appendArchive(id, { stamp: published.published, item: published }, ARCHIVE_LIMIT);
+        ({ archiveId } = await this.store.publishItem(id, published, { keep, archive: { keep: ARCHIVE_LIMIT } }));
         if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, published.published + nodeConfig.itemExpire * 1000);
       }
       if (nodeConfig.deliverNotifications) {
@@ -818,25 +844,26 @@ export class PubsubService {
       const expire = state?.record.config.itemExpire;
       if (!state || expire === undefined || expire === 'max') return undefined;
       const now = this.now();
-      const removed: string[] = [];
+      const due: string[] = [];
       let next: number | undefined;
-      for (;;) {
-        const page = await this.store.pageItemIds(nodeId, { max: 100 });
+      for (let after: string | undefined; ; ) {
+        const page = await this.store.pageItemIds(nodeId, { max: 100, ...(after !== undefined ? { after } : {}) });
         const items = await this.store.getItems(nodeId, { ids: page?.entries ?? [] });
         for (const item of items) {
-          const due = item.published + expire * 1000;
-          if (due > now) {
-            next = due;
+          const at = item.published + expire * 1000;
+          if (at > now) {
+            next = at;
             break;
           }
-          await this.store.deleteItem(nodeId, item.id);
-          removed.push(item.id);
+          due.push(item.id);
         }
-        if (next !== undefined || items.length === 0) break;
+        after = items.at(-1)?.id;
+        if (next !== undefined || after === undefined) break;
       }
-      if (removed.length > 0) {
-        const archiveId = await this.store.appendArchive(nodeId, { stamp: now, retracted: removed }, ARCHIVE_LIMIT);
-        if (state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: removed, archiveId }, await this.audience(state));
+      // One write for every expired item and its tombstone.
+      if (due.length > 0) {
+        const { retracted, archiveId } = await this.store.retractItems(nodeId, due, { archive: { stamp: now, keep: ARCHIVE_LIMIT } });
+        if (retracted.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: retracted, archiveId }, await this.audience(state));
       }
       return next;
     });
@@ -868,9 +895,8 @@ export class PubsubService {
         fail('item-not-found', `no item ${missing.join(', ')} in node '${id}'`);
       }
       if (!mayRetractAny && found.some((item) => item.publisher !== bareJid(actor))) fail('forbidden', 'you may only retract your own items');
-      for (const item of found) await this.store.deleteItem(id, item.id);
-      const archiveId = await this.store.appendArchive(id, { stamp: this.now(), retracted: found.map((i) => i.id) }, ARCHIVE_LIMIT);
-      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: found.map((i) => i.id), archiveId }, await this.audience(state));
+      const { retracted, archiveId } = await this.store.retractItems(id, itemIds, { archive: { stamp: this.now(), keep: ARCHIVE_LIMIT } });
+      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: retracted, archiveId }, await this.audience(state));
     });
   }
 

@@ -8,7 +8,7 @@ import nano from 'nano';
 import type { HermodConfig } from '../config/config.ts';
 import { ConfigError } from '../config/config.ts';
 import { CouchKv, redactUrl } from './couchdb.ts';
-import { KvStore } from './kv-store.ts';
+import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { OrderedKv } from './kv.ts';
 import { LevelKv } from './level.ts';
 
@@ -28,8 +28,9 @@ export function describeBackend(backend: Backend, config: Pick<HermodConfig, 'st
   return config.store.backend === 'couchdb' ? `CouchDB ${redactUrl(config.store.couchdb.url)}/${config.store.couchdb.db}` : 'CouchDB (not configured)';
 }
 
-export function createStore(config: Pick<HermodConfig, 'store' | 'dataDir'>): KvStore {
-  return new KvStore(backendKv(config.store.backend, config));
+/** The configured store; `options.log` hears of the one-time upgrade of an older store at open. */
+export function createStore(config: Pick<HermodConfig, 'store' | 'dataDir'>, options: KvStoreOptions = {}): KvStore {
+  return new KvStore(backendKv(config.store.backend, config), options);
 }
 
 /** Bytes the configured store takes on disk (LevelDB files, or CouchDB's database file). */

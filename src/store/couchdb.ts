@@ -10,7 +10,7 @@
 
 import { LRUCache } from 'lru-cache';
 import nano, { type DocumentScope } from 'nano';
-import { KvStore } from './kv-store.ts';
+import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv } from './kv.ts';
 
 export interface CouchStoreOptions {
@@ -218,7 +218,7 @@ function urlPassword(url: string): string {
 }
 
 export class CouchStore extends KvStore {
-  constructor(options: CouchStoreOptions) {
-    super(new CouchKv(options));
+  constructor(options: CouchStoreOptions & KvStoreOptions) {
+    super(new CouchKv(options), options);
   }
 }

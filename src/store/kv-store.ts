@@ -1,30 +1,51 @@
 // The Store on an ordered key-value map (OrderedKv): the layout, bookkeeping and paging every
 // key-value backend shares. LevelDB (level.ts) and CouchDB (couchdb.ts) only supply the map.
-// Every multi-key change is one OrderedKv batch (atomic on LevelDB; see couchdb.ts for CouchDB).
+// Every change is one OrderedKv batch (atomic on LevelDB; see couchdb.ts for CouchDB): a
+// publication writes its item, order key, order counters, archive entry and both metas at once.
 //
-// Key layout ('\0' never occurs in JIDs, node ids or item ids, which are XML text):
+// Key layout 2 ('\0' never occurs in JIDs, node ids or item ids, which are XML text):
+//   _layout                            '2' (layout 1 had no such key; open() upgrades it once)
 //   n\0<node>                          NodeRecord JSON
 //   m\0<node>                          {seq, count} item bookkeeping
 //   a\0<node>\0<jid>                   affiliation            A\0<jid>\0<node>  reverse index
 //   s\0<node>\0<jid>\0<subid>          Subscription JSON      S\0<bare>\0<node>\0<jid>\0<subid>
 //   i\0<node>\0<itemId>                {seq, item} JSON
 //   o\0<node>\0<seq as 12 hex digits>  itemId (publication order)
+//   c\0<node>\0<level>\0<bucket>       order keys per bucket of seqs (order-index.ts)   [layout 2]
 //   h\0<node>\0<archive id>           ArchiveEntry JSON (history)   H\0<node>  {seq, count}
+//   x\0<node>                          pubsub#item_expire seconds of a node that has one [layout 2]
+//   L\0<node>\0<jid>\0<subid>          lease end (ms) of a leased subscription          [layout 2]
+// x and L are the timer index start-up reads instead of every node (timerIndex).
 //
-// Paging (pageItemIds, pageNodes) reads only the keys of one page. The position of a page's
-// first entry needs the number of keys before it; that count is remembered per node for the
-// first and last key of every page served (so paging on from there costs nothing) and forgotten
-// whenever an item of the node is removed (appends at the end do not move earlier positions).
+// Paging item ids costs O(log n) reads to place the page (order-index.ts) plus the page itself.
+// Nodes and archive entries are ordered by their own keys and placed by counting: O(position).
+// Item and archive bookkeeping (m, H, counters) is cached per node: this store is its map's
+// only writer, so a publication with a cached node reads one key (the item's previous version).
 
 import { LRUCache } from 'lru-cache';
+import type { Logger } from '../log.ts';
 import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { all, type BatchOp, type OrderedKv } from './kv.ts';
-import { archiveBounds, archiveId, bareJid, namedArchiveIds, pageOf, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store } from './store.ts';
+import { applyDeltas, counterDeltas, countersOf, orderKey, orderKeyAt, positionOf, rebuildCounters, seqOfOrderKey } from './order-index.ts';
+import {
+  addLeaseEnd,
+  archiveBounds,
+  archiveId,
+  bareJid,
+  itemExpiryOf,
+  namedArchiveIds,
+  pageOf,
+  type ArchiveQuery,
+  type ItemQuery,
+  type Page,
+  type PageRequest,
+  type Store,
+  type TimerIndex,
+} from './store.ts';
 
 const SEP = '\0';
 const key = (...parts: string[]): string => parts.join(SEP);
-const seqKey = (seq: number): string => seq.toString(16).padStart(12, '0');
 /** The keys under a prefix, as exclusive bounds. */
 const rangeOf = (prefix: string): { lo: string; hi: string } => ({ lo: prefix + SEP, hi: prefix + SEP + '\uffff' });
 const rangeOfGt = (prefix: string): { gt: string; lt: string } => ({ gt: prefix + SEP, lt: prefix + SEP + '\uffff' });
@@ -38,19 +59,94 @@ interface StoredItem {
   item: Item;
 }
 
+/** A node's item and archive bookkeeping as last written. */
+interface NodeBook {
+  items: ItemMeta;
+  archive: ItemMeta;
+  /** Counted-bucket values (order-index.ts) read or written so far; absent: not known yet. */
+  counters: Map<string, number>;
+}
+
+/** One change to a node's items and archive, staged for one batch. */
+interface Change {
+  ops: BatchOp[];
+  items: ItemMeta;
+  archive: ItemMeta;
+  /** Order keys added (+1) or removed (-1), by sequence number. */
+  moved: Array<[number, number]>;
+  /** Every order key of the node goes (purge): the counters are deleted, not counted down. */
+  purged?: boolean;
+}
+
+/** Names the store's layout; `hermod migrate` copies it with the rest. */
+export const LAYOUT_KEY = '_layout';
+/** 2: counted order index (c), timer index (x, L). Layout 1 (no _layout key) is upgraded at open. */
+const LAYOUT = '2';
+const UPGRADE_BATCH = 10_000;
+
+export interface KvStoreOptions {
+  /** Told about the one-time upgrade of a store written by an older Hermod. */
+  log?: Pick<Logger, 'info'>;
+}
+
 export class KvStore implements Store {
   private readonly nodeLocks = new KeyedMutex();
-  /** Per node: o-index key -> number of o-index keys before it. */
-  private readonly positions = new LRUCache<string, Map<string, number>>({ max: 1000 });
+  /** Bookkeeping per node, cached: this store is its map's only writer (see couchdb.ts). Only changes under the node's lock fill it. */
+  private readonly books = new LRUCache<string, NodeBook>({ max: 1000 });
+  private readonly log: Pick<Logger, 'info'> | undefined;
 
-  constructor(protected readonly db: OrderedKv) {}
+  constructor(
+    protected readonly db: OrderedKv,
+    options: KvStoreOptions = {},
+  ) {
+    this.log = options.log;
+  }
 
+  /** Opens the map; a store written in layout 1 gets its order counters and timer index built once (logged). */
   async open(): Promise<void> {
     await this.db.open();
+    const layout = await this.db.get(LAYOUT_KEY);
+    if (layout === LAYOUT) return;
+    if (layout !== undefined) throw new Error(`store layout ${layout} is newer than this Hermod reads (${LAYOUT}): run a newer Hermod`);
+    let empty = true;
+    for await (const _ of this.db.keys({ limit: 1 })) empty = false;
+    if (!empty) await this.upgrade();
+    await this.db.batch([{ type: 'put', key: LAYOUT_KEY, value: LAYOUT }]);
+  }
+
+  /** Layout 1 -> 2: counters over every node's order keys, and the timer index. Rerunnable (puts only). */
+  private async upgrade(): Promise<void> {
+    const t0 = performance.now();
+    const orderKeys = await rebuildCounters(this.db, (ops) => this.db.batch(ops));
+    let ops: BatchOp[] = [];
+    const flush = async (): Promise<void> => {
+      await this.batch(ops);
+      ops = [];
+    };
+    let expiringNodes = 0;
+    for await (const [, value] of this.range('n')) {
+      const node = JSON.parse(value) as NodeRecord;
+      const expire = itemExpiryOf(node);
+      if (expire === undefined) continue;
+      ops.push({ type: 'put', key: key('x', node.id), value: String(expire) });
+      expiringNodes++;
+      if (ops.length >= UPGRADE_BATCH) await flush();
+    }
+    let leasedSubscriptions = 0;
+    for await (const [, value] of this.range('s')) {
+      const sub = JSON.parse(value) as Subscription;
+      if (sub.options?.expire === undefined) continue;
+      ops.push(leaseOp(sub));
+      leasedSubscriptions++;
+      if (ops.length >= UPGRADE_BATCH) await flush();
+    }
+    await flush();
+    this.log?.info('store upgraded to layout 2: order counters and timer index built once', { orderKeys, expiringNodes, leasedSubscriptions, ms: Math.round(performance.now() - t0) });
   }
 
   async close(): Promise<void> {
     await this.nodeLocks.idle();
+    this.books.clear();
     await this.db.close();
   }
 
@@ -65,14 +161,10 @@ export class KvStore implements Store {
 
   /** Entries whose key starts with prefix + SEP, in key order. */
   private async *range(prefix: string, options: { reverse?: boolean; limit?: number } = {}): AsyncGenerator<[string, string]> {
-    const gt = prefix + SEP;
-    const lt = prefix + SEP + '\uffff';
-    for await (const entry of this.db.entries({ gt, lt, reverse: options.reverse ?? false, limit: options.limit ?? -1 })) {
-      yield entry;
-    }
+    for await (const entry of this.db.entries({ ...rangeOfGt(prefix), reverse: options.reverse ?? false, limit: options.limit ?? -1 })) yield entry;
   }
 
-  /** Number of keys above `lo` and below `bound` (or up to it, inclusive). */
+  /** Number of keys above `lo` and below `bound` (or up to it, inclusive). O(keys counted). */
   private async countBelow(lo: string, bound: string, inclusive: boolean): Promise<number> {
     let n = 0;
     for await (const _ of this.db.keys(inclusive ? { gt: lo, lte: bound } : { gt: lo, lt: bound })) n++;
@@ -80,16 +172,12 @@ export class KvStore implements Store {
   }
 
   /**
-   * One page of the keys strictly between `lo` and `hi` (`count` of them). `after`/`before` are
-   * keys (need not exist; '' before means the end). `known` remembers positions of keys that
-   * exist, across calls.
+   * One page of the keys strictly between `lo` and `hi` (`count` of them), for sets ordered by
+   * their own keys (nodes, archive entries). `after`/`before` are keys (need not exist; ''
+   * before means the end). The page costs O(page) reads plus, for the position of an
+   * after/before/index page, O(position) keys counted.
    */
-  private async pageRange(
-    { lo, hi }: { lo: string; hi: string },
-    count: number,
-    page: PageRequest & { afterKey?: string; beforeKey?: string },
-    known?: Map<string, number>,
-  ): Promise<Page<[string, string]>> {
+  private async pageRange({ lo, hi }: { lo: string; hi: string }, count: number, page: PageRequest & { afterKey?: string; beforeKey?: string }): Promise<Page<[string, string]>> {
     const max = Math.max(0, page.max);
     if (max === 0) return { entries: [], count, firstIndex: 0 };
     let entries: Array<[string, string]>;
@@ -97,13 +185,11 @@ export class KvStore implements Store {
     if (page.afterKey !== undefined) {
       const from = page.afterKey > lo ? page.afterKey : lo;
       entries = await all(this.db.entries({ gt: from, lt: hi, limit: max }));
-      const at = known?.get(page.afterKey);
-      firstIndex = at !== undefined ? at + 1 : entries.length > 0 ? await this.countBelow(lo, from, true) : 0;
+      firstIndex = entries.length > 0 ? await this.countBelow(lo, from, true) : 0;
     } else if (page.beforeKey !== undefined) {
       const bound = page.beforeKey === '' || page.beforeKey > hi ? hi : page.beforeKey;
       entries = (await all(this.db.entries({ gt: lo, lt: bound, limit: max, reverse: true }))).reverse();
-      const at = page.beforeKey === '' ? count : known?.get(page.beforeKey);
-      firstIndex = (at !== undefined ? at : entries.length > 0 ? await this.countBelow(lo, bound, false) : 0) - entries.length;
+      firstIndex = (page.beforeKey === '' ? count : entries.length > 0 ? await this.countBelow(lo, bound, false) : 0) - entries.length;
     } else {
       const index = Math.max(0, page.index ?? 0);
       let start = lo;
@@ -114,45 +200,44 @@ export class KvStore implements Store {
       entries = index >= count ? [] : await all(this.db.entries({ gt: start, lt: hi, limit: max }));
       firstIndex = index;
     }
-    const first = entries[0];
-    const last = entries[entries.length - 1];
-    if (known && first && last) {
-      if (known.size > 10_000) known.clear();
-      known.set(first[0], firstIndex);
-      known.set(last[0], firstIndex + entries.length - 1);
-    }
     return { entries, count, firstIndex };
   }
 
-  private knownPositions(node: string): Map<string, number> {
-    let known = this.positions.get(node);
-    if (!known) this.positions.set(node, (known = new Map()));
-    return known;
+  /** The sequence number of an item in the node, or undefined when it is not there. */
+  private async seqOf(node: string, id: string): Promise<number | undefined> {
+    return (await this.json<StoredItem>(key('i', node, id)))?.seq;
   }
 
+  /**
+   * Item ids in publication order, one page. O(log n) reads to place the page (order-index.ts:
+   * the anchor's position, or the key at an index) plus O(page) to read it; the first and last
+   * pages need no placing.
+   */
   async pageItemIds(node: string, page: PageRequest): Promise<Page<string> | undefined> {
-    const known = this.knownPositions(node);
-    const meta = await this.meta(node);
-    const anchorKey = async (id: string): Promise<string | undefined> => {
-      const stored = await this.json<StoredItem>(key('i', node, id));
-      return stored && key('o', node, seqKey(stored.seq));
-    };
-    let afterKey: string | undefined;
-    let beforeKey: string | undefined;
-    if (page.after !== undefined) {
-      afterKey = await anchorKey(page.after);
-      if (afterKey === undefined) return undefined;
-    } else if (page.before !== undefined) {
-      beforeKey = page.before === '' ? '' : await anchorKey(page.before);
-      if (beforeKey === undefined) return undefined;
+    const count = await this.countItems(node);
+    const max = Math.max(0, page.max);
+    const { gt, lt } = rangeOfGt(key('o', node));
+    const ids = (entries: Array<[string, string]>): string[] => entries.map(([, id]) => id);
+    if (page.after !== undefined || (page.before !== undefined && page.before !== '')) {
+      const anchor = await this.seqOf(node, (page.after ?? page.before) as string);
+      if (anchor === undefined) return undefined;
+      if (max === 0) return { entries: [], count, firstIndex: 0 };
+      const at = orderKey(node, anchor);
+      const entries = page.after !== undefined ? await all(this.db.entries({ gt: at, lt, limit: max })) : (await all(this.db.entries({ gt, lt: at, limit: max, reverse: true }))).reverse();
+      if (entries.length === 0) return { entries: [], count, firstIndex: 0 };
+      const position = await positionOf(this.db, node, anchor);
+      return { entries: ids(entries), count, firstIndex: page.after !== undefined ? position + 1 : position - entries.length };
     }
-    const { entries, count, firstIndex } = await this.pageRange(
-      rangeOf(key('o', node)),
-      meta.count,
-      { max: page.max, ...(afterKey !== undefined ? { afterKey } : {}), ...(beforeKey !== undefined ? { beforeKey } : {}), ...(page.index !== undefined ? { index: page.index } : {}) },
-      known,
-    );
-    return { entries: entries.map(([, id]) => id), count, firstIndex };
+    if (max === 0) return { entries: [], count, firstIndex: 0 };
+    if (page.before === '') {
+      const entries = (await all(this.db.entries({ gt, lt, limit: max, reverse: true }))).reverse();
+      return { entries: ids(entries), count, firstIndex: count - entries.length };
+    }
+    const index = Math.max(0, page.index ?? 0);
+    const from = index === 0 ? undefined : index < count ? await orderKeyAt(this.db, node, index) : undefined;
+    if (index > 0 && from === undefined) return { entries: [], count, firstIndex: index };
+    const entries = await all(this.db.entries(from === undefined ? { gt, lt, limit: max } : { gte: from, lt, limit: max }));
+    return { entries: ids(entries), count, firstIndex: index };
   }
 
   async pageNodes(page: PageRequest): Promise<Page<NodeRecord>> {
@@ -167,9 +252,7 @@ export class KvStore implements Store {
   }
 
   private async keysIn(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
-    for await (const k of this.db.keys({ gt: prefix + SEP, lt: prefix + SEP + '\uffff' })) keys.push(k);
-    return keys;
+    return all(this.db.keys(rangeOfGt(prefix)));
   }
 
   async getNode(id: string): Promise<NodeRecord | undefined> {
@@ -182,8 +265,13 @@ export class KvStore implements Store {
     return nodes;
   }
 
+  /** Writes the record and its timer-index entry (x: item expiry) in one batch. */
   async putNode(node: NodeRecord): Promise<void> {
-    await this.batch([{ type: 'put', key: key('n', node.id), value: JSON.stringify(node) }]);
+    const expire = itemExpiryOf(node);
+    await this.batch([
+      { type: 'put', key: key('n', node.id), value: JSON.stringify(node) },
+      expire === undefined ? { type: 'del', key: key('x', node.id) } : { type: 'put', key: key('x', node.id), value: String(expire) },
+    ]);
   }
 
   async deleteNode(id: string): Promise<void> {
@@ -191,6 +279,8 @@ export class KvStore implements Store {
       const ops: BatchOp[] = [
         { type: 'del', key: key('n', id) },
         { type: 'del', key: key('m', id) },
+        { type: 'del', key: key('H', id) },
+        { type: 'del', key: key('x', id) },
       ];
       for await (const [k] of this.range(key('a', id))) {
         const jid = k.slice(key('a', id).length + 1);
@@ -198,14 +288,15 @@ export class KvStore implements Store {
       }
       for await (const [k, v] of this.range(key('s', id))) {
         const sub = JSON.parse(v) as Subscription;
-        ops.push({ type: 'del', key: k }, { type: 'del', key: key('S', bareJid(sub.jid), id, sub.jid, sub.subid) });
+        ops.push({ type: 'del', key: k }, { type: 'del', key: key('S', bareJid(sub.jid), id, sub.jid, sub.subid) }, { type: 'del', key: leaseKey(sub) });
       }
-      for (const k of await this.keysIn(key('i', id))) ops.push({ type: 'del', key: k });
-      for (const k of await this.keysIn(key('o', id))) ops.push({ type: 'del', key: k });
-      for (const k of await this.keysIn(key('h', id))) ops.push({ type: 'del', key: k });
-      ops.push({ type: 'del', key: key('H', id) });
-      await this.batch(ops);
-      this.positions.delete(id);
+      for (const prefix of ['i', 'o', 'h']) for (const k of await this.keysIn(key(prefix, id))) ops.push({ type: 'del', key: k });
+      for await (const k of this.db.keys(countersOf(id))) ops.push({ type: 'del', key: k });
+      try {
+        await this.batch(ops);
+      } finally {
+        this.books.delete(id);
+      }
     });
   }
 
@@ -249,11 +340,13 @@ export class KvStore implements Store {
     return out;
   }
 
+  /** Writes the subscription, its reverse index and its timer-index entry (L: lease end) in one batch. */
   async putSubscription(sub: Subscription): Promise<void> {
     const value = JSON.stringify(sub);
     await this.batch([
       { type: 'put', key: key('s', sub.node, sub.jid, sub.subid), value },
       { type: 'put', key: key('S', bareJid(sub.jid), sub.node, sub.jid, sub.subid), value },
+      leaseOp(sub),
     ]);
   }
 
@@ -261,47 +354,157 @@ export class KvStore implements Store {
     await this.batch([
       { type: 'del', key: key('s', node, jid, subid) },
       { type: 'del', key: key('S', bareJid(jid), node, jid, subid) },
+      { type: 'del', key: leaseKey({ node, jid, subid }) },
     ]);
   }
 
-  private async meta(node: string): Promise<ItemMeta> {
-    return (await this.json<ItemMeta>(key('m', node))) ?? { seq: 0, count: 0 };
+  /** Reads the timer index only (x and L keys): O(nodes with item expiry + leased subscriptions). */
+  async timerIndex(): Promise<TimerIndex> {
+    const itemExpiry = new Map<string, number>();
+    for await (const [k, v] of this.range('x')) itemExpiry.set(k.slice(2), Number(v));
+    const leaseEnds = new Map<string, number>();
+    for await (const [k, v] of this.range('L')) addLeaseEnd(leaseEnds, k.slice(2, k.indexOf(SEP, 2)), Number(v));
+    return { itemExpiry, leaseEnds };
   }
 
-  async putItem(node: string, item: Item, keep: number): Promise<string[]> {
+  // ---- items and archive: one batch per change ---------------------------------------------
+
+  /**
+   * Runs `work` under the node's lock on a copy of its bookkeeping (loaded with one read when
+   * not cached, together with `reads`), then writes everything it staged — items, order keys,
+   * their counters, archive entries and both metas — as one batch. The cache takes the new
+   * bookkeeping only once the batch is written; a failed batch drops it (reread next time).
+   */
+  private change<T>(node: string, reads: string[], work: (change: Change, read: Array<string | undefined>) => Promise<T>): Promise<T> {
     return this.nodeLocks.run(node, async () => {
-      const meta = await this.meta(node);
-      const ops: BatchOp[] = [];
-      const previous = await this.json<StoredItem>(key('i', node, item.id));
-      if (previous) ops.push({ type: 'del', key: key('o', node, seqKey(previous.seq)) });
-      else meta.count += 1;
-      meta.seq += 1;
-      ops.push(
-        { type: 'put', key: key('i', node, item.id), value: JSON.stringify({ seq: meta.seq, item } satisfies StoredItem) },
-        { type: 'put', key: key('o', node, seqKey(meta.seq)), value: item.id },
-      );
-      const dropped = await this.collectTrim(node, meta, keep, ops, previous?.seq);
-      ops.push({ type: 'put', key: key('m', node), value: JSON.stringify(meta) });
-      await this.batch(ops);
-      if (previous || dropped.length > 0) this.positions.delete(node);
-      return dropped;
+      let book = this.books.get(node);
+      let read: Array<string | undefined>;
+      if (book) read = reads.length > 0 ? await this.db.getMany(reads) : [];
+      else {
+        const [m, h, ...rest] = await this.db.getMany([key('m', node), key('H', node), ...reads]);
+        book = { items: m ? (JSON.parse(m) as ItemMeta) : { seq: 0, count: 0 }, archive: h ? (JSON.parse(h) as ItemMeta) : { seq: 0, count: 0 }, counters: new Map() };
+        read = rest;
+      }
+      const change: Change = { ops: [], items: { ...book.items }, archive: { ...book.archive }, moved: [] };
+      const result = await work(change, read);
+      const counters = await this.countersAfter(node, book, change);
+      if (change.items.seq !== book.items.seq || change.items.count !== book.items.count) change.ops.push({ type: 'put', key: key('m', node), value: JSON.stringify(change.items) });
+      if (change.archive.seq !== book.archive.seq) change.ops.push({ type: 'put', key: key('H', node), value: JSON.stringify(change.archive) });
+      try {
+        await this.batch(change.ops);
+      } catch (err) {
+        this.books.delete(node);
+        throw err;
+      }
+      if (change.purged) book.counters.clear();
+      for (const [k, value] of counters) {
+        if (value > 0) book.counters.set(k, value);
+        else book.counters.delete(k);
+      }
+      book.items = change.items;
+      book.archive = change.archive;
+      this.books.set(node, book);
+      return result;
     });
   }
 
-  /** Adds deletions of the oldest items beyond `keep` to ops and updates meta.count. */
-  private async collectTrim(node: string, meta: ItemMeta, keep: number, ops: BatchOp[], skipSeq?: number): Promise<string[]> {
+  /** Stages the counter updates of the order keys a change moved; reads those not cached (one getMany). */
+  private async countersAfter(node: string, book: NodeBook, change: Change): Promise<Map<string, number>> {
+    if (change.purged) {
+      for await (const k of this.db.keys(countersOf(node))) change.ops.push({ type: 'del', key: k });
+      return new Map();
+    }
+    const deltas = counterDeltas(node, change.moved);
+    const unknown = [...deltas.keys()].filter((k) => !book.counters.has(k));
+    const read = new Map<string, number>();
+    if (unknown.length > 0) (await this.db.getMany(unknown)).forEach((v, i) => read.set(unknown[i] as string, v === undefined ? 0 : Number(v)));
+    return applyDeltas(deltas, (k) => book.counters.get(k) ?? read.get(k) ?? 0, change.ops);
+  }
+
+  /** Stages an item (replacing the one stored as `previous`) and the trimming of the oldest beyond keep. */
+  private async stageItem(node: string, change: Change, item: Item, previous: string | undefined, keep: number): Promise<string[]> {
+    const replaced = previous === undefined ? undefined : (JSON.parse(previous) as StoredItem).seq;
+    if (replaced !== undefined) this.stageUnorder(node, change, replaced);
+    else change.items.count += 1;
+    change.items.seq += 1;
+    change.ops.push(
+      { type: 'put', key: key('i', node, item.id), value: JSON.stringify({ seq: change.items.seq, item } satisfies StoredItem) },
+      { type: 'put', key: orderKey(node, change.items.seq), value: item.id },
+    );
+    change.moved.push([change.items.seq, 1]);
+    return this.stageTrim(node, change, keep, replaced);
+  }
+
+  /** Stages the removal of an order key. */
+  private stageUnorder(node: string, change: Change, seq: number): void {
+    change.ops.push({ type: 'del', key: orderKey(node, seq) });
+    change.moved.push([seq, -1]);
+  }
+
+  /** Stages the removal of the oldest items beyond `keep` (skipping the order key of `skipSeq`, replaced in this change). */
+  private async stageTrim(node: string, change: Change, keep: number, skipSeq?: number): Promise<string[]> {
     const dropped: string[] = [];
-    let excess = meta.count - keep;
+    let excess = change.items.count - keep;
     if (excess <= 0) return dropped;
-    for await (const [k, id] of this.range(key('o', node))) {
+    for await (const [k, id] of this.db.entries({ ...rangeOfGt(key('o', node)), limit: excess + 1 })) {
       if (excess <= 0) break;
-      if (skipSeq !== undefined && k === key('o', node, seqKey(skipSeq))) continue; // already replaced in this batch
-      ops.push({ type: 'del', key: k }, { type: 'del', key: key('i', node, id) });
+      const seq = seqOfOrderKey(k);
+      if (seq === skipSeq) continue; // already replaced in this change
+      this.stageUnorder(node, change, seq);
+      change.ops.push({ type: 'del', key: key('i', node, id) });
       dropped.push(id);
       excess -= 1;
     }
-    meta.count -= dropped.length;
+    change.items.count -= dropped.length;
     return dropped;
+  }
+
+  /** Stages an archive entry and the removal of the oldest entries beyond `keep`; returns its id. */
+  private async stageArchive(node: string, change: Change, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {
+    const meta = change.archive;
+    meta.seq += 1;
+    meta.count += 1;
+    const id = archiveId(entry.stamp, meta.seq);
+    change.ops.push({ type: 'put', key: key('h', node, id), value: JSON.stringify({ ...entry, id }) });
+    const excess = meta.count - keep;
+    if (excess > 0) {
+      for await (const k of this.db.keys({ ...rangeOfGt(key('h', node)), limit: excess })) {
+        if (k === key('h', node, id)) continue;
+        change.ops.push({ type: 'del', key: k });
+        meta.count -= 1;
+      }
+    }
+    return id;
+  }
+
+  /** One batch, one read (the item's previous version) when the node's bookkeeping is cached. */
+  async publishItem(node: string, item: Item, options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveId?: string }> {
+    return this.change(node, [key('i', node, item.id)], async (change, [previous]) => {
+      const dropped = await this.stageItem(node, change, item, previous, options.keep);
+      if (!options.archive) return { dropped };
+      return { dropped, archiveId: await this.stageArchive(node, change, { stamp: item.published, item }, options.archive.keep) };
+    });
+  }
+
+  async putItem(node: string, item: Item, keep: number): Promise<string[]> {
+    return (await this.publishItem(node, item, { keep })).dropped;
+  }
+
+  async retractItems(node: string, ids: string[], options: { archive?: { stamp: number; keep: number } } = {}): Promise<{ retracted: string[]; archiveId?: string }> {
+    const unique = [...new Set(ids)];
+    return this.change(node, unique.map((id) => key('i', node, id)), async (change, values) => {
+      const found: StoredItem[] = [];
+      for (const value of values) if (value !== undefined) found.push(JSON.parse(value) as StoredItem);
+      found.sort((a, b) => a.seq - b.seq);
+      for (const { seq, item } of found) {
+        change.ops.push({ type: 'del', key: key('i', node, item.id) });
+        this.stageUnorder(node, change, seq);
+      }
+      change.items.count -= found.length;
+      const retracted = found.map((s) => s.item.id);
+      if (!options.archive || retracted.length === 0) return { retracted };
+      return { retracted, archiveId: await this.stageArchive(node, change, { stamp: options.archive.stamp, retracted }, options.archive.keep) };
+    });
   }
 
   async getItems(node: string, query: ItemQuery = {}): Promise<Item[]> {
@@ -323,68 +526,30 @@ export class KvStore implements Store {
     return items;
   }
 
+  /** From the cached bookkeeping, else one read. */
   async countItems(node: string): Promise<number> {
-    return (await this.meta(node)).count;
+    return this.books.get(node)?.items.count ?? (await this.json<ItemMeta>(key('m', node)))?.count ?? 0;
   }
 
   async deleteItem(node: string, id: string): Promise<boolean> {
-    return this.nodeLocks.run(node, async () => {
-      const previous = await this.json<StoredItem>(key('i', node, id));
-      if (!previous) return false;
-      const meta = await this.meta(node);
-      meta.count -= 1;
-      await this.batch([
-        { type: 'del', key: key('i', node, id) },
-        { type: 'del', key: key('o', node, seqKey(previous.seq)) },
-        { type: 'put', key: key('m', node), value: JSON.stringify(meta) },
-      ]);
-      this.positions.delete(node);
-      return true;
-    });
+    return (await this.retractItems(node, [id])).retracted.length > 0;
   }
 
   async trimItems(node: string, keep: number): Promise<string[]> {
-    return this.nodeLocks.run(node, async () => {
-      const meta = await this.meta(node);
-      const ops: BatchOp[] = [];
-      const dropped = await this.collectTrim(node, meta, keep, ops);
-      if (dropped.length > 0) {
-        ops.push({ type: 'put', key: key('m', node), value: JSON.stringify(meta) });
-        await this.batch(ops);
-        this.positions.delete(node);
-      }
-      return dropped;
-    });
+    return this.change(node, [], (change) => this.stageTrim(node, change, keep));
   }
 
-  async purgeItems(node: string): Promise<void> {
-    await this.nodeLocks.run(node, async () => {
-      const meta = await this.meta(node);
-      const ops: BatchOp[] = [];
-      for (const k of await this.keysIn(key('i', node))) ops.push({ type: 'del', key: k });
-      for (const k of await this.keysIn(key('o', node))) ops.push({ type: 'del', key: k });
-      ops.push({ type: 'put', key: key('m', node), value: JSON.stringify({ seq: meta.seq, count: 0 }) });
-      await this.batch(ops);
-      this.positions.delete(node);
+  async purgeItems(node: string, options: { archive?: { stamp: number; keep: number } } = {}): Promise<{ archiveId?: string }> {
+    return this.change(node, [], async (change) => {
+      for (const prefix of ['i', 'o']) for (const k of await this.keysIn(key(prefix, node))) change.ops.push({ type: 'del', key: k });
+      change.items.count = 0;
+      change.purged = true;
+      return options.archive ? { archiveId: await this.stageArchive(node, change, { stamp: options.archive.stamp, purged: true }, options.archive.keep) } : {};
     });
   }
 
   async appendArchive(node: string, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {
-    return this.nodeLocks.run(`H${SEP}${node}`, async () => {
-      const meta = (await this.json<ItemMeta>(key('H', node))) ?? { seq: 0, count: 0 };
-      meta.seq += 1;
-      meta.count += 1;
-      const id = archiveId(entry.stamp, meta.seq);
-      const ops: BatchOp[] = [{ type: 'put', key: key('h', node, id), value: JSON.stringify({ ...entry, id }) }];
-      const excess = meta.count - keep;
-      if (excess > 0) {
-        for await (const k of this.db.keys({ ...rangeOfGt(key('h', node)), limit: excess })) if (k !== key('h', node, id)) ops.push({ type: 'del', key: k });
-        meta.count -= ops.length - 1;
-      }
-      ops.push({ type: 'put', key: key('H', node), value: JSON.stringify(meta) });
-      await this.batch(ops);
-      return id;
-    });
+    return this.change(node, [], (change) => this.stageArchive(node, change, entry, keep));
   }
 
   async pageArchive(node: string, query: ArchiveQuery, page: PageRequest): Promise<Page<ArchiveEntry> | undefined> {
@@ -403,7 +568,7 @@ export class KvStore implements Store {
     }
     const range = { lo: prefix + SEP + above, hi: prefix + SEP + below };
     const whole = above === '' && below === '\uffff';
-    const count = whole ? ((await this.json<ItemMeta>(key('H', node)))?.count ?? 0) : await this.countBelow(range.lo, range.hi, false);
+    const count = whole ? (this.books.get(node)?.archive.count ?? (await this.json<ItemMeta>(key('H', node)))?.count ?? 0) : await this.countBelow(range.lo, range.hi, false);
     const { entries, firstIndex } = await this.pageRange(range, count, {
       max: page.max,
       ...(page.after !== undefined ? { afterKey: prefix + SEP + page.after } : {}),
@@ -412,4 +577,15 @@ export class KvStore implements Store {
     });
     return { entries: entries.map(([, v]) => JSON.parse(v) as ArchiveEntry), count, firstIndex };
   }
+}
+
+/** The timer-index key of a subscription's lease. */
+function leaseKey(sub: Pick<Subscription, 'node' | 'jid' | 'subid'>): string {
+  return key('L', sub.node, sub.jid, sub.subid);
+}
+
+/** Puts the subscription's lease end in the timer index, or removes it when it has none. */
+function leaseOp(sub: Subscription): BatchOp {
+  const end = sub.options?.expire;
+  return end === undefined ? { type: 'del', key: leaseKey(sub) } : { type: 'put', key: leaseKey(sub), value: String(end) };
 }

@@ -6,7 +6,7 @@
 // loss, at a cost per write.
 
 import { ClassicLevel } from 'classic-level';
-import { KvStore } from './kv-store.ts';
+import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv } from './kv.ts';
 
 export interface LevelStoreOptions {
@@ -50,7 +50,7 @@ export class LevelKv implements OrderedKv {
 }
 
 export class LevelStore extends KvStore {
-  constructor(location: string, options: LevelStoreOptions = {}) {
-    super(new LevelKv(location, options));
+  constructor(location: string, options: LevelStoreOptions & KvStoreOptions = {}) {
+    super(new LevelKv(location, options), options);
   }
 }

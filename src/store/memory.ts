@@ -2,7 +2,7 @@
 // throw-away demos. Nothing survives the process.
 
 import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
-import { archiveBounds, archiveId, bareJid, namedArchiveIds, pageOf, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store } from './store.ts';
+import { addLeaseEnd, archiveBounds, archiveId, bareJid, itemExpiryOf, namedArchiveIds, pageOf, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store, type TimerIndex } from './store.ts';
 
 interface NodeState {
   record: NodeRecord;
@@ -85,12 +85,39 @@ export class MemoryStore implements Store {
     this.nodes.get(node)?.subscriptions.delete(`${jid}\0${subid}`);
   }
 
-  async putItem(node: string, item: Item, keep: number): Promise<string[]> {
+  async publishItem(node: string, item: Item, options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveId?: string }> {
     const state = this.nodes.get(node);
-    if (!state) return [];
+    if (!state) return { dropped: [] };
     state.items.delete(item.id);
     state.items.set(item.id, clone(item));
-    return this.trimItems(node, keep);
+    const dropped = await this.trimItems(node, options.keep);
+    if (!options.archive) return { dropped };
+    return { dropped, archiveId: await this.appendArchive(node, { stamp: item.published, item }, options.archive.keep) };
+  }
+
+  async putItem(node: string, item: Item, keep: number): Promise<string[]> {
+    return (await this.publishItem(node, item, { keep })).dropped;
+  }
+
+  async retractItems(node: string, ids: string[], options: { archive?: { stamp: number; keep: number } } = {}): Promise<{ retracted: string[]; archiveId?: string }> {
+    const state = this.nodes.get(node);
+    if (!state) return { retracted: [] };
+    const wanted = new Set(ids);
+    const retracted = [...state.items.keys()].filter((id) => wanted.has(id));
+    for (const id of retracted) state.items.delete(id);
+    if (!options.archive || retracted.length === 0) return { retracted };
+    return { retracted, archiveId: await this.appendArchive(node, { stamp: options.archive.stamp, retracted }, options.archive.keep) };
+  }
+
+  async timerIndex(): Promise<TimerIndex> {
+    const itemExpiry = new Map<string, number>();
+    const leaseEnds = new Map<string, number>();
+    for (const [id, state] of this.nodes) {
+      const expire = itemExpiryOf(state.record);
+      if (expire !== undefined) itemExpiry.set(id, expire);
+      for (const sub of state.subscriptions.values()) addLeaseEnd(leaseEnds, id, sub.options?.expire);
+    }
+    return { itemExpiry, leaseEnds };
   }
 
   async getItems(node: string, query: ItemQuery = {}): Promise<Item[]> {
@@ -117,7 +144,7 @@ export class MemoryStore implements Store {
   }
 
   async deleteItem(node: string, id: string): Promise<boolean> {
-    return this.nodes.get(node)?.items.delete(id) ?? false;
+    return (await this.retractItems(node, [id])).retracted.length > 0;
   }
 
   async trimItems(node: string, keep: number): Promise<string[]> {
@@ -132,8 +159,11 @@ export class MemoryStore implements Store {
     return dropped;
   }
 
-  async purgeItems(node: string): Promise<void> {
-    this.nodes.get(node)?.items.clear();
+  async purgeItems(node: string, options: { archive?: { stamp: number; keep: number } } = {}): Promise<{ archiveId?: string }> {
+    const state = this.nodes.get(node);
+    if (!state) return {};
+    state.items.clear();
+    return options.archive ? { archiveId: await this.appendArchive(node, { stamp: options.archive.stamp, purged: true }, options.archive.keep) } : {};
   }
 
   async appendArchive(node: string, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {

@@ -3,6 +3,7 @@
 // their bookkeeping arrive exactly as they were). The target must be empty; the source is only
 // read. Hermod must not be running on the source (LevelDB refuses a second opener anyway).
 
+import { LAYOUT_KEY } from './kv-store.ts';
 import type { OrderedKv } from './kv.ts';
 
 const BATCH = 500;
@@ -16,7 +17,8 @@ export class MigrationError extends Error {
 
 /** Copies every entry of `from` into `to` (both open); resolves to the number copied. */
 export async function copyStore(from: OrderedKv, to: OrderedKv, onProgress?: (copied: number) => void): Promise<number> {
-  for await (const _ of to.keys({ limit: 1 })) throw new MigrationError('the target store is not empty (migrate only into an empty store)');
+  // A store opened once but never written holds only its layout mark, which the copy overwrites.
+  for await (const k of to.keys({ limit: 2 })) if (k !== LAYOUT_KEY) throw new MigrationError('the target store is not empty (migrate only into an empty store)');
   let copied = 0;
   let ops: Array<{ type: 'put'; key: string; value: string }> = [];
   const flush = async (): Promise<void> => {

@@ -85,8 +85,23 @@ export interface Store {
   deleteSubscription(node: string, jid: string, subid: string): Promise<void>;
 
   /**
+   * A publication as one write (one batch on the key-value backends: all of it or, if the write
+   * fails, none of it): stores the item (replacing one with the same id, which then counts as
+   * newest), drops the oldest items beyond `options.keep` and, with `options.archive`, appends
+   * `{stamp: item.published, item}` to the node's archive, dropping its oldest entries beyond
+   * `options.archive.keep`. Resolves to the item ids dropped and the new archive entry's id.
+   * Rejects with the backend's error when the write fails.
+   */
+  publishItem(node: string, item: Item, options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveId?: string }>;
+  /**
+   * Removes these items (ids not in the node are skipped) as one write, as publishItem; with
+   * `options.archive` and at least one item removed, appends a tombstone `{stamp, retracted}`
+   * to the archive in the same write. Resolves to the ids removed, in publication order.
+   */
+  retractItems(node: string, ids: string[], options?: { archive?: { stamp: number; keep: number } }): Promise<{ retracted: string[]; archiveId?: string }>;
+  /**
    * Store an item (replacing one with the same id, which then counts as newest) and drop the
-   * oldest items beyond `keep`. Returns the ids dropped.
+   * oldest items beyond `keep`. Returns the ids dropped. (publishItem without an archive entry.)
    */
   putItem(node: string, item: Item, keep: number): Promise<string[]>;
   getItems(node: string, query?: ItemQuery): Promise<Item[]>;
@@ -100,7 +115,8 @@ export interface Store {
   deleteItem(node: string, id: string): Promise<boolean>;
   /** Drop the oldest items beyond `keep`; returns the ids dropped. */
   trimItems(node: string, keep: number): Promise<string[]>;
-  purgeItems(node: string): Promise<void>;
+  /** Removes every item; with `options.archive`, appends a `{stamp, purged: true}` entry in the same write. */
+  purgeItems(node: string, options?: { archive?: { stamp: number; keep: number } }): Promise<{ archiveId?: string }>;
 
   /**
    * Appends to the node's archive (its history: publications and tombstones) and drops the
@@ -113,6 +129,34 @@ export interface Store {
    * query or page names (namedArchiveIds) is not in the archive.
    */
   pageArchive(node: string, query: ArchiveQuery, page: PageRequest): Promise<Page<ArchiveEntry> | undefined>;
+
+  /**
+   * What start-up needs to re-arm its timers, from a durable index kept with every write (so it
+   * never reads every node): the nodes whose configuration has item expiry (seconds), and per
+   * node the earliest end of a leased subscription (ms since epoch).
+   */
+  timerIndex(): Promise<TimerIndex>;
+}
+
+/** See Store.timerIndex. */
+export interface TimerIndex {
+  /** Node id -> its pubsub#item_expire in seconds (nodes without item expiry are absent). */
+  itemExpiry: Map<string, number>;
+  /** Node id -> the earliest pubsub#expire of its leased subscriptions, ms since epoch. */
+  leaseEnds: Map<string, number>;
+}
+
+/** A node's item expiry in seconds, or undefined when it has none (records written before the field existed have none). */
+export function itemExpiryOf(node: NodeRecord): number | undefined {
+  const expire = node.config.itemExpire as number | 'max' | undefined;
+  return typeof expire === 'number' ? expire : undefined;
+}
+
+/** Adds a lease end (ms since epoch; undefined: not leased) to a per-node index, keeping the earliest. */
+export function addLeaseEnd(ends: Map<string, number>, node: string, end: number | undefined): void {
+  if (end === undefined) return;
+  const current = ends.get(node);
+  if (current === undefined || end < current) ends.set(node, end);
 }
 
 /** An archive id: the stamp, then a per-node counter, both fixed-width hex (orders as text). */

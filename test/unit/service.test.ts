@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { LevelStore } from '../../src/store/level.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
+import type { Store } from '../../src/store/store.ts';
 
 const OWNER = 'owner@a.test/desk';
 const BOB = 'bob@b.test/phone';
@@ -370,7 +371,7 @@ class FakeTimers implements Timers {
   }
 }
 
-const make = (store: MemoryStore, timers: FakeTimers): PubsubService =>
+const make = (store: Store, timers: FakeTimers): PubsubService =>
   new PubsubService({
     store,
     mayCreateNodes: () => true,
@@ -412,6 +413,60 @@ describe('item expiry (pubsub#item_expire)', () => {
     assert.deepEqual(await again.getItems(OWNER, 'n'), []);
     assert.deepEqual((await again.getItems(OWNER, 'keep')).map((i) => i.id), ['k'], 'nodes without item_expire keep their items');
     assert.deepEqual(timers.armed, []);
+  });
+
+  it('start() re-arms timers from the timer index, reading only the nodes that have timers', async () => {
+    const timers = new FakeTimers();
+    const store = new MemoryStore();
+    const svc = make(store, timers);
+    for (let i = 0; i < 20; i++) await svc.create(OWNER, `plain${i}`);
+    await svc.create(OWNER, 'exp', { itemExpire: 10 });
+    await svc.create(OWNER, 'leased');
+    await svc.publish(OWNER, 'exp', payload('a'));
+    await svc.subscribe(BOB, 'leased', BOB, { expire: timers.t + 50_000 });
+    await svc.close();
+    // A restart over the same store: note which nodes start() reads.
+    const read: string[] = [];
+    const watched = new Proxy(store, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          if (['listNodes', 'pageNodes', 'getNode', 'getSubscriptions', 'getItems', 'pageItemIds'].includes(String(prop))) read.push(`${String(prop)} ${String(args[0] ?? '')}`);
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const again = make(watched, timers);
+    await again.start();
+    assert.deepEqual(timers.armed.sort(), [1_010_000, 1_050_000]);
+    assert.deepEqual([...new Set(read)], ['pageItemIds exp', 'getItems exp'], 'only the expiring node is read (its oldest item)');
+    await again.close();
+  });
+
+  it('reads leave out items past their expiry before the timers are restored', async () => {
+    const timers = new FakeTimers();
+    const store = new MemoryStore();
+    const svc = make(store, timers);
+    await svc.create(OWNER, 'n', { itemExpire: 60, sendLastPublishedItem: 'on_sub' });
+    await svc.publish(OWNER, 'n', payload('old'));
+    timers.t += 30_000;
+    await svc.publish(OWNER, 'n', payload('young'));
+    await svc.close();
+    timers.t += 40_000; // 'old' is 70 s old: past its expiry; the restarted service has not restored its timers yet
+    const again = make(store, timers);
+    assert.deepEqual((await again.getItems(OWNER, 'n')).map((i) => i.id), ['young']);
+    assert.deepEqual((await again.pageItems(OWNER, 'n', { max: 10 })).entries.map((i) => i.id), ['young']);
+    assert.deepEqual((await again.pageItemIds(OWNER, 'n', { max: 10 })).entries, ['young']);
+    timers.t += 30_000; // both past their expiry
+    events.splice(0);
+    await again.subscribe(BOB, 'n', BOB);
+    assert.deepEqual(events.filter((e) => e.event.kind === 'items'), [], 'no expired item is sent as the last published one');
+    assert.deepEqual(await again.getItems(OWNER, 'n'), []);
+    await again.start();
+    await timers.advance(timers.t, again);
+    assert.deepEqual(await store.getItems('n'), [], 'the restored timer removes them');
+    await again.close();
   });
 
   it('turning item_expire on removes what is already old; a republished item expires from its new time', async () => {

@@ -12,6 +12,20 @@ export interface StoreFactory {
   create(): Promise<Store>;
   /** Close and open the same store again (durable backends only). */
   reopen?(store: Store): Promise<Store>;
+  /**
+   * A fresh store whose writes can be made to fail as a full disk would (backends that write in
+   * batches): after `failAfter(n)`, n more batches succeed and every later one rejects, until
+   * `failAfter(Infinity)`.
+   */
+  createFailing?(): Promise<{ store: Store; failAfter(batches: number): void }>;
+}
+
+/** What a reader can see of a node's items and archive. */
+async function snapshot(s: Store, n: string): Promise<unknown> {
+  const order = (await s.getItems(n)).map((i) => [i.id, i.payload]);
+  const archive = (await s.pageArchive(n, {}, { max: 1000 }))?.entries.map((e) => [e.item?.id, e.retracted]);
+  const pages = await Promise.all([0, 1, 2].map((index) => s.pageItemIds(n, { max: 2, index })));
+  return { order, count: await s.countItems(n), archive, pages };
 }
 
 const node = (id: string): NodeRecord => ({ id, config: { ...DEFAULT_NODE_CONFIG, title: `t-${id}` }, creator: 'alice@a.test', created: 1000 });
@@ -255,6 +269,147 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual(await s.pageArchive('n', {}, { max: 10 }), { entries: [], count: 0, firstIndex: 0 });
       await s.close();
     });
+
+    it('publishes an item with its archive entry in one write, trimming to max_items in the same write', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      const r1 = await s.publishItem('n', item('a'), { keep: 2, archive: { keep: 100 } });
+      await s.publishItem('n', item('b'), { keep: 2, archive: { keep: 100 } });
+      const r3 = await s.publishItem('n', item('c'), { keep: 2, archive: { keep: 100 } });
+      assert.deepEqual(r1.dropped, []);
+      assert.deepEqual(r3.dropped, ['a'], 'the oldest beyond max_items goes in the same write');
+      assert.deepEqual(ids(await s.getItems('n')), ['b', 'c']);
+      assert.equal(await s.countItems('n'), 2);
+      const archive = (await s.pageArchive('n', {}, { max: 10 }))?.entries ?? [];
+      assert.deepEqual(archive.map((e) => [e.id, e.item?.id, e.stamp]), [
+        [r1.archiveId, 'a', 2000],
+        [archive[1]?.id, 'b', 2000],
+        [r3.archiveId, 'c', 2000],
+      ]);
+      // A republication replaces in place and is archived again; the archive keeps its own bound.
+      await s.publishItem('n', item('b', '<p xmlns="x">b2</p>'), { keep: 2, archive: { keep: 3 } });
+      assert.deepEqual(ids(await s.getItems('n')), ['c', 'b']);
+      assert.deepEqual((await s.pageArchive('n', {}, { max: 10 }))?.entries.map((e) => e.item?.payload), ['<p xmlns="x">b</p>', '<p xmlns="x">c</p>', '<p xmlns="x">b2</p>']);
+      // Without archive options: no archive entry.
+      const plain = await s.publishItem('n', item('d'), { keep: 2 });
+      assert.deepEqual([plain.dropped, plain.archiveId], [['c'], undefined]);
+      assert.equal((await s.pageArchive('n', {}, { max: 10 }))?.count, 3);
+      await s.close();
+    });
+
+    it('retracts items with one tombstone in one write, skipping ids not in the node; purges likewise', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      for (const id of ['a', 'b', 'c', 'd']) await s.publishItem('n', item(id), { keep: 10 });
+      const r = await s.retractItems('n', ['c', 'zz', 'a', 'c'], { archive: { stamp: 3000, keep: 100 } });
+      assert.deepEqual(r.retracted, ['a', 'c'], 'in publication order, once each');
+      assert.deepEqual(ids(await s.getItems('n')), ['b', 'd']);
+      assert.equal(await s.countItems('n'), 2);
+      assert.deepEqual((await s.pageArchive('n', {}, { max: 10 }))?.entries.map((e) => [e.id, e.stamp, e.retracted]), [[r.archiveId, 3000, ['a', 'c']]]);
+      assert.deepEqual(await s.retractItems('n', ['zz'], { archive: { stamp: 4000, keep: 100 } }), { retracted: [] }, 'nothing removed: no tombstone');
+      assert.deepEqual(await s.retractItems('n', ['b']), { retracted: ['b'] });
+      assert.equal((await s.pageArchive('n', {}, { max: 10 }))?.count, 1);
+      assert.deepEqual(await s.pageItemIds('n', { max: 5, index: 0 }), { entries: ['d'], count: 1, firstIndex: 0 });
+      await s.purgeItems('n', { archive: { stamp: 5000, keep: 100 } });
+      assert.deepEqual([await s.countItems('n'), (await s.pageArchive('n', {}, { max: 10 }))?.entries.map((e) => [e.stamp, e.purged])], [0, [[3000, undefined], [5000, true]]], 'a purge and its archive entry in one write');
+      await s.close();
+    });
+
+    it('places RSM pages anywhere in a node of several hundred items (after, before, index)', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      for (let i = 0; i < 300; i++) await s.publishItem('n', item(`i${i}`), { keep: 1000 });
+      await s.retractItems('n', ['i5', 'i100', 'i101', 'i299']);
+      await s.publishItem('n', item('i7'), { keep: 1000 }); // republished: now newest
+      await s.publishItem('n', item('i0'), { keep: 294 }); // republished, and the oldest two trimmed
+      const order = ids(await s.getItems('n'));
+      const count = order.length;
+      assert.equal(count, 294);
+      assert.deepEqual(order.slice(0, 3), ['i3', 'i4', 'i6']);
+      for (const index of [0, 1, 60, 61, 62, 63, 64, 97, 98, 124, 125, 126, 250, 251, 252, 253, 254, 255, 256, 292, 293, 294]) {
+        assert.deepEqual(await s.pageItemIds('n', { max: 3, index }), { entries: order.slice(index, index + 3), count, firstIndex: index }, `index ${index}`);
+      }
+      for (const at of [0, 60, 61, 62, 96, 125, 250, 251, 252, 253, 292, 293]) {
+        const anchor = order[at] as string;
+        const after = await s.pageItemIds('n', { max: 3, after: anchor });
+        if (at + 1 < count) assert.deepEqual(after, { entries: order.slice(at + 1, at + 4), count, firstIndex: at + 1 }, `after ${anchor}`);
+        const before = await s.pageItemIds('n', { max: 3, before: anchor });
+        if (at > 0) assert.deepEqual(before, { entries: order.slice(Math.max(0, at - 3), at), count, firstIndex: Math.max(0, at - 3) }, `before ${anchor}`);
+      }
+      await s.close();
+    });
+
+    it('keeps a timer index: nodes with item expiry and the earliest lease end per node', async () => {
+      const s = await factory.create();
+      const expiring = (id: string, itemExpire: number | 'max'): NodeRecord => ({ ...node(id), config: { ...DEFAULT_NODE_CONFIG, itemExpire } });
+      await s.putNode(expiring('x', 60));
+      await s.putNode(expiring('y', 'max'));
+      await s.putNode(node('z'));
+      const lease = (n: string, subid: string, expire?: number) => ({ node: n, jid: `bob@b.test/${subid}`, subid, state: 'subscribed' as const, ...(expire !== undefined ? { options: { deliver: true, subscriptionType: 'items' as const, expire } } : {}) });
+      await s.putSubscription(lease('y', 's1', 9000));
+      await s.putSubscription(lease('y', 's2', 5000));
+      await s.putSubscription(lease('z', 's3'));
+      await s.putSubscription(lease('z', 's4', 7000));
+      let index = await s.timerIndex();
+      assert.deepEqual([...index.itemExpiry], [['x', 60]]);
+      assert.deepEqual([...index.leaseEnds].sort(), [['y', 5000], ['z', 7000]]);
+      await s.putNode(expiring('x', 'max'));
+      await s.putNode(expiring('y', 30));
+      await s.deleteSubscription('y', 'bob@b.test/s2', 's2');
+      await s.putSubscription(lease('z', 's4')); // the lease is lifted
+      index = await s.timerIndex();
+      assert.deepEqual([...index.itemExpiry], [['y', 30]]);
+      assert.deepEqual([...index.leaseEnds], [['y', 9000]]);
+      await s.deleteNode('y');
+      index = await s.timerIndex();
+      assert.deepEqual([index.itemExpiry.size, index.leaseEnds.size], [0, 0]);
+      await s.close();
+    });
+
+    if (factory.createFailing) {
+      const createFailing = factory.createFailing;
+      it('a publication or retraction whose write fails leaves nothing of it (all or nothing), and the next one counts right', async () => {
+        const outcomes: string[] = [];
+        // The disk fills up after 0, 1 or 2 more batches: whatever a change wrote must be all of it.
+        for (const batches of [0, 1, 2]) {
+          const { store: s, failAfter } = await createFailing();
+          await s.putNode(node('n'));
+          for (const id of ['a', 'b', 'c']) await s.publishItem('n', item(id), { keep: 3, archive: { keep: 100 } });
+          const before = await snapshot(s, 'n');
+          failAfter(batches);
+          const published = await s.publishItem('n', item('d'), { keep: 3, archive: { keep: 100 } }).then(() => 'written', () => 'failed');
+          failAfter(Infinity);
+          if (published === 'failed') assert.deepEqual(await snapshot(s, 'n'), before, `nothing of the failed publication is left (${batches})`);
+          else {
+            assert.deepEqual(ids(await s.getItems('n')), ['b', 'c', 'd'], 'the item is in, the oldest trimmed');
+            assert.equal((await s.pageArchive('n', {}, { max: 10 }))?.entries.at(-1)?.item?.id, 'd', 'its archive entry is in');
+          }
+          const middle = await snapshot(s, 'n');
+          failAfter(batches);
+          const retracted = await s.retractItems('n', ['b', 'c'], { archive: { stamp: 3000, keep: 100 } }).then(() => 'written', () => 'failed');
+          failAfter(Infinity);
+          if (retracted === 'failed') assert.deepEqual(await snapshot(s, 'n'), middle, `nothing of the failed retraction is left (${batches})`);
+          else {
+            assert.deepEqual((await s.getItems('n', { ids: ['b', 'c'] })).length, 0, 'the items are out');
+            assert.deepEqual((await s.pageArchive('n', {}, { max: 10 }))?.entries.at(-1)?.retracted, ['b', 'c'], 'their tombstone is in');
+          }
+          await s.publishItem('n', item('e'), { keep: 3, archive: { keep: 100 } });
+          const full = await snapshot(s, 'n');
+          failAfter(batches);
+          const purged = await s.purgeItems('n', { archive: { stamp: 4000, keep: 100 } }).then(() => 'written', () => 'failed');
+          failAfter(Infinity);
+          if (purged === 'failed') assert.deepEqual(await snapshot(s, 'n'), full, `nothing of the failed purge is left (${batches})`);
+          else assert.deepEqual([await s.countItems('n'), (await s.pageArchive('n', {}, { max: 10 }))?.entries.at(-1)?.purged], [0, true]);
+          outcomes.push(`${published}/${retracted}/${purged}`);
+          await s.publishItem('n', item('f'), { keep: 3, archive: { keep: 100 } });
+          const order = ids(await s.getItems('n'));
+          assert.equal(await s.countItems('n'), order.length);
+          assert.deepEqual(await s.pageItemIds('n', { max: 2, index: 1 }), { entries: order.slice(1, 3), count: order.length, firstIndex: 1 });
+          await s.close();
+        }
+        assert.equal(outcomes[0], 'failed/failed/failed', 'with no batch left, every write fails');
+      });
+    }
 
     if (factory.reopen) {
       const reopen = factory.reopen;

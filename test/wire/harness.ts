@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Element, parse } from 'ltx';
 import { buildWire, startConnection, type Wire } from '../../src/app/component.ts';
-import { buildCore, type ComponentLink, type Core } from '../../src/app/core.ts';
+import { buildCore, restoreTimers, type ComponentLink, type Core } from '../../src/app/core.ts';
 import { StopStack } from '../../src/app/stop-stack.ts';
 import type { ConnectionHandlers, ConnectionState } from '../../src/component/connection.ts';
 import type { Outbox } from '../../src/component/outbox.ts';
@@ -161,6 +161,7 @@ export class WireHarness {
       const core = await buildCore(stack, { config, component, log: silentLogger, store: options.store ?? new MemoryStore(), link: (outbox) => new LoopbackLink(jid, network, outbox) });
       const wire = await buildWire(stack, core, { config, jid, log: silentLogger, messages: options.messages ?? new Map(), storeLabel: 'memory' });
       await startConnection(stack, core, wire);
+      restoreTimers(stack, core, silentLogger);
       return new WireHarness(jid, network, core, wire, stack, dir);
     } catch (err) {
       await stack.unwind();
