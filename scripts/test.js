@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm test`: runs every test file under test/ with Node's test runner and tsx.
-// Unit tests first (fast, no servers), then the end-to-end files one at a time (each starts its
-// own Prosody and ejabberd on private loopback addresses and stops them by PID).
+// Unit tests first, then the in-process wire tests (fast, no servers), then the files that start
+// servers one at a time (each starts its own Prosody and ejabberd on private loopback addresses
+// and stops them by PID).
 // `npm test [-- --no-install] [SUBSTRING...]`: only files whose path contains a SUBSTRING.
-// Before files that start servers (all but test/unit/), the preflight checks the system packages
+// Before files that start servers (all but test/unit/ and test/wire/), the preflight checks the system packages
 // of deploy/system-packages.txt (installs missing ones as root unless --no-install or
 // HERMOD_NO_INSTALL=1) and root: a unit-only run needs neither.
 import { spawnSync } from 'node:child_process';
@@ -27,13 +28,17 @@ function find(dir) {
   return out;
 }
 
-let files = find(path.join(root, 'test'));
+/** Files that start no server: they need neither root nor the system packages. */
+const IN_PROCESS = ['unit', 'wire'].map((d) => path.join('test', d) + path.sep);
+const inProcess = (f) => IN_PROCESS.some((prefix) => f.startsWith(prefix));
+const rank = (f) => (f.startsWith(IN_PROCESS[0]) ? 0 : inProcess(f) ? 1 : 2);
+let files = find(path.join(root, 'test')).sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
 if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o)));
 if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
-if (files.some((f) => !f.startsWith(path.join('test', 'unit') + path.sep))) {
+if (files.some((f) => !inProcess(f))) {
   const status = ensureSystemPackages({ what: 'npm test', noInstall, needsRoot: true });
   if (status !== 0) process.exit(status);
 }
