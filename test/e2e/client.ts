@@ -29,6 +29,8 @@ export interface ClientTransport {
   send(stanza: Element): Promise<unknown>;
   stop(): Promise<unknown>;
   onStanza(listener: (stanza: Element) => void): void;
+  /** The underlying @xmpp/client entity of a c2s client (tests of malformed XML write to it raw). */
+  readonly entity?: unknown;
 }
 
 export class TestClient {
@@ -46,6 +48,11 @@ export class TestClient {
     transport.onStanza((stanza) => this.onStanza(stanza));
   }
 
+  /** The @xmpp/client entity under a c2s client (undefined on the wire harness). */
+  get xmpp(): unknown {
+    return this.transport.entity;
+  }
+
   get bare(): string {
     return this.jid.split('/')[0] as string;
   }
@@ -59,6 +66,7 @@ export class TestClient {
       send: (stanza) => xmpp.send(stanza as never),
       stop: () => xmpp.stop() as Promise<unknown>,
       onStanza: (listener) => xmpp.on('stanza', listener),
+      entity: xmpp,
     };
     const c = new TestClient(transport, address.toString());
     await xmpp.send(parse('<presence/>') as never);
