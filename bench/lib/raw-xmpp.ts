@@ -5,17 +5,12 @@
 
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
+import { IqError } from '../../src/xmpp/iq-error.ts';
 import { attr, childText, escapeXml, StanzaSplitter } from './xml-stream.ts';
 
 const NS_STREAM = 'http://etherx.jabber.org/streams';
 let idCounter = 0;
 export const nextId = (prefix = 'b'): string => `${prefix}${(idCounter++).toString(36)}`;
-
-export class IqError extends Error {
-  constructor(readonly stanza: string) {
-    super(`iq error: ${stanza.slice(0, 600)}`);
-  }
-}
 
 interface Pending {
   resolve(xml: string): void;
@@ -136,7 +131,7 @@ abstract class RawStream {
           this.pending.delete(id as string);
           clearTimeout(p.timer);
           if (type === 'result') p.resolve(xml);
-          else p.reject(new IqError(xml));
+          else p.reject(IqError.fromXml(xml));
           return;
         }
       } else if (type === 'get' || type === 'set') {
@@ -294,7 +289,7 @@ export class RawClient extends RawStream {
     const p = this.waitFor((x) => x.startsWith('<iq') && attr(x, 'id') === id, timeoutMs, `reply to ${child.slice(0, 60)}`);
     this.write(`<iq type='${type}' id='${id}'>${child}</iq>`);
     return p.then((x) => {
-      if (attr(x, 'type') !== 'result') throw new IqError(x);
+      if (attr(x, 'type') !== 'result') throw IqError.fromXml(x);
       return x;
     });
   }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { eventually, PASSWORD } from './client.ts';

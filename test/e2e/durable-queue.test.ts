@@ -15,7 +15,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Element } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { eventOf, eventually, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 

@@ -7,7 +7,7 @@ import { createWriteStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ServerInfo } from '../../src/devenv/servers.ts';
+import type { ServerInfo } from '../../src/devenv/index.ts';
 import { eventually } from './client.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));

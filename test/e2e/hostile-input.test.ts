@@ -17,7 +17,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { escapeXML } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { IqError, PUBSUB, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
 import { PASSWORD, PUBSUB, TestClient, withTimeout } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import dbus from 'dbus-next';
 import { canonical, parseMidgardXml, type MidgardDocument } from '../../src/codecs/midgard.ts';
 import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { eventually, OWNER, TestClient } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
 

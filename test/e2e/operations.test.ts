@@ -12,7 +12,7 @@ import path from 'node:path';
 import nano from 'nano';
 import { after, before, describe, it } from 'node:test';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { eventually, isItemEvent, OWNER, PUBSUB, TestClient } from './client.ts';
 import { hermodCli, startHermodProcess, writeHermodConfig, type HermodProcess } from './hermod-process.ts';
 

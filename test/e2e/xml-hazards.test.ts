@@ -12,7 +12,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { STANZA_LIMIT, startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { STANZA_LIMIT, startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import type { Element } from 'ltx';
 import { TestClient, withTimeout } from './client.ts';
 import { startHermodProcess, type HermodProcess } from './hermod-process.ts';

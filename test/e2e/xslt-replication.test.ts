@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseMidgardXml, type MidgardDocument } from '../../src/codecs/midgard.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { eventually } from './client.ts';
 import { hermodCli, startHermodProcess, type HermodProcess } from './hermod-process.ts';
 
