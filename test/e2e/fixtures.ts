@@ -196,3 +196,6 @@ export const subscribe = (node: string, jid: string): string => `<pubsub xmlns='
 export const items = (node: string): string => `<pubsub xmlns='${PUBSUB}'><items node='${node}'/></pubsub>`;
 /** The item ids of an items result, in order. */
 export const itemIds = (reply: Element): string[] => reply.getChild('pubsub', PUBSUB)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? [];
+/** The values of a data form's fields, by var (FORM_TYPE included). */
+export const fieldsOf = (x: Element | undefined): Map<string, string[]> =>
+  new Map((x?.getChildren('field') ?? []).map((f) => [f.attrs.var as string, f.getChildren('value').map((v) => v.getText())]));

@@ -13,7 +13,7 @@ import { LevelStore } from '../../src/store/level.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
 import { NODE_CONFIG_REGISTRY } from '../fixtures/node-config-registry.ts';
 import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PUBSUB, type TestClient } from './client.ts';
-import { configure, create, entry, itemIds, MAM, mamForm, publish, publishWithOptions, Site, subscribeOptionsForm } from './fixtures.ts';
+import { configure, create, entry, fieldsOf, itemIds, MAM, mamForm, publish, publishWithOptions, Site, subscribeOptionsForm } from './fixtures.ts';
 
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const DISCO_ITEMS = 'http://jabber.org/protocol/disco#items';
@@ -386,8 +386,6 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
     });
 
     it('node_config registry: every registered field is accepted at an honoured value and read back; the rest is not-acceptable naming field and value', async () => {
-      const fieldsOf = (x: Element | undefined): Map<string, string[]> =>
-        new Map((x?.getChildren('field') ?? []).map((f) => [f.attrs.var as string, f.getChildren('value').map((v) => v.getText())]));
       for (const [i, field] of NODE_CONFIG_REGISTRY.entries()) {
         await alice.iq('set', SVC, create(`reg-${i}`, { [field.var]: field.set }));
         const res = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><configure node='reg-${i}'/></pubsub>`);
