@@ -5,7 +5,7 @@
 // number of publishes must stay close to the number of edits (no echo storm).
 
 import assert from 'node:assert/strict';
-import { before, it } from 'node:test';
+import { it } from 'node:test';
 import type { CouchServer, HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
 import { eventually } from './client.ts';
 import { useSite } from './fixtures.ts';
@@ -43,10 +43,9 @@ async function snapshot(couch: CouchServer): Promise<Map<string, string>> {
   return out;
 }
 
-const triangle = useSite({ name: 'triangle', extraComponents: ['site-c'], couches: 3 });
 const sites: Site[] = [];
 
-before(async () => {
+const triangle = useSite({ name: 'triangle', extraComponents: ['site-c'], couches: 3 }, async () => {
   const couches = triangle.couches;
   const alpha = triangle.alpha;
   const beta = triangle.beta;

@@ -32,6 +32,8 @@ export class TestClient {
     private readonly transport: ClientTransport,
     /** The full JID the client is bound to. */
     readonly jid: string,
+    /** The @xmpp/client stream of a real c2s connection (for tests that write malformed XML to it). */
+    readonly xmpp?: ReturnType<typeof client>,
   ) {
     transport.onStanza((stanza) => this.onStanza(stanza));
   }
@@ -50,7 +52,7 @@ export class TestClient {
       stop: () => xmpp.stop() as Promise<unknown>,
       onStanza: (listener) => xmpp.on('stanza', listener),
     };
-    const c = new TestClient(transport, address.toString());
+    const c = new TestClient(transport, address.toString(), xmpp);
     await xmpp.send(parse('<presence/>') as never);
     return c;
   }

@@ -144,11 +144,16 @@ export class Site {
 
 /**
  * A Site started in a `before` hook and stopped in an `after` hook of the enclosing suite (or
- * file): call it first in the `describe` body, so that the file's own `before` runs after it.
+ * file), then `setup(site)` in the same hook. In a `describe`, a later `before` of the file runs
+ * after it; at the top level of a file (where Node 20 does not wait for one `before` hook before
+ * starting the next) put the file's setup in `setup`.
  */
-export function useSite(options: SiteOptions): Site {
+export function useSite(options: SiteOptions, setup?: (site: Site) => Promise<void>): Site {
   const site = new Site(options);
-  before(() => site.start());
+  before(async () => {
+    await site.start();
+    await setup?.(site);
+  });
   after(() => site.stop());
   return site;
 }

@@ -2,19 +2,17 @@
 // to Prosody, subscribes over s2s, receives notifications and reads the items back.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { before, it } from 'node:test';
+import { it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
 import { PASSWORD, PUBSUB, withTimeout, type TestClient } from './client.ts';
 import { useSite } from './fixtures.ts';
 
 const SCRIPT = fileURLToPath(new URL('./clients/slixmpp_subscriber.py', import.meta.url));
-const site = useSite({ name: 'slixmpp' });
 let alice: TestClient;
-
-before(async () => {
-  await site.hermod({ server: site.alpha });
-  alice = await site.user(site.alpha, 'alice');
+const site = useSite({ name: 'slixmpp' }, async (s) => {
+  await s.hermod({ server: s.alpha });
+  alice = await s.user(s.alpha, 'alice');
 });
 
 it('a slixmpp client on the other server discovers, subscribes, is notified and reads items', { timeout: 90_000 }, async () => {
