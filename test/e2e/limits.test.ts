@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import type { HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
-import { eventOf, eventually, expectIqError, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
+import { eventOf, eventually, expectIqError, OWNER, PUBSUB, type TestClient } from './client.ts';
 import { create as createNode, itemIds, nodeConfigForm, publish, useSite } from './fixtures.ts';
 
 const LIMITS = { maxItemsPerNode: 5, maxNodesPerOwner: 2, publishRate: { perSecond: 0.2, burst: 5 } };
@@ -58,7 +58,7 @@ describe('limits through a real server', { timeout: 120_000 }, () => {
     assert.equal(err.type, 'wait');
     assert.match(err.text ?? '', /publishing too fast: at most 0\.2 per second \(bursts of 5\); retry in \d+ ms/);
     // Another resource of alice shares the account's bucket.
-    const laptop = await TestClient.connect(home, 'alice', PASSWORD, 'laptop');
+    const laptop = await site.user(home, 'alice', 'laptop');
     try {
       await expectIqError(laptop.iq('set', SVC, publish('a3', 'p5')), 'policy-violation');
     } finally {
