@@ -258,7 +258,8 @@ async function main(): Promise<number> {
     const stopProc = async (name: string): Promise<void> => {
       const p = procs.get(name);
       procs.delete(name);
-      if (p) await p.stop();
+      // A child that does not stop on SIGTERM is SIGKILLed and said so; the run goes on.
+      if (p) await p.stop().catch((err: unknown) => log(String(err)));
     };
     try {
       env = await startXmppEnv({

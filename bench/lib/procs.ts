@@ -21,12 +21,15 @@ export function hermodSpawnFor(server: HermodProcessOptions['server'], name: str
   return { name, dir, server, dataDir: path.join(dir, `${name}-data`) };
 }
 
+/** How long a child of the benchmark may take to stop after SIGTERM (a loaded Hermod drains its queues). */
+const STOP_TIMEOUT_MS = 15_000;
+
 /**
  * `hermod start` as the benchmark runs it (src/devenv/hermod.ts): log level info, and no publish
  * rate limit (the peers have none either: the load is the point); `o.extra` goes over these.
  */
 export function startBenchHermod(o: HermodProcessOptions): Promise<HermodProcess> {
-  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, ...o, extra: { limits: { publishRate: false }, ...o.extra } });
+  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, extra: { limits: { publishRate: false }, ...o.extra } });
 }
 
 /** Starts a TypeScript script of the benchmark as a process; resolves on its first stdout JSON line. */
@@ -38,7 +41,7 @@ export async function startScript(
   timeoutMs = 30_000,
 ): Promise<Child & { first: Record<string, unknown>; lines: Array<Record<string, unknown>> }> {
   const logFile = path.join(dir, `${name}.log`);
-  const proc = spawnChild(process.execPath, ['--import', 'tsx', path.join(REPO, 'bench', script), ...args], { name, logFile, cwd: REPO, stdout: 'pipe' });
+  const proc = spawnChild(process.execPath, ['--import', 'tsx', path.join(REPO, 'bench', script), ...args], { name, logFile, cwd: REPO, stdout: 'pipe', stopTimeoutMs: STOP_TIMEOUT_MS });
   const child = proc.process;
   const lines: Array<Record<string, unknown>> = [];
   let buf = '';

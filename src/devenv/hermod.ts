@@ -34,6 +34,8 @@ export interface HermodProcessOptions {
   waitOnline?: boolean;
   /** How long to wait for that, in ms (default 20 000). */
   timeoutMs?: number;
+  /** How long `stop()` waits after SIGTERM before SIGKILL, in ms (default 10 000). */
+  stopTimeoutMs?: number;
 }
 
 export interface HermodProcess extends Child {
@@ -90,7 +92,7 @@ export async function startHermodProcess(o: HermodProcessOptions): Promise<Hermo
   const logFile = path.join(o.dir, `${name}.log`);
   const onlineBefore = (await readLog(logFile)).filter(isOnline).length;
   const args = [...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), BIN, 'start', '--config', configFile];
-  const child = spawnChild(process.execPath, args, { name, logFile, cwd: REPO });
+  const child = spawnChild(process.execPath, args, { name, logFile, cwd: REPO, ...(o.stopTimeoutMs ? { stopTimeoutMs: o.stopTimeoutMs } : {}) });
   const log = (): Promise<Array<Record<string, unknown>>> => readLog(logFile);
   const alive = async (): Promise<void> => {
     if (child.exited()) throw new Error(`${name} exited with ${child.process.exitCode ?? child.process.signalCode}; log:\n${(await readFile(logFile, 'utf8')).slice(-3000)}`);

@@ -231,7 +231,7 @@ export function atEmergencyExit(fn: () => void): () => void {
 }
 
 const running = new Set<ChildProcess>();
-let unregisterChildren: (() => void) | undefined;
+let killingChildrenAtExit = false;
 
 /** SIGKILLs every tracked child still running (by PID); for exits that cannot wait. */
 export function killAllNow(): void {
@@ -269,6 +269,8 @@ export interface SpawnChildOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   stdout?: 'log' | 'pipe';
+  /** How long `stop()` waits after SIGTERM by default, in ms (default 10 000). */
+  stopTimeoutMs?: number;
 }
 
 /**
@@ -287,7 +289,10 @@ export function spawnChild(cmd: string, args: string[], o: SpawnChildOptions): C
   }
   if (child.pid === undefined) throw new Error(`${o.name}: ${cmd} could not be spawned`);
   running.add(child);
-  unregisterChildren ??= atEmergencyExit(killAllNow);
+  if (!killingChildrenAtExit) {
+    atEmergencyExit(killAllNow);
+    killingChildrenAtExit = true;
+  }
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   void exit.then(() => running.delete(child));
   const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
@@ -299,7 +304,7 @@ export function spawnChild(cmd: string, args: string[], o: SpawnChildOptions): C
     exited,
     exit,
     process: child,
-    async stop(timeoutMs = STOP_TIMEOUT_MS) {
+    async stop(timeoutMs = o.stopTimeoutMs ?? STOP_TIMEOUT_MS) {
       if (!exited()) child.kill('SIGTERM');
       let timer: NodeJS.Timeout | undefined;
       const code = await Promise.race([exit, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)))]);
