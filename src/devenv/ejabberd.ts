@@ -70,6 +70,8 @@ export function renderEjabberdPrivilegeSnippet(text: string, jid: string): { acc
 function ejabberdConfig(ctx: ServerContext, info: ServerInfo, serviceSnippet: string, dir: string, privilege?: { accessRules: string[]; modules: string[] }): string {
   const o = ctx.opts;
   const ip = yamlStr(info.ip);
+  /** One `listen:` entry on the server's IP; `more`: its other (indented) lines. */
+  const listener = (port: number, module: string, ...more: string[]): string[] => ['  -', `    port: ${port}`, `    ip: ${ip}`, `    module: ${module}`, ...more];
   const modules = [
     '  mod_disco: {}',
     '  mod_ping: {}',
@@ -125,25 +127,9 @@ function ejabberdConfig(ctx: ServerContext, info: ServerInfo, serviceSnippet: st
     '  c2s_shaper: none',
     '  s2s_shaper: none',
     'listen:',
-    '  -',
-    `    port: ${PORTS.c2s}`,
-    `    ip: ${ip}`,
-    '    module: ejabberd_c2s',
-    `    max_stanza_size: ${STANZA_LIMIT}`,
-    '    shaper: c2s_shaper',
-    '    access: c2s',
-    '  -',
-    `    port: ${PORTS.s2s}`,
-    `    ip: ${ip}`,
-    '    module: ejabberd_s2s_in',
-    `    max_stanza_size: ${STANZA_LIMIT}`,
-    '    shaper: s2s_shaper',
-    '  -',
-    `    port: ${PORTS.http}`,
-    `    ip: ${ip}`,
-    '    module: ejabberd_http',
-    '    request_handlers:',
-    '      /upload: mod_http_upload',
+    ...listener(PORTS.c2s, 'ejabberd_c2s', `    max_stanza_size: ${STANZA_LIMIT}`, '    shaper: c2s_shaper', '    access: c2s'),
+    ...listener(PORTS.s2s, 'ejabberd_s2s_in', `    max_stanza_size: ${STANZA_LIMIT}`, '    shaper: s2s_shaper'),
+    ...listener(PORTS.http, 'ejabberd_http', '    request_handlers:', '      /upload: mod_http_upload'),
     serviceSnippet.trimEnd(),
     'modules:',
     ...modules,
