@@ -19,9 +19,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureSystemPackages } from '../src/devenv/preflight.js';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/index.ts';
 import { Pool, runFanout, runLatency, type FanoutResult, type LatencyResult, type Peer } from './lib/loadgen.ts';
-import { hermodSpawnFor, killAllNow, REPO, startHermodProcess, startScript, waitForQuiet, type HermodSpawn, type Proc } from './lib/procs.ts';
+import { hermodSpawnFor, killAllNow, REPO, startBenchHermod, startScript, waitForQuiet, type HermodSpawn, type Proc } from './lib/procs.ts';
 import { describeMachine, machineLine, Reporter, today, type Machine } from './lib/report.ts';
 import { runLoadgen, type LoadgenResult } from './scenarios/loadgen.ts';
 import { profileReport, runProfiles, type ProfileResult, type ProfileWorkload } from './scenarios/profile.ts';
@@ -258,7 +258,8 @@ async function main(): Promise<number> {
     const stopProc = async (name: string): Promise<void> => {
       const p = procs.get(name);
       procs.delete(name);
-      if (p) await p.stop();
+      // A child that does not stop on SIGTERM is SIGKILLed and said so; the run goes on.
+      if (p) await p.stop().catch((err: unknown) => log(String(err)));
     };
     try {
       env = await startXmppEnv({
@@ -293,7 +294,7 @@ async function main(): Promise<number> {
         }
       };
       const startHermod = async (server: ServerInfo, name: string): Promise<void> => {
-        procs.set(name, await startHermodProcess(hermodSpawn(server, name)));
+        procs.set(name, await startBenchHermod(hermodSpawn(server, name)));
         await waitServing(server, server.componentJid);
         log(`${name} serving (pid ${procs.get(name)?.pid})`);
       };

@@ -1,14 +1,14 @@
 // The dev environment really federates: Prosody (alpha.test) and ejabberd (beta.test) exchange
 // chat messages over s2s in both directions, and a restarted server takes clients again. When its
 // ports are taken it refuses before starting anything, naming the process that holds them.
-// Needs root and the Debian prosody/ejabberd packages (see src/devenv/servers.ts).
+// Needs root and the Debian prosody/ejabberd packages (see src/devenv/index.ts).
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import { client, xml, type Client, type Element } from '@xmpp/client';
-import { PORTS, PortsBusyError, startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/servers.ts';
+import { PORTS, PortsBusyError, startXmppEnv, type ServerInfo, type XmppEnv } from '../src/devenv/index.ts';
 
 const PW = 'secret-pw';
 const WAIT_MS = 10_000;

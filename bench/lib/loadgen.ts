@@ -7,7 +7,7 @@
 // "urn:bench:<seq>" and timed with performance.now() on arrival. Every (receiver, publish) pair
 // is tracked, so lost and duplicated notifications are counted exactly.
 
-import type { ServerInfo, XmppEnv } from '../../src/devenv/servers.ts';
+import type { ServerInfo, XmppEnv } from '../../src/devenv/index.ts';
 import { cpuSeconds, machineBusySeconds, sleep } from './procs.ts';
 import { RawClient } from './raw-xmpp.ts';
 import { percentiles, type Percentiles } from './stats.ts';

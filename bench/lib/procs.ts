@@ -1,111 +1,35 @@
 // Child processes of the benchmark (Hermod via `bin/hermod.js start`, the ceiling component,
 // the store filler) and /proc readings (CPU time, RSS). Every child is stopped by its PID:
-// SIGTERM, bounded wait, SIGKILL; and SIGKILLed by PID if the benchmark itself exits early.
+// SIGTERM, bounded wait, SIGKILL; and SIGKILLed by PID if the benchmark itself exits early (the
+// process control and Hermod as a process are the devenv's: src/devenv/process.ts, hermod.ts).
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { appendFile, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startHermodProcess, type HermodProcess, type HermodProcessOptions } from '../../src/devenv/hermod.ts';
+import { sleep, spawnChild, type Child } from '../../src/devenv/process.ts';
+
+export { killAllNow, sleep } from '../../src/devenv/process.ts';
+export type { Child as Proc } from '../../src/devenv/process.ts';
+export type { HermodProcessOptions as HermodSpawn } from '../../src/devenv/hermod.ts';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HERMOD_BIN = path.join(REPO, 'bin', 'hermod.js');
-const running = new Set<ChildProcess>();
-/** SIGKILLs every child still running (by PID); for exits that cannot wait. */
-export function killAllNow(): void {
-  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-process.on('exit', killAllNow);
-
-export interface Proc {
-  pid: number;
-  name: string;
-  logFile: string;
-  /** SIGTERM and wait (bounded); SIGKILL if it does not exit. Resolves to the exit code. */
-  stop(timeoutMs?: number): Promise<number | null>;
-  exited(): boolean;
-}
-
-function track(child: ChildProcess, name: string, logFile: string): Proc {
-  running.add(child);
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  void exit.then(() => running.delete(child));
-  return {
-    pid: child.pid as number,
-    name,
-    logFile,
-    exited: () => child.exitCode !== null || child.signalCode !== null,
-    async stop(timeoutMs = 15_000) {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      let timer: NodeJS.Timeout | undefined;
-      const code = await Promise.race([exit, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)))]);
-      clearTimeout(timer);
-      if (code !== 'timeout') return code;
-      child.kill('SIGKILL');
-      await Promise.race([exit, new Promise((r) => setTimeout(r, 3000))]);
-      return null;
-    },
-  };
-}
-
-export interface HermodSpawn {
-  name: string;
-  dir: string;
-  jid: string;
-  secret: string;
-  server: string;
-  dataDir: string;
-  /** Write a V8 CPU profile into this folder at exit. */
-  cpuProfDir?: string;
-  admins?: string[];
-  /** More config keys (e.g. appDb, ajatus), merged over the defaults. */
-  extra?: Record<string, unknown>;
-}
 
 /** The spawn settings of a Hermod attached to `server` as its main component, data under `dir/<name>-data`. */
-export function hermodSpawnFor(server: { componentJid: string; componentSecret: string; componentService: string }, name: string, dir: string): HermodSpawn {
-  return { name, dir, jid: server.componentJid, secret: server.componentSecret, server: server.componentService, dataDir: path.join(dir, `${name}-data`) };
+export function hermodSpawnFor(server: HermodProcessOptions['server'], name: string, dir: string): HermodProcessOptions {
+  return { name, dir, server, dataDir: path.join(dir, `${name}-data`) };
 }
 
-/** Starts `hermod start` and resolves once its log says the component is online. */
-export async function startHermodProcess(o: HermodSpawn, timeoutMs = 30_000, waitOnline = true): Promise<Proc & { startedAt: number }> {
-  const config = {
-    component: { jid: o.jid, secret: o.secret, server: o.server },
-    dataDir: o.dataDir,
-    pubsub: { admins: o.admins ?? [] },
-    log: { level: 'info' },
-    // The peers have no publish rate limit: neither has Hermod here (the load is the point).
-    limits: { publishRate: false },
-    ...o.extra,
-  };
-  const configFile = path.join(o.dir, `${o.name}.json`);
-  await writeFile(configFile, JSON.stringify(config, null, 2));
-  const logFile = path.join(o.dir, `${o.name}.log`);
-  const out = createWriteStream(logFile, { flags: 'a' });
-  const args = [
-    ...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []),
-    HERMOD_BIN,
-    'start',
-    '--config',
-    configFile,
-  ];
-  const startedAt = performance.now();
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO });
-  child.stdout?.pipe(out, { end: false });
-  child.stderr?.pipe(out, { end: false });
-  const proc = track(child, o.name, logFile);
-  const deadline = Date.now() + timeoutMs;
-  for (; waitOnline; ) {
-    const text = await readFile(logFile, 'utf8').catch(() => '');
-    if (text.includes('"component online"')) break;
-    if (proc.exited()) throw new Error(`${o.name} exited early; log:\n${text.slice(-3000)}`);
-    if (Date.now() > deadline) {
-      await proc.stop();
-      throw new Error(`${o.name} not online within ${timeoutMs} ms; log:\n${text.slice(-3000)}`);
-    }
-    await sleep(25);
-  }
-  return { ...proc, startedAt };
+/** How long a child of the benchmark may take to stop after SIGTERM (a loaded Hermod drains its queues). */
+const STOP_TIMEOUT_MS = 15_000;
+
+/**
+ * `hermod start` as the benchmark runs it (src/devenv/hermod.ts): log level info, and no publish
+ * rate limit (the peers have none either: the load is the point); `o.extra` goes over these.
+ */
+export function startBenchHermod(o: HermodProcessOptions): Promise<HermodProcess> {
+  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, extra: { limits: { publishRate: false }, ...o.extra } });
 }
 
 /** Starts a TypeScript script of the benchmark as a process; resolves on its first stdout JSON line. */
@@ -115,15 +39,10 @@ export async function startScript(
   args: string[],
   dir: string,
   timeoutMs = 30_000,
-): Promise<Proc & { first: Record<string, unknown>; lines: Array<Record<string, unknown>> }> {
+): Promise<Child & { first: Record<string, unknown>; lines: Array<Record<string, unknown>> }> {
   const logFile = path.join(dir, `${name}.log`);
-  const out = createWriteStream(logFile, { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'bench', script), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    cwd: REPO,
-  });
-  child.stderr?.pipe(out, { end: false });
-  const proc = track(child, name, logFile);
+  const proc = spawnChild(process.execPath, ['--import', 'tsx', path.join(REPO, 'bench', script), ...args], { name, logFile, cwd: REPO, stdout: 'pipe', stopTimeoutMs: STOP_TIMEOUT_MS });
+  const child = proc.process;
   const lines: Array<Record<string, unknown>> = [];
   let buf = '';
   let wake: (() => void) | undefined;
@@ -137,7 +56,7 @@ export async function startScript(
       try {
         lines.push(JSON.parse(line) as Record<string, unknown>);
       } catch {
-        out.write(`${line}\n`);
+        void appendFile(logFile, `${line}\n`);
       }
       wake?.();
     }
@@ -147,7 +66,7 @@ export async function startScript(
   while (lines.length === 0) {
     if (proc.exited()) throw new Error(`${name} exited early: ${await readFile(logFile, 'utf8').catch(() => '')}`);
     if (Date.now() > deadline) {
-      await proc.stop();
+      await proc.stop().catch(() => undefined);
       throw new Error(`${name}: no output within ${timeoutMs} ms`);
     }
     await new Promise<void>((r) => {
@@ -157,8 +76,6 @@ export async function startScript(
   }
   return { ...proc, first: lines[0] as Record<string, unknown>, lines };
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const CLK_TCK = 100; // Linux USER_HZ
 /** CPU seconds (user + system) used so far by a process, or NaN when it is gone. */

@@ -5,17 +5,12 @@
 
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
+import { IqError } from '../../src/xmpp/iq-error.ts';
 import { attr, childText, escapeXml, StanzaSplitter } from './xml-stream.ts';
 
 const NS_STREAM = 'http://etherx.jabber.org/streams';
 let idCounter = 0;
 export const nextId = (prefix = 'b'): string => `${prefix}${(idCounter++).toString(36)}`;
-
-export class IqError extends Error {
-  constructor(readonly stanza: string) {
-    super(`iq error: ${stanza.slice(0, 600)}`);
-  }
-}
 
 interface Pending {
   resolve(xml: string): void;
@@ -30,6 +25,8 @@ function parseService(service: string): { host: string; port: number } {
 
 /** Shared plumbing: socket, splitter, IQ tracking, awaited one-off stanzas during negotiation. */
 abstract class RawStream {
+  /** The full JID a client is bound to, or the JID a component serves. */
+  jid = '';
   protected socket!: net.Socket;
   protected readonly splitter: StanzaSplitter;
   private readonly pending = new Map<string, Pending>();
@@ -53,6 +50,18 @@ abstract class RawStream {
       onStanza: (xml) => this.dispatch(xml),
       onClose: () => this.socket?.end(),
     });
+  }
+
+  /** Connects `stream` to `service`, then runs `negotiate`; if that fails, destroys it and throws Error("`what`: reason"). */
+  protected static async open<T extends RawStream>(stream: T, service: string, timeoutMs: number, what: string, negotiate: () => Promise<void>): Promise<T> {
+    await stream.connectSocket(service, timeoutMs);
+    try {
+      await negotiate();
+    } catch (err) {
+      stream.destroy();
+      throw new Error(`${what}: ${(err as Error).message}`);
+    }
+    return stream;
   }
 
   protected connectSocket(service: string, timeoutMs: number): Promise<void> {
@@ -136,7 +145,7 @@ abstract class RawStream {
           this.pending.delete(id as string);
           clearTimeout(p.timer);
           if (type === 'result') p.resolve(xml);
-          else p.reject(new IqError(xml));
+          else p.reject(IqError.fromXml(xml));
           return;
         }
       } else if (type === 'get' || type === 'set') {
@@ -238,19 +247,10 @@ export interface ClientOptions {
 
 /** A c2s client session. */
 export class RawClient extends RawStream {
-  jid = '';
-
   static async login(o: ClientOptions): Promise<RawClient> {
     const c = new RawClient();
     const t = o.timeoutMs ?? 15_000;
-    await c.connectSocket(o.service, t);
-    try {
-      await c.negotiate(o, t);
-    } catch (err) {
-      c.destroy();
-      throw new Error(`login ${o.user}@${o.domain}/${o.resource}: ${(err as Error).message}`);
-    }
-    return c;
+    return RawStream.open(c, o.service, t, `login ${o.user}@${o.domain}/${o.resource}`, () => c.negotiate(o, t));
   }
 
   private header(domain: string): string {
@@ -294,7 +294,7 @@ export class RawClient extends RawStream {
     const p = this.waitFor((x) => x.startsWith('<iq') && attr(x, 'id') === id, timeoutMs, `reply to ${child.slice(0, 60)}`);
     this.write(`<iq type='${type}' id='${id}'>${child}</iq>`);
     return p.then((x) => {
-      if (attr(x, 'type') !== 'result') throw new IqError(x);
+      if (attr(x, 'type') !== 'result') throw IqError.fromXml(x);
       return x;
     });
   }
@@ -309,14 +309,11 @@ export interface ComponentOptions {
 
 /** An XEP-0114 component connection (handshake only; stanzas are the caller's). */
 export class RawComponent extends RawStream {
-  jid = '';
-
   static async connect(o: ComponentOptions): Promise<RawComponent> {
     const c = new RawComponent();
     const t = o.timeoutMs ?? 15_000;
     c.jid = o.jid;
-    await c.connectSocket(o.service, t);
-    try {
+    return RawStream.open(c, o.service, t, `component ${o.jid}`, async () => {
       const opened = c.waitOpen(t);
       c.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='${NS_STREAM}' to='${o.jid}'>`);
       const tag = await opened;
@@ -326,11 +323,7 @@ export class RawComponent extends RawStream {
       c.write(`<handshake>${createHash('sha1').update(id + o.secret).digest('hex')}</handshake>`);
       const reply = await hs;
       if (!reply.startsWith('<handshake')) throw new Error(`handshake refused: ${reply}`);
-    } catch (err) {
-      c.destroy();
-      throw new Error(`component ${o.jid}: ${(err as Error).message}`);
-    }
-    return c;
+    });
   }
 
   /** The underlying socket (for batched writes with backpressure). */

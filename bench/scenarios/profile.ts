@@ -8,7 +8,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { runFanout, type FanoutResult, type Peer, type Pool } from '../lib/loadgen.ts';
-import { startHermodProcess, type HermodSpawn, type Proc } from '../lib/procs.ts';
+import { startBenchHermod, type HermodSpawn, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, mdTable } from '../lib/stats.ts';
 import { hbarChart } from '../lib/svg.ts';
 
@@ -38,7 +38,7 @@ export async function runProfiles(
     const profDir = path.join(spawn.dir, `cpuprof-${w.name}`);
     let proc: (Proc & { startedAt: number }) | undefined;
     try {
-      proc = await startHermodProcess({ ...spawn, name: `hermod-prof-${w.name}`, cpuProfDir: profDir });
+      proc = await startBenchHermod({ ...spawn, name: `hermod-prof-${w.name}`, cpuProfDir: profDir });
       setPid(proc.pid);
       // warm-up, not profiled in the summary window
       await runFanout(pool, peer, { subscribers: Math.min(w.subscribers, 100), publishes: 20, window: w.window, quietMs: 3000, capMs: 30_000 });

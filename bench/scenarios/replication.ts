@@ -20,10 +20,10 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
-import { hermodSpawnFor, sleep, startHermodProcess, type Proc } from '../lib/procs.ts';
+import { hermodSpawnFor, sleep, startBenchHermod, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, fmtRatio, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
 import { barChart, hbarChart } from '../lib/svg.ts';
 
@@ -225,7 +225,7 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
       couchB: couchB.pid(),
     });
     const spawnHermod = async (server: ServerInfo, couch: CouchServer, name: string): Promise<Proc & { startedAt: number }> => {
-      const proc = await startHermodProcess({
+      const proc = await startBenchHermod({
         ...hermodSpawnFor(server, name, dir),
         ...(p.cpuProf ? { cpuProfDir: path.join(dir, `cpuprof-${name}`) } : {}),
         extra: { appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } },

@@ -7,11 +7,11 @@
 
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { ServerInfo } from '../../src/devenv/servers.ts';
+import type { ServerInfo } from '../../src/devenv/index.ts';
 import { NS_PUBSUB, publishXml, reserveSeqs } from '../lib/loadgen.ts';
 
 const NS_RSM = 'http://jabber.org/protocol/rsm';
-import { memoryMiB, sleep, startHermodProcess, startScript, type Proc } from '../lib/procs.ts';
+import { memoryMiB, sleep, startBenchHermod, startScript, type Proc } from '../lib/procs.ts';
 import type { RawClient } from '../lib/raw-xmpp.ts';
 import { fmtInt, fmtMs, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
 import { barChart } from '../lib/svg.ts';
@@ -94,11 +94,13 @@ export async function runScale(
   const items = (node: string, extra = '', children = ''): Promise<string> =>
     client.iq('get', component.jid, `<pubsub xmlns='${NS_PUBSUB}'><items node='${node}'${extra}>${children}</items></pubsub>`, 60_000);
   const start = async (): Promise<number> => {
-    hermod = await startHermodProcess(
-      { name: 'hermod-scale', dir: ctx.dir, jid: component.jid, secret: component.secret, server: ctx.server.componentService, dataDir },
-      30_000,
-      false,
-    );
+    hermod = await startBenchHermod({
+      name: 'hermod-scale',
+      dir: ctx.dir,
+      server: { componentJid: component.jid, componentSecret: component.secret, componentService: ctx.server.componentService },
+      dataDir,
+      waitOnline: false,
+    });
     const t0 = hermod.startedAt;
     const until = Date.now() + 30_000;
     for (;;) {

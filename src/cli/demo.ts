@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../devenv/couchdb.ts';
 import { ensureSystemPackages } from '../devenv/preflight.js';
-import { PortsBusyError, startXmppEnv, type ServerInfo, type XmppEnv } from '../devenv/servers.ts';
+import { PortsBusyError, startXmppEnv, type ServerInfo, type XmppEnv } from '../devenv/index.ts';
 import { validateConfig } from '../config/config.ts';
 import { startHermod, type Hermod } from '../hermod.ts';
 import { createLogger } from '../log.ts';

@@ -1,21 +1,8 @@
 // Requests the component sends (disco, subscribe, items to partner services): each gets an id,
-// a bounded wait, and resolves with the result <iq/> or rejects with IqRequestError.
+// a bounded wait, and resolves with the result <iq/> or rejects with IqError (src/xmpp/iq-error.ts).
 
 import { Element } from 'ltx';
-import { NS } from '../xmpp/ns.ts';
-
-export class IqRequestError extends Error {
-  constructor(
-    readonly condition: string,
-    /** Application-specific condition (e.g. pubsub#errors closed-node), if any. */
-    readonly appCondition: string | undefined,
-    readonly errorText: string | undefined,
-    readonly to: string,
-  ) {
-    super(`${to} answered ${condition}${appCondition ? `+${appCondition}` : ''}${errorText ? `: ${errorText}` : ''}`);
-    this.name = 'IqRequestError';
-  }
-}
+import { IqError } from '../xmpp/iq-error.ts';
 
 export class IqCaller {
   private counter = 0;
@@ -33,13 +20,13 @@ export class IqCaller {
     return new Promise<Element>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new IqRequestError('remote-server-timeout', undefined, `no answer within ${timeoutMs} ms`, to));
+        reject(new IqError('remote-server-timeout', undefined, `no answer within ${timeoutMs} ms`, to, 'wait'));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       if (!this.send(iq)) {
         clearTimeout(timer);
         this.pending.delete(id);
-        reject(new IqRequestError('service-unavailable', undefined, 'component offline', to));
+        reject(new IqError('service-unavailable', undefined, 'component offline', to, 'cancel'));
       }
     });
   }
@@ -54,12 +41,7 @@ export class IqCaller {
     if (stanza.attrs.type === 'result') {
       waiter.resolve(stanza);
     } else {
-      const error = stanza.getChild('error');
-      const children = error?.getChildElements() ?? [];
-      const condition = children.find((c) => c.getNS() === NS.STANZAS && c.name !== 'text')?.name ?? 'undefined-condition';
-      const app = children.find((c) => c.getNS() !== NS.STANZAS)?.name;
-      const text = error?.getChild('text', NS.STANZAS)?.getText();
-      waiter.reject(new IqRequestError(condition, app, text, (stanza.attrs.from as string | undefined) ?? ''));
+      waiter.reject(IqError.of(stanza));
     }
     return true;
   }
@@ -68,7 +50,7 @@ export class IqCaller {
   cancelAll(): void {
     for (const [id, w] of this.pending) {
       clearTimeout(w.timer);
-      w.reject(new IqRequestError('service-unavailable', undefined, 'shutting down', ''));
+      w.reject(new IqError('service-unavailable', undefined, 'shutting down', '', 'cancel'));
       this.pending.delete(id);
     }
   }

@@ -1,18 +1,14 @@
 // A real CouchDB-API server for tests, the demo and benchmarks: pouchdb-server (npm) on a free
-// loopback port with its data in a temp dir. Stopped by PID; restartable on the same data.
+// loopback port with its data in a temp dir. A tracked child (process.ts): stopped by PID, killed
+// if the caller exits first; restartable on the same data.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, sleep, spawnChild, tail, type Child } from './process.ts';
 
 const BIN = fileURLToPath(new URL('../../node_modules/pouchdb-server/bin/pouchdb-server', import.meta.url));
-const running = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
 
 export interface CouchServer {
   url: string;
@@ -32,60 +28,41 @@ export interface CouchServer {
   destroy(): Promise<void>;
 }
 
-async function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-async function waitUp(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+async function waitUp(url: string, child: Child, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`pouchdb-server exited with ${child.exitCode}`);
+    if (child.exited()) throw new Error(`pouchdb-server exited with ${child.process.exitCode}\n${tail(child.logFile)}`);
     try {
       const res = await fetch(url);
       if (res.ok) return;
     } catch {
       /* not yet */
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
-  throw new Error(`pouchdb-server not answering at ${url} within ${timeoutMs} ms`);
+  throw new Error(`pouchdb-server not answering at ${url} within ${timeoutMs} ms\n${tail(child.logFile)}`);
 }
 
+/** Starts pouchdb-server on a free port of `host` with a fresh temp dir; throws if it does not answer within 20 s. */
 export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-couch-'));
   await writeFile(path.join(dir, 'config.json'), JSON.stringify({ log: { file: path.join(dir, 'log.txt') } }));
   const port = await freePort(host);
   const url = `http://${host}:${port}`;
-  let child: ChildProcess | undefined;
+  let child: Child | undefined;
 
   const server: CouchServer = {
     url,
     dir,
     pid: () => child?.pid,
     async start() {
-      child = spawn(process.execPath, [BIN, '--host', host, '--port', String(port), '--dir', dir, '--config', path.join(dir, 'config.json'), '--no-stdout-logs'], {
-        stdio: 'ignore',
-      });
-      running.add(child);
-      const c = child;
-      c.once('exit', () => running.delete(c));
-      await waitUp(url, c, 20_000);
+      const args = [BIN, '--host', host, '--port', String(port), '--dir', dir, '--config', path.join(dir, 'config.json'), '--no-stdout-logs'];
+      child = spawnChild(process.execPath, args, { name: 'pouchdb-server', logFile: path.join(dir, 'pouchdb-server.out') });
+      await waitUp(url, child, 20_000);
     },
     async stop() {
-      const c = child;
-      if (!c || c.exitCode !== null) return;
-      const exited = new Promise((r) => c.once('exit', r));
-      c.kill('SIGTERM');
-      const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(timer);
+      // SIGKILL after 5 s is fine for a test database (it syncs every write).
+      await child?.stop(5_000).catch(() => undefined);
     },
     async restart() {
       await server.stop();

@@ -3,12 +3,16 @@
 // native module), stopped by its PID. `emit` sends a signal with the real `dbus-send`, exactly as
 // midgard-core sends Notified (object path, interface, member, one string argument).
 
-import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
+import { atEmergencyExit, run, signal, terminate } from './process.ts';
 
-const run = promisify(execFile);
+/** Runs a command (10 s at most); resolves to its stdout, throws with its output unless it exits 0. */
+async function check(cmd: string, args: string[]): Promise<string> {
+  const r = await run(cmd, args, { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`${cmd} failed (code ${r.code}): ${r.output}`);
+  return r.stdout;
+}
 
 export interface DbusDaemon {
   address: string;
@@ -21,25 +25,19 @@ export interface DbusDaemon {
 }
 
 async function launch(socket: string): Promise<{ address: string; pid: number }> {
-  const { stdout } = await run('dbus-daemon', ['--session', '--fork', '--print-address=1', '--print-pid=1', `--address=unix:path=${socket}`], { timeout: 10_000 });
+  const stdout = await check('dbus-daemon', ['--session', '--fork', '--print-address=1', '--print-pid=1', `--address=unix:path=${socket}`]);
   const [address, pid] = stdout.trim().split('\n');
   if (!address || !pid || !/^\d+$/.test(pid.trim())) throw new Error(`dbus-daemon printed ${JSON.stringify(stdout)}`);
   return { address: address.trim(), pid: Number(pid.trim()) };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
+/** Starts a session dbus-daemon listening on `<dir>/bus`; throws with its output if it does not start. */
 export async function startDbus(dir: string): Promise<DbusDaemon> {
   await mkdir(dir, { recursive: true });
   const socket = path.join(dir, 'bus');
   let current = await launch(socket);
+  // The daemon forked away from us: SIGKILL it by PID if we exit before stop().
+  atEmergencyExit(() => signal(current.pid, 'SIGKILL'));
   const daemon: DbusDaemon = {
     get address() {
       return current.address;
@@ -49,14 +47,10 @@ export async function startDbus(dir: string): Promise<DbusDaemon> {
     },
     async emit(objectPath, text, iface = 'org.midgardproject.notifier', member = 'Notified') {
       // dbus-send takes `string:VALUE` as one argv entry: no shell, any XML passes unchanged.
-      await run('dbus-send', [`--bus=${current.address}`, '--type=signal', objectPath, `${iface}.${member}`, `string:${text}`], { timeout: 10_000 });
+      await check('dbus-send', [`--bus=${current.address}`, '--type=signal', objectPath, `${iface}.${member}`, `string:${text}`]);
     },
     async stop() {
-      const { pid } = current;
-      if (!alive(pid)) return;
-      process.kill(pid, 'SIGTERM');
-      for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
-      if (alive(pid)) process.kill(pid, 'SIGKILL');
+      await terminate(current.pid, 5_000);
     },
     async restart() {
       current = await launch(socket);

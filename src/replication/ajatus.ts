@@ -6,7 +6,8 @@
 
 import path from 'node:path';
 import nano, { type DocumentScope } from 'nano';
-import { IqRequestError, type IqCaller } from '../component/iq-caller.ts';
+import type { IqCaller } from '../component/iq-caller.ts';
+import { IqError } from '../xmpp/iq-error.ts';
 import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '../codecs/couch-doc.ts';
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
@@ -66,7 +67,7 @@ const UNANSWERED = new Set(['remote-server-timeout', 'remote-server-not-found', 
 /**
  * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
  * when the answer carries it; false when it is empty or an error says the item (or the node)
- * is not there for us (item-not-found, forbidden, …). Throws IqRequestError when the service
+ * is not there for us (item-not-found, forbidden, …). Throws IqError when the service
  * did not answer (timeout, unreachable, internal error): then nobody knows.
  */
 export async function nodeHasItem(iq: IqCaller, service: string, node: string, itemId: string): Promise<boolean> {
@@ -76,7 +77,7 @@ export async function nodeHasItem(iq: IqCaller, service: string, node: string, i
     const items = res.getChild('pubsub', NS.PUBSUB)?.getChild('items')?.getChildren('item') ?? [];
     return items.some((i) => i.attrs.id === itemId);
   } catch (err) {
-    if (err instanceof IqRequestError && !UNANSWERED.has(err.condition)) return false;
+    if (err instanceof IqError && !UNANSWERED.has(err.condition)) return false;
     throw err;
   }
 }

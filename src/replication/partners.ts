@@ -16,7 +16,8 @@
 // a retraction is written locally), which partner nodes they replicate, and partner settings.
 
 import { Element } from 'ltx';
-import { IqCaller, IqRequestError } from '../component/iq-caller.ts';
+import { IqCaller } from '../component/iq-caller.ts';
+import { IqError } from '../xmpp/iq-error.ts';
 import type { Logger } from '../log.ts';
 import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
@@ -311,7 +312,7 @@ export class PartnerManager {
       this.o.log.info('subscribed to partner node', { service, node });
     } catch (err) {
       this.followed.delete(k);
-      const refused = err instanceof IqRequestError;
+      const refused = err instanceof IqError;
       this.o.log[refused ? 'info' : 'warn']('partner node refused the subscription', { service, node, reason: String(err) });
       return refused ? undefined : `subscribing to ${node}: ${String(err)}`;
     }

@@ -5,14 +5,10 @@
 // number of publishes must stay close to the number of edits (no echo storm).
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, it } from 'node:test';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { it } from 'node:test';
+import type { CouchServer, HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
 import { eventually } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { useSite } from './fixtures.ts';
 
 const CONTENT = 'ajatus_db_content';
 const APP = 'ajatus_db';
@@ -47,16 +43,12 @@ async function snapshot(couch: CouchServer): Promise<Map<string, string>> {
   return out;
 }
 
-let env: XmppEnv;
-let dir: string;
 const sites: Site[] = [];
 
-before(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'hermod-triangle-'));
-  const couches = await Promise.all([startCouch(), startCouch(), startCouch()]);
-  env = await startXmppEnv({ extraComponents: ['site-c'] });
-  const alpha = env.alpha as ServerInfo;
-  const beta = env.beta as ServerInfo;
+const triangle = useSite({ name: 'triangle', extraComponents: ['site-c'], couches: 3 }, async () => {
+  const couches = triangle.couches;
+  const alpha = triangle.alpha;
+  const beta = triangle.beta;
   const extra = alpha.extraComponents[0] as { jid: string; secret: string };
   const siteC: ServerInfo = { ...alpha, componentJid: extra.jid, componentSecret: extra.secret };
   sites.push({ name: 'a', couch: couches[0] as CouchServer, server: alpha }, { name: 'b', couch: couches[1] as CouchServer, server: beta }, { name: 'c', couch: couches[2] as CouchServer, server: siteC });
@@ -67,9 +59,8 @@ before(async () => {
     for (const o of others) await req(site.couch, 'PUT', `${CONTENT}/contact-${o.name}`, { value: { _type: 'contact', jid: { val: o.server.componentJid } } });
   }
   for (const site of sites) {
-    site.hermod = await startHermodProcess({
+    site.hermod = await triangle.hermod({
       server: site.server,
-      dir,
       name: `site-${site.name}`,
       extra: { appDb: { url: site.couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } },
     });
@@ -84,13 +75,6 @@ before(async () => {
     'seed documents everywhere (triangle subscribed)',
     60_000,
   );
-});
-
-after(async () => {
-  for (const site of sites) await site.hermod?.stop().catch(() => site.hermod?.kill());
-  await env?.stop();
-  for (const site of sites) await site.couch.destroy();
-  if (dir && !process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true });
 });
 
 it(`${OPS} random operations over three sites converge, with publishes close to edits`, { timeout: 240_000 }, async () => {

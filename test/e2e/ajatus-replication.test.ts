@@ -3,16 +3,12 @@
 // (beta.test), federating over s2s. Real databases, real servers, real hermod processes.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { before, describe, it } from 'node:test';
+import type { CouchServer, HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { eventually, PASSWORD } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { useSite } from './fixtures.ts';
 
 const SLIX = fileURLToPath(new URL('./clients/slixmpp_subscriber.py', import.meta.url));
 type Doc = Record<string, unknown> & { _id: string; _rev?: string };
@@ -65,31 +61,28 @@ const retractionHandled = (id: string) => (l: LogLine): boolean => l.doc === id 
 const caughtUp = (l: LogLine): boolean => (l.msg === 'caught up with partner node from its history' || l.msg === 'caught up with partner node') && l.node === '/tags/shared';
 
 describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'ajatus', couches: 2 });
   let couchA: CouchServer;
   let couchB: CouchServer;
-  let dir: string;
   let hermodA: HermodProcess;
   let hermodB: HermodProcess;
   let alpha: ServerInfo;
   let beta: ServerInfo;
 
   const startA = (): Promise<HermodProcess> =>
-    startHermodProcess({
+    site.hermod({
       server: alpha,
-      dir,
       name: 'site-a',
       // Site A knows only where its application database is: credentials come from there.
       extra: { component: undefined, appDb: { url: couchA.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } },
     });
   const startB = (): Promise<HermodProcess> =>
-    startHermodProcess({ server: beta, dir, name: 'site-b', extra: { appDb: { url: couchB.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } } });
+    site.hermod({ server: beta, name: 'site-b', extra: { appDb: { url: couchB.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } } });
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-ajatus-'));
-    [env, couchA, couchB] = await Promise.all([startXmppEnv(), startCouch(), startCouch()]);
-    alpha = env.alpha as ServerInfo;
-    beta = env.beta as ServerInfo;
+    [couchA, couchB] = [site.couch(0), site.couch(1)];
+    alpha = site.alpha;
+    beta = site.beta;
     await couchA.createDbs(APP, CONTENT);
     await couchB.createDbs(APP, CONTENT);
     await put(couchA, APP, { _id: 'hermod:credentials', component: { jid: alpha.componentJid, secret: alpha.componentSecret, server: alpha.componentService } });
@@ -102,15 +95,6 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     await put(couchA, CONTENT, { _id: 'contact-b', value: { _type: 'contact', title: { val: 'Site B' }, jid: { val: beta.componentJid } } });
     hermodA = await startA();
     hermodB = await startB();
-  });
-
-  after(async () => {
-    await hermodA?.stop().catch(() => hermodA.kill());
-    await hermodB?.stop().catch(() => hermodB.kill());
-    await env?.stop();
-    await couchA?.destroy();
-    await couchB?.destroy();
-    if (dir && !process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true });
   });
 
   it('a tagged document with an attachment created at A appears at B with the same _id, _rev and bytes', async () => {
@@ -161,7 +145,7 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
   it('a whitelisted plain XMPP client (slixmpp) subscribes to /tags/shared and reads the Atom entries', async () => {
     const tag = (await couch(couchA, 'GET', `${APP}/hermod:tag:shared`)).json as Doc;
     await put(couchA, APP, { ...tag, whitelist: [beta.componentJid, `sam@${beta.domain}`] });
-    await env.register(beta, 'sam', PASSWORD);
+    await site.env.register(beta, 'sam', PASSWORD);
     await hermodA.waitForLog((l) => l.msg === 'tag whitelist applied' && l.tag === 'shared', 'whitelist applied at A');
     const child = spawn('/usr/bin/python3', [SLIX, `sam@${beta.domain}/slix`, PASSWORD, beta.ip, '5222', alpha.componentJid, '/tags/shared', 'for-sam'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -4,22 +4,12 @@
 
 import { client } from '@xmpp/client';
 import { Element, parse } from 'ltx';
-import type { ServerInfo, XmppEnv } from '../../src/devenv/servers.ts';
+import type { ServerInfo, XmppEnv } from '../../src/devenv/index.ts';
+import { IqError } from '../../src/xmpp/iq-error.ts';
 
-export class IqError extends Error {
-  constructor(
-    readonly stanza: Element,
-    readonly type: string,
-    readonly condition: string,
-    /** pubsub#errors (or other application) condition, if any. */
-    readonly appCondition: string | undefined,
-    readonly text: string | undefined,
-  ) {
-    super(`iq error ${type}/${condition}${appCondition ? `+${appCondition}` : ''}${text ? `: ${text}` : ''}`);
-  }
-}
+export { eventually } from '../../src/devenv/index.ts';
+export { IqError };
 
-const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 let counter = 0;
 /** Password of every test user. */
 export const PASSWORD = 'secret-pw';
@@ -44,6 +34,8 @@ export class TestClient {
     private readonly transport: ClientTransport,
     /** The full JID the client is bound to. */
     readonly jid: string,
+    /** The @xmpp/client stream of a real c2s connection (for tests that write malformed XML to it). */
+    readonly xmpp?: ReturnType<typeof client>,
   ) {
     transport.onStanza((stanza) => this.onStanza(stanza));
   }
@@ -68,7 +60,7 @@ export class TestClient {
       onStanza: (listener) => xmpp.on('stanza', listener),
       entity: xmpp,
     };
-    const c = new TestClient(transport, address.toString());
+    const c = new TestClient(transport, address.toString(), xmpp);
     await xmpp.send(parse('<presence/>') as never);
     return c;
   }
@@ -85,7 +77,7 @@ export class TestClient {
       if (!waiter) return;
       this.pending.delete(stanza.attrs.id as string);
       if (stanza.attrs.type === 'result') waiter.resolve(stanza);
-      else waiter.reject(toIqError(stanza));
+      else waiter.reject(IqError.of(stanza));
       return;
     }
     if (stanza.name === 'presence') this.presences.push(stanza);
@@ -152,14 +144,6 @@ export class TestClient {
   }
 }
 
-function toIqError(stanza: Element): IqError {
-  const error = stanza.getChild('error');
-  const conditionEl = error?.getChildElements().find((c) => c.getNS() === STANZAS && c.name !== 'text');
-  const appEl = error?.getChildElements().find((c) => c.getNS() !== STANZAS);
-  const text = error?.getChild('text', STANZAS)?.getText();
-  return new IqError(stanza, (error?.attrs.type as string) ?? '', conditionEl?.name ?? 'unknown', appEl?.name, text);
-}
-
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -171,22 +155,6 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
     ]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/** Polls `check` until it returns a truthy value (bounded). */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -5,39 +5,25 @@
 // notified twice of one item.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { eventOf, eventually, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import type { HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
+import { eventOf, eventually, PUBSUB, type TestClient } from './client.ts';
+import { entry, useSite } from './fixtures.ts';
 
 const KILL_AFTER_ACKS = 200;
-const entry = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
 
 describe('kill -9 under publish load', { timeout: 120_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'crash', ejabberd: false });
   let home: ServerInfo;
-  let dir: string;
   let hermod: HermodProcess | undefined;
   let alice: TestClient;
   let bob: TestClient;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-crash-'));
-    env = await startXmppEnv({ ejabberd: false });
-    home = env.alpha as ServerInfo;
-    hermod = await startHermodProcess({ server: home, dir });
-    [alice, bob] = await Promise.all([TestClient.create(env, home, 'alice'), TestClient.create(env, home, 'bob')]);
-  });
-
-  after(async () => {
-    await Promise.all([alice?.stop(), bob?.stop()]);
-    await hermod?.stop().catch(() => hermod?.kill());
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    home = site.alpha;
+    hermod = await site.hermod({ server: home });
+    [alice, bob] = await Promise.all([site.user(home, 'alice'), site.user(home, 'bob')]);
   });
 
   it('keeps every acknowledged publication, once', async () => {
@@ -71,7 +57,7 @@ describe('kill -9 under publish load', { timeout: 120_000 }, () => {
     await killing;
     assert.ok(acked.length >= KILL_AFTER_ACKS);
 
-    hermod = await startHermodProcess({ server: home, dir });
+    hermod = await site.hermod({ server: home });
     const items = await eventually(() => alice.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='load'/></pubsub>`), 'items after restart');
     const stored = items.getChild('pubsub', PUBSUB)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? [];
     assert.equal(new Set(stored).size, stored.length, 'no item id twice');

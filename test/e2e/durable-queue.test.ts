@@ -8,36 +8,21 @@
 // is back every subscriber gets each retraction exactly once.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { eventOf, eventually, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { hermodCli, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
+import { eventOf, eventually, isItemEvent, PUBSUB, type TestClient } from './client.ts';
+import { configure, publish, useSite } from './fixtures.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
 const SUBSCRIBERS = 4;
 const ITEMS = 400;
 const PAYLOAD = 'x'.repeat(2000);
 
-function statusOf(configFile: string): Promise<{ connection: string; queues: { outboxPending: number } } | undefined> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, 'status', '--config', configFile, '--json'], { timeout: 20_000 }, (err, stdout) => {
-      resolve(err ? undefined : (JSON.parse(stdout) as { connection: string; queues: { outboxPending: number } }));
-    });
-  });
+async function statusOf(configFile: string): Promise<{ connection: string; queues: { outboxPending: number } } | undefined> {
+  const r = await hermodCli('status', '--config', configFile, '--json');
+  return r.code === 0 ? (JSON.parse(r.stdout) as { connection: string; queues: { outboxPending: number } }) : undefined;
 }
-
-const configure = (node: string, fields: Record<string, string>): string =>
-  `<pubsub xmlns='${OWNER}'><configure node='${node}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${PUBSUB}#node_config</value></field>${Object.entries(fields)
-    .map(([k, v]) => `<field var='pubsub#${k}'><value>${v}</value></field>`)
-    .join('')}</x></configure></pubsub>`;
-const publish = (node: string, id: string, text = id): string =>
-  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry></item></publish></pubsub>`;
 
 /** Item ids a subscriber was notified of on a node (publications, or retractions), with repeats. */
 function notified(sessions: TestClient[], node: string, kind: 'item' | 'retract'): string[] {
@@ -52,9 +37,8 @@ function duplicates(ids: string[]): string[] {
 }
 
 describe('durable notification queue', { timeout: 240_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'durable', prosody: false });
   let home: ServerInfo;
-  let dir: string;
   let hermod: HermodProcess | undefined;
   let alice: TestClient;
   /** The current session of each subscriber. */
@@ -64,32 +48,23 @@ describe('durable notification queue', { timeout: 240_000 }, () => {
   let SVC: string;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-durable-'));
-    env = await startXmppEnv({ prosody: false });
-    home = env.beta as ServerInfo;
+    home = site.beta;
     SVC = home.componentJid;
-    hermod = await startHermodProcess({ server: home, dir });
-    alice = await TestClient.create(env, home, 'alice');
+    hermod = await site.hermod({ server: home });
+    alice = await site.user(home, 'alice');
     for (let i = 0; i < SUBSCRIBERS; i++) {
-      subs.push(await TestClient.create(env, home, `sub${i}`));
+      subs.push(await site.user(home, `sub${i}`));
       sessions.push([subs[i] as TestClient]);
     }
-  });
-
-  after(async () => {
-    await Promise.all([alice?.stop(), ...sessions.flat().map((s) => s.stop())]);
-    await hermod?.stop().catch(() => hermod?.kill());
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   /** Everyone logs in again after the server restart. */
   async function loginAgain(): Promise<void> {
     await alice.stop();
-    alice = await TestClient.connect(home, 'alice', PASSWORD, `again${Date.now()}`);
+    alice = await site.user(home, 'alice', `again${Date.now()}`);
     for (let i = 0; i < SUBSCRIBERS; i++) {
       await subs[i]?.stop();
-      subs[i] = await TestClient.connect(home, `sub${i}`, PASSWORD, `again${Date.now()}`);
+      subs[i] = await site.user(home, `sub${i}`, `again${Date.now()}`);
       sessions[i]?.push(subs[i] as TestClient);
     }
   }
@@ -122,10 +97,10 @@ describe('durable notification queue', { timeout: 240_000 }, () => {
     const publishing = Promise.all(Array.from({ length: 16 }, publisher));
     // Mid fan-out: the first subscriber has some of the items, not all.
     await eventually(() => notified(sessions[0] as TestClient[], 'fan', 'item').length >= 40, 'fan-out under way', 60_000);
-    await env.stopServer(home);
+    await site.env.stopServer(home);
     await publishing;
     assert.ok(acked.length >= 40, `${acked.length} publications acknowledged before the stop`);
-    await env.startServer(home);
+    await site.env.startServer(home);
     await eventually(async () => (await (hermod as HermodProcess).log()).filter((l) => l.msg === 'component online').length > onlineBefore, 'hermod back online', 60_000);
     await loginAgain();
 
@@ -147,9 +122,9 @@ describe('durable notification queue', { timeout: 240_000 }, () => {
       for (const id of ids) await alice.iq('set', SVC, publish(node, id));
       await Promise.all(subs.map((s) => s.waitForMessage(isItemEvent(node, 'e3'), 30_000, 'publication')));
 
-      await env.stopServer(home);
+      await site.env.stopServer(home);
       // The items expire while Hermod is disconnected: their retractions wait in the queue.
-      const configFile = path.join(dir, 'hermod.json');
+      const configFile = path.join(site.dir, 'hermod.json');
       const status = await eventually(async () => {
         const st = await statusOf(configFile);
         return st && st.connection !== 'online' && st.queues.outboxPending >= SUBSCRIBERS ? st : undefined;
@@ -158,8 +133,8 @@ describe('durable notification queue', { timeout: 240_000 }, () => {
       if (how === 'kill') await (hermod as HermodProcess).kill();
       else assert.equal(await (hermod as HermodProcess).stop(), 0);
 
-      await env.startServer(home);
-      hermod = await startHermodProcess({ server: home, dir });
+      await site.env.startServer(home);
+      hermod = await site.hermod({ server: home });
       assert.ok(await hermod.waitForLog((l) => l.msg === 'undelivered notifications queued from the journal', 'journal replayed'));
       await loginAgain();
       // A marker published last arrives after everything queued before it.

@@ -11,15 +11,12 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { escapeXML } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { IqError, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import type { HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
+import { IqError, PUBSUB, type TestClient } from './client.ts';
+import { nodeConfigForm, useSite } from './fixtures.ts';
 
 const RUNS = 10_000;
 const CONCURRENCY = 64;
@@ -112,25 +109,15 @@ function rssOf(pid: number): number {
 }
 
 describe('hostile input through a real server', { timeout: 120_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'hostile', ejabberd: false });
   let home: ServerInfo;
-  let dir: string;
   let hermod: HermodProcess | undefined;
   let alice: TestClient;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-hostile-'));
-    env = await startXmppEnv({ ejabberd: false });
-    home = env.alpha as ServerInfo;
-    hermod = await startHermodProcess({ server: home, dir, extra: { log: { level: 'info' } } });
-    alice = await TestClient.create(env, home, 'alice');
-  });
-
-  after(async () => {
-    await alice?.stop();
-    await hermod?.stop().catch(() => hermod?.kill());
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    home = site.alpha;
+    hermod = await site.hermod({ server: home, extra: { log: { level: 'info' } } });
+    alice = await site.user(home, 'alice');
   });
 
   it(`answers each of ${RUNS} generated requests with a result or a defined stanza error, stays up, and keeps its memory bounded`, async () => {
@@ -138,8 +125,7 @@ describe('hostile input through a real server', { timeout: 120_000 }, () => {
     const pid = (hermod as HermodProcess).pid;
     // Small nodes: what a hostile request can make the service send back stays bounded
     // (items of 'fz' are also read through MAM pages of up to 250, so keep them small).
-    const form = (max: number): string =>
-      `<configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#max_items'><value>${max}</value></field></x></configure>`;
+    const form = (max: number): string => `<configure>${nodeConfigForm({ max_items: String(max) })}</configure>`;
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='fz'/>${form(20)}</pubsub>`);
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='big'/>${form(1)}</pubsub>`);
     const requests = fc.sample(fc.tuple(fc.constantFrom('get', 'set') as fc.Arbitrary<'get' | 'set'>, request), { numRuns: RUNS, seed: 20260407 });

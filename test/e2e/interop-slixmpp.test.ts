@@ -2,39 +2,23 @@
 // to Prosody, subscribes over s2s, receives notifications and reads the items back.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, it } from 'node:test';
+import { it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
-import { PASSWORD, PUBSUB, TestClient, withTimeout } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { PASSWORD, PUBSUB, withTimeout, type TestClient } from './client.ts';
+import { useSite } from './fixtures.ts';
 
 const SCRIPT = fileURLToPath(new URL('./clients/slixmpp_subscriber.py', import.meta.url));
-let env: XmppEnv;
-let hermod: HermodProcess;
 let alice: TestClient;
-let dir: string;
-
-before(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'hermod-slixmpp-'));
-  env = await startXmppEnv();
-  hermod = await startHermodProcess({ server: env.alpha as ServerInfo, dir });
-  alice = await TestClient.create(env, env.alpha as ServerInfo, 'alice');
-});
-
-after(async () => {
-  await alice?.stop();
-  await hermod?.stop().catch(() => hermod.kill());
-  await env?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+const site = useSite({ name: 'slixmpp' }, async (s) => {
+  await s.hermod({ server: s.alpha });
+  alice = await s.user(s.alpha, 'alice');
 });
 
 it('a slixmpp client on the other server discovers, subscribes, is notified and reads items', { timeout: 90_000 }, async () => {
-  const alpha = env.alpha as ServerInfo;
-  const beta = env.beta as ServerInfo;
+  const env = site.env;
+  const alpha = site.alpha;
+  const beta = site.beta;
   const svc = alpha.componentJid;
   await alice.iq('set', svc, `<pubsub xmlns='${PUBSUB}'><create node='/tags/interop'/></pubsub>`);
   await env.register(beta, 'sam', PASSWORD);

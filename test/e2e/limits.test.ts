@@ -6,29 +6,19 @@
 // none of it; the service keeps answering.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import type { Element } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { eventOf, eventually, expectIqError, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { before, describe, it } from 'node:test';
+import type { HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
+import { eventOf, eventually, expectIqError, OWNER, PUBSUB, type TestClient } from './client.ts';
+import { create as createNode, itemIds, nodeConfigForm, publish, useSite } from './fixtures.ts';
 
 const LIMITS = { maxItemsPerNode: 5, maxNodesPerOwner: 2, publishRate: { perSecond: 0.2, burst: 5 } };
 
-const create = (node: string, maxItems?: string): string =>
-  `<pubsub xmlns='${PUBSUB}'><create node='${node}'/>${maxItems === undefined ? '' : `<configure>${form(maxItems)}</configure>`}</pubsub>`;
-const form = (maxItems: string): string =>
-  `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#max_items'><value>${maxItems}</value></field></x>`;
-const publish = (node: string, id: string): string =>
-  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
-const itemIds = (reply: Element): string[] => reply.getChild('pubsub', PUBSUB)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? [];
+const create = (node: string, maxItems?: string): string => createNode(node, maxItems === undefined ? undefined : { max_items: maxItems });
+const form = (maxItems: string): string => nodeConfigForm({ max_items: maxItems });
 
 describe('limits through a real server', { timeout: 120_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'limits', ejabberd: false });
   let home: ServerInfo;
-  let dir: string;
   let hermod: HermodProcess | undefined;
   let alice: TestClient;
   let bob: TestClient;
@@ -36,19 +26,10 @@ describe('limits through a real server', { timeout: 120_000 }, () => {
   let SVC: string;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-limits-'));
-    env = await startXmppEnv({ ejabberd: false });
-    home = env.alpha as ServerInfo;
+    home = site.alpha;
     SVC = home.componentJid;
-    hermod = await startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`], extra: { limits: LIMITS } });
-    [alice, bob, admin] = await Promise.all([TestClient.create(env, home, 'alice'), TestClient.create(env, home, 'bob'), TestClient.create(env, home, 'admin')]);
-  });
-
-  after(async () => {
-    await Promise.all([alice, bob, admin].map((c) => c?.stop()));
-    await hermod?.stop().catch(() => hermod?.kill());
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    hermod = await site.hermod({ server: home, admins: [`admin@${home.domain}`], extra: { limits: LIMITS } });
+    [alice, bob, admin] = await Promise.all([site.user(home, 'alice'), site.user(home, 'bob'), site.user(home, 'admin')]);
   });
 
   it('refuses a node more than maxNodesPerOwner with policy-violation/max-nodes-exceeded; the admin is not limited', async () => {
@@ -77,7 +58,7 @@ describe('limits through a real server', { timeout: 120_000 }, () => {
     assert.equal(err.type, 'wait');
     assert.match(err.text ?? '', /publishing too fast: at most 0\.2 per second \(bursts of 5\); retry in \d+ ms/);
     // Another resource of alice shares the account's bucket.
-    const laptop = await TestClient.connect(home, 'alice', PASSWORD, 'laptop');
+    const laptop = await site.user(home, 'alice', 'laptop');
     try {
       await expectIqError(laptop.iq('set', SVC, publish('a3', 'p5')), 'policy-violation');
     } finally {

@@ -5,18 +5,18 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import dbus from 'dbus-next';
 import { parseMidgardXml } from '../../src/codecs/midgard.ts';
-import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
+import type { DbusDaemon } from '../../src/devenv/index.ts';
 import type { Logger } from '../../src/log.ts';
 import { HERMOD_INTERFACE, MidgardDbusSource, SPOOL_SIGNAL_PATH, type NotifiedSignal } from '../../src/sources/midgard-dbus.ts';
 import { eventually } from './client.ts';
+import { useSite } from './fixtures.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
 
@@ -27,7 +27,7 @@ function memoryLogger(lines: Line[], bindings: Record<string, unknown> = {}): Lo
 }
 
 describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, () => {
-  let dir: string;
+  const site = useSite({ name: 'dbus', xmpp: false });
   let bus: DbusDaemon;
   let source: MidgardDbusSource;
   const lines: Line[] = [];
@@ -35,8 +35,7 @@ describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, (
   const listening = (): number => lines.filter((l) => l.msg === 'listening for Midgard signals').length;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-dbus-'));
-    bus = await startDbus(dir);
+    bus = await site.dbus('bus');
     source = new MidgardDbusSource({
       bus: bus.address,
       log: memoryLogger(lines),
@@ -45,14 +44,9 @@ describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, (
         handled.push(signal);
       },
     });
+    site.onStop(() => source.stop());
     source.start();
     await eventually(() => listening() === 1, 'source listening', 10_000);
-  });
-
-  after(async () => {
-    await source?.stop();
-    await bus?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('hands over Notified documents in order with area, class and action', async () => {

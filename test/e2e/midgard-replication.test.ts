@@ -8,17 +8,15 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import dbus from 'dbus-next';
 import { canonical, parseMidgardXml, type MidgardDocument } from '../../src/codecs/midgard.ts';
-import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { eventually, OWNER, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import type { DbusDaemon, HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
+import { eventually, OWNER } from './client.ts';
+import { useSite } from './fixtures.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
 const fixture = (name: string): Promise<string> => readFile(path.join(FIXTURES, name), 'utf8');
@@ -59,7 +57,7 @@ function version(text: string, change: { revised?: string; approved?: string; is
 const objects = (doc: MidgardDocument): string[] => doc.root.getChildElements().map((e) => canonical(e).toString());
 
 describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inbound spool', { timeout: 240_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'midgard' });
   let dir: string;
   let alpha: ServerInfo;
   let beta: ServerInfo;
@@ -71,9 +69,8 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
   let spoolA: string;
 
   const startA = (): Promise<HermodProcess> =>
-    startHermodProcess({
+    site.hermod({
       server: alpha,
-      dir,
       name: 'site-a',
       admins: [`${ADMIN}@${alpha.domain}`],
       extra: {
@@ -102,16 +99,15 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     hermodA.waitForLog((l) => l.msg === 'published midgard object' && l.guid === guid && l.revised === revised, `A's publication of ${guid} ${revised}`);
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-midgard-'));
-    [env, busA, busB] = await Promise.all([startXmppEnv(), startDbus(path.join(dir, 'bus-a')), startDbus(path.join(dir, 'bus-b'))]);
-    alpha = env.alpha as ServerInfo;
-    beta = env.beta as ServerInfo;
+    dir = site.dir;
+    [busA, busB] = await Promise.all([site.dbus('bus-a'), site.dbus('bus-b')]);
+    alpha = site.alpha;
+    beta = site.beta;
     inboundB = path.join(dir, 'b-inbound');
     spoolA = path.join(dir, 'a-spool');
     hermodA = await startA();
-    hermodB = await startHermodProcess({
+    hermodB = await site.hermod({
       server: beta,
-      dir,
       name: 'site-b',
       extra: { midgard: { bus: busB.address, inbound: './b-inbound', partnerJid: { parameter: 'org.openpsa.contacts/jid' }, discoveryIntervalSeconds: 1 } },
     });
@@ -120,15 +116,6 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     // B's Midgard knows alice at site A: a person with a JID parameter makes A's service a partner.
     await busB.emit(`${MGD}/midgard_person/create`, await fixture('person-alice.xml'));
     await hermodB.waitForLog((l) => l.msg === 'partner found' && l.jid === 'alice@alpha.test', 'B found its partner');
-  });
-
-  after(async () => {
-    await hermodA?.stop().catch(() => hermodA.kill());
-    await hermodB?.stop().catch(() => hermodB.kill());
-    await env?.stop();
-    await busA?.stop();
-    await busB?.stop();
-    if (dir && !process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true });
   });
 
   it('an article with two parameters and an attachment created at A reaches B identical; update, approval, a parameter change and deletion follow', async () => {
@@ -190,8 +177,7 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     await arrived(MEETUP, () => true, 'the meetup at B');
     assert.deepEqual((await publication(MEETUP, '2026-11-24 14:00:00+0000')).nodes, ['/midgard_article/all'], 'not on /site/news');
     // Any XMPP user can read the open path node: only the news article was ever there.
-    await env.register(beta, 'reader', 'secret-pw');
-    const reader = await TestClient.connect(beta, 'reader', 'secret-pw');
+    const reader = await site.user(beta, 'reader');
     try {
       const res = await reader.iq('get', alpha.componentJid, `<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='/site/news'/></pubsub>`);
       const ids = (res.getChild('pubsub')?.getChild('items')?.getChildren('item') ?? []).map((i) => i.attrs.id);
@@ -260,8 +246,7 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     assert.deepEqual(objects(atB), objects(parseMidgardXml(text)), 'article, parameters, attachment and blob as Midgard wrote them');
     await hermodA.waitForLog((l) => l.msg === 'attachment uploaded' && l.guid === BIG && l.bytes === big.length, 'the upload at A');
     // What a reader of A's open /site/news node sees: a reference and an Atom enclosure, not 4 MiB of base64.
-    await env.register(beta, 'reader2', 'secret-pw');
-    const reader = await TestClient.connect(beta, 'reader2', 'secret-pw');
+    const reader = await site.user(beta, 'reader2');
     try {
       const res = await reader.iq('get', alpha.componentJid, `<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='/site/news'><item id='${BIG}'/></items></pubsub>`);
       const entry = res.getChild('pubsub')?.getChild('items')?.getChild('item')?.getChildElements()[0];
@@ -279,8 +264,7 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
   });
 
   it('deleting the midgard_person at B, or its JID parameter, ends the partnership: B’s subscriptions at A end', async () => {
-    await env.register(alpha, ADMIN, 'secret-pw');
-    const boss = await TestClient.connect(alpha, ADMIN, 'secret-pw');
+    const boss = await site.user(alpha, ADMIN);
     /** Who is subscribed to A's /midgard_article/all, as its owner sees it. */
     const subscribers = async (): Promise<string[]> => {
       const res = await boss.iq('get', alpha.componentJid, `<pubsub xmlns='${OWNER}'><subscriptions node='/midgard_article/all'/></pubsub>`);

@@ -5,37 +5,18 @@
 // domain does not exist. Secrets never show in output, logs or metrics.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import nano from 'nano';
-import { after, before, describe, it } from 'node:test';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { eventually, isItemEvent, OWNER, PUBSUB, TestClient } from './client.ts';
-import { hermodCli, startHermodProcess, writeHermodConfig, type HermodProcess } from './hermod-process.ts';
+import { before, describe, it } from 'node:test';
+import { freePort, hermodCli, writeHermodConfig, type CouchServer, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
+import { eventually, isItemEvent, OWNER, PUBSUB, type TestClient } from './client.ts';
+import { itemIds, publish, useSite } from './fixtures.ts';
 
 const COUCH_PASSWORD = 'couch-Pa55-word';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-const publish = (node: string, id: string): string =>
-  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
-const itemIds = (iq: { getChild: (n: string, ns: string) => unknown }): string[] =>
-  ((iq.getChild('pubsub', PUBSUB) as { getChild(n: string): { getChildren(n: string): Array<{ attrs: { id: string } }> } | undefined } | undefined)?.getChild('items')?.getChildren('item') ?? []).map((i) => i.attrs.id);
-
 describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'ops', ejabberd: false, couches: 1 });
   let home: ServerInfo;
   let couch: CouchServer;
   let dir: string;
@@ -46,9 +27,9 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
   let SVC: string;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-ops-'));
-    [env, couch] = await Promise.all([startXmppEnv({ ejabberd: false }), startCouch()]);
-    home = env.alpha as ServerInfo;
+    dir = site.dir;
+    couch = site.couch();
+    home = site.alpha;
     SVC = home.componentJid;
     // A CouchDB admin with a password: the URL carries real credentials, which must never show.
     const admin = await fetch(`${couch.url}/_config/admins/hermod`, { method: 'PUT', body: JSON.stringify(COUCH_PASSWORD) });
@@ -58,14 +39,7 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
     url.password = COUCH_PASSWORD;
     couchUrl = url.toString();
     metricsPort = await freePort();
-    alice = await TestClient.create(env, home, 'alice');
-  });
-
-  after(async () => {
-    await alice?.stop();
-    await hermod?.stop().catch(() => hermod?.kill());
-    await Promise.all([env?.stop(), couch?.destroy()]);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    alice = await site.user(home, 'alice');
   });
 
   it('check: passes on a good config; names the failing part (secret, server, store, application databases) with exit 1, and never prints the secret', async () => {
@@ -113,7 +87,7 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
   });
 
   it('status and metrics: a running instance reports connection, nodes, subscriptions and queues; /metrics counts stanzas, errors, notifications', async () => {
-    hermod = await startHermodProcess({ server: home, dir, extra: { metrics: { port: metricsPort } } });
+    hermod = await site.hermod({ server: home, extra: { metrics: { port: metricsPort } } });
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='news'/></pubsub>`);
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='news' jid='${alice.bare}'/></pubsub>`);
     await alice.iq('set', SVC, publish('news', 'one'));
@@ -167,7 +141,7 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
     const usage = await hermodCli('migrate', '--from', 'level', '--to', 'level', '--config', configFile);
     assert.equal(usage.code, 2);
 
-    hermod = await startHermodProcess({ server: home, dir, extra: couchConfig });
+    hermod = await site.hermod({ server: home, extra: couchConfig });
     const items = await eventually(() => alice.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='news'/></pubsub>`), 'items from the CouchDB store');
     assert.deepEqual(itemIds(items), ['one']);
     await alice.iq('set', SVC, publish('news', 'two'));

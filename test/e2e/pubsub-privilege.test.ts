@@ -7,41 +7,21 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import type { HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
 import { DEFAULT_NODE_CONFIG } from '../../src/pubsub/node-config.ts';
 import { LevelStore } from '../../src/store/level.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
-import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PUBSUB, type TestClient } from './client.ts';
+import { configure, create as createConfigured, entry, itemIds, items, publish, subscribe, useSite } from './fixtures.ts';
 
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const RSM = 'http://jabber.org/protocol/rsm';
 const ROSTER = 'jabber:iq:roster';
 const HUGE = 100_000;
 
-const entry = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
-const publish = (node: string, id: string): string => `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'>${entry(id)}</item></publish></pubsub>`;
-const subscribe = (node: string, jid: string): string => `<pubsub xmlns='${PUBSUB}'><subscribe node='${node}' jid='${jid}'/></pubsub>`;
-const items = (node: string): string => `<pubsub xmlns='${PUBSUB}'><items node='${node}'/></pubsub>`;
-const field = (name: string, values: string[]): string => `<field var='pubsub#${name}'>${values.map((v) => `<value>${v}</value>`).join('')}</field>`;
-const configForm = (fields: Record<string, string | string[]>): string =>
-  `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>${Object.entries(fields)
-    .map(([k, v]) => field(k, Array.isArray(v) ? v : [v]))
-    .join('')}</x>`;
-const createConfigured = (node: string, fields: Record<string, string | string[]>): string =>
-  `<pubsub xmlns='${PUBSUB}'><create node='${node}'/><configure>${configForm(fields)}</configure></pubsub>`;
-const configure = (node: string, fields: Record<string, string | string[]>): string => `<pubsub xmlns='${OWNER}'><configure node='${node}'>${configForm(fields)}</configure></pubsub>`;
-const itemIds = (iq: Element): string[] =>
-  iq
-    .getChild('pubsub', PUBSUB)
-    ?.getChild('items')
-    ?.getChildren('item')
-    .map((i) => i.attrs.id as string) ?? [];
 const isDelayed = (m: Element): boolean => m.getChild('delay', 'urn:xmpp:delay') !== undefined;
 const presenceFrom = (c: TestClient, from: string, type: string): Element | undefined => c.presences.find((p) => p.attrs.from === from && p.attrs.type === type);
 
@@ -55,20 +35,15 @@ async function rosterItem(owner: TestClient, contact: string): Promise<Element |
 }
 
 describe('XEP-0356 privileges, presence and roster access models, presence-based delivery', { timeout: 240_000 }, () => {
-  let env: XmppEnv;
-  let dir: string;
-  const hermods: HermodProcess[] = [];
-  const clients: TestClient[] = [];
+  const site = useSite({ name: 'e2e-privilege', privileges: true });
   /** Node ids and item ids of the 100 000-item node, in publication order (filled before Hermod starts). */
   const huge: string[] = [];
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-e2e-privilege-'));
-    env = await startXmppEnv({ privileges: true });
     // The 100 000-item node is written through the store API into the LevelDB store that the
     // Prosody-attached Hermod then opens (publishing that many over XMPP would take minutes).
-    const alpha = env.alpha as ServerInfo;
-    const store = new LevelStore(path.join(dir, 'alpha-data', 'store'));
+    const alpha = site.alpha;
+    const store = new LevelStore(path.join(site.dir, 'alpha-data', 'store'));
     await store.open();
     await store.putNode({ id: 'huge', config: { ...DEFAULT_NODE_CONFIG }, creator: `alice@${alpha.domain}`, created: Date.now() });
     await store.setAffiliation('huge', `alice@${alpha.domain}`, 'owner');
@@ -80,16 +55,7 @@ describe('XEP-0356 privileges, presence and roster access models, presence-based
       huge.push(...batch);
     }
     await store.close();
-    for (const server of [env.alpha, env.beta] as ServerInfo[]) {
-      hermods.push(await startHermodProcess({ server, dir, name: server === env.alpha ? 'alpha' : 'beta' }));
-    }
-  });
-
-  after(async () => {
-    await Promise.all(clients.map((c) => c.stop()));
-    await Promise.all(hermods.map((h) => h.stop().catch(() => h.kill())));
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    for (const server of [site.alpha, site.beta]) await site.hermod({ server, name: server === site.alpha ? 'alpha' : 'beta' });
   });
 
   for (const kind of ['prosody', 'ejabberd'] as const) {
@@ -104,16 +70,14 @@ describe('XEP-0356 privileges, presence and roster access models, presence-based
       let bob: TestClient; // on the other server
 
       const connect = async (server: ServerInfo, user: string, resource?: string): Promise<TestClient> => {
-        const c = await TestClient.create(env, server, user, resource);
-        clients.push(c);
-        return c;
+        return site.user(server, user, resource);
       };
 
       before(async () => {
-        home = (kind === 'prosody' ? env.alpha : env.beta) as ServerInfo;
-        other = (kind === 'prosody' ? env.beta : env.alpha) as ServerInfo;
+        home = kind === 'prosody' ? site.alpha : site.beta;
+        other = kind === 'prosody' ? site.beta : site.alpha;
         SVC = home.componentJid;
-        hermod = hermods[kind === 'prosody' ? 0 : 1] as HermodProcess;
+        hermod = site.hermods[kind === 'prosody' ? 0 : 1] as HermodProcess;
         [alice, carol, dave, bob] = await Promise.all([connect(home, 'alice'), connect(home, 'carol'), connect(home, 'dave'), connect(other, 'bob')]);
         // alice's roster, set by her own client: carol in "friends", dave in "others"...
         await alice.iq('set', alice.bare, `<query xmlns='${ROSTER}'><item jid='${carol.bare}'><group>friends</group></item></query>`);
@@ -210,8 +174,7 @@ describe('XEP-0356 privileges, presence and roster access models, presence-based
         await alice.iq('set', SVC, publish('news', 'headline'));
         await dave.iq('set', SVC, subscribe('news', dave.bare));
         await dave.waitForMessage(isItemEvent('news', 'headline'), 10_000, 'the last item on subscription');
-        const phone = await TestClient.connect(home, 'dave', PASSWORD, 'phone');
-        clients.push(phone);
+        const phone = await site.user(home, 'dave', 'phone');
         const got = await phone.waitForMessage(isItemEvent('news', 'headline'), 15_000, 'the last item at the new resource');
         assert.ok(isDelayed(got));
         assert.equal(got.attrs.to, phone.jid);
@@ -220,9 +183,8 @@ describe('XEP-0356 privileges, presence and roster access models, presence-based
   }
 
   it(`RSM over a node of ${HUGE} items: count, pages forwards and backwards, by index, stable publication order`, { timeout: 120_000 }, async () => {
-    const alpha = env.alpha as ServerInfo;
-    const reader = await TestClient.create(env, alpha, 'reader');
-    clients.push(reader);
+    const alpha = site.alpha;
+    const reader = await site.user(alpha, 'reader');
     const page = async (set: string): Promise<{ ids: string[]; first?: string; index?: number; last?: string; count?: number }> => {
       const res = await reader.iq('get', alpha.componentJid, `<pubsub xmlns='${PUBSUB}'><items node='huge'/><set xmlns='${RSM}'>${set}</set></pubsub>`, 30_000);
       const rsm = res.getChild('pubsub', PUBSUB)?.getChild('set', RSM);

@@ -5,17 +5,15 @@
 // Users: alice and carol on the home server (the one Hermod is attached to), bob on the other.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import type { HermodProcess } from '../../src/devenv/index.ts';
 import { LevelStore } from '../../src/store/level.ts';
 import { SERVICE_FEATURES } from '../../src/xmpp/disco.ts';
-import { NODE_CONFIG, NODE_CONFIG_REGISTRY, PUBLISH_OPTIONS, submitForm } from '../fixtures/node-config-registry.ts';
-import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PASSWORD, PUBSUB, TestClient } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { NODE_CONFIG_REGISTRY } from '../fixtures/node-config-registry.ts';
+import { eventOf, eventually, expectIqError, isItemEvent, OWNER, PUBSUB, type TestClient } from './client.ts';
+import { configure, create, entry, fieldsOf, itemIds, MAM, mamForm, publish, publishWithOptions, Site, subscribeOptionsForm } from './fixtures.ts';
 
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const DISCO_ITEMS = 'http://jabber.org/protocol/disco#items';
@@ -32,27 +30,6 @@ function rsmOf(parent: Element | undefined): { first?: string; firstIndex?: numb
   };
 }
 
-const entry = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
-const publish = (node: string, id: string | undefined, text: string): string =>
-  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item${id ? ` id='${id}'` : ''}>${entry(text)}</item></publish></pubsub>`;
-const itemIds = (iq: Element): string[] =>
-  iq
-    .getChild('pubsub', PUBSUB)
-    ?.getChild('items')
-    ?.getChildren('item')
-    .map((i) => i.attrs.id as string) ?? [];
-const configure = (node: string, fields: Record<string, string>): string =>
-  `<pubsub xmlns='${OWNER}'><configure node='${node}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>${Object.entries(
-    fields,
-  )
-    .map(([k, v]) => `<field var='pubsub#${k}'><value>${v}</value></field>`)
-    .join('')}</x></configure></pubsub>`;
-const publishWithOptions = (node: string, id: string, fields: Record<string, string>): string =>
-  `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'>${entry(id)}</item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>${Object.entries(
-    fields,
-  )
-    .map(([k, v]) => `<field var='${k}'><value>${v}</value></field>`)
-    .join('')}</x></publish-options></pubsub>`;
 const titleOf = (item: Element | undefined): string | undefined => item?.getChild('entry', 'http://www.w3.org/2005/Atom')?.getChildText('title') ?? undefined;
 
 /** Where the suite runs: Hermod on real servers, or the in-process wire harness. */
@@ -84,47 +61,31 @@ export interface SiteProcesses {
 
 /** Hermod as a process attached to real Prosody or ejabberd (the other server hosts the remote users). */
 export async function realSite(kind: 'prosody' | 'ejabberd'): Promise<SuiteSite> {
-  const dir = await mkdtemp(path.join(tmpdir(), `hermod-e2e-${kind}-`));
-  const env: XmppEnv = await startXmppEnv();
-  const home = (kind === 'prosody' ? env.alpha : env.beta) as ServerInfo;
-  const remote = (kind === 'prosody' ? env.beta : env.alpha) as ServerInfo;
-  const start = (): Promise<HermodProcess> => startHermodProcess({ server: home, dir, admins: [`admin@${home.domain}`] });
+  const site = new Site({ name: `e2e-${kind}` });
   let hermod: HermodProcess | undefined;
-  const clients: TestClient[] = [];
-  const registered = new Set<string>();
   try {
-    hermod = await start();
+    await site.start();
+    const home = kind === 'prosody' ? site.alpha : site.beta;
+    const remote = kind === 'prosody' ? site.beta : site.alpha;
+    const start = async (): Promise<void> => void (hermod = await site.hermod({ server: home, admins: [`admin@${home.domain}`] }));
+    await start();
+    return {
+      SVC: home.componentJid,
+      connect: (where, user, resource) => site.user(where === 'home' ? home : remote, user, resource),
+      processes: {
+        stopHermod: () => (hermod as HermodProcess).stop(),
+        killHermod: () => (hermod as HermodProcess).kill(),
+        startHermod: start,
+        storePath: () => path.join(site.dir, 'hermod-data', 'store'),
+        restartServer: () => site.env.restart(home),
+        hermod: () => hermod as HermodProcess,
+      },
+      stop: () => site.stop(),
+    };
   } catch (err) {
-    await env.stop();
-    await rm(dir, { recursive: true, force: true });
+    await site.stop();
     throw err;
   }
-  return {
-    SVC: home.componentJid,
-    async connect(where, user, resource) {
-      const server = where === 'home' ? home : remote;
-      const key = `${user}@${server.domain}`;
-      if (!registered.has(key)) await env.register(server, user, PASSWORD);
-      registered.add(key);
-      const c = await TestClient.connect(server, user, PASSWORD, resource);
-      clients.push(c);
-      return c;
-    },
-    processes: {
-      stopHermod: () => (hermod as HermodProcess).stop(),
-      killHermod: () => (hermod as HermodProcess).kill(),
-      startHermod: async () => void (hermod = await start()),
-      storePath: () => path.join(dir, 'hermod-data', 'store'),
-      restartServer: () => env.restart(home),
-      hermod: () => hermod as HermodProcess,
-    },
-    async stop() {
-      await Promise.all(clients.map((c) => c.stop()));
-      await hermod?.stop().catch(() => hermod?.kill());
-      await env.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, options: { processes: boolean } = { processes: true }): void {
@@ -182,11 +143,7 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       await alice.iq(
         'set',
         SVC,
-        `<pubsub xmlns='${PUBSUB}'><create node='configured'/><configure><x xmlns='jabber:x:data' type='submit'>
-          <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>
-          <field var='pubsub#title'><value>Configured node</value></field>
-          <field var='pubsub#max_items'><value>2</value></field>
-        </x></configure></pubsub>`,
+        create('configured', { title: 'Configured node', max_items: '2' }),
       );
       const res = await bob.iq('get', SVC, `<query xmlns='${DISCO_INFO}' node='configured'/>`);
       const query = res.getChild('query', DISCO_INFO) as Element;
@@ -259,16 +216,14 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
         assert.ok(vars.includes(v), `form has ${v}`);
       }
       await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${OWNER}'><configure node='news'/></pubsub>`), 'forbidden');
-      const submit = (fields: string): string =>
-        `<pubsub xmlns='${OWNER}'><configure node='news'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>${fields}</x></configure></pubsub>`;
-      const err = await expectIqError(alice.iq('set', SVC, submit(`<field var='pubsub#max_items'><value>lots</value></field>`)), 'not-acceptable');
+      const err = await expectIqError(alice.iq('set', SVC, configure('news', { max_items: 'lots' })), 'not-acceptable');
       assert.match(err.text ?? '', /pubsub#max_items/);
-      await alice.iq('set', SVC, submit(`<field var='pubsub#deliver_payloads'><value>0</value></field>`));
+      await alice.iq('set', SVC, configure('news', { deliver_payloads: '0' }));
       await alice.iq('set', SVC, publish('news', 'quiet', 'Payload stays home'));
       const msg = await bob.waitForMessage(isItemEvent('news', 'quiet'));
       const item = eventOf(msg)?.getChild('items')?.getChild('item');
       assert.equal(item?.getChildElements().length, 0, 'no payload when deliver_payloads is off');
-      await alice.iq('set', SVC, submit(`<field var='pubsub#deliver_payloads'><value>1</value></field>`));
+      await alice.iq('set', SVC, configure('news', { deliver_payloads: '1' }));
     });
 
     it('whitelist: a non-member is refused with closed-node, a member is accepted, a removed member stops receiving at once', async () => {
@@ -431,22 +386,17 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
     });
 
     it('node_config registry: every registered field is accepted at an honoured value and read back; the rest is not-acceptable naming field and value', async () => {
-      const fieldsOf = (x: Element | undefined): Map<string, string[]> =>
-        new Map((x?.getChildren('field') ?? []).map((f) => [f.attrs.var as string, f.getChildren('value').map((v) => v.getText())]));
-      const createWith = (node: string, fields: ReadonlyArray<{ var: string; values: readonly string[] }>): string =>
-        `<pubsub xmlns='${PUBSUB}'><create node='${node}'/><configure>${submitForm(NODE_CONFIG, fields)}</configure></pubsub>`;
       for (const [i, field] of NODE_CONFIG_REGISTRY.entries()) {
-        await alice.iq('set', SVC, createWith(`reg-${i}`, [{ var: field.var, values: field.set }]));
+        await alice.iq('set', SVC, create(`reg-${i}`, { [field.var]: field.set }));
         const res = await alice.iq('get', SVC, `<pubsub xmlns='${OWNER}'><configure node='reg-${i}'/></pubsub>`);
         const form = fieldsOf(res.getChild('pubsub', OWNER)?.getChild('configure')?.getChild('x', 'jabber:x:data'));
         assert.deepEqual(form.get(field.var), field.shown ?? field.set, `${field.var} reads back`);
         // publish-options (§7.1.5): the node's value is met, another is not.
-        const withPrecondition = (id: string, values: readonly string[]): string =>
-          `<pubsub xmlns='${PUBSUB}'><publish node='reg-${i}'><item id='${id}'>${entry(id)}</item></publish><publish-options>${submitForm(PUBLISH_OPTIONS, [{ var: field.var, values }])}</publish-options></pubsub>`;
+        const withPrecondition = (id: string, values: readonly string[]): string => publishWithOptions(`reg-${i}`, id, { [field.var]: values });
         await alice.iq('set', SVC, withPrecondition('met', field.set));
         await expectIqError(alice.iq('set', SVC, withPrecondition('unmet', field.other)), 'conflict', 'precondition-not-met');
         for (const values of field.refused ?? []) {
-          const err = await expectIqError(alice.iq('set', SVC, createWith(`refused-${i}`, [{ var: field.var, values }])), 'not-acceptable');
+          const err = await expectIqError(alice.iq('set', SVC, create(`refused-${i}`, { [field.var]: values })), 'not-acceptable');
           assert.ok(err.text?.includes(field.var) && err.text.includes(values[0] as string), `the text names ${field.var} and '${values[0]}': ${err.text}`);
         }
       }
@@ -460,7 +410,7 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       whole.delete('FORM_TYPE');
       whole.set('pubsub#contact', [alice.bare]);
       whole.set('pubsub#language', ['en']);
-      await alice.iq('set', SVC, createWith('whole-form', [...whole].map(([v, values]) => ({ var: v, values }))));
+      await alice.iq('set', SVC, create('whole-form', Object.fromEntries(whole)));
       const info = await bob.iq('get', SVC, `<query xmlns='${DISCO_INFO}' node='whole-form'/>`);
       const meta = fieldsOf(info.getChild('query', DISCO_INFO)?.getChild('x', 'jabber:x:data'));
       assert.deepEqual([meta.get('pubsub#contact'), meta.get('pubsub#language')], [[alice.bare], ['en']]);
@@ -641,10 +591,7 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
     it('subscription options: subscribe-and-configure, get/set options, multi-subscribe with SHIM SubID headers, deliver, leases', async () => {
       const SHIM = 'http://jabber.org/protocol/shim';
       const OPTS = 'http://jabber.org/protocol/pubsub#subscribe_options';
-      const optionsForm = (fields: Record<string, string>): string =>
-        `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${OPTS}</value></field>${Object.entries(fields)
-          .map(([k, v]) => `<field var='pubsub#${k}'><value>${v}</value></field>`)
-          .join('')}</x>`;
+      const optionsForm = subscribeOptionsForm;
       const subidsOf = (m: Element): string[] =>
         m
           .getChild('headers', SHIM)
@@ -724,11 +671,6 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
     });
 
     it('MAM on a node: a subscriber that was offline fetches exactly what it missed, publications and retractions, paged', async () => {
-      const MAM = 'urn:xmpp:mam:2';
-      const mamForm = (fields: Record<string, string>): string =>
-        `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${MAM}</value></field>${Object.entries(fields)
-          .map(([k, v]) => `<field var='${k}'><value>${v}</value></field>`)
-          .join('')}</x>`;
       /** Runs a MAM query; resolves to the result messages (in arrival order) and the <fin/>. */
       const mam = async (c: TestClient, queryid: string, inner: string): Promise<{ results: Element[]; fin: Element }> => {
         const reply = await c.iq('set', SVC, `<query xmlns='${MAM}' queryid='${queryid}' node='history'>${inner}</query>`);

@@ -4,12 +4,11 @@
 // Neither string may appear anywhere in its stdout or stderr, nor in `hermod check`'s output.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
-import { hermodCli, startHermodProcess, writeHermodConfig } from './hermod-process.ts';
+import { before, describe, it } from 'node:test';
+import { hermodCli, writeHermodConfig, type ServerInfo } from '../../src/devenv/index.ts';
+import { useSite } from './fixtures.ts';
 
 const SECRET = 'Wrong-Secret-7f3a9c';
 const PASSWORD = 'Couch-Passw0rd-e41b';
@@ -21,24 +20,18 @@ const run = async (...args: string[]): Promise<{ code: number; output: string }>
 };
 
 describe('secrets stay out of logs and errors', { timeout: 120_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'secrets', ejabberd: false });
   let home: ServerInfo;
   let dir: string;
 
-  before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-secrets-'));
-    env = await startXmppEnv({ ejabberd: false });
-    home = env.alpha as ServerInfo;
-  });
-
-  after(async () => {
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+  before(() => {
+    home = site.alpha;
+    dir = site.dir;
   });
 
   it('a refused component secret is logged as refused, never shown (start at trace level, and check)', async () => {
     const component = { jid: home.componentJid, secret: SECRET, server: home.componentService };
-    const hermod = await startHermodProcess({ server: home, dir, name: 'wrong', extra: { component, log: { level: 'trace' } } }, false);
+    const hermod = await site.hermod({ server: home, name: 'wrong', extra: { component, log: { level: 'trace' } }, waitOnline: false });
     try {
       const failed = await hermod.waitForLog((l) => l.msg === 'component connection failed', 'refused handshake', 20_000);
       assert.match(String(failed.reason), /not-authorized/);

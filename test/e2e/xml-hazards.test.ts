@@ -7,15 +7,12 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { STANZA_LIMIT, startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { before, describe, it } from 'node:test';
+import { STANZA_LIMIT, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import type { Element } from 'ltx';
-import { TestClient, withTimeout } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { withTimeout, type TestClient } from './client.ts';
+import { useSite } from './fixtures.ts';
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 let users = 0;
@@ -75,20 +72,7 @@ function closedBy(client: TestClient, timeoutMs = 15_000): Promise<void> {
 }
 
 describe('XML hazards through real servers', { timeout: 240_000 }, () => {
-  let env: XmppEnv;
-  let dir: string;
-  const hermods: HermodProcess[] = [];
-
-  before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-xml-hazards-'));
-    env = await startXmppEnv();
-  });
-
-  after(async () => {
-    for (const h of hermods) await h.stop().catch(() => h.kill());
-    await env?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  const site = useSite({ name: 'xml-hazards' });
 
   for (const kind of ['prosody', 'ejabberd'] as const) {
     describe(kind, () => {
@@ -97,14 +81,13 @@ describe('XML hazards through real servers', { timeout: 240_000 }, () => {
       let svc: string;
 
       before(async () => {
-        server = (kind === 'prosody' ? env.alpha : env.beta) as ServerInfo;
+        server = kind === 'prosody' ? site.alpha : site.beta;
         svc = server.componentJid;
-        hermod = await startHermodProcess({ server, dir, name: `hermod-${kind}`, extra: { log: { level: 'info' } } });
-        hermods.push(hermod);
+        hermod = await site.hermod({ server, name: `hermod-${kind}`, extra: { log: { level: 'info' } } });
       });
 
       const stillServing = async (): Promise<void> => {
-        const probe = await TestClient.create(env, server, `probe${++users}`);
+        const probe = await site.user(server, `probe${++users}`);
         try {
           const pong = await probe.iq('get', svc, `<ping xmlns='urn:xmpp:ping'/>`);
           assert.equal(pong.attrs.type, 'result');
@@ -124,7 +107,7 @@ describe('XML hazards through real servers', { timeout: 240_000 }, () => {
 
       it('a DTD or an undeclared entity inside a logged-in stream: the server closes that stream, Hermod goes on', async () => {
         for (const hazard of [LAUGHS, `<message to='${svc}' id='e'><body>&lol9;</body></message>`]) {
-          const mallory = await TestClient.create(env, server, `mallory${++users}`);
+          const mallory = await site.user(server, `mallory${++users}`);
           const closed = closedBy(mallory);
           await rawWrite(mallory, hazard).catch(() => {});
           await closed;
@@ -134,7 +117,7 @@ describe('XML hazards through real servers', { timeout: 240_000 }, () => {
       });
 
       it(`a stanza above the configured limit (${STANZA_LIMIT} bytes): refused (by the server, or by Hermod), Hermod goes on`, async () => {
-        const mallory = await TestClient.create(env, server, `mallory${++users}`);
+        const mallory = await site.user(server, `mallory${++users}`);
         const outcome = outcomeOf(mallory, 'huge', 60_000);
         const huge = `<iq type='set' to='${svc}' id='huge'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><p xmlns='urn:x'>${'x'.repeat(STANZA_LIMIT + 1024)}</p></item></publish></pubsub></iq>`;
         await rawWrite(mallory, huge).catch(() => {});
@@ -150,7 +133,7 @@ describe('XML hazards through real servers', { timeout: 240_000 }, () => {
       // stanza nested 20 000 levels deep — a server bug this suite must not trigger; its
       // max_stanza_size bounds it in practice.)
       it('a request nested 2 000 levels deep: refused (by the server, or by Hermod with policy-violation), Hermod goes on', async () => {
-        const mallory = await TestClient.create(env, server, `mallory${++users}`);
+        const mallory = await site.user(server, `mallory${++users}`);
         const outcome = outcomeOf(mallory, 'deep', 30_000);
         const depth = 2_000;
         await rawWrite(mallory, `<iq type='set' to='${svc}' id='deep'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item>${'<d xmlns="urn:deep">'.repeat(depth)}${'</d>'.repeat(depth)}</item></publish></pubsub></iq>`).catch(() => {});

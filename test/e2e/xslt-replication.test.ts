@@ -7,17 +7,14 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseMidgardXml, type MidgardDocument } from '../../src/codecs/midgard.ts';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startDbus, type DbusDaemon } from '../../src/devenv/dbus.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import { hermodCli, type CouchServer, type DbusDaemon, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import { eventually } from './client.ts';
-import { hermodCli, startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { useSite } from './fixtures.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
 const SHIPPED = fileURLToPath(new URL('../../stylesheets/', import.meta.url));
@@ -52,7 +49,7 @@ const note = (id: string, title: string, tags: string[], revised: string): Doc =
 });
 
 describe('XSLT: Midgard and Ajatus replicating to each other', { timeout: 300_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'xslt', couches: 1 });
   let dir: string;
   let alpha: ServerInfo;
   let beta: ServerInfo;
@@ -75,10 +72,10 @@ describe('XSLT: Midgard and Ajatus replicating to each other', { timeout: 300_00
   const field = (doc: Doc | undefined, name: string): unknown => ((doc?.value as Record<string, Field> | undefined)?.[name] as Field | undefined)?.val;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-xslt-'));
-    [env, bus, couch] = await Promise.all([startXmppEnv(), startDbus(path.join(dir, 'bus')), startCouch()]);
-    alpha = env.alpha as ServerInfo;
-    beta = env.beta as ServerInfo;
+    dir = site.dir;
+    [bus, couch] = [await site.dbus('bus'), site.couch()];
+    alpha = site.alpha;
+    beta = site.beta;
     inboundA = path.join(dir, 'a-inbound');
     await writeFile(path.join(dir, 'broken.xsl'), BROKEN);
     await writeFile(path.join(dir, 'fragile.xsl'), FRAGILE);
@@ -91,9 +88,8 @@ describe('XSLT: Midgard and Ajatus replicating to each other', { timeout: 300_00
       transform: { '/midgard_article/all': { stylesheet: 'midgard2ajatus.xsl', params: { tags: 'from-midgard' } }, '/site/news': 'broken.xsl' },
     });
     await couch.put(CONTENT, { _id: 'contact-site-a', value: { _type: 'contact', title: { val: 'Site A' }, jid: { val: alpha.componentJid } } });
-    hermodA = await startHermodProcess({
+    hermodA = await site.hermod({
       server: alpha,
-      dir,
       name: 'site-a',
       extra: {
         midgard: {
@@ -117,17 +113,8 @@ describe('XSLT: Midgard and Ajatus replicating to each other', { timeout: 300_00
         transforms: { dir: '.' },
       },
     });
-    hermodB = await startHermodProcess({ server: beta, dir, name: 'site-b', extra: { appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 }, transforms: { dir: '.' } } });
+    hermodB = await site.hermod({ server: beta, name: 'site-b', extra: { appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 }, transforms: { dir: '.' } } });
     await hermodA.waitForLog((l) => l.msg === 'listening for Midgard signals', 'A listening on its bus');
-  });
-
-  after(async () => {
-    await hermodA?.stop().catch(() => hermodA.kill());
-    await hermodB?.stop().catch(() => hermodB.kill());
-    await env?.stop();
-    await bus?.stop();
-    await couch?.destroy();
-    if (dir && !process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true });
   });
 
   it('a Midgard article emitted on D-Bus at A arrives at B as an Ajatus note (midgard2ajatus.xsl), and its update updates the same note', async () => {

@@ -7,19 +7,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Element } from 'ltx';
 import { expectIqError, isItemEvent, OWNER, PUBSUB, type TestClient } from '../e2e/client.ts';
+import { create, fieldsOf, MAM, mamForm, publish } from '../e2e/fixtures.ts';
 import { WireHarness } from './harness.ts';
 
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const DISCO_ITEMS = 'http://jabber.org/protocol/disco#items';
-const MAM = 'urn:xmpp:mam:2';
 const RSM = 'http://jabber.org/protocol/rsm';
 const DATA = 'jabber:x:data';
 
-const create = (node: string): string => `<pubsub xmlns='${PUBSUB}'><create node='${node}'/></pubsub>`;
-const publish = (node: string, id: string, text = id): string => `<pubsub xmlns='${PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry></item></publish></pubsub>`;
 const retract = (node: string, id: string): string => `<pubsub xmlns='${PUBSUB}'><retract node='${node}' notify='1'><item id='${id}'/></retract></pubsub>`;
-const fieldsOf = (x: Element | undefined): Map<string, string[]> =>
-  new Map((x?.getChildren('field') ?? []).map((f) => [f.attrs.var as string, f.getChildren('value').map((v) => v.getText())]));
 
 /** Runs a MAM query on `node` and collects the result messages that arrive before its <fin/>. */
 async function mam(client: TestClient, svc: string, node: string, queryid: string, inner = ''): Promise<{ ids: string[]; kinds: string[]; fin: Element }> {
@@ -32,11 +28,6 @@ async function mam(client: TestClient, svc: string, node: string, queryid: strin
   });
   return { ids: results.map((r) => r.attrs.id as string), kinds, fin: res.getChild('fin', MAM) as Element };
 }
-
-const mamForm = (fields: Record<string, string>): string =>
-  `<x xmlns='${DATA}' type='submit'><field var='FORM_TYPE' type='hidden'><value>${MAM}</value></field>${Object.entries(fields)
-    .map(([k, v]) => `<field var='${k}'><value>${v}</value></field>`)
-    .join('')}</x>`;
 
 describe('wire conversations', () => {
   let site: WireHarness;

@@ -7,11 +7,14 @@
 // writes to its "socket" is routed the same way, and its barrier IQs go back to it as a server
 // would route them. Clients are the TestClient of the end-to-end suite, so the same test runs
 // here and against real servers (like xmpp.js's test helpers and Prosody's scripted XML
-// conversations: a test reads as stanzas in and out).
+// conversations: a test reads as stanzas in and out). `send(from, type, xml)` (and `ok`,
+// `error`) returns the reply once every notification it caused has been sent; `messages` and
+// `to(jid)` hold those notifications.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 import { Element, parse } from 'ltx';
 import { buildWire, startConnection, type Wire } from '../../src/app/component.ts';
 import { buildCore, restoreTimers, type ComponentLink, type Core } from '../../src/app/core.ts';
@@ -22,6 +25,7 @@ import { validateConfig } from '../../src/config/config.ts';
 import { silentLogger } from '../../src/log.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { Store } from '../../src/store/store.ts';
+import { IqError } from '../../src/xmpp/iq-error.ts';
 import type { MessageHandler } from '../../src/xmpp/router.ts';
 import { TestClient, type ClientTransport } from '../e2e/client.ts';
 
@@ -45,6 +49,8 @@ const domainOf = (jid: string): string => bareOf(jid).split('@').pop() as string
 export class WireNetwork {
   /** Stanzas addressed to nobody here (a server, another domain, a client that left). */
   readonly undelivered: Element[] = [];
+  /** Every <message/> routed, delivered or not, in order (tests may empty it). */
+  readonly messages: Element[] = [];
   private readonly components = new Map<string, ConnectionHandlers>();
   private readonly clients = new Map<string, Set<(stanza: Element) => void>>();
 
@@ -84,6 +90,7 @@ export class WireNetwork {
     const routed = parse(stanza.toString());
     if (from !== undefined) routed.attrs.from = from;
     const to = String(routed.attrs.to ?? '');
+    if (routed.name === 'message') this.messages.push(routed);
     const component = this.components.get(domainOf(to));
     if (component && !to.includes('@')) {
       const reply = await component.onStanza(routed);
@@ -140,6 +147,9 @@ class LoopbackLink implements ComponentLink {
 }
 
 export class WireHarness {
+  /** The clients `send` uses, by full JID. */
+  private readonly senders = new Map<string, TestClient>();
+
   private constructor(
     readonly jid: string,
     readonly network: WireNetwork,
@@ -175,6 +185,47 @@ export class WireHarness {
     return this.network.client(fullJid);
   }
 
+  /**
+   * Sends `<iq type from to=jid>child</iq>` from the full JID `from` (its client made on first
+   * use); resolves to the reply, result or error, once every notification the request caused has
+   * been sent.
+   */
+  async send(from: string, type: 'get' | 'set', child: string): Promise<Element> {
+    let sender = this.senders.get(from);
+    if (!sender) this.senders.set(from, (sender = this.client(from)));
+    const reply = await sender.iq(type, this.jid, child).catch((err: unknown) => {
+      if (err instanceof IqError && err.stanza) return err.stanza;
+      throw err;
+    });
+    await this.settled();
+    return reply;
+  }
+
+  /** `send` that must succeed: resolves to the result; throws with the reply otherwise. */
+  async ok(from: string, type: 'get' | 'set', child: string): Promise<Element> {
+    const reply = await this.send(from, type, child);
+    if (reply.attrs.type !== 'result') throw new Error(`expected a result for ${child}, got ${reply.toString()}`);
+    return reply;
+  }
+
+  /** `send` that must fail: resolves to its error; throws with the reply otherwise. */
+  async error(from: string, type: 'get' | 'set', child: string): Promise<IqError> {
+    const reply = await this.send(from, type, child);
+    if (reply.attrs.type !== 'error') throw new Error(`expected an error for ${child}, got ${reply.toString()}`);
+    return IqError.of(reply);
+  }
+
+  /** Every <message/> the network routed (notifications), in order; tests may empty it. */
+  get messages(): Element[] {
+    return this.network.messages;
+  }
+
+  /** The messages sent to `jid`'s bare JID, from index `since` of `messages` on. */
+  to(jid: string, since = 0): Element[] {
+    const bare = bareOf(jid);
+    return this.messages.slice(since).filter((m) => bareOf(String(m.attrs.to ?? '')) === bare);
+  }
+
   /** Stanzas the network could deliver to nobody. */
   get undelivered(): Element[] {
     return this.network.undelivered;
@@ -191,4 +242,18 @@ export class WireHarness {
     await this.stack.unwind();
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * For files that start a fresh harness per test: returns `start(options)`; every harness started
+ * through it is stopped after the file (or suite) it was called in.
+ */
+export function useHarnesses(defaults: WireHarnessOptions = {}): (options?: WireHarnessOptions) => Promise<WireHarness> {
+  const started: WireHarness[] = [];
+  after(() => Promise.all(started.map((h) => h.stop())));
+  return async (options = {}) => {
+    const harness = await WireHarness.start({ ...defaults, ...options });
+    started.push(harness);
+    return harness;
+  };
 }

@@ -6,23 +6,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { NODE_CONFIG, submitForm } from '../fixtures/node-config-registry.ts';
-import { eventOf, fieldsOf, OWNER_NS, PUBSUB, Wire } from './wire-harness.ts';
+import { NODE_CONFIG } from '../fixtures/node-config-registry.ts';
+import { eventOf, OWNER as OWNER_NS, PUBSUB } from '../e2e/client.ts';
+import { configure, entry, fieldsOf, subscribe as subscribeTo, subscribeOptionsForm } from '../e2e/fixtures.ts';
+import { useHarnesses, type WireHarness } from './harness.ts';
 
 const ALICE = 'alice@a.example/desk';
 const BOB = 'bob@b.example/phone';
-const entry = (title: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${title}</title></entry>`;
+const harness = useHarnesses({ jid: 'pubsub.a.example' });
 const publish = (node: string, item: string): string => `<pubsub xmlns='${PUBSUB}'><publish node='${node}'>${item}</publish></pubsub>`;
-const configure = (node: string, fields: Record<string, string>): string =>
-  `<pubsub xmlns='${OWNER_NS}'><configure node='${node}'>${submitForm(
-    NODE_CONFIG,
-    Object.entries(fields).map(([k, v]) => ({ var: `pubsub#${k}`, values: [v] })),
-  )}</configure></pubsub>`;
-const subscribe = (node: string, jid = BOB): string => `<pubsub xmlns='${PUBSUB}'><subscribe node='${node}' jid='${jid}'/></pubsub>`;
+const subscribe = (node: string, jid = BOB): string => subscribeTo(node, jid);
 
 /** A node `node` created by alice with these fields, bob subscribed; resolves to the harness. */
-async function nodeWith(fields: Record<string, string>, node = 'n'): Promise<Wire> {
-  const wire = new Wire();
+async function nodeWith(fields: Record<string, string>, node = 'n'): Promise<WireHarness> {
+  const wire = await harness();
   await wire.ok(ALICE, 'set', `<pubsub xmlns='${PUBSUB}'><create node='${node}'/></pubsub>`);
   if (Object.keys(fields).length > 0) await wire.ok(ALICE, 'set', configure(node, fields));
   await wire.ok(BOB, 'set', subscribe(node));
@@ -31,7 +28,7 @@ async function nodeWith(fields: Record<string, string>, node = 'n'): Promise<Wir
 }
 
 /** The one notification bob got; its <event/>'s only child. */
-function onlyEvent(wire: Wire): { message: Element; child: Element } {
+function onlyEvent(wire: WireHarness): { message: Element; child: Element } {
   const got = wire.to(BOB);
   assert.equal(got.length, 1, `one notification: ${got.map(String).join('\n')}`);
   const message = got[0] as Element;
@@ -132,7 +129,7 @@ describe('notifications carry what XEP-0060 says, with and without payloads', ()
   it('notification_type normal applies to every event kind; SubID headers only on items and retractions (§12.16)', async () => {
     const wire = await nodeWith({ notification_type: 'normal', notify_config: '1', notify_retract: '1' });
     // bob's second subscription (other options): notifications name the subscriptions they are for.
-    await wire.ok(BOB, 'set', `<pubsub xmlns='${PUBSUB}'><subscribe node='n' jid='${BOB}'/><options>${submitForm('http://jabber.org/protocol/pubsub#subscribe_options', [{ var: 'pubsub#deliver', values: ['1'] }, { var: 'pubsub#expire', values: ['2999-01-01T00:00:00Z'] }])}</options></pubsub>`);
+    await wire.ok(BOB, 'set', `<pubsub xmlns='${PUBSUB}'><subscribe node='n' jid='${BOB}'/><options>${subscribeOptionsForm({ deliver: '1', expire: '2999-01-01T00:00:00Z' })}</options></pubsub>`);
     wire.messages.length = 0;
     await wire.ok(ALICE, 'set', publish('n', `<item id='i'>${entry('i')}</item>`));
     await wire.ok(ALICE, 'set', `<pubsub xmlns='${PUBSUB}'><retract node='n'><item id='i'/></retract></pubsub>`);

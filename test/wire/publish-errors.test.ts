@@ -3,23 +3,24 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { NODE_CONFIG, submitForm } from '../fixtures/node-config-registry.ts';
-import { PUBSUB, Wire, type WireError } from './wire-harness.ts';
+import { PUBSUB } from '../e2e/client.ts';
+import { create, entry as payload, itemIds as idsOf, items } from '../e2e/fixtures.ts';
+import type { IqError } from '../../src/xmpp/iq-error.ts';
+import { useHarnesses, type WireHarness } from './harness.ts';
 
+const SVC = 'pubsub.a.example';
 const ALICE = 'alice@a.example/desk';
-const payload = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
+const harness = useHarnesses({ jid: SVC });
 const publish = (node: string, inner: string): string => `<pubsub xmlns='${PUBSUB}'><publish node='${node}'>${inner}</publish></pubsub>`;
-const triple = (e: WireError): [string, string | undefined, string | undefined] => [e.type, e.condition, e.pubsub];
+const triple = (e: IqError): [string, string | undefined, string | undefined] => [e.type, e.condition, e.appCondition];
 
-async function withNode(fields: Record<string, string>): Promise<Wire> {
-  const wire = new Wire();
-  const form = submitForm(NODE_CONFIG, Object.entries(fields).map(([k, v]) => ({ var: `pubsub#${k}`, values: [v] })));
-  await wire.ok(ALICE, 'set', `<pubsub xmlns='${PUBSUB}'><create node='n'/><configure>${form}</configure></pubsub>`);
+async function withNode(fields: Record<string, string>): Promise<WireHarness> {
+  const wire = await harness();
+  await wire.ok(ALICE, 'set', create('n', fields));
   return wire;
 }
 
-const itemIds = async (wire: Wire): Promise<string[]> =>
-  (await wire.ok(ALICE, 'get', `<pubsub xmlns='${PUBSUB}'><items node='n'/></pubsub>`)).getChild('pubsub', PUBSUB)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? [];
+const itemIds = async (wire: WireHarness): Promise<string[]> => idsOf(await wire.ok(ALICE, 'get', items('n')));
 
 describe('publish against the node event type (§4.3, §7.1.3.7)', () => {
   it('persistent payload node: no item is item-required, an empty item payload-required', async () => {
