@@ -19,8 +19,6 @@ export interface ClientTransport {
   send(stanza: Element): Promise<unknown>;
   stop(): Promise<unknown>;
   onStanza(listener: (stanza: Element) => void): void;
-  /** The underlying @xmpp/client entity of a c2s client (tests of malformed XML write to it raw). */
-  readonly entity?: unknown;
 }
 
 export class TestClient {
@@ -40,11 +38,6 @@ export class TestClient {
     transport.onStanza((stanza) => this.onStanza(stanza));
   }
 
-  /** The @xmpp/client entity under a c2s client (undefined on the wire harness). */
-  get xmpp(): unknown {
-    return this.transport.entity;
-  }
-
   get bare(): string {
     return this.jid.split('/')[0] as string;
   }
@@ -58,7 +51,6 @@ export class TestClient {
       send: (stanza) => xmpp.send(stanza as never),
       stop: () => xmpp.stop() as Promise<unknown>,
       onStanza: (listener) => xmpp.on('stanza', listener),
-      entity: xmpp,
     };
     const c = new TestClient(transport, address.toString(), xmpp);
     await xmpp.send(parse('<presence/>') as never);

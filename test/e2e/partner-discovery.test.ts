@@ -5,16 +5,14 @@
 // interval is an hour, so nothing here can come from the periodic discovery.
 
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseMidgardXml } from '../../src/codecs/midgard.ts';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/servers.ts';
+import type { CouchServer, HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
 import { eventually } from './client.ts';
-import { startHermodProcess, type HermodProcess } from './hermod-process.ts';
+import { useSite } from './fixtures.ts';
 
 type Doc = Record<string, unknown> & { _id: string; _rev?: string };
 type LogLine = Record<string, unknown>;
@@ -36,7 +34,7 @@ async function get(server: CouchServer, id: string): Promise<Doc | undefined> {
 }
 
 describe('partner discovery: new nodes, retries, contact edits and history positions', { timeout: 420_000 }, () => {
-  let env: XmppEnv;
+  const site = useSite({ name: 'discovery', couches: 2 });
   let couchA: CouchServer;
   let couchB: CouchServer;
   let dir: string;
@@ -47,9 +45,8 @@ describe('partner discovery: new nodes, retries, contact edits and history posit
 
   /** A site's Hermod: Ajatus on its CouchDB, Midgard without a bus, discovery once an hour. */
   const startSite = (name: string, server: ServerInfo, couch: CouchServer, midgard: Record<string, unknown>): Promise<HermodProcess> =>
-    startHermodProcess({
+    site.hermod({
       server,
-      dir,
       name,
       extra: { appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: HOUR }, midgard: { bus: 'none', discoveryIntervalSeconds: HOUR, ...midgard } },
     });
@@ -61,10 +58,9 @@ describe('partner discovery: new nodes, retries, contact edits and history posit
   const linesAfter = async (h: HermodProcess, from: number): Promise<LogLine[]> => (await h.log()).slice(from);
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'hermod-discovery-'));
-    [env, couchA, couchB] = await Promise.all([startXmppEnv(), startCouch(), startCouch()]);
-    alpha = env.alpha as ServerInfo;
-    beta = env.beta as ServerInfo;
+    dir = site.dir;
+    [couchA, couchB] = [site.couch(0), site.couch(1)];
+    [alpha, beta] = [site.alpha, site.beta];
     await couchA.createDbs(APP, CONTENT);
     await couchB.createDbs(APP, CONTENT);
     // Each site whitelists the other's Hermod on 'shared'; A knows B's service, B knows alice at A.
@@ -79,15 +75,6 @@ describe('partner discovery: new nodes, retries, contact edits and history posit
     await hermodB.waitForLog((l) => l.msg === 'published document' && l.doc === 'seed-b', 'seed-b published at B');
     await hermodB.stop();
     hermodB = undefined;
-  });
-
-  after(async () => {
-    await hermodA?.stop().catch(() => hermodA?.kill());
-    await hermodB?.stop().catch(() => hermodB?.kill());
-    await env?.stop();
-    await couchA?.destroy();
-    await couchB?.destroy();
-    if (dir && !process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true });
   });
 
   it('a discovery that failed because the partner was down is retried within seconds once it is up', async () => {
