@@ -57,9 +57,9 @@ export interface ReplicationOptions {
 /** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`); starts nothing. */
 export function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Replication {
   const { config, settings, componentJid, log } = options;
-  const { service, iq } = core;
+  const { service, iq, store } = core;
   const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
-  const common = { service, iq, componentJid, dataDir: config.dataDir, log, transforms };
+  const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
   const ajatus = settings && config.appDb ? new AjatusReplication({ ...common, couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
   const midgard = config.midgard ? new MidgardReplication({ ...common, config: config.midgard }) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);

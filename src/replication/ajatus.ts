@@ -11,6 +11,7 @@ import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '..
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { PubsubService } from '../pubsub/service.ts';
+import type { Store } from '../store/store.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import { Element } from 'ltx';
@@ -33,6 +34,9 @@ export interface AjatusReplicationOptions {
   service: PubsubService;
   iq: IqCaller;
   componentJid: string;
+  /** Holds the replication state (its state space 'replication'). */
+  store: Store;
+  /** Where an older Hermod kept that state (dataDir/replication, imported once). */
   dataDir: string;
   log: Logger;
   /** Per-subscription XSLT (the `transform` entry of hermod:partner:<jid>). */
@@ -132,7 +136,7 @@ export class AjatusReplication {
     const log = o.log.child({ component: 'ajatus' });
     this.log = log;
     this.content = nano(o.couchUrl).use(o.config.contentDb);
-    this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
+    this.state = new ReplicationState(o.store.state('replication'), { legacyDir: path.join(o.dataDir, 'replication'), log });
     this.sink = new CouchSink(this.content, this.state, log);
     const native = couchPartnerSink((partner) => this.sinkFor(partner), profile, log, (service, itemId, partner) => this.carrier(service, itemId, partner));
     o.transforms?.register({

@@ -8,7 +8,7 @@
 //   blobs beyond `midgard.inlineBlobMax` -> XEP-0363 upload on the attached server (shared with
 //   Ajatus, http-upload.ts); the sink downloads and verifies them before writing the spool file
 // Echoes (the importer re-emitting what Hermod delivered) are stopped by the versions recorded
-// in ReplicationState under dataDir/midgard.
+// in ReplicationState (the store's state space 'midgard').
 
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
@@ -21,6 +21,7 @@ import type { MidgardConfig } from '../config/midgard-config.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
+import type { Store } from '../store/store.ts';
 import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
 import { MidgardDbusSource } from '../sources/midgard-dbus.ts';
 import { MidgardSpoolSource } from '../sources/midgard-spool.ts';
@@ -38,6 +39,9 @@ export interface MidgardReplicationOptions {
   service: PubsubService;
   iq: IqCaller;
   componentJid: string;
+  /** Holds the replication state (its state space 'midgard'). */
+  store: Store;
+  /** Where an older Hermod kept that state (dataDir/midgard, imported once). */
   dataDir: string;
   log: Logger;
   /** Per-subscription XSLT (the `transform` of object entries in `midgard.partners`). */
@@ -72,7 +76,7 @@ export class MidgardReplication {
   constructor(private readonly o: MidgardReplicationOptions) {
     const { config } = o;
     const log = (this.log = o.log.child({ component: 'midgard' }));
-    this.state = new ReplicationState(path.join(o.dataDir, 'midgard'));
+    this.state = new ReplicationState(o.store.state('midgard'), { legacyDir: path.join(o.dataDir, 'midgard'), log });
     const mapping: MidgardNodeMapping = { ...config.nodes, paths: config.nodes.paths.map((p) => ({ node: p.node, regexp: new RegExp(p.regexp) })) };
     const access = (node: string): NodeAccess => config.access[node] ?? config.access['*'] ?? DEFAULT_TAG_SETTINGS;
     const follow = config.follow.map((re) => new RegExp(re));

@@ -226,7 +226,7 @@ describe('publisher, sink and spool source', () => {
     dir = await mkdtemp(path.join(tmpdir(), 'hermod-midgard-unit-'));
     service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
     await service.start();
-    state = new ReplicationState(path.join(dir, 'state'));
+    state = new ReplicationState(new MemoryStore().state('midgard'));
     await state.open();
     const index = new TopicIndex();
     publisher = new MidgardPublisher({
