@@ -6,8 +6,8 @@
 import nano from 'nano';
 import { ConfigError, type HermodConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import { AjatusReplication } from '../replication/ajatus.ts';
-import { MidgardReplication } from '../replication/midgard.ts';
+import { ajatusReplication, type AjatusReplication } from '../replication/ajatus.ts';
+import { midgardReplication, type MidgardReplication } from '../replication/midgard.ts';
 import { AppSettings } from '../replication/settings.ts';
 import { Transforms } from '../replication/transforms.ts';
 import { NS } from '../xmpp/ns.ts';
@@ -60,8 +60,8 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
   const { service, iq, store } = core;
   const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
   const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
-  const ajatus = settings && config.appDb ? new AjatusReplication({ ...common, couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
-  const midgard = config.midgard ? new MidgardReplication({ ...common, config: config.midgard }) : undefined;
+  const ajatus = settings && config.appDb ? ajatusReplication(common, { couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
+  const midgard = config.midgard ? midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);
   // A partner's notification belongs to the replication that follows its node (or to none).
   const events: MessageHandler = async (stanza) => {
@@ -78,8 +78,7 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
       for (const replication of replications) {
         // Pushed first: a source that fails half way through its start is closed too.
         stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => replication.stop());
-        await replication.start();
-        void online.then(() => replication.startPartners()).catch((err: unknown) => log.error('partner discovery could not start', { reason: String(err) }));
+        await replication.start(online);
       }
       if (replications.length > 0) {
         transforms.start(); // quarantine retries and stylesheet changes

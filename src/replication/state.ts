@@ -11,6 +11,7 @@ import { rename } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.ts';
+import type { Checkpoint, CheckpointStore } from '../sources/source.ts';
 import type { StateOp, StateSpace } from '../store/store.ts';
 import type { HistoryPositions } from './partners.ts';
 
@@ -58,7 +59,7 @@ export async function importLegacyState(space: StateSpace, dir: string, log?: Pi
   return copied;
 }
 
-export class ReplicationState {
+export class ReplicationState implements CheckpointStore {
   private readonly cache = new LRUCache<string, string>({ max: 50_000 });
 
   constructor(
@@ -90,12 +91,12 @@ export class ReplicationState {
   }
 
   /** The change-feed position after which everything has been published (opaque). */
-  async checkpoint(feed: string): Promise<string | undefined> {
+  async checkpoint(feed: string): Promise<Checkpoint | undefined> {
     const value = await this.get(`cp${SEP}${feed}`);
-    return value === undefined ? undefined : (JSON.parse(value) as string);
+    return value === undefined ? undefined : (JSON.parse(value) as Checkpoint);
   }
 
-  async setCheckpoint(feed: string, seq: unknown): Promise<void> {
+  async setCheckpoint(feed: string, seq: Checkpoint): Promise<void> {
     await this.put(`cp${SEP}${feed}`, JSON.stringify(seq));
   }
 

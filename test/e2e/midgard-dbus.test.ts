@@ -37,15 +37,13 @@ describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, (
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'hermod-dbus-'));
     bus = await startDbus(dir);
-    source = new MidgardDbusSource({
-      bus: bus.address,
-      log: memoryLogger(lines),
-      handle: async (signal) => {
+    source = new MidgardDbusSource({ bus: bus.address, log: memoryLogger(lines) });
+    await source.start(undefined, async ({ changes }) => {
+      for (const signal of changes) {
         parseMidgardXml(signal.text); // throws for malformed documents, as the publisher does
         handled.push(signal);
-      },
+      }
     });
-    source.start();
     await eventually(() => listening() === 1, 'source listening', 10_000);
   });
 
