@@ -1,7 +1,10 @@
 // Replication's part of start-up: the application database's settings (where the component's
-// credentials may live), the Ajatus and Midgard replications with the shared XSLT stage, the
-// message route partners' pub/sub events take, and what starts once the component is online.
-// Each part pushes its stop onto the caller's stack as soon as it has started.
+// credentials may live), the Ajatus and Midgard adapters — each run by the one Replication of
+// src/replication/replication.ts, its state in a state space of the core's store — with the
+// shared XSLT stage, the message route partners' pub/sub events take, and what starts once the
+// component is online. The composition root of replication: the one place that knows every
+// adapter, source and sink. Each part pushes its stop onto the caller's stack as soon as it has
+// started.
 
 import nano from 'nano';
 import { ConfigError, type HermodConfig } from '../config/config.ts';
