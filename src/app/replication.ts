@@ -1,13 +1,16 @@
 // Replication's part of start-up: the application database's settings (where the component's
-// credentials may live), the Ajatus and Midgard replications with the shared XSLT stage, the
-// message route partners' pub/sub events take, and what starts once the component is online.
-// Each part pushes its stop onto the caller's stack as soon as it has started.
+// credentials may live), the Ajatus and Midgard adapters — each run by the one Replication of
+// src/replication/replication.ts, its state in a state space of the core's store — with the
+// shared XSLT stage, the message route partners' pub/sub events take, and what starts once the
+// component is online. The composition root of replication: the one place that knows every
+// adapter, source and sink. Each part pushes its stop onto the caller's stack as soon as it has
+// started.
 
 import nano from 'nano';
 import { ConfigError, type HermodConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import { AjatusReplication } from '../replication/ajatus.ts';
-import { MidgardReplication } from '../replication/midgard.ts';
+import { ajatusReplication, type AjatusReplication } from '../replication/ajatus.ts';
+import { midgardReplication, type MidgardReplication } from '../replication/midgard.ts';
 import { AppSettings } from '../replication/settings.ts';
 import { Transforms } from '../replication/transforms.ts';
 import { NS } from '../xmpp/ns.ts';
@@ -57,11 +60,11 @@ export interface ReplicationOptions {
 /** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`); starts nothing. */
 export function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Replication {
   const { config, settings, componentJid, log } = options;
-  const { service, iq } = core;
+  const { service, iq, store } = core;
   const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
-  const common = { service, iq, componentJid, dataDir: config.dataDir, log, transforms };
-  const ajatus = settings && config.appDb ? new AjatusReplication({ ...common, couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
-  const midgard = config.midgard ? new MidgardReplication({ ...common, config: config.midgard }) : undefined;
+  const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
+  const ajatus = settings && config.appDb ? ajatusReplication(common, { couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
+  const midgard = config.midgard ? midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);
   // A partner's notification belongs to the replication that follows its node (or to none).
   const events: MessageHandler = async (stanza) => {
@@ -78,8 +81,7 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
       for (const replication of replications) {
         // Pushed first: a source that fails half way through its start is closed too.
         stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => replication.stop());
-        await replication.start();
-        void online.then(() => replication.startPartners()).catch((err: unknown) => log.error('partner discovery could not start', { reason: String(err) }));
+        await replication.start(online);
       }
       if (replications.length > 0) {
         transforms.start(); // quarantine retries and stylesheet changes

@@ -8,6 +8,7 @@
 // (the attribute names of Ajatus's attachment references); the receiving sink downloads, verifies
 // and puts the bytes back inline before the importer sees the file.
 
+import { createHash } from 'node:crypto';
 import { Element, parse } from 'ltx';
 import { ATOM } from './couch-doc.ts';
 
@@ -153,6 +154,17 @@ export function isDeleted(obj: MidgardObject): boolean {
 
 /** `metadata/revised` as written (compared as a date by callers). */
 export const revisedOf = (obj: MidgardObject): string => obj.metadata.revised?.trim() ?? '';
+
+/** What identifies a version of an object: its metadata/revised, else its whole serialization. */
+export const versionOf = (obj: { metadata: Record<string, string>; element: Element }): string => revisedOf(obj as MidgardObject) || `#${createHash('sha256').update(obj.element.toString()).digest('hex')}`;
+
+/** Every object of a document with its version (blobs by content). */
+export function versionsOf(doc: MidgardDocument): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  if (doc.main) out.push([doc.main.guid, versionOf(doc.main)]);
+  for (const c of [...doc.parameters, ...doc.attachments]) out.push([c.guid, versionOf(c)]);
+  return out;
+}
 
 function readObject(el: Element, where: string): MidgardObject {
   const className = el.name;

@@ -47,7 +47,7 @@ function buildSchema(baseDir: string) {
             server: text().refine(isComponentPort, must('must look like "xmpp://127.0.0.1:5347" (host and component port)')).meta({ description: "`xmpp://host:port` of the server's component listener", default: REQUIRED }),
           })
           .optional(),
-        dataDir: filePath(baseDir).prefault('./data').describe('where the embedded store and replication state live'),
+        dataDir: filePath(baseDir).prefault('./data').describe('where the embedded store, the notification journal, the quarantine and the status socket live'),
         appDb: z
           .strictObject({
             url: couchUrl().describe('CouchDB server of the application database: turns on Ajatus replication; `component` may then live there (`hermod:credentials`)'),

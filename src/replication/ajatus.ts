@@ -1,43 +1,33 @@
-// Ajatus/CouchDB replication, wired top to bottom:
-//   content db _changes -> AjatusPublisher -> pub/sub service (one node per tag)
-//   partner notifications / catch-up -> PartnerManager -> CouchSink -> content db
+// The Ajatus adapter (CouchDB documents), run by the shared replication (replication.ts):
+//   content db _changes (CouchChangesSource) -> AjatusPublisher -> pub/sub service (one node per tag)
+//   partner notifications / catch-up -> PartnerManager -> CouchSink -> content db (or a
+//   partner's targetDb)
 //   app db (ajatus_db) settings -> tag node access + whitelists, partner follow lists
 // The content database is both source and sink target; echoes are stopped by ReplicationState.
 
-import path from 'node:path';
 import nano, { type DocumentScope } from 'nano';
-import type { IqCaller } from '../component/iq-caller.ts';
 import { IqError } from '../xmpp/iq-error.ts';
 import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '../codecs/couch-doc.ts';
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import type { PubsubService } from '../pubsub/service.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import { Element } from 'ltx';
 import { AjatusPublisher, TAG_PREFIX } from './ajatus-publisher.ts';
 import { parentDomain } from '../config/config.ts';
-import { NS } from '../xmpp/ns.ts';
+import type { PubsubClient } from '../xmpp/pubsub-client.ts';
 import { HttpUploader } from './http-upload.ts';
-import { PartnerManager, type PartnerSink } from './partners.ts';
+import type { PartnerSink } from '../sinks/sink.ts';
 import { Progress } from './progress.ts';
 import { isDeleted, PROFILES, stringAt, type Profile } from './profile.ts';
+import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
 import { transformFor, type AppSettings } from './settings.ts';
-import { ReplicationState } from './state.ts';
 import { TransformError } from '../transform/xslt.ts';
-import type { Transforms } from './transforms.ts';
 
-export interface AjatusReplicationOptions {
+export interface AjatusOptions {
   couchUrl: string;
   config: AjatusConfig;
   settings: AppSettings;
-  service: PubsubService;
-  iq: IqCaller;
-  componentJid: string;
-  dataDir: string;
-  log: Logger;
-  /** Per-subscription XSLT (the `transform` entry of hermod:partner:<jid>). */
-  transforms?: Transforms;
 }
 
 /** A transform's <json/> output as a CouchDB document to write (no revision of its own). */
@@ -70,12 +60,9 @@ const UNANSWERED = new Set(['remote-server-timeout', 'remote-server-not-found', 
  * is not there for us (item-not-found, forbidden, …). Throws IqError when the service
  * did not answer (timeout, unreachable, internal error): then nobody knows.
  */
-export async function nodeHasItem(iq: IqCaller, service: string, node: string, itemId: string): Promise<boolean> {
-  const request = new Element('pubsub', { xmlns: NS.PUBSUB }).c('items', { node }).c('item', { id: itemId }).up().up();
+export async function nodeHasItem(client: PubsubClient, service: string, node: string, itemId: string): Promise<boolean> {
   try {
-    const res = await iq.request(service, 'get', request);
-    const items = res.getChild('pubsub', NS.PUBSUB)?.getChild('items')?.getChildren('item') ?? [];
-    return items.some((i) => i.attrs.id === itemId);
+    return (await client.itemsById(service, node, [itemId])).some((i) => i.attrs.id === itemId);
   } catch (err) {
     if (err instanceof IqError && !UNANSWERED.has(err.condition)) return false;
     throw err;
@@ -119,93 +106,38 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
   };
 }
 
-export class AjatusReplication {
-  readonly publisher: AjatusPublisher;
-  readonly partners: PartnerManager;
-  readonly sink: CouchSink;
-  private readonly state: ReplicationState;
-  private readonly source: CouchChangesSource;
-  private readonly content: DocumentScope<unknown>;
+/** The Ajatus adapter, with its publisher and content-database sink (status, tests). */
+export interface AjatusAdapter extends ReplicationAdapter {
+  publisher: AjatusPublisher;
+  sink: PartnerSink;
+}
 
-  constructor(private readonly o: AjatusReplicationOptions) {
-    const profile = PROFILES[o.config.profile];
-    if (!profile) throw new Error(`ajatus.profile: unknown profile '${o.config.profile}' (known: ${Object.keys(PROFILES).join(', ')})`);
-    const log = o.log.child({ component: 'ajatus' });
-    this.log = log;
-    this.content = nano(o.couchUrl).use(o.config.contentDb);
-    this.state = new ReplicationState(path.join(o.dataDir, 'replication'));
-    this.sink = new CouchSink(this.content, this.state, log);
-    const native = couchPartnerSink((partner) => this.sinkFor(partner), profile, log, (service, itemId, partner) => this.carrier(service, itemId, partner));
-    o.transforms?.register({
-      key: 'couchdb',
-      format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",
-      accepts: (root) => root.name === 'json' && root.getNS() === JSON_CONTAINER,
-      write: async (root, leaf) => {
-        const doc = transformedDoc(root);
-        return { ref: doc._id, written: await this.sinkFor(leaf.partner).upsert(doc) };
-      },
-      // The stage calls this once no followed node carries the source item (and no local edit came since).
-      remove: async (ref, leaf) => void (await this.sinkFor(leaf.partner).remove(ref, async () => undefined)),
-    });
-    const stage = o.transforms?.stage('ajatus', {
-      specFor: (partner, node) => transformFor(o.settings.partner(partner), node),
-      native,
-      state: this.state,
-      onStylesheetChange: () => this.partners.discoverSoon(),
-    });
-    this.partners = new PartnerManager({
-      iq: o.iq,
-      self: o.componentJid,
-      settings: o.settings,
-      sink: stage ?? native,
-      ...(stage ? { mayFollow: (partner: string, node: string) => stage.mayFollow(partner, node) } : {}),
-      log,
-      intervalMs: o.config.discoveryIntervalSeconds * 1000,
-      offers: (node) => node.startsWith(TAG_PREFIX),
-      positions: this.state.historyPositions(),
-    });
-    const onContact = (doc: CouchDoc): void => {
-      const jid = stringAt(doc, profile.jidPath);
-      if (jid) this.partners.addPartner(jid);
-    };
-    this.publisher = new AjatusPublisher({
-      service: o.service,
-      actor: o.componentJid,
-      content: this.content,
-      contentDbName: o.config.contentDb,
-      state: this.state,
-      settings: o.settings,
-      profile,
-      codec: CODECS[o.config.codec],
-      inlineAttachmentMax: o.config.inlineAttachmentMax,
-      uploader: new HttpUploader(o.iq, parentDomain(o.componentJid), log),
-      log,
-      onContact,
-    });
-    this.source = new CouchChangesSource({
-      db: this.content,
-      feed: `couchdb:${o.config.contentDb}`,
-      getCheckpoint: () => this.state.checkpoint(`couchdb:${o.config.contentDb}`),
-      setCheckpoint: (seq) => this.state.setCheckpoint(`couchdb:${o.config.contentDb}`, seq),
-      handle: async (changes) => {
-        await this.publisher.handle(changes);
-        this.progress?.add(changes.length);
-      },
-      log,
-    });
-    this.contactScan = async () => {
-      let startkey: string | undefined;
-      for (let page = 0; page < 100_000; page++) {
-        const res = await this.content.list({ include_docs: true, limit: 500, ...(startkey ? { startkey, skip: 1 } : {}) });
-        for (const row of res.rows) if (row.doc) onContact(row.doc as unknown as CouchDoc);
-        if (res.rows.length < 500) break;
-        startkey = res.rows.at(-1)?.id;
-      }
-    };
-  }
+/** A running Ajatus replication. */
+export type AjatusReplication = Replication<AjatusAdapter>;
 
-  private readonly contactScan: () => Promise<void>;
+/** Ajatus replication (state space 'replication'): built, not started. Throws Error for an unknown `ajatus.profile`. */
+export function ajatusReplication(common: ReplicationCommon, o: AjatusOptions): AjatusReplication {
+  const profile = PROFILES[o.config.profile];
+  if (!profile) throw new Error(`ajatus.profile: unknown profile '${o.config.profile}' (known: ${Object.keys(PROFILES).join(', ')})`);
+  return new Replication(common, { name: 'ajatus', space: 'replication', build: (ctx) => ajatusAdapter(common, o, profile, ctx) });
+}
 
+function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Profile, ctx: AdapterContext): AjatusAdapter {
+  const { state, log } = ctx;
+  const content: DocumentScope<unknown> = nano(o.couchUrl).use(o.config.contentDb);
+  const contentSink = new CouchSink(content, state, log);
+  const targetSinks = new Map<string, CouchSink>();
+  /** The sink for a partner: its `targetDb` from hermod:partner:<jid>, else the content database. */
+  const sinkFor = (partner: string | undefined): CouchSink => {
+    const target = partner === undefined ? undefined : o.settings.partner(partner).targetDb;
+    if (!target || target === o.config.contentDb) return contentSink;
+    let sink = targetSinks.get(target);
+    if (!sink) {
+      sink = new CouchSink(nano(o.couchUrl).use(target), state, log);
+      targetSinks.set(target, sink);
+    }
+    return sink;
+  };
   /**
    * The first node of `service` that has the item now, among the nodes this replication follows
    * for `partner` natively (no stylesheet): those followed now and those followed in an earlier
@@ -213,68 +145,88 @@ export class AjatusReplication {
    * yet while the first ones replay their history) that the partner settings still name. Every
    * such node is asked at once, one IQ each.
    */
-  private async carrier(service: string, itemId: string, partner: string | undefined): Promise<string | undefined> {
-    const followed = this.partners
+  const carrier: CarrierLookup = async (service, itemId, partner) => {
+    const partners = ctx.partners();
+    const followed = partners
       .subscriptions()
       .filter((s) => s.startsWith(`${service} `)) // "service node"; a JID has no space
       .map((s) => s.slice(service.length + 1));
-    const settings = partner === undefined ? undefined : this.o.settings.partner(partner);
+    const settings = partner === undefined ? undefined : o.settings.partner(partner);
     const named = (node: string): boolean => (settings?.follow === 'all' ? node.startsWith(TAG_PREFIX) : Array.isArray(settings?.follow) && settings.follow.includes(node));
-    const earlier = (await this.state.historyNodes(service)).filter((node) => !followed.includes(node) && named(node));
+    const earlier = (await state.historyNodes(service)).filter((node) => !followed.includes(node) && named(node));
     const nodes = [...followed, ...earlier].filter((node) => !settings || !transformFor(settings, node));
-    const has = await Promise.all(nodes.map((node) => nodeHasItem(this.o.iq, service, node, itemId)));
+    const has = await Promise.all(nodes.map((node) => nodeHasItem(partners.client, service, node, itemId)));
     return nodes.find((_, i) => has[i]);
-  }
-
-  private readonly targetSinks = new Map<string, CouchSink>();
-  private readonly log: Logger;
-
-  /** The sink for a partner: its `targetDb` from hermod:partner:<jid>, else the content database. */
-  private sinkFor(partner: string | undefined): CouchSink {
-    const target = partner === undefined ? undefined : this.o.settings.partner(partner).targetDb;
-    if (!target || target === this.o.config.contentDb) return this.sink;
-    let sink = this.targetSinks.get(target);
-    if (!sink) {
-      sink = new CouchSink(nano(this.o.couchUrl).use(target), this.state, this.log);
-      this.targetSinks.set(target, sink);
-    }
-    return sink;
-  }
-  private progress: Progress | undefined;
-
-  /** Opens state, applies tag settings, starts the source; partners start once online. */
-  async start(): Promise<void> {
-    await this.state.open();
-    let info: { doc_count?: number; doc_del_count?: number };
-    try {
-      info = (await this.content.info()) as typeof info;
-    } catch (err) {
-      throw new Error(`content database ${this.o.config.contentDb} is not reachable: ${(err as Error).message}`);
-    }
-    this.o.settings.on('tag', (tag: string, settings) => {
-      this.publisher.applyTagSettings(tag, settings).catch((err: unknown) => this.o.log.error('applying tag settings failed', { tag, reason: String(err) }));
-    });
-    for (const tag of this.o.settings.configuredTags()) await this.publisher.applyTagSettings(tag, this.o.settings.tag(tag));
-    if ((await this.state.checkpoint(`couchdb:${this.o.config.contentDb}`)) === undefined) {
-      const total = (info.doc_count ?? 0) + (info.doc_del_count ?? 0); // pouchdb-server has no doc_del_count
-      if (total > 0) this.progress = new Progress(`first publish of ${this.o.config.contentDb}`, total, this.o.log);
-    }
-    await this.source.start();
-  }
-
-  /** Called when the component is online: find partners and subscribe. */
-  async startPartners(): Promise<void> {
-    await this.contactScan();
-    this.partners.start();
-  }
-
-  handleEvent(message: Element): Promise<boolean> {
-    return this.partners.handleEvent(message);
-  }
-
-  async stop(): Promise<void> {
-    await this.partners.stop();
-    await this.source.stop();
-    await this.state.close();
-  }
+  };
+  const onContact = (doc: CouchDoc): void => {
+    const jid = stringAt(doc, profile.jidPath);
+    if (jid) ctx.partners().addPartner(jid);
+  };
+  const publisher = new AjatusPublisher({
+    service: common.service,
+    actor: common.componentJid,
+    content,
+    contentDbName: o.config.contentDb,
+    state,
+    settings: o.settings,
+    profile,
+    codec: CODECS[o.config.codec],
+    inlineAttachmentMax: o.config.inlineAttachmentMax,
+    uploader: new HttpUploader(common.iq, parentDomain(common.componentJid), log),
+    log,
+    onContact,
+  });
+  const source = new CouchChangesSource({ db: content, feed: `couchdb:${o.config.contentDb}`, log });
+  let progress: Progress | undefined;
+  return {
+    publisher,
+    sink: couchPartnerSink(sinkFor, profile, log, carrier),
+    transformTarget: {
+      key: 'couchdb',
+      format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",
+      accepts: (root) => root.name === 'json' && root.getNS() === JSON_CONTAINER,
+      write: async (root, leaf) => {
+        const doc = transformedDoc(root);
+        return { ref: doc._id, written: await sinkFor(leaf.partner).upsert(doc) };
+      },
+      // The stage calls this once no followed node carries the source item (and no local edit came since).
+      remove: async (ref, leaf) => void (await sinkFor(leaf.partner).remove(ref, async () => undefined)),
+    },
+    settings: o.settings,
+    offers: (node) => node.startsWith(TAG_PREFIX),
+    discoveryIntervalSeconds: o.config.discoveryIntervalSeconds,
+    feeds: [
+      feed(source, async (changes) => {
+        await publisher.handle(changes);
+        progress?.add(changes.length);
+      }),
+    ],
+    /** Applies tag settings (and follows their changes); a first publish of a database gets a progress log. */
+    async prepare() {
+      let info: { doc_count?: number; doc_del_count?: number };
+      try {
+        info = (await content.info()) as typeof info;
+      } catch (err) {
+        throw new Error(`content database ${o.config.contentDb} is not reachable: ${(err as Error).message}`);
+      }
+      o.settings.on('tag', (tag: string, settings) => {
+        publisher.applyTagSettings(tag, settings).catch((err: unknown) => common.log.error('applying tag settings failed', { tag, reason: String(err) }));
+      });
+      for (const tag of o.settings.configuredTags()) await publisher.applyTagSettings(tag, o.settings.tag(tag));
+      if ((await state.checkpoint(source.feed)) === undefined) {
+        const total = (info.doc_count ?? 0) + (info.doc_del_count ?? 0); // pouchdb-server has no doc_del_count
+        if (total > 0) progress = new Progress(`first publish of ${o.config.contentDb}`, total, common.log);
+      }
+    },
+    /** Every contact with a JID in the content database is a partner. */
+    async beforePartners() {
+      let startkey: string | undefined;
+      for (let page = 0; page < 100_000; page++) {
+        const res = await content.list({ include_docs: true, limit: 500, ...(startkey ? { startkey, skip: 1 } : {}) });
+        for (const row of res.rows) if (row.doc) onContact(row.doc as unknown as CouchDoc);
+        if (res.rows.length < 500) break;
+        startkey = res.rows.at(-1)?.id;
+      }
+    },
+  };
 }

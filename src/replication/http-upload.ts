@@ -5,18 +5,22 @@
 // an error that stops that document (logged by the caller).
 // Shared by Ajatus (CouchDB attachments) and Midgard (midgard_blob): the inline budget rule
 // (`splitByBudget`), the upload with its record of what was already uploaded (`Offloader`), the
-// Atom enclosure for feed readers (`enclosure`) and the verified download (`fetchUpload`).
+// Atom enclosure for feed readers (`enclosure`). The receiving side's verified download is
+// src/sinks/download.ts.
 
 import { createHash } from 'node:crypto';
 import { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
 import type { Logger } from '../log.ts';
+import { sha256 } from '../util/digest.ts';
 import { NS } from '../xmpp/ns.ts';
+
+export { sha256 };
 
 export const HTTP_UPLOAD = 'urn:xmpp:http:upload:0';
 const HEADERS_ALLOWED = new Set(['authorization', 'cookie', 'expires']);
 
-export const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('base64');
+
 
 export class HttpUploader {
   private service: string | undefined;
@@ -132,18 +136,4 @@ export function enclosure(ref: UploadRef, title: string): Element {
   const link = new Element('link', { rel: 'enclosure', href: ref.url, length: String(ref.length), type: ref.contentType, title });
   link.c('hash', { xmlns: 'urn:xmpp:hashes:2', algo: 'sha-256' }).t(ref.sha256);
   return link;
-}
-
-/** Downloads a referenced upload, checking its length and SHA-256. */
-export const fetchUpload = (ref: Pick<UploadRef, 'url' | 'length' | 'sha256'>): Promise<Buffer> => download(ref.url, ref.length, ref.sha256);
-
-/** Fetches an uploaded attachment and checks its length and SHA-256. */
-export async function download(url: string, length: number, digest: string): Promise<Buffer> {
-  if (!/^https?:\/\//.test(url)) throw new Error(`attachment URL is not http(s): ${url}`);
-  const res = await fetch(url, { signal: AbortSignal.timeout(120_000) });
-  if (!res.ok) throw new Error(`attachment download ${url}: HTTP ${res.status}`);
-  const bytes = Buffer.from(await res.arrayBuffer());
-  if (bytes.length !== length) throw new Error(`attachment ${url}: ${bytes.length} bytes, expected ${length}`);
-  if (sha256(bytes) !== digest) throw new Error(`attachment ${url}: SHA-256 mismatch`);
-  return bytes;
 }

@@ -28,6 +28,7 @@ import {
   TOPIC,
   type MidgardDocument,
   type MidgardObject,
+  versionsOf,
 } from '../codecs/midgard.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
@@ -76,17 +77,6 @@ export class BlobUploadError extends Error {
     super(message);
     this.name = 'BlobUploadError';
   }
-}
-
-/** What identifies a version of an object: its metadata/revised, else its whole serialization. */
-export const versionOf = (obj: { metadata: Record<string, string>; element: Element }): string => revisedOf(obj as MidgardObject) || `#${createHash('sha256').update(obj.element.toString()).digest('hex')}`;
-
-/** Every object of a document with its version (blobs by content). */
-export function versionsOf(doc: MidgardDocument): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  if (doc.main) out.push([doc.main.guid, versionOf(doc.main)]);
-  for (const c of [...doc.parameters, ...doc.attachments]) out.push([c.guid, versionOf(c)]);
-  return out;
 }
 
 export class MidgardPublisher {

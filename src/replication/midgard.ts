@@ -1,4 +1,4 @@
-// Midgard replication, wired top to bottom:
+// The Midgard adapter, run by the shared replication (replication.ts):
 //   D-Bus Notified signals / spool files -> MidgardPublisher -> pub/sub service (class, approved,
 //   sitegroup and path nodes)
 //   partner notifications / catch-up -> PartnerManager (shared with Ajatus) -> MidgardSpoolSink
@@ -8,19 +8,15 @@
 //   blobs beyond `midgard.inlineBlobMax` -> XEP-0363 upload on the attached server (shared with
 //   Ajatus, http-upload.ts); the sink downloads and verifies them before writing the spool file
 // Echoes (the importer re-emitting what Hermod delivered) are stopped by the versions recorded
-// in ReplicationState under dataDir/midgard.
+// in ReplicationState (the store's state space 'midgard').
 
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { Element } from 'ltx';
 import { buildMidgardEntry, MIDGARD_NS, MidgardFormatError, readMidgardElement } from '../codecs/midgard.ts';
-import type { IqCaller } from '../component/iq-caller.ts';
 import { parentDomain } from '../config/config.ts';
 import type { MidgardConfig } from '../config/midgard-config.ts';
-import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PubsubService } from '../pubsub/service.ts';
 import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
 import { MidgardDbusSource } from '../sources/midgard-dbus.ts';
 import { MidgardSpoolSource } from '../sources/midgard-spool.ts';
@@ -28,21 +24,8 @@ import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
 import { MidgardPublisher } from './midgard-publisher.ts';
 import type { NodeAccess } from './node-access.ts';
-import { PartnerManager } from './partners.ts';
-import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS, transformFor, type PartnerSettings } from './settings.ts';
-import type { Transforms } from './transforms.ts';
-import { ReplicationState } from './state.ts';
-
-export interface MidgardReplicationOptions {
-  config: MidgardConfig;
-  service: PubsubService;
-  iq: IqCaller;
-  componentJid: string;
-  dataDir: string;
-  log: Logger;
-  /** Per-subscription XSLT (the `transform` of object entries in `midgard.partners`). */
-  transforms?: Transforms;
-}
+import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
+import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS, type PartnerSettings } from './settings.ts';
 
 /**
  * Partner settings of the Midgard adapter, from the config file: a partner follows the nodes its
@@ -59,27 +42,79 @@ class ConfigPartnerSettings extends EventEmitter {
   }
 }
 
-export class MidgardReplication {
-  readonly publisher: MidgardPublisher;
-  readonly partners: PartnerManager;
-  readonly sink: MidgardSpoolSink;
-  readonly index = new TopicIndex();
-  private readonly state: ReplicationState;
-  private readonly dbus: MidgardDbusSource | undefined;
-  private readonly spool: MidgardSpoolSource | undefined;
-  private readonly log: Logger;
+/** The Midgard adapter, with its publisher, spool sink and topic tree (status, tests). */
+export interface MidgardAdapter extends ReplicationAdapter {
+  publisher: MidgardPublisher;
+  sink: MidgardSpoolSink;
+  index: TopicIndex;
+}
 
-  constructor(private readonly o: MidgardReplicationOptions) {
-    const { config } = o;
-    const log = (this.log = o.log.child({ component: 'midgard' }));
-    this.state = new ReplicationState(path.join(o.dataDir, 'midgard'));
-    const mapping: MidgardNodeMapping = { ...config.nodes, paths: config.nodes.paths.map((p) => ({ node: p.node, regexp: new RegExp(p.regexp) })) };
-    const access = (node: string): NodeAccess => config.access[node] ?? config.access['*'] ?? DEFAULT_TAG_SETTINGS;
-    const follow = config.follow.map((re) => new RegExp(re));
-    this.dbus = config.bus === 'none' ? undefined : new MidgardDbusSource({ bus: config.bus, log, handle: (signal) => this.publisher.handle(signal.text, { source: 'dbus', area: signal.area, action: signal.action }) });
-    this.sink = new MidgardSpoolSink({ dir: config.inbound, state: this.state, log, onWritten: (file) => void this.dbus?.emitSpoolWritten(file) });
-    const settings = new ConfigPartnerSettings(config);
-    o.transforms?.register({
+/** A running Midgard replication. */
+export type MidgardReplication = Replication<MidgardAdapter>;
+
+/** Midgard replication (state space 'midgard'): built, not started. */
+export function midgardReplication(common: ReplicationCommon, config: MidgardConfig): MidgardReplication {
+  return new Replication(common, { name: 'midgard', space: 'midgard', build: (ctx) => midgardAdapter(common, config, ctx) });
+}
+
+function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: AdapterContext): MidgardAdapter {
+  const { state, log } = ctx;
+  const index = new TopicIndex();
+  const mapping: MidgardNodeMapping = { ...config.nodes, paths: config.nodes.paths.map((p) => ({ node: p.node, regexp: new RegExp(p.regexp) })) };
+  const access = (node: string): NodeAccess => config.access[node] ?? config.access['*'] ?? DEFAULT_TAG_SETTINGS;
+  const follow = config.follow.map((re) => new RegExp(re));
+  const dbus = config.bus === 'none' ? undefined : new MidgardDbusSource({ bus: config.bus, log });
+  const sink = new MidgardSpoolSink({ dir: config.inbound, state, log, onWritten: (file) => void dbus?.emitSpoolWritten(file) });
+  const publisher = new MidgardPublisher({
+    service: common.service,
+    actor: common.componentJid,
+    state,
+    mapping,
+    access,
+    index,
+    partnerJid: config.partnerJid,
+    log,
+    onPartner: (jid) => ctx.partners().addPartner(jid),
+    onPartnerGone: (jid) => {
+      if (config.partners.includes(jid)) {
+        log.info('partner kept: it is listed in midgard.partners', { jid });
+        return;
+      }
+      // Not awaited: the partner manager first lets a discovery under way finish.
+      ctx.partners().removePartner(jid).catch((err: unknown) => log.error('ending a partnership failed', { jid, reason: String(err) }));
+    },
+    inlineBlobMax: config.inlineBlobMax,
+    offloader: new Offloader(new HttpUploader(common.iq, parentDomain(common.componentJid), log), state, log, 'midgard.inlineBlobMax'),
+  });
+  const spool = config.spool
+    ? new MidgardSpoolSource({
+        dir: config.spool,
+        log,
+        // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way again.
+        isPermanent: (err) => err instanceof MidgardFormatError || err instanceof PubsubError,
+      })
+    : undefined;
+  const feeds = [];
+  if (dbus) {
+    feeds.push(
+      feed(dbus, async (signals) => {
+        for (const signal of signals) await publisher.handle(signal.text, { source: 'dbus', area: signal.area, action: signal.action });
+      }),
+    );
+  }
+  if (spool) {
+    feeds.push(
+      feed(spool, async (files) => {
+        for (const { text } of files) await publisher.handle(text, { source: 'spool' });
+      }),
+    );
+  }
+  return {
+    publisher,
+    sink,
+    index,
+    feeds,
+    transformTarget: {
       key: 'midgard',
       format: `<midgard_object xmlns='${MIDGARD_NS}'> (for the inbound spool)`,
       accepts: (root) => root.name === 'midgard_object' && root.getNS() === MIDGARD_NS,
@@ -89,95 +124,29 @@ export class MidgardReplication {
         if (!guid) throw new MidgardFormatError('the <midgard_object> output has no main object');
         // Through the sink's own checks and the importer's rule (a stale version is not written).
         const item = new Element('item', { id: guid }).cnode(buildMidgardEntry(doc)).up();
-        return { ref: guid, written: await this.sink.writeItem(leaf.service, leaf.node, item) };
+        return { ref: guid, written: await sink.writeItem(leaf.service, leaf.node, item) };
       },
       // A deletion travels as the tombstone leaf the source publishes before retracting.
       remove: async () => undefined,
-    });
-    const stage = o.transforms?.stage('midgard', {
-      specFor: (partner, node) => transformFor(settings.partner(partner), node),
-      native: this.sink,
-      state: this.state,
-      onStylesheetChange: () => this.partners.discoverSoon(),
-    });
-    this.partners = new PartnerManager({
-      iq: o.iq,
-      self: o.componentJid,
-      settings,
-      sink: stage ?? this.sink,
-      ...(stage ? { mayFollow: (partner: string, node: string) => stage.mayFollow(partner, node) } : {}),
-      log,
-      intervalMs: config.discoveryIntervalSeconds * 1000,
-      offers: (node) => follow.some((re) => re.test(node)),
-      // As for Ajatus: a restart replays the nodes' history from what was last applied.
-      positions: this.state.historyPositions(),
-    });
-    this.publisher = new MidgardPublisher({
-      service: o.service,
-      actor: o.componentJid,
-      state: this.state,
-      mapping,
-      access,
-      index: this.index,
-      partnerJid: config.partnerJid,
-      log,
-      onPartner: (jid) => this.partners.addPartner(jid),
-      onPartnerGone: (jid) => {
-        if (config.partners.includes(jid)) {
-          log.info('partner kept: it is listed in midgard.partners', { jid });
-          return;
+    },
+    settings: new ConfigPartnerSettings(config),
+    offers: (node) => follow.some((re) => re.test(node)),
+    discoveryIntervalSeconds: config.discoveryIntervalSeconds,
+    /** Restores the publisher, loads the topic tree, names the configured partners, opens the inbound spool. */
+    async prepare() {
+      await publisher.restore();
+      if (config.topicsExport) {
+        let text: string;
+        try {
+          text = await readFile(config.topicsExport, 'utf8');
+        } catch (err) {
+          throw new Error(`midgard.topicsExport: cannot read ${config.topicsExport}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
         }
-        // Not awaited: the partner manager first lets a discovery under way finish.
-        this.partners.removePartner(jid).catch((err: unknown) => log.error('ending a partnership failed', { jid, reason: String(err) }));
-      },
-      inlineBlobMax: config.inlineBlobMax,
-      offloader: new Offloader(new HttpUploader(o.iq, parentDomain(o.componentJid), log), this.state, log, 'midgard.inlineBlobMax'),
-    });
-    this.spool = config.spool
-      ? new MidgardSpoolSource({
-          dir: config.spool,
-          log,
-          // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way again.
-          isPermanent: (err) => err instanceof MidgardFormatError || err instanceof PubsubError,
-          handle: (text) => this.publisher.handle(text, { source: 'spool' }),
-        })
-      : undefined;
-  }
-
-  /** Opens state, loads the topic tree, starts the sources; partners start once online. */
-  async start(): Promise<void> {
-    const { config } = this.o;
-    await this.state.open();
-    await this.publisher.restore();
-    if (config.topicsExport) {
-      let text: string;
-      try {
-        text = await readFile(config.topicsExport, 'utf8');
-      } catch (err) {
-        throw new Error(`midgard.topicsExport: cannot read ${config.topicsExport}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+        const n = index.loadExport(text);
+        log.info('topic tree loaded from export', { file: config.topicsExport, topics: n });
       }
-      const n = this.index.loadExport(text);
-      this.log.info('topic tree loaded from export', { file: config.topicsExport, topics: n });
-    }
-    for (const jid of config.partners) this.partners.addPartner(jid);
-    await this.sink.start();
-    this.dbus?.start();
-    await this.spool?.start();
-  }
-
-  /** Called when the component is online: find partners and subscribe. */
-  startPartners(): void {
-    this.partners.start();
-  }
-
-  handleEvent(message: Element): Promise<boolean> {
-    return this.partners.handleEvent(message);
-  }
-
-  async stop(): Promise<void> {
-    await this.partners.stop();
-    await this.spool?.stop();
-    await this.dbus?.stop();
-    await this.state.close();
-  }
+      for (const jid of config.partners) ctx.partners().addPartner(jid);
+      await sink.start();
+    },
+  };
 }

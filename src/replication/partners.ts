@@ -14,33 +14,25 @@
 // restart replays only what was missed.
 // Generic over what is replicated: Ajatus and Midgard each give it a PartnerSink (how a leaf or
 // a retraction is written locally), which partner nodes they replicate, and partner settings.
+// Every request to a partner's service goes through a PubsubClient (src/xmpp/pubsub-client.ts).
 
-import { Element } from 'ltx';
-import { IqCaller } from '../component/iq-caller.ts';
+import type { Element } from 'ltx';
+import type { IqCaller } from '../component/iq-caller.ts';
 import { IqError } from '../xmpp/iq-error.ts';
 import type { Logger } from '../log.ts';
 import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
+import { PubsubClient } from '../xmpp/pubsub-client.ts';
+import { writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
 
 /** Disco feature by which Hermod services recognise each other. */
 export const HERMOD_FEATURE = 'urn:hermod:replication:0';
-const RSM = 'http://jabber.org/protocol/rsm';
-const MAM = 'urn:xmpp:mam:2';
-const FORWARD = 'urn:xmpp:forward:0';
 
 /** Durable per-node position in a partner's history (XEP-0313 archive id). */
 export interface HistoryPositions {
   get(service: string, node: string): Promise<string | undefined>;
   set(service: string, node: string, id: string): Promise<void>;
-}
-
-/** The local side of replication: writes what partners publish. */
-export interface PartnerSink {
-  /** Writes one item (leaf) of a followed node; false when it was skipped (logged by the sink). */
-  writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean>;
-  /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
-  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void>;
 }
 
 /** Where per-partner settings come from (ajatus_db documents, or the config file for Midgard). */
@@ -106,13 +98,14 @@ export class PartnerManager {
   private readonly failing = new Map<string, { delayMs: number; at: number }>();
   /** Services that advertise MAM on nodes. */
   private readonly withHistory = new Set<string>();
-  /** History queries under way: queryid -> the event messages received for it. */
-  private readonly queries = new Map<string, { service: string; messages: Array<{ id: string; message: Element }> }>();
-  private queryCounter = 0;
   /** Which partner (contact JID) each discovered service belongs to. */
   private readonly partnerOf = new Map<string, string>();
+  /** Requests to partners' services, as the component JID. */
+  readonly client: PubsubClient;
 
-  constructor(private readonly o: PartnerManagerOptions) {}
+  constructor(private readonly o: PartnerManagerOptions) {
+    this.client = new PubsubClient(o.iq, o.self);
+  }
 
   /** Subscriptions in force, as "service node" strings (for status and tests). */
   subscriptions(): string[] {
@@ -228,17 +221,11 @@ export class PartnerManager {
     this.o.log.warn('partner discovery failed', { partner, reason: failure, retryInSeconds: retryMs / 1000 });
   }
 
-  private async info(jid: string, node?: string): Promise<{ identities: Element[]; features: string[] }> {
-    const res = await this.o.iq.request(jid, 'get', new Element('query', { xmlns: NS.DISCO_INFO, ...(node ? { node } : {}) }));
-    const query = res.getChild('query', NS.DISCO_INFO);
-    return { identities: query?.getChildren('identity') ?? [], features: (query?.getChildren('feature') ?? []).map((f) => f.attrs.var as string) };
-  }
-
   private async isHermod(jid: string): Promise<boolean> {
     try {
-      const { identities, features } = await this.info(jid);
-      if (features.includes(MAM)) this.withHistory.add(jid);
-      return identities.some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'service') && features.includes(HERMOD_FEATURE);
+      const { identities, features } = await this.client.info(jid);
+      if (features.includes(NS.MAM)) this.withHistory.add(jid);
+      return identities.some((i) => i.category === 'pubsub' && i.type === 'service') && features.includes(HERMOD_FEATURE);
     } catch {
       return false;
     }
@@ -248,30 +235,10 @@ export class PartnerManager {
   private async services(partner: string): Promise<string[]> {
     if (await this.isHermod(partner)) return [partner];
     const domain = parseJid(partner)?.domain as string;
-    const res = await this.o.iq.request(domain, 'get', new Element('query', { xmlns: NS.DISCO_ITEMS }));
-    const candidates = (res.getChild('query', NS.DISCO_ITEMS)?.getChildren('item') ?? []).filter((i) => !i.attrs.node).map((i) => i.attrs.jid as string);
+    const candidates = (await this.client.items(domain)).entries.filter((i) => i.node === undefined).map((i) => i.jid);
     const found: string[] = [];
     for (const jid of candidates) if (jid !== this.o.self && (await this.isHermod(jid))) found.push(jid);
     return found;
-  }
-
-  private async nodes(service: string): Promise<string[]> {
-    const nodes: string[] = [];
-    let after: string | undefined;
-    for (let page = 0; page < 1000; page++) {
-      const query = new Element('query', { xmlns: NS.DISCO_ITEMS });
-      const set = query.c('set', { xmlns: RSM });
-      set.c('max').t('500');
-      if (after) set.c('after').t(after);
-      const res = await this.o.iq.request(service, 'get', query);
-      const q = res.getChild('query', NS.DISCO_ITEMS);
-      const items = (q?.getChildren('item') ?? []).map((i) => i.attrs.node as string).filter(Boolean);
-      nodes.push(...items);
-      const last = q?.getChild('set', RSM)?.getChildText('last');
-      if (!last || items.length === 0) break;
-      after = last;
-    }
-    return nodes;
   }
 
   /** Whether the partner's settings (and a paused stylesheet) let us follow that node now. */
@@ -290,7 +257,7 @@ export class PartnerManager {
     let failure: string | undefined;
     for (const service of services) {
       const wanted: string[] = [];
-      for (const node of await this.nodes(service)) if (await this.wants(partner, node)) wanted.push(node);
+      for (const node of await this.client.nodes(service)) if (await this.wants(partner, node)) wanted.push(node);
       for (const node of wanted) if (!this.followed.has(key(service, node))) failure = (await this.follow(service, node)) ?? failure;
       for (const f of [...this.followed.values()]) {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
@@ -308,7 +275,7 @@ export class PartnerManager {
     const f: Followed = { service, node, live: { queue: [], catchingUp: true, held: false } };
     this.followed.set(k, f); // notifications may arrive before the result
     try {
-      await this.o.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('subscribe', { node, jid: this.o.self }).up());
+      await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
     } catch (err) {
       this.followed.delete(k);
@@ -363,7 +330,7 @@ export class PartnerManager {
   private async unfollow(service: string, node: string): Promise<void> {
     this.followed.delete(key(service, node));
     try {
-      await this.o.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('unsubscribe', { node, jid: this.o.self }).up());
+      await this.client.unsubscribe(service, node);
     } catch (err) {
       this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) });
     }
@@ -390,52 +357,19 @@ export class PartnerManager {
       }
     }
     const end = positions
-      ? await this.historyEnd(service, node).catch((err: unknown) => {
+      ? await this.client.historyEnd(service, node).catch((err: unknown) => {
           this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
           return undefined;
         })
       : undefined;
-    let after: string | undefined;
     let count = 0;
-    for (let page = 0; page < 100_000; page++) {
-      const items = new Element('items', { node });
-      const request = new Element('pubsub', { xmlns: NS.PUBSUB }).cnode(items).up();
-      const set = request.c('set', { xmlns: RSM });
-      set.c('max').t('100');
-      if (after) set.c('after').t(after);
-      const res = await this.o.iq.request(service, 'get', request);
-      const pubsub = res.getChild('pubsub', NS.PUBSUB);
-      const got = pubsub?.getChild('items')?.getChildren('item') ?? [];
-      for (const item of got) if (await this.o.sink.writeItem(service, node, item, this.partnerOf.get(service))) count++;
-      const last = pubsub?.getChild('set', RSM)?.getChildText('last');
-      if (!last || got.length === 0) break;
-      after = last;
+    const partner = this.partnerOf.get(service);
+    for await (const page of this.client.itemPages(service, node, 100)) {
+      const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
+      count += written.filter(Boolean).length;
     }
     if (positions && end) await positions.set(service, node, end);
     this.o.log.info('caught up with partner node', { service, node, documents: count });
-  }
-
-  private async historyQuery(service: string, node: string, rsm: Element): Promise<{ messages: Array<{ id: string; message: Element }>; fin: Element }> {
-    const queryid = `h${(++this.queryCounter).toString(36)}`;
-    const entry = { service, messages: [] as Array<{ id: string; message: Element }> };
-    this.queries.set(queryid, entry);
-    try {
-      const res = await this.o.iq.request(service, 'set', new Element('query', { xmlns: MAM, node, queryid }).cnode(rsm).up(), 60_000);
-      const fin = res.getChild('fin', MAM);
-      if (!fin) throw new Error('history query answered without <fin/>');
-      return { messages: entry.messages, fin };
-    } finally {
-      this.queries.delete(queryid);
-    }
-  }
-
-  /** The id of the newest history entry of a node (undefined when it has none). */
-  private async historyEnd(service: string, node: string): Promise<string | undefined> {
-    const rsm = new Element('set', { xmlns: RSM });
-    rsm.c('max').t('1');
-    rsm.c('before');
-    const { fin } = await this.historyQuery(service, node, rsm);
-    return fin.getChild('set', RSM)?.getChildText('last') ?? undefined;
   }
 
   /**
@@ -449,21 +383,17 @@ export class PartnerManager {
     let applied = position;
     let failed = false;
     for (let page = 0; page < 100_000; page++) {
-      const rsm = new Element('set', { xmlns: RSM });
-      rsm.c('max').t('100');
-      rsm.c('after').t(after);
-      const { messages, fin } = await this.historyQuery(service, node, rsm);
+      const { entries, complete, last } = await this.client.history(service, node, { max: 100, after });
       const before = applied;
-      for (const { id, message } of messages) {
+      for (const { id, message } of entries) {
         const ok = await this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT));
         replayed++;
         if (!ok) failed = true;
         else if (!failed) applied = id;
       }
       if (applied !== before) await positions.set(service, node, applied);
-      const last = fin.getChild('set', RSM)?.getChildText('last');
       if (last) after = last;
-      if (fin.attrs.complete === 'true' || !last || messages.length === 0) break;
+      if (complete || !last || entries.length === 0) break;
     }
     return { replayed, complete: !failed };
   }
@@ -531,14 +461,7 @@ export class PartnerManager {
 
   /** Handles a pub/sub event message (or a history result); returns false if it was not ours. */
   async handleEvent(message: Element): Promise<boolean> {
-    const result = message.getChild('result', MAM);
-    if (result) {
-      const query = this.queries.get(result.attrs.queryid as string);
-      const forwarded = result.getChild('forwarded', FORWARD)?.getChild('message');
-      if (!query || normalizeJid((message.attrs.from as string | undefined) ?? '') !== query.service) return false;
-      if (forwarded) query.messages.push({ id: result.attrs.id as string, message: forwarded });
-      return true;
-    }
+    if (message.getChild('result', NS.MAM)) return this.client.handleResult(message);
     const from = normalizeJid((message.attrs.from as string | undefined) ?? '');
     const affiliation = message.getChild('pubsub', NS.PUBSUB)?.getChild('affiliations');
     if (affiliation && from) {

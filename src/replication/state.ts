@@ -1,49 +1,102 @@
-// Durable replication bookkeeping (LevelDB under dataDir/replication), separate from the pub/sub
-// store: change-feed checkpoints, which nodes each document was published to, and every
-// revision that was imported from a partner or published by us — the memory that stops echoes. Hot entries are cached in an LRU in front of the database.
+// Durable replication bookkeeping, in a state space of the store (Store.state: 'replication' for
+// Ajatus, 'midgard' for Midgard), so it lives wherever the store lives (LevelDB or CouchDB) and
+// `hermod migrate` moves it: change-feed checkpoints, which nodes each document was published
+// to, and every revision that was imported from a partner or published by us — the memory that
+// stops echoes. Hot entries are cached in an LRU in front of the store (this is the space's only
+// writer). Older Hermods kept this in a LevelDB of its own (dataDir/replication, dataDir/midgard):
+// open() imports such a directory once and renames it to <dir>.imported.
 
+import { existsSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { LRUCache } from 'lru-cache';
+import type { Logger } from '../log.ts';
+import type { Checkpoint, CheckpointStore } from '../sources/source.ts';
+import type { StateOp, StateSpace } from '../store/store.ts';
 import type { HistoryPositions } from './partners.ts';
 
 const SEP = '\0';
+const IMPORT_BATCH = 1000;
 
-export class ReplicationState {
-  private readonly db: ClassicLevel<string, string>;
+export interface ReplicationStateOptions {
+  /** A LevelDB directory an older Hermod kept this state in: imported once at open(). */
+  legacyDir?: string;
+  /** Hears of that import. */
+  log?: Pick<Logger, 'info'>;
+}
+
+/**
+ * Copies every entry of an older Hermod's replication LevelDB (`dir`) into `space`, then renames
+ * the directory to `<dir>.imported` (a later start finds nothing to import; nothing is deleted).
+ * Resolves to the number of entries copied, or undefined when there is no such directory.
+ * Rerunnable: a start that dies mid-import copies the same entries again. Throws the LevelDB
+ * error when the directory cannot be read (e.g. another process holds it).
+ */
+export async function importLegacyState(space: StateSpace, dir: string, log?: Pick<Logger, 'info'>): Promise<number | undefined> {
+  if (!existsSync(dir)) return undefined;
+  const db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8', createIfMissing: false });
+  await db.open();
+  let copied = 0;
+  try {
+    let ops: StateOp[] = [];
+    for await (const [key, value] of db.iterator()) {
+      ops.push({ type: 'put', key, value });
+      if (ops.length >= IMPORT_BATCH) {
+        await space.batch(ops);
+        copied += ops.length;
+        ops = [];
+      }
+    }
+    await space.batch(ops);
+    copied += ops.length;
+  } finally {
+    await db.close();
+  }
+  let movedTo = `${dir}.imported`;
+  if (existsSync(movedTo)) movedTo = `${dir}.imported-${Date.now()}`;
+  await rename(dir, movedTo);
+  log?.info('replication state of an older Hermod imported into the store (once)', { from: dir, entries: copied, movedTo });
+  return copied;
+}
+
+export class ReplicationState implements CheckpointStore {
   private readonly cache = new LRUCache<string, string>({ max: 50_000 });
 
-  constructor(location: string) {
-    this.db = new ClassicLevel<string, string>(location, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
-  }
+  constructor(
+    private readonly space: StateSpace,
+    private readonly options: ReplicationStateOptions = {},
+  ) {}
 
+  /** Imports the legacy directory, if any (see importLegacyState). The store must be open. */
   async open(): Promise<void> {
-    await this.db.open();
+    if (this.options.legacyDir !== undefined) await importLegacyState(this.space, this.options.legacyDir, this.options.log);
   }
 
+  /** Forgets the cache; the store itself is closed by its owner. */
   async close(): Promise<void> {
-    await this.db.close();
+    this.cache.clear();
   }
 
   private async get(key: string): Promise<string | undefined> {
     const cached = this.cache.get(key);
     if (cached !== undefined) return cached;
-    const value = await this.db.get(key);
+    const value = await this.space.get(key);
     if (value !== undefined) this.cache.set(key, value);
     return value;
   }
 
   private async put(key: string, value: string): Promise<void> {
-    await this.db.put(key, value);
+    await this.space.batch([{ type: 'put', key, value }]);
     this.cache.set(key, value);
   }
 
   /** The change-feed position after which everything has been published (opaque). */
-  async checkpoint(feed: string): Promise<string | undefined> {
+  async checkpoint(feed: string): Promise<Checkpoint | undefined> {
     const value = await this.get(`cp${SEP}${feed}`);
-    return value === undefined ? undefined : (JSON.parse(value) as string);
+    return value === undefined ? undefined : (JSON.parse(value) as Checkpoint);
   }
 
-  async setCheckpoint(feed: string, seq: unknown): Promise<void> {
+  async setCheckpoint(feed: string, seq: Checkpoint): Promise<void> {
     await this.put(`cp${SEP}${feed}`, JSON.stringify(seq));
   }
 
@@ -80,7 +133,7 @@ export class ReplicationState {
   /** Every record of a kind, in key order. */
   async records<T>(kind: string): Promise<Array<[string, T]>> {
     const out: Array<[string, T]> = [];
-    for await (const [k, v] of this.db.iterator({ gt: `${kind}${SEP}`, lt: `${kind}${SEP}\uffff` })) out.push([k.slice(kind.length + 1), JSON.parse(v) as T]);
+    for await (const [k, v] of this.space.range(`${kind}${SEP}`)) out.push([k.slice(kind.length + 1), JSON.parse(v) as T]);
     return out;
   }
 
@@ -98,7 +151,7 @@ export class ReplicationState {
 
   /** Remember revisions (imported: before writing them locally; published: after publishing). */
   async markRevs(docId: string, revs: string[], kind: 'i' | 'p'): Promise<void> {
-    await this.db.batch(revs.map((rev) => ({ type: 'put' as const, key: `rev${SEP}${docId}${SEP}${rev}`, value: kind })));
+    await this.space.batch(revs.map((rev) => ({ type: 'put' as const, key: `rev${SEP}${docId}${SEP}${rev}`, value: kind })));
     for (const rev of revs) this.cache.set(`rev${SEP}${docId}${SEP}${rev}`, kind);
   }
 
@@ -130,7 +183,7 @@ export class ReplicationState {
   async historyNodes(service: string): Promise<string[]> {
     const prefix = `hist${SEP}${service}${SEP}`;
     const out: string[] = [];
-    for await (const key of this.db.keys({ gt: prefix, lt: `${prefix}\uffff` })) out.push(key.slice(prefix.length));
+    for await (const [key] of this.space.range(prefix)) out.push(key.slice(prefix.length));
     return out;
   }
 }

@@ -21,7 +21,7 @@ import type { TransformSpec } from '../config/transform-spec.ts';
 import type { Logger } from '../log.ts';
 import { Quarantine, type QuarantineEntry } from '../transform/quarantine.ts';
 import { StylesheetError, TransformError, XsltEngine, type CompiledStylesheet } from '../transform/xslt.ts';
-import type { PartnerSink } from './partners.ts';
+import type { PartnerSink } from '../sinks/sink.ts';
 import type { ReplicationState } from './state.ts';
 
 /** The stylesheets shipped with Hermod (found by bare name when not in the configured folder). */

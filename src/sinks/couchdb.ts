@@ -11,9 +11,9 @@ import { isDeepStrictEqual } from 'node:util';
 import type { DocumentScope } from 'nano';
 import type { CouchDoc, Json } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
-import { download } from '../replication/http-upload.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
+import { download } from './download.ts';
 
 /** Replaces attachment references (XEP-0363 uploads) by their verified bytes. */
 async function fetchAttachments(doc: CouchDoc): Promise<void> {

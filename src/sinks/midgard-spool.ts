@@ -13,11 +13,10 @@
 import { rename, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Element } from 'ltx';
-import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, replaceBlobs, revisedOf, serializeMidgard, type MidgardDocument } from '../codecs/midgard.ts';
-import { fetchUpload } from '../replication/http-upload.ts';
+import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, replaceBlobs, revisedOf, serializeMidgard, versionsOf, type MidgardDocument } from '../codecs/midgard.ts';
 import type { Logger } from '../log.ts';
-import type { PartnerSink } from '../replication/partners.ts';
-import { versionsOf } from '../replication/midgard-publisher.ts';
+import { fetchUpload } from './download.ts';
+import type { PartnerSink } from './sink.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 

@@ -3,10 +3,13 @@
 // (nano's changesReader in `wait` mode polls every 100 ms for its resume and so added up to
 // 100 ms per batch: most of a single edit's replication latency.) The checkpoint (opaque seq) is
 // stored only after the handler has finished with a batch, so a crash or restart resumes there:
-// nothing is lost, and what was acknowledged is not handed over again.
+// nothing is lost, and what was acknowledged is not handed over again. A Source (source.ts):
+// each batch carries the feed's last_seq as its checkpoint; a batch whose handler rejects is
+// handed over again (backoff 0.5 s doubling to 30 s) until it is handled or the source stops.
 
 import type { DocumentScope } from 'nano';
 import type { Logger } from '../log.ts';
+import type { BatchHandler, Checkpoint, Source } from './source.ts';
 
 export interface Change {
   id: string;
@@ -18,26 +21,25 @@ export interface ChangesSourceOptions {
   db: DocumentScope<unknown>;
   /** Name under which the checkpoint is stored. */
   feed: string;
-  getCheckpoint(): Promise<string | undefined>;
-  setCheckpoint(seq: unknown): Promise<void>;
-  /** Handles one batch; must not throw for a bad document (log and skip it instead). */
-  handle(changes: Change[]): Promise<void>;
   log: Logger;
   batchSize?: number;
 }
 
 interface ChangesPage {
   results?: Array<{ id: string; deleted?: boolean; seq: unknown }>;
-  last_seq?: unknown;
+  last_seq?: Checkpoint;
 }
 
-export class CouchChangesSource {
+export class CouchChangesSource implements Source<Change> {
+  readonly feed: string;
   private stopped = false;
   private loop: Promise<void> = Promise.resolve();
   private abort: AbortController | undefined;
   private wake: (() => void) | undefined;
 
-  constructor(private readonly options: ChangesSourceOptions) {}
+  constructor(private readonly options: ChangesSourceOptions) {
+    this.feed = options.feed;
+  }
 
   /** Waits `ms` (bounded), or less when stopped. */
   private sleep(ms: number): Promise<void> {
@@ -50,9 +52,10 @@ export class CouchChangesSource {
     });
   }
 
-  async start(): Promise<void> {
+  /** Follows the feed from `since` (undefined: from the beginning); the handler must log and skip a bad document, not reject. */
+  async start(from: Checkpoint | undefined, handle: BatchHandler<Change>): Promise<void> {
     const { db, log, feed } = this.options;
-    let since: unknown = (await this.options.getCheckpoint()) ?? '0';
+    let since: Checkpoint = from ?? '0';
     log.info('following changes', { feed, since });
     this.loop = (async () => {
       let backoff = 0;
@@ -82,8 +85,7 @@ export class CouchChangesSource {
           // Retry the same batch until it is handled.
           for (let delay = 500; !this.stopped; delay = Math.min(delay * 2, 30_000)) {
             try {
-              await this.options.handle(changes);
-              await this.options.setCheckpoint(page.last_seq);
+              await handle({ changes, ...(page.last_seq !== undefined ? { checkpoint: page.last_seq } : {}) });
               break;
             } catch (err) {
               log.error('change batch failed; retrying', { feed, reason: String(err), retryInMs: delay });

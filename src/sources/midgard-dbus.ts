@@ -8,9 +8,11 @@
 // Signals are handed over one at a time, in order. A malformed signal or document is logged with
 // the reason and skipped; when the bus goes away the source reconnects with backoff.
 // It also emits Hermod's own signal for the inbound spool (see docs/midgard-importer.md).
+// A Source (source.ts) of one signal per batch, with no checkpoint: signals are not replayed.
 
 import dbus from 'dbus-next';
 import type { Logger } from '../log.ts';
+import type { BatchHandler, Source } from './source.ts';
 
 export const NOTIFIER_INTERFACE = 'org.midgardproject.notifier';
 export const NOTIFIER_PATH = '/org/midgardproject';
@@ -34,13 +36,14 @@ export function parseNotifierPath(path: string): { area: string; className: stri
 export interface MidgardDbusSourceOptions {
   /** `system`, `session` or a D-Bus address (`unix:path=…`). */
   bus: string;
-  handle(signal: NotifiedSignal): Promise<void>;
   log: Logger;
 }
 
 type Bus = ReturnType<typeof dbus.sessionBus>;
 
-export class MidgardDbusSource {
+export class MidgardDbusSource implements Source<NotifiedSignal> {
+  readonly feed: string;
+  private handle: BatchHandler<NotifiedSignal> = async () => {};
   private bus: Bus | undefined;
   private stopped = false;
   private delay = 250;
@@ -49,9 +52,13 @@ export class MidgardDbusSource {
   private connected = false;
   private failures = 0;
 
-  constructor(private readonly o: MidgardDbusSourceOptions) {}
+  constructor(private readonly o: MidgardDbusSourceOptions) {
+    this.feed = `dbus:${o.bus}`;
+  }
 
-  start(): void {
+  /** Connects (and keeps reconnecting) in the background; resolves at once. A handler that rejects: the signal is logged and skipped. */
+  async start(_since: unknown, handle: BatchHandler<NotifiedSignal>): Promise<void> {
+    this.handle = handle;
     this.connect();
   }
 
@@ -99,7 +106,7 @@ export class MidgardDbusSource {
       return;
     }
     try {
-      await this.o.handle({ ...path, text: msg.body[0] as string });
+      await this.handle({ changes: [{ ...path, text: msg.body[0] as string }] });
     } catch (err) {
       log.warn('D-Bus signal skipped', { reason: err instanceof Error ? err.message : String(err), path: msg.path });
     }

@@ -5,31 +5,44 @@
 // file's fault (e.g. the store) leaves it in place and is retried, keeping the order. A crash
 // between the work and the move hands the file over again: the handler must be idempotent.
 // Names starting with "." or ending in ".tmp" are ignored (writers can rename into place).
+// A Source (source.ts) of one file per batch, with no checkpoint: done/ is its position.
 
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.ts';
+import type { BatchHandler, Source } from './source.ts';
+
+/** One spool file: its content and its name in the spool directory. */
+export interface SpoolFile {
+  text: string;
+  file: string;
+}
 
 export interface MidgardSpoolSourceOptions {
   dir: string;
-  handle(text: string, file: string): Promise<void>;
   /** Whether an error means the file is bad (moved to failed/) rather than a transient failure. */
   isPermanent(err: unknown): boolean;
   log: Logger;
   pollMs?: number;
 }
 
-export class MidgardSpoolSource {
+export class MidgardSpoolSource implements Source<SpoolFile> {
+  readonly feed: string;
+  private handle: BatchHandler<SpoolFile> = async () => {};
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
 
-  constructor(private readonly o: MidgardSpoolSourceOptions) {}
+  constructor(private readonly o: MidgardSpoolSourceOptions) {
+    this.feed = `spool:${o.dir}`;
+  }
 
-  async start(): Promise<void> {
+  /** Watches the directory (and polls it); `since` is not used: what is still in the spool is what is left to do. */
+  async start(_since: unknown, handle: BatchHandler<SpoolFile>): Promise<void> {
+    this.handle = handle;
     await mkdir(path.join(this.o.dir, 'done'), { recursive: true });
     await mkdir(path.join(this.o.dir, 'failed'), { recursive: true });
     this.watcher = watch(this.o.dir, () => this.scanSoon());
@@ -79,7 +92,7 @@ export class MidgardSpoolSource {
       const file = path.join(dir, name);
       const text = await readFile(file, 'utf8');
       try {
-        await this.o.handle(text, name);
+        await this.handle({ changes: [{ text, file: name }] });
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         if (!this.o.isPermanent(err)) {

@@ -15,6 +15,7 @@
 //   h\0<node>\0<archive id>           ArchiveEntry JSON (history)   H\0<node>  {seq, count}
 //   x\0<node>                          pubsub#item_expire seconds of a node that has one [layout 2]
 //   L\0<node>\0<jid>\0<subid>          lease end (ms) of a leased subscription          [layout 2]
+//   r\0<namespace>\0<key>              a state space's entry (Store.state: replication state)
 // x and L are the timer index start-up reads instead of every node (timerIndex).
 //
 // Paging item ids costs O(log n) reads to place the page (order-index.ts) plus the page itself.
@@ -33,13 +34,16 @@ import {
   archiveBounds,
   archiveId,
   bareJid,
+  checkNamespace,
   itemExpiryOf,
   namedArchiveIds,
   pageOf,
+  prefixEnd,
   type ArchiveQuery,
   type ItemQuery,
   type Page,
   type PageRequest,
+  type StateSpace,
   type Store,
   type TimerIndex,
 } from './store.ts';
@@ -148,6 +152,21 @@ export class KvStore implements Store {
     await this.nodeLocks.idle();
     this.books.clear();
     await this.db.close();
+  }
+
+  /** A state space: the map's keys under r\0<namespace>\0, in one batch per write as everything else. */
+  state(namespace: string): StateSpace {
+    checkNamespace(namespace);
+    const base = key('r', namespace) + SEP;
+    const db = this.db;
+    return {
+      get: (k) => db.get(base + k),
+      getMany: async (keys) => (keys.length === 0 ? [] : db.getMany(keys.map((k) => base + k))),
+      batch: (ops) => this.batch(ops.map((op) => ({ ...op, key: base + op.key }))),
+      async *range(prefix, options = {}) {
+        for await (const [k, v] of db.entries({ gte: base + prefix, lt: prefixEnd(base + prefix), limit: options.limit ?? -1 })) yield [k.slice(base.length), v];
+      },
+    };
   }
 
   private async batch(ops: BatchOp[]): Promise<void> {

@@ -2,7 +2,7 @@
 // throw-away demos. Nothing survives the process.
 
 import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
-import { addLeaseEnd, archiveBounds, archiveId, bareJid, itemExpiryOf, namedArchiveIds, pageOf, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store, type TimerIndex } from './store.ts';
+import { addLeaseEnd, archiveBounds, archiveId, bareJid, checkNamespace, itemExpiryOf, namedArchiveIds, pageOf, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type StateSpace, type Store, type TimerIndex } from './store.ts';
 
 interface NodeState {
   record: NodeRecord;
@@ -17,9 +17,31 @@ const clone = <T>(value: T): T => structuredClone(value);
 
 export class MemoryStore implements Store {
   private readonly nodes = new Map<string, NodeState>();
+  /** State spaces' entries by `namespace\0key`. */
+  private readonly stateEntries = new Map<string, string>();
 
   async open(): Promise<void> {}
   async close(): Promise<void> {}
+
+  state(namespace: string): StateSpace {
+    checkNamespace(namespace);
+    const base = `${namespace}\0`;
+    const entries = this.stateEntries;
+    return {
+      get: async (k) => entries.get(base + k),
+      getMany: async (keys) => keys.map((k) => entries.get(base + k)),
+      batch: async (ops) => {
+        for (const op of ops) {
+          if (op.type === 'put') entries.set(base + op.key, op.value);
+          else entries.delete(base + op.key);
+        }
+      },
+      async *range(prefix, options = {}) {
+        const keys = [...entries.keys()].filter((k) => k.startsWith(base + prefix)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+        for (const k of keys.slice(0, options.limit ?? keys.length)) yield [k.slice(base.length), entries.get(k) as string];
+      },
+    };
+  }
 
   async getNode(id: string): Promise<NodeRecord | undefined> {
     const state = this.nodes.get(id);

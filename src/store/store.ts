@@ -2,6 +2,9 @@
 // tests, LevelDB embedded by default, CouchDB later) implements it and passes the same contract
 // suite (test/unit/store-contract.ts). A write resolves only once it is durable for the backend.
 // Stores hold no policy: limits, permissions and notifications are the service's job.
+// Beside the pub/sub data, a store keeps named state spaces (Store.state): small ordered
+// key-value maps for the state of other parts (replication checkpoints and echo memory), so
+// every durable byte of Hermod lives in the one backend and `hermod migrate` moves all of it.
 
 import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
 
@@ -59,9 +62,32 @@ export function namedArchiveIds(query: ArchiveQuery, page: PageRequest): string[
   return named;
 }
 
+/** A write to a state space: put a value, or delete a key (absent keys are skipped). */
+export type StateOp = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+
+/**
+ * A named, ordered key-value map inside a store (see Store.state): string keys ordered as their
+ * UTF-8 bytes, string values. A write resolves once it is durable for the backend.
+ */
+export interface StateSpace {
+  get(key: string): Promise<string | undefined>;
+  /** The values of these keys, in the same order (undefined for absent keys). */
+  getMany(keys: string[]): Promise<Array<string | undefined>>;
+  /** Applies every op as one store write (one atomic batch on LevelDB, one `_bulk_docs` on CouchDB). */
+  batch(ops: StateOp[]): Promise<void>;
+  /** Entries whose key starts with `prefix` ('' for all), in key order, at most `limit` (absent: all). */
+  range(prefix: string, options?: { limit?: number }): AsyncIterable<[string, string]>;
+}
+
 export interface Store {
   open(): Promise<void>;
   close(): Promise<void>;
+
+  /**
+   * The state space `namespace` (a non-empty name without '\0'; throws Error otherwise): kept
+   * apart from the pub/sub data and from other spaces, usable while the store is open.
+   */
+  state(namespace: string): StateSpace;
 
   getNode(id: string): Promise<NodeRecord | undefined>;
   listNodes(): Promise<NodeRecord[]>;
@@ -173,6 +199,24 @@ export function archiveBounds(query: ArchiveQuery): { above: string; below: stri
   if (query.end !== undefined) below = `${archiveId(query.end, 0).slice(0, 12)}.`; // '.' sorts after '-': all ids of that ms
   if (query.beforeId !== undefined && query.beforeId < below) below = query.beforeId;
   return { above, below };
+}
+
+/** Throws unless `namespace` can name a state space (non-empty, no '\0'). */
+export function checkNamespace(namespace: string): void {
+  if (namespace === '' || namespace.includes('\0')) throw new Error(`state space name ${JSON.stringify(namespace)}: must be non-empty and without \\0`);
+}
+
+/**
+ * The least string above every string that starts with `prefix` (non-empty), in UTF-8 byte
+ * order (= code point order): the prefix with its last code point incremented. (A prefix ending
+ * in U+10FFFF has no such string; its end is then the prefix itself plus U+10FFFF.)
+ */
+export function prefixEnd(prefix: string): string {
+  const chars = [...prefix];
+  const last = (chars.pop() as string).codePointAt(0) as number;
+  if (last === 0x10ffff) return prefix + '\u{10ffff}';
+  // Surrogate code points are not text: after U+D7FF comes U+E000.
+  return chars.join('') + String.fromCodePoint(last === 0xd7ff ? 0xe000 : last + 1);
 }
 
 export function bareJid(jid: string): string {

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import type { CouchServer, HermodProcess, ServerInfo } from '../../src/devenv/index.ts';
+import { hermodCli, writeHermodConfig, type CouchServer, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { eventually, PASSWORD } from './client.ts';
@@ -348,5 +348,25 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     const text = JSON.stringify([...(await hermodA.log()), ...(await hermodB.log())]);
     assert.ok(text.length > 1000, 'there are logs to look at');
     assert.ok(!text.includes(alpha.componentSecret) && !text.includes(beta.componentSecret));
+  });
+
+  it('B migrated to the CouchDB store and started from a fresh dataDir (as a standby would) resumes where it was: nothing republished, catch-up from its history position', async () => {
+    // A's documents go to B's content database again (the targetDb test routed them elsewhere).
+    const partner = await couch(couchB, 'GET', `${APP}/${encodeURIComponent('hermod:partner:alice@alpha.test')}`);
+    await put(couchB, APP, { _id: 'hermod:partner:alice@alpha.test', _rev: String(partner.json._rev), follow: 'all' });
+    await hermodB.stop();
+    const missed = await put(couchA, CONTENT, note('moved-1', 'While B moves', ['shared']));
+    const extra = { appDb: { url: couchB.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 }, store: { backend: 'couchdb', couchdb: { url: couchB.url, db: 'hermod_store' } } };
+    const migrated = await hermodCli('migrate', '--from', 'level', '--to', 'couchdb', '--config', await writeHermodConfig({ server: beta, dir: site.dir, name: 'site-b', extra }));
+    assert.equal(migrated.code, 0, migrated.stderr);
+    hermodB = await site.hermod({ server: beta, name: 'site-b-standby', extra });
+    const following = await hermodB.waitForLog((l) => l.msg === 'following changes', 'B following its content database');
+    assert.notEqual(following.since, '0', 'the changes-feed checkpoint is in the store: B does not publish its database again');
+    const caught = await hermodB.waitForLog(caughtUp, 'B caught up with /tags/shared', 60_000);
+    assert.equal(caught.msg, 'caught up with partner node from its history', 'the history position is in the store');
+    await eventually(async () => (await get(couchB, 'moved-1'))?._rev === missed, 'the document A wrote while B moved, at B', 30_000);
+    const live = await put(couchA, CONTENT, note('moved-2', 'After the move', ['shared']));
+    await eventually(async () => (await get(couchB, 'moved-2'))?._rev === live, 'a live document at B on the CouchDB store', 30_000);
+    assert.equal(await linesOf(hermodB, (l) => l.msg === 'first publish of ajatus_db_content'), 0);
   });
 });

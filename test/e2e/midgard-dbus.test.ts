@@ -36,16 +36,14 @@ describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, (
 
   before(async () => {
     bus = await site.dbus('bus');
-    source = new MidgardDbusSource({
-      bus: bus.address,
-      log: memoryLogger(lines),
-      handle: async (signal) => {
+    source = new MidgardDbusSource({ bus: bus.address, log: memoryLogger(lines) });
+    site.onStop(() => source.stop());
+    await source.start(undefined, async ({ changes }) => {
+      for (const signal of changes) {
         parseMidgardXml(signal.text); // throws for malformed documents, as the publisher does
         handled.push(signal);
-      },
+      }
     });
-    site.onStop(() => source.stop());
-    source.start();
     await eventually(() => listening() === 1, 'source listening', 10_000);
   });
 

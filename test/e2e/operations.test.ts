@@ -10,6 +10,10 @@ import path from 'node:path';
 import nano from 'nano';
 import { before, describe, it } from 'node:test';
 import { freePort, hermodCli, writeHermodConfig, type CouchServer, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
+import { ReplicationState } from '../../src/replication/state.ts';
+import { CouchKv } from '../../src/store/couchdb.ts';
+import { KvStore } from '../../src/store/kv-store.ts';
+import { LevelStore } from '../../src/store/level.ts';
 import { eventually, isItemEvent, OWNER, PUBSUB, type TestClient } from './client.ts';
 import { itemIds, publish, useSite } from './fixtures.ts';
 
@@ -130,6 +134,12 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
   it('migrate copies the whole level store into CouchDB; Hermod then runs on CouchDB with the same nodes, items and subscriptions', async () => {
     const couchConfig = { store: { backend: 'couchdb', couchdb: { url: couchUrl, db: 'hermod_state' } } };
     const configFile = await writeHermodConfig({ server: home, dir, extra: couchConfig });
+    // What replication remembers is in the store too (the level store of the stopped Hermod).
+    const level = new LevelStore(path.join(dir, 'hermod-data', 'store'));
+    await level.open();
+    await new ReplicationState(level.state('replication')).setCheckpoint('couchdb:notes', '42-g1');
+    await new ReplicationState(level.state('midgard')).markRevs('guid-1', ['2026-01-01'], 'i');
+    await level.close();
     const migrated = await hermodCli('migrate', '--from', 'level', '--to', 'couchdb', '--config', configFile);
     assert.equal(migrated.code, 0, migrated.stderr);
     assert.match(migrated.stdout, /copying LevelDB .* -> CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod_state/);
@@ -149,6 +159,11 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
     const status = await hermodCli('status', '--config', path.join(dir, 'hermod.json'));
     assert.match(status.stdout, /store +CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod_state/);
     assert.doesNotMatch(await readFile(hermod.logFile, 'utf8'), new RegExp(COUCH_PASSWORD));
+    const moved = new KvStore(new CouchKv({ url: couchUrl, db: 'hermod_state' }));
+    await moved.open();
+    assert.equal(await new ReplicationState(moved.state('replication')).checkpoint('couchdb:notes'), '42-g1', 'the replication checkpoint moved too');
+    assert.equal(await new ReplicationState(moved.state('midgard')).revKind('guid-1', '2026-01-01'), 'i', "Midgard's echo memory moved too");
+    await moved.close();
   });
 
   it('bounces: a subscriber on a domain that does not exist loses its subscription after 3 bounced notifications; others keep theirs', async () => {

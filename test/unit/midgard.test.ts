@@ -226,7 +226,7 @@ describe('publisher, sink and spool source', () => {
     dir = await mkdtemp(path.join(tmpdir(), 'hermod-midgard-unit-'));
     service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
     await service.start();
-    state = new ReplicationState(path.join(dir, 'state'));
+    state = new ReplicationState(new MemoryStore().state('midgard'));
     await state.open();
     const index = new TopicIndex();
     publisher = new MidgardPublisher({
@@ -381,8 +381,14 @@ describe('publisher, sink and spool source', () => {
     const blocked = new Promise<void>((r) => (release = r));
     let reachedD: (() => void) | undefined;
     const atD = new Promise<void>((r) => (reachedD = r));
-    const make = (handle: (text: string, file: string) => Promise<void>): MidgardSpoolSource =>
-      new MidgardSpoolSource({ dir: spool, log: silentLogger, pollMs: 50, isPermanent: (err) => err instanceof MidgardFormatError, handle });
+    const make = (handle: (text: string, file: string) => Promise<void>): { start(): Promise<void>; stop(): Promise<void> } => {
+      const source = new MidgardSpoolSource({ dir: spool, log: silentLogger, pollMs: 50, isPermanent: (err) => err instanceof MidgardFormatError });
+      const start = (): Promise<void> =>
+        source.start(undefined, async ({ changes }) => {
+          for (const { text, file } of changes) await handle(text, file);
+        });
+      return { start, stop: () => source.stop() };
+    };
     const { mkdir, utimes } = await import('node:fs/promises');
     await mkdir(spool, { recursive: true });
     const names = ['a.xml', 'b.xml', 'c.xml', 'd.xml'];

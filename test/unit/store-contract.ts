@@ -366,6 +366,49 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await s.close();
     });
 
+    it('keeps state spaces apart from each other and from the pub/sub data: get, getMany, batched put/del, prefix ranges in UTF-8 order', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      const a = s.state('replication');
+      const b = s.state('midgard');
+      await a.batch([
+        { type: 'put', key: 'cp\0feed', value: '"42"' },
+        { type: 'put', key: 'rev\0doc\0' + '2-b', value: 'p' },
+        { type: 'put', key: 'rev\0doc\0' + '1-a', value: 'i' },
+        { type: 'put', key: 'rev\0doc\0' + '3-😀', value: 'i' },
+        { type: 'put', key: 'rev\0doc\0' + '3-\uffff', value: 'i' },
+        { type: 'put', key: 'rev\0dod\0' + '1-z', value: 'p' },
+        { type: 'put', key: 'rev\0doc', value: 'not under the prefix with its separator' },
+      ]);
+      await b.batch([{ type: 'put', key: 'cp\0feed', value: '"midgard"' }]);
+      assert.equal(await a.get('cp\0feed'), '"42"');
+      assert.equal(await b.get('cp\0feed'), '"midgard"');
+      assert.deepEqual(await a.getMany(['rev\0doc\0' + '1-a', 'nope', 'cp\0feed']), ['i', undefined, '"42"']);
+      assert.deepEqual(await b.getMany([]), []);
+      const range = async (space: typeof a, prefix: string, limit?: number): Promise<string[]> => {
+        const out: string[] = [];
+        for await (const [k] of space.range(prefix, limit === undefined ? {} : { limit })) out.push(k);
+        return out;
+      };
+      assert.deepEqual(await range(a, 'rev\0doc\0'), ['rev\0doc\0' + '1-a', 'rev\0doc\0' + '2-b', 'rev\0doc\0' + '3-\uffff', 'rev\0doc\0' + '3-😀']);
+      assert.deepEqual(await range(a, 'rev\0doc\0', 2), ['rev\0doc\0' + '1-a', 'rev\0doc\0' + '2-b']);
+      assert.deepEqual(await range(b, ''), ['cp\0feed']);
+      await a.batch([
+        { type: 'del', key: 'rev\0doc\0' + '2-b' },
+        { type: 'del', key: 'never-written' },
+        { type: 'put', key: 'cp\0feed', value: '"43"' },
+      ]);
+      assert.deepEqual([await a.get('rev\0doc\0' + '2-b'), await a.get('cp\0feed')], [undefined, '"43"']);
+      assert.equal((await range(a, '')).length, 6);
+      // The pub/sub data does not see the state, nor the state the pub/sub data.
+      assert.deepEqual((await s.listNodes()).map((n) => n.id), ['n']);
+      await s.deleteNode('n');
+      assert.equal(await a.get('cp\0feed'), '"43"');
+      assert.throws(() => s.state('a\0b'), /state space name/);
+      assert.throws(() => s.state(''), /state space name/);
+      await s.close();
+    });
+
     if (factory.createFailing) {
       const createFailing = factory.createFailing;
       it('a publication or retraction whose write fails leaves nothing of it (all or nothing), and the next one counts right', async () => {
@@ -420,7 +463,9 @@ export function storeContract(name: string, factory: StoreFactory): void {
         await s.putSubscription({ node: 'n', jid: 'bob@b.test/x', subid: 's', state: 'subscribed' });
         await s.putItem('n', item('a'), 10);
         await s.putItem('n', item('b'), 10);
+        await s.state('replication').batch([{ type: 'put', key: 'cp\0feed', value: '"7"' }]);
         s = await reopen(s);
+        assert.equal(await s.state('replication').get('cp\0feed'), '"7"', 'state spaces are durable too');
         assert.equal((await s.getNode('n'))?.config.title, 't-n');
         assert.equal((await s.getAffiliations('n')).get('bob@b.test'), 'publisher');
         assert.equal((await s.getSubscriptionsOf('bob@b.test'))[0]?.jid, 'bob@b.test/x');

@@ -1,0 +1,150 @@
+// One replication, whatever it replicates: the flow both adapters (Ajatus over CouchDB in
+// ajatus.ts, Midgard in midgard.ts) share, wired once.
+//   sources (src/sources/, each a Source) -> the adapter's publisher (codec + node mapping) ->
+//   pub/sub service; the checkpoint of each batch saved in ReplicationState once published
+//   partners' notifications and history -> PartnerManager -> [XSLT stage] -> the adapter's sink
+// An adapter says what differs: its sources and publishers, its sink (and XSLT output target),
+// its partner settings, which partner nodes it follows, and what it does before its sources
+// start (restore, settings) and before discovery (a contact scan). Its state lives in the
+// store's state space of its own (an older Hermod's dataDir/<space> is imported once).
+
+import path from 'node:path';
+import type { Element } from 'ltx';
+import type { IqCaller } from '../component/iq-caller.ts';
+import type { Logger } from '../log.ts';
+import type { PartnerSink } from '../sinks/sink.ts';
+import { startSource, type Source } from '../sources/source.ts';
+import type { PubsubService } from '../pubsub/service.ts';
+import type { Store } from '../store/store.ts';
+import { PartnerManager, type PartnerSettingsSource } from './partners.ts';
+import { transformFor } from './settings.ts';
+import { ReplicationState } from './state.ts';
+import type { TransformTarget, Transforms } from './transforms.ts';
+
+/** What every replication is given by the composition root (src/app/replication.ts). */
+export interface ReplicationCommon {
+  /** Holds the replication state. */
+  store: Store;
+  /** Where the publishers publish, as `componentJid`. */
+  service: PubsubService;
+  /** Where an older Hermod kept that state (dataDir/<space>, imported once). */
+  dataDir: string;
+  iq: IqCaller;
+  componentJid: string;
+  log: Logger;
+  /** Per-subscription XSLT, shared by every replication. */
+  transforms?: Transforms;
+}
+
+/** A source bound to the publisher of its changes (see `feed`). */
+export interface Feed {
+  start(state: ReplicationState): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Binds a source to what publishes its batches; its checkpoint is kept in the replication state. */
+export function feed<C>(source: Source<C>, publish: (changes: C[]) => Promise<void>): Feed {
+  return { start: (state) => startSource(source, state, publish), stop: () => source.stop() };
+}
+
+/** What a replication is built with: its state and log, and its partner manager once built. */
+export interface AdapterContext {
+  readonly state: ReplicationState;
+  readonly log: Logger;
+  /** The partner manager (built right after the adapter: call it from callbacks only). */
+  partners(): PartnerManager;
+}
+
+/** What one kind of replication brings (see the header). */
+export interface ReplicationAdapter {
+  /** Its sources, each with its publisher; started in this order, stopped in reverse. */
+  feeds: Feed[];
+  /** Writes partners' leaves and applies their retractions. */
+  sink: PartnerSink;
+  /** Where XSLT output of this kind is written (registered with the shared transforms). */
+  transformTarget?: TransformTarget;
+  /** Which partners follow what (and with which stylesheet). */
+  settings: PartnerSettingsSource;
+  /** Whether a partner's node is one this replication follows by default. */
+  offers(node: string): boolean;
+  discoveryIntervalSeconds: number;
+  /** Runs after the state is open, before the sources start. Throws to fail the start. */
+  prepare?(): Promise<void>;
+  /** Runs once online, before partner discovery. */
+  beforePartners?(): Promise<void>;
+}
+
+export interface ReplicationSpec<A extends ReplicationAdapter> {
+  /** Its name in logs and for the XSLT stage: 'ajatus', 'midgard'. */
+  name: string;
+  /** Its state space in the store (and an older Hermod's directory under dataDir). */
+  space: string;
+  build(ctx: AdapterContext): A;
+}
+
+export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
+  readonly state: ReplicationState;
+  readonly partners: PartnerManager;
+  readonly adapter: A;
+  private readonly log: Logger;
+  private started: Feed[] = [];
+
+  constructor(common: ReplicationCommon, spec: ReplicationSpec<A>) {
+    const log = (this.log = common.log.child({ component: spec.name }));
+    this.state = new ReplicationState(common.store.state(spec.space), { legacyDir: path.join(common.dataDir, spec.space), log });
+    const adapter = (this.adapter = spec.build({ state: this.state, log, partners: () => this.partners }));
+    if (adapter.transformTarget) common.transforms?.register(adapter.transformTarget);
+    const stage = common.transforms?.stage(spec.name, {
+      specFor: (partner, node) => transformFor(adapter.settings.partner(partner), node),
+      native: adapter.sink,
+      state: this.state,
+      onStylesheetChange: () => this.partners.discoverSoon(),
+    });
+    this.partners = new PartnerManager({
+      iq: common.iq,
+      self: common.componentJid,
+      settings: adapter.settings,
+      sink: stage ?? adapter.sink,
+      ...(stage ? { mayFollow: (partner: string, node: string) => stage.mayFollow(partner, node) } : {}),
+      log,
+      intervalMs: adapter.discoveryIntervalSeconds * 1000,
+      offers: (node) => adapter.offers(node),
+      // A restart replays the nodes' history from what was last applied.
+      positions: this.state.historyPositions(),
+    });
+  }
+
+  /**
+   * Starts the replication: opens the state, prepares the adapter, starts its sources (each from
+   * its checkpoint); once `online` resolves, the adapter's pre-discovery step and partner
+   * discovery. Rejects with what opening, preparing or a source's start threw (what started is
+   * stopped by stop()).
+   */
+  async start(online: Promise<void>): Promise<void> {
+    await this.state.open();
+    await this.adapter.prepare?.();
+    for (const f of this.adapter.feeds) {
+      this.started.push(f);
+      await f.start(this.state);
+    }
+    void online
+      .then(async () => {
+        await this.adapter.beforePartners?.();
+        this.partners.start();
+      })
+      .catch((err: unknown) => this.log.error('partner discovery could not start', { reason: String(err) }));
+  }
+
+  /** A partner's pub/sub event (or history result); false when it is not this replication's. */
+  handleEvent(message: Element): Promise<boolean> {
+    return this.partners.handleEvent(message);
+  }
+
+  /** Stops partners, then the sources (last started first), then forgets the state's cache. */
+  async stop(): Promise<void> {
+    await this.partners.stop();
+    for (const f of this.started.reverse()) await f.stop();
+    this.started = [];
+    await this.state.close();
+  }
+}

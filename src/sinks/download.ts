@@ -1,0 +1,19 @@
+// The receiving side of out-of-band attachments (XEP-0363 uploads a partner's publisher made,
+// src/replication/http-upload.ts): download the referenced URL and verify length and SHA-256
+// before a sink writes the bytes. A failure throws Error naming the URL and what differs.
+
+import { sha256 } from '../util/digest.ts';
+
+/** Downloads a referenced upload, checking its length and SHA-256. */
+export const fetchUpload = (ref: { url: string; length: number; sha256: string }): Promise<Buffer> => download(ref.url, ref.length, ref.sha256);
+
+/** Fetches an uploaded attachment and checks its length and SHA-256. */
+export async function download(url: string, length: number, digest: string): Promise<Buffer> {
+  if (!/^https?:\/\//.test(url)) throw new Error(`attachment URL is not http(s): ${url}`);
+  const res = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+  if (!res.ok) throw new Error(`attachment download ${url}: HTTP ${res.status}`);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  if (bytes.length !== length) throw new Error(`attachment ${url}: ${bytes.length} bytes, expected ${length}`);
+  if (sha256(bytes) !== digest) throw new Error(`attachment ${url}: SHA-256 mismatch`);
+  return bytes;
+}

@@ -1,0 +1,39 @@
+// What a sink is to replication: the local side that writes what partners publish (leaves of
+// followed nodes) and applies their retractions. Sinks (couchdb.ts, midgard-spool.ts) depend on
+// codecs and the replication state only; the partner manager (src/replication/partners.ts) and
+// the XSLT stage call them through this interface. Leaves that arrive together (a page of a
+// catch-up) are handed over as one batch (`writeItems`), so a sink that can write many at once
+// (one `_bulk_docs`) may; `writeLeaves` falls back to one at a time.
+
+import type { Element } from 'ltx';
+
+/** The local side of replication: writes what partners publish. */
+export interface PartnerSink {
+  /** Writes one item (leaf) of a followed node; false when it was skipped (logged by the sink). */
+  writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean>;
+  /**
+   * Writes a batch of leaves, in order; resolves to whether each was written (false: skipped).
+   * Optional: without it, writeLeaves writes them one at a time. Rejects when one could not be
+   * written (those before it may be written).
+   */
+  writeItems?(leaves: PartnerLeaf[]): Promise<boolean[]>;
+  /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
+  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void>;
+}
+
+/** A leaf of a followed node, with where it came from. */
+export interface PartnerLeaf {
+  service: string;
+  node: string;
+  item: Element;
+  /** The partner (contact JID) the service belongs to, when known. */
+  partner?: string;
+}
+
+/** Writes a batch of leaves through the sink's batch write, else one at a time; resolves to which were written. */
+export async function writeLeaves(sink: PartnerSink, leaves: PartnerLeaf[]): Promise<boolean[]> {
+  if (sink.writeItems) return sink.writeItems(leaves);
+  const written: boolean[] = [];
+  for (const { service, node, item, partner } of leaves) written.push(await sink.writeItem(service, node, item, partner));
+  return written;
+}

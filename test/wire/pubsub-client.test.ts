@@ -1,0 +1,118 @@
+// The pub/sub client a Hermod uses towards its partners (src/xmpp/pubsub-client.ts), on the
+// in-process wire harness: one component's IQ caller asks another component's service, as a
+// partner's Hermod does — disco, subscribe/unsubscribe, items in RSM pages and by id, and the
+// replay of a node's history (XEP-0313), whose results arrive as messages.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { parse, type Element } from 'ltx';
+import { IqError } from '../../src/xmpp/iq-error.ts';
+import { HERMOD_FEATURE } from '../../src/replication/partners.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import { PubsubClient } from '../../src/xmpp/pubsub-client.ts';
+import { isItemEvent, type TestClient } from '../e2e/client.ts';
+import { WireHarness } from './harness.ts';
+
+const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
+const publish = (node: string, id: string): string =>
+  `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
+const retract = (node: string, id: string): string => `<pubsub xmlns='${NS.PUBSUB}'><retract node='${node}' notify='1'><item id='${id}'/></retract></pubsub>`;
+const ids = (items: Element[]): string[] => items.map((i) => i.attrs.id as string);
+/** What a history entry says: +id for a publication, -id for a retraction. */
+const kind = (message: Element): string => {
+  const items = message.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+  return items?.getChild('item') ? `+${String(items.getChild('item')?.attrs.id)}` : `-${String(items?.getChild('retract')?.attrs.id)}`;
+};
+
+describe('pub/sub client (towards partners)', () => {
+  let site: WireHarness;
+  let partner: WireHarness;
+  let alice: TestClient;
+  let client: PubsubClient;
+  const events: Element[] = [];
+  let SVC: string;
+
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    SVC = site.jid;
+    alice = site.client('alice@alpha.test/desk');
+    // The partner's component routes MAM results to its client, and keeps event notifications.
+    const messages = new Map([
+      [NS.MAM, (stanza: Element) => void client.handleResult(stanza)],
+      [NS.PUBSUB_EVENT, (stanza: Element) => void events.push(stanza)],
+    ]);
+    partner = await WireHarness.start({ jid: 'pubsub.beta.test', network: site.network, messages });
+    client = new PubsubClient(partner.core.iq, partner.jid);
+    for (const node of ['n1', 'n2', 'n3', 'n4', 'n5']) await alice.iq('set', SVC, create(node));
+    for (const id of ['a', 'b', 'c', 'd', 'e']) await alice.iq('set', SVC, publish('n1', id));
+  });
+  after(async () => {
+    await partner?.stop();
+    await site?.stop();
+  });
+
+  it('disco#info: the service is a pub/sub service that Hermod recognises, with MAM; an unknown node is item-not-found', async () => {
+    const info = await client.info(SVC);
+    assert.ok(info.identities.some((i) => i.category === 'pubsub' && i.type === 'service'));
+    assert.ok(info.features.includes(HERMOD_FEATURE));
+    assert.ok(info.features.includes(NS.MAM));
+    assert.ok((await client.info(SVC, 'n1')).identities.some((i) => i.category === 'pubsub' && i.type === 'leaf'));
+    await assert.rejects(client.info(SVC, 'nowhere'), (err: unknown) => err instanceof IqError && err.condition === 'item-not-found');
+  });
+
+  it('disco#items: one RSM page, and every node read over several pages', async () => {
+    const first = await client.items(SVC, { page: { max: 2 } });
+    assert.equal(first.entries.length, 2);
+    assert.ok(first.entries.every((i) => i.jid === SVC && i.node !== undefined));
+    assert.equal(first.last, first.entries[1]?.node);
+    assert.deepEqual(await client.nodes(SVC, 2), ['n1', 'n2', 'n3', 'n4', 'n5']);
+  });
+
+  it('items in RSM pages (oldest first), page after page, and by id (missing ids left out)', async () => {
+    const page = await client.itemsPage(SVC, 'n1', { max: 2, after: 'b' });
+    assert.deepEqual(ids(page.entries), ['c', 'd']);
+    assert.equal(page.last, 'd');
+    const pages: string[][] = [];
+    for await (const items of client.itemPages(SVC, 'n1', 2)) pages.push(ids(items));
+    assert.deepEqual(pages, [['a', 'b'], ['c', 'd'], ['e']]);
+    assert.deepEqual(ids(await client.itemsById(SVC, 'n1', ['d', 'zz', 'b'])).sort(), ['b', 'd']);
+    await assert.rejects(client.itemsPage(SVC, 'nowhere', { max: 2 }), (err: unknown) => err instanceof IqError && err.condition === 'item-not-found');
+  });
+
+  it('subscribe brings the notifications; unsubscribe ends them', async () => {
+    const subscription = await client.subscribe(SVC, 'n2');
+    assert.equal(subscription?.attrs.subscription, 'subscribed');
+    assert.equal(subscription?.attrs.jid, partner.jid);
+    await alice.iq('set', SVC, publish('n2', 's1'));
+    await site.settled();
+    await partner.settled();
+    assert.equal(events.filter(isItemEvent('n2', 's1')).length, 1);
+    await client.unsubscribe(SVC, 'n2');
+    await alice.iq('set', SVC, publish('n2', 's2'));
+    await site.settled();
+    await partner.settled();
+    assert.equal(events.filter(isItemEvent('n2', 's2')).length, 0, 'no notification after unsubscribing');
+  });
+
+  it("replays a node's history in pages (publications and retractions in order), and finds its end", async () => {
+    await alice.iq('set', SVC, publish('n3', 'h1'));
+    await alice.iq('set', SVC, publish('n3', 'h2'));
+    await alice.iq('set', SVC, retract('n3', 'h1'));
+    const end = await client.historyEnd(SVC, 'n3');
+    const first = await client.history(SVC, 'n3', { max: 2 });
+    assert.deepEqual(first.entries.map((e) => kind(e.message)), ['+h1', '+h2']);
+    assert.equal(first.complete, false);
+    assert.equal(first.last, first.entries[1]?.id);
+    const rest = await client.history(SVC, 'n3', { max: 2, after: first.last as string });
+    assert.deepEqual(rest.entries.map((e) => kind(e.message)), ['-h1']);
+    assert.equal(rest.complete, true);
+    assert.equal(rest.last, end, 'the last entry is the history end');
+    assert.equal(await client.historyEnd(SVC, 'n4'), undefined, 'an empty history has no end');
+  });
+
+  it('takes only results of its own queries under way', async () => {
+    const result = parse(`<message from='${SVC}' to='${partner.jid}'><result xmlns='${NS.MAM}' queryid='not-a-query' id='x'><forwarded xmlns='${NS.FORWARD}'><message/></forwarded></result></message>`) as Element;
+    assert.equal(client.handleResult(result), false);
+    assert.equal(client.handleResult(parse(`<message from='${SVC}'><event xmlns='${NS.PUBSUB_EVENT}'/></message>`) as Element), false);
+  });
+});
