@@ -253,7 +253,7 @@ export class KvStore implements Store {
       return { entries: ids(entries), count, firstIndex: count - entries.length };
     }
     const index = Math.max(0, page.index ?? 0);
-    const from = index === 0 ? undefined : index < count ? await orderKeyAt(this.db, node, index) : undefined;
+    const from = index === 0 ? undefined : index < count ? await orderKeyAt(this.db, node, index, await this.maxSeq(node)) : undefined;
     if (index > 0 && from === undefined) return { entries: [], count, firstIndex: index };
     const entries = await all(this.db.entries(from === undefined ? { gt, lt, limit: max } : { gte: from, lt, limit: max }));
     return { entries: ids(entries), count, firstIndex: index };
@@ -547,7 +547,16 @@ export class KvStore implements Store {
 
   /** From the cached bookkeeping, else one read. */
   async countItems(node: string): Promise<number> {
-    return this.books.get(node)?.items.count ?? (await this.json<ItemMeta>(key('m', node)))?.count ?? 0;
+    return (await this.itemMeta(node)).count;
+  }
+
+  private async itemMeta(node: string): Promise<ItemMeta> {
+    return this.books.get(node)?.items ?? (await this.json<ItemMeta>(key('m', node))) ?? { seq: 0, count: 0 };
+  }
+
+  /** The node's highest sequence number so far. */
+  private async maxSeq(node: string): Promise<number> {
+    return (await this.itemMeta(node)).seq;
   }
 
   async deleteItem(node: string, id: string): Promise<boolean> {

@@ -74,11 +74,15 @@ export async function positionOf(db: OrderedKv, node: string, seq: number): Prom
   return before;
 }
 
-/** The order key at this position (0-based), or undefined past the end. */
-export async function orderKeyAt(db: OrderedKv, node: string, index: number): Promise<string | undefined> {
+/**
+ * The order key at this position (0-based), or undefined past the end. `maxSeq` (the node's
+ * highest sequence number so far) spares the range reads of levels that have one bucket only.
+ */
+export async function orderKeyAt(db: OrderedKv, node: string, index: number, maxSeq: number): Promise<string | undefined> {
   let remaining = index;
   let parent = 0;
   for (let level = LEVELS; level >= 1; level--) {
+    if (bucketOf(maxSeq, level) === 0) continue; // every key is in bucket 0 of this level
     let chosen: number | undefined;
     for await (const [k, value] of db.entries({ gte: counterKey(node, level, parent * FANOUT), lt: counterKey(node, level, (parent + 1) * FANOUT) })) {
       const n = Number(value);
