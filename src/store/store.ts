@@ -175,10 +175,8 @@ export function archiveBounds(query: ArchiveQuery): { above: string; below: stri
   return { above, below };
 }
 
-export function bareJid(jid: string): string {
-  const slash = jid.indexOf('/');
-  return slash === -1 ? jid : jid.slice(0, slash);
-}
+/** The bare JID of a JID string (one function for all of Hermod: src/xmpp/jid.ts). */
+export { bareJid } from '../xmpp/jid.ts';
 
 /**
  * The page of an in-memory ordered list (the reference semantics every backend must match).

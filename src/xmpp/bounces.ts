@@ -7,7 +7,7 @@
 
 import type { Element } from 'ltx';
 import { LRUCache } from 'lru-cache';
-import { normalizeJid } from './jid.ts';
+import { bareJid, normalizeJid } from './jid.ts';
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 /** Conditions that say the subscriber's address does not work (XEP-0060 §4.4, RFC 6120 §8.3.3). */
@@ -65,7 +65,6 @@ export class BounceTracker {
     const jid = normalizeJid(from);
     if (!jid) return;
     this.counts.delete(jid);
-    const slash = jid.indexOf('/');
-    if (slash !== -1) this.counts.delete(jid.slice(0, slash));
+    this.counts.delete(bareJid(jid));
   }
 }
