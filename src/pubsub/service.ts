@@ -139,7 +139,8 @@ export class PubsubService {
    * at once, item-expiry timers after reading each expiring node's oldest item. Reads only the
    * nodes that have item expiry or leases, never every node. Call once after opening; may run
    * while requests are served (timers are only ever brought forward, and reads leave out items
-   * past their expiry until the timer removes them). Rejects when the store cannot be read.
+   * past their expiry until the timer removes them). Errors: none of its own (rejects when the
+   * store cannot be read).
    */
   async start(): Promise<void> {
     const { itemExpiry, leaseEnds } = await this.store.timerIndex();
@@ -150,12 +151,12 @@ export class PubsubService {
     }
   }
 
-  /** Resolves when every change under way has finished (for clean shutdown). */
+  /** Resolves when every change under way has finished (for clean shutdown). Errors: none. */
   idle(): Promise<void> {
     return this.nodes.idle();
   }
 
-  /** Stops background work and waits for changes under way. */
+  /** Stops background work and waits for changes under way. Errors: none. */
   async close(): Promise<void> {
     this.expiry.stop();
     this.leases.stop();
