@@ -36,6 +36,9 @@ const USAGE = `npm run bench [-- OPTIONS]
   --only LIST        comma-separated subset of:
                      loadgen,fanout,latency,scale,profile,transform,replication
                      (ceiling is reported from the fanout and latency runs)
+  --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
+                     to these servers: prosody, ejabberd (default both; the subscribers are on both
+                     servers either way)
   --replication-profile
                      run the replication scenario's two Hermods under node --cpu-prof
                      (its figures then include the profiler's overhead)
@@ -173,6 +176,7 @@ async function main(): Promise<number> {
     options: {
       quick: { type: 'boolean' },
       only: { type: 'string' },
+      servers: { type: 'string' },
       out: { type: 'string' },
       'no-wait': { type: 'boolean' },
       'render-only': { type: 'boolean' },
@@ -198,6 +202,15 @@ async function main(): Promise<number> {
       return 2;
     }
   }
+  const servers = values.servers ? values.servers.split(',').map((s) => s.trim()) : ['prosody', 'ejabberd'];
+  for (const s of servers) {
+    if (s !== 'prosody' && s !== 'ejabberd') {
+      process.stderr.write(`bench: unknown server '${s}' (choose from prosody, ejabberd)\n`);
+      return 2;
+    }
+  }
+  const onProsody = servers.includes('prosody');
+  const onEjabberd = servers.includes('ejabberd');
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
   if (needServers || want('replication')) {
@@ -404,17 +417,23 @@ async function main(): Promise<number> {
       // ejabberd registers every host of an ejabberd_service listener for each component that
       // connects to it, so two components on beta.test would receive each other's traffic:
       // Hermod-on-ejabberd and the ceiling-on-ejabberd are never connected at the same time.
+      // --servers leaves out the peers attached to the other server.
       const phase = async (n: 1 | 2): Promise<Peer[]> => {
-        if (!procs.has('hermod-prosody')) await startHermod(alpha, 'hermod-prosody');
-        if (!procs.has('ceiling-prosody')) await startCeiling(alpha, 'ceiling-prosody');
+        const peers: Peer[] = [];
+        if (onProsody) {
+          if (!procs.has('hermod-prosody')) await startHermod(alpha, 'hermod-prosody');
+          if (!procs.has('ceiling-prosody')) await startCeiling(alpha, 'ceiling-prosody');
+          if (n === 1) peers.push(peer('hermod', alpha, 'hermod-prosody'), peer('native', alpha), peer('ceiling', alpha, 'ceiling-prosody'));
+        }
+        if (!onEjabberd) return peers;
         if (n === 1) {
           await stopProc('ceiling-ejabberd');
           if (!procs.has('hermod-ejabberd')) await startHermod(beta, 'hermod-ejabberd');
-          return [peer('hermod', alpha, 'hermod-prosody'), peer('native', alpha), peer('ceiling', alpha, 'ceiling-prosody'), peer('hermod', beta, 'hermod-ejabberd'), peer('native', beta)];
+          return [...peers, peer('hermod', beta, 'hermod-ejabberd'), peer('native', beta)];
         }
         await stopProc('hermod-ejabberd');
         if (!procs.has('ceiling-ejabberd')) await startCeiling(beta, 'ceiling-ejabberd');
-        return [peer('ceiling', beta, 'ceiling-ejabberd')];
+        return [...peers, peer('ceiling', beta, 'ceiling-ejabberd')];
       };
       const sizes = cfg.fanout.map((f) => f.subscribers);
       if (want('fanout')) {
