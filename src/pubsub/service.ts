@@ -22,7 +22,7 @@ import { KeyedMutex } from '../util/mutex.ts';
 import { bareJid } from '../xmpp/jid.ts';
 import type { PresenceView, RosterSource } from './access.ts';
 import { Audience } from './audience.ts';
-import { needsApproval } from './capabilities.ts';
+import { needsApproval, type Action } from './capabilities.ts';
 import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail } from './errors.ts';
 import { checkMaxItems, checkNodeQuota, checkPublishRate, NO_LIMITS, nodeItemLimit, RateLimiter, type Limits } from './limits.ts';
@@ -175,7 +175,7 @@ export class PubsubService {
   }
 
   /** A guarded change (NodeStates.guarded) whose check is that `actor` may do `action`. */
-  private guardedAction<T>(actor: string, nodeId: string | undefined, action: Parameters<Audience['require']>[2], change: (state: NodeState) => Promise<T>): Promise<T> {
+  private guardedAction<T>(actor: string, nodeId: string | undefined, action: Action, change: (state: NodeState) => Promise<T>): Promise<T> {
     return this.nodes.guarded(nodeId, (state) => this.audience.require(state, actor, action), change);
   }
 
