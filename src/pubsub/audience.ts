@@ -4,7 +4,7 @@
 // recipients of a notification — approved, delivering subscriptions whose JID may still be
 // notified, only available ones on a pubsub#presence_based_delivery node (§12).
 
-import { bareJid } from '../xmpp/jid.ts';
+import { bareJid } from '../util/bare-jid.ts';
 import { needsRoster, rosterGrants, rosterModelRefusal, type PresenceView, type Roster, type RosterSource } from './access.ts';
 import { may, type Action } from './capabilities.ts';
 import { fail } from './errors.ts';

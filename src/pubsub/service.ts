@@ -19,7 +19,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ArchiveQuery, ItemQuery, Page, PageRequest, Store } from '../store/store.ts';
 import { KeyedMutex } from '../util/mutex.ts';
-import { bareJid } from '../xmpp/jid.ts';
+import { bareJid } from '../util/bare-jid.ts';
 import type { PresenceView, RosterSource } from './access.ts';
 import { Audience } from './audience.ts';
 import { needsApproval, type Action } from './capabilities.ts';

@@ -175,8 +175,8 @@ export function archiveBounds(query: ArchiveQuery): { above: string; below: stri
   return { above, below };
 }
 
-/** The bare JID of a JID string (one function for all of Hermod: src/xmpp/jid.ts). */
-export { bareJid } from '../xmpp/jid.ts';
+/** The bare JID of a JID string (one function for all of Hermod: src/util/bare-jid.ts). */
+export { bareJid } from '../util/bare-jid.ts';
 
 /**
  * The page of an in-memory ordered list (the reference semantics every backend must match).

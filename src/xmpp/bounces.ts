@@ -7,7 +7,8 @@
 
 import type { Element } from 'ltx';
 import { LRUCache } from 'lru-cache';
-import { bareJid, normalizeJid } from './jid.ts';
+import { bareJid } from '../util/bare-jid.ts';
+import { normalizeJid } from './jid.ts';
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 /** Conditions that say the subscriber's address does not work (XEP-0060 §4.4, RFC 6120 §8.3.3). */

@@ -41,15 +41,6 @@ export function normalizeJid(input: string): string | undefined {
   return jid && formatJid(jid);
 }
 
-/**
- * The bare JID of a JID string (everything before the first '/'): the one bare-JID function of
- * Hermod, for JIDs already normalised at the edge (parseJid). Pure string work, no validation.
- */
-export function bareJid(jid: string): string {
-  const slash = jid.indexOf('/');
-  return slash === -1 ? jid : jid.slice(0, slash);
-}
-
 /** True for a domain-only JID such as a component address. */
 export function isDomainJid(input: string): boolean {
   const jid = parseJid(input);

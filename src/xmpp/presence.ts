@@ -16,7 +16,8 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Element } from 'ltx';
 import type { PresenceView } from '../pubsub/access.ts';
-import { bareJid, formatJid, parseJid } from './jid.ts';
+import { bareJid } from '../util/bare-jid.ts';
+import { formatJid, parseJid } from './jid.ts';
 
 export const CONTACTS_FILE = 'presence-contacts.json';
 
