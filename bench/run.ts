@@ -43,6 +43,8 @@ const USAGE = `npm run bench [-- OPTIONS]
                      run the replication scenario's two Hermods under node --cpu-prof
                      (its figures then include the profiler's overhead)
   --out DIR          results folder (default bench/results, or bench/results/quick with --quick)
+  --attempts N       measure each fan-out/latency run at most N times when other processes
+                     disturb it (default 3; 1 keeps every run, its "other" CPU recorded)
   --no-wait          do not wait for other processes to leave the machine idle before starting
                      (a full run waits up to 10 minutes; the wait is bounded and logged)
   --no-install       do not install missing system packages (deploy/system-packages.txt):
@@ -177,6 +179,7 @@ async function main(): Promise<number> {
       quick: { type: 'boolean' },
       only: { type: 'string' },
       servers: { type: 'string' },
+      attempts: { type: 'string' },
       out: { type: 'string' },
       'no-wait': { type: 'boolean' },
       'render-only': { type: 'boolean' },
@@ -194,7 +197,15 @@ async function main(): Promise<number> {
   if (values['render-only']) {
     return renderOnly(path.resolve(values.out ?? path.join(REPO, 'bench', 'results', ...(quick ? ['quick'] : []))), values.date ?? today());
   }
-  const cfg = quick ? QUICK : FULL;
+  const cfg = { ...(quick ? QUICK : FULL) };
+  if (values.attempts !== undefined) {
+    const n = Number(values.attempts);
+    if (!Number.isInteger(n) || n < 1) {
+      process.stderr.write(`bench: --attempts wants a whole number ≥ 1, not '${values.attempts}'\n`);
+      return 2;
+    }
+    cfg.attempts = n;
+  }
   const only = values.only ? values.only.split(',').map((s) => s.trim()) : undefined;
   for (const s of only ?? []) {
     if (!(ALL as readonly string[]).includes(s)) {
