@@ -2,7 +2,8 @@
 // control, no XML trees). It accepts the same requests the load generator sends to a pub/sub
 // service — create, subscribe, publish, delete — answers each at once, and for a publish pushes
 // one event <message/> per subscriber, shaped exactly like Hermod's (same attributes, same
-// <event/> body), written to the socket in 64 KiB chunks as fast as the socket takes them
+// <event/> body, the same XEP-0359 <stanza-id/> with an archive-style id that Hermod puts on every
+// notification of a persistent node), written to the socket in 64 KiB chunks as fast as the socket takes them
 // (waiting for 'drain' only when it pushes back). What it reaches is the physical limit of the
 // component path on that server: anything a real service does costs on top of it.
 //
@@ -21,6 +22,7 @@ if (!service || !jid || !secret) {
 }
 
 const EVENT = 'http://jabber.org/protocol/pubsub#event';
+const SID = 'urn:xmpp:sid:0';
 const CHUNK = 64 * 1024;
 
 const comp = await RawComponent.connect({ service, jid, secret });
@@ -71,7 +73,11 @@ comp.onIqRequest = (xml) => {
       const payload = itemTag.endsWith('/>') ? '' : xml.slice(bodyStart, xml.lastIndexOf('</item>'));
       const publisher = from.split('/')[0] ?? '';
       reply(xml, `<pubsub xmlns="http://jabber.org/protocol/pubsub"><publish node="${escapeXml(node)}"><item id="${escapeXml(itemId)}"/></publish></pubsub>`);
-      const body = `<event xmlns="${EVENT}"><items node="${escapeXml(node)}"><item id="${escapeXml(itemId)}" publisher="${escapeXml(publisher)}">${payload}</item></items></event></message>`;
+      // As Hermod's archive ids (src/store/store.ts archiveId): ms stamp and sequence in hex.
+      const archiveId = `${Date.now().toString(16).padStart(12, '0')}-${(counter++).toString(16).padStart(10, '0')}`;
+      const body =
+        `<event xmlns="${EVENT}"><items node="${escapeXml(node)}"><item id="${escapeXml(itemId)}" publisher="${escapeXml(publisher)}">${payload}</item></items></event>` +
+        `<stanza-id xmlns="${SID}" id="${archiveId}" by="${escapeXml(jid)}"/></message>`;
       const subs = subscribers.get(node) ?? [];
       for (const to of subs) queue.push(`${prefix}n${(counter++).toString(36)}" to="${escapeXml(to)}">${body}`);
       flush();

@@ -36,10 +36,15 @@ const USAGE = `npm run bench [-- OPTIONS]
   --only LIST        comma-separated subset of:
                      loadgen,fanout,latency,scale,profile,transform,replication
                      (ceiling is reported from the fanout and latency runs)
+  --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
+                     to these servers: prosody, ejabberd (default both; the subscribers are on both
+                     servers either way)
   --replication-profile
                      run the replication scenario's two Hermods under node --cpu-prof
                      (its figures then include the profiler's overhead)
   --out DIR          results folder (default bench/results, or bench/results/quick with --quick)
+  --attempts N       measure each fan-out/latency run at most N times when other processes
+                     disturb it (default 3; 1 keeps every run, its "other" CPU recorded)
   --no-wait          do not wait for other processes to leave the machine idle before starting
                      (a full run waits up to 10 minutes; the wait is bounded and logged)
   --no-install       do not install missing system packages (deploy/system-packages.txt):
@@ -173,6 +178,8 @@ async function main(): Promise<number> {
     options: {
       quick: { type: 'boolean' },
       only: { type: 'string' },
+      servers: { type: 'string' },
+      attempts: { type: 'string' },
       out: { type: 'string' },
       'no-wait': { type: 'boolean' },
       'render-only': { type: 'boolean' },
@@ -190,7 +197,15 @@ async function main(): Promise<number> {
   if (values['render-only']) {
     return renderOnly(path.resolve(values.out ?? path.join(REPO, 'bench', 'results', ...(quick ? ['quick'] : []))), values.date ?? today());
   }
-  const cfg = quick ? QUICK : FULL;
+  const cfg = { ...(quick ? QUICK : FULL) };
+  if (values.attempts !== undefined) {
+    const n = Number(values.attempts);
+    if (!Number.isInteger(n) || n < 1) {
+      process.stderr.write(`bench: --attempts wants a whole number ≥ 1, not '${values.attempts}'\n`);
+      return 2;
+    }
+    cfg.attempts = n;
+  }
   const only = values.only ? values.only.split(',').map((s) => s.trim()) : undefined;
   for (const s of only ?? []) {
     if (!(ALL as readonly string[]).includes(s)) {
@@ -198,6 +213,15 @@ async function main(): Promise<number> {
       return 2;
     }
   }
+  const servers = values.servers ? values.servers.split(',').map((s) => s.trim()) : ['prosody', 'ejabberd'];
+  for (const s of servers) {
+    if (s !== 'prosody' && s !== 'ejabberd') {
+      process.stderr.write(`bench: unknown server '${s}' (choose from prosody, ejabberd)\n`);
+      return 2;
+    }
+  }
+  const onProsody = servers.includes('prosody');
+  const onEjabberd = servers.includes('ejabberd');
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
   if (needServers || want('replication')) {
@@ -405,17 +429,23 @@ async function main(): Promise<number> {
       // ejabberd registers every host of an ejabberd_service listener for each component that
       // connects to it, so two components on beta.test would receive each other's traffic:
       // Hermod-on-ejabberd and the ceiling-on-ejabberd are never connected at the same time.
+      // --servers leaves out the peers attached to the other server.
       const phase = async (n: 1 | 2): Promise<Peer[]> => {
-        if (!procs.has('hermod-prosody')) await startHermod(alpha, 'hermod-prosody');
-        if (!procs.has('ceiling-prosody')) await startCeiling(alpha, 'ceiling-prosody');
+        const peers: Peer[] = [];
+        if (onProsody) {
+          if (!procs.has('hermod-prosody')) await startHermod(alpha, 'hermod-prosody');
+          if (!procs.has('ceiling-prosody')) await startCeiling(alpha, 'ceiling-prosody');
+          if (n === 1) peers.push(peer('hermod', alpha, 'hermod-prosody'), peer('native', alpha), peer('ceiling', alpha, 'ceiling-prosody'));
+        }
+        if (!onEjabberd) return peers;
         if (n === 1) {
           await stopProc('ceiling-ejabberd');
           if (!procs.has('hermod-ejabberd')) await startHermod(beta, 'hermod-ejabberd');
-          return [peer('hermod', alpha, 'hermod-prosody'), peer('native', alpha), peer('ceiling', alpha, 'ceiling-prosody'), peer('hermod', beta, 'hermod-ejabberd'), peer('native', beta)];
+          return [...peers, peer('hermod', beta, 'hermod-ejabberd'), peer('native', beta)];
         }
         await stopProc('hermod-ejabberd');
         if (!procs.has('ceiling-ejabberd')) await startCeiling(beta, 'ceiling-ejabberd');
-        return [peer('ceiling', beta, 'ceiling-ejabberd')];
+        return [...peers, peer('ceiling', beta, 'ceiling-ejabberd')];
       };
       const sizes = cfg.fanout.map((f) => f.subscribers);
       if (want('fanout')) {

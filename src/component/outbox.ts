@@ -4,12 +4,15 @@
 // oldest unsent are dropped and counted). Request replies do not queue behind it.
 //
 // Confirmation: XEP-0114 has no acknowledgements, so a stanza written to the socket may still be
-// lost when the server goes away (unread in its buffers). With a `barrier` the outbox ends every
-// chunk with an IQ addressed to the component itself; the server handles a stream's stanzas in
-// order, so when that IQ comes back every stanza before it has been routed by the server. Only
-// then are they confirmed (and, when durable, their journal position acknowledged); on
-// disconnect the unconfirmed ones are written again after reconnect. Stanzas pushed without a
-// durable tag (MAM result pages) are not written again: their request is gone with the stream.
+// lost when the server goes away (unread in its buffers). With a `barrier` the outbox follows
+// written stanzas with an IQ addressed to the component itself; the server handles a stream's
+// stanzas in order, so when that IQ comes back every stanza before it has been routed by the
+// server. Only then are they confirmed (and, when durable, their journal position acknowledged);
+// on disconnect the unconfirmed ones are written again after reconnect. One barrier is in flight
+// at a time: it ends the first chunk written while none is, and when it comes back the next one
+// covers everything written meanwhile, so a backed-up fan-out costs one barrier (and one journal
+// acknowledgement) per round trip to the server, not one per 64 KiB chunk. Stanzas pushed without
+// a durable tag (MAM result pages) are not written again: their request is gone with the stream.
 // If Hermod itself dies, what it had written is taken as delivered (onWriting: it is in the
 // kernel's socket buffers or the server's), so a restart does not send it a second time.
 
@@ -34,8 +37,14 @@ export interface OutboxOptions {
   /** Bytes joined into one socket write. */
   chunkBytes?: number;
   log: Logger;
-  /** The component JID: with it, every chunk ends with a barrier IQ to itself (above). */
+  /** The component JID: with it, written stanzas are confirmed by a barrier IQ to itself (above). */
   barrierJid?: string;
+  /**
+   * Milliseconds after which a barrier that has not come back no longer holds the next one back
+   * (the server lost it, or routed it elsewhere): another is written, covering everything written
+   * so far; whichever comes back first confirms what it covers. Default 15 000.
+   */
+  barrierTimeoutMs?: number;
   /** The newest durable stanza that the server has now taken (all before it too). */
   onConfirmed?: (last: DurableTag) => void;
   /** Durable stanzas dropped because the outbox was full. */
@@ -60,8 +69,13 @@ export class Outbox {
   private head = 0;
   /** Everything before this has been confirmed by the server (or written, without barriers). */
   private confirmed = 0;
-  /** Barrier id -> the absolute position it confirms (exclusive), in writing order. */
-  private barriers = new Map<string, number>();
+  /**
+   * Barriers in flight, oldest first: id, the absolute position each confirms (exclusive), when it
+   * was written. Normally one; another only once the newest is overdue (barrierTimeoutMs).
+   */
+  private barriers: Array<{ id: string; position: number; sentAt: number }> = [];
+  private overdueTimer: NodeJS.Timeout | undefined;
+  private readonly barrierTimeoutMs: number;
   private barrierCounter = 0;
   private socket: OutboxSocket | undefined;
   private waitingDrain = false;
@@ -74,10 +88,13 @@ export class Outbox {
   dropped = 0;
   /** Stanzas confirmed (or written, without barriers). */
   sent = 0;
+  /** Barrier IQs written (since start). */
+  barriersSent = 0;
 
   constructor(private readonly options: OutboxOptions) {
     this.limit = options.limit ?? 250_000;
     this.chunkBytes = options.chunkBytes ?? 64 * 1024;
+    this.barrierTimeoutMs = options.barrierTimeoutMs ?? 15_000;
     this.log = options.log;
     this.barrierJid = options.barrierJid;
   }
@@ -110,7 +127,8 @@ export class Outbox {
   detach(): void {
     this.socket = undefined;
     this.waitingDrain = false;
-    this.barriers.clear();
+    this.barriers = [];
+    clearTimeout(this.overdueTimer);
     if (this.head > this.confirmed) {
       const from = this.confirmed - this.base;
       const to = this.head - this.base;
@@ -171,14 +189,29 @@ export class Outbox {
     if (stanza.name !== 'iq' || this.barrierJid === undefined) return false;
     const id = stanza.attrs.id as string | undefined;
     if (!id?.startsWith(BARRIER_PREFIX) || stanza.attrs.from !== this.barrierJid) return false;
-    const position = this.barriers.get(id);
-    if (position === undefined) return true; // from an earlier stream
-    for (const [key, pos] of this.barriers) {
-      this.barriers.delete(key);
-      if (key === id || pos >= position) break;
-    }
+    const at = this.barriers.findIndex((b) => b.id === id);
+    if (at === -1) return true; // from an earlier stream
+    const { position } = this.barriers[at] as { position: number };
+    this.barriers.splice(0, at + 1); // older ones cover less: done with them too
+    if (this.barriers.length === 0) clearTimeout(this.overdueTimer);
     this.confirm(position);
+    this.schedule(); // what was written meanwhile gets the next barrier
     return true;
+  }
+
+  /**
+   * A barrier is due: written stanzas are unconfirmed, and no barrier is in flight that may still
+   * come back (none, or the newest is overdue).
+   */
+  private get barrierOwed(): boolean {
+    if (this.barrierJid === undefined || this.head <= this.confirmed) return false;
+    const newest = this.barriers.at(-1);
+    return newest === undefined || Date.now() - newest.sentAt >= this.barrierTimeoutMs;
+  }
+
+  /** Stanzas to write, or a barrier owed for written ones. */
+  private get work(): boolean {
+    return this.head < this.end || this.barrierOwed;
   }
 
   private confirm(position: number): void {
@@ -218,7 +251,7 @@ export class Outbox {
   }
 
   private schedule(): void {
-    if (this.scheduled || !this.socket || this.waitingDrain || this.head >= this.end) return;
+    if (this.scheduled || !this.socket || this.waitingDrain || !this.work) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -228,7 +261,7 @@ export class Outbox {
 
   private flush(): void {
     const socket = this.socket;
-    while (socket && this.socket === socket && !this.waitingDrain && this.head < this.end) {
+    while (socket && this.socket === socket && !this.waitingDrain && this.work) {
       let chunk = '';
       let lastDurable = -1;
       while (this.head < this.end && chunk.length < this.chunkBytes) {
@@ -237,12 +270,16 @@ export class Outbox {
         if (this.tagSeq[i] !== NONE) lastDurable = i;
       }
       if (lastDurable >= 0) this.options.onWriting?.({ seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number });
-      if (this.barrierJid !== undefined) {
+      if (this.barrierJid === undefined) this.confirm(this.head);
+      else if (this.barrierOwed) {
         const id = `${BARRIER_PREFIX}${(this.barrierCounter++).toString(36)}`;
-        this.barriers.set(id, this.head);
+        if (this.barriers.length > 0) this.log.warn('confirmation barrier overdue: writing another', { overdue: this.barriers.length, timeoutMs: this.barrierTimeoutMs });
+        this.barriers.push({ id, position: this.head, sentAt: Date.now() });
+        clearTimeout(this.overdueTimer);
+        this.overdueTimer = setTimeout(() => this.schedule(), this.barrierTimeoutMs);
+        this.overdueTimer.unref();
+        this.barriersSent++;
         chunk += `<iq type="get" id="${id}" from="${this.barrierJid}" to="${this.barrierJid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
-      } else {
-        this.confirm(this.head);
       }
       if (!socket.write(chunk)) {
         this.waitingDrain = true;

@@ -3,7 +3,7 @@
 // asks an injected RosterSource (in Hermod: XEP-0356 privileges, src/xmpp/privilege.ts) and
 // decides here; it never sees XMPP.
 
-import { bareJid } from '../store/store.ts';
+import { bareJid } from '../util/bare-jid.ts';
 import type { AccessModel, NodeConfig } from './types.ts';
 
 /** One contact in an owner's roster. */

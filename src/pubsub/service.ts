@@ -4,26 +4,33 @@
 //
 // Hot node state (record, affiliations, subscriptions) is cached in an LRU and written through:
 // the service is the only writer of its store. Changes to one node are serialised, so a
-// notification is always computed from the state that the change produced.
+// notification is always computed from the state that the change produced (node-state.ts: the
+// cache, the per-node locks and the check → lock → re-check helper `guarded`). Who may act and
+// who is notified (affiliations, capability table, owners' rosters, presence) is audience.ts.
+//
+// Units: times are milliseconds since the epoch (ServiceOptions.now), durations in the node
+// configuration are seconds as XEP-0060 names them (pubsub#item_expire), sizes are bytes (UTF-8).
+// Errors are the PubsubError names of errors.ts; each public method lists those it raises.
 //
 // Time-driven work (item_expire, leased subscriptions) runs on ExpiryScheduler timers that
 // start() re-arms from the store; every change to items is also appended to the node's archive
 // (publications and tombstones) for MAM queries.
 
 import { randomUUID } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
-import { bareJid, type ArchiveQuery, type ItemQuery, type Page, type PageRequest, type Store } from '../store/store.ts';
+import type { ArchiveQuery, ItemQuery, Page, PageRequest, Store } from '../store/store.ts';
 import { KeyedMutex } from '../util/mutex.ts';
-import { needsRoster, rosterGrants, rosterModelRefusal, type PresenceView, type Roster, type RosterSource } from './access.ts';
-import { may, needsApproval, type Action } from './capabilities.ts';
+import { bareJid } from '../util/bare-jid.ts';
+import type { PresenceView, RosterSource } from './access.ts';
+import { Audience } from './audience.ts';
+import { needsApproval, type Action } from './capabilities.ts';
 import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail } from './errors.ts';
 import { checkMaxItems, checkNodeQuota, checkPublishRate, NO_LIMITS, nodeItemLimit, RateLimiter, type Limits } from './limits.ts';
 import { applyConfig, DEFAULT_NODE_CONFIG } from './node-config.ts';
+import { NodeStates, type NodeState } from './node-state.ts';
 import { checkNodeFull, checkPublishShape, isNotificationOnlyTransient } from './publish-rules.ts';
 import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf, sameOptions } from './subscription-options.ts';
 import {
-  ACCESS_MODELS,
   type AccessModel,
   type Affiliation,
   type ArchiveEntry,
@@ -63,12 +70,6 @@ export interface ServiceOptions {
   presence?: PresenceView;
 }
 
-interface NodeState {
-  record: NodeRecord;
-  affiliations: Map<string, Affiliation>;
-  subscriptions: Subscription[];
-}
-
 export interface PublishRequest {
   /** Absent when the publish has no <item/> at all. */
   item?: { id?: string; payload?: string };
@@ -95,13 +96,12 @@ export const ARCHIVE_LIMIT = 100_000;
 export class PubsubService {
   private readonly store: Store;
   private readonly notifier: Notifier;
-  private readonly admins: Set<string>;
   private readonly mayCreateNodes: (bare: string) => boolean;
   private readonly defaults: NodeConfig;
   private readonly now: () => number;
   private readonly newId: () => string;
-  private readonly cache: LRUCache<string, NodeState>;
-  private readonly locks = new KeyedMutex();
+  private readonly nodes: NodeStates;
+  private readonly audience: Audience;
   private readonly expiry: ExpiryScheduler;
   /** Leased subscriptions (pubsub#expire), per node. */
   private readonly leases: ExpiryScheduler;
@@ -109,28 +109,28 @@ export class PubsubService {
   private readonly publishRate: RateLimiter | undefined;
   /** Creations per owner are serialised so that the node quota holds under concurrency. */
   private readonly ownerLocks = new KeyedMutex();
-  private readonly rosterSource: RosterSource | undefined;
-  private readonly presence: PresenceView | undefined;
-  private readonly onError: (err: unknown) => void;
 
+  /** Errors: `not-acceptable` when nodeDefaults.maxItems is above limits.maxItemsPerNode. */
   constructor(options: ServiceOptions) {
     this.store = options.store;
     this.notifier = options.notifier;
-    this.admins = new Set([...(options.admins ?? [])].map(bareJid));
     this.mayCreateNodes = options.mayCreateNodes;
     this.defaults = applyConfig({ ...DEFAULT_NODE_CONFIG }, options.nodeDefaults ?? {});
     this.limits = { ...NO_LIMITS, ...options.limits };
     checkMaxItems(this.defaults.maxItems, this.limits);
     this.now = options.now ?? Date.now;
     this.newId = options.newId ?? randomUUID;
-    this.cache = new LRUCache({ max: options.cacheNodes ?? 10_000 });
+    this.nodes = new NodeStates(options.store, options.cacheNodes ?? 10_000);
     const timers = options.timers ?? (options.now ? { ...realTimers, now: options.now } : realTimers);
     const onError = options.onError ?? ((err: unknown) => process.emitWarning(`pubsub background work failed: ${String(err)}`));
     this.expiry = new ExpiryScheduler(timers, (node) => this.expireItems(node), onError);
     this.leases = new ExpiryScheduler(timers, (node) => this.endLeases(node), onError);
-    this.rosterSource = options.rosters;
-    this.presence = options.presence;
-    this.onError = onError;
+    this.audience = new Audience({
+      admins: new Set([...(options.admins ?? [])].map(bareJid)),
+      onError,
+      ...(options.rosters ? { rosters: options.rosters } : {}),
+      ...(options.presence ? { presence: options.presence } : {}),
+    });
     if (this.limits.publishRate) this.publishRate = new RateLimiter(this.limits.publishRate, this.now);
   }
 
@@ -139,7 +139,8 @@ export class PubsubService {
    * at once, item-expiry timers after reading each expiring node's oldest item. Reads only the
    * nodes that have item expiry or leases, never every node. Call once after opening; may run
    * while requests are served (timers are only ever brought forward, and reads leave out items
-   * past their expiry until the timer removes them). Rejects when the store cannot be read.
+   * past their expiry until the timer removes them). Errors: none of its own (rejects when the
+   * store cannot be read).
    */
   async start(): Promise<void> {
     const { itemExpiry, leaseEnds } = await this.store.timerIndex();
@@ -150,172 +151,51 @@ export class PubsubService {
     }
   }
 
-  /** Resolves when every change under way has finished (for clean shutdown). */
+  /** Resolves when every change under way has finished (for clean shutdown). Errors: none. */
   idle(): Promise<void> {
-    return this.locks.idle();
+    return this.nodes.idle();
   }
 
-  /** Stops background work and waits for changes under way. */
+  /** Stops background work and waits for changes under way. Errors: none. */
   async close(): Promise<void> {
     this.expiry.stop();
     this.leases.stop();
-    await this.locks.idle();
+    await this.nodes.idle();
   }
 
-  // ---- state and permissions -------------------------------------------------------------
-
-  /** Loads under way, shared: concurrent cache misses must end with one state object per node. */
-  private readonly loading = new Map<string, Promise<NodeState | undefined>>();
-
-  private async load(nodeId: string): Promise<NodeState | undefined> {
-    const cached = this.cache.get(nodeId);
-    if (cached) return cached;
-    let pending = this.loading.get(nodeId);
-    if (!pending) {
-      pending = (async () => {
-        const stored = await this.store.getNode(nodeId);
-        if (!stored) return undefined;
-        // Records written before a configuration field existed get its default.
-        const record: NodeRecord = { ...stored, config: { ...DEFAULT_NODE_CONFIG, ...stored.config } };
-        const [affiliations, subscriptions] = await Promise.all([this.store.getAffiliations(nodeId), this.store.getSubscriptions(nodeId)]);
-        // A change made while loading (through a state created meanwhile) wins over what was read.
-        const current = this.cache.get(nodeId);
-        if (current) return current;
-        const state: NodeState = { record, affiliations, subscriptions };
-        this.cache.set(nodeId, state);
-        return state;
-      })().finally(() => this.loading.delete(nodeId));
-      this.loading.set(nodeId, pending);
-    }
-    return pending;
-  }
-
-  private async node(nodeId: string | undefined): Promise<NodeState> {
-    if (nodeId === undefined || nodeId === '') fail('nodeid-required');
-    const state = await this.load(nodeId);
-    if (!state) fail('item-not-found', `node '${nodeId}' does not exist`);
-    return state;
-  }
-
-  private affiliationOf(state: NodeState, jid: string): Affiliation {
-    const bare = bareJid(jid);
-    if (this.admins.has(bare)) return 'owner';
-    return state.affiliations.get(bare) ?? 'none';
-  }
-
-  /** Does any resource of this JID's bare JID hold an approved subscription? */
-  private isSubscribed(state: NodeState, jid: string): boolean {
-    const bare = bareJid(jid);
-    return state.subscriptions.some((s) => s.state === 'subscribed' && bareJid(s.jid) === bare);
-  }
-
-  /**
-   * `rosters`: the owners' rosters, for the presence and roster models (rostersFor); without
-   * them an entity with no affiliation gets nothing on such a node.
-   */
-  private can(state: NodeState, jid: string, action: Action, subscribed?: boolean, rosters?: readonly Roster[]): boolean {
-    const affiliation = this.affiliationOf(state, jid);
-    let { accessModel } = state.record.config;
-    if (affiliation === 'none' && needsRoster(accessModel) && rosters && rosterGrants(state.record.config, rosters, jid)) accessModel = 'open';
-    if (may(affiliation, accessModel, action, false)) return true;
-    return may(affiliation, accessModel, action, subscribed ?? this.isSubscribed(state, jid));
-  }
-
-  private require(state: NodeState, jid: string, action: Action, rosters?: readonly Roster[]): void {
-    if (this.can(state, jid, action, undefined, rosters)) return;
-    const affiliation = this.affiliationOf(state, jid);
-    const { accessModel } = state.record.config;
-    if (affiliation === 'none' && accessModel === 'whitelist') fail('closed-node');
-    if (affiliation === 'none' && accessModel === 'presence') fail('presence-subscription-required');
-    if (affiliation === 'none' && accessModel === 'roster') fail('not-in-roster-group');
-    if (affiliation === 'none' && accessModel === 'authorize' && may(affiliation, accessModel, action, true)) {
-      fail('must-subscribe', 'only approved subscribers may do this on this node');
-    }
-    fail('forbidden');
-  }
-
-  /**
-   * Subscribers that may receive notifications right now (access re-checked per send; paused
-   * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
-   */
-  private recipients(state: NodeState, rosters?: readonly Roster[]): Recipient[] {
-    const out: Recipient[] = [];
-    let byJid: Map<string, Recipient> | undefined;
-    let multi: Set<string> | undefined;
-    const presenceBased = state.record.config.presenceBasedDelivery;
-    for (const sub of state.subscriptions) {
-      if (sub.state !== 'subscribed' || sub.options?.deliver === false || !this.can(state, sub.jid, 'be-notified', true, rosters)) continue;
-      if (presenceBased && !this.presence?.isAvailable(sub.jid)) continue; // §12: available subscribers only
-      const seen = byJid?.get(sub.jid);
-      if (seen) {
-        (seen.subids ??= [seen.subid]).push(sub.subid);
-        continue;
-      }
-      const recipient: Recipient = { jid: sub.jid, subid: sub.subid };
-      out.push(recipient);
-      (byJid ??= new Map()).set(sub.jid, recipient);
-    }
-    // A JID holding several subscriptions is told which ones, even if only one delivers.
-    for (const sub of state.subscriptions) {
-      if (sub.subid !== byJid?.get(sub.jid)?.subid) (multi ??= new Set()).add(sub.jid);
-    }
-    if (multi) for (const r of out) if (multi.has(r.jid)) r.subids ??= [r.subid];
-    return out;
-  }
-
-  /** recipients() with the owners' rosters when the access model needs them. */
-  private async audience(state: NodeState): Promise<Recipient[]> {
-    return this.recipients(state, await this.rostersFor(state));
-  }
-
-  /**
-   * The rosters of the node's owners, for the presence and roster access models (undefined for
-   * other models). An owner whose roster cannot be read (no privilege covers it, or the server
-   * does not answer) contributes nothing: access is refused rather than guessed.
-   */
-  private async rostersFor(state: NodeState): Promise<Roster[] | undefined> {
-    if (!needsRoster(state.record.config.accessModel)) return undefined;
-    const source = this.rosterSource;
-    if (!source) return [];
-    const read = await Promise.all(
-      this.owners(state)
-        .filter((owner) => source.covers(owner))
-        .map((owner) =>
-          source.roster(owner).catch((err: unknown) => {
-            this.onError(new Error(`the roster of ${owner} could not be read (access refused meanwhile): ${String(err)}`));
-            return undefined;
-          }),
-        ),
-    );
-    return read.filter((r): r is Roster => r !== undefined);
-  }
-
-  /** The owners of a node (bare JIDs), e.g. to send them approval requests. */
-  private owners(state: NodeState): string[] {
-    const out: string[] = [];
-    for (const [jid, affiliation] of state.affiliations) if (affiliation === 'owner') out.push(jid);
-    return out;
-  }
+  // ---- helpers ---------------------------------------------------------------------------
 
   private emit(state: NodeState, event: ServiceEvent, recipients: Recipient[]): void {
     if (recipients.length > 0) this.notifier({ ...event, messageType: state.record.config.notificationType }, recipients);
   }
 
-  private mutate<T>(nodeId: string, change: () => Promise<T>): Promise<T> {
-    return this.locks.run(nodeId, change);
+  /** The node's state. Errors: `nodeid-required`, `item-not-found` (no such node). */
+  private node(nodeId: string | undefined): Promise<NodeState> {
+    return this.nodes.node(nodeId);
+  }
+
+  /** A guarded change (NodeStates.guarded) whose check is that `actor` may do `action`. */
+  private guardedAction<T>(actor: string, nodeId: string | undefined, action: Action, change: (state: NodeState) => Promise<T>): Promise<T> {
+    return this.nodes.guarded(nodeId, (state) => this.audience.require(state, actor, action), change);
   }
 
   // ---- discovery -----------------------------------------------------------------------
 
+  /** Every node's record (disco#items without paging). Errors: none of its own (store failures reject). */
   async listNodes(): Promise<NodeRecord[]> {
     return this.store.listNodes();
   }
 
-  /** One page of the nodes, in id order (at most PAGE_LIMIT). */
+  /** One page of the nodes, in id order (XEP-0059; `page.max` is capped at PAGE_LIMIT). Errors: none of its own. */
   async pageNodes(page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<NodeRecord>> {
     return this.store.pageNodes({ ...page, max: Math.min(page.max, PAGE_LIMIT) });
   }
 
+  /**
+   * A node's record with its owners and publishers (bare JIDs) and the number of approved
+   * subscriptions, for disco#info and XEP-0128 meta-data (§5.4). Errors: `nodeid-required`,
+   * `item-not-found`.
+   */
   async metadata(nodeId: string): Promise<NodeMetadata> {
     const state = await this.node(nodeId);
     const owners: string[] = [];
@@ -328,55 +208,72 @@ export class PubsubService {
     return { record: state.record, owners, publishers, subscriberCount };
   }
 
-  /** The access models offered now: presence and roster only while a server grants roster access. */
+  /** The access models offered now (§4.5): presence and roster only while a server grants roster access. Errors: none. */
   accessModels(): AccessModel[] {
-    return ACCESS_MODELS.filter((m) => !needsRoster(m) || this.rosterSource?.granted() === true);
+    return this.audience.accessModels();
   }
 
+  /** The configuration a new node gets (§8.3; a copy). Errors: none. */
   defaultConfig(): NodeConfig {
     return { ...this.defaults };
   }
 
   // ---- owner use cases -------------------------------------------------------------------
 
+  /**
+   * Creates a node (§8.1) owned by `actor`'s bare JID, with `config` over the service defaults
+   * (§8.1.3); `nodeId` absent: an instant node with a generated id (§8.1.2). Resolves to the id.
+   * Errors: `forbidden` (may not create nodes here), `not-acceptable` (id longer than 1023
+   * characters, a configuration value not supported, max_items above the service limit, a roster
+   * model without roster privilege), `conflict` (the node exists), `max-nodes-exceeded`.
+   */
   async create(actor: string, nodeId: string | undefined, config: Partial<NodeConfig> = {}): Promise<string> {
     const bare = bareJid(actor);
-    if (!this.admins.has(bare) && !this.mayCreateNodes(bare)) fail('forbidden', 'you may not create nodes on this service');
+    const admin = this.audience.isAdmin(bare);
+    if (!admin && !this.mayCreateNodes(bare)) fail('forbidden', 'you may not create nodes on this service');
     const id = nodeId ?? this.newId();
     if (id.length > NODE_ID_MAX) fail('not-acceptable', `node id longer than ${NODE_ID_MAX} characters`);
     const nodeConfig = applyConfig(this.defaults, config);
     checkMaxItems(nodeConfig.maxItems, this.limits);
-    const refusal = rosterModelRefusal(nodeConfig.accessModel, this.rosterSource, [bare]);
+    const refusal = this.audience.modelRefusal(nodeConfig.accessModel, [bare]);
     if (refusal) fail('not-acceptable', refusal);
-    const quota = !this.admins.has(bare) && this.limits.maxNodesPerOwner !== Infinity;
+    const quota = !admin && this.limits.maxNodesPerOwner !== Infinity;
     const createNode = (): Promise<string> =>
-      this.mutate(id, async () => {
-        if (await this.load(id)) fail('conflict', `node '${id}' already exists`);
+      this.nodes.mutate(id, async () => {
+        if (await this.nodes.load(id)) fail('conflict', `node '${id}' already exists`);
         if (quota) checkNodeQuota((await this.store.getAffiliationsOf(bare)).filter((a) => a.affiliation === 'owner').length, this.limits);
         const record: NodeRecord = { id, config: nodeConfig, creator: bare, created: this.now() };
         await this.store.putNode(record);
         await this.store.setAffiliation(id, bare, 'owner');
-        this.cache.delete(id);
+        this.nodes.forget(id);
         return id;
       });
     return quota ? this.ownerLocks.run(bare, createNode) : createNode();
   }
 
+  /**
+   * The node's configuration (§8.2; a copy). Errors: `nodeid-required`, `item-not-found`,
+   * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
+   */
   async getConfig(actor: string, nodeId: string | undefined): Promise<NodeConfig> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'configure');
+    this.audience.require(state, actor, 'configure');
     return { ...state.record.config };
   }
 
+  /**
+   * Changes the node's configuration (§8.2.4): items over the new max_items go, subscriptions the
+   * new access model refuses end (their JIDs are told), subscribers are told when notify_config.
+   * Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
+   * `presence-subscription-required`, `not-in-roster-group` (owners only), `not-acceptable` (a
+   * value not supported, max_items above the service limit, a roster model without privilege).
+   */
   async configure(actor: string, nodeId: string | undefined, change: Partial<NodeConfig>): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.require(checked, actor, 'configure');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
+    await this.guardedAction(actor, nodeId, 'configure', async (state) => {
+      const id = state.record.id;
       const config = applyConfig(state.record.config, change);
       checkMaxItems(change.maxItems, this.limits);
-      const refusal = change.accessModel === undefined ? undefined : rosterModelRefusal(config.accessModel, this.rosterSource, this.owners(state));
+      const refusal = change.accessModel === undefined ? undefined : this.audience.modelRefusal(config.accessModel, this.audience.owners(state));
       if (refusal) fail('not-acceptable', refusal);
       const record: NodeRecord = { ...state.record, config };
       await this.store.putNode(record);
@@ -386,55 +283,68 @@ export class PubsubService {
       else await this.store.trimItems(id, keep);
       await this.dropUnauthorisedSubscriptions(state);
       // §8.2.5.3: with payloads the notification carries the new configuration.
-      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id, ...(config.deliverPayloads ? { config: { ...config } } : {}) }, await this.audience(state));
+      if (config.notifyConfig) this.emit(state, { kind: 'config', node: id, ...(config.deliverPayloads ? { config: { ...config } } : {}) }, await this.audience.of(state));
       this.expiry.set(id, config.itemExpire === 'max' ? undefined : await this.oldestExpiry(id, config.itemExpire));
     });
   }
 
-  /** Deletes a node (§8.4); `redirect`: the URI of a replacement node, passed on to subscribers (§8.4.1). */
+  /**
+   * Deletes a node (§8.4); `redirect`: the URI of a replacement node, passed on to subscribers
+   * (§8.4.1). Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
+   * `presence-subscription-required`, `not-in-roster-group` (owners only).
+   */
   async delete(actor: string, nodeId: string | undefined, redirect?: string): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.require(checked, actor, 'delete');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
-      const recipients = state.record.config.notifyDelete ? await this.audience(state) : [];
+    await this.guardedAction(actor, nodeId, 'delete', async (state) => {
+      const id = state.record.id;
+      const recipients = state.record.config.notifyDelete ? await this.audience.of(state) : [];
       await this.store.deleteNode(id);
-      this.cache.delete(id);
+      this.nodes.forget(id);
       this.expiry.set(id, undefined);
       this.leases.set(id, undefined);
       this.emit(state, { kind: 'delete', node: id, ...(redirect ? { redirect } : {}) }, recipients);
     });
   }
 
+  /**
+   * Removes every item of the node (§8.5; tombstones in its archive). Errors: `nodeid-required`,
+   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group` (owners only), `persistent-items-unsupported` (persist_items=0).
+   */
   async purge(actor: string, nodeId: string | undefined): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.require(checked, actor, 'purge');
-    if (!checked.record.config.persistItems) fail('persistent-items-unsupported');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
+    const check = (state: NodeState): void => {
+      this.audience.require(state, actor, 'purge');
+      if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    };
+    await this.nodes.guarded(nodeId, check, async (state) => {
+      const id = state.record.id;
       const { archiveId } = await this.store.purgeItems(id, { archive: { stamp: this.now(), keep: ARCHIVE_LIMIT } });
-      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id, archiveId }, await this.audience(state));
+      if (state.record.config.notifyRetract) this.emit(state, { kind: 'purge', node: id, archiveId }, await this.audience.of(state));
     });
   }
 
+  /**
+   * Every subscription to the node, pending ones too (§8.8.1; copies). Errors: `nodeid-required`,
+   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group` (owners only).
+   */
   async getSubscriptions(actor: string, nodeId: string | undefined): Promise<Subscription[]> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'manage-subscriptions');
+    this.audience.require(state, actor, 'manage-subscriptions');
     return state.subscriptions.map((s) => ({ ...s }));
   }
 
-  /** Owner changes subscriptions: state 'none' removes, 'subscribed' adds or approves. All or nothing. */
+  /**
+   * Owner changes subscriptions (§8.8.2): state 'none' removes (one subid, or all of the JID),
+   * 'subscribed' adds or approves; each JID is told. All or nothing. Errors: `nodeid-required`,
+   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group` (owners only), `not-acceptable` (a JID that may not subscribe, another
+   * state, an unknown subid).
+   */
   async setSubscriptions(actor: string, nodeId: string | undefined, changes: Array<{ jid: string; subid?: string; state: SubscriptionState }>): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.require(checked, actor, 'manage-subscriptions');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
-      const rosters = await this.rostersFor(state);
+    await this.guardedAction(actor, nodeId, 'manage-subscriptions', async (state) => {
+      const rosters = await this.audience.rostersFor(state);
       for (const change of changes) {
-        if (change.state === 'subscribed' && !this.can(state, change.jid, 'subscribe', undefined, rosters)) {
+        if (change.state === 'subscribed' && !this.audience.can(state, change.jid, 'subscribe', undefined, rosters)) {
           fail('not-acceptable', `${change.jid} may not subscribe under the node's access model or its affiliation; change its affiliation first`);
         }
         if (change.state !== 'subscribed' && change.state !== 'none') fail('not-acceptable', `subscription state '${change.state}' cannot be set by an owner here`);
@@ -449,30 +359,33 @@ export class PubsubService {
         } else if (existing.length === 0) {
           await this.addSubscription(state, change.jid, 'subscribed', true);
         } else {
-          for (const sub of existing) {
-            if (sub.state === 'subscribed') continue;
-            sub.state = 'subscribed';
-            await this.store.putSubscription(sub);
-            this.subscriptionChanged(state, sub, true);
-          }
+          for (const sub of existing) if (sub.state !== 'subscribed') await this.approve(state, sub);
         }
       }
     });
   }
 
+  /**
+   * The node's affiliations (§8.9.1; bare JID -> affiliation, a copy). Errors: `nodeid-required`,
+   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group` (owners only).
+   */
   async getAffiliations(actor: string, nodeId: string | undefined): Promise<Map<string, Affiliation>> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'manage-affiliations');
+    this.audience.require(state, actor, 'manage-affiliations');
     return new Map(state.affiliations);
   }
 
-  /** Owner changes affiliations, all or nothing. Takes effect at once on subscriptions. */
+  /**
+   * Owner changes affiliations (§8.9.2; JIDs taken bare, 'none' removes), all or nothing. Takes
+   * effect at once on subscriptions; each entity whose affiliation changed is told (§8.9.4).
+   * Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
+   * `presence-subscription-required`, `not-in-roster-group` (owners only), `not-acceptable` (the
+   * node would be left without an owner).
+   */
   async setAffiliations(actor: string, nodeId: string | undefined, changes: Array<{ jid: string; affiliation: Affiliation }>): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.require(checked, actor, 'manage-affiliations');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
+    await this.guardedAction(actor, nodeId, 'manage-affiliations', async (state) => {
+      const id = state.record.id;
       const after = new Map(state.affiliations);
       for (const { jid, affiliation } of changes) {
         if (affiliation === 'none') after.delete(bareJid(jid));
@@ -499,39 +412,46 @@ export class PubsubService {
    * (§8.7: e.g. the entity became a publisher).
    */
   private async dropUnauthorisedSubscriptions(state: NodeState): Promise<void> {
-    const rosters = await this.rostersFor(state);
+    const rosters = await this.audience.rostersFor(state);
     for (const sub of [...state.subscriptions]) {
-      if (!this.can(state, sub.jid, 'subscribe', undefined, rosters)) await this.removeSubscription(state, sub, true);
-      else if (sub.state === 'pending' && !needsApproval(this.affiliationOf(state, sub.jid), state.record.config.accessModel)) {
-        sub.state = 'subscribed';
-        await this.store.putSubscription(sub);
-        this.subscriptionChanged(state, sub, true);
-      }
+      if (!this.audience.can(state, sub.jid, 'subscribe', undefined, rosters)) await this.removeSubscription(state, sub, true);
+      else if (sub.state === 'pending' && !needsApproval(this.audience.affiliationOf(state, sub.jid), state.record.config.accessModel)) await this.approve(state, sub);
     }
+  }
+
+  /** A pending subscription becomes approved; the subscriber (and owners with notify_sub) told. */
+  private async approve(state: NodeState, sub: Subscription): Promise<void> {
+    sub.state = 'subscribed';
+    await this.store.putSubscription(sub);
+    this.subscriptionChanged(state, sub, true);
   }
 
   // ---- entity use cases ------------------------------------------------------------------
 
   /**
-   * Subscribes `jid`. Without options an existing subscription of the JID is returned as it is;
-   * with options (subscribe-and-configure) one with the same options is returned, else a further
-   * subscription with its own subid is made (multi-subscribe, §6.1.6).
+   * Subscribes `jid` (§6.1; same bare JID as `actor`). Without options an existing subscription
+   * of the JID is returned as it is; with options (subscribe-and-configure, §6.3.7) one with the
+   * same options is returned, else a further subscription with its own subid is made
+   * (multi-subscribe, §6.1.6). On an authorize node the new subscription is pending and the
+   * owners get the §8.6 approval form. `options.expire`: lease end, ms since the epoch.
+   * Errors: `invalid-jid` (not the requester's bare JID), `nodeid-required`, `item-not-found`,
+   * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group`,
+   * `invalid-options`, `subscriptions-unsupported` (pubsub#subscribe=0), `pending-subscription`.
    */
   async subscribe(actor: string, nodeId: string | undefined, jid: string, options?: Partial<SubscriptionOptions>): Promise<Subscription> {
     if (bareJid(jid) !== bareJid(actor)) fail('invalid-jid', 'the subscribed JID must have the bare JID of the requester');
-    const checked = await this.node(nodeId);
-    this.require(checked, jid, 'subscribe', await this.rostersFor(checked));
-    const wanted = options && applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, options, this.now());
-    const id = checked.record.id;
-    return this.mutate(id, async () => {
-      const state = await this.node(id);
-      this.require(state, jid, 'subscribe', await this.rostersFor(state));
+    let wanted: SubscriptionOptions | undefined;
+    const check = async (state: NodeState, locked: boolean): Promise<void> => {
+      await this.audience.requireWithRosters(state, jid, 'subscribe');
+      if (!locked) wanted = options && applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, options, this.now());
+    };
+    return this.nodes.guarded(nodeId, check, async (state) => {
       if (!state.record.config.subscribe) fail('subscriptions-unsupported', 'the node does not take subscriptions (pubsub#subscribe is 0)');
       const existing = state.subscriptions.filter((s) => s.jid === jid);
       if (existing.some((s) => s.state === 'pending')) fail('pending-subscription', 'the subscription waits for approval by an owner');
-      const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted)) : existing[0];
+      const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted as SubscriptionOptions)) : existing[0];
       if (same) return { ...same };
-      const approval = needsApproval(this.affiliationOf(state, jid), state.record.config.accessModel);
+      const approval = needsApproval(this.audience.affiliationOf(state, jid), state.record.config.accessModel);
       const sub = await this.addSubscription(state, jid, approval ? 'pending' : 'subscribed', false, wanted);
       // §6.1.4: pending until an owner answers the §8.6 approval form sent to every owner.
       if (approval) this.askApproval(state, sub);
@@ -542,7 +462,12 @@ export class PubsubService {
 
   /** The subscription whose options are asked for or changed (§6.3.4 error cases). */
   private optionsTarget(state: NodeState, actor: string, jid: string, subid: string | undefined): Subscription {
-    if (bareJid(jid) !== bareJid(actor) && !this.can(state, actor, 'manage-subscriptions')) fail('forbidden', 'you may only see and change options of your own subscriptions');
+    if (bareJid(jid) !== bareJid(actor) && !this.audience.can(state, actor, 'manage-subscriptions')) fail('forbidden', 'you may only see and change options of your own subscriptions');
+    return this.subscriptionOf(state, jid, subid);
+  }
+
+  /** The subscription of `jid` named by `subid` (optional when the JID has one). Errors: `not-subscribed`, `subid-required`, `invalid-subid`. */
+  private subscriptionOf(state: NodeState, jid: string, subid: string | undefined): Subscription {
     const subs = state.subscriptions.filter((s) => s.jid === jid);
     if (subs.length === 0) fail('not-subscribed');
     if (subid === undefined) {
@@ -554,29 +479,38 @@ export class PubsubService {
     return sub;
   }
 
+  /**
+   * A subscription with its options filled in (§6.3; defaults where unset). Errors:
+   * `nodeid-required`, `item-not-found`, `forbidden` (another entity's, unless an owner),
+   * `not-subscribed`, `subid-required`, `invalid-subid`.
+   */
   async getSubscriptionOptions(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined): Promise<Subscription> {
     const state = await this.node(nodeId);
     const sub = this.optionsTarget(state, actor, jid, subid);
     return { ...sub, options: optionsOf(sub) };
   }
 
+  /**
+   * Changes a subscription's options (§6.3.5; `change.expire`: lease end, ms since the epoch).
+   * Errors: `nodeid-required`, `item-not-found`, `forbidden` (another entity's, unless an owner),
+   * `not-subscribed`, `subid-required`, `invalid-subid`, `invalid-options`.
+   */
   async setSubscriptionOptions(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined, change: Partial<SubscriptionOptions>): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.optionsTarget(checked, actor, jid, subid);
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
-      const sub = this.optionsTarget(state, actor, jid, subid);
-      sub.options = applySubscriptionOptions(optionsOf(sub), change, this.now());
-      await this.store.putSubscription(sub);
-      this.leases.set(id, nextLeaseEnd(state.subscriptions));
-    });
+    await this.nodes.guarded(
+      nodeId,
+      (state) => this.optionsTarget(state, actor, jid, subid),
+      async (state, sub) => {
+        sub.options = applySubscriptionOptions(optionsOf(sub), change, this.now());
+        await this.store.putSubscription(sub);
+        this.leases.set(state.record.id, nextLeaseEnd(state.subscriptions));
+      },
+    );
   }
 
   /** Ends the node's leased subscriptions that are due (subscriber told); answers the next end. */
   private endLeases(nodeId: string): Promise<number | undefined> {
-    return this.mutate(nodeId, async () => {
-      const state = await this.load(nodeId);
+    return this.nodes.mutate(nodeId, async () => {
+      const state = await this.nodes.load(nodeId);
       if (!state) return undefined;
       const now = this.now();
       for (const sub of [...state.subscriptions]) {
@@ -587,23 +521,21 @@ export class PubsubService {
   }
 
   private askApproval(state: NodeState, sub: Subscription): void {
-    const owners = this.owners(state).map((jid) => ({ jid, subid: sub.subid }));
+    const owners = this.audience.owners(state).map((jid) => ({ jid, subid: sub.subid }));
     if (owners.length > 0) this.notifier({ kind: 'authorization', node: sub.node, subscription: { ...sub } }, owners);
   }
 
-  /** §8.6: an owner approves or denies a pending subscription; the subscriber is told (§8.8.4). */
+  /**
+   * §8.6: an owner approves or denies a pending subscription; the subscriber is told (§8.8.4).
+   * Errors: `nodeid-required`, `item-not-found` (no such node, or no such pending subscription),
+   * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
+   */
   async authorize(actor: string, nodeId: string | undefined, subid: string, jid: string, allow: boolean): Promise<void> {
-    const checked = await this.node(nodeId);
-    this.require(checked, actor, 'manage-subscriptions');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
+    await this.guardedAction(actor, nodeId, 'manage-subscriptions', async (state) => {
       const sub = state.subscriptions.find((s) => s.subid === subid && s.jid === jid && s.state === 'pending');
-      if (!sub) fail('item-not-found', `no pending subscription ${subid} of ${jid} to node '${id}'`);
+      if (!sub) fail('item-not-found', `no pending subscription ${subid} of ${jid} to node '${state.record.id}'`);
       if (!allow) return this.removeSubscription(state, sub, true);
-      sub.state = 'subscribed';
-      await this.store.putSubscription(sub);
-      this.subscriptionChanged(state, sub, true);
+      await this.approve(state, sub);
       await this.sendLastPublished(state, sub);
     });
   }
@@ -624,7 +556,7 @@ export class PubsubService {
   /**
    * `jid` (a full JID) became available, as the presence the XMPP layer receives says: every
    * node it (or its bare JID) is subscribed to with send_last_published_item on_sub_and_presence
-   * sends it the newest item. Resolves to the number of items sent.
+   * sends it the newest item. Resolves to the number of items sent. Errors: none of its own.
    */
   async entityAvailable(jid: string): Promise<number> {
     const bare = bareJid(jid);
@@ -632,59 +564,59 @@ export class PubsubService {
     let sent = 0;
     for (const stored of await this.store.getSubscriptionsOf(bare)) {
       if ((stored.jid !== jid && stored.jid !== bare) || done.has(stored.node)) continue;
-      const state = await this.load(stored.node);
+      const state = await this.nodes.load(stored.node);
       const sub = state?.subscriptions.find((s) => s.subid === stored.subid && s.state === 'subscribed');
       if (!state || !sub || state.record.config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
-      if (!this.can(state, jid, 'be-notified', true, await this.rostersFor(state))) continue;
+      if (!this.audience.can(state, jid, 'be-notified', true, await this.audience.rostersFor(state))) continue;
       done.add(stored.node);
       if (await this.sendLastPublished(state, sub, jid)) sent++;
     }
     return sent;
   }
 
-  /** Pending subscriptions of the nodes this entity owns (for get-pending). */
+  /**
+   * Pending subscriptions (§8.7 get-pending; copies): of one node, or of every node `actor`
+   * owns. Errors (with a node): `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
+   * `presence-subscription-required`, `not-in-roster-group` (owners only).
+   */
   async pendingOf(actor: string, nodeId?: string): Promise<Subscription[]> {
     if (nodeId !== undefined) {
       const state = await this.node(nodeId);
-      this.require(state, actor, 'manage-subscriptions');
+      this.audience.require(state, actor, 'manage-subscriptions');
       return state.subscriptions.filter((s) => s.state === 'pending').map((s) => ({ ...s }));
     }
     const out: Subscription[] = [];
     for (const { node, affiliation } of await this.affiliationsOf(actor)) {
       if (affiliation !== 'owner') continue;
-      const state = await this.load(node);
+      const state = await this.nodes.load(node);
       for (const s of state?.subscriptions ?? []) if (s.state === 'pending') out.push({ ...s });
     }
     return out;
   }
 
-  /** Sends the approval form again to the owners for every pending subscription of a node. */
+  /**
+   * Sends the approval form again to `actor` for every pending subscription of a node (§8.7);
+   * resolves to how many. Errors: `nodeid-required`, `item-not-found`, `forbidden`,
+   * `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
+   */
   async resendApprovals(actor: string, nodeId: string | undefined): Promise<number> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'manage-subscriptions');
+    this.audience.require(state, actor, 'manage-subscriptions');
     const pending = state.subscriptions.filter((s) => s.state === 'pending');
     for (const sub of pending) this.notifier({ kind: 'authorization', node: sub.node, subscription: { ...sub } }, [{ jid: bareJid(actor), subid: sub.subid }]);
     return pending.length;
   }
 
+  /**
+   * Ends a subscription of `jid` (§6.2; `subid` optional when the JID has one). Errors:
+   * `nodeid-required`, `item-not-found`, `forbidden` (another entity's, unless an owner),
+   * `not-subscribed`, `subid-required`, `invalid-subid`.
+   */
   async unsubscribe(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined): Promise<void> {
-    const checked = await this.node(nodeId);
-    if (bareJid(jid) !== bareJid(actor) && !this.can(checked, actor, 'manage-subscriptions')) fail('forbidden', 'you may only unsubscribe your own JID');
-    const id = checked.record.id;
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
-      const subs = state.subscriptions.filter((s) => s.jid === jid);
-      if (subs.length === 0) fail('not-subscribed');
-      let target: Subscription | undefined;
-      if (subid === undefined) {
-        if (subs.length > 1) fail('subid-required');
-        target = subs[0];
-      } else {
-        target = subs.find((s) => s.subid === subid);
-        if (!target) fail('invalid-subid');
-      }
-      if (target) await this.removeSubscription(state, target, false);
-    });
+    const check = (state: NodeState): void => {
+      if (bareJid(jid) !== bareJid(actor) && !this.audience.can(state, actor, 'manage-subscriptions')) fail('forbidden', 'you may only unsubscribe your own JID');
+    };
+    await this.nodes.guarded(nodeId, check, (state) => this.removeSubscription(state, this.subscriptionOf(state, jid, subid), false));
   }
 
   private async addSubscription(state: NodeState, jid: string, subState: SubscriptionState, notify: boolean, options?: SubscriptionOptions): Promise<Subscription> {
@@ -710,16 +642,29 @@ export class PubsubService {
     const event: ServiceEvent = { kind: 'subscription', node: sub.node, subscription: { ...sub }, messageType: state.record.config.notificationType };
     if (toSubscriber) this.notifier(event, [{ jid: sub.jid, subid: sub.subid }]);
     if (state.record.config.notifySub) {
-      const owners: Recipient[] = [];
-      for (const [jid, affiliation] of state.affiliations) if (affiliation === 'owner') owners.push({ jid, subid: sub.subid });
+      const owners: Recipient[] = this.audience.owners(state).map((jid) => ({ jid, subid: sub.subid }));
       if (owners.length > 0) this.notifier(event, owners);
     }
   }
 
-  async getItems(actor: string, nodeId: string | undefined, query: ItemQuery = {}): Promise<Item[]> {
+  // ---- items ------------------------------------------------------------------------------
+
+  /** The node's state once `actor` may retrieve its items. */
+  private async readable(actor: string, nodeId: string | undefined): Promise<NodeState> {
     const state = await this.node(nodeId);
-    this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
+    await this.audience.requireWithRosters(state, actor, 'retrieve-items');
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    return state;
+  }
+
+  /**
+   * Items of a node (§6.5), newest first, without those past their pubsub#item_expire;
+   * `query.ids` for given items, `query.max` for the newest few. Errors: `nodeid-required`,
+   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group`, `must-subscribe` (authorize node), `persistent-items-unsupported`.
+   */
+  async getItems(actor: string, nodeId: string | undefined, query: ItemQuery = {}): Promise<Item[]> {
+    const state = await this.readable(actor, nodeId);
     return this.unexpired(state.record.config, await this.store.getItems(state.record.id, query));
   }
 
@@ -735,9 +680,7 @@ export class PubsubService {
 
   /** The checks of an item page and the store's page of ids; item-not-found for an unknown anchor. */
   private async itemIdPage(actor: string, nodeId: string | undefined, page: PageRequest): Promise<{ state: NodeState; ids: Page<string> }> {
-    const state = await this.node(nodeId);
-    this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
-    if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    const state = await this.readable(actor, nodeId);
     const found = await this.store.pageItemIds(state.record.id, { ...page, max: Math.min(page.max, PAGE_LIMIT) });
     if (!found) fail('item-not-found', `item '${page.after ?? page.before ?? ''}' is not in node '${state.record.id}': page from a known item`);
     return { state, ids: found };
@@ -749,9 +692,12 @@ export class PubsubService {
   }
 
   /**
-   * One page of a node's item ids in publication order (at most PAGE_LIMIT). An after/before id
-   * that is no longer in the node is item-not-found: its position is unknown (XEP-0059 §2.5).
-   * Costs O(log n) in the node's size wherever the page is (Store.pageItemIds).
+   * One page of a node's item ids in publication order (XEP-0059; `page.max` capped at
+   * PAGE_LIMIT). An after/before id that is no longer in the node is item-not-found: its
+   * position is unknown (XEP-0059 §2.5). Costs O(log n) in the node's size wherever the page is
+   * (Store.pageItemIds). Errors: `nodeid-required`, `item-not-found` (no such node, or an
+   * unknown after/before id), `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group`, `must-subscribe`, `persistent-items-unsupported`.
    */
   async pageItemIds(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<string>> {
     const { state, ids } = await this.itemIdPage(actor, nodeId, page);
@@ -759,7 +705,11 @@ export class PubsubService {
     return { ...ids, entries: (await this.liveItems(state, ids.entries)).map((item) => item.id) };
   }
 
-  /** One page of a node's items (see pageItemIds). */
+  /**
+   * One page of a node's items (as pageItemIds, with the items). Errors: `nodeid-required`,
+   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
+   * `not-in-roster-group`, `must-subscribe`, `persistent-items-unsupported`.
+   */
   async pageItems(actor: string, nodeId: string | undefined, page: PageRequest = { max: PAGE_LIMIT }): Promise<Page<Item>> {
     const { state, ids } = await this.itemIdPage(actor, nodeId, page);
     return { ...ids, entries: await this.liveItems(state, ids.entries) };
@@ -767,39 +717,44 @@ export class PubsubService {
 
   /**
    * XEP-0313 on a node (XEP-0442): one page of its history — publications and tombstones of
-   * retracted, expired or purged items — for whoever may retrieve its items.
+   * retracted, expired or purged items — for whoever may retrieve its items (`page.max` capped
+   * at ARCHIVE_PAGE_LIMIT; `query` times in ms since the epoch). Errors: `nodeid-required`,
+   * `item-not-found` (no such node, or an archive id not in the archive), `forbidden`,
+   * `closed-node`, `presence-subscription-required`, `not-in-roster-group`, `must-subscribe`,
+   * `persistent-items-unsupported`.
    */
   async queryArchive(actor: string, nodeId: string | undefined, query: ArchiveQuery, page: PageRequest = { max: ARCHIVE_PAGE_LIMIT }): Promise<Page<ArchiveEntry>> {
-    const state = await this.node(nodeId);
-    this.require(state, actor, 'retrieve-items', await this.rostersFor(state));
-    if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    const state = await this.readable(actor, nodeId);
     const found = await this.store.pageArchive(state.record.id, query, { ...page, max: Math.min(page.max, ARCHIVE_PAGE_LIMIT) });
     if (!found) fail('item-not-found', `an archive id of the query is not in the archive of node '${state.record.id}'`);
     return found;
   }
 
   /**
-   * Publishes an item (§7.1); resolves to its id, or undefined on a transient notification-only
-   * node, where a publish carries no item and only triggers a notification (§4.3). Errors:
-   * forbidden, item-not-found, item-required / payload-required / item-forbidden (publish-rules.ts),
-   * precondition-not-met, payload-too-big, node-full, rate-limited.
+   * Publishes an item (§7.1): resolves to its id (the given one, or a generated one), or
+   * undefined on a transient notification-only node, where a publish carries no item and only
+   * triggers a notification (§4.3). `request.item.payload`: the item's XML as a string, at most
+   * pubsub#max_payload_size bytes (UTF-8). One store batch (item, trim to max_items, archive
+   * entry); subscribers are notified once it is written.
+   * Errors: `nodeid-required`, `item-not-found` (no such node), `forbidden` (publish model or
+   * outcast), `rate-limited` (limits.publishRate), `item-required`, `payload-required`,
+   * `item-forbidden` (the node's event type, §7.1.3.6–7: publish-rules.ts), `precondition-not-met`
+   * (§7.1.5), `payload-too-big`, `node-full` (publish_node_full=reject, §7.1.3.4).
    */
   async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string | undefined> {
-    const checked = await this.node(nodeId);
-    this.requirePublish(checked, actor);
-    if (this.publishRate && !this.admins.has(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
     const { item } = request;
-    checkPublishShape(checked.record.config, item);
-    const id = checked.record.id;
-    return this.mutate(id, async () => {
-      const state = await this.node(id);
-      this.requirePublish(state, actor);
+    const check = (state: NodeState, locked: boolean): void => {
+      this.audience.requirePublish(state, actor);
+      if (!locked && this.publishRate && !this.audience.isAdmin(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
+      checkPublishShape(state.record.config, item); // under the lock too: the configuration may have changed meanwhile
+    };
+    return this.nodes.guarded(nodeId, check, async (state) => {
+      const id = state.record.id;
       const nodeConfig = state.record.config;
-      checkPublishShape(nodeConfig, item); // the configuration may have changed meanwhile
       this.checkPreconditions(nodeConfig, request.preconditions ?? {});
       if (isNotificationOnlyTransient(nodeConfig)) {
         // §4.3: no item, no item id; subscribers get an empty <items/>.
-        if (nodeConfig.deliverNotifications) this.emit(state, { kind: 'items', node: id, withPayload: false }, await this.audience(state));
+        if (nodeConfig.deliverNotifications) this.emit(state, { kind: 'items', node: id, withPayload: false }, await this.audience.of(state));
         return undefined;
       }
       const payload = item?.payload ?? '';
@@ -813,7 +768,7 @@ export class PubsubService {
         if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, published.published + nodeConfig.itemExpire * 1000);
       }
       if (nodeConfig.deliverNotifications) {
-        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, await this.audience(state));
+        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, await this.audience.of(state));
       }
       return published.id;
     });
@@ -839,8 +794,8 @@ export class PubsubService {
 
   /** Removes a node's expired items (oldest first), tells subscribers; answers the next due time. */
   private expireItems(nodeId: string): Promise<number | undefined> {
-    return this.mutate(nodeId, async () => {
-      const state = await this.load(nodeId);
+    return this.nodes.mutate(nodeId, async () => {
+      const state = await this.nodes.load(nodeId);
       const expire = state?.record.config.itemExpire;
       if (!state || expire === undefined || expire === 'max') return undefined;
       const now = this.now();
@@ -863,32 +818,27 @@ export class PubsubService {
       // One write for every expired item and its tombstone.
       if (due.length > 0) {
         const { retracted, archiveId } = await this.store.retractItems(nodeId, due, { archive: { stamp: now, keep: ARCHIVE_LIMIT } });
-        if (retracted.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: retracted, archiveId }, await this.audience(state));
+        if (retracted.length > 0 && state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: nodeId, itemIds: retracted, archiveId }, await this.audience.of(state));
       }
       return next;
     });
   }
 
-  private requirePublish(state: NodeState, actor: string): void {
-    const { publishModel, accessModel } = state.record.config;
-    const affiliation = this.affiliationOf(state, actor);
-    if (may(affiliation, accessModel, 'publish')) return;
-    if (affiliation === 'outcast') fail('forbidden');
-    if (publishModel === 'open') return;
-    if (publishModel === 'subscribers' && state.subscriptions.some((s) => bareJid(s.jid) === bareJid(actor) && s.state === 'subscribed')) return;
-    fail('forbidden');
-  }
-
-  /** `notify` undefined means: as the node's notify_retract says. */
+  /**
+   * Retracts items (§7.2; tombstones in the archive); `notify` undefined means: as the node's
+   * notify_retract says. Errors: `item-required` (no ids), `nodeid-required`, `item-not-found`
+   * (no such node, or an id not in it), `persistent-items-unsupported`, `forbidden` (may not
+   * retract, or another publisher's item without retract-any).
+   */
   async retract(actor: string, nodeId: string | undefined, itemIds: string[], notify: boolean | undefined): Promise<void> {
     if (itemIds.length === 0) fail('item-required');
-    const checked = await this.node(nodeId);
-    const id = checked.record.id;
-    if (!checked.record.config.persistItems) fail('persistent-items-unsupported');
-    await this.mutate(id, async () => {
-      const state = await this.node(id);
-      const mayRetractAny = this.can(state, actor, 'retract-any');
-      if (!mayRetractAny && !this.can(state, actor, 'retract-own')) fail('forbidden');
+    const check = (state: NodeState): void => {
+      if (!state.record.config.persistItems) fail('persistent-items-unsupported');
+    };
+    await this.nodes.guarded(nodeId, check, async (state) => {
+      const id = state.record.id;
+      const mayRetractAny = this.audience.can(state, actor, 'retract-any');
+      if (!mayRetractAny && !this.audience.can(state, actor, 'retract-own')) fail('forbidden');
       const found = await this.store.getItems(id, { ids: itemIds });
       if (found.length !== new Set(itemIds).size) {
         const missing = itemIds.filter((i) => !found.some((f) => f.id === i));
@@ -896,20 +846,28 @@ export class PubsubService {
       }
       if (!mayRetractAny && found.some((item) => item.publisher !== bareJid(actor))) fail('forbidden', 'you may only retract your own items');
       const { retracted, archiveId } = await this.store.retractItems(id, itemIds, { archive: { stamp: this.now(), keep: ARCHIVE_LIMIT } });
-      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: retracted, archiveId }, await this.audience(state));
+      if (notify ?? state.record.config.notifyRetract) this.emit(state, { kind: 'retract', node: id, itemIds: retracted, archiveId }, await this.audience.of(state));
     });
   }
 
+  /**
+   * The subscriptions held by `actor`'s bare JID (§5.6), on one node or all. Errors (with a
+   * node): `nodeid-required`, `item-not-found`.
+   */
   async subscriptionsOf(actor: string, nodeId?: string): Promise<Subscription[]> {
     if (nodeId !== undefined) await this.node(nodeId);
     const subs = await this.store.getSubscriptionsOf(bareJid(actor));
     return nodeId === undefined ? subs : subs.filter((s) => s.node === nodeId);
   }
 
+  /**
+   * The affiliations of `actor`'s bare JID (§5.7), on one node ('owner' for admins) or all.
+   * Errors (with a node): `nodeid-required`, `item-not-found`.
+   */
   async affiliationsOf(actor: string, nodeId?: string): Promise<Array<{ node: string; affiliation: Affiliation }>> {
     if (nodeId !== undefined) {
       const state = await this.node(nodeId);
-      const affiliation = this.affiliationOf(state, actor);
+      const affiliation = this.audience.affiliationOf(state, actor);
       return affiliation === 'none' ? [] : [{ node: nodeId, affiliation }];
     }
     return this.store.getAffiliationsOf(bareJid(actor));
@@ -918,14 +876,14 @@ export class PubsubService {
   /**
    * Ends every subscription held by exactly this JID, on every node (XEP-0060 §4.4: its
    * notifications keep bouncing). The JID is not told (it cannot be reached); owners with
-   * pubsub#notify_sub are. Resolves to the subscriptions ended.
+   * pubsub#notify_sub are. Resolves to the subscriptions ended. Errors: none of its own.
    */
   async dropUnreachable(jid: string): Promise<Subscription[]> {
     const dropped: Subscription[] = [];
     const nodes = new Set((await this.store.getSubscriptionsOf(bareJid(jid))).filter((s) => s.jid === jid).map((s) => s.node));
     for (const id of nodes) {
-      await this.mutate(id, async () => {
-        const state = await this.load(id);
+      await this.nodes.mutate(id, async () => {
+        const state = await this.nodes.load(id);
         for (const sub of state?.subscriptions.filter((s) => s.jid === jid) ?? []) {
           await this.removeSubscription(state as NodeState, sub, false);
           dropped.push(sub);

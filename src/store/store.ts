@@ -219,10 +219,8 @@ export function prefixEnd(prefix: string): string {
   return chars.join('') + String.fromCodePoint(last === 0xd7ff ? 0xe000 : last + 1);
 }
 
-export function bareJid(jid: string): string {
-  const slash = jid.indexOf('/');
-  return slash === -1 ? jid : jid.slice(0, slash);
-}
+/** The bare JID of a JID string (one function for all of Hermod: src/util/bare-jid.ts). */
+export { bareJid } from '../util/bare-jid.ts';
 
 /**
  * The page of an in-memory ordered list (the reference semantics every backend must match).

@@ -7,6 +7,7 @@
 
 import type { Element } from 'ltx';
 import { LRUCache } from 'lru-cache';
+import { bareJid } from '../util/bare-jid.ts';
 import { normalizeJid } from './jid.ts';
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
@@ -65,7 +66,6 @@ export class BounceTracker {
     const jid = normalizeJid(from);
     if (!jid) return;
     this.counts.delete(jid);
-    const slash = jid.indexOf('/');
-    if (slash !== -1) this.counts.delete(jid.slice(0, slash));
+    this.counts.delete(bareJid(jid));
   }
 }

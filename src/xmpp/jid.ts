@@ -41,10 +41,6 @@ export function normalizeJid(input: string): string | undefined {
   return jid && formatJid(jid);
 }
 
-export function toBare(jid: Jid): string {
-  return formatJid({ ...jid, resource: '' });
-}
-
 /** True for a domain-only JID such as a component address. */
 export function isDomainJid(input: string): boolean {
   const jid = parseJid(input);

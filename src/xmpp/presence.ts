@@ -16,7 +16,8 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Element } from 'ltx';
 import type { PresenceView } from '../pubsub/access.ts';
-import { parseJid, toBare } from './jid.ts';
+import { bareJid } from '../util/bare-jid.ts';
+import { formatJid, parseJid } from './jid.ts';
 
 export const CONTACTS_FILE = 'presence-contacts.json';
 
@@ -27,7 +28,7 @@ export class PresenceTracker implements PresenceView {
   isAvailable(jid: string): boolean {
     const parsed = parseJid(jid);
     if (!parsed) return false;
-    const resources = this.online.get(toBare(parsed));
+    const resources = this.online.get(bareJid(formatJid(parsed)));
     if (!resources) return false;
     return parsed.resource === '' ? resources.size > 0 : resources.has(parsed.resource);
   }
@@ -138,7 +139,7 @@ export class PresenceHandler {
     if (!from || (from.local === '' && from.resource === '')) return; // servers and components: nothing to track
     const to = parseJid(String(stanza.attrs.to ?? this.options.jid));
     if (to && (to.local !== '' || to.resource !== '')) return; // not for the service itself
-    const bare = toBare(from);
+    const bare = bareJid(formatJid(from));
     const type = stanza.attrs.type as string | undefined;
     const { tracker, send, log } = this.options;
     switch (type) {

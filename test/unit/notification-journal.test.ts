@@ -104,10 +104,12 @@ describe('outbox confirmation', () => {
     await tick();
     assert.equal(outbox.pending, 4);
     const ids = socket.barriers();
-    assert.equal(ids.length, 2, 'one barrier per chunk');
+    assert.equal(ids.length, 1, 'one barrier in flight, ending the first chunk');
     assert.equal(outbox.acknowledge(barrierBack(ids[0] as string)), true);
     assert.deepEqual(confirmed, [{ seq: 0, index: 1 }]);
     assert.equal(outbox.pending, 2);
+    await tick();
+    assert.equal(socket.barriers().length, 2, 'the next barrier covers what was written meanwhile');
     assert.equal(outbox.acknowledge(new Element('iq', { type: 'result', id: 'other', from: 'pubsub.x' })), false, 'other stanzas pass');
 
     outbox.detach();
@@ -121,5 +123,59 @@ describe('outbox confirmation', () => {
     assert.equal(outbox.pending, 0);
     assert.equal(outbox.sent, 3);
     await outbox.drained();
+  });
+
+  it('one barrier in flight confirms any number of chunks: each durable stanza only once a barrier written after it is back', async () => {
+    const confirmed: DurableTag[] = [];
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, onConfirmed: (t) => confirmed.push(t) });
+    const socket = new FakeSocket();
+    outbox.attach(socket);
+    const stanzas = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `<n${from + i}/>`);
+    outbox.push(stanzas(0, 20), { seq: 0, firstIndex: 0 }); // 10 chunks of two
+    await tick();
+    assert.equal(socket.chunks.length, 10);
+    const [first] = socket.barriers();
+    assert.equal(socket.barriers().length, 1);
+    assert.match(socket.chunks[0] ?? '', /^<n0\/><n1\/><iq /, 'the barrier ends the first chunk');
+    outbox.push(stanzas(20, 30), { seq: 1, firstIndex: 0 }); // written while the barrier is out
+    await tick();
+    assert.equal(socket.barriers().length, 1, 'no second barrier while one is in flight');
+    outbox.acknowledge(barrierBack(first as string));
+    assert.deepEqual(confirmed, [{ seq: 0, index: 1 }], 'only what was written before the barrier');
+    assert.equal(outbox.pending, 28);
+    let drained = false;
+    const done = outbox.drained().then(() => (drained = true));
+    await tick();
+    const ids = socket.barriers();
+    assert.equal(ids.length, 2);
+    assert.match(socket.chunks.at(-1) ?? '', /^<iq /, 'written alone: nothing else was queued');
+    assert.equal(drained, false);
+    outbox.acknowledge(barrierBack(ids[1] as string));
+    await done;
+    assert.deepEqual(confirmed, [{ seq: 0, index: 1 }, { seq: 1, index: 9 }]);
+    assert.equal(outbox.barriersSent, 2);
+    await tick();
+    assert.equal(socket.barriers().length, 2, 'nothing written since: no further barrier');
+  });
+
+  it('a barrier that never comes back does not stop confirmations: an overdue one is followed by another', async () => {
+    const confirmed: DurableTag[] = [];
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, barrierTimeoutMs: 50, onConfirmed: (t) => confirmed.push(t) });
+    const socket = new FakeSocket();
+    outbox.attach(socket);
+    outbox.push(['<a/>', '<b/>'], { seq: 0, firstIndex: 0 });
+    await tick();
+    const [lost] = socket.barriers();
+    assert.ok(lost);
+    await new Promise((resolve) => setTimeout(resolve, 120)); // the server lost it (or routed it elsewhere)
+    const ids = socket.barriers();
+    assert.ok(ids.length >= 2, 'another barrier once the first is overdue, though nothing new was written');
+    const drained = outbox.drained();
+    outbox.acknowledge(barrierBack(ids.at(-1) as string));
+    await drained;
+    assert.deepEqual(confirmed, [{ seq: 0, index: 1 }]);
+    assert.equal(outbox.acknowledge(barrierBack(lost)), true, 'the lost one, arriving late, is taken and changes nothing');
+    assert.deepEqual(confirmed, [{ seq: 0, index: 1 }]);
+    outbox.detach();
   });
 });

@@ -1,0 +1,168 @@
+// Who may act on a node and who hears of it: affiliations (service admins count as owners), the
+// capability table asked with the owners' rosters where the access model needs them (presence
+// and roster models, XEP-0060 §4.5, read through XEP-0356 privileges: RosterSource), and the
+// recipients of a notification — approved, delivering subscriptions whose JID may still be
+// notified, only available ones on a pubsub#presence_based_delivery node (§12).
+
+import { bareJid } from '../util/bare-jid.ts';
+import { needsRoster, rosterGrants, rosterModelRefusal, type PresenceView, type Roster, type RosterSource } from './access.ts';
+import { may, type Action } from './capabilities.ts';
+import { fail } from './errors.ts';
+import type { NodeState } from './node-state.ts';
+import { ACCESS_MODELS, type AccessModel, type Affiliation, type Recipient } from './types.ts';
+
+export interface AudienceOptions {
+  /** Bare JIDs with owner rights on every node. */
+  admins: ReadonlySet<string>;
+  /** Owners' rosters (absent: the presence and roster models are refused). */
+  rosters?: RosterSource;
+  /** Who is available (absent: nobody is known to be). */
+  presence?: PresenceView;
+  /** A roster that could not be read (access is refused meanwhile). */
+  onError: (err: unknown) => void;
+}
+
+export class Audience {
+  constructor(private readonly options: AudienceOptions) {}
+
+  /** Is this bare JID a service admin? */
+  isAdmin(bare: string): boolean {
+    return this.options.admins.has(bare);
+  }
+
+  /** The access models offered now: presence and roster only while a server grants roster access. */
+  accessModels(): AccessModel[] {
+    return ACCESS_MODELS.filter((m) => !needsRoster(m) || this.options.rosters?.granted() === true);
+  }
+
+  /** Why `model` cannot be set on a node with these owners now (rosterModelRefusal), or undefined. */
+  modelRefusal(model: AccessModel, owners: readonly string[]): string | undefined {
+    return rosterModelRefusal(model, this.options.rosters, owners);
+  }
+
+  /** The affiliation of `jid`'s bare JID with the node ('owner' for admins). */
+  affiliationOf(state: NodeState, jid: string): Affiliation {
+    const bare = bareJid(jid);
+    if (this.options.admins.has(bare)) return 'owner';
+    return state.affiliations.get(bare) ?? 'none';
+  }
+
+  /** Does any resource of this JID's bare JID hold an approved subscription? */
+  isSubscribed(state: NodeState, jid: string): boolean {
+    const bare = bareJid(jid);
+    return state.subscriptions.some((s) => s.state === 'subscribed' && bareJid(s.jid) === bare);
+  }
+
+  /** The owners of a node (bare JIDs), e.g. to send them approval requests. */
+  owners(state: NodeState): string[] {
+    const out: string[] = [];
+    for (const [jid, affiliation] of state.affiliations) if (affiliation === 'owner') out.push(jid);
+    return out;
+  }
+
+  /**
+   * May `jid` do `action` on the node? `subscribed` overrides the lookup of its subscription;
+   * `rosters`: the owners' rosters, for the presence and roster models (rostersFor) — without
+   * them an entity with no affiliation gets nothing on such a node.
+   */
+  can(state: NodeState, jid: string, action: Action, subscribed?: boolean, rosters?: readonly Roster[]): boolean {
+    const affiliation = this.affiliationOf(state, jid);
+    let { accessModel } = state.record.config;
+    if (affiliation === 'none' && needsRoster(accessModel) && rosters && rosterGrants(state.record.config, rosters, jid)) accessModel = 'open';
+    if (may(affiliation, accessModel, action, false)) return true;
+    return may(affiliation, accessModel, action, subscribed ?? this.isSubscribed(state, jid));
+  }
+
+  /**
+   * can(), or the error that says why not. Errors: `closed-node` (whitelist),
+   * `presence-subscription-required` (presence model), `not-in-roster-group` (roster model),
+   * `must-subscribe` (authorize model, approved subscribers only), else `forbidden`.
+   */
+  require(state: NodeState, jid: string, action: Action, rosters?: readonly Roster[]): void {
+    if (this.can(state, jid, action, undefined, rosters)) return;
+    const affiliation = this.affiliationOf(state, jid);
+    const { accessModel } = state.record.config;
+    if (affiliation === 'none' && accessModel === 'whitelist') fail('closed-node');
+    if (affiliation === 'none' && accessModel === 'presence') fail('presence-subscription-required');
+    if (affiliation === 'none' && accessModel === 'roster') fail('not-in-roster-group');
+    if (affiliation === 'none' && accessModel === 'authorize' && may(affiliation, accessModel, action, true)) {
+      fail('must-subscribe', 'only approved subscribers may do this on this node');
+    }
+    fail('forbidden');
+  }
+
+  /** require() with the owners' rosters read when the access model needs them. */
+  async requireWithRosters(state: NodeState, jid: string, action: Action): Promise<void> {
+    this.require(state, jid, action, await this.rostersFor(state));
+  }
+
+  /**
+   * May `actor` publish (§7.1.3.1, pubsub#publish_model)? Errors: `forbidden` (outcasts, and
+   * whoever the publish model leaves out).
+   */
+  requirePublish(state: NodeState, actor: string): void {
+    const { publishModel, accessModel } = state.record.config;
+    const affiliation = this.affiliationOf(state, actor);
+    if (may(affiliation, accessModel, 'publish')) return;
+    if (affiliation === 'outcast') fail('forbidden');
+    if (publishModel === 'open') return;
+    if (publishModel === 'subscribers' && this.isSubscribed(state, actor)) return;
+    fail('forbidden');
+  }
+
+  /**
+   * Subscribers that may receive notifications right now (access re-checked per send; paused
+   * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
+   */
+  recipients(state: NodeState, rosters?: readonly Roster[]): Recipient[] {
+    const out: Recipient[] = [];
+    let byJid: Map<string, Recipient> | undefined;
+    let multi: Set<string> | undefined;
+    const presenceBased = state.record.config.presenceBasedDelivery;
+    for (const sub of state.subscriptions) {
+      if (sub.state !== 'subscribed' || sub.options?.deliver === false || !this.can(state, sub.jid, 'be-notified', true, rosters)) continue;
+      if (presenceBased && !this.options.presence?.isAvailable(sub.jid)) continue; // §12: available subscribers only
+      const seen = byJid?.get(sub.jid);
+      if (seen) {
+        (seen.subids ??= [seen.subid]).push(sub.subid);
+        continue;
+      }
+      const recipient: Recipient = { jid: sub.jid, subid: sub.subid };
+      out.push(recipient);
+      (byJid ??= new Map()).set(sub.jid, recipient);
+    }
+    // A JID holding several subscriptions is told which ones, even if only one delivers.
+    for (const sub of state.subscriptions) {
+      if (sub.subid !== byJid?.get(sub.jid)?.subid) (multi ??= new Set()).add(sub.jid);
+    }
+    if (multi) for (const r of out) if (multi.has(r.jid)) r.subids ??= [r.subid];
+    return out;
+  }
+
+  /** recipients() with the owners' rosters when the access model needs them. */
+  async of(state: NodeState): Promise<Recipient[]> {
+    return this.recipients(state, await this.rostersFor(state));
+  }
+
+  /**
+   * The rosters of the node's owners, for the presence and roster access models (undefined for
+   * other models). An owner whose roster cannot be read (no privilege covers it, or the server
+   * does not answer) contributes nothing: access is refused rather than guessed.
+   */
+  async rostersFor(state: NodeState): Promise<Roster[] | undefined> {
+    if (!needsRoster(state.record.config.accessModel)) return undefined;
+    const source = this.options.rosters;
+    if (!source) return [];
+    const read = await Promise.all(
+      this.owners(state)
+        .filter((owner) => source.covers(owner))
+        .map((owner) =>
+          source.roster(owner).catch((err: unknown) => {
+            this.options.onError(new Error(`the roster of ${owner} could not be read (access refused meanwhile): ${String(err)}`));
+            return undefined;
+          }),
+        ),
+    );
+    return read.filter((r): r is Roster => r !== undefined);
+  }
+}
