@@ -44,7 +44,7 @@ export async function openAppSettings(stack: StopStack, config: HermodConfig, lo
 export interface Replication {
   readonly ajatus: AjatusReplication | undefined;
   readonly midgard: MidgardReplication | undefined;
-  /** Message routes by payload namespace: partners' pub/sub event notifications. */
+  /** Message routes by payload namespace: partners' pub/sub events, their MAM results and §8.9.4 affiliation notifications. */
   readonly messages: ReadonlyMap<string, MessageHandler>;
   /** Starts the sources (publishing); partner discovery and subscriptions follow `online`. */
   start(online: Promise<void>): Promise<void>;
