@@ -5,6 +5,7 @@
 import { client } from '@xmpp/client';
 import { Element, parse } from 'ltx';
 import type { ServerInfo, XmppEnv } from '../../src/devenv/index.ts';
+import { bareJid } from '../../src/util/bare-jid.ts';
 import { IqError } from '../../src/xmpp/iq-error.ts';
 
 export { eventually } from '../../src/devenv/index.ts';
@@ -39,7 +40,7 @@ export class TestClient {
   }
 
   get bare(): string {
-    return this.jid.split('/')[0] as string;
+    return bareJid(this.jid);
   }
 
   static async connect(server: ServerInfo, username: string, password: string, resource = 'test'): Promise<TestClient> {

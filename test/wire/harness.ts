@@ -23,6 +23,7 @@ import type { ConnectionHandlers, ConnectionState } from '../../src/component/co
 import type { Outbox } from '../../src/component/outbox.ts';
 import { validateConfig } from '../../src/config/config.ts';
 import { silentLogger } from '../../src/log.ts';
+import { bareJid } from '../../src/util/bare-jid.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { Store } from '../../src/store/store.ts';
 import { IqError } from '../../src/xmpp/iq-error.ts';
@@ -42,8 +43,7 @@ export interface WireHarnessOptions {
   messages?: ReadonlyMap<string, MessageHandler>;
 }
 
-const bareOf = (jid: string): string => jid.split('/')[0] as string;
-const domainOf = (jid: string): string => bareOf(jid).split('@').pop() as string;
+const domainOf = (jid: string): string => bareJid(jid).split('@').pop() as string;
 
 /** The servers' part: routes stanzas between components and clients, in process. */
 export class WireNetwork {
@@ -97,7 +97,7 @@ export class WireNetwork {
       if (reply) await this.route(reply);
       return;
     }
-    const targets = to.includes('/') ? [...(this.clients.get(to) ?? [])] : [...this.clients].filter(([full]) => bareOf(full) === to).flatMap(([, l]) => [...l]);
+    const targets = to.includes('/') ? [...(this.clients.get(to) ?? [])] : [...this.clients].filter(([full]) => bareJid(full) === to).flatMap(([, l]) => [...l]);
     if (targets.length === 0) this.undelivered.push(routed);
     // Asynchronously, as over a socket: a client's reply waiter is registered before its reply arrives.
     for (const listener of targets) setImmediate(() => listener(routed));
@@ -222,8 +222,8 @@ export class WireHarness {
 
   /** The messages sent to `jid`'s bare JID, from index `since` of `messages` on. */
   to(jid: string, since = 0): Element[] {
-    const bare = bareOf(jid);
-    return this.messages.slice(since).filter((m) => bareOf(String(m.attrs.to ?? '')) === bare);
+    const bare = bareJid(jid);
+    return this.messages.slice(since).filter((m) => bareJid(String(m.attrs.to ?? '')) === bare);
   }
 
   /** Stanzas the network could deliver to nobody. */
