@@ -58,6 +58,7 @@ interface Pending {
 export class XsltEngine {
   private readonly cache = new LRUCache<string, CompiledStylesheet>({ max: 256 });
   private worker: Worker | undefined;
+  private workerReady: Promise<void> | undefined;
   private readonly pending = new Map<number, Pending>();
   private counter = 0;
   private readonly timeoutMs: number;
@@ -117,8 +118,9 @@ export class XsltEngine {
 
   private queue: Promise<void> = Promise.resolve();
 
-  private runOne(stylesheet: CompiledStylesheet, source: string, params: Record<string, string>): Promise<string> {
-    const worker = this.ensureWorker();
+  private async runOne(stylesheet: CompiledStylesheet, source: string, params: Record<string, string>): Promise<string> {
+    const { worker, ready } = this.ensureWorker();
+    await ready; // the time limit is the stylesheet's: it starts once the worker has loaded saxon-js
     const id = ++this.counter;
     return new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -138,11 +140,24 @@ export class XsltEngine {
     });
   }
 
-  private ensureWorker(): Worker {
-    if (this.worker) return this.worker;
+  /**
+   * The worker, started if needed, and a promise that resolves once it has loaded saxon-js
+   * (rejects with a TransformError when it fails to, or takes longer than compileTimeoutMs).
+   */
+  private ensureWorker(): { worker: Worker; ready: Promise<void> } {
+    if (this.worker && this.workerReady) return { worker: this.worker, ready: this.workerReady };
     const worker = new Worker(WORKER);
     worker.unref();
-    worker.on('message', (msg: { id: number; ok: boolean; output?: string; error?: string }) => {
+    let loaded: () => void = () => undefined;
+    let failed: (err: Error) => void = () => undefined;
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TransformError(`transform worker did not load saxon-js within ${this.compileTimeoutMs} ms`)), this.compileTimeoutMs);
+      loaded = () => (clearTimeout(timer), resolve());
+      failed = (err) => (clearTimeout(timer), reject(err));
+    });
+    ready.catch(() => (this.worker === worker ? this.restartWorker() : undefined));
+    worker.on('message', (msg: { id: number; ok: boolean; output?: string; error?: string; ready?: boolean }) => {
+      if (msg.ready) return loaded();
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
@@ -150,15 +165,20 @@ export class XsltEngine {
       if (msg.ok) p.resolve(msg.output ?? '');
       else p.reject(new TransformError(msg.error ?? 'transform failed'));
     });
-    worker.on('error', (err) => this.failAll(new TransformError(`transform worker failed: ${err.message}`)));
+    worker.on('error', (err) => {
+      failed(new TransformError(`transform worker failed: ${err.message}`));
+      this.failAll(new TransformError(`transform worker failed: ${err.message}`));
+    });
     this.worker = worker;
-    return worker;
+    this.workerReady = ready;
+    return { worker, ready };
   }
 
   /** Terminates the worker (a runaway transform); requests under way fail, the next starts anew. */
   private restartWorker(): void {
     const worker = this.worker;
     this.worker = undefined;
+    this.workerReady = undefined;
     this.failAll(new TransformError('transform worker restarted after a timeout'));
     void worker?.terminate();
   }
@@ -175,6 +195,7 @@ export class XsltEngine {
     this.failAll(new TransformError('shutting down'));
     await this.worker?.terminate();
     this.worker = undefined;
+    this.workerReady = undefined;
   }
 }
 
