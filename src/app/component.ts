@@ -118,7 +118,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
       store: options.storeLabel ?? describeBackend(config.store.backend, config),
       nodes: nodes.length,
       subscriptions,
-      queues: { outboxPending: core.outbox.pending, notificationsSent: core.outbox.sent, notificationsDropped: core.outbox.dropped, requestsInFlight: router.inFlightCount },
+      queues: { outboxPending: core.outbox.unrouted, notificationsSent: core.outbox.sent, notificationsDropped: core.outbox.dropped, requestsInFlight: router.inFlightCount },
       bounces: { tracked: bounces.tracked, unsubscribed: bounces.unsubscribed },
     };
   };

@@ -172,6 +172,7 @@ export class ComponentConnection {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.outbox.drained(), new Promise((resolve) => (timer = setTimeout(resolve, flushTimeoutMs)))]);
       clearTimeout(timer);
+      this.outbox.settle(); // the server stays up: what it routed is delivered
       if (this.outbox.pending > 0) this.options.log.warn('stopping with notifications unsent', { pending: this.outbox.pending });
       try {
         await entity.stop();

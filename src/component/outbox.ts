@@ -7,8 +7,12 @@
 // lost when the server goes away (unread in its buffers). With a `barrier` the outbox follows
 // written stanzas with an IQ addressed to the component itself; the server handles a stream's
 // stanzas in order, so when that IQ comes back every stanza before it has been routed by the
-// server. Only then are they confirmed (and, when durable, their journal position acknowledged);
-// on disconnect the unconfirmed ones are written again after reconnect. One barrier is in flight
+// server. A server that is going away can still drop what it routed a moment before (ejabberd
+// closes its client sessions first and its component connections after; a stanza routed to a
+// session being closed is lost), so a routed stanza is confirmed (and, when durable, its journal
+// position acknowledged) only once it has been routed for `settleMs` while the stream stayed up;
+// on disconnect the unconfirmed ones, routed or not, are written again after reconnect (at least
+// once: a subscriber may see such an item id twice, never lose it). A deliberate stop settles at once. One barrier is in flight
 // at a time: it ends the first chunk written while none is, and when it comes back the next one
 // covers everything written meanwhile, so a backed-up fan-out costs one barrier (and one journal
 // acknowledgement) per round trip to the server, not one per 64 KiB chunk. Stanzas pushed without
@@ -45,6 +49,11 @@ export interface OutboxOptions {
    * so far; whichever comes back first confirms what it covers. Default 15 000.
    */
   barrierTimeoutMs?: number;
+  /**
+   * Milliseconds a routed stanza must stay routed, with the stream up, before it counts as
+   * confirmed (see the header). Default 2 000; 0 confirms as soon as the barrier comes back.
+   */
+  settleMs?: number;
   /** The newest durable stanza that the server has now taken (all before it too). */
   onConfirmed?: (last: DurableTag) => void;
   /** Durable stanzas dropped because the outbox was full. */
@@ -69,6 +78,12 @@ export class Outbox {
   private head = 0;
   /** Everything before this has been confirmed by the server (or written, without barriers). */
   private confirmed = 0;
+  /** Everything before this has been routed by the server (a barrier came back); >= confirmed. */
+  private routed = 0;
+  /** Routed positions not yet settled, oldest first, with when their barrier came back. */
+  private settling: Array<{ position: number; at: number }> = [];
+  private settleTimer: NodeJS.Timeout | undefined;
+  private readonly settleMs: number;
   /**
    * Barriers in flight, oldest first: id, the absolute position each confirms (exclusive), when it
    * was written. Normally one; another only once the newest is overdue (barrierTimeoutMs).
@@ -95,6 +110,7 @@ export class Outbox {
     this.limit = options.limit ?? 250_000;
     this.chunkBytes = options.chunkBytes ?? 64 * 1024;
     this.barrierTimeoutMs = options.barrierTimeoutMs ?? 15_000;
+    this.settleMs = options.settleMs ?? 2_000;
     this.log = options.log;
     this.barrierJid = options.barrierJid;
   }
@@ -103,14 +119,19 @@ export class Outbox {
     return this.base + this.queue.length;
   }
 
-  /** Stanzas not yet confirmed (queued or written and awaiting the server's barrier). */
+  /** Stanzas not yet confirmed (queued, written and awaiting the server's barrier, or settling). */
   get pending(): number {
     return this.end - this.confirmed;
   }
 
-  /** Stanzas written to the socket and not yet confirmed. */
+  /** Stanzas the server has not routed yet (queued, or written and awaiting the barrier): the backlog. */
+  get unrouted(): number {
+    return this.end - this.routed;
+  }
+
+  /** Stanzas written to the socket and not yet routed by the server. */
   get inFlight(): number {
-    return this.head - this.confirmed;
+    return this.head - this.routed;
   }
 
   /** Start writing to a (newly connected) socket. */
@@ -129,6 +150,9 @@ export class Outbox {
     this.waitingDrain = false;
     this.barriers = [];
     clearTimeout(this.overdueTimer);
+    this.settling = [];
+    clearTimeout(this.settleTimer);
+    this.routed = this.confirmed;
     if (this.head > this.confirmed) {
       const from = this.confirmed - this.base;
       const to = this.head - this.base;
@@ -173,11 +197,11 @@ export class Outbox {
   }
 
   /**
-   * Resolves when everything queued has been confirmed by the server (or at once when
-   * detached: it then waits in the queue, and in the journal when durable).
+   * Resolves when everything queued has been routed by the server (or at once when detached: it
+   * then waits in the queue, and in the journal when durable).
    */
   drained(): Promise<void> {
-    if (this.pending === 0 || !this.socket) return Promise.resolve();
+    if (this.end === this.routed || !this.socket) return Promise.resolve();
     return new Promise((resolve) => this.drainedWaiters.push(resolve));
   }
 
@@ -194,9 +218,44 @@ export class Outbox {
     const { position } = this.barriers[at] as { position: number };
     this.barriers.splice(0, at + 1); // older ones cover less: done with them too
     if (this.barriers.length === 0) clearTimeout(this.overdueTimer);
-    this.confirm(position);
+    this.route(position);
     this.schedule(); // what was written meanwhile gets the next barrier
     return true;
+  }
+
+  /**
+   * Confirms everything the server has routed without waiting for it to settle: for a deliberate
+   * stop, when the server is not going away (src/component/connection.ts).
+   */
+  settle(): void {
+    this.settling = [];
+    clearTimeout(this.settleTimer);
+    this.confirm(this.routed);
+  }
+
+  /** A barrier came back: everything before `position` is routed; it is confirmed once settled. */
+  private route(position: number): void {
+    if (position <= this.routed) return;
+    this.routed = position;
+    if (this.settleMs <= 0) this.confirm(position);
+    else {
+      this.settling.push({ position, at: Date.now() });
+      if (this.settling.length === 1) this.armSettle();
+    }
+    this.resolveDrained();
+  }
+
+  private armSettle(): void {
+    const oldest = this.settling[0];
+    if (!oldest) return;
+    this.settleTimer = setTimeout(() => {
+      const now = Date.now();
+      let position: number | undefined;
+      while (this.settling.length > 0 && now - (this.settling[0] as { at: number }).at >= this.settleMs) position = this.settling.shift()?.position;
+      if (position !== undefined) this.confirm(position);
+      this.armSettle();
+    }, Math.max(0, oldest.at + this.settleMs - Date.now()));
+    this.settleTimer.unref();
   }
 
   /**
@@ -204,7 +263,7 @@ export class Outbox {
    * come back (none, or the newest is overdue).
    */
   private get barrierOwed(): boolean {
-    if (this.barrierJid === undefined || this.head <= this.confirmed) return false;
+    if (this.barrierJid === undefined || this.head <= this.routed) return false;
     const newest = this.barriers.at(-1);
     return newest === undefined || Date.now() - newest.sentAt >= this.barrierTimeoutMs;
   }
@@ -216,6 +275,7 @@ export class Outbox {
 
   private confirm(position: number): void {
     if (position <= this.confirmed) return;
+    if (position > this.routed) this.routed = position;
     let last: DurableTag | undefined;
     for (let p = position - 1; p >= this.confirmed; p--) {
       const i = p - this.base;
@@ -238,7 +298,7 @@ export class Outbox {
   }
 
   private resolveDrained(): void {
-    if (this.pending !== 0 && this.socket) return;
+    if (this.end !== this.routed && this.socket) return;
     if (this.pending === 0) {
       this.queue = [];
       this.tagSeq = [];

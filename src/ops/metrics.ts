@@ -27,7 +27,7 @@ export function errorCondition(stanza: Element): string {
 }
 
 export interface MetricsSources {
-  outbox(): { pending: number; sent: number; dropped: number };
+  outbox(): { unrouted: number; sent: number; dropped: number };
   /** Bytes the store takes, if cheap to know. */
   storeSize?(): Promise<number | undefined>;
 }
@@ -70,10 +70,10 @@ export class HermodMetrics {
     });
     new Gauge({
       name: 'hermod_outbox_pending',
-      help: 'Notification stanzas waiting to be sent',
+      help: 'Notification stanzas the XMPP server has not routed yet (queued or in flight)',
       registers,
       collect() {
-        this.set(sources.outbox().pending);
+        this.set(sources.outbox().unrouted);
       },
     });
     this.fanout = new Histogram({

@@ -95,7 +95,7 @@ const barrierBack = (id: string): Element => new Element('iq', { type: 'result',
 describe('outbox confirmation', () => {
   it('confirms only what a returned barrier covers; after a disconnect writes the unconfirmed durable stanzas again, not the others', async () => {
     const confirmed: DurableTag[] = [];
-    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, onConfirmed: (t) => confirmed.push(t) });
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, settleMs: 0, onConfirmed: (t) => confirmed.push(t) });
     const socket = new FakeSocket();
     outbox.attach(socket);
     outbox.push(['<m1/>', '<m2/>'], { seq: 0, firstIndex: 0 });
@@ -127,7 +127,7 @@ describe('outbox confirmation', () => {
 
   it('one barrier in flight confirms any number of chunks: each durable stanza only once a barrier written after it is back', async () => {
     const confirmed: DurableTag[] = [];
-    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, onConfirmed: (t) => confirmed.push(t) });
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, settleMs: 0, onConfirmed: (t) => confirmed.push(t) });
     const socket = new FakeSocket();
     outbox.attach(socket);
     const stanzas = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `<n${from + i}/>`);
@@ -158,9 +158,39 @@ describe('outbox confirmation', () => {
     assert.equal(socket.barriers().length, 2, 'nothing written since: no further barrier');
   });
 
+  it('what the server routed just before the stream went away is written again; what stayed routed for settleMs is confirmed', async () => {
+    const confirmed: DurableTag[] = [];
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 100, settleMs: 60, onConfirmed: (t) => confirmed.push(t) });
+    const socket = new FakeSocket();
+    outbox.attach(socket);
+    outbox.push(['<a/>', '<b/>'], { seq: 0, firstIndex: 0 });
+    await tick();
+    const drained = outbox.drained();
+    outbox.acknowledge(barrierBack(socket.barriers()[0] as string));
+    await drained; // routed: MAM pages and the stop's flush wait no longer
+    assert.deepEqual(confirmed, [], 'routed, not yet settled');
+    assert.equal(outbox.pending, 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(confirmed, [{ seq: 0, index: 1 }], 'settled while the stream stayed up');
+
+    outbox.push(['<c/>'], { seq: 1, firstIndex: 0 });
+    await tick();
+    outbox.acknowledge(barrierBack(socket.barriers()[1] as string));
+    outbox.detach(); // the server went away right after routing <c/> (e.g. a shutdown closing sessions)
+    const again = new FakeSocket();
+    outbox.attach(again);
+    await tick();
+    assert.equal(again.chunks.join('').replace(/<iq.*?<\/iq>/g, ''), '<c/>', 'written again: it may have been dropped');
+    outbox.acknowledge(barrierBack(again.barriers()[0] as string));
+    outbox.settle(); // a deliberate stop: the server stays up
+    assert.deepEqual(confirmed, [{ seq: 0, index: 1 }, { seq: 1, index: 0 }]);
+    assert.equal(outbox.pending, 0);
+    outbox.detach();
+  });
+
   it('a barrier that never comes back does not stop confirmations: an overdue one is followed by another', async () => {
     const confirmed: DurableTag[] = [];
-    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, barrierTimeoutMs: 50, onConfirmed: (t) => confirmed.push(t) });
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, barrierTimeoutMs: 50, settleMs: 0, onConfirmed: (t) => confirmed.push(t) });
     const socket = new FakeSocket();
     outbox.attach(socket);
     outbox.push(['<a/>', '<b/>'], { seq: 0, firstIndex: 0 });
