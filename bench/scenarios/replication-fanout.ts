@@ -112,14 +112,25 @@ function servers(env: XmppEnv): { source: ServerInfo; prosody: ServerInfo; partn
   return { source, prosody, partners };
 }
 
-/** Starts `n` pouchdb-servers; if one fails, stops those that started and throws. */
-async function startCouches(n: number): Promise<CouchServer[]> {
-  const started = await Promise.allSettled(Array.from({ length: n }, () => startCouch()));
-  const ok = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed) {
+/**
+ * Starts `n` pouchdb-servers one after the other (several node processes starting at once on a
+ * busy machine miss the devenv's 20 s start bound), each tried twice; if one still fails, stops
+ * those that started and throws.
+ */
+async function startCouches(n: number, log: (m: string) => void): Promise<CouchServer[]> {
+  const ok: CouchServer[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      ok.push(
+        await startCouch().catch((err: unknown) => {
+          log(`pouchdb-server did not start (${String(err).split('\n', 1)[0]}); trying once more`);
+          return startCouch();
+        }),
+      );
+    }
+  } catch (err) {
     for (const c of ok) await c.destroy().catch(() => {});
-    throw failed.reason;
+    throw err;
   }
   return ok;
 }
@@ -147,7 +158,7 @@ interface Sites {
 async function openSites(ctx: Ctx, n: number): Promise<Sites> {
   const { source, prosody, partners } = servers(ctx.env);
   if (partners.length < n) throw new Error(`the environment has ${partners.length} partner components, ${n} wanted`);
-  const [src, ...parts] = (await startCouches(1 + n)) as [CouchServer, ...CouchServer[]];
+  const [src, ...parts] = (await startCouches(1 + n, ctx.log)) as [CouchServer, ...CouchServer[]];
   const extra = (couch: CouchServer): Record<string, unknown> => ({ appDb: { url: couch.url, db: APP }, ajatus: { discoveryIntervalSeconds: 1 } });
   const sites: Sites = {
     src,
