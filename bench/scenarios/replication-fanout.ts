@@ -392,10 +392,10 @@ const msPerDoc = (v: number | undefined): string => (v === undefined || !Number.
 const sumOf = (rec: Record<string, number>, re: RegExp): number => Object.entries(rec).reduce((a, [k, v]) => (re.test(k) && Number.isFinite(v) ? a + v : a), 0);
 
 /** The fan-out section: one row per partner count, Hermod against the N pulls; then CPU per process. */
-export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md: string[]; svg?: { name: string; svg: string } } {
+export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md: string[]; svgs: Array<{ name: string; svg: string }> } {
   const md: string[] = [];
   const counts = [...new Set(rounds.map((r) => r.partners))].sort((a, b) => a - b);
-  if (counts.length === 0) return { md };
+  if (counts.length === 0) return { md, svgs: [] };
   const get = (s: System, n: number): FanoutRound | undefined => rounds.find((r) => r.system === s && r.partners === n);
   const docs = rounds[0]?.docs ?? 0;
   md.push('### Fan-out: one source site feeding N partner sites');
@@ -455,17 +455,32 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
     ),
   );
   md.push('');
-  const svg = barChart({
-    title: 'Replication fan-out: documents/s delivered to every partner',
-    subtitle: `${fmtInt(docs)} Ajatus notes (~${(docBytesMean / 1024).toFixed(1)} KiB) written at one source, N partners`,
-    yLabel: 'documents/s',
-    groups: counts.map((n) => `N = ${n}`),
-    series: (['hermod', 'replicate'] as const).map((s) => ({
-      name: s === 'hermod' ? 'Hermod (publish once, XMPP to N partners)' : 'N × _replicate pulls (pouchdb-server)',
-      values: counts.map((n) => get(s, n)?.docsPerSec ?? NaN),
-    })),
-  });
-  return { md, svg: { name: 'fanout', svg } };
+  const series = (value: (r: FanoutRound) => number, names: Record<System, string>): Array<{ name: string; values: number[] }> =>
+    (['hermod', 'replicate'] as const).map((s) => ({ name: names[s], values: counts.map((n) => (get(s, n) ? value(get(s, n) as FanoutRound) : NaN)) }));
+  const groups = counts.map((n) => `N = ${n}`);
+  const svgs = [
+    {
+      name: 'fanout',
+      svg: barChart({
+        title: 'Replication fan-out: documents/s delivered to every partner',
+        subtitle: `${fmtInt(docs)} Ajatus notes (~${(docBytesMean / 1024).toFixed(1)} KiB) written at one source, N partners`,
+        yLabel: 'documents/s',
+        groups,
+        series: series((r) => r.docsPerSec, { hermod: 'Hermod (publish once, XMPP to N partners)', replicate: 'N × _replicate pulls (pouchdb-server)' }),
+      }),
+    },
+    {
+      name: 'fanout-cpu',
+      svg: barChart({
+        title: 'Replication fan-out: source site CPU per document',
+        subtitle: 'CPU ms per document: pouchdb-server S + Hermod S, against pouchdb-server S serving N pulls',
+        yLabel: 'CPU ms / document',
+        groups,
+        series: series((r) => r.sourceCpuMsPerDoc, { hermod: 'Hermod: couch S + Hermod S', replicate: 'N × _replicate: couch S' }),
+      }),
+    },
+  ];
+  return { md, svgs };
 }
 
 /** The first-sync section: time and peak resident memory of both Hermods, and `_replicate`'s time. */

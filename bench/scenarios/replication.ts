@@ -387,7 +387,7 @@ export function replicationReport(r: ReplicationResult): { md: string; svgs: Arr
   if (r.fanout?.length) {
     const f = fanoutSection(r.fanout, r.docBytes.mean);
     lines.push(...f.md);
-    if (f.svg) svgs.push(f.svg);
+    svgs.push(...f.svgs);
   }
   if (r.firstSync) lines.push(...firstSyncSection(r.firstSync));
   if (r.failures?.length) {
