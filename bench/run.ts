@@ -42,6 +42,16 @@ const USAGE = `npm run bench [-- OPTIONS]
   --replication-profile
                      run the replication scenario's two Hermods under node --cpu-prof
                      (its figures then include the profiler's overhead)
+  --replication-docs N
+                     replication, one partner: documents per phase (default 5000, quick 500;
+                     0 skips the one-partner phases)
+  --partners LIST    replication fan-out: partner counts, one round each for Hermod and for
+                     _replicate (default 1,2,4; "" or 0 skips the fan-out)
+  --fanout-docs N    replication fan-out: documents written at the source per round
+                     (default 5000, quick 500)
+  --first-sync-docs N
+                     replication: documents of the first sync to one partner, with the Hermods'
+                     peak RSS (default 100000, quick 2000; 0 skips it)
   --out DIR          results folder (default bench/results, or bench/results/quick with --quick)
   --attempts N       measure each fan-out/latency run at most N times when other processes
                      disturb it (default 3; 1 keeps every run, its "other" CPU recorded)
@@ -118,7 +128,7 @@ const FULL: Config = {
     { name: 'publish', subscribers: 10, publishes: 3000, window: 32 },
   ],
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
-  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000 },
+  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
 };
 
 const QUICK: Config = {
@@ -154,8 +164,11 @@ const QUICK: Config = {
   loadgen: { parseMessages: 50_000, socketConnections: 50, socketPerConnection: 500 },
   profile: [],
   transform: { compiles: 1, transforms: 200, warmup: 20 },
-  replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
+  replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
 };
+
+/** A bad command-line value (exit 2). */
+class UsageError extends Error {}
 
 const T0 = performance.now();
 const log = (m: string): void => void process.stderr.write(`[bench +${((performance.now() - T0) / 1000).toFixed(1)}s] ${m}\n`);
@@ -184,6 +197,10 @@ async function main(): Promise<number> {
       'no-wait': { type: 'boolean' },
       'render-only': { type: 'boolean' },
       'replication-profile': { type: 'boolean' },
+      'replication-docs': { type: 'string' },
+      partners: { type: 'string' },
+      'fanout-docs': { type: 'string' },
+      'first-sync-docs': { type: 'string' },
       'no-install': { type: 'boolean' },
       date: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -205,6 +222,26 @@ async function main(): Promise<number> {
       return 2;
     }
     cfg.attempts = n;
+  }
+  const count = (opt: string, v: string | undefined, min: number): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${opt} wants a whole number ≥ ${min}, not '${v}'`);
+    return n;
+  };
+  try {
+    const r = { ...cfg.replication, fanout: { ...(cfg.replication.fanout ?? { partners: [], docs: 0 }) } };
+    r.docs = count('replication-docs', values['replication-docs'], 0) ?? r.docs;
+    r.firstSyncDocs = count('first-sync-docs', values['first-sync-docs'], 0) ?? r.firstSyncDocs;
+    r.fanout.docs = count('fanout-docs', values['fanout-docs'], 1) ?? r.fanout.docs;
+    if (values.partners !== undefined) {
+      r.fanout.partners = values.partners.split(',').filter((x) => x.trim() !== '').map((x) => count('partners', x.trim(), 0) as number).filter((n) => n > 0);
+    }
+    cfg.replication = r;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`bench: ${err.message}\n`);
+    return 2;
   }
   const only = values.only ? values.only.split(',').map((s) => s.trim()) : undefined;
   for (const s of only ?? []) {
@@ -514,9 +551,10 @@ async function main(): Promise<number> {
   }
 
   if (want('replication')) {
-    log('replication: two Hermods over s2s vs _replicate, between two pouchdb-servers');
+    log('replication: Hermods over s2s vs _replicate between pouchdb-servers: one partner, fan-out to N partners, first sync');
     try {
       const r = await runReplication({ ...cfg.replication, cpuProf: values['replication-profile'] ?? false }, log);
+      failures.push(...(r.failures ?? []).map((f) => `replication: ${f}`));
       const rep = replicationReport(r);
       await reporter.write('replication', { json: r, md: rep.md, svg: rep.svgs });
     } catch (err) {

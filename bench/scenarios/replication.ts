@@ -21,11 +21,25 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
+import { bulkLoad, ChangesWatcher, docStats, docStream, makeDocs, type Doc } from '../lib/couch-docs.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, sleep, startBenchHermod, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, fmtRatio, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
 import { barChart, hbarChart } from '../lib/svg.ts';
+import {
+  fanoutSection,
+  fanoutTargets,
+  firstSyncSection,
+  partnerLabels,
+  runFanoutReplication,
+  runFirstSync,
+  targetsSection,
+  type FanoutRound,
+  type FirstSyncResult,
+  type System,
+  type Target,
+} from './replication-fanout.ts';
 
 export interface ReplicationParams {
   /** Documents per throughput phase. */
@@ -39,9 +53,13 @@ export interface ReplicationParams {
   phaseTimeoutMs: number;
   /** Run both Hermods under `node --cpu-prof` and summarise the live phase. */
   cpuProf?: boolean;
+  /** One source site feeding N partner sites (replication-fanout.ts); absent or no counts: not run. */
+  fanout?: { partners: number[]; docs: number };
+  /** Documents of the first sync to one partner (replication-fanout.ts); absent or 0: not run. */
+  firstSyncDocs?: number;
 }
 
-export type System = 'hermod' | 'replicate';
+export type { System };
 
 export interface PhaseResult {
   system: System;
@@ -73,139 +91,83 @@ export interface ReplicationResult {
   phases: PhaseResult[];
   latency: LatencyResult[];
   profile?: Array<{ site: 'A' | 'B'; summary: ProfileSummary }>;
+  /** Fan-out rounds (one per partner count and system). */
+  fanout?: FanoutRound[];
+  firstSync?: FirstSyncResult;
+  /** Parts that failed (the others are reported). */
+  failures?: string[];
 }
 
 const CONTENT = 'ajatus_db_content';
 const APP = 'ajatus_db';
 
 // ---------------------------------------------------------------------------------------------
-// documents
-
-/** Deterministic pseudo-random numbers (mulberry32), so every run writes the same documents. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = 'the project plan meeting notes review draft budget quarter site partner replication document team schedule release test customer update agreed follow action item owner deadline'.split(' ');
-
-type Doc = Record<string, unknown> & { _id: string; _rev?: string };
-
-function makeDocs(prefix: string, n: number, seed: number): Doc[] {
-  const r = rng(seed);
-  const docs: Doc[] = [];
-  for (let i = 0; i < n; i++) {
-    const len = 700 + Math.floor(r() * 1000);
-    let text = '';
-    while (text.length < len) text += `${WORDS[Math.floor(r() * WORDS.length)]} `;
-    const when = new Date(Date.UTC(2026, 10, 1) + Math.floor(r() * 20 * 86_400_000)).toISOString();
-    docs.push({
-      _id: `${prefix}-${String(i).padStart(6, '0')}`,
-      value: {
-        _type: 'note',
-        title: { val: `Note ${i}: ${WORDS[i % WORDS.length]} ${WORDS[(i * 7) % WORDS.length]}` },
-        content: { val: text.trim() },
-        tags: { val: i % 4 === 0 ? ['bench', 'bench2'] : ['bench'] },
-        metadata: { creator: { val: 'alice' }, created: { val: when }, revised: { val: when }, deleted: { val: false } },
-      },
-    });
-  }
-  return docs;
-}
-
-/** Writes documents with _bulk_docs in chunks; returns id -> new _rev. */
-async function bulkLoad(server: CouchServer, db: string, docs: Doc[], chunk: number): Promise<Map<string, string>> {
-  const revs = new Map<string, string>();
-  for (let i = 0; i < docs.length; i += chunk) {
-    const { status, json } = await server.request('POST', `${db}/_bulk_docs`, { docs: docs.slice(i, i + chunk) });
-    const rows = json as unknown as Array<{ id: string; rev?: string; error?: string; reason?: string }>;
-    if (status >= 300 || !Array.isArray(rows)) throw new Error(`_bulk_docs ${db}: HTTP ${status} ${JSON.stringify(json).slice(0, 300)}`);
-    for (const row of rows) {
-      if (!row.rev) throw new Error(`_bulk_docs ${db}: ${row.id} refused: ${row.error} ${row.reason ?? ''}`);
-      revs.set(row.id, row.rev);
-    }
-  }
-  return revs;
-}
-
-// ---------------------------------------------------------------------------------------------
-// watching the target
-
-/** Follows a database's _changes (longpoll) and tells when documents have reached given revisions. */
-class ChangesWatcher {
-  private since: string | number = 0;
-  private readonly revs = new Map<string, string>();
-
-  constructor(
-    private readonly server: CouchServer,
-    private readonly db: string,
-  ) {}
-
-  /** Starts from the database's current end (changes before are not looked at). */
-  async fromNow(): Promise<this> {
-    const { json } = await this.server.request('GET', this.db);
-    this.since = json.update_seq as string | number;
-    return this;
-  }
-
-  private async poll(timeoutMs: number): Promise<void> {
-    const q = `feed=longpoll&since=${encodeURIComponent(String(this.since))}&timeout=${Math.max(100, Math.min(timeoutMs, 5000))}&limit=2000`;
-    const { status, json } = await this.server.request('GET', `${this.db}/_changes?${q}`);
-    if (status !== 200) throw new Error(`${this.db}/_changes: HTTP ${status} ${JSON.stringify(json).slice(0, 200)}`);
-    for (const c of json.results as Array<{ id: string; changes: Array<{ rev: string }> }>) {
-      const rev = c.changes[0]?.rev;
-      if (rev) this.revs.set(c.id, rev);
-    }
-    this.since = json.last_seq as string | number;
-  }
-
-  private count(expected: Map<string, string>): number {
-    let n = 0;
-    for (const [id, rev] of expected) if (this.revs.get(id) === rev) n++;
-    return n;
-  }
-
-  /**
-   * Resolves when every document of `expected` is at its revision (the moment the feed said so),
-   * or at `deadline` with how many were.
-   */
-  async waitFor(expected: Map<string, string>, deadline: number): Promise<{ at: number; arrived: number }> {
-    // Count only the documents touched by each poll, to keep the watcher cheap.
-    let arrived = this.count(expected);
-    while (arrived < expected.size && Date.now() < deadline) {
-      const before = new Map([...expected].filter(([id]) => this.revs.get(id) !== expected.get(id)));
-      await this.poll(deadline - Date.now());
-      arrived += this.count(before);
-    }
-    return { at: performance.now(), arrived };
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // the run
 
+/**
+ * The whole replication scenario in one XMPP environment (Prosody also accepting the partner
+ * components of the fan-out): the one-partner phases, the fan-out rounds, the first sync, as
+ * `p` asks. A failed fan-out round or first sync is recorded in `failures` and the rest goes on;
+ * a failed one-partner phase throws (with what was measured before in `partial`).
+ */
 export async function runReplication(p: ReplicationParams, log: (m: string) => void): Promise<ReplicationResult> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-bench-repl-'));
   let env: XmppEnv | undefined;
+  const result: ReplicationResult = { params: p, docBytes: { min: 0, mean: 0, max: 0 }, twoTags: 0, phases: [], latency: [], failures: [] };
+  const maxPartners = Math.max(0, ...(p.fanout?.partners ?? []), p.firstSyncDocs ? 1 : 0);
+  try {
+    env = await startXmppEnv({ extraComponents: partnerLabels(maxPartners), log: (m) => log(`devenv: ${m}`) });
+    const failures = result.failures as string[];
+    if (p.docs > 0) {
+      try {
+        await runOnePartner(env, dir, p, result, log);
+      } catch (err) {
+        const partial = (err as { partial?: PhaseResult }).partial;
+        if (partial) result.phases.push(partial);
+        failures.push(`one partner: ${String(err)}`);
+        log(`replication, one partner FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+    }
+    if (!result.docBytes.mean) {
+      const st = docStats(docStream('fan', Math.min(p.fanout?.docs || 1000, 5000), 4));
+      result.docBytes = st.bytes;
+      result.twoTags = st.twoTags;
+    }
+    const ctx = { env, dir, log };
+    if (p.fanout && p.fanout.partners.length > 0) {
+      result.fanout = await runFanoutReplication(ctx, { ...p.fanout, chunk: p.chunk, phaseTimeoutMs: p.phaseTimeoutMs }, failures);
+    }
+    if (p.firstSyncDocs) {
+      try {
+        // At least the phase bound, and 20 ms per document (50 docs/s) for a big one.
+        result.firstSync = await runFirstSync(ctx, { docs: p.firstSyncDocs, chunk: p.chunk, timeoutMs: Math.max(p.phaseTimeoutMs, p.firstSyncDocs * 20) });
+      } catch (err) {
+        const partial = (err as { partial?: FirstSyncResult }).partial;
+        if (partial) result.firstSync = partial;
+        failures.push(`first sync of ${p.firstSyncDocs} documents: ${String(err)}`);
+        log(`first sync FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+    }
+    return result;
+  } finally {
+    await env?.stop().catch(() => {});
+    await rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** One source, one target: first publish, live changes, one edit; Hermod, then `_replicate` (see the head comment). */
+async function runOnePartner(env: XmppEnv, dir: string, p: ReplicationParams, result: ReplicationResult, log: (m: string) => void): Promise<void> {
   const couches: CouchServer[] = [];
   const procs: Proc[] = [];
-  const result: ReplicationResult = { params: p, docBytes: { min: 0, mean: 0, max: 0 }, twoTags: 0, phases: [], latency: [] };
   try {
     // Whatever started is stopped in `finally`, also when another start failed.
-    const started = await Promise.allSettled([startXmppEnv({ log: (m) => log(`devenv: ${m}`) }), startCouch(), startCouch()]);
-    for (const s of started.slice(1)) if (s.status === 'fulfilled') couches.push(s.value as CouchServer);
-    if (started[0].status === 'fulfilled') env = started[0].value;
+    const started = await Promise.allSettled([startCouch(), startCouch()]);
+    for (const s of started) if (s.status === 'fulfilled') couches.push(s.value);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw failed.reason;
     const [couchA, couchB] = couches as [CouchServer, CouchServer];
-    const alpha = (env as XmppEnv).alpha as ServerInfo;
-    const beta = (env as XmppEnv).beta as ServerInfo;
+    const alpha = env.alpha as ServerInfo;
+    const beta = env.beta as ServerInfo;
     await couchA.createDbs(APP, CONTENT);
     await couchB.createDbs(APP, CONTENT);
     await couchA.put(APP, { _id: 'hermod:tag:bench', access_model: 'whitelist', whitelist: [beta.componentJid] });
@@ -219,8 +181,8 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
       bench: process.pid,
       hermodA: hermodA?.pid,
       hermodB: hermodB?.pid,
-      prosody: env?.alpha?.pid(),
-      ejabberd: env?.beta?.pid(),
+      prosody: alpha.pid(),
+      ejabberd: beta.pid(),
       couchA: couchA.pid(),
       couchB: couchB.pid(),
     });
@@ -237,9 +199,9 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
 
     // -- Hermod: first publish of an existing database
     const first = makeDocs('first', p.docs, 1);
-    const sizes = first.map((d) => Buffer.byteLength(JSON.stringify(d)));
-    result.docBytes = { min: Math.min(...sizes), mean: sizes.reduce((a, b) => a + b, 0) / sizes.length, max: Math.max(...sizes) };
-    result.twoTags = first.filter((d) => ((d.value as { tags: { val: string[] } }).tags.val.length === 2)).length;
+    const stats = docStats(first);
+    result.docBytes = stats.bytes;
+    result.twoTags = stats.twoTags;
     let t = performance.now();
     const firstRevs = await bulkLoad(couchA, CONTENT, first, p.chunk);
     const firstLoadMs = performance.now() - t;
@@ -315,12 +277,9 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
     result.phases.push(phase('replicate', 'live', p.docs, t, done, contLoadMs, c0, pids()));
     log(`_replicate continuous: ${describe(result.phases.at(-1) as PhaseResult)}`);
     result.latency.push(await editLatency('replicate', couchA, 'rep_cont', couchB, 'rep_cont', p, pids, log));
-    return result;
   } finally {
     for (const proc of procs) await proc.stop().catch(() => {});
-    await env?.stop().catch(() => {});
     for (const c of couches) await c.destroy().catch(() => {});
-    await rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
 
@@ -416,11 +375,56 @@ const CPU_KEYS: Array<[string, string]> = [
   ['other', 'other'],
 ];
 
+/** The scenario's Markdown (targets, one partner, fan-out, first sync) and charts. */
 export function replicationReport(r: ReplicationResult): { md: string; svgs: Array<{ name: string; svg: string }> } {
   const lines: string[] = [];
+  lines.push('## Replication (Ajatus/CouchDB documents between sites)');
+  lines.push('');
+  const svgs: Array<{ name: string; svg: string }> = [];
+  const targets = [...onePartnerTargets(r), ...fanoutTargets(r.fanout ?? [], r.firstSync)];
+  lines.push(...targetsSection(targets));
+  if (r.phases.length > 0) renderOnePartner(r, lines, svgs);
+  if (r.fanout?.length) {
+    const f = fanoutSection(r.fanout, r.docBytes.mean);
+    lines.push(...f.md);
+    svgs.push(...f.svgs);
+  }
+  if (r.firstSync) lines.push(...firstSyncSection(r.firstSync));
+  if (r.failures?.length) {
+    lines.push('Failed parts of this run:', '', ...r.failures.map((f) => `- ${f}`), '');
+  }
+  return { md: lines.join('\n') + '\n', svgs };
+}
+
+/** The one-partner targets of issue 15 from the phases and latencies measured. */
+function onePartnerTargets(r: ReplicationResult): Target[] {
+  const out: Target[] = [];
+  const get = (s: System, ph: PhaseResult['phase']): PhaseResult | undefined => r.phases.find((x) => x.system === s && x.phase === ph);
+  for (const ph of ['first-publish', 'live'] as const) {
+    const h = get('hermod', ph);
+    const rep = get('replicate', ph);
+    if (!h || !rep) continue;
+    out.push({
+      what: `one partner, ${ph === 'live' ? 'live changes' : 'existing database'}: docs/s`,
+      measured: `${fmtInt(h.docsPerSec)} vs ${fmtInt(rep.docsPerSec)} docs/s`,
+      value: h.docsPerSec / rep.docsPerSec,
+      goal: '≥ 0.5× `_replicate`',
+      min: 0.5,
+    });
+  }
+  const lh = r.latency.find((l) => l.system === 'hermod');
+  const lr = r.latency.find((l) => l.system === 'replicate');
+  if (lh && lr) {
+    out.push({ what: 'one partner: one edit until the target has it, p50', measured: `${fmtMs(lh.ms.p50)} vs ${fmtMs(lr.ms.p50)} ms`, value: lh.ms.p50 / lr.ms.p50, goal: '≤ 1.5× `_replicate`\'s', max: 1.5 });
+  }
+  return out;
+}
+
+/** The one-partner tables and charts (phases, latency, profile). */
+function renderOnePartner(r: ReplicationResult, lines: string[], svgs: Array<{ name: string; svg: string }>): void {
   const get = (s: System, ph: PhaseResult['phase']): PhaseResult | undefined => r.phases.find((x) => x.system === s && x.phase === ph);
   const pct = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '–' : `${Math.round(v)}`);
-  lines.push('## Replication (Ajatus/CouchDB documents between two sites)');
+  lines.push('### One partner: site A → site B');
   lines.push('');
   lines.push(
     `${fmtInt(r.params.docs)} Ajatus notes per phase (${fmtInt(r.docBytes.min)}–${fmtInt(r.docBytes.max)} bytes of JSON, mean ${fmtInt(r.docBytes.mean)}; ` +
@@ -483,7 +487,6 @@ export function replicationReport(r: ReplicationResult): { md: string; svgs: Arr
     );
     lines.push('');
   }
-  const svgs: Array<{ name: string; svg: string }> = [];
   svgs.push({
     name: 'throughput',
     svg: barChart({
@@ -527,5 +530,4 @@ export function replicationReport(r: ReplicationResult): { md: string; svgs: Arr
       }),
     });
   }
-  return { md: lines.join('\n') + '\n', svgs };
 }

@@ -43,7 +43,7 @@ async function waitUp(url: string, child: Child, timeoutMs: number): Promise<voi
   throw new Error(`pouchdb-server not answering at ${url} within ${timeoutMs} ms\n${tail(child.logFile)}`);
 }
 
-/** Starts pouchdb-server on a free port of `host` with a fresh temp dir; throws if it does not answer within 20 s. */
+/** Starts pouchdb-server on a free port of `host` with a fresh temp dir; throws (after stopping it and removing the dir) if it does not answer within 20 s. */
 export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-couch-'));
   await writeFile(path.join(dir, 'config.json'), JSON.stringify({ log: { file: path.join(dir, 'log.txt') } }));
@@ -88,6 +88,12 @@ export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
       await rm(dir, { recursive: true, force: true });
     },
   };
-  await server.start();
+  try {
+    await server.start();
+  } catch (err) {
+    // A server that did not answer in time may still be starting: nothing is left behind.
+    await server.destroy().catch(() => undefined);
+    throw err;
+  }
   return server;
 }
