@@ -12,11 +12,12 @@ import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
-import type { Change } from '../sources/couchdb-changes.ts';
+import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
 import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
-import type { ReplicationState } from './state.ts';
+import { runPipelined, type PipelineJob, type PipelineStep } from './pipeline.ts';
+import type { ReplicationState, RevKind, StateBatch } from './state.ts';
 import { applyNodeAccess, ensureNode } from './node-access.ts';
 
 export const tagNode = (tag: string): string => `/tags/${tag}`;
@@ -38,8 +39,17 @@ export function winningRevision(leaves: CouchDoc[]): CouchDoc | undefined {
   return best;
 }
 export const TAG_PREFIX = '/tags/';
-/** Documents whose leaves are fetched ahead of the one being published. */
-const LEAVES_AHEAD = 8;
+
+/** What publishing one change takes (AjatusPublisher.plan). */
+interface DocPlan {
+  /** Its publications, then its retractions (pipeline.ts phases). */
+  steps: PipelineJob;
+  /** Recorded once every step completed. */
+  state: StateBatch;
+}
+
+/** Whether every attachment of a revision carries its bytes (not a stub). */
+const hasBodies = (doc: CouchDoc): boolean => Object.values((doc._attachments ?? {}) as Record<string, { data?: unknown }>).every((a) => typeof a.data === 'string');
 
 export interface AjatusPublisherOptions {
   service: PubsubService;
@@ -72,23 +82,74 @@ export class AjatusPublisher {
     this.offloader = new Offloader(options.uploader, options.state, options.log, 'ajatus.inlineAttachmentMax');
   }
 
+  /**
+   * Publishes a batch of changes (feed order; each document once, as the feed gives it): changes
+   * whose every leaf revision this site published itself are skipped without reading CouchDB; the
+   * others' leaves are read with one `_bulk_get` (bulkGetRevisions; attachment bodies in a second
+   * one for the documents that have some and fit the inline budget, larger ones one by one as
+   * before), published pipelined (pipeline.ts) and the state of the whole batch written in ONE
+   * store write once their publishes completed. Rejects (after recording what completed) when a
+   * publish failed other than by a final refusal (e.g. the store): the source hands the batch
+   * over again.
+   */
   async handle(changes: Change[]): Promise<void> {
+    const { state } = this.o;
     const todo = changes.filter((c) => !c.id.startsWith('_design/'));
-    // Documents are handled one by one in feed order, but their leaves are fetched a few ahead:
-    // one HTTP round trip to CouchDB per document was the bulk of the time, spent waiting.
-    // (A fetch made a little early is no staler than before: a later edit is a later change.)
-    const fetches: Array<Promise<CouchDoc[]>> = [];
-    const fetch = (i: number): void => {
-      const change = todo[i];
-      if (!change || fetches[i]) return;
-      const p = this.leaves(change.id);
-      p.catch(() => {}); // handled (or dropped with the batch) by handleOne
-      fetches[i] = p;
-    };
-    for (let i = 0; i < todo.length; i++) {
-      for (let j = i; j < Math.min(todo.length, i + LEAVES_AHEAD); j++) fetch(j);
-      await this.handleOne(todo[i] as Change, fetches[i] as Promise<CouchDoc[]>);
+    if (todo.length === 0) return;
+    const kinds = await state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
+    // Every leaf published by us: handled already (a replayed batch, our own publish seen again).
+    const openAt = todo.flatMap((c, i) => (c.revs.length === 0 || !(kinds[i] as RevKind[]).every((k) => k === 'p') ? [i] : []));
+    if (openAt.length === 0) return;
+    const open = openAt.map((i) => todo[i] as Change);
+    const openKinds = openAt.map((i) => kinds[i] as RevKind[]);
+    const leaves = await this.readLeaves(open, openKinds);
+    const befores = await state.nodesOfMany(open.map((c) => c.id));
+    const plans: DocPlan[] = [];
+    const ensured = new Set<string>();
+    for (const [i, change] of open.entries()) {
+      const docs = leaves.get(change.id) ?? [];
+      const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
+      // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
+      const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
+      const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
+      if (plan) plans.push(plan);
     }
+    const outcomes = await runPipelined(plans.map((p) => p.steps));
+    const batch = state.batch();
+    let failure: unknown;
+    for (const [i, outcome] of outcomes.entries()) {
+      const plan = plans[i] as DocPlan;
+      if (outcome === 'done') batch.merge(plan.state);
+      else if (typeof outcome === 'object') failure ??= outcome.error;
+    }
+    await state.commit(batch);
+    if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * The leaves of the documents of `open` (their revisions from the feed): one `_bulk_get`
+   * without attachment bodies; a second one with them for the documents that have attachments,
+   * have a revision this site does not know (only those are published) and whose attachments
+   * fit the inline budget; documents with more, and any `_bulk_get` could not read (a revision
+   * gone meanwhile), read one by one (`open_revs=all`).
+   */
+  private async readLeaves(open: Change[], kinds: RevKind[][]): Promise<Map<string, CouchDoc[]>> {
+    const { content, inlineAttachmentMax } = this.o;
+    const leaves = await bulkGetRevisions(content, open.map((c) => ({ id: c.id, revs: c.revs })), false);
+    const withBodies: Change[] = [];
+    const alone: string[] = open.filter((c) => !leaves.has(c.id)).map((c) => c.id);
+    for (const [i, change] of open.entries()) {
+      const docs = leaves.get(change.id);
+      if (!docs || !(kinds[i] as RevKind[]).includes(undefined)) continue;
+      const sizes = docs.flatMap((d) => Object.values((d._attachments ?? {}) as Record<string, { length?: number }>).map((a) => a.length ?? 0));
+      if (sizes.length === 0) continue;
+      if (sizes.reduce((a, b) => a + b, 0) <= inlineAttachmentMax) withBodies.push(change);
+      else alone.push(change.id);
+    }
+    for (const [id, docs] of await bulkGetRevisions(content, withBodies.map((c) => ({ id: c.id, revs: c.revs })), true)) leaves.set(id, docs);
+    for (const c of withBodies) if (!leaves.get(c.id)?.every((d) => hasBodies(d))) alone.push(c.id);
+    for (const id of alone) leaves.set(id, await this.leaves(id));
+    return leaves;
   }
 
   /** Every leaf revision of a document (live and deleted), with history and attachments. */
@@ -102,19 +163,25 @@ export class AjatusPublisher {
     }
   }
 
-  private async handleOne(change: Change, fetched: Promise<CouchDoc[]>): Promise<void> {
+  /**
+   * What publishing one change takes: its steps (publications, then retractions) and the state
+   * to record once they all completed; undefined when a large attachment could not be uploaded
+   * (logged; not recorded as published: the next change of the document tries again).
+   */
+  private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | undefined> {
     const { state, log, profile } = this.o;
-    const before = await state.nodesOf(change.id);
-    const leaves = await fetched;
+    const record = state.batch();
+    const publications: PipelineStep[] = [];
+    const retractions: PipelineStep[] = [];
+    const steps: PipelineJob = [publications, retractions];
     const winner = winningRevision(leaves);
     if (!winner) {
-      for (const node of before) await this.retract(node, change.id); // purged
-      if (before.length > 0) await state.setNodesOf(change.id, []);
-      return;
+      for (const node of before) retractions.push(this.retractStep(node, change.id)); // purged
+      if (before.length > 0) record.setNodesOf(change.id, []);
+      return { steps, state: record };
     }
     const deleted = winner._deleted === true || isDeleted(winner, profile);
     if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
-    const unknown = await state.unknownRevs(change.id, leaves.map((l) => l._rev));
     const nodes = deleted ? [] : tagsOf(winner, profile).map(tagNode);
     // A new revision of a document that stays deleted (a conflict resolved after the deletion, an
     // Ajatus-deleted note edited) goes where the deletion went, so partners keep the same leaves.
@@ -123,9 +190,8 @@ export class AjatusPublisher {
       try {
         await this.offloadAttachments(leaves);
       } catch (err) {
-        // Not checkpointed as published: the next change of the document tries again.
         log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: String(err) });
-        return;
+        return undefined;
       }
       // A deletion is published (as its tombstone) to the nodes that had the document, so
       // replicas get the same revision tree; the retraction below then notifies readers.
@@ -139,26 +205,43 @@ export class AjatusPublisher {
         }
         const payload = entry.toString();
         for (const node of targets) {
-          if (!deleted) await this.ensureNode(node.slice(TAG_PREFIX.length));
-          try {
-            await this.o.service.publish(this.o.actor, node, { item: { id: change.id, payload } });
-          } catch (err) {
-            // A refusal (e.g. payload-too-big) is final for this revision: log it and go on;
-            // anything else (the store failing) is retried with the batch.
-            if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
-            log.error('document not published: the node refused it', { doc: change.id, node, condition: err.condition, reason: err.text });
-            return;
+          const tag = node.slice(TAG_PREFIX.length);
+          if (!deleted && !ensured.has(tag)) {
+            await this.ensureNode(tag);
+            ensured.add(tag);
           }
-          this.published++;
-          this.o.onPublish?.(node, change.id, winner._rev);
+          publications.push({ node, run: () => this.publishStep(node, change.id, winner._rev, payload, node === targets.at(-1) ? { leaves: leaves.length, nodes: targets, deleted } : undefined) });
         }
-        log.debug('published document', { doc: change.id, rev: winner._rev, leaves: leaves.length, nodes: targets, deleted });
       }
-      await state.markRevs(change.id, unknown, 'p');
+      record.markRevs(change.id, unknown, 'p');
     }
-    for (const node of had) if (!nodes.includes(node)) await this.retract(node, change.id);
-    if (deleted && before.length > 0) await state.setDeletedFrom(change.id, before);
-    if (JSON.stringify(before) !== JSON.stringify(nodes)) await state.setNodesOf(change.id, nodes);
+    for (const node of had) if (!nodes.includes(node)) retractions.push(this.retractStep(node, change.id));
+    if (deleted && before.length > 0) record.setDeletedFrom(change.id, before);
+    if (JSON.stringify(before) !== JSON.stringify(nodes)) record.setNodesOf(change.id, nodes);
+    return { steps, state: record };
+  }
+
+  /**
+   * Publishes one document's entry on one node. A refusal (e.g. payload-too-big) is final for
+   * this revision: logged, and 'stop' ends the document (not recorded); anything else (the store
+   * failing) rejects, and the batch is handed over again.
+   */
+  private async publishStep(node: string, docId: string, rev: string, payload: string, last: { leaves: number; nodes: string[]; deleted: boolean } | undefined): Promise<void | 'stop'> {
+    try {
+      await this.o.service.publish(this.o.actor, node, { item: { id: docId, payload } });
+    } catch (err) {
+      if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
+      this.o.log.error('document not published: the node refused it', { doc: docId, node, condition: err.condition, reason: err.text });
+      return 'stop';
+    }
+    this.published++;
+    this.o.onPublish?.(node, docId, rev);
+    if (last) this.o.log.debug('published document', { doc: docId, rev, ...last });
+    return undefined;
+  }
+
+  private retractStep(node: string, docId: string): PipelineStep {
+    return { node, run: () => this.retract(node, docId) };
   }
 
   /**
