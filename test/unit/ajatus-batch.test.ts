@@ -51,6 +51,22 @@ class FlakyService extends PubsubService {
   }
 }
 
+/** A publisher of database `name` to `service` (as the component), with its state in `state`. */
+const publisherOf = (couch: CouchServer, name: string, service: PubsubService, state: ReplicationState, onPublish: (node: string, id: string) => void): AjatusPublisher =>
+  new AjatusPublisher({
+    service,
+    actor: ACTOR,
+    content: nano(couch.url).use<unknown>(name),
+    contentDbName: name,
+    state,
+    settings: new AppSettings(nano(couch.url).use('app'), silentLogger),
+    profile: PROFILES.ajatus as Profile,
+    codec: jsonCodec,
+    inlineAttachmentMax: 64 * 1024,
+    log: silentLogger,
+    onPublish,
+  });
+
 describe('pipelined publishing (runPipelined)', () => {
   it('keeps the phases of one document and the document order on one node, bounds what is in flight, skips what had not started after a throw', async () => {
     const events: string[] = [];
@@ -118,7 +134,6 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
 
   it('a batch: one state write, every document on its nodes in feed order; the same batch again touches neither CouchDB nor the state', async () => {
     await couch.createDbs('batch');
-    const db = nano(couch.url).use<unknown>('batch');
     const docs = Array.from({ length: 120 }, (_, i) => note(`n-${String(i).padStart(3, '0')}`, i % 4 === 0 ? ['one', 'two'] : ['one']));
     await couch.request('POST', 'batch/_bulk_docs', { docs });
     const { json } = await couch.request('GET', 'batch/_changes?style=all_docs');
@@ -128,19 +143,7 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     const state = new ReplicationState(space.space);
     const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
     const published: Array<[string, string]> = [];
-    const publisher = new AjatusPublisher({
-      service,
-      actor: ACTOR,
-      content: db,
-      contentDbName: 'batch',
-      state,
-      settings: new AppSettings(nano(couch.url).use('app'), silentLogger),
-      profile: PROFILES.ajatus as Profile,
-      codec: jsonCodec,
-      inlineAttachmentMax: 64 * 1024,
-      log: silentLogger,
-      onPublish: (node, id) => void published.push([node, id]),
-    });
+    const publisher = publisherOf(couch, 'batch', service, state, (node, id) => void published.push([node, id]));
     await publisher.handle(batch);
     assert.equal(space.writes(), 1, 'the state of the whole batch in one store write');
     const ids = batch.map((c) => c.id);
@@ -161,7 +164,6 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
 
   it('a publish failing mid-batch: the batch rejects, the documents that completed are recorded, the retry publishes only the rest', async () => {
     await couch.createDbs('flaky');
-    const db = nano(couch.url).use<unknown>('flaky');
     await couch.request('POST', 'flaky/_bulk_docs', { docs: Array.from({ length: 60 }, (_, i) => note(`f-${String(i).padStart(2, '0')}`, ['one'])) });
     const { json } = await couch.request('GET', 'flaky/_changes?style=all_docs');
     const batch = (json.results as ChangesRow[]).map(changeOf);
@@ -170,19 +172,7 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     const service = new FlakyService({ store, mayCreateNodes: () => true, notifier: () => {} });
     service.failing = 'f-30';
     const published: string[] = [];
-    const publisher = new AjatusPublisher({
-      service,
-      actor: ACTOR,
-      content: db,
-      contentDbName: 'flaky',
-      state,
-      settings: new AppSettings(nano(couch.url).use('app'), silentLogger),
-      profile: PROFILES.ajatus as Profile,
-      codec: jsonCodec,
-      inlineAttachmentMax: 64 * 1024,
-      log: silentLogger,
-      onPublish: (_node, id) => void published.push(id),
-    });
+    const publisher = publisherOf(couch, 'flaky', service, state, (_node, id) => void published.push(id));
     await assert.rejects(publisher.handle(batch), /the store is failing/);
     const first = [...published];
     assert.ok(first.includes('f-29') && !first.includes('f-30'), 'the ones before the failure were published');
