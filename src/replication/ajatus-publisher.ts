@@ -8,6 +8,7 @@
 // Tag settings (access model, whitelist) are applied to the nodes as they change.
 
 import type { DocumentScope } from 'nano';
+import { LRUCache } from 'lru-cache';
 import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
@@ -69,6 +70,8 @@ export interface AjatusPublisherOptions {
   onContact?: (doc: CouchDoc) => void;
   /** Counts publishes, for tests and metrics. */
   onPublish?: (node: string, docId: string, rev: string) => void;
+  /** What the sink noted of the leaves it wrote (imported documents are then not read back). */
+  imports?: ImportNotes;
 }
 
 export class AjatusPublisher {
@@ -100,13 +103,29 @@ export class AjatusPublisher {
     // Every leaf published by us: handled already (a replayed batch, our own publish seen again).
     const openAt = todo.flatMap((c, i) => (c.revs.length === 0 || !(kinds[i] as RevKind[]).every((k) => k === 'p') ? [i] : []));
     if (openAt.length === 0) return;
+    // Leaves all known, some imported, as the sink noted them when it wrote them: not read either.
+    const noted = new Map<string, ImportNote>();
+    for (const i of openAt) {
+      const change = todo[i] as Change;
+      const note = (kinds[i] as RevKind[]).includes(undefined) ? undefined : this.o.imports?.usable(change);
+      if (note) noted.set(change.id, note);
+    }
     const open = openAt.map((i) => todo[i] as Change);
     const openKinds = openAt.map((i) => kinds[i] as RevKind[]);
-    const leaves = await this.readLeaves(open, openKinds);
+    const toRead = open.flatMap((c, i) => (noted.has(c.id) ? [] : [i]));
+    const leaves = await this.readLeaves(
+      toRead.map((i) => open[i] as Change),
+      toRead.map((i) => openKinds[i] as RevKind[]),
+    );
     const befores = await state.nodesOfMany(open.map((c) => c.id));
     const plans: DocPlan[] = [];
     const ensured = new Set<string>();
     for (const [i, change] of open.entries()) {
+      const note = noted.get(change.id);
+      if (note) {
+        plans.push(this.planImported(change.id, note, befores[i] as string[]));
+        continue;
+      }
       const docs = leaves.get(change.id) ?? [];
       const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
       // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
@@ -123,6 +142,7 @@ export class AjatusPublisher {
       else if (typeof outcome === 'object') failure ??= outcome.error;
     }
     await state.commit(batch);
+    for (const id of noted.keys()) this.o.imports?.forget(id);
     if (failure !== undefined) throw failure;
   }
 
@@ -215,10 +235,32 @@ export class AjatusPublisher {
       }
       record.markRevs(change.id, unknown, 'p');
     }
-    for (const node of had) if (!nodes.includes(node)) retractions.push(this.retractStep(node, change.id));
-    if (deleted && before.length > 0) record.setDeletedFrom(change.id, before);
-    if (JSON.stringify(before) !== JSON.stringify(nodes)) record.setNodesOf(change.id, nodes);
+    this.settle(change.id, { had, before, nodes, deleted }, record, retractions);
     return { steps, state: record };
+  }
+
+  /**
+   * What follows a document's publications in every case: retractions from the nodes it had
+   * (`had`) and no longer goes to (`nodes`), and the record of where it is now.
+   */
+  private settle(docId: string, where: { had: string[]; before: string[]; nodes: string[]; deleted: boolean }, record: StateBatch, retractions: PipelineStep[]): void {
+    const { had, before, nodes, deleted } = where;
+    for (const node of had) if (!nodes.includes(node)) retractions.push(this.retractStep(node, docId));
+    if (deleted && before.length > 0) record.setDeletedFrom(docId, before);
+    if (JSON.stringify(before) !== JSON.stringify(nodes)) record.setNodesOf(docId, nodes);
+  }
+
+  /**
+   * A change whose leaves were all imported (or published) here, seen as the sink wrote them
+   * (`note`): nothing to publish, and no need to read the document — only its retractions and
+   * the record of its nodes, as plan() would do with the leaves read.
+   */
+  private planImported(docId: string, note: ImportNote, before: string[]): DocPlan {
+    const record = this.o.state.batch();
+    const retractions: PipelineStep[] = [];
+    if (note.contact) this.o.onContact?.(note.contact);
+    this.settle(docId, { had: before, before, nodes: note.nodes, deleted: note.deleted }, record, retractions);
+    return { steps: [[], retractions], state: record };
   }
 
   /**
@@ -295,5 +337,61 @@ export class AjatusPublisher {
   async applyTagSettings(tag: string, settings: TagSettings): Promise<void> {
     const changed = await applyNodeAccess(this.o.service, this.o.actor, tagNode(tag), settings); // no node yet: created on first publish
     if (changed) this.o.log.info('tag whitelist applied', { tag, ...changed });
+  }
+}
+
+/** What the publisher needs of a document whose leaves a partner sent (ImportNotes). */
+export interface ImportNote {
+  /** The winning revision of the leaves written, and every leaf revision written. */
+  rev: string;
+  leaves: string[];
+  /** Whether the winner is a CouchDB tombstone (as `_changes` says `deleted`). */
+  tombstone: boolean;
+  /** Deleted (tombstone or the profile's flag): on no node. */
+  deleted: boolean;
+  /** The nodes of its tags (none when deleted). */
+  nodes: string[];
+  /** The winner, when it is a live contact (partners). */
+  contact?: CouchDoc;
+}
+
+/**
+ * Notes, in memory, what the sink wrote of each imported document (its leaves, winner first, as
+ * the partner's entry carries them), so that the publisher, seeing the change that write made,
+ * needs no read of the document: a change whose leaves are all known here, whose winner is the
+ * noted one and every one of which was in the entry has the entry's winner as its winner
+ * (CouchDB's winner is a function of the leaves). Anything else — a note missing (a restart, the
+ * LRU full), other leaves — is read from CouchDB as before. Bounded (an LRU).
+ */
+export class ImportNotes {
+  private readonly notes = new LRUCache<string, ImportNote>({ max: 20_000 });
+
+  constructor(private readonly profile: Profile) {}
+
+  /** Called before the leaves of one document (winner first) are written locally. */
+  note(docs: CouchDoc[]): void {
+    const winner = docs[0];
+    if (!winner) return;
+    const deleted = isDeleted(winner, this.profile);
+    const contact = !deleted && stringAt(winner, this.profile.typePath) === this.profile.contactType ? winner : undefined;
+    this.notes.set(winner._id, {
+      rev: winner._rev,
+      leaves: docs.map((d) => d._rev),
+      tombstone: winner._deleted === true,
+      deleted,
+      nodes: deleted ? [] : tagsOf(winner, this.profile).map(tagNode),
+      ...(contact ? { contact } : {}),
+    });
+  }
+
+  /** The note that stands for `change` (see the class), if any. */
+  usable(change: Change): ImportNote | undefined {
+    const note = this.notes.get(change.id);
+    if (!note || !change.revs.includes(note.rev) || note.tombstone !== change.deleted) return undefined;
+    return change.revs.every((rev) => note.leaves.includes(rev)) ? note : undefined;
+  }
+
+  forget(docId: string): void {
+    this.notes.delete(docId);
   }
 }

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import nano from 'nano';
-import { jsonCodec } from '../../src/codecs/couch-doc.ts';
+import { jsonCodec, type CouchDoc } from '../../src/codecs/couch-doc.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubService, type PublishRequest } from '../../src/pubsub/service.ts';
-import { AjatusPublisher } from '../../src/replication/ajatus-publisher.ts';
+import { AjatusPublisher, ImportNotes, type AjatusPublisherOptions } from '../../src/replication/ajatus-publisher.ts';
 import { runPipelined, type PipelineStep } from '../../src/replication/pipeline.ts';
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
 import { AppSettings } from '../../src/replication/settings.ts';
@@ -52,8 +52,9 @@ class FlakyService extends PubsubService {
 }
 
 /** A publisher of database `name` to `service` (as the component), with its state in `state`. */
-const publisherOf = (couch: CouchServer, name: string, service: PubsubService, state: ReplicationState, onPublish: (node: string, id: string) => void): AjatusPublisher =>
+const publisherOf = (couch: CouchServer, name: string, service: PubsubService, state: ReplicationState, onPublish: (node: string, id: string) => void, more: Partial<AjatusPublisherOptions> = {}): AjatusPublisher =>
   new AjatusPublisher({
+    ...more,
     service,
     actor: ACTOR,
     content: nano(couch.url).use<unknown>(name),
@@ -160,6 +161,41 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     }
     assert.equal(published.length, 150, 'nothing published again');
     assert.equal(space.writes(), 1, 'nothing written again');
+  });
+
+  it('documents a partner sent, noted by the sink as it wrote them, are recorded without reading CouchDB; one edited here since is read and published', async () => {
+    await couch.createDbs('imported');
+    const profile = PROFILES.ajatus as Profile;
+    const imports = new ImportNotes(profile);
+    const store = new MemoryStore();
+    const state = new ReplicationState(store.state('replication'));
+    const docs = Array.from({ length: 10 }, (_, i) => ({ ...note(`i-${i}`, ['one']), _rev: `1-${String(i).repeat(32)}`, _revisions: { start: 1, ids: [String(i).repeat(32)] } }) as unknown as CouchDoc);
+    const contact = { _id: 'i-contact', _rev: `1-${'c'.repeat(32)}`, _revisions: { start: 1, ids: ['c'.repeat(32)] }, value: { _type: 'contact', jid: { val: 'carol@gamma.test' } } } as unknown as CouchDoc;
+    // As the sink does: remember the revisions as imported, note them, write them.
+    for (const doc of [...docs, contact]) {
+      await state.markRevs(doc._id, [doc._rev], 'i');
+      imports.note([doc]);
+    }
+    await couch.request('POST', 'imported/_bulk_docs', { docs: [...docs, contact], new_edits: false });
+    const local = (await couch.request('GET', 'imported/i-9')).json;
+    await couch.request('PUT', 'imported/i-9', { ...local, edited: true });
+    const { json } = await couch.request('GET', 'imported/_changes?style=all_docs');
+    const batch = (json.results as ChangesRow[]).map(changeOf);
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const published: string[] = [];
+    const contacts: string[] = [];
+    const publisher = publisherOf(couch, 'imported', service, state, (_n, id) => void published.push(id), { imports, onContact: (doc) => void contacts.push(doc._id) });
+    await couch.stop();
+    try {
+      await publisher.handle(batch.filter((c) => c.id !== 'i-9'));
+    } finally {
+      await couch.start();
+    }
+    assert.deepEqual(published, [], 'imported documents are not published back');
+    assert.deepEqual(await state.nodesOf('i-3'), ['/tags/one'], 'where an imported document is, recorded (a later local deletion goes there)');
+    assert.deepEqual(contacts, ['i-contact'], 'an imported contact is seen (partners)');
+    await publisher.handle(batch.filter((c) => c.id === 'i-9'));
+    assert.deepEqual(published, ['i-9'], 'the local edit of an imported document is read and published');
   });
 
   it('a publish failing mid-batch: the batch rejects, the documents that completed are recorded, the retry publishes only the rest', async () => {
