@@ -49,6 +49,12 @@ interface DocPlan {
   state: StateBatch;
 }
 
+/** Most changes read ahead and not yet handed over (more: a stop left them; dropped). */
+const AHEAD_MAX = 2000;
+
+/** A change by document and leaf revisions: what was read ahead for it is what it needs. */
+const changeKey = (c: Change): string => `${c.id}\0${c.revs.join('\0')}`;
+
 /** Whether every attachment of a revision carries its bytes (not a stub). */
 const hasBodies = (doc: CouchDoc): boolean => Object.values((doc._attachments ?? {}) as Record<string, { data?: unknown }>).every((a) => typeof a.data === 'string');
 
@@ -79,6 +85,8 @@ export class AjatusPublisher {
   published = 0;
 
   private readonly offloader: Offloader;
+  /** Leaves read ahead (prefetch), by change (id and leaf revisions). */
+  private readonly ahead = new Map<string, Promise<CouchDoc[] | undefined>>();
 
   constructor(options: AjatusPublisherOptions) {
     this.o = options;
@@ -155,7 +163,14 @@ export class AjatusPublisher {
    */
   private async readLeaves(open: Change[], kinds: RevKind[][]): Promise<Map<string, CouchDoc[]>> {
     const { content, inlineAttachmentMax } = this.o;
-    const leaves = await bulkGetRevisions(content, open.map((c) => ({ id: c.id, revs: c.revs })), false);
+    const early = open.map((c) => this.ahead.get(changeKey(c)));
+    for (const c of open) this.ahead.delete(changeKey(c));
+    const leaves = await bulkGetRevisions(content, open.filter((_, i) => !early[i]), false);
+    for (const [i, read] of early.entries()) {
+      const docs = await read?.catch(() => undefined);
+      if (docs) leaves.set((open[i] as Change).id, docs);
+      else if (read) for (const [id, again] of await bulkGetRevisions(content, [open[i] as Change], false)) leaves.set(id, again);
+    }
     const withBodies: Change[] = [];
     const alone: string[] = open.filter((c) => !leaves.has(c.id)).map((c) => c.id);
     for (const [i, change] of open.entries()) {
@@ -170,6 +185,24 @@ export class AjatusPublisher {
     for (const c of withBodies) if (!leaves.get(c.id)?.every((d) => hasBodies(d))) alone.push(c.id);
     for (const id of alone) leaves.set(id, await this.leaves(id));
     return leaves;
+  }
+
+  /**
+   * Starts reading the leaves (no attachment bodies) of a batch the source will hand over next
+   * (CouchChangesSource `readAhead`), while the batch before is being published: handle() then
+   * finds them read. Only documents that handle() would read, as far as the state says now.
+   */
+  prefetch(changes: Change[]): void {
+    if (this.ahead.size > AHEAD_MAX) this.ahead.clear(); // never handed over (a stop): drop
+    void (async () => {
+      const todo = changes.filter((c) => !c.id.startsWith('_design/') && c.revs.length > 0);
+      const kinds = await this.o.state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
+      const read = todo.filter((c, i) => (kinds[i] as RevKind[]).includes(undefined) || (!(kinds[i] as RevKind[]).every((k) => k === 'p') && !this.o.imports?.usable(c)));
+      if (read.length === 0) return;
+      const all = bulkGetRevisions(this.o.content, read, false);
+      all.catch(() => {}); // handle() reads again
+      for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m.get(c.id)));
+    })().catch((err: unknown) => this.o.log.debug('reading ahead failed (read again when handled)', { reason: String(err) }));
   }
 
   /** Every leaf revision of a document (live and deleted), with history and attachments. */

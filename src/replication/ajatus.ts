@@ -184,7 +184,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     log,
     onContact,
   });
-  const source = new CouchChangesSource({ db: content, feed: `couchdb:${o.config.contentDb}`, log });
+  const source = new CouchChangesSource({ db: content, feed: `couchdb:${o.config.contentDb}`, log, readAhead: (changes) => publisher.prefetch(changes) });
   let progress: Progress | undefined;
   return {
     publisher,

@@ -15,7 +15,7 @@ import { runPipelined, type PipelineStep } from '../../src/replication/pipeline.
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
 import { AppSettings } from '../../src/replication/settings.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
-import { bulkGetRevisions, changeOf, type Change, type ChangesRow } from '../../src/sources/couchdb-changes.ts';
+import { bulkGetRevisions, changeOf, CouchChangesSource, type Change, type ChangesRow } from '../../src/sources/couchdb-changes.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateSpace } from '../../src/store/store.ts';
 
@@ -196,6 +196,40 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     assert.deepEqual(contacts, ['i-contact'], 'an imported contact is seen (partners)');
     await publisher.handle(batch.filter((c) => c.id === 'i-9'));
     assert.deepEqual(published, ['i-9'], 'the local edit of an imported document is read and published');
+  });
+
+  it('the changes source reads the next batch while one is handled and tells readAhead; batches are still handed over in order, one at a time', async () => {
+    await couch.createDbs('ahead');
+    await couch.request('POST', 'ahead/_bulk_docs', { docs: Array.from({ length: 30 }, (_, i) => note(`a-${String(i).padStart(2, '0')}`, ['one'])) });
+    const toldAhead: string[][] = [];
+    let told: () => void = () => {};
+    const source = new CouchChangesSource({
+      db: nano(couch.url).use<unknown>('ahead'),
+      feed: 'couchdb:ahead',
+      log: silentLogger,
+      batchSize: 10,
+      readAhead: (changes) => {
+        toldAhead.push(changes.map((c) => c.id));
+        told();
+      },
+    });
+    const handed: string[][] = [];
+    let handling = false;
+    await new Promise<void>((resolve) => {
+      void source.start(undefined, async ({ changes }) => {
+        assert.equal(handling, false, 'one batch at a time');
+        handling = true;
+        handed.push(changes.map((c) => c.id));
+        // The next batch is read (and told) while this one is being handled.
+        if (handed.length < 3) await new Promise<void>((r) => (toldAhead.length >= handed.length ? r() : (told = r)));
+        handling = false;
+        if (handed.length === 3) resolve();
+      });
+    });
+    await source.stop();
+    const feedOrder = ((await couch.request('GET', 'ahead/_changes')).json.results as ChangesRow[]).map((r) => r.id);
+    assert.deepEqual(handed.flat(), feedOrder, 'every change handed over once, in feed order');
+    assert.deepEqual(toldAhead.slice(0, 2), handed.slice(1, 3), 'each next batch told ahead');
   });
 
   it('a publish failing mid-batch: the batch rejects, the documents that completed are recorded, the retry publishes only the rest', async () => {
