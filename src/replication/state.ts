@@ -271,3 +271,57 @@ export class StateBatch {
     for (const [key, value] of other.ops) this.ops.set(key, value);
   }
 }
+
+/**
+ * The records of a publisher that handles changes one by one (Midgard: an object, then its
+ * parameter, each reading what the one before wrote), with the writes kept in memory — seen by
+ * its own reads at once — and written to the store together by flush(): one store write for a
+ * whole batch of changes instead of several per change. What is not flushed yet is lost by a
+ * crash, as if the changes had not been handled (their publishes happen again when they come
+ * again). Flush after each batch (the feed does).
+ */
+export class DeferredState {
+  /** key -> value not yet in the store (kept until the write that carries it has finished). */
+  private readonly pending = new Map<string, string>();
+
+  constructor(private readonly state: ReplicationState) {}
+
+  /** As ReplicationState.record, pending writes first. */
+  async record<T>(kind: string, id: string): Promise<T | undefined> {
+    const value = this.pending.get(`${kind}${SEP}${id}`);
+    return value === undefined ? this.state.record<T>(kind, id) : (JSON.parse(value) as T);
+  }
+
+  /** As ReplicationState.setRecord, kept until flush(). */
+  setRecord(kind: string, id: string, value: unknown): void {
+    this.pending.set(`${kind}${SEP}${id}`, JSON.stringify(value));
+  }
+
+  /** As ReplicationState.records, pending writes included. */
+  async records<T>(kind: string): Promise<Array<[string, T]>> {
+    const out = new Map(await this.state.records<T>(kind));
+    const prefix = `${kind}${SEP}`;
+    for (const [key, value] of this.pending) if (key.startsWith(prefix)) out.set(key.slice(prefix.length), JSON.parse(value) as T);
+    return [...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** As ReplicationState.nodesOf, pending writes first. */
+  async nodesOf(docId: string): Promise<string[]> {
+    return (await this.record<string[]>('nodes', docId)) ?? [];
+  }
+
+  /** As ReplicationState.setNodesOf, kept until flush(). */
+  setNodesOf(docId: string, nodes: string[]): void {
+    this.setRecord('nodes', docId, nodes);
+  }
+
+  /** Writes what is pending in one store write. Rejects with the store's error (kept pending: the next flush tries again). */
+  async flush(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const written = new Map(this.pending);
+    const batch = this.state.batch();
+    for (const [key, value] of written) batch.ops.set(key, value);
+    await this.state.commit(batch);
+    for (const [key, value] of written) if (this.pending.get(key) === value) this.pending.delete(key);
+  }
+}
