@@ -165,12 +165,9 @@ export class AjatusPublisher {
     const { content, inlineAttachmentMax } = this.o;
     const early = open.map((c) => this.ahead.get(changeKey(c)));
     for (const c of open) this.ahead.delete(changeKey(c));
-    const leaves = await bulkGetRevisions(content, open.filter((_, i) => !early[i]), false);
-    for (const [i, read] of early.entries()) {
-      const docs = await read?.catch(() => undefined);
-      if (docs) leaves.set((open[i] as Change).id, docs);
-      else if (read) for (const [id, again] of await bulkGetRevisions(content, [open[i] as Change], false)) leaves.set(id, again);
-    }
+    const found = await Promise.all(early.map((read) => read?.catch(() => undefined)));
+    const leaves = await bulkGetRevisions(content, open.filter((_, i) => !found[i]), false);
+    for (const [i, docs] of found.entries()) if (docs) leaves.set((open[i] as Change).id, docs);
     const withBodies: Change[] = [];
     const alone: string[] = open.filter((c) => !leaves.has(c.id)).map((c) => c.id);
     for (const [i, change] of open.entries()) {
