@@ -3,6 +3,7 @@
 // them. Real pouchdb-servers, Prosody (A) and ejabberd (B) over s2s, real hermod processes.
 //   - one batch holding conflicting revisions and deletions of the same documents: every leaf
 //     reaches B, with the same winner, the tombstones applied;
+//   - one batch with attachments within and beyond the inline budget (XEP-0363);
 //   - kill -9 of A in the middle of a pipelined batch: after the restart B has every document,
 //     and B's database applied each revision once.
 
@@ -95,6 +96,33 @@ describe('batched Ajatus source: conflicts and deletions in one batch, kill -9 m
     assert.equal(await winner(couchB, 'edge-2'), 404, 'edge-2 deleted at B: its tombstone applied');
     assert.deepEqual(await leaves(couchB, 'edge-1'), [`2-${hash('a')}`, `2-${hash('b')}`, `2-${hash('c')} deleted`]);
     await eventually(async () => (await winner(couchB, 'filler-39')) !== 404, 'the rest of the batch at B', 60_000);
+  });
+
+  it('one batch whose attachments exceed the inline budget (and others within it): every document at B with the same bytes', async () => {
+    await hermodA.stop();
+    const bytes = (size: number, seed: number): Buffer => Buffer.from(Array.from({ length: size }, (_, i) => (i * seed) % 251));
+    const small = bytes(10 * 1024, 7);
+    const big = bytes(300 * 1024, 13); // above inlineAttachmentMax (128 KiB): XEP-0363
+    const att = (b: Buffer): { content_type: string; data: string } => ({ content_type: 'application/octet-stream', data: b.toString('base64') });
+    const docs = [
+      note('att-small', ['shared'], { _attachments: { 's.bin': att(small) } }),
+      note('att-big', ['shared'], { _attachments: { 'b.bin': att(big), 's.bin': att(small) } }),
+      note('att-none', ['shared']),
+      note('att-two', ['shared'], { _attachments: { 'a.bin': att(small), 'b.bin': att(bytes(100 * 1024, 3)) } }),
+    ];
+    await couchA.request('POST', `${CONTENT}/_bulk_docs`, { docs });
+    hermodA = await startA();
+    for (const doc of docs) {
+      const atA = (await couchA.request('GET', `${CONTENT}/${doc._id}?attachments=true`)).json;
+      const atB = await eventually(async () => {
+        const { status, json } = await couchB.request('GET', `${CONTENT}/${doc._id}?attachments=true`);
+        return status === 200 ? json : undefined;
+      }, `${doc._id} at B`, 60_000);
+      assert.equal(atB._rev, atA._rev, `${doc._id}: the same revision`);
+      const bodies = (d: Record<string, unknown>): Record<string, string> => Object.fromEntries(Object.entries((d._attachments ?? {}) as Record<string, { data: string }>).map(([name, a]) => [name, a.data]));
+      assert.deepEqual(bodies(atB), bodies(atA), `${doc._id}: the same attachment bytes`);
+    }
+    await hermodA.waitForLog((l) => l.msg === 'attachment uploaded' && l.doc === 'att-big', 'the large one went through XEP-0363');
   });
 
   it('kill -9 of A in the middle of a pipelined batch: after the restart B has every document, each revision applied once', async () => {
