@@ -8,15 +8,17 @@
 // Tag settings (access model, whitelist) are applied to the nodes as they change.
 
 import type { DocumentScope } from 'nano';
+import { LRUCache } from 'lru-cache';
 import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
-import type { Change } from '../sources/couchdb-changes.ts';
+import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
 import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
-import type { ReplicationState } from './state.ts';
+import { runPipelined, type PipelineJob, type PipelineStep } from './pipeline.ts';
+import type { ReplicationState, RevKind, StateBatch } from './state.ts';
 import { applyNodeAccess, ensureNode } from './node-access.ts';
 
 export const tagNode = (tag: string): string => `/tags/${tag}`;
@@ -38,8 +40,23 @@ export function winningRevision(leaves: CouchDoc[]): CouchDoc | undefined {
   return best;
 }
 export const TAG_PREFIX = '/tags/';
-/** Documents whose leaves are fetched ahead of the one being published. */
-const LEAVES_AHEAD = 8;
+
+/** What publishing one change takes (AjatusPublisher.plan). */
+interface DocPlan {
+  /** Its publications, then its retractions (pipeline.ts phases). */
+  steps: PipelineJob;
+  /** Recorded once every step completed. */
+  state: StateBatch;
+}
+
+/** Most changes read ahead and not yet handed over (more: a stop left them; dropped). */
+const AHEAD_MAX = 2000;
+
+/** A change by document and leaf revisions: what was read ahead for it is what it needs. */
+const changeKey = (c: Change): string => `${c.id}\0${c.revs.join('\0')}`;
+
+/** Whether every attachment of a revision carries its bytes (not a stub). */
+const hasBodies = (doc: CouchDoc): boolean => Object.values((doc._attachments ?? {}) as Record<string, { data?: unknown }>).every((a) => typeof a.data === 'string');
 
 export interface AjatusPublisherOptions {
   service: PubsubService;
@@ -59,6 +76,8 @@ export interface AjatusPublisherOptions {
   onContact?: (doc: CouchDoc) => void;
   /** Counts publishes, for tests and metrics. */
   onPublish?: (node: string, docId: string, rev: string) => void;
+  /** What the sink noted of the leaves it wrote (imported documents are then not read back). */
+  imports?: ImportNotes;
 }
 
 export class AjatusPublisher {
@@ -66,29 +85,121 @@ export class AjatusPublisher {
   published = 0;
 
   private readonly offloader: Offloader;
+  /** Leaves read ahead (prefetch), by change (id and leaf revisions). */
+  private readonly ahead = new Map<string, Promise<CouchDoc[] | undefined>>();
 
   constructor(options: AjatusPublisherOptions) {
     this.o = options;
     this.offloader = new Offloader(options.uploader, options.state, options.log, 'ajatus.inlineAttachmentMax');
   }
 
+  /**
+   * Publishes a batch of changes (feed order; each document once, as the feed gives it): changes
+   * whose every leaf revision this site published itself are skipped without reading CouchDB; the
+   * others' leaves are read with one `_bulk_get` (bulkGetRevisions; attachment bodies in a second
+   * one for the documents that have some and fit the inline budget, larger ones one by one as
+   * before), published pipelined (pipeline.ts) and the state of the whole batch written in ONE
+   * store write once their publishes completed. Rejects (after recording what completed) when a
+   * publish failed other than by a final refusal (e.g. the store): the source hands the batch
+   * over again.
+   */
   async handle(changes: Change[]): Promise<void> {
+    const { state } = this.o;
     const todo = changes.filter((c) => !c.id.startsWith('_design/'));
-    // Documents are handled one by one in feed order, but their leaves are fetched a few ahead:
-    // one HTTP round trip to CouchDB per document was the bulk of the time, spent waiting.
-    // (A fetch made a little early is no staler than before: a later edit is a later change.)
-    const fetches: Array<Promise<CouchDoc[]>> = [];
-    const fetch = (i: number): void => {
-      const change = todo[i];
-      if (!change || fetches[i]) return;
-      const p = this.leaves(change.id);
-      p.catch(() => {}); // handled (or dropped with the batch) by handleOne
-      fetches[i] = p;
-    };
-    for (let i = 0; i < todo.length; i++) {
-      for (let j = i; j < Math.min(todo.length, i + LEAVES_AHEAD); j++) fetch(j);
-      await this.handleOne(todo[i] as Change, fetches[i] as Promise<CouchDoc[]>);
+    if (todo.length === 0) return;
+    const kinds = await state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
+    // Every leaf published by us: handled already (a replayed batch, our own publish seen again).
+    const openAt = todo.flatMap((c, i) => (c.revs.length === 0 || !(kinds[i] as RevKind[]).every((k) => k === 'p') ? [i] : []));
+    if (openAt.length === 0) return;
+    // Leaves all known, some imported, as the sink noted them when it wrote them: not read either.
+    const noted = new Map<string, ImportNote>();
+    for (const i of openAt) {
+      const change = todo[i] as Change;
+      const note = (kinds[i] as RevKind[]).includes(undefined) ? undefined : this.o.imports?.usable(change);
+      if (note) noted.set(change.id, note);
     }
+    const open = openAt.map((i) => todo[i] as Change);
+    const openKinds = openAt.map((i) => kinds[i] as RevKind[]);
+    const toRead = open.flatMap((c, i) => (noted.has(c.id) ? [] : [i]));
+    const leaves = await this.readLeaves(
+      toRead.map((i) => open[i] as Change),
+      toRead.map((i) => openKinds[i] as RevKind[]),
+    );
+    const befores = await state.nodesOfMany(open.map((c) => c.id));
+    const plans: DocPlan[] = [];
+    const ensured = new Set<string>();
+    for (const [i, change] of open.entries()) {
+      const note = noted.get(change.id);
+      if (note) {
+        plans.push(this.planImported(change.id, note, befores[i] as string[]));
+        continue;
+      }
+      const docs = leaves.get(change.id) ?? [];
+      const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
+      // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
+      const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
+      const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
+      if (plan) plans.push(plan);
+    }
+    const outcomes = await runPipelined(plans.map((p) => p.steps));
+    const batch = state.batch();
+    let failure: unknown;
+    for (const [i, outcome] of outcomes.entries()) {
+      const plan = plans[i] as DocPlan;
+      if (outcome === 'done') batch.merge(plan.state);
+      else if (typeof outcome === 'object') failure ??= outcome.error;
+    }
+    await state.commit(batch);
+    for (const id of noted.keys()) this.o.imports?.forget(id);
+    if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * The leaves of the documents of `open` (their revisions from the feed): one `_bulk_get`
+   * without attachment bodies; a second one with them for the documents that have attachments,
+   * have a revision this site does not know (only those are published) and whose attachments
+   * fit the inline budget; documents with more, and any `_bulk_get` could not read (a revision
+   * gone meanwhile), read one by one (`open_revs=all`).
+   */
+  private async readLeaves(open: Change[], kinds: RevKind[][]): Promise<Map<string, CouchDoc[]>> {
+    const { content, inlineAttachmentMax } = this.o;
+    const early = open.map((c) => this.ahead.get(changeKey(c)));
+    for (const c of open) this.ahead.delete(changeKey(c));
+    const found = await Promise.all(early.map((read) => read?.catch(() => undefined)));
+    const leaves = await bulkGetRevisions(content, open.filter((_, i) => !found[i]), false);
+    for (const [i, docs] of found.entries()) if (docs) leaves.set((open[i] as Change).id, docs);
+    const withBodies: Change[] = [];
+    const alone: string[] = open.filter((c) => !leaves.has(c.id)).map((c) => c.id);
+    for (const [i, change] of open.entries()) {
+      const docs = leaves.get(change.id);
+      if (!docs || !(kinds[i] as RevKind[]).includes(undefined)) continue;
+      const sizes = docs.flatMap((d) => Object.values((d._attachments ?? {}) as Record<string, { length?: number }>).map((a) => a.length ?? 0));
+      if (sizes.length === 0) continue;
+      if (sizes.reduce((a, b) => a + b, 0) <= inlineAttachmentMax) withBodies.push(change);
+      else alone.push(change.id);
+    }
+    for (const [id, docs] of await bulkGetRevisions(content, withBodies.map((c) => ({ id: c.id, revs: c.revs })), true)) leaves.set(id, docs);
+    for (const c of withBodies) if (!leaves.get(c.id)?.every((d) => hasBodies(d))) alone.push(c.id);
+    for (const id of alone) leaves.set(id, await this.leaves(id));
+    return leaves;
+  }
+
+  /**
+   * Starts reading the leaves (no attachment bodies) of a batch the source will hand over next
+   * (CouchChangesSource `readAhead`), while the batch before is being published: handle() then
+   * finds them read. Only documents that handle() would read, as far as the state says now.
+   */
+  prefetch(changes: Change[]): void {
+    if (this.ahead.size > AHEAD_MAX) this.ahead.clear(); // never handed over (a stop): drop
+    void (async () => {
+      const todo = changes.filter((c) => !c.id.startsWith('_design/') && c.revs.length > 0);
+      const kinds = await this.o.state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
+      const read = todo.filter((c, i) => (kinds[i] as RevKind[]).includes(undefined) || (!(kinds[i] as RevKind[]).every((k) => k === 'p') && !this.o.imports?.usable(c)));
+      if (read.length === 0) return;
+      const all = bulkGetRevisions(this.o.content, read, false);
+      all.catch(() => {}); // handle() reads again
+      for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m.get(c.id)));
+    })().catch((err: unknown) => this.o.log.debug('reading ahead failed (read again when handled)', { reason: String(err) }));
   }
 
   /** Every leaf revision of a document (live and deleted), with history and attachments. */
@@ -102,19 +213,25 @@ export class AjatusPublisher {
     }
   }
 
-  private async handleOne(change: Change, fetched: Promise<CouchDoc[]>): Promise<void> {
+  /**
+   * What publishing one change takes: its steps (publications, then retractions) and the state
+   * to record once they all completed; undefined when a large attachment could not be uploaded
+   * (logged; not recorded as published: the next change of the document tries again).
+   */
+  private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | undefined> {
     const { state, log, profile } = this.o;
-    const before = await state.nodesOf(change.id);
-    const leaves = await fetched;
+    const record = state.batch();
+    const publications: PipelineStep[] = [];
+    const retractions: PipelineStep[] = [];
+    const steps: PipelineJob = [publications, retractions];
     const winner = winningRevision(leaves);
     if (!winner) {
-      for (const node of before) await this.retract(node, change.id); // purged
-      if (before.length > 0) await state.setNodesOf(change.id, []);
-      return;
+      for (const node of before) retractions.push(this.retractStep(node, change.id)); // purged
+      if (before.length > 0) record.setNodesOf(change.id, []);
+      return { steps, state: record };
     }
     const deleted = winner._deleted === true || isDeleted(winner, profile);
     if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
-    const unknown = await state.unknownRevs(change.id, leaves.map((l) => l._rev));
     const nodes = deleted ? [] : tagsOf(winner, profile).map(tagNode);
     // A new revision of a document that stays deleted (a conflict resolved after the deletion, an
     // Ajatus-deleted note edited) goes where the deletion went, so partners keep the same leaves.
@@ -123,9 +240,8 @@ export class AjatusPublisher {
       try {
         await this.offloadAttachments(leaves);
       } catch (err) {
-        // Not checkpointed as published: the next change of the document tries again.
         log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: String(err) });
-        return;
+        return undefined;
       }
       // A deletion is published (as its tombstone) to the nodes that had the document, so
       // replicas get the same revision tree; the retraction below then notifies readers.
@@ -139,26 +255,65 @@ export class AjatusPublisher {
         }
         const payload = entry.toString();
         for (const node of targets) {
-          if (!deleted) await this.ensureNode(node.slice(TAG_PREFIX.length));
-          try {
-            await this.o.service.publish(this.o.actor, node, { item: { id: change.id, payload } });
-          } catch (err) {
-            // A refusal (e.g. payload-too-big) is final for this revision: log it and go on;
-            // anything else (the store failing) is retried with the batch.
-            if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
-            log.error('document not published: the node refused it', { doc: change.id, node, condition: err.condition, reason: err.text });
-            return;
+          const tag = node.slice(TAG_PREFIX.length);
+          if (!deleted && !ensured.has(tag)) {
+            await this.ensureNode(tag);
+            ensured.add(tag);
           }
-          this.published++;
-          this.o.onPublish?.(node, change.id, winner._rev);
+          publications.push({ node, run: () => this.publishStep(node, change.id, winner._rev, payload, node === targets.at(-1) ? { leaves: leaves.length, nodes: targets, deleted } : undefined) });
         }
-        log.debug('published document', { doc: change.id, rev: winner._rev, leaves: leaves.length, nodes: targets, deleted });
       }
-      await state.markRevs(change.id, unknown, 'p');
+      record.markRevs(change.id, unknown, 'p');
     }
-    for (const node of had) if (!nodes.includes(node)) await this.retract(node, change.id);
-    if (deleted && before.length > 0) await state.setDeletedFrom(change.id, before);
-    if (JSON.stringify(before) !== JSON.stringify(nodes)) await state.setNodesOf(change.id, nodes);
+    this.settle(change.id, { had, before, nodes, deleted }, record, retractions);
+    return { steps, state: record };
+  }
+
+  /**
+   * What follows a document's publications in every case: retractions from the nodes it had
+   * (`had`) and no longer goes to (`nodes`), and the record of where it is now.
+   */
+  private settle(docId: string, where: { had: string[]; before: string[]; nodes: string[]; deleted: boolean }, record: StateBatch, retractions: PipelineStep[]): void {
+    const { had, before, nodes, deleted } = where;
+    for (const node of had) if (!nodes.includes(node)) retractions.push(this.retractStep(node, docId));
+    if (deleted && before.length > 0) record.setDeletedFrom(docId, before);
+    if (JSON.stringify(before) !== JSON.stringify(nodes)) record.setNodesOf(docId, nodes);
+  }
+
+  /**
+   * A change whose leaves were all imported (or published) here, seen as the sink wrote them
+   * (`note`): nothing to publish, and no need to read the document — only its retractions and
+   * the record of its nodes, as plan() would do with the leaves read.
+   */
+  private planImported(docId: string, note: ImportNote, before: string[]): DocPlan {
+    const record = this.o.state.batch();
+    const retractions: PipelineStep[] = [];
+    if (note.contact) this.o.onContact?.(note.contact);
+    this.settle(docId, { had: before, before, nodes: note.nodes, deleted: note.deleted }, record, retractions);
+    return { steps: [[], retractions], state: record };
+  }
+
+  /**
+   * Publishes one document's entry on one node. A refusal (e.g. payload-too-big) is final for
+   * this revision: logged, and 'stop' ends the document (not recorded); anything else (the store
+   * failing) rejects, and the batch is handed over again.
+   */
+  private async publishStep(node: string, docId: string, rev: string, payload: string, last: { leaves: number; nodes: string[]; deleted: boolean } | undefined): Promise<void | 'stop'> {
+    try {
+      await this.o.service.publish(this.o.actor, node, { item: { id: docId, payload } });
+    } catch (err) {
+      if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
+      this.o.log.error('document not published: the node refused it', { doc: docId, node, condition: err.condition, reason: err.text });
+      return 'stop';
+    }
+    this.published++;
+    this.o.onPublish?.(node, docId, rev);
+    if (last) this.o.log.debug('published document', { doc: docId, rev, ...last });
+    return undefined;
+  }
+
+  private retractStep(node: string, docId: string): PipelineStep {
+    return { node, run: () => this.retract(node, docId) };
   }
 
   /**
@@ -212,5 +367,61 @@ export class AjatusPublisher {
   async applyTagSettings(tag: string, settings: TagSettings): Promise<void> {
     const changed = await applyNodeAccess(this.o.service, this.o.actor, tagNode(tag), settings); // no node yet: created on first publish
     if (changed) this.o.log.info('tag whitelist applied', { tag, ...changed });
+  }
+}
+
+/** What the publisher needs of a document whose leaves a partner sent (ImportNotes). */
+export interface ImportNote {
+  /** The winning revision of the leaves written, and every leaf revision written. */
+  rev: string;
+  leaves: string[];
+  /** Whether the winner is a CouchDB tombstone (as `_changes` says `deleted`). */
+  tombstone: boolean;
+  /** Deleted (tombstone or the profile's flag): on no node. */
+  deleted: boolean;
+  /** The nodes of its tags (none when deleted). */
+  nodes: string[];
+  /** The winner, when it is a live contact (partners). */
+  contact?: CouchDoc;
+}
+
+/**
+ * Notes, in memory, what the sink wrote of each imported document (its leaves, winner first, as
+ * the partner's entry carries them), so that the publisher, seeing the change that write made,
+ * needs no read of the document: a change whose leaves are all known here, whose winner is the
+ * noted one and every one of which was in the entry has the entry's winner as its winner
+ * (CouchDB's winner is a function of the leaves). Anything else — a note missing (a restart, the
+ * LRU full), other leaves — is read from CouchDB as before. Bounded (an LRU).
+ */
+export class ImportNotes {
+  private readonly notes = new LRUCache<string, ImportNote>({ max: 20_000 });
+
+  constructor(private readonly profile: Profile) {}
+
+  /** Called before the leaves of one document (winner first) are written locally. */
+  note(docs: CouchDoc[]): void {
+    const winner = docs[0];
+    if (!winner) return;
+    const deleted = isDeleted(winner, this.profile);
+    const contact = !deleted && stringAt(winner, this.profile.typePath) === this.profile.contactType ? winner : undefined;
+    this.notes.set(winner._id, {
+      rev: winner._rev,
+      leaves: docs.map((d) => d._rev),
+      tombstone: winner._deleted === true,
+      deleted,
+      nodes: deleted ? [] : tagsOf(winner, this.profile).map(tagNode),
+      ...(contact ? { contact } : {}),
+    });
+  }
+
+  /** The note that stands for `change` (see the class), if any. */
+  usable(change: Change): ImportNote | undefined {
+    const note = this.notes.get(change.id);
+    if (!note || !change.revs.includes(note.rev) || note.tombstone !== change.deleted) return undefined;
+    return change.revs.every((rev) => note.leaves.includes(rev)) ? note : undefined;
+  }
+
+  forget(docId: string): void {
+    this.notes.delete(docId);
   }
 }

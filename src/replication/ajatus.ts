@@ -13,7 +13,7 @@ import type { Logger } from '../log.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import { Element } from 'ltx';
-import { AjatusPublisher, TAG_PREFIX } from './ajatus-publisher.ts';
+import { AjatusPublisher, ImportNotes, TAG_PREFIX } from './ajatus-publisher.ts';
 import { parentDomain } from '../config/config.ts';
 import type { PubsubClient } from '../xmpp/pubsub-client.ts';
 import { HttpUploader } from './http-upload.ts';
@@ -75,9 +75,10 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
  * the local copy (which are stale once the source changed them): a deletion revision of the
  * source's own (the Ajatus deleted flag; a CouchDB tombstone is not even live here) is kept as
  * the source wrote it — no revision of this site's own; else the document is deleted only when
- * no followed node of that service has the item any more (`carrier`).
+ * no followed node of that service has the item any more (`carrier`). `beforeWrite` hears of
+ * each document's leaves (winner first) before they are written (ImportNotes).
  */
-export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger, carrier: CarrierLookup): PartnerSink {
+export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger, carrier: CarrierLookup, beforeWrite?: (docs: CouchDoc[], partner: string | undefined) => void): PartnerSink {
   return {
     async writeItem(service, node, item, partner) {
       const payload = item.getChildElements()[0];
@@ -93,6 +94,7 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
         log.warn('leaf skipped: item id differs from document id', { service, node, item: item.attrs.id, doc: docs[0]?._id });
         return false;
       }
+      beforeWrite?.(docs, partner);
       await sinkFor(partner).write(docs);
       return true;
     },
@@ -162,7 +164,13 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     const jid = stringAt(doc, profile.jidPath);
     if (jid) ctx.partners().addPartner(jid);
   };
+  // What the sink writes into the content database, noted for the publisher (no read back).
+  const imports = new ImportNotes(profile);
+  const noteImport = (docs: CouchDoc[], partner: string | undefined): void => {
+    if (sinkFor(partner) === contentSink) imports.note(docs);
+  };
   const publisher = new AjatusPublisher({
+    imports,
     service: common.service,
     actor: common.componentJid,
     content,
@@ -176,11 +184,11 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     log,
     onContact,
   });
-  const source = new CouchChangesSource({ db: content, feed: `couchdb:${o.config.contentDb}`, log });
+  const source = new CouchChangesSource({ db: content, feed: `couchdb:${o.config.contentDb}`, log, readAhead: (changes) => publisher.prefetch(changes) });
   let progress: Progress | undefined;
   return {
     publisher,
-    sink: couchPartnerSink(sinkFor, profile, log, carrier),
+    sink: couchPartnerSink(sinkFor, profile, log, carrier, noteImport),
     transformTarget: {
       key: 'couchdb',
       format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",

@@ -38,7 +38,7 @@ import { Element, parse } from 'ltx';
 import { nodesFor, objectPath, topicEntry, type MidgardNodeMapping, type TopicEntry, type TopicIndex } from './midgard-mapping.ts';
 import { enclosure, splitByBudget, type Offloader } from './http-upload.ts';
 import { applyNodeAccess, ensureNode, type NodeAccess } from './node-access.ts';
-import type { ReplicationState } from './state.ts';
+import { DeferredState, type ReplicationState } from './state.ts';
 
 /** Where a document came from: a D-Bus signal (area `mgdschema` or `replication`) or a spool file. */
 export interface MidgardOrigin {
@@ -82,8 +82,20 @@ export class BlobUploadError extends Error {
 export class MidgardPublisher {
   private readonly lock = new KeyedMutex();
   published = 0;
+  /** The records written while handling, written to the store by flush() (one write per batch). */
+  private readonly st: DeferredState;
 
-  constructor(private readonly o: MidgardPublisherOptions) {}
+  constructor(private readonly o: MidgardPublisherOptions) {
+    this.st = new DeferredState(o.state);
+  }
+
+  /**
+   * Writes the records of what was handled since the last flush in one store write (the feeds
+   * call it after each batch). Rejects with the store's error (kept: the next flush tries again).
+   */
+  flush(): Promise<void> {
+    return this.st.flush();
+  }
 
   /** Loads the topic index and known partners kept from earlier runs. */
   async restore(): Promise<void> {
@@ -99,7 +111,8 @@ export class MidgardPublisher {
   }
 
   private async handleDoc(doc: MidgardDocument, origin: MidgardOrigin): Promise<void> {
-    const { state, log } = this.o;
+    const { log } = this.o;
+    const state = this.st;
     await this.learnTopic(doc);
     // A person is judged on its merged document: an update of the object alone (Midgard signals
     // each object on its own) keeps the JID parameter seen before; a deleted parameter drops it.
@@ -124,7 +137,7 @@ export class MidgardPublisher {
       return;
     }
     const merged = readMidgardElement(composeDocument(mainEl, mergeChildren(previous ? childElements(previous) : [], childElements(doc))));
-    await state.setRecord('doc', merged.main?.guid as string, merged.root.toString());
+    state.setRecord('doc', merged.main?.guid as string, merged.root.toString());
     if (await this.isEcho(doc)) {
       log.info('echo suppressed: version delivered from a partner', { guid: merged.main?.guid });
       return;
@@ -134,7 +147,7 @@ export class MidgardPublisher {
 
   /** Every object of the incoming document is the version Hermod itself delivered. */
   private async isEcho(doc: MidgardDocument): Promise<boolean> {
-    for (const [guid, version] of versionsOf(doc)) if ((await this.o.state.record<string>('in', guid)) !== version) return false;
+    for (const [guid, version] of versionsOf(doc)) if ((await this.st.record<string>('in', guid)) !== version) return false;
     return true;
   }
 
@@ -145,7 +158,7 @@ export class MidgardPublisher {
     if (isDeleted(main)) this.o.index.delete(main.guid);
     else {
       this.o.index.set(main.guid, topicEntry(main));
-      await this.o.state.setRecord('topic', main.guid, topicEntry(main));
+      this.st.setRecord('topic', main.guid, topicEntry(main));
     }
   }
 
@@ -153,7 +166,7 @@ export class MidgardPublisher {
   private async mergedPerson(doc: MidgardDocument): Promise<MidgardDocument | undefined> {
     const guid = doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid;
     if (!guid || (doc.main && doc.main.className !== 'midgard_person')) return undefined;
-    const stored = await this.o.state.record<string>('doc', guid);
+    const stored = await this.st.record<string>('doc', guid);
     const previous = stored ? readMidgardElement(parse(stored) as Element) : undefined;
     const mainEl = doc.main?.element ?? previous?.main?.element;
     if (!mainEl || (!doc.main && previous?.main?.className !== 'midgard_person')) return undefined;
@@ -167,15 +180,16 @@ export class MidgardPublisher {
    */
   private async learnPerson(doc: MidgardDocument): Promise<void> {
     const main = doc.main as MidgardObject;
-    const { state, log } = this.o;
+    const { log } = this.o;
+    const state = this.st;
     const jid = isDeleted(main) ? undefined : this.partnerJidOf(doc);
     const known = (await state.record<string | null>('person', main.guid)) ?? undefined; // null: no JID any more
     if (jid) {
-      if (known !== jid) await state.setRecord('person', main.guid, jid);
+      if (known !== jid) state.setRecord('person', main.guid, jid);
       this.o.onPartner(jid);
     }
     if (known === undefined || known === jid) return;
-    if (!jid) await state.setRecord('person', main.guid, null);
+    if (!jid) state.setRecord('person', main.guid, null);
     const still = (await state.records<string>('person')).some(([, other]) => other === known);
     log.info('midgard_person no longer carries the partner JID', { person: main.guid, jid: known, deleted: isDeleted(main), otherPerson: still });
     if (!still) this.o.onPartnerGone?.(known);
@@ -192,7 +206,8 @@ export class MidgardPublisher {
 
   private async publish(doc: MidgardDocument): Promise<void> {
     const main = doc.main as MidgardObject;
-    const { state, log, service, actor } = this.o;
+    const { log, service, actor } = this.o;
+    const state = this.st;
     const before = await state.nodesOf(main.guid);
     const path = objectPath(main, this.o.index);
     const hash = createHash('sha256').update(serializeMidgard(doc.root)).digest('hex');
@@ -209,8 +224,8 @@ export class MidgardPublisher {
         await service.publish(actor, node, { item: { id: main.guid, payload } });
         await this.retract(node, main.guid);
       }
-      await state.setNodesOf(main.guid, []);
-      await state.setRecord('pub', main.guid, hash);
+      state.setNodesOf(main.guid, []);
+      state.setRecord('pub', main.guid, hash);
       this.published++;
       log.info('retracted midgard object', { guid: main.guid, class: main.className, nodes: before, revised: revisedOf(main) });
       return;
@@ -226,8 +241,8 @@ export class MidgardPublisher {
     }
     const left = before.filter((n) => !nodes.includes(n));
     for (const node of left) await this.retract(node, main.guid);
-    await state.setNodesOf(main.guid, nodes);
-    await state.setRecord('pub', main.guid, hash);
+    state.setNodesOf(main.guid, nodes);
+    state.setRecord('pub', main.guid, hash);
     this.published++;
     log.info('published midgard object', { guid: main.guid, class: main.className, nodes, retractedFrom: left, revised: revisedOf(main), path });
   }

@@ -94,19 +94,27 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
         isPermanent: (err) => err instanceof MidgardFormatError || err instanceof PubsubError,
       })
     : undefined;
+  /** Handles a batch, then writes the records it made in one store write (also when it failed part way). */
+  const flushed = async (handle: () => Promise<void>): Promise<void> => {
+    try {
+      await handle();
+    } finally {
+      await publisher.flush();
+    }
+  };
   const feeds = [];
   if (dbus) {
     feeds.push(
-      feed(dbus, async (signals) => {
+      feed(dbus, (signals) => flushed(async () => {
         for (const signal of signals) await publisher.handle(signal.text, { source: 'dbus', area: signal.area, action: signal.action });
-      }),
+      })),
     );
   }
   if (spool) {
     feeds.push(
-      feed(spool, async (files) => {
+      feed(spool, (files) => flushed(async () => {
         for (const { text } of files) await publisher.handle(text, { source: 'spool' });
-      }),
+      })),
     );
   }
   return {

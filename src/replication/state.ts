@@ -186,4 +186,142 @@ export class ReplicationState implements CheckpointStore {
     for await (const [key] of this.space.range(prefix)) out.push(key.slice(prefix.length));
     return out;
   }
+
+  // ---- batches (one store write per batch of changes; see StateBatch) -------------------
+
+  /** A new, empty batch of writes, applied by commit(). */
+  batch(): StateBatch {
+    return new StateBatch();
+  }
+
+  /** Writes the batch in one store write, then caches it. Rejects with the store's error (nothing cached then). */
+  async commit(batch: StateBatch): Promise<void> {
+    if (batch.size === 0) return;
+    await this.space.batch([...batch.ops].map(([key, value]) => ({ type: 'put' as const, key, value })));
+    for (const [key, value] of batch.ops) this.cache.set(key, value);
+  }
+
+  /** Values of many keys: the cached ones from the cache, the others in one store read (then cached). */
+  private async getMany(keys: string[]): Promise<Array<string | undefined>> {
+    const out = keys.map((k) => this.cache.get(k));
+    const missing = keys.flatMap((k, i) => (out[i] === undefined ? [i] : []));
+    if (missing.length === 0) return out;
+    const fetched = await this.space.getMany(missing.map((i) => keys[i] as string));
+    missing.forEach((i, j) => {
+      const value = fetched[j];
+      out[i] = value;
+      if (value !== undefined) this.cache.set(keys[i] as string, value);
+    });
+    return out;
+  }
+
+  /** nodesOf for many documents, in order: cache first, the rest in one store read. */
+  async nodesOfMany(docIds: string[]): Promise<string[][]> {
+    const values = await this.getMany(docIds.map((id) => `nodes${SEP}${id}`));
+    return values.map((v) => (v === undefined ? [] : (JSON.parse(v) as string[])));
+  }
+
+  /** revKind of every revision of many documents, in order: cache first, the rest in one store read. */
+  async revKindsMany(docs: Array<{ id: string; revs: string[] }>): Promise<RevKind[][]> {
+    const values = await this.getMany(docs.flatMap((d) => d.revs.map((rev) => `rev${SEP}${d.id}${SEP}${rev}`)));
+    let i = 0;
+    return docs.map((d) => d.revs.map(() => values[i++] as RevKind));
+  }
+}
+
+/** The kind each revision of a document has in the state ('i' imported, 'p' published, undefined: unknown). */
+export type RevKind = 'i' | 'p' | undefined;
+
+/**
+ * Writes collected for one batch of changes, applied by ReplicationState.commit as ONE store
+ * write (one LevelDB batch, one CouchDB `_bulk_docs`) instead of one write per document. Nothing
+ * is written (nor cached) before commit: a crash before it leaves the state as it was, so the
+ * batch is handled again from its checkpoint. A later write of the same key wins.
+ */
+export class StateBatch {
+  /** key -> value, in first-write order. */
+  readonly ops = new Map<string, string>();
+
+  get size(): number {
+    return this.ops.size;
+  }
+
+  /** As ReplicationState.markRevs. */
+  markRevs(docId: string, revs: string[], kind: 'i' | 'p'): void {
+    for (const rev of revs) this.ops.set(`rev${SEP}${docId}${SEP}${rev}`, kind);
+  }
+
+  /** As ReplicationState.setNodesOf. */
+  setNodesOf(docId: string, nodes: string[]): void {
+    this.ops.set(`nodes${SEP}${docId}`, JSON.stringify(nodes));
+  }
+
+  /** As ReplicationState.setDeletedFrom. */
+  setDeletedFrom(docId: string, nodes: string[]): void {
+    this.ops.set(`gone${SEP}${docId}`, JSON.stringify(nodes));
+  }
+
+  /** As ReplicationState.setRecord. */
+  setRecord(kind: string, id: string, value: unknown): void {
+    this.ops.set(`${kind}${SEP}${id}`, JSON.stringify(value));
+  }
+
+  /** Adds every write of `other` (after this batch's own). */
+  merge(other: StateBatch): void {
+    for (const [key, value] of other.ops) this.ops.set(key, value);
+  }
+}
+
+/**
+ * The records of a publisher that handles changes one by one (Midgard: an object, then its
+ * parameter, each reading what the one before wrote), with the writes kept in memory — seen by
+ * its own reads at once — and written to the store together by flush(): one store write for a
+ * whole batch of changes instead of several per change. What is not flushed yet is lost by a
+ * crash, as if the changes had not been handled (their publishes happen again when they come
+ * again). Flush after each batch (the feed does).
+ */
+export class DeferredState {
+  /** key -> value not yet in the store (kept until the write that carries it has finished). */
+  private readonly pending = new Map<string, string>();
+
+  constructor(private readonly state: ReplicationState) {}
+
+  /** As ReplicationState.record, pending writes first. */
+  async record<T>(kind: string, id: string): Promise<T | undefined> {
+    const value = this.pending.get(`${kind}${SEP}${id}`);
+    return value === undefined ? this.state.record<T>(kind, id) : (JSON.parse(value) as T);
+  }
+
+  /** As ReplicationState.setRecord, kept until flush(). */
+  setRecord(kind: string, id: string, value: unknown): void {
+    this.pending.set(`${kind}${SEP}${id}`, JSON.stringify(value));
+  }
+
+  /** As ReplicationState.records, pending writes included. */
+  async records<T>(kind: string): Promise<Array<[string, T]>> {
+    const out = new Map(await this.state.records<T>(kind));
+    const prefix = `${kind}${SEP}`;
+    for (const [key, value] of this.pending) if (key.startsWith(prefix)) out.set(key.slice(prefix.length), JSON.parse(value) as T);
+    return [...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** As ReplicationState.nodesOf, pending writes first. */
+  async nodesOf(docId: string): Promise<string[]> {
+    return (await this.record<string[]>('nodes', docId)) ?? [];
+  }
+
+  /** As ReplicationState.setNodesOf, kept until flush(). */
+  setNodesOf(docId: string, nodes: string[]): void {
+    this.setRecord('nodes', docId, nodes);
+  }
+
+  /** Writes what is pending in one store write. Rejects with the store's error (kept pending: the next flush tries again). */
+  async flush(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const written = new Map(this.pending);
+    const batch = this.state.batch();
+    for (const [key, value] of written) batch.ops.set(key, value);
+    await this.state.commit(batch);
+    for (const [key, value] of written) if (this.pending.get(key) === value) this.pending.delete(key);
+  }
 }

@@ -6,8 +6,14 @@
 // nothing is lost, and what was acknowledged is not handed over again. A Source (source.ts):
 // each batch carries the feed's last_seq as its checkpoint; a batch whose handler rejects is
 // handed over again (backoff 0.5 s doubling to 30 s) until it is handled or the source stops.
+// Each change carries every leaf revision (`style=all_docs`), so a publisher can skip what it
+// already knows without reading the document, and read the rest of a batch with one
+// `_bulk_get` (bulkGetRevisions) instead of one request per document. With `readAhead`, the
+// next page is read while a batch is handled (and its changes told), so reading overlaps
+// publishing; the checkpoint rule is unchanged.
 
 import type { DocumentScope } from 'nano';
+import type { CouchDoc } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import type { BatchHandler, Checkpoint, Source } from './source.ts';
 
@@ -15,6 +21,8 @@ export interface Change {
   id: string;
   deleted: boolean;
   seq: unknown;
+  /** Every leaf revision of the document at this change (`style=all_docs`: live and deleted, conflicts included). */
+  revs: string[];
 }
 
 export interface ChangesSourceOptions {
@@ -23,12 +31,29 @@ export interface ChangesSourceOptions {
   feed: string;
   log: Logger;
   batchSize?: number;
+  /**
+   * Told of the next batch's changes as soon as they are read, while the batch before is still
+   * being handled (the page after is read meanwhile): e.g. to start reading its documents. The
+   * batch is handed over as usual once the one before is handled.
+   */
+  readAhead?: (changes: Change[]) => void;
+}
+
+/** One row of `_changes?style=all_docs`. */
+export interface ChangesRow {
+  id: string;
+  deleted?: boolean;
+  seq: unknown;
+  changes?: Array<{ rev?: string }>;
 }
 
 interface ChangesPage {
-  results?: Array<{ id: string; deleted?: boolean; seq: unknown }>;
+  results?: ChangesRow[];
   last_seq?: Checkpoint;
 }
+
+/** A `_changes?style=all_docs` row as a Change (its leaf revisions in the feed's order). */
+export const changeOf = (r: ChangesRow): Change => ({ id: r.id, deleted: r.deleted === true, seq: r.seq, revs: (r.changes ?? []).flatMap((c) => (typeof c.rev === 'string' ? [c.rev] : [])) });
 
 export class CouchChangesSource implements Source<Change> {
   readonly feed: string;
@@ -57,19 +82,24 @@ export class CouchChangesSource implements Source<Change> {
     const { db, log, feed } = this.options;
     let since: Checkpoint = from ?? '0';
     log.info('following changes', { feed, since });
+    this.abort = new AbortController();
+    const signal = this.abort.signal;
+    const read = (from: Checkpoint): Promise<ChangesPage> =>
+      db.server.relax({
+        db: db.config.db,
+        path: '_changes',
+        method: 'GET',
+        qs: { feed: 'longpoll', since: from, limit: this.options.batchSize ?? 200, timeout: 25_000, style: 'all_docs' },
+        signal,
+      } as never) as Promise<ChangesPage>;
     this.loop = (async () => {
       let backoff = 0;
+      /** The page after the one being handled, read meanwhile (its changes told to readAhead). */
+      let ahead: Promise<ChangesPage> | undefined;
       while (!this.stopped) {
         let page: ChangesPage;
         try {
-          this.abort = new AbortController();
-          page = (await db.server.relax({
-            db: db.config.db,
-            path: '_changes',
-            method: 'GET',
-            qs: { feed: 'longpoll', since, limit: this.options.batchSize ?? 200, timeout: 25_000, style: 'all_docs' },
-            signal: this.abort.signal,
-          } as never)) as ChangesPage;
+          page = await (ahead ?? read(since));
           backoff = 0;
         } catch (err) {
           if (this.stopped) break;
@@ -78,10 +108,20 @@ export class CouchChangesSource implements Source<Change> {
           log.warn('changes feed interrupted; retrying with backoff', { feed, reason: e.message, status: e.statusCode, retryInMs: backoff });
           await this.sleep(backoff);
           continue;
+        } finally {
+          ahead = undefined;
         }
         const results = page.results ?? [];
         if (results.length > 0) {
-          const changes = results.map((r) => ({ id: r.id, deleted: r.deleted === true, seq: r.seq }));
+          const changes = results.map(changeOf);
+          if (page.last_seq !== undefined && this.options.readAhead) {
+            const readAhead = this.options.readAhead;
+            ahead = read(page.last_seq).then((next) => {
+              if ((next.results ?? []).length > 0) readAhead((next.results ?? []).map(changeOf));
+              return next;
+            });
+            ahead.catch(() => {}); // seen (and retried) when awaited above
+          }
           // Retry the same batch until it is handled.
           for (let delay = 500; !this.stopped; delay = Math.min(delay * 2, 30_000)) {
             try {
@@ -106,4 +146,40 @@ export class CouchChangesSource implements Source<Change> {
     this.wake?.();
     await this.loop;
   }
+}
+
+/** One `_bulk_get` row: the revisions asked for (`ok`) or why one could not be read. */
+interface BulkGetResult {
+  results?: Array<{ id: string; docs: Array<{ ok?: CouchDoc; error?: { error?: string; reason?: string } }> }>;
+}
+
+/**
+ * Reads given revisions of many documents in ONE request (CouchDB `POST /db/_bulk_get`,
+ * replication protocol; pouchdb-server has it through express-pouchdb), each with its
+ * `_revisions` history; with `attachments`, attachment bodies inline (base64), else stubs (with
+ * `length`, `digest`, `content_type`). Resolves to id -> the revisions read, in the order asked;
+ * a document missing from the map had a revision that could not be read (compacted away, the
+ * document purged meanwhile): the caller reads it otherwise. Rejects with nano's error when the
+ * request fails (no such database, CouchDB down).
+ */
+export async function bulkGetRevisions(db: DocumentScope<unknown>, wanted: Array<{ id: string; revs: string[] }>, attachments: boolean): Promise<Map<string, CouchDoc[]>> {
+  const out = new Map<string, CouchDoc[]>();
+  const docs = wanted.flatMap((w) => w.revs.map((rev) => ({ id: w.id, rev })));
+  if (docs.length === 0) return out;
+  const res = (await db.server.relax({
+    db: db.config.db,
+    path: '_bulk_get',
+    method: 'POST',
+    qs: { revs: true, ...(attachments ? { attachments: true } : {}) },
+    body: { docs },
+  } as never)) as BulkGetResult;
+  const failed = new Set<string>();
+  for (const row of res.results ?? []) {
+    for (const d of row.docs) {
+      if (!d.ok || typeof d.ok._rev !== 'string') failed.add(row.id);
+      else out.set(row.id, [...(out.get(row.id) ?? []), d.ok]);
+    }
+  }
+  for (const w of wanted) if (failed.has(w.id) || (out.get(w.id)?.length ?? 0) !== w.revs.length) out.delete(w.id);
+  return out;
 }

@@ -1,0 +1,89 @@
+// Pipelined publishing: the publications and retractions of a whole batch of documents run
+// concurrently (at most `limit` at once) instead of one after another, with the order that
+// matters kept: the phases of one document run in their order, and the steps on one node run in
+// the order of the documents in the batch (feed order), each after the one before it on that node
+// has settled. Deadlock-free: every wait points to an earlier (document, step). A publisher
+// commits the replication state of the documents whose steps all completed, and only then may the
+// batch's checkpoint move (src/sources/source.ts): a crash at any point hands the documents not
+// recorded over again (their revisions republished; a partner's sink writes a revision it has
+// as a no-op, new_edits=false), and none is lost.
+
+/** One publication or retraction of a document on one node; resolving to 'stop' ends the document there (a final refusal). */
+export interface PipelineStep {
+  node: string;
+  run(): Promise<void | 'stop'>;
+}
+
+/**
+ * How a document's steps ended: 'done' (all ran), 'stopped' (one resolved 'stop'; the rest were
+ * not run), 'skipped' (another document's step failed first: not run, handled again with the
+ * batch), or the error its step threw.
+ */
+export type PipelineOutcome = 'done' | 'stopped' | 'skipped' | { error: unknown };
+
+/** Default bound of steps in flight. */
+export const PIPELINE_LIMIT = 32;
+
+/**
+ * One document's steps in phases: the steps of a phase may run at the same time (on different
+ * nodes), a phase starts once every step of the one before completed (e.g. publications, then
+ * the retractions that a partner must only see after them).
+ */
+export type PipelineJob = PipelineStep[][];
+
+/**
+ * Runs the steps of `jobs` (one per document, documents in feed order) with at most `limit` in
+ * flight, in the order described above. After the first step that throws, steps not yet started
+ * are skipped. Resolves, once every started step has settled, to one outcome per job (never
+ * rejects).
+ */
+export async function runPipelined(jobs: PipelineJob[], limit = PIPELINE_LIMIT): Promise<PipelineOutcome[]> {
+  let inFlight = 0;
+  const waiting: Array<() => void> = [];
+  const acquire = (): Promise<void> | undefined => {
+    if (inFlight < limit) {
+      inFlight++;
+      return undefined;
+    }
+    return new Promise<void>((resolve) => waiting.push(resolve)); // the permit is handed over by release()
+  };
+  const release = (): void => {
+    const next = waiting.shift();
+    if (next) next();
+    else inFlight--;
+  };
+  let failed = false;
+  const nodeTail = new Map<string, Promise<unknown>>();
+  /** The outcome of a job so far, given the outcomes of a phase's steps. */
+  const worst = (outcomes: PipelineOutcome[]): PipelineOutcome => outcomes.find((o) => typeof o === 'object') ?? outcomes.find((o) => o !== 'done') ?? 'done';
+  const results: Array<Promise<PipelineOutcome>> = [];
+  for (const phases of jobs) {
+    let previous: Promise<PipelineOutcome> = Promise.resolve('done');
+    for (const phase of phases) {
+      const before = previous;
+      const steps = phase.map((step) => {
+        const afterNode = nodeTail.get(step.node);
+        const current = (async (): Promise<PipelineOutcome> => {
+          const was = await before;
+          await afterNode;
+          if (was !== 'done') return was;
+          if (failed) return 'skipped';
+          await acquire();
+          try {
+            return (await step.run()) === 'stop' ? 'stopped' : 'done';
+          } catch (error) {
+            failed = true;
+            return { error };
+          } finally {
+            release();
+          }
+        })();
+        nodeTail.set(step.node, current);
+        return current;
+      });
+      previous = steps.length === 0 ? before : Promise.all(steps).then(worst);
+    }
+    results.push(previous);
+  }
+  return Promise.all(results);
+}

@@ -1,0 +1,255 @@
+// The batched Ajatus source (issue 15): a batch of changes is read with one `_bulk_get` from a
+// real pouchdb-server, published pipelined (pipeline.ts) to a real PubsubService, and its
+// replication state written in one store write; what the state already knows is skipped without
+// asking CouchDB; a publish that fails mid-batch records only the documents that completed.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import nano from 'nano';
+import { jsonCodec, type CouchDoc } from '../../src/codecs/couch-doc.ts';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import { silentLogger } from '../../src/log.ts';
+import { PubsubService, type PublishRequest } from '../../src/pubsub/service.ts';
+import { AjatusPublisher, ImportNotes, type AjatusPublisherOptions } from '../../src/replication/ajatus-publisher.ts';
+import { runPipelined, type PipelineStep } from '../../src/replication/pipeline.ts';
+import { PROFILES, type Profile } from '../../src/replication/profile.ts';
+import { AppSettings } from '../../src/replication/settings.ts';
+import { ReplicationState } from '../../src/replication/state.ts';
+import { bulkGetRevisions, changeOf, CouchChangesSource, type Change, type ChangesRow } from '../../src/sources/couchdb-changes.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import type { StateSpace } from '../../src/store/store.ts';
+
+const ACTOR = 'hermod.alpha.test';
+const DB = 'content';
+
+const note = (id: string, tags: string[]): Record<string, unknown> & { _id: string } => ({
+  _id: id,
+  value: { _type: 'note', title: { val: id }, tags: { val: tags }, metadata: { creator: { val: 'alice' }, revised: { val: '2026-11-30T10:00:00Z' }, deleted: { val: false } } },
+});
+
+/** The database's whole feed, as the source hands it over (`style=all_docs`). */
+async function changes(couch: CouchServer): Promise<Change[]> {
+  const { json } = await couch.request('GET', `${DB}/_changes?style=all_docs`);
+  return (json.results as ChangesRow[]).map(changeOf);
+}
+
+/** A state space that counts its writes. */
+function counting(space: StateSpace): { space: StateSpace; writes: () => number } {
+  let writes = 0;
+  return {
+    space: { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)) },
+    writes: () => writes,
+  };
+}
+
+/** A service whose publish of one item fails (as a failing store would) while `failing` is set. */
+class FlakyService extends PubsubService {
+  failing: string | undefined;
+  override async publish(actor: string, node: string | undefined, request: PublishRequest): Promise<string | undefined> {
+    if (request.item?.id === this.failing) throw new Error('the store is failing');
+    return super.publish(actor, node, request);
+  }
+}
+
+/** A publisher of database `name` to `service` (as the component), with its state in `state`. */
+const publisherOf = (couch: CouchServer, name: string, service: PubsubService, state: ReplicationState, onPublish: (node: string, id: string) => void, more: Partial<AjatusPublisherOptions> = {}): AjatusPublisher =>
+  new AjatusPublisher({
+    ...more,
+    service,
+    actor: ACTOR,
+    content: nano(couch.url).use<unknown>(name),
+    contentDbName: name,
+    state,
+    settings: new AppSettings(nano(couch.url).use('app'), silentLogger),
+    profile: PROFILES.ajatus as Profile,
+    codec: jsonCodec,
+    inlineAttachmentMax: 64 * 1024,
+    log: silentLogger,
+    onPublish,
+  });
+
+describe('pipelined publishing (runPipelined)', () => {
+  it('keeps the phases of one document and the document order on one node, bounds what is in flight, skips what had not started after a throw', async () => {
+    const events: string[] = [];
+    let inFlight = 0;
+    let most = 0;
+    const step = (job: number, node: string, fail = false): PipelineStep => ({
+      node,
+      async run() {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        events.push(`${job}@${node}`);
+        await new Promise((r) => setTimeout(r, (job * 7) % 5)); // settle out of order
+        inFlight--;
+        if (fail) throw new Error(`job ${job} failed`);
+      },
+    });
+    // Each document: published on two of six nodes, then retracted from a third.
+    const jobs = Array.from({ length: 60 }, (_, j) => [[step(j, `n${j % 6}`), step(j, `n${(j + 1) % 6}`)], [step(j, `r${j % 6}`)]]);
+    const outcomes = await runPipelined(jobs, 4);
+    assert.ok(outcomes.every((o) => o === 'done'));
+    assert.ok(most <= 4, `at most 4 in flight (saw ${most})`);
+    assert.ok(most > 1, 'more than one in flight');
+    for (const node of ['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'r0', 'r3']) {
+      const order = events.filter((e) => e.endsWith(`@${node}`)).map((e) => Number(e.split('@')[0]));
+      assert.deepEqual(order, [...order].sort((a, b) => a - b), `node ${node} in document order`);
+    }
+    for (let j = 0; j < 60; j++) {
+      const retracted = events.indexOf(`${j}@r${j % 6}`);
+      assert.ok(events.indexOf(`${j}@n${j % 6}`) < retracted && events.indexOf(`${j}@n${(j + 1) % 6}`) < retracted, `document ${j}: retraction after its publications`);
+    }
+
+    const stopped = await runPipelined([[[{ node: 'a', run: async () => 'stop' }], [step(1, 'b')]], [[step(2, 'a', true)]], [[step(3, 'a')]]], 1);
+    assert.equal(stopped[0], 'stopped', "a step resolving 'stop' ends its document");
+    assert.equal(typeof stopped[1], 'object', 'a throw is its document\'s outcome');
+    assert.equal(stopped[2], 'skipped', 'a step not started when another failed is skipped');
+  });
+});
+
+describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 }, () => {
+  let couch: CouchServer;
+  before(async () => {
+    couch = await startCouch();
+    await couch.createDbs(DB);
+  });
+  after(async () => couch?.destroy());
+
+  it('_bulk_get reads the leaves of a batch with their histories: conflicts and a deletion of one document; a revision it cannot read leaves the document to the caller', async () => {
+    const db = nano(couch.url).use<unknown>(DB);
+    const docs = [
+      { _id: 'c', _rev: '1-a', n: 1, _revisions: { start: 1, ids: ['a'] } },
+      { _id: 'c', _rev: '2-b', n: 2, _revisions: { start: 2, ids: ['b', 'a'] } },
+      { _id: 'c', _rev: '2-c', n: 3, _revisions: { start: 2, ids: ['c', 'a'] } },
+      { _id: 'c', _rev: '3-d', _deleted: true, _revisions: { start: 3, ids: ['d', 'c', 'a'] } },
+    ];
+    await couch.request('POST', `${DB}/_bulk_docs`, { docs, new_edits: false });
+    const change = (await changes(couch)).find((c) => c.id === 'c') as Change;
+    assert.deepEqual([...change.revs].sort(), ['2-b', '3-d'], 'the feed names every leaf');
+    const read = await bulkGetRevisions(db, [change, { id: 'gone', revs: ['1-x'] }], false);
+    const leaves = read.get('c') ?? [];
+    assert.deepEqual(leaves.map((d) => d._rev).sort(), ['2-b', '3-d']);
+    assert.deepEqual(leaves.find((d) => d._rev === '3-d')?._revisions, { start: 3, ids: ['d', 'c', 'a'] });
+    assert.equal(leaves.find((d) => d._rev === '3-d')?._deleted, true);
+    assert.equal(read.has('gone'), false, 'a revision _bulk_get cannot read: not in the result');
+  });
+
+  it('a batch: one state write, every document on its nodes in feed order; the same batch again touches neither CouchDB nor the state', async () => {
+    await couch.createDbs('batch');
+    const docs = Array.from({ length: 120 }, (_, i) => note(`n-${String(i).padStart(3, '0')}`, i % 4 === 0 ? ['one', 'two'] : ['one']));
+    await couch.request('POST', 'batch/_bulk_docs', { docs });
+    const { json } = await couch.request('GET', 'batch/_changes?style=all_docs');
+    const batch = (json.results as ChangesRow[]).map(changeOf);
+    const store = new MemoryStore();
+    const space = counting(store.state('replication'));
+    const state = new ReplicationState(space.space);
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const published: Array<[string, string]> = [];
+    const publisher = publisherOf(couch, 'batch', service, state, (node, id) => void published.push([node, id]));
+    await publisher.handle(batch);
+    assert.equal(space.writes(), 1, 'the state of the whole batch in one store write');
+    const ids = batch.map((c) => c.id);
+    assert.deepEqual(published.filter(([n]) => n === '/tags/one').map(([, id]) => id), ids, 'node /tags/one got every document, in feed order');
+    assert.deepEqual(published.filter(([n]) => n === '/tags/two').map(([, id]) => id), ids.filter((id) => Number(id.slice(2)) % 4 === 0));
+    assert.equal((await service.getItems(ACTOR, '/tags/one')).length, 120);
+
+    // A replayed batch (a restart before its checkpoint was saved): known, skipped without CouchDB.
+    await couch.stop();
+    try {
+      await publisher.handle(batch);
+    } finally {
+      await couch.start();
+    }
+    assert.equal(published.length, 150, 'nothing published again');
+    assert.equal(space.writes(), 1, 'nothing written again');
+  });
+
+  it('documents a partner sent, noted by the sink as it wrote them, are recorded without reading CouchDB; one edited here since is read and published', async () => {
+    await couch.createDbs('imported');
+    const profile = PROFILES.ajatus as Profile;
+    const imports = new ImportNotes(profile);
+    const store = new MemoryStore();
+    const state = new ReplicationState(store.state('replication'));
+    const docs = Array.from({ length: 10 }, (_, i) => ({ ...note(`i-${i}`, ['one']), _rev: `1-${String(i).repeat(32)}`, _revisions: { start: 1, ids: [String(i).repeat(32)] } }) as unknown as CouchDoc);
+    const contact = { _id: 'i-contact', _rev: `1-${'c'.repeat(32)}`, _revisions: { start: 1, ids: ['c'.repeat(32)] }, value: { _type: 'contact', jid: { val: 'carol@gamma.test' } } } as unknown as CouchDoc;
+    // As the sink does: remember the revisions as imported, note them, write them.
+    for (const doc of [...docs, contact]) {
+      await state.markRevs(doc._id, [doc._rev], 'i');
+      imports.note([doc]);
+    }
+    await couch.request('POST', 'imported/_bulk_docs', { docs: [...docs, contact], new_edits: false });
+    const local = (await couch.request('GET', 'imported/i-9')).json;
+    await couch.request('PUT', 'imported/i-9', { ...local, edited: true });
+    const { json } = await couch.request('GET', 'imported/_changes?style=all_docs');
+    const batch = (json.results as ChangesRow[]).map(changeOf);
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const published: string[] = [];
+    const contacts: string[] = [];
+    const publisher = publisherOf(couch, 'imported', service, state, (_n, id) => void published.push(id), { imports, onContact: (doc) => void contacts.push(doc._id) });
+    await couch.stop();
+    try {
+      await publisher.handle(batch.filter((c) => c.id !== 'i-9'));
+    } finally {
+      await couch.start();
+    }
+    assert.deepEqual(published, [], 'imported documents are not published back');
+    assert.deepEqual(await state.nodesOf('i-3'), ['/tags/one'], 'where an imported document is, recorded (a later local deletion goes there)');
+    assert.deepEqual(contacts, ['i-contact'], 'an imported contact is seen (partners)');
+    await publisher.handle(batch.filter((c) => c.id === 'i-9'));
+    assert.deepEqual(published, ['i-9'], 'the local edit of an imported document is read and published');
+  });
+
+  it('the changes source reads the next batch while one is handled and tells readAhead; batches are still handed over in order, one at a time', async () => {
+    await couch.createDbs('ahead');
+    await couch.request('POST', 'ahead/_bulk_docs', { docs: Array.from({ length: 30 }, (_, i) => note(`a-${String(i).padStart(2, '0')}`, ['one'])) });
+    const toldAhead: string[][] = [];
+    let told: () => void = () => {};
+    const source = new CouchChangesSource({
+      db: nano(couch.url).use<unknown>('ahead'),
+      feed: 'couchdb:ahead',
+      log: silentLogger,
+      batchSize: 10,
+      readAhead: (changes) => {
+        toldAhead.push(changes.map((c) => c.id));
+        told();
+      },
+    });
+    const handed: string[][] = [];
+    let handling = false;
+    await new Promise<void>((resolve) => {
+      void source.start(undefined, async ({ changes }) => {
+        assert.equal(handling, false, 'one batch at a time');
+        handling = true;
+        handed.push(changes.map((c) => c.id));
+        // The next batch is read (and told) while this one is being handled.
+        if (handed.length < 3) await new Promise<void>((r) => (toldAhead.length >= handed.length ? r() : (told = r)));
+        handling = false;
+        if (handed.length === 3) resolve();
+      });
+    });
+    await source.stop();
+    const feedOrder = ((await couch.request('GET', 'ahead/_changes')).json.results as ChangesRow[]).map((r) => r.id);
+    assert.deepEqual(handed.flat(), feedOrder, 'every change handed over once, in feed order');
+    assert.deepEqual(toldAhead.slice(0, 2), handed.slice(1, 3), 'each next batch told ahead');
+  });
+
+  it('a publish failing mid-batch: the batch rejects, the documents that completed are recorded, the retry publishes only the rest', async () => {
+    await couch.createDbs('flaky');
+    await couch.request('POST', 'flaky/_bulk_docs', { docs: Array.from({ length: 60 }, (_, i) => note(`f-${String(i).padStart(2, '0')}`, ['one'])) });
+    const { json } = await couch.request('GET', 'flaky/_changes?style=all_docs');
+    const batch = (json.results as ChangesRow[]).map(changeOf);
+    const store = new MemoryStore();
+    const state = new ReplicationState(store.state('replication'));
+    const service = new FlakyService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    service.failing = 'f-30';
+    const published: string[] = [];
+    const publisher = publisherOf(couch, 'flaky', service, state, (_node, id) => void published.push(id));
+    await assert.rejects(publisher.handle(batch), /the store is failing/);
+    const first = [...published];
+    assert.ok(first.includes('f-29') && !first.includes('f-30'), 'the ones before the failure were published');
+    service.failing = undefined;
+    await publisher.handle(batch);
+    const again = published.slice(first.length);
+    assert.deepEqual(again.filter((id) => first.includes(id)), [], 'nothing published twice');
+    assert.deepEqual([...first, ...again].sort(), batch.map((c) => c.id).sort(), 'every document published once in all');
+  });
+});
