@@ -166,6 +166,34 @@ export class CouchKv implements OrderedKv {
     }
   }
 
+  /**
+   * Compare-and-set on the document's revision: reads the document (not the cached revision),
+   * compares its value, writes with its `_rev`; a 409 (another writer won) resolves to false.
+   */
+  async swap(key: string, expected: string | undefined, next: string | undefined): Promise<boolean> {
+    const id = hex(key);
+    const doc = await this.call('reading', async () => {
+      try {
+        return await this.db.get(id);
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        throw err;
+      }
+    });
+    this.revs.set(id, doc?._rev ?? '');
+    if (doc?.v !== expected) return false;
+    if (next === undefined && !doc) return true;
+    try {
+      const written = await this.db.insert(next === undefined ? { _id: id, _rev: doc?._rev as string, _deleted: true } : { _id: id, ...(doc ? { _rev: doc._rev } : {}), v: next });
+      this.revs.set(id, next === undefined ? '' : written.rev);
+      return true;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw this.error('writing', err);
+      this.revs.delete(id);
+      return false;
+    }
+  }
+
   /** `_all_docs` rows in the range, page by page. */
   private async *rows(range: KvRange, includeDocs: boolean): AsyncGenerator<{ id: string; doc?: KvDoc }> {
     const reverse = range.reverse ?? false;
