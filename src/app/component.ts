@@ -73,7 +73,8 @@ export function buildRouter(core: Core, options: Pick<ComponentOptions, 'config'
     ]),
     onBounce: (stanza) => options.bounces.bounced(stanza),
     onPresence: (stanza) => options.presence.handle(stanza),
-    onIqResponse: (stanza) => void iq.handleResponse(stanza),
+    // A reply to another member's request (ejabberd balanced it here) goes back through the store.
+    onIqResponse: (stanza) => void (iq.handleResponse(stanza) || core.relay?.route(stanza)),
   });
 }
 
@@ -120,6 +121,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
       subscriptions,
       queues: { outboxPending: core.outbox.pending, notificationsSent: core.outbox.sent, notificationsDropped: core.outbox.dropped, requestsInFlight: router.inFlightCount },
       bounces: { tracked: bounces.tracked, unsubscribed: bounces.unsubscribed },
+      cluster: await core.cluster.status(),
     };
   };
   const statusServer = await serveStatus(config.dataDir, status).catch((err: unknown) => {
@@ -151,6 +153,9 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
       }
       if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
       const reply = await router.handle(stanza);
+      // Notifications the request caused are in the journal before it is answered (one batch for
+      // everything recorded meanwhile: src/component/journal.ts).
+      if (reply) await core.journal.durable();
       if (reply) metrics.replied(reply);
       return reply;
     },

@@ -117,6 +117,11 @@ function buildSchema(baseDir: string) {
           .optional(),
         log: z.strictObject({ level: z.enum(LOG_LEVELS, must(`must be one of ${LOG_LEVELS.join(', ')}`)).default('info').describe(`${LOG_LEVELS.map((l) => `\`${l}\``).join(' ')} (\`--log-level\` overrides)`) }).prefault({}),
         midgard: midgardSchema(baseDir).optional(),
+        cluster: z
+          .strictObject({
+            leaseSeconds: positive().default(4).describe('with `store.backend: "couchdb"` (several Hermods on one store): lifetime of the work lease and of each heartbeat, renewed every quarter of it; a dead process is replaced after about this long (a process that stalls longer is fenced: it exits)'),
+          })
+          .prefault({}),
       },
       must('the configuration must be a JSON object'),
     )

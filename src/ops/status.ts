@@ -6,6 +6,7 @@
 import { request, createServer, type Server } from 'node:http';
 import { chmod, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import type { ClusterStatus } from '../cluster/cluster.ts';
 
 export interface StatusReport {
   version: string;
@@ -18,6 +19,8 @@ export interface StatusReport {
   subscriptions: number;
   queues: { outboxPending: number; notificationsSent: number; notificationsDropped: number; requestsInFlight: number };
   bounces: { tracked: number; unsubscribed: number };
+  /** The processes sharing the store (heartbeats) and who holds which lease (src/cluster/cluster.ts). */
+  cluster?: ClusterStatus;
 }
 
 export const socketPath = (dataDir: string): string => path.join(dataDir, 'hermod.sock');
