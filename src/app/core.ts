@@ -97,6 +97,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     },
   });
   stack.push('cluster membership', () => cluster.stop());
+  await cluster.register(); // its heartbeat before its journal (see Cluster.register)
 
   // Durable fan-out (src/component/notification-queue.ts): the journal records each event before
   // the request is answered; the outbox writes, confirms by barrier and rewinds on reconnect.

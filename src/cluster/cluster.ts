@@ -63,6 +63,8 @@ export class Cluster {
   private running: Promise<void> | undefined;
   private stopped = false;
   private fenced = false;
+  private registered = false;
+  private adopting: Promise<void> | undefined;
 
   constructor(private readonly options: ClusterOptions) {
     this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
@@ -94,52 +96,68 @@ export class Cluster {
     fn(this.leader);
   }
 
-  /** Registers the heartbeat and makes the first try for the lease (awaited). Rejects with the store's error. */
+  /**
+   * Writes this member's first heartbeat: before any state of its own (its journal) is in the
+   * store, so that a leader never takes state with no heartbeat for a dead member's. Rejects with
+   * the store's error.
+   */
+  async register(): Promise<void> {
+    if (this.registered || !this.heartbeat) return;
+    if (!(await this.heartbeat.beat())) throw new Error(`cluster member ${this.member}: heartbeat could not be registered`);
+    this.registered = true;
+  }
+
+  /** Registers (if not yet) and makes the first try for the lease (awaited), then renews every ttl/4. Rejects with the store's error. */
   async start(): Promise<void> {
     if (!this.options.shared) {
       this.setLeader(true);
       await this.adoptLeftovers(new Set());
       return;
     }
-    if (!(await this.heartbeat?.beat())) throw new Error(`cluster member ${this.member}: heartbeat could not be registered`);
+    await this.register();
     await this.tick();
-    this.schedule();
+    this.schedule(Date.now());
   }
 
-  private schedule(): void {
+  /** The next round ttl/4 after the start of the last one (not after its end: a slow store must not stretch renewals). */
+  private schedule(lastStart: number): void {
     if (this.stopped || this.fenced) return;
+    const period = Math.max(50, Math.floor(this.ttlMs / 4));
     this.timer = setTimeout(() => {
+      const started = Date.now();
       this.running = this.tick().finally(() => {
         this.running = undefined;
-        this.schedule();
+        this.schedule(started);
       });
-    }, Math.max(50, Math.floor(this.ttlMs / 4)));
+    }, Math.max(0, lastStart + period - Date.now()));
     this.timer.unref();
   }
 
-  /** One renewal round: heartbeat, lease, and as leader the adoption of dead members. Never rejects. */
+  /** One renewal round: heartbeat and lease at once; as leader, adoption of dead members beside it. Never rejects. */
   private async tick(): Promise<void> {
-    try {
-      if (this.heartbeat && !(await this.heartbeat.beat())) {
-        this.fenced = true;
-        this.setLeader(false);
-        this.options.log.error('cluster: this member was declared dead by the leader (its heartbeat was removed): its journal has been adopted', { member: this.member });
-        this.options.onFenced?.();
-        return;
-      }
-      const held = await this.lease.tick();
-      this.setLeader(held);
-      if (held) {
-        clearTimeout(this.expiryTimer);
-        // The hold runs out unless renewed: stop the work at that moment, not at the next tick.
-        this.expiryTimer = setTimeout(() => this.setLeader(this.lease.held()), Math.max(0, this.lease.until - Date.now()) + 1);
-        this.expiryTimer.unref();
-        await this.adoptDeadMembers();
-      }
-    } catch (err) {
-      this.setLeader(this.lease.held());
-      this.options.log.warn('cluster: renewal failed (store unreachable?)', { member: this.member, reason: String(err) });
+    const [beat, lease] = await Promise.allSettled([this.heartbeat ? this.heartbeat.beat() : Promise.resolve(true), this.lease.tick()]);
+    if (beat.status === 'fulfilled' && !beat.value) {
+      this.fenced = true;
+      this.setLeader(false);
+      await this.lease.release().catch(() => undefined);
+      this.options.log.error('cluster: this member was declared dead by the leader (its heartbeat was removed): its journal has been adopted', { member: this.member });
+      this.options.onFenced?.();
+      return;
     }
+    for (const r of [beat, lease]) if (r.status === 'rejected') this.options.log.warn('cluster: renewal failed (store unreachable?)', { member: this.member, reason: String(r.reason) });
+    const held = this.lease.held();
+    this.setLeader(held);
+    if (held) {
+      clearTimeout(this.expiryTimer);
+      // The hold runs out unless renewed: stop the work at that moment, not at the next tick.
+      this.expiryTimer = setTimeout(() => this.setLeader(this.lease.held()), Math.max(0, this.lease.until - Date.now()) + 1);
+      this.expiryTimer.unref();
+    }
+    // Every member watches the heartbeats (so that a new leader knows at once who went quiet);
+    // the leader acts. Adoption may take a while (a large journal): it must not hold renewals back.
+    this.adopting ??= this.adoptDeadMembers()
+      .catch((err: unknown) => this.options.log.warn('cluster: adopting a dead member failed (tried again)', { reason: String(err) }))
+      .finally(() => (this.adopting = undefined));
   }
 
   private setLeader(leader: boolean): void {
@@ -160,17 +178,18 @@ export class Cluster {
   private async adoptDeadMembers(): Promise<void> {
     // Leftovers first: a member writes its heartbeat before any state, so one with state read
     // here and no heartbeat read next is gone for good.
-    const leftovers = new Set((await this.options.leftovers?.()) ?? []);
+    const leftovers = this.isLeader() ? new Set((await this.options.leftovers?.()) ?? []) : new Set<string>();
     const beats = await this.heartbeats();
     for (const [id, raw] of beats) {
       if (id === this.member) continue;
-      if (!this.observer.lapsed(memberKey(id), raw)) continue;
+      if (!this.observer.lapsed(memberKey(id), raw) || !this.isLeader()) continue;
       if (!(await this.space.swap(memberKey(id), raw, undefined))) continue; // it beat meanwhile
       this.observer.forget(memberKey(id));
       this.options.log.warn('cluster: a member stopped beating: its heartbeat removed, its journal adopted', { member: id, quietMs: this.ttlMs });
       await this.options.adopt?.(id);
       leftovers.delete(id);
     }
+    if (!this.isLeader()) return;
     for (const id of beats.keys()) leftovers.delete(id);
     await this.adoptLeftovers(leftovers);
   }
@@ -208,6 +227,7 @@ export class Cluster {
     clearTimeout(this.timer);
     clearTimeout(this.expiryTimer);
     await this.running;
+    await this.adopting;
     this.setLeader(false);
     if (!this.options.shared || this.fenced) return;
     await this.lease.release().catch((err: unknown) => this.options.log.warn('cluster: lease not released', { reason: String(err) }));

@@ -105,11 +105,21 @@ export class Lease {
   async tick(): Promise<boolean> {
     const started = this.now();
     const key = leaseKey(this.name);
+    if (this.mine !== undefined) {
+      // Renewal: one compare-and-set over what we last wrote (CouchDB: one PUT with its _rev).
+      const current = JSON.parse(this.mine) as LeaseRecord;
+      const value = JSON.stringify({ ...current, beat: current.beat + 1, at: Date.now() });
+      if (await this.space.swap(key, this.mine, value)) {
+        this.mine = value;
+        this.validUntil = started + this.ttlMs;
+        return true;
+      }
+      this.mine = undefined; // taken meanwhile: read what is there
+    }
     const raw = await this.space.get(key);
     const current = raw === undefined ? undefined : (JSON.parse(raw) as LeaseRecord);
     let next: LeaseRecord | undefined;
     if (current === undefined) next = { holder: this.member, term: 1, beat: 0, at: Date.now() };
-    else if (current.holder === this.member && raw === this.mine) next = { ...current, beat: current.beat + 1, at: Date.now() };
     else if (current.holder !== this.member && this.observer.lapsed(key, raw)) next = { holder: this.member, term: current.term + 1, beat: 0, at: Date.now() };
     else if (current.holder === this.member) {
       // Ours, but not what we last wrote (a restart under the same member id): take it over anew.

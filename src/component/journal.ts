@@ -181,6 +181,7 @@ export class NotificationJournal {
     }
     const out: JournalEvent[] = [];
     let events = 0;
+    let written = 0;
     for await (const [key, value] of space.range(`e${SEP}${member}${SEP}`)) {
       const seq = parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16);
       if (member !== this.member || !this.live.has(seq)) this.queue({ type: 'del', key });
@@ -188,6 +189,9 @@ export class NotificationJournal {
       events++;
       const { e, r } = JSON.parse(value) as { e: ServiceEvent; r: Recipient[] };
       const first = seq < done[0] ? r.length : seq === done[0] ? done[1] + 1 : 0;
+      // Written to the dead member's socket, not confirmed: taken as delivered (see the header).
+      const confirmed = seq < marks.a[0] ? r.length : seq === marks.a[0] ? marks.a[1] + 1 : 0;
+      written += Math.max(0, first - confirmed);
       const skip = skips.get(seq) ?? [];
       const recipients = r.filter((_, i) => i >= first && !skip.some(([f, t]) => i >= f && i < t));
       if (recipients.length === 0) continue;
@@ -196,7 +200,7 @@ export class NotificationJournal {
     }
     if (member !== this.member) this.queue({ type: 'del', key: marksKey(member) });
     await this.durable();
-    if (member !== this.member && (events > 0 || raw !== undefined)) this.log.info('notification journal of another member adopted', { member, events, undelivered: out.length });
+    if (member !== this.member && (events > 0 || raw !== undefined)) this.log.info('notification journal of another member adopted', { member, events, undelivered: out.length, writtenUnconfirmed: written });
     return out;
   }
 

@@ -59,6 +59,8 @@ export class CouchKv implements OrderedKv {
   private readonly where: string;
   /** Known revisions by document id; '' = known not to exist. */
   private readonly revs = new LRUCache<string, string>({ max: 100_000 });
+  /** Revision and value of what swap() last wrote, by document id (leases, heartbeats: a few). */
+  private readonly swapped = new LRUCache<string, { rev: string; v: string }>({ max: 1_000 });
 
   constructor(private readonly options: CouchStoreOptions) {
     this.db = nano(options.url).use<KvDoc>(options.db);
@@ -172,6 +174,9 @@ export class CouchKv implements OrderedKv {
    */
   async swap(key: string, expected: string | undefined, next: string | undefined): Promise<boolean> {
     const id = hex(key);
+    // What this map last swapped in: its revision still current means its value is (one PUT).
+    const last = this.swapped.get(id);
+    if (last && expected !== undefined && last.v === expected) return this.swapWrite(id, last.rev, next);
     const doc = await this.call('reading', async () => {
       try {
         return await this.db.get(id);
@@ -183,9 +188,16 @@ export class CouchKv implements OrderedKv {
     this.revs.set(id, doc?._rev ?? '');
     if (doc?.v !== expected) return false;
     if (next === undefined && !doc) return true;
+    return this.swapWrite(id, doc?._rev, next);
+  }
+
+  /** Writes `next` (undefined: deletes) over revision `rev`; false on a 409 (another writer won). */
+  private async swapWrite(id: string, rev: string | undefined, next: string | undefined): Promise<boolean> {
+    this.swapped.delete(id);
     try {
-      const written = await this.db.insert(next === undefined ? { _id: id, _rev: doc?._rev as string, _deleted: true } : { _id: id, ...(doc ? { _rev: doc._rev } : {}), v: next });
+      const written = await this.db.insert(next === undefined ? { _id: id, _rev: rev as string, _deleted: true } : { _id: id, ...(rev ? { _rev: rev } : {}), v: next });
       this.revs.set(id, next === undefined ? '' : written.rev);
+      if (next !== undefined) this.swapped.set(id, { rev: written.rev, v: next });
       return true;
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode !== 409) throw this.error('writing', err);
