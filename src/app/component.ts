@@ -18,7 +18,7 @@ import { discoRoutes } from '../xmpp/disco.ts';
 import { mamRoutes } from '../xmpp/mam.ts';
 import { NS } from '../xmpp/ns.ts';
 import { refusalReply } from '../xmpp/parser.ts';
-import { PresenceHandler } from '../xmpp/presence.ts';
+import { CONTACTS_SPACE, PresenceHandler } from '../xmpp/presence.ts';
 import { PRIVILEGE_NAMESPACES } from '../xmpp/privilege.ts';
 import { pubsubRoutes } from '../xmpp/pubsub-handlers.ts';
 import { Router, type MessageHandler } from '../xmpp/router.ts';
@@ -97,6 +97,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
   });
   const presence = new PresenceHandler({
     jid,
+    space: store.state(CONTACTS_SPACE),
     dataDir: config.dataDir,
     send: (stanza) => connection.send(stanza),
     tracker: core.presence,
@@ -104,6 +105,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     onAvailable: (full) => void service.entityAvailable(full).catch((err: unknown) => log.error('last published item on presence failed', { jid: full, reason: String(err) })),
     log: log.child({ component: 'presence' }),
   });
+  await presence.load();
   const router = buildRouter(core, { ...options, presence, bounces });
 
   const status = async (): Promise<StatusReport> => {
@@ -124,7 +126,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
       cluster: await core.cluster.status(),
     };
   };
-  const statusServer = await serveStatus(config.dataDir, status).catch((err: unknown) => {
+  const statusServer = await serveStatus(config.dataDir, status, core.quarantine).catch((err: unknown) => {
     log.warn('status socket unavailable: `hermod status` will not reach this instance', { dataDir: config.dataDir, reason: String(err) });
     return undefined;
   });

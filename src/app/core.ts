@@ -17,6 +17,7 @@ import type { Logger } from '../log.ts';
 import { HermodMetrics } from '../ops/metrics.ts';
 import { PubsubService } from '../pubsub/service.ts';
 import { createStore, storeSize } from '../store/backends.ts';
+import { Quarantine, QUARANTINE_SPACE } from '../transform/quarantine.ts';
 import type { Store } from '../store/store.ts';
 import { parseJid } from '../xmpp/jid.ts';
 import { NotificationRenderer } from '../xmpp/notifications.ts';
@@ -55,6 +56,8 @@ export interface Core {
   readonly journal: NotificationJournal;
   /** Replies relayed between members (undefined on a store only this process uses). */
   readonly relay: Relay | undefined;
+  /** Leaves whose transform failed (src/transform/quarantine.ts), in the store. */
+  readonly quarantine: Quarantine;
 }
 
 export interface CoreOptions {
@@ -169,7 +172,8 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     },
   });
   stack.push('pub/sub service', () => service.close());
-  return { store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay };
+  const quarantine = new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: config.dataDir, log });
+  return { store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay, quarantine };
 }
 
 /**

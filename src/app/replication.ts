@@ -62,7 +62,7 @@ export interface ReplicationOptions {
 export function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Replication {
   const { config, settings, componentJid, log } = options;
   const { service, iq, store } = core;
-  const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
+  const transforms = new Transforms({ ...config.transforms, quarantine: core.quarantine, log: log.child({ component: 'transforms' }) });
   const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
   const ajatus = settings && config.appDb ? ajatusReplication(common, { couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
   const midgard = config.midgard ? midgardReplication(common, config.midgard) : undefined;
