@@ -106,7 +106,11 @@ export class CouchKv implements OrderedKv {
   }
 
   async get(key: string): Promise<string | undefined> {
-    const id = hex(key);
+    return (await this.readDoc(hex(key)))?.v;
+  }
+
+  /** The document (undefined: none), its revision remembered. */
+  private async readDoc(id: string): Promise<KvDoc | undefined> {
     const doc = await this.call('reading', async () => {
       try {
         return await this.db.get(id);
@@ -116,7 +120,7 @@ export class CouchKv implements OrderedKv {
       }
     });
     this.revs.set(id, doc?._rev ?? '');
-    return doc?.v;
+    return doc;
   }
 
   async getMany(keys: string[]): Promise<Array<string | undefined>> {
@@ -177,15 +181,7 @@ export class CouchKv implements OrderedKv {
     // What this map last swapped in: its revision still current means its value is (one PUT).
     const last = this.swapped.get(id);
     if (last && expected !== undefined && last.v === expected) return this.swapWrite(id, last.rev, next);
-    const doc = await this.call('reading', async () => {
-      try {
-        return await this.db.get(id);
-      } catch (err) {
-        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
-        throw err;
-      }
-    });
-    this.revs.set(id, doc?._rev ?? '');
+    const doc = await this.readDoc(id);
     if (doc?.v !== expected) return false;
     if (next === undefined && !doc) return true;
     return this.swapWrite(id, doc?._rev, next);
