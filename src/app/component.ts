@@ -154,10 +154,11 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
         return refused.reply;
       }
       if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
+      const recorded = core.journal.recorded;
       const reply = await router.handle(stanza);
       // Notifications the request caused are in the journal before it is answered (one batch for
       // everything recorded meanwhile: src/component/journal.ts).
-      if (reply) await core.journal.durable();
+      if (reply && core.journal.recorded !== recorded) await core.journal.durable();
       if (reply) metrics.replied(reply);
       return reply;
     },

@@ -149,6 +149,11 @@ export class NotificationJournal {
     }
   }
 
+  /** Events recorded since start (a request that changes it caused notifications). */
+  get recorded(): number {
+    return this.nextSeq;
+  }
+
   /** Events recorded and not yet confirmed. */
   get size(): number {
     return this.live.size;
