@@ -153,3 +153,47 @@ describe('work lease on a shared pouchdb-server', { timeout: 60_000 }, () => {
     }
   });
 });
+
+describe('reply relay', () => {
+  it("stores a reply carrying another member's tag for it, which takes it while it waits; leader-bound stanzas reach the leader only", async () => {
+    const { Relay, RELAY_SPACE, tagOf } = await import('../../src/cluster/relay.ts');
+    const { parse } = await import('ltx');
+    const store = new MemoryStore();
+    const got: Record<string, string[]> = { a: [], b: [], leader: [] };
+    let waiting = false;
+    const relays = (['aaaaaa', 'bbbbbb'] as const).map(
+      (tag, i) =>
+        new Relay({
+          space: store.state(RELAY_SPACE),
+          tag,
+          deliver: (s) => void got[i === 0 ? 'a' : 'b']?.push(s.attrs.id as string),
+          waiting: () => waiting,
+          isLeader: () => i === 1,
+          log: silentLogger,
+          pollMs: 20,
+        }),
+    );
+    const [a, b] = relays as [InstanceType<typeof Relay>, InstanceType<typeof Relay>];
+    b.onLeaderStanza((s) => void got.leader?.push(s.attrs.from as string));
+    a.onLeaderStanza(() => assert.fail('a is not the leader'));
+    try {
+      assert.equal(tagOf('qbbbbbb.1z'), 'bbbbbb');
+      assert.equal(tagOf('hermod-barrier-bbbbbb.3'), 'bbbbbb');
+      assert.equal(tagOf('q12'), undefined, 'single-process ids carry no tag');
+      assert.equal(a.route(parse("<iq type='result' id='qaaaaaa.1' from='x@y'/>")), false, 'its own: not relayed');
+      assert.equal(a.route(parse("<iq type='result' id='qbbbbbb.1' from='x@y'/>")), true);
+      assert.equal(a.route(parse("<iq type='get' id='hermod-barrier-bbbbbb.7' from='pubsub.x' to='pubsub.x'/>")), true);
+      a.toLeader(parse("<message from='pubsub.partner'/>"));
+      waiting = true;
+      await eventually(() => (got.b?.length === 2 && got.leader?.length === 1) || undefined, 'relayed stanzas taken', 5_000);
+      assert.deepEqual(got.b, ['hermod-barrier-bbbbbb.7', 'qbbbbbb.1']);
+      assert.deepEqual(got.a, []);
+      assert.deepEqual(got.leader, ['pubsub.partner']);
+      const left: string[] = [];
+      for await (const [key] of store.state(RELAY_SPACE).range('')) left.push(key);
+      assert.deepEqual(left, [], 'taken stanzas are deleted');
+    } finally {
+      for (const r of relays) r.stop();
+    }
+  });
+});
