@@ -8,8 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { ClusterStatus } from '../../src/cluster/cluster.ts';
-import { hermodCli, startCouch, startHermodProcess, startXmppEnv, type HermodProcess } from '../../src/devenv/index.ts';
+import { clusterStatusOf, startCouch, startHermodProcess, startXmppEnv, type HermodProcess } from '../../src/devenv/index.ts';
 
 export interface FailoverParams {
   rounds: number;
@@ -20,11 +19,6 @@ export interface FailoverResult {
   params: FailoverParams;
   /** Per round: ms from the kill until a survivor held the lease, and until the dead member was removed. */
   rounds: Array<{ leaseMs: number; adoptedMs: number }>;
-}
-
-async function clusterOf(h: HermodProcess): Promise<ClusterStatus | undefined> {
-  const r = await hermodCli('status', '--config', h.configFile, '--json');
-  return r.code === 0 ? (JSON.parse(r.stdout) as { cluster?: ClusterStatus }).cluster : undefined;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -47,11 +41,11 @@ export async function runFailover(params: FailoverParams, log: (m: string) => vo
     for (let round = 0; round < params.rounds; round++) {
       let leader: [string, HermodProcess] | undefined;
       while (!leader) {
-        for (const entry of hermods) if ((await clusterOf(entry[1]))?.leases[0]?.heldHere) leader = entry;
+        for (const entry of hermods) if ((await clusterStatusOf(entry[1]))?.leases[0]?.heldHere) leader = entry;
         if (!leader) await sleep(100);
       }
       const [name, proc] = leader;
-      const dead = (await clusterOf(proc))?.member as string;
+      const dead = (await clusterStatusOf(proc))?.member as string;
       const survivors = [...hermods.values()].filter((h) => h !== proc);
       // Timed from the survivors' own log lines (wall clock, ms): polling `hermod status` would add its start-up.
       const killedAt = Date.now();

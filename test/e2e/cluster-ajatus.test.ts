@@ -6,8 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { hermodCli, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
-import type { ClusterStatus } from '../../src/cluster/cluster.ts';
+import { clusterStatusOf, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import { eventually, PUBSUB, type TestClient } from './client.ts';
 import { itemIds, useSite } from './fixtures.ts';
 
@@ -18,11 +17,6 @@ const note = (id: string, tag: string): Record<string, unknown> & { _id: string 
   _id: id,
   value: { _type: 'note', title: { val: id }, tags: { val: [tag] }, metadata: { creator: { val: 'alice' }, revised: { val: new Date().toISOString() }, deleted: { val: false } } },
 });
-
-async function clusterOf(h: HermodProcess): Promise<ClusterStatus | undefined> {
-  const r = await hermodCli('status', '--config', h.configFile, '--json');
-  return r.code === 0 ? (JSON.parse(r.stdout) as { cluster?: ClusterStatus }).cluster : undefined;
-}
 
 describe('Ajatus source in a cluster of two Hermods', { timeout: 240_000 }, () => {
   const site = useSite({ name: 'cluster-ajatus', prosody: false, couches: 1 });
@@ -49,7 +43,7 @@ describe('Ajatus source in a cluster of two Hermods', { timeout: 240_000 }, () =
   it('runs the source in the lease holder only, and in the survivor once the holder is killed', async () => {
     const couch = site.couch();
     const leader = await eventually(async () => {
-      for (const h of hermods) if ((await clusterOf(h))?.leases[0]?.heldHere) return h;
+      for (const h of hermods) if ((await clusterStatusOf(h))?.leases[0]?.heldHere) return h;
       return undefined;
     }, 'a lease holder', 30_000);
     const survivor = hermods.find((h) => h !== leader) as HermodProcess;

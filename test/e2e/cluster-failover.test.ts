@@ -9,18 +9,12 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { hermodCli, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
-import type { ClusterStatus } from '../../src/cluster/cluster.ts';
+import { clusterStatusOf, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import { eventOf, eventually, isItemEvent, PUBSUB, type TestClient } from './client.ts';
 import { configure, create, publish, subscribe, useSite } from './fixtures.ts';
 
 const KILL_AFTER_ACKS = 150;
 const AFTER_KILL_ACKS = 100;
-
-async function clusterOf(h: HermodProcess): Promise<ClusterStatus | undefined> {
-  const r = await hermodCli('status', '--config', h.configFile, '--json');
-  return r.code === 0 ? (JSON.parse(r.stdout) as { cluster?: ClusterStatus }).cluster : undefined;
-}
 
 /** Item ids of a node's notifications a client received (publications or retractions), with repeats. */
 const notified = (client: TestClient, node: string, kind: 'item' | 'retract'): string[] =>
@@ -47,12 +41,12 @@ describe('three Hermods on one store, one killed under load', { timeout: 300_000
   it('loses nothing acknowledged, notifies once, keeps serving, and hands the lease (item expiry) over', async () => {
     // hermod status: three members, one lease holder.
     const view = await eventually(async () => {
-      const c = await clusterOf(hermods[0] as HermodProcess);
+      const c = await clusterStatusOf(hermods[0] as HermodProcess);
       return c && c.members.filter((m) => m.alive).length === 3 && c.leases[0]?.holder ? c : undefined;
     }, 'three members and a lease holder in hermod status', 30_000);
     const holder = view.leases[0]?.holder as string;
     const leaders = [];
-    for (const h of hermods) if ((await clusterOf(h))?.leases[0]?.heldHere) leaders.push(h);
+    for (const h of hermods) if ((await clusterStatusOf(h))?.leases[0]?.heldHere) leaders.push(h);
     assert.equal(leaders.length, 1, 'exactly one process holds the work lease');
     const leader = leaders[0] as HermodProcess;
     const survivors = hermods.filter((h) => h !== leader);
@@ -86,7 +80,7 @@ describe('three Hermods on one store, one killed under load', { timeout: 300_000
 
     // The lease moved to a survivor.
     const after = await eventually(async () => {
-      const c = await clusterOf(survivors[0] as HermodProcess);
+      const c = await clusterStatusOf(survivors[0] as HermodProcess);
       return c && c.leases[0]?.holder && c.leases[0].holder !== holder && !c.members.some((m) => m.id === holder) ? c : undefined;
     }, 'the lease held by a survivor and the dead member gone', 30_000);
     assert.equal(after.members.length, 2);
