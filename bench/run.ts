@@ -29,12 +29,14 @@ import { ceilingReport, fanoutReport, latencyReport, type SubscriptionCheck } fr
 import { runScale, scaleReport, type ScaleParams, type ScaleResult } from './scenarios/scale.ts';
 import { replicationReport, runReplication, type ReplicationParams, type ReplicationResult } from './scenarios/replication.ts';
 import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
+import { failoverReport, runFailover, type FailoverParams } from './scenarios/cluster-failover.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
   --only LIST        comma-separated subset of:
-                     loadgen,fanout,latency,scale,profile,transform,replication
+                     loadgen,fanout,latency,scale,profile,transform,replication,
+                     cluster-failover
                      (ceiling is reported from the fanout and latency runs)
   --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
                      to these servers: prosody, ejabberd (default both; the subscribers are on both
@@ -64,7 +66,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster-failover'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -87,6 +89,7 @@ interface Config {
   profile: ProfileWorkload[];
   transform: TransformParams;
   replication: ReplicationParams;
+  'cluster-failover': FailoverParams;
 }
 
 const FULL: Config = {
@@ -129,6 +132,7 @@ const FULL: Config = {
   ],
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
+  'cluster-failover': { rounds: 5, leaseSeconds: 4 },
 };
 
 const QUICK: Config = {
@@ -165,6 +169,7 @@ const QUICK: Config = {
   profile: [],
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
+  'cluster-failover': { rounds: 2, leaseSeconds: 4 },
 };
 
 /** A bad command-line value (exit 2). */
@@ -261,7 +266,7 @@ async function main(): Promise<number> {
   const onEjabberd = servers.includes('ejabberd');
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
-  if (needServers || want('replication')) {
+  if (needServers || want('replication') || want('cluster-failover')) {
     const ready = ensureSystemPackages({ what: 'npm run bench', noInstall: values['no-install'] ?? false, needsRoot: true });
     if (ready !== 0) return ready;
   }
@@ -547,6 +552,17 @@ async function main(): Promise<number> {
       await pool?.close().catch(() => {});
       await env?.stop();
       await rm(dir, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  if (want('cluster-failover')) {
+    log('cluster-failover: three Hermods on ejabberd and one pouchdb-server store, the lease holder killed');
+    try {
+      const r = await runFailover(cfg['cluster-failover'], log);
+      await reporter.write('cluster-failover', { json: r, md: failoverReport(r).md });
+    } catch (err) {
+      failures.push(`cluster-failover: ${String(err)}`);
+      log(`cluster-failover FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     }
   }
 

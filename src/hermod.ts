@@ -12,7 +12,7 @@ import type { AjatusReplication } from './replication/ajatus.ts';
 import type { MidgardReplication } from './replication/midgard.ts';
 import type { Store } from './store/store.ts';
 import { buildWire, startConnection } from './app/component.ts';
-import { buildCore, restoreTimers, type ComponentLink } from './app/core.ts';
+import { buildCore, joinCluster, restoreTimers, type ComponentLink } from './app/core.ts';
 import { buildReplication, openAppSettings } from './app/replication.ts';
 import { buildOrUnwind, StopStack } from './app/stop-stack.ts';
 
@@ -65,6 +65,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
     });
     const online = startConnection(stack, core, wire);
     restoreTimers(stack, core, log); // connect first: at 100 000 nodes the timers would delay serving
+    await joinCluster(core); // the work lease: timers and replication run in its holder only
     await replication.start(online);
     let stopped: Promise<void> | undefined;
     const stop = (): Promise<void> =>

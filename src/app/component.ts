@@ -18,7 +18,7 @@ import { discoRoutes } from '../xmpp/disco.ts';
 import { mamRoutes } from '../xmpp/mam.ts';
 import { NS } from '../xmpp/ns.ts';
 import { refusalReply } from '../xmpp/parser.ts';
-import { PresenceHandler } from '../xmpp/presence.ts';
+import { CONTACTS_SPACE, PresenceHandler } from '../xmpp/presence.ts';
 import { PRIVILEGE_NAMESPACES } from '../xmpp/privilege.ts';
 import { pubsubRoutes } from '../xmpp/pubsub-handlers.ts';
 import { Router, type MessageHandler } from '../xmpp/router.ts';
@@ -73,7 +73,8 @@ export function buildRouter(core: Core, options: Pick<ComponentOptions, 'config'
     ]),
     onBounce: (stanza) => options.bounces.bounced(stanza),
     onPresence: (stanza) => options.presence.handle(stanza),
-    onIqResponse: (stanza) => void iq.handleResponse(stanza),
+    // A reply to another member's request (ejabberd balanced it here) goes back through the store.
+    onIqResponse: (stanza) => void (iq.handleResponse(stanza) || core.relay?.route(stanza)),
   });
 }
 
@@ -96,6 +97,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
   });
   const presence = new PresenceHandler({
     jid,
+    space: store.state(CONTACTS_SPACE),
     dataDir: config.dataDir,
     send: (stanza) => connection.send(stanza),
     tracker: core.presence,
@@ -103,6 +105,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     onAvailable: (full) => void service.entityAvailable(full).catch((err: unknown) => log.error('last published item on presence failed', { jid: full, reason: String(err) })),
     log: log.child({ component: 'presence' }),
   });
+  await presence.load();
   const router = buildRouter(core, { ...options, presence, bounces });
 
   const status = async (): Promise<StatusReport> => {
@@ -120,9 +123,10 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
       subscriptions,
       queues: { outboxPending: core.outbox.unrouted, notificationsSent: core.outbox.sent, notificationsDropped: core.outbox.dropped, requestsInFlight: router.inFlightCount },
       bounces: { tracked: bounces.tracked, unsubscribed: bounces.unsubscribed },
+      cluster: await core.cluster.status(),
     };
   };
-  const statusServer = await serveStatus(config.dataDir, status).catch((err: unknown) => {
+  const statusServer = await serveStatus(config.dataDir, status, core.quarantine).catch((err: unknown) => {
     log.warn('status socket unavailable: `hermod status` will not reach this instance', { dataDir: config.dataDir, reason: String(err) });
     return undefined;
   });
@@ -150,7 +154,11 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
         return refused.reply;
       }
       if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
+      const recorded = core.journal.recorded;
       const reply = await router.handle(stanza);
+      // Notifications the request caused are in the journal before it is answered (one batch for
+      // everything recorded meanwhile: src/component/journal.ts).
+      if (reply && core.journal.recorded !== recorded) await core.journal.durable();
       if (reply) metrics.replied(reply);
       return reply;
     },

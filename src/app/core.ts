@@ -5,9 +5,11 @@
 
 import { mkdir } from 'node:fs/promises';
 import type { Element } from 'ltx';
+import { Cluster } from '../cluster/cluster.ts';
+import { Relay, RELAY_SPACE } from '../cluster/relay.ts';
 import { ComponentConnection, type ConnectionHandlers, type ConnectionState } from '../component/connection.ts';
 import { IqCaller } from '../component/iq-caller.ts';
-import { NotificationJournal } from '../component/journal.ts';
+import { JOURNAL_SPACE, NotificationJournal } from '../component/journal.ts';
 import { NotificationQueue } from '../component/notification-queue.ts';
 import { Outbox } from '../component/outbox.ts';
 import { parentDomain, type HermodConfig } from '../config/config.ts';
@@ -15,6 +17,7 @@ import type { Logger } from '../log.ts';
 import { HermodMetrics } from '../ops/metrics.ts';
 import { PubsubService } from '../pubsub/service.ts';
 import { createStore, storeSize } from '../store/backends.ts';
+import { Quarantine, QUARANTINE_SPACE } from '../transform/quarantine.ts';
 import type { Store } from '../store/store.ts';
 import { parseJid } from '../xmpp/jid.ts';
 import { NotificationRenderer } from '../xmpp/notifications.ts';
@@ -48,6 +51,13 @@ export interface Core {
   readonly privileges: Privileges;
   readonly presence: PresenceTracker;
   readonly metrics: HermodMetrics;
+  /** This process as a member of the processes sharing the store (alone on LevelDB). */
+  readonly cluster: Cluster;
+  readonly journal: NotificationJournal;
+  /** Replies relayed between members (undefined on a store only this process uses). */
+  readonly relay: Relay | undefined;
+  /** Leaves whose transform failed (src/transform/quarantine.ts), in the store. */
+  readonly quarantine: Quarantine;
 }
 
 export interface CoreOptions {
@@ -71,30 +81,71 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
   await store.open();
   stack.push('store', () => store.close());
 
+  // Several Hermods may share a CouchDB store (src/cluster/cluster.ts): one holds the work lease
+  // (timers, replication sources, adopting a dead member's journal). Stopped after the journal.
+  const journalSpace = store.state(JOURNAL_SPACE);
+  const relaySpace = store.state(RELAY_SPACE);
+  let adopt: (member: string) => Promise<void> = async () => undefined;
+  const cluster = new Cluster({
+    store,
+    jid: component.jid,
+    shared: config.store.backend === 'couchdb',
+    ttlMs: config.cluster.leaseSeconds * 1000,
+    log: log.child({ component: 'cluster' }),
+    leftovers: () => NotificationJournal.members(journalSpace),
+    adopt: (member) => adopt(member),
+    onFenced: () => {
+      log.error('exiting: another process has taken over this one\'s notifications (restart it: it joins as a new member)');
+      process.exit(75);
+    },
+  });
+  stack.push('cluster membership', () => cluster.stop());
+  await cluster.register(); // its heartbeat before its journal (see Cluster.register)
+
   // Durable fan-out (src/component/notification-queue.ts): the journal records each event before
   // the request is answered; the outbox writes, confirms by barrier and rewinds on reconnect.
-  const { journal, undelivered } = NotificationJournal.open(config.dataDir, log);
+  const { journal, undelivered } = await NotificationJournal.open(journalSpace, cluster.member, log, { legacyDir: config.dataDir });
   stack.push('notification journal', () => journal.close());
+  let relay: Relay | undefined;
   const outbox: Outbox = new Outbox({
     log,
     barrierJid: component.jid,
-    onConfirmed: (tag) => {
-      journal.confirm(tag);
-      if (outbox.pending === 0) journal.allConfirmed();
-    },
+    barrierTag: cluster.tag,
+    relay: (stanza) => relay?.route(stanza) ?? false,
+    onConfirmed: (tag) => journal.confirm(tag),
     onDropped: (tags) => journal.dropped(tags),
     onWriting: (tag) => journal.written(tag),
     onRewound: () => journal.rewound(),
   });
   const renderer = new NotificationRenderer(component.jid);
   const notifications = new NotificationQueue(outbox, journal, (event, recipients) => renderer.render(event, recipients));
-  const restored = notifications.restore(undelivered);
-  if (restored > 0) log.info('undelivered notifications queued from the journal', { stanzas: restored, events: undelivered.length });
+  const restore = (events: typeof undelivered, from: string): void => {
+    const restored = notifications.restore(events);
+    if (restored > 0) log.info('undelivered notifications queued from the journal', { stanzas: restored, events: events.length, from });
+  };
+  restore(undelivered, cluster.member);
 
   const metrics = new HermodMetrics({ outbox: () => outbox, ...(options.store ? {} : { storeSize: () => storeSize(config) }) });
   const connection = options.link?.(outbox) ?? new ComponentConnection({ jid: component.jid, secret: component.secret, server: component.server, log, outbox });
-  const iq = new IqCaller(component.jid, (stanza) => connection.send(stanza));
+  const iq = new IqCaller(component.jid, (stanza) => connection.send(stanza), cluster.tag);
   stack.push('requests the component sent', () => iq.cancelAll());
+  if (cluster.tag) {
+    // Replies ejabberd delivers to another process come back through the store (src/cluster/relay.ts).
+    const live = new Relay({
+      space: relaySpace,
+      tag: cluster.tag,
+      deliver: (stanza) => void (outbox.acknowledge(stanza) || iq.handleResponse(stanza)),
+      waiting: () => iq.pendingCount > 0 || outbox.inFlight > 0,
+      isLeader: () => cluster.isLeader(),
+      log: log.child({ component: 'relay' }),
+    });
+    relay = live;
+    stack.push('reply relay', () => live.stop());
+  }
+  adopt = async (member) => {
+    restore(await journal.adopt(member), member);
+    await relay?.drop(member.slice(-6));
+  };
 
   const creatorDomains = new Set(config.pubsub.creatorDomains ?? [parentDomain(component.jid)]);
   // XEP-0356: the attached server's domains may grant roster/presence access (src/xmpp/privilege.ts).
@@ -109,6 +160,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     admins: [...config.pubsub.admins, component.jid],
     limits: config.limits,
     onError: (err) => log.error('background pub/sub work failed (item expiry, lease end or roster read)', { reason: String(err) }),
+    runsTimers: () => cluster.isLeader(),
     mayCreateNodes: (bare) => {
       const jid = parseJid(bare);
       return !!jid && jid.local !== '' && creatorDomains.has(jid.domain);
@@ -120,7 +172,8 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     },
   });
   stack.push('pub/sub service', () => service.close());
-  return { store, service, connection, outbox, iq, privileges, presence, metrics };
+  const quarantine = new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: config.dataDir, log });
+  return { store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay, quarantine };
 }
 
 /**
@@ -129,6 +182,29 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
  * leave out items already past their expiry). Unwinding waits for it before the service closes.
  */
 export function restoreTimers(stack: StopStack, core: Core, log: Logger): void {
-  const restored = core.service.start().catch((err: unknown) => log.error('item expiry and lease timers could not be restored', { reason: String(err) }));
-  stack.push('timer restore', () => restored);
+  // Only the work-lease holder runs timers: restored whenever this process becomes it, and, while
+  // other members publish too, re-read every lease period (their publications arm no timer here).
+  let restoring: Promise<void> = Promise.resolve();
+  const restore = (): void => {
+    restoring = restoring.then(() => core.service.start()).catch((err: unknown) => log.error('item expiry and lease timers could not be restored', { reason: String(err) }));
+  };
+  let rescan: NodeJS.Timeout | undefined;
+  core.cluster.onLeadership((leader) => {
+    clearInterval(rescan);
+    if (!leader) return;
+    restore();
+    if (core.cluster.tag) {
+      rescan = setInterval(restore, core.cluster.ttlMs);
+      rescan.unref();
+    }
+  });
+  stack.push('timer restore', async () => {
+    clearInterval(rescan);
+    await restoring;
+  });
+}
+
+/** Joins the cluster (first try for the work lease): call once everything that adopts or restores is built. Rejects with the store's error. */
+export function joinCluster(core: Core): Promise<void> {
+  return core.cluster.start();
 }

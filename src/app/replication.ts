@@ -6,6 +6,7 @@
 // adapter, source and sink. Each part pushes its stop onto the caller's stack as soon as it has
 // started.
 
+import type { Element } from 'ltx';
 import nano from 'nano';
 import { ConfigError, type HermodConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
@@ -61,14 +62,22 @@ export interface ReplicationOptions {
 export function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Replication {
   const { config, settings, componentJid, log } = options;
   const { service, iq, store } = core;
-  const transforms = new Transforms({ ...config.transforms, dataDir: config.dataDir, log: log.child({ component: 'transforms' }) });
+  const transforms = new Transforms({ ...config.transforms, quarantine: core.quarantine, log: log.child({ component: 'transforms' }) });
   const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
   const ajatus = settings && config.appDb ? ajatusReplication(common, { couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
   const midgard = config.midgard ? midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);
   // A partner's notification belongs to the replication that follows its node (or to none).
-  const events: MessageHandler = async (stanza) => {
+  const handle = async (stanza: Element): Promise<void> => {
     for (const replication of replications) if (await replication.handleEvent(stanza)) break;
+  };
+  // Replication runs in the work-lease holder only (src/cluster/cluster.ts): what another
+  // process receives goes to it through the store.
+  const { cluster, relay } = core;
+  relay?.onLeaderStanza((stanza) => void handle(stanza).catch((err: unknown) => log.error('relayed partner event failed', { reason: String(err) })));
+  const events: MessageHandler = async (stanza) => {
+    if (relay && !cluster.isLeader()) relay.toLeader(stanza);
+    else await handle(stanza);
     return undefined;
   };
   return {
@@ -78,6 +87,25 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
     // affiliation notifications (<pubsub><affiliations/></pubsub>): new nodes to follow.
     messages: new Map(replications.length > 0 ? [NS.PUBSUB_EVENT, NS.MAM, NS.PUBSUB].map((ns) => [ns, events] as const) : []),
     async start(online) {
+      if (replications.length === 0) return;
+      if (!cluster.isLeader()) {
+        // Started when this process becomes the work-lease holder; a holder that loses the lease
+        // while replicating exits (its sources must not run twice): a supervisor restarts it.
+        let started = false;
+        cluster.onLeadership((leader) => {
+          if (leader && !started) {
+            started = true;
+            log.info('replication starts here: this process holds the work lease');
+            void this.start(online).catch((err: unknown) => log.error('replication could not start', { reason: String(err) }));
+          }
+        });
+        return;
+      }
+      cluster.onLeadership((leader) => {
+        if (leader || !relay || cluster.stopping) return;
+        log.error('exiting: the work lease was lost while replicating (another process takes the replication over)');
+        process.exit(75);
+      });
       for (const replication of replications) {
         // Pushed first: a source that fails half way through its start is closed too.
         stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => replication.stop());

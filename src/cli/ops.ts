@@ -8,6 +8,7 @@ import nano from 'nano';
 import { checkHandshake } from '../component/connection.ts';
 import { ConfigError, loadConfig, type HermodConfig } from '../config/config.ts';
 import { silentLogger } from '../log.ts';
+import type { ClusterStatus } from '../cluster/cluster.ts';
 import { askStatus, type StatusReport } from '../ops/status.ts';
 import { AppSettings } from '../replication/settings.ts';
 import { BACKENDS, backendKv, createStore, describeBackend, type Backend } from '../store/backends.ts';
@@ -110,7 +111,17 @@ export function formatStatus(s: StatusReport): string {
     `outbox          ${s.queues.outboxPending} pending, ${s.queues.notificationsSent} sent, ${s.queues.notificationsDropped} dropped`,
     `requests        ${s.queues.requestsInFlight} in flight`,
     `bounces         ${s.bounces.tracked} JIDs bouncing, ${s.bounces.unsubscribed} subscriptions removed`,
+    ...(s.cluster ? formatCluster(s.cluster) : []),
   ].join('\n');
+}
+
+/** The cluster lines of `hermod status`: this member, every member's heartbeat, each lease's holder. */
+function formatCluster(c: ClusterStatus): string[] {
+  return [
+    `cluster member  ${c.member}${c.shared ? ` (shared store, lease ${c.ttlMs / 1000} s)` : ' (store of this process only)'}`,
+    ...c.members.map((m) => `  member        ${m.id} ${m.host} pid ${m.pid}${m.self ? ' (this one)' : ''} ${m.alive ? 'alive' : 'not beating'}${m.lastBeatAgoMs !== undefined && !m.self ? `, changed ${m.lastBeatAgoMs} ms ago` : ''}`),
+    ...c.leases.map((l) => `  lease ${l.name.padEnd(8)}held by ${l.holder ?? 'nobody'}${l.term !== undefined ? ` (term ${l.term})` : ''}${l.heldHere ? ' = this one' : ''}`),
+  ];
 }
 
 export async function status(file: string | undefined, json: boolean): Promise<number> {

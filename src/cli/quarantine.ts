@@ -1,10 +1,27 @@
 // `hermod quarantine`: the leaves whose per-subscription transform (or the write after it)
-// failed, kept as files under dataDir/quarantine. Works on the files directly, so it runs beside
-// a running Hermod: `retry` moves an entry to quarantine/retry/, which the running Hermod (or
-// the next one started) processes again with the subscription's current stylesheet.
+// failed, kept in the store (src/transform/quarantine.ts). Asks the Hermod running on the config's
+// dataDir over its status socket, or, with none running, opens the store itself: `retry` marks an
+// entry, which the running Hermod (or the next one started) processes again with the
+// subscription's current stylesheet.
 
-import { Quarantine, type QuarantineEntry } from '../transform/quarantine.ts';
+import { askQuarantine } from '../ops/status.ts';
+import { createStore } from '../store/backends.ts';
+import { Quarantine, QUARANTINE_SPACE, quarantineRequest, type QuarantineEntry, type QuarantineRequest, type QuarantineResponse } from '../transform/quarantine.ts';
+import type { HermodConfig } from '../config/config.ts';
 import { configOrExit } from './ops.ts';
+
+/** The request answered by the running Hermod, else by the store opened here. */
+async function ask(config: HermodConfig, request: QuarantineRequest): Promise<QuarantineResponse> {
+  const answer = await askQuarantine(config.dataDir, request);
+  if (answer) return answer;
+  const store = createStore(config);
+  await store.open();
+  try {
+    return await quarantineRequest(new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: config.dataDir }), request);
+  } finally {
+    await store.close();
+  }
+}
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 const err = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -21,18 +38,27 @@ export async function quarantine(configFile: string | undefined, args: string[],
   }
   const config = await configOrExit('quarantine', configFile);
   if (typeof config === 'number') return config;
-  const q = new Quarantine(config.dataDir);
-  const ids = async (): Promise<string[]> => (id === 'all' ? (await q.list()).map((e) => e.id) : [id as string]);
   const valid = (x: string): boolean => /^[0-9a-f-]{36}$/.test(x);
   if (id !== undefined && !valid(id) && (id !== 'all' || action === 'show')) {
     err(`hermod quarantine ${action}: '${id}' is not a quarantine id (see 'hermod quarantine list')`);
     return 2;
   }
+  if (action !== 'list' && action !== 'show' && action !== 'retry' && action !== 'drop') {
+    err(USAGE);
+    return 2;
+  }
+  let answer: QuarantineResponse;
+  try {
+    answer = await ask(config, { action, ...(id !== undefined ? { id } : {}) });
+  } catch (e) {
+    err(`hermod quarantine ${action}: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
   switch (action) {
     case 'list': {
-      const entries = await q.list();
-      const waiting = await q.pendingRetries();
-      if (json) out(JSON.stringify({ entries: entries.map(({ payload: _p, ...e }) => e), retrying: waiting.map((e) => e.id) }, null, 2));
+      const entries = answer.entries ?? [];
+      const waiting = answer.retrying ?? [];
+      if (json) out(JSON.stringify({ entries: entries.map(({ payload: _p, ...e }) => e), retrying: waiting }, null, 2));
       else {
         for (const e of entries) out(summary(e));
         out(`${entries.length} quarantined${waiting.length ? `, ${waiting.length} waiting for a retry by the running Hermod` : ''}`);
@@ -40,7 +66,7 @@ export async function quarantine(configFile: string | undefined, args: string[],
       return 0;
     }
     case 'show': {
-      const entry = await q.get(id as string);
+      const entry = answer.entry;
       if (!entry) {
         err(`hermod quarantine show: no entry ${id}`);
         return 1;
@@ -57,8 +83,7 @@ export async function quarantine(configFile: string | undefined, args: string[],
     case 'retry':
     case 'drop': {
       let missing = 0;
-      for (const x of await ids()) {
-        const ok = action === 'retry' ? await q.retry(x) : await q.drop(x);
+      for (const { id: x, ok } of answer.results ?? []) {
         if (ok) out(`${action === 'retry' ? 'queued for retry' : 'dropped'}: ${x}`);
         else {
           err(`hermod quarantine ${action}: no entry ${x}`);

@@ -12,10 +12,20 @@ export class IqCaller {
     private readonly from: string,
     /** Sends a stanza; returns false when the component is offline. */
     private readonly send: (stanza: Element) => boolean,
+    /**
+     * This cluster member's tag (src/cluster/relay.ts): ids become `q<tag>.<n>`, so that a reply
+     * delivered to another process is relayed back through the store. '' (default): `q<n>`.
+     */
+    private readonly tag = '',
   ) {}
 
+  /** Requests awaiting their reply. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
   request(to: string, type: 'get' | 'set', child: Element, timeoutMs = 15_000): Promise<Element> {
-    const id = `q${(++this.counter).toString(36)}`;
+    const id = `q${this.tag ? `${this.tag}.` : ''}${(++this.counter).toString(36)}`;
     const iq = new Element('iq', { type, to, from: this.from, id }).cnode(child).up();
     return new Promise<Element>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -1,28 +1,38 @@
-// The notification journal: what makes queued notifications survive a Hermod restart or crash.
-// One append-only file, dataDir/outbox.journal, of JSON lines:
-//   {"q":seq,"e":event,"r":recipients}   an event to deliver (written once per event, before
-//                                        the request that caused it is answered)
-//   {"a":seq,"i":index}                   the server has taken every notification up to
-//                                        recipient `index` of event `seq` (and all before)
-//   {"x":seq,"f":from,"t":to}             recipients [from, to) of event `seq` were dropped
-//   {"w":seq,"i":index}                   written to the socket up to there, not yet confirmed
-//                                        (w -1: the connection was lost, they will be written
-//                                        again). After a crash, written counts as delivered:
-//                                        a kill -9 does not take back what the kernel has.
-// Writes are synchronous appends (one write(2) each, like the store's writes they reach the OS
-// before the reply is sent: a kill -9 loses nothing, a power loss may). When every event has
-// been confirmed and the file has grown past `compactBytes`, it is truncated. On open, the
-// events not confirmed are handed back for delivery.
+// The notification journal: what makes queued notifications survive a Hermod restart or crash,
+// and, with several Hermods on one store, the death of the process that queued them. It lives in
+// the store's state space 'journal' (Store.state), one journal per cluster member
+// (src/cluster/cluster.ts; 'local' on a store only one process uses):
+//   e\0<member>\0<seq: 12 hex>           {"e":event,"r":recipients}: an event to deliver (written
+//                                        once per event, before the request that caused it is
+//                                        answered: `durable()`)
+//   m\0<member>                          {"a":[seq,i],"w":[seq,i]}: a = the server has taken every
+//                                        notification up to recipient i of event seq (and all
+//                                        before); w = written to the socket up to there, not yet
+//                                        confirmed ([-1,-1]: the connection was lost, they will be
+//                                        written again). After a crash, written counts as
+//                                        delivered: a kill -9 does not take back what the kernel
+//                                        has. The key also lists the members that have a journal.
+//   x\0<member>\0<seq>\0<from: 8 hex>    `to`: recipients [from, to) of event seq were dropped
+// Writes are grouped: everything recorded in one turn of the event loop goes in one store batch
+// (one LevelDB batch, one `_bulk_docs`), one batch in flight at a time. The outbox writes a chunk
+// to the socket only once its `w` mark is durable (`written()` resolves), so that what a killed
+// process had written is never delivered again by whoever adopts its journal. Events are deleted
+// once confirmed. On open, the member's own leftovers (a restart with the same member id) and an
+// older Hermod's dataDir/outbox.journal file (imported once, renamed *.imported) are handed back.
+// `adopt(member)` takes over a dead member's undelivered events (re-recorded as this member's,
+// its keys deleted, in one batch).
 //
 // Why a journal and not per-subscription watermarks: a watermark per subscription costs one
 // write per recipient per event (a 1 000-subscriber node: 1 000 writes per publish); the journal
-// costs one append per event (the event once plus its recipient list) and one small ack per
+// costs one entry per event (the event once plus its recipient list) and one small mark per
 // written chunk of notifications (≈64 KiB), whatever the fan-out.
 
-import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.ts';
 import type { Recipient, ServiceEvent } from '../pubsub/types.ts';
+import type { StateOp, StateSpace } from '../store/store.ts';
 import type { DurableTag } from './outbox.ts';
 
 export interface JournalEvent {
@@ -33,105 +43,240 @@ export interface JournalEvent {
   pending: number[];
 }
 
+/** The file an older Hermod kept its journal in, under dataDir (imported once). */
 export const JOURNAL_FILE = 'outbox.journal';
+export const JOURNAL_SPACE = 'journal';
+
+const SEP = '\0';
+const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0');
+const eventKey = (member: string, seq: number): string => `e${SEP}${member}${SEP}${hex(seq, 12)}`;
+const marksKey = (member: string): string => `m${SEP}${member}`;
+const dropKey = (member: string, seq: number, from: number): string => `x${SEP}${member}${SEP}${hex(seq, 12)}${SEP}${hex(from, 8)}`;
+
+type Position = [number, number];
+interface Marks {
+  a: Position;
+  w: Position;
+}
+const after = (p: Position, q: Position): boolean => p[0] > q[0] || (p[0] === q[0] && p[1] > q[1]);
+const RETRY_MS = 1_000;
 
 export class NotificationJournal {
-  private fd: number;
-  private size: number;
-  private nextSeq: number;
-  private readonly compactBytes: number;
+  private nextSeq = 0;
+  private marks: Marks = { a: [-1, -1], w: [-1, -1] };
+  private marksDirty = false;
+  /** Events not yet fully confirmed: seq -> recipient count and the drop keys written for it (ascending seqs). */
+  private readonly live = new Map<number, { count: number; drops: string[] }>();
+  private queued = new Map<string, StateOp>();
+  private waiters: Array<() => void> = [];
+  private inflight: Promise<void> | undefined;
+  private scheduled = false;
+  private closed = false;
 
   private constructor(
-    readonly file: string,
-    fd: number,
-    size: number,
-    nextSeq: number,
+    private readonly space: StateSpace,
+    readonly member: string,
     private readonly log: Logger,
-    compactBytes: number,
-  ) {
-    this.fd = fd;
-    this.size = size;
-    this.nextSeq = nextSeq;
-    this.compactBytes = compactBytes;
+  ) {}
+
+  /**
+   * Opens `member`'s journal in `space`; resolves to it and the events not yet delivered: its own
+   * leftovers and, with `legacyDir`, an older Hermod's outbox.journal there (then renamed
+   * outbox.journal.imported). Rejects with the store's error.
+   */
+  static async open(space: StateSpace, member: string, log: Logger, options: { legacyDir?: string } = {}): Promise<{ journal: NotificationJournal; undelivered: JournalEvent[] }> {
+    const journal = new NotificationJournal(space, member, log);
+    for await (const [key] of space.range(`e${SEP}${member}${SEP}`)) journal.nextSeq = Math.max(journal.nextSeq, parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16) + 1);
+    const undelivered = await journal.adopt(member);
+    if (options.legacyDir) undelivered.push(...(await journal.importFile(path.join(options.legacyDir, JOURNAL_FILE))));
+    journal.marksDirty = true;
+    await journal.durable();
+    return { journal, undelivered };
   }
 
-  /** Opens (creating) the journal in `dir`; resolves to it and the events not yet delivered. */
-  static open(dir: string, log: Logger, compactBytes = 4 * 1024 * 1024): { journal: NotificationJournal; undelivered: JournalEvent[] } {
-    const file = path.join(dir, JOURNAL_FILE);
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    const { events, maxSeq } = replay(text, log);
-    const fd = openSync(file, 'a', 0o600);
-    const journal = new NotificationJournal(file, fd, fstatSync(fd).size, maxSeq + 1, log, compactBytes);
-    if (events.length === 0 && journal.size > 0) journal.truncate();
-    return { journal, undelivered: events };
+  /** The members that have a journal in `space` (this one included). */
+  static async members(space: StateSpace): Promise<string[]> {
+    const out: string[] = [];
+    for await (const [key] of space.range(`m${SEP}`)) out.push(key.slice(2));
+    return out;
   }
 
-  /** Records an event and its recipients; returns its sequence number. */
+  /** Records an event and its recipients (durable with the next batch: `durable()`); returns its sequence number. */
   append(event: ServiceEvent, recipients: Recipient[]): number {
     const seq = this.nextSeq++;
-    this.write(`${JSON.stringify({ q: seq, e: event, r: recipients })}\n`);
+    this.live.set(seq, { count: recipients.length, drops: [] });
+    this.queue({ type: 'put', key: eventKey(this.member, seq), value: JSON.stringify({ e: event, r: recipients }) });
     return seq;
   }
 
+  /** The server has taken everything up to `tag`: confirmed events are deleted. */
   confirm(tag: DurableTag): void {
-    this.write(`{"a":${tag.seq},"i":${tag.index}}\n`);
+    if (after([tag.seq, tag.index], this.marks.a)) this.marks.a = [tag.seq, tag.index];
+    this.marksDirty = true;
+    for (const [seq, { count, drops }] of this.live) {
+      if (seq > tag.seq || (seq === tag.seq && tag.index < count - 1)) break;
+      this.live.delete(seq);
+      this.queue({ type: 'del', key: eventKey(this.member, seq) });
+      for (const key of drops) this.queue({ type: 'del', key });
+    }
+    this.schedule();
   }
 
-  written(tag: DurableTag): void {
-    this.write(`{"w":${tag.seq},"i":${tag.index}}\n`);
+  /** About to write up to `tag` to the socket: resolves once that mark is durable (write only then). */
+  written(tag: DurableTag): Promise<void> {
+    this.marks.w = [tag.seq, tag.index];
+    this.marksDirty = true;
+    return this.durable();
   }
 
+  /** The connection was lost: what was written and not confirmed will be written again. */
   rewound(): void {
-    this.write('{"w":-1,"i":-1}\n');
+    this.marks.w = [-1, -1];
+    this.marksDirty = true;
+    this.schedule();
   }
 
+  /** These recipients were dropped (the outbox was full): never delivered. */
   dropped(tags: DurableTag[]): void {
-    let lines = '';
     for (let i = 0; i < tags.length; ) {
       const { seq, index } = tags[i] as DurableTag;
       let j = i + 1;
       while (j < tags.length && tags[j]?.seq === seq && tags[j]?.index === index + (j - i)) j++;
-      lines += `{"x":${seq},"f":${index},"t":${index + (j - i)}}\n`;
+      const key = dropKey(this.member, seq, index);
+      this.live.get(seq)?.drops.push(key);
+      this.queue({ type: 'put', key, value: String(index + (j - i)) });
       i = j;
     }
-    if (lines) this.write(lines);
   }
 
-  /** Everything recorded has been delivered: the file may start over. */
-  allConfirmed(): void {
-    if (this.size >= this.compactBytes) this.truncate();
+  /** Events recorded since start (a request that changes it caused notifications). */
+  get recorded(): number {
+    return this.nextSeq;
   }
 
-  get bytes(): number {
-    return this.size;
+  /** Events recorded and not yet confirmed. */
+  get size(): number {
+    return this.live.size;
   }
 
-  close(): void {
-    if (this.fd < 0) return;
-    closeSync(this.fd);
-    this.fd = -1;
+  /** Resolves once everything recorded so far is in the store (retries while the store fails). */
+  durable(): Promise<void> {
+    if (this.queued.size === 0 && !this.marksDirty) return this.inflight ?? Promise.resolve();
+    const done = new Promise<void>((resolve) => this.waiters.push(resolve));
+    this.schedule();
+    return done;
   }
 
-  private truncate(): void {
-    ftruncateSync(this.fd, 0);
-    this.size = 0;
+  /**
+   * Takes over `member`'s undelivered events (a dead member's, or this member's own from before a
+   * restart): re-recorded as this member's, the old keys deleted, in one batch. Resolves to them
+   * (for NotificationQueue.restore) once durable. Rejects with the store's error.
+   */
+  async adopt(member: string): Promise<JournalEvent[]> {
+    const space = this.space;
+    const raw = await space.get(marksKey(member));
+    const marks: Marks = raw ? (JSON.parse(raw) as Marks) : { a: [-1, -1], w: [-1, -1] };
+    const done = after(marks.w, marks.a) ? marks.w : marks.a;
+    const skips = new Map<number, Array<[number, number]>>();
+    for await (const [key, to] of space.range(`x${SEP}${member}${SEP}`)) {
+      const [, , seq, from] = key.split(SEP);
+      const seqN = parseInt(seq as string, 16);
+      skips.set(seqN, [...(skips.get(seqN) ?? []), [parseInt(from as string, 16), Number(to)]]);
+      this.queue({ type: 'del', key });
+    }
+    const out: JournalEvent[] = [];
+    let events = 0;
+    let written = 0;
+    for await (const [key, value] of space.range(`e${SEP}${member}${SEP}`)) {
+      const seq = parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16);
+      if (member !== this.member || !this.live.has(seq)) this.queue({ type: 'del', key });
+      if (member === this.member && this.live.has(seq)) continue; // recorded since open: not a leftover
+      events++;
+      const { e, r } = JSON.parse(value) as { e: ServiceEvent; r: Recipient[] };
+      const first = seq < done[0] ? r.length : seq === done[0] ? done[1] + 1 : 0;
+      // Written to the dead member's socket, not confirmed: taken as delivered (see the header).
+      const confirmed = seq < marks.a[0] ? r.length : seq === marks.a[0] ? marks.a[1] + 1 : 0;
+      written += Math.max(0, first - confirmed);
+      const skip = skips.get(seq) ?? [];
+      const recipients = r.filter((_, i) => i >= first && !skip.some(([f, t]) => i >= f && i < t));
+      if (recipients.length === 0) continue;
+      const mine = this.append(e, recipients);
+      out.push({ seq: mine, event: e, recipients, pending: recipients.map((_, i) => i) });
+    }
+    if (member !== this.member) this.queue({ type: 'del', key: marksKey(member) });
+    await this.durable();
+    if (member !== this.member && (events > 0 || raw !== undefined)) this.log.info('notification journal of another member adopted', { member, events, undelivered: out.length, writtenUnconfirmed: written });
+    return out;
   }
 
-  private write(text: string): void {
-    if (this.fd < 0) return; // closed: shutting down
-    const buf = Buffer.from(text);
-    let off = 0;
-    while (off < buf.length) off += writeSync(this.fd, buf, off);
-    this.size += buf.length;
+  /** Imports an older Hermod's journal file (then renamed *.imported); resolves to its undelivered events. */
+  private async importFile(file: string): Promise<JournalEvent[]> {
+    if (!existsSync(file)) return [];
+    const { events } = replay(await readFile(file, 'utf8'), this.log);
+    const out: JournalEvent[] = [];
+    for (const { event, recipients, pending } of events) {
+      const kept = pending.map((i) => recipients[i] as Recipient);
+      out.push({ seq: this.append(event, kept), event, recipients: kept, pending: kept.map((_, i) => i) });
+    }
+    await this.durable();
+    await rename(file, `${file}.imported`);
+    this.log.info('notification journal file of an older Hermod imported into the store (once)', { from: file, undelivered: out.length });
+    return out;
+  }
+
+  /** Writes what is queued and stops; the member's journal key goes too when nothing is left to deliver. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.live.size === 0) this.queue({ type: 'del', key: marksKey(this.member) });
+    this.marksDirty = this.live.size > 0 && this.marksDirty;
+    await this.durable();
+    this.closed = true;
+  }
+
+  private queue(op: StateOp): void {
+    if (this.closed) return;
+    this.queued.set(op.key, op);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inflight || this.closed) return;
+    if (this.queued.size === 0 && !this.marksDirty) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  /** One batch of everything queued; retried until the store takes it. */
+  private flush(): void {
+    if (this.inflight || (this.queued.size === 0 && !this.marksDirty)) return;
+    const ops = [...this.queued.values()];
+    if (this.marksDirty && !(this.queued.get(marksKey(this.member))?.type === 'del')) ops.push({ type: 'put', key: marksKey(this.member), value: JSON.stringify(this.marks) });
+    const waiters = this.waiters;
+    this.queued = new Map();
+    this.marksDirty = false;
+    this.waiters = [];
+    this.inflight = (async () => {
+      for (;;) {
+        try {
+          await this.space.batch(ops);
+          break;
+        } catch (err) {
+          this.log.error('notification journal: store write failed, retrying', { reason: String(err), ops: ops.length });
+          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        }
+      }
+    })().finally(() => {
+      this.inflight = undefined;
+      for (const resolve of waiters) resolve();
+      this.schedule();
+    });
   }
 }
 
-/** Replays journal text: the events with recipients not yet confirmed nor dropped. */
+/** Replays an older Hermod's journal file: the events with recipients not yet confirmed nor dropped. */
 export function replay(text: string, log: Logger): { events: JournalEvent[]; maxSeq: number } {
   const events = new Map<number, { seq: number; event: ServiceEvent; recipients: Recipient[]; skip: Array<[number, number]> }>();
   let ackSeq = -1;

@@ -54,12 +54,23 @@ export interface OutboxOptions {
    * confirmed (see the header). Default 2 000; 0 confirms as soon as the barrier comes back.
    */
   settleMs?: number;
+  /** This cluster member's tag in barrier ids (`hermod-barrier-<tag>.<n>`; src/cluster/relay.ts). */
+  barrierTag?: string;
+  /**
+   * A barrier carrying another member's tag (the server delivered it here): relays it; true when
+   * taken so. Without it such barriers are dropped as stale.
+   */
+  relay?: (stanza: Element) => boolean;
   /** The newest durable stanza that the server has now taken (all before it too). */
   onConfirmed?: (last: DurableTag) => void;
   /** Durable stanzas dropped because the outbox was full. */
   onDropped?: (tags: DurableTag[]) => void;
-  /** About to write a chunk whose newest durable stanza is `last`. */
-  onWriting?: (last: DurableTag) => void;
+  /**
+   * About to write a chunk whose newest durable stanza is `last`. When it returns a promise the
+   * chunk is written only once that resolves (the journal's `written` mark is durable), and
+   * nothing after it meanwhile.
+   */
+  onWriting?: (last: DurableTag) => void | Promise<void>;
   /** Written but unconfirmed durable stanzas were queued again (the connection was lost). */
   onRewound?: () => void;
 }
@@ -214,7 +225,10 @@ export class Outbox {
     const id = stanza.attrs.id as string | undefined;
     if (!id?.startsWith(BARRIER_PREFIX) || stanza.attrs.from !== this.barrierJid) return false;
     const at = this.barriers.findIndex((b) => b.id === id);
-    if (at === -1) return true; // from an earlier stream
+    if (at === -1) {
+      this.options.relay?.(stanza); // another member's, or from an earlier stream
+      return true;
+    }
     const { position } = this.barriers[at] as { position: number };
     this.barriers.splice(0, at + 1); // older ones cover less: done with them too
     if (this.barriers.length === 0) clearTimeout(this.overdueTimer);
@@ -329,10 +343,10 @@ export class Outbox {
         chunk += this.queue[i];
         if (this.tagSeq[i] !== NONE) lastDurable = i;
       }
-      if (lastDurable >= 0) this.options.onWriting?.({ seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number });
+      const gate = lastDurable >= 0 ? this.options.onWriting?.({ seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number }) : undefined;
       if (this.barrierJid === undefined) this.confirm(this.head);
       else if (this.barrierOwed) {
-        const id = `${BARRIER_PREFIX}${(this.barrierCounter++).toString(36)}`;
+        const id = `${BARRIER_PREFIX}${this.options.barrierTag ? `${this.options.barrierTag}.` : ''}${(this.barrierCounter++).toString(36)}`;
         if (this.barriers.length > 0) this.log.warn('confirmation barrier overdue: writing another', { overdue: this.barriers.length, timeoutMs: this.barrierTimeoutMs });
         this.barriers.push({ id, position: this.head, sentAt: Date.now() });
         clearTimeout(this.overdueTimer);
@@ -341,17 +355,32 @@ export class Outbox {
         this.barriersSent++;
         chunk += `<iq type="get" id="${id}" from="${this.barrierJid}" to="${this.barrierJid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
       }
-      if (!socket.write(chunk)) {
+      if (gate) {
+        // Written once the mark is durable; if the socket went meanwhile, detach() has queued it again.
         this.waitingDrain = true;
-        const onDrain = (): void => {
-          socket.removeListener('close', onDrain);
+        void gate.then(() => {
           if (this.socket !== socket) return;
           this.waitingDrain = false;
+          this.write(socket, chunk);
           this.schedule();
-        };
-        socket.once('drain', onDrain);
-        socket.once('close', onDrain);
+        });
+        return;
       }
+      this.write(socket, chunk);
     }
+  }
+
+  /** Writes a chunk; when the socket pushes back, waits for 'drain' before writing more. */
+  private write(socket: OutboxSocket, chunk: string): void {
+    if (socket.write(chunk)) return;
+    this.waitingDrain = true;
+    const onDrain = (): void => {
+      socket.removeListener('close', onDrain);
+      if (this.socket !== socket) return;
+      this.waitingDrain = false;
+      this.schedule();
+    };
+    socket.once('drain', onDrain);
+    socket.once('close', onDrain);
   }
 }

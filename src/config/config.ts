@@ -47,7 +47,7 @@ function buildSchema(baseDir: string) {
             server: text().refine(isComponentPort, must('must look like "xmpp://127.0.0.1:5347" (host and component port)')).meta({ description: "`xmpp://host:port` of the server's component listener", default: REQUIRED }),
           })
           .optional(),
-        dataDir: filePath(baseDir).prefault('./data').describe('where the embedded store, the notification journal, the quarantine and the status socket live'),
+        dataDir: filePath(baseDir).prefault('./data').describe('where the embedded store, the XSLT quarantine and the status socket live (an older Hermod\'s notification journal and presence contacts there are imported into the store once)'),
         appDb: z
           .strictObject({
             url: couchUrl().describe('CouchDB server of the application database: turns on Ajatus replication; `component` may then live there (`hermod:credentials`)'),
@@ -117,6 +117,11 @@ function buildSchema(baseDir: string) {
           .optional(),
         log: z.strictObject({ level: z.enum(LOG_LEVELS, must(`must be one of ${LOG_LEVELS.join(', ')}`)).default('info').describe(`${LOG_LEVELS.map((l) => `\`${l}\``).join(' ')} (\`--log-level\` overrides)`) }).prefault({}),
         midgard: midgardSchema(baseDir).optional(),
+        cluster: z
+          .strictObject({
+            leaseSeconds: positive().default(4).describe('with `store.backend: "couchdb"` (several Hermods on one store): lifetime of the work lease and of each heartbeat, renewed every quarter of it; a dead process is replaced after about this long (a process that stalls longer is fenced: it exits)'),
+          })
+          .prefault({}),
       },
       must('the configuration must be a JSON object'),
     )

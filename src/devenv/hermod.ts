@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eventually, sleep, spawnChild, type Child } from './process.ts';
+import type { ClusterStatus } from '../cluster/cluster.ts';
 import type { ServerInfo } from './xmpp-server.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/hermod.js', import.meta.url));
@@ -120,4 +121,10 @@ export async function startHermodProcess(o: HermodProcessOptions): Promise<Hermo
     throw err;
   }
   return handle;
+}
+
+/** The cluster part of `hermod status --json` of a running Hermod (undefined when it does not answer). */
+export async function clusterStatusOf(h: Pick<HermodProcess, 'configFile'>): Promise<ClusterStatus | undefined> {
+  const r = await hermodCli('status', '--config', h.configFile, '--json');
+  return r.code === 0 ? (JSON.parse(r.stdout) as { cluster?: ClusterStatus }).cluster : undefined;
 }

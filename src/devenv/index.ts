@@ -8,7 +8,7 @@ export { startCouch, type CouchServer } from './couchdb.ts';
 export { startDbus, type DbusDaemon } from './dbus.ts';
 export { renderEjabberdPrivilegeSnippet, renderEjabberdSnippet } from './ejabberd.ts';
 export { PortsBusyError, startXmppEnv, withXmppEnv, type EnvOptions, type XmppEnv } from './env.ts';
-export { hermodCli, startHermodProcess, writeHermodConfig, type HermodProcess, type HermodProcessOptions } from './hermod.ts';
+export { clusterStatusOf, hermodCli, startHermodProcess, writeHermodConfig, type HermodProcess, type HermodProcessOptions } from './hermod.ts';
 export { eventually, freePort, killAllNow, sleep, spawnChild, type Child } from './process.ts';
 export { renderProsodyPrivilegeSnippet, renderProsodySnippet } from './prosody.ts';
 export { ALPHA_DOMAIN, BETA_DOMAIN, PORTS, STANZA_LIMIT, type ServerInfo } from './xmpp-server.ts';

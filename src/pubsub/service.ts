@@ -68,6 +68,12 @@ export interface ServiceOptions {
   rosters?: RosterSource;
   /** Who is available, for pubsub#presence_based_delivery (absent: nobody is known to be). */
   presence?: PresenceView;
+  /**
+   * Whether this process runs the timers (item expiry, lease ends) now: with several Hermods on
+   * one store only the work-lease holder does (src/cluster/cluster.ts), and calls start() when it
+   * becomes holder. A due timer in another process is dropped. Absent: always.
+   */
+  runsTimers?: () => boolean;
 }
 
 export interface PublishRequest {
@@ -109,6 +115,7 @@ export class PubsubService {
   private readonly publishRate: RateLimiter | undefined;
   /** Creations per owner are serialised so that the node quota holds under concurrency. */
   private readonly ownerLocks = new KeyedMutex();
+  private readonly runsTimers: () => boolean;
 
   /** Errors: `not-acceptable` when nodeDefaults.maxItems is above limits.maxItemsPerNode. */
   constructor(options: ServiceOptions) {
@@ -119,6 +126,7 @@ export class PubsubService {
     this.limits = { ...NO_LIMITS, ...options.limits };
     checkMaxItems(this.defaults.maxItems, this.limits);
     this.now = options.now ?? Date.now;
+    this.runsTimers = options.runsTimers ?? (() => true);
     this.newId = options.newId ?? randomUUID;
     this.nodes = new NodeStates(options.store, options.cacheNodes ?? 10_000);
     const timers = options.timers ?? (options.now ? { ...realTimers, now: options.now } : realTimers);
@@ -509,6 +517,7 @@ export class PubsubService {
 
   /** Ends the node's leased subscriptions that are due (subscriber told); answers the next end. */
   private endLeases(nodeId: string): Promise<number | undefined> {
+    if (!this.runsTimers()) return Promise.resolve(undefined); // the lease holder does it
     return this.nodes.mutate(nodeId, async () => {
       const state = await this.nodes.load(nodeId);
       if (!state) return undefined;
@@ -794,6 +803,7 @@ export class PubsubService {
 
   /** Removes a node's expired items (oldest first), tells subscribers; answers the next due time. */
   private expireItems(nodeId: string): Promise<number | undefined> {
+    if (!this.runsTimers()) return Promise.resolve(undefined); // the lease holder does it
     return this.nodes.mutate(nodeId, async () => {
       const state = await this.nodes.load(nodeId);
       const expire = state?.record.config.itemExpire;

@@ -54,11 +54,12 @@ export interface TransformTarget {
 export interface TransformsOptions {
   /** Folder relative stylesheet paths resolve against (then the shipped stylesheets). */
   dir: string;
-  dataDir: string;
+  /** Where failed leaves are kept (the store's, src/transform/quarantine.ts). */
+  quarantine: Quarantine;
   log: Logger;
   timeoutMs: number;
   maxOutput: number;
-  /** How often the quarantine's retry folder and the stylesheets in use are checked. */
+  /** How often the quarantine's retry marks and the stylesheets in use are checked. */
   pollMs?: number;
 }
 
@@ -95,7 +96,7 @@ export class Transforms {
 
   constructor(private readonly o: TransformsOptions) {
     this.engine = new XsltEngine({ timeoutMs: o.timeoutMs, maxOutput: o.maxOutput });
-    this.quarantine = new Quarantine(o.dataDir);
+    this.quarantine = o.quarantine;
   }
 
   register(target: TransformTarget): void {

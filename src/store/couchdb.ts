@@ -59,6 +59,8 @@ export class CouchKv implements OrderedKv {
   private readonly where: string;
   /** Known revisions by document id; '' = known not to exist. */
   private readonly revs = new LRUCache<string, string>({ max: 100_000 });
+  /** Revision and value of what swap() last wrote, by document id (leases, heartbeats: a few). */
+  private readonly swapped = new LRUCache<string, { rev: string; v: string }>({ max: 1_000 });
 
   constructor(private readonly options: CouchStoreOptions) {
     this.db = nano(options.url).use<KvDoc>(options.db);
@@ -104,7 +106,11 @@ export class CouchKv implements OrderedKv {
   }
 
   async get(key: string): Promise<string | undefined> {
-    const id = hex(key);
+    return (await this.readDoc(hex(key)))?.v;
+  }
+
+  /** The document (undefined: none), its revision remembered. */
+  private async readDoc(id: string): Promise<KvDoc | undefined> {
     const doc = await this.call('reading', async () => {
       try {
         return await this.db.get(id);
@@ -114,7 +120,7 @@ export class CouchKv implements OrderedKv {
       }
     });
     this.revs.set(id, doc?._rev ?? '');
-    return doc?.v;
+    return doc;
   }
 
   async getMany(keys: string[]): Promise<Array<string | undefined>> {
@@ -163,6 +169,36 @@ export class CouchKv implements OrderedKv {
         }
       }
       pending = retry;
+    }
+  }
+
+  /**
+   * Compare-and-set on the document's revision: reads the document (not the cached revision),
+   * compares its value, writes with its `_rev`; a 409 (another writer won) resolves to false.
+   */
+  async swap(key: string, expected: string | undefined, next: string | undefined): Promise<boolean> {
+    const id = hex(key);
+    // What this map last swapped in: its revision still current means its value is (one PUT).
+    const last = this.swapped.get(id);
+    if (last && expected !== undefined && last.v === expected) return this.swapWrite(id, last.rev, next);
+    const doc = await this.readDoc(id);
+    if (doc?.v !== expected) return false;
+    if (next === undefined && !doc) return true;
+    return this.swapWrite(id, doc?._rev, next);
+  }
+
+  /** Writes `next` (undefined: deletes) over revision `rev`; false on a 409 (another writer won). */
+  private async swapWrite(id: string, rev: string | undefined, next: string | undefined): Promise<boolean> {
+    this.swapped.delete(id);
+    try {
+      const written = await this.db.insert(next === undefined ? { _id: id, _rev: rev as string, _deleted: true } : { _id: id, ...(rev ? { _rev: rev } : {}), v: next });
+      this.revs.set(id, next === undefined ? '' : written.rev);
+      if (next !== undefined) this.swapped.set(id, { rev: written.rev, v: next });
+      return true;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw this.error('writing', err);
+      this.revs.delete(id);
+      return false;
     }
   }
 

@@ -163,10 +163,22 @@ export class KvStore implements Store {
       get: (k) => db.get(base + k),
       getMany: async (keys) => (keys.length === 0 ? [] : db.getMany(keys.map((k) => base + k))),
       batch: (ops) => this.batch(ops.map((op) => ({ ...op, key: base + op.key }))),
+      swap: (k, expected, next) => this.swap(base + k, expected, next),
       async *range(prefix, options = {}) {
         for await (const [k, v] of db.entries({ gte: base + prefix, lt: prefixEnd(base + prefix), limit: options.limit ?? -1 })) yield [k.slice(base.length), v];
       },
     };
+  }
+
+  /** Compare-and-set of one key (StateSpace.swap): the map's own check, else under this store's lock. */
+  private swap(k: string, expected: string | undefined, next: string | undefined): Promise<boolean> {
+    const db = this.db;
+    if (db.swap) return db.swap(k, expected, next);
+    return this.nodeLocks.run(`\0swap\0${k}`, async () => {
+      if ((await db.get(k)) !== expected) return false;
+      await db.batch([next === undefined ? { type: 'del', key: k } : { type: 'put', key: k, value: next }]);
+      return true;
+    });
   }
 
   private async batch(ops: BatchOp[]): Promise<void> {

@@ -22,6 +22,11 @@ export interface OrderedKv {
   getMany(keys: string[]): Promise<Array<string | undefined>>;
   /** Applies every op; on LevelDB atomically. A write resolves once it is durable for the backend. */
   batch(ops: BatchOp[]): Promise<void>;
+  /**
+   * Compare-and-set against other writers of the same map (CouchDB: the document revision).
+   * Absent on maps only one process writes (LevelDB): KvStore then checks under its own lock.
+   */
+  swap?(key: string, expected: string | undefined, next: string | undefined): Promise<boolean>;
   entries(range: KvRange): AsyncIterable<[string, string]>;
   keys(range: KvRange): AsyncIterable<string>;
 }

@@ -36,6 +36,12 @@ export class MemoryStore implements Store {
           else entries.delete(base + op.key);
         }
       },
+      swap: async (k, expected, next) => {
+        if (entries.get(base + k) !== expected) return false;
+        if (next === undefined) entries.delete(base + k);
+        else entries.set(base + k, next);
+        return true;
+      },
       async *range(prefix, options = {}) {
         const keys = [...entries.keys()].filter((k) => k.startsWith(base + prefix)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
         for (const k of keys.slice(0, options.limit ?? keys.length)) yield [k.slice(base.length), entries.get(k) as string];

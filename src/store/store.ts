@@ -77,6 +77,14 @@ export interface StateSpace {
   batch(ops: StateOp[]): Promise<void>;
   /** Entries whose key starts with `prefix` ('' for all), in key order, at most `limit` (absent: all). */
   range(prefix: string, options?: { limit?: number }): AsyncIterable<[string, string]>;
+  /**
+   * Compare-and-set of one key, checked by the store against concurrent writers (other Hermod
+   * processes on the same CouchDB: the document's `_rev`; one process: atomically in-process).
+   * Writes `next` (undefined: deletes the key) only if the key's current value is `expected`
+   * (undefined: absent). Resolves to true when written, false when the value differed or another
+   * writer won the race (nothing written then). Rejects with the backend's error.
+   */
+  swap(key: string, expected: string | undefined, next: string | undefined): Promise<boolean>;
 }
 
 export interface Store {

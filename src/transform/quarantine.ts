@@ -1,11 +1,20 @@
 // Durable quarantine for leaves whose transformation (or the sink after it) failed: nothing is
-// lost. One JSON file per leaf under dataDir/quarantine, written atomically (temp + rename), so
-// the `hermod quarantine` command can list, show and drop entries while Hermod runs. `retry`
-// moves an entry to quarantine/retry/, which the running Hermod picks up and processes again.
+// lost. Kept in the store's state space 'quarantine' (so that every Hermod sharing a store sees
+// it, and `hermod migrate` moves it):
+//   q\0<id>   an entry (JSON) in the quarantine
+//   r\0<id>   an entry marked for another attempt (`hermod quarantine retry`): the Hermod running
+//             the replication takes it up at its next check
+// Moving an entry is one batch (delete and put). `hermod quarantine` reaches the running Hermod
+// through its status socket, or, with none running, opens the store itself (quarantineRequest).
+// An older Hermod's dataDir/quarantine folder (one JSON file per entry, retry/ for the marked
+// ones) is imported once and renamed quarantine.imported.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
+import type { Logger } from '../log.ts';
+import type { StateOp, StateSpace } from '../store/store.ts';
 
 export interface QuarantineEntry {
   id: string;
@@ -28,20 +37,46 @@ export interface QuarantineEntry {
   attempts: number;
 }
 
+export const QUARANTINE_SPACE = 'quarantine';
 const ID = /^[0-9a-f-]{36}$/;
+const QUARANTINED = 'q\0';
+const RETRY = 'r\0';
 
 export class Quarantine {
-  readonly dir: string;
-  readonly retryDir: string;
+  private ready: Promise<void> | undefined;
+  /** Ids with an entry (either kind): a delivered leaf not among them costs no write. */
+  private readonly known = new Set<string>();
 
-  constructor(dataDir: string) {
-    this.dir = path.join(dataDir, 'quarantine');
-    this.retryDir = path.join(this.dir, 'retry');
+  constructor(
+    private readonly space: StateSpace,
+    private readonly options: { legacyDir?: string; log?: Pick<Logger, 'info' | 'warn'> } = {},
+  ) {}
+
+  private key(id: string, retry = false): string {
+    if (!ID.test(id)) throw new Error(`not a quarantine id: ${id}`);
+    return (retry ? RETRY : QUARANTINED) + id;
   }
 
-  private file(id: string, retry = false): string {
-    if (!ID.test(id)) throw new Error(`not a quarantine id: ${id}`);
-    return path.join(retry ? this.retryDir : this.dir, `${id}.json`);
+  /** Imports an older Hermod's folder (once) and learns the ids; every method waits for it. */
+  private load(): Promise<void> {
+    this.ready ??= (async () => {
+      const dir = this.options.legacyDir && path.join(this.options.legacyDir, 'quarantine');
+      if (dir && existsSync(dir)) {
+        const ops: StateOp[] = [];
+        for (const [sub, retry] of [[dir, false], [path.join(dir, 'retry'), true]] as const) {
+          for (const name of (await readdir(sub).catch(() => [] as string[])).filter((n) => n.endsWith('.json'))) {
+            const text = await readFile(path.join(sub, name), 'utf8').catch(() => undefined);
+            const entry = text === undefined ? undefined : (JSON.parse(text) as QuarantineEntry);
+            if (entry && ID.test(entry.id)) ops.push({ type: 'put', key: this.key(entry.id, retry), value: JSON.stringify(entry) });
+          }
+        }
+        await this.space.batch(ops);
+        await rename(dir, `${dir}.imported`);
+        this.options.log?.info('quarantine of an older Hermod imported into the store (once)', { from: dir, entries: ops.length });
+      }
+      for await (const [key] of this.space.range('')) this.known.add(key.slice(2));
+    })();
+    return this.ready;
   }
 
   /**
@@ -59,86 +94,120 @@ export class Quarantine {
     const before = await this.get(id);
     const full: QuarantineEntry = { ...entry, id, at: Date.now(), attempts: (before?.attempts ?? 0) + 1 };
     await this.save(full);
-    await rm(this.file(id, true), { force: true });
     return full;
   }
 
+  /** Writes the entry into the quarantine, taking away a retry mark, in one batch. */
   private async save(entry: QuarantineEntry): Promise<void> {
-    await mkdir(this.retryDir, { recursive: true });
-    const tmp = path.join(this.dir, `.${entry.id}.tmp`);
-    await writeFile(tmp, JSON.stringify(entry, null, 2));
-    await rename(tmp, this.file(entry.id));
+    await this.load();
+    await this.space.batch([
+      { type: 'put', key: this.key(entry.id), value: JSON.stringify(entry) },
+      { type: 'del', key: this.key(entry.id, true) },
+    ]);
+    this.known.add(entry.id);
   }
 
   /** A retried entry failed again: back in the quarantine with the new reason, one more attempt counted. */
   async requeue(entry: QuarantineEntry, reason: string): Promise<void> {
     await this.save({ ...entry, reason, attempts: entry.attempts + 1 });
-    await rm(this.file(entry.id, true), { force: true });
   }
 
-  private async read(dir: string): Promise<QuarantineEntry[]> {
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      return [];
-    }
+  private async read(prefix: string): Promise<QuarantineEntry[]> {
+    await this.load();
     const out: QuarantineEntry[] = [];
-    for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
-      try {
-        out.push(JSON.parse(await readFile(path.join(dir, name), 'utf8')) as QuarantineEntry);
-      } catch {
-        /* being written or removed */
-      }
-    }
+    for await (const [, value] of this.space.range(prefix)) out.push(JSON.parse(value) as QuarantineEntry);
     return out.sort((a, b) => a.at - b.at);
   }
 
+  /** The entries in the quarantine (not those marked for retry), oldest first. */
   list(): Promise<QuarantineEntry[]> {
-    return this.read(this.dir);
+    return this.read(QUARANTINED);
   }
 
+  /** The entry, quarantined or marked for retry. */
   async get(id: string): Promise<QuarantineEntry | undefined> {
-    try {
-      return JSON.parse(await readFile(this.file(id), 'utf8')) as QuarantineEntry;
-    } catch {
-      try {
-        return JSON.parse(await readFile(this.file(id, true), 'utf8')) as QuarantineEntry;
-      } catch {
-        return undefined;
-      }
-    }
+    await this.load();
+    const [held, retrying] = await this.space.getMany([this.key(id), this.key(id, true)]);
+    const text = held ?? retrying;
+    return text === undefined ? undefined : (JSON.parse(text) as QuarantineEntry);
   }
 
-  /** Marks an entry for another attempt by the running Hermod. */
+  /** Marks an entry for another attempt by the running Hermod; false when there is none. */
   async retry(id: string): Promise<boolean> {
-    await mkdir(this.retryDir, { recursive: true });
-    try {
-      await rename(this.file(id), this.file(id, true));
-      return true;
-    } catch {
-      return false;
-    }
+    await this.load();
+    const held = await this.space.get(this.key(id));
+    if (held === undefined) return false;
+    await this.space.batch([
+      { type: 'put', key: this.key(id, true), value: held },
+      { type: 'del', key: this.key(id) },
+    ]);
+    return true;
   }
 
+  /** Removes an entry; false when there was none. */
   async drop(id: string): Promise<boolean> {
     const existed = (await this.get(id)) !== undefined;
-    await this.discard(id);
+    await this.remove(id);
     return existed;
   }
 
-  /** Removes an entry if there is one (no read: cheap enough for every delivered leaf). */
+  /** Removes an entry if there is one (no store write for ids never quarantined: cheap for every delivered leaf). */
   async discard(id: string): Promise<void> {
-    await rm(this.file(id), { force: true });
-    await rm(this.file(id, true), { force: true });
+    await this.load();
+    if (this.known.has(id)) await this.remove(id);
   }
 
-  /** Entries waiting for a retry (taken out of the retry folder by the caller via `done`). */
+  private async remove(id: string): Promise<void> {
+    await this.space.batch([
+      { type: 'del', key: this.key(id) },
+      { type: 'del', key: this.key(id, true) },
+    ]);
+    this.known.delete(id);
+  }
+
+  /** Entries waiting for a retry (taken out via `done` by the caller). */
   pendingRetries(): Promise<QuarantineEntry[]> {
-    return this.read(this.retryDir);
+    return this.read(RETRY);
   }
 
+  /** A retried entry was delivered. */
   async done(id: string): Promise<void> {
-    await rm(this.file(id, true), { force: true });
+    await this.load();
+    await this.space.batch([{ type: 'del', key: this.key(id, true) }]);
+    if ((await this.space.get(this.key(id))) === undefined) this.known.delete(id);
+  }
+}
+
+/** What `hermod quarantine` asks (of the running Hermod over its status socket, or of the store). */
+export interface QuarantineRequest {
+  action: 'list' | 'show' | 'retry' | 'drop';
+  /** An entry id, or 'all' (retry, drop). */
+  id?: string;
+}
+
+export interface QuarantineResponse {
+  entries?: QuarantineEntry[];
+  retrying?: string[];
+  entry?: QuarantineEntry;
+  /** Per id of a retry or drop: whether there was such an entry. */
+  results?: Array<{ id: string; ok: boolean }>;
+}
+
+/** Runs a `hermod quarantine` request on `q`. Throws Error for an id that is not a quarantine id. */
+export async function quarantineRequest(q: Quarantine, request: QuarantineRequest): Promise<QuarantineResponse> {
+  switch (request.action) {
+    case 'list':
+      return { entries: await q.list(), retrying: (await q.pendingRetries()).map((e) => e.id) };
+    case 'show': {
+      const entry = await q.get(request.id ?? '');
+      return entry ? { entry } : {};
+    }
+    case 'retry':
+    case 'drop': {
+      const ids = request.id === 'all' ? (await q.list()).map((e) => e.id) : [request.id ?? ''];
+      const results: Array<{ id: string; ok: boolean }> = [];
+      for (const id of ids) results.push({ id, ok: request.action === 'retry' ? await q.retry(id) : await q.drop(id) });
+      return { results };
+    }
   }
 }

@@ -2,7 +2,8 @@
 // are available (pubsub#presence_based_delivery, send_last_published_item on_sub_and_presence).
 //
 // A component has no roster on the server, so Hermod keeps its own list of contacts (bare JIDs
-// that subscribed to its presence) in dataDir/presence-contacts.json:
+// that subscribed to its presence) in the store's state space 'presence-contacts' (key: the bare
+// JID; an older Hermod's dataDir/presence-contacts.json is imported once and renamed *.imported):
 // - subscribe -> `subscribed`, and `subscribe` back (to receive the contact's presence);
 // - unsubscribe -> `unsubscribed`; unsubscribed -> forgotten, its presence too;
 // - probe -> the component's available presence;
@@ -11,15 +12,17 @@
 // Presence forwarded by the server under a XEP-0356 presence privilege is read the same way.
 // What is available is known only while connected: on disconnect it is forgotten.
 
-import { randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { Element } from 'ltx';
 import type { PresenceView } from '../pubsub/access.ts';
+import type { StateSpace } from '../store/store.ts';
 import { bareJid } from '../util/bare-jid.ts';
 import { formatJid, parseJid } from './jid.ts';
 
+/** Where an older Hermod kept the contacts, under dataDir (imported once). */
 export const CONTACTS_FILE = 'presence-contacts.json';
+export const CONTACTS_SPACE = 'presence-contacts';
 
 /** Which full JIDs are available. */
 export class PresenceTracker implements PresenceView {
@@ -71,6 +74,9 @@ interface PresenceLog {
 export interface PresenceHandlerOptions {
   /** The component JID. */
   jid: string;
+  /** Where the contacts are kept (the store's state space CONTACTS_SPACE). */
+  space: StateSpace;
+  /** Where an older Hermod's contacts file may be (imported once by load()). */
   dataDir: string;
   /** Writes a stanza to the server (false when offline). */
   send: (stanza: Element) => boolean;
@@ -81,40 +87,44 @@ export interface PresenceHandlerOptions {
 }
 
 export class PresenceHandler {
-  private readonly contacts: Set<string>;
-  private readonly file: string;
+  private readonly contacts = new Set<string>();
+  private saving: Promise<void> = Promise.resolve();
 
-  constructor(private readonly options: PresenceHandlerOptions) {
-    this.file = path.join(options.dataDir, CONTACTS_FILE);
-    this.contacts = new Set(this.load());
-  }
+  constructor(private readonly options: PresenceHandlerOptions) {}
 
   /** Bare JIDs that subscribed to the component's presence. */
   get contactList(): string[] {
     return [...this.contacts];
   }
 
-  private load(): string[] {
-    let text: string;
-    try {
-      text = readFileSync(this.file, 'utf8');
-    } catch {
-      return [];
+  /**
+   * Reads the contacts from the store, first importing an older Hermod's contacts file once
+   * (renamed *.imported; an unreadable one is logged and skipped). Rejects with the store's error.
+   */
+  async load(): Promise<void> {
+    const file = path.join(this.options.dataDir, CONTACTS_FILE);
+    const text = await readFile(file, 'utf8').catch(() => undefined);
+    if (text !== undefined) {
+      let old: string[] = [];
+      try {
+        const parsed: unknown = JSON.parse(text);
+        if (Array.isArray(parsed)) old = parsed.filter((j): j is string => typeof j === 'string' && !!parseJid(j));
+      } catch {
+        this.options.log.warn('presence contacts file unreadable: not imported', { file });
+      }
+      await this.options.space.batch(old.map((jid) => ({ type: 'put', key: jid, value: '1' })));
+      await rename(file, `${file}.imported`);
+      this.options.log.debug('presence contacts of an older Hermod imported into the store (once)', { file, contacts: old.length });
     }
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (Array.isArray(parsed)) return parsed.filter((j): j is string => typeof j === 'string' && !!parseJid(j));
-    } catch {
-      /* below */
-    }
-    this.options.log.warn('presence contacts file unreadable: starting with no contacts', { file: this.file });
-    return [];
+    for await (const [jid] of this.options.space.range('')) this.contacts.add(jid);
   }
 
-  private save(): void {
-    const tmp = `${this.file}.${randomBytes(4).toString('hex')}.tmp`;
-    writeFileSync(tmp, JSON.stringify([...this.contacts].sort()));
-    renameSync(tmp, this.file);
+  /** Records a contact added or removed (in order; a failed write is logged). */
+  private save(jid: string, added: boolean): void {
+    const op = added ? { type: 'put' as const, key: jid, value: '1' } : { type: 'del' as const, key: jid };
+    this.saving = this.saving
+      .then(() => this.options.space.batch([op]))
+      .catch((err: unknown) => this.options.log.warn('presence contact not saved', { jid, reason: String(err) }));
   }
 
   private presence(to: string, type?: string): Element {
@@ -154,7 +164,7 @@ export class PresenceHandler {
         send(this.presence(bare));
         if (!this.contacts.has(bare)) {
           this.contacts.add(bare);
-          this.save();
+          this.save(bare, true);
           send(this.presence(bare, 'subscribe'));
           log.debug('presence subscription accepted', { jid: bare });
         }
@@ -164,7 +174,7 @@ export class PresenceHandler {
         if (type === 'unsubscribe') send(this.presence(bare, 'unsubscribed'));
         tracker.unavailable(bare, '');
         if (this.contacts.delete(bare)) {
-          this.save();
+          this.save(bare, false);
           log.debug('presence subscription ended', { jid: bare, by: type });
         }
         return;

@@ -37,7 +37,7 @@ async function changes(couch: CouchServer): Promise<Change[]> {
 function counting(space: StateSpace): { space: StateSpace; writes: () => number } {
   let writes = 0;
   return {
-    space: { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)) },
+    space: { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) },
     writes: () => writes,
   };
 }

@@ -111,7 +111,7 @@ describe('config validation', () => {
     };
     assert.throws(() => validateConfig(raw, '/'), (err: Error) => {
       assert.deepEqual(err.message.split('\n').sort(), [
-        '["my key"]: unknown key (known: component, dataDir, appDb, ajatus, pubsub, limits, store, transforms, metrics, log, midgard)',
+        '["my key"]: unknown key (known: component, dataDir, appDb, ajatus, pubsub, limits, store, transforms, metrics, log, midgard, cluster)',
         'component.jid: must be a domain JID such as "pubsub.example.org" (no @ or /), got "a b"',
         'midgard.access["/n"].whitelist[0]: must be a bare JID, got "x@y/r"',
         'midgard.access["foo"]: keys must be node ids starting with "/" or "*"',

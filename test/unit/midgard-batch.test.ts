@@ -26,7 +26,7 @@ describe('Midgard publisher: records written once per batch', () => {
     const store = new MemoryStore();
     const space = store.state('midgard');
     let writes = 0;
-    const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)) };
+    const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) };
     const service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
     const options = {
       service,

@@ -1,74 +1,110 @@
-// The notification journal and the outbox's confirmation barriers, without a server: what a
-// restart hands back for delivery after confirmations, drops, writes and a lost connection; and
-// which stanzas the outbox writes again after a disconnect.
+// The notification journal (in the store: Store.state 'journal') and the outbox's confirmation
+// barriers, without a server: what a restart hands back for delivery after confirmations, drops,
+// writes and a lost connection; what another member adopts from a dead one; the one-time import
+// of an older Hermod's journal file; and which stanzas the outbox writes again after a disconnect.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Element } from 'ltx';
-import { JOURNAL_FILE, NotificationJournal } from '../../src/component/journal.ts';
+import { JOURNAL_FILE, JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
 import { Outbox, type DurableTag, type OutboxSocket } from '../../src/component/outbox.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
+import { LevelStore } from '../../src/store/level.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import type { Store } from '../../src/store/store.ts';
 
 const event = (id: string): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload: `<p xmlns="urn:x">${id}</p>`, publisher: 'a@x', published: 1 }, withPayload: true });
 const recipients = (n: number): Recipient[] => Array.from({ length: n }, (_, i) => ({ jid: `s${i}@x`, subid: `sub${i}` }));
+/** Item id and the recipients' JIDs still to be delivered, per undelivered event. */
+const pendingOf = (events: Array<{ event: ServiceEvent; recipients: Recipient[]; pending: number[] }>): Array<[string, string[]]> =>
+  events.map((e) => [(e.event as { item: { id: string } }).item.id, e.pending.map((i) => (e.recipients[i] as Recipient).jid)]);
 
-describe('notification journal', () => {
-  it('hands back exactly the recipients not confirmed, written or dropped, across reopen, and starts over once all are confirmed', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'hermod-journal-'));
-    try {
-      let { journal, undelivered } = NotificationJournal.open(dir, silentLogger, 0);
+async function withLevel(run: (store: Store, dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'hermod-journal-'));
+  const store = new LevelStore(path.join(dir, 'store'));
+  await store.open();
+  try {
+    await run(store, dir);
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+describe('notification journal (in the store)', () => {
+  it('hands back exactly the recipients not confirmed, written or dropped, across reopen, and deletes what is confirmed', () =>
+    withLevel(async (store) => {
+      const space = store.state(JOURNAL_SPACE);
+      let { journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger);
       assert.deepEqual(undelivered, []);
       const a = journal.append(event('a'), recipients(3));
       const b = journal.append(event('b'), recipients(4));
-      const c = journal.append(event('c'), recipients(2));
+      journal.append(event('c'), recipients(2));
       journal.confirm({ seq: a, index: 1 });
       journal.dropped([{ seq: b, index: 1 }, { seq: b, index: 2 }]);
-      journal.close();
+      await journal.durable(); // a kill -9 here: nothing closed
 
-      ({ journal, undelivered } = NotificationJournal.open(dir, silentLogger, 0));
-      assert.deepEqual(undelivered.map((e) => [e.seq, (e.event as { item: { id: string } }).item.id, e.pending]), [[a, 'a', [2]], [b, 'b', [0, 3]], [c, 'c', [0, 1]]]);
-      assert.equal(journal.append(event('d'), recipients(1)), c + 1, 'sequence continues');
+      ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
+      assert.deepEqual(pendingOf(undelivered), [['a', ['s2@x']], ['b', ['s0@x', 's3@x']], ['c', ['s0@x', 's1@x']]]);
+      const [, b2, c2] = undelivered.map((e) => e.seq) as [number, number, number];
+      const d = journal.append(event('d'), recipients(1));
+      assert.ok(d > (c2 as number), 'sequence continues');
       // Written counts as delivered after a crash, unless the connection was lost meanwhile.
-      journal.written({ seq: b, index: 3 });
-      journal.close();
-      ({ journal, undelivered } = NotificationJournal.open(dir, silentLogger, 0));
-      assert.deepEqual(undelivered.map((e) => [e.seq, e.pending]), [[c, [0, 1]], [c + 1, [0]]]);
+      await journal.written({ seq: b2, index: 1 });
+      ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
+      assert.deepEqual(pendingOf(undelivered), [['c', ['s0@x', 's1@x']], ['d', ['s0@x']]]);
       journal.rewound();
-      journal.close();
-      ({ journal, undelivered } = NotificationJournal.open(dir, silentLogger, 0));
-      assert.deepEqual(undelivered.map((e) => [e.seq, e.pending]), [[a, [2]], [b, [0, 3]], [c, [0, 1]], [c + 1, [0]]]);
+      await journal.durable();
+      ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
+      assert.deepEqual(pendingOf(undelivered), [['c', ['s0@x', 's1@x']], ['d', ['s0@x']]], 'rewound: written again (nothing was confirmed)');
 
-      journal.confirm({ seq: c + 1, index: 0 });
-      journal.allConfirmed();
-      assert.equal((await readFile(path.join(dir, JOURNAL_FILE), 'utf8')).length, 0, 'truncated when everything is confirmed');
-      journal.close();
-      ({ journal, undelivered } = NotificationJournal.open(dir, silentLogger, 0));
+      journal.confirm({ seq: (undelivered.at(-1) as { seq: number }).seq, index: 0 });
+      await journal.close();
+      const left: string[] = [];
+      for await (const [key] of space.range('')) left.push(key);
+      assert.deepEqual(left, [], 'every confirmed event deleted, and the member key with the last one');
+      ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
       assert.deepEqual(undelivered, []);
-      journal.close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+      await journal.close();
+    }));
+
+  it("another member adopts a dead member's undelivered events once (they become its own)", async () => {
+    const store = new MemoryStore();
+    const space = store.state(JOURNAL_SPACE);
+    const { journal: dead } = await NotificationJournal.open(space, 'm1', silentLogger);
+    const x = dead.append(event('x'), recipients(3));
+    dead.append(event('y'), recipients(2));
+    await dead.written({ seq: x, index: 0 }); // then killed
+    const { journal: survivor } = await NotificationJournal.open(space, 'm2', silentLogger);
+    assert.deepEqual((await NotificationJournal.members(space)).sort(), ['m1', 'm2']);
+    const adopted = await survivor.adopt('m1');
+    assert.deepEqual(pendingOf(adopted), [['x', ['s1@x', 's2@x']], ['y', ['s0@x', 's1@x']]]);
+    assert.deepEqual(await NotificationJournal.members(space), ['m2'], "the dead member's journal is gone");
+    assert.deepEqual(await survivor.adopt('m1'), [], 'adopted once');
+    // The survivor dies too: a third member gets them from the survivor's journal.
+    const { journal: third } = await NotificationJournal.open(space, 'm3', silentLogger);
+    assert.deepEqual(pendingOf(await third.adopt('m2')), [['x', ['s1@x', 's2@x']], ['y', ['s0@x', 's1@x']]]);
   });
 
-  it('ignores a line cut short at the end (a power loss mid-write)', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'hermod-journal-'));
-    try {
-      const { journal } = NotificationJournal.open(dir, silentLogger);
-      journal.append(event('a'), recipients(1));
-      journal.close();
-      const { appendFile } = await import('node:fs/promises');
-      await appendFile(path.join(dir, JOURNAL_FILE), '{"q":1,"e":{"kind":"ite');
-      const reopened = NotificationJournal.open(dir, silentLogger);
-      assert.deepEqual(reopened.undelivered.map((e) => e.seq), [0]);
-      reopened.journal.close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
+  it("imports an older Hermod's outbox.journal file once (lines cut short by a power loss skipped) and renames it *.imported", () =>
+    withLevel(async (store, dir) => {
+      const file = path.join(dir, JOURNAL_FILE);
+      const r = JSON.stringify(recipients(2));
+      await writeFile(file, [`{"q":0,"e":${JSON.stringify(event('old'))},"r":${r}}`, '{"a":0,"i":0}', `{"q":1,"e":${JSON.stringify(event('new'))},"r":${r}}`, '{"q":2,"e":{"kind":"ite'].join('\n'));
+      const { journal, undelivered } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger, { legacyDir: dir });
+      assert.deepEqual(pendingOf(undelivered), [['old', ['s1@x']], ['new', ['s0@x', 's1@x']]]);
+      assert.equal(existsSync(file), false);
+      assert.equal(existsSync(`${file}.imported`), true);
+      await journal.close();
+      const again = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger, { legacyDir: dir });
+      assert.deepEqual(pendingOf(again.undelivered), [['old', ['s1@x']], ['new', ['s0@x', 's1@x']]], 'now from the store, not imported twice');
+      await again.journal.close();
+    }));
 });
 
 class FakeSocket implements OutboxSocket {
@@ -207,5 +243,32 @@ describe('outbox confirmation', () => {
     assert.equal(outbox.acknowledge(barrierBack(lost)), true, 'the lost one, arriving late, is taken and changes nothing');
     assert.deepEqual(confirmed, [{ seq: 0, index: 1 }]);
     outbox.detach();
+  });
+
+  it('with a write gate, a chunk reaches the socket only once its gate has resolved', async () => {
+    let open: () => void = () => undefined;
+    const gates: DurableTag[] = [];
+    const outbox = new Outbox({
+      log: silentLogger,
+      chunkBytes: 8,
+      onWriting: (tag) => {
+        gates.push(tag);
+        return new Promise<void>((resolve) => (open = resolve));
+      },
+    });
+    const socket = new FakeSocket();
+    outbox.attach(socket);
+    outbox.push(['<a/>', '<b/>', '<c/>'], { seq: 0, firstIndex: 0 });
+    await tick();
+    assert.deepEqual(socket.chunks, [], 'held until the mark is durable');
+    assert.deepEqual(gates, [{ seq: 0, index: 1 }]);
+    open();
+    await tick();
+    await tick();
+    assert.deepEqual(socket.chunks.slice(0, 1), ['<a/><b/>']);
+    open();
+    await tick();
+    await tick();
+    assert.deepEqual(socket.chunks, ['<a/><b/>', '<c/>']);
   });
 });

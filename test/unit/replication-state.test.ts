@@ -100,6 +100,7 @@ describe('replication state in the store', { timeout: 60_000 }, () => {
       getMany: (keys) => old.getMany(keys),
       batch: (ops) => old.batch(ops),
       range: (prefix) => old.iterator({ gte: prefix, lt: `${prefix}\uffff` }),
+      swap: () => Promise.reject(new Error('not used by ReplicationState')),
     });
     await remember(oldState);
     await old.batch(Array.from({ length: 2500 }, (_, i) => ({ type: 'put' as const, key: `rev\0bulk\0${i}-x`, value: 'p' })));

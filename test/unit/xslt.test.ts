@@ -1,11 +1,12 @@
 // The XSLT engine with real saxon-js: compile once (cached by content), precise compile errors,
 // parameters, JSON reachable through json-to-xml, and run-time failures bounded and reported.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { Quarantine } from '../../src/transform/quarantine.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
 import { StylesheetError, TransformError, XsltEngine } from '../../src/transform/xslt.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'hermod-xslt-'));
@@ -65,7 +66,7 @@ describe('XSLT engine', () => {
 
 describe('quarantine', () => {
   it('keeps entries durably, lists, shows, marks for retry and drops them', async () => {
-    const q = new Quarantine(path.join(dir, 'data'));
+    const q = new Quarantine(new MemoryStore().state(QUARANTINE_SPACE));
     const e = await q.add({ service: 'pubsub.alpha.test', node: '/tags/x', itemId: 'doc-1', payload: '<entry/>', reason: 'XTMM9000: no title', stylesheet: 'a.xsl' });
     assert.deepEqual((await q.list()).map((x) => x.id), [e.id]);
     assert.equal((await q.get(e.id))?.reason, 'XTMM9000: no title');
@@ -75,5 +76,24 @@ describe('quarantine', () => {
     assert.equal(await q.drop(e.id), true);
     assert.deepEqual(await q.pendingRetries(), []);
     assert.equal(await q.drop(e.id), false);
+  });
+
+  it("imports an older Hermod's quarantine folder (entries and retry marks) into the store once", async () => {
+    const dataDir = path.join(dir, 'old-site');
+    mkdirSync(path.join(dataDir, 'quarantine', 'retry'), { recursive: true });
+    const old = (itemId: string): { id: string; at: number; service: string; node: string; itemId: string; payload: string; reason: string; attempts: number } => {
+      const id = Quarantine.idOf({ service: 's', node: 'n', itemId });
+      return { id, at: 1, service: 's', node: 'n', itemId, payload: '<x/>', reason: 'r', attempts: 1 };
+    };
+    writeFileSync(path.join(dataDir, 'quarantine', `${old('a').id}.json`), JSON.stringify(old('a')));
+    writeFileSync(path.join(dataDir, 'quarantine', 'retry', `${old('b').id}.json`), JSON.stringify(old('b')));
+    const store = new MemoryStore();
+    const q = new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: dataDir });
+    assert.deepEqual((await q.list()).map((e) => e.itemId), ['a']);
+    assert.deepEqual((await q.pendingRetries()).map((e) => e.itemId), ['b']);
+    assert.equal(existsSync(path.join(dataDir, 'quarantine')), false);
+    assert.equal(existsSync(path.join(dataDir, 'quarantine.imported')), true);
+    const again = new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: dataDir });
+    assert.deepEqual((await again.list()).map((e) => e.itemId), ['a'], 'from the store, not imported twice');
   });
 });

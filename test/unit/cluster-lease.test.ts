@@ -1,0 +1,199 @@
+// The work lease and heartbeats (src/cluster/lease.ts, cluster.ts) on the memory store and on a
+// real pouchdb-server shared by two "processes" (two stores on one database): never two holders,
+// a lapsed lease taken over only after the TTL of the taker's own clock, a race between two
+// takers won by exactly one (CouchDB's _rev), a release handed over at once; a member cut off from
+// the store loses the lease, is declared dead, has its state adopted and learns it was fenced.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Cluster } from '../../src/cluster/cluster.ts';
+import { CLUSTER_SPACE, Heartbeat, Lease, Observer } from '../../src/cluster/lease.ts';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import { eventually } from '../../src/devenv/process.ts';
+import { silentLogger } from '../../src/log.ts';
+import { CouchStore } from '../../src/store/couchdb.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import type { StateSpace, Store } from '../../src/store/store.ts';
+
+const TTL = 1_000;
+
+/** Two members' leases on one space, each with its own (fake) clock reading `clock.t`. */
+function contenders(space: StateSpace, clock: { t: number }): [Lease, Lease] {
+  const now = (): number => clock.t;
+  return [new Lease(space, 'work', 'A', TTL, new Observer(TTL, now), now), new Lease(space, 'work', 'B', TTL, new Observer(TTL, now), now)];
+}
+
+async function leaseContract(space: () => StateSpace): Promise<void> {
+  const clock = { t: 0 };
+  const [a, b] = contenders(space(), clock);
+  const neverBoth = (): void => assert.ok(!(a.held() && b.held()), `both hold at t=${clock.t}`);
+  assert.equal(await a.tick(), true, 'a free lease is taken at once');
+  assert.equal(await b.tick(), false);
+  // A renews within the TTL: B never gets it, however long it watches.
+  for (clock.t = 300; clock.t <= 3_000; clock.t += 300) {
+    assert.equal(await a.tick(), true);
+    assert.equal(await b.tick(), false);
+    neverBoth();
+  }
+  // A stops renewing (dies): B takes over only once it has seen the same lease for a TTL.
+  const lastRenewal = clock.t - 300;
+  clock.t = lastRenewal + TTL - 1;
+  assert.equal(await b.tick(), false, 'not before a TTL of the taker');
+  neverBoth();
+  clock.t = lastRenewal + 2 * TTL;
+  assert.equal(a.held(), false, 'the old holder has stopped by itself');
+  assert.equal(await b.tick(), true, 'taken over after the TTL');
+  neverBoth();
+  assert.equal((await b.read())?.term, 2, 'a new term');
+  assert.equal(await a.tick(), false, 'the old holder, back, does not get it');
+  // Release: the other takes it at its next tick, without waiting.
+  await b.release();
+  assert.equal(b.held(), false);
+  assert.equal(await a.tick(), true);
+  // Two takers racing for a lapsed lease: exactly one wins.
+  const [c, d] = [new Lease(space(), 'work', 'C', TTL, new Observer(TTL, () => clock.t), () => clock.t), new Lease(space(), 'work', 'D', TTL, new Observer(TTL, () => clock.t), () => clock.t)];
+  await Promise.all([c.tick(), d.tick()]);
+  clock.t += 3 * TTL;
+  const won = await Promise.all([c.tick(), d.tick()]);
+  assert.equal(won.filter(Boolean).length, 1, `exactly one of two racing takers: ${JSON.stringify(won)}`);
+}
+
+async function fencing(space: StateSpace): Promise<void> {
+  const hb = new Heartbeat(space, { id: 'm1', host: 'h', pid: 1, jid: 'pubsub.x', startedAt: 0 });
+  assert.equal(await hb.beat(), true);
+  assert.equal(await hb.beat(), true);
+  const raw = await space.get('member\0m1');
+  assert.equal(await space.swap('member\0m1', raw, undefined), true, 'the leader removes a lapsed heartbeat');
+  assert.equal(await hb.beat(), false, 'its owner learns it was fenced');
+}
+
+describe('work lease', () => {
+  it('memory store: one holder, takeover after the TTL, release, one winner of a race', () => {
+    const store = new MemoryStore();
+    return leaseContract(() => store.state(CLUSTER_SPACE));
+  });
+  it('memory store: a removed heartbeat fences its owner', () => fencing(new MemoryStore().state(CLUSTER_SPACE)));
+});
+
+/** A store whose state spaces can be cut off (every call rejects), as a process that hangs or loses the network. */
+function cuttable(store: Store): { store: Store; cut: { on: boolean } } {
+  const cut = { on: false };
+  const guard = <T>(f: () => Promise<T>): Promise<T> => (cut.on ? Promise.reject(new Error('cut off')) : f());
+  const wrapped = Object.create(store) as Store;
+  wrapped.state = (ns: string): StateSpace => {
+    const s = store.state(ns);
+    return {
+      get: (k) => guard(() => s.get(k)),
+      getMany: (k) => guard(() => s.getMany(k)),
+      batch: (ops) => guard(() => s.batch(ops)),
+      swap: (k, e, n) => guard(() => s.swap(k, e, n)),
+      range: (p, o) => {
+        if (cut.on) throw new Error('cut off');
+        return s.range(p, o);
+      },
+    };
+  };
+  return { store: wrapped, cut };
+}
+
+describe('work lease on a shared pouchdb-server', { timeout: 60_000 }, () => {
+  let couch: CouchServer;
+  const stores: Store[] = [];
+  const open = async (db: string): Promise<Store> => {
+    const store = new CouchStore({ url: couch.url, db });
+    await store.open();
+    stores.push(store);
+    return store;
+  };
+  before(async () => {
+    couch = await startCouch();
+  });
+  after(async () => {
+    for (const s of stores) await s.close();
+    await couch?.destroy();
+  });
+
+  it("two processes' stores: one holder, takeover after the TTL, release, one winner of a race (_rev)", async () => {
+    const [s1, s2] = [await open('lease'), await open('lease')];
+    let n = 0;
+    // Alternate between the two stores: each lease reads and writes through "its process's" store.
+    await leaseContract(() => (n++ % 2 === 0 ? s1 : s2).state(CLUSTER_SPACE));
+  });
+
+  it('a removed heartbeat fences its owner', async () => fencing((await open('fencing')).state(CLUSTER_SPACE)));
+
+  it('a member cut off from the store loses the lease to another within seconds, which adopts its state; back, it is fenced', async () => {
+    const first = cuttable(await open('members'));
+    const second = await open('members');
+    const adopted: string[] = [];
+    let fenced = false;
+    const c1 = new Cluster({ store: first.store, jid: 'pubsub.x', shared: true, ttlMs: 600, log: silentLogger, onFenced: () => (fenced = true) });
+    const c2 = new Cluster({ store: second, jid: 'pubsub.x', shared: true, ttlMs: 600, log: silentLogger, adopt: async (m) => void adopted.push(m) });
+    try {
+      await c1.start();
+      await c2.start();
+      assert.equal(c1.isLeader(), true, 'the first member takes the free lease');
+      assert.equal(c2.isLeader(), false);
+      const status = await c2.status();
+      assert.deepEqual(status.members.map((m) => m.id).sort(), [c1.member, c2.member].sort());
+      assert.equal(status.leases[0]?.holder, c1.member);
+
+      first.cut.on = true;
+      await eventually(async () => c2.isLeader() || undefined, 'the second member takes over', 10_000);
+      assert.equal(c1.isLeader(), false, 'never two holders');
+      await eventually(async () => adopted.includes(c1.member) || undefined, "the dead member's state adopted", 10_000);
+      first.cut.on = false;
+      await eventually(async () => fenced || undefined, 'the cut-off member learns it was fenced', 10_000);
+      assert.equal(c1.isLeader(), false);
+      assert.deepEqual((await c2.status()).members.map((m) => m.id), [c2.member]);
+    } finally {
+      first.cut.on = false;
+      await c1.stop();
+      await c2.stop();
+    }
+  });
+});
+
+describe('reply relay', () => {
+  it("stores a reply carrying another member's tag for it, which takes it while it waits; leader-bound stanzas reach the leader only", async () => {
+    const { Relay, RELAY_SPACE, tagOf } = await import('../../src/cluster/relay.ts');
+    const { parse } = await import('ltx');
+    const store = new MemoryStore();
+    const got: Record<string, string[]> = { a: [], b: [], leader: [] };
+    let waiting = false;
+    const relays = (['aaaaaa', 'bbbbbb'] as const).map(
+      (tag, i) =>
+        new Relay({
+          space: store.state(RELAY_SPACE),
+          tag,
+          deliver: (s) => void got[i === 0 ? 'a' : 'b']?.push(s.attrs.id as string),
+          waiting: () => waiting,
+          isLeader: () => i === 1,
+          log: silentLogger,
+          pollMs: 20,
+        }),
+    );
+    const [a, b] = relays as [InstanceType<typeof Relay>, InstanceType<typeof Relay>];
+    b.onLeaderStanza((s) => void got.leader?.push(s.attrs.from as string));
+    a.onLeaderStanza(() => assert.fail('a is not the leader'));
+    try {
+      assert.equal(tagOf('qbbbbbb.1z'), 'bbbbbb');
+      assert.equal(tagOf('hermod-barrier-bbbbbb.3'), 'bbbbbb');
+      assert.equal(tagOf('q12'), undefined, 'single-process ids carry no tag');
+      assert.equal(a.route(parse("<iq type='result' id='qaaaaaa.1' from='x@y'/>")), false, 'its own: not relayed');
+      assert.equal(a.route(parse("<iq type='result' id='qbbbbbb.1' from='x@y'/>")), true);
+      assert.equal(a.route(parse("<iq type='get' id='hermod-barrier-bbbbbb.7' from='pubsub.x' to='pubsub.x'/>")), true);
+      a.toLeader(parse("<message from='pubsub.partner'/>"));
+      waiting = true;
+      await eventually(() => (got.b?.length === 2 && got.leader?.length === 1) || undefined, 'relayed stanzas taken', 5_000);
+      assert.deepEqual(got.b, ['hermod-barrier-bbbbbb.7', 'qbbbbbb.1']);
+      assert.deepEqual(got.a, []);
+      assert.deepEqual(got.leader, ['pubsub.partner']);
+      const left: string[] = [];
+      for await (const [key] of store.state(RELAY_SPACE).range('')) left.push(key);
+      assert.deepEqual(left, [], 'taken stanzas are deleted');
+    } finally {
+      for (const r of relays) r.stop();
+    }
+  });
+});
