@@ -10,7 +10,7 @@
 // resolve as they do from src/. dist/inputs.json records each source's mtime and size:
 // bin/hermod.js rebuilds when one changed.
 
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -77,6 +77,13 @@ export async function build() {
   for (const f of result.outputFiles.filter((o) => !isMain(o))) await put(f.path, f.contents);
   for (const f of result.outputFiles.filter(isMain)) await put(f.path, f.contents);
   await put(INPUTS, JSON.stringify(inputs));
+  // Chunks of earlier builds go once they are a day old (a Hermod started from one may still import them).
+  const current = new Set(result.outputFiles.map((f) => path.basename(f.path)));
+  for (const name of await readdir(DIST)) {
+    if (!/^[\w-]+-[A-Z0-9]{8}\.js(\.map)?$/.test(name) || current.has(name)) continue;
+    const file = path.join(DIST, name);
+    if (Date.now() - (await stat(file)).mtimeMs > 86_400_000) await rm(file, { force: true });
+  }
   return Object.keys(inputs).length;
 }
 
