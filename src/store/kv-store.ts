@@ -505,6 +505,26 @@ export class KvStore implements Store {
     });
   }
 
+  /**
+   * Bulk load (not part of the Store interface; the benchmark's direct fill uses it): these
+   * publications, oldest first, as one change and one batch, leaving exactly the keys that
+   * publishItem would leave one by one (items, order keys, counters, archive entries, metas).
+   * Throws Error, writing nothing, when an id repeats, is already in the node, or the node or its
+   * archive would go beyond `keep` (those need publishItem's replacing and trimming).
+   */
+  async publishItems(node: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<void> {
+    if (new Set(items.map((i) => i.id)).size !== items.length) throw new Error(`publishItems: repeated item id in the batch for node '${node}'`);
+    await this.change(node, items.map((i) => key('i', node, i.id)), async (change, previous) => {
+      if (previous.some((v) => v !== undefined)) throw new Error(`publishItems: an item id is already in node '${node}'`);
+      const archived = options.archive ? change.archive.count + items.length : 0;
+      if (change.items.count + items.length > options.keep || (options.archive && archived > options.archive.keep)) throw new Error(`publishItems: node '${node}' would go beyond keep`);
+      for (const item of items) {
+        await this.stageItem(node, change, item, undefined, options.keep);
+        if (options.archive) await this.stageArchive(node, change, { stamp: item.published, item }, options.archive.keep);
+      }
+    });
+  }
+
   async putItem(node: string, item: Item, keep: number): Promise<string[]> {
     return (await this.publishItem(node, item, { keep })).dropped;
   }
