@@ -4,11 +4,18 @@
 // scenario's items requests in-process, through Hermod's own wire handlers (parse → service →
 // store → result element → XML text): Hermod's share of a round trip, without the server hop.
 // Run as a child process:
-//   node --import tsx bench/scale-fill.ts DATADIR NODES ITEMS BIG_NODE_ITEMS OWNER [PAGE_SIZE]
+//   node --import tsx bench/scale-fill.ts DATADIR NODES ITEMS BIG_NODE_ITEMS OWNER [PAGE_SIZE] [--direct]
 // Prints JSON lines: progress, then {"done":true,...}.
+// --direct (DIRECT STORE FILL, for repeating the restart measurement in a minute or two): nodes
+// still through the service; the items straight into the store, a node's items in batches of
+// up to 1 000 (KvStore.publishItems): the same keys and values as publishing one by one, but not
+// the service's per-publish work, so its items/s are not publish throughput.
 
 import path from 'node:path';
-import { PubsubService } from '../src/pubsub/service.ts';
+import { nodeItemLimit, NO_LIMITS } from '../src/pubsub/limits.ts';
+import { DEFAULT_NODE_CONFIG } from '../src/pubsub/node-config.ts';
+import { ARCHIVE_LIMIT, PubsubService } from '../src/pubsub/service.ts';
+import type { Item } from '../src/pubsub/types.ts';
 import { LevelStore } from '../src/store/level.ts';
 import { routeKey } from '../src/xmpp/request.ts';
 import { pubsubRoutes } from '../src/xmpp/pubsub-handlers.ts';
@@ -16,7 +23,8 @@ import { parse, type Element } from 'ltx';
 import { payload } from './lib/loadgen.ts';
 import { percentiles } from './lib/stats.ts';
 
-const [dataDir, nodesArg, itemsArg, bigArg, owner, pageArg = '10'] = process.argv.slice(2);
+const direct = process.argv.includes('--direct');
+const [dataDir, nodesArg, itemsArg, bigArg, owner, pageArg = '10'] = process.argv.slice(2).filter((a) => a !== '--direct');
 if (!dataDir || !nodesArg || !itemsArg || !bigArg || !owner) {
   process.stderr.write('usage: scale-fill.ts DATADIR NODES ITEMS BIG_NODE_ITEMS OWNER\n');
   process.exit(2);
@@ -54,14 +62,39 @@ const nodeId = (i: number): string => (i === 0 ? 'big' : `n${i.toString().padSta
 const nodesMs = await pool(nodes, (i) => service.create(owner, nodeId(i)), 'nodes');
 out({ progress: 'nodes', done: nodes, of: nodes });
 const small = Math.max(1, nodes - 1);
-const itemsMs = await pool(
-  items,
-  (i) => {
-    const node = i < bigItems ? 'big' : nodeId(1 + ((i - bigItems) % small));
-    return service.publish(owner, node, { item: { id: `i${i}`, payload: payload(i) } });
-  },
-  'items',
-);
+/** Item i as the service would store it (id, payload, publisher). */
+const itemOf = (i: number): Item => ({ id: `i${i}`, payload: payload(i), publisher: owner, published: Date.now() });
+const itemsMs = direct
+  ? await directFill()
+  : await pool(
+      items,
+      (i) => {
+        const node = i < bigItems ? 'big' : nodeId(1 + ((i - bigItems) % small));
+        return service.publish(owner, node, { item: { id: `i${i}`, payload: payload(i) } });
+      },
+      'items',
+    );
+
+/** The same items in the same nodes and order as the service fill, a node at a time through KvStore.publishItems. */
+async function directFill(): Promise<number> {
+  const options = { keep: nodeItemLimit(DEFAULT_NODE_CONFIG, NO_LIMITS), archive: { keep: ARCHIVE_LIMIT } };
+  const CHUNK = 1000;
+  const t0 = performance.now();
+  for (let from = 0; from < bigItems; from += CHUNK) {
+    await store.publishItems('big', Array.from({ length: Math.min(CHUNK, bigItems - from) }, (_, j) => itemOf(from + j)), options);
+  }
+  // Item i >= bigItems goes to small node 1 + ((i - bigItems) % small), as in the service fill.
+  await pool(
+    small,
+    (k) => {
+      const batch: Item[] = [];
+      for (let i = bigItems + k; i < items; i += small) batch.push(itemOf(i));
+      return batch.length > 0 ? store.publishItems(nodeId(1 + k), batch, options) : Promise.resolve();
+    },
+    'items (direct, by node)',
+  );
+  return performance.now() - t0;
+}
 // In-process timings of the items requests the scale scenario sends over XMPP.
 const handle = pubsubRoutes(service).get(routeKey('get', 'http://jabber.org/protocol/pubsub', 'pubsub'));
 const inProcess: Array<{ request: string; bytes: number; p50: number; p99: number }> = [];
@@ -97,4 +130,4 @@ if (handle) {
 }
 await (service as { close?: () => Promise<void> }).close?.();
 await store.close();
-out({ done: true, nodes, items, bigItems, nodesMs, itemsMs, nodesPerSec: nodes / (nodesMs / 1000), itemsPerSec: items / (itemsMs / 1000), inProcess });
+out({ done: true, fill: direct ? 'direct' : 'service', nodes, items, bigItems, nodesMs, itemsMs, nodesPerSec: nodes / (nodesMs / 1000), itemsPerSec: items / (itemsMs / 1000), inProcess });

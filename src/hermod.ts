@@ -54,7 +54,7 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
   return buildOrUnwind(stack, async () => {
     const { settings, component } = await openAppSettings(stack, config, log);
     const core = await buildCore(stack, { config, component, log, ...(options.store ? { store: options.store } : {}) });
-    const replication = buildReplication(stack, core, { config, settings, componentJid: component.jid, log });
+    const replication = await buildReplication(stack, core, { config, settings, componentJid: component.jid, log });
     const wire = await buildWire(stack, core, {
       config,
       jid: component.jid,

@@ -4,16 +4,15 @@
 // shared XSLT stage, the message route partners' pub/sub events take, and what starts once the
 // component is online. The composition root of replication: the one place that knows every
 // adapter, source and sink. Each part pushes its stop onto the caller's stack as soon as it has
-// started.
+// started. The adapters (with nano, dbus-next and the XSLT stage) are imported only when the
+// config asks for them: a start without replication does not load them at all.
 
 import type { Element } from 'ltx';
-import nano from 'nano';
 import { ConfigError, type HermodConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import { ajatusReplication, type AjatusReplication } from '../replication/ajatus.ts';
-import { midgardReplication, type MidgardReplication } from '../replication/midgard.ts';
-import { AppSettings } from '../replication/settings.ts';
-import { Transforms } from '../replication/transforms.ts';
+import type { AjatusReplication } from '../replication/ajatus.ts';
+import type { MidgardReplication } from '../replication/midgard.ts';
+import type { AppSettings } from '../replication/settings.ts';
 import { NS } from '../xmpp/ns.ts';
 import type { MessageHandler } from '../xmpp/router.ts';
 import type { ComponentCredentials, Core } from './core.ts';
@@ -29,6 +28,7 @@ export async function openAppSettings(stack: StopStack, config: HermodConfig, lo
     if (!config.component) throw new ConfigError('component: missing (required without appDb)');
     return { settings: undefined, component: config.component };
   }
+  const [{ default: nano }, { AppSettings }] = await Promise.all([import('nano'), import('../replication/settings.ts')]);
   const db = nano(config.appDb.url).use<Record<string, unknown> & { _id: string }>(config.appDb.db);
   const settings = new AppSettings(db, log.child({ component: 'settings' }));
   try {
@@ -58,14 +58,17 @@ export interface ReplicationOptions {
   log: Logger;
 }
 
-/** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`); starts nothing. */
-export function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Replication {
+/** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`), importing only those; starts nothing. */
+export async function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Promise<Replication> {
   const { config, settings, componentJid, log } = options;
   const { service, iq, store } = core;
+  const appDb = settings && config.appDb;
+  if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {} };
+  const { Transforms } = await import('../replication/transforms.ts');
   const transforms = new Transforms({ ...config.transforms, quarantine: core.quarantine, log: log.child({ component: 'transforms' }) });
   const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
-  const ajatus = settings && config.appDb ? ajatusReplication(common, { couchUrl: config.appDb.url, config: config.ajatus, settings }) : undefined;
-  const midgard = config.midgard ? midgardReplication(common, config.midgard) : undefined;
+  const ajatus = settings && appDb ? (await import('../replication/ajatus.ts')).ajatusReplication(common, { couchUrl: appDb.url, config: config.ajatus, settings }) : undefined;
+  const midgard = config.midgard ? (await import('../replication/midgard.ts')).midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);
   // A partner's notification belongs to the replication that follows its node (or to none).
   const handle = async (stanza: Element): Promise<void> => {
@@ -80,7 +83,7 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
     else await handle(stanza);
     return undefined;
   };
-  return {
+  const built: Replication = {
     ajatus,
     midgard,
     // Partners' event notifications, their history (XEP-0313 results) and their §8.9.4
@@ -96,7 +99,7 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
           if (leader && !started) {
             started = true;
             log.info('replication starts here: this process holds the work lease');
-            void this.start(online).catch((err: unknown) => log.error('replication could not start', { reason: String(err) }));
+            void built.start(online).catch((err: unknown) => log.error('replication could not start', { reason: String(err) }));
           }
         });
         return;
@@ -117,4 +120,5 @@ export function buildReplication(stack: StopStack, core: Core, options: Replicat
       }
     },
   };
+  return built;
 }

@@ -4,7 +4,6 @@
 
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import nano from 'nano';
 import type { HermodConfig } from '../config/config.ts';
 import { ConfigError } from '../config/config.ts';
 import { CouchKv, redactUrl } from './couchdb.ts';
@@ -36,6 +35,7 @@ export function createStore(config: Pick<HermodConfig, 'store' | 'dataDir'>, opt
 /** Bytes the configured store takes on disk (LevelDB files, or CouchDB's database file). */
 export async function storeSize(config: Pick<HermodConfig, 'store' | 'dataDir'>): Promise<number | undefined> {
   if (config.store.backend === 'couchdb') {
+    const { default: nano } = await import('nano');
     const info = await nano(config.store.couchdb.url).db.get(config.store.couchdb.db);
     return (info as { sizes?: { file?: number } }).sizes?.file ?? (info as { disk_size?: number }).disk_size;
   }

@@ -9,7 +9,7 @@
 // The server URL may carry credentials: they never appear in errors or logs (redactUrl).
 
 import { LRUCache } from 'lru-cache';
-import nano, { type DocumentScope } from 'nano';
+import type { DocumentScope } from 'nano';
 import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv } from './kv.ts';
 
@@ -53,9 +53,9 @@ export class CouchStoreError extends Error {
   }
 }
 
-/** CouchDB as an OrderedKv. */
+/** CouchDB as an OrderedKv (nano is imported at open(): a start on LevelDB does not load it). */
 export class CouchKv implements OrderedKv {
-  private readonly db: DocumentScope<KvDoc>;
+  private db!: DocumentScope<KvDoc>;
   private readonly where: string;
   /** Known revisions by document id; '' = known not to exist. */
   private readonly revs = new LRUCache<string, string>({ max: 100_000 });
@@ -63,7 +63,6 @@ export class CouchKv implements OrderedKv {
   private readonly swapped = new LRUCache<string, { rev: string; v: string }>({ max: 1_000 });
 
   constructor(private readonly options: CouchStoreOptions) {
-    this.db = nano(options.url).use<KvDoc>(options.db);
     this.where = `CouchDB ${redactUrl(options.url)}/${options.db}`;
   }
 
@@ -86,7 +85,9 @@ export class CouchKv implements OrderedKv {
   }
 
   async open(): Promise<void> {
+    const { default: nano } = await import('nano');
     const server = nano(this.options.url);
+    this.db = server.use<KvDoc>(this.options.db);
     await this.call('opening the database', async () => {
       try {
         await server.db.get(this.options.db);

@@ -28,7 +28,7 @@ import type { Logger } from '../log.ts';
 import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { all, type BatchOp, type OrderedKv } from './kv.ts';
-import { applyDeltas, counterDeltas, countersOf, orderKey, orderKeyAt, positionOf, rebuildCounters, seqOfOrderKey } from './order-index.ts';
+import { applyDeltas, counterDeltas, counterKey, countersOf, levelsInUse, orderKey, orderKeyAt, positionOf, rebuildCounters, seqOfOrderKey } from './order-index.ts';
 import {
   addLeaseEnd,
   archiveBounds,
@@ -445,11 +445,20 @@ export class KvStore implements Store {
       for await (const k of this.db.keys(countersOf(node))) change.ops.push({ type: 'del', key: k });
       return new Map();
     }
-    const deltas = counterDeltas(node, change.moved);
-    const unknown = [...deltas.keys()].filter((k) => !book.counters.has(k));
+    // Only the levels in use are counted (order-index.ts). A level this change brings into use
+    // starts from bucket 0 holding every key the node had: known, not read (an earlier Hermod
+    // may have left a counter there that was not kept up).
+    const levels = levelsInUse(change.items.seq);
+    const deltas = counterDeltas(node, change.moved, levels);
     const read = new Map<string, number>();
+    for (let level = levelsInUse(book.items.seq) + 1; level <= levels; level++) {
+      const bucket0 = counterKey(node, level, 0);
+      read.set(bucket0, book.items.count);
+      if (!deltas.has(bucket0)) deltas.set(bucket0, 0);
+    }
+    const unknown = [...deltas.keys()].filter((k) => !book.counters.has(k) && !read.has(k));
     if (unknown.length > 0) (await this.db.getMany(unknown)).forEach((v, i) => read.set(unknown[i] as string, v === undefined ? 0 : Number(v)));
-    return applyDeltas(deltas, (k) => book.counters.get(k) ?? read.get(k) ?? 0, change.ops);
+    return applyDeltas(deltas, (k) => read.get(k) ?? book.counters.get(k) ?? 0, change.ops);
   }
 
   /** Stages an item (replacing the one stored as `previous`) and the trimming of the oldest beyond keep. */
@@ -514,6 +523,26 @@ export class KvStore implements Store {
       const dropped = await this.stageItem(node, change, item, previous, options.keep);
       if (!options.archive) return { dropped };
       return { dropped, archiveId: await this.stageArchive(node, change, { stamp: item.published, item }, options.archive.keep) };
+    });
+  }
+
+  /**
+   * Bulk load (not part of the Store interface; the benchmark's direct fill uses it): these
+   * publications, oldest first, as one change and one batch, leaving exactly the keys that
+   * publishItem would leave one by one (items, order keys, counters, archive entries, metas).
+   * Throws Error, writing nothing, when an id repeats, is already in the node, or the node or its
+   * archive would go beyond `keep` (those need publishItem's replacing and trimming).
+   */
+  async publishItems(node: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<void> {
+    if (new Set(items.map((i) => i.id)).size !== items.length) throw new Error(`publishItems: repeated item id in the batch for node '${node}'`);
+    await this.change(node, items.map((i) => key('i', node, i.id)), async (change, previous) => {
+      if (previous.some((v) => v !== undefined)) throw new Error(`publishItems: an item id is already in node '${node}'`);
+      const archived = options.archive ? change.archive.count + items.length : 0;
+      if (change.items.count + items.length > options.keep || (options.archive && archived > options.archive.keep)) throw new Error(`publishItems: node '${node}' would go beyond keep`);
+      for (const item of items) {
+        await this.stageItem(node, change, item, undefined, options.keep);
+        if (options.archive) await this.stageArchive(node, change, { stamp: item.published, item }, options.archive.keep);
+      }
     });
   }
 

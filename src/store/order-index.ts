@@ -12,9 +12,15 @@
 //                  + the order keys before seq in its level-1 bucket (≤ 63 keys)
 //   seqAt(index)   = the same walk downwards, choosing at each level the bucket that holds it.
 // Both read at most 8 × 63 small keys, O(log n) with base 64 whatever the position: at 100 000
-// items, ~3 levels are in use (about 100 keys read). A change to one order key changes 7
-// counters (cached by kv-store.ts, so a publication reads none of them in the common case).
-// Base 64 balances the two: base 256 read ~2x the keys per page, base 16 wrote 11 counters.
+// items, ~3 levels are in use (about 100 keys read). Only the levels in use are counted: level k
+// once the node's highest sequence number reaches 64^k (below, every key is in its bucket 0,
+// and both walks skip the level). A level comes into use with its bucket 0 counter set to the
+// node's item count (every key it had is in it). So a change to one order key writes one counter
+// per level in use — none below 64 publications, 2 up to 262 144, 3 up to ~16.7 M — not 7
+// (cached by kv-store.ts, so a publication reads none of them in the common case). Counters of
+// levels not (yet) in use, written by an earlier Hermod, are never read, and are overwritten when
+// the level comes into use. Base 64 balances reads and writes: base 256 read ~2x the keys per
+// page, base 16 wrote more counters.
 
 import type { BatchOp, OrderedKv } from './kv.ts';
 
@@ -29,15 +35,26 @@ export const orderKey = (node: string, seq: number): string => `o${SEP}${node}${
 /** The sequence number of an order key. */
 export const seqOfOrderKey = (key: string): number => parseInt(key.slice(-12), 16);
 const bucketOf = (seq: number, level: number): number => Math.floor(seq / FANOUT ** level);
-const counterKey = (node: string, level: number, bucket: number): string => `c${SEP}${node}${SEP}${level}${SEP}${hex12(bucket)}`;
+/** The counter key of a bucket at a level (1..LEVELS). */
+export const counterKey = (node: string, level: number, bucket: number): string => `c${SEP}${node}${SEP}${level}${SEP}${hex12(bucket)}`;
 /** All counter keys of a node, as exclusive bounds. */
 export const countersOf = (node: string): { gt: string; lt: string } => ({ gt: `c${SEP}${node}${SEP}`, lt: `c${SEP}${node}${SEP}\uffff` });
 
-/** The counter keys that change by `delta` when an order key of `seq` is added (+1) or removed (-1). */
-export function counterDeltas(node: string, seqs: Iterable<[seq: number, delta: number]>): Map<string, number> {
+/** How many levels (from level 1 up) are counted for a node whose highest sequence number is `maxSeq`: those where it has left bucket 0. */
+export function levelsInUse(maxSeq: number): number {
+  let levels = 0;
+  while (levels < LEVELS && maxSeq >= FANOUT ** (levels + 1)) levels++;
+  return levels;
+}
+
+/**
+ * The counter keys of levels 1..`levels` (default all) that change by `delta` when an order key
+ * of `seq` is added (+1) or removed (-1).
+ */
+export function counterDeltas(node: string, seqs: Iterable<[seq: number, delta: number]>, levels = LEVELS): Map<string, number> {
   const deltas = new Map<string, number>();
   for (const [seq, delta] of seqs) {
-    for (let level = 1; level <= LEVELS; level++) {
+    for (let level = 1; level <= levels; level++) {
       const k = counterKey(node, level, bucketOf(seq, level));
       deltas.set(k, (deltas.get(k) ?? 0) + delta);
     }

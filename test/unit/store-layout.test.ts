@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DEFAULT_NODE_CONFIG } from '../../src/pubsub/node-config.ts';
 import type { NodeRecord, Subscription } from '../../src/pubsub/types.ts';
-import type { BatchOp } from '../../src/store/kv.ts';
+import { all, type BatchOp } from '../../src/store/kv.ts';
 import { LevelKv, LevelStore } from '../../src/store/level.ts';
 import { applyDeltas, counterDeltas, orderKey, orderKeyAt, positionOf } from '../../src/store/order-index.ts';
 import { archiveId } from '../../src/store/store.ts';
@@ -130,6 +130,79 @@ describe('counted order index', () => {
     const removed = sorted.filter((_, i) => i % 3 === 1);
     await write(removed.map((seq) => [seq, -1]));
     await check(sorted.filter((_, i) => i % 3 !== 1));
+    await kv.close();
+  });
+});
+
+describe('counted order index: levels in use', () => {
+  const item = (id: string): { id: string; payload: string; publisher: string; published: number } => ({ id, payload: `<p>${id}</p>`, publisher: 'alice@a.test', published: 1000 });
+  const counterLevels = async (kv: LevelKv, node: string): Promise<number[]> => {
+    const levels = new Set<number>();
+    for await (const key of kv.keys({ gt: k('c', node, ''), lt: k('c', node, '\uffff') })) levels.add(Number(key.split('\0')[2]));
+    return [...levels].sort();
+  };
+
+  it('counts only the levels a node has left bucket 0 of, each starting from the node’s count (over a counter an earlier Hermod left)', async () => {
+    const location = path.join(root, 'levels');
+    const store = new LevelStore(location);
+    await store.open();
+    await store.putNode(record('n'));
+    const order: string[] = [];
+    const publish = async (id: string): Promise<void> => {
+      await store.publishItem('n', item(id), { keep: 100_000, archive: { keep: 100_000 } });
+      order.push(id);
+    };
+    for (let i = 1; i < 64; i++) await publish(`a${i}`);
+    for (const id of ['a5', 'a40']) {
+      await store.retractItems('n', [id]);
+      order.splice(order.indexOf(id), 1);
+    }
+    await store.close();
+    // An earlier Hermod counted every level: a level-1 and a level-2 counter it kept while no
+    // page read them, now stale.
+    const kv = new LevelKv(location);
+    await kv.open();
+    await kv.batch([
+      { type: 'put', key: k('c', 'n', '1', hex12(0)), value: '999' },
+      { type: 'put', key: k('c', 'n', '2', hex12(0)), value: '999' },
+    ]);
+    await kv.close();
+    const reopened = new LevelStore(location);
+    await reopened.open();
+    const again = async (id: string): Promise<void> => {
+      await reopened.publishItem('n', item(id), { keep: 100_000, archive: { keep: 100_000 } });
+      order.push(id);
+    };
+    for (let i = 0; i < 100; i++) await again(`b${i}`); // sequence numbers 64..163: level 1 comes into use
+    await reopened.retractItems('n', ['a7', 'b70']);
+    for (const id of ['a7', 'b70']) order.splice(order.indexOf(id), 1);
+    for (const at of [0, 1, 60, 61, 62, 100, order.length - 1]) {
+      assert.deepEqual(await reopened.pageItemIds('n', { max: 1, index: at }), { entries: [order[at]], count: order.length, firstIndex: at }, `index ${at}`);
+      if (at < order.length - 1) assert.deepEqual(await reopened.pageItemIds('n', { max: 1, after: order[at] as string }), { entries: [order[at + 1]], count: order.length, firstIndex: at + 1 }, `after ${order[at]}`);
+    }
+    await reopened.close();
+    const check = new LevelKv(location);
+    await check.open();
+    // Level 2 (from sequence number 4096) is not in use: its stale counter was neither read nor written.
+    assert.deepEqual(await counterLevels(check, 'n'), [1, 2]);
+    assert.equal(await check.get(k('c', 'n', '2', hex12(0))), '999');
+    assert.deepEqual(await all(check.keys({ gt: k('c', 'n', '1', ''), lt: k('c', 'n', '1', '\uffff') })), [0, 1, 2].map((b) => k('c', 'n', '1', hex12(b))));
+    assert.equal(await check.get(k('c', 'n', '1', hex12(0))), String(order.filter((id) => id.startsWith('a')).length));
+    await check.close();
+  });
+
+  it('writes no counter for a node that has not reached 64 publications', async () => {
+    const location = path.join(root, 'small');
+    const store = new LevelStore(location);
+    await store.open();
+    await store.putNode(record('s'));
+    for (let i = 0; i < 63; i++) await store.publishItem('s', item(`i${i}`), { keep: 100_000, archive: { keep: 100_000 } });
+    await store.retractItems('s', ['i10']);
+    assert.deepEqual(await store.pageItemIds('s', { max: 2, after: 'i20' }), { entries: ['i21', 'i22'], count: 62, firstIndex: 20 });
+    await store.close();
+    const kv = new LevelKv(location);
+    await kv.open();
+    assert.deepEqual(await counterLevels(kv, 's'), []);
     await kv.close();
   });
 });
