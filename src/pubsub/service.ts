@@ -161,6 +161,7 @@ export class PubsubService {
     this.expiry.stop();
     this.leases.stop();
     await this.nodes.idle();
+    this.nodes.close();
   }
 
   // ---- helpers ---------------------------------------------------------------------------
@@ -256,8 +257,7 @@ export class PubsubService {
    * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
    */
   async getConfig(actor: string, nodeId: string | undefined): Promise<NodeConfig> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'configure');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'configure'));
     return { ...state.record.config };
   }
 
@@ -328,8 +328,7 @@ export class PubsubService {
    * `not-in-roster-group` (owners only).
    */
   async getSubscriptions(actor: string, nodeId: string | undefined): Promise<Subscription[]> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'manage-subscriptions');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
     return state.subscriptions.map((s) => ({ ...s }));
   }
 
@@ -371,8 +370,7 @@ export class PubsubService {
    * `not-in-roster-group` (owners only).
    */
   async getAffiliations(actor: string, nodeId: string | undefined): Promise<Map<string, Affiliation>> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'manage-affiliations');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-affiliations'));
     return new Map(state.affiliations);
   }
 
@@ -485,7 +483,7 @@ export class PubsubService {
    * `not-subscribed`, `subid-required`, `invalid-subid`.
    */
   async getSubscriptionOptions(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined): Promise<Subscription> {
-    const state = await this.node(nodeId);
+    const state = await this.nodes.read(nodeId, (s) => this.optionsTarget(s, actor, jid, subid));
     const sub = this.optionsTarget(state, actor, jid, subid);
     return { ...sub, options: optionsOf(sub) };
   }
@@ -581,8 +579,7 @@ export class PubsubService {
    */
   async pendingOf(actor: string, nodeId?: string): Promise<Subscription[]> {
     if (nodeId !== undefined) {
-      const state = await this.node(nodeId);
-      this.audience.require(state, actor, 'manage-subscriptions');
+      const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
       return state.subscriptions.filter((s) => s.state === 'pending').map((s) => ({ ...s }));
     }
     const out: Subscription[] = [];
@@ -600,8 +597,7 @@ export class PubsubService {
    * `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
    */
   async resendApprovals(actor: string, nodeId: string | undefined): Promise<number> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'manage-subscriptions');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
     const pending = state.subscriptions.filter((s) => s.state === 'pending');
     for (const sub of pending) this.notifier({ kind: 'authorization', node: sub.node, subscription: { ...sub } }, [{ jid: bareJid(actor), subid: sub.subid }]);
     return pending.length;
@@ -651,8 +647,7 @@ export class PubsubService {
 
   /** The node's state once `actor` may retrieve its items. */
   private async readable(actor: string, nodeId: string | undefined): Promise<NodeState> {
-    const state = await this.node(nodeId);
-    await this.audience.requireWithRosters(state, actor, 'retrieve-items');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.requireWithRosters(s, actor, 'retrieve-items'));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     return state;
   }
