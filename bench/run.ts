@@ -29,12 +29,15 @@ import { ceilingReport, fanoutReport, latencyReport, type SubscriptionCheck } fr
 import { runScale, scaleReport, type ScaleParams, type ScaleResult } from './scenarios/scale.ts';
 import { replicationReport, runReplication, type ReplicationParams, type ReplicationResult } from './scenarios/replication.ts';
 import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
+import { coherenceReport, runCoherence, type CoherenceParams } from './scenarios/cluster-coherence.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
   --only LIST        comma-separated subset of:
-                     loadgen,fanout,latency,scale,profile,transform,replication
+                     loadgen,fanout,latency,scale,profile,transform,replication,cluster
+                     (cluster: several Hermods on one CouchDB store; its "coherence" section
+                     needs only pouchdb-server)
                      (ceiling is reported from the fanout and latency runs)
   --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
                      to these servers: prosody, ejabberd (default both; the subscribers are on both
@@ -54,7 +57,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -77,6 +80,7 @@ interface Config {
   profile: ProfileWorkload[];
   transform: TransformParams;
   replication: ReplicationParams;
+  coherence: CoherenceParams;
 }
 
 const FULL: Config = {
@@ -119,6 +123,7 @@ const FULL: Config = {
   ],
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000 },
+  coherence: { changes: 200, publishes: 300 },
 };
 
 const QUICK: Config = {
@@ -155,6 +160,7 @@ const QUICK: Config = {
   profile: [],
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
+  coherence: { changes: 20, publishes: 50 },
 };
 
 const T0 = performance.now();
@@ -258,6 +264,11 @@ async function main(): Promise<number> {
   if (want('transform')) {
     const r = await runTransform(cfg.transform, log);
     await reporter.write('transform', { json: r, md: transformReport(r).md });
+  }
+
+  if (want('cluster')) {
+    const r = await runCoherence(cfg.coherence, log);
+    await reporter.write('cluster-coherence', { json: r, md: coherenceReport(r).md });
   }
 
   if (needServers) {
@@ -544,7 +555,7 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }

@@ -215,6 +215,7 @@ export class KvStore implements Store {
   async close(): Promise<void> {
     await this.sections.idle();
     await this.nodeLocks.idle();
+    await this.clusterLocks?.close();
     this.unwatch?.();
     this.listeners.clear();
     this.books.clear();
