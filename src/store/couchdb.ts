@@ -126,7 +126,8 @@ export class CouchKv implements OrderedKv {
     this.written.set(`${id} ${rev}`, true);
   }
 
-  private async versioned(key: string): Promise<{ value?: string; version: string }> {
+  /** The key's document (undefined when absent); its revision is remembered. */
+  private async doc(key: string): Promise<KvDoc | undefined> {
     const id = hex(key);
     const doc = await this.call('reading', async () => {
       try {
@@ -137,6 +138,11 @@ export class CouchKv implements OrderedKv {
       }
     });
     this.revs.set(id, doc?._rev ?? '');
+    return doc;
+  }
+
+  private async versioned(key: string): Promise<{ value?: string; version: string }> {
+    const doc = await this.doc(key);
     return doc?._rev ? { value: doc.v as string, version: doc._rev } : { version: '' };
   }
 
@@ -182,17 +188,7 @@ export class CouchKv implements OrderedKv {
   }
 
   async get(key: string): Promise<string | undefined> {
-    const id = hex(key);
-    const doc = await this.call('reading', async () => {
-      try {
-        return await this.db.get(id);
-      } catch (err) {
-        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
-        throw err;
-      }
-    });
-    this.revs.set(id, doc?._rev ?? '');
-    return doc?.v;
+    return (await this.doc(key))?.v;
   }
 
   async getMany(keys: string[]): Promise<Array<string | undefined>> {
