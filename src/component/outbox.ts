@@ -16,6 +16,7 @@
 // If Hermod itself dies, what it had written is taken as delivered (onWriting: it is in the
 // kernel's socket buffers or the server's), so a restart does not send it a second time.
 
+import { randomUUID } from 'node:crypto';
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 
@@ -56,6 +57,8 @@ export interface OutboxOptions {
 }
 
 const BARRIER_PREFIX = 'hermod-barrier-';
+/** Most times another process's barrier is sent on (several Hermods on one component JID). */
+const MAX_RELAYS = 16;
 /** No durable tag (tagSeq value). */
 const NONE = -1;
 
@@ -77,6 +80,8 @@ export class Outbox {
   private overdueTimer: NodeJS.Timeout | undefined;
   private readonly barrierTimeoutMs: number;
   private barrierCounter = 0;
+  /** Names this process's barriers apart from those of other Hermods serving the same component JID. */
+  private readonly barrierTag = `${BARRIER_PREFIX}${randomUUID().slice(0, 8)}-`;
   private socket: OutboxSocket | undefined;
   private waitingDrain = false;
   private scheduled = false;
@@ -189,7 +194,16 @@ export class Outbox {
     if (stanza.name !== 'iq' || this.barrierJid === undefined) return false;
     const id = stanza.attrs.id as string | undefined;
     if (!id?.startsWith(BARRIER_PREFIX) || stanza.attrs.from !== this.barrierJid) return false;
-    const at = this.barriers.findIndex((b) => b.id === id);
+    if (!id.startsWith(this.barrierTag)) {
+      // Another Hermod's (the server balances the component JID over several connections): its
+      // stanzas before the barrier are routed already, so sending it on (to reach its owner
+      // the next time or the one after) keeps its meaning. The id says how often it was sent on.
+      const relays = id.length - id.replace(/\.+$/, '').length;
+      if (stanza.attrs.type === 'get' && relays < MAX_RELAYS) this.socket?.write(barrierIq(`${id}.`, this.barrierJid));
+      return true;
+    }
+    const own = id.replace(/\.+$/, '');
+    const at = this.barriers.findIndex((b) => b.id === own);
     if (at === -1) return true; // from an earlier stream
     const { position } = this.barriers[at] as { position: number };
     this.barriers.splice(0, at + 1); // older ones cover less: done with them too
@@ -272,14 +286,14 @@ export class Outbox {
       if (lastDurable >= 0) this.options.onWriting?.({ seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number });
       if (this.barrierJid === undefined) this.confirm(this.head);
       else if (this.barrierOwed) {
-        const id = `${BARRIER_PREFIX}${(this.barrierCounter++).toString(36)}`;
+        const id = `${this.barrierTag}${(this.barrierCounter++).toString(36)}`;
         if (this.barriers.length > 0) this.log.warn('confirmation barrier overdue: writing another', { overdue: this.barriers.length, timeoutMs: this.barrierTimeoutMs });
         this.barriers.push({ id, position: this.head, sentAt: Date.now() });
         clearTimeout(this.overdueTimer);
         this.overdueTimer = setTimeout(() => this.schedule(), this.barrierTimeoutMs);
         this.overdueTimer.unref();
         this.barriersSent++;
-        chunk += `<iq type="get" id="${id}" from="${this.barrierJid}" to="${this.barrierJid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
+        chunk += barrierIq(id, this.barrierJid);
       }
       if (!socket.write(chunk)) {
         this.waitingDrain = true;
@@ -294,4 +308,9 @@ export class Outbox {
       }
     }
   }
+}
+
+/** A barrier: a ping from the component to itself. */
+function barrierIq(id: string, jid: string): string {
+  return `<iq type="get" id="${id}" from="${jid}" to="${jid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
 }

@@ -85,7 +85,7 @@ class FakeSocket implements OutboxSocket {
   }
   /** Barrier ids in what was written. */
   barriers(): string[] {
-    return this.chunks.join('').match(/hermod-barrier-[0-9a-z]+/g) ?? [];
+    return this.chunks.join('').match(/hermod-barrier-[0-9a-z.-]+/g) ?? [];
   }
 }
 
@@ -93,6 +93,28 @@ const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 const barrierBack = (id: string): Element => new Element('iq', { type: 'result', id, from: 'pubsub.x', to: 'pubsub.x' });
 
 describe('outbox confirmation', () => {
+  it('several Hermods on one component JID: a barrier that reached another process is sent on until it is back with its own', async () => {
+    const confirmed: DurableTag[] = [];
+    const mine = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', onConfirmed: (t) => confirmed.push(t) });
+    const other = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x' });
+    const [mySocket, otherSocket] = [new FakeSocket(), new FakeSocket()];
+    mine.attach(mySocket);
+    other.attach(otherSocket);
+    mine.push(['<m1/>'], { seq: 0, firstIndex: 0 });
+    await tick();
+    const [id] = mySocket.barriers();
+    const request = (i: string): Element => new Element('iq', { type: 'get', id: i, from: 'pubsub.x', to: 'pubsub.x' });
+    assert.equal(other.acknowledge(request(id as string)), true, 'taken, not handled as a request');
+    const [relayed] = otherSocket.barriers();
+    assert.equal(relayed, `${id}.`);
+    assert.deepEqual(confirmed, []);
+    assert.equal(mine.acknowledge(request(relayed as string)), true);
+    assert.deepEqual(confirmed, [{ seq: 0, index: 0 }]);
+    // One that went round too often is dropped.
+    other.acknowledge(request(`${id}${'.'.repeat(16)}`));
+    assert.equal(otherSocket.barriers().length, 1);
+  });
+
   it('confirms only what a returned barrier covers; after a disconnect writes the unconfirmed durable stanzas again, not the others', async () => {
     const confirmed: DurableTag[] = [];
     const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 10, onConfirmed: (t) => confirmed.push(t) });
