@@ -16,8 +16,8 @@
 //   x\0<node>                          pubsub#item_expire seconds of a node that has one [layout 2]
 //   L\0<node>\0<jid>\0<subid>          lease end (ms) of a leased subscription          [layout 2]
 //   r\0<namespace>\0<key>              a state space's entry (Store.state: replication state)
-// x and L are the timer index start-up reads instead of every node (timerIndex).
 //   l\0<node>                          the node's cluster-wide lock (node-lock.ts; shared maps only)
+// x and L are the timer index start-up reads instead of every node (timerIndex).
 //
 // Paging item ids costs O(log n) reads to place the page (order-index.ts) plus the page itself.
 // Nodes and archive entries are ordered by their own keys and placed by counting: O(position).
@@ -102,7 +102,7 @@ export interface KvStoreOptions {
 
 export class KvStore implements Store {
   private readonly nodeLocks = new KeyedMutex();
-  /** Bookkeeping per node, cached: this store is its map's only writer (see couchdb.ts). Only changes under the node's lock fill it. */
+  /** Bookkeeping per node, cached. Only changes under the node's lock fill it; on a shared map it is dropped when another process changed the node. */
   private readonly books = new LRUCache<string, NodeBook>({ max: 1000 });
   private readonly log: Pick<Logger, 'info'> | undefined;
   /** Cluster-wide node locks, on a shared map only. */
