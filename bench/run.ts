@@ -78,9 +78,9 @@ interface Config {
   scale: ScaleParams;
   loadgen: { parseMessages: number; socketConnections: number; socketPerConnection: number };
   profile: ProfileWorkload[];
+  coherence: CoherenceParams;
   transform: TransformParams;
   replication: ReplicationParams;
-  coherence: CoherenceParams;
 }
 
 const FULL: Config = {
@@ -121,9 +121,9 @@ const FULL: Config = {
     { name: 'fanout', subscribers: 1000, publishes: 20, window: 8 },
     { name: 'publish', subscribers: 10, publishes: 3000, window: 32 },
   ],
+  coherence: { changes: 200, publishes: 300 },
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000 },
-  coherence: { changes: 200, publishes: 300 },
 };
 
 const QUICK: Config = {
@@ -158,9 +158,9 @@ const QUICK: Config = {
   },
   loadgen: { parseMessages: 50_000, socketConnections: 50, socketPerConnection: 500 },
   profile: [],
+  coherence: { changes: 20, publishes: 50 },
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
-  coherence: { changes: 20, publishes: 50 },
 };
 
 const T0 = performance.now();
