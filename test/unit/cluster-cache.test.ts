@@ -11,6 +11,7 @@ import { PubsubError } from '../../src/pubsub/errors.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
+import { lockKey, NodeLocks, TTL_MS } from '../../src/store/node-lock.ts';
 
 const OWNER = 'owner@a.test/desk';
 const CAROL = 'carol@a.test/x';
@@ -82,6 +83,31 @@ describe('several Hermods on one CouchDB database', { timeout: 120_000 }, () => 
     } finally {
       await one.close();
       await two.close();
+    }
+  });
+
+  it("a node's lock whose holder died is taken over once it has expired, and the taker rereads the node", async () => {
+    const kv = new CouchKv({ url: couch.url, db: 'locks' });
+    await kv.open();
+    try {
+      let now = Date.now();
+      const locks = new NodeLocks(kv.shared, () => now);
+      // A process took the lock and was killed: the document stays, held.
+      assert.equal(await kv.shared.putIf(lockKey('n1'), JSON.stringify({ holder: 'dead', until: now + TTL_MS }), ''), (await kv.shared.versioned(lockKey('n1'))).version);
+      let ran: boolean | undefined;
+      const taking = locks.run('n1', async (stale) => void (ran = stale));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(ran, undefined, 'waits while the lock is held');
+      now += TTL_MS + 1;
+      await taking;
+      assert.equal(ran, true, 'taken over, with the node to be reread');
+      // Released once this process has nothing more to do on the node.
+      await eventually(async () => JSON.stringify(JSON.parse((await kv.shared.versioned(lockKey('n1'))).value as string)) === '{}', 'the lock released');
+      await locks.run('n1', async (stale) => void (ran = stale));
+      assert.equal(ran, false, 'nobody else held it since: the cache stands');
+      await locks.close();
+    } finally {
+      await kv.close();
     }
   });
 
