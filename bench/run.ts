@@ -30,13 +30,16 @@ import { runScale, scaleReport, type ScaleParams, type ScaleResult } from './sce
 import { replicationReport, runReplication, type ReplicationParams, type ReplicationResult } from './scenarios/replication.ts';
 import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
 import { failoverReport, runFailover, type FailoverParams } from './scenarios/cluster-failover.ts';
+import { coherenceReport, runCoherence, type CoherenceParams } from './scenarios/cluster-coherence.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
   --only LIST        comma-separated subset of:
-                     loadgen,fanout,latency,scale,profile,transform,replication,
-                     cluster-failover
+                     loadgen,fanout,latency,scale,profile,transform,replication,cluster,
+                     cluster-failover (cluster: several Hermods on one CouchDB store, the
+                     "coherence" section (needs only pouchdb-server) and the failover;
+                     cluster-failover: the failover alone)
                      (ceiling is reported from the fanout and latency runs)
   --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
                      to these servers: prosody, ejabberd (default both; the subscribers are on both
@@ -69,7 +72,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster-failover'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -90,6 +93,7 @@ interface Config {
   scale: ScaleParams;
   loadgen: { parseMessages: number; socketConnections: number; socketPerConnection: number };
   profile: ProfileWorkload[];
+  coherence: CoherenceParams;
   transform: TransformParams;
   replication: ReplicationParams;
   'cluster-failover': FailoverParams;
@@ -133,6 +137,7 @@ const FULL: Config = {
     { name: 'fanout', subscribers: 1000, publishes: 20, window: 8 },
     { name: 'publish', subscribers: 10, publishes: 3000, window: 32 },
   ],
+  coherence: { changes: 200, publishes: 300 },
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
@@ -170,6 +175,7 @@ const QUICK: Config = {
   },
   loadgen: { parseMessages: 50_000, socketConnections: 50, socketPerConnection: 500 },
   profile: [],
+  coherence: { changes: 20, publishes: 50 },
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
   'cluster-failover': { rounds: 2, leaseSeconds: 4 },
@@ -276,8 +282,10 @@ async function main(): Promise<number> {
   const onProsody = servers.includes('prosody');
   const onEjabberd = servers.includes('ejabberd');
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
+  // `cluster` is the coherence section and the failover; `cluster-failover` the failover alone.
+  const wantFailover = want('cluster-failover') || (only?.includes('cluster') ?? false);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
-  if (needServers || want('replication') || want('cluster-failover')) {
+  if (needServers || want('replication') || wantFailover) {
     const ready = ensureSystemPackages({ what: 'npm run bench', noInstall: values['no-install'] ?? false, needsRoot: true });
     if (ready !== 0) return ready;
   }
@@ -311,6 +319,11 @@ async function main(): Promise<number> {
   if (want('transform')) {
     const r = await runTransform(cfg.transform, log);
     await reporter.write('transform', { json: r, md: transformReport(r).md });
+  }
+
+  if (want('cluster')) {
+    const r = await runCoherence(cfg.coherence, log);
+    await reporter.write('cluster-coherence', { json: r, md: coherenceReport(r).md });
   }
 
   if (needServers) {
@@ -566,7 +579,7 @@ async function main(): Promise<number> {
     }
   }
 
-  if (want('cluster-failover')) {
+  if (wantFailover) {
     log('cluster-failover: three Hermods on ejabberd and one pouchdb-server store, the lease holder killed');
     try {
       const r = await runFailover(cfg['cluster-failover'], log);
@@ -609,7 +622,7 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }

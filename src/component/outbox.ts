@@ -353,7 +353,7 @@ export class Outbox {
         this.overdueTimer = setTimeout(() => this.schedule(), this.barrierTimeoutMs);
         this.overdueTimer.unref();
         this.barriersSent++;
-        chunk += `<iq type="get" id="${id}" from="${this.barrierJid}" to="${this.barrierJid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
+        chunk += barrierIq(id, this.barrierJid);
       }
       if (gate) {
         // Written once the mark is durable; if the socket went meanwhile, detach() has queued it again.
@@ -383,4 +383,9 @@ export class Outbox {
     socket.once('drain', onDrain);
     socket.once('close', onDrain);
   }
+}
+
+/** A barrier: a ping from the component to itself. */
+function barrierIq(id: string, jid: string): string {
+  return `<iq type="get" id="${id}" from="${jid}" to="${jid}"><ping xmlns="urn:xmpp:ping"/></iq>`;
 }

@@ -1,13 +1,15 @@
 // Node state in memory and per-node serialisation for the pub/sub core. The hot state of a node
 // (record, affiliations, subscriptions) is loaded once from the store into an LRU and written
-// through by the service (the only writer of its store); one lock per node makes each change
-// see the state the previous one produced. `guarded` is the one check → lock → re-check shape
-// every changing use case of the service goes through.
+// through by the service; one lock per node makes each change see the state the previous one
+// produced. `guarded` is the one check → lock → re-check shape every changing use case of the
+// service goes through. When several processes share the store (Store.watch, Store.exclusive),
+// what the others change is dropped from the LRU as their changes feed tells, and each change
+// runs under the node's cluster-wide lock on state reread if another process changed it since.
 
 import { LRUCache } from 'lru-cache';
 import type { Store } from '../store/store.ts';
 import { KeyedMutex } from '../util/mutex.ts';
-import { fail } from './errors.ts';
+import { fail, PubsubError } from './errors.ts';
 import { DEFAULT_NODE_CONFIG } from './node-config.ts';
 import type { Affiliation, NodeRecord, Subscription } from './types.ts';
 
@@ -23,6 +25,7 @@ export class NodeStates {
   /** Loads under way, shared: concurrent cache misses must end with one state object per node. */
   private readonly loading = new Map<string, Promise<NodeState | undefined>>();
   private readonly locks = new KeyedMutex();
+  private readonly unwatch: (() => void) | undefined;
 
   /** `cacheNodes`: how many nodes' state to keep in memory. */
   constructor(
@@ -30,6 +33,9 @@ export class NodeStates {
     cacheNodes: number,
   ) {
     this.cache = new LRUCache({ max: cacheNodes });
+    this.unwatch = store.watch?.((change) => {
+      if (change.kind === 'node') this.forget(change.node);
+    });
   }
 
   /** The node's state, from memory or the store; undefined when there is no such node. Rejects on store failure. */
@@ -38,7 +44,8 @@ export class NodeStates {
     if (cached) return cached;
     let pending = this.loading.get(nodeId);
     if (!pending) {
-      pending = (async () => {
+      let load: Promise<NodeState | undefined> | undefined = undefined;
+      load = (async () => {
         const stored = await this.store.getNode(nodeId);
         if (!stored) return undefined;
         // Records written before a configuration field existed get its default.
@@ -48,10 +55,14 @@ export class NodeStates {
         const current = this.cache.get(nodeId);
         if (current) return current;
         const state: NodeState = { record, affiliations, subscriptions };
-        this.cache.set(nodeId, state);
+        // Forgotten while loading (another process changed it): what was read may be older.
+        if (this.loading.get(nodeId) === load) this.cache.set(nodeId, state);
         return state;
-      })().finally(() => this.loading.delete(nodeId));
-      this.loading.set(nodeId, pending);
+      })().finally(() => {
+        if (this.loading.get(nodeId) === load) this.loading.delete(nodeId);
+      });
+      this.loading.set(nodeId, load);
+      pending = load;
     }
     return pending;
   }
@@ -64,14 +75,50 @@ export class NodeStates {
     return state;
   }
 
-  /** Drops a node's state from memory (created or deleted: the store is what counts). */
-  forget(nodeId: string): void {
-    this.cache.delete(nodeId);
+  /**
+   * The state of an existing node once `check` passes on it (a read). On a shared store a
+   * refusal may come from a cache another process made stale: the state is then reread and
+   * checked again, and that refusal stands. Errors: those of node() and of `check`.
+   */
+  async read(nodeId: string | undefined, check: (state: NodeState) => unknown): Promise<NodeState> {
+    const state = await this.node(nodeId);
+    try {
+      await check(state);
+      return state;
+    } catch (err) {
+      if (!this.store.exclusive || !(err instanceof PubsubError) || err.condition === 'rate-limited') throw err;
+      this.forget(state.record.id);
+      const fresh = await this.node(state.record.id);
+      await check(fresh);
+      return fresh;
+    }
   }
 
-  /** Runs `change` alone among the changes of this node (queued behind those under way). */
+  /** Drops a node's state from memory (created, deleted or changed elsewhere: the store is what counts); a load under way is not cached. */
+  forget(nodeId: string): void {
+    this.cache.delete(nodeId);
+    this.loading.delete(nodeId);
+  }
+
+  /**
+   * Runs `change` alone among the changes of this node (queued behind those under way), and
+   * under the node's cluster-wide lock when the store is shared (Store.exclusive), on state
+   * reread when another process changed the node since.
+   */
   mutate<T>(nodeId: string, change: () => Promise<T>): Promise<T> {
-    return this.locks.run(nodeId, change);
+    const exclusive = this.store.exclusive?.bind(this.store);
+    if (!exclusive) return this.locks.run(nodeId, change);
+    return this.locks.run(nodeId, () =>
+      exclusive(nodeId, (stale) => {
+        if (stale) this.forget(nodeId);
+        return change();
+      }),
+    );
+  }
+
+  /** Stops listening to the store's changes. */
+  close(): void {
+    this.unwatch?.();
   }
 
   /**
@@ -79,13 +126,24 @@ export class NodeStates {
    * (`locked` false), so that a refused request fails at once instead of queueing, then again
    * under the node's lock on the state as it is then (`locked` true; the node may have changed
    * or gone meanwhile), and `change` gets what that second check returned. Work that must
-   * happen once (taking a rate token) runs when `locked` is false. Errors: those of node()
-   * (`nodeid-required`, `item-not-found`), and what `check` and `change` raise.
+   * happen once (taking a rate token) runs when `locked` is false. On a shared store a
+   * refusal by the first check may come from a cache another process made stale: the first
+   * check then runs again under the lock, on state reread if need be (a `rate-limited`
+   * refusal stands). Errors: those of node() (`nodeid-required`, `item-not-found`), and what
+   * `check` and `change` raise.
    */
   async guarded<C, T>(nodeId: string | undefined, check: (state: NodeState, locked: boolean) => C | Promise<C>, change: (state: NodeState, checked: C) => Promise<T>): Promise<T> {
     const first = await this.node(nodeId);
-    await check(first, false);
     const id = first.record.id;
+    try {
+      await check(first, false);
+    } catch (err) {
+      if (!this.store.exclusive || (err instanceof PubsubError && err.condition === 'rate-limited')) throw err;
+      return this.mutate(id, async () => {
+        const state = await this.node(id);
+        return change(state, await check(state, false));
+      });
+    }
     return this.mutate(id, async () => {
       const state = await this.node(id);
       return change(state, await check(state, true));

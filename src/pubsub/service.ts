@@ -169,6 +169,7 @@ export class PubsubService {
     this.expiry.stop();
     this.leases.stop();
     await this.nodes.idle();
+    this.nodes.close();
   }
 
   // ---- helpers ---------------------------------------------------------------------------
@@ -264,8 +265,7 @@ export class PubsubService {
    * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
    */
   async getConfig(actor: string, nodeId: string | undefined): Promise<NodeConfig> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'configure');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'configure'));
     return { ...state.record.config };
   }
 
@@ -336,8 +336,7 @@ export class PubsubService {
    * `not-in-roster-group` (owners only).
    */
   async getSubscriptions(actor: string, nodeId: string | undefined): Promise<Subscription[]> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'manage-subscriptions');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
     return state.subscriptions.map((s) => ({ ...s }));
   }
 
@@ -379,8 +378,7 @@ export class PubsubService {
    * `not-in-roster-group` (owners only).
    */
   async getAffiliations(actor: string, nodeId: string | undefined): Promise<Map<string, Affiliation>> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'manage-affiliations');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-affiliations'));
     return new Map(state.affiliations);
   }
 
@@ -493,7 +491,7 @@ export class PubsubService {
    * `not-subscribed`, `subid-required`, `invalid-subid`.
    */
   async getSubscriptionOptions(actor: string, nodeId: string | undefined, jid: string, subid: string | undefined): Promise<Subscription> {
-    const state = await this.node(nodeId);
+    const state = await this.nodes.read(nodeId, (s) => this.optionsTarget(s, actor, jid, subid));
     const sub = this.optionsTarget(state, actor, jid, subid);
     return { ...sub, options: optionsOf(sub) };
   }
@@ -590,8 +588,7 @@ export class PubsubService {
    */
   async pendingOf(actor: string, nodeId?: string): Promise<Subscription[]> {
     if (nodeId !== undefined) {
-      const state = await this.node(nodeId);
-      this.audience.require(state, actor, 'manage-subscriptions');
+      const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
       return state.subscriptions.filter((s) => s.state === 'pending').map((s) => ({ ...s }));
     }
     const out: Subscription[] = [];
@@ -609,8 +606,7 @@ export class PubsubService {
    * `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
    */
   async resendApprovals(actor: string, nodeId: string | undefined): Promise<number> {
-    const state = await this.node(nodeId);
-    this.audience.require(state, actor, 'manage-subscriptions');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
     const pending = state.subscriptions.filter((s) => s.state === 'pending');
     for (const sub of pending) this.notifier({ kind: 'authorization', node: sub.node, subscription: { ...sub } }, [{ jid: bareJid(actor), subid: sub.subid }]);
     return pending.length;
@@ -660,8 +656,7 @@ export class PubsubService {
 
   /** The node's state once `actor` may retrieve its items. */
   private async readable(actor: string, nodeId: string | undefined): Promise<NodeState> {
-    const state = await this.node(nodeId);
-    await this.audience.requireWithRosters(state, actor, 'retrieve-items');
+    const state = await this.nodes.read(nodeId, (s) => this.audience.requireWithRosters(s, actor, 'retrieve-items'));
     if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     return state;
   }

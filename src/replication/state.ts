@@ -61,11 +61,15 @@ export async function importLegacyState(space: StateSpace, dir: string, log?: Pi
 
 export class ReplicationState implements CheckpointStore {
   private readonly cache = new LRUCache<string, string>({ max: 50_000 });
+  private readonly unwatch: (() => void) | undefined;
 
   constructor(
     private readonly space: StateSpace,
     private readonly options: ReplicationStateOptions = {},
-  ) {}
+  ) {
+    // Several Hermods on one store: what another one wrote is read again.
+    this.unwatch = space.watch?.((key) => this.cache.delete(key));
+  }
 
   /** Imports the legacy directory, if any (see importLegacyState). The store must be open. */
   async open(): Promise<void> {
@@ -74,6 +78,7 @@ export class ReplicationState implements CheckpointStore {
 
   /** Forgets the cache; the store itself is closed by its owner. */
   async close(): Promise<void> {
+    this.unwatch?.();
     this.cache.clear();
   }
 

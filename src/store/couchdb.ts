@@ -4,14 +4,18 @@
 // (raw and ICU collation agree on [0-9a-f]) and range reads are `_all_docs` start/end key pages.
 // Writes of one change go in one `_bulk_docs` request: CouchDB applies it whole unless the
 // CouchDB node itself dies mid-request (it has no multi-document transactions). An acknowledged
-// write is on CouchDB's disk. Hermod must be the database's only writer (revisions are cached);
-// a conflict (someone else wrote) is retried with the current revision, last write wins.
+// write is on CouchDB's disk. Revisions are cached; a conflict in a plain batch is retried with
+// the current revision (last write wins), which is right where the writer read what it writes
+// under the node's lock (node-lock.ts: several Hermods may share the database). Conditional
+// writes (SharedKv.putIf) fail on a conflict instead, and the `_changes` feed (change-feed.ts)
+// tells which keys other processes changed; this process's own revisions are recognised there.
 // The server URL may carry credentials: they never appear in errors or logs (redactUrl).
 
 import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
+import { ChangeFeed, type FeedRow } from './change-feed.ts';
 import { KvStore, type KvStoreOptions } from './kv-store.ts';
-import type { BatchOp, KvRange, OrderedKv } from './kv.ts';
+import type { BatchOp, KvRange, OrderedKv, SharedKv } from './kv.ts';
 
 export interface CouchStoreOptions {
   /** CouchDB server URL, e.g. http://user:pass@127.0.0.1:5984 */
@@ -31,6 +35,8 @@ const PAGE = 1000;
 const CONFLICT_RETRIES = 5;
 const hex = (key: string): string => Buffer.from(key, 'utf8').toString('hex');
 const unhex = (id: string): string => Buffer.from(id, 'hex').toString('utf8');
+/** Is this a document id of a key (ids of other documents, e.g. design documents, are not)? */
+const isKeyId = (id: string): boolean => id.length % 2 === 0 && /^[0-9a-f]*$/.test(id);
 
 /** The URL without user:password (for messages and logs). */
 export function redactUrl(url: string): string {
@@ -61,6 +67,15 @@ export class CouchKv implements OrderedKv {
   private readonly revs = new LRUCache<string, string>({ max: 100_000 });
   /** Revision and value of what swap() last wrote, by document id (leases, heartbeats: a few). */
   private readonly swapped = new LRUCache<string, { rev: string; v: string }>({ max: 1_000 });
+  /** "id rev" of the revisions this process wrote lately: the feed leaves them out. */
+  private readonly written = new LRUCache<string, true>({ max: 100_000 });
+  private feed: ChangeFeed | undefined;
+  private readonly listeners = new Set<(keys: string[]) => void>();
+  readonly shared: SharedKv = {
+    versioned: (key) => this.versioned(key),
+    putIf: (key, value, version) => this.putIf(key, value, version),
+    watch: (listener) => this.watch(listener),
+  };
 
   constructor(private readonly options: CouchStoreOptions) {
     this.where = `CouchDB ${redactUrl(options.url)}/${options.db}`;
@@ -103,15 +118,20 @@ export class CouchKv implements OrderedKv {
   }
 
   async close(): Promise<void> {
+    await this.feed?.stop();
+    this.feed = undefined;
+    this.listeners.clear();
     this.revs.clear();
   }
 
-  async get(key: string): Promise<string | undefined> {
-    return (await this.readDoc(hex(key)))?.v;
+  /** A revision this process wrote (the feed leaves it out). */
+  private wrote(id: string, rev: string): void {
+    this.written.set(`${id} ${rev}`, true);
   }
 
-  /** The document (undefined: none), its revision remembered. */
-  private async readDoc(id: string): Promise<KvDoc | undefined> {
+  /** The key's document (undefined when absent); its revision is remembered. */
+  private async doc(key: string): Promise<KvDoc | undefined> {
+    const id = hex(key);
     const doc = await this.call('reading', async () => {
       try {
         return await this.db.get(id);
@@ -122,6 +142,56 @@ export class CouchKv implements OrderedKv {
     });
     this.revs.set(id, doc?._rev ?? '');
     return doc;
+  }
+
+  private async versioned(key: string): Promise<{ value?: string; version: string }> {
+    const doc = await this.doc(key);
+    return doc?._rev ? { value: doc.v as string, version: doc._rev } : { version: '' };
+  }
+
+  private async putIf(key: string, value: string | undefined, version: string): Promise<string | undefined> {
+    const id = hex(key);
+    if (value === undefined && version === '') return '';
+    const doc: KvDoc = value === undefined ? { _id: id, _rev: version, _deleted: true } : { _id: id, ...(version ? { _rev: version } : {}), v: value };
+    const [result] = await this.call('writing', () => this.db.bulk({ docs: [doc] }));
+    if (result?.error === 'conflict') {
+      this.revs.delete(id);
+      return undefined;
+    }
+    if (!result || result.error || !result.rev) throw new CouchStoreError(`${this.where}: writing failed: ${result?.error ?? 'no answer'}${result?.reason ? ` (${result.reason})` : ''}`);
+    this.wrote(id, result.rev);
+    this.revs.set(id, value === undefined ? '' : result.rev);
+    return value === undefined ? '' : result.rev;
+  }
+
+  /** Starts the feed with the first listener (resolves once it follows). */
+  private async watch(listener: (keys: string[]) => void): Promise<() => void> {
+    this.listeners.add(listener);
+    if (!this.feed) {
+      this.feed = new ChangeFeed({
+        url: this.options.url,
+        db: this.options.db,
+        onRows: (rows) => this.changed(rows),
+        onError: (err) => process.emitWarning(this.error('following the changes feed', err).message),
+      });
+      await this.feed.start();
+    }
+    return () => void this.listeners.delete(listener);
+  }
+
+  /** Rows of the feed: other processes' revisions drop the cached revision and reach the listeners. */
+  private changed(rows: FeedRow[]): void {
+    const keys: string[] = [];
+    for (const row of rows) {
+      if (!isKeyId(row.id) || this.written.has(`${row.id} ${row.rev}`)) continue;
+      this.revs.delete(row.id);
+      keys.push(unhex(row.id));
+    }
+    if (keys.length > 0) for (const listener of this.listeners) listener(keys);
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    return (await this.doc(key))?.v;
   }
 
   async getMany(keys: string[]): Promise<Array<string | undefined>> {
@@ -161,6 +231,7 @@ export class CouchKv implements OrderedKv {
         const op = pending.get(id);
         if (!op) continue;
         if (!result.error && result.rev) {
+          this.wrote(id, result.rev);
           this.revs.set(id, op.type === 'put' ? result.rev : '');
         } else if (result.error === 'conflict') {
           this.revs.delete(id);
@@ -182,7 +253,7 @@ export class CouchKv implements OrderedKv {
     // What this map last swapped in: its revision still current means its value is (one PUT).
     const last = this.swapped.get(id);
     if (last && expected !== undefined && last.v === expected) return this.swapWrite(id, last.rev, next);
-    const doc = await this.readDoc(id);
+    const doc = await this.doc(key);
     if (doc?.v !== expected) return false;
     if (next === undefined && !doc) return true;
     return this.swapWrite(id, doc?._rev, next);
@@ -193,6 +264,7 @@ export class CouchKv implements OrderedKv {
     this.swapped.delete(id);
     try {
       const written = await this.db.insert(next === undefined ? { _id: id, _rev: rev as string, _deleted: true } : { _id: id, ...(rev ? { _rev: rev } : {}), v: next });
+      this.wrote(id, written.rev);
       this.revs.set(id, next === undefined ? '' : written.rev);
       if (next !== undefined) this.swapped.set(id, { rev: written.rev, v: next });
       return true;

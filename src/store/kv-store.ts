@@ -16,18 +16,24 @@
 //   x\0<node>                          pubsub#item_expire seconds of a node that has one [layout 2]
 //   L\0<node>\0<jid>\0<subid>          lease end (ms) of a leased subscription          [layout 2]
 //   r\0<namespace>\0<key>              a state space's entry (Store.state: replication state)
+//   l\0<node>                          the node's cluster-wide lock (node-lock.ts; shared maps only)
 // x and L are the timer index start-up reads instead of every node (timerIndex).
 //
 // Paging item ids costs O(log n) reads to place the page (order-index.ts) plus the page itself.
 // Nodes and archive entries are ordered by their own keys and placed by counting: O(position).
-// Item and archive bookkeeping (m, H, counters) is cached per node: this store is its map's
-// only writer, so a publication with a cached node reads one key (the item's previous version).
+// Item and archive bookkeeping (m, H, counters) is cached per node, so a publication with a
+// cached node reads one key (the item's previous version). On a map several processes share
+// (OrderedKv.shared: CouchDB), every change to a node runs under its cluster-wide lock
+// (exclusive, node-lock.ts), which also says when another process changed the node meanwhile
+// (the cache is then dropped), and the map's changes feed drops what others changed (watch).
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.ts';
 import type { Affiliation, ArchiveEntry, Item, NodeRecord, Subscription } from '../pubsub/types.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { all, type BatchOp, type OrderedKv } from './kv.ts';
+import { NodeLocks } from './node-lock.ts';
 import { applyDeltas, counterDeltas, counterKey, countersOf, levelsInUse, orderKey, orderKeyAt, positionOf, rebuildCounters, seqOfOrderKey } from './order-index.ts';
 import {
   addLeaseEnd,
@@ -45,6 +51,7 @@ import {
   type PageRequest,
   type StateSpace,
   type Store,
+  type StoreChange,
   type TimerIndex,
 } from './store.ts';
 
@@ -95,20 +102,77 @@ export interface KvStoreOptions {
 
 export class KvStore implements Store {
   private readonly nodeLocks = new KeyedMutex();
-  /** Bookkeeping per node, cached: this store is its map's only writer (see couchdb.ts). Only changes under the node's lock fill it. */
+  /** Bookkeeping per node, cached. Only changes under the node's lock fill it; on a shared map it is dropped when another process changed the node. */
   private readonly books = new LRUCache<string, NodeBook>({ max: 1000 });
   private readonly log: Pick<Logger, 'info'> | undefined;
+  /** Cluster-wide node locks, on a shared map only. */
+  private readonly clusterLocks: NodeLocks | undefined;
+  /** Exclusive sections of this process, one at a time per node (the cluster lock is taken inside). */
+  private readonly sections = new KeyedMutex();
+  /** The nodes whose exclusive section the current async context is in. */
+  private readonly inside = new AsyncLocalStorage<ReadonlySet<string>>();
+  /** Nodes deleted in the exclusive section under way (their lock document goes too). */
+  private readonly deleted = new Set<string>();
+  private readonly listeners = new Set<(change: StoreChange) => void>();
+  private unwatch: (() => void) | undefined;
+  /** See Store.exclusive: present on a shared map only. */
+  readonly exclusive?: <T>(node: string, work: (stale: boolean) => Promise<T>) => Promise<T>;
 
   constructor(
     protected readonly db: OrderedKv,
     options: KvStoreOptions = {},
   ) {
     this.log = options.log;
+    if (db.shared) {
+      this.clusterLocks = new NodeLocks(db.shared);
+      this.exclusive = (node, work) => this.section(node, work);
+    }
+  }
+
+  /** See Store.watch: fed by the map's changes feed (shared maps only). */
+  watch(listener: (change: StoreChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
+  /** Store.exclusive: the node's cluster-wide lock on a shared map; at once otherwise. */
+  private section<T>(node: string, work: (stale: boolean) => Promise<T>): Promise<T> {
+    const locks = this.clusterLocks;
+    const inside = this.inside.getStore();
+    if (!locks || inside?.has(node)) return work(false);
+    return this.sections.run(node, () =>
+      locks.run(
+        node,
+        (stale) => {
+          if (stale) this.books.delete(node);
+          return this.inside.run(new Set([...(inside ?? []), node]), () => work(stale));
+        },
+        () => this.deleted.delete(node),
+      ),
+    );
+  }
+
+  /** Keys other processes changed: drop what is cached of them and tell the listeners. */
+  private changedElsewhere(keys: string[]): void {
+    for (const k of keys) {
+      const parts = k.split(SEP);
+      const [prefix, node] = parts;
+      if (node === undefined) continue;
+      if (prefix === 'l') this.clusterLocks?.changedElsewhere(node);
+      else if ('mHcoih'.includes(prefix as string)) this.books.delete(node);
+      else if (prefix === 'n' || prefix === 'a' || prefix === 's') this.tell({ kind: 'node', node });
+      else if (prefix === 'r' && parts.length > 2) this.tell({ kind: 'state', namespace: node, key: parts.slice(2).join(SEP) });
+    }
+  }
+
+  private tell(change: StoreChange): void {
+    for (const listener of this.listeners) listener(change);
   }
 
   /** Opens the map; a store written in layout 1 gets its order counters and timer index built once (logged). */
   async open(): Promise<void> {
     await this.db.open();
+    this.unwatch = await this.db.shared?.watch((keys) => this.changedElsewhere(keys));
     const layout = await this.db.get(LAYOUT_KEY);
     if (layout === LAYOUT) return;
     if (layout !== undefined) throw new Error(`store layout ${layout} is newer than this Hermod reads (${LAYOUT}): run a newer Hermod`);
@@ -149,7 +213,11 @@ export class KvStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.sections.idle();
     await this.nodeLocks.idle();
+    await this.clusterLocks?.close();
+    this.unwatch?.();
+    this.listeners.clear();
     this.books.clear();
     await this.db.close();
   }
@@ -167,6 +235,10 @@ export class KvStore implements Store {
       async *range(prefix, options = {}) {
         for await (const [k, v] of db.entries({ gte: base + prefix, lt: prefixEnd(base + prefix), limit: options.limit ?? -1 })) yield [k.slice(base.length), v];
       },
+      watch: (listener) =>
+        this.watch((change) => {
+          if (change.kind === 'state' && change.namespace === namespace) listener(change.key);
+        }),
     };
   }
 
@@ -299,36 +371,44 @@ export class KvStore implements Store {
   /** Writes the record and its timer-index entry (x: item expiry) in one batch. */
   async putNode(node: NodeRecord): Promise<void> {
     const expire = itemExpiryOf(node);
-    await this.batch([
+    await this.exclusiveBatch(node.id, [
       { type: 'put', key: key('n', node.id), value: JSON.stringify(node) },
       expire === undefined ? { type: 'del', key: key('x', node.id) } : { type: 'put', key: key('x', node.id), value: String(expire) },
     ]);
   }
 
+  /** One batch of a node's keys, under its lock (section). */
+  private exclusiveBatch(node: string, ops: BatchOp[]): Promise<void> {
+    return this.section(node, () => this.batch(ops));
+  }
+
   async deleteNode(id: string): Promise<void> {
-    await this.nodeLocks.run(id, async () => {
-      const ops: BatchOp[] = [
-        { type: 'del', key: key('n', id) },
-        { type: 'del', key: key('m', id) },
-        { type: 'del', key: key('H', id) },
-        { type: 'del', key: key('x', id) },
-      ];
-      for await (const [k] of this.range(key('a', id))) {
-        const jid = k.slice(key('a', id).length + 1);
-        ops.push({ type: 'del', key: k }, { type: 'del', key: key('A', jid, id) });
-      }
-      for await (const [k, v] of this.range(key('s', id))) {
-        const sub = JSON.parse(v) as Subscription;
-        ops.push({ type: 'del', key: k }, { type: 'del', key: key('S', bareJid(sub.jid), id, sub.jid, sub.subid) }, { type: 'del', key: leaseKey(sub) });
-      }
-      for (const prefix of ['i', 'o', 'h']) for (const k of await this.keysIn(key(prefix, id))) ops.push({ type: 'del', key: k });
-      for await (const k of this.db.keys(countersOf(id))) ops.push({ type: 'del', key: k });
-      try {
-        await this.batch(ops);
-      } finally {
-        this.books.delete(id);
-      }
-    });
+    await this.section(id, () =>
+      this.nodeLocks.run(id, async () => {
+        const ops: BatchOp[] = [
+          { type: 'del', key: key('n', id) },
+          { type: 'del', key: key('m', id) },
+          { type: 'del', key: key('H', id) },
+          { type: 'del', key: key('x', id) },
+        ];
+        for await (const [k] of this.range(key('a', id))) {
+          const jid = k.slice(key('a', id).length + 1);
+          ops.push({ type: 'del', key: k }, { type: 'del', key: key('A', jid, id) });
+        }
+        for await (const [k, v] of this.range(key('s', id))) {
+          const sub = JSON.parse(v) as Subscription;
+          ops.push({ type: 'del', key: k }, { type: 'del', key: key('S', bareJid(sub.jid), id, sub.jid, sub.subid) }, { type: 'del', key: leaseKey(sub) });
+        }
+        for (const prefix of ['i', 'o', 'h']) for (const k of await this.keysIn(key(prefix, id))) ops.push({ type: 'del', key: k });
+        for await (const k of this.db.keys(countersOf(id))) ops.push({ type: 'del', key: k });
+        try {
+          await this.batch(ops);
+          if (this.clusterLocks) this.deleted.add(id);
+        } finally {
+          this.books.delete(id);
+        }
+      }),
+    );
   }
 
   async getAffiliations(node: string): Promise<Map<string, Affiliation>> {
@@ -347,12 +427,12 @@ export class KvStore implements Store {
 
   async setAffiliation(node: string, jid: string, affiliation: Affiliation): Promise<void> {
     if (affiliation === 'none') {
-      await this.batch([
+      await this.exclusiveBatch(node, [
         { type: 'del', key: key('a', node, jid) },
         { type: 'del', key: key('A', jid, node) },
       ]);
     } else {
-      await this.batch([
+      await this.exclusiveBatch(node, [
         { type: 'put', key: key('a', node, jid), value: affiliation },
         { type: 'put', key: key('A', jid, node), value: affiliation },
       ]);
@@ -374,7 +454,7 @@ export class KvStore implements Store {
   /** Writes the subscription, its reverse index and its timer-index entry (L: lease end) in one batch. */
   async putSubscription(sub: Subscription): Promise<void> {
     const value = JSON.stringify(sub);
-    await this.batch([
+    await this.exclusiveBatch(sub.node, [
       { type: 'put', key: key('s', sub.node, sub.jid, sub.subid), value },
       { type: 'put', key: key('S', bareJid(sub.jid), sub.node, sub.jid, sub.subid), value },
       leaseOp(sub),
@@ -382,7 +462,7 @@ export class KvStore implements Store {
   }
 
   async deleteSubscription(node: string, jid: string, subid: string): Promise<void> {
-    await this.batch([
+    await this.exclusiveBatch(node, [
       { type: 'del', key: key('s', node, jid, subid) },
       { type: 'del', key: key('S', bareJid(jid), node, jid, subid) },
       { type: 'del', key: leaseKey({ node, jid, subid }) },
@@ -407,36 +487,38 @@ export class KvStore implements Store {
    * bookkeeping only once the batch is written; a failed batch drops it (reread next time).
    */
   private change<T>(node: string, reads: string[], work: (change: Change, read: Array<string | undefined>) => Promise<T>): Promise<T> {
-    return this.nodeLocks.run(node, async () => {
-      let book = this.books.get(node);
-      let read: Array<string | undefined>;
-      if (book) read = reads.length > 0 ? await this.db.getMany(reads) : [];
-      else {
-        const [m, h, ...rest] = await this.db.getMany([key('m', node), key('H', node), ...reads]);
-        book = { items: m ? (JSON.parse(m) as ItemMeta) : { seq: 0, count: 0 }, archive: h ? (JSON.parse(h) as ItemMeta) : { seq: 0, count: 0 }, counters: new Map() };
-        read = rest;
-      }
-      const change: Change = { ops: [], items: { ...book.items }, archive: { ...book.archive }, moved: [] };
-      const result = await work(change, read);
-      const counters = await this.countersAfter(node, book, change);
-      if (change.items.seq !== book.items.seq || change.items.count !== book.items.count) change.ops.push({ type: 'put', key: key('m', node), value: JSON.stringify(change.items) });
-      if (change.archive.seq !== book.archive.seq) change.ops.push({ type: 'put', key: key('H', node), value: JSON.stringify(change.archive) });
-      try {
-        await this.batch(change.ops);
-      } catch (err) {
-        this.books.delete(node);
-        throw err;
-      }
-      if (change.purged) book.counters.clear();
-      for (const [k, value] of counters) {
-        if (value > 0) book.counters.set(k, value);
-        else book.counters.delete(k);
-      }
-      book.items = change.items;
-      book.archive = change.archive;
-      this.books.set(node, book);
-      return result;
-    });
+    return this.section(node, () =>
+      this.nodeLocks.run(node, async () => {
+        let book = this.books.get(node);
+        let read: Array<string | undefined>;
+        if (book) read = reads.length > 0 ? await this.db.getMany(reads) : [];
+        else {
+          const [m, h, ...rest] = await this.db.getMany([key('m', node), key('H', node), ...reads]);
+          book = { items: m ? (JSON.parse(m) as ItemMeta) : { seq: 0, count: 0 }, archive: h ? (JSON.parse(h) as ItemMeta) : { seq: 0, count: 0 }, counters: new Map() };
+          read = rest;
+        }
+        const change: Change = { ops: [], items: { ...book.items }, archive: { ...book.archive }, moved: [] };
+        const result = await work(change, read);
+        const counters = await this.countersAfter(node, book, change);
+        if (change.items.seq !== book.items.seq || change.items.count !== book.items.count) change.ops.push({ type: 'put', key: key('m', node), value: JSON.stringify(change.items) });
+        if (change.archive.seq !== book.archive.seq) change.ops.push({ type: 'put', key: key('H', node), value: JSON.stringify(change.archive) });
+        try {
+          await this.batch(change.ops);
+        } catch (err) {
+          this.books.delete(node);
+          throw err;
+        }
+        if (change.purged) book.counters.clear();
+        for (const [k, value] of counters) {
+          if (value > 0) book.counters.set(k, value);
+          else book.counters.delete(k);
+        }
+        book.items = change.items;
+        book.archive = change.archive;
+        this.books.set(node, book);
+        return result;
+      }),
+    );
   }
 
   /** Stages the counter updates of the order keys a change moved; reads those not cached (one getMany). */

@@ -29,10 +29,35 @@ export interface OrderedKv {
   swap?(key: string, expected: string | undefined, next: string | undefined): Promise<boolean>;
   entries(range: KvRange): AsyncIterable<[string, string]>;
   keys(range: KvRange): AsyncIterable<string>;
+  /** Present when several processes may share the map (SharedKv). */
+  readonly shared?: SharedKv;
 }
 
 export async function all<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const value of iterable) out.push(value);
   return out;
+}
+
+/**
+ * What a map shared by several Hermod processes (CouchDB) offers beyond OrderedKv: versioned
+ * reads and conditional writes (the revision checks racing writes are decided by), and the keys
+ * other processes changed (their `_changes` feed). Embedded maps (LevelDB, memory) have one
+ * process and none of this.
+ */
+export interface SharedKv {
+  /** The value and its version ('' when the key is absent). */
+  versioned(key: string): Promise<{ value?: string; version: string }>;
+  /**
+   * Puts `value` (undefined: deletes the key) if the key is still at `version` ('' = absent).
+   * Resolves to the new version ('' after a delete), or undefined when someone else wrote the
+   * key meanwhile (a conflict: nothing was written). Rejects on store failure.
+   */
+  putIf(key: string, value: string | undefined, version: string): Promise<string | undefined>;
+  /**
+   * Calls `listener` with the keys other processes changed (this process's own writes are left
+   * out), from now on, in the order the store applied them; resolves once following has begun.
+   * Returns the function that stops listening.
+   */
+  watch(listener: (keys: string[]) => void): Promise<() => void>;
 }

@@ -85,6 +85,8 @@ export interface StateSpace {
    * writer won the race (nothing written then). Rejects with the backend's error.
    */
   swap(key: string, expected: string | undefined, next: string | undefined): Promise<boolean>;
+  /** Shared stores: calls `listener` with the keys other processes changed (Store.watch); returns the function that stops. */
+  watch?(listener: (key: string) => void): () => void;
 }
 
 export interface Store {
@@ -170,7 +172,27 @@ export interface Store {
    * node the earliest end of a leased subscription (ms since epoch).
    */
   timerIndex(): Promise<TimerIndex>;
+
+  /**
+   * Shared stores (several Hermod processes on one CouchDB database): calls `listener` with
+   * what other processes changed, from the store's changes feed, so that caches drop it.
+   * Returns the function that stops listening. Single-process stores never call it.
+   */
+  watch?(listener: (change: StoreChange) => void): () => void;
+  /**
+   * Runs `work` as the only change to the node among all processes sharing the store (its
+   * cluster-wide lock; nested calls for the same node run at once). `work(stale)`: stale is
+   * true when another process may have changed the node since this one last held it, so cached
+   * state of the node must be reread. Single-process stores run `work(false)` at once.
+   */
+  exclusive?<T>(node: string, work: (stale: boolean) => Promise<T>): Promise<T>;
 }
+
+/**
+ * What another process changed in a shared store (Store.watch): a node's record, affiliations
+ * or subscriptions (items and archive have no cache outside the store), or a state space's key.
+ */
+export type StoreChange = { kind: 'node'; node: string } | { kind: 'state'; namespace: string; key: string };
 
 /** See Store.timerIndex. */
 export interface TimerIndex {

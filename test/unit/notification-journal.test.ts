@@ -121,7 +121,7 @@ class FakeSocket implements OutboxSocket {
   }
   /** Barrier ids in what was written. */
   barriers(): string[] {
-    return this.chunks.join('').match(/hermod-barrier-[0-9a-z]+/g) ?? [];
+    return this.chunks.join('').match(/hermod-barrier-[0-9a-z.-]+/g) ?? [];
   }
 }
 
