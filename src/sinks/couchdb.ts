@@ -44,15 +44,28 @@ interface Op {
   docs: CouchDoc[];
   /** A transform output to write as the next revision of the local document. */
   upsert?: Content;
-  /** When it was queued (epoch ms). */
+  /** When it was queued for a flush (epoch ms). */
   at: number;
-  /** Resolves with the number of revisions written (0: the database had them all, or the upsert's content). */
+  /** Taken by a flush: revisions arriving now wait for the next one. */
+  taken: boolean;
+  /** Settles with the number of revisions written (0: the database had them all, or the upsert's content). */
+  done: Promise<number>;
   resolve(written: number): void;
   reject(err: Error): void;
 }
 
+function newOp(id: string, docs: CouchDoc[], upsert?: Content): Op {
+  let resolve!: (written: number) => void;
+  let reject!: (err: Error) => void;
+  const done = new Promise<number>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { id, docs, ...(upsert ? { upsert } : {}), at: 0, taken: false, done, resolve, reject };
+}
+
 export interface CouchSinkOptions {
-  /** While writes keep coming, how long the first waiting write waits for others to join its flush (ms). Default 20. */
+  /** While writes keep coming (less than this apart on average), how long the first waiting write waits for others to join its flush (ms). Default 20. */
   windowMs?: number;
   /** Most revisions per flush (one `_bulk_docs`). Default 250. */
   maxDocs?: number;
@@ -88,10 +101,13 @@ export class CouchSink {
   /** Per document id: writes and retractions in call order. */
   private readonly docs = new KeyedMutex();
   private readonly pending: Op[] = [];
+  /** Per document id: its last write called, while no retraction or upsert was called after it. */
+  private readonly open = new Map<string, Op>();
   private flushing = false;
   private timer: NodeJS.Timeout | undefined;
-  /** When the last flush ended (epoch ms): writes that come soon after wait for company. */
-  private lastFlush = 0;
+  /** When the last write was queued (epoch ms), and the moving average of the gaps between writes (ms). */
+  private lastArrival = 0;
+  private meanGapMs = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly db: DocumentScope<unknown>,
@@ -115,7 +131,31 @@ export class CouchSink {
     const first = docs[0];
     if (!first) return Promise.resolve();
     for (const doc of docs) if (!doc._revisions) return Promise.reject(new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`));
-    return this.docs.run(first._id, async () => void (await this.enqueue(first._id, docs)));
+    // Revisions merge into CouchDB's tree in any order: those of a write still waiting for its
+    // turn join it (a document edited many times goes in one flush, not one flush per edit).
+    const open = this.open.get(first._id);
+    const op = open && !open.taken ? open : newOp(first._id, []);
+    op.docs.push(...docs);
+    if (op !== open) {
+      this.open.set(op.id, op);
+      void this.inTurn(op);
+    }
+    return op.done.then(() => undefined);
+  }
+
+  /** Queues an op for a flush once the work on its document called before it is done. */
+  private inTurn(op: Op): Promise<number> {
+    const settled = this.docs.run(op.id, () => this.enqueue(op));
+    void settled.catch(() => undefined); // the callers handle op.done
+    void op.done.then(
+      () => this.closeOp(op),
+      () => this.closeOp(op),
+    );
+    return op.done;
+  }
+
+  private closeOp(op: Op): void {
+    if (this.open.get(op.id) === op) this.open.delete(op.id);
   }
 
   /**
@@ -126,7 +166,8 @@ export class CouchSink {
    * nothing. Resolves to false when the local document already has this content.
    */
   upsert(content: Content): Promise<boolean> {
-    return this.docs.run(content._id, async () => (await this.enqueue(content._id, [], content)) > 0);
+    this.open.delete(content._id); // later writes wait for this one
+    return this.inTurn(newOp(content._id, [], content)).then((written) => written > 0);
   }
 
   /**
@@ -141,6 +182,7 @@ export class CouchSink {
    * winner. Resolves to whether a deletion revision was written.
    */
   remove(docId: string, keep: (current: CouchDoc) => Promise<string | undefined>): Promise<boolean> {
+    this.open.delete(docId); // later writes wait for this one
     return this.docs.run(docId, () => this.removeNow(docId, keep));
   }
 
@@ -160,30 +202,36 @@ export class CouchSink {
     const start = revNumber(current._rev) + 1;
     const hash = createHash('md5').update(`${current._rev}\n_deleted`).digest('hex');
     const tombstone = { _id: docId, _rev: `${start}-${hash}`, _deleted: true, _revisions: { start, ids: [hash, revHash(current._rev)] } } as CouchDoc;
-    await this.enqueue(docId, [tombstone]);
+    await this.enqueue(newOp(docId, [tombstone]));
     this.log.debug('document deleted by partner retraction', { doc: docId, rev: tombstone._rev });
     return true;
   }
 
   /** Queues one document's write for a flush; resolves when it is written. */
-  private enqueue(id: string, docs: CouchDoc[], upsert?: Content): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      this.pending.push({ id, docs, ...(upsert ? { upsert } : {}), at: Date.now(), resolve, reject });
-      this.schedule();
-    });
+  private enqueue(op: Op): Promise<number> {
+    const now = Date.now();
+    const gap = now - this.lastArrival;
+    this.meanGapMs = Number.isFinite(this.meanGapMs) ? 0.8 * this.meanGapMs + 0.2 * gap : gap;
+    this.lastArrival = now;
+    op.at = now;
+    this.pending.push(op);
+    this.schedule();
+    return op.done;
   }
 
   /**
-   * When the next flush starts: at once (next turn of the event loop, so a page's writes go
-   * together) when the sink was idle, so a lone edit is not delayed; while writes keep coming,
-   * once the oldest waiting one has waited `windowMs` or `maxDocs` revisions wait.
+   * When the next flush starts. While writes keep coming (on average less than `windowMs`
+   * apart), once the oldest waiting one has waited `windowMs`, so that many go in one flush;
+   * else at once (next turn of the event loop: a page's writes still go together), so a lone
+   * edit is not delayed. Always at once when `maxDocs` revisions wait. One flush at a time:
+   * what comes meanwhile waits for the next.
    */
   private schedule(): void {
     if (this.flushing || this.pending.length === 0) return;
     const waiting = this.pending.reduce((n, op) => n + Math.max(1, op.docs.length), 0);
     const now = Date.now();
     const oldest = (this.pending[0] as Op).at;
-    const due = waiting >= this.maxDocs || now - this.lastFlush > this.windowMs ? now : oldest + this.windowMs;
+    const due = waiting >= this.maxDocs || this.meanGapMs >= this.windowMs ? now : oldest + this.windowMs;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.flush(), Math.max(0, due - now));
   }
@@ -196,6 +244,7 @@ export class CouchSink {
     let count = 0;
     while (this.pending.length > 0 && (ops.length === 0 || count + Math.max(1, (this.pending[0] as Op).docs.length) <= this.maxDocs)) {
       const op = this.pending.shift() as Op;
+      op.taken = true;
       ops.push(op);
       count += Math.max(1, op.docs.length);
     }
@@ -206,7 +255,6 @@ export class CouchSink {
       for (const op of ops) op.reject(err as Error);
     } finally {
       this.flushing = false;
-      this.lastFlush = Date.now();
       this.schedule();
     }
   }
@@ -217,7 +265,9 @@ export class CouchSink {
     const missing = await this.missingRevs(ops);
     const writes = new Map<Op, CouchDoc[]>();
     for (const op of ops) {
-      const docs = op.docs.filter((d) => missing.get(op.id)?.has(d._rev));
+      const lacking = missing.get(op.id);
+      // Each missing revision once (the leaves a publisher sends again with each edit are merged in).
+      const docs = op.docs.filter((d) => lacking?.delete(d._rev));
       if (docs.length === 0) op.resolve(0); // the database has them all (a replay, or another partner was first)
       else writes.set(op, docs);
     }
@@ -282,10 +332,10 @@ export class CouchSink {
 
   /** Per document id, the revisions the database lacks (one `_revs_diff`); all of them if it cannot say. */
   private async missingRevs(ops: Op[]): Promise<Map<string, Set<string>>> {
-    const asked: Record<string, string[]> = {};
-    for (const op of ops) (asked[op.id] ??= []).push(...op.docs.map((d) => d._rev));
-    const all = new Map(Object.entries(asked).map(([id, revs]) => [id, new Set(revs)]));
-    if (ops.length === 0) return all;
+    const all = new Map<string, Set<string>>();
+    for (const op of ops) for (const d of op.docs) all.set(op.id, (all.get(op.id) ?? new Set()).add(d._rev));
+    const asked = Object.fromEntries([...all].map(([id, revs]) => [id, [...revs]]));
+    if (all.size === 0) return all;
     let res: Record<string, { missing?: string[] }>;
     try {
       res = (await this.retried('_revs_diff', () => this.db.server.request({ db: this.db.config.db, path: '_revs_diff', method: 'POST', body: asked }))) as typeof res;

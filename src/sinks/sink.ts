@@ -47,7 +47,7 @@ export async function writeLeaves(sink: PartnerSink, leaves: PartnerLeaf[]): Pro
  * all have settled, with an Error saying how many failed and the first reason.
  */
 export async function writeTogether(leaves: PartnerLeaf[], write: (leaf: PartnerLeaf) => Promise<boolean>): Promise<boolean[]> {
-  const settled = await Promise.allSettled(leaves.map(write));
+  const settled = await Promise.allSettled(leaves.map(async (leaf) => write(leaf)));
   const failed = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
   if (failed.length > 0) throw new Error(`${failed.length} of ${leaves.length} leaves not written; first: ${String(failed[0])}`);
   return settled.map((s) => (s as PromiseFulfilledResult<boolean>).value);

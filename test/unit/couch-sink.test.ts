@@ -8,9 +8,13 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { Element } from 'ltx';
 import nano from 'nano';
 import type { CouchDoc } from '../../src/codecs/couch-doc.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
@@ -20,6 +24,8 @@ import { CouchSink, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateOp, StateSpace } from '../../src/store/store.ts';
 import { sha256 } from '../../src/util/digest.ts';
+import { transformedDoc } from '../../src/replication/ajatus.ts';
+import { Transforms } from '../../src/replication/transforms.ts';
 
 type Line = { level: string; msg: string } & Record<string, unknown>;
 
@@ -238,6 +244,20 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     assert.deepEqual(t.late, []);
   });
 
+  it('many edits of one document handed over at once go in one or two flushes, ending with the source winner', async () => {
+    const t = await setup();
+    const labels: string[] = [];
+    const edits: CouchDoc[] = [];
+    for (let i = 0; i < 50; i++) {
+      labels.unshift(`e-${i}`);
+      edits.push(rev('edited', [...labels], { n: i }) as unknown as CouchDoc);
+    }
+    await bulkRevs(couch, t.source, [edits.at(-1) as unknown as Record<string, unknown>]);
+    await Promise.all(edits.map((doc) => t.sink.write([doc])));
+    assert.deepEqual(await shape(couch, t.target, 'edited'), await shape(couch, t.source, 'edited'));
+    assert.ok(t.sink.flushes <= 2, `${t.sink.flushes} flushes`);
+  });
+
   it('a retraction deletes with a revision recorded as imported before CouchDB has it, after the writes called before it; a replay adds nothing', async () => {
     const t = await setup();
     const v1 = rev('r1', ['r1-a'], { title: 'one' }) as unknown as CouchDoc;
@@ -253,6 +273,53 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     const seq = (await changes(couch, t.target)).get('r1');
     await Promise.all([t.sink.write([v1]), t.sink.write([v2]), t.sink.remove('r1', async () => undefined)]);
     assert.equal((await changes(couch, t.target)).get('r1'), seq);
+  });
+
+  it('the XSLT stage takes a batch: outputs written through the flushes, a retraction called right after never overtakes its item\'s write', async () => {
+    const t = await setup();
+    const dir = mkdtempSync(path.join(tmpdir(), 'hermod-sink-xslt-'));
+    const stylesheet = path.join(dir, 'note2doc.xsl');
+    writeFileSync(
+      stylesheet,
+      `<xsl:stylesheet version="3.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/note"><json xmlns="urn:xmpp:json:0"><xsl:value-of select="serialize(map{'_id': 'out-' || @id, 'title': string(title)}, map{'method': 'json'})"/></json></xsl:template>
+</xsl:stylesheet>`,
+    );
+    const transforms = new Transforms({ dir, dataDir: dir, log: t.log, timeoutMs: 10_000, maxOutput: 100_000 });
+    transforms.register({
+      key: 'couchdb',
+      format: 'a CouchDB document',
+      accepts: (root) => root.name === 'json',
+      write: async (root) => {
+        const doc = transformedDoc(root);
+        return { ref: doc._id, written: await t.sink.upsert(doc) };
+      },
+      remove: async (ref) => void (await t.sink.remove(ref, async () => undefined)),
+    });
+    const stage = transforms.stage('ajatus', {
+      specFor: () => ({ stylesheet, params: {} }),
+      native: { writeItem: () => Promise.reject(new Error('not transformed')), retract: () => Promise.reject(new Error('not transformed')) },
+      state: t.state,
+      onStylesheetChange: () => undefined,
+    });
+    try {
+      const from = { service: 'pubsub.alpha.test', node: '/tags/shared', partner: 'alice@alpha.test' };
+      const leaf = (id: string) => ({ ...from, item: new Element('item', { id }).cnode(new Element('note', { id }).c('title').t(`Title ${id}`).up()).up() });
+      // Notifications arriving together: writes, then the retraction of one of them.
+      const written = Promise.all(['n1', 'n2', 'n3'].map((id) => stage.writeItem(from.service, from.node, leaf(id).item, from.partner)));
+      const retracted = stage.retract(from.service, from.node, 'n2', () => false, from.partner);
+      assert.deepEqual(await written, [true, true, true]);
+      await retracted;
+      const [n2] = await leavesOf(couch, t.target, 'out-n2');
+      assert.equal(n2?._deleted, true, 'out-n2 written, then deleted by the retraction called after it');
+      // A page of a catch-up, as one batch.
+      assert.deepEqual(await stage.writeItems(['n4', 'n5', 'n6', 'n1'].map(leaf)), [true, true, true, false]);
+      for (const id of ['n1', 'n3', 'n4', 'n5', 'n6']) assert.equal((await couch.request('GET', `${t.target}/out-${id}`)).json.title, `Title ${id}`);
+      assert.deepEqual(t.late, []);
+    } finally {
+      await transforms.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('transform outputs (upserts) go through the same flushes: the next revision of the local document, unchanged content writes nothing', async () => {
