@@ -65,7 +65,7 @@ function newOp(id: string, docs: CouchDoc[], upsert?: Content): Op {
 }
 
 export interface CouchSinkOptions {
-  /** While writes keep coming (less than this apart on average), how long the first waiting write waits for others to join its flush (ms). Default 20. */
+  /** While writes keep coming (less than this apart on average), how long the first waiting write waits for others to join its flush (ms). Default 50. */
   windowMs?: number;
   /** Most revisions per flush (one `_bulk_docs`). Default 250. */
   maxDocs?: number;
@@ -108,6 +108,9 @@ export class CouchSink {
   /** When the last write was queued (epoch ms), and the moving average of the gaps between writes (ms). */
   private lastArrival = 0;
   private meanGapMs = Number.POSITIVE_INFINITY;
+  /** Writes came while the last flush ran (they keep coming): worth waiting for company. */
+  private overlapped = false;
+  private arrivedDuringFlush = false;
 
   constructor(
     private readonly db: DocumentScope<unknown>,
@@ -115,7 +118,7 @@ export class CouchSink {
     private readonly log: Logger,
     options: CouchSinkOptions = {},
   ) {
-    this.windowMs = options.windowMs ?? 20;
+    this.windowMs = options.windowMs ?? 50;
     this.maxDocs = options.maxDocs ?? 250;
     this.attempts = options.attempts ?? 6;
     this.retryDelayMs = options.retryDelayMs ?? 250;
@@ -213,6 +216,7 @@ export class CouchSink {
     const gap = now - this.lastArrival;
     this.meanGapMs = Number.isFinite(this.meanGapMs) ? 0.8 * this.meanGapMs + 0.2 * gap : gap;
     this.lastArrival = now;
+    if (this.flushing) this.arrivedDuringFlush = true;
     op.at = now;
     this.pending.push(op);
     this.schedule();
@@ -220,18 +224,20 @@ export class CouchSink {
   }
 
   /**
-   * When the next flush starts. While writes keep coming (on average less than `windowMs`
-   * apart), once the oldest waiting one has waited `windowMs`, so that many go in one flush;
-   * else at once (next turn of the event loop: a page's writes still go together), so a lone
-   * edit is not delayed. Always at once when `maxDocs` revisions wait. One flush at a time:
-   * what comes meanwhile waits for the next.
+   * When the next flush starts. While writes keep coming (some arrived during the last flush,
+   * and on average less than `windowMs` apart), once the oldest waiting one has waited
+   * `windowMs`, so that many go in one flush (CouchDB's cost is mostly per request); else at
+   * once (next turn of the event loop: a page's writes still go together), so a lone edit is
+   * not delayed. Always at once when `maxDocs` revisions wait. One flush at a time: what comes
+   * meanwhile waits for the next.
    */
   private schedule(): void {
     if (this.flushing || this.pending.length === 0) return;
     const waiting = this.pending.reduce((n, op) => n + Math.max(1, op.docs.length), 0);
     const now = Date.now();
     const oldest = (this.pending[0] as Op).at;
-    const due = waiting >= this.maxDocs || this.meanGapMs >= this.windowMs ? now : oldest + this.windowMs;
+    const streaming = this.overlapped && this.meanGapMs < this.windowMs;
+    const due = waiting >= this.maxDocs || !streaming ? now : oldest + this.windowMs;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.flush(), Math.max(0, due - now));
   }
@@ -240,6 +246,7 @@ export class CouchSink {
   private async flush(): Promise<void> {
     if (this.flushing) return;
     this.flushing = true;
+    this.arrivedDuringFlush = false;
     const ops: Op[] = [];
     let count = 0;
     while (this.pending.length > 0 && (ops.length === 0 || count + Math.max(1, (this.pending[0] as Op).docs.length) <= this.maxDocs)) {
@@ -255,6 +262,7 @@ export class CouchSink {
       for (const op of ops) op.reject(err as Error);
     } finally {
       this.flushing = false;
+      this.overlapped = this.arrivedDuringFlush;
       this.schedule();
     }
   }
