@@ -16,7 +16,7 @@ export interface PartnerSink {
   /**
    * Writes a batch of leaves, in order; resolves to whether each was written (false: skipped).
    * Optional: without it, writeLeaves writes them one at a time. Rejects when one could not be
-   * written (those before it may be written).
+   * written (with writeTogether the others are still written).
    */
   writeItems?(leaves: PartnerLeaf[]): Promise<boolean[]>;
   /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
