@@ -17,7 +17,7 @@ import { AjatusPublisher, ImportNotes, TAG_PREFIX } from './ajatus-publisher.ts'
 import { parentDomain } from '../config/config.ts';
 import type { PubsubClient } from '../xmpp/pubsub-client.ts';
 import { HttpUploader } from './http-upload.ts';
-import type { PartnerSink } from '../sinks/sink.ts';
+import { writeTogether, type PartnerSink } from '../sinks/sink.ts';
 import { Progress } from './progress.ts';
 import { isDeleted, PROFILES, stringAt, type Profile } from './profile.ts';
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
@@ -79,7 +79,7 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
  * each document's leaves (winner first) before they are written (ImportNotes).
  */
 export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger, carrier: CarrierLookup, beforeWrite?: (docs: CouchDoc[], partner: string | undefined) => void): PartnerSink {
-  return {
+  const sink: PartnerSink = {
     async writeItem(service, node, item, partner) {
       const payload = item.getChildElements()[0];
       if (!payload) return false;
@@ -98,6 +98,14 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
       await sinkFor(partner).write(docs);
       return true;
     },
+    /** Every leaf at once: the CouchSink writes them in one flush (or a few); one failing is logged and fails alone. */
+    writeItems: (leaves) =>
+      writeTogether(leaves, ({ service, node, item, partner }) =>
+        sink.writeItem(service, node, item, partner).catch((err: unknown) => {
+          log.error('writing a replicated document failed', { from: service, node, item: item.attrs.id, reason: String(err) });
+          throw err;
+        }),
+      ),
     async retract(service, _node, itemId, _followed, partner) {
       await sinkFor(partner).remove(itemId, async (current) => {
         if (isDeleted(current, profile)) return 'the source deleted it: its deleted revision is the winner';
@@ -106,6 +114,7 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
       });
     },
   };
+  return sink;
 }
 
 /** The Ajatus adapter, with its publisher and content-database sink (status, tests). */

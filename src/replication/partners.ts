@@ -385,12 +385,13 @@ export class PartnerManager {
     for (let page = 0; page < 100_000; page++) {
       const { entries, complete, last } = await this.client.history(service, node, { max: 100, after });
       const before = applied;
-      for (const { id, message } of entries) {
-        const ok = await this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT));
+      // A page's entries are applied together (the sink batches them; each document in order).
+      const results = await Promise.all(entries.map(({ message }) => this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT))));
+      entries.forEach(({ id }, i) => {
         replayed++;
-        if (!ok) failed = true;
+        if (!results[i]) failed = true;
         else if (!failed) applied = id;
-      }
+      });
       if (applied !== before) await positions.set(service, node, applied);
       if (last) after = last;
       if (complete || !last || entries.length === 0) break;
@@ -398,28 +399,27 @@ export class PartnerManager {
     return { replayed, complete: !failed };
   }
 
-  /** Writes the items and applies the retractions of one event of a followed node; false if any failed. */
+  /**
+   * Writes the items and applies the retractions of one event of a followed node; false if any
+   * failed. Every write and retraction is handed to the sink at once, in the event's order (the
+   * sink batches them and keeps each document's order), before this waits for them; so the
+   * events of a history page, started one after the other, are written together too.
+   */
   private async applyEvent(from: string, node: string, event: Element | undefined): Promise<boolean> {
     const items = event?.getChild('items');
     if (!items) return true;
-    let ok = true;
-    for (const item of items.getChildren('item')) {
-      try {
-        await this.o.sink.writeItem(from, node, item, this.partnerOf.get(from));
-      } catch (err) {
-        ok = false;
-        this.o.log.error('writing a replicated document failed', { from, node, item: item.attrs.id, reason: String(err) });
-      }
-    }
-    for (const retract of items.getChildren('retract')) {
-      try {
-        await this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)), this.partnerOf.get(from));
-      } catch (err) {
-        ok = false;
-        this.o.log.error('deleting a retracted document failed', { from, node, item: retract.attrs.id, reason: String(err) });
-      }
-    }
-    return ok;
+    const partner = this.partnerOf.get(from);
+    const log = (what: string, id: unknown) => (err: unknown) => {
+      this.o.log.error(what, { from, node, item: id, reason: String(err) });
+      return false;
+    };
+    const done = [
+      ...items.getChildren('item').map((item) => this.o.sink.writeItem(from, node, item, partner).then(() => true, log('writing a replicated document failed', item.attrs.id))),
+      ...items.getChildren('retract').map((retract) =>
+        this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)), partner).then(() => true, log('deleting a retracted document failed', retract.attrs.id)),
+      ),
+    ];
+    return (await Promise.all(done)).every(Boolean);
   }
 
   /**

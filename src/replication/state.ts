@@ -160,6 +160,17 @@ export class ReplicationState implements CheckpointStore {
     for (const rev of revs) this.cache.set(`rev${SEP}${docId}${SEP}${rev}`, kind);
   }
 
+  /**
+   * markRevs for many documents in one store batch (a sink's flush: every revision it is about
+   * to write, recorded before the write). `docs` maps document id -> revisions.
+   */
+  async markRevsOfMany(docs: Iterable<readonly [string, readonly string[]]>, kind: 'i' | 'p'): Promise<void> {
+    const keys = [...docs].flatMap(([docId, revs]) => revs.map((rev) => `rev${SEP}${docId}${SEP}${rev}`));
+    if (keys.length === 0) return;
+    await this.space.batch(keys.map((key) => ({ type: 'put' as const, key, value: kind })));
+    for (const key of keys) this.cache.set(key, kind);
+  }
+
   /** Where an attachment (by CouchDB digest) was uploaded, so unchanged ones are not sent again. */
   async upload(digest: string): Promise<{ url: string; sha256: string } | undefined> {
     const value = await this.get(`up${SEP}${digest}`);

@@ -21,7 +21,8 @@ import type { TransformSpec } from '../config/transform-spec.ts';
 import type { Logger } from '../log.ts';
 import { Quarantine, type QuarantineEntry } from '../transform/quarantine.ts';
 import { StylesheetError, TransformError, XsltEngine, type CompiledStylesheet } from '../transform/xslt.ts';
-import type { PartnerSink } from '../sinks/sink.ts';
+import { writeLeaves, writeTogether, type PartnerLeaf, type PartnerSink } from '../sinks/sink.ts';
+import { KeyedMutex } from '../util/mutex.ts';
 import type { ReplicationState } from './state.ts';
 
 /** The stylesheets shipped with Hermod (found by bare name when not in the configured folder). */
@@ -212,6 +213,8 @@ export class Transforms {
 export class TransformStage implements PartnerSink {
   /** Paused subscriptions (partner NUL node) -> the compile error last logged for them. */
   private readonly paused = new Map<string, string>();
+  /** Per source item (service NUL item id): transforms, writes and retractions in call order. */
+  private readonly items = new KeyedMutex();
 
   constructor(
     private readonly t: Transforms,
@@ -249,13 +252,35 @@ export class TransformStage implements PartnerSink {
     this.o.onStylesheetChange();
   }
 
-  async writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean> {
+  writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean> {
     const spec = this.spec(partner, node);
     if (!spec) return this.o.native.writeItem(service, node, item, partner);
     const payload = item.getChildElements()[0];
-    if (!payload) return false;
+    if (!payload) return Promise.resolve(false);
     const leaf: Leaf = { adapter: this.adapter, partner, service, node, itemId: String(item.attrs.id ?? ''), publisher: item.attrs.publisher as string | undefined };
-    return (await this.run(leaf, payload.toString(), spec, undefined)) === 'written';
+    return this.inOrder(leaf, async () => (await this.run(leaf, payload.toString(), spec, undefined)) === 'written');
+  }
+
+  /**
+   * A batch of leaves: those without a stylesheet go to the adapter's sink as one batch, the
+   * others are transformed and their outputs written together (the target's sink collects
+   * them into its flushes), each source item's writes and retractions in call order.
+   * Resolves to which were written; rejects once all have settled if one failed (a failed
+   * transform is not a failure: its leaf is quarantined).
+   */
+  async writeItems(leaves: PartnerLeaf[]): Promise<boolean[]> {
+    const native = leaves.filter((l) => !this.spec(l.partner, l.node));
+    const transformed = leaves.filter((l) => this.spec(l.partner, l.node));
+    const [a, b] = await Promise.allSettled([writeLeaves(this.o.native, native), writeTogether(transformed, (l) => this.writeItem(l.service, l.node, l.item, l.partner))]);
+    if (a.status === 'rejected') throw a.reason;
+    if (b.status === 'rejected') throw b.reason;
+    const written = new Map<PartnerLeaf, boolean>([...native.map((l, i) => [l, a.value[i] ?? false] as const), ...transformed.map((l, i) => [l, b.value[i] ?? false] as const)]);
+    return leaves.map((l) => written.get(l) ?? false);
+  }
+
+  /** Runs work on one source item after the work on that item called before (writes, retractions, retries). */
+  private inOrder<T>(leaf: Pick<Leaf, 'service' | 'itemId'>, work: () => Promise<T>): Promise<T> {
+    return this.items.run(`${leaf.service}\0${leaf.itemId}`, work);
   }
 
   /** Transforms and writes; on failure the leaf goes to (or back to) the quarantine. */
@@ -283,8 +308,12 @@ export class TransformStage implements PartnerSink {
     }
   }
 
-  /** Another attempt for a quarantined leaf, with the subscription's current stylesheet. */
-  async retry(entry: QuarantineEntry): Promise<void> {
+  /** Another attempt for a quarantined leaf, with the subscription's current stylesheet (in order with that item's live leaves). */
+  retry(entry: QuarantineEntry): Promise<void> {
+    return this.inOrder(entry, () => this.retryNow(entry));
+  }
+
+  private async retryNow(entry: QuarantineEntry): Promise<void> {
     const leaf: Leaf = { adapter: this.adapter, partner: entry.partner, service: entry.service, node: entry.node, itemId: entry.itemId, publisher: entry.publisher };
     const spec = this.spec(entry.partner, entry.node);
     if (spec) {
@@ -304,8 +333,12 @@ export class TransformStage implements PartnerSink {
     }
   }
 
-  async retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
+  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
     if (!this.spec(partner, node)) return this.o.native.retract(service, node, itemId, followed, partner);
+    return this.inOrder({ service, itemId }, () => this.retractNow(service, node, itemId, followed, partner));
+  }
+
+  private async retractNow(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner: string | undefined): Promise<void> {
     const key = `${service}\0${itemId}`;
     const written = await this.o.state.record<Written>('xt', key);
     if (!written || written.nodes.length === 0) return;

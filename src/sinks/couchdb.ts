@@ -1,10 +1,16 @@
 // Sink: writes replicated documents into a CouchDB database the way CouchDB's own replicator
-// does — `_bulk_docs` with `new_edits: false` and the `_revisions` history — so revisions and
-// conflicts are CouchDB's own and writing a revision twice changes nothing. Every imported
-// revision is remembered (before the write) so the local source does not publish it back.
+// does, in batches: writes that arrive together (a page of a catch-up, live notifications a few
+// milliseconds apart) are collected into one flush, which asks `_revs_diff` what the database
+// lacks, records those revisions as imported in ONE replication-state batch (before the write,
+// so the local publisher recognises them from the changes feed alone: no echo, no read of the
+// document), and writes them with ONE `_bulk_docs` (`new_edits: false`, with the `_revisions`
+// history), so revisions and conflicts are CouchDB's own and writing a revision twice changes
+// nothing. Transform outputs (`upsert`) and deletions by partner retraction (`remove`) go through
+// the same flushes.
 // Writes and retractions of one document run one at a time, in the order they were called
 // (notifications are handled concurrently): a retraction is decided on after the revisions
-// that came before it are written.
+// that came before it are written. A document the database refuses fails alone (the request is
+// split to find it); a request that gets no answer (network, server unavailable) is retried.
 
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -15,9 +21,11 @@ import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { download } from './download.ts';
 
+type Attachment = { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string };
+
 /** Replaces attachment references (XEP-0363 uploads) by their verified bytes. */
 async function fetchAttachments(doc: CouchDoc): Promise<void> {
-  const attachments = doc._attachments as Record<string, { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string }> | undefined;
+  const attachments = doc._attachments as Record<string, Attachment> | undefined;
   for (const [name, att] of Object.entries(attachments ?? {})) {
     if (typeof att.hermod_url !== 'string') continue;
     if (typeof att.hermod_sha256 !== 'string' || typeof att.length !== 'number') throw new Error(`attachment ${name} of ${doc._id}: reference without length or SHA-256`);
@@ -26,116 +34,143 @@ async function fetchAttachments(doc: CouchDoc): Promise<void> {
   }
 }
 
-/** Most documents per `_bulk_docs` request of the sink. */
-const MAX_BULK_DOCS = 200;
+/** A transform output: a document body without a revision of its own. */
+type Content = { _id: string; [key: string]: Json };
+
+/** One document's write waiting for a flush. */
+interface Op {
+  id: string;
+  /** Revisions to write, each with its `_revisions` history (an upsert's is made in the flush). */
+  docs: CouchDoc[];
+  /** A transform output to write as the next revision of the local document. */
+  upsert?: Content;
+  /** When it was queued for a flush (epoch ms). */
+  at: number;
+  /** Taken by a flush: revisions arriving now wait for the next one. */
+  taken: boolean;
+  /** Settles with the number of revisions written (0: the database had them all, or the upsert's content). */
+  done: Promise<number>;
+  resolve(written: number): void;
+  reject(err: Error): void;
+}
+
+function newOp(id: string, docs: CouchDoc[], upsert?: Content): Op {
+  let resolve!: (written: number) => void;
+  let reject!: (err: Error) => void;
+  const done = new Promise<number>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { id, docs, ...(upsert ? { upsert } : {}), at: 0, taken: false, done, resolve, reject };
+}
+
+export interface CouchSinkOptions {
+  /** While writes keep coming (less than this apart on average), how long the first waiting write waits for others to join its flush (ms). Default 50. */
+  windowMs?: number;
+  /** Most revisions per flush (one `_bulk_docs`). Default 250. */
+  maxDocs?: number;
+  /** Tries of a request that gets no answer (network error, 502/503/504) before the writes of its flush fail. Default 6. */
+  attempts?: number;
+  /** Wait before the first retry, doubled each time (ms). Default 250. */
+  retryDelayMs?: number;
+}
+
+/** HTTP statuses that say nothing about the documents sent: the same request may succeed later. */
+const UNAVAILABLE = new Set([408, 429, 502, 503, 504]);
+const statusOf = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
+/** Whether a CouchDB request failed without an answer about its content (retry it as it is). */
+const unanswered = (err: unknown): boolean => {
+  const status = statusOf(err);
+  return status === undefined || UNAVAILABLE.has(status);
+};
+const revHash = (rev: string): string => rev.slice(rev.indexOf('-') + 1);
+const revNumber = (rev: string): number => Number.parseInt(rev, 10);
+const MAX_RETRY_DELAY_MS = 5000;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class CouchSink {
+  /** Revisions written so far. */
   written = 0;
+  /** Flushes done so far (`_bulk_docs` requests, not counting those splitting a refused one). */
+  flushes = 0;
+
+  private readonly windowMs: number;
+  private readonly maxDocs: number;
+  private readonly attempts: number;
+  private readonly retryDelayMs: number;
+  /** Per document id: writes and retractions in call order. */
+  private readonly docs = new KeyedMutex();
+  private readonly pending: Op[] = [];
+  /** Per document id: its last write called, while no retraction or upsert was called after it. */
+  private readonly open = new Map<string, Op>();
+  private flushing = false;
+  private timer: NodeJS.Timeout | undefined;
+  /** When the last write was queued (epoch ms), and the moving average of the gaps between writes (ms). */
+  private lastArrival = 0;
+  private meanGapMs = Number.POSITIVE_INFINITY;
+  /** Writes came while the last flush ran (they keep coming): worth waiting for company. */
+  private overlapped = false;
+  private arrivedDuringFlush = false;
 
   constructor(
     private readonly db: DocumentScope<unknown>,
     private readonly state: ReplicationState,
     private readonly log: Logger,
-  ) {}
-
-  private readonly queue: Array<{ docs: CouchDoc[]; done: (err?: Error) => void }> = [];
-  /** Per document id: writes and retractions in call order. */
-  private readonly docs = new KeyedMutex();
-  private flushing = false;
-
-  /**
-   * One `_bulk_docs` request at a time; writes that come meanwhile (notifications are handled
-   * concurrently) wait and go together in the next request — one round trip for many documents
-   * instead of one each. A write resolves once its request has succeeded, in arrival order.
-   */
-  private bulk(docs: CouchDoc[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ docs, done: (err) => (err ? reject(err) : resolve()) });
-      if (!this.flushing) void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.queue.length > 0) {
-        const group: typeof this.queue = [];
-        let count = 0;
-        while (this.queue.length > 0 && (group.length === 0 || count + (this.queue[0] as { docs: CouchDoc[] }).docs.length <= MAX_BULK_DOCS)) {
-          const next = this.queue.shift() as (typeof this.queue)[number];
-          group.push(next);
-          count += next.docs.length;
-        }
-        let res: Array<{ id?: string; error?: string; reason?: string }>;
-        try {
-          // nano's types lack new_edits, which CouchDB's replication protocol uses.
-          res = (await this.db.bulk({ docs: group.flatMap((g) => g.docs) as never[], new_edits: false } as never)) as unknown as typeof res;
-        } catch (err) {
-          for (const g of group) g.done(err as Error);
-          continue;
-        }
-        // With new_edits=false CouchDB lists only the documents it refused (by id).
-        const refused = new Map<string, { error?: string; reason?: string }>();
-        for (const row of Array.isArray(res) ? res : []) if (row.error) refused.set(row.id ?? '', row);
-        for (const g of group) {
-          const id = (g.docs[0] as CouchDoc)._id;
-          const failed = refused.get(id) ?? (refused.size > 0 && refused.has('') ? refused.get('') : undefined);
-          g.done(failed ? new Error(`CouchDB refused ${id}: ${failed.error} ${failed.reason ?? ''}`) : undefined);
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
+    options: CouchSinkOptions = {},
+  ) {
+    this.windowMs = options.windowMs ?? 50;
+    this.maxDocs = options.maxDocs ?? 250;
+    this.attempts = options.attempts ?? 6;
+    this.retryDelayMs = options.retryDelayMs ?? 250;
   }
 
   /**
-   * Writes revisions of one document (each with its history and inline attachments), after the
-   * writes and retractions of that document called before. Throws when a revision has no
-   * `_revisions`, an attachment reference does not verify, or CouchDB refuses the write.
+   * Writes revisions of one document (each with its history; attachments inline or as verified
+   * XEP-0363 references), after the writes and retractions of that document called before.
+   * Only the revisions the database lacks are written. Rejects when a revision has no
+   * `_revisions`, an attachment reference does not verify, or CouchDB refuses the document.
    */
   write(docs: CouchDoc[]): Promise<void> {
     const first = docs[0];
     if (!first) return Promise.resolve();
     for (const doc of docs) if (!doc._revisions) return Promise.reject(new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`));
-    return this.docs.run(first._id, () => this.writeNow(first._id, docs));
+    // Revisions merge into CouchDB's tree in any order: those of a write still waiting for its
+    // turn join it (a document edited many times goes in one flush, not one flush per edit).
+    const open = this.open.get(first._id);
+    const op = open && !open.taken ? open : newOp(first._id, []);
+    op.docs.push(...docs);
+    if (op !== open) {
+      this.open.set(op.id, op);
+      void this.inTurn(op);
+    }
+    return op.done.then(() => undefined);
   }
 
-  private async writeNow(id: string, docs: CouchDoc[]): Promise<void> {
-    for (const doc of docs) await fetchAttachments(doc);
-    await this.state.markRevs(id, docs.map((d) => d._rev), 'i');
-    await this.bulk(docs);
-    this.written += docs.length;
-    this.log.debug('document written', { doc: id, revs: docs.map((d) => d._rev) });
+  /** Queues an op for a flush once the work on its document called before it is done. */
+  private inTurn(op: Op): Promise<number> {
+    const settled = this.docs.run(op.id, () => this.enqueue(op));
+    void settled.catch(() => undefined); // the callers handle op.done
+    void op.done.then(
+      () => this.closeOp(op),
+      () => this.closeOp(op),
+    );
+    return op.done;
+  }
+
+  private closeOp(op: Op): void {
+    if (this.open.get(op.id) === op) this.open.delete(op.id);
   }
 
   /**
    * Writes a document that has no revision history of its own (the output of a transform) as
-   * the next revision of the local one, through the same path as replicated revisions (marked
-   * imported before the write, so it is not published back). The revision id is derived from
-   * the content and the previous revision, so writing the same output twice adds nothing.
-   * Returns false when the local document already has this content.
+   * the next revision of the local one, through the same flushes as replicated revisions
+   * (recorded as imported before the write, so it is not published back). The revision id is
+   * derived from the content and the previous revision, so writing the same output twice adds
+   * nothing. Resolves to false when the local document already has this content.
    */
-  upsert(content: { _id: string; [key: string]: Json }): Promise<boolean> {
-    return this.docs.run(content._id, () => this.upsertNow(content));
-  }
-
-  private async upsertNow(content: { _id: string; [key: string]: Json }): Promise<boolean> {
-    let current: (CouchDoc & { _revisions?: { start: number; ids: string[] } }) | undefined;
-    try {
-      current = (await this.db.get(content._id, { revs: true })) as unknown as typeof current;
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 404) throw err;
-    }
-    const { _rev: _r, _revisions: _h, ...body } = content;
-    if (current) {
-      const { _rev, _revisions, ...was } = current;
-      if (isDeepStrictEqual(was, body)) return false;
-    }
-    const start = (current?._revisions?.start ?? 0) + 1;
-    const hash = createHash('md5').update(`${current?._rev ?? ''}\n${JSON.stringify(body)}`).digest('hex');
-    const doc = { ...body, _rev: `${start}-${hash}`, _revisions: { start, ids: [hash, ...(current?._revisions?.ids ?? [])] } } as CouchDoc;
-    await this.writeNow(doc._id, [doc]);
-    return true;
+  upsert(content: Content): Promise<boolean> {
+    this.open.delete(content._id); // later writes wait for this one
+    return this.inTurn(newOp(content._id, [], content)).then((written) => written > 0);
   }
 
   /**
@@ -144,10 +179,13 @@ export class CouchSink {
    * from a partner and `keep` — asked with that revision, e.g. whether the source still offers
    * the document or already sent its deletion — gives no reason to keep it. A local edit is never
    * deleted by a remote retraction (CouchDB semantics: an edit beats a concurrent deletion), and
-   * a document that is deleted already (a replayed retraction) is left as it is. Resolves to
-   * whether a deletion revision was written.
+   * a document that is deleted already (a replayed retraction) is left as it is. The deletion
+   * revision's id is derived from the revision it deletes (a replay writes nothing new) and goes
+   * through the flushes like any imported revision; a local edit made meanwhile stays the
+   * winner. Resolves to whether a deletion revision was written.
    */
   remove(docId: string, keep: (current: CouchDoc) => Promise<string | undefined>): Promise<boolean> {
+    this.open.delete(docId); // later writes wait for this one
     return this.docs.run(docId, () => this.removeNow(docId, keep));
   }
 
@@ -156,7 +194,7 @@ export class CouchSink {
     try {
       current = (await this.db.get(docId)) as unknown as CouchDoc;
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      if (statusOf(err) === 404) return false;
       throw err;
     }
     const reason = (await this.state.revKind(docId, current._rev)) === 'i' ? await keep(current) : 'its current revision is a local edit';
@@ -164,16 +202,211 @@ export class CouchSink {
       this.log.debug('partner retraction: document kept', { doc: docId, rev: current._rev, reason });
       return false;
     }
-    let res: { rev: string };
-    try {
-      res = await this.db.destroy(docId, current._rev);
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 409) throw err;
-      this.log.debug('retraction not applied: the document changed meanwhile', { doc: docId });
-      return false;
-    }
-    await this.state.markRevs(docId, [res.rev], 'i');
-    this.log.debug('document deleted by partner retraction', { doc: docId, rev: res.rev });
+    const start = revNumber(current._rev) + 1;
+    const hash = createHash('md5').update(`${current._rev}\n_deleted`).digest('hex');
+    const tombstone = { _id: docId, _rev: `${start}-${hash}`, _deleted: true, _revisions: { start, ids: [hash, revHash(current._rev)] } } as CouchDoc;
+    await this.enqueue(newOp(docId, [tombstone]));
+    this.log.debug('document deleted by partner retraction', { doc: docId, rev: tombstone._rev });
     return true;
+  }
+
+  /** Queues one document's write for a flush; resolves when it is written. */
+  private enqueue(op: Op): Promise<number> {
+    const now = Date.now();
+    const gap = now - this.lastArrival;
+    this.meanGapMs = Number.isFinite(this.meanGapMs) ? 0.8 * this.meanGapMs + 0.2 * gap : gap;
+    this.lastArrival = now;
+    if (this.flushing) this.arrivedDuringFlush = true;
+    op.at = now;
+    this.pending.push(op);
+    this.schedule();
+    return op.done;
+  }
+
+  /**
+   * When the next flush starts. While writes keep coming (some arrived during the last flush,
+   * and on average less than `windowMs` apart), once the oldest waiting one has waited
+   * `windowMs`, so that many go in one flush (CouchDB's cost is mostly per request); else at
+   * once (next turn of the event loop: a page's writes still go together), so a lone edit is
+   * not delayed. Always at once when `maxDocs` revisions wait. One flush at a time: what comes
+   * meanwhile waits for the next.
+   */
+  private schedule(): void {
+    if (this.flushing || this.pending.length === 0) return;
+    const waiting = this.pending.reduce((n, op) => n + Math.max(1, op.docs.length), 0);
+    const now = Date.now();
+    const oldest = (this.pending[0] as Op).at;
+    const streaming = this.overlapped && this.meanGapMs < this.windowMs;
+    const due = waiting >= this.maxDocs || !streaming ? now : oldest + this.windowMs;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.flush(), Math.max(0, due - now));
+  }
+
+  /** Takes what waits (up to `maxDocs` revisions) and writes it; then schedules the rest. */
+  private async flush(): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    this.arrivedDuringFlush = false;
+    const ops: Op[] = [];
+    let count = 0;
+    while (this.pending.length > 0 && (ops.length === 0 || count + Math.max(1, (this.pending[0] as Op).docs.length) <= this.maxDocs)) {
+      const op = this.pending.shift() as Op;
+      op.taken = true;
+      ops.push(op);
+      count += Math.max(1, op.docs.length);
+    }
+    try {
+      await this.writeBatch(ops);
+    } catch (err) {
+      // A failure of the whole flush (the state store, or CouchDB unanswered after every try).
+      for (const op of ops) op.reject(err as Error);
+    } finally {
+      this.flushing = false;
+      this.overlapped = this.arrivedDuringFlush;
+      this.schedule();
+    }
+  }
+
+  /** One flush: upserts' current documents, `_revs_diff`, downloads, one state batch, one `_bulk_docs`. */
+  private async writeBatch(all: Op[]): Promise<void> {
+    let ops = await this.prepareUpserts(all);
+    const missing = await this.missingRevs(ops);
+    const writes = new Map<Op, CouchDoc[]>();
+    for (const op of ops) {
+      const lacking = missing.get(op.id);
+      // Each missing revision once (the leaves a publisher sends again with each edit are merged in).
+      const docs = op.docs.filter((d) => lacking?.delete(d._rev));
+      if (docs.length === 0) op.resolve(0); // the database has them all (a replay, or another partner was first)
+      else writes.set(op, docs);
+    }
+    // References to XEP-0363 uploads: fetched only for revisions the database lacks.
+    await Promise.all(
+      [...writes].map(async ([op, docs]) => {
+        try {
+          for (const doc of docs) await fetchAttachments(doc);
+        } catch (err) {
+          writes.delete(op);
+          op.reject(err as Error);
+        }
+      }),
+    );
+    if (writes.size === 0) return;
+    ops = [...writes.keys()];
+    await this.state.markRevsOfMany(
+      ops.map((op) => [op.id, (writes.get(op) as CouchDoc[]).map((d) => d._rev)] as const),
+      'i',
+    );
+    this.flushes++;
+    await this.bulk(ops, writes);
+    this.log.debug('flush written', { db: this.db.config.db, docs: ops.length, asked: all.length });
+  }
+
+  /**
+   * Turns upserts into revisions: the current documents in one `_all_docs` request; an output
+   * equal to its document resolves to 0 (nothing to write). Returns the ops left to write.
+   */
+  private async prepareUpserts(ops: Op[]): Promise<Op[]> {
+    const upserts = ops.filter((op) => op.upsert);
+    if (upserts.length === 0) return ops;
+    type Row = { key: string; value?: { rev: string; deleted?: boolean }; doc?: CouchDoc | null };
+    let rows: Row[];
+    try {
+      rows = (await this.retried('_all_docs', () => this.db.fetch({ keys: upserts.map((op) => op.id) }))).rows as unknown as Row[];
+    } catch (err) {
+      for (const op of upserts) op.reject(err as Error);
+      return ops.filter((op) => !op.upsert);
+    }
+    const current = new Map(rows.filter((r) => r.doc && !r.value?.deleted).map((r) => [r.key, r.doc as CouchDoc]));
+    return ops.filter((op) => {
+      if (!op.upsert) return true;
+      const doc = this.nextRevision(op.upsert, current.get(op.id));
+      if (!doc) op.resolve(0);
+      else op.docs = [doc];
+      return doc !== undefined;
+    });
+  }
+
+  /** The revision of `content` that follows `current` (undefined: `current` has this content). */
+  private nextRevision(content: Content, current: CouchDoc | undefined): CouchDoc | undefined {
+    const { _rev: _r, _revisions: _h, ...body } = content;
+    if (current) {
+      const { _rev, _revisions, ...was } = current;
+      if (isDeepStrictEqual(was, body)) return undefined;
+    }
+    const start = current ? revNumber(current._rev) + 1 : 1;
+    const hash = createHash('md5').update(`${current?._rev ?? ''}\n${JSON.stringify(body)}`).digest('hex');
+    return { ...body, _rev: `${start}-${hash}`, _revisions: { start, ids: current ? [hash, revHash(current._rev)] : [hash] } } as CouchDoc;
+  }
+
+  /** Per document id, the revisions the database lacks (one `_revs_diff`); all of them if it cannot say. */
+  private async missingRevs(ops: Op[]): Promise<Map<string, Set<string>>> {
+    const all = new Map<string, Set<string>>();
+    for (const op of ops) for (const d of op.docs) all.set(op.id, (all.get(op.id) ?? new Set()).add(d._rev));
+    const asked = Object.fromEntries([...all].map(([id, revs]) => [id, [...revs]]));
+    if (all.size === 0) return all;
+    let res: Record<string, { missing?: string[] }>;
+    try {
+      res = (await this.retried('_revs_diff', () => this.db.server.request({ db: this.db.config.db, path: '_revs_diff', method: 'POST', body: asked }))) as typeof res;
+    } catch (err) {
+      if (unanswered(err)) throw err;
+      // A request refused for its content (e.g. a malformed revision): _bulk_docs finds which.
+      this.log.debug('_revs_diff refused; writing every revision', { reason: String(err) });
+      return all;
+    }
+    return new Map(Object.keys(asked).map((id) => [id, new Set(res[id]?.missing ?? [])]));
+  }
+
+  /**
+   * One `_bulk_docs` (`new_edits: false`) for the ops; rejects only the documents CouchDB
+   * refuses. A request refused as a whole (pouchdb-server refuses every document for one bad
+   * one) is split in halves until the bad documents are alone.
+   */
+  private async bulk(ops: Op[], writes: Map<Op, CouchDoc[]>): Promise<void> {
+    let res: Array<{ id?: string; error?: string; reason?: string }>;
+    try {
+      // nano's types lack new_edits, which CouchDB's replication protocol uses.
+      res = (await this.retried('_bulk_docs', () => this.db.bulk({ docs: ops.flatMap((op) => writes.get(op) as CouchDoc[]) as never[], new_edits: false } as never))) as unknown as typeof res;
+    } catch (err) {
+      if (unanswered(err)) throw err;
+      if (ops.length === 1) {
+        const op = ops[0] as Op;
+        this.log.warn('document refused by CouchDB', { doc: op.id, revs: (writes.get(op) as CouchDoc[]).map((d) => d._rev), reason: String(err) });
+        op.reject(new Error(`CouchDB refused ${op.id}: ${String(err)}`));
+        return;
+      }
+      const half = Math.ceil(ops.length / 2);
+      await this.bulk(ops.slice(0, half), writes);
+      await this.bulk(ops.slice(half), writes);
+      return;
+    }
+    // With new_edits=false CouchDB lists only the documents it refused (by id).
+    const refused = new Map<string, { error?: string; reason?: string }>();
+    for (const row of Array.isArray(res) ? res : []) if (row.error) refused.set(row.id ?? '', row);
+    for (const op of ops) {
+      const failed = refused.get(op.id);
+      if (failed) {
+        this.log.warn('document refused by CouchDB', { doc: op.id, error: failed.error, reason: failed.reason });
+        op.reject(new Error(`CouchDB refused ${op.id}: ${failed.error} ${failed.reason ?? ''}`));
+        continue;
+      }
+      const revs = (writes.get(op) as CouchDoc[]).map((d) => d._rev);
+      this.written += revs.length;
+      this.log.debug('document written', { doc: op.id, revs });
+      op.resolve(revs.length);
+    }
+  }
+
+  /** Runs a CouchDB request, again after 0.25 s, 0.5 s, … (at most 5 s apart) while it gets no answer; throws the last error. */
+  private async retried<T>(what: string, request: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await request();
+      } catch (err) {
+        if (!unanswered(err) || attempt >= this.attempts) throw err;
+        const delayMs = Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** (attempt - 1));
+        this.log.warn(`CouchDB ${what} failed; trying again`, { db: this.db.config.db, attempt, retryInMs: delayMs, reason: String(err) });
+        await sleep(delayMs);
+      }
+    }
   }
 }

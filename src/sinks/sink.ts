@@ -3,7 +3,9 @@
 // codecs and the replication state only; the partner manager (src/replication/partners.ts) and
 // the XSLT stage call them through this interface. Leaves that arrive together (a page of a
 // catch-up) are handed over as one batch (`writeItems`), so a sink that can write many at once
-// (one `_bulk_docs`) may; `writeLeaves` falls back to one at a time.
+// (one `_bulk_docs`) may; `writeLeaves` falls back to one at a time. A batching sink is also
+// called concurrently (live notifications, a page of history): it keeps the writes and
+// retractions of one document in call order itself.
 
 import type { Element } from 'ltx';
 
@@ -14,7 +16,7 @@ export interface PartnerSink {
   /**
    * Writes a batch of leaves, in order; resolves to whether each was written (false: skipped).
    * Optional: without it, writeLeaves writes them one at a time. Rejects when one could not be
-   * written (those before it may be written).
+   * written (with writeTogether the others are still written).
    */
   writeItems?(leaves: PartnerLeaf[]): Promise<boolean[]>;
   /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
@@ -36,4 +38,17 @@ export async function writeLeaves(sink: PartnerSink, leaves: PartnerLeaf[]): Pro
   const written: boolean[] = [];
   for (const { service, node, item, partner } of leaves) written.push(await sink.writeItem(service, node, item, partner));
   return written;
+}
+
+/**
+ * Writes a batch by starting every leaf's `write` at once, in order (a sink that batches collects
+ * them into one flush and keeps the order of each document's writes itself). Waits for all of
+ * them: one that fails does not stop the others. Resolves to which were written; rejects, once
+ * all have settled, with an Error saying how many failed and the first reason.
+ */
+export async function writeTogether(leaves: PartnerLeaf[], write: (leaf: PartnerLeaf) => Promise<boolean>): Promise<boolean[]> {
+  const settled = await Promise.allSettled(leaves.map(async (leaf) => write(leaf)));
+  const failed = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
+  if (failed.length > 0) throw new Error(`${failed.length} of ${leaves.length} leaves not written; first: ${String(failed[0])}`);
+  return settled.map((s) => (s as PromiseFulfilledResult<boolean>).value);
 }

@@ -248,6 +248,49 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     assert.deepEqual(published.map((l) => l.doc).sort(), [...ids].sort(), 'each document published exactly once');
   });
 
+  it('a batch written at A while B is stopped (small notes, attachments over the inline budget, conflicts and deletions of one note) reaches B from the history in shared flushes, exactly as at A, with no echo', async (t) => {
+    await hermodB.stop();
+    let stopped = true;
+    t.after(async () => {
+      if (stopped) hermodB = await startB(); // the next tests need B
+    });
+    const ids = Array.from({ length: 30 }, (_, i) => `batch-${i}`);
+    const big = (i: number): Buffer => Buffer.alloc(200 * 1024, i + 1); // over ajatus.inlineAttachmentMax (128 KiB): XEP-0363
+    const load = await couch(couchA, 'POST', `${CONTENT}/_bulk_docs`, {
+      docs: ids.map((id, i) => note(id, id, ['shared'], i < 3 ? { _attachments: { 'big.bin': { content_type: 'application/octet-stream', data: big(i).toString('base64') } } } : {})),
+    });
+    assert.equal(load.status, 201);
+    // One note edited, given a second branch (as a third site would), that branch deleted; another deleted outright.
+    const base = await put(couchA, CONTENT, note('batch-conflict', 'Base', ['shared']));
+    const edited = await put(couchA, CONTENT, { ...note('batch-conflict', 'Edited', ['shared']), _rev: base });
+    const other = 'b'.repeat(32);
+    assert.equal((await couch(couchA, 'POST', `${CONTENT}/_bulk_docs`, { new_edits: false, docs: [{ ...note('batch-conflict', 'Other branch', ['shared']), _rev: `2-${other}`, _revisions: { start: 2, ids: [other, base.slice(2)] } }] })).status, 201);
+    assert.equal((await couch(couchA, 'DELETE', `${CONTENT}/batch-conflict?rev=2-${other}`)).status, 200);
+    const published = async (id: string, rev?: string): Promise<boolean> => (await hermodA.log()).some((l) => l.msg === 'published document' && l.doc === id && (rev === undefined || l.rev === rev));
+    const gone = await put(couchA, CONTENT, note('batch-gone', 'Soon deleted', ['shared']));
+    await eventually(() => published('batch-gone', gone), 'batch-gone published by A (its deletion then goes to the same node)', 60_000);
+    const deleted = await couch(couchA, 'DELETE', `${CONTENT}/batch-gone?rev=${gone}`);
+    assert.equal(deleted.status, 200);
+    await eventually(async () => (await Promise.all([...ids.map((id) => published(id)), published('batch-conflict', edited), published('batch-gone', String(deleted.json.rev))])).every(Boolean), 'A published the batch', 60_000);
+
+    const caught = await linesOf(hermodB, caughtUp);
+    const logged = (await hermodB.log()).length;
+    hermodB = await startB();
+    stopped = false;
+    await moreLines(hermodB, caughtUp, caught, 'B caught up with /tags/shared from its history');
+    for (const id of [...ids, 'batch-conflict', 'batch-gone']) assert.deepEqual(await leaves(couchB, id), await leaves(couchA, id), `${id}: B holds exactly A's leaf revisions`);
+    await sameRevisions('batch-conflict', edited);
+    assert.equal(await get(couchB, 'batch-gone'), undefined, 'deleted at B too');
+    for (let i = 0; i < 3; i++) {
+      const att = ((await get(couchB, `batch-${i}`, '?attachments=true'))?._attachments as Record<string, { data: string }>)['big.bin'];
+      assert.ok(Buffer.from(att?.data ?? '', 'base64').equals(big(i)), `batch-${i}: the uploaded attachment arrived byte for byte`);
+    }
+    const flushes = (await hermodB.log()).slice(logged).filter((l) => l.msg === 'flush written');
+    assert.ok(flushes.some((l) => Number(l.docs) >= 10), `the replayed history was written in shared flushes (${JSON.stringify(flushes.map((l) => l.docs))})`);
+    const logB = await hermodB.log();
+    assert.deepEqual(logB.filter((l) => l.msg === 'published document' && String(l.doc).startsWith('batch-')), [], 'B publishes nothing it imported');
+  });
+
   it('a tag removed at A retracts the item from that node; B keeps the document while another followed tag has it', async () => {
     const rev1 = await put(couchA, CONTENT, note('moving', 'In two tags', ['shared', 'extra']));
     await eventually(async () => (await get(couchB, 'moving'))?._rev === rev1, 'moving at B');

@@ -1,0 +1,336 @@
+// The batched CouchDB sink (src/sinks/couchdb.ts) against a real pouchdb-server: documents a
+// source database holds (edits, conflicts, deletions, attachments) are read the way a partner's
+// publisher sends them (every leaf with its history) and handed to the sink all at once, as the
+// writes of a page of history or of notifications arriving together. The target database must
+// end with exactly the source's revisions, written in one `_bulk_docs` per flush, each revision
+// recorded as imported before CouchDB has it (the local publisher then never echoes it), and
+// only the revisions the target lacked written.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Element } from 'ltx';
+import nano from 'nano';
+import type { CouchDoc } from '../../src/codecs/couch-doc.ts';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import type { Logger } from '../../src/log.ts';
+import { ReplicationState } from '../../src/replication/state.ts';
+import { CouchSink, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import type { StateOp, StateSpace } from '../../src/store/store.ts';
+import { sha256 } from '../../src/util/digest.ts';
+import { transformedDoc } from '../../src/replication/ajatus.ts';
+import { Transforms } from '../../src/replication/transforms.ts';
+
+type Line = { level: string; msg: string } & Record<string, unknown>;
+
+/** A Logger that keeps what it is told. */
+function captureLog(): Logger & { lines: Line[] } {
+  const lines: Line[] = [];
+  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ ...fields, level, msg });
+  const log = { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => log };
+  return log;
+}
+
+/** Every leaf of a document as a partner's publisher reads it: history and attachments inline. */
+async function leavesOf(couch: CouchServer, db: string, id: string): Promise<CouchDoc[]> {
+  const { json } = await couch.request('GET', `${db}/${encodeURIComponent(id)}?open_revs=all&revs=true&attachments=true`);
+  return (json as unknown as Array<{ ok?: CouchDoc }>).flatMap((r) => (r.ok ? [r.ok] : []));
+}
+
+/** Per document: its leaf revisions ("rev" or "rev deleted", sorted) and its winner, as a reader sees them. */
+async function shape(couch: CouchServer, db: string, id: string): Promise<{ leaves: string[]; winner: unknown }> {
+  const leaves = (await leavesOf(couch, db, id)).map((d) => `${d._rev}${d._deleted ? ' deleted' : ''}`).sort();
+  const { status, json } = await couch.request('GET', `${db}/${encodeURIComponent(id)}?conflicts=true&deleted_conflicts=true`);
+  return { leaves, winner: status === 200 ? { rev: json._rev, conflicts: json._conflicts, deleted: json._deleted_conflicts } : status };
+}
+
+/** id -> [seq, leaf revs] from the changes feed (style=all_docs). */
+async function changes(couch: CouchServer, db: string): Promise<Map<string, string>> {
+  const { json } = await couch.request('GET', `${db}/_changes?style=all_docs`);
+  return new Map((json.results as Array<{ id: string; seq: unknown; changes: Array<{ rev: string }> }>).map((r) => [r.id, JSON.stringify([r.seq, r.changes.map((c) => c.rev).sort()])]));
+}
+
+/** Revisions written with their history, as a replicator writes them. */
+async function bulkRevs(couch: CouchServer, db: string, docs: Array<Record<string, unknown>>): Promise<void> {
+  const { status, json } = await couch.request('POST', `${db}/_bulk_docs`, { new_edits: false, docs });
+  assert.equal(status, 201, JSON.stringify(json));
+}
+
+const hash = (s: string): string => createHash('md5').update(s).digest('hex');
+/** A revision `n-<hash of label>` of `id` whose history is `labels` (newest first). */
+const rev = (id: string, labels: string[], body: Record<string, unknown> = {}): Record<string, unknown> => ({
+  ...body,
+  _id: id,
+  _rev: `${labels.length}-${hash(labels[0] as string)}`,
+  _revisions: { start: labels.length, ids: labels.map(hash) },
+});
+
+describe('batched CouchDB sink', { timeout: 120_000 }, () => {
+  let couch: CouchServer;
+  let files: Server;
+  let filesUrl: string;
+  const blobs = new Map<string, Buffer>();
+  let dbs = 0;
+
+  before(async () => {
+    couch = await startCouch();
+    // Stands in for the XEP-0363 upload service of the partner's server.
+    files = createServer((req, res) => {
+      const body = blobs.get(req.url ?? '');
+      res.writeHead(body ? 200 : 404).end(body);
+    });
+    await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
+    filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await new Promise((resolve) => files.close(resolve));
+    await couch.destroy();
+  });
+
+  /** A fresh source and target database and a sink writing into the target, its state and its log. */
+  async function setup(options: CouchSinkOptions = {}) {
+    const n = ++dbs;
+    const [source, target] = [`source_${n}`, `target_${n}`];
+    await couch.createDbs(source, target);
+    const space = new MemoryStore().state('replication');
+    const batches: StateOp[][] = [];
+    /** Revision keys recorded when CouchDB already had the revision (too late to stop an echo). */
+    const late: string[] = [];
+    const watched: StateSpace = {
+      get: (k) => space.get(k),
+      getMany: (keys) => space.getMany(keys),
+      range: (p) => space.range(p),
+      batch: async (ops) => {
+        batches.push(ops);
+        for (const op of ops) {
+          const [kind, doc, r] = op.key.split('\0');
+          if (kind !== 'rev') continue;
+          const { status } = await couch.request('GET', `${target}/${encodeURIComponent(doc as string)}?rev=${r}`);
+          if (status === 200) late.push(`${doc} ${r}`);
+        }
+        return space.batch(ops);
+      },
+    };
+    const state = new ReplicationState(watched);
+    const log = captureLog();
+    const sink = new CouchSink(nano(couch.url).use(target), state, log, options);
+    /** Hands every leaf of each source document to the sink at once; resolves to each write's outcome. */
+    const deliver = async (ids: string[]) => Promise.allSettled(await Promise.all(ids.map(async (id) => leavesOf(couch, source, id))).then((all) => all.map((leaves) => sink.write(leaves))));
+    const revBatches = () => batches.filter((b) => b.some((op) => op.key.startsWith('rev\0'))).length;
+    return { source, target, sink, state, log, deliver, late, revBatches };
+  }
+
+  it('a partner that already has part of a batch: only the missing revisions are written, the rest untouched', async () => {
+    const t = await setup();
+    const ids = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'];
+    const docs = ids.map((id) => rev(id, [`${id}-b`, `${id}-a`], { title: id }));
+    await bulkRevs(couch, t.source, docs);
+    // The target has p1 and p2 already, p3 only its first revision.
+    await bulkRevs(couch, t.target, [docs[0], docs[1], rev('p3', ['p3-a'], { title: 'p3' })] as Array<Record<string, unknown>>);
+    const before = await changes(couch, t.target);
+
+    const outcomes = await t.deliver(ids);
+    assert.deepEqual(outcomes.map((o) => o.status), ids.map(() => 'fulfilled'));
+    const after = await changes(couch, t.target);
+    assert.equal(after.get('p1'), before.get('p1'), 'p1 untouched: same leaf and changes seq');
+    assert.equal(after.get('p2'), before.get('p2'), 'p2 untouched: same leaf and changes seq');
+    for (const id of ids) assert.deepEqual(await shape(couch, t.target, id), await shape(couch, t.source, id), `${id} as at the source`);
+    assert.equal(t.sink.written, 4, 'written: p3 rev 2 and p4-p6 (rev 2 with its history)');
+    assert.equal(t.sink.flushes, 1, 'one _bulk_docs');
+    assert.equal(t.revBatches(), 1, 'one replication-state batch for the flush');
+    // What was written is recorded as imported (before CouchDB had it); what was there is not touched.
+    for (const id of ['p3', 'p4', 'p5', 'p6']) assert.equal(await t.state.revKind(id, docs[ids.indexOf(id)]?._rev as string), 'i');
+    assert.equal(await t.state.revKind('p1', docs[0]?._rev as string), undefined);
+    assert.deepEqual(t.late, []);
+  });
+
+  it('a batch whose attachments exceed the inline budget (XEP-0363 references) together with small documents', async () => {
+    const t = await setup();
+    const big = Buffer.alloc(300 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31) % 253;
+    const sha = sha256(big);
+    blobs.set('/big-1', big);
+    const small = ['s1', 's2', 's3'].map((id) => rev(id, [`${id}-a`], { title: id, _attachments: { 'note.txt': { content_type: 'text/plain', data: Buffer.from(`small ${id}`).toString('base64') } } }));
+    const large = ['l1', 'l2'].map((id) => rev(id, [`${id}-a`], { title: id, _attachments: { 'big.bin': { content_type: 'application/octet-stream', data: big.toString('base64') } } }));
+    await bulkRevs(couch, t.source, [...small, ...large]);
+    // The publisher replaced the large attachments by references to their upload.
+    const sent = await Promise.all(['s1', 'l1', 's2', 'l2', 's3'].map((id) => leavesOf(couch, t.source, id)));
+    for (const [doc] of sent) {
+      const atts = doc?._attachments as Record<string, unknown>;
+      if (atts['big.bin']) atts['big.bin'] = { content_type: 'application/octet-stream', length: big.length, hermod_url: `${filesUrl}/big-1`, hermod_sha256: sha };
+    }
+    // l3: the target has it already, and its upload is gone: nothing is downloaded for it.
+    const l3 = rev('l3', ['l3-a'], { title: 'l3', _attachments: { 'big.bin': { content_type: 'application/octet-stream', data: big.toString('base64') } } });
+    await bulkRevs(couch, t.target, [l3]);
+    const l3ref = { ...l3, _attachments: { 'big.bin': { content_type: 'application/octet-stream', length: big.length, hermod_url: `${filesUrl}/expired`, hermod_sha256: sha } } } as unknown as CouchDoc;
+
+    const outcomes = await Promise.allSettled([...sent.map((leaves) => t.sink.write(leaves)), t.sink.write([l3ref])]);
+    assert.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? String(o.reason) : o.status)), sent.map(() => 'fulfilled').concat('fulfilled'));
+    for (const id of ['s1', 's2', 's3', 'l1', 'l2']) {
+      const [atTarget] = await leavesOf(couch, t.target, id);
+      const [atSource] = await leavesOf(couch, t.source, id);
+      assert.deepEqual(atTarget, atSource, `${id}: same revision, body and attachment bytes`);
+    }
+    assert.equal(t.sink.flushes, 1, 'small and large documents in one _bulk_docs');
+  });
+
+  it('a flush with bad documents: the others are written, each bad one fails alone and is logged', async () => {
+    const t = await setup();
+    const good = ['g1', 'g2', 'g3', 'g4'].map((id) => rev(id, [`${id}-a`], { title: id }) as unknown as CouchDoc);
+    // pouchdb-server refuses a whole _bulk_docs for one of these; a broken upload fails before.
+    const badMember = rev('bad-member', ['bm-a'], { _unknown_member: 1 }) as unknown as CouchDoc;
+    const badRef = rev('bad-ref', ['br-a'], { _attachments: { 'x.bin': { content_type: 'application/octet-stream', length: 3, hermod_url: `${filesUrl}/nothing-here`, hermod_sha256: sha256(Buffer.from('abc')) } } }) as unknown as CouchDoc;
+    const all = [good[0], badMember, good[1], good[2], badRef, good[3]] as CouchDoc[];
+    const outcomes = await Promise.allSettled(all.map((doc) => t.sink.write([doc])));
+    assert.deepEqual(
+      outcomes.map((o, i) => `${all[i]?._id} ${o.status}`),
+      all.map((d) => `${d._id} ${d._id.startsWith('bad') ? 'rejected' : 'fulfilled'}`),
+    );
+    assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /bad-member/);
+    assert.match(String((outcomes[4] as PromiseRejectedResult).reason), /HTTP 404/);
+    for (const doc of good) assert.equal((await couch.request('GET', `${t.target}/${doc._id}`)).json._rev, doc._rev, `${doc._id} written`);
+    assert.equal((await couch.request('GET', `${t.target}/bad-member`)).status, 404);
+    assert.ok(t.log.lines.some((l) => l.level === 'warn' && l.msg === 'document refused by CouchDB' && l.doc === 'bad-member'), 'the refused document is logged');
+  });
+
+  it('a flush whose CouchDB does not answer is tried again until it does: nothing lost', async () => {
+    const t = await setup({ attempts: 20, retryDelayMs: 100 });
+    const docs = ['n1', 'n2', 'n3'].map((id) => rev(id, [`${id}-a`], { title: id }) as unknown as CouchDoc);
+    await couch.stop();
+    const writes = Promise.allSettled(docs.map((doc) => t.sink.write([doc])));
+    try {
+      // Wait until a request has failed and is being retried, then bring CouchDB back.
+      while (!t.log.lines.some((l) => l.msg.endsWith('failed; trying again'))) await new Promise((resolve) => setTimeout(resolve, 20));
+    } finally {
+      await couch.start();
+    }
+    assert.deepEqual((await writes).map((o) => o.status), ['fulfilled', 'fulfilled', 'fulfilled']);
+    for (const doc of docs) assert.equal((await couch.request('GET', `${t.target}/${doc._id}`)).json._rev, doc._rev);
+  });
+
+  it('conflicting revisions and a deletion of the same document arriving together: the source winner, tombstones kept', async () => {
+    const t = await setup();
+    // c1: two branches, one of them deleted later — the live branch wins.
+    // c2: both branches deleted — a deleted document whose tombstones are all kept.
+    // c3: a conflict between two live branches — CouchDB's winner by revision id.
+    const states: Array<Array<Record<string, unknown>>> = [];
+    for (const id of ['c1', 'c2', 'c3']) {
+      const a = rev(id, [`${id}-a`], { v: 'a' });
+      const b = rev(id, [`${id}-b`, `${id}-a`], { v: 'b' });
+      const c = rev(id, [`${id}-c`, `${id}-a`], { v: 'c' });
+      const bDeleted = { ...rev(id, [`${id}-b-del`, `${id}-b`, `${id}-a`]), _deleted: true };
+      const cDeleted = { ...rev(id, [`${id}-c-del`, `${id}-c`, `${id}-a`]), _deleted: true };
+      const steps = id === 'c3' ? [[a], [b, c]] : id === 'c1' ? [[a], [b, c], [bDeleted, c]] : [[a], [b, c], [bDeleted, c], [bDeleted, cDeleted]];
+      states.push(...steps);
+      for (const step of steps) await bulkRevs(couch, t.source, step);
+    }
+    // Every state the publisher sent (each notification: the winner with the other leaves), then
+    // the retractions that follow a deletion, all handed over at once.
+    const done = await Promise.allSettled([
+      ...states.map((docs) => t.sink.write(docs as unknown as CouchDoc[])),
+      t.sink.remove('c2', async () => undefined),
+      t.sink.remove('c1', async () => 'the source still offers it'),
+    ]);
+    assert.deepEqual(done.map((d) => d.status), done.map(() => 'fulfilled'));
+    for (const id of ['c1', 'c2', 'c3']) assert.deepEqual(await shape(couch, t.target, id), await shape(couch, t.source, id), `${id}: the same leaves and winner as the source`);
+    assert.equal((await shape(couch, t.target, 'c2')).winner, 404, 'c2 reads as deleted');
+    assert.equal((done.at(-2) as PromiseFulfilledResult<boolean>).value, false, 'a retraction of a deleted document writes nothing');
+    assert.deepEqual(t.late, []);
+  });
+
+  it('many edits of one document handed over at once go in one or two flushes, ending with the source winner', async () => {
+    const t = await setup();
+    const labels: string[] = [];
+    const edits: CouchDoc[] = [];
+    for (let i = 0; i < 50; i++) {
+      labels.unshift(`e-${i}`);
+      edits.push(rev('edited', [...labels], { n: i }) as unknown as CouchDoc);
+    }
+    await bulkRevs(couch, t.source, [edits.at(-1) as unknown as Record<string, unknown>]);
+    await Promise.all(edits.map((doc) => t.sink.write([doc])));
+    assert.deepEqual(await shape(couch, t.target, 'edited'), await shape(couch, t.source, 'edited'));
+    assert.ok(t.sink.flushes <= 2, `${t.sink.flushes} flushes`);
+  });
+
+  it('a retraction deletes with a revision recorded as imported before CouchDB has it, after the writes called before it; a replay adds nothing', async () => {
+    const t = await setup();
+    const v1 = rev('r1', ['r1-a'], { title: 'one' }) as unknown as CouchDoc;
+    const v2 = rev('r1', ['r1-b', 'r1-a'], { title: 'two' }) as unknown as CouchDoc;
+    const [w1, w2, removed] = await Promise.all([t.sink.write([v1]), t.sink.write([v2]), t.sink.remove('r1', async () => undefined)]);
+    assert.deepEqual([w1, w2, removed], [undefined, undefined, true]);
+    const [tombstone] = await leavesOf(couch, t.target, 'r1');
+    assert.equal(tombstone?._deleted, true);
+    assert.deepEqual((tombstone?._revisions as { ids: string[] }).ids.slice(1), [hash('r1-b'), hash('r1-a')], 'the deletion follows revision 2: the retraction waited for it');
+    assert.equal(await t.state.revKind('r1', tombstone?._rev as string), 'i');
+    assert.deepEqual(t.late, [], 'every revision recorded before CouchDB had it: the local publisher never sees an unknown one');
+    // The same notifications again (a replayed history): nothing new.
+    const seq = (await changes(couch, t.target)).get('r1');
+    await Promise.all([t.sink.write([v1]), t.sink.write([v2]), t.sink.remove('r1', async () => undefined)]);
+    assert.equal((await changes(couch, t.target)).get('r1'), seq);
+  });
+
+  it('the XSLT stage takes a batch: outputs written through the flushes, a retraction called right after never overtakes its item\'s write', async () => {
+    const t = await setup();
+    const dir = mkdtempSync(path.join(tmpdir(), 'hermod-sink-xslt-'));
+    const stylesheet = path.join(dir, 'note2doc.xsl');
+    writeFileSync(
+      stylesheet,
+      `<xsl:stylesheet version="3.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/note"><json xmlns="urn:xmpp:json:0"><xsl:value-of select="serialize(map{'_id': 'out-' || @id, 'title': string(title)}, map{'method': 'json'})"/></json></xsl:template>
+</xsl:stylesheet>`,
+    );
+    const transforms = new Transforms({ dir, dataDir: dir, log: t.log, timeoutMs: 10_000, maxOutput: 100_000 });
+    transforms.register({
+      key: 'couchdb',
+      format: 'a CouchDB document',
+      accepts: (root) => root.name === 'json',
+      write: async (root) => {
+        const doc = transformedDoc(root);
+        return { ref: doc._id, written: await t.sink.upsert(doc) };
+      },
+      remove: async (ref) => void (await t.sink.remove(ref, async () => undefined)),
+    });
+    const stage = transforms.stage('ajatus', {
+      specFor: () => ({ stylesheet, params: {} }),
+      native: { writeItem: () => Promise.reject(new Error('not transformed')), retract: () => Promise.reject(new Error('not transformed')) },
+      state: t.state,
+      onStylesheetChange: () => undefined,
+    });
+    try {
+      const from = { service: 'pubsub.alpha.test', node: '/tags/shared', partner: 'alice@alpha.test' };
+      const leaf = (id: string) => ({ ...from, item: new Element('item', { id }).cnode(new Element('note', { id }).c('title').t(`Title ${id}`).up()).up() });
+      // Notifications arriving together: writes, then the retraction of one of them.
+      const written = Promise.all(['n1', 'n2', 'n3'].map((id) => stage.writeItem(from.service, from.node, leaf(id).item, from.partner)));
+      const retracted = stage.retract(from.service, from.node, 'n2', () => false, from.partner);
+      assert.deepEqual(await written, [true, true, true]);
+      await retracted;
+      const [n2] = await leavesOf(couch, t.target, 'out-n2');
+      assert.equal(n2?._deleted, true, 'out-n2 written, then deleted by the retraction called after it');
+      // A page of a catch-up, as one batch.
+      assert.deepEqual(await stage.writeItems(['n4', 'n5', 'n6', 'n1'].map(leaf)), [true, true, true, false]);
+      for (const id of ['n1', 'n3', 'n4', 'n5', 'n6']) assert.equal((await couch.request('GET', `${t.target}/out-${id}`)).json.title, `Title ${id}`);
+      assert.deepEqual(t.late, []);
+    } finally {
+      await transforms.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('transform outputs (upserts) go through the same flushes: the next revision of the local document, unchanged content writes nothing', async () => {
+    const t = await setup();
+    await bulkRevs(couch, t.target, [rev('u1', ['u1-b', 'u1-a'], { title: 'old' })]);
+    const results = await Promise.all([t.sink.upsert({ _id: 'u1', title: 'new' }), t.sink.upsert({ _id: 'u2', title: 'fresh' }), t.sink.upsert({ _id: 'u2', title: 'fresh' })]);
+    assert.deepEqual(results, [true, true, false]);
+    const { json } = await couch.request('GET', `${t.target}/u1?revs=true&conflicts=true`);
+    assert.equal(json.title, 'new');
+    assert.equal(json._conflicts, undefined, 'a child of the local revision, not a conflict');
+    assert.deepEqual((json._revisions as { start: number; ids: string[] }).ids.slice(1), [hash('u1-b'), hash('u1-a')]);
+    assert.deepEqual(t.late, []);
+  });
+});
