@@ -26,6 +26,7 @@ import type { StateOp, StateSpace } from '../../src/store/store.ts';
 import { sha256 } from '../../src/util/digest.ts';
 import { transformedDoc } from '../../src/replication/ajatus.ts';
 import { Transforms } from '../../src/replication/transforms.ts';
+import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
 
 type Line = { level: string; msg: string } & Record<string, unknown>;
 
@@ -106,6 +107,7 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       get: (k) => space.get(k),
       getMany: (keys) => space.getMany(keys),
       range: (p) => space.range(p),
+      swap: (k, e, n) => space.swap(k, e, n),
       batch: async (ops) => {
         batches.push(ops);
         for (const op of ops) {
@@ -285,7 +287,7 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
   <xsl:template match="/note"><json xmlns="urn:xmpp:json:0"><xsl:value-of select="serialize(map{'_id': 'out-' || @id, 'title': string(title)}, map{'method': 'json'})"/></json></xsl:template>
 </xsl:stylesheet>`,
     );
-    const transforms = new Transforms({ dir, dataDir: dir, log: t.log, timeoutMs: 10_000, maxOutput: 100_000 });
+    const transforms = new Transforms({ dir, quarantine: new Quarantine(new MemoryStore().state(QUARANTINE_SPACE)), log: t.log, timeoutMs: 10_000, maxOutput: 100_000 });
     transforms.register({
       key: 'couchdb',
       format: 'a CouchDB document',
