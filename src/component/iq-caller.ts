@@ -6,7 +6,7 @@ import { IqError } from '../xmpp/iq-error.ts';
 
 export class IqCaller {
   private counter = 0;
-  private readonly pending = new Map<string, { resolve: (el: Element) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, { to: string; resolve: (el: Element) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
 
   constructor(
     private readonly from: string,
@@ -32,7 +32,7 @@ export class IqCaller {
         this.pending.delete(id);
         reject(new IqError('remote-server-timeout', undefined, `no answer within ${timeoutMs} ms`, to, 'wait'));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { to, resolve, reject, timer });
       if (!this.send(iq)) {
         clearTimeout(timer);
         this.pending.delete(id);
@@ -56,9 +56,13 @@ export class IqCaller {
     return true;
   }
 
-  /** Rejects everything still waiting (shutdown). */
-  cancelAll(): void {
+  /**
+   * Rejects what is still waiting (shutdown) with IqError service-unavailable: every request, or
+   * those whose addressee `which` picks (e.g. partners' services, not the component's own server).
+   */
+  cancelAll(which: (to: string) => boolean = () => true): void {
     for (const [id, w] of this.pending) {
+      if (!which(w.to)) continue;
       clearTimeout(w.timer);
       w.reject(new IqError('service-unavailable', undefined, 'shutting down', '', 'cancel'));
       this.pending.delete(id);
