@@ -112,7 +112,7 @@ export class Outbox {
   private readonly log: Logger;
   private readonly barrierJid: string | undefined;
   dropped = 0;
-  /** Stanzas confirmed (or written, without barriers). */
+  /** Stanzas the server has routed (or written, without barriers); written again after a disconnect, counted again. */
   sent = 0;
   /** Barrier IQs written (since start). */
   barriersSent = 0;
@@ -250,6 +250,7 @@ export class Outbox {
   /** A barrier came back: everything before `position` is routed; it is confirmed once settled. */
   private route(position: number): void {
     if (position <= this.routed) return;
+    this.sent += position - this.routed;
     this.routed = position;
     if (this.settleMs <= 0) this.confirm(position);
     else {
@@ -289,7 +290,10 @@ export class Outbox {
 
   private confirm(position: number): void {
     if (position <= this.confirmed) return;
-    if (position > this.routed) this.routed = position;
+    if (position > this.routed) {
+      this.sent += position - this.routed;
+      this.routed = position;
+    }
     let last: DurableTag | undefined;
     for (let p = position - 1; p >= this.confirmed; p--) {
       const i = p - this.base;
@@ -298,7 +302,6 @@ export class Outbox {
         break;
       }
     }
-    this.sent += position - this.confirmed;
     this.confirmed = position;
     if (last) this.options.onConfirmed?.(last);
     const done = this.confirmed - this.base;
