@@ -107,6 +107,10 @@ export class AjatusPublisher {
     const { state } = this.o;
     const todo = changes.filter((c) => !c.id.startsWith('_design/'));
     if (todo.length === 0) return;
+    // Read ahead for changes skipped below (published, noted imports) is not needed: dropped
+    // here; readLeaves takes (and drops) those it uses.
+    const early = new Map(todo.flatMap((c) => { const read = this.ahead.get(changeKey(c)); return read ? [[changeKey(c), read] as const] : []; }));
+    for (const key of early.keys()) this.ahead.delete(key);
     const kinds = await state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
     // Every leaf published by us: handled already (a replayed batch, our own publish seen again).
     const openAt = todo.flatMap((c, i) => (c.revs.length === 0 || !(kinds[i] as RevKind[]).every((k) => k === 'p') ? [i] : []));
@@ -124,6 +128,7 @@ export class AjatusPublisher {
     const leaves = await this.readLeaves(
       toRead.map((i) => open[i] as Change),
       toRead.map((i) => openKinds[i] as RevKind[]),
+      early,
     );
     const befores = await state.nodesOfMany(open.map((c) => c.id));
     const plans: DocPlan[] = [];
@@ -159,13 +164,12 @@ export class AjatusPublisher {
    * without attachment bodies; a second one with them for the documents that have attachments,
    * have a revision this site does not know (only those are published) and whose attachments
    * fit the inline budget; documents with more, and any `_bulk_get` could not read (a revision
-   * gone meanwhile), read one by one (`open_revs=all`).
+   * gone meanwhile), read one by one (`open_revs=all`). `ahead`: what prefetch() already read for
+   * this batch, by change key (a failed read there is read again here).
    */
-  private async readLeaves(open: Change[], kinds: RevKind[][]): Promise<Map<string, CouchDoc[]>> {
+  private async readLeaves(open: Change[], kinds: RevKind[][], ahead: ReadonlyMap<string, Promise<CouchDoc[] | undefined>>): Promise<Map<string, CouchDoc[]>> {
     const { content, inlineAttachmentMax } = this.o;
-    const early = open.map((c) => this.ahead.get(changeKey(c)));
-    for (const c of open) this.ahead.delete(changeKey(c));
-    const found = await Promise.all(early.map((read) => read?.catch(() => undefined)));
+    const found = await Promise.all(open.map((c) => ahead.get(changeKey(c))?.catch(() => undefined)));
     const leaves = await bulkGetRevisions(content, open.filter((_, i) => !found[i]), false);
     for (const [i, docs] of found.entries()) if (docs) leaves.set((open[i] as Change).id, docs);
     const withBodies: Change[] = [];
@@ -196,9 +200,10 @@ export class AjatusPublisher {
       const kinds = await this.o.state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
       const read = todo.filter((c, i) => (kinds[i] as RevKind[]).includes(undefined) || (!(kinds[i] as RevKind[]).every((k) => k === 'p') && !this.o.imports?.usable(c)));
       if (read.length === 0) return;
-      const all = bulkGetRevisions(this.o.content, read, false);
-      all.catch(() => {}); // handle() reads again
-      for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m.get(c.id)));
+      // A failed read ahead is read again by handle(): each promise kept here is handled now, so a
+      // CouchDB blip is never an unhandled rejection (which would end the process).
+      const all = bulkGetRevisions(this.o.content, read, false).catch(() => undefined);
+      for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m?.get(c.id)));
     })().catch((err: unknown) => this.o.log.debug('reading ahead failed (read again when handled)', { reason: String(err) }));
   }
 
