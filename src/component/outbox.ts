@@ -361,12 +361,23 @@ export class Outbox {
       if (gate) {
         // Written once the mark is durable; if the socket went meanwhile, detach() has queued it again.
         this.waitingDrain = true;
-        void gate.then(() => {
-          if (this.socket !== socket) return;
-          this.waitingDrain = false;
-          this.write(socket, chunk);
-          this.schedule();
-        });
+        gate.then(
+          () => {
+            if (this.socket !== socket) return;
+            this.waitingDrain = false;
+            this.write(socket, chunk);
+            this.schedule();
+          },
+          (err: unknown) => {
+            // The mark could not be made durable: written all the same (an adopter might then
+            // deliver it a second time, with the same item ids) rather than stall the outbox.
+            this.log.error('journal written-mark failed: writing the chunk anyway', { reason: String(err) });
+            if (this.socket !== socket) return;
+            this.waitingDrain = false;
+            this.write(socket, chunk);
+            this.schedule();
+          },
+        );
         return;
       }
       this.write(socket, chunk);
