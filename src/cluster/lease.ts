@@ -162,6 +162,8 @@ export class Lease {
  */
 export class Heartbeat {
   private mine: string | undefined;
+  /** Beats whose write rejected (each may have reached the store all the same), newest first. */
+  private unsure: string[] = [];
   private record: MemberRecord;
 
   constructor(
@@ -171,11 +173,24 @@ export class Heartbeat {
     this.record = { ...record, beat: 0, at: Date.now() };
   }
 
-  /** Writes the next beat; resolves to false when the heartbeat was taken away (fenced). */
+  /**
+   * Writes the next beat; resolves to false when the heartbeat was taken away (fenced). Rejects
+   * with the store's error; such a beat may still have been written (its reply lost), so the
+   * next beat also accepts that value as the current one.
+   */
   async beat(): Promise<boolean> {
     const next = { ...this.record, beat: this.record.beat + 1, at: Date.now() };
     const value = JSON.stringify(next);
-    const ok = await this.space.swap(memberKey(next.id), this.mine, value);
+    const key = memberKey(next.id);
+    let ok: boolean;
+    try {
+      ok = await this.space.swap(key, this.mine, value);
+      for (const maybe of this.unsure) if (!ok) ok = await this.space.swap(key, maybe, value);
+    } catch (err) {
+      this.unsure = [value, ...this.unsure].slice(0, 8);
+      throw err;
+    }
+    this.unsure = [];
     if (!ok) return false;
     this.record = next;
     this.mine = value;

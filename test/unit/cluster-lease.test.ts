@@ -73,6 +73,34 @@ describe('work lease', () => {
     return leaseContract(() => store.state(CLUSTER_SPACE));
   });
   it('memory store: a removed heartbeat fences its owner', () => fencing(new MemoryStore().state(CLUSTER_SPACE)));
+
+  it('a beat written whose reply was lost (the store wrote it, the request failed) does not fence its owner', async () => {
+    const space = new MemoryStore().state(CLUSTER_SPACE);
+    let loseReply = 0;
+    const flaky: StateSpace = {
+      get: (k) => space.get(k),
+      getMany: (k) => space.getMany(k),
+      range: (p, o) => space.range(p, o),
+      batch: (ops) => space.batch(ops),
+      swap: async (k, e, n) => {
+        const ok = await space.swap(k, e, n);
+        if (loseReply > 0) {
+          loseReply--;
+          throw new Error('socket hang up');
+        }
+        return ok;
+      },
+    };
+    const hb = new Heartbeat(flaky, { id: 'm1', host: 'h', pid: 1, jid: 'pubsub.x', startedAt: 0 });
+    assert.equal(await hb.beat(), true);
+    loseReply = 2;
+    await assert.rejects(hb.beat(), /socket hang up/);
+    await assert.rejects(hb.beat(), /socket hang up/);
+    assert.equal(await hb.beat(), true, 'the stored beat is one it wrote itself: not fenced');
+    assert.equal(await hb.beat(), true);
+    await space.batch([{ type: 'del', key: (await first(space.range('')))[0] }]); // declared dead by the leader
+    assert.equal(await hb.beat(), false, 'removed: fenced');
+  });
 });
 
 /** A store whose state spaces can be cut off (every call rejects), as a process that hangs or loses the network. */
@@ -197,3 +225,8 @@ describe('reply relay', () => {
     }
   });
 });
+
+async function first<T>(it: AsyncIterable<T>): Promise<T> {
+  for await (const x of it) return x;
+  throw new Error('empty');
+}
