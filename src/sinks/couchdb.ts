@@ -78,9 +78,16 @@ export interface CouchSinkOptions {
 /** HTTP statuses that say nothing about the documents sent: the same request may succeed later. */
 const UNAVAILABLE = new Set([408, 429, 502, 503, 504]);
 const statusOf = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
-/** Whether a CouchDB request failed without an answer about its content (retry it as it is). */
+/**
+ * Whether a CouchDB request failed without an answer about its content (retry it as it is): no
+ * answer, an unavailable server, or the database not there (yet: pouchdb-server answers
+ * `no_db_file` for a moment after it starts; a database that stays gone fails the flush after
+ * the last try).
+ */
 const unanswered = (err: unknown): boolean => {
   const status = statusOf(err);
+  const { error, reason, message } = err as { error?: unknown; reason?: unknown; message?: unknown };
+  if ([error, reason, message].includes('no_db_file') || (status === 404 && /database/i.test(String(reason)))) return true;
   return status === undefined || UNAVAILABLE.has(status);
 };
 const revHash = (rev: string): string => rev.slice(rev.indexOf('-') + 1);

@@ -212,7 +212,8 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     } finally {
       await couch.start();
     }
-    assert.deepEqual((await writes).map((o) => o.status), ['fulfilled', 'fulfilled', 'fulfilled']);
+    const settled = await writes;
+    assert.deepEqual(settled.map((o) => o.status), ['fulfilled', 'fulfilled', 'fulfilled'], settled.map((o) => (o.status === 'rejected' ? String(o.reason) : 'ok')).join('; '));
     for (const doc of docs) assert.equal((await couch.request('GET', `${t.target}/${doc._id}`)).json._rev, doc._rev);
   });
 
