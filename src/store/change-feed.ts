@@ -81,16 +81,23 @@ export class ChangeFeed {
       } catch (err) {
         if (this.stopped) break;
         this.options.onError?.(err instanceof Error ? err : new Error(String(err)));
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, pause);
-          this.wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        pause = Math.min(MAX_PAUSE_MS, pause * 2);
       }
+      // Also when the server (or a proxy) ended the stream normally: never a tight reconnect loop.
+      if (this.stopped) break;
+      await this.sleep(pause);
+      pause = Math.min(MAX_PAUSE_MS, pause * 2);
     }
+  }
+
+  /** Waits `ms` (stop() ends it at once). */
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   /** One continuous connection until the server ends it; resolves true when it delivered anything. */
