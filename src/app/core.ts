@@ -185,8 +185,14 @@ export function restoreTimers(stack: StopStack, core: Core, log: Logger): void {
   // Only the work-lease holder runs timers: restored whenever this process becomes it, and, while
   // other members publish too, re-read every lease period (their publications arm no timer here).
   let restoring: Promise<void> = Promise.resolve();
+  let busy = false;
   const restore = (): void => {
-    restoring = restoring.then(() => core.service.start()).catch((err: unknown) => log.error('item expiry and lease timers could not be restored', { reason: String(err) }));
+    if (busy) return; // a rescan still under way covers this one: the chain never grows
+    busy = true;
+    restoring = restoring
+      .then(() => core.service.start())
+      .catch((err: unknown) => log.error('item expiry and lease timers could not be restored', { reason: String(err) }))
+      .finally(() => (busy = false));
   };
   let rescan: NodeJS.Timeout | undefined;
   core.cluster.onLeadership((leader) => {
