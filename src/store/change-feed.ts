@@ -115,18 +115,22 @@ export class ChangeFeed {
         const lines = buffered.split('\n');
         buffered = lines.pop() ?? '';
         const rows: FeedRow[] = [];
+        // The sequence moves past these rows only once onRows has taken them: a row whose
+        // handling threw is read again after the reconnect (its invalidation is never lost).
+        let seq = this.seq;
         for (const line of lines) {
           if (line.trim() === '') continue; // heartbeat
           const change = JSON.parse(line) as { id?: string; seq?: string | number; last_seq?: string | number; deleted?: boolean; changes?: Array<{ rev: string }> };
-          if (change.last_seq !== undefined) this.seq = String(change.last_seq);
+          if (change.last_seq !== undefined) seq = String(change.last_seq);
           if (change.id === undefined || change.seq === undefined) continue;
-          this.seq = String(change.seq);
+          seq = String(change.seq);
           rows.push({ id: change.id, rev: change.changes?.[0]?.rev ?? '', deleted: change.deleted === true });
         }
         if (rows.length > 0) {
           delivered = true;
           this.options.onRows(rows);
         }
+        this.seq = seq;
       }
     } catch (err) {
       if (this.stopped) return delivered;
