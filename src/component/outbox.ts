@@ -96,10 +96,10 @@ export class Outbox {
   private settleTimer: NodeJS.Timeout | undefined;
   private readonly settleMs: number;
   /**
-   * Barriers in flight, oldest first: id, the absolute position each confirms (exclusive), when it
-   * was written. Normally one; another only once the newest is overdue (barrierTimeoutMs).
+   * Barriers in flight, oldest first: id, the absolute position each confirms (exclusive), whether
+   * its timer has run out. Normally one; another only once the newest is overdue (barrierTimeoutMs).
    */
-  private barriers: Array<{ id: string; position: number; sentAt: number }> = [];
+  private barriers: Array<{ id: string; position: number; overdue: boolean }> = [];
   private overdueTimer: NodeJS.Timeout | undefined;
   private readonly barrierTimeoutMs: number;
   private barrierCounter = 0;
@@ -280,7 +280,7 @@ export class Outbox {
   private get barrierOwed(): boolean {
     if (this.barrierJid === undefined || this.head <= this.routed) return false;
     const newest = this.barriers.at(-1);
-    return newest === undefined || Date.now() - newest.sentAt >= this.barrierTimeoutMs;
+    return newest === undefined || newest.overdue;
   }
 
   /** Stanzas to write, or a barrier owed for written ones. */
@@ -351,9 +351,15 @@ export class Outbox {
       else if (this.barrierOwed) {
         const id = `${BARRIER_PREFIX}${this.options.barrierTag ? `${this.options.barrierTag}.` : ''}${(this.barrierCounter++).toString(36)}`;
         if (this.barriers.length > 0) this.log.warn('confirmation barrier overdue: writing another', { overdue: this.barriers.length, timeoutMs: this.barrierTimeoutMs });
-        this.barriers.push({ id, position: this.head, sentAt: Date.now() });
+        const barrier = { id, position: this.head, overdue: false };
+        this.barriers.push(barrier);
         clearTimeout(this.overdueTimer);
-        this.overdueTimer = setTimeout(() => this.schedule(), this.barrierTimeoutMs);
+        // Marked by its own timer, not by comparing Date.now(): a timer may fire a millisecond
+        // early, and a barrier then judged not yet overdue was never looked at again.
+        this.overdueTimer = setTimeout(() => {
+          barrier.overdue = true;
+          this.schedule();
+        }, this.barrierTimeoutMs);
         this.overdueTimer.unref();
         this.barriersSent++;
         chunk += barrierIq(id, this.barrierJid);
