@@ -9,6 +9,11 @@
 // XEP-0363 (the code Ajatus uses) and travel as references; a failed upload publishes nothing.
 // Also keeps the topic index (paths) and the partners (midgard_person objects with a JID): a
 // person deleted or purged, or whose JID property/parameter is removed, ends that partnership.
+// Batches (handleBatch): the objects of a batch are planned in feed order (what each publishes
+// and retracts, from the state the ones before it left), their publications and retractions run
+// pipelined (pipeline.ts: bounded in flight, order kept per node and so per GUID), and the records
+// that depend on a publication (nodes, hash) are kept only for objects whose steps all completed;
+// everything recorded is written in one store write per batch (flush).
 
 import { createHash } from 'node:crypto';
 import {
@@ -34,6 +39,7 @@ import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
 import { KeyedMutex } from '../util/mutex.ts';
+import { runPipelined, type PipelineOutcome, type PipelineStep } from './pipeline.ts';
 import { Element, parse } from 'ltx';
 import { nodesFor, objectPath, topicEntry, type MidgardNodeMapping, type TopicEntry, type TopicIndex } from './midgard-mapping.ts';
 import { enclosure, splitByBudget, type Offloader } from './http-upload.ts';
@@ -71,6 +77,26 @@ export interface MidgardPublisherOptions {
   offloader?: Offloader;
 }
 
+/** One serialized document of a batch, with where it came from. */
+export interface MidgardInput {
+  text: string;
+  origin: MidgardOrigin;
+}
+
+/** How one document of a batch ended: handled (published, or nothing to publish), or the error that made it skipped (MidgardFormatError, BlobUploadError, a refusal or store failure of the service). */
+export type MidgardOutcome = 'done' | { error: unknown };
+
+/** What publishing one document takes (plan): its steps, and what is recorded once they all completed. */
+interface DocPlan {
+  guid: string;
+  /** Publications, then retractions (pipeline.ts phases). */
+  steps: PipelineStep[][];
+  /** Records (kind, id, value) kept once every step completed. */
+  records: Array<[string, string, unknown]>;
+  /** Logs and counts the publication once it completed. */
+  done(): void;
+}
+
 /** A blob beyond the inline budget that could not be uploaded: the document is not published. */
 export class BlobUploadError extends Error {
   constructor(message: string) {
@@ -103,14 +129,81 @@ export class MidgardPublisher {
     for (const [, jid] of await this.o.state.records<string | null>('person')) if (jid) this.o.onPartner(jid);
   }
 
-  /** Handles one serialized document. Throws MidgardFormatError for a malformed one. */
+  /** Handles one serialized document (a batch of one). Throws MidgardFormatError for a malformed one, or what made it fail. */
   async handle(text: string, origin: MidgardOrigin): Promise<void> {
-    const doc = parseMidgardXml(text);
-    const key = doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '';
-    await this.lock.run(key, () => this.handleDoc(doc, origin));
+    const [outcome] = await this.handleBatch([{ text, origin }]);
+    if (outcome !== undefined && outcome !== 'done') throw outcome.error;
   }
 
-  private async handleDoc(doc: MidgardDocument, origin: MidgardOrigin): Promise<void> {
+  /**
+   * Handles a batch of serialized documents in feed order: each is planned (learning topics and
+   * persons, merging children, echo and unchanged checks, blob uploads) from the state the ones
+   * before it left, then all their publications and retractions run pipelined. A document that
+   * fails (malformed, an upload or publish that fails) does not stop the others; one of the same
+   * object after it is planned again once it settled, so an object's versions stay in order.
+   * Batches run one at a time (both feeds share one publisher). Resolves to one outcome per
+   * document; the records stay in memory until flush().
+   */
+  handleBatch(inputs: MidgardInput[]): Promise<MidgardOutcome[]> {
+    return this.lock.run('batch', () => this.runBatch(inputs));
+  }
+
+  private async runBatch(inputs: MidgardInput[]): Promise<MidgardOutcome[]> {
+    const outcomes: MidgardOutcome[] = inputs.map(() => 'done');
+    const docs: Array<MidgardDocument | undefined> = inputs.map((input, i) => {
+      try {
+        return parseMidgardXml(input.text);
+      } catch (error) {
+        outcomes[i] = { error };
+        return undefined;
+      }
+    });
+    let todo = docs.flatMap((d, i) => (d ? [i] : []));
+    // Each round settles at least the first document still to do (only documents after a failed
+    // step are skipped), so this ends.
+    while (todo.length > 0) {
+      const overlay = new Map<string, unknown>();
+      const planned: Array<{ i: number; plan: DocPlan }> = [];
+      const ensured = new Set<string>();
+      for (const i of todo) {
+        try {
+          const plan = await this.plan(docs[i] as MidgardDocument, (inputs[i] as MidgardInput).origin, overlay, ensured);
+          if (plan) planned.push({ i, plan });
+        } catch (error) {
+          outcomes[i] = { error };
+        }
+      }
+      const results: PipelineOutcome[] = await runPipelined(planned.map((p) => p.plan.steps));
+      const again: number[] = [];
+      const unsettled = new Set<string>();
+      for (const [k, { i, plan }] of planned.entries()) {
+        const result = results[k] as PipelineOutcome;
+        // A later version of an object whose earlier one did not complete is planned again.
+        if (result === 'skipped' || unsettled.has(plan.guid)) {
+          unsettled.add(plan.guid);
+          again.push(i);
+          continue;
+        }
+        if (typeof result === 'object') {
+          unsettled.add(plan.guid);
+          outcomes[i] = { error: result.error };
+          continue;
+        }
+        for (const [kind, id, value] of plan.records) this.st.setRecord(kind, id, value);
+        plan.done();
+      }
+      todo = again;
+    }
+    return outcomes;
+  }
+
+  /**
+   * What publishing one document takes, or undefined when nothing is published (an echo, a
+   * read, unchanged, a child of an unknown parent). Records that do not depend on publishing
+   * (the merged document, topics, persons) are kept at once; the others go to `overlay` (seen by
+   * the plans after it in this round) and to the plan. Throws BlobUploadError.
+   */
+  private async plan(doc: MidgardDocument, origin: MidgardOrigin, overlay: Map<string, unknown>, ensured: Set<string>): Promise<DocPlan | undefined> {
     const { log } = this.o;
     const state = this.st;
     await this.learnTopic(doc);
@@ -120,12 +213,12 @@ export class MidgardPublisher {
     if (person) await this.learnPerson(person);
     if (origin.area === 'replication') {
       log.info('echo suppressed: replication signal', { guid: doc.main?.guid, action: origin.action });
-      return;
+      return undefined;
     }
     if (origin.action === 'get') {
       // midgard-core also signals reads (`…/<Class>/get`): the state is learnt, nothing changed.
       log.debug('read notification: nothing published', { guid: doc.main?.guid });
-      return;
+      return undefined;
     }
     const stored = await state.record<string>('doc', doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '');
     const previous = stored ? readMidgardElement(parse(stored) as Element) : undefined;
@@ -134,15 +227,15 @@ export class MidgardPublisher {
     else if (previous?.main) mainEl = previous.main.element;
     else {
       log.warn('child change skipped: its parent object has not been seen', { parent: doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid });
-      return;
+      return undefined;
     }
     const merged = readMidgardElement(composeDocument(mainEl, mergeChildren(previous ? childElements(previous) : [], childElements(doc))));
     state.setRecord('doc', merged.main?.guid as string, merged.root.toString());
     if (await this.isEcho(doc)) {
       log.info('echo suppressed: version delivered from a partner', { guid: merged.main?.guid });
-      return;
+      return undefined;
     }
-    await this.publish(merged);
+    return this.planPublish(merged, overlay, ensured);
   }
 
   /** Every object of the incoming document is the version Hermod itself delivered. */
@@ -204,47 +297,62 @@ export class MidgardPublisher {
     return p?.fields.value?.trim() || undefined;
   }
 
-  private async publish(doc: MidgardDocument): Promise<void> {
+  /** The publications (and retractions) of a merged document: see plan(). */
+  private async planPublish(doc: MidgardDocument, overlay: Map<string, unknown>, ensured: Set<string>): Promise<DocPlan | undefined> {
     const main = doc.main as MidgardObject;
     const { log, service, actor } = this.o;
-    const state = this.st;
-    const before = await state.nodesOf(main.guid);
+    const read = async <T>(kind: string, id: string): Promise<T | undefined> => {
+      const key = `${kind}\0${id}`;
+      return overlay.has(key) ? (overlay.get(key) as T) : this.st.record<T>(kind, id);
+    };
+    const before = (await read<string[]>('nodes', main.guid)) ?? [];
     const path = objectPath(main, this.o.index);
     const hash = createHash('sha256').update(serializeMidgard(doc.root)).digest('hex');
-    if (isDeleted(main) && before.length === 0) return;
-    if (!isDeleted(main) && (await state.record<string>('pub', main.guid)) === hash && JSON.stringify(before) === JSON.stringify(nodesFor(main, this.o.mapping, this.o.index))) {
+    if (isDeleted(main) && before.length === 0) return undefined;
+    const nodes = isDeleted(main) ? [] : nodesFor(main, this.o.mapping, this.o.index);
+    if (!isDeleted(main) && (await read<string>('pub', main.guid)) === hash && JSON.stringify(before) === JSON.stringify(nodes)) {
       log.debug('midgard object unchanged; not published again', { guid: main.guid });
-      return;
+      return undefined;
     }
     const outgoing = await this.offloadBlobs(doc);
-    const entry = (): string => buildMidgardEntry(outgoing.doc, { categories: path ? [path] : [], links: outgoing.links }).toString();
+    const payload = buildMidgardEntry(outgoing.doc, { categories: path ? [path] : [], links: outgoing.links }).toString();
+    const records: Array<[string, string, unknown]> = [
+      ['nodes', main.guid, nodes],
+      ['pub', main.guid, hash],
+    ];
+    for (const [kind, id, value] of records) overlay.set(`${kind}\0${id}`, value);
+    const publish = (node: string): PipelineStep => ({ node, run: () => service.publish(actor, node, { item: { id: main.guid, payload } }).then(() => undefined) });
+    const retract = (node: string): PipelineStep => ({ node, run: () => this.retract(node, main.guid) });
     if (isDeleted(main)) {
-      const payload = entry();
-      for (const node of before) {
-        await service.publish(actor, node, { item: { id: main.guid, payload } });
-        await this.retract(node, main.guid);
-      }
-      state.setNodesOf(main.guid, []);
-      state.setRecord('pub', main.guid, hash);
-      this.published++;
-      log.info('retracted midgard object', { guid: main.guid, class: main.className, nodes: before, revised: revisedOf(main) });
-      return;
+      // Published once as its tombstone where it was, then retracted with notification.
+      return {
+        guid: main.guid,
+        steps: [before.map(publish), before.map(retract)],
+        records,
+        done: () => {
+          this.published++;
+          log.info('retracted midgard object', { guid: main.guid, class: main.className, nodes: before, revised: revisedOf(main) });
+        },
+      };
     }
-    const nodes = nodesFor(main, this.o.mapping, this.o.index);
-    const payload = entry();
     for (const node of nodes) {
+      if (ensured.has(node)) continue;
+      ensured.add(node);
       if (await ensureNode(service, actor, node, this.o.access(node), `Midgard ${node}`)) {
         const changed = await applyNodeAccess(service, actor, node, this.o.access(node));
         if (changed) log.info('node whitelist applied', { node, ...changed });
       }
-      await service.publish(actor, node, { item: { id: main.guid, payload } });
     }
     const left = before.filter((n) => !nodes.includes(n));
-    for (const node of left) await this.retract(node, main.guid);
-    state.setNodesOf(main.guid, nodes);
-    state.setRecord('pub', main.guid, hash);
-    this.published++;
-    log.info('published midgard object', { guid: main.guid, class: main.className, nodes, retractedFrom: left, revised: revisedOf(main), path });
+    return {
+      guid: main.guid,
+      steps: [nodes.map(publish), left.map(retract)],
+      records,
+      done: () => {
+        this.published++;
+        log.info('published midgard object', { guid: main.guid, class: main.className, nodes, retractedFrom: left, revised: revisedOf(main), path });
+      },
+    };
   }
 
   /**

@@ -18,11 +18,11 @@ import { parentDomain } from '../config/config.ts';
 import type { MidgardConfig } from '../config/midgard-config.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
-import { MidgardDbusSource } from '../sources/midgard-dbus.ts';
+import { dbusPath, MidgardDbusSource, type NotifiedSignal } from '../sources/midgard-dbus.ts';
 import { MidgardSpoolSource } from '../sources/midgard-spool.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
-import { MidgardPublisher } from './midgard-publisher.ts';
+import { MidgardPublisher, type MidgardInput } from './midgard-publisher.ts';
 import type { NodeAccess } from './node-access.ts';
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
 import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS, type PartnerSettings } from './settings.ts';
@@ -94,10 +94,23 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
         isPermanent: (err) => err instanceof MidgardFormatError || err instanceof PubsubError,
       })
     : undefined;
-  /** Handles a batch, then writes the records it made in one store write (also when it failed part way). */
-  const flushed = async (handle: () => Promise<void>): Promise<void> => {
+  /**
+   * Publishes a batch (MidgardPublisher.handleBatch: pipelined, order per object and node kept),
+   * logs each document that failed, then writes the batch's records in one store write (also when
+   * it failed part way). D-Bus: a failed document is logged and skipped (signals are not replayed;
+   * see midgard-dbus.ts for what covers a loss). Spool: rejects with the first failure, and the
+   * spool source keeps that file (or moves it to failed/).
+   */
+  const publishBatch = async (inputs: MidgardInput[], what: (i: number) => Record<string, unknown>, rejectOnFailure: boolean): Promise<void> => {
     try {
-      await handle();
+      const outcomes = await publisher.handleBatch(inputs);
+      let first: unknown;
+      for (const [i, outcome] of outcomes.entries()) {
+        if (outcome === 'done') continue;
+        first ??= outcome.error;
+        if (!rejectOnFailure) log.warn('D-Bus signal skipped', { reason: outcome.error instanceof Error ? outcome.error.message : String(outcome.error), ...what(i) });
+      }
+      if (rejectOnFailure && first !== undefined) throw first;
     } finally {
       await publisher.flush();
     }
@@ -105,17 +118,17 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
   const feeds = [];
   if (dbus) {
     feeds.push(
-      feed(dbus, (signals) => flushed(async () => {
-        for (const signal of signals) await publisher.handle(signal.text, { source: 'dbus', area: signal.area, action: signal.action });
-      })),
+      feed(dbus, (signals) =>
+        publishBatch(
+          signals.map((s) => ({ text: s.text, origin: { source: 'dbus', area: s.area, action: s.action } })),
+          (i) => ({ path: dbusPath(signals[i] as NotifiedSignal) }),
+          false,
+        ),
+      ),
     );
   }
   if (spool) {
-    feeds.push(
-      feed(spool, (files) => flushed(async () => {
-        for (const { text } of files) await publisher.handle(text, { source: 'spool' });
-      })),
-    );
+    feeds.push(feed(spool, (files) => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } })), (i) => ({ file: files[i]?.file }), true)));
   }
   return {
     publisher,

@@ -5,10 +5,22 @@
 // Checked in midgard-core (midgard_dbus.c, midgard_object.c): sent on the system bus, actions
 // create, update, delete, purge and get (on reads; the publisher publishes nothing for those);
 // approve/unapprove send none; the replication path is defined there but never used.
-// Signals are handed over one at a time, in order. A malformed signal or document is logged with
-// the reason and skipped; when the bus goes away the source reconnects with backoff.
-// It also emits Hermod's own signal for the inbound spool (see docs/midgard-importer.md).
-// A Source (source.ts) of one signal per batch, with no checkpoint: signals are not replayed.
+// Signals are handed over in batches, in arrival order (group commit): a signal arriving while
+// nothing is being handled starts a batch at once (with every signal read in the same turn of the
+// event loop); signals arriving while a batch is handled wait and form the next one, bounded in
+// count and bytes (`batchMax`, `batchBytes`; the rest waits for the batch after). A signal with a
+// foreign path or wrong signature is logged with the reason and skipped here; a bad document is
+// the handler's to log and skip (the others of its batch go on); a handler that rejects: every
+// signal of that batch is logged and skipped. When the bus goes away the source reconnects with
+// backoff. It also emits Hermod's own signal for the inbound spool (see docs/midgard-importer.md).
+// A Source (source.ts) with no checkpoint: D-Bus signals are not replayed. What was received and
+// not yet published (the batch under way and those waiting, in memory) is lost on kill -9, as
+// it always was (batching does not widen that: signals used to wait in a queue of one-signal
+// batches); nor does the bus keep signals sent while Hermod is down. What covers it today: each
+// publication carries the whole object with its children, so the object's next signal brings a
+// partner up to date; and a full resend is an export of the objects dropped into `midgard.spool`
+// (durable: a file leaves the spool only once published). On SIGTERM the waiting signals are
+// published before the source stops.
 
 import dbus from 'dbus-next';
 import type { Logger } from '../log.ts';
@@ -33,10 +45,21 @@ export function parseNotifierPath(path: string): { area: string; className: stri
   return m ? { area: m[1] as string, className: m[2] as string, action: m[3] as string } : `object path ${path} is not /org/midgardproject/{mgdschema|replication}/<Class>/<action>`;
 }
 
+/** The object path a Notified signal came on. */
+export const dbusPath = (s: NotifiedSignal): string => `/org/midgardproject/${s.area}/${s.className}/${s.action}`;
+
+/** Default bounds of one batch: signals, and bytes of their serialized objects (UTF-8). */
+export const DBUS_BATCH_MAX = 256;
+export const DBUS_BATCH_BYTES = 8 * 1024 * 1024;
+
 export interface MidgardDbusSourceOptions {
   /** `system`, `session` or a D-Bus address (`unix:path=…`). */
   bus: string;
   log: Logger;
+  /** Most signals per batch (default DBUS_BATCH_MAX). */
+  batchMax?: number;
+  /** Most bytes of serialized objects per batch (default DBUS_BATCH_BYTES); a larger signal goes alone. */
+  batchBytes?: number;
 }
 
 type Bus = ReturnType<typeof dbus.sessionBus>;
@@ -48,7 +71,11 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
   private stopped = false;
   private delay = 250;
   private timer: NodeJS.Timeout | undefined;
-  private queue: Promise<void> = Promise.resolve();
+  /** Signals received, not yet handed over, with their sizes. */
+  private readonly waiting: Array<{ signal: NotifiedSignal; bytes: number }> = [];
+  /** The hand-over loop, while it runs. */
+  private running: Promise<void> | undefined;
+  private scheduled = false;
   private connected = false;
   private failures = 0;
 
@@ -90,11 +117,12 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
     });
     bus.on('message', (msg: InstanceType<typeof dbus.Message>) => {
       if (msg.type !== dbus.MessageType.SIGNAL || msg.interface !== NOTIFIER_INTERFACE || msg.member !== 'Notified') return;
-      this.queue = this.queue.then(() => this.onSignal(msg));
+      this.onSignal(msg);
     });
   }
 
-  private async onSignal(msg: InstanceType<typeof dbus.Message>): Promise<void> {
+  /** Checks a signal and queues it for the next batch. */
+  private onSignal(msg: InstanceType<typeof dbus.Message>): void {
     const { log } = this.o;
     const path = parseNotifierPath(msg.path ?? '');
     if (typeof path === 'string') {
@@ -105,10 +133,39 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
       log.warn('D-Bus signal skipped', { reason: `signature is "${msg.signature}", expected "s"`, path: msg.path });
       return;
     }
-    try {
-      await this.handle({ changes: [{ ...path, text: msg.body[0] as string }] });
-    } catch (err) {
-      log.warn('D-Bus signal skipped', { reason: err instanceof Error ? err.message : String(err), path: msg.path });
+    const text = msg.body[0] as string;
+    this.waiting.push({ signal: { ...path, text }, bytes: Buffer.byteLength(text) });
+    this.schedule();
+  }
+
+  /** Starts the hand-over loop after this turn of the event loop (signals read with this one join its batch), unless it runs. */
+  private schedule(): void {
+    if (this.running || this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.running || this.waiting.length === 0) return;
+      this.running = this.drain().finally(() => {
+        this.running = undefined;
+        if (this.waiting.length > 0) this.schedule();
+      });
+    });
+  }
+
+  /** Hands over batches until none is waiting: the next batch at once after the one before (group commit). */
+  private async drain(): Promise<void> {
+    const max = this.o.batchMax ?? DBUS_BATCH_MAX;
+    const maxBytes = this.o.batchBytes ?? DBUS_BATCH_BYTES;
+    while (this.waiting.length > 0) {
+      let n = 0;
+      let bytes = 0;
+      while (n < this.waiting.length && n < max && (n === 0 || bytes + (this.waiting[n]?.bytes ?? 0) <= maxBytes)) bytes += this.waiting[n++]?.bytes ?? 0;
+      const changes = this.waiting.splice(0, n).map((w) => w.signal);
+      try {
+        await this.handle({ changes });
+      } catch (err) {
+        for (const signal of changes) this.o.log.warn('D-Bus signal skipped', { reason: err instanceof Error ? err.message : String(err), path: dbusPath(signal) });
+      }
     }
   }
 
@@ -137,13 +194,19 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
     return true;
   }
 
-  /** Stops listening and waits for the signal under way. */
+  /** Stops listening; resolves once the signals received have been handed over. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     const bus = this.bus;
     this.bus = undefined;
     bus?.disconnect();
-    await this.queue;
+    while (this.running || this.scheduled || this.waiting.length > 0) {
+      if (this.running) await this.running;
+      else {
+        this.schedule();
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
   }
 }
