@@ -31,15 +31,17 @@ import { replicationReport, runReplication, type ReplicationParams, type Replica
 import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
 import { failoverReport, runFailover, type FailoverParams } from './scenarios/cluster-failover.ts';
 import { coherenceReport, runCoherence, type CoherenceParams } from './scenarios/cluster-coherence.ts';
+import { midgardReport, runMidgard, type MidgardParams, type MidgardResult } from './scenarios/midgard.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
   --only LIST        comma-separated subset of:
                      loadgen,fanout,latency,scale,profile,transform,replication,cluster,
-                     cluster-failover (cluster: several Hermods on one CouchDB store, the
+                     cluster-failover,midgard (cluster: several Hermods on one CouchDB store, the
                      "coherence" section (needs only pouchdb-server) and the failover;
-                     cluster-failover: the failover alone)
+                     cluster-failover: the failover alone; midgard: objects from D-Bus, and
+                     from the spool, at Hermod A to the inbound spool at Hermod B)
                      (ceiling is reported from the fanout and latency runs)
   --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
                      to these servers: prosody, ejabberd (default both; the subscribers are on both
@@ -57,6 +59,8 @@ const USAGE = `npm run bench [-- OPTIONS]
   --first-sync-docs N
                      replication: documents of the first sync to one partner, with the Hermods'
                      peak RSS (default 100000, quick 2000; 0 skips it)
+  --midgard-objects N
+                     midgard: objects per phase (default 5000, quick 500)
   --scale-fill direct
                      scale: write the items straight into the store (same layout, ~3 min
                      instead of ~12 at 1 000 000 items; nodes still through the service)
@@ -72,7 +76,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover', 'midgard'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -97,6 +101,7 @@ interface Config {
   transform: TransformParams;
   replication: ReplicationParams;
   'cluster-failover': FailoverParams;
+  midgard: MidgardParams;
 }
 
 const FULL: Config = {
@@ -141,6 +146,7 @@ const FULL: Config = {
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
+  midgard: { objects: 5000, edits: 50, warmupEdits: 5, phaseTimeoutMs: 300_000 },
 };
 
 const QUICK: Config = {
@@ -179,6 +185,7 @@ const QUICK: Config = {
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
   'cluster-failover': { rounds: 2, leaseSeconds: 4 },
+  midgard: { objects: 500, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
 };
 
 /** A bad command-line value (exit 2). */
@@ -215,6 +222,7 @@ async function main(): Promise<number> {
       partners: { type: 'string' },
       'fanout-docs': { type: 'string' },
       'first-sync-docs': { type: 'string' },
+      'midgard-objects': { type: 'string' },
       'no-install': { type: 'boolean' },
       'scale-fill': { type: 'string' },
       date: { type: 'string' },
@@ -253,6 +261,7 @@ async function main(): Promise<number> {
       r.fanout.partners = values.partners.split(',').filter((x) => x.trim() !== '').map((x) => count('partners', x.trim(), 0) as number).filter((n) => n > 0);
     }
     cfg.replication = r;
+    cfg.midgard = { ...cfg.midgard, objects: count('midgard-objects', values['midgard-objects'], 1) ?? cfg.midgard.objects };
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`bench: ${err.message}\n`);
@@ -285,7 +294,7 @@ async function main(): Promise<number> {
   // `cluster` is the coherence section and the failover; `cluster-failover` the failover alone.
   const wantFailover = want('cluster-failover') || (only?.includes('cluster') ?? false);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
-  if (needServers || want('replication') || wantFailover) {
+  if (needServers || want('replication') || wantFailover || want('midgard')) {
     const ready = ensureSystemPackages({ what: 'npm run bench', noInstall: values['no-install'] ?? false, needsRoot: true });
     if (ready !== 0) return ready;
   }
@@ -603,6 +612,13 @@ async function main(): Promise<number> {
     }
   }
 
+  if (want('midgard')) {
+    log('midgard: objects from D-Bus (and from the spool) at Hermod A to the inbound spool at Hermod B over s2s');
+    const r: MidgardResult = await runMidgard(cfg.midgard, log);
+    failures.push(...r.failures.map((f) => `midgard: ${f}`));
+    await reporter.write('midgard', { json: r, md: midgardReport(r).md });
+  }
+
   const summaryFile = await writeSummary(reporter, quick, machine, commit, failures);
   log(`done in ${((performance.now() - T0) / 1000).toFixed(0)} s; ${reporter.written.length + 1} files written, summary: ${path.relative(REPO, summaryFile)}`);
   return failures.length ? 1 : 0;
@@ -622,7 +638,7 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence', 'midgard']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }
@@ -682,7 +698,9 @@ async function renderOnly(outDir: string, date: string): Promise<number> {
     const rep = replicationReport(replication.results as ReplicationResult);
     await reporter.writeViews('replication', { md: rep.md, svg: rep.svgs });
   }
-  const meta = fanout ?? latency ?? scale ?? profile ?? replication;
+  const midgard = await whole('midgard');
+  if (midgard) await reporter.writeViews('midgard', { md: midgardReport(midgard.results as MidgardResult).md });
+  const meta = fanout ?? latency ?? scale ?? profile ?? replication ?? midgard;
   if (!meta) {
     process.stderr.write(`bench: no results for ${date} in ${outDir}\n`);
     return 2;

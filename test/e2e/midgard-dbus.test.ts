@@ -2,6 +2,8 @@
 // dbus-send exactly as midgard-core sends them: documents are handed over in order, malformed
 // XML / foreign paths / wrong signatures are logged with the reason and skipped, the source
 // reconnects when the bus goes away and comes back, and Hermod's SpoolWritten signal is emitted.
+// Signals that arrive while a batch is being handled are handed over together as the next batch
+// (bounded), in order.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -14,6 +16,7 @@ import dbus from 'dbus-next';
 import { parseMidgardXml } from '../../src/codecs/midgard.ts';
 import type { DbusDaemon } from '../../src/devenv/index.ts';
 import type { Logger } from '../../src/log.ts';
+import { article } from '../../bench/lib/midgard-objects.ts';
 import { HERMOD_INTERFACE, MidgardDbusSource, SPOOL_SIGNAL_PATH, type NotifiedSignal } from '../../src/sources/midgard-dbus.ts';
 import { eventually } from './client.ts';
 import { useSite } from './fixtures.ts';
@@ -99,6 +102,45 @@ describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, (
       assert.deepEqual(msg.body, ['/var/spool/hermod/000000000001-x.xml']);
     } finally {
       listener.disconnect();
+    }
+  });
+
+  it('signals arriving while a batch is handled form the next batch (at most batchMax), in order', async () => {
+    const batches: NotifiedSignal[][] = [];
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const batched = new MidgardDbusSource({ bus: bus.address, log: memoryLogger([]), batchMax: 40 });
+    site.onStop(() => batched.stop());
+    const seen = lines.length;
+    await batched.start(undefined, async ({ changes }) => {
+      batches.push(changes);
+      if (batches.length === 1) await held; // the first batch is slow: the others queue meanwhile
+    });
+    // Both sources listen on the same bus: wait until the new one is too (it says so in its own log).
+    const first = handled.length;
+    const sender = dbus.sessionBus({ busAddress: bus.address });
+    try {
+      await eventually(async () => {
+        sender.send(dbus.Message.newSignal('/org/midgardproject/mgdschema/midgard_article/get', 'org.midgardproject.notifier', 'Notified', 's', [article('probe', 0).xml]));
+        await new Promise((r) => setTimeout(r, 50));
+        return batches.length > 0;
+      }, 'the second source receiving', 10_000);
+      const objects = Array.from({ length: 100 }, (_, i) => article('dbus-batch', i));
+      for (const a of objects) sender.send(dbus.Message.newSignal('/org/midgardproject/mgdschema/midgard_article/create', 'org.midgardproject.notifier', 'Notified', 's', [a.xml]));
+      await sender.call(new dbus.Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'GetId' }));
+      const ours = (): NotifiedSignal[] => batches.flat().filter((s) => s.action === 'create');
+      // Delivered: the first source (same bus, its own connection) has them all; then the first batch ends.
+      await eventually(() => handled.length >= first + objects.length, 'the first source received them all', 10_000);
+      assert.equal(batches.length, 1, 'the first batch still held');
+      release();
+      await eventually(() => ours().length === objects.length, 'all 100 handed over', 10_000);
+      assert.deepEqual(ours().map((s) => s.text), objects.map((a) => a.xml), 'in the order sent');
+      const sizes = batches.slice(1).map((b) => b.filter((s) => s.action === 'create').length).filter((n) => n > 0);
+      assert.ok(sizes.every((n) => n <= 40), `batches of at most 40, got ${JSON.stringify(sizes)}`);
+      assert.ok(sizes.some((n) => n > 1), `signals that waited are handed over together, got ${JSON.stringify(sizes)}`);
+      assert.equal(lines.slice(seen).filter((l) => l.msg === 'D-Bus signal skipped').length, 0);
+    } finally {
+      sender.disconnect();
     }
   });
 });

@@ -2,16 +2,20 @@
 // handling (documents, nodes, hashes, topics, persons) and writes it in one store write per
 // batch (flush, called by the feeds), its own reads seeing it at once. A crash before the flush
 // loses only the record, not a publication: the object is published again when it comes again.
+// A batch is published pipelined (handleBatch): versions of one object keep their order, a bad
+// object is skipped (its outcome says why) without the others.
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { silentLogger } from '../../src/log.ts';
+import { article } from '../../bench/lib/midgard-objects.ts';
+import { MidgardFormatError } from '../../src/codecs/midgard.ts';
+import { silentLogger, type Logger } from '../../src/log.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import { DEFAULT_MAPPING, TopicIndex } from '../../src/replication/midgard-mapping.ts';
-import { MidgardPublisher } from '../../src/replication/midgard-publisher.ts';
+import { MidgardPublisher, type MidgardInput } from '../../src/replication/midgard-publisher.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateSpace } from '../../src/store/store.ts';
@@ -57,5 +61,52 @@ describe('Midgard publisher: records written once per batch', () => {
     await next.handle(await fixture('article-hello.xml'), { ...origin, action: 'update' });
     assert.equal(next.published, 0, 'the flushed records carry over');
     assert.deepEqual((await new ReplicationState(space).nodesOf(ARTICLE)).length > 0, true, 'its nodes recorded');
+  });
+});
+
+describe('Midgard publisher: a batch of D-Bus signals', () => {
+  it('is published whole: versions of one object in order, a malformed object skipped with its reason, the others published, one store write', async () => {
+    const store = new MemoryStore();
+    const space = store.state('midgard');
+    let writes = 0;
+    const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) };
+    const service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
+    const lines: Array<Record<string, unknown>> = [];
+    const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
+    const publisher = new MidgardPublisher({
+      service,
+      actor: ACTOR,
+      mapping: DEFAULT_MAPPING,
+      access: () => ({ accessModel: 'open' as const, whitelist: [] }),
+      partnerJid: { property: 'jid', parameter: undefined },
+      log,
+      onPartner: () => {},
+      state: new ReplicationState(counted),
+      index: new TopicIndex(),
+    });
+    const signal = (xml: string, action = 'create'): MidgardInput => ({ text: xml, origin: { source: 'dbus', area: 'mgdschema', action } });
+    // 60 articles; one of them in three versions spread over the batch; a malformed signal among them.
+    const inputs = Array.from({ length: 60 }, (_, i) => signal(article('batch', i).xml));
+    const x = article('batch', 7);
+    inputs.splice(20, 0, signal(article('batch', 7, 2).xml, 'update'));
+    inputs.splice(25, 0, signal(await fixture('malformed.xml'), 'update'));
+    inputs.splice(45, 0, signal(article('batch', 7, 3).xml, 'update'));
+    const outcomes = await publisher.handleBatch(inputs);
+    assert.equal(outcomes.filter((o) => o !== 'done').length, 1, 'one object failed');
+    const bad = outcomes[25];
+    assert.ok(bad !== 'done' && bad?.error instanceof MidgardFormatError, 'the malformed one, with the format error');
+    const items = await service.getItems(ACTOR, '/midgard_article/all');
+    assert.equal(new Set(items.map((i) => i.id)).size, 60, 'every good article on its node');
+    const latest = items.find((i) => i.id === x.guid);
+    assert.match(String(latest?.payload), /<revision>3<\/revision>/, 'the last version of the object is the one published last');
+    const revisions = lines.filter((l) => l.msg === 'published midgard object' && l.guid === x.guid).map((l) => l.revised);
+    assert.deepEqual(revisions, ['2026-11-30 00:00:01+0000', '2026-11-30 00:00:02+0000', '2026-11-30 00:00:03+0000'], 'its versions published in signal order');
+    assert.equal(writes, 0, 'nothing written before the flush');
+    await publisher.flush();
+    assert.equal(writes, 1, 'the batch recorded in one store write');
+    // The records say the last version was published: the same signal again publishes nothing.
+    const before = publisher.published;
+    assert.deepEqual(await publisher.handleBatch([signal(article('batch', 7, 3).xml, 'update')]), ['done']);
+    assert.equal(publisher.published, before, 'unchanged: not published again');
   });
 });
