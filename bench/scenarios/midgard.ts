@@ -157,6 +157,7 @@ export async function runMidgard(p: MidgardParams, log: (m: string) => void): Pr
     const inboundB = path.join(dir, 'b-inbound');
     const hermodA = await startBenchHermod({
       ...hermodSpawnFor(alpha, 'site-a', dir),
+      ...(process.env.HERMOD_BENCH_MIDGARD_PROF ? { cpuProfDir: process.env.HERMOD_BENCH_MIDGARD_PROF } : {}),
       extra: {
         midgard: { bus: busA.address, spool: spoolA, inbound: path.join(dir, 'a-inbound'), access: { '*': { access_model: 'whitelist', whitelist: [beta.componentJid] } }, discoveryIntervalSeconds: 1 },
       },

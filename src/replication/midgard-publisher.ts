@@ -161,40 +161,50 @@ export class MidgardPublisher {
     let todo = docs.flatMap((d, i) => (d ? [i] : []));
     // Each round settles at least the first document still to do (only documents after a failed
     // step are skipped), so this ends.
-    while (todo.length > 0) {
-      const overlay = new Map<string, unknown>();
-      const planned: Array<{ i: number; plan: DocPlan }> = [];
-      const ensured = new Set<string>();
-      for (const i of todo) {
-        try {
-          const plan = await this.plan(docs[i] as MidgardDocument, (inputs[i] as MidgardInput).origin, overlay, ensured);
-          if (plan) planned.push({ i, plan });
-        } catch (error) {
-          outcomes[i] = { error };
-        }
-      }
-      const results: PipelineOutcome[] = await runPipelined(planned.map((p) => p.plan.steps));
-      const again: number[] = [];
-      const unsettled = new Set<string>();
-      for (const [k, { i, plan }] of planned.entries()) {
-        const result = results[k] as PipelineOutcome;
-        // A later version of an object whose earlier one did not complete is planned again.
-        if (result === 'skipped' || unsettled.has(plan.guid)) {
-          unsettled.add(plan.guid);
-          again.push(i);
-          continue;
-        }
-        if (typeof result === 'object') {
-          unsettled.add(plan.guid);
-          outcomes[i] = { error: result.error };
-          continue;
-        }
-        for (const [kind, id, value] of plan.records) this.st.setRecord(kind, id, value);
-        plan.done();
-      }
-      todo = again;
+    try {
+      while (todo.length > 0) todo = await this.round(inputs, docs, todo, outcomes);
+    } finally {
+      this.st.forget();
     }
     return outcomes;
+  }
+
+  /** One round of runBatch over the documents `todo` (indices): plans, runs, records; resolves to the indices to plan again. */
+  private async round(inputs: MidgardInput[], docs: Array<MidgardDocument | undefined>, todo: number[], outcomes: MidgardOutcome[]): Promise<number[]> {
+    // The records every plan reads, in one store read (not 'in': the sink writes those meanwhile).
+    const guids = [...new Set(todo.map((i) => keyOf(docs[i] as MidgardDocument)))];
+    await this.st.prefetch(guids.flatMap((g) => [['doc', g], ['nodes', g], ['pub', g]] as const));
+    const overlay = new Map<string, unknown>();
+    const planned: Array<{ i: number; plan: DocPlan }> = [];
+    const ensured = new Set<string>();
+    for (const i of todo) {
+      try {
+        const plan = await this.plan(docs[i] as MidgardDocument, (inputs[i] as MidgardInput).origin, overlay, ensured);
+        if (plan) planned.push({ i, plan });
+      } catch (error) {
+        outcomes[i] = { error };
+      }
+    }
+    const results: PipelineOutcome[] = await runPipelined(planned.map((p) => p.plan.steps));
+    const again: number[] = [];
+    const unsettled = new Set<string>();
+    for (const [k, { i, plan }] of planned.entries()) {
+      const result = results[k] as PipelineOutcome;
+      // A later version of an object whose earlier one did not complete is planned again.
+      if (result === 'skipped' || unsettled.has(plan.guid)) {
+        unsettled.add(plan.guid);
+        again.push(i);
+        continue;
+      }
+      if (typeof result === 'object') {
+        unsettled.add(plan.guid);
+        outcomes[i] = { error: result.error };
+        continue;
+      }
+      for (const [kind, id, value] of plan.records) this.st.setRecord(kind, id, value);
+      plan.done();
+    }
+    return again;
   }
 
   /**
@@ -220,7 +230,7 @@ export class MidgardPublisher {
       log.debug('read notification: nothing published', { guid: doc.main?.guid });
       return undefined;
     }
-    const stored = await state.record<string>('doc', doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '');
+    const stored = await state.record<string>('doc', keyOf(doc));
     const previous = stored ? readMidgardElement(parse(stored) as Element) : undefined;
     let mainEl: Element;
     if (doc.main) mainEl = doc.main.element;
@@ -399,6 +409,9 @@ export class MidgardPublisher {
     }
   }
 }
+
+/** The GUID a document's records are kept under: its main object's, or its children's parent's. */
+const keyOf = (doc: MidgardDocument): string => doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '';
 
 /**
  * Children of the stored document, replaced by incoming ones of the same class and GUID unless

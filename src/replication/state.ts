@@ -231,6 +231,11 @@ export class ReplicationState implements CheckpointStore {
     return out;
   }
 
+  /** record() of many (kind, id) pairs, in order, as stored (JSON text, or undefined): cache first, the rest in one store read. */
+  async recordTexts(pairs: Array<readonly [string, string]>): Promise<Array<string | undefined>> {
+    return this.getMany(pairs.map(([kind, id]) => `${kind}${SEP}${id}`));
+  }
+
   /** nodesOf for many documents, in order: cache first, the rest in one store read. */
   async nodesOfMany(docIds: string[]): Promise<string[][]> {
     const values = await this.getMany(docIds.map((id) => `nodes${SEP}${id}`));
@@ -299,13 +304,32 @@ export class StateBatch {
 export class DeferredState {
   /** key -> value not yet in the store (kept until the write that carries it has finished). */
   private readonly pending = new Map<string, string>();
+  /** key -> value read ahead by prefetch() (undefined: not in the store), until forget(). */
+  private known = new Map<string, string | undefined>();
 
   constructor(private readonly state: ReplicationState) {}
 
-  /** As ReplicationState.record, pending writes first. */
+  /** As ReplicationState.record, pending writes first, then what prefetch() read. */
   async record<T>(kind: string, id: string): Promise<T | undefined> {
-    const value = this.pending.get(`${kind}${SEP}${id}`);
-    return value === undefined ? this.state.record<T>(kind, id) : (JSON.parse(value) as T);
+    const key = `${kind}${SEP}${id}`;
+    const value = this.pending.get(key) ?? this.known.get(key);
+    if (value === undefined && !this.known.has(key)) return this.state.record<T>(kind, id);
+    return value === undefined ? undefined : (JSON.parse(value) as T);
+  }
+
+  /**
+   * Reads the records of many (kind, id) pairs in one store read, absent ones included, so that
+   * record() answers them without a read each until forget(). For one batch: the caller makes
+   * sure nothing but this DeferredState writes them meanwhile.
+   */
+  async prefetch(pairs: Array<readonly [string, string]>): Promise<void> {
+    const values = await this.state.recordTexts(pairs);
+    this.known = new Map(pairs.map(([kind, id], i) => [`${kind}${SEP}${id}`, values[i]]));
+  }
+
+  /** Drops what prefetch() read. */
+  forget(): void {
+    this.known = new Map();
   }
 
   /** As ReplicationState.setRecord, kept until flush(). */
