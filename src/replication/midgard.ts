@@ -19,7 +19,7 @@ import type { MidgardConfig } from '../config/midgard-config.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
 import { dbusPath, MidgardDbusSource, type NotifiedSignal } from '../sources/midgard-dbus.ts';
-import { MidgardSpoolSource } from '../sources/midgard-spool.ts';
+import { MidgardSpoolSource, SpoolBatchError } from '../sources/midgard-spool.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
 import { MidgardPublisher, type MidgardInput } from './midgard-publisher.ts';
@@ -96,21 +96,17 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     : undefined;
   /**
    * Publishes a batch (MidgardPublisher.handleBatch: pipelined, order per object and node kept),
-   * logs each document that failed, then writes the batch's records in one store write (also when
-   * it failed part way). D-Bus: a failed document is logged and skipped (signals are not replayed;
-   * see midgard-dbus.ts for what covers a loss). Spool: rejects with the first failure, and the
-   * spool source keeps that file (or moves it to failed/).
+   * then writes the batch's records in one store write (also when it failed part way). D-Bus: each
+   * document that failed goes to `skip` (logged and skipped: signals are not replayed; see
+   * midgard-dbus.ts for what covers a loss). Spool (no `skip`): rejects with a SpoolBatchError
+   * naming the files that failed; the spool source keeps them (or moves them to failed/).
    */
-  const publishBatch = async (inputs: MidgardInput[], what: (i: number) => Record<string, unknown>, rejectOnFailure: boolean): Promise<void> => {
+  const publishBatch = async (inputs: MidgardInput[], skip?: (i: number, reason: string) => void): Promise<void> => {
     try {
       const outcomes = await publisher.handleBatch(inputs);
-      let first: unknown;
-      for (const [i, outcome] of outcomes.entries()) {
-        if (outcome === 'done') continue;
-        first ??= outcome.error;
-        if (!rejectOnFailure) log.warn('D-Bus signal skipped', { reason: outcome.error instanceof Error ? outcome.error.message : String(outcome.error), ...what(i) });
-      }
-      if (rejectOnFailure && first !== undefined) throw first;
+      const failed = new Map(outcomes.flatMap((outcome, i) => (outcome === 'done' ? [] : [[i, outcome.error] as const])));
+      if (failed.size > 0 && !skip) throw new SpoolBatchError(failed);
+      for (const [i, error] of failed) skip?.(i, error instanceof Error ? error.message : String(error));
     } finally {
       await publisher.flush();
     }
@@ -121,15 +117,12 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
       feed(dbus, (signals) =>
         publishBatch(
           signals.map((s) => ({ text: s.text, origin: { source: 'dbus', area: s.area, action: s.action } })),
-          (i) => ({ path: dbusPath(signals[i] as NotifiedSignal) }),
-          false,
+          (i, reason) => log.warn('D-Bus signal skipped', { reason, path: dbusPath(signals[i] as NotifiedSignal) }),
         ),
       ),
     );
   }
-  if (spool) {
-    feeds.push(feed(spool, (files) => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } })), (i) => ({ file: files[i]?.file }), true)));
-  }
+  if (spool) feeds.push(feed(spool, (files) => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } })))));
   return {
     publisher,
     sink,

@@ -1,11 +1,14 @@
 // Source: a spool directory where a Midgard-side watcher drops serialized objects, one file each
-// (the seed's proof of concept before D-Bus). Files are processed one at a time in order
-// (modification time, then name); a file is moved to done/ only after its work is finished, or to
-// failed/ with a `<name>.reason` file when its content is invalid. A failure that is not the
-// file's fault (e.g. the store) leaves it in place and is retried, keeping the order. A crash
-// between the work and the move hands the file over again: the handler must be idempotent.
+// (the seed's proof of concept before D-Bus). Files are handed over in order (modification time,
+// then name) in batches of up to `batchMax` files and `batchBytes` bytes; a file is moved to
+// done/ only after its work is finished, or to failed/ with a `<name>.reason` file when its
+// content is invalid. The handler says which files of a batch failed by rejecting with a
+// SpoolBatchError (any other rejection: the whole batch failed; a batch of several files is then
+// handed over again one file at a time, to tell which). A failure that is not the file's fault
+// (e.g. the store) leaves it and the files after it in place, to be retried in order. A crash
+// between the work and the move hands the files over again: the handler must be idempotent.
 // Names starting with "." or ending in ".tmp" are ignored (writers can rename into place).
-// A Source (source.ts) of one file per batch, with no checkpoint: done/ is its position.
+// A Source (source.ts) with no checkpoint: done/ is its position.
 
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
@@ -19,8 +22,24 @@ export interface SpoolFile {
   file: string;
 }
 
+/** A handler's rejection naming the files of the batch that failed (by index in the batch) and why; the others are done. */
+export class SpoolBatchError extends Error {
+  constructor(readonly errors: ReadonlyMap<number, unknown>) {
+    super(`${errors.size} spool file(s) of the batch failed`);
+    this.name = 'SpoolBatchError';
+  }
+}
+
+/** Default bounds of one batch: files, and bytes of their content. */
+export const SPOOL_BATCH_MAX = 64;
+export const SPOOL_BATCH_BYTES = 8 * 1024 * 1024;
+
 export interface MidgardSpoolSourceOptions {
   dir: string;
+  /** Most files per batch (default SPOOL_BATCH_MAX). */
+  batchMax?: number;
+  /** Most bytes per batch (default SPOOL_BATCH_BYTES); a larger file goes alone. */
+  batchBytes?: number;
   /** Whether an error means the file is bad (moved to failed/) rather than a transient failure. */
   isPermanent(err: unknown): boolean;
   log: Logger;
@@ -87,25 +106,47 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
 
   private async scan(): Promise<void> {
     const { dir, log } = this.o;
-    for (const name of await this.pending()) {
-      if (this.stopped) return;
-      const file = path.join(dir, name);
-      const text = await readFile(file, 'utf8');
+    const names = await this.pending();
+    let max = this.o.batchMax ?? SPOOL_BATCH_MAX;
+    for (let at = 0; at < names.length && !this.stopped; ) {
+      const batch: SpoolFile[] = [];
+      let bytes = 0;
+      while (at + batch.length < names.length && batch.length < max) {
+        const name = names[at + batch.length] as string;
+        const text = await readFile(path.join(dir, name), 'utf8');
+        if (batch.length > 0 && bytes + text.length > (this.o.batchBytes ?? SPOOL_BATCH_BYTES)) break;
+        batch.push({ text, file: name });
+        bytes += text.length;
+      }
+      let errors: ReadonlyMap<number, unknown> = new Map();
       try {
-        await this.handle({ changes: [{ text, file: name }] });
+        await this.handle({ changes: batch });
       } catch (err) {
+        if (!(err instanceof SpoolBatchError) && batch.length > 1) {
+          log.warn('spool batch failed; handing its files over one at a time', { files: batch.length, reason: err instanceof Error ? err.message : String(err) });
+          max = 1;
+          continue;
+        }
+        errors = err instanceof SpoolBatchError ? err.errors : new Map([[0, err]]);
+      }
+      for (const [i, { file: name }] of batch.entries()) {
+        const file = path.join(dir, name);
+        if (!errors.has(i)) {
+          await rename(file, path.join(dir, 'done', name));
+          log.debug('spool file done', { file: name });
+          continue;
+        }
+        const err = errors.get(i);
         const reason = err instanceof Error ? err.message : String(err);
         if (!this.o.isPermanent(err)) {
           log.error('spool file failed; will retry', { file: name, reason });
-          return; // keep the order: nothing after it goes first
+          return; // keep the order: nothing after it goes first (handed over again with it)
         }
         await writeFile(path.join(dir, 'failed', `${name}.reason`), `${reason}\n`);
         await rename(file, path.join(dir, 'failed', name));
         log.warn('spool file moved to failed/', { file: name, reason });
-        continue;
       }
-      await rename(file, path.join(dir, 'done', name));
-      log.debug('spool file done', { file: name });
+      at += batch.length;
     }
   }
 

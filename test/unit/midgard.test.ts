@@ -32,7 +32,7 @@ import { DEFAULT_MAPPING, nodesFor, objectPath, TopicIndex } from '../../src/rep
 import { BlobUploadError, MidgardPublisher } from '../../src/replication/midgard-publisher.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { MidgardSpoolSink } from '../../src/sinks/midgard-spool.ts';
-import { MidgardSpoolSource } from '../../src/sources/midgard-spool.ts';
+import { MidgardSpoolSource, SpoolBatchError } from '../../src/sources/midgard-spool.ts';
 import { parseNotifierPath } from '../../src/sources/midgard-dbus.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 
@@ -377,6 +377,7 @@ describe('publisher, sink and spool source', () => {
   it('the spool source processes files in order, survives a restart mid-directory, moves bad files to failed/ with the reason', async () => {
     const spool = path.join(dir, 'spool');
     const seen: string[] = [];
+    const batches: string[][] = [];
     let release: (() => void) | undefined;
     const blocked = new Promise<void>((r) => (release = r));
     let reachedD: (() => void) | undefined;
@@ -385,7 +386,11 @@ describe('publisher, sink and spool source', () => {
       const source = new MidgardSpoolSource({ dir: spool, log: silentLogger, pollMs: 50, isPermanent: (err) => err instanceof MidgardFormatError });
       const start = (): Promise<void> =>
         source.start(undefined, async ({ changes }) => {
-          for (const { text, file } of changes) await handle(text, file);
+          // As the Midgard feed does: every file of the batch handled, the failures named.
+          batches.push(changes.map((c) => c.file));
+          const errors = new Map<number, unknown>();
+          for (const [i, { text, file }] of changes.entries()) await handle(text, file).catch((err: unknown) => errors.set(i, err));
+          if (errors.size > 0) throw new SpoolBatchError(errors);
         });
       return { start, stop: () => source.stop() };
     };
@@ -411,6 +416,7 @@ describe('publisher, sink and spool source', () => {
     release?.();
     await stopping;
     assert.deepEqual(seen, ['a.xml', 'b.xml']);
+    assert.deepEqual(batches[0], names, 'the files waiting handed over as one batch, in order');
     assert.deepEqual((await readdir(spool)).filter((n) => n.endsWith('.xml')), ['d.xml'], 'd.xml is still waiting');
     const second = make(async (text, file) => {
       if (text === '<broken') throw new MidgardFormatError('not well-formed XML: Incomplete document');
@@ -423,5 +429,26 @@ describe('publisher, sink and spool source', () => {
     assert.deepEqual((await readdir(path.join(spool, 'done'))).sort(), ['a.xml', 'b.xml', 'd.xml']);
     assert.deepEqual((await readdir(path.join(spool, 'failed'))).sort(), ['c.xml', 'c.xml.reason']);
     assert.match(await readFile(path.join(spool, 'failed', 'c.xml.reason'), 'utf8'), /not well-formed/);
+  });
+
+  it('the spool source: a batch rejected without saying which file failed is handed over again one file at a time', async () => {
+    const spool = path.join(dir, 'spool-plain');
+    const { mkdir, utimes } = await import('node:fs/promises');
+    await mkdir(spool, { recursive: true });
+    for (const [i, name] of ['a.xml', 'b.xml', 'c.xml'].entries()) {
+      await writeFile(path.join(spool, name), name === 'b.xml' ? '<broken' : `<x n="${name}"/>`);
+      await utimes(path.join(spool, name), 1_700_000_000 + i, 1_700_000_000 + i);
+    }
+    const batches: string[][] = [];
+    const source = new MidgardSpoolSource({ dir: spool, log: silentLogger, pollMs: 50, isPermanent: (err) => err instanceof MidgardFormatError });
+    await source.start(undefined, async ({ changes }) => {
+      batches.push(changes.map((c) => c.file));
+      for (const { text } of changes) if (text === '<broken') throw new MidgardFormatError('not well-formed XML');
+    });
+    for (let i = 0; i < 200 && (await readdir(path.join(spool, 'done'))).length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    await source.stop();
+    assert.deepEqual(batches, [['a.xml', 'b.xml', 'c.xml'], ['a.xml'], ['b.xml'], ['c.xml']]);
+    assert.deepEqual((await readdir(path.join(spool, 'done'))).sort(), ['a.xml', 'c.xml']);
+    assert.deepEqual((await readdir(path.join(spool, 'failed'))).sort(), ['b.xml', 'b.xml.reason']);
   });
 });
