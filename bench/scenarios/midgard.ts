@@ -261,8 +261,11 @@ async function phase(name: MidgardPhase['phase'], objects: number, t0: number, l
   return r;
 }
 
+/** CPU milliseconds a process spent per object over a phase. */
+const cpuPerObject = (r: MidgardPhase, key: string): number => (((r.cpuPct[key] ?? NaN) / 100) * r.ms) / r.objects;
+
 const describe = (r: MidgardPhase): string =>
-  `${r.objects} objects in ${fmtInt(r.ms)} ms = ${fmtInt(r.objectsPerSec)} objects/s (load ${fmtInt(r.loadMs)} ms, all published at A after ${r.publishedAtAMs === undefined ? '–' : fmtInt(r.publishedAtAMs)} ms); cpu ${JSON.stringify(Object.fromEntries(Object.entries(r.cpuPct).map(([k, v]) => [k, Math.round(v)])))}`;
+  `${r.objects} objects in ${fmtInt(r.ms)} ms = ${fmtInt(r.objectsPerSec)} objects/s (load ${fmtInt(r.loadMs)} ms, all published at A after ${r.publishedAtAMs === undefined ? '–' : fmtInt(r.publishedAtAMs)} ms); CPU ms/object A ${cpuPerObject(r, 'hermodA').toFixed(2)} B ${cpuPerObject(r, 'hermodB').toFixed(2)}; cpu ${JSON.stringify(Object.fromEntries(Object.entries(r.cpuPct).map(([k, v]) => [k, Math.round(v)])))}`;
 
 const CPU_KEYS: Array<[string, string]> = [
   ['hermodA', 'Hermod A'],
@@ -287,9 +290,18 @@ export function midgardReport(r: MidgardResult): { md: string } {
   lines.push('');
   lines.push(
     mdTable(
-      ['source at A', 'objects', 'load (ms)', 'published at A (ms)', 'in B\'s spool (ms)', 'objects/s', ...CPU_KEYS.map(([, l]) => `${l} %`)],
-      r.phases.map((x) => [x.phase === 'dbus' ? 'D-Bus signals' : 'spool files', fmtInt(x.objects), fmtInt(x.loadMs), x.publishedAtAMs === undefined ? '–' : fmtInt(x.publishedAtAMs), fmtInt(x.ms), fmtInt(x.objectsPerSec), ...CPU_KEYS.map(([k]) => pct(x.cpuPct[k]))]),
-      ['l', 'r', 'r', 'r', 'r', 'r', ...CPU_KEYS.map((): 'r' => 'r')],
+      ['source at A', 'objects', 'load (ms)', 'published at A (ms)', 'in B\'s spool (ms)', 'objects/s', 'CPU ms per object: Hermod A / B', ...CPU_KEYS.map(([, l]) => `${l} %`)],
+      r.phases.map((x) => [
+        x.phase === 'dbus' ? 'D-Bus signals' : 'spool files',
+        fmtInt(x.objects),
+        fmtInt(x.loadMs),
+        x.publishedAtAMs === undefined ? '–' : fmtInt(x.publishedAtAMs),
+        fmtInt(x.ms),
+        fmtInt(x.objectsPerSec),
+        `${cpuPerObject(x, 'hermodA').toFixed(2)} / ${cpuPerObject(x, 'hermodB').toFixed(2)}`,
+        ...CPU_KEYS.map(([k]) => pct(x.cpuPct[k])),
+      ]),
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', ...CPU_KEYS.map((): 'r' => 'r')],
     ),
   );
   lines.push('');

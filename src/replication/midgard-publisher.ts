@@ -171,9 +171,12 @@ export class MidgardPublisher {
 
   /** One round of runBatch over the documents `todo` (indices): plans, runs, records; resolves to the indices to plan again. */
   private async round(inputs: MidgardInput[], docs: Array<MidgardDocument | undefined>, todo: number[], outcomes: MidgardOutcome[]): Promise<number[]> {
-    // The records every plan reads, in one store read (not 'in': the sink writes those meanwhile).
+    // The records every plan reads, in one store read. 'in' (the versions the sink delivered) is
+    // written by the sink meanwhile: read here at the round's start instead of at each plan, which
+    // an echo signal comes after anyway (the importer sees the file only after the sink wrote it).
     const guids = [...new Set(todo.map((i) => keyOf(docs[i] as MidgardDocument)))];
-    await this.st.prefetch(guids.flatMap((g) => [['doc', g], ['nodes', g], ['pub', g]] as const));
+    const versions = [...new Set(todo.flatMap((i) => versionsOf(docs[i] as MidgardDocument).map(([guid]) => guid)))];
+    await this.st.prefetch([...guids.flatMap((g) => [['doc', g], ['nodes', g], ['pub', g]] as const), ...versions.map((g) => ['in', g] as const)]);
     const overlay = new Map<string, unknown>();
     const planned: Array<{ i: number; plan: DocPlan }> = [];
     const ensured = new Set<string>();

@@ -84,8 +84,11 @@ export class MidgardSpoolSink implements PartnerSink {
     const tmp = path.join(this.o.dir, `.${name}.tmp`);
     await writeFile(tmp, serializeMidgard(complete.root));
     await rename(tmp, path.join(this.o.dir, name));
-    await state.setRecord('spool', 'seq', seq);
-    for (const [guid, version] of versions) await state.setRecord('in', guid, version);
+    // The sequence and the versions delivered in one store write (was one per record).
+    const record = state.batch();
+    record.setRecord('spool', 'seq', seq);
+    for (const [guid, version] of versions) record.setRecord('in', guid, version);
+    await state.commit(record);
     this.written++;
     log.info('midgard object written to the inbound spool', { service, node, guid: main.guid, class: main.className, revised, file: name });
     this.o.onWritten?.(path.join(this.o.dir, name));
