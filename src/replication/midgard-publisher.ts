@@ -336,18 +336,17 @@ export class MidgardPublisher {
     for (const [kind, id, value] of records) overlay.set(`${kind}\0${id}`, value);
     const publish = (node: string): PipelineStep => ({ node, run: () => service.publish(actor, node, { item: { id: main.guid, payload } }).then(() => undefined) });
     const retract = (node: string): PipelineStep => ({ node, run: () => this.retract(node, main.guid) });
-    if (isDeleted(main)) {
-      // Published once as its tombstone where it was, then retracted with notification.
-      return {
-        guid: main.guid,
-        steps: [before.map(publish), before.map(retract)],
-        records,
-        done: () => {
-          this.published++;
-          log.info('retracted midgard object', { guid: main.guid, class: main.className, nodes: before, revised: revisedOf(main) });
-        },
-      };
-    }
+    const planned = (steps: PipelineStep[][], msg: string, fields: Record<string, unknown>): DocPlan => ({
+      guid: main.guid,
+      steps,
+      records,
+      done: () => {
+        this.published++;
+        log.info(msg, { guid: main.guid, class: main.className, ...fields });
+      },
+    });
+    // A deletion: published once as its tombstone where it was, then retracted with notification.
+    if (isDeleted(main)) return planned([before.map(publish), before.map(retract)], 'retracted midgard object', { nodes: before, revised: revisedOf(main) });
     for (const node of nodes) {
       if (ensured.has(node)) continue;
       ensured.add(node);
@@ -357,15 +356,7 @@ export class MidgardPublisher {
       }
     }
     const left = before.filter((n) => !nodes.includes(n));
-    return {
-      guid: main.guid,
-      steps: [nodes.map(publish), left.map(retract)],
-      records,
-      done: () => {
-        this.published++;
-        log.info('published midgard object', { guid: main.guid, class: main.className, nodes, retractedFrom: left, revised: revisedOf(main), path });
-      },
-    };
+    return planned([nodes.map(publish), left.map(retract)], 'published midgard object', { nodes, retractedFrom: left, revised: revisedOf(main), path });
   }
 
   /**

@@ -25,13 +25,18 @@ const fixture = (name: string): Promise<string> => readFile(path.join(FIXTURES, 
 const ACTOR = 'pubsub.a.test';
 const ARTICLE = '29a8d8f0a9823c53fba2b3f96b59e8ec';
 
+/** A memory state space counting its store writes, and a pub/sub service on a memory store. */
+function countedSetup(): { space: StateSpace; counted: StateSpace; writes: () => number; service: PubsubService } {
+  const space = new MemoryStore().state('midgard');
+  let n = 0;
+  const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (n++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) };
+  const service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
+  return { space, counted, writes: () => n, service };
+}
+
 describe('Midgard publisher: records written once per batch', () => {
   it('a batch of objects (two topics, an article, the article again) is recorded in one store write; the records are what the next run reads', async () => {
-    const store = new MemoryStore();
-    const space = store.state('midgard');
-    let writes = 0;
-    const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) };
-    const service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
+    const { space, counted, writes, service } = countedSetup();
     const options = {
       service,
       actor: ACTOR,
@@ -49,11 +54,11 @@ describe('Midgard publisher: records written once per batch', () => {
     // The same article again: the publisher's own (unwritten) record says it is unchanged.
     await publisher.handle(await fixture('article-hello.xml'), { ...origin, action: 'update' });
     assert.equal(publisher.published, published, 'not published again: recognised as unchanged before any flush');
-    assert.equal(writes, 0, 'nothing written before the flush');
+    assert.equal(writes(), 0, 'nothing written before the flush');
     await publisher.flush();
-    assert.equal(writes, 1, 'the batch recorded in one store write');
+    assert.equal(writes(), 1, 'the batch recorded in one store write');
     await publisher.flush();
-    assert.equal(writes, 1, 'nothing left to write');
+    assert.equal(writes(), 1, 'nothing left to write');
 
     // A later run (a restart) reads those records: the article is known and not published again.
     const next = new MidgardPublisher({ ...options, state: new ReplicationState(space), index: new TopicIndex() });
@@ -66,11 +71,7 @@ describe('Midgard publisher: records written once per batch', () => {
 
 describe('Midgard publisher: a batch of D-Bus signals', () => {
   it('is published whole: versions of one object in order, a malformed object skipped with its reason, the others published, one store write', async () => {
-    const store = new MemoryStore();
-    const space = store.state('midgard');
-    let writes = 0;
-    const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (writes++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) };
-    const service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
+    const { counted, writes, service } = countedSetup();
     const lines: Array<Record<string, unknown>> = [];
     const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
     const publisher = new MidgardPublisher({
@@ -101,9 +102,9 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
     assert.match(String(latest?.payload), /<revision>3<\/revision>/, 'the last version of the object is the one published last');
     const revisions = lines.filter((l) => l.msg === 'published midgard object' && l.guid === x.guid).map((l) => l.revised);
     assert.deepEqual(revisions, ['2026-11-30 00:00:01+0000', '2026-11-30 00:00:02+0000', '2026-11-30 00:00:03+0000'], 'its versions published in signal order');
-    assert.equal(writes, 0, 'nothing written before the flush');
+    assert.equal(writes(), 0, 'nothing written before the flush');
     await publisher.flush();
-    assert.equal(writes, 1, 'the batch recorded in one store write');
+    assert.equal(writes(), 1, 'the batch recorded in one store write');
     // The records say the last version was published: the same signal again publishes nothing.
     const before = publisher.published;
     assert.deepEqual(await publisher.handleBatch([signal(article('batch', 7, 3).xml, 'update')]), ['done']);
