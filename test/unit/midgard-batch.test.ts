@@ -12,6 +12,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { article } from '../../bench/lib/midgard-objects.ts';
 import { MidgardFormatError } from '../../src/codecs/midgard.ts';
+import { PubsubError } from '../../src/pubsub/errors.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import { DEFAULT_MAPPING, TopicIndex } from '../../src/replication/midgard-mapping.ts';
@@ -109,5 +110,32 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
     const before = publisher.published;
     assert.deepEqual(await publisher.handleBatch([signal(article('batch', 7, 3).xml, 'update')]), ['done']);
     assert.equal(publisher.published, before, 'unchanged: not published again');
+  });
+
+  it('a publish the node refuses fails that object only: the objects after it in the batch are published (in a later round), and the refused one is not recorded, so it is tried again', async () => {
+    const { counted, service } = countedSetup();
+    // The node exists with a small payload bound: the larger articles are refused (payload-too-big).
+    await service.create(ACTOR, '/midgard_article/all', { maxPayloadSize: 3600 });
+    const publisher = new MidgardPublisher({
+      service,
+      actor: ACTOR,
+      mapping: { ...DEFAULT_MAPPING, approved: false },
+      access: () => ({ accessModel: 'open' as const, whitelist: [] }),
+      partnerJid: { property: 'jid', parameter: undefined },
+      log: silentLogger,
+      onPartner: () => {},
+      state: new ReplicationState(counted),
+      index: new TopicIndex(),
+    });
+    const objects = Array.from({ length: 40 }, (_, i) => article('refused', i));
+    const outcomes = await publisher.handleBatch(objects.map((a) => ({ text: a.xml, origin: { source: 'dbus', area: 'mgdschema', action: 'create' } })));
+    const refused = outcomes.flatMap((o, i) => (o !== 'done' && o.error instanceof PubsubError && o.error.condition === 'payload-too-big' ? [i] : []));
+    assert.ok(refused.length > 0 && refused.length < objects.length, `some refused, some not: ${JSON.stringify(refused)}`);
+    assert.equal(outcomes.filter((o) => o !== 'done').length, refused.length, 'no other failure');
+    const ids = new Set((await service.getItems(ACTOR, '/midgard_article/all')).map((i) => i.id));
+    assert.deepEqual(objects.flatMap((a, i) => (ids.has(a.guid) ? [] : [i])), refused, 'every other object published, also those after a refused one');
+    // Not recorded as published: the same signal is tried (and refused) again, not taken as unchanged.
+    const [again] = await publisher.handleBatch([{ text: (objects[refused[0] as number] as { xml: string }).xml, origin: { source: 'dbus', area: 'mgdschema', action: 'update' } }]);
+    assert.ok(again !== 'done' && again?.error instanceof PubsubError);
   });
 });
