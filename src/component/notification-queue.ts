@@ -37,9 +37,10 @@ export class NotificationQueue {
 
   /** Records and queues one event's notifications; returns how many stanzas were queued (held ones not counted). */
   notify(event: ServiceEvent, recipients: Recipient[]): number {
-    if (!digestible(event) || !recipients.some((r) => r.digestMs !== undefined)) {
+    const aggregated = digestible(event);
+    if (!aggregated || !recipients.some((r) => r.digestMs !== undefined)) {
       // Nothing may overtake what digests of the node hold (a purge, a deletion, a late item).
-      this.digests.flushNode(event.node);
+      if (!aggregated) this.digests.flushNode(event.node);
       const stanzas = this.render(event, recipients);
       const seq = this.journal.append(event, recipients);
       this.outbox.push(stanzas, { seq, firstIndex: 0 });
