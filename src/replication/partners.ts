@@ -443,12 +443,17 @@ export class PartnerManager {
       this.o.log.error(what, { from, node, item: id, reason: String(err) });
       return false;
     };
-    const done = [
-      ...items.getChildren('item').map((item) => this.o.sink.writeItem(from, node, item, partner).then(() => true, log('writing a replicated document failed', item.attrs.id))),
-      ...items.getChildren('retract').map((retract) =>
-        this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)), partner).then(() => true, log('deleting a retracted document failed', retract.attrs.id)),
-      ),
-    ];
+    // In document order: a digest (pubsub#digest) may carry an edit, its retraction and a new
+    // edit of the same document in one <items/>.
+    const done: Array<Promise<boolean>> = [];
+    for (const child of items.children) {
+      if (typeof child === 'string') continue;
+      if (child.name === 'item') done.push(this.o.sink.writeItem(from, node, child, partner).then(() => true, log('writing a replicated document failed', child.attrs.id)));
+      else if (child.name === 'retract') {
+        const followedElsewhere = (other: string): boolean => other !== node && this.followed.has(key(from, other));
+        done.push(this.o.sink.retract(from, node, child.attrs.id as string, followedElsewhere, partner).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
+      }
+    }
     return (await Promise.all(done)).every(Boolean);
   }
 
