@@ -5,8 +5,9 @@
 // reaching the subscription inside it are held; when it ends they go out as ONE message (an
 // <items/> with every <item/> and <retract/> in publish order) and the next window starts; a
 // window that ends with nothing held closes (the next item is a leading edge again). A window
-// that holds `maxItems` items or `maxBytes` of payload is sent at once (a message stays well
-// under the servers' stanza size limits); one item larger than that goes alone.
+// that reaches `maxItems` items or `maxBytes` of payload is sent at once, and one that an item
+// would take past `maxBytes` is sent before that item is added (a message stays well under the
+// servers' stanza size limits; an item larger than the bound travels alone).
 //
 // This class only keeps the windows; durability is the NotificationQueue's (notification-queue.ts).
 
@@ -32,7 +33,6 @@ export interface DueDigest {
 
 interface Window {
   node: string;
-  digestMs: number;
   timer: NodeJS.Timeout;
   parts: DigestPart[];
   held: HeldPosition[];
@@ -82,18 +82,18 @@ export class DigestWindows {
       this.open(key, event.node, digestMs);
       return false;
     }
-    let size: number;
-    if (event.kind === 'retract') {
-      window.parts.push({ retract: event.itemIds });
-      size = event.itemIds.length;
-      window.bytes += PART_OVERHEAD * size;
-    } else {
+    let part: DigestPart;
+    if (event.kind === 'retract') part = { retract: event.itemIds };
+    else {
       const item = event.item as NonNullable<typeof event.item>;
-      window.parts.push({ item: event.withPayload ? item : { ...item, payload: '' }, withPayload: event.withPayload });
-      size = 1;
-      window.bytes += PART_OVERHEAD + (event.withPayload ? item.payload.length : 0);
+      part = { item: event.withPayload ? item : { ...item, payload: '' }, withPayload: event.withPayload };
     }
-    window.count += size;
+    const count = 'retract' in part ? part.retract.length : 1;
+    const bytes = PART_OVERHEAD * count + ('item' in part ? part.item.payload.length : 0);
+    if (window.parts.length > 0 && window.bytes + bytes > this.maxBytes) this.flush(window);
+    window.parts.push(part);
+    window.count += count;
+    window.bytes += bytes;
     window.held.push(at);
     window.recipient = recipient;
     if (event.messageType !== undefined) window.messageType = event.messageType;
@@ -125,7 +125,7 @@ export class DigestWindows {
   }
 
   private open(key: string, node: string, digestMs: number): void {
-    const window: Window = { node, digestMs, timer: undefined as unknown as NodeJS.Timeout, parts: [], held: [], count: 0, bytes: 0 };
+    const window: Window = { node, timer: undefined as unknown as NodeJS.Timeout, parts: [], held: [], count: 0, bytes: 0 };
     const tick = (): void => {
       if (window.parts.length === 0) {
         this.windows.delete(key); // quiet for a whole interval: the next item is a leading edge

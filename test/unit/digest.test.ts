@@ -160,8 +160,10 @@ describe('notification digests: aggregation in the notification queue', () => {
     bySize.queue.notify(item('big', `<p xmlns="urn:x">${'x'.repeat(600)}</p>`), [digestOf(hour)]);
     bySize.queue.notify(item('after'), [digestOf(hour)]);
     await ticks();
-    assert.deepEqual(bySize.socket.messagesTo('d@x'), [['+a'], ['+small', '+big']]);
+    assert.deepEqual(bySize.socket.messagesTo('d@x'), [['+a'], ['+small'], ['+big']], 'sent before the item that would take it past the bound; that item alone');
     bySize.queue.flushDigests();
+    await ticks();
+    assert.deepEqual(bySize.socket.messagesTo('d@x').at(-1), ['+after']);
   });
 
   it('a notification that is not aggregated (a purge) goes after what the digests of its node hold', async () => {
