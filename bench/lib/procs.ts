@@ -29,7 +29,11 @@ const STOP_TIMEOUT_MS = 15_000;
  * rate limit (the peers have none either: the load is the point); `o.extra` goes over these.
  */
 export function startBenchHermod(o: HermodProcessOptions): Promise<HermodProcess> {
-  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, extra: { limits: { publishRate: false }, ...o.extra } });
+  // HERMOD_BENCH_DIGEST_MS: ajatus.notificationDigestMs of every Hermod (0: partners ask for no
+  // notification digests), for an A/B run of digests within one commit.
+  const digestMs = process.env.HERMOD_BENCH_DIGEST_MS;
+  const ajatus = digestMs === undefined ? {} : { ajatus: { ...(o.extra?.ajatus as Record<string, unknown> | undefined), notificationDigestMs: Number(digestMs) } };
+  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, extra: { limits: { publishRate: false }, ...o.extra, ...ajatus } });
 }
 
 /** Starts a TypeScript script of the benchmark as a process; resolves on its first stdout JSON line. */

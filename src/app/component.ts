@@ -183,6 +183,8 @@ export function startConnection(stack: StopStack, core: Core, wire: Wire): Promi
   const { connection } = core;
   // Unwound in the opposite order: requests under way are answered, then the stream is flushed and closed.
   stack.push('component connection', () => connection.stop());
+  // What digest windows hold goes out with the stream's last flush (else it waits in the journal).
+  stack.push('notification digests', () => core.notifications.flushDigests());
   stack.push('requests under way', () => wire.router.idle());
   return connection.start({ onStanza: (stanza) => wire.handleStanza(stanza), onStateChange: (state) => wire.stateChanged(state) });
 }

@@ -58,6 +58,8 @@ export interface Core {
   readonly relay: Relay | undefined;
   /** Leaves whose transform failed (src/transform/quarantine.ts), in the store. */
   readonly quarantine: Quarantine;
+  /** Journalled fan-out and the digest windows (src/component/notification-queue.ts). */
+  readonly notifications: NotificationQueue;
 }
 
 export interface CoreOptions {
@@ -173,7 +175,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
   });
   stack.push('pub/sub service', () => service.close());
   const quarantine = new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: config.dataDir, log });
-  return { store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay, quarantine };
+  return { store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay, quarantine, notifications };
 }
 
 /**

@@ -69,6 +69,11 @@ export class NotificationJournal {
   private readonly live = new Map<number, { count: number; drops: string[] }>();
   private queued = new Map<string, StateOp>();
   private waiters: Array<() => void> = [];
+  /**
+   * Recipient positions a digest window holds back (hold/release), oldest first (positions are
+   * held in the order they are recorded): the marks stop before the oldest.
+   */
+  private readonly held = new Map<string, Position>();
   private inflight: Promise<void> | undefined;
   private scheduled = false;
   private closed = false;
@@ -109,8 +114,32 @@ export class NotificationJournal {
     return seq;
   }
 
-  /** The server has taken everything up to `tag`: confirmed events are deleted. */
-  confirm(tag: DurableTag): void {
+  /**
+   * Recipient `index` of event `seq` is not sent yet although later ones are (a digest window
+   * holds it: src/component/notification-queue.ts): until `release`, the confirmed and written
+   * marks stay before it, so that a restart delivers it (and what follows it again: at least once).
+   * Positions must be held in the order they were recorded.
+   */
+  hold(seq: number, index: number): void {
+    this.held.set(`${seq}:${index}`, [seq, index]);
+  }
+
+  /** A held position is now covered by an event of its own (the digest, recorded before this call). */
+  release(seq: number, index: number): void {
+    this.held.delete(`${seq}:${index}`);
+  }
+
+  /** `tag`, or the position just before the oldest held one when that is earlier. */
+  private capped(tag: DurableTag): DurableTag {
+    const oldest = this.held.values().next().value;
+    if (oldest === undefined) return tag;
+    const before: Position = [oldest[0], oldest[1] - 1];
+    return after([tag.seq, tag.index], before) ? { seq: before[0], index: before[1] } : tag;
+  }
+
+  /** The server has taken everything up to `tag` (except held positions): confirmed events are deleted. */
+  confirm(confirmed: DurableTag): void {
+    const tag = this.capped(confirmed);
     if (after([tag.seq, tag.index], this.marks.a)) this.marks.a = [tag.seq, tag.index];
     this.marksDirty = true;
     for (const [seq, { count, drops }] of this.live) {
@@ -123,7 +152,8 @@ export class NotificationJournal {
   }
 
   /** About to write up to `tag` to the socket: resolves once that mark is durable (write only then). */
-  written(tag: DurableTag): Promise<void> {
+  written(written: DurableTag): Promise<void> {
+    const tag = this.capped(written);
     this.marks.w = [tag.seq, tag.index];
     this.marksDirty = true;
     return this.durable();

@@ -9,6 +9,7 @@ import { needsRoster, rosterGrants, rosterModelRefusal, type PresenceView, type 
 import { may, type Action } from './capabilities.ts';
 import { fail } from './errors.ts';
 import type { NodeState } from './node-state.ts';
+import { digestMsOf } from './subscription-options.ts';
 import { ACCESS_MODELS, type AccessModel, type Affiliation, type Recipient } from './types.ts';
 
 export interface AudienceOptions {
@@ -113,6 +114,8 @@ export class Audience {
   /**
    * Subscribers that may receive notifications right now (access re-checked per send; paused
    * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
+   * Digest subscriptions (pubsub#digest) carry their interval (`digestMs`): the notification
+   * queue aggregates their item notifications; presence and access are checked here, per item.
    */
   recipients(state: NodeState, rosters?: readonly Roster[]): Recipient[] {
     const out: Recipient[] = [];
@@ -122,12 +125,18 @@ export class Audience {
     for (const sub of state.subscriptions) {
       if (sub.state !== 'subscribed' || sub.options?.deliver === false || !this.can(state, sub.jid, 'be-notified', true, rosters)) continue;
       if (presenceBased && !this.options.presence?.isAvailable(sub.jid)) continue; // §12: available subscribers only
+      const digestMs = digestMsOf(sub.options);
       const seen = byJid?.get(sub.jid);
       if (seen) {
         (seen.subids ??= [seen.subid]).push(sub.subid);
+        // One message for all of them: aggregated only if every one asked for digests (the shortest interval).
+        if (seen.digestMs !== undefined) {
+          if (digestMs === undefined) delete seen.digestMs;
+          else seen.digestMs = Math.min(seen.digestMs, digestMs);
+        }
         continue;
       }
-      const recipient: Recipient = { jid: sub.jid, subid: sub.subid };
+      const recipient: Recipient = { jid: sub.jid, subid: sub.subid, ...(digestMs !== undefined ? { digestMs } : {}) };
       out.push(recipient);
       (byJid ??= new Map()).set(sub.jid, recipient);
     }

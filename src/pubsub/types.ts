@@ -116,6 +116,14 @@ export interface SubscriptionOptions {
   expire?: number;
   /** pubsub#subscription_type: only 'items' (no collections). */
   subscriptionType: 'items';
+  /**
+   * pubsub#digest: item notifications (publications and retractions) are aggregated. The first
+   * after a quiet period goes out at once; those within `digestFrequency` of it are sent together,
+   * as one message, when that interval ends. Absent: off.
+   */
+  digest?: boolean;
+  /** pubsub#digest_frequency: the least milliseconds between two digests (with `digest`). */
+  digestFrequency?: number;
 }
 
 export interface Subscription {
@@ -167,6 +175,12 @@ export type ServiceEvent = (
   | { kind: 'affiliation'; node: string; jid: string; affiliation: Affiliation }
   /** §8.6: ask the owners (the recipients) to approve or deny a pending subscription. */
   | { kind: 'authorization'; node: string; subscription: Subscription }
+  /**
+   * Item notifications of one node aggregated for a digest subscriber (pubsub#digest): the
+   * publications and retractions in publish order, sent as one <items/> (see
+   * src/component/digest.ts).
+   */
+  | { kind: 'digest'; node: string; events: DigestPart[] }
 ) & {
   /** The node's pubsub#notification_type (headline when absent). */
   messageType?: NotificationType;
@@ -178,9 +192,18 @@ export type ServiceEvent = (
   archiveId?: string;
 };
 
+/** One publication or retraction in a digest. */
+export type DigestPart = { item: Item; withPayload: boolean } | { retract: string[] };
+
 export interface Recipient {
   jid: string;
   subid: string;
+  /**
+   * Set when the subscription(s) this notification is for asked for digests (pubsub#digest):
+   * pubsub#digest_frequency, in ms. Item notifications to it are aggregated by the notification
+   * queue.
+   */
+  digestMs?: number;
   /**
    * Set when the JID holds several subscriptions to the node: the ones this notification is
    * for (sent once, with SHIM SubID headers).

@@ -212,6 +212,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     settings: o.settings,
     offers: (node) => node.startsWith(TAG_PREFIX),
     discoveryIntervalSeconds: o.config.discoveryIntervalSeconds,
+    digestMs: o.config.notificationDigestMs,
     feeds: [
       feed(source, async (changes) => {
         await publisher.handle(changes);

@@ -146,6 +146,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     settings: new ConfigPartnerSettings(config),
     offers: (node) => follow.some((re) => re.test(node)),
     discoveryIntervalSeconds: config.discoveryIntervalSeconds,
+    digestMs: config.notificationDigestMs,
     /** Restores the publisher, loads the topic tree, names the configured partners, opens the inbound spool. */
     async prepare() {
       await publisher.restore();

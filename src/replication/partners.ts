@@ -54,6 +54,11 @@ export interface PartnerManagerOptions {
   mayFollow?: (partner: string, node: string) => Promise<boolean>;
   /** Where to remember history positions; without it catch-up reads the node's current items only. */
   positions?: HistoryPositions;
+  /**
+   * Ask partners' services for notification digests with this pubsub#digest_frequency (ms), where
+   * their subscription options form offers pubsub#digest; undefined or 0: one notification per item.
+   */
+  digestMs?: number;
 }
 
 /** Live notifications of one followed node, in arrival order, until they are applied. */
@@ -274,9 +279,11 @@ export class PartnerManager {
     const k = key(service, node);
     const f: Followed = { service, node, live: { queue: [], catchingUp: true, held: false } };
     this.followed.set(k, f); // notifications may arrive before the result
+    let digests: Promise<void> | undefined;
     try {
-      await this.client.subscribe(service, node);
+      const subscription = await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
+      digests = this.askForDigests(service, node, subscription?.attrs.subid as string | undefined);
     } catch (err) {
       this.followed.delete(k);
       const refused = err instanceof IqError;
@@ -291,6 +298,7 @@ export class PartnerManager {
       return `catching up on ${node}: ${String(err)}`;
     } finally {
       f.live.catchingUp = false;
+      await digests;
     }
     if (f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
     return undefined;
@@ -325,6 +333,28 @@ export class PartnerManager {
       if (failure) this.discoverSoon(partner);
     }
     return true;
+  }
+
+  /**
+   * Asks for notification digests on our subscription to a partner's node (XEP-0060 §6.3.6:
+   * configured after subscribing), when the digest setting is on and the service's options form
+   * offers pubsub#digest: many items then travel in one message. Otherwise (an older Hermod, a
+   * service without subscription options) notifications stay one per item; never fails.
+   */
+  private async askForDigests(service: string, node: string, subid: string | undefined): Promise<void> {
+    const ms = this.o.digestMs;
+    if (!ms) return;
+    try {
+      const fields = await this.client.subscriptionOptionFields(service, node, subid);
+      if (!fields.includes('pubsub#digest')) {
+        this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
+        return;
+      }
+      await this.client.configureSubscription(service, node, { 'pubsub#digest': '1', ...(fields.includes('pubsub#digest_frequency') ? { 'pubsub#digest_frequency': String(ms) } : {}) }, subid);
+      this.o.log.debug('notification digests asked for', { service, node, digestMs: ms });
+    } catch (err) {
+      this.o.log.debug('notification digests not available; one notification per item', { service, node, reason: String(err) });
+    }
   }
 
   private async unfollow(service: string, node: string): Promise<void> {
@@ -413,12 +443,17 @@ export class PartnerManager {
       this.o.log.error(what, { from, node, item: id, reason: String(err) });
       return false;
     };
-    const done = [
-      ...items.getChildren('item').map((item) => this.o.sink.writeItem(from, node, item, partner).then(() => true, log('writing a replicated document failed', item.attrs.id))),
-      ...items.getChildren('retract').map((retract) =>
-        this.o.sink.retract(from, node, retract.attrs.id as string, (other) => other !== node && this.followed.has(key(from, other)), partner).then(() => true, log('deleting a retracted document failed', retract.attrs.id)),
-      ),
-    ];
+    // In document order: a digest (pubsub#digest) may carry an edit, its retraction and a new
+    // edit of the same document in one <items/>.
+    const done: Array<Promise<boolean>> = [];
+    for (const child of items.children) {
+      if (typeof child === 'string') continue;
+      if (child.name === 'item') done.push(this.o.sink.writeItem(from, node, child, partner).then(() => true, log('writing a replicated document failed', child.attrs.id)));
+      else if (child.name === 'retract') {
+        const followedElsewhere = (other: string): boolean => other !== node && this.followed.has(key(from, other));
+        done.push(this.o.sink.retract(from, node, child.attrs.id as string, followedElsewhere, partner).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
+      }
+    }
     return (await Promise.all(done)).every(Boolean);
   }
 

@@ -68,6 +68,8 @@ export interface ReplicationAdapter {
   /** Whether a partner's node is one this replication follows by default. */
   offers(node: string): boolean;
   discoveryIntervalSeconds: number;
+  /** pubsub#digest_frequency (ms) asked of partners' services; 0: no digests (PartnerManagerOptions.digestMs). */
+  digestMs?: number;
   /** Runs after the state is open, before the sources start. Throws to fail the start. */
   prepare?(): Promise<void>;
   /** Runs once online, before partner discovery. */
@@ -108,6 +110,7 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       ...(stage ? { mayFollow: (partner: string, node: string) => stage.mayFollow(partner, node) } : {}),
       log,
       intervalMs: adapter.discoveryIntervalSeconds * 1000,
+      ...(adapter.digestMs !== undefined ? { digestMs: adapter.digestMs } : {}),
       offers: (node) => adapter.offers(node),
       // A restart replays the nodes' history from what was last applied.
       positions: this.state.historyPositions(),

@@ -14,8 +14,9 @@ import { itemElement } from './pubsub-handlers.ts';
  * The <event/> of a notification, as XEP-0060 shows each kind: items (with the payload only
  * when the node delivers payloads, §7.1.2.1-2; empty on a transient notification-only node,
  * §4.3), retract (§7.2.2.1), purge (§8.5.2), delete with its redirect (§8.4.2), configuration
- * (with the new configuration as a result form when the node delivers payloads, §8.2.5.3) and
- * subscription (§8.8.4, §12.14).
+ * (with the new configuration as a result form when the node delivers payloads, §8.2.5.3),
+ * subscription (§8.8.4, §12.14) and a digest (pubsub#digest: several items and retractions in
+ * one <items/>).
  */
 export function eventElement(event: ServiceEvent): Element {
   const ev = new Element('event', { xmlns: NS.PUBSUB_EVENT });
@@ -28,6 +29,15 @@ export function eventElement(event: ServiceEvent): Element {
     case 'retract': {
       const items = ev.c('items', { node: event.node });
       for (const id of event.itemIds) items.c('retract', { id });
+      break;
+    }
+    case 'digest': {
+      // pubsub#digest: the aggregated publications and retractions, in publish order.
+      const items = ev.c('items', { node: event.node });
+      for (const part of event.events) {
+        if ('retract' in part) for (const id of part.retract) items.c('retract', { id });
+        else items.cnode(itemElement(part.item, part.withPayload));
+      }
       break;
     }
     case 'purge':
@@ -91,7 +101,7 @@ export class NotificationRenderer {
     // XEP-0203: an item sent after the fact (the last published item) carries its publication time.
     if (event.kind === 'items' && event.delayed && event.item) body += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
     // §12.16: SubID headers only where the content differs by subscription (items, retractions).
-    const perSubscription = event.kind === 'items' || event.kind === 'retract';
+    const perSubscription = event.kind === 'items' || event.kind === 'retract' || event.kind === 'digest';
     const prefix = `<message from="${this.from}" type="${approval ? 'normal' : (event.messageType ?? this.messageType)}" id="`;
     const out = new Array<string>(recipients.length);
     for (let i = 0; i < recipients.length; i++) {

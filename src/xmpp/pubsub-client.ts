@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
+import { buildForm } from './forms.ts';
 import { normalizeJid } from './jid.ts';
 import { NS } from './ns.ts';
 
@@ -137,6 +138,30 @@ export class PubsubClient {
   async subscribe(service: string, node: string): Promise<Element | undefined> {
     const res = await this.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('subscribe', { node, jid: this.self }).up());
     return res.getChild('pubsub', NS.PUBSUB)?.getChild('subscription') ?? undefined;
+  }
+
+  /**
+   * The names of the fields of this client's subscription options form for a node (XEP-0060
+   * §6.3.2), e.g. `pubsub#digest`; `subid` for a JID with several subscriptions.
+   */
+  async subscriptionOptionFields(service: string, node: string, subid?: string): Promise<string[]> {
+    const res = await this.iq.request(service, 'get', new Element('pubsub', { xmlns: NS.PUBSUB }).c('options', { node, jid: this.self, ...(subid ? { subid } : {}) }).up());
+    const x = res.getChild('pubsub', NS.PUBSUB)?.getChild('options')?.getChild('x', NS.DATA_FORMS);
+    return (x?.getChildren('field') ?? []).map((f) => String(f.attrs.var ?? '')).filter((v) => v !== '' && v !== 'FORM_TYPE');
+  }
+
+  /**
+   * Submits this client's subscription options for a node (XEP-0060 §6.3.5): `fields` name ->
+   * value, e.g. `{ 'pubsub#digest': '1' }`. Rejects with the service's IqError (bad-request with
+   * invalid-options when it does not take them).
+   */
+  async configureSubscription(service: string, node: string, fields: Record<string, string>, subid?: string): Promise<void> {
+    const form = buildForm(
+      'submit',
+      NS.PUBSUB_SUBSCRIBE_OPTIONS,
+      Object.entries(fields).map(([name, value]) => ({ var: name, values: [value] })),
+    );
+    await this.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('options', { node, jid: this.self, ...(subid ? { subid } : {}) }).cnode(form).root());
   }
 
   /** Unsubscribes this client's JID from a node (XEP-0060 §6.2). */

@@ -4,18 +4,26 @@
 
 import type { Element } from 'ltx';
 import { fail } from '../pubsub/errors.ts';
+import { DEFAULT_DIGEST_FREQUENCY_MS, MAX_DIGEST_FREQUENCY_MS, MIN_DIGEST_FREQUENCY_MS } from '../pubsub/subscription-options.ts';
 import type { SubscriptionOptions } from '../pubsub/types.ts';
 import { buildForm, parseForm } from './forms.ts';
 import { NS } from './ns.ts';
 
 /** Registered fields Hermod does not implement but accepts when they ask for nothing. */
-const ACCEPTED_WHEN_OFF = new Set(['pubsub#digest', 'pubsub#include_body']);
+const ACCEPTED_WHEN_OFF = new Set(['pubsub#include_body']);
 
 export function subscribeOptionsForm(options: SubscriptionOptions, type: 'form' | 'result' = 'form'): Element {
   return buildForm(type, NS.PUBSUB_SUBSCRIBE_OPTIONS, [
     { var: 'pubsub#deliver', type: 'boolean', label: 'Enable delivery?', values: [options.deliver ? '1' : '0'] },
     { var: 'pubsub#expire', type: 'text-single', label: 'When the subscription ends (XEP-0082 DateTime; empty: never)', values: options.expire === undefined ? [] : [new Date(options.expire).toISOString()] },
     { var: 'pubsub#subscription_type', type: 'list-single', label: 'Receive notification of items', values: [options.subscriptionType], options: [{ value: 'items' }] },
+    { var: 'pubsub#digest', type: 'boolean', label: 'Receive digests (aggregations) of notifications?', values: [options.digest ? '1' : '0'] },
+    {
+      var: 'pubsub#digest_frequency',
+      type: 'text-single',
+      label: `Minimum number of milliseconds between sending any two notification digests (${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS})`,
+      values: [String(options.digestFrequency ?? DEFAULT_DIGEST_FREQUENCY_MS)],
+    },
   ]);
 }
 
@@ -33,6 +41,20 @@ function dateTime(name: string, value: string): number {
   return ms;
 }
 
+/** A whole number of milliseconds in the digest bounds. */
+function digestFrequency(name: string, value: string | undefined): number {
+  const ms = value !== undefined && /^\d{1,9}$/.test(value) ? Number(value) : NaN;
+  if (!(ms >= MIN_DIGEST_FREQUENCY_MS && ms <= MAX_DIGEST_FREQUENCY_MS)) {
+    fail('invalid-options', `${name} must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (24 h) (got '${value ?? ''}')`);
+  }
+  return ms;
+}
+
+/**
+ * A submitted pubsub#subscribe_options form -> the options it changes (XEP-0060 §6.3.5).
+ * Errors: invalid-options naming the field (§6.3.7) for a bad value or a field this service
+ * does not support; pubsub#digest_frequency outside [10 ms, 24 h].
+ */
 export function parseSubscribeOptionsForm(x: Element): Partial<SubscriptionOptions> {
   const form = parseForm(x);
   if (form.type === 'cancel') return {};
@@ -48,7 +70,9 @@ export function parseSubscribeOptionsForm(x: Element): Partial<SubscriptionOptio
     } else if (name === 'pubsub#subscription_type') {
       if (value !== 'items') fail('invalid-options', `pubsub#subscription_type must be items (got '${value ?? ''}')`);
       change.subscriptionType = 'items';
-    } else if (ACCEPTED_WHEN_OFF.has(name)) {
+    } else if (name === 'pubsub#digest') change.digest = bool(name, value);
+    else if (name === 'pubsub#digest_frequency') change.digestFrequency = digestFrequency(name, value);
+    else if (ACCEPTED_WHEN_OFF.has(name)) {
       if (bool(name, value)) fail('invalid-options', `${name} is not supported by this service`);
     } else fail('invalid-options', `subscription option ${name} is not supported by this service`);
   }

@@ -654,6 +654,40 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       assert.deepEqual(subs.getChild('pubsub', OWNER)?.getChild('subscriptions')?.getChildren('subscription').map((s) => s.attrs.jid), [bob.jid, bob.jid]);
     });
 
+    it('notification digests (pubsub#digest): the first item at once, the next ones within pubsub#digest_frequency in ONE message, in order, retractions included', { timeout: 60_000 }, async () => {
+      const fieldValue = (x: Element | undefined, v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
+      const entriesOf = (m: Element): string[] => (eventOf(m)?.getChild('items')?.children ?? []).map((c) => `${(c as Element).name === 'retract' ? '-' : '+'}${String((c as Element).attrs.id)}`);
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='digest'/></pubsub>`);
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='digest' jid='${alice.jid}'/></pubsub>`);
+      const refused = await expectIqError(
+        bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='digest' jid='${bob.jid}'/><options>${subscribeOptionsForm({ digest: '1', digest_frequency: '5' })}</options></pubsub>`),
+        'bad-request',
+        'invalid-options',
+      );
+      assert.match(refused.text ?? '', /pubsub#digest_frequency/, 'the error names the field');
+      // Subscribe-and-configure (§6.3.5) over s2s, with a window long enough to publish three items in.
+      const subscribed = await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='digest' jid='${bob.jid}'/><options>${subscribeOptionsForm({ digest: '1', digest_frequency: '4000' })}</options></pubsub>`);
+      const shown = subscribed.getChild('pubsub', PUBSUB)?.getChild('options')?.getChild('x', 'jabber:x:data');
+      assert.equal(fieldValue(shown, 'pubsub#digest'), '1');
+      assert.equal(fieldValue(shown, 'pubsub#digest_frequency'), '4000');
+      const got = await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><options node='digest' jid='${bob.jid}'/></pubsub>`);
+      assert.equal(fieldValue(got.getChild('pubsub', PUBSUB)?.getChild('options')?.getChild('x', 'jabber:x:data'), 'pubsub#digest_frequency'), '4000', 'stored with the subscription');
+
+      await alice.iq('set', SVC, publish('digest', 'd1', 'one'));
+      const leading = await bob.waitForMessage(isItemEvent('digest', 'd1'), 10_000, 'the first item');
+      assert.deepEqual(entriesOf(leading), ['+d1'], 'the first item after a quiet period is not held back');
+      await alice.iq('set', SVC, publish('digest', 'd2', 'two'));
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><retract node='digest' notify='true'><item id='d1'/></retract></pubsub>`);
+      await alice.iq('set', SVC, publish('digest', 'd3', 'three'));
+      const digest = await bob.waitForMessage(isItemEvent('digest', 'd3'), 20_000, 'the digest');
+      assert.deepEqual(entriesOf(digest), ['+d2', '-d1', '+d3'], 'one message: publications and the retraction in publish order');
+      assert.equal(titleOf(eventOf(digest)?.getChild('items')?.getChild('item')), 'two', 'with the payloads');
+      assert.equal(bob.received(isItemEvent('digest')).length, 2, 'two messages for three publications and a retraction');
+      // A subscriber without digests got each at once.
+      await alice.waitForMessage(isItemEvent('digest', 'd3'));
+      assert.deepEqual(alice.received(isItemEvent('digest')).map(entriesOf), [['+d1'], ['+d2'], ['-d1'], ['+d3']]);
+    });
+
     it('send_last_published_item: on_sub (default) sends the newest item with a XEP-0203 delay stamp; never sends nothing', async () => {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='lastpub'/></pubsub>`);
       await alice.iq('set', SVC, publish('lastpub', 'older', 'older'));

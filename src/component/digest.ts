@@ -1,0 +1,160 @@
+// Notification digests (XEP-0060 pubsub#digest, pubsub#digest_frequency): the windows of the
+// subscriptions that asked for them. Per subscription (recipient JID, node, subids) a window opens
+// with the first item notification after a quiet period — that one goes out at once (leading
+// edge: a single edit is not delayed) — and lasts `digestMs`. Publications and retractions
+// reaching the subscription inside it are held; when it ends they go out as ONE message (an
+// <items/> with every <item/> and <retract/> in publish order) and the next window starts; a
+// window that ends with nothing held closes (the next item is a leading edge again). A window
+// that reaches `maxItems` items or `maxBytes` of payload is sent at once, and one that an item
+// would take past `maxBytes` is sent before that item is added (a message stays well under the
+// servers' stanza size limits; an item larger than the bound travels alone).
+//
+// This class only keeps the windows; durability is the NotificationQueue's (notification-queue.ts).
+
+import type { DigestPart, NotificationType, Recipient, ServiceEvent } from '../pubsub/types.ts';
+
+/** Bounds of one digest message. */
+export interface DigestLimits {
+  /** Most publications and retracted ids in one digest. Default 200. */
+  maxItems?: number;
+  /** Most payload bytes (characters of serialized payloads) in one digest. Default 128 KiB. */
+  maxBytes?: number;
+}
+
+/** Journal positions (event sequence, recipient index) a digest holds. */
+export type HeldPosition = [seq: number, index: number];
+
+/** A digest due: the event to record and send to `recipient`, and the positions it replaces. */
+export interface DueDigest {
+  event: Extract<ServiceEvent, { kind: 'digest' }>;
+  recipient: Recipient;
+  held: HeldPosition[];
+}
+
+interface Window {
+  node: string;
+  timer: NodeJS.Timeout;
+  parts: DigestPart[];
+  held: HeldPosition[];
+  count: number;
+  bytes: number;
+  recipient?: Recipient;
+  messageType?: NotificationType;
+  archiveId?: string;
+}
+
+const DEFAULT_MAX_ITEMS = 200;
+const DEFAULT_MAX_BYTES = 128 * 1024;
+/** Bytes counted per part besides its payload (ids, element tags). */
+const PART_OVERHEAD = 64;
+
+/** An item notification that may be aggregated: a publication with its item, or a retraction. */
+export function digestible(event: ServiceEvent): event is Extract<ServiceEvent, { kind: 'items' | 'retract' }> {
+  return (event.kind === 'items' && event.item !== undefined && !event.delayed) || event.kind === 'retract';
+}
+
+export class DigestWindows {
+  private readonly windows = new Map<string, Window>();
+  private readonly maxItems: number;
+  private readonly maxBytes: number;
+  private closed = false;
+
+  constructor(
+    /** Called with a digest that is due (its window ended, or it reached a bound). */
+    private readonly send: (due: DueDigest) => void,
+    limits: DigestLimits = {},
+  ) {
+    this.maxItems = limits.maxItems ?? DEFAULT_MAX_ITEMS;
+    this.maxBytes = limits.maxBytes ?? DEFAULT_MAX_BYTES;
+  }
+
+  /**
+   * Offers one recipient's item notification. False: send it now (no digest asked for, or the
+   * leading edge, which opens a window). True: held, at journal position `at`, until its digest is
+   * due (possibly at once, through `send`, when this one fills it).
+   */
+  hold(event: Extract<ServiceEvent, { kind: 'items' | 'retract' }>, recipient: Recipient, at: HeldPosition): boolean {
+    const digestMs = recipient.digestMs;
+    if (digestMs === undefined || this.closed) return false;
+    const key = `${event.node}\0${recipient.jid}\0${recipient.subids?.join('\0') ?? recipient.subid}`;
+    const window = this.windows.get(key);
+    if (!window) {
+      this.open(key, event.node, digestMs);
+      return false;
+    }
+    let part: DigestPart;
+    if (event.kind === 'retract') part = { retract: event.itemIds };
+    else {
+      const item = event.item as NonNullable<typeof event.item>;
+      part = { item: event.withPayload ? item : { ...item, payload: '' }, withPayload: event.withPayload };
+    }
+    const count = 'retract' in part ? part.retract.length : 1;
+    const bytes = PART_OVERHEAD * count + ('item' in part ? part.item.payload.length : 0);
+    if (window.parts.length > 0 && window.bytes + bytes > this.maxBytes) this.flush(window);
+    window.parts.push(part);
+    window.count += count;
+    window.bytes += bytes;
+    window.held.push(at);
+    window.recipient = recipient;
+    if (event.messageType !== undefined) window.messageType = event.messageType;
+    if (event.archiveId !== undefined) window.archiveId = event.archiveId;
+    if (window.count >= this.maxItems || window.bytes >= this.maxBytes) this.flush(window);
+    return true;
+  }
+
+  /** Sends now what the windows of `node` hold (before a notification that must not overtake them). */
+  flushNode(node: string): void {
+    for (const window of this.windows.values()) if (window.node === node) this.flush(window);
+  }
+
+  /** Sends everything held and holds nothing more (stop): later notifications go out at once. */
+  close(): void {
+    this.closed = true;
+    for (const window of this.windows.values()) {
+      clearTimeout(window.timer);
+      this.flush(window);
+    }
+    this.windows.clear();
+  }
+
+  /** Positions held in all windows (for status and tests). */
+  get held(): number {
+    let n = 0;
+    for (const window of this.windows.values()) n += window.held.length;
+    return n;
+  }
+
+  private open(key: string, node: string, digestMs: number): void {
+    const window: Window = { node, timer: undefined as unknown as NodeJS.Timeout, parts: [], held: [], count: 0, bytes: 0 };
+    const tick = (): void => {
+      if (window.parts.length === 0) {
+        this.windows.delete(key); // quiet for a whole interval: the next item is a leading edge
+        return;
+      }
+      this.flush(window);
+      window.timer = setTimeout(tick, digestMs).unref();
+    };
+    window.timer = setTimeout(tick, digestMs).unref();
+    this.windows.set(key, window);
+  }
+
+  private flush(window: Window): void {
+    if (window.parts.length === 0 || !window.recipient) return;
+    const { subids, subid, jid } = window.recipient;
+    const event: DueDigest['event'] = {
+      kind: 'digest',
+      node: window.node,
+      events: window.parts,
+      ...(window.messageType !== undefined ? { messageType: window.messageType } : {}),
+      // The newest archive id: a subscriber resuming the node's history goes on after all of them.
+      ...(window.archiveId !== undefined ? { archiveId: window.archiveId } : {}),
+    };
+    const held = window.held;
+    window.parts = [];
+    window.held = [];
+    window.count = 0;
+    window.bytes = 0;
+    delete window.archiveId;
+    this.send({ event, recipient: { jid, subid, ...(subids ? { subids } : {}) }, held });
+  }
+}
