@@ -189,7 +189,7 @@ export class Cluster {
     }
     // Every member watches the heartbeats (so that a new leader knows at once who went quiet);
     // the leader acts. Adoption may take a while (a large journal): it must not hold renewals back.
-    this.adopting ??= this.adoptDeadMembers()
+    this.adopting ??= this.adoptDeadMembers(write)
       .catch((err: unknown) => this.options.log.warn('cluster: adopting a dead member failed (tried again)', { reason: String(err) }))
       .finally(() => (this.adopting = undefined));
   }
@@ -208,11 +208,14 @@ export class Cluster {
     return out;
   }
 
-  /** Removes the heartbeats that lapsed (fencing their owners) and adopts what they and heartbeat-less members left. */
-  private async adoptDeadMembers(): Promise<void> {
+  /**
+   * Removes the heartbeats that lapsed (fencing their owners) and adopts what they and, with
+   * `leftovers` (the write rounds: they are rare), heartbeat-less members left.
+   */
+  private async adoptDeadMembers(leftoversToo: boolean): Promise<void> {
     // Leftovers first: a member writes its heartbeat before any state, so one with state read
     // here and no heartbeat read next is gone for good.
-    const leftovers = this.isLeader() ? new Set((await this.options.leftovers?.()) ?? []) : new Set<string>();
+    const leftovers = this.isLeader() && leftoversToo ? new Set((await this.options.leftovers?.()) ?? []) : new Set<string>();
     const beats = await this.heartbeats();
     for (const [id, raw] of beats) {
       if (id === this.member) continue;
