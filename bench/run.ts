@@ -31,15 +31,17 @@ import { replicationReport, runReplication, type ReplicationParams, type Replica
 import { runTransform, transformReport, type TransformParams } from './scenarios/transform.ts';
 import { failoverReport, runFailover, type FailoverParams } from './scenarios/cluster-failover.ts';
 import { coherenceReport, runCoherence, type CoherenceParams } from './scenarios/cluster-coherence.ts';
+import { runThroughput, throughputReport, type ThroughputParams } from './scenarios/cluster-throughput.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
   --only LIST        comma-separated subset of:
                      loadgen,fanout,latency,scale,profile,transform,replication,cluster,
-                     cluster-failover (cluster: several Hermods on one CouchDB store, the
-                     "coherence" section (needs only pouchdb-server) and the failover;
-                     cluster-failover: the failover alone)
+                     cluster-failover,cluster-throughput (cluster: several Hermods on one
+                     CouchDB store, the "coherence" section (needs only pouchdb-server), the
+                     throughput with 1, 2 and 3 processes and the failover;
+                     cluster-failover, cluster-throughput: that section alone)
                      (ceiling is reported from the fanout and latency runs)
   --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
                      to these servers: prosody, ejabberd (default both; the subscribers are on both
@@ -72,7 +74,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover', 'cluster-throughput'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -97,6 +99,7 @@ interface Config {
   transform: TransformParams;
   replication: ReplicationParams;
   'cluster-failover': FailoverParams;
+  'cluster-throughput': ThroughputParams;
 }
 
 const FULL: Config = {
@@ -141,6 +144,7 @@ const FULL: Config = {
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
+  'cluster-throughput': { processes: [1, 2, 3], subscribers: 500, fanoutPublishes: 100, window: 8, reps: 2, publishers: 4, nodes: 8, publishes: 800, publisherWindow: 4, leaseSeconds: 4 },
 };
 
 const QUICK: Config = {
@@ -179,6 +183,7 @@ const QUICK: Config = {
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
   'cluster-failover': { rounds: 2, leaseSeconds: 4 },
+  'cluster-throughput': { processes: [1, 2, 3], subscribers: 100, fanoutPublishes: 30, window: 8, reps: 1, publishers: 4, nodes: 4, publishes: 120, publisherWindow: 4, leaseSeconds: 4 },
 };
 
 /** A bad command-line value (exit 2). */
@@ -284,8 +289,9 @@ async function main(): Promise<number> {
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
   // `cluster` is the coherence section and the failover; `cluster-failover` the failover alone.
   const wantFailover = want('cluster-failover') || (only?.includes('cluster') ?? false);
+  const wantThroughput = want('cluster-throughput') || (only?.includes('cluster') ?? false);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
-  if (needServers || want('replication') || wantFailover) {
+  if (needServers || want('replication') || wantFailover || wantThroughput) {
     const ready = ensureSystemPackages({ what: 'npm run bench', noInstall: values['no-install'] ?? false, needsRoot: true });
     if (ready !== 0) return ready;
   }
@@ -579,15 +585,27 @@ async function main(): Promise<number> {
     }
   }
 
-  if (wantFailover) {
-    log('cluster-failover: three Hermods on ejabberd and one pouchdb-server store, the lease holder killed');
+  /** Runs one section that starts its own servers; a failure is recorded and the run goes on. */
+  const section = async (name: string, what: string, run: () => Promise<{ json: unknown; md: string }>): Promise<void> => {
+    log(`${name}: ${what}`);
     try {
-      const r = await runFailover(cfg['cluster-failover'], log);
-      await reporter.write('cluster-failover', { json: r, md: failoverReport(r).md });
+      await reporter.write(name, await run());
     } catch (err) {
-      failures.push(`cluster-failover: ${String(err)}`);
-      log(`cluster-failover FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      failures.push(`${name}: ${String(err)}`);
+      log(`${name} FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     }
+  };
+  if (wantThroughput) {
+    await section('cluster-throughput', '1, 2 and 3 Hermods on ejabberd and one pouchdb-server store: fan-out and publish throughput', async () => {
+      const r = await runThroughput(cfg['cluster-throughput'], log);
+      return { json: r, md: throughputReport(r).md };
+    });
+  }
+  if (wantFailover) {
+    await section('cluster-failover', 'three Hermods on ejabberd and one pouchdb-server store, the lease holder killed', async () => {
+      const r = await runFailover(cfg['cluster-failover'], log);
+      return { json: r, md: failoverReport(r).md };
+    });
   }
 
   if (want('replication')) {
@@ -622,7 +640,7 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence', 'cluster-throughput', 'cluster-failover']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }
