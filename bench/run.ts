@@ -144,7 +144,7 @@ const FULL: Config = {
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
-  'cluster-throughput': { processes: [1, 2, 3], subscribers: 500, fanoutPublishes: 100, window: 8, reps: 2, publishers: 4, nodes: 8, publishes: 800, publisherWindow: 4, leaseSeconds: 4 },
+  'cluster-throughput': { processes: [1, 2, 3], subscribers: 500, fanoutPublishes: 60, window: 8, reps: 2, publishers: 4, nodes: 8, publishes: 600, publisherWindow: 4, leaseSeconds: 4 },
 };
 
 const QUICK: Config = {
@@ -183,7 +183,7 @@ const QUICK: Config = {
   transform: { compiles: 1, transforms: 200, warmup: 20 },
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
   'cluster-failover': { rounds: 2, leaseSeconds: 4 },
-  'cluster-throughput': { processes: [1, 2, 3], subscribers: 100, fanoutPublishes: 30, window: 8, reps: 1, publishers: 4, nodes: 4, publishes: 120, publisherWindow: 4, leaseSeconds: 4 },
+  'cluster-throughput': { processes: [1, 2, 3], subscribers: 100, fanoutPublishes: 50, window: 8, reps: 1, publishers: 4, nodes: 4, publishes: 200, publisherWindow: 4, leaseSeconds: 4 },
 };
 
 /** A bad command-line value (exit 2). */

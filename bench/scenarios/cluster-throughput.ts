@@ -7,9 +7,10 @@
 //
 //  - fan-out: P publishes (a window of W in flight, from one publisher) to a node with S
 //    subscribers; notifications delivered per second, first publish to last notification.
-//  - publish: K publishers, each with a window of w, over N nodes without subscribers (every
-//    publisher cycles over all nodes, so that several processes publish to one node at once and
-//    its cluster-wide lock moves between them); acknowledged publishes per second.
+//  - publish: K publishers, each with a window of w, over N nodes without subscribers (each
+//    publisher cycles over its own N/K nodes; its publishes reach any process, so that several
+//    processes publish to one node at once and its cluster-wide lock moves between them);
+//    acknowledged publishes per second.
 //
 // Each run records the CPU seconds of every Hermod process, ejabberd and pouchdb-server: on a
 // small machine the absolute figures flatten (the processes share the cores), so notifications
@@ -38,6 +39,8 @@ export interface ThroughputParams {
   publishes: number;
   publisherWindow: number;
   leaseSeconds: number;
+  /** Write each Hermod's V8 CPU profile into this folder at its exit (figures then include the profiler). */
+  cpuProfDir?: string;
 }
 
 /** CPU seconds used during a run. */
@@ -52,6 +55,8 @@ export interface RunCpu {
 }
 
 export interface FanoutRun {
+  /** How the wait for the notifications ended: all there ('complete'), nothing more for 5 s ('quiet'), or the cap. */
+  ended: string;
   expected: number;
   delivered: number;
   duplicates: number;
@@ -133,7 +138,7 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
       [...Array.from({ length: params.publishers }, (_, i) => `tpub${i}`), ...Array.from({ length: accounts }, (_, i) => `tsub${i}`)].map((u) => () => env.register(server, u, PASSWORD)),
       4,
     );
-    const login = (user: string, resource: string): Promise<RawClient> => RawClient.login({ service: server.c2s, domain: server.domain, user, password: PASSWORD, resource });
+    const login = (user: string, resource: string): Promise<RawClient> => RawClient.login({ service: server.c2s, domain: server.domain, user, password: PASSWORD, resource, timeoutMs: 60_000 });
     const publishers: RawClient[] = [];
     for (let i = 0; i < params.publishers; i++) publishers.push(await login(`tpub${i}`, 'p'));
     const receivers: RawClient[] = new Array(params.subscribers);
@@ -147,7 +152,7 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
         };
         receivers[i] = c;
       }),
-      40,
+      16,
     );
     clients.push(...publishers, ...receivers);
     const owner = publishers[0] as RawClient;
@@ -157,7 +162,7 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
     for (const n of params.processes) {
       const store = { backend: 'couchdb', couchdb: { url: couch.url, db: `throughput${n}` } };
       for (let i = 0; i < n; i++) {
-        hermods.push(await startBenchHermod({ ...hermodSpawnFor(server, `c${n}h${i + 1}`, dir), extra: { store, cluster: { leaseSeconds: params.leaseSeconds } } }));
+        hermods.push(await startBenchHermod({ ...hermodSpawnFor(server, `c${n}h${i + 1}`, dir), ...(params.cpuProfDir ? { cpuProfDir: params.cpuProfDir } : {}), extra: { store, cluster: { leaseSeconds: params.leaseSeconds } } }));
       }
       for (let t = Date.now(); ; await sleep(200)) {
         const status = await clusterStatusOf(hermods[0] as HermodProcess);
@@ -190,10 +195,11 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
             },
           );
         });
-        await t.waitComplete(5000, 180_000, t0, () => (cpu = cpuSince(cpu0)));
+        const ended = await t.waitComplete(5000, 180_000, t0, () => (cpu = cpuSince(cpu0)));
         current = undefined;
         const durationMs = t.lastRecv - t0;
         const run: FanoutRun = {
+          ended,
           expected: t.expected,
           delivered: t.received,
           duplicates: t.duplicates,
@@ -210,7 +216,8 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
 
       // Publish throughput: K publishers over N nodes.
       const nodes = Array.from({ length: params.nodes }, (_, i) => `pub-${n}-${i}`);
-      for (const node of nodes) await iq(owner, `<create node='${node}'/>`);
+      // Node i belongs to publisher i mod K (the default publish model lets only owners publish).
+      for (const [i, node] of nodes.entries()) await iq(publishers[i % publishers.length] as RawClient, `<create node='${node}'/>`);
       const perPublisher = Math.ceil(params.publishes / params.publishers);
       let acked = 0;
       let iqErrors = 0;
@@ -222,7 +229,7 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
       await Promise.all(
         publishers.map((c, j) =>
           pump(perPublisher, params.publisherWindow, (k) =>
-            c.iq('set', SVC, publishXml(nodes[(j + k) % nodes.length] as string, seq0 + j * perPublisher + k), 60_000).then(
+            c.iq('set', SVC, publishXml(nodes[j + publishers.length * (k % Math.max(1, Math.floor(nodes.length / publishers.length)))] as string, seq0 + j * perPublisher + k), 60_000).then(
               () => void (acked++, (last = performance.now())),
               (err: unknown) => {
                 iqErrors++;
