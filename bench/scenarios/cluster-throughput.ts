@@ -55,7 +55,7 @@ export interface RunCpu {
 }
 
 export interface FanoutRun {
-  /** How the wait for the notifications ended: all there ('complete'), nothing more for 5 s ('quiet'), or the cap. */
+  /** How the wait for the notifications ended: all there ('complete'), nothing more for 10 s ('quiet'), or the cap. */
   ended: string;
   expected: number;
   delivered: number;
@@ -195,7 +195,7 @@ export async function runThroughput(params: ThroughputParams, log: (m: string) =
             },
           );
         });
-        const ended = await t.waitComplete(5000, 180_000, t0, () => (cpu = cpuSince(cpu0)));
+        const ended = await t.waitComplete(10_000, 180_000, t0, () => (cpu = cpuSince(cpu0)));
         current = undefined;
         const durationMs = t.lastRecv - t0;
         const run: FanoutRun = {
