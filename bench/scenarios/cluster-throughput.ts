@@ -311,7 +311,7 @@ export function throughputReport(r: ThroughputResult): { md: string } {
     if (!f) continue;
     const k = perCpu(f.delivered, f.cpu);
     lines.push(
-      `| ${c.processes} | ${f.perSec.toFixed(0)} | ${f1 ? (f.perSec / f1.perSec).toFixed(2) : '–'} | ${k.toFixed(0)} | ${f1 ? (k / perCpu(f1.delivered, f1.cpu)).toFixed(2) : '–'} | ${f.expected - f.delivered} / ${f.duplicates} | ${cpuCells(f.cpu)} |`,
+      `| ${c.processes} | ${f.perSec.toFixed(0)} | ${f1 ? (f.perSec / f1.perSec).toFixed(2) : '–'} | ${k.toFixed(0)} | ${f1 ? (k / perCpu(f1.delivered, f1.cpu)).toFixed(2) : '–'} | ${f.expected - f.delivered} / ${f.duplicates}${f.ended === 'complete' ? '' : ` (${f.ended})`} | ${cpuCells(f.cpu)} |`,
     );
   }
   lines.push('', '| processes | publishes acknowledged/s | × 1 process | per Hermod CPU-s | × 1 process | errors | Hermod CPU % (each) | ejabberd % | pouchdb % |', '|---|---|---|---|---|---|---|---|---|');
