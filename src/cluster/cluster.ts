@@ -90,6 +90,8 @@ export class Cluster {
   private adopting: Promise<void> | undefined;
   /** Start of the last round that wrote (heartbeat and lease renewal). */
   private lastWrite = 0;
+  /** Write rounds so far. */
+  private writeRounds = 0;
 
   constructor(private readonly options: ClusterOptions) {
     this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
@@ -189,7 +191,9 @@ export class Cluster {
     }
     // Every member watches the heartbeats (so that a new leader knows at once who went quiet);
     // the leader acts. Adoption may take a while (a large journal): it must not hold renewals back.
-    this.adopting ??= this.adoptDeadMembers(write)
+    // Journals left without a heartbeat are rare (a member gone before its first beat was seen):
+    // looked for every fourth write round, once per ttl.
+    this.adopting ??= this.adoptDeadMembers(write && this.writeRounds++ % 4 === 0)
       .catch((err: unknown) => this.options.log.warn('cluster: adopting a dead member failed (tried again)', { reason: String(err) }))
       .finally(() => (this.adopting = undefined));
   }
@@ -210,7 +214,7 @@ export class Cluster {
 
   /**
    * Removes the heartbeats that lapsed (fencing their owners) and adopts what they and, with
-   * `leftovers` (the write rounds: they are rare), heartbeat-less members left.
+   * `leftoversToo`, heartbeat-less members left.
    */
   private async adoptDeadMembers(leftoversToo: boolean): Promise<void> {
     // Leftovers first: a member writes its heartbeat before any state, so one with state read
