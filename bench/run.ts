@@ -32,15 +32,17 @@ import { runTransform, transformReport, type TransformParams } from './scenarios
 import { failoverReport, runFailover, type FailoverParams } from './scenarios/cluster-failover.ts';
 import { coherenceReport, runCoherence, type CoherenceParams } from './scenarios/cluster-coherence.ts';
 import { midgardReport, runMidgard, type MidgardParams, type MidgardResult } from './scenarios/midgard.ts';
+import { runThroughput, throughputReport, type ThroughputParams } from './scenarios/cluster-throughput.ts';
 
 const USAGE = `npm run bench [-- OPTIONS]
 
   --quick            one-minute smoke run (small sizes, one run each, no profile)
   --only LIST        comma-separated subset of:
                      loadgen,fanout,latency,scale,profile,transform,replication,cluster,
-                     cluster-failover,midgard (cluster: several Hermods on one CouchDB store, the
-                     "coherence" section (needs only pouchdb-server) and the failover;
-                     cluster-failover: the failover alone; midgard: objects from D-Bus, and
+                     cluster-failover,cluster-throughput,midgard (cluster: several Hermods on
+                     one CouchDB store, the "coherence" section (needs only pouchdb-server), the
+                     throughput with 1, 2 and 3 processes and the failover; cluster-failover,
+                     cluster-throughput: that section alone; midgard: objects from D-Bus, and
                      from the spool, at Hermod A to the inbound spool at Hermod B)
                      (ceiling is reported from the fanout and latency runs)
   --servers LIST     fanout and latency only with Hermod, native pub/sub and the ceiling attached
@@ -76,7 +78,7 @@ const USAGE = `npm run bench [-- OPTIONS]
   -h, --help         this text
 `;
 
-const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover', 'midgard'] as const;
+const ALL = ['loadgen', 'fanout', 'latency', 'scale', 'profile', 'transform', 'replication', 'cluster', 'cluster-failover', 'cluster-throughput', 'midgard'] as const;
 type Scenario = (typeof ALL)[number];
 
 interface Config {
@@ -102,6 +104,7 @@ interface Config {
   replication: ReplicationParams;
   'cluster-failover': FailoverParams;
   midgard: MidgardParams;
+  'cluster-throughput': ThroughputParams;
 }
 
 const FULL: Config = {
@@ -147,6 +150,7 @@ const FULL: Config = {
   replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
   midgard: { objects: 5000, edits: 50, warmupEdits: 5, phaseTimeoutMs: 300_000 },
+  'cluster-throughput': { processes: [1, 2, 3], subscribers: 500, fanoutPublishes: 60, window: 8, reps: 2, publishers: 4, nodes: 8, publishes: 600, publisherWindow: 4, leaseSeconds: 4 },
 };
 
 const QUICK: Config = {
@@ -186,6 +190,7 @@ const QUICK: Config = {
   replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
   'cluster-failover': { rounds: 2, leaseSeconds: 4 },
   midgard: { objects: 500, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
+  'cluster-throughput': { processes: [1, 2, 3], subscribers: 100, fanoutPublishes: 50, window: 8, reps: 1, publishers: 4, nodes: 4, publishes: 200, publisherWindow: 4, leaseSeconds: 4 },
 };
 
 /** A bad command-line value (exit 2). */
@@ -293,8 +298,9 @@ async function main(): Promise<number> {
   const want = (s: Scenario): boolean => (only ? only.includes(s) : quick ? s !== 'profile' : true);
   // `cluster` is the coherence section and the failover; `cluster-failover` the failover alone.
   const wantFailover = want('cluster-failover') || (only?.includes('cluster') ?? false);
+  const wantThroughput = want('cluster-throughput') || (only?.includes('cluster') ?? false);
   const needServers = want('fanout') || want('latency') || want('scale') || want('profile');
-  if (needServers || want('replication') || wantFailover || want('midgard')) {
+  if (needServers || want('replication') || wantFailover || wantThroughput || want('midgard')) {
     const ready = ensureSystemPackages({ what: 'npm run bench', noInstall: values['no-install'] ?? false, needsRoot: true });
     if (ready !== 0) return ready;
   }
@@ -588,15 +594,27 @@ async function main(): Promise<number> {
     }
   }
 
-  if (wantFailover) {
-    log('cluster-failover: three Hermods on ejabberd and one pouchdb-server store, the lease holder killed');
+  /** Runs one section that starts its own servers; a failure is recorded and the run goes on. */
+  const section = async (name: string, what: string, run: () => Promise<{ json: unknown; md: string }>): Promise<void> => {
+    log(`${name}: ${what}`);
     try {
-      const r = await runFailover(cfg['cluster-failover'], log);
-      await reporter.write('cluster-failover', { json: r, md: failoverReport(r).md });
+      await reporter.write(name, await run());
     } catch (err) {
-      failures.push(`cluster-failover: ${String(err)}`);
-      log(`cluster-failover FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      failures.push(`${name}: ${String(err)}`);
+      log(`${name} FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     }
+  };
+  if (wantThroughput) {
+    await section('cluster-throughput', '1, 2 and 3 Hermods on ejabberd and one pouchdb-server store: fan-out and publish throughput', async () => {
+      const r = await runThroughput(cfg['cluster-throughput'], log);
+      return { json: r, md: throughputReport(r).md };
+    });
+  }
+  if (wantFailover) {
+    await section('cluster-failover', 'three Hermods on ejabberd and one pouchdb-server store, the lease holder killed', async () => {
+      const r = await runFailover(cfg['cluster-failover'], log);
+      return { json: r, md: failoverReport(r).md };
+    });
   }
 
   if (want('replication')) {
@@ -638,7 +656,7 @@ async function writeSummary(reporter: Reporter, quick: boolean, machine: Machine
       '(anything above a few % means the figures of that run are disturbed).',
     '',
   ];
-  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence', 'midgard']) {
+  for (const scenario of ['fanout', 'latency', 'ceiling', 'scale', 'profile', 'transform', 'replication', 'cluster-coherence', 'cluster-throughput', 'cluster-failover', 'midgard']) {
     const md = await readFile(reporter.file(scenario, 'md'), 'utf8').catch(() => undefined);
     if (md) summary.push(md);
   }

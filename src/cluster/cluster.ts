@@ -3,7 +3,11 @@
 // for the one work lease (src/cluster/lease.ts); the holder — the leader — does what must be done
 // once: item-expiry and subscription-lease timers, the Ajatus/Midgard sources and partner
 // discovery, and adopting what a dead member left (its notification journal, replies relayed to
-// it). When the leader dies its lease lapses and another member takes it within ttl + ttl/4.
+// it). When the leader dies its lease lapses and another member takes it within ttl + ttl/8:
+// its last renewal (written every ttl/4) is seen by the others within ttl/8 (they read the lease
+// and the heartbeats every ttl/8), and each checks again at the very moment a value it watches
+// will have been quiet for a ttl (Observer.nextLapse), not at its next round. The holder counts
+// from the start of its renewal, so it stops before anyone may take over (lease.ts).
 // On a store only one process uses (LevelDB, memory) this process is the whole cluster: it is
 // the leader from the start and writes no heartbeat.
 //
@@ -22,6 +26,25 @@ export const WORK_LEASE = 'work';
 /** The member id on a store only this process uses. */
 export const LOCAL_MEMBER = 'local';
 export const DEFAULT_TTL_MS = 4_000;
+
+/** One round of a member's renewal loop: when it starts and whether it writes. */
+export interface Round {
+  /** Start, ms on this process's clock. */
+  at: number;
+  /** True: renew the heartbeat and the lease (every ttl/4); false: only read the others' (every ttl/8, and at a lapse). */
+  write: boolean;
+}
+
+/**
+ * The round after one that started at `lastStart` (ms): the next write ttl/4 after the last
+ * write round's start (`lastWrite`), a read-only round ttl/8 after `lastStart`, or one at
+ * `nextLapse` (Observer.nextLapse) if that comes first. Periods are at least 50 / 25 ms.
+ */
+export function nextRound(ttlMs: number, lastStart: number, lastWrite: number, nextLapse?: number): Round {
+  const renewAt = lastWrite + Math.max(50, Math.floor(ttlMs / 4));
+  const at = Math.min(renewAt, lastStart + Math.max(25, Math.floor(ttlMs / 8)), nextLapse ?? Infinity);
+  return { at, write: at === renewAt };
+}
 
 export interface ClusterOptions {
   store: Store;
@@ -65,6 +88,10 @@ export class Cluster {
   private fenced = false;
   private registered = false;
   private adopting: Promise<void> | undefined;
+  /** Start of the last round that wrote (heartbeat and lease renewal). */
+  private lastWrite = 0;
+  /** Write rounds so far. */
+  private writeRounds = 0;
 
   constructor(private readonly options: ClusterOptions) {
     this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
@@ -115,27 +142,36 @@ export class Cluster {
       return;
     }
     await this.register();
-    await this.tick();
-    this.schedule(Date.now());
+    this.lastWrite = Date.now();
+    await this.tick(true);
+    this.schedule(this.lastWrite);
   }
 
-  /** The next round ttl/4 after the start of the last one (not after its end: a slow store must not stretch renewals). */
+  /** The next round (nextRound), timed from the start of the last one (not its end: a slow store must not stretch renewals). */
   private schedule(lastStart: number): void {
     if (this.stopped || this.fenced) return;
-    const period = Math.max(50, Math.floor(this.ttlMs / 4));
+    const round = nextRound(this.ttlMs, lastStart, this.lastWrite, this.observer.nextLapse());
     this.timer = setTimeout(() => {
       const started = Date.now();
-      this.running = this.tick().finally(() => {
+      if (round.write) this.lastWrite = started;
+      this.running = this.tick(round.write).finally(() => {
         this.running = undefined;
         this.schedule(started);
       });
-    }, Math.max(0, lastStart + period - Date.now()));
+    }, Math.max(0, round.at - Date.now()));
     this.timer.unref();
   }
 
-  /** One renewal round: heartbeat and lease at once; as leader, adoption of dead members beside it. Never rejects. */
-  private async tick(): Promise<void> {
-    const [beat, lease] = await Promise.allSettled([this.heartbeat ? this.heartbeat.beat() : Promise.resolve(true), this.lease.tick()]);
+  /**
+   * One round: with `write`, heartbeat and lease renewal at once; without, only the lease read
+   * (taken if it lapsed) when another holds it. Then, beside it, the heartbeats read and, as
+   * leader, dead members adopted. Never rejects.
+   */
+  private async tick(write: boolean): Promise<void> {
+    const [beat, lease] = await Promise.allSettled([
+      this.heartbeat && write ? this.heartbeat.beat() : Promise.resolve(true),
+      write || !this.lease.renewing ? this.lease.tick() : Promise.resolve(true),
+    ]);
     if (beat.status === 'fulfilled' && !beat.value) {
       this.fenced = true;
       this.setLeader(false);
@@ -155,7 +191,9 @@ export class Cluster {
     }
     // Every member watches the heartbeats (so that a new leader knows at once who went quiet);
     // the leader acts. Adoption may take a while (a large journal): it must not hold renewals back.
-    this.adopting ??= this.adoptDeadMembers()
+    // Journals left without a heartbeat are rare (a member gone before its first beat was seen):
+    // looked for every fourth write round, once per ttl.
+    this.adopting ??= this.adoptDeadMembers(write && this.writeRounds++ % 4 === 0)
       .catch((err: unknown) => this.options.log.warn('cluster: adopting a dead member failed (tried again)', { reason: String(err) }))
       .finally(() => (this.adopting = undefined));
   }
@@ -174,11 +212,14 @@ export class Cluster {
     return out;
   }
 
-  /** Removes the heartbeats that lapsed (fencing their owners) and adopts what they and heartbeat-less members left. */
-  private async adoptDeadMembers(): Promise<void> {
+  /**
+   * Removes the heartbeats that lapsed (fencing their owners) and adopts what they and, with
+   * `leftoversToo`, heartbeat-less members left.
+   */
+  private async adoptDeadMembers(leftoversToo: boolean): Promise<void> {
     // Leftovers first: a member writes its heartbeat before any state, so one with state read
     // here and no heartbeat read next is gone for good.
-    const leftovers = this.isLeader() ? new Set((await this.options.leftovers?.()) ?? []) : new Set<string>();
+    const leftovers = this.isLeader() && leftoversToo ? new Set((await this.options.leftovers?.()) ?? []) : new Set<string>();
     const beats = await this.heartbeats();
     for (const [id, raw] of beats) {
       if (id === this.member) continue;

@@ -69,6 +69,21 @@ export class Observer {
   forget(key: string): void {
     this.seen.delete(key);
   }
+
+  /**
+   * The earliest moment (ms, this process's clock) at which a value seen but not yet lapsed will
+   * have been quiet for ttlMs; undefined when no such value is watched. Checking then, instead of
+   * at the next regular round, keeps the round period out of the takeover time.
+   */
+  nextLapse(): number | undefined {
+    const t = this.now();
+    let next: number | undefined;
+    for (const { since } of this.seen.values()) {
+      const at = since + this.ttlMs;
+      if (at > t && (next === undefined || at < next)) next = at;
+    }
+    return next;
+  }
 }
 
 /**
@@ -91,6 +106,11 @@ export class Lease {
   /** True while this member holds the lease (its last renewal is younger than the TTL). */
   held(): boolean {
     return this.now() < this.validUntil;
+  }
+
+  /** True while this member has a renewal of its own to make (it took the lease and was not told otherwise). */
+  get renewing(): boolean {
+    return this.mine !== undefined;
   }
 
   /** When the hold ends unless renewed (ms, this process's clock; 0: not held). */

@@ -143,9 +143,9 @@ export class KvStore implements Store {
     return this.sections.run(node, () =>
       locks.run(
         node,
-        (stale) => {
+        (stale, stateStale) => {
           if (stale) this.books.delete(node);
-          return this.inside.run(new Set([...(inside ?? []), node]), () => work(stale));
+          return this.inside.run(new Set([...(inside ?? []), node]), () => work(stateStale));
         },
         () => this.deleted.delete(node),
       ),
@@ -377,9 +377,12 @@ export class KvStore implements Store {
     ]);
   }
 
-  /** One batch of a node's keys, under its lock (section). */
+  /** One batch of a node's record, affiliation or subscription keys, under its lock (section), which then hands on a fresh state token. */
   private exclusiveBatch(node: string, ops: BatchOp[]): Promise<void> {
-    return this.section(node, () => this.batch(ops));
+    return this.section(node, () => {
+      this.clusterLocks?.touch(node);
+      return this.batch(ops);
+    });
   }
 
   async deleteNode(id: string): Promise<void> {

@@ -182,8 +182,10 @@ export interface Store {
   /**
    * Runs `work` as the only change to the node among all processes sharing the store (its
    * cluster-wide lock; nested calls for the same node run at once). `work(stale)`: stale is
-   * true when another process may have changed the node since this one last held it, so cached
-   * state of the node must be reread. Single-process stores run `work(false)` at once.
+   * true when another process may have changed the node's record, affiliations or
+   * subscriptions since this one last held it, so cached state of the node must be reread
+   * (items and archive have no cache outside the store). Single-process stores run
+   * `work(false)` at once.
    */
   exclusive?<T>(node: string, work: (stale: boolean) => Promise<T>): Promise<T>;
 }

@@ -102,12 +102,39 @@ describe('several Hermods on one CouchDB database', { timeout: 120_000 }, () => 
       await taking;
       assert.equal(ran, true, 'taken over, with the node to be reread');
       // Released once this process has nothing more to do on the node.
-      await eventually(async () => JSON.stringify(JSON.parse((await kv.shared.versioned(lockKey('n1'))).value as string)) === '{}', 'the lock released');
+      await eventually(async () => (JSON.parse((await kv.shared.versioned(lockKey('n1'))).value as string) as { holder?: string }).holder === undefined, 'the lock released');
       await locks.run('n1', async (stale) => void (ran = stale));
       assert.equal(ran, false, 'nobody else held it since: the cache stands');
       await locks.close();
     } finally {
       await kv.close();
+    }
+  });
+
+  it("a lock handed over by a process that changed only items leaves the taker's node state standing; a state change does not", async () => {
+    const kvs = [new CouchKv({ url: couch.url, db: 'tokens' }), new CouchKv({ url: couch.url, db: 'tokens' })];
+    for (const kv of kvs) await kv.open();
+    const [one, two] = kvs.map((kv) => new NodeLocks(kv.shared)) as [NodeLocks, NodeLocks];
+    /** [stale, stateStale] of one run on the node, which changes the node's state when `touch`. */
+    const flags = async (locks: NodeLocks, touch = false): Promise<[boolean, boolean]> => {
+      let seen: [boolean, boolean] = [false, false];
+      await locks.run('n', async (stale, stateStale) => {
+        seen = [stale, stateStale];
+        if (touch) locks.touch('n');
+      });
+      return seen;
+    };
+    try {
+      assert.deepEqual(await flags(one), [true, true], 'never held: everything reread');
+      assert.deepEqual(await flags(two), [true, true], 'never held by this process');
+      assert.deepEqual(await flags(one), [true, false], 'the other only held it (published): items reread, node state stands');
+      assert.deepEqual(await flags(two, true), [true, false]);
+      assert.deepEqual(await flags(one), [true, true], 'the other changed the node state: reread');
+      assert.deepEqual(await flags(one), [false, false], 'nobody else held it since');
+    } finally {
+      await one.close();
+      await two.close();
+      for (const kv of kvs) await kv.close();
     }
   });
 

@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Cluster } from '../../src/cluster/cluster.ts';
+import { Cluster, nextRound } from '../../src/cluster/cluster.ts';
 import { CLUSTER_SPACE, Heartbeat, Lease, Observer } from '../../src/cluster/lease.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
@@ -100,6 +100,64 @@ describe('work lease', () => {
     assert.equal(await hb.beat(), true);
     await space.batch([{ type: 'del', key: (await first(space.range('')))[0] }]); // declared dead by the leader
     assert.equal(await hb.beat(), false, 'removed: fenced');
+  });
+});
+
+describe('failover timing', () => {
+  it('rounds: writes every ttl/4, reads every ttl/8, and a round at the moment a watched value lapses', () => {
+    assert.deepEqual(nextRound(4000, 0, 0), { at: 500, write: false });
+    assert.deepEqual(nextRound(4000, 500, 0), { at: 1000, write: true });
+    assert.deepEqual(nextRound(4000, 500, 0, 700), { at: 700, write: false }, 'a lapse due before the next round');
+    assert.deepEqual(nextRound(4000, 700, 0), { at: 1000, write: true }, 'the renewal keeps its own period');
+    assert.deepEqual(nextRound(100, 0, 0), { at: 25, write: false }, 'periods have a floor');
+    const clock = { t: 0 };
+    const seen = new Observer(TTL, () => clock.t);
+    assert.equal(seen.nextLapse(), undefined);
+    seen.lapsed('a', '1');
+    clock.t = 300;
+    seen.lapsed('b', '1');
+    assert.equal(seen.nextLapse(), TTL);
+    clock.t = TTL;
+    assert.equal(seen.lapsed('a', '1'), true);
+    assert.equal(seen.nextLapse(), 300 + TTL, 'a lapsed value is no longer waited for');
+    seen.lapsed('b', '2');
+    assert.equal(seen.nextLapse(), 2 * TTL, 'a changed value is timed anew');
+  });
+
+  it('a killed holder is replaced within ttl + ttl/8 of the kill, whatever the phases, and has stopped by then', async () => {
+    let worst = 0;
+    for (const phase of [0, 1, 124, 125, 126, 249, 250, 251]) {
+      for (const offset of [0, 1, 62, 124, 125, 126, 200, 249]) {
+        const clock = { t: 0 };
+        const now = (): number => clock.t;
+        const space = new MemoryStore().state(CLUSTER_SPACE);
+        const holder = new Lease(space, 'work', 'A', TTL, new Observer(TTL, now), now);
+        const seen = new Observer(TTL, now);
+        const taker = new Lease(space, 'work', 'B', TTL, seen, now);
+        assert.equal(await holder.tick(), true);
+        const killedAt = 3 * TTL + phase;
+        let renewAt = TTL / 4;
+        let round = { at: offset, write: true };
+        let lastWrite = offset;
+        for (;;) {
+          if (renewAt <= killedAt && renewAt <= round.at) {
+            clock.t = renewAt;
+            assert.equal(await holder.tick(), true);
+            renewAt += TTL / 4;
+            continue;
+          }
+          clock.t = round.at;
+          if (round.write) lastWrite = round.at;
+          if ((round.write || !taker.renewing) && (await taker.tick())) break;
+          round = nextRound(TTL, round.at, lastWrite, seen.nextLapse());
+        }
+        assert.equal(holder.held(), false, `the old holder has stopped (kill at +${phase}, rounds from ${offset})`);
+        const failover = clock.t - killedAt;
+        assert.ok(failover <= TTL + TTL / 8, `taken over ${failover} ms after the kill (kill at +${phase}, rounds from ${offset})`);
+        worst = Math.max(worst, failover);
+      }
+    }
+    assert.ok(worst > TTL, 'the cases include a kill right after a renewal');
   });
 });
 
