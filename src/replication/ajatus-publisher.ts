@@ -12,12 +12,12 @@ import { LRUCache } from 'lru-cache';
 import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PubsubService } from '../pubsub/service.ts';
+import type { PublishOutcome, PubsubService } from '../pubsub/service.ts';
 import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
 import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
-import { runPipelined, type PipelineJob, type PipelineStep } from './pipeline.ts';
+import { runBatched, type BatchBounds, type BatchedJob, type PipelineStep } from './pipeline.ts';
 import type { ReplicationState, RevKind, StateBatch } from './state.ts';
 import { applyNodeAccess, ensureNode } from './node-access.ts';
 
@@ -41,13 +41,28 @@ export function winningRevision(leaves: CouchDoc[]): CouchDoc | undefined {
 }
 export const TAG_PREFIX = '/tags/';
 
+/** One document's entry for one node (published with the other entries of the batch for that node). */
+interface Publication {
+  docId: string;
+  rev: string;
+  payload: string;
+  /** On the document's last node: what the debug log says once it is published. */
+  last?: { leaves: number; nodes: string[]; deleted: boolean };
+}
+
 /** What publishing one change takes (AjatusPublisher.plan). */
 interface DocPlan {
-  /** Its publications, then its retractions (pipeline.ts phases). */
-  steps: PipelineJob;
+  /** Its publications (batched per node), then its retractions (pipeline.ts). */
+  job: BatchedJob<Publication>;
   /** Recorded once every step completed. */
   state: StateBatch;
 }
+
+/**
+ * One PubsubService.publishMany call (one node lock, one store write) takes at most this many
+ * entries of a batch, and at most PUBLISH_CHUNK_BYTES of payload (UTF-16 length: near enough).
+ */
+const PUBLISH_CHUNK: BatchBounds<Publication> = { maxItems: 250, maxWeight: 4 * 1024 * 1024, weight: (p) => p.payload.length };
 
 /** Most changes read ahead and not yet handed over (more: a stop left them; dropped). */
 const AHEAD_MAX = 2000;
@@ -146,7 +161,8 @@ export class AjatusPublisher {
       const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
       if (plan) plans.push(plan);
     }
-    const outcomes = await runPipelined(plans.map((p) => p.steps));
+    leaves.clear(); // the plans have what they need (payloads): the documents can go
+    const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
     const batch = state.batch();
     let failure: unknown;
     for (const [i, outcome] of outcomes.entries()) {
@@ -226,14 +242,14 @@ export class AjatusPublisher {
   private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | undefined> {
     const { state, log, profile } = this.o;
     const record = state.batch();
-    const publications: PipelineStep[] = [];
+    const publications: BatchedJob<Publication>['publications'] = [];
     const retractions: PipelineStep[] = [];
-    const steps: PipelineJob = [publications, retractions];
+    const job: BatchedJob<Publication> = { publications, then: [retractions] };
     const winner = winningRevision(leaves);
     if (!winner) {
       for (const node of before) retractions.push(this.retractStep(node, change.id)); // purged
       if (before.length > 0) record.setNodesOf(change.id, []);
-      return { steps, state: record };
+      return { job, state: record };
     }
     const deleted = winner._deleted === true || isDeleted(winner, profile);
     if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
@@ -265,13 +281,13 @@ export class AjatusPublisher {
             await this.ensureNode(tag);
             ensured.add(tag);
           }
-          publications.push({ node, run: () => this.publishStep(node, change.id, winner._rev, payload, node === targets.at(-1) ? { leaves: leaves.length, nodes: targets, deleted } : undefined) });
+          publications.push({ node, item: { docId: change.id, rev: winner._rev, payload, ...(node === targets.at(-1) ? { last: { leaves: leaves.length, nodes: targets, deleted } } : {}) } });
         }
       }
       record.markRevs(change.id, unknown, 'p');
     }
     this.settle(change.id, { had, before, nodes, deleted }, record, retractions);
-    return { steps, state: record };
+    return { job, state: record };
   }
 
   /**
@@ -295,26 +311,35 @@ export class AjatusPublisher {
     const retractions: PipelineStep[] = [];
     if (note.contact) this.o.onContact?.(note.contact);
     this.settle(docId, { had: before, before, nodes: note.nodes, deleted: note.deleted }, record, retractions);
-    return { steps: [[], retractions], state: record };
+    return { job: { publications: [], then: [retractions] }, state: record };
   }
 
   /**
-   * Publishes one document's entry on one node. A refusal (e.g. payload-too-big) is final for
-   * this revision: logged, and 'stop' ends the document (not recorded); anything else (the store
-   * failing) rejects, and the batch is handed over again.
+   * Publishes entries of several documents on one node (one publishMany: one node lock, one
+   * store write), resolving to one result per entry. A refusal of an entry (e.g.
+   * payload-too-big) is final for that revision: logged, and 'stop' ends the document there
+   * (not recorded); anything else (the store failing) rejects, and the batch is handed over again.
    */
-  private async publishStep(node: string, docId: string, rev: string, payload: string, last: { leaves: number; nodes: string[]; deleted: boolean } | undefined): Promise<void | 'stop'> {
+  private async publishMany(node: string, items: Publication[]): Promise<Array<void | 'stop'>> {
+    let outcomes: PublishOutcome[];
     try {
-      await this.o.service.publish(this.o.actor, node, { item: { id: docId, payload } });
+      outcomes = await this.o.service.publishMany(this.o.actor, node, items.map((p) => ({ item: { id: p.docId, payload: p.payload } })));
     } catch (err) {
+      // Refused for every entry (the node gone, publishing forbidden): final for them as well.
       if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
-      this.o.log.error('document not published: the node refused it', { doc: docId, node, condition: err.condition, reason: err.text });
-      return 'stop';
+      outcomes = items.map(() => ({ error: err }));
     }
-    this.published++;
-    this.o.onPublish?.(node, docId, rev);
-    if (last) this.o.log.debug('published document', { doc: docId, rev, ...last });
-    return undefined;
+    return items.map((p, i) => {
+      const outcome = outcomes[i];
+      if (outcome && 'error' in outcome) {
+        this.o.log.error('document not published: the node refused it', { doc: p.docId, node, condition: outcome.error.condition, reason: outcome.error.text });
+        return 'stop';
+      }
+      this.published++;
+      this.o.onPublish?.(node, p.docId, p.rev);
+      if (p.last) this.o.log.debug('published document', { doc: p.docId, rev: p.rev, ...p.last });
+      return undefined;
+    });
   }
 
   private retractStep(node: string, docId: string): PipelineStep {
