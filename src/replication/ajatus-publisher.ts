@@ -64,6 +64,9 @@ interface DocPlan {
  */
 const PUBLISH_CHUNK: BatchBounds<Publication> = { maxItems: 250, maxWeight: 4 * 1024 * 1024, weight: (p) => p.payload.length };
 
+/** Attachment bytes (decoded, as the stubs say) one slice of a batch reads and publishes at once (handle). */
+const SLICE_BYTES = 16 * 1024 * 1024;
+
 /** Most changes read ahead and not yet handed over (more: a stop left them; dropped). */
 const AHEAD_MAX = 2000;
 
@@ -93,6 +96,8 @@ export interface AjatusPublisherOptions {
   onPublish?: (node: string, docId: string, rev: string) => void;
   /** What the sink noted of the leaves it wrote (imported documents are then not read back). */
   imports?: ImportNotes;
+  /** Attachment bytes one slice of a batch reads and publishes at once (default SLICE_BYTES, 16 MiB). */
+  sliceBytes?: number;
 }
 
 export class AjatusPublisher {
@@ -139,36 +144,48 @@ export class AjatusPublisher {
     }
     const open = openAt.map((i) => todo[i] as Change);
     const openKinds = openAt.map((i) => kinds[i] as RevKind[]);
-    const toRead = open.flatMap((c, i) => (noted.has(c.id) ? [] : [i]));
-    const leaves = await this.readLeaves(
-      toRead.map((i) => open[i] as Change),
-      toRead.map((i) => openKinds[i] as RevKind[]),
-      early,
-    );
     const befores = await state.nodesOfMany(open.map((c) => c.id));
-    const plans: DocPlan[] = [];
     const ensured = new Set<string>();
-    for (const [i, change] of open.entries()) {
-      const note = noted.get(change.id);
-      if (note) {
-        plans.push(this.planImported(change.id, note, befores[i] as string[]));
-        continue;
-      }
-      const docs = leaves.get(change.id) ?? [];
-      const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
-      // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
-      const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
-      const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
-      if (plan) plans.push(plan);
-    }
-    leaves.clear(); // the plans have what they need (payloads): the documents can go
-    const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
     const batch = state.batch();
     let failure: unknown;
-    for (const [i, outcome] of outcomes.entries()) {
-      const plan = plans[i] as DocPlan;
-      if (outcome === 'done') batch.merge(plan.state);
-      else if (typeof outcome === 'object') failure ??= outcome.error;
+    // In slices (feed order) of at most SLICE_BYTES of attachments read: read, planned,
+    // published and let go one after the other, so a batch of large documents is never all in
+    // memory at once; the state of the whole batch is still one write.
+    for (let from = 0; from < open.length && failure === undefined; ) {
+      const toRead = open.flatMap((c, i) => (i >= from && !noted.has(c.id) ? [i] : []));
+      const read = await this.readLeaves(
+        toRead.map((i) => open[i] as Change),
+        toRead.map((i) => openKinds[i] as RevKind[]),
+        early,
+      );
+      const to = read.until < toRead.length ? (toRead[read.until] as number) : open.length;
+      for (const i of toRead.slice(read.until)) {
+        const stubs = read.leaves.get((open[i] as Change).id);
+        if (stubs) early.set(changeKey(open[i] as Change), Promise.resolve(stubs)); // for the next slice
+      }
+      const plans: DocPlan[] = [];
+      for (let i = from; i < to; i++) {
+        const change = open[i] as Change;
+        const note = noted.get(change.id);
+        if (note) {
+          plans.push(this.planImported(change.id, note, befores[i] as string[]));
+          continue;
+        }
+        const docs = read.leaves.get(change.id) ?? [];
+        const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
+        // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
+        const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
+        const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
+        if (plan) plans.push(plan);
+      }
+      read.leaves.clear(); // the plans have what they need (payloads): the documents can go
+      const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
+      for (const [i, outcome] of outcomes.entries()) {
+        const plan = plans[i] as DocPlan;
+        if (outcome === 'done') batch.merge(plan.state);
+        else if (typeof outcome === 'object') failure ??= outcome.error;
+      }
+      from = to;
     }
     await state.commit(batch);
     for (const id of noted.keys()) this.o.imports?.forget(id);
@@ -181,27 +198,38 @@ export class AjatusPublisher {
    * have a revision this site does not know (only those are published) and whose attachments
    * fit the inline budget; documents with more, and any `_bulk_get` could not read (a revision
    * gone meanwhile), read one by one (`open_revs=all`). `ahead`: what prefetch() already read for
-   * this batch, by change key (a failed read there is read again here).
+   * this batch, by change key (a failed read there is read again here). Attachment bodies are
+   * read for the first `until` documents only: those whose attachments add up to at most
+   * SLICE_BYTES (at least one document); the others have their leaves without bodies, if read.
    */
-  private async readLeaves(open: Change[], kinds: RevKind[][], ahead: ReadonlyMap<string, Promise<CouchDoc[] | undefined>>): Promise<Map<string, CouchDoc[]>> {
+  private async readLeaves(open: Change[], kinds: RevKind[][], ahead: ReadonlyMap<string, Promise<CouchDoc[] | undefined>>): Promise<{ leaves: Map<string, CouchDoc[]>; until: number }> {
     const { content, inlineAttachmentMax } = this.o;
     const found = await Promise.all(open.map((c) => ahead.get(changeKey(c))?.catch(() => undefined)));
     const leaves = await bulkGetRevisions(content, open.filter((_, i) => !found[i]), false);
     for (const [i, docs] of found.entries()) if (docs) leaves.set((open[i] as Change).id, docs);
     const withBodies: Change[] = [];
-    const alone: string[] = open.filter((c) => !leaves.has(c.id)).map((c) => c.id);
-    for (const [i, change] of open.entries()) {
+    const alone: string[] = [];
+    let until = open.length;
+    for (let i = 0, bytes = 0; i < open.length; i++) {
+      const change = open[i] as Change;
       const docs = leaves.get(change.id);
+      if (!docs) alone.push(change.id);
       if (!docs || !(kinds[i] as RevKind[]).includes(undefined)) continue;
       const sizes = docs.flatMap((d) => Object.values((d._attachments ?? {}) as Record<string, { length?: number }>).map((a) => a.length ?? 0));
       if (sizes.length === 0) continue;
-      if (sizes.reduce((a, b) => a + b, 0) <= inlineAttachmentMax) withBodies.push(change);
+      const size = sizes.reduce((a, b) => a + b, 0);
+      if (i > 0 && bytes + size > (this.o.sliceBytes ?? SLICE_BYTES)) {
+        until = i;
+        break;
+      }
+      bytes += size;
+      if (size <= inlineAttachmentMax) withBodies.push(change);
       else alone.push(change.id);
     }
     for (const [id, docs] of await bulkGetRevisions(content, withBodies.map((c) => ({ id: c.id, revs: c.revs })), true)) leaves.set(id, docs);
     for (const c of withBodies) if (!leaves.get(c.id)?.every((d) => hasBodies(d))) alone.push(c.id);
     for (const id of alone) leaves.set(id, await this.leaves(id));
-    return leaves;
+    return { leaves, until };
   }
 
   /**

@@ -54,7 +54,6 @@ class FlakyService extends PubsubService {
 /** A publisher of database `name` to `service` (as the component), with its state in `state`. */
 const publisherOf = (couch: CouchServer, name: string, service: PubsubService, state: ReplicationState, onPublish: (node: string, id: string) => void, more: Partial<AjatusPublisherOptions> = {}): AjatusPublisher =>
   new AjatusPublisher({
-    ...more,
     service,
     actor: ACTOR,
     content: nano(couch.url).use<unknown>(name),
@@ -66,6 +65,7 @@ const publisherOf = (couch: CouchServer, name: string, service: PubsubService, s
     inlineAttachmentMax: 64 * 1024,
     log: silentLogger,
     onPublish,
+    ...more,
   });
 
 describe('pipelined publishing (runPipelined)', () => {
@@ -161,6 +161,37 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     }
     assert.equal(published.length, 150, 'nothing published again');
     assert.equal(space.writes(), 1, 'nothing written again');
+  });
+
+  it('a batch with more attachment bytes than a slice: read and published slice by slice, in feed order, every byte there, one state write', async () => {
+    await couch.createDbs('slices');
+    const att = (i: number): string => Buffer.alloc(30_000, `attachment ${i} `).toString('base64');
+    const docs = Array.from({ length: 8 }, (_, i) => ({ ...note(`s-${i}`, ['one']), ...(i % 4 === 3 ? {} : { _attachments: { 'a.bin': { content_type: 'application/octet-stream', data: att(i) } } }) }));
+    await couch.request('POST', 'slices/_bulk_docs', { docs });
+    const batch = ((await couch.request('GET', 'slices/_changes?style=all_docs')).json.results as ChangesRow[]).map(changeOf);
+    // The content database as the publisher sees it, counting the documents of each _bulk_get with bodies.
+    const server = nano(couch.url);
+    const relax = server.relax.bind(server);
+    const withBodies: number[] = [];
+    server.relax = ((opts: { path?: string; qs?: { attachments?: boolean }; body?: { docs?: unknown[] } }) => {
+      if (opts.path === '_bulk_get' && opts.qs?.attachments) withBodies.push(opts.body?.docs?.length ?? 0);
+      return relax(opts as never);
+    }) as typeof server.relax;
+    const store = new MemoryStore();
+    const space = counting(store.state('replication'));
+    const state = new ReplicationState(space.space);
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const published: string[] = [];
+    const publisher = publisherOf(couch, 'slices', service, state, (_node, id) => void published.push(id), { content: server.use<unknown>('slices'), sliceBytes: 70_000 });
+    await publisher.handle(batch);
+    assert.ok(withBodies.length >= 3 && withBodies.every((n) => n <= 2), `bodies read at most 70 000 bytes at a time: ${JSON.stringify(withBodies)}`);
+    assert.deepEqual(published, batch.map((c) => c.id), 'every document, in feed order');
+    assert.equal(space.writes(), 1, 'the state of the whole batch in one store write');
+    const items = await service.getItems(ACTOR, '/tags/one');
+    for (const [i, doc] of docs.entries()) {
+      const payload = items.find((it) => it.id === doc._id)?.payload ?? '';
+      if (i % 4 !== 3) assert.ok(payload.includes(att(i)), `${doc._id} carries its attachment`);
+    }
   });
 
   it('documents a partner sent, noted by the sink as it wrote them, are recorded without reading CouchDB; one edited here since is read and published', async () => {
