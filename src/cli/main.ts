@@ -92,6 +92,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   switch (command) {
     case 'start':
+      (await import('../ops/heap.ts')).boundHeapGrowth();
       return start(values.config, values['log-level']);
     case 'check':
       return (await import('./ops.ts')).check(values.config);

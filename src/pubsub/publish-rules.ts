@@ -33,11 +33,33 @@ export function checkPublishShape(config: Pick<NodeConfig, 'persistItems' | 'del
 /**
  * §7.1.3.4: with pubsub#publish_node_full 'reject', a new item on a node that holds `keep`
  * items already is conflict + node-full; republishing an existing id is not a new item. The
- * other policies remove the oldest item (the store does, without notification).
+ * other policies remove the oldest item (the store does, without notification). A NodeRoom
+ * follows the count over the requests of one publish batch, in order (PubsubService.publishMany).
  */
-export async function checkNodeFull(store: Store, node: string, config: Pick<NodeConfig, 'publishNodeFull'>, itemId: string | undefined, keep: number): Promise<void> {
-  if (config.publishNodeFull !== 'reject' || keep === 0) return;
-  if ((await store.countItems(node)) < keep) return;
-  if (itemId !== undefined && (await store.getItems(node, { ids: [itemId] })).length > 0) return;
-  fail('node-full', `the node holds its pubsub#max_items of ${keep} items and pubsub#publish_node_full is 'reject': retract an item first`);
+export class NodeRoom {
+  private constructor(
+    private count: number,
+    private readonly present: Set<string>,
+    private readonly keep: number,
+  ) {}
+
+  /**
+   * The room of `node` for these requests; undefined when nothing can be refused (another
+   * policy, or nothing kept). Reads the item count and which of the requests' ids are stored.
+   */
+  static async of(store: Store, node: string, config: Pick<NodeConfig, 'publishNodeFull'>, keep: number, requests: Array<{ item?: PublishedItem }>): Promise<NodeRoom | undefined> {
+    if (config.publishNodeFull !== 'reject' || keep === 0) return undefined;
+    const count = await store.countItems(node);
+    const ids = [...new Set(requests.flatMap((r) => (r.item?.id ? [r.item.id] : [])))];
+    const present = count >= keep - requests.length && ids.length > 0 ? (await store.getItems(node, { ids })).map((i) => i.id) : [];
+    return new NodeRoom(count, new Set(present), keep);
+  }
+
+  /** Takes one more publication of `itemId` (undefined: a new generated id). Errors: `node-full`. */
+  admit(itemId: string | undefined): void {
+    if (itemId !== undefined && this.present.has(itemId)) return;
+    if (this.count >= this.keep) fail('node-full', `the node holds its pubsub#max_items of ${this.keep} items and pubsub#publish_node_full is 'reject': retract an item first`);
+    this.count += 1;
+    if (itemId !== undefined) this.present.add(itemId);
+  }
 }

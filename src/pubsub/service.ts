@@ -24,11 +24,11 @@ import type { PresenceView, RosterSource } from './access.ts';
 import { Audience } from './audience.ts';
 import { needsApproval, type Action } from './capabilities.ts';
 import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
-import { fail } from './errors.ts';
+import { fail, PubsubError } from './errors.ts';
 import { checkMaxItems, checkNodeQuota, checkPublishRate, NO_LIMITS, nodeItemLimit, RateLimiter, type Limits } from './limits.ts';
 import { applyConfig, DEFAULT_NODE_CONFIG } from './node-config.ts';
 import { NodeStates, type NodeState } from './node-state.ts';
-import { checkNodeFull, checkPublishShape, isNotificationOnlyTransient } from './publish-rules.ts';
+import { checkPublishShape, isNotificationOnlyTransient, NodeRoom } from './publish-rules.ts';
 import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf, sameOptions } from './subscription-options.ts';
 import {
   type AccessModel,
@@ -82,6 +82,9 @@ export interface PublishRequest {
   /** §7.1.5 publish-options: the node's configuration must have these values. */
   preconditions?: Partial<NodeConfig>;
 }
+
+/** How one request of PubsubService.publishMany ended: its item id (undefined: a transient notification-only node), or why it was refused. */
+export type PublishOutcome = { id: string | undefined } | { error: PubsubError };
 
 export interface NodeMetadata {
   record: NodeRecord;
@@ -739,43 +742,102 @@ export class PubsubService {
    * undefined on a transient notification-only node, where a publish carries no item and only
    * triggers a notification (§4.3). `request.item.payload`: the item's XML as a string, at most
    * pubsub#max_payload_size bytes (UTF-8). One store batch (item, trim to max_items, archive
-   * entry); subscribers are notified once it is written.
+   * entry); subscribers are notified once it is written. (publishMany of one request.)
    * Errors: `nodeid-required`, `item-not-found` (no such node), `forbidden` (publish model or
    * outcast), `rate-limited` (limits.publishRate), `item-required`, `payload-required`,
    * `item-forbidden` (the node's event type, §7.1.3.6–7: publish-rules.ts), `precondition-not-met`
    * (§7.1.5), `payload-too-big`, `node-full` (publish_node_full=reject, §7.1.3.4).
    */
   async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string | undefined> {
-    const { item } = request;
+    const [outcome] = await this.publishMany(actor, nodeId, [request]);
+    if (outcome && 'error' in outcome) throw outcome.error;
+    return outcome?.id;
+  }
+
+  /**
+   * Publishes several items to one node (§7.1) under ONE acquisition of the node's lock and
+   * with ONE store write (Store.publishMany: the items, the order index, max_items trimming, one
+   * archive entry per item), with the result of the same publish() calls in this order: each
+   * request is checked on its own (rate, §7.1.3 shape, §7.1.5 preconditions, payload size,
+   * publish_node_full counting the items accepted before it), an item id given twice ends up
+   * once (the later payload, as newest), and subscribers get one notification per accepted
+   * item, in order, once the write is done (the audience is computed once for the batch).
+   * Resolves to one outcome per request, in order: `{id}` (undefined id: a transient
+   * notification-only node, §4.3) or `{error}`, the PubsubError that publish() would have raised
+   * for that request alone (rate-limited, item-required, payload-required, item-forbidden,
+   * precondition-not-met, payload-too-big, node-full); a refused request does not stop the
+   * others. What concerns the whole batch rejects it, with nothing written and nobody notified
+   * (as does the store's error when the write fails).
+   * Errors: `nodeid-required`, `item-not-found` (no such node), `forbidden` (publish model or
+   * outcast).
+   */
+  async publishMany(actor: string, nodeId: string | undefined, requests: PublishRequest[]): Promise<PublishOutcome[]> {
+    const publisher = bareJid(actor);
+    let rated: Array<PubsubError | undefined> | undefined;
     const check = (state: NodeState, locked: boolean): void => {
       this.audience.requirePublish(state, actor);
-      if (!locked && this.publishRate && !this.audience.isAdmin(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
-      checkPublishShape(state.record.config, item); // under the lock too: the configuration may have changed meanwhile
+      if (!locked && !rated) rated = requests.map(() => this.rateRefusal(publisher)); // once per request, before the lock
     };
     return this.nodes.guarded(nodeId, check, async (state) => {
       const id = state.record.id;
       const nodeConfig = state.record.config;
-      this.checkPreconditions(nodeConfig, request.preconditions ?? {});
-      if (isNotificationOnlyTransient(nodeConfig)) {
-        // §4.3: no item, no item id; subscribers get an empty <items/>.
-        if (nodeConfig.deliverNotifications) this.emit(state, { kind: 'items', node: id, withPayload: false }, await this.audience.of(state));
-        return undefined;
-      }
-      const payload = item?.payload ?? '';
-      if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
       const keep = nodeItemLimit(nodeConfig, this.limits);
-      await checkNodeFull(this.store, id, nodeConfig, item?.id, keep);
-      const published: Item = { id: item?.id || this.newId(), payload, publisher: bareJid(actor), published: this.now() };
-      let archiveId: string | undefined;
-      if (keep > 0) {
-        ({ archiveId } = await this.store.publishItem(id, published, { keep, archive: { keep: ARCHIVE_LIMIT } }));
-        if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, published.published + nodeConfig.itemExpire * 1000);
+      const transient = isNotificationOnlyTransient(nodeConfig);
+      const room = transient ? undefined : await NodeRoom.of(this.store, id, nodeConfig, keep, requests);
+      const outcomes: PublishOutcome[] = [];
+      const accepted: Item[] = [];
+      for (const [i, { item, preconditions }] of requests.entries()) {
+        try {
+          const refusal = rated?.[i];
+          if (refusal) throw refusal;
+          checkPublishShape(nodeConfig, item);
+          this.checkPreconditions(nodeConfig, preconditions ?? {});
+          if (transient) {
+            outcomes.push({ id: undefined });
+            continue;
+          }
+          const payload = item?.payload ?? '';
+          if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
+          room?.admit(item?.id);
+          const published: Item = { id: item?.id || this.newId(), payload, publisher, published: this.now() };
+          accepted.push(published);
+          outcomes.push({ id: published.id });
+        } catch (err) {
+          if (!(err instanceof PubsubError)) throw err;
+          outcomes.push({ error: err });
+        }
       }
-      if (nodeConfig.deliverNotifications) {
-        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, await this.audience.of(state));
+      let archiveIds: string[] = [];
+      if (keep > 0 && accepted.length > 0) {
+        ({ archiveIds } = await this.store.publishMany(id, accepted, { keep, archive: { keep: ARCHIVE_LIMIT } }));
+        if (nodeConfig.itemExpire !== 'max') this.expiry.atLeastBy(id, (accepted[0] as Item).published + nodeConfig.itemExpire * 1000);
       }
-      return published.id;
+      const notified = transient ? outcomes.filter((o) => !('error' in o)).length : accepted.length;
+      if (!nodeConfig.deliverNotifications || notified === 0) return outcomes;
+      const recipients = await this.audience.of(state);
+      if (transient) {
+        // §4.3: no item, no item id; subscribers get an empty <items/>.
+        for (let n = 0; n < notified; n++) this.emit(state, { kind: 'items', node: id, withPayload: false }, recipients);
+        return outcomes;
+      }
+      for (const [n, published] of accepted.entries()) {
+        const archiveId = archiveIds[n];
+        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, recipients);
+      }
+      return outcomes;
     });
+  }
+
+  /** The refusal limits.publishRate makes of one more publish by `publisher` now (taking a token when not refused); admins are exempt. */
+  private rateRefusal(publisher: string): PubsubError | undefined {
+    if (!this.publishRate || this.audience.isAdmin(publisher)) return undefined;
+    try {
+      checkPublishRate(this.publishRate, publisher);
+      return undefined;
+    } catch (err) {
+      if (err instanceof PubsubError) return err;
+      throw err;
+    }
   }
 
   /** §7.1.5: every precondition must equal the node's configuration. */

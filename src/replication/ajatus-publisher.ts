@@ -12,12 +12,12 @@ import { LRUCache } from 'lru-cache';
 import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PubsubService } from '../pubsub/service.ts';
+import type { PublishOutcome, PubsubService } from '../pubsub/service.ts';
 import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
 import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
-import { runPipelined, type PipelineJob, type PipelineStep } from './pipeline.ts';
+import { runBatched, type BatchBounds, type BatchedJob, type PipelineStep } from './pipeline.ts';
 import type { ReplicationState, RevKind, StateBatch } from './state.ts';
 import { applyNodeAccess, ensureNode } from './node-access.ts';
 
@@ -41,13 +41,31 @@ export function winningRevision(leaves: CouchDoc[]): CouchDoc | undefined {
 }
 export const TAG_PREFIX = '/tags/';
 
+/** One document's entry for one node (published with the other entries of the batch for that node). */
+interface Publication {
+  docId: string;
+  rev: string;
+  payload: string;
+  /** On the document's last node: what the debug log says once it is published. */
+  last?: { leaves: number; nodes: string[]; deleted: boolean };
+}
+
 /** What publishing one change takes (AjatusPublisher.plan). */
 interface DocPlan {
-  /** Its publications, then its retractions (pipeline.ts phases). */
-  steps: PipelineJob;
+  /** Its publications (batched per node), then its retractions (pipeline.ts). */
+  job: BatchedJob<Publication>;
   /** Recorded once every step completed. */
   state: StateBatch;
 }
+
+/**
+ * One PubsubService.publishMany call (one node lock, one store write) takes at most this many
+ * entries of a batch, and at most PUBLISH_CHUNK_BYTES of payload (UTF-16 length: near enough).
+ */
+const PUBLISH_CHUNK: BatchBounds<Publication> = { maxItems: 250, maxWeight: 4 * 1024 * 1024, weight: (p) => p.payload.length };
+
+/** Attachment bytes (decoded, as the stubs say) one slice of a batch reads and publishes at once (handle). */
+const SLICE_BYTES = 16 * 1024 * 1024;
 
 /** Most changes read ahead and not yet handed over (more: a stop left them; dropped). */
 const AHEAD_MAX = 2000;
@@ -78,6 +96,8 @@ export interface AjatusPublisherOptions {
   onPublish?: (node: string, docId: string, rev: string) => void;
   /** What the sink noted of the leaves it wrote (imported documents are then not read back). */
   imports?: ImportNotes;
+  /** Attachment bytes one slice of a batch reads and publishes at once (default SLICE_BYTES, 16 MiB). */
+  sliceBytes?: number;
 }
 
 export class AjatusPublisher {
@@ -124,35 +144,48 @@ export class AjatusPublisher {
     }
     const open = openAt.map((i) => todo[i] as Change);
     const openKinds = openAt.map((i) => kinds[i] as RevKind[]);
-    const toRead = open.flatMap((c, i) => (noted.has(c.id) ? [] : [i]));
-    const leaves = await this.readLeaves(
-      toRead.map((i) => open[i] as Change),
-      toRead.map((i) => openKinds[i] as RevKind[]),
-      early,
-    );
     const befores = await state.nodesOfMany(open.map((c) => c.id));
-    const plans: DocPlan[] = [];
     const ensured = new Set<string>();
-    for (const [i, change] of open.entries()) {
-      const note = noted.get(change.id);
-      if (note) {
-        plans.push(this.planImported(change.id, note, befores[i] as string[]));
-        continue;
-      }
-      const docs = leaves.get(change.id) ?? [];
-      const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
-      // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
-      const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
-      const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
-      if (plan) plans.push(plan);
-    }
-    const outcomes = await runPipelined(plans.map((p) => p.steps));
     const batch = state.batch();
     let failure: unknown;
-    for (const [i, outcome] of outcomes.entries()) {
-      const plan = plans[i] as DocPlan;
-      if (outcome === 'done') batch.merge(plan.state);
-      else if (typeof outcome === 'object') failure ??= outcome.error;
+    // In slices (feed order) of at most SLICE_BYTES of attachments read: read, planned,
+    // published and let go one after the other, so a batch of large documents is never all in
+    // memory at once; the state of the whole batch is still one write.
+    for (let from = 0; from < open.length && failure === undefined; ) {
+      const toRead = open.flatMap((c, i) => (i >= from && !noted.has(c.id) ? [i] : []));
+      const read = await this.readLeaves(
+        toRead.map((i) => open[i] as Change),
+        toRead.map((i) => openKinds[i] as RevKind[]),
+        early,
+      );
+      const to = read.until < toRead.length ? (toRead[read.until] as number) : open.length;
+      for (const i of toRead.slice(read.until)) {
+        const stubs = read.leaves.get((open[i] as Change).id);
+        if (stubs) early.set(changeKey(open[i] as Change), Promise.resolve(stubs)); // for the next slice
+      }
+      const plans: DocPlan[] = [];
+      for (let i = from; i < to; i++) {
+        const change = open[i] as Change;
+        const note = noted.get(change.id);
+        if (note) {
+          plans.push(this.planImported(change.id, note, befores[i] as string[]));
+          continue;
+        }
+        const docs = read.leaves.get(change.id) ?? [];
+        const known = new Map(change.revs.map((rev, j) => [rev, (openKinds[i] as RevKind[])[j]]));
+        // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
+        const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
+        const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
+        if (plan) plans.push(plan);
+      }
+      read.leaves.clear(); // the plans have what they need (payloads): the documents can go
+      const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
+      for (const [i, outcome] of outcomes.entries()) {
+        const plan = plans[i] as DocPlan;
+        if (outcome === 'done') batch.merge(plan.state);
+        else if (typeof outcome === 'object') failure ??= outcome.error;
+      }
+      from = to;
     }
     await state.commit(batch);
     for (const id of noted.keys()) this.o.imports?.forget(id);
@@ -165,27 +198,38 @@ export class AjatusPublisher {
    * have a revision this site does not know (only those are published) and whose attachments
    * fit the inline budget; documents with more, and any `_bulk_get` could not read (a revision
    * gone meanwhile), read one by one (`open_revs=all`). `ahead`: what prefetch() already read for
-   * this batch, by change key (a failed read there is read again here).
+   * this batch, by change key (a failed read there is read again here). Attachment bodies are
+   * read for the first `until` documents only: those whose attachments add up to at most
+   * SLICE_BYTES (at least one document); the others have their leaves without bodies, if read.
    */
-  private async readLeaves(open: Change[], kinds: RevKind[][], ahead: ReadonlyMap<string, Promise<CouchDoc[] | undefined>>): Promise<Map<string, CouchDoc[]>> {
+  private async readLeaves(open: Change[], kinds: RevKind[][], ahead: ReadonlyMap<string, Promise<CouchDoc[] | undefined>>): Promise<{ leaves: Map<string, CouchDoc[]>; until: number }> {
     const { content, inlineAttachmentMax } = this.o;
     const found = await Promise.all(open.map((c) => ahead.get(changeKey(c))?.catch(() => undefined)));
     const leaves = await bulkGetRevisions(content, open.filter((_, i) => !found[i]), false);
     for (const [i, docs] of found.entries()) if (docs) leaves.set((open[i] as Change).id, docs);
     const withBodies: Change[] = [];
-    const alone: string[] = open.filter((c) => !leaves.has(c.id)).map((c) => c.id);
-    for (const [i, change] of open.entries()) {
+    const alone: string[] = [];
+    let until = open.length;
+    for (let i = 0, bytes = 0; i < open.length; i++) {
+      const change = open[i] as Change;
       const docs = leaves.get(change.id);
+      if (!docs) alone.push(change.id);
       if (!docs || !(kinds[i] as RevKind[]).includes(undefined)) continue;
       const sizes = docs.flatMap((d) => Object.values((d._attachments ?? {}) as Record<string, { length?: number }>).map((a) => a.length ?? 0));
       if (sizes.length === 0) continue;
-      if (sizes.reduce((a, b) => a + b, 0) <= inlineAttachmentMax) withBodies.push(change);
+      const size = sizes.reduce((a, b) => a + b, 0);
+      if (i > 0 && bytes + size > (this.o.sliceBytes ?? SLICE_BYTES)) {
+        until = i;
+        break;
+      }
+      bytes += size;
+      if (size <= inlineAttachmentMax) withBodies.push(change);
       else alone.push(change.id);
     }
     for (const [id, docs] of await bulkGetRevisions(content, withBodies.map((c) => ({ id: c.id, revs: c.revs })), true)) leaves.set(id, docs);
     for (const c of withBodies) if (!leaves.get(c.id)?.every((d) => hasBodies(d))) alone.push(c.id);
     for (const id of alone) leaves.set(id, await this.leaves(id));
-    return leaves;
+    return { leaves, until };
   }
 
   /**
@@ -226,14 +270,14 @@ export class AjatusPublisher {
   private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | undefined> {
     const { state, log, profile } = this.o;
     const record = state.batch();
-    const publications: PipelineStep[] = [];
+    const publications: BatchedJob<Publication>['publications'] = [];
     const retractions: PipelineStep[] = [];
-    const steps: PipelineJob = [publications, retractions];
+    const job: BatchedJob<Publication> = { publications, then: [retractions] };
     const winner = winningRevision(leaves);
     if (!winner) {
       for (const node of before) retractions.push(this.retractStep(node, change.id)); // purged
       if (before.length > 0) record.setNodesOf(change.id, []);
-      return { steps, state: record };
+      return { job, state: record };
     }
     const deleted = winner._deleted === true || isDeleted(winner, profile);
     if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
@@ -265,13 +309,13 @@ export class AjatusPublisher {
             await this.ensureNode(tag);
             ensured.add(tag);
           }
-          publications.push({ node, run: () => this.publishStep(node, change.id, winner._rev, payload, node === targets.at(-1) ? { leaves: leaves.length, nodes: targets, deleted } : undefined) });
+          publications.push({ node, item: { docId: change.id, rev: winner._rev, payload, ...(node === targets.at(-1) ? { last: { leaves: leaves.length, nodes: targets, deleted } } : {}) } });
         }
       }
       record.markRevs(change.id, unknown, 'p');
     }
     this.settle(change.id, { had, before, nodes, deleted }, record, retractions);
-    return { steps, state: record };
+    return { job, state: record };
   }
 
   /**
@@ -295,26 +339,35 @@ export class AjatusPublisher {
     const retractions: PipelineStep[] = [];
     if (note.contact) this.o.onContact?.(note.contact);
     this.settle(docId, { had: before, before, nodes: note.nodes, deleted: note.deleted }, record, retractions);
-    return { steps: [[], retractions], state: record };
+    return { job: { publications: [], then: [retractions] }, state: record };
   }
 
   /**
-   * Publishes one document's entry on one node. A refusal (e.g. payload-too-big) is final for
-   * this revision: logged, and 'stop' ends the document (not recorded); anything else (the store
-   * failing) rejects, and the batch is handed over again.
+   * Publishes entries of several documents on one node (one publishMany: one node lock, one
+   * store write), resolving to one result per entry. A refusal of an entry (e.g.
+   * payload-too-big) is final for that revision: logged, and 'stop' ends the document there
+   * (not recorded); anything else (the store failing) rejects, and the batch is handed over again.
    */
-  private async publishStep(node: string, docId: string, rev: string, payload: string, last: { leaves: number; nodes: string[]; deleted: boolean } | undefined): Promise<void | 'stop'> {
+  private async publishMany(node: string, items: Publication[]): Promise<Array<void | 'stop'>> {
+    let outcomes: PublishOutcome[];
     try {
-      await this.o.service.publish(this.o.actor, node, { item: { id: docId, payload } });
+      outcomes = await this.o.service.publishMany(this.o.actor, node, items.map((p) => ({ item: { id: p.docId, payload: p.payload } })));
     } catch (err) {
+      // Refused for every entry (the node gone, publishing forbidden): final for them as well.
       if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
-      this.o.log.error('document not published: the node refused it', { doc: docId, node, condition: err.condition, reason: err.text });
-      return 'stop';
+      outcomes = items.map(() => ({ error: err }));
     }
-    this.published++;
-    this.o.onPublish?.(node, docId, rev);
-    if (last) this.o.log.debug('published document', { doc: docId, rev, ...last });
-    return undefined;
+    return items.map((p, i) => {
+      const outcome = outcomes[i];
+      if (outcome && 'error' in outcome) {
+        this.o.log.error('document not published: the node refused it', { doc: p.docId, node, condition: outcome.error.condition, reason: outcome.error.text });
+        return 'stop';
+      }
+      this.published++;
+      this.o.onPublish?.(node, p.docId, p.rev);
+      if (p.last) this.o.log.debug('published document', { doc: p.docId, rev: p.rev, ...p.last });
+      return undefined;
+    });
   }
 
   private retractStep(node: string, docId: string): PipelineStep {

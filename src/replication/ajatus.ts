@@ -5,7 +5,7 @@
 //   app db (ajatus_db) settings -> tag node access + whitelists, partner follow lists
 // The content database is both source and sink target; echoes are stopped by ReplicationState.
 
-import nano, { type DocumentScope } from 'nano';
+import nano, { type DocumentScope, type ServerScope } from 'nano';
 import { IqError } from '../xmpp/iq-error.ts';
 import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '../codecs/couch-doc.ts';
 import type { AjatusConfig } from '../config/config.ts';
@@ -133,9 +133,20 @@ export function ajatusReplication(common: ReplicationCommon, o: AjatusOptions): 
   return new Replication(common, { name: 'ajatus', space: 'replication', build: (ctx) => ajatusAdapter(common, o, profile, ctx) });
 }
 
+/**
+ * A CouchDB client for `url`. On a loopback address the responses are asked for uncompressed
+ * (nano asks for gzip, and pouchdb-server compresses): compressing there only costs CPU at both
+ * ends (≈0.1 ms per replicated document at the source).
+ */
+export function couchClient(url: string): ServerScope {
+  const host = new URL(url).hostname;
+  const loopback = host === 'localhost' || host === '[::1]' || /^127\./.test(host);
+  return nano(loopback ? { url, requestDefaults: { headers: { 'Accept-Encoding': 'identity' } } } : url);
+}
+
 function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Profile, ctx: AdapterContext): AjatusAdapter {
   const { state, log } = ctx;
-  const content: DocumentScope<unknown> = nano(o.couchUrl).use(o.config.contentDb);
+  const content: DocumentScope<unknown> = couchClient(o.couchUrl).use(o.config.contentDb);
   const contentSink = new CouchSink(content, state, log);
   const targetSinks = new Map<string, CouchSink>();
   /** The sink for a partner: its `targetDb` from hermod:partner:<jid>, else the content database. */
@@ -144,7 +155,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     if (!target || target === o.config.contentDb) return contentSink;
     let sink = targetSinks.get(target);
     if (!sink) {
-      sink = new CouchSink(nano(o.couchUrl).use(target), state, log);
+      sink = new CouchSink(couchClient(o.couchUrl).use(target), state, log);
       targetSinks.set(target, sink);
     }
     return sink;

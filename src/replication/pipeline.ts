@@ -87,3 +87,76 @@ export async function runPipelined(jobs: PipelineJob[], limit = PIPELINE_LIMIT):
   }
   return Promise.all(results);
 }
+
+/** A publication that may go to its node in one call together with others of the batch (runBatched). */
+export interface BatchedStep<T> {
+  node: string;
+  item: T;
+}
+
+/** One document's batchable publications, then its other steps in phases (as PipelineJob). */
+export interface BatchedJob<T> {
+  publications: Array<BatchedStep<T>>;
+  then: PipelineJob;
+}
+
+/** Bounds of one publishMany call of runBatched: items, and their summed `weight` (bytes). */
+export interface BatchBounds<T> {
+  maxItems: number;
+  maxWeight: number;
+  weight(item: T): number;
+}
+
+/**
+ * Runs `jobs` (one per document, in feed order) with their publications batched: per node, the
+ * publications of every job, in job order, go in consecutive calls of `publishMany` (each at
+ * most `bounds.maxItems` items and `bounds.maxWeight`, a single heavier item alone), the nodes
+ * at the same time; `publishMany` resolves to one result per item ('stop': a final refusal of
+ * that item) or rejects for all of its items. Then the jobs whose publications all completed
+ * run the rest of their steps with runPipelined (`limit`); after any rejection those are
+ * 'skipped' instead (handled again with the batch). The order that matters is kept: a job's
+ * later steps after its publications, the publications on one node in job order. Resolves to one
+ * outcome per job (as runPipelined; never rejects).
+ */
+export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (node: string, items: T[]) => Promise<Array<void | 'stop'>>, bounds: BatchBounds<T>, limit = PIPELINE_LIMIT): Promise<PipelineOutcome[]> {
+  const outcomes: PipelineOutcome[] = jobs.map(() => 'done');
+  const byNode = new Map<string, Array<{ job: number; item: T }>>();
+  for (const [job, { publications }] of jobs.entries()) {
+    for (const { node, item } of publications) {
+      let list = byNode.get(node);
+      if (!list) byNode.set(node, (list = []));
+      list.push({ job, item });
+    }
+  }
+  const settle = (job: number, outcome: PipelineOutcome): void => {
+    const was = outcomes[job] as PipelineOutcome;
+    if (typeof was !== 'object' && (typeof outcome === 'object' || was === 'done')) outcomes[job] = outcome;
+  };
+  let failed = false;
+  await Promise.all(
+    [...byNode].map(async ([node, list]) => {
+      for (let from = 0; from < list.length; ) {
+        let to = from + 1;
+        for (let weight = bounds.weight(list[from]?.item as T); to < list.length && to - from < bounds.maxItems; to++) {
+          weight += bounds.weight(list[to]?.item as T);
+          if (weight > bounds.maxWeight) break;
+        }
+        const chunk = list.slice(from, to);
+        from = to;
+        try {
+          const results = await publishMany(node, chunk.map((c) => c.item));
+          for (const [i, { job }] of chunk.entries()) if (results[i] === 'stop') settle(job, 'stopped');
+        } catch (error) {
+          failed = true;
+          for (const { job } of chunk) settle(job, { error });
+          for (const { job } of list.slice(from)) settle(job, 'skipped'); // not tried: after this one on the node
+          return;
+        }
+      }
+    }),
+  );
+  const rest = jobs.map((j, i) => (outcomes[i] === 'done' && j.then.some((phase) => phase.length > 0) ? i : -1)).filter((i) => i >= 0);
+  if (failed) for (const i of rest) outcomes[i] = 'skipped';
+  else (await runPipelined(rest.map((i) => (jobs[i] as BatchedJob<T>).then), limit)).forEach((outcome, k) => (outcomes[rest[k] as number] = outcome));
+  return outcomes;
+}

@@ -60,7 +60,7 @@ export async function importLegacyState(space: StateSpace, dir: string, log?: Pi
 }
 
 export class ReplicationState implements CheckpointStore {
-  private readonly cache = new LRUCache<string, string>({ max: 50_000 });
+  private readonly cache = new LRUCache<string, string>({ max: 10_000 });
   private readonly unwatch: (() => void) | undefined;
 
   constructor(

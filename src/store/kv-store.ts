@@ -546,18 +546,43 @@ export class KvStore implements Store {
     return applyDeltas(deltas, (k) => read.get(k) ?? book.counters.get(k) ?? 0, change.ops);
   }
 
-  /** Stages an item (replacing the one stored as `previous`) and the trimming of the oldest beyond keep. */
-  private async stageItem(node: string, change: Change, item: Item, previous: string | undefined, keep: number): Promise<string[]> {
-    const replaced = previous === undefined ? undefined : (JSON.parse(previous) as StoredItem).seq;
-    if (replaced !== undefined) this.stageUnorder(node, change, replaced);
-    else change.items.count += 1;
-    change.items.seq += 1;
-    change.ops.push(
-      { type: 'put', key: key('i', node, item.id), value: JSON.stringify({ seq: change.items.seq, item } satisfies StoredItem) },
-      { type: 'put', key: orderKey(node, change.items.seq), value: item.id },
-    );
-    change.moved.push([change.items.seq, 1]);
-    return this.stageTrim(node, change, keep, replaced);
+  /**
+   * Stages publications of `items` (in order) as the same number of publishItem calls would
+   * leave the node, in one change: each id stored once, at the position of its last
+   * publication (a stored one with that id is replaced: `previous`, its stored value, as read
+   * for the batch's distinct ids), the oldest beyond `keep` dropped (stored ones first, then the
+   * batch's own oldest, which are then not written at all). Returns the ids dropped.
+   */
+  private async stageItems(node: string, change: Change, items: Item[], previous: ReadonlyMap<string, string | undefined>, keep: number): Promise<string[]> {
+    const last = new Map<string, number>();
+    items.forEach((item, i) => last.set(item.id, i));
+    const replaced = new Set<number>();
+    for (const id of last.keys()) {
+      const stored = previous.get(id);
+      if (stored === undefined) continue;
+      const seq = (JSON.parse(stored) as StoredItem).seq;
+      this.stageUnorder(node, change, seq);
+      replaced.add(seq);
+      change.items.count -= 1;
+    }
+    const finals = items.filter((item, i) => last.get(item.id) === i);
+    const dropped = await this.stageTrim(node, change, Math.max(0, keep - finals.length), replaced);
+    const unwritten = Math.max(0, finals.length - keep);
+    for (const [i, item] of finals.entries()) {
+      if (i < unwritten) {
+        if (previous.get(item.id) !== undefined) change.ops.push({ type: 'del', key: key('i', node, item.id) });
+        dropped.push(item.id);
+        continue;
+      }
+      change.items.count += 1;
+      change.items.seq += 1;
+      change.ops.push(
+        { type: 'put', key: key('i', node, item.id), value: JSON.stringify({ seq: change.items.seq, item } satisfies StoredItem) },
+        { type: 'put', key: orderKey(node, change.items.seq), value: item.id },
+      );
+      change.moved.push([change.items.seq, 1]);
+    }
+    return dropped;
   }
 
   /** Stages the removal of an order key. */
@@ -566,15 +591,15 @@ export class KvStore implements Store {
     change.moved.push([seq, -1]);
   }
 
-  /** Stages the removal of the oldest items beyond `keep` (skipping the order key of `skipSeq`, replaced in this change). */
-  private async stageTrim(node: string, change: Change, keep: number, skipSeq?: number): Promise<string[]> {
+  /** Stages the removal of the oldest stored items beyond `keep` (skipping the order keys in `skip`, replaced in this change). */
+  private async stageTrim(node: string, change: Change, keep: number, skip: ReadonlySet<number> = new Set()): Promise<string[]> {
     const dropped: string[] = [];
     let excess = change.items.count - keep;
     if (excess <= 0) return dropped;
-    for await (const [k, id] of this.db.entries({ ...rangeOfGt(key('o', node)), limit: excess + 1 })) {
+    for await (const [k, id] of this.db.entries({ ...rangeOfGt(key('o', node)), limit: excess + skip.size })) {
       if (excess <= 0) break;
       const seq = seqOfOrderKey(k);
-      if (seq === skipSeq) continue; // already replaced in this change
+      if (skip.has(seq)) continue; // already replaced in this change
       this.stageUnorder(node, change, seq);
       change.ops.push({ type: 'del', key: key('i', node, id) });
       dropped.push(id);
@@ -584,30 +609,48 @@ export class KvStore implements Store {
     return dropped;
   }
 
-  /** Stages an archive entry and the removal of the oldest entries beyond `keep`; returns its id. */
-  private async stageArchive(node: string, change: Change, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {
+  /**
+   * Stages archive entries (in order) and the removal of the oldest entries beyond `keep`
+   * (stored ones first, then the oldest of these, which are then not written); returns their ids.
+   */
+  private async stageArchive(node: string, change: Change, entries: Array<Omit<ArchiveEntry, 'id'>>, keep: number): Promise<string[]> {
     const meta = change.archive;
-    meta.seq += 1;
-    meta.count += 1;
-    const id = archiveId(entry.stamp, meta.seq);
-    change.ops.push({ type: 'put', key: key('h', node, id), value: JSON.stringify({ ...entry, id }) });
-    const excess = meta.count - keep;
-    if (excess > 0) {
-      for await (const k of this.db.keys({ ...rangeOfGt(key('h', node)), limit: excess })) {
-        if (k === key('h', node, id)) continue;
+    const ids = entries.map((entry) => archiveId(entry.stamp, (meta.seq += 1)));
+    const excess = meta.count + entries.length - keep;
+    if (excess > 0 && meta.count > 0) {
+      for await (const k of this.db.keys({ ...rangeOfGt(key('h', node)), limit: Math.min(excess, meta.count) })) {
         change.ops.push({ type: 'del', key: k });
         meta.count -= 1;
       }
     }
-    return id;
+    const unwritten = Math.max(0, meta.count + entries.length - keep);
+    for (const [i, entry] of entries.entries()) {
+      if (i < unwritten) continue;
+      change.ops.push({ type: 'put', key: key('h', node, ids[i] as string), value: JSON.stringify({ ...entry, id: ids[i] }) });
+      meta.count += 1;
+    }
+    return ids;
+  }
+
+  /** stageArchive of one entry; returns its id. */
+  private async stageArchiveOne(node: string, change: Change, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {
+    return (await this.stageArchive(node, change, [entry], keep))[0] as string;
   }
 
   /** One batch, one read (the item's previous version) when the node's bookkeeping is cached. */
   async publishItem(node: string, item: Item, options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveId?: string }> {
-    return this.change(node, [key('i', node, item.id)], async (change, [previous]) => {
-      const dropped = await this.stageItem(node, change, item, previous, options.keep);
-      if (!options.archive) return { dropped };
-      return { dropped, archiveId: await this.stageArchive(node, change, { stamp: item.published, item }, options.archive.keep) };
+    const { dropped, archiveIds } = await this.publishMany(node, [item], options);
+    return { dropped, ...(archiveIds[0] !== undefined ? { archiveId: archiveIds[0] } : {}) };
+  }
+
+  /** One batch, one read (the previous versions of the distinct ids) when the node's bookkeeping is cached. */
+  async publishMany(node: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveIds: string[] }> {
+    if (items.length === 0) return { dropped: [], archiveIds: [] };
+    const ids = [...new Set(items.map((i) => i.id))];
+    return this.change(node, ids.map((id) => key('i', node, id)), async (change, read) => {
+      const dropped = await this.stageItems(node, change, items, new Map(ids.map((id, i) => [id, read[i]])), options.keep);
+      if (!options.archive) return { dropped, archiveIds: [] };
+      return { dropped, archiveIds: await this.stageArchive(node, change, items.map((item) => ({ stamp: item.published, item })), options.archive.keep) };
     });
   }
 
@@ -624,10 +667,8 @@ export class KvStore implements Store {
       if (previous.some((v) => v !== undefined)) throw new Error(`publishItems: an item id is already in node '${node}'`);
       const archived = options.archive ? change.archive.count + items.length : 0;
       if (change.items.count + items.length > options.keep || (options.archive && archived > options.archive.keep)) throw new Error(`publishItems: node '${node}' would go beyond keep`);
-      for (const item of items) {
-        await this.stageItem(node, change, item, undefined, options.keep);
-        if (options.archive) await this.stageArchive(node, change, { stamp: item.published, item }, options.archive.keep);
-      }
+      await this.stageItems(node, change, items, new Map(), options.keep);
+      if (options.archive) await this.stageArchive(node, change, items.map((item) => ({ stamp: item.published, item })), options.archive.keep);
     });
   }
 
@@ -648,7 +689,7 @@ export class KvStore implements Store {
       change.items.count -= found.length;
       const retracted = found.map((s) => s.item.id);
       if (!options.archive || retracted.length === 0) return { retracted };
-      return { retracted, archiveId: await this.stageArchive(node, change, { stamp: options.archive.stamp, retracted }, options.archive.keep) };
+      return { retracted, archiveId: await this.stageArchiveOne(node, change, { stamp: options.archive.stamp, retracted }, options.archive.keep) };
     });
   }
 
@@ -698,12 +739,12 @@ export class KvStore implements Store {
       for (const prefix of ['i', 'o']) for (const k of await this.keysIn(key(prefix, node))) change.ops.push({ type: 'del', key: k });
       change.items.count = 0;
       change.purged = true;
-      return options.archive ? { archiveId: await this.stageArchive(node, change, { stamp: options.archive.stamp, purged: true }, options.archive.keep) } : {};
+      return options.archive ? { archiveId: await this.stageArchiveOne(node, change, { stamp: options.archive.stamp, purged: true }, options.archive.keep) } : {};
     });
   }
 
   async appendArchive(node: string, entry: Omit<ArchiveEntry, 'id'>, keep: number): Promise<string> {
-    return this.change(node, [], (change) => this.stageArchive(node, change, entry, keep));
+    return this.change(node, [], (change) => this.stageArchiveOne(node, change, entry, keep));
   }
 
   async pageArchive(node: string, query: ArchiveQuery, page: PageRequest): Promise<Page<ArchiveEntry> | undefined> {

@@ -123,6 +123,17 @@ export class MemoryStore implements Store {
     return { dropped, archiveId: await this.appendArchive(node, { stamp: item.published, item }, options.archive.keep) };
   }
 
+  async publishMany(node: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveIds: string[] }> {
+    const dropped: string[] = [];
+    const archiveIds: string[] = [];
+    for (const item of items) {
+      const one = await this.publishItem(node, item, options);
+      dropped.push(...one.dropped);
+      if (one.archiveId !== undefined) archiveIds.push(one.archiveId);
+    }
+    return { dropped, archiveIds };
+  }
+
   async putItem(node: string, item: Item, keep: number): Promise<string[]> {
     return (await this.publishItem(node, item, { keep })).dropped;
   }

@@ -130,6 +130,16 @@ export interface Store {
    */
   publishItem(node: string, item: Item, options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveId?: string }>;
   /**
+   * Several publications to one node as ONE write (one batch on the key-value backends), leaving
+   * the node and its archive as the same publishItem calls in this order would: each item
+   * stored (an id given twice, or already in the node, ends up once, as newest of those
+   * published before it), the oldest beyond `options.keep` dropped, and one archive entry per
+   * item, in order. Resolves to the ids dropped and the archive entries' ids (one per item, in
+   * order; none without `options.archive`). Rejects with the backend's error when the write
+   * fails (then nothing of it is written).
+   */
+  publishMany(node: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveIds: string[] }>;
+  /**
    * Removes these items (ids not in the node are skipped) as one write, as publishItem; with
    * `options.archive` and at least one item removed, appends a tombstone `{stamp, retracted}`
    * to the archive in the same write. Resolves to the ids removed, in publication order.

@@ -9,7 +9,7 @@ import nano from 'nano';
 import { jsonCodec, type CouchDoc } from '../../src/codecs/couch-doc.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { silentLogger } from '../../src/log.ts';
-import { PubsubService, type PublishRequest } from '../../src/pubsub/service.ts';
+import { PubsubService, type PublishOutcome, type PublishRequest } from '../../src/pubsub/service.ts';
 import { AjatusPublisher, ImportNotes, type AjatusPublisherOptions } from '../../src/replication/ajatus-publisher.ts';
 import { runPipelined, type PipelineStep } from '../../src/replication/pipeline.ts';
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
@@ -42,19 +42,18 @@ function counting(space: StateSpace): { space: StateSpace; writes: () => number 
   };
 }
 
-/** A service whose publish of one item fails (as a failing store would) while `failing` is set. */
+/** A service whose publish of one item fails (as a failing store would: the whole write with it) while `failing` is set. */
 class FlakyService extends PubsubService {
   failing: string | undefined;
-  override async publish(actor: string, node: string | undefined, request: PublishRequest): Promise<string | undefined> {
-    if (request.item?.id === this.failing) throw new Error('the store is failing');
-    return super.publish(actor, node, request);
+  override async publishMany(actor: string, node: string | undefined, requests: PublishRequest[]): Promise<PublishOutcome[]> {
+    if (requests.some((r) => r.item?.id === this.failing)) throw new Error('the store is failing');
+    return super.publishMany(actor, node, requests);
   }
 }
 
 /** A publisher of database `name` to `service` (as the component), with its state in `state`. */
 const publisherOf = (couch: CouchServer, name: string, service: PubsubService, state: ReplicationState, onPublish: (node: string, id: string) => void, more: Partial<AjatusPublisherOptions> = {}): AjatusPublisher =>
   new AjatusPublisher({
-    ...more,
     service,
     actor: ACTOR,
     content: nano(couch.url).use<unknown>(name),
@@ -66,6 +65,7 @@ const publisherOf = (couch: CouchServer, name: string, service: PubsubService, s
     inlineAttachmentMax: 64 * 1024,
     log: silentLogger,
     onPublish,
+    ...more,
   });
 
 describe('pipelined publishing (runPipelined)', () => {
@@ -163,6 +163,37 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     assert.equal(space.writes(), 1, 'nothing written again');
   });
 
+  it('a batch with more attachment bytes than a slice: read and published slice by slice, in feed order, every byte there, one state write', async () => {
+    await couch.createDbs('slices');
+    const att = (i: number): string => Buffer.alloc(30_000, `attachment ${i} `).toString('base64');
+    const docs = Array.from({ length: 8 }, (_, i) => ({ ...note(`s-${i}`, ['one']), ...(i % 4 === 3 ? {} : { _attachments: { 'a.bin': { content_type: 'application/octet-stream', data: att(i) } } }) }));
+    await couch.request('POST', 'slices/_bulk_docs', { docs });
+    const batch = ((await couch.request('GET', 'slices/_changes?style=all_docs')).json.results as ChangesRow[]).map(changeOf);
+    // The content database as the publisher sees it, counting the documents of each _bulk_get with bodies.
+    const server = nano(couch.url);
+    const relax = server.relax.bind(server);
+    const withBodies: number[] = [];
+    server.relax = ((opts: { path?: string; qs?: { attachments?: boolean }; body?: { docs?: unknown[] } }) => {
+      if (opts.path === '_bulk_get' && opts.qs?.attachments) withBodies.push(opts.body?.docs?.length ?? 0);
+      return relax(opts as never);
+    }) as typeof server.relax;
+    const store = new MemoryStore();
+    const space = counting(store.state('replication'));
+    const state = new ReplicationState(space.space);
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const published: string[] = [];
+    const publisher = publisherOf(couch, 'slices', service, state, (_node, id) => void published.push(id), { content: server.use<unknown>('slices'), sliceBytes: 70_000 });
+    await publisher.handle(batch);
+    assert.ok(withBodies.length >= 3 && withBodies.every((n) => n <= 2), `bodies read at most 70 000 bytes at a time: ${JSON.stringify(withBodies)}`);
+    assert.deepEqual(published, batch.map((c) => c.id), 'every document, in feed order');
+    assert.equal(space.writes(), 1, 'the state of the whole batch in one store write');
+    const items = await service.getItems(ACTOR, '/tags/one');
+    for (const [i, doc] of docs.entries()) {
+      const payload = items.find((it) => it.id === doc._id)?.payload ?? '';
+      if (i % 4 !== 3) assert.ok(payload.includes(att(i)), `${doc._id} carries its attachment`);
+    }
+  });
+
   it('documents a partner sent, noted by the sink as it wrote them, are recorded without reading CouchDB; one edited here since is read and published', async () => {
     await couch.createDbs('imported');
     const profile = PROFILES.ajatus as Profile;
@@ -232,9 +263,10 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     assert.deepEqual(toldAhead.slice(0, 2), handed.slice(1, 3), 'each next batch told ahead');
   });
 
-  it('a publish failing mid-batch: the batch rejects, the documents that completed are recorded, the retry publishes only the rest', async () => {
+  it('a publish failing mid-batch: the batch rejects, the documents that completed (on the other node) are recorded, the retry publishes only the rest', async () => {
     await couch.createDbs('flaky');
-    await couch.request('POST', 'flaky/_bulk_docs', { docs: Array.from({ length: 60 }, (_, i) => note(`f-${String(i).padStart(2, '0')}`, ['one'])) });
+    // f-00..f-29 on node one, f-30..f-59 on node two: a node's entries of a batch are one write.
+    await couch.request('POST', 'flaky/_bulk_docs', { docs: Array.from({ length: 60 }, (_, i) => note(`f-${String(i).padStart(2, '0')}`, [i < 30 ? 'one' : 'two'])) });
     const { json } = await couch.request('GET', 'flaky/_changes?style=all_docs');
     const batch = (json.results as ChangesRow[]).map(changeOf);
     const store = new MemoryStore();
@@ -245,7 +277,7 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     const publisher = publisherOf(couch, 'flaky', service, state, (_node, id) => void published.push(id));
     await assert.rejects(publisher.handle(batch), /the store is failing/);
     const first = [...published];
-    assert.ok(first.includes('f-29') && !first.includes('f-30'), 'the ones before the failure were published');
+    assert.ok(first.includes('f-00') && first.includes('f-29') && !first.includes('f-30') && !first.includes('f-59'), 'the other node\'s were published, none of the failing write\'s');
     service.failing = undefined;
     await publisher.handle(batch);
     const again = published.slice(first.length);

@@ -297,6 +297,41 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await s.close();
     });
 
+    it('publishMany leaves the node and its archive as the same publishItem calls in order would', async () => {
+      const many = await factory.create();
+      const one = await factory.create();
+      const v = (id: string, n: number): Item => item(id, `<p xmlns="x">${id}.${n}</p>`);
+      /** The same publications through both stores; publishMany's archive ids are those of its entries. */
+      const both = async (n: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<void> => {
+        const { archiveIds } = await many.publishMany(n, items, options);
+        for (const i of items) await one.publishItem(n, i, options);
+        const archive = (await many.pageArchive(n, {}, { max: 1000 }))?.entries ?? [];
+        if (options.archive) assert.equal(archiveIds.length, items.length, 'one archive entry per item');
+        for (const [k, id] of archiveIds.entries()) {
+          const entry = archive.find((e) => e.id === id);
+          if (entry) assert.equal(entry.item?.payload, items[k]?.payload, `archive id ${k} names its item's entry`);
+        }
+        const pages = async (s: Store): Promise<unknown> => Promise.all([0, 1, 5, 60, 63, 64, 130, 200].map((index) => s.pageItemIds(n, { max: 4, index })));
+        assert.deepEqual(await snapshot(many, n), await snapshot(one, n));
+        assert.deepEqual(await pages(many), await pages(one));
+      };
+      for (const s of [many, one]) for (const n of ['n', 'small', 'big']) await s.putNode(node(n));
+      await both('n', ['a', 'b', 'c'].map((id) => v(id, 0)), { keep: 5, archive: { keep: 6 } });
+      // A stored id replaced, an id twice in the batch, the oldest stored trimmed, the archive trimmed.
+      await both('n', [v('d', 1), v('b', 1), v('e', 1), v('d', 2), v('f', 1)], { keep: 4, archive: { keep: 6 } });
+      assert.deepEqual(ids(await many.getItems('n')), ['b', 'e', 'd', 'f']);
+      // A batch larger than max_items: only its newest stay (a stored one it named included).
+      await both('small', [v('x', 0), v('y', 0)], { keep: 2, archive: { keep: 100 } });
+      await both('small', [v('p', 1), v('x', 1), v('q', 1), v('r', 1)], { keep: 2, archive: { keep: 3 } });
+      assert.deepEqual(ids(await many.getItems('small')), ['q', 'r']);
+      // Hundreds of items over every level of the order index, without archive.
+      await both('big', Array.from({ length: 150 }, (_, i) => v(`i${i}`, 0)), { keep: 250 });
+      await both('big', Array.from({ length: 200 }, (_, i) => v(`i${(i * 7) % 260}`, 1)), { keep: 250 });
+      assert.deepEqual(await many.publishMany('big', [], { keep: 250 }), { dropped: [], archiveIds: [] });
+      await many.close();
+      await one.close();
+    });
+
     it('retracts items with one tombstone in one write, skipping ids not in the node; purges likewise', async () => {
       const s = await factory.create();
       await s.putNode(node('n'));

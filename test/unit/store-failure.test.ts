@@ -13,7 +13,7 @@ import type { Store } from '../../src/store/store.ts';
 import { pubsubRoutes } from '../../src/xmpp/pubsub-handlers.ts';
 import { Router } from '../../src/xmpp/router.ts';
 
-const WRITES = new Set(['putNode', 'deleteNode', 'setAffiliation', 'putSubscription', 'deleteSubscription', 'publishItem', 'retractItems', 'putItem', 'deleteItem', 'trimItems', 'purgeItems', 'appendArchive']);
+const WRITES = new Set(['putNode', 'deleteNode', 'setAffiliation', 'putSubscription', 'deleteSubscription', 'publishItem', 'publishMany', 'retractItems', 'putItem', 'deleteItem', 'trimItems', 'purgeItems', 'appendArchive']);
 
 /** A MemoryStore whose writes fail while `failing` is set, as a full disk would. */
 function failingStore(): { store: Store; setFailing(on: boolean): void } {
