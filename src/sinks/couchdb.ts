@@ -20,6 +20,7 @@
 
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
+import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
 import type { CouchDoc, Json } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
@@ -130,6 +131,13 @@ export class CouchSink {
   /** Writes came while the last flush ran (they keep coming): worth waiting for company. */
   private overlapped = false;
   private arrivedDuringFlush = false;
+  /**
+   * Revisions ("id\0rev") this sink saw the database take or have lately (`_bulk_docs`
+   * accepted them, or `_revs_diff` said it has them): the same revision arriving again (a
+   * document in two tags comes from two nodes; a catch-up overlapping live notifications) is
+   * dropped without asking. Bounded; forgotten on restart (then asked as before).
+   */
+  private readonly present = new LRUCache<string, true>({ max: 50_000 });
   /** Retractions waiting for their document's current revision (the next `_all_docs`), by id. */
   private readonly toRead = new Map<string, Array<{ resolve(doc: CouchDoc | undefined): void; reject(err: Error): void }>>();
   private reading = false;
@@ -393,15 +401,17 @@ export class CouchSink {
    * are asked about (one `_revs_diff`): those the replication state knows (imported or
    * published here: a replayed history, leaves a partner sends again with each edit, a write a
    * crash cut after recording it) and those with an XEP-0363 reference (not downloaded for
-   * nothing). The others are new to this site and count as lacking without a request: the
-   * database can have one only from outside this site's replication, and `_bulk_docs` with
-   * `new_edits: false` ignores a revision the database has. All of them if CouchDB cannot say.
+   * nothing), unless this sink saw the database take them lately (`present`). The others are
+   * new to this site and count as lacking without a request: the database can have one only
+   * from outside this site's replication, and `_bulk_docs` with `new_edits: false` ignores a
+   * revision the database has. All of them if CouchDB cannot say.
    */
   private async missingRevs(ops: Op[]): Promise<Map<string, Set<string>>> {
     const all = new Map<string, Set<string>>();
     const referenced = new Set<string>();
     for (const op of ops) {
       for (const d of op.docs) {
+        if (this.present.has(`${op.id}\0${d._rev}`)) continue; // the database has it
         all.set(op.id, (all.get(op.id) ?? new Set()).add(d._rev));
         if (hasReference(d)) referenced.add(`${op.id}\0${d._rev}`);
       }
@@ -426,7 +436,11 @@ export class CouchSink {
     }
     for (const [id, revs] of Object.entries(asked)) {
       const missing = new Set(res[id]?.missing ?? []);
-      for (const rev of revs) if (!missing.has(rev)) all.get(id)?.delete(rev);
+      for (const rev of revs) {
+        if (missing.has(rev)) continue;
+        all.get(id)?.delete(rev);
+        this.present.set(`${id}\0${rev}`, true);
+      }
     }
     return all;
   }
@@ -465,6 +479,7 @@ export class CouchSink {
         continue;
       }
       const revs = (writes.get(op) as CouchDoc[]).map((d) => d._rev);
+      for (const rev of revs) this.present.set(`${op.id}\0${rev}`, true);
       this.written += revs.length;
       this.log.debug('document written', { doc: op.id, revs });
       op.resolve(revs.length);
