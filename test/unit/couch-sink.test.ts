@@ -174,10 +174,18 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     return { source, target, sink, state, log, deliver, late, revBatches };
   }
 
-  it('a partner that already has part of a batch: only the missing revisions are written, the rest untouched', async () => {
+  /** Runs `body` with a fresh setup whose sink talks to CouchDB through a counting proxy (closed after). */
+  async function withProxy(body: (t: Awaited<ReturnType<typeof setup>>, proxy: Awaited<ReturnType<typeof countingProxy>>) => Promise<void>): Promise<void> {
     const proxy = await countingProxy(couch.url);
     try {
-      const t = await setup({}, proxy);
+      await body(await setup({}, proxy), proxy);
+    } finally {
+      await proxy.close();
+    }
+  }
+
+  it('a partner that already has part of a batch: only the missing revisions are written, the rest untouched', async () =>
+    withProxy(async (t, proxy) => {
       const ids = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'];
       const docs = ids.map((id) => rev(id, [`${id}-b`, `${id}-a`], { title: id }));
       await bulkRevs(couch, t.source, docs);
@@ -206,15 +214,10 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       // What was sent is recorded as imported (before CouchDB had it); what was there is not touched.
       for (const id of ['p2', 'p3', 'p4', 'p5', 'p6']) assert.equal(await t.state.revKind(id, docs[ids.indexOf(id)]?._rev as string), 'i');
       assert.deepEqual(t.late.slice(lateBefore), [`p2 ${docs[1]?._rev}`], 'p2 was in CouchDB before: the only one recorded when CouchDB had it');
-    } finally {
-      await proxy.close();
-    }
-  });
+    }));
 
-  it('a lone live edit is written at once with one request (no _revs_diff: the revision is new to this site), recorded as imported first; the same revision again costs no request', async () => {
-    const proxy = await countingProxy(couch.url);
-    try {
-      const t = await setup({}, proxy);
+  it('a lone live edit is written at once with one request (no _revs_diff: the revision is new to this site), recorded as imported first; the same revision again costs no request', async () =>
+    withProxy(async (t, proxy) => {
       const v1 = rev('lone', ['lone-a'], { title: 'one' }) as unknown as CouchDoc;
       await t.sink.write([v1]);
       const v2 = rev('lone', ['lone-b', 'lone-a'], { title: 'two' }) as unknown as CouchDoc;
@@ -225,15 +228,10 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       assert.equal((await couch.request('GET', `${t.target}/lone`)).json.title, 'two');
       assert.equal(await t.state.revKind('lone', v2._rev), 'i');
       assert.deepEqual(t.late, []);
-    } finally {
-      await proxy.close();
-    }
-  });
+    }));
 
-  it('writes arriving while a flush is in flight go together in the next flush, each document in order', async () => {
-    const proxy = await countingProxy(couch.url);
-    try {
-      const t = await setup({}, proxy);
+  it('writes arriving while a flush is in flight go together in the next flush, each document in order', async () =>
+    withProxy(async (t, proxy) => {
       const bulks = () => proxy.seen.filter((r) => r.line === `POST /${t.target}/_bulk_docs`);
       proxy.holdAnswers((line) => line.endsWith('/_bulk_docs'));
       const first = t.sink.write([rev('f1', ['f1-a'], { v: 1 }) as unknown as CouchDoc]);
@@ -250,15 +248,10 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       await Promise.all([first, ...later]);
       assert.deepEqual(bulks().map((r) => (JSON.parse(r.body) as { docs: CouchDoc[] }).docs.map((d) => `${d._id} ${d._rev.split('-')[0]}`).sort()), [['f1 1'], ['f1 2', 'f2 1', 'f3 1']]);
       assert.equal((await couch.request('GET', `${t.target}/f1`)).json.v, 2);
-    } finally {
-      await proxy.close();
-    }
-  });
+    }));
 
-  it('retractions of several documents read their documents with one request and delete them', async () => {
-    const proxy = await countingProxy(couch.url);
-    try {
-      const t = await setup({}, proxy);
+  it('retractions of several documents read their documents with one request and delete them', async () =>
+    withProxy(async (t, proxy) => {
       const ids = ['x1', 'x2', 'x3', 'x4'];
       await Promise.all(ids.map((id) => t.sink.write([rev(id, [`${id}-a`], { title: id }) as unknown as CouchDoc])));
       const from = proxy.seen.length;
@@ -270,10 +263,7 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       assert.deepEqual(reads.map((r) => r.line), [`POST /${t.target}/_all_docs`], 'one read for the five retractions');
       for (const id of ['x1', 'x2', 'x3']) assert.equal((await shape(couch, t.target, id)).winner, 404, `${id} deleted`);
       assert.equal((await couch.request('GET', `${t.target}/x4`)).json.title, 'edited here');
-    } finally {
-      await proxy.close();
-    }
-  });
+    }));
 
   it('a batch whose attachments exceed the inline budget (XEP-0363 references) together with small documents', async () => {
     const t = await setup();
