@@ -63,6 +63,48 @@ async function bulkRevs(couch: CouchServer, db: string, docs: Array<Record<strin
   assert.equal(status, 201, JSON.stringify(json));
 }
 
+/** A request the sink made, as pouchdb-server got it: "POST /db/_bulk_docs" and its body. */
+type Seen = { line: string; body: string };
+
+/**
+ * A proxy in front of pouchdb-server that notes every request it passes on (what a user would
+ * count in CouchDB's log) and can hold back the answers to the requests `hold` matches until
+ * `release` is called (a flush kept in flight).
+ */
+async function countingProxy(upstream: string) {
+  const seen: Seen[] = [];
+  let hold: ((line: string) => boolean) | undefined;
+  let release: () => void = () => undefined;
+  let gate = Promise.resolve();
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      void (async () => {
+        const line = `${req.method} ${(req.url ?? '').split('?')[0]}`;
+        const body = Buffer.concat(chunks);
+        seen.push({ line, body: body.toString() });
+        const up = await fetch(`${upstream}${req.url}`, { method: req.method, headers: { 'content-type': 'application/json' }, ...(body.length > 0 ? { body } : {}) });
+        const answer = Buffer.from(await up.arrayBuffer());
+        if (hold?.(line)) await gate;
+        res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'application/json' }).end(answer);
+      })().catch(() => res.writeHead(502).end());
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    /** Holds the answers to matching requests from now until release(). */
+    holdAnswers(match: (line: string) => boolean): void {
+      hold = match;
+      gate = new Promise((resolve) => (release = resolve));
+    },
+    release: () => release(),
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
 const hash = (s: string): string => createHash('md5').update(s).digest('hex');
 /** A revision `n-<hash of label>` of `id` whose history is `labels` (newest first). */
 const rev = (id: string, labels: string[], body: Record<string, unknown> = {}): Record<string, unknown> => ({
@@ -94,8 +136,11 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     await couch.destroy();
   });
 
-  /** A fresh source and target database and a sink writing into the target, its state and its log. */
-  async function setup(options: CouchSinkOptions = {}) {
+  /**
+   * A fresh source and target database and a sink writing into the target, its state and its
+   * log; with `proxy`, the sink talks to CouchDB through it (its requests counted).
+   */
+  async function setup(options: CouchSinkOptions = {}, proxy?: { url: string }) {
     const n = ++dbs;
     const [source, target] = [`source_${n}`, `target_${n}`];
     await couch.createDbs(source, target);
@@ -113,7 +158,8 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
         for (const op of ops) {
           const [kind, doc, r] = op.key.split('\0');
           if (kind !== 'rev') continue;
-          const { status } = await couch.request('GET', `${target}/${encodeURIComponent(doc as string)}?rev=${r}`);
+          // CouchDB down (a test of retries): it cannot have the revision.
+          const { status } = await couch.request('GET', `${target}/${encodeURIComponent(doc as string)}?rev=${r}`).catch(() => ({ status: 0 }));
           if (status === 200) late.push(`${doc} ${r}`);
         }
         return space.batch(ops);
@@ -121,36 +167,103 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     };
     const state = new ReplicationState(watched);
     const log = captureLog();
-    const sink = new CouchSink(nano(couch.url).use(target), state, log, options);
+    const sink = new CouchSink(nano(proxy?.url ?? couch.url).use(target), state, log, options);
     /** Hands every leaf of each source document to the sink at once; resolves to each write's outcome. */
     const deliver = async (ids: string[]) => Promise.allSettled(await Promise.all(ids.map(async (id) => leavesOf(couch, source, id))).then((all) => all.map((leaves) => sink.write(leaves))));
     const revBatches = () => batches.filter((b) => b.some((op) => op.key.startsWith('rev\0'))).length;
     return { source, target, sink, state, log, deliver, late, revBatches };
   }
 
-  it('a partner that already has part of a batch: only the missing revisions are written, the rest untouched', async () => {
-    const t = await setup();
-    const ids = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'];
-    const docs = ids.map((id) => rev(id, [`${id}-b`, `${id}-a`], { title: id }));
-    await bulkRevs(couch, t.source, docs);
-    // The target has p1 and p2 already, p3 only its first revision.
-    await bulkRevs(couch, t.target, [docs[0], docs[1], rev('p3', ['p3-a'], { title: 'p3' })] as Array<Record<string, unknown>>);
-    const before = await changes(couch, t.target);
+  /** Runs `body` with a fresh setup whose sink talks to CouchDB through a counting proxy (closed after). */
+  async function withProxy(body: (t: Awaited<ReturnType<typeof setup>>, proxy: Awaited<ReturnType<typeof countingProxy>>) => Promise<void>): Promise<void> {
+    const proxy = await countingProxy(couch.url);
+    try {
+      await body(await setup({}, proxy), proxy);
+    } finally {
+      await proxy.close();
+    }
+  }
 
-    const outcomes = await t.deliver(ids);
-    assert.deepEqual(outcomes.map((o) => o.status), ids.map(() => 'fulfilled'));
-    const after = await changes(couch, t.target);
-    assert.equal(after.get('p1'), before.get('p1'), 'p1 untouched: same leaf and changes seq');
-    assert.equal(after.get('p2'), before.get('p2'), 'p2 untouched: same leaf and changes seq');
-    for (const id of ids) assert.deepEqual(await shape(couch, t.target, id), await shape(couch, t.source, id), `${id} as at the source`);
-    assert.equal(t.sink.written, 4, 'written: p3 rev 2 and p4-p6 (rev 2 with its history)');
-    assert.equal(t.sink.flushes, 1, 'one _bulk_docs');
-    assert.equal(t.revBatches(), 1, 'one replication-state batch for the flush');
-    // What was written is recorded as imported (before CouchDB had it); what was there is not touched.
-    for (const id of ['p3', 'p4', 'p5', 'p6']) assert.equal(await t.state.revKind(id, docs[ids.indexOf(id)]?._rev as string), 'i');
-    assert.equal(await t.state.revKind('p1', docs[0]?._rev as string), undefined);
-    assert.deepEqual(t.late, []);
-  });
+  it('a partner that already has part of a batch: only the missing revisions are written, the rest untouched', async () =>
+    withProxy(async (t, proxy) => {
+      const ids = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'];
+      const docs = ids.map((id) => rev(id, [`${id}-b`, `${id}-a`], { title: id }));
+      await bulkRevs(couch, t.source, docs);
+      // The target has p1 (imported before: a replayed history) and p2 (written from elsewhere:
+      // this site's replication does not know it) already, p3 only its first revision (imported).
+      await bulkRevs(couch, t.target, [docs[0], docs[1], rev('p3', ['p3-a'], { title: 'p3' })] as Array<Record<string, unknown>>);
+      await t.state.markRevs('p1', [docs[0]?._rev as string], 'i');
+      await t.state.markRevs('p3', [rev('p3', ['p3-a'])._rev as string], 'i');
+      const before = await changes(couch, t.target);
+      const batchesBefore = t.revBatches();
+      const lateBefore = t.late.length;
+
+      const outcomes = await t.deliver(ids);
+      assert.deepEqual(outcomes.map((o) => o.status), ids.map(() => 'fulfilled'));
+      const after = await changes(couch, t.target);
+      assert.equal(after.get('p1'), before.get('p1'), 'p1 untouched: same leaf and changes seq');
+      assert.equal(after.get('p2'), before.get('p2'), 'p2 untouched (sent again, ignored by CouchDB): same leaf and changes seq');
+      for (const id of ids) assert.deepEqual(await shape(couch, t.target, id), await shape(couch, t.source, id), `${id} as at the source`);
+      // _revs_diff was asked about p1 only (the one revision the state knows): not sent again.
+      const diffs = proxy.seen.filter((r) => r.line === `POST /${t.target}/_revs_diff`);
+      assert.deepEqual(diffs.map((r) => JSON.parse(r.body) as unknown), [{ p1: [docs[0]?._rev] }]);
+      const bulks = proxy.seen.filter((r) => r.line === `POST /${t.target}/_bulk_docs`);
+      assert.deepEqual(bulks.map((r) => (JSON.parse(r.body) as { docs: CouchDoc[] }).docs.map((d) => d._id).sort()), [['p2', 'p3', 'p4', 'p5', 'p6']], 'one _bulk_docs, without p1');
+      assert.equal(t.sink.flushes, 1, 'one _bulk_docs');
+      assert.equal(t.revBatches() - batchesBefore, 1, 'one replication-state batch for the flush');
+      // What was sent is recorded as imported (before CouchDB had it); what was there is not touched.
+      for (const id of ['p2', 'p3', 'p4', 'p5', 'p6']) assert.equal(await t.state.revKind(id, docs[ids.indexOf(id)]?._rev as string), 'i');
+      assert.deepEqual(t.late.slice(lateBefore), [`p2 ${docs[1]?._rev}`], 'p2 was in CouchDB before: the only one recorded when CouchDB had it');
+    }));
+
+  it('a lone live edit is written at once with one request (no _revs_diff: the revision is new to this site), recorded as imported first; the same revision again costs no request', async () =>
+    withProxy(async (t, proxy) => {
+      const v1 = rev('lone', ['lone-a'], { title: 'one' }) as unknown as CouchDoc;
+      await t.sink.write([v1]);
+      const v2 = rev('lone', ['lone-b', 'lone-a'], { title: 'two' }) as unknown as CouchDoc;
+      await t.sink.write([v2]);
+      // The same revision again (the document is in a second tag: its other node notifies too).
+      await t.sink.write([v2]);
+      assert.deepEqual(proxy.seen.map((r) => r.line), [`POST /${t.target}/_bulk_docs`, `POST /${t.target}/_bulk_docs`], 'one request per edit, none for the repeat');
+      assert.equal((await couch.request('GET', `${t.target}/lone`)).json.title, 'two');
+      assert.equal(await t.state.revKind('lone', v2._rev), 'i');
+      assert.deepEqual(t.late, []);
+    }));
+
+  it('writes arriving while a flush is in flight go together in the next flush, each document in order', async () =>
+    withProxy(async (t, proxy) => {
+      const bulks = () => proxy.seen.filter((r) => r.line === `POST /${t.target}/_bulk_docs`);
+      proxy.holdAnswers((line) => line.endsWith('/_bulk_docs'));
+      const first = t.sink.write([rev('f1', ['f1-a'], { v: 1 }) as unknown as CouchDoc]);
+      while (bulks().length === 0) await new Promise((resolve) => setImmediate(resolve));
+      // The first flush is in flight (its answer held): these wait for the next one.
+      const later = [
+        t.sink.write([rev('f1', ['f1-b', 'f1-a'], { v: 2 }) as unknown as CouchDoc]),
+        t.sink.write([rev('f2', ['f2-a'], { v: 1 }) as unknown as CouchDoc]),
+        t.sink.write([rev('f3', ['f3-a'], { v: 1 }) as unknown as CouchDoc]),
+      ];
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(bulks().length, 1, 'nothing else sent while the first flush is in flight');
+      proxy.release();
+      await Promise.all([first, ...later]);
+      assert.deepEqual(bulks().map((r) => (JSON.parse(r.body) as { docs: CouchDoc[] }).docs.map((d) => `${d._id} ${d._rev.split('-')[0]}`).sort()), [['f1 1'], ['f1 2', 'f2 1', 'f3 1']]);
+      assert.equal((await couch.request('GET', `${t.target}/f1`)).json.v, 2);
+    }));
+
+  it('retractions of several documents read their documents with one request and delete them', async () =>
+    withProxy(async (t, proxy) => {
+      const ids = ['x1', 'x2', 'x3', 'x4'];
+      await Promise.all(ids.map((id) => t.sink.write([rev(id, [`${id}-a`], { title: id }) as unknown as CouchDoc])));
+      const from = proxy.seen.length;
+      // x4 is a local edit: kept. x5 does not exist.
+      await bulkRevs(couch, t.target, [rev('x4', ['x4-local', 'x4-a'], { title: 'edited here' })]);
+      const removed = await Promise.all([...ids, 'x5'].map((id) => t.sink.remove(id, async () => undefined)));
+      assert.deepEqual(removed, [true, true, true, false, false]);
+      const reads = proxy.seen.slice(from).filter((r) => !r.line.endsWith('/_bulk_docs') && !r.line.endsWith('/_revs_diff'));
+      assert.deepEqual(reads.map((r) => r.line), [`POST /${t.target}/_all_docs`], 'one read for the five retractions');
+      for (const id of ['x1', 'x2', 'x3']) assert.equal((await shape(couch, t.target, id)).winner, 404, `${id} deleted`);
+      assert.equal((await couch.request('GET', `${t.target}/x4`)).json.title, 'edited here');
+    }));
 
   it('a batch whose attachments exceed the inline budget (XEP-0363 references) together with small documents', async () => {
     const t = await setup();
