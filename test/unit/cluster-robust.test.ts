@@ -1,0 +1,62 @@
+// Several Hermods on one CouchDB database (a real pouchdb-server) when things go wrong: a node
+// lock that another process took after it expired, a database that is briefly not there, a
+// store that stops while notifications are journalled, relayed stanzas whose handler fails.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import { PubsubError } from '../../src/pubsub/errors.ts';
+import type { NodeRecord } from '../../src/pubsub/types.ts';
+import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
+import { TTL_MS } from '../../src/store/node-lock.ts';
+
+const record = (id: string, title: string): NodeRecord => ({ id, creator: 'owner@a.test', created: 0, config: { title } as NodeRecord['config'] });
+
+describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, () => {
+  let couch: CouchServer;
+  const stores: CouchStore[] = [];
+  let clock = Date.now();
+
+  async function open(db: string): Promise<CouchStore> {
+    const store = new CouchStore({ url: couch.url, db, now: () => clock });
+    await store.open();
+    stores.push(store);
+    return store;
+  }
+
+  before(async () => {
+    couch = await startCouch();
+  });
+  after(async () => {
+    for (const s of stores) await s.close().catch(() => undefined);
+    await couch?.destroy();
+  });
+
+  it('a holder whose node lock another process took after it expired writes nothing more: refused, retryable', async () => {
+    const [first, second] = [await open('fence'), await open('fence')];
+    const exclusive = first.exclusive;
+    assert.ok(exclusive, 'a shared store has node locks');
+    let refused: unknown;
+    await exclusive('n', async () => {
+      await first.putNode(record('n', 'first, under its lock'));
+      // The first process stalls (a long GC pause, a frozen VM) past the end of its lock ...
+      clock += TTL_MS + 1;
+      // ... the second takes the expired lock and writes the node ...
+      await second.putNode(record('n', 'second, after taking the expired lock'));
+      // ... and the first, back, goes on as if it still held the lock.
+      refused = await first.putNode(record('n', 'first, stale')).then(
+        () => 'written',
+        (err: unknown) => err,
+      );
+    });
+    assert.ok(refused instanceof PubsubError, `the stale write is refused (got ${String(refused)})`);
+    assert.equal(refused.condition, 'internal-server-error', 'wait/internal-server-error: retryable');
+    assert.match(refused.message, /lock was lost .*another process took it.*nothing was written/);
+    assert.equal((await second.getNode('n'))?.config.title, 'second, after taking the expired lock');
+    // Asked again, the first process takes the lock anew and writes on the current state.
+    await first.putNode(record('n', 'first, retried'));
+    assert.equal((await second.getNode('n'))?.config.title, 'first, retried');
+  });
+});
+
+void CouchKv;
