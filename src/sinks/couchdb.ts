@@ -17,6 +17,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { DocumentScope } from 'nano';
 import type { CouchDoc, Json } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
+import { databaseMissing } from '../store/couch-answers.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { download } from './download.ts';
@@ -85,9 +86,8 @@ const statusOf = (err: unknown): number | undefined => (err as { statusCode?: nu
  * the last try).
  */
 const unanswered = (err: unknown): boolean => {
+  if (databaseMissing(err)) return true;
   const status = statusOf(err);
-  const { error, reason, message } = err as { error?: unknown; reason?: unknown; message?: unknown };
-  if ([error, reason, message].includes('no_db_file') || (status === 404 && /database/i.test(String(reason)))) return true;
   return status === undefined || UNAVAILABLE.has(status);
 };
 const revHash = (rev: string): string => rev.slice(rev.indexOf('-') + 1);
