@@ -4,7 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { parse } from 'ltx';
+import { Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import { eventually } from '../../src/devenv/process.ts';
+import { silentLogger } from '../../src/log.ts';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import type { NodeRecord } from '../../src/pubsub/types.ts';
 import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
@@ -76,6 +80,35 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
       assert.equal(await kv.get('w'), 'written');
     } finally {
       await kv.close();
+    }
+  });
+
+  it('relayed stanzas reach their member through the changes feed, and one whose handler fails is tried again, not dropped', async () => {
+    const [one, two] = [await open('relay'), await open('relay')];
+    const tried: string[] = [];
+    const replies: string[] = [];
+    // No fallback poll within the test: only the feed can wake the receiving member.
+    const common = { log: silentLogger, pollMs: 600_000 };
+    const a = new Relay({ ...common, space: one.state(RELAY_SPACE), tag: 'aaaaaa', deliver: () => assert.fail('nothing for a'), waiting: () => false, isLeader: () => false });
+    const b = new Relay({ ...common, space: two.state(RELAY_SPACE), tag: 'bbbbbb', deliver: (s) => void replies.push(s.attrs.id as string), waiting: () => true, isLeader: () => true });
+    b.onLeaderStanza(async (s) => {
+      tried.push(s.attrs.from as string);
+      if (tried.length < 3) throw new Error('the store is away (this try)');
+    });
+    try {
+      assert.equal(a.route(parse("<iq type='result' id='qbbbbbb.1' from='x@y'/>")), true);
+      a.toLeader(parse("<message from='pubsub.partner'/>"));
+      await eventually(() => replies.length === 1 || undefined, 'the reply taken by b', 10_000);
+      assert.deepEqual(replies, ['qbbbbbb.1']);
+      await eventually(() => tried.length === 3 || undefined, 'the partner event tried until its handler took it', 15_000);
+      assert.deepEqual(tried, ['pubsub.partner', 'pubsub.partner', 'pubsub.partner']);
+      await eventually(async () => {
+        for await (const _ of two.state(RELAY_SPACE).range('')) return undefined;
+        return true;
+      }, 'taken stanzas deleted');
+    } finally {
+      a.stop();
+      b.stop();
     }
   });
 });
