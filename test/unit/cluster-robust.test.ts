@@ -8,11 +8,22 @@ import { parse } from 'ltx';
 import { Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
-import { silentLogger } from '../../src/log.ts';
+import { NotificationJournal, JOURNAL_SPACE } from '../../src/component/journal.ts';
+import { silentLogger, type Logger } from '../../src/log.ts';
+import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import type { NodeRecord } from '../../src/pubsub/types.ts';
 import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
 import { TTL_MS } from '../../src/store/node-lock.ts';
+
+const event = (id: string): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload: `<p xmlns="urn:x">${id}</p>`, publisher: 'a@x', published: 1 }, withPayload: true });
+const recipients = (n: number): Recipient[] => Array.from({ length: n }, (_, i) => ({ jid: `s${i}@x`, subid: `sub${i}` }));
+
+/** A logger that keeps its error lines. */
+function errorsTo(lines: Array<{ msg: string; fields: Record<string, unknown> }>): Logger {
+  const logger: Logger = { ...silentLogger, error: (msg, fields = {}) => void lines.push({ msg, fields }), child: () => logger };
+  return logger;
+}
 
 const record = (id: string, title: string): NodeRecord => ({ id, creator: 'owner@a.test', created: 0, config: { title } as NodeRecord['config'] });
 
@@ -110,5 +121,41 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
       a.stop();
       b.stop();
     }
+  });
+
+  it('a journal whose store stops mid-run closes within its bound and says what it did not write, truly', async () => {
+    const store = await open('journal');
+    const errors: Array<{ msg: string; fields: Record<string, unknown> }> = [];
+    const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'm1', errorsTo(errors));
+    const delivered = journal.append(event('delivered'), recipients(2));
+    journal.append(event('recorded'), recipients(1));
+    await journal.durable();
+    await couch.stop();
+    try {
+      journal.confirm({ seq: delivered, index: 1 }); // its deletion cannot be written now
+      journal.append(event('unrecorded'), recipients(1));
+      const waiting = journal.durable().then(
+        () => 'durable',
+        (err: unknown) => String(err),
+      );
+      await journal.close(1_500); // the old journal retried for ever here
+      assert.match(await waiting, /stopped before the store took its writes/, 'whoever waited hears it was not written');
+      const line = errors.find((e) => /stopping without them/.test(e.msg));
+      assert.ok(line, `an error line says what was not written (got ${JSON.stringify(errors.map((e) => e.msg))})`);
+      assert.match(line.msg, /lost/);
+      assert.match(line.msg, /sent again .* member m1/);
+      assert.equal(line.fields.eventsNotRecorded, 1);
+      assert.equal(line.fields.deliveredNotCleared, 1);
+    } finally {
+      await couch.start();
+    }
+    // What the line said: the delivered event comes again, the unrecorded one is gone.
+    const again = await open('journal');
+    const reopened = await NotificationJournal.open(again.state(JOURNAL_SPACE), 'm1', silentLogger);
+    assert.deepEqual(
+      reopened.undelivered.map((e) => (e.event as { item: { id: string } }).item.id),
+      ['delivered', 'recorded'],
+    );
+    await reopened.journal.close();
   });
 });
