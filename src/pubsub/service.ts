@@ -747,10 +747,13 @@ export class PubsubService {
    */
   async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string | undefined> {
     const { item } = request;
-    const check = (state: NodeState, locked: boolean): void => {
+    const check = (state: NodeState): void => {
       this.audience.requirePublish(state, actor);
-      if (!locked && this.publishRate && !this.audience.isAdmin(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
       checkPublishShape(state.record.config, item); // under the lock too: the configuration may have changed meanwhile
+    };
+    // One rate token per publish, taken once it is allowed (guarded: `once`).
+    const takeToken = (): void => {
+      if (this.publishRate && !this.audience.isAdmin(bareJid(actor))) checkPublishRate(this.publishRate, bareJid(actor));
     };
     return this.nodes.guarded(nodeId, check, async (state) => {
       const id = state.record.id;
@@ -775,7 +778,7 @@ export class PubsubService {
         this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, await this.audience.of(state));
       }
       return published.id;
-    });
+    }, takeToken);
   }
 
   /** §7.1.5: every precondition must equal the node's configuration. */

@@ -12,9 +12,10 @@ import { NotificationJournal, JOURNAL_SPACE } from '../../src/component/journal.
 import { silentLogger, type Logger } from '../../src/log.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { PubsubError } from '../../src/pubsub/errors.ts';
+import { PubsubService } from '../../src/pubsub/service.ts';
 import type { NodeRecord } from '../../src/pubsub/types.ts';
 import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
-import { TTL_MS } from '../../src/store/node-lock.ts';
+import { lockKey, TTL_MS } from '../../src/store/node-lock.ts';
 
 const event = (id: string): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload: `<p xmlns="urn:x">${id}</p>`, publisher: 'a@x', published: 1 }, withPayload: true });
 const recipients = (n: number): Recipient[] => Array.from({ length: n }, (_, i) => ({ jid: `s${i}@x`, subid: `sub${i}` }));
@@ -157,5 +158,48 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
       ['delivered', 'recorded'],
     );
     await reopened.journal.close();
+  });
+
+  it('a refusal decided again (a stale cache) takes no lock and no second rate token', async () => {
+    const [one, two] = [await open('decide'), await open('decide')];
+    const owner = 'owner@a.test/desk';
+    const carol = 'carol@a.test/x';
+    const service = (store: CouchStore): PubsubService =>
+      new PubsubService({ store, now: () => 1_000, mayCreateNodes: () => true, notifier: () => {}, limits: { publishRate: { perSecond: 0.000_001, burst: 2 } } });
+    // b's changes feed lags (reconnecting, say): what a changes reaches b's cache late.
+    const lagging = new Proxy(two, { get: (target, p) => (p === 'watch' ? () => () => {} : Reflect.get(target, p, target)) });
+    const [a, b] = [service(one), service(lagging)];
+    const kv = new CouchKv({ url: couch.url, db: 'decide' });
+    await kv.open();
+    const lockVersion = async (node: string): Promise<string> => (await kv.shared.versioned(lockKey(node))).version;
+    try {
+      await a.create(owner, 'n', { publishModel: 'publishers' });
+      await a.setAffiliations(owner, 'n', [{ jid: 'carol@a.test', affiliation: 'publisher' }]);
+      await eventually(async () => (await kv.shared.versioned(lockKey('n'))).value === '{}' || undefined, "a's lock released");
+      await b.getConfig(owner, 'n'); // b caches the node
+      // A refusal that stands: dave may not publish. Decided on b's cache, then on the stored node.
+      const before = await lockVersion('n');
+      const refused = await b.publish('dave@a.test/y', 'n', { item: { id: 'x', payload: '<p xmlns="x"/>' } }).then(
+        () => 'published',
+        (err: unknown) => (err instanceof PubsubError ? err.condition : String(err)),
+      );
+      assert.equal(refused, 'forbidden');
+      assert.equal(await lockVersion('n'), before, 'no lock written for a request that writes nothing');
+      // a makes the node notification-only (no items); b's cache still says it persists items.
+      await a.configure(owner, 'n', { persistItems: false, deliverPayloads: false });
+      // b's cache refuses the item-less publish (item-required), the stored node allows it: one token.
+      assert.equal(await b.publish(carol, 'n', {}), undefined);
+      // The burst is 2: one token is left for carol.
+      assert.equal(await b.publish(carol, 'n', {}), undefined);
+      const third = await b.publish(carol, 'n', {}).then(
+        () => 'published',
+        (err: unknown) => (err instanceof PubsubError ? err.condition : String(err)),
+      );
+      assert.equal(third, 'rate-limited');
+    } finally {
+      await a.close();
+      await b.close();
+      await kv.close();
+    }
   });
 });
