@@ -16,6 +16,7 @@ import { PubsubService } from '../../src/pubsub/service.ts';
 import type { NodeRecord } from '../../src/pubsub/types.ts';
 import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
 import { lockKey, TTL_MS } from '../../src/store/node-lock.ts';
+import { CONTACTS_SPACE, PresenceHandler, PresenceTracker } from '../../src/xmpp/presence.ts';
 
 const event = (id: string): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload: `<p xmlns="urn:x">${id}</p>`, publisher: 'a@x', published: 1 }, withPayload: true });
 const recipients = (n: number): Recipient[] => Array.from({ length: n }, (_, i) => ({ jid: `s${i}@x`, subid: `sub${i}` }));
@@ -200,6 +201,26 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
       await a.close();
       await b.close();
       await kv.close();
+    }
+  });
+
+  it("presence contacts added or removed through one process are the other's too", async () => {
+    const handlers = await Promise.all(
+      [await open('contacts'), await open('contacts')].map(async (store) => {
+        const handler = new PresenceHandler({ jid: 'pubsub.a.test', space: store.state(CONTACTS_SPACE), dataDir: '/nonexistent', send: () => true, tracker: new PresenceTracker(), onAvailable: () => {}, log: silentLogger });
+        await handler.load();
+        return handler;
+      }),
+    );
+    const [one, two] = handlers as [PresenceHandler, PresenceHandler];
+    try {
+      one.handle(parse("<presence type='subscribe' from='carol@a.test' to='pubsub.a.test'/>"));
+      await eventually(() => two.contactList.includes('carol@a.test') || undefined, 'the other process greets carol on its next connect');
+      two.handle(parse("<presence type='unsubscribe' from='carol@a.test/x' to='pubsub.a.test'/>"));
+      await eventually(() => !one.contactList.includes('carol@a.test') || undefined, 'and forgets her when she leaves through it');
+    } finally {
+      one.close();
+      two.close();
     }
   });
 });
