@@ -209,9 +209,15 @@ export class CouchKv implements OrderedKv {
 
   async getMany(keys: string[]): Promise<Array<string | undefined>> {
     if (keys.length === 0) return [];
-    const response = await this.call('reading', () => this.db.fetch({ keys: keys.map(hex) }));
-    return response.rows.map((row) => {
+    const ids = keys.map(hex);
+    const response = await this.call('reading', () => this.db.fetch({ keys: ids }));
+    return response.rows.map((row, i) => {
       const doc = 'doc' in row ? (row.doc as KvDoc | null) : undefined;
+      const value = 'value' in row ? (row.value as { rev?: string; deleted?: boolean } | undefined) : undefined;
+      // The revision comes with the answer: a write of the key after this read needs no other.
+      const id = ids[i] as string;
+      if (value?.rev) this.revs.set(id, value.deleted ? '' : value.rev);
+      else if ('error' in row && row.error === 'not_found') this.revs.set(id, '');
       return doc && !doc._deleted ? doc.v : undefined;
     });
   }
@@ -222,7 +228,10 @@ export class CouchKv implements OrderedKv {
     for (const op of ops) pending.set(hex(op.key), op);
     for (let attempt = 0; pending.size > 0; attempt++) {
       if (attempt > CONFLICT_RETRIES) throw new CouchStoreError(`${this.where}: writing failed: conflicts persisted after ${CONFLICT_RETRIES} retries`);
-      const unknown = [...pending.keys()].filter((id) => !this.revs.has(id));
+      // Revisions not known are read first only for deletions (they need one) and for retries
+      // after a conflict: a put of a key not seen before is sent without one (new keys, the
+      // common case, cost no read; one that exists after all comes back as a conflict).
+      const unknown = [...pending].filter(([id, op]) => !this.revs.has(id) && (attempt > 0 || op.type === 'del')).map(([id]) => id);
       if (unknown.length > 0) {
         const found = await this.call('reading revisions', () => this.db.fetchRevs({ keys: unknown }));
         for (const row of found.rows) {
