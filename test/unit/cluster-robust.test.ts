@@ -3,10 +3,10 @@
 // store that stops while notifications are journalled, relayed stanzas whose handler fails.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { parse } from 'ltx';
 import { Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import type { CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
 import { NotificationJournal, JOURNAL_SPACE } from '../../src/component/journal.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
@@ -16,6 +16,7 @@ import { PubsubService } from '../../src/pubsub/service.ts';
 import type { NodeRecord } from '../../src/pubsub/types.ts';
 import { CouchKv, CouchStore } from '../../src/store/couchdb.ts';
 import { lockKey, TTL_MS } from '../../src/store/node-lock.ts';
+import { couchFixture } from './couch-fixture.ts';
 import { CONTACTS_SPACE, PresenceHandler, PresenceTracker } from '../../src/xmpp/presence.ts';
 
 const event = (id: string): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload: `<p xmlns="urn:x">${id}</p>`, publisher: 'a@x', published: 1 }, withPayload: true });
@@ -30,24 +31,11 @@ function errorsTo(lines: Array<{ msg: string; fields: Record<string, unknown> }>
 const record = (id: string, title: string): NodeRecord => ({ id, creator: 'owner@a.test', created: 0, config: { title } as NodeRecord['config'] });
 
 describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, () => {
-  let couch: CouchServer;
-  const stores: CouchStore[] = [];
   let clock = Date.now();
-
-  async function open(db: string): Promise<CouchStore> {
-    const store = new CouchStore({ url: couch.url, db, now: () => clock });
-    await store.open();
-    stores.push(store);
-    return store;
-  }
-
-  before(async () => {
-    couch = await startCouch();
-  });
-  after(async () => {
-    for (const s of stores) await s.close().catch(() => undefined);
-    await couch?.destroy();
-  });
+  const fixture = couchFixture({ now: () => clock });
+  const open = (db: string): Promise<CouchStore> => fixture.open(db);
+  let couch: CouchServer;
+  before(() => void (couch = fixture.couch));
 
   it('a holder whose node lock another process took after it expired writes nothing more: refused, retryable', async () => {
     const [first, second] = [await open('fence'), await open('fence')];
