@@ -111,6 +111,8 @@ export class CouchSink {
   /** Per document id: its last write called, while no retraction or upsert was called after it. */
   private readonly open = new Map<string, Op>();
   private flushing = false;
+  /** close() was called: what comes is written at once, without a batching window. */
+  private closing = false;
   private timer: NodeJS.Timeout | undefined;
   /** When the last write was queued (epoch ms), and the moving average of the gaps between writes (ms). */
   private lastArrival = 0;
@@ -151,6 +153,17 @@ export class CouchSink {
       void this.inTurn(op);
     }
     return op.done.then(() => undefined);
+  }
+
+  /**
+   * Writes what waits at once (no batching window) and resolves once every write and removal
+   * called so far has settled, each bounded by the sink's tries (`attempts`). Writes called
+   * later are still taken, at once. Errors: none (each write's caller hears of its failure).
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.schedule();
+    await this.docs.idle();
   }
 
   /** Queues an op for a flush once the work on its document called before it is done. */
@@ -244,7 +257,7 @@ export class CouchSink {
     const now = Date.now();
     const oldest = (this.pending[0] as Op).at;
     const streaming = this.overlapped && this.meanGapMs < this.windowMs;
-    const due = waiting >= this.maxDocs || !streaming ? now : oldest + this.windowMs;
+    const due = this.closing || waiting >= this.maxDocs || !streaming ? now : oldest + this.windowMs;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.flush(), Math.max(0, due - now));
   }
