@@ -106,6 +106,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     log: log.child({ component: 'presence' }),
   });
   await presence.load();
+  stack.push('presence contacts', () => presence.close());
   const router = buildRouter(core, { ...options, presence, bounces });
 
   const status = async (): Promise<StatusReport> => {

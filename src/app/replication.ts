@@ -77,7 +77,7 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   // Replication runs in the work-lease holder only (src/cluster/cluster.ts): what another
   // process receives goes to it through the store.
   const { cluster, relay } = core;
-  relay?.onLeaderStanza((stanza) => void handle(stanza).catch((err: unknown) => log.error('relayed partner event failed', { reason: String(err) })));
+  relay?.onLeaderStanza(handle); // a failure leaves the event for another try (relay.ts)
   const events: MessageHandler = async (stanza) => {
     if (relay && !cluster.isLeader()) relay.toLeader(stanza);
     else await handle(stanza);

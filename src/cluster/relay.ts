@@ -6,12 +6,21 @@
 // reply's sender is the peer, not the process that asked. So replies are correlated through the
 // store: each member puts its tag in the ids it sends (`q<tag>.<n>`, `hermod-barrier-<tag>.<n>`);
 // a process that receives a reply carrying another member's tag stores it in the state space
-// 'relay' under that tag, and the asking member, while it waits for replies, reads its tag's
-// entries every `pollMs` and takes them as if received. Cost: one store write per relayed reply,
-// one range read per poll while something is awaited; added latency ≤ pollMs + two store trips.
-// IQs are not retried: a retried set could run twice at the peer; a relayed reply cannot be lost
-// unless the receiving process dies between receiving and storing it (then the request times out,
-// as it would have if the peer had not answered).
+// 'relay' under that tag, and the asking member takes them as if received. It learns of them from
+// the store's changes feed (StateSpace.watch: the keys other processes wrote), so a relayed reply
+// costs one store write, one range read and one delete, and adds about one feed trip of latency;
+// while it awaits replies it also reads its entries every `pollMs` (default 1 s), in case the
+// feed is down or reconnecting (it then resends from its saved sequence anyway), and on stores
+// without a feed. IQs are not retried: a retried set could run twice at the peer; a relayed
+// reply cannot be lost unless the receiving process dies between receiving and storing it (then
+// the request times out, as it would have if the peer had not answered).
+//
+// Delivery is at least once: an entry is deleted only after its handler took it. A handler that
+// fails (it rejects or throws) leaves the entry for another try, RETRY_FIRST_MS later, doubling,
+// RELAY_ATTEMPTS tries in all; then it is logged as an error and deleted. A delete that fails, or
+// a change of leader while a leader-bound entry is taken, hands it to a handler once more: the
+// handlers take a second copy as a no-op (IQ replies and barriers: their id is settled already;
+// partner events: the replication applies an item by revision, a known revision writes nothing).
 
 import { parse, type Element } from 'ltx';
 import type { Logger } from '../log.ts';
@@ -25,16 +34,24 @@ export function tagOf(id: string | undefined): string | undefined {
   return id === undefined ? undefined : TAGGED.exec(id)?.[1];
 }
 
+/** Takes a relayed stanza; rejects or throws when it could not (the relay tries again later). */
+export type RelayHandler = (stanza: Element) => void | Promise<void>;
+
+/** Tries of one relayed stanza whose handler fails, the wait before the second and the longest (ms). */
+export const RELAY_ATTEMPTS = 5;
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 10_000;
+
 export interface RelayOptions {
   space: StateSpace;
   /** This member's tag (Cluster.tag). */
   tag: string;
   /** Takes a reply meant for this member, as the connection would have. */
-  deliver: (stanza: Element) => void;
+  deliver: RelayHandler;
   /** Whether this member awaits replies now (IQs pending, barriers in flight): polls only then. */
   waiting: () => boolean;
   log: Logger;
-  /** Default 100 ms. */
+  /** Fallback period of reading this member's entries while it waits (the changes feed wakes it sooner), ms. Default 1000. */
   pollMs?: number;
   /** Whether this member holds the work lease: then it also takes what was relayed to the leader. */
   isLeader?: () => boolean;
@@ -51,11 +68,23 @@ export class Relay {
   relayed = 0;
   received = 0;
   private counter = 0;
-  private leaderHandler: ((stanza: Element) => void) | undefined;
+  private leaderHandler: RelayHandler | undefined;
+  /** Entries whose handler failed: tries so far and when the next may be (ms). */
+  private readonly failed = new Map<string, { tries: number; next: number }>();
+  /** A poll asked for while one ran: run again after it. */
+  private again = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryAt = 0;
+  private readonly unwatch: (() => void) | undefined;
 
   constructor(private readonly options: RelayOptions) {
-    this.timer = setInterval(() => void this.poll(), options.pollMs ?? 100);
+    this.timer = setInterval(() => void this.poll(), options.pollMs ?? 1_000);
     this.timer.unref();
+    const mine = `${options.tag}\0`;
+    const leaders = `${LEADER}\0`;
+    this.unwatch = options.space.watch?.((key) => {
+      if (key.startsWith(mine) || (key.startsWith(leaders) && this.leaderHandler !== undefined)) void this.poll();
+    });
   }
 
   /** A reply (or barrier) carrying another member's tag: stored for it; true when taken so. */
@@ -76,8 +105,8 @@ export class Relay {
     this.enqueue({ type: 'put', key: `${LEADER}\0${stamp}-${this.options.tag}-${(this.counter++).toString(36)}`, value: stanza.toString() });
   }
 
-  /** What the leader does with stanzas relayed to it (set once, by the replication). */
-  onLeaderStanza(handler: (stanza: Element) => void): void {
+  /** What the leader does with stanzas relayed to it (set once, by the replication; see the header on retries). */
+  onLeaderStanza(handler: RelayHandler): void {
     this.leaderHandler = handler;
   }
 
@@ -101,10 +130,14 @@ export class Relay {
 
   /** Reads and takes the replies stored for this member. Never rejects. */
   async poll(): Promise<void> {
-    if (this.polling) return;
+    if (this.polling) {
+      this.again = true;
+      return;
+    }
     const leader = this.leaderHandler !== undefined && (this.options.isLeader?.() ?? false);
     if (!leader && !this.options.waiting()) return;
     this.polling = true;
+    this.again = false;
     try {
       if (this.options.waiting()) await this.take(this.options.tag, this.options.deliver);
       if (leader && this.leaderHandler) await this.take(LEADER, this.leaderHandler);
@@ -113,21 +146,60 @@ export class Relay {
     } finally {
       this.polling = false;
     }
+    if (this.again) void this.poll();
   }
 
-  /** Hands every stanza stored under `prefix` to `deliver`, then deletes them. */
-  private async take(prefix: string, deliver: (stanza: Element) => void): Promise<void> {
-    const taken: StateOp[] = [];
+  /**
+   * Hands every stanza stored under `prefix` to `deliver`, then deletes those it took (and those
+   * unreadable or given up on). One whose handler failed stays for a later try (header).
+   */
+  private async take(prefix: string, deliver: RelayHandler): Promise<void> {
+    const done: StateOp[] = [];
+    const now = Date.now();
     for await (const [key, value] of this.options.space.range(`${prefix}\0`)) {
-      taken.push({ type: 'del', key });
+      const failed = this.failed.get(key);
+      if (failed && failed.next > now) continue;
+      let stanza: Element;
       try {
-        deliver(parse(value) as Element);
-        this.received++;
+        stanza = parse(value) as Element;
       } catch (err) {
         this.options.log.warn('relay: unreadable relayed stanza dropped', { reason: String(err) });
+        done.push({ type: 'del', key });
+        continue;
+      }
+      try {
+        await deliver(stanza);
+        this.received++;
+        this.failed.delete(key);
+        done.push({ type: 'del', key });
+      } catch (err) {
+        const tries = (failed?.tries ?? 0) + 1;
+        if (tries >= RELAY_ATTEMPTS) {
+          this.failed.delete(key);
+          done.push({ type: 'del', key });
+          this.options.log.error('relay: a relayed stanza failed every try and is dropped', { key: key.split('\0').join(' '), tries, reason: String(err) });
+        } else {
+          const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (tries - 1));
+          this.failed.set(key, { tries, next: Date.now() + wait });
+          this.options.log.warn('relay: handling a relayed stanza failed; it stays for another try', { key: key.split('\0').join(' '), tries, retryInMs: wait, reason: String(err) });
+          this.retryLater(wait);
+        }
       }
     }
-    if (taken.length > 0) await this.options.space.batch(taken);
+    if (done.length > 0) await this.options.space.batch(done);
+  }
+
+  /** A poll `ms` from now, unless one is due sooner. */
+  private retryLater(ms: number): void {
+    const at = Date.now() + ms;
+    if (this.retryTimer && this.retryAt <= at) return;
+    clearTimeout(this.retryTimer);
+    this.retryAt = at;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.poll();
+    }, ms);
+    this.retryTimer.unref();
   }
 
   /** Deletes what was relayed to a member that is gone (`tag`). */
@@ -139,5 +211,7 @@ export class Relay {
 
   stop(): void {
     clearInterval(this.timer);
+    clearTimeout(this.retryTimer);
+    this.unwatch?.();
   }
 }

@@ -14,7 +14,10 @@
 //                                        has. The key also lists the members that have a journal.
 //   x\0<member>\0<seq>\0<from: 8 hex>    `to`: recipients [from, to) of event seq were dropped
 // Writes are grouped: everything recorded in one turn of the event loop goes in one store batch
-// (one LevelDB batch, one `_bulk_docs`), one batch in flight at a time. The outbox writes a chunk
+// (one LevelDB batch, one `_bulk_docs`), one batch in flight at a time. A batch the store refuses
+// is tried again, RETRY_FIRST_MS later, doubling up to RETRY_MAX_MS, while Hermod runs; close()
+// waits CLOSE_WAIT_MS at most for the last writes, then stops without them and logs what they
+// were (what is lost, what will be sent again): stopping never hangs on a store that is down. The outbox writes a chunk
 // to the socket only once its `w` mark is durable (`written()` resolves), so that what a killed
 // process had written is never delivered again by whoever adopts its journal. Events are deleted
 // once confirmed. On open, the member's own leftovers (a restart with the same member id) and an
@@ -59,7 +62,11 @@ interface Marks {
   w: Position;
 }
 const after = (p: Position, q: Position): boolean => p[0] > q[0] || (p[0] === q[0] && p[1] > q[1]);
-const RETRY_MS = 1_000;
+/** Wait before the second try of a batch the store refused, doubled each try up to RETRY_MAX_MS (ms). */
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 30_000;
+/** Longest wait of close() for the last writes (ms). */
+export const CLOSE_WAIT_MS = 5_000;
 
 export class NotificationJournal {
   private nextSeq = 0;
@@ -68,7 +75,8 @@ export class NotificationJournal {
   /** Events not yet fully confirmed: seq -> recipient count and the drop keys written for it (ascending seqs). */
   private readonly live = new Map<number, { count: number; drops: string[] }>();
   private queued = new Map<string, StateOp>();
-  private waiters: Array<() => void> = [];
+  /** Called once the batch that carries what they wait for is written (no argument) or given up. */
+  private waiters: Array<(failure?: Error) => void> = [];
   /**
    * Recipient positions a digest window holds back (hold/release), oldest first (positions are
    * held in the order they are recorded): the marks stop before the oldest.
@@ -77,6 +85,13 @@ export class NotificationJournal {
   private inflight: Promise<void> | undefined;
   private scheduled = false;
   private closed = false;
+  /** Stopped without its last writes (close() ran out of time): the retries end. */
+  private abandoned = false;
+  /** The batch in flight (for what close() reports when it cannot wait for it). */
+  private inflightOps: StateOp[] = [];
+  private inflightWaiters: Array<(failure?: Error) => void> = [];
+  /** Wakes the pause between two tries (close() gives up). */
+  private wake: (() => void) | undefined;
 
   private constructor(
     private readonly space: StateSpace,
@@ -189,10 +204,13 @@ export class NotificationJournal {
     return this.live.size;
   }
 
-  /** Resolves once everything recorded so far is in the store (retries while the store fails). */
+  /** Resolves once everything recorded so far is in the store (retries while the store fails); rejects when close() gave up on it. */
   durable(): Promise<void> {
-    if (this.queued.size === 0 && !this.marksDirty) return this.inflight ?? Promise.resolve();
-    const done = new Promise<void>((resolve) => this.waiters.push(resolve));
+    const nothingQueued = this.queued.size === 0 && !this.marksDirty;
+    if (nothingQueued && !this.inflight) return Promise.resolve();
+    // Nothing queued: what was recorded is in the batch in flight, whose waiters are inflightOps' own.
+    const waiters = nothingQueued ? this.inflightWaiters : this.waiters;
+    const done = new Promise<void>((resolve, reject) => waiters.push((failure) => (failure ? reject(failure) : resolve())));
     this.schedule();
     return done;
   }
@@ -254,13 +272,37 @@ export class NotificationJournal {
     return out;
   }
 
-  /** Writes what is queued and stops; the member's journal key goes too when nothing is left to deliver. */
-  async close(): Promise<void> {
+  /**
+   * Writes what is queued and stops; the member's journal key goes too when nothing is left to
+   * deliver. Waits `waitMs` at most (default CLOSE_WAIT_MS) for the store to take the last writes;
+   * then stops without them, logs at error level what they were (events lost, events that will be
+   * sent again and from where) and rejects what still waits on durable(). Never rejects.
+   */
+  async close(waitMs = CLOSE_WAIT_MS): Promise<void> {
     if (this.closed) return;
     if (this.live.size === 0) this.queue({ type: 'del', key: marksKey(this.member) });
     this.marksDirty = this.live.size > 0 && this.marksDirty;
-    await this.durable();
+    let timer: NodeJS.Timeout | undefined;
+    const inTime = await Promise.race([this.durable().then(() => true, () => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs)))]);
+    clearTimeout(timer);
     this.closed = true;
+    if (!inTime) this.abandon(waitMs);
+  }
+
+  /** Gives up the writes the store has not taken (close() ran out of time): logs what they were. */
+  private abandon(waitMs: number): void {
+    this.abandoned = true;
+    this.wake?.();
+    const ops = [...this.inflightOps, ...this.queued.values()];
+    const events = (type: StateOp['type']): number => ops.filter((op) => op.type === type && op.key.startsWith(`e${SEP}`)).length;
+    this.log.error(
+      `notification journal: the store did not take the last writes within ${waitMs} ms; stopping without them. ` +
+        'Events not recorded are lost (their notifications were not sent; their requests were not answered). ' +
+        `Delivered events not yet cleared, and whatever was delivered since the last recorded mark, will be sent again (same item ids) from the store's journal of member ${this.member}: by the next Hermod started with this member id, or by the cluster member that adopts it.`,
+      { member: this.member, eventsNotRecorded: events('put'), deliveredNotCleared: events('del'), marksNotRecorded: ops.some((op) => op.key === marksKey(this.member)) || this.marksDirty, undeliveredInStore: this.live.size },
+    );
+    this.queued.clear();
+    this.marksDirty = false;
   }
 
   private queue(op: StateOp): void {
@@ -279,7 +321,7 @@ export class NotificationJournal {
     });
   }
 
-  /** One batch of everything queued; retried until the store takes it. */
+  /** One batch of everything queued; tried again, with growing pauses, until the store takes it or close() gives up. */
   private flush(): void {
     if (this.inflight || (this.queued.size === 0 && !this.marksDirty)) return;
     const ops = [...this.queued.values()];
@@ -288,21 +330,40 @@ export class NotificationJournal {
     this.queued = new Map();
     this.marksDirty = false;
     this.waiters = [];
+    this.inflightOps = ops;
+    this.inflightWaiters = waiters;
     this.inflight = (async () => {
-      for (;;) {
+      for (let attempt = 1, wait = RETRY_FIRST_MS; ; attempt++, wait = Math.min(RETRY_MAX_MS, wait * 2)) {
         try {
           await this.space.batch(ops);
-          break;
+          return;
         } catch (err) {
-          this.log.error('notification journal: store write failed, retrying', { reason: String(err), ops: ops.length });
-          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+          if (this.abandoned) throw err;
+          this.log.error('notification journal: store write failed, retrying', { reason: String(err), ops: ops.length, attempt, retryInMs: wait });
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, wait);
+            this.wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.wake = undefined;
+          if (this.abandoned) throw err;
         }
       }
-    })().finally(() => {
-      this.inflight = undefined;
-      for (const resolve of waiters) resolve();
-      this.schedule();
-    });
+    })().then(
+      () => this.settled(waiters, undefined),
+      (err: unknown) => this.settled(waiters, new Error(`notification journal stopped before the store took its writes: ${String(err)}`)),
+    );
+  }
+
+  /** The batch in flight is done (or given up: `failure`): its waiters hear of it, the next batch may go. */
+  private settled(waiters: Array<(failure?: Error) => void>, failure: Error | undefined): void {
+    this.inflight = undefined;
+    this.inflightOps = [];
+    this.inflightWaiters = [];
+    for (const settle of waiters) settle(failure);
+    this.schedule();
   }
 }
 

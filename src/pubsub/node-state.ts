@@ -77,8 +77,9 @@ export class NodeStates {
 
   /**
    * The state of an existing node once `check` passes on it (a read). On a shared store a
-   * refusal may come from a cache another process made stale: the state is then reread and
-   * checked again, and that refusal stands. Errors: those of node() and of `check`.
+   * refusal may come from a cache another process made stale: the node is then read again from
+   * the store (not cached: stored()) and checked again, and that refusal stands. Errors: those
+   * of node() and of `check`.
    */
   async read(nodeId: string | undefined, check: (state: NodeState) => unknown): Promise<NodeState> {
     const state = await this.node(nodeId);
@@ -87,11 +88,21 @@ export class NodeStates {
       return state;
     } catch (err) {
       if (!this.store.exclusive || !(err instanceof PubsubError) || err.condition === 'rate-limited') throw err;
-      this.forget(state.record.id);
-      const fresh = await this.node(state.record.id);
+      const fresh = await this.stored(state.record.id);
       await check(fresh);
       return fresh;
     }
+  }
+
+  /**
+   * The node's state as the store holds it now, read past the cache and not cached: a cached
+   * state replaced while a change of this process is under way would lose that change. Errors:
+   * `item-not-found` (no such node).
+   */
+  private async stored(nodeId: string): Promise<NodeState> {
+    const [record, affiliations, subscriptions] = await Promise.all([this.store.getNode(nodeId), this.store.getAffiliations(nodeId), this.store.getSubscriptions(nodeId)]);
+    if (!record) fail('item-not-found', `node '${nodeId}' does not exist`);
+    return { record: { ...record, config: { ...DEFAULT_NODE_CONFIG, ...record.config } }, affiliations, subscriptions };
   }
 
   /** Drops a node's state from memory (created, deleted or changed elsewhere: the store is what counts); a load under way is not cached. */
@@ -125,25 +136,30 @@ export class NodeStates {
    * Check → lock → re-check → change: `check` runs on the node's state first without the lock
    * (`locked` false), so that a refused request fails at once instead of queueing, then again
    * under the node's lock on the state as it is then (`locked` true; the node may have changed
-   * or gone meanwhile), and `change` gets what that second check returned. Work that must
-   * happen once (taking a rate token) runs when `locked` is false. On a shared store a
+   * or gone meanwhile), and `change` gets what that second check returned. On a shared store a
    * refusal by the first check may come from a cache another process made stale: the first
-   * check then runs again under the lock, on state reread if need be (a `rate-limited`
-   * refusal stands). Errors: those of node() (`nodeid-required`, `item-not-found`), and what
-   * `check` and `change` raise.
+   * check then runs again on the node as stored (stored(): read, no lock taken, so a refusal
+   * that stands costs no lock writes), and that refusal stands. `once` runs exactly once, after
+   * the first check passed and before the lock is taken: work that must not be repeated
+   * (taking a rate token; its `rate-limited` refusal stands). Errors: those of node()
+   * (`nodeid-required`, `item-not-found`), and what `check`, `once` and `change` raise.
    */
-  async guarded<C, T>(nodeId: string | undefined, check: (state: NodeState, locked: boolean) => C | Promise<C>, change: (state: NodeState, checked: C) => Promise<T>): Promise<T> {
-    const first = await this.node(nodeId);
+  async guarded<C, T>(
+    nodeId: string | undefined,
+    check: (state: NodeState, locked: boolean) => C | Promise<C>,
+    change: (state: NodeState, checked: C) => Promise<T>,
+    once?: (state: NodeState) => void,
+  ): Promise<T> {
+    let first = await this.node(nodeId);
     const id = first.record.id;
     try {
       await check(first, false);
     } catch (err) {
-      if (!this.store.exclusive || (err instanceof PubsubError && err.condition === 'rate-limited')) throw err;
-      return this.mutate(id, async () => {
-        const state = await this.node(id);
-        return change(state, await check(state, false));
-      });
+      if (!this.store.exclusive || !(err instanceof PubsubError) || err.condition === 'rate-limited') throw err;
+      first = await this.stored(id);
+      await check(first, false);
     }
+    once?.(first);
     return this.mutate(id, async () => {
       const state = await this.node(id);
       return change(state, await check(state, true));

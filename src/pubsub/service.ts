@@ -774,9 +774,8 @@ export class PubsubService {
   async publishMany(actor: string, nodeId: string | undefined, requests: PublishRequest[]): Promise<PublishOutcome[]> {
     const publisher = bareJid(actor);
     let rated: Array<PubsubError | undefined> | undefined;
-    const check = (state: NodeState, locked: boolean): void => {
+    const check = (state: NodeState): void => {
       this.audience.requirePublish(state, actor);
-      if (!locked && !rated) rated = requests.map(() => this.rateRefusal(publisher)); // once per request, before the lock
     };
     return this.nodes.guarded(nodeId, check, async (state) => {
       const id = state.record.id;
@@ -825,6 +824,9 @@ export class PubsubService {
         this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, recipients);
       }
       return outcomes;
+    }, () => {
+      // One rate token per request, taken once the publish is allowed (`once`: not again when a refusal is decided again).
+      rated = requests.map(() => this.rateRefusal(publisher));
     });
   }
 

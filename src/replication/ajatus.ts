@@ -208,7 +208,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   let progress: Progress | undefined;
   return {
     publisher,
-    sink: couchPartnerSink(sinkFor, profile, log, carrier, noteImport),
+    sink: { ...couchPartnerSink(sinkFor, profile, log, carrier, noteImport), close: async () => void (await Promise.all([contentSink, ...targetSinks.values()].map((s) => s.close()))) },
     transformTarget: {
       key: 'couchdb',
       format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",

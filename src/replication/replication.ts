@@ -143,9 +143,10 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
     return this.partners.handleEvent(message);
   }
 
-  /** Stops partners, then the sources (last started first), then forgets the state's cache. */
+  /** Stops partners, lets the sink write what it holds, then stops the sources (last started first), then forgets the state's cache. */
   async stop(): Promise<void> {
     await this.partners.stop();
+    await this.adapter.sink.close?.();
     for (const f of this.started.reverse()) await f.stop();
     this.started = [];
     await this.state.close();

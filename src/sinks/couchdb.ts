@@ -24,6 +24,7 @@ import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
 import type { CouchDoc, Json } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
+import { databaseMissing } from '../store/couch-answers.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { download } from './download.ts';
@@ -92,9 +93,8 @@ const statusOf = (err: unknown): number | undefined => (err as { statusCode?: nu
  * the last try).
  */
 const unanswered = (err: unknown): boolean => {
+  if (databaseMissing(err)) return true;
   const status = statusOf(err);
-  const { error, reason, message } = err as { error?: unknown; reason?: unknown; message?: unknown };
-  if ([error, reason, message].includes('no_db_file') || (status === 404 && /database/i.test(String(reason)))) return true;
   return status === undefined || UNAVAILABLE.has(status);
 };
 const revHash = (rev: string): string => rev.slice(rev.indexOf('-') + 1);
@@ -124,6 +124,8 @@ export class CouchSink {
   /** Per document id: its last write called, while no retraction or upsert was called after it. */
   private readonly open = new Map<string, Op>();
   private flushing = false;
+  /** close() was called: what comes is written at once, without a batching window. */
+  private closing = false;
   private timer: NodeJS.Timeout | undefined;
   /** When the last write was queued (epoch ms), and the moving average of the gaps between writes (ms). */
   private lastArrival = 0;
@@ -174,6 +176,17 @@ export class CouchSink {
       void this.inTurn(op);
     }
     return op.done.then(() => undefined);
+  }
+
+  /**
+   * Writes what waits at once (no batching window) and resolves once every write and removal
+   * called so far has settled, each bounded by the sink's tries (`attempts`). Writes called
+   * later are still taken, at once. Errors: none (each write's caller hears of its failure).
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.schedule();
+    await this.docs.idle();
   }
 
   /** Queues an op for a flush once the work on its document called before it is done. */
@@ -297,7 +310,7 @@ export class CouchSink {
     const now = Date.now();
     const oldest = (this.pending[0] as Op).at;
     const streaming = this.overlapped && this.meanGapMs < this.windowMs;
-    const due = waiting >= this.maxDocs || !streaming ? now : oldest + this.windowMs;
+    const due = this.closing || waiting >= this.maxDocs || !streaming ? now : oldest + this.windowMs;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.flush(), Math.max(0, due - now));
   }

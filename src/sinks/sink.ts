@@ -21,6 +21,8 @@ export interface PartnerSink {
   writeItems?(leaves: PartnerLeaf[]): Promise<boolean[]>;
   /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
   retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void>;
+  /** Optional: writes what it holds back and resolves once every write called so far has settled (on stop). */
+  close?(): Promise<void>;
 }
 
 /** A leaf of a followed node, with where it came from. */

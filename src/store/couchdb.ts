@@ -14,6 +14,7 @@
 import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
 import { ChangeFeed, type FeedRow } from './change-feed.ts';
+import { databaseMissing } from './couch-answers.ts';
 import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv, SharedKv } from './kv.ts';
 
@@ -33,6 +34,10 @@ interface KvDoc {
 
 const PAGE = 1000;
 const CONFLICT_RETRIES = 5;
+/** Tries of a request answered "no database" (couch-answers.ts) before it fails, the first wait and the longest (ms). */
+const MISSING_DB_ATTEMPTS = 8;
+const MISSING_DB_FIRST_WAIT_MS = 50;
+const MISSING_DB_MAX_WAIT_MS = 2_000;
 const hex = (key: string): string => Buffer.from(key, 'utf8').toString('hex');
 const unhex = (id: string): string => Buffer.from(id, 'hex').toString('utf8');
 /** Is this a document id of a key (ids of other documents, e.g. design documents, are not)? */
@@ -81,12 +86,19 @@ export class CouchKv implements OrderedKv {
     this.where = `CouchDB ${redactUrl(options.url)}/${options.db}`;
   }
 
-  /** Runs a request, turning its failure into an error that names the database but no secret. */
+  /**
+   * Runs a request, turning its failure into an error that names the database but no secret. A
+   * request answered "no database" (pouchdb-server's transient `no_db_file`: couch-answers.ts) is
+   * tried again, waiting 50 ms doubling up to 2 s, MISSING_DB_ATTEMPTS times in all (≈ 7 s).
+   */
   private async call<T>(what: string, request: () => Promise<T>): Promise<T> {
-    try {
-      return await request();
-    } catch (err) {
-      throw this.error(what, err);
+    for (let attempt = 1, wait = MISSING_DB_FIRST_WAIT_MS; ; attempt++, wait = Math.min(MISSING_DB_MAX_WAIT_MS, wait * 2)) {
+      try {
+        return await request();
+      } catch (err) {
+        if (!databaseMissing(err) || attempt >= MISSING_DB_ATTEMPTS) throw this.error(what, err);
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }
 
@@ -136,7 +148,8 @@ export class CouchKv implements OrderedKv {
       try {
         return await this.db.get(id);
       } catch (err) {
-        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        // 404 "missing"/"deleted": no such document; 404 "no database" is not an answer about it.
+        if ((err as { statusCode?: number }).statusCode === 404 && !databaseMissing(err)) return undefined;
         throw err;
       }
     });
@@ -196,9 +209,15 @@ export class CouchKv implements OrderedKv {
 
   async getMany(keys: string[]): Promise<Array<string | undefined>> {
     if (keys.length === 0) return [];
-    const response = await this.call('reading', () => this.db.fetch({ keys: keys.map(hex) }));
-    return response.rows.map((row) => {
+    const ids = keys.map(hex);
+    const response = await this.call('reading', () => this.db.fetch({ keys: ids }));
+    return response.rows.map((row, i) => {
       const doc = 'doc' in row ? (row.doc as KvDoc | null) : undefined;
+      const value = 'value' in row ? (row.value as { rev?: string; deleted?: boolean } | undefined) : undefined;
+      // The revision comes with the answer: a write of the key after this read needs no other.
+      const id = ids[i] as string;
+      if (value?.rev) this.revs.set(id, value.deleted ? '' : value.rev);
+      else if ('error' in row && row.error === 'not_found') this.revs.set(id, '');
       return doc && !doc._deleted ? doc.v : undefined;
     });
   }
@@ -209,7 +228,10 @@ export class CouchKv implements OrderedKv {
     for (const op of ops) pending.set(hex(op.key), op);
     for (let attempt = 0; pending.size > 0; attempt++) {
       if (attempt > CONFLICT_RETRIES) throw new CouchStoreError(`${this.where}: writing failed: conflicts persisted after ${CONFLICT_RETRIES} retries`);
-      const unknown = [...pending.keys()].filter((id) => !this.revs.has(id));
+      // Revisions not known are read first only for deletions (they need one) and for retries
+      // after a conflict: a put of a key not seen before is sent without one (new keys, the
+      // common case, cost no read; one that exists after all comes back as a conflict).
+      const unknown = [...pending].filter(([id, op]) => !this.revs.has(id) && (attempt > 0 || op.type === 'del')).map(([id]) => id);
       if (unknown.length > 0) {
         const found = await this.call('reading revisions', () => this.db.fetchRevs({ keys: unknown }));
         for (const row of found.rows) {
@@ -262,17 +284,23 @@ export class CouchKv implements OrderedKv {
   /** Writes `next` (undefined: deletes) over revision `rev`; false on a 409 (another writer won). */
   private async swapWrite(id: string, rev: string | undefined, next: string | undefined): Promise<boolean> {
     this.swapped.delete(id);
-    try {
-      const written = await this.db.insert(next === undefined ? { _id: id, _rev: rev as string, _deleted: true } : { _id: id, ...(rev ? { _rev: rev } : {}), v: next });
-      this.wrote(id, written.rev);
-      this.revs.set(id, next === undefined ? '' : written.rev);
-      if (next !== undefined) this.swapped.set(id, { rev: written.rev, v: next });
-      return true;
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 409) throw this.error('writing', err);
+    const doc: KvDoc = next === undefined ? { _id: id, _rev: rev as string, _deleted: true } : { _id: id, ...(rev ? { _rev: rev } : {}), v: next };
+    const written = await this.call('writing', async () => {
+      try {
+        return await this.db.insert(doc);
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 409) return undefined;
+        throw err;
+      }
+    });
+    if (written === undefined) {
       this.revs.delete(id);
       return false;
     }
+    this.wrote(id, written.rev);
+    this.revs.set(id, next === undefined ? '' : written.rev);
+    if (next !== undefined) this.swapped.set(id, { rev: written.rev, v: next });
+    return true;
   }
 
   /** `_all_docs` rows in the range, page by page. */

@@ -96,8 +96,10 @@ const LAYOUT = '2';
 const UPGRADE_BATCH = 10_000;
 
 export interface KvStoreOptions {
-  /** Told about the one-time upgrade of a store written by an older Hermod. */
-  log?: Pick<Logger, 'info'>;
+  /** Told about the one-time upgrade of a store written by an older Hermod; warned of a node lock lost (shared maps). */
+  log?: Pick<Logger, 'info'> & Partial<Pick<Logger, 'warn'>>;
+  /** The clock node locks are timed by (ms; tests move it). Default Date.now. */
+  now?: () => number;
 }
 
 export class KvStore implements Store {
@@ -124,7 +126,8 @@ export class KvStore implements Store {
   ) {
     this.log = options.log;
     if (db.shared) {
-      this.clusterLocks = new NodeLocks(db.shared);
+      const log = options.log;
+      this.clusterLocks = new NodeLocks(db.shared, options.now, (node, why) => log?.warn?.('cluster lock of a node lost: its writes are refused until it is taken again', { node, why }));
       this.exclusive = (node, work) => this.section(node, work);
     }
   }
@@ -253,8 +256,12 @@ export class KvStore implements Store {
     });
   }
 
+  /** Writes one batch; inside exclusive sections, only while their node locks are surely this process's (NodeLocks.fence: rejects with LockLostError otherwise). */
   private async batch(ops: BatchOp[]): Promise<void> {
-    if (ops.length > 0) await this.db.batch(ops);
+    if (ops.length === 0) return;
+    const locks = this.clusterLocks;
+    if (locks) for (const node of this.inside.getStore() ?? []) await locks.fence(node);
+    await this.db.batch(ops);
   }
 
   private async json<T>(k: string): Promise<T | undefined> {

@@ -10,7 +10,17 @@
 // are still right (`stale` false). Any other outcome (someone else released it meanwhile, or
 // it was never seen) makes `stale` true: the caller rereads the node. A lock whose holder died
 // is taken over once its `until` has passed (TTL_MS, renewed while held; clocks of the
-// machines are assumed to agree within a second or so).
+// machines are assumed to agree within CLOCK_SKEW_MS).
+//
+// Fencing: a holder whose renewal fails must not write on. Each holding knows until when the
+// lock is surely its own (`sure`: when the last write of the lock document was sent, plus
+// TTL_MS less CLOCK_SKEW_MS, on this process's clock). Every store write under the lock calls
+// fence() first: with less than WRITE_MARGIN_MS left it renews the lock then and there (a
+// conditional write on the revision held); a renewal that finds another revision (someone took
+// the lock after it expired) marks the holding lost, and a lost holding, or one whose time ran
+// out because the store did not answer, refuses the write with LockLostError (retryable,
+// `wait`/`internal-server-error`, nothing written). So two processes never write one node's
+// state at once, provided a write reaches the store within WRITE_MARGIN_MS of being sent.
 //
 // A released lock also carries the node state's token `g`: a fresh random one whenever the
 // holder changed the node's record, affiliations or subscriptions (touch()), else the one it
@@ -21,12 +31,17 @@
 
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { PubsubError } from '../pubsub/errors.ts';
 import type { SharedKv } from './kv.ts';
 
 /** How long a taken lock lasts unless renewed, ms. */
 export const TTL_MS = 10_000;
 /** Renewal period while held, ms. */
 const RENEW_MS = 3_000;
+/** How far the clocks of the machines sharing the store may disagree, ms. */
+export const CLOCK_SKEW_MS = 1_000;
+/** A write under a lock is sent only with at least this long left on it (else the lock is renewed first), ms. */
+export const WRITE_MARGIN_MS = 4_000;
 /** Longest pause between two looks at a lock another process holds, ms (its release on the changes feed wakes the waiter sooner). */
 const MAX_WAIT_STEP_MS = 100;
 
@@ -43,6 +58,10 @@ interface Holding {
   gen: string | undefined;
   /** The holder changed the node's record, affiliations or subscriptions (touch()). */
   touched: boolean;
+  /** Until when the lock is surely this process's (ms, this process's clock). */
+  sure: number;
+  /** Why the lock is no longer this process's (another took it, or it ran out unrenewed). */
+  lost?: string;
   renewer: NodeJS.Timeout;
   renewing: Promise<void>;
   /** The release planned once this turn of the event loop ends. */
@@ -54,6 +73,22 @@ interface LockDoc {
   until?: number;
   /** On a released lock: the node state's token (see above). */
   g?: string;
+}
+
+/**
+ * A write under a node's lock refused because the lock is no longer surely this process's
+ * (another process took it after it expired, or it could not be renewed in time: the store is
+ * slow or unreachable). Nothing was written; the request may be retried (RFC 6120 §8.3.3.6,
+ * type `wait`).
+ */
+export class LockLostError extends PubsubError {
+  constructor(
+    readonly node: string,
+    readonly why: string,
+  ) {
+    super('internal-server-error', `node ${node}: its cluster lock was lost (${why}); nothing was written, try again`);
+    this.name = 'LockLostError';
+  }
 }
 
 /** The lock key of a node (kv-store.ts layout). */
@@ -78,6 +113,8 @@ export class NodeLocks {
   constructor(
     private readonly kv: SharedKv,
     private readonly now: () => number = Date.now,
+    /** Told once per holding that is lost (node, why). */
+    private readonly onLost: (node: string, why: string) => void = () => {},
   ) {}
 
   /** Another process changed the node's lock document: the revision this process knows is old. */
@@ -117,6 +154,10 @@ export class NodeLocks {
   async run<T>(node: string, work: (stale: boolean, stateStale: boolean) => Promise<T>, deleted: () => boolean = () => false): Promise<T> {
     await this.releasing.get(node);
     let hold = this.holding.get(node);
+    if (hold?.lost) {
+      await this.release(node, false, false); // another's now: taken anew below
+      hold = undefined;
+    }
     let stale = false;
     let stateStale = false;
     if (hold) {
@@ -131,8 +172,9 @@ export class NodeLocks {
         since: this.now(),
         gen: taken.gen,
         touched: false,
+        sure: taken.sent + TTL_MS - CLOCK_SKEW_MS,
         renewing: Promise.resolve(),
-        renewer: setInterval(() => this.renew(node, fresh), RENEW_MS),
+        renewer: setInterval(() => void this.renew(node, fresh), RENEW_MS),
       };
       hold = fresh;
       this.holding.set(node, hold);
@@ -158,11 +200,53 @@ export class NodeLocks {
     await Promise.all([...this.releasing.values()]);
   }
 
-  private renew(node: string, hold: Holding): void {
+  /**
+   * Called before every store write under the node's lock (in the section `run` opened): resolves
+   * when the lock is surely this process's for WRITE_MARGIN_MS more (renewing it first when less
+   * is left); rejects with LockLostError when it is not (nothing may be written). A node this
+   * process does not hold passes (not a locked write).
+   */
+  async fence(node: string): Promise<void> {
+    const hold = this.holding.get(node);
+    if (!hold) return;
+    if (!hold.lost && hold.sure - this.now() < WRITE_MARGIN_MS) await this.renew(node, hold);
+    if (!hold.lost && hold.sure - this.now() < WRITE_MARGIN_MS) this.lose(node, hold, 'it could not be renewed in time: the store is slow or unreachable');
+    if (hold.lost) throw new LockLostError(node, hold.lost);
+  }
+
+  private lose(node: string, hold: Holding, why: string): void {
+    if (hold.lost) return;
+    hold.lost = why;
+    clearInterval(hold.renewer);
+    this.onLost(node, why);
+  }
+
+  /** Writes the lock document again on the revision held; marks the holding lost when another process took it. */
+  private renew(node: string, hold: Holding): Promise<void> {
     hold.renewing = hold.renewing.then(async () => {
-      const next = await this.kv.putIf(lockKey(node), this.held(), hold.version).catch(() => undefined);
-      if (next !== undefined) hold.version = next;
+      if (hold.lost) return;
+      const sent = this.now();
+      const value = this.held();
+      let next: string | undefined;
+      try {
+        next = await this.kv.putIf(lockKey(node), value, hold.version);
+        // A conflict may come from a renewal of ours whose answer was lost: the document still names this process.
+        if (next === undefined) {
+          const current = await this.kv.versioned(lockKey(node));
+          if (current.value !== undefined && (JSON.parse(current.value) as LockDoc).holder === this.holder) next = await this.kv.putIf(lockKey(node), value, current.version);
+        }
+      } catch {
+        // The store did not answer: the lock stays ours until `sure` (fence() refuses writes after).
+        if (hold.sure <= this.now()) this.lose(node, hold, 'it expired unrenewed: the store is unreachable');
+        return;
+      }
+      if (next === undefined) this.lose(node, hold, 'another process took it after it expired');
+      else {
+        hold.version = next;
+        hold.sure = sent + TTL_MS - CLOCK_SKEW_MS;
+      }
     });
+    return hold.renewing;
   }
 
   /** Gives the lock back ({} or, for a deleted node, no document); `yielding`: the next local run lets others in first. */
@@ -175,9 +259,10 @@ export class NodeLocks {
     if (yielding) this.yielded.add(node);
     const done = (async () => {
       await hold.renewing;
-      // A release that fails (store down) leaves the lock to expire: nobody waits longer than TTL_MS.
+      // A lost lock is another's now: nothing to give back. A release that fails (store down)
+      // leaves the lock to expire: nobody waits longer than TTL_MS.
       const g = hold.touched || hold.gen === undefined ? randomUUID() : hold.gen;
-      const after = await this.kv.putIf(lockKey(node), gone ? undefined : JSON.stringify({ g } satisfies LockDoc), hold.version).catch(() => undefined);
+      const after = hold.lost ? undefined : await this.kv.putIf(lockKey(node), gone ? undefined : JSON.stringify({ g } satisfies LockDoc), hold.version).catch(() => undefined);
       if (after !== undefined && !gone) {
         this.released.set(node, after);
         this.tokens.set(node, g);
@@ -199,21 +284,23 @@ export class NodeLocks {
   /**
    * Takes the lock: first on the revision this process released it at, else on the one read.
    * `gen`: the node state's token it was released with (undefined: no document, a holder that
-   * died, or an older Hermod's release).
+   * died, or an older Hermod's release). `sent`: when the winning write was sent (ms).
    */
-  private async acquire(node: string): Promise<{ version: string; stale: boolean; gen: string | undefined }> {
+  private async acquire(node: string): Promise<{ version: string; stale: boolean; gen: string | undefined; sent: number }> {
     if (this.yielded.delete(node)) await this.pause(node, YIELD_MS);
     const known = this.released.get(node);
     if (known !== undefined) {
+      const sent = this.now();
       const version = await this.kv.putIf(lockKey(node), this.held(), known);
-      if (version !== undefined) return { version, stale: false, gen: this.tokens.get(node) };
+      if (version !== undefined) return { version, stale: false, gen: this.tokens.get(node), sent };
     }
     for (let wait = 2; ; wait = Math.min(MAX_WAIT_STEP_MS, wait * 2)) {
       const { value, version } = await this.kv.versioned(lockKey(node));
       const doc = value === undefined ? {} : (JSON.parse(value) as LockDoc);
       if (doc.holder === undefined || (doc.until ?? 0) < this.now()) {
+        const sent = this.now();
         const taken = await this.kv.putIf(lockKey(node), this.held(), version);
-        if (taken !== undefined) return { version: taken, stale: true, gen: doc.holder === undefined ? doc.g : undefined };
+        if (taken !== undefined) return { version: taken, stale: true, gen: doc.holder === undefined ? doc.g : undefined, sent };
       }
       await this.pause(node, wait);
     }

@@ -11,6 +11,9 @@
 //   the current presence of every resource).
 // Presence forwarded by the server under a XEP-0356 presence privilege is read the same way.
 // What is available is known only while connected: on disconnect it is forgotten.
+// Several Hermods on one store share the contacts: each follows the others' additions and
+// removals through the store's changes feed (StateSpace.watch). Who is available is not shared:
+// each process knows the presence the server routed to it.
 
 import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
@@ -89,6 +92,7 @@ export interface PresenceHandlerOptions {
 export class PresenceHandler {
   private readonly contacts = new Set<string>();
   private saving: Promise<void> = Promise.resolve();
+  private unwatch: (() => void) | undefined;
 
   constructor(private readonly options: PresenceHandlerOptions) {}
 
@@ -116,7 +120,25 @@ export class PresenceHandler {
       await rename(file, `${file}.imported`);
       this.options.log.debug('presence contacts of an older Hermod imported into the store (once)', { file, contacts: old.length });
     }
+    // Followed before reading, so that nothing another process changes meanwhile is missed.
+    this.unwatch ??= this.options.space.watch?.((jid) => void this.reread(jid));
     for await (const [jid] of this.options.space.range('')) this.contacts.add(jid);
+  }
+
+  /** Another process added or removed a contact: read it again (a failed read is logged; the next change or start corrects it). */
+  private async reread(jid: string): Promise<void> {
+    try {
+      if ((await this.options.space.get(jid)) === undefined) this.contacts.delete(jid);
+      else this.contacts.add(jid);
+    } catch (err) {
+      this.options.log.warn('presence contact changed by another process not read', { jid, reason: String(err) });
+    }
+  }
+
+  /** Stops following the other processes' changes to the contacts. */
+  close(): void {
+    this.unwatch?.();
+    this.unwatch = undefined;
   }
 
   /** Records a contact added or removed (in order; a failed write is logged). */

@@ -65,8 +65,8 @@ describe('three Hermods on one store, one killed under load', { timeout: 300_000
         try {
           await alice.iq('set', SVC, publish('load', id), 8_000);
           acked.push(id);
-        } catch {
-          if (!killing) throw new Error(`publish failed before the kill (worker ${w}, #${n})`);
+        } catch (err) {
+          if (!killing) throw new Error(`publish failed before the kill (worker ${w}, #${n}): ${String(err)}`);
           continue; // went to the killed process: not acknowledged (it may or may not be stored)
         }
         if (acked.length >= KILL_AFTER_ACKS && !killing) {

@@ -314,6 +314,21 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     assert.ok(t.log.lines.some((l) => l.level === 'warn' && l.msg === 'document refused by CouchDB' && l.doc === 'bad-member'), 'the refused document is logged');
   });
 
+  it('close() writes what waits for company at once and resolves once every write called is in the database', async () => {
+    const t = await setup({ windowMs: 600_000 });
+    const docs = ['c1', 'c2', 'c3'].map((id) => rev(id, [`${id}-a`], { title: id }));
+    await bulkRevs(couch, t.source, docs);
+    // The first goes at once; those arriving while it is written make the sink wait for more (its window: 10 min).
+    const leaves = await Promise.all(['c1', 'c2', 'c3'].map((id) => leavesOf(couch, t.source, id)));
+    const written = [t.sink.write(leaves[0] as CouchDoc[])];
+    await new Promise((resolve) => setImmediate(resolve));
+    written.push(t.sink.write(leaves[1] as CouchDoc[]), t.sink.write(leaves[2] as CouchDoc[]));
+    await t.sink.close(); // on stop: nothing held back for the window
+    // Every write called before close() is in the database once it resolves.
+    for (const id of ['c1', 'c2', 'c3']) assert.equal((await couch.request('GET', `${t.target}/${id}`)).status, 200, `${id} written`);
+    await Promise.all(written);
+  });
+
   it('a flush whose CouchDB does not answer is tried again until it does: nothing lost', async () => {
     const t = await setup({ attempts: 20, retryDelayMs: 100 });
     const docs = ['n1', 'n2', 'n3'].map((id) => rev(id, [`${id}-a`], { title: id }) as unknown as CouchDoc);
