@@ -35,6 +35,22 @@ function countedSetup(): { space: StateSpace; counted: StateSpace; writes: () =>
   return { space, counted, writes: () => n, service };
 }
 
+/** A publisher on `service` (open nodes, the default mapping) recording in `space`; its info lines go to `lines`. */
+function publisherOn(service: PubsubService, space: StateSpace, lines: Array<Record<string, unknown>> = []): MidgardPublisher {
+  const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
+  return new MidgardPublisher({
+    service,
+    actor: ACTOR,
+    mapping: DEFAULT_MAPPING,
+    access: () => ({ accessModel: 'open' as const, whitelist: [] }),
+    partnerJid: { property: 'jid', parameter: undefined },
+    log,
+    onPartner: () => {},
+    state: new ReplicationState(space),
+    index: new TopicIndex(),
+  });
+}
+
 describe('Midgard publisher: records written once per batch', () => {
   it('a batch of objects (two topics, an article, the article again) is recorded in one store write; the records are what the next run reads', async () => {
     const { space, counted, writes, service } = countedSetup();
@@ -74,18 +90,7 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
   it('is published whole: versions of one object in order, a malformed object skipped with its reason, the others published, one store write', async () => {
     const { counted, writes, service } = countedSetup();
     const lines: Array<Record<string, unknown>> = [];
-    const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
-    const publisher = new MidgardPublisher({
-      service,
-      actor: ACTOR,
-      mapping: DEFAULT_MAPPING,
-      access: () => ({ accessModel: 'open' as const, whitelist: [] }),
-      partnerJid: { property: 'jid', parameter: undefined },
-      log,
-      onPartner: () => {},
-      state: new ReplicationState(counted),
-      index: new TopicIndex(),
-    });
+    const publisher = publisherOn(service, counted, lines);
     const signal = (xml: string, action = 'create'): MidgardInput => ({ text: xml, origin: { source: 'dbus', area: 'mgdschema', action } });
     // 60 articles; one of them in three versions spread over the batch; a malformed signal among them.
     const inputs = Array.from({ length: 60 }, (_, i) => signal(article('batch', i).xml));
@@ -154,18 +159,7 @@ describe('Midgard publisher: a batch goes to each node in few publish writes', (
     const store = new CountingStore();
     const service = new PubsubService({ store, admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
     const lines: Array<Record<string, unknown>> = [];
-    const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
-    const publisher = new MidgardPublisher({
-      service,
-      actor: ACTOR,
-      mapping: DEFAULT_MAPPING,
-      access: () => ({ accessModel: 'open' as const, whitelist: [] }),
-      partnerJid: { property: 'jid', parameter: undefined },
-      log,
-      onPartner: () => {},
-      state: new ReplicationState(new MemoryStore().state('midgard')),
-      index: new TopicIndex(),
-    });
+    const publisher = publisherOn(service, new MemoryStore().state('midgard'), lines);
     return { store, service, publisher, lines };
   };
   const signal = (xml: string, action = 'create'): MidgardInput => ({ text: xml, origin: { source: 'dbus', area: 'mgdschema', action } });
