@@ -171,8 +171,8 @@ export class MidgardPublisher {
       }
     });
     let todo = docs.flatMap((d, i) => (d ? [i] : []));
-    // Each round settles at least the first document still to do (only documents after a failed
-    // step are skipped), so this ends.
+    // Each round settles at least one document (all, or the one a failed write is blamed on; a
+    // version deferred behind a retraction follows one that settles), so this ends.
     try {
       while (todo.length > 0) todo = await this.round(inputs, docs, todo, outcomes);
     } finally {

@@ -116,7 +116,8 @@ export interface BatchBounds<T> {
  * most `bounds.maxItems` items and `bounds.maxWeight`, a single heavier item alone), the nodes
  * at the same time; `publishMany` resolves to one result per item ('stop': a final refusal of
  * that item; `{error}`: that item failed, the job ends with this error; neither stops the
- * others) or rejects for all of its items. Then the jobs whose publications all completed
+ * others) or rejects (nothing of the call written: its first item's job ends with that error,
+ * the other jobs of the call and those after it on the node are 'skipped'). Then the jobs whose publications all completed
  * run the rest of their steps with runPipelined (`limit`); after any rejection those are
  * 'skipped' instead (handled again with the batch). The order that matters is kept: a job's
  * later steps after its publications, the publications on one node in job order. Resolves to one
@@ -156,8 +157,10 @@ export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (no
           }
         } catch (error) {
           failed = true;
-          for (const { job } of chunk) settle(job, { error });
-          for (const { job } of list.slice(from)) settle(job, 'skipped'); // not tried: after this one on the node
+          // Blamed on the chunk's first item (as publishing one at a time would); nothing of it was
+          // written: the others, and those after it on the node, are skipped (handled again).
+          settle((chunk[0] as { job: number }).job, { error });
+          for (const { job } of [...chunk.slice(1), ...list.slice(from)]) settle(job, 'skipped');
           return;
         }
       }

@@ -148,8 +148,14 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
 /** A memory store counting the publish writes (Store.publishMany calls) per node. */
 class CountingStore extends MemoryStore {
   readonly publishWrites = new Map<string, number>();
+  /** Publish writes still to fail (as a store failing for a moment would). */
+  failWrites = 0;
   override publishMany(...args: Parameters<MemoryStore['publishMany']>): ReturnType<MemoryStore['publishMany']> {
     this.publishWrites.set(args[0], (this.publishWrites.get(args[0]) ?? 0) + 1);
+    if (this.failWrites > 0) {
+      this.failWrites--;
+      return Promise.reject(new Error('the store is failing'));
+    }
     return super.publishMany(...args);
   }
 }
@@ -173,6 +179,15 @@ describe('Midgard publisher: a batch goes to each node in few publish writes', (
     assert.deepEqual((await service.getItems(ACTOR, '/midgard_article/all')).map((i) => i.id), objects.map((a) => a.guid), 'every object, in signal order');
     assert.deepEqual((await service.getItems(ACTOR, '/midgard_article/approved')).map((i) => i.id), objects.filter((_, i) => i % 10 === 0).map((a) => a.guid), 'the approved ones, in signal order');
     assert.deepEqual(Object.fromEntries(store.publishWrites), { '/midgard_article/all': 3, '/midgard_article/approved': 1 }, 'one publish write per 250 entries of a node, not one per object');
+  });
+
+  it('a publish write failing once fails one object only (a D-Bus signal is not replayed): the others of its chunk are published', async () => {
+    const { store, service, publisher } = setup();
+    store.failWrites = 1;
+    const objects = Array.from({ length: 100 }, (_, i) => article('flaky', i));
+    const outcomes = await publisher.handleBatch(objects.map((a) => signal(a.xml)));
+    assert.deepEqual(outcomes.flatMap((o, i) => (o === 'done' ? [] : [[i, o.error instanceof Error ? o.error.message : o.error]])), [[0, 'the store is failing']], 'the first object failed, with the reason');
+    assert.deepEqual((await service.getItems(ACTOR, '/midgard_article/all')).map((i) => i.id), objects.slice(1).map((a) => a.guid), 'every other object published, in order');
   });
 
   it('an object approved, unapproved, approved again in one batch ends on the approved node: a retraction never overtakes a later publication', async () => {
