@@ -12,12 +12,12 @@ import { LRUCache } from 'lru-cache';
 import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PublishOutcome, PubsubService } from '../pubsub/service.ts';
+import type { PubsubService } from '../pubsub/service.ts';
 import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
 import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
-import { runBatched, type BatchBounds, type BatchedJob, type PipelineStep } from './pipeline.ts';
+import { publishChunk, publishEntries, runBatched, type BatchedJob, type PipelineStep } from './pipeline.ts';
 import type { ReplicationState, RevKind, StateBatch } from './state.ts';
 import { applyNodeAccess, ensureNode } from './node-access.ts';
 
@@ -58,11 +58,8 @@ interface DocPlan {
   state: StateBatch;
 }
 
-/**
- * One PubsubService.publishMany call (one node lock, one store write) takes at most this many
- * entries of a batch, and at most PUBLISH_CHUNK_BYTES of payload (UTF-16 length: near enough).
- */
-const PUBLISH_CHUNK: BatchBounds<Publication> = { maxItems: 250, maxWeight: 4 * 1024 * 1024, weight: (p) => p.payload.length };
+/** One PubsubService.publishMany call takes at most 250 entries / 4 MiB of a batch (pipeline.ts). */
+const PUBLISH_CHUNK = publishChunk<Publication>((p) => p.payload);
 
 /** Attachment bytes (decoded, as the stubs say) one slice of a batch reads and publishes at once (handle). */
 const SLICE_BYTES = 16 * 1024 * 1024;
@@ -349,14 +346,8 @@ export class AjatusPublisher {
    * (not recorded); anything else (the store failing) rejects, and the batch is handed over again.
    */
   private async publishMany(node: string, items: Publication[]): Promise<Array<void | 'stop'>> {
-    let outcomes: PublishOutcome[];
-    try {
-      outcomes = await this.o.service.publishMany(this.o.actor, node, items.map((p) => ({ item: { id: p.docId, payload: p.payload } })));
-    } catch (err) {
-      // Refused for every entry (the node gone, publishing forbidden): final for them as well.
-      if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
-      outcomes = items.map(() => ({ error: err }));
-    }
+    // Refused for every entry (the node gone, publishing forbidden): final for them as well.
+    const outcomes = await publishEntries(this.o.service, this.o.actor, node, items.map((p) => ({ id: p.docId, payload: p.payload })));
     return items.map((p, i) => {
       const outcome = outcomes[i];
       if (outcome && 'error' in outcome) {

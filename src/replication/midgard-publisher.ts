@@ -10,8 +10,11 @@
 // Also keeps the topic index (paths) and the partners (midgard_person objects with a JID): a
 // person deleted or purged, or whose JID property/parameter is removed, ends that partnership.
 // Batches (handleBatch): the objects of a batch are planned in feed order (what each publishes
-// and retracts, from the state the ones before it left), their publications and retractions run
-// pipelined (pipeline.ts: bounded in flight, order kept per node and so per GUID), and the records
+// and retracts, from the state the ones before it left), their publications go per node in few
+// publishMany calls (pipeline.ts runBatched: one node lock and one store write per chunk of ≤ 250
+// entries / 4 MiB, feed order kept per node and so per GUID), then their retractions run
+// pipelined; a version coming after one that retracts is planned in the next round, so a
+// retraction never overtakes a later publication of the same object. The records
 // that depend on a publication (nodes, hash) are kept only for objects whose steps all completed;
 // everything recorded is written in one store write per batch (flush).
 
@@ -39,7 +42,7 @@ import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { PubsubService } from '../pubsub/service.ts';
 import { KeyedMutex } from '../util/mutex.ts';
-import { runPipelined, type PipelineOutcome, type PipelineStep } from './pipeline.ts';
+import { publishChunk, publishEntries, runBatched, type BatchedJob, type BatchedStep, type PipelineOutcome, type PipelineStep } from './pipeline.ts';
 import { Element, parse } from 'ltx';
 import { nodesFor, objectPath, topicEntry, type MidgardNodeMapping, type TopicEntry, type TopicIndex } from './midgard-mapping.ts';
 import { enclosure, splitByBudget, type Offloader } from './http-upload.ts';
@@ -86,11 +89,20 @@ export interface MidgardInput {
 /** How one document of a batch ended: handled (published, or nothing to publish), or the error that made it skipped (MidgardFormatError, BlobUploadError, a refusal or store failure of the service). */
 export type MidgardOutcome = 'done' | { error: unknown };
 
+/** One entry of a batch for PubsubService.publishMany: item id (the GUID) and payload. */
+interface Entry {
+  id: string;
+  payload: string;
+}
+
+/** One publishMany call takes at most 250 entries / 4 MiB (pipeline.ts). */
+const PUBLISH_CHUNK = publishChunk<Entry>((e) => e.payload);
+
 /** What publishing one document takes (plan): its steps, and what is recorded once they all completed. */
 interface DocPlan {
   guid: string;
-  /** Publications, then retractions (pipeline.ts phases). */
-  steps: PipelineStep[][];
+  /** Publications (batched per node), then retractions (pipeline.ts). */
+  job: BatchedJob<Entry>;
   /** Records (kind, id, value) kept once every step completed. */
   records: Array<[string, string, unknown]>;
   /** Logs and counts the publication once it completed. */
@@ -159,8 +171,8 @@ export class MidgardPublisher {
       }
     });
     let todo = docs.flatMap((d, i) => (d ? [i] : []));
-    // Each round settles at least the first document still to do (only documents after a failed
-    // step are skipped), so this ends.
+    // Each round settles at least one document (all, or the one a failed write is blamed on; a
+    // version deferred behind a retraction follows one that settles), so this ends.
     try {
       while (todo.length > 0) todo = await this.round(inputs, docs, todo, outcomes);
     } finally {
@@ -180,16 +192,28 @@ export class MidgardPublisher {
     const overlay = new Map<string, unknown>();
     const planned: Array<{ i: number; plan: DocPlan }> = [];
     const ensured = new Set<string>();
+    // Publications run before retractions: a version after one that retracts waits for the next round.
+    const retracting = new Set<string>();
+    const later: number[] = [];
     for (const i of todo) {
+      const guid = keyOf(docs[i] as MidgardDocument);
+      if (retracting.has(guid)) {
+        later.push(i);
+        continue;
+      }
       try {
         const plan = await this.plan(docs[i] as MidgardDocument, (inputs[i] as MidgardInput).origin, overlay, ensured);
         if (plan) planned.push({ i, plan });
+        if (plan?.job.then.some((phase) => phase.length > 0)) retracting.add(guid);
       } catch (error) {
         outcomes[i] = { error };
       }
     }
-    const results: PipelineOutcome[] = await runPipelined(planned.map((p) => p.plan.steps));
-    const again: number[] = [];
+    const { service, actor } = this.o;
+    const publishMany = async (node: string, entries: Entry[]): Promise<Array<void | { error: unknown }>> =>
+      (await publishEntries(service, actor, node, entries)).map((outcome) => ('error' in outcome ? { error: outcome.error } : undefined));
+    const results: PipelineOutcome[] = await runBatched(planned.map((p) => p.plan.job), publishMany, PUBLISH_CHUNK);
+    const again: number[] = [...later];
     const unsettled = new Set<string>();
     for (const [k, { i, plan }] of planned.entries()) {
       const result = results[k] as PipelineOutcome;
@@ -207,7 +231,7 @@ export class MidgardPublisher {
       for (const [kind, id, value] of plan.records) this.st.setRecord(kind, id, value);
       plan.done();
     }
-    return again;
+    return again.sort((a, b) => a - b);
   }
 
   /**
@@ -334,11 +358,11 @@ export class MidgardPublisher {
       ['pub', main.guid, hash],
     ];
     for (const [kind, id, value] of records) overlay.set(`${kind}\0${id}`, value);
-    const publish = (node: string): PipelineStep => ({ node, run: () => service.publish(actor, node, { item: { id: main.guid, payload } }).then(() => undefined) });
+    const publish = (node: string): BatchedStep<Entry> => ({ node, item: { id: main.guid, payload } });
     const retract = (node: string): PipelineStep => ({ node, run: () => this.retract(node, main.guid) });
-    const planned = (steps: PipelineStep[][], msg: string, fields: Record<string, unknown>): DocPlan => ({
+    const planned = (publications: Array<BatchedStep<Entry>>, retractions: PipelineStep[], msg: string, fields: Record<string, unknown>): DocPlan => ({
       guid: main.guid,
-      steps,
+      job: { publications, then: [retractions] },
       records,
       done: () => {
         this.published++;
@@ -346,7 +370,7 @@ export class MidgardPublisher {
       },
     });
     // A deletion: published once as its tombstone where it was, then retracted with notification.
-    if (isDeleted(main)) return planned([before.map(publish), before.map(retract)], 'retracted midgard object', { nodes: before, revised: revisedOf(main) });
+    if (isDeleted(main)) return planned(before.map(publish), before.map(retract), 'retracted midgard object', { nodes: before, revised: revisedOf(main) });
     for (const node of nodes) {
       if (ensured.has(node)) continue;
       ensured.add(node);
@@ -356,7 +380,7 @@ export class MidgardPublisher {
       }
     }
     const left = before.filter((n) => !nodes.includes(n));
-    return planned([nodes.map(publish), left.map(retract)], 'published midgard object', { nodes, retractedFrom: left, revised: revisedOf(main), path });
+    return planned(nodes.map(publish), left.map(retract), 'published midgard object', { nodes, retractedFrom: left, revised: revisedOf(main), path });
   }
 
   /**

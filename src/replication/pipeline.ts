@@ -8,6 +8,9 @@
 // recorded over again (their revisions republished; a partner's sink writes a revision it has
 // as a no-op, new_edits=false), and none is lost.
 
+import { PubsubError } from '../pubsub/errors.ts';
+import type { PublishOutcome, PubsubService } from '../pubsub/service.ts';
+
 /** One publication or retraction of a document on one node; resolving to 'stop' ends the document there (a final refusal). */
 export interface PipelineStep {
   node: string;
@@ -112,13 +115,15 @@ export interface BatchBounds<T> {
  * publications of every job, in job order, go in consecutive calls of `publishMany` (each at
  * most `bounds.maxItems` items and `bounds.maxWeight`, a single heavier item alone), the nodes
  * at the same time; `publishMany` resolves to one result per item ('stop': a final refusal of
- * that item) or rejects for all of its items. Then the jobs whose publications all completed
+ * that item; `{error}`: that item failed, the job ends with this error; neither stops the
+ * others) or rejects (nothing of the call written: its first item's job ends with that error,
+ * the other jobs of the call and those after it on the node are 'skipped'). Then the jobs whose publications all completed
  * run the rest of their steps with runPipelined (`limit`); after any rejection those are
  * 'skipped' instead (handled again with the batch). The order that matters is kept: a job's
  * later steps after its publications, the publications on one node in job order. Resolves to one
  * outcome per job (as runPipelined; never rejects).
  */
-export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (node: string, items: T[]) => Promise<Array<void | 'stop'>>, bounds: BatchBounds<T>, limit = PIPELINE_LIMIT): Promise<PipelineOutcome[]> {
+export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (node: string, items: T[]) => Promise<Array<void | 'stop' | { error: unknown }>>, bounds: BatchBounds<T>, limit = PIPELINE_LIMIT): Promise<PipelineOutcome[]> {
   const outcomes: PipelineOutcome[] = jobs.map(() => 'done');
   const byNode = new Map<string, Array<{ job: number; item: T }>>();
   for (const [job, { publications }] of jobs.entries()) {
@@ -145,11 +150,17 @@ export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (no
         from = to;
         try {
           const results = await publishMany(node, chunk.map((c) => c.item));
-          for (const [i, { job }] of chunk.entries()) if (results[i] === 'stop') settle(job, 'stopped');
+          for (const [i, { job }] of chunk.entries()) {
+            const result = results[i];
+            if (result === 'stop') settle(job, 'stopped');
+            else if (result) settle(job, result);
+          }
         } catch (error) {
           failed = true;
-          for (const { job } of chunk) settle(job, { error });
-          for (const { job } of list.slice(from)) settle(job, 'skipped'); // not tried: after this one on the node
+          // Blamed on the chunk's first item (as publishing one at a time would); nothing of it was
+          // written: the others, and those after it on the node, are skipped (handled again).
+          settle((chunk[0] as { job: number }).job, { error });
+          for (const { job } of [...chunk.slice(1), ...list.slice(from)]) settle(job, 'skipped');
           return;
         }
       }
@@ -159,4 +170,28 @@ export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (no
   if (failed) for (const i of rest) outcomes[i] = 'skipped';
   else (await runPipelined(rest.map((i) => (jobs[i] as BatchedJob<T>).then), limit)).forEach((outcome, k) => (outcomes[rest[k] as number] = outcome));
   return outcomes;
+}
+
+/**
+ * Bounds of one PubsubService.publishMany call (one node lock, one store write) of a publisher's
+ * batch: at most 250 entries and 4 MiB of payload (`payloadOf`'s UTF-16 length: near enough).
+ */
+export function publishChunk<T>(payloadOf: (item: T) => string): BatchBounds<T> {
+  return { maxItems: 250, maxWeight: 4 * 1024 * 1024, weight: (item) => payloadOf(item).length };
+}
+
+/**
+ * Publishes `entries` (item id, payload as XML text) on `node` in one PubsubService.publishMany
+ * call, resolving to one outcome per entry, in order (PublishOutcome: `{id}` or the PubsubError
+ * refusing that entry). A refusal of the whole call (a PubsubError other than
+ * internal-server-error: the node gone, publishing forbidden) becomes that refusal for every
+ * entry; anything else (the store failing) rejects.
+ */
+export async function publishEntries(service: PubsubService, actor: string, node: string, entries: Array<{ id: string; payload: string }>): Promise<PublishOutcome[]> {
+  try {
+    return await service.publishMany(actor, node, entries.map((item) => ({ item })));
+  } catch (err) {
+    if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
+    return entries.map(() => ({ error: err }));
+  }
 }

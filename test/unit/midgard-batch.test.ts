@@ -2,8 +2,8 @@
 // handling (documents, nodes, hashes, topics, persons) and writes it in one store write per
 // batch (flush, called by the feeds), its own reads seeing it at once. A crash before the flush
 // loses only the record, not a publication: the object is published again when it comes again.
-// A batch is published pipelined (handleBatch): versions of one object keep their order, a bad
-// object is skipped (its outcome says why) without the others.
+// A batch is published in few publishMany calls per node (handleBatch): versions of one object
+// keep their order, a bad object is skipped (its outcome says why) without the others.
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -33,6 +33,22 @@ function countedSetup(): { space: StateSpace; counted: StateSpace; writes: () =>
   const counted: StateSpace = { get: (k) => space.get(k), getMany: (k) => space.getMany(k), range: (p, o) => space.range(p, o), batch: (ops) => (n++, space.batch(ops)), swap: (k, e, n) => space.swap(k, e, n) };
   const service = new PubsubService({ store: new MemoryStore(), admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
   return { space, counted, writes: () => n, service };
+}
+
+/** A publisher on `service` (open nodes, the default mapping) recording in `space`; its info lines go to `lines`. */
+function publisherOn(service: PubsubService, space: StateSpace, lines: Array<Record<string, unknown>> = []): MidgardPublisher {
+  const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
+  return new MidgardPublisher({
+    service,
+    actor: ACTOR,
+    mapping: DEFAULT_MAPPING,
+    access: () => ({ accessModel: 'open' as const, whitelist: [] }),
+    partnerJid: { property: 'jid', parameter: undefined },
+    log,
+    onPartner: () => {},
+    state: new ReplicationState(space),
+    index: new TopicIndex(),
+  });
 }
 
 describe('Midgard publisher: records written once per batch', () => {
@@ -74,18 +90,7 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
   it('is published whole: versions of one object in order, a malformed object skipped with its reason, the others published, one store write', async () => {
     const { counted, writes, service } = countedSetup();
     const lines: Array<Record<string, unknown>> = [];
-    const log: Logger = { ...silentLogger, info: (msg, fields) => void lines.push({ msg, ...fields }), child: () => log };
-    const publisher = new MidgardPublisher({
-      service,
-      actor: ACTOR,
-      mapping: DEFAULT_MAPPING,
-      access: () => ({ accessModel: 'open' as const, whitelist: [] }),
-      partnerJid: { property: 'jid', parameter: undefined },
-      log,
-      onPartner: () => {},
-      state: new ReplicationState(counted),
-      index: new TopicIndex(),
-    });
+    const publisher = publisherOn(service, counted, lines);
     const signal = (xml: string, action = 'create'): MidgardInput => ({ text: xml, origin: { source: 'dbus', area: 'mgdschema', action } });
     // 60 articles; one of them in three versions spread over the batch; a malformed signal among them.
     const inputs = Array.from({ length: 60 }, (_, i) => signal(article('batch', i).xml));
@@ -112,7 +117,7 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
     assert.equal(publisher.published, before, 'unchanged: not published again');
   });
 
-  it('a publish the node refuses fails that object only: the objects after it in the batch are published (in a later round), and the refused one is not recorded, so it is tried again', async () => {
+  it('a publish the node refuses fails that object only: the objects after it in the batch are published, and the refused one is not recorded, so it is tried again', async () => {
     const { counted, service } = countedSetup();
     // The node exists with a small payload bound: the larger articles are refused (payload-too-big).
     await service.create(ACTOR, '/midgard_article/all', { maxPayloadSize: 3600 });
@@ -137,5 +142,67 @@ describe('Midgard publisher: a batch of D-Bus signals', () => {
     // Not recorded as published: the same signal is tried (and refused) again, not taken as unchanged.
     const [again] = await publisher.handleBatch([{ text: (objects[refused[0] as number] as { xml: string }).xml, origin: { source: 'dbus', area: 'mgdschema', action: 'update' } }]);
     assert.ok(again !== 'done' && again?.error instanceof PubsubError);
+  });
+});
+
+/** A memory store counting the publish writes (Store.publishMany calls) per node. */
+class CountingStore extends MemoryStore {
+  readonly publishWrites = new Map<string, number>();
+  /** Publish writes still to fail (as a store failing for a moment would). */
+  failWrites = 0;
+  override publishMany(...args: Parameters<MemoryStore['publishMany']>): ReturnType<MemoryStore['publishMany']> {
+    this.publishWrites.set(args[0], (this.publishWrites.get(args[0]) ?? 0) + 1);
+    if (this.failWrites > 0) {
+      this.failWrites--;
+      return Promise.reject(new Error('the store is failing'));
+    }
+    return super.publishMany(...args);
+  }
+}
+
+describe('Midgard publisher: a batch goes to each node in few publish writes', () => {
+  const setup = (): { store: CountingStore; service: PubsubService; publisher: MidgardPublisher; lines: Array<Record<string, unknown>> } => {
+    const store = new CountingStore();
+    const service = new PubsubService({ store, admins: [ACTOR], mayCreateNodes: () => false, notifier: () => {} });
+    const lines: Array<Record<string, unknown>> = [];
+    const publisher = publisherOn(service, new MemoryStore().state('midgard'), lines);
+    return { store, service, publisher, lines };
+  };
+  const signal = (xml: string, action = 'create'): MidgardInput => ({ text: xml, origin: { source: 'dbus', area: 'mgdschema', action } });
+  const approved = (xml: string): string => xml.replace('<isapproved>0</isapproved>', '<isapproved>1</isapproved>');
+
+  it('600 objects, every tenth approved: every object on its nodes in signal order, in chunks of at most 250 per write', async () => {
+    const { store, service, publisher } = setup();
+    const objects = Array.from({ length: 600 }, (_, i) => article('many', i));
+    const outcomes = await publisher.handleBatch(objects.map((a, i) => signal(i % 10 === 0 ? approved(a.xml) : a.xml)));
+    assert.ok(outcomes.every((o) => o === 'done'));
+    assert.deepEqual((await service.getItems(ACTOR, '/midgard_article/all')).map((i) => i.id), objects.map((a) => a.guid), 'every object, in signal order');
+    assert.deepEqual((await service.getItems(ACTOR, '/midgard_article/approved')).map((i) => i.id), objects.filter((_, i) => i % 10 === 0).map((a) => a.guid), 'the approved ones, in signal order');
+    assert.deepEqual(Object.fromEntries(store.publishWrites), { '/midgard_article/all': 3, '/midgard_article/approved': 1 }, 'one publish write per 250 entries of a node, not one per object');
+  });
+
+  it('a publish write failing once fails one object only (a D-Bus signal is not replayed): the others of its chunk are published', async () => {
+    const { store, service, publisher } = setup();
+    store.failWrites = 1;
+    const objects = Array.from({ length: 100 }, (_, i) => article('flaky', i));
+    const outcomes = await publisher.handleBatch(objects.map((a) => signal(a.xml)));
+    assert.deepEqual(outcomes.flatMap((o, i) => (o === 'done' ? [] : [[i, o.error instanceof Error ? o.error.message : o.error]])), [[0, 'the store is failing']], 'the first object failed, with the reason');
+    assert.deepEqual((await service.getItems(ACTOR, '/midgard_article/all')).map((i) => i.id), objects.slice(1).map((a) => a.guid), 'every other object published, in order');
+  });
+
+  it('an object approved, unapproved, approved again in one batch ends on the approved node: a retraction never overtakes a later publication', async () => {
+    const { service, publisher, lines } = setup();
+    const x = article('moves', 0);
+    const inputs = Array.from({ length: 30 }, (_, i) => signal(article('moves', i + 1).xml));
+    inputs.splice(5, 0, signal(approved(x.xml)));
+    inputs.splice(12, 0, signal(article('moves', 0, 2).xml, 'update'));
+    inputs.splice(20, 0, signal(approved(article('moves', 0, 3).xml), 'update'));
+    assert.ok((await publisher.handleBatch(inputs)).every((o) => o === 'done'));
+    const onApproved = await service.getItems(ACTOR, '/midgard_article/approved');
+    assert.deepEqual(onApproved.map((i) => i.id), [x.guid], 'on the approved node again');
+    assert.match(String(onApproved[0]?.payload), /<revision>3<\/revision>/);
+    const revisions = lines.filter((l) => l.msg === 'published midgard object' && l.guid === x.guid).map((l) => [l.revised, l.retractedFrom]);
+    assert.deepEqual(revisions, [['2026-11-30 00:00:01+0000', []], ['2026-11-30 00:00:02+0000', ['/midgard_article/approved']], ['2026-11-30 00:00:03+0000', []]], 'its versions in signal order');
+    assert.equal((await service.getItems(ACTOR, '/midgard_article/all')).length, 31);
   });
 });
