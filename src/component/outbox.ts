@@ -17,14 +17,21 @@
 // covers everything written meanwhile, so a backed-up fan-out costs one barrier (and one journal
 // acknowledgement) per round trip to the server, not one per 64 KiB chunk. Stanzas pushed without
 // a durable tag (MAM result pages) are not written again: their request is gone with the stream.
-// If Hermod itself dies, what it had written is taken as delivered (onWriting: it is in the
-// kernel's socket buffers or the server's), so a restart does not send it a second time.
+// If Hermod itself dies, what the kernel had taken is taken as delivered (onWriting: it is in the
+// kernel's socket buffers or the server's), so a restart does not send it a second time. A chunk
+// the kernel does not take whole at once (the server reads slowly: part of it waits in this
+// process's buffers, which a kill -9 loses) moves the mark back to the last chunk the kernel took
+// whole until the rest is taken, and nothing more is written meanwhile: such a chunk is written
+// again by whoever takes the journal over (at least once), never lost.
 
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 
 export interface OutboxSocket {
-  write(chunk: string): boolean;
+  /** `done`: called once the chunk is wholly handed to the kernel (net.Socket's write callback; an error when it never will be). */
+  write(chunk: string, done?: (err?: Error | null) => void): boolean;
+  /** Bytes this process still holds for the socket (net.Socket: not yet taken by the kernel); absent: none. */
+  readonly writableLength?: number;
   once(event: 'drain' | 'close', listener: () => void): unknown;
   removeListener(event: 'drain' | 'close', listener: () => void): unknown;
 }
@@ -105,6 +112,8 @@ export class Outbox {
   private barrierCounter = 0;
   private socket: OutboxSocket | undefined;
   private waitingDrain = false;
+  /** The durable tag of the last chunk the kernel took whole on this socket (the journal's written mark when a chunk backs up). */
+  private inKernel: DurableTag | undefined;
   private scheduled = false;
   private drainedWaiters: Array<() => void> = [];
   private readonly limit: number;
@@ -149,6 +158,7 @@ export class Outbox {
   attach(socket: OutboxSocket): void {
     this.socket = socket;
     this.waitingDrain = false;
+    this.inKernel = undefined;
     this.schedule();
   }
 
@@ -346,7 +356,8 @@ export class Outbox {
         chunk += this.queue[i];
         if (this.tagSeq[i] !== NONE) lastDurable = i;
       }
-      const gate = lastDurable >= 0 ? this.options.onWriting?.({ seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number }) : undefined;
+      const tag = lastDurable >= 0 ? { seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number } : undefined;
+      const gate = tag ? this.options.onWriting?.(tag) : undefined;
       if (this.barrierJid === undefined) this.confirm(this.head);
       else if (this.barrierOwed) {
         const id = `${BARRIER_PREFIX}${this.options.barrierTag ? `${this.options.barrierTag}.` : ''}${(this.barrierCounter++).toString(36)}`;
@@ -371,7 +382,7 @@ export class Outbox {
           () => {
             if (this.socket !== socket) return;
             this.waitingDrain = false;
-            this.write(socket, chunk);
+            this.write(socket, chunk, tag);
             this.schedule();
           },
           (err: unknown) => {
@@ -380,28 +391,55 @@ export class Outbox {
             this.log.error('journal written-mark failed: writing the chunk anyway', { reason: String(err) });
             if (this.socket !== socket) return;
             this.waitingDrain = false;
-            this.write(socket, chunk);
+            this.write(socket, chunk, tag);
             this.schedule();
           },
         );
         return;
       }
-      this.write(socket, chunk);
+      this.write(socket, chunk, tag);
     }
   }
 
-  /** Writes a chunk; when the socket pushes back, waits for 'drain' before writing more. */
-  private write(socket: OutboxSocket, chunk: string): void {
-    if (socket.write(chunk)) return;
-    this.waitingDrain = true;
-    const onDrain = (): void => {
-      socket.removeListener('close', onDrain);
+  /**
+   * Writes a chunk (`tag`: its last durable stanza). When the kernel does not take it whole at
+   * once, the journal's written mark goes back to the last chunk it did take (see the header) and
+   * nothing more is written until this one is taken (its write callback), which moves the mark
+   * forward again.
+   */
+  private write(socket: OutboxSocket, chunk: string, tag?: DurableTag): void {
+    let held = false;
+    // The chunk is wholly in the kernel (its write callback, or 'drain' from a socket without callbacks).
+    const taken = (err?: Error | null): void => {
+      socket.removeListener('drain', taken);
+      socket.removeListener('close', gone);
+      if (!held) return;
+      held = false;
       if (this.socket !== socket) return;
+      if (!err && tag) {
+        this.inKernel = tag;
+        this.mark(tag);
+      }
       this.waitingDrain = false;
       this.schedule();
     };
-    socket.once('drain', onDrain);
-    socket.once('close', onDrain);
+    const gone = (): void => taken(new Error('socket closed'));
+    const accepted = socket.write(chunk, taken);
+    const backlog = socket.writableLength !== undefined ? socket.writableLength > 0 : !accepted;
+    if (!backlog) {
+      if (tag) this.inKernel = tag;
+      return;
+    }
+    if (tag) this.mark(this.inKernel ?? { seq: -1, index: -1 });
+    held = true;
+    this.waitingDrain = true;
+    socket.once('drain', taken);
+    socket.once('close', gone);
+  }
+
+  /** Moves the journal's written mark (not awaited: a failure is the journal's to log). */
+  private mark(tag: DurableTag): void {
+    Promise.resolve(this.options.onWriting?.(tag)).catch(() => undefined);
   }
 }
 

@@ -113,10 +113,10 @@ class FakeSocket implements OutboxSocket {
     this.chunks.push(chunk);
     return true;
   }
-  once(): unknown {
+  once(_event: 'drain' | 'close', _listener: () => void): unknown {
     return this;
   }
-  removeListener(): unknown {
+  removeListener(_event: 'drain' | 'close', _listener: () => void): unknown {
     return this;
   }
   /** Barrier ids in what was written. */
@@ -274,3 +274,77 @@ describe('outbox confirmation', () => {
     assert.deepEqual(socket.chunks, ['<a/><b/>', '<c/>']);
   });
 });
+
+/** A socket whose kernel takes a chunk only when told (`take()`): until then it waits in this process's buffers. */
+class SlowKernelSocket extends FakeSocket {
+  private pending: Array<() => void> = [];
+  override write(chunk: string, done?: (err?: Error | null) => void): boolean {
+    this.chunks.push(chunk);
+    this.pending.push(() => done?.());
+    return false;
+  }
+  private drains: Array<() => void> = [];
+  get writableLength(): number {
+    return this.pending.length;
+  }
+  override once(event: 'drain' | 'close', listener: () => void): unknown {
+    if (event === 'drain') this.drains.push(listener);
+    return this;
+  }
+  override removeListener(event: 'drain' | 'close', listener: () => void): unknown {
+    this.drains = this.drains.filter((l) => l !== listener);
+    return this;
+  }
+  take(): void {
+    for (const done of this.pending.splice(0)) done();
+    for (const drained of this.drains.splice(0)) drained();
+  }
+}
+
+describe('written mark and a kill -9', () => {
+  it('a chunk the kernel has not taken whole is handed back after a crash (never counted as delivered)', () =>
+    withLevel(async (store) => {
+      const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
+      const outbox = new Outbox({ log: silentLogger, chunkBytes: 1, onWriting: (tag) => journal.written(tag) });
+      const socket = new SlowKernelSocket();
+      outbox.attach(socket);
+      const seqA = journal.append(event('a'), recipients(1));
+      const seqB = journal.append(event('b'), recipients(1));
+      await journal.durable();
+      outbox.push(['<a/>'], { seq: seqA, firstIndex: 0 });
+      outbox.push(['<b/>'], { seq: seqB, firstIndex: 0 });
+      await eventuallyTrue(() => socket.chunks.length === 1);
+      socket.take(); // the kernel has <a/>
+      await eventuallyTrue(() => socket.chunks.length === 2); // <b/> written, still in this process's buffers
+      await journal.durable();
+      await tick();
+      await journal.durable();
+      // A kill -9 now: whoever opens the journal next delivers <b/> (it never reached the kernel), not <a/>.
+      const crashed = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
+      assert.deepEqual(pendingOf(crashed.undelivered), [['b', ['s0@x']]]);
+      await crashed.journal.close();
+    }));
+
+  it('once the kernel has taken the chunk, a crash does not hand it back', () =>
+    withLevel(async (store) => {
+      const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
+      const outbox = new Outbox({ log: silentLogger, chunkBytes: 1, onWriting: (tag) => journal.written(tag) });
+      const socket = new SlowKernelSocket();
+      outbox.attach(socket);
+      const seqA = journal.append(event('a'), recipients(1));
+      await journal.durable();
+      outbox.push(['<a/>'], { seq: seqA, firstIndex: 0 });
+      await eventuallyTrue(() => socket.chunks.length === 1);
+      socket.take();
+      await tick();
+      await journal.durable();
+      const crashed = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
+      assert.deepEqual(pendingOf(crashed.undelivered), [], 'taken by the kernel: delivered, not sent a second time');
+      await crashed.journal.close();
+    }));
+});
+
+async function eventuallyTrue(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(check(), 'condition reached');
+}
