@@ -44,6 +44,7 @@ pubsubSuite(
   },
   {
     processes: false,
+    digestsPerProcess: true,
     // 10 000 publications to one node through two processes take the node's lock in turns, two to
     // four CouchDB requests each: far beyond the case's time budget. Racing publications are
     // checked in test/unit/cluster-cache.test.ts.
