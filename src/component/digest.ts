@@ -33,6 +33,7 @@ export interface DueDigest {
 
 interface Window {
   node: string;
+  jid: string;
   timer: NodeJS.Timeout;
   parts: DigestPart[];
   held: HeldPosition[];
@@ -55,6 +56,8 @@ export function digestible(event: ServiceEvent): event is Extract<ServiceEvent, 
 
 export class DigestWindows {
   private readonly windows = new Map<string, Window>();
+  /** node \0 recipient JID -> the keys of its windows. */
+  private readonly byRecipient = new Map<string, Set<string>>();
   private readonly maxItems: number;
   private readonly maxBytes: number;
   private closed = false;
@@ -75,11 +78,12 @@ export class DigestWindows {
    */
   hold(event: Extract<ServiceEvent, { kind: 'items' | 'retract' }>, recipient: Recipient, at: HeldPosition): boolean {
     const digestMs = recipient.digestMs;
-    if (digestMs === undefined || this.closed) return false;
     const key = `${event.node}\0${recipient.jid}\0${recipient.subids?.join('\0') ?? recipient.subid}`;
+    this.flushRecipient(event.node, recipient.jid, digestMs === undefined ? undefined : key);
+    if (digestMs === undefined || this.closed) return false;
     const window = this.windows.get(key);
     if (!window) {
-      this.open(key, event.node, digestMs);
+      this.open(key, event.node, recipient.jid, digestMs);
       return false;
     }
     let part: DigestPart;
@@ -104,7 +108,35 @@ export class DigestWindows {
 
   /** Sends now what the windows of `node` hold (before a notification that must not overtake them). */
   flushNode(node: string): void {
+    if (this.windows.size === 0) return;
     for (const window of this.windows.values()) if (window.node === node) this.flush(window);
+  }
+
+  /**
+   * Sends now what `jid`'s windows of `node` hold other than the window `keep` (its subscription
+   * turned digests off, or changed: a later item must not overtake the held ones).
+   */
+  flushRecipient(node: string, jid: string, keep?: string): void {
+    if (this.windows.size === 0) return;
+    const keys = this.byRecipient.get(`${node}\0${jid}`);
+    if (!keys) return;
+    for (const key of [...keys]) {
+      if (key === keep) continue;
+      const window = this.windows.get(key);
+      if (!window) continue;
+      // That subscription no longer aggregates (or was replaced): its window closes.
+      clearTimeout(window.timer);
+      this.flush(window);
+      this.forget(key, window);
+    }
+  }
+
+  private forget(key: string, window: Window): void {
+    this.windows.delete(key);
+    const owner = `${window.node}\0${window.jid}`;
+    const keys = this.byRecipient.get(owner);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byRecipient.delete(owner);
   }
 
   /** Sends everything held and holds nothing more (stop): later notifications go out at once. */
@@ -115,6 +147,7 @@ export class DigestWindows {
       this.flush(window);
     }
     this.windows.clear();
+    this.byRecipient.clear();
   }
 
   /** Positions held in all windows (for status and tests). */
@@ -124,11 +157,11 @@ export class DigestWindows {
     return n;
   }
 
-  private open(key: string, node: string, digestMs: number): void {
-    const window: Window = { node, timer: undefined as unknown as NodeJS.Timeout, parts: [], held: [], count: 0, bytes: 0 };
+  private open(key: string, node: string, jid: string, digestMs: number): void {
+    const window: Window = { node, jid, timer: undefined as unknown as NodeJS.Timeout, parts: [], held: [], count: 0, bytes: 0 };
     const tick = (): void => {
       if (window.parts.length === 0) {
-        this.windows.delete(key); // quiet for a whole interval: the next item is a leading edge
+        this.forget(key, window); // quiet for a whole interval: the next item is a leading edge
         return;
       }
       this.flush(window);
@@ -136,6 +169,8 @@ export class DigestWindows {
     };
     window.timer = setTimeout(tick, digestMs).unref();
     this.windows.set(key, window);
+    const owner = `${node}\0${jid}`;
+    this.byRecipient.set(owner, (this.byRecipient.get(owner) ?? new Set()).add(key));
   }
 
   private flush(window: Window): void {

@@ -39,8 +39,10 @@ export class NotificationQueue {
   notify(event: ServiceEvent, recipients: Recipient[]): number {
     const aggregated = digestible(event);
     if (!aggregated || !recipients.some((r) => r.digestMs !== undefined)) {
-      // Nothing may overtake what digests of the node hold (a purge, a deletion, a late item).
+      // Nothing may overtake what digests of the node hold (a purge, a deletion, a late item), nor
+      // an item what a recipient's window holds from before it turned digests off.
       if (!aggregated) this.digests.flushNode(event.node);
+      else for (const recipient of recipients) this.digests.flushRecipient(event.node, recipient.jid);
       const stanzas = this.render(event, recipients);
       const seq = this.journal.append(event, recipients);
       this.outbox.push(stanzas, { seq, firstIndex: 0 });
@@ -51,6 +53,7 @@ export class NotificationQueue {
     for (let i = 0; i < recipients.length; i++) {
       const recipient = recipients[i] as Recipient;
       if (recipient.digestMs === undefined) {
+        this.digests.flushRecipient(event.node, recipient.jid); // it turned digests off: what its windows hold goes first
         now.push(i);
         continue;
       }

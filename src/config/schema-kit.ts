@@ -38,10 +38,10 @@ export function whole(max = Number.MAX_SAFE_INTEGER, phrase = `must be a whole n
   return z.number(must(phrase)).int(must(phrase)).min(1, must(phrase)).max(max, must(phrase));
 }
 
-/** pubsub#digest_frequency asked of partners, ms: 0 (no digests) or 10 ms to 24 h (XEP-0060 bounds of Hermod's own service). */
+/** pubsub#digest_frequency asked of partners, ms: 0 (no digests) or 10 ms to 1 min (the bounds of Hermod's own service). */
 export function digestMs() {
-  const phrase = 'must be 0 (no digests) or a whole number of milliseconds from 10 to 86400000';
-  return z.number(must(phrase)).int(must(phrase)).refine((ms) => ms === 0 || (ms >= 10 && ms <= 86_400_000), must(phrase));
+  const phrase = 'must be 0 (no digests) or a whole number of milliseconds from 10 to 60000';
+  return z.number(must(phrase)).int(must(phrase)).refine((ms) => ms === 0 || (ms >= 10 && ms <= 60_000), must(phrase));
 }
 
 /** A string `normalize` accepts (e.g. a JID), as `normalize` returns it. */

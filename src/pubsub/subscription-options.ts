@@ -6,9 +6,14 @@ import type { Subscription, SubscriptionOptions } from './types.ts';
 
 /** pubsub#digest_frequency when a subscriber turns digests on without one, in ms. */
 export const DEFAULT_DIGEST_FREQUENCY_MS = 1000;
-/** Bounds of pubsub#digest_frequency, in ms: [10 ms, 24 h]. */
+/**
+ * Bounds of pubsub#digest_frequency, in ms: [10 ms, 1 min]. The upper bound is Hermod's, not the
+ * XEP's: what a digest window holds keeps the notification journal's marks back for every
+ * recipient (src/component/notification-queue.ts), so a window of hours would hold the journal
+ * (memory, store, and what a crash sends again) for hours.
+ */
 export const MIN_DIGEST_FREQUENCY_MS = 10;
-export const MAX_DIGEST_FREQUENCY_MS = 24 * 3600 * 1000;
+export const MAX_DIGEST_FREQUENCY_MS = 60 * 1000;
 
 /**
  * The digest interval (ms) of a subscription with pubsub#digest on, else undefined (one
@@ -37,7 +42,7 @@ export function applySubscriptionOptions(base: SubscriptionOptions, change: Part
   if (next.digest === false) delete next.digest;
   const f = next.digestFrequency;
   if (f !== undefined && (!Number.isInteger(f) || f < MIN_DIGEST_FREQUENCY_MS || f > MAX_DIGEST_FREQUENCY_MS)) {
-    fail('invalid-options', `pubsub#digest_frequency must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (24 h) (got '${f}')`);
+    fail('invalid-options', `pubsub#digest_frequency must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (1 min) (got '${f}')`);
   }
   return next;
 }

@@ -90,8 +90,10 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     ? new MidgardSpoolSource({
         dir: config.spool,
         log,
-        // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way again.
-        isPermanent: (err) => err instanceof MidgardFormatError || err instanceof PubsubError,
+        // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way
+        // again; a service error of the server's own (internal-server-error: a cluster node lock lost,
+        // LockLostError, "nothing written, try again") is retried like a store failure.
+        isPermanent: (err) => err instanceof MidgardFormatError || (err instanceof PubsubError && err.condition !== 'internal-server-error'),
       })
     : undefined;
   /**

@@ -137,7 +137,8 @@ export class CouchSink {
    * Revisions ("id\0rev") this sink saw the database take or have lately (`_bulk_docs`
    * accepted them, or `_revs_diff` said it has them): the same revision arriving again (a
    * document in two tags comes from two nodes; a catch-up overlapping live notifications) is
-   * dropped without asking. Bounded; forgotten on restart (then asked as before).
+   * dropped without asking. Bounded; forgotten on restart (then asked as before) and whenever
+   * CouchDB answers that the database is missing (it may come back empty).
    */
   private readonly present = new LRUCache<string, true>({ max: 50_000 });
   /** Retractions waiting for their document's current revision (the next `_all_docs`), by id. */
@@ -505,6 +506,9 @@ export class CouchSink {
       try {
         return await request();
       } catch (err) {
+        // A database that is gone may come back empty (deleted and created again, restored):
+        // what this sink saw it take is no longer known to be there.
+        if (databaseMissing(err)) this.present.clear();
         if (!unanswered(err) || attempt >= this.attempts) throw err;
         const delayMs = Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** (attempt - 1));
         this.log.warn(`CouchDB ${what} failed; trying again`, { db: this.db.config.db, attempt, retryInMs: delayMs, reason: String(err) });

@@ -233,7 +233,9 @@ export class KvStore implements Store {
     return {
       get: (k) => db.get(base + k),
       getMany: async (keys) => (keys.length === 0 ? [] : db.getMany(keys.map((k) => base + k))),
-      batch: (ops) => this.batch(ops.map((op) => ({ ...op, key: base + op.key }))),
+      // Not fenced by the node locks of the section it may run in: a state space (the journal, the
+      // relay, replication state) is no node's, and a lost node lock must not stall its writes.
+      batch: (ops) => this.batch(ops.map((op) => ({ ...op, key: base + op.key })), false),
       swap: (k, expected, next) => this.swap(base + k, expected, next),
       async *range(prefix, options = {}) {
         for await (const [k, v] of db.entries({ gte: base + prefix, lt: prefixEnd(base + prefix), limit: options.limit ?? -1 })) yield [k.slice(base.length), v];
@@ -256,11 +258,14 @@ export class KvStore implements Store {
     });
   }
 
-  /** Writes one batch; inside exclusive sections, only while their node locks are surely this process's (NodeLocks.fence: rejects with LockLostError otherwise). */
-  private async batch(ops: BatchOp[]): Promise<void> {
+  /**
+   * Writes one batch; `fenced` (node data), inside exclusive sections, only while their node locks
+   * are surely this process's (NodeLocks.fence: rejects with LockLostError otherwise).
+   */
+  private async batch(ops: BatchOp[], fenced = true): Promise<void> {
     if (ops.length === 0) return;
     const locks = this.clusterLocks;
-    if (locks) for (const node of this.inside.getStore() ?? []) await locks.fence(node);
+    if (locks && fenced) for (const node of this.inside.getStore() ?? []) await locks.fence(node);
     await this.db.batch(ops);
   }
 

@@ -45,7 +45,7 @@ function dateTime(name: string, value: string): number {
 function digestFrequency(name: string, value: string | undefined): number {
   const ms = value !== undefined && /^\d{1,9}$/.test(value) ? Number(value) : NaN;
   if (!(ms >= MIN_DIGEST_FREQUENCY_MS && ms <= MAX_DIGEST_FREQUENCY_MS)) {
-    fail('invalid-options', `${name} must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (24 h) (got '${value ?? ''}')`);
+    fail('invalid-options', `${name} must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (1 min) (got '${value ?? ''}')`);
   }
   return ms;
 }
@@ -53,7 +53,7 @@ function digestFrequency(name: string, value: string | undefined): number {
 /**
  * A submitted pubsub#subscribe_options form -> the options it changes (XEP-0060 §6.3.5).
  * Errors: invalid-options naming the field (§6.3.7) for a bad value or a field this service
- * does not support; pubsub#digest_frequency outside [10 ms, 24 h].
+ * does not support; pubsub#digest_frequency outside [10 ms, 1 min].
  */
 export function parseSubscribeOptionsForm(x: Element): Partial<SubscriptionOptions> {
   const form = parseForm(x);
