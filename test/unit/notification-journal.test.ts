@@ -301,46 +301,43 @@ class SlowKernelSocket extends FakeSocket {
   }
 }
 
+/** A journal in `store` feeding an outbox on a SlowKernelSocket, with one queued stanza per item id (in order); `crash()` opens the journal as a restart after kill -9 would. */
+async function slowKernelPath(store: Store, ids: string[]) {
+  const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
+  const outbox = new Outbox({ log: silentLogger, chunkBytes: 1, onWriting: (tag) => journal.written(tag) });
+  const socket = new SlowKernelSocket();
+  outbox.attach(socket);
+  const seqs = ids.map((id) => journal.append(event(id), recipients(1)));
+  await journal.durable();
+  seqs.forEach((seq, i) => outbox.push([`<${ids[i]}/>`], { seq, firstIndex: 0 }));
+  const crash = async (): Promise<Array<[string, string[]]>> => {
+    await journal.durable();
+    await tick();
+    await journal.durable();
+    const crashed = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
+    await crashed.journal.close();
+    return pendingOf(crashed.undelivered);
+  };
+  return { socket, crash };
+}
+
 describe('written mark and a kill -9', () => {
   it('a chunk the kernel has not taken whole is handed back after a crash (never counted as delivered)', () =>
     withLevel(async (store) => {
-      const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
-      const outbox = new Outbox({ log: silentLogger, chunkBytes: 1, onWriting: (tag) => journal.written(tag) });
-      const socket = new SlowKernelSocket();
-      outbox.attach(socket);
-      const seqA = journal.append(event('a'), recipients(1));
-      const seqB = journal.append(event('b'), recipients(1));
-      await journal.durable();
-      outbox.push(['<a/>'], { seq: seqA, firstIndex: 0 });
-      outbox.push(['<b/>'], { seq: seqB, firstIndex: 0 });
+      const { socket, crash } = await slowKernelPath(store, ['a', 'b']);
       await eventuallyTrue(() => socket.chunks.length === 1);
       socket.take(); // the kernel has <a/>
       await eventuallyTrue(() => socket.chunks.length === 2); // <b/> written, still in this process's buffers
-      await journal.durable();
-      await tick();
-      await journal.durable();
       // A kill -9 now: whoever opens the journal next delivers <b/> (it never reached the kernel), not <a/>.
-      const crashed = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
-      assert.deepEqual(pendingOf(crashed.undelivered), [['b', ['s0@x']]]);
-      await crashed.journal.close();
+      assert.deepEqual(await crash(), [['b', ['s0@x']]]);
     }));
 
   it('once the kernel has taken the chunk, a crash does not hand it back', () =>
     withLevel(async (store) => {
-      const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
-      const outbox = new Outbox({ log: silentLogger, chunkBytes: 1, onWriting: (tag) => journal.written(tag) });
-      const socket = new SlowKernelSocket();
-      outbox.attach(socket);
-      const seqA = journal.append(event('a'), recipients(1));
-      await journal.durable();
-      outbox.push(['<a/>'], { seq: seqA, firstIndex: 0 });
+      const { socket, crash } = await slowKernelPath(store, ['a']);
       await eventuallyTrue(() => socket.chunks.length === 1);
       socket.take();
-      await tick();
-      await journal.durable();
-      const crashed = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
-      assert.deepEqual(pendingOf(crashed.undelivered), [], 'taken by the kernel: delivered, not sent a second time');
-      await crashed.journal.close();
+      assert.deepEqual(await crash(), [], 'taken by the kernel: delivered, not sent a second time');
     }));
 });
 
