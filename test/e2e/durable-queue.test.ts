@@ -111,7 +111,17 @@ describe('durable notification queue', { timeout: 240_000 }, () => {
     for (let n = 0; n < SUBSCRIBERS; n++) {
       await (subs[n] as TestClient).waitForMessage(isItemEvent('fan', 'marker'), 60_000, `marker at sub${n}`);
       const all = sessions[n] as TestClient[];
-      const got = notified(all, 'fan', 'item');
+      let got = notified(all, 'fan', 'item');
+      if (acked.some((id) => !got.includes(id))) {
+        // What Hermod sent again on reconnecting may have reached the server while this user's new
+        // session was logging in (the subscribers log in one after another, sub3 last): ejabberd
+        // then stores it offline after the session took its offline messages. Stored for the user
+        // is delivered as far as XEP-0114 goes: one more session picks it up.
+        const extra = await site.user(home, `sub${n}`, `offline${Date.now()}`);
+        all.push(extra);
+        await eventually(() => acked.every((id) => notified(all, 'fan', 'item').includes(id)), `sub${n}'s offline messages`, 10_000).catch(() => undefined);
+        got = notified(all, 'fan', 'item');
+      }
       const missed = acked.filter((id) => !got.includes(id));
       // Within one session nothing comes twice; across the restart an item may: what was written
       // to the server shortly before it went away is written again (at least once, same item id).
