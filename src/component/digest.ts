@@ -56,6 +56,8 @@ export function digestible(event: ServiceEvent): event is Extract<ServiceEvent, 
 
 export class DigestWindows {
   private readonly windows = new Map<string, Window>();
+  /** node -> how many windows it has open. */
+  private readonly nodes = new Map<string, number>();
   /** node \0 recipient JID -> the keys of its windows. */
   private readonly byRecipient = new Map<string, Set<string>>();
   private readonly maxItems: number;
@@ -108,7 +110,7 @@ export class DigestWindows {
 
   /** Sends now what the windows of `node` hold (before a notification that must not overtake them). */
   flushNode(node: string): void {
-    if (this.windows.size === 0) return;
+    if (!this.nodes.has(node)) return;
     for (const window of this.windows.values()) if (window.node === node) this.flush(window);
   }
 
@@ -117,7 +119,7 @@ export class DigestWindows {
    * turned digests off, or changed: a later item must not overtake the held ones).
    */
   flushRecipient(node: string, jid: string, keep?: string): void {
-    if (this.windows.size === 0) return;
+    if (!this.nodes.has(node)) return; // the common case: nothing of this node held (no string built per recipient)
     const keys = this.byRecipient.get(`${node}\0${jid}`);
     if (!keys) return;
     for (const key of [...keys]) {
@@ -133,6 +135,9 @@ export class DigestWindows {
 
   private forget(key: string, window: Window): void {
     this.windows.delete(key);
+    const open = (this.nodes.get(window.node) ?? 1) - 1;
+    if (open > 0) this.nodes.set(window.node, open);
+    else this.nodes.delete(window.node);
     const owner = `${window.node}\0${window.jid}`;
     const keys = this.byRecipient.get(owner);
     keys?.delete(key);
@@ -147,6 +152,7 @@ export class DigestWindows {
       this.flush(window);
     }
     this.windows.clear();
+    this.nodes.clear();
     this.byRecipient.clear();
   }
 
@@ -169,6 +175,7 @@ export class DigestWindows {
     };
     window.timer = setTimeout(tick, digestMs).unref();
     this.windows.set(key, window);
+    this.nodes.set(node, (this.nodes.get(node) ?? 0) + 1);
     const owner = `${node}\0${jid}`;
     this.byRecipient.set(owner, (this.byRecipient.get(owner) ?? new Set()).add(key));
   }

@@ -21,8 +21,10 @@
 // kernel's socket buffers or the server's), so a restart does not send it a second time. A chunk
 // the kernel does not take whole at once (the server reads slowly: part of it waits in this
 // process's buffers, which a kill -9 loses) moves the mark back to the last chunk the kernel took
-// whole until the rest is taken, and nothing more is written meanwhile: such a chunk is written
-// again by whoever takes the journal over (at least once), never lost.
+// whole until the rest is taken, and nothing more is written meanwhile: once that mark is in the
+// store (the journal's next batch, a millisecond or so) such a chunk is written again by whoever
+// takes the journal over (at least once) instead of being lost. A kill inside that millisecond
+// still loses the chunk's untaken tail, as every chunk could before.
 
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
