@@ -116,7 +116,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     relay: (stanza) => relay?.route(stanza) ?? false,
     onConfirmed: (tag) => journal.confirm(tag),
     onDropped: (tags) => journal.dropped(tags),
-    onWriting: (tag) => journal.written(tag),
+    onRouted: (tag) => journal.routed(tag),
     onRewound: () => journal.rewound(),
   });
   const renderer = new NotificationRenderer(component.jid);

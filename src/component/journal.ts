@@ -5,21 +5,27 @@
 //   e\0<member>\0<seq: 12 hex>           {"e":event,"r":recipients}: an event to deliver (written
 //                                        once per event, before the request that caused it is
 //                                        answered: `durable()`)
-//   m\0<member>                          {"a":[seq,i],"w":[seq,i]}: a = the server has taken every
-//                                        notification up to recipient i of event seq (and all
-//                                        before); w = written to the socket up to there, not yet
-//                                        confirmed ([-1,-1]: the connection was lost, they will be
-//                                        written again). After a crash, written counts as
-//                                        delivered: a kill -9 does not take back what the kernel
-//                                        has. The key also lists the members that have a journal.
+//   m\0<member>                          {"a":[seq,i],"r":[seq,i]}: a = confirmed: the server has
+//                                        taken every notification up to recipient i of event seq
+//                                        (and all before) and kept it while the stream stayed up;
+//                                        r = routed up to there (a barrier came back), not yet
+//                                        settled. After a crash of this process, routed counts as
+//                                        delivered (the server delivers it without us); what was
+//                                        only written to the socket does not (a kill -9 resets the
+//                                        connection and the kernel discards what it had not sent:
+//                                        src/component/outbox.ts): it is delivered again, at least
+//                                        once. When the connection is lost r falls back to a (a
+//                                        server going away may drop what it routed). The key also
+//                                        lists the members that have a journal. An older Hermod's
+//                                        {"a","w"} (w: written) is read as {"a"}: at least once.
 //   x\0<member>\0<seq>\0<from: 8 hex>    `to`: recipients [from, to) of event seq were dropped
 // Writes are grouped: everything recorded in one turn of the event loop goes in one store batch
 // (one LevelDB batch, one `_bulk_docs`), one batch in flight at a time. A batch the store refuses
 // is tried again, RETRY_FIRST_MS later, doubling up to RETRY_MAX_MS, while Hermod runs; close()
 // waits CLOSE_WAIT_MS at most for the last writes, then stops without them and logs what they
-// were (what is lost, what will be sent again): stopping never hangs on a store that is down. The outbox writes a chunk
-// to the socket only once its `w` mark is durable (`written()` resolves), so that what a killed
-// process had written is never delivered again by whoever adopts its journal. Events are deleted
+// were (what is lost, what will be sent again): stopping never hangs on a store that is down.
+// The routed mark is recorded with the next batch and not waited for: a crash before it is in the
+// store only sends a little more again. Events are deleted
 // once confirmed. On open, the member's own leftovers (a restart with the same member id) and an
 // older Hermod's dataDir/outbox.journal file (imported once, renamed *.imported) are handed back.
 // `adopt(member)` takes over a dead member's undelivered events (re-recorded as this member's,
@@ -28,7 +34,7 @@
 // Why a journal and not per-subscription watermarks: a watermark per subscription costs one
 // write per recipient per event (a 1 000-subscriber node: 1 000 writes per publish); the journal
 // costs one entry per event (the event once plus its recipient list) and one small mark per
-// written chunk of notifications (≈64 KiB), whatever the fan-out.
+// routed chunk of notifications (one per barrier round trip), whatever the fan-out.
 
 import { existsSync } from 'node:fs';
 import { readFile, rename } from 'node:fs/promises';
@@ -59,7 +65,7 @@ const dropKey = (member: string, seq: number, from: number): string => `x${SEP}$
 type Position = [number, number];
 interface Marks {
   a: Position;
-  w: Position;
+  r: Position;
 }
 const after = (p: Position, q: Position): boolean => p[0] > q[0] || (p[0] === q[0] && p[1] > q[1]);
 /** Wait before the second try of a batch the store refused, doubled each try up to RETRY_MAX_MS (ms). */
@@ -70,7 +76,7 @@ export const CLOSE_WAIT_MS = 5_000;
 
 export class NotificationJournal {
   private nextSeq = 0;
-  private marks: Marks = { a: [-1, -1], w: [-1, -1] };
+  private marks: Marks = { a: [-1, -1], r: [-1, -1] };
   private marksDirty = false;
   /** Events not yet fully confirmed: seq -> recipient count and the drop keys written for it (ascending seqs). */
   private readonly live = new Map<number, { count: number; drops: string[] }>();
@@ -131,7 +137,7 @@ export class NotificationJournal {
 
   /**
    * Recipient `index` of event `seq` is not sent yet although later ones are (a digest window
-   * holds it: src/component/notification-queue.ts): until `release`, the confirmed and written
+   * holds it: src/component/notification-queue.ts): until `release`, the confirmed and routed
    * marks stay before it, so that a restart delivers it (and what follows it again: at least once).
    * Positions must be held in the order they were recorded.
    */
@@ -156,6 +162,7 @@ export class NotificationJournal {
   confirm(confirmed: DurableTag): void {
     const tag = this.capped(confirmed);
     if (after([tag.seq, tag.index], this.marks.a)) this.marks.a = [tag.seq, tag.index];
+    if (after(this.marks.a, this.marks.r)) this.marks.r = this.marks.a;
     this.marksDirty = true;
     for (const [seq, { count, drops }] of this.live) {
       if (seq > tag.seq || (seq === tag.seq && tag.index < count - 1)) break;
@@ -166,17 +173,21 @@ export class NotificationJournal {
     this.schedule();
   }
 
-  /** About to write up to `tag` to the socket: resolves once that mark is durable (write only then). */
-  written(written: DurableTag): Promise<void> {
-    const tag = this.capped(written);
-    this.marks.w = [tag.seq, tag.index];
+  /**
+   * The server has routed everything up to `tag` (except held positions), not yet settled: after
+   * a crash of this process it counts as delivered (recorded with the next batch, not waited for).
+   */
+  routed(routed: DurableTag): void {
+    const tag = this.capped(routed);
+    if (!after([tag.seq, tag.index], this.marks.r)) return;
+    this.marks.r = [tag.seq, tag.index];
     this.marksDirty = true;
-    return this.durable();
+    this.schedule();
   }
 
-  /** The connection was lost: what was written and not confirmed will be written again. */
+  /** The connection was lost: what was routed and not confirmed will be written again (and, after a crash, delivered again). */
   rewound(): void {
-    this.marks.w = [-1, -1];
+    this.marks.r = this.marks.a;
     this.marksDirty = true;
     this.schedule();
   }
@@ -223,8 +234,10 @@ export class NotificationJournal {
   async adopt(member: string): Promise<JournalEvent[]> {
     const space = this.space;
     const raw = await space.get(marksKey(member));
-    const marks: Marks = raw ? (JSON.parse(raw) as Marks) : { a: [-1, -1], w: [-1, -1] };
-    const done = after(marks.w, marks.a) ? marks.w : marks.a;
+    const stored = raw ? (JSON.parse(raw) as Partial<Marks>) : {};
+    const none: Position = [-1, -1];
+    const marks: Marks = { a: stored.a ?? none, r: stored.r ?? stored.a ?? none };
+    const done = after(marks.r, marks.a) ? marks.r : marks.a;
     const skips = new Map<number, Array<[number, number]>>();
     for await (const [key, to] of space.range(`x${SEP}${member}${SEP}`)) {
       const [, , seq, from] = key.split(SEP);
@@ -234,7 +247,7 @@ export class NotificationJournal {
     }
     const out: JournalEvent[] = [];
     let events = 0;
-    let written = 0;
+    let routed = 0;
     for await (const [key, value] of space.range(`e${SEP}${member}${SEP}`)) {
       const seq = parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16);
       if (member !== this.member || !this.live.has(seq)) this.queue({ type: 'del', key });
@@ -242,9 +255,9 @@ export class NotificationJournal {
       events++;
       const { e, r } = JSON.parse(value) as { e: ServiceEvent; r: Recipient[] };
       const first = seq < done[0] ? r.length : seq === done[0] ? done[1] + 1 : 0;
-      // Written to the dead member's socket, not confirmed: taken as delivered (see the header).
+      // Routed by the server, not yet settled: taken as delivered (see the header).
       const confirmed = seq < marks.a[0] ? r.length : seq === marks.a[0] ? marks.a[1] + 1 : 0;
-      written += Math.max(0, first - confirmed);
+      routed += Math.max(0, first - confirmed);
       const skip = skips.get(seq) ?? [];
       const recipients = r.filter((_, i) => i >= first && !skip.some(([f, t]) => i >= f && i < t));
       if (recipients.length === 0) continue;
@@ -253,7 +266,8 @@ export class NotificationJournal {
     }
     if (member !== this.member) this.queue({ type: 'del', key: marksKey(member) });
     await this.durable();
-    if (member !== this.member && (events > 0 || raw !== undefined)) this.log.info('notification journal of another member adopted', { member, events, undelivered: out.length, writtenUnconfirmed: written });
+    const resent = out.reduce((n, e) => n + e.recipients.length, 0);
+    if (member !== this.member && (events > 0 || raw !== undefined)) this.log.info('notification journal of another member adopted', { member, events, undelivered: out.length, resent, routedUnconfirmed: routed });
     return out;
   }
 

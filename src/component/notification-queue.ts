@@ -7,7 +7,7 @@
 // outbox, because this is the one place where an aggregated message can keep the journal's
 // guarantees without a second mechanism: the event is journalled as always (durable before the
 // publish is answered) with every recipient, and a recipient whose notification a digest window
-// takes is *held* in the journal (NotificationJournal.hold): the journal's confirmed and written
+// takes is *held* in the journal (NotificationJournal.hold): the journal's confirmed and routed
 // marks stop before the oldest held position, so a crash or restart replays it (and, at worst, a
 // few notifications to others sent after it: at least once, same item ids). When the digest is
 // due it is journalled as an event of its own (kind 'digest', one recipient) and queued like any

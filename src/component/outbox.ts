@@ -17,23 +17,22 @@
 // covers everything written meanwhile, so a backed-up fan-out costs one barrier (and one journal
 // acknowledgement) per round trip to the server, not one per 64 KiB chunk. Stanzas pushed without
 // a durable tag (MAM result pages) are not written again: their request is gone with the stream.
-// If Hermod itself dies, what the kernel had taken is taken as delivered (onWriting: it is in the
-// kernel's socket buffers or the server's), so a restart does not send it a second time. A chunk
-// the kernel does not take whole at once (the server reads slowly: part of it waits in this
-// process's buffers, which a kill -9 loses) moves the mark back to the last chunk the kernel took
-// whole until the rest is taken, and nothing more is written meanwhile: once that mark is in the
-// store (the journal's next batch, a millisecond or so) such a chunk is written again by whoever
-// takes the journal over (at least once) instead of being lost. A kill inside that millisecond
-// still loses the chunk's untaken tail, as every chunk could before.
+// If Hermod itself dies (kill -9), what the server had routed (a barrier came back) counts as
+// delivered: the server delivers it without us (onRouted records the position in the journal).
+// Everything after that position is delivered again by whoever opens the journal next, with the
+// same item ids: at least once. What was merely written cannot count: a process killed with unread
+// data in its socket's receive queue makes the kernel reset the connection, and a reset discards
+// what still waits in the kernel's send queue (a server that reads slowly leaves whole chunks
+// there: e2e/ajatus-batch lost 65 documents that way when "written" counted as delivered). So a
+// kill -9 may repeat, to a subscriber, the notifications of about one barrier round trip; it
+// loses none.
 
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 
 export interface OutboxSocket {
-  /** `done`: called once the chunk is wholly handed to the kernel (net.Socket's write callback; an error when it never will be). */
-  write(chunk: string, done?: (err?: Error | null) => void): boolean;
-  /** Bytes this process still holds for the socket (net.Socket: not yet taken by the kernel); absent: none. */
-  readonly writableLength?: number;
+  /** Writes a chunk; false when the socket pushes back (then 'drain' comes when it takes more). */
+  write(chunk: string): boolean;
   once(event: 'drain' | 'close', listener: () => void): unknown;
   removeListener(event: 'drain' | 'close', listener: () => void): unknown;
 }
@@ -75,11 +74,11 @@ export interface OutboxOptions {
   /** Durable stanzas dropped because the outbox was full. */
   onDropped?: (tags: DurableTag[]) => void;
   /**
-   * About to write a chunk whose newest durable stanza is `last`. When it returns a promise the
-   * chunk is written only once that resolves (the journal's `written` mark is durable), and
-   * nothing after it meanwhile.
+   * The server has routed everything up to durable stanza `last` (a barrier came back): a crash
+   * of this process no longer takes it back (see the header). Not yet confirmed: it may still be
+   * written again after a disconnect (onRewound).
    */
-  onWriting?: (last: DurableTag) => void | Promise<void>;
+  onRouted?: (last: DurableTag) => void;
   /** Written but unconfirmed durable stanzas were queued again (the connection was lost). */
   onRewound?: () => void;
 }
@@ -114,8 +113,6 @@ export class Outbox {
   private barrierCounter = 0;
   private socket: OutboxSocket | undefined;
   private waitingDrain = false;
-  /** The durable tag of the last chunk the kernel took whole on this socket (the journal's written mark when a chunk backs up). */
-  private inKernel: DurableTag | undefined;
   private scheduled = false;
   private drainedWaiters: Array<() => void> = [];
   private readonly limit: number;
@@ -160,7 +157,6 @@ export class Outbox {
   attach(socket: OutboxSocket): void {
     this.socket = socket;
     this.waitingDrain = false;
-    this.inKernel = undefined;
     this.schedule();
   }
 
@@ -262,8 +258,10 @@ export class Outbox {
   /** A barrier came back: everything before `position` is routed; it is confirmed once settled. */
   private route(position: number): void {
     if (position <= this.routed) return;
+    const last = this.lastDurable(this.routed, position);
     this.sent += position - this.routed;
     this.routed = position;
+    if (last && this.settleMs > 0) this.options.onRouted?.(last);
     if (this.settleMs <= 0) this.confirm(position);
     else {
       this.settling.push({ position, at: Date.now() });
@@ -306,14 +304,7 @@ export class Outbox {
       this.sent += position - this.routed;
       this.routed = position;
     }
-    let last: DurableTag | undefined;
-    for (let p = position - 1; p >= this.confirmed; p--) {
-      const i = p - this.base;
-      if (this.tagSeq[i] !== NONE) {
-        last = { seq: this.tagSeq[i] as number, index: this.tagIndex[i] as number };
-        break;
-      }
-    }
+    const last = this.lastDurable(this.confirmed, position);
     this.confirmed = position;
     if (last) this.options.onConfirmed?.(last);
     const done = this.confirmed - this.base;
@@ -324,6 +315,15 @@ export class Outbox {
       this.base = this.confirmed;
     }
     this.resolveDrained();
+  }
+
+  /** The newest durable stanza in absolute positions [from, to), if any. */
+  private lastDurable(from: number, to: number): DurableTag | undefined {
+    for (let p = to - 1; p >= from; p--) {
+      const i = p - this.base;
+      if (this.tagSeq[i] !== NONE) return { seq: this.tagSeq[i] as number, index: this.tagIndex[i] as number };
+    }
+    return undefined;
   }
 
   private resolveDrained(): void {
@@ -352,14 +352,7 @@ export class Outbox {
     const socket = this.socket;
     while (socket && this.socket === socket && !this.waitingDrain && this.work) {
       let chunk = '';
-      let lastDurable = -1;
-      while (this.head < this.end && chunk.length < this.chunkBytes) {
-        const i = this.head++ - this.base;
-        chunk += this.queue[i];
-        if (this.tagSeq[i] !== NONE) lastDurable = i;
-      }
-      const tag = lastDurable >= 0 ? { seq: this.tagSeq[lastDurable] as number, index: this.tagIndex[lastDurable] as number } : undefined;
-      const gate = tag ? this.options.onWriting?.(tag) : undefined;
+      while (this.head < this.end && chunk.length < this.chunkBytes) chunk += this.queue[this.head++ - this.base];
       if (this.barrierJid === undefined) this.confirm(this.head);
       else if (this.barrierOwed) {
         const id = `${BARRIER_PREFIX}${this.options.barrierTag ? `${this.options.barrierTag}.` : ''}${(this.barrierCounter++).toString(36)}`;
@@ -377,71 +370,23 @@ export class Outbox {
         this.barriersSent++;
         chunk += barrierIq(id, this.barrierJid);
       }
-      if (gate) {
-        // Written once the mark is durable; if the socket went meanwhile, detach() has queued it again.
-        this.waitingDrain = true;
-        gate.then(
-          () => {
-            if (this.socket !== socket) return;
-            this.waitingDrain = false;
-            this.write(socket, chunk, tag);
-            this.schedule();
-          },
-          (err: unknown) => {
-            // The mark could not be made durable: written all the same (an adopter might then
-            // deliver it a second time, with the same item ids) rather than stall the outbox.
-            this.log.error('journal written-mark failed: writing the chunk anyway', { reason: String(err) });
-            if (this.socket !== socket) return;
-            this.waitingDrain = false;
-            this.write(socket, chunk, tag);
-            this.schedule();
-          },
-        );
-        return;
-      }
-      this.write(socket, chunk, tag);
+      this.write(socket, chunk);
     }
   }
 
-  /**
-   * Writes a chunk (`tag`: its last durable stanza). When the kernel does not take it whole at
-   * once, the journal's written mark goes back to the last chunk it did take (see the header) and
-   * nothing more is written until this one is taken (its write callback), which moves the mark
-   * forward again.
-   */
-  private write(socket: OutboxSocket, chunk: string, tag?: DurableTag): void {
-    let held = false;
-    // The chunk is wholly in the kernel (its write callback, or 'drain' from a socket without callbacks).
-    const taken = (err?: Error | null): void => {
-      socket.removeListener('drain', taken);
-      socket.removeListener('close', gone);
-      if (!held) return;
-      held = false;
+  /** Writes a chunk; when the socket pushes back, waits for 'drain' before writing more. */
+  private write(socket: OutboxSocket, chunk: string): void {
+    if (socket.write(chunk)) return;
+    this.waitingDrain = true;
+    const onDrain = (): void => {
+      socket.removeListener('drain', onDrain);
+      socket.removeListener('close', onDrain);
       if (this.socket !== socket) return;
-      if (!err && tag) {
-        this.inKernel = tag;
-        this.mark(tag);
-      }
       this.waitingDrain = false;
       this.schedule();
     };
-    const gone = (): void => taken(new Error('socket closed'));
-    const accepted = socket.write(chunk, taken);
-    const backlog = socket.writableLength !== undefined ? socket.writableLength > 0 : !accepted;
-    if (!backlog) {
-      if (tag) this.inKernel = tag;
-      return;
-    }
-    if (tag) this.mark(this.inKernel ?? { seq: -1, index: -1 });
-    held = true;
-    this.waitingDrain = true;
-    socket.once('drain', taken);
-    socket.once('close', gone);
-  }
-
-  /** Moves the journal's written mark (not awaited: a failure is the journal's to log). */
-  private mark(tag: DurableTag): void {
-    Promise.resolve(this.options.onWriting?.(tag)).catch(() => undefined);
+    socket.once('drain', onDrain);
+    socket.once('close', onDrain);
   }
 }
 

@@ -2,8 +2,9 @@
 // traffic over the three connections) and share one CouchDB-API store (pouchdb-server). Under
 // publish load the process holding the work lease is killed with SIGKILL. Every publication
 // acknowledged to its publisher is stored; the subscriber is notified of every one (those the
-// dead process had journaled and not written are delivered by the survivor that adopts its
-// journal) and of none twice; the survivors keep serving; the lease moves to a survivor, which
+// dead process had journaled and the server had not routed are delivered by the survivor that
+// adopts its journal) and of none twice but those the survivor sent again (at least once: XEP-0114
+// has no acknowledgements); the survivors keep serving; the lease moves to a survivor, which
 // runs item expiry from then on; `hermod status` shows the members and the lease holder.
 
 import assert from 'node:assert/strict';
@@ -94,21 +95,19 @@ describe('three Hermods on one store, one killed under load', { timeout: 300_000
     }
     assert.deepEqual(acked.filter((id) => !stored.includes(id)), [], `acknowledged but lost (${acked.length} acknowledged, ${stored.length} found)`);
 
-    // The subscriber gets every acknowledged publication (the dead process's journal adopted), none twice.
+    // The subscriber gets every acknowledged publication (the dead process's journal adopted).
     await alice.iq('set', SVC, publish('load', 'marker'));
     await bob.waitForMessage(isItemEvent('load', 'marker'), 30_000, 'marker after the kill');
     await eventually(() => acked.every((id) => notified(bob, 'load', 'item').includes(id)) || undefined, 'every acknowledged item notified', 60_000).catch(() => undefined);
     const got = notified(bob, 'load', 'item');
-    assert.deepEqual(repeated(got), [], 'notified twice for one publication');
-    // XEP-0114 has no acknowledgements: what the dead process had written to its socket and the
-    // server had not confirmed counts as delivered (or it would be delivered twice), and may have
-    // died with the connection. Everything else it owed — journaled, not written — is delivered
-    // by the survivor that adopted its journal: at most those written ones may be missing.
+    assert.deepEqual(acked.filter((id) => !got.includes(id)), [], 'acknowledged but never notified');
+    // XEP-0114 has no acknowledgements: what the dead process had written and the server had not
+    // yet routed (its barrier not back) may or may not have reached the server, so the survivor
+    // that adopts its journal sends it again (at least once, same item ids). Only those may repeat.
     const adoptions = (await Promise.all(survivors.map((h) => h.log()))).flat().filter((l) => l.msg === 'notification journal of another member adopted' && l.member === holder);
     assert.equal(adoptions.length, 1, "the dead member's journal adopted once");
-    const inFlight = Number(adoptions[0]?.writtenUnconfirmed);
-    const missing = acked.filter((id) => !got.includes(id));
-    assert.ok(missing.length <= inFlight, `acknowledged but never notified: ${missing.join(' ')} (${inFlight} were written, unconfirmed, by the dead process)`);
+    const resent = Number(adoptions[0]?.resent);
+    assert.ok(repeated(got).length <= resent, `notified twice for one publication: ${repeated(got).join(' ')} (the survivor sent ${resent} notifications again)`);
 
     // Item expiry runs in the new lease holder: an item published now is retracted.
     await alice.iq('set', SVC, publish('exp', 'gone-soon'));

@@ -1,8 +1,9 @@
 // kill -9 under publish load, with the real hermod process on real Prosody: four publishers
 // run concurrently (explicit and generated item ids) while a subscriber listens; Hermod is
 // killed with SIGKILL mid-stream and restarted. Every publication that was acknowledged with an
-// IQ result is in the node afterwards, no item id appears twice, and the subscriber was never
-// notified twice of one item.
+// IQ result is in the node afterwards, no item id appears twice, and the subscriber is notified
+// of every one, twice only of those the restarted Hermod sent again from its journal (written
+// before the kill, not yet routed by the server: at least once, XEP-0114 has no acknowledgements).
 
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
@@ -65,8 +66,13 @@ describe('kill -9 under publish load', { timeout: 120_000 }, () => {
     assert.deepEqual(missing, [], `acknowledged but lost (${acked.length} acknowledged, ${stored.length} stored)`);
     assert.ok(stored.length <= acked.length + 4, 'at most the publications in flight at the kill were stored unacknowledged');
 
-    const notified = bob.received((m: Element) => eventOf(m)?.getChild('items')?.attrs.node === 'load').flatMap((m) => eventOf(m)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? []);
-    assert.equal(new Set(notified).size, notified.length, 'no notification twice for one item');
+    const notifiedIds = (): string[] => bob.received((m: Element) => eventOf(m)?.getChild('items')?.attrs.node === 'load').flatMap((m) => eventOf(m)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id as string) ?? []);
+    await eventually(() => acked.every((id) => notifiedIds().includes(id)) || undefined, 'every acknowledged item notified', 30_000).catch(() => undefined);
+    const notified = notifiedIds();
+    assert.deepEqual(acked.filter((id) => !notified.includes(id)), [], 'acknowledged but never notified');
+    const resent = (await hermod.log()).filter((l) => l.msg === 'undelivered notifications queued from the journal').reduce((n, l) => n + Number(l.stanzas), 0);
+    const twice = notified.filter((id, i) => notified.indexOf(id) !== i);
+    assert.ok(twice.length <= resent, `notified twice: ${twice.join(' ')} (${resent} sent again from the journal)`);
     // After the restart the subscription still works.
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><publish node='load'><item id='after'>${entry('after')}</item></publish></pubsub>`);
     await bob.waitForMessage((m) => eventOf(m)?.getChild('items')?.getChildren('item').some((i) => i.attrs.id === 'after') ?? false, 10_000, 'notification after restart');

@@ -117,7 +117,7 @@ async function until(done: () => boolean, what: string): Promise<void> {
 async function fanOut(limits?: DigestLimits, store = new MemoryStore()) {
   const space = store.state(JOURNAL_SPACE);
   const { journal } = await NotificationJournal.open(space, 'local', silentLogger);
-  const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onWriting: (t) => journal.written(t), onDropped: (t) => journal.dropped(t) });
+  const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
   const socket = new RecordingSocket();
   outbox.attach(socket);
   const renderer = new NotificationRenderer('pubsub.x');

@@ -1,6 +1,6 @@
 // The notification journal (in the store: Store.state 'journal') and the outbox's confirmation
 // barriers, without a server: what a restart hands back for delivery after confirmations, drops,
-// writes and a lost connection; what another member adopts from a dead one; the one-time import
+// routed marks and a lost connection; what another member adopts from a dead one; the one-time import
 // of an older Hermod's journal file; and which stanzas the outbox writes again after a disconnect.
 
 import assert from 'node:assert/strict';
@@ -54,14 +54,17 @@ describe('notification journal (in the store)', () => {
       const [, b2, c2] = undelivered.map((e) => e.seq) as [number, number, number];
       const d = journal.append(event('d'), recipients(1));
       assert.ok(d > (c2 as number), 'sequence continues');
-      // Written counts as delivered after a crash, unless the connection was lost meanwhile.
-      await journal.written({ seq: b2, index: 1 });
-      ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
-      assert.deepEqual(pendingOf(undelivered), [['c', ['s0@x', 's1@x']], ['d', ['s0@x']]]);
-      journal.rewound();
+      // Routed (a barrier came back) counts as delivered after a crash, unless the connection was lost meanwhile.
+      journal.routed({ seq: b2, index: 1 });
       await journal.durable();
       ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
-      assert.deepEqual(pendingOf(undelivered), [['c', ['s0@x', 's1@x']], ['d', ['s0@x']]], 'rewound: written again (nothing was confirmed)');
+      assert.deepEqual(pendingOf(undelivered), [['c', ['s0@x', 's1@x']], ['d', ['s0@x']]]);
+      const [c3] = undelivered.map((e) => e.seq) as [number];
+      journal.routed({ seq: c3, index: 1 });
+      journal.rewound(); // the stream went away: what it routed may be lost with the server
+      await journal.durable();
+      ({ journal, undelivered } = await NotificationJournal.open(space, 'local', silentLogger));
+      assert.deepEqual(pendingOf(undelivered), [['c', ['s0@x', 's1@x']], ['d', ['s0@x']]], 'rewound: sent again (nothing was confirmed)');
 
       journal.confirm({ seq: (undelivered.at(-1) as { seq: number }).seq, index: 0 });
       await journal.close();
@@ -79,7 +82,8 @@ describe('notification journal (in the store)', () => {
     const { journal: dead } = await NotificationJournal.open(space, 'm1', silentLogger);
     const x = dead.append(event('x'), recipients(3));
     dead.append(event('y'), recipients(2));
-    await dead.written({ seq: x, index: 0 }); // then killed
+    dead.routed({ seq: x, index: 0 });
+    await dead.durable(); // then killed
     const { journal: survivor } = await NotificationJournal.open(space, 'm2', silentLogger);
     assert.deepEqual((await NotificationJournal.members(space)).sort(), ['m1', 'm2']);
     const adopted = await survivor.adopt('m1');
@@ -247,97 +251,67 @@ describe('outbox confirmation', () => {
     outbox.detach();
   });
 
-  it('with a write gate, a chunk reaches the socket only once its gate has resolved', async () => {
-    let open: () => void = () => undefined;
-    const gates: DurableTag[] = [];
-    const outbox = new Outbox({
-      log: silentLogger,
-      chunkBytes: 8,
-      onWriting: (tag) => {
-        gates.push(tag);
-        return new Promise<void>((resolve) => (open = resolve));
-      },
-    });
+  it('tells the journal what a returned barrier covers as routed before it settles, and nothing at a mere write', async () => {
+    const routed: DurableTag[] = [];
+    const confirmed: DurableTag[] = [];
+    const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 8, settleMs: 60_000, onRouted: (t) => routed.push(t), onConfirmed: (t) => confirmed.push(t) });
     const socket = new FakeSocket();
     outbox.attach(socket);
     outbox.push(['<a/>', '<b/>', '<c/>'], { seq: 0, firstIndex: 0 });
     await tick();
-    assert.deepEqual(socket.chunks, [], 'held until the mark is durable');
-    assert.deepEqual(gates, [{ seq: 0, index: 1 }]);
-    open();
+    assert.equal(socket.chunks.join('').replace(/<iq.*?<\/iq>/g, ''), '<a/><b/><c/>', 'written at once, no store write waited for');
+    assert.deepEqual(routed, [], 'written is not routed');
+    outbox.acknowledge(barrierBack(socket.barriers()[0] as string));
+    assert.deepEqual(routed, [{ seq: 0, index: 1 }], 'the barrier ended the first chunk');
+    assert.deepEqual(confirmed, [], 'not settled yet');
     await tick();
-    await tick();
-    assert.deepEqual(socket.chunks.slice(0, 1), ['<a/><b/>']);
-    open();
-    await tick();
-    await tick();
-    assert.deepEqual(socket.chunks, ['<a/><b/>', '<c/>']);
+    outbox.acknowledge(barrierBack(socket.barriers()[1] as string));
+    assert.deepEqual(routed, [{ seq: 0, index: 1 }, { seq: 0, index: 2 }]);
+    outbox.detach();
   });
 });
 
-/** A socket whose kernel takes a chunk only when told (`take()`): until then it waits in this process's buffers. */
-class SlowKernelSocket extends FakeSocket {
-  private pending: Array<() => void> = [];
-  override write(chunk: string, done?: (err?: Error | null) => void): boolean {
-    this.chunks.push(chunk);
-    this.pending.push(() => done?.());
-    return false;
-  }
-  private drains: Array<() => void> = [];
-  get writableLength(): number {
-    return this.pending.length;
-  }
-  override once(event: 'drain' | 'close', listener: () => void): unknown {
-    if (event === 'drain') this.drains.push(listener);
-    return this;
-  }
-  override removeListener(event: 'drain' | 'close', listener: () => void): unknown {
-    this.drains = this.drains.filter((l) => l !== listener);
-    return this;
-  }
-  take(): void {
-    for (const done of this.pending.splice(0)) done();
-    for (const drained of this.drains.splice(0)) drained();
-  }
-}
-
-/** A journal in `store` feeding an outbox on a SlowKernelSocket, with one queued stanza per item id (in order); `crash()` opens the journal as a restart after kill -9 would. */
-async function slowKernelPath(store: Store, ids: string[]) {
+/**
+ * A journal in `store` feeding an outbox (real barriers, settling longer than the test) on a
+ * recording socket, one queued stanza per item id; `crash()` opens the journal as the restart
+ * after a kill -9 would (nothing closed).
+ */
+async function crashPath(store: Store, ids: string[]) {
   const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
-  const outbox = new Outbox({ log: silentLogger, chunkBytes: 1, onWriting: (tag) => journal.written(tag) });
-  const socket = new SlowKernelSocket();
+  const outbox = new Outbox({ log: silentLogger, barrierJid: 'pubsub.x', chunkBytes: 1, settleMs: 60_000, onRouted: (t) => journal.routed(t), onConfirmed: (t) => journal.confirm(t) });
+  const socket = new FakeSocket();
   outbox.attach(socket);
   const seqs = ids.map((id) => journal.append(event(id), recipients(1)));
   await journal.durable();
   seqs.forEach((seq, i) => outbox.push([`<${ids[i]}/>`], { seq, firstIndex: 0 }));
   const crash = async (): Promise<Array<[string, string[]]>> => {
-    await journal.durable();
     await tick();
     await journal.durable();
     const crashed = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger);
     await crashed.journal.close();
     return pendingOf(crashed.undelivered);
   };
-  return { socket, crash };
+  return { socket, outbox, crash };
 }
 
-describe('written mark and a kill -9', () => {
-  it('a chunk the kernel has not taken whole is handed back after a crash (never counted as delivered)', () =>
+describe('a kill -9 of Hermod: what is delivered again', () => {
+  it('a chunk written to the socket whose barrier has not come back is delivered again (a reset connection loses what the kernel had not sent)', () =>
     withLevel(async (store) => {
-      const { socket, crash } = await slowKernelPath(store, ['a', 'b']);
-      await eventuallyTrue(() => socket.chunks.length === 1);
-      socket.take(); // the kernel has <a/>
-      await eventuallyTrue(() => socket.chunks.length === 2); // <b/> written, still in this process's buffers
-      // A kill -9 now: whoever opens the journal next delivers <b/> (it never reached the kernel), not <a/>.
+      const { socket, outbox, crash } = await crashPath(store, ['a', 'b']);
+      await eventuallyTrue(() => socket.chunks.join('').includes('<b/>'));
+      outbox.acknowledge(barrierBack(socket.barriers()[0] as string)); // the server routed <a/> (the barrier ended its chunk)
+      // A kill -9 now: <b/> was written, never routed: the next Hermod delivers it; <a/> it does not.
       assert.deepEqual(await crash(), [['b', ['s0@x']]]);
     }));
 
-  it('once the kernel has taken the chunk, a crash does not hand it back', () =>
+  it('what the server routed is not delivered a second time, though it had not settled', () =>
     withLevel(async (store) => {
-      const { socket, crash } = await slowKernelPath(store, ['a']);
-      await eventuallyTrue(() => socket.chunks.length === 1);
-      socket.take();
-      assert.deepEqual(await crash(), [], 'taken by the kernel: delivered, not sent a second time');
+      const { socket, outbox, crash } = await crashPath(store, ['a', 'b']);
+      await eventuallyTrue(() => socket.chunks.join('').includes('<b/>'));
+      outbox.acknowledge(barrierBack(socket.barriers()[0] as string));
+      await tick();
+      outbox.acknowledge(barrierBack(socket.barriers()[1] as string));
+      assert.deepEqual(await crash(), [], 'routed: the server delivers it without us');
     }));
 });
 
