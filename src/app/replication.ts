@@ -61,7 +61,25 @@ export interface ReplicationOptions {
 /** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`), importing only those; starts nothing. */
 export async function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Promise<Replication> {
   const { config, settings, componentJid, log } = options;
-  const { service, iq, store } = core;
+  const { iq, store } = core;
+  // The sources record a batch (and advance their checkpoint) once its publishes resolve; a publish
+  // resolves when its items are stored, but its notifications are in the journal only with the
+  // journal's next batch. A kill -9 in between lost them: recorded as published, never notified.
+  // Requests over the wire wait for the journal before their reply (component.ts); so do these.
+  const durable = new Set<PropertyKey>(['publishMany', 'retract']);
+  const service = new Proxy(core.service, {
+    get(target, p) {
+      const value: unknown = Reflect.get(target, p, target);
+      if (typeof value !== 'function') return value;
+      const method = (value as (...args: unknown[]) => unknown).bind(target);
+      if (!durable.has(p)) return method;
+      return async (...args: unknown[]) => {
+        const result = await method(...args);
+        await core.journal.durable();
+        return result;
+      };
+    },
+  });
   const appDb = settings && config.appDb;
   if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {} };
   const { Transforms } = await import('../replication/transforms.ts');
