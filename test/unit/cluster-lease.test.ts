@@ -5,13 +5,12 @@
 // the store loses the lease, is declared dead, has its state adopted and learns it was fenced.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Cluster, nextRound } from '../../src/cluster/cluster.ts';
 import { CLUSTER_SPACE, Heartbeat, Lease, Observer } from '../../src/cluster/lease.ts';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
 import { silentLogger } from '../../src/log.ts';
-import { CouchStore } from '../../src/store/couchdb.ts';
+import { couchFixture } from './couch-fixture.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateSpace, Store } from '../../src/store/store.ts';
 
@@ -183,21 +182,7 @@ function cuttable(store: Store): { store: Store; cut: { on: boolean } } {
 }
 
 describe('work lease on a shared pouchdb-server', { timeout: 60_000 }, () => {
-  let couch: CouchServer;
-  const stores: Store[] = [];
-  const open = async (db: string): Promise<Store> => {
-    const store = new CouchStore({ url: couch.url, db });
-    await store.open();
-    stores.push(store);
-    return store;
-  };
-  before(async () => {
-    couch = await startCouch();
-  });
-  after(async () => {
-    for (const s of stores) await s.close();
-    await couch?.destroy();
-  });
+  const { open } = couchFixture();
 
   it("two processes' stores: one holder, takeover after the TTL, release, one winner of a race (_rev)", async () => {
     const [s1, s2] = [await open('lease'), await open('lease')];

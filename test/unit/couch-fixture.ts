@@ -24,13 +24,16 @@ export function couchFixture(options: KvStoreOptions = {}): CouchFixture {
     for (const s of stores) await s.close().catch(() => undefined);
     await server?.destroy();
   });
+  const started = (): CouchServer => {
+    if (!server) throw new Error('the pouchdb-server is not started yet');
+    return server;
+  };
   return {
     get couch(): CouchServer {
-      if (!server) throw new Error('the pouchdb-server is not started yet');
-      return server;
+      return started();
     },
     async open(db) {
-      const store = new CouchStore({ url: this.couch.url, db, ...options });
+      const store = new CouchStore({ url: started().url, db, ...options });
       await store.open();
       stores.push(store);
       return store;
