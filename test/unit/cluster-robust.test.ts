@@ -63,6 +63,25 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
     assert.equal((await second.getNode('n'))?.config.title, 'first, retried');
   });
 
+  it('a lock kept after a run that another process took meanwhile (it expired unrenewed) is not written under: taken anew, the node reread', async () => {
+    const [first, second] = [await open('kept'), await open('kept')];
+    const exclusive = first.exclusive;
+    assert.ok(exclusive, 'a shared store has node locks');
+    await first.putNode(record('n', 'first'));
+    // The first process keeps the lock after its write, then stalls past its end ...
+    clock += TTL_MS + 1;
+    // ... the second takes the expired lock and changes the node ...
+    await second.putNode(record('n', 'second, after taking the expired lock'));
+    // ... and the first, back, runs on the node again: not on its kept lock, not on its old state.
+    let stale: boolean | undefined;
+    await exclusive('n', async (reread) => {
+      stale = reread;
+      await first.putNode(record('n', 'first, on the lock taken anew'));
+    });
+    assert.equal(stale, true, 'the node is reread');
+    assert.equal((await second.getNode('n'))?.config.title, 'first, on the lock taken anew');
+  });
+
   it('a database briefly not there (no_db_file) is waited for: no key read as absent, no write failed', async () => {
     const kv = new CouchKv({ url: couch.url, db: 'gap' });
     await kv.open();
