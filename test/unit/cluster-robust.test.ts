@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { parse } from 'ltx';
-import { Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
+import { BOUNCES, Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
 import type { CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
 import { NotificationJournal, JOURNAL_SPACE } from '../../src/component/journal.ts';
@@ -100,6 +100,35 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
       assert.equal(await kv.get('w'), 'written');
     } finally {
       await kv.close();
+    }
+  });
+
+  it("another member's barrier goes back to the server a few times before it is relayed through the store; replies are relayed at once", async () => {
+    const space = (await open('bounce')).state(RELAY_SPACE);
+    const sent: string[] = [];
+    let online = true;
+    const relay = new Relay({ log: silentLogger, pollMs: 600_000, space, tag: 'bbbbbb', deliver: () => assert.fail('nothing for b'), waiting: () => false, send: (s) => online && sent.push(s.toString()) > 0 });
+    const barrier = (n: number): ReturnType<typeof parse> => parse(`<iq type="get" id="hermod-barrier-aaaaaa.${n}" from="pubsub.x" to="pubsub.x"><ping xmlns="urn:xmpp:ping"/></iq>`);
+    const stored = async (): Promise<string[]> => {
+      const ids: string[] = [];
+      for await (const [key] of space.range('aaaaaa\0')) ids.push(key.split('\0')[1] as string);
+      return ids.sort();
+    };
+    try {
+      for (let i = 0; i < BOUNCES; i++) assert.equal(relay.route(barrier(1)), true, 'taken');
+      assert.deepEqual(sent, Array(BOUNCES).fill(barrier(1).toString()), 'sent back to the server unchanged, to be balanced again');
+      // Seen once more (its member gone, or the balancing brings it here every time): relayed.
+      assert.equal(relay.route(barrier(1)), true);
+      await eventually(async () => (await stored()).length === 1, 'stored for its member');
+      // Offline: relayed at once. An IQ reply for another member: relayed at once, never bounced.
+      online = false;
+      assert.equal(relay.route(barrier(2)), true);
+      assert.equal(relay.route(parse(`<iq type="result" id="qaaaaaa.7" from="peer.x" to="pubsub.x"/>`)), true);
+      await eventually(async () => (await stored()).length === 3, 'stored for its member');
+      assert.deepEqual(await stored(), ['hermod-barrier-aaaaaa.1', 'hermod-barrier-aaaaaa.2', 'qaaaaaa.7']);
+      assert.equal(sent.length, BOUNCES, 'nothing more went back to the server');
+    } finally {
+      relay.stop();
     }
   });
 
