@@ -63,6 +63,12 @@ const USAGE = `npm run bench [-- OPTIONS]
                      peak RSS (default 100000, quick 2000; 0 skips it)
   --midgard-objects N
                      midgard: objects per phase (default 5000, quick 500)
+  --cluster-processes LIST
+                     cluster-throughput: process counts, one cluster each (default 1,2,3;
+                     e.g. 1,2 for the 2-process ratio alone)
+  --cluster-profile DIR
+                     cluster-throughput: write each Hermod's V8 CPU profile into DIR at its exit
+                     (the figures then include the profiler's overhead)
   --scale-fill direct
                      scale: write the items straight into the store (same layout, ~3 min
                      instead of ~12 at 1 000 000 items; nodes still through the service)
@@ -230,6 +236,8 @@ async function main(): Promise<number> {
       'midgard-objects': { type: 'string' },
       'no-install': { type: 'boolean' },
       'scale-fill': { type: 'string' },
+      'cluster-processes': { type: 'string' },
+      'cluster-profile': { type: 'string' },
       date: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -267,6 +275,10 @@ async function main(): Promise<number> {
     }
     cfg.replication = r;
     cfg.midgard = { ...cfg.midgard, objects: count('midgard-objects', values['midgard-objects'], 1) ?? cfg.midgard.objects };
+    const ct = { ...cfg['cluster-throughput'] };
+    if (values['cluster-processes'] !== undefined) ct.processes = values['cluster-processes'].split(',').map((x) => count('cluster-processes', x.trim(), 1) as number);
+    if (values['cluster-profile'] !== undefined) ct.cpuProfDir = path.resolve(values['cluster-profile']);
+    cfg['cluster-throughput'] = ct;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`bench: ${err.message}\n`);

@@ -139,6 +139,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
       deliver: (stanza) => void (outbox.acknowledge(stanza) || iq.handleResponse(stanza)),
       waiting: () => iq.pendingCount > 0 || outbox.inFlight > 0,
       isLeader: () => cluster.isLeader(),
+      send: (stanza) => connection.send(stanza),
       log: log.child({ component: 'relay' }),
     });
     relay = live;

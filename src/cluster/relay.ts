@@ -15,6 +15,16 @@
 // reply cannot be lost unless the receiving process dies between receiving and storing it (then
 // the request times out, as it would have if the peer had not answered).
 //
+// Barriers first go back to the server (`send`): another member's barrier is a ping from the
+// component JID to itself, and that it reached any process already says all its member needs to
+// know (the server routed everything that member wrote before it), so the process that received
+// it sends it on unchanged to the component JID, and the server balances it again — to its member
+// with probability 1/processes each time (random balancing). A bounce costs the server one
+// routing; a barrier relayed through the store costs a write, a read and a delete (with two
+// processes half of all barriers were relayed so). After BOUNCES bounces of one barrier by this
+// process (its member is gone, or the balancing sends it here every time), or when the component
+// is offline, it is relayed through the store after all.
+//
 // Delivery is at least once: an entry is deleted only after its handler took it. A handler that
 // fails (it rejects or throws) leaves the entry for another try, RETRY_FIRST_MS later, doubling,
 // RELAY_ATTEMPTS tries in all; then it is logged as an error and deleted. A delete that fails, or
@@ -23,11 +33,15 @@
 // partner events: the replication applies an item by revision, a known revision writes nothing).
 
 import { parse, type Element } from 'ltx';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.ts';
 import type { StateOp, StateSpace } from '../store/store.ts';
 
 export const RELAY_SPACE = 'relay';
 const TAGGED = /^(?:q|hermod-barrier-)([0-9a-f]{6})\./;
+const BARRIER = 'hermod-barrier-';
+/** How many times this process sends one barrier of another member back to the server before relaying it through the store (header). */
+export const BOUNCES = 4;
 
 /** The member tag an id we send carries (undefined: none, as on a single-process store). */
 export function tagOf(id: string | undefined): string | undefined {
@@ -55,6 +69,8 @@ export interface RelayOptions {
   pollMs?: number;
   /** Whether this member holds the work lease: then it also takes what was relayed to the leader. */
   isLeader?: () => boolean;
+  /** Sends a stanza to the server at once (not behind the notifications); false when offline. With it, other members' barriers are bounced (header). */
+  send?: (stanza: Element) => boolean;
 }
 
 /** The key prefix of stanzas relayed to whichever member holds the work lease. */
@@ -69,6 +85,9 @@ export class Relay {
   received = 0;
   private counter = 0;
   private leaderHandler: RelayHandler | undefined;
+  /** Bounces so far of other members' barriers, by id (most end at their member and are never seen here again). */
+  private readonly bounced = new LRUCache<string, number>({ max: 10_000 });
+  bounces = 0;
   /** Entries whose handler failed: tries so far and when the next may be (ms). */
   private readonly failed = new Map<string, { tries: number; next: number }>();
   /** A poll asked for while one ran: run again after it. */
@@ -92,7 +111,22 @@ export class Relay {
     if (stanza.name !== 'iq') return false;
     const tag = tagOf(stanza.attrs.id as string | undefined);
     if (tag === undefined || tag === this.options.tag) return false;
+    if (this.bounce(stanza)) return true;
     this.enqueue({ type: 'put', key: `${tag}\0${stanza.attrs.id as string}\0${stanza.attrs.type as string}`, value: stanza.toString() });
+    return true;
+  }
+
+  /** Sends another member's barrier (the ping itself) back to the server, BOUNCES times at most; false: relay it. */
+  private bounce(stanza: Element): boolean {
+    const id = stanza.attrs.id as string;
+    if (!this.options.send || stanza.attrs.type !== 'get' || !id.startsWith(BARRIER)) return false;
+    const times = this.bounced.get(id) ?? 0;
+    if (times >= BOUNCES || !this.options.send(stanza)) {
+      this.bounced.delete(id);
+      return false;
+    }
+    this.bounced.set(id, times + 1);
+    this.bounces++;
     return true;
   }
 

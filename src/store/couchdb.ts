@@ -11,6 +11,8 @@
 // tells which keys other processes changed; this process's own revisions are recognised there.
 // The server URL may carry credentials: they never appear in errors or logs (redactUrl).
 
+import http from 'node:http';
+import https from 'node:https';
 import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
 import { ChangeFeed, type FeedRow } from './change-feed.ts';
@@ -38,6 +40,14 @@ const CONFLICT_RETRIES = 5;
 const MISSING_DB_ATTEMPTS = 8;
 const MISSING_DB_FIRST_WAIT_MS = 50;
 const MISSING_DB_MAX_WAIT_MS = 2_000;
+/**
+ * Idle keep-alive connections are closed after this long (ms), before the server closes them:
+ * pouchdb-server (Node's http server) closes an idle one after 5 s, and a request sent on a
+ * connection the server is closing at that moment fails with ECONNRESET (nano's own agent keeps
+ * idle connections forever). Hermod's requests to the store come in bursts with quiet gaps, so
+ * that race turned into refused publishes (wait/internal-server-error) now and then.
+ */
+const IDLE_SOCKET_MS = 4_000;
 const hex = (key: string): string => Buffer.from(key, 'utf8').toString('hex');
 const unhex = (id: string): string => Buffer.from(id, 'hex').toString('utf8');
 /** Is this a document id of a key (ids of other documents, e.g. design documents, are not)? */
@@ -113,7 +123,9 @@ export class CouchKv implements OrderedKv {
 
   async open(): Promise<void> {
     const { default: nano } = await import('nano');
-    const server = nano(this.options.url);
+    const agentOptions = { keepAlive: true, maxSockets: 50, timeout: IDLE_SOCKET_MS };
+    const agent = this.options.url.startsWith('https:') ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
+    const server = nano({ url: this.options.url, requestDefaults: { agent } });
     this.db = server.use<KvDoc>(this.options.db);
     await this.call('opening the database', async () => {
       try {

@@ -28,6 +28,28 @@
 // changed that state since it released the lock: only the items may have moved (`stale`), its
 // cached record, affiliations and subscriptions are still right (`stateStale` false), and a
 // publication handed back and forth between processes does not reread every subscription.
+//
+// Handovers are what several processes pay for this lock: a release and a take (two conditional
+// writes), the taker's read of the document and its reread of the node's item bookkeeping. With
+// ejabberd spreading one node's publishes over the processes at random, a lock released as soon
+// as a process had no run queued for the node moved at about every other publication (and a
+// single process released and took it again whenever its queue was empty for a moment). So a
+// lock is kept GRACE_MS after a run: a run of this process that comes within that time finds it
+// still held and writes nothing, while the other processes' runs for the node gather in their
+// queues and take it in one go once it is released (runs per handover grow, handovers shrink).
+// Why a short time and not "until another process asks": asking would be one more write per
+// handover (a marker the holder learns of from its changes feed), and with publishes spread at
+// random over the processes nearly every handover is asked for; the grace costs no write at
+// all and delays a waiting process by GRACE_MS at most. LINGER_MAX_MS still bounds how long one
+// process keeps a lock that its own runs keep busy. Nothing of the guarantees moves: a kept lock
+// is renewed and fenced as during a run (one that is no longer surely this process's is renewed
+// before the next run uses it, and taken anew, the node reread, when another process took it),
+// writes under it are fenced as before, and runs of one node still run one at a time in order.
+//
+// Waiting: a process that finds the lock held waits for the changes feed to tell it the document
+// changed (a release wakes it at once) and looks again only every MAX_WAIT_STEP_MS else (a feed
+// that is down; a holder that died and whose lock must expire); changes seen between its read and
+// its wait are not missed (a counter per node).
 
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -43,7 +65,9 @@ export const CLOCK_SKEW_MS = 1_000;
 /** A write under a lock is sent only with at least this long left on it (else the lock is renewed first), ms. */
 export const WRITE_MARGIN_MS = 4_000;
 /** Longest pause between two looks at a lock another process holds, ms (its release on the changes feed wakes the waiter sooner). */
-const MAX_WAIT_STEP_MS = 100;
+const MAX_WAIT_STEP_MS = 250;
+/** How long a lock is kept after a run, for the next run of this process, before it is released, ms (see above). */
+export const GRACE_MS = 100;
 
 /** Longest time a lock passes from run to run in this process before others get a turn, ms. */
 const LINGER_MAX_MS = 200;
@@ -64,8 +88,8 @@ interface Holding {
   lost?: string;
   renewer: NodeJS.Timeout;
   renewing: Promise<void>;
-  /** The release planned once this turn of the event loop ends. */
-  release?: NodeJS.Immediate;
+  /** The release planned GRACE_MS after the last run (cancelled by the next run). */
+  release?: NodeJS.Timeout;
 }
 
 interface LockDoc {
@@ -109,6 +133,8 @@ export class NodeLocks {
   private readonly yielded = new Set<string>();
   /** Who waits for a node's lock held elsewhere: woken when its document changes. */
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Changes of each node's lock document seen on the feed (only for nodes waited for), so that a waiter misses none between its read and its wait. */
+  private readonly changes = new Map<string, number>();
 
   constructor(
     private readonly kv: SharedKv,
@@ -120,6 +146,8 @@ export class NodeLocks {
   /** Another process changed the node's lock document: the revision this process knows is old. */
   changedElsewhere(node: string): void {
     this.released.delete(node);
+    const seen = this.changes.get(node);
+    if (seen !== undefined) this.changes.set(node, seen + 1);
     for (const wake of this.waiters.get(node) ?? []) wake();
   }
 
@@ -142,28 +170,35 @@ export class NodeLocks {
 
   /**
    * Runs `work` holding the node's lock, waiting while another process holds it (woken by the
-   * changes feed, else looking again up to 100 ms apart). `work(stale, stateStale)`: stale is
+   * changes feed, else looking again up to MAX_WAIT_STEP_MS apart). `work(stale, stateStale)`: stale is
    * true when the node may have changed since this process last held the lock; stateStale when
-   * its record, affiliations or subscriptions may have (only with stale). The lock is released once
-   * `work` settles, unless another run for the node follows at once in this process (it then
-   * passes on, up to LINGER_MAX_MS in a row; then it is released and other processes get
-   * their turn). A node `work` deleted (`deleted()` true) leaves no lock document. Runs for one
-   * node must not overlap in this process (the caller serialises them). Rejects with what
-   * `work` or the store rejects with.
+   * its record, affiliations or subscriptions may have (only with stale). The lock is released
+   * GRACE_MS after `work` settles, unless another run for the node comes in this process before
+   * (it then passes on without a store write, up to LINGER_MAX_MS in a row; then it is released
+   * and other processes get their turn). A kept lock that another process took meanwhile (it
+   * expired unrenewed) is taken anew, stale. A node `work` deleted (`deleted()` true) leaves no
+   * lock document. Runs for one node must not overlap in this process (the caller serialises
+   * them). Rejects with what `work` or the store rejects with.
    */
   async run<T>(node: string, work: (stale: boolean, stateStale: boolean) => Promise<T>, deleted: () => boolean = () => false): Promise<T> {
     await this.releasing.get(node);
     let hold = this.holding.get(node);
+    if (hold?.release) clearTimeout(hold.release);
+    if (hold) hold.release = undefined;
+    // A lock kept since the last run that is no longer surely this process's for a write (its
+    // renewals failed: a stalled process, a store that did not answer) is renewed first; if
+    // another process took it meanwhile it is taken anew, on the node reread, not written under.
+    if (hold && !hold.lost && hold.sure - this.now() < WRITE_MARGIN_MS) {
+      await this.renew(node, hold);
+      if (this.holding.get(node) !== hold) hold = undefined; // released meanwhile (close)
+    }
     if (hold?.lost) {
       await this.release(node, false, false); // another's now: taken anew below
       hold = undefined;
     }
     let stale = false;
     let stateStale = false;
-    if (hold) {
-      if (hold.release) clearImmediate(hold.release);
-      hold.release = undefined;
-    } else {
+    if (!hold) {
       const taken = await this.acquire(node);
       stale = taken.stale;
       stateStale = taken.stale && (taken.gen === undefined || taken.gen !== this.tokens.get(node));
@@ -184,7 +219,7 @@ export class NodeLocks {
     } finally {
       const gone = deleted();
       if (gone || this.now() - hold.since >= LINGER_MAX_MS) await this.release(node, gone, !gone);
-      else hold.release = setImmediate(() => void this.release(node, false, false));
+      else hold.release = setTimeout(() => void this.release(node, false, false), GRACE_MS);
     }
   }
 
@@ -255,7 +290,7 @@ export class NodeLocks {
     if (!hold) return this.releasing.get(node) ?? Promise.resolve();
     this.holding.delete(node);
     clearInterval(hold.renewer);
-    if (hold.release) clearImmediate(hold.release);
+    if (hold.release) clearTimeout(hold.release);
     if (yielding) this.yielded.add(node);
     const done = (async () => {
       await hold.renewing;
@@ -294,15 +329,23 @@ export class NodeLocks {
       const version = await this.kv.putIf(lockKey(node), this.held(), known);
       if (version !== undefined) return { version, stale: false, gen: this.tokens.get(node), sent };
     }
-    for (let wait = 2; ; wait = Math.min(MAX_WAIT_STEP_MS, wait * 2)) {
-      const { value, version } = await this.kv.versioned(lockKey(node));
-      const doc = value === undefined ? {} : (JSON.parse(value) as LockDoc);
-      if (doc.holder === undefined || (doc.until ?? 0) < this.now()) {
-        const sent = this.now();
-        const taken = await this.kv.putIf(lockKey(node), this.held(), version);
-        if (taken !== undefined) return { version: taken, stale: true, gen: doc.holder === undefined ? doc.g : undefined, sent };
+    const counted = !this.changes.has(node);
+    if (counted) this.changes.set(node, 0);
+    try {
+      for (;;) {
+        const seen = this.changes.get(node);
+        const { value, version } = await this.kv.versioned(lockKey(node));
+        const doc = value === undefined ? {} : (JSON.parse(value) as LockDoc);
+        if (doc.holder === undefined || (doc.until ?? 0) < this.now()) {
+          const sent = this.now();
+          const taken = await this.kv.putIf(lockKey(node), this.held(), version);
+          if (taken !== undefined) return { version: taken, stale: true, gen: doc.holder === undefined ? doc.g : undefined, sent };
+        }
+        // Changed since the read (the feed said so): look again at once; else wait for the feed.
+        if (this.changes.get(node) === seen) await this.pause(node, Math.max(1, Math.min(MAX_WAIT_STEP_MS, (doc.until ?? 0) - this.now() + 1)));
       }
-      await this.pause(node, wait);
+    } finally {
+      if (counted) this.changes.delete(node);
     }
   }
 }

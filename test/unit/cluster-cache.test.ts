@@ -138,6 +138,39 @@ describe('several Hermods on one CouchDB database', { timeout: 120_000 }, () => 
     }
   });
 
+  it('a lock is kept a moment after a run: the next run of its process writes no lock document, and the other process gets it after', async () => {
+    const kvs = [new CouchKv({ url: couch.url, db: 'grace' }), new CouchKv({ url: couch.url, db: 'grace' })];
+    for (const kv of kvs) await kv.open();
+    const [kv1, kv2] = kvs as [CouchKv, CouchKv];
+    const [one, two] = kvs.map((kv) => new NodeLocks(kv.shared)) as [NodeLocks, NodeLocks];
+    /** The lock document as the store holds it while `locks` runs on the node: [holder, revision, stale]. */
+    const during = async (locks: NodeLocks): Promise<[string | undefined, string, boolean]> => {
+      let seen: [string | undefined, string, boolean] = [undefined, '', false];
+      await locks.run('n', async (stale) => {
+        const { value, version } = await kv1.shared.versioned(lockKey('n'));
+        seen = [value === undefined ? undefined : (JSON.parse(value) as { holder?: string }).holder, version, stale];
+      });
+      return seen;
+    };
+    try {
+      const first = await during(one);
+      assert.equal(first[0], one.holder);
+      // The next run of this process, a turn of the event loop later (not queued behind the first).
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = await during(one);
+      assert.deepEqual(second, [one.holder, first[1], false], 'the next run right after passes on: same revision, nothing written, nothing reread');
+      // The other process waits for the kept lock and takes it once it is released.
+      const taken = await during(two);
+      assert.equal(taken[0], two.holder);
+      assert.equal(taken[2], true, 'taken from another process: reread');
+      await eventually(async () => (JSON.parse((await kv2.shared.versioned(lockKey('n'))).value as string) as { holder?: string }).holder === undefined, 'released after the grace');
+    } finally {
+      await one.close();
+      await two.close();
+      for (const kv of kvs) await kv.close();
+    }
+  });
+
   it('a member added through one process may read through the other; removed, it is refused again', async () => {
     await a.service.create(OWNER, 'wl', { accessModel: 'whitelist' });
     await a.service.publish(OWNER, 'wl', payload('one'));

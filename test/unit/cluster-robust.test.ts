@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { parse } from 'ltx';
-import { Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
+import { BOUNCES, Relay, RELAY_SPACE } from '../../src/cluster/relay.ts';
 import type { CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
 import { NotificationJournal, JOURNAL_SPACE } from '../../src/component/journal.ts';
@@ -63,6 +63,25 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
     assert.equal((await second.getNode('n'))?.config.title, 'first, retried');
   });
 
+  it('a lock kept after a run that another process took meanwhile (it expired unrenewed) is not written under: taken anew, the node reread', async () => {
+    const [first, second] = [await open('kept'), await open('kept')];
+    const exclusive = first.exclusive;
+    assert.ok(exclusive, 'a shared store has node locks');
+    await first.putNode(record('n', 'first'));
+    // The first process keeps the lock after its write, then stalls past its end ...
+    clock += TTL_MS + 1;
+    // ... the second takes the expired lock and changes the node ...
+    await second.putNode(record('n', 'second, after taking the expired lock'));
+    // ... and the first, back, runs on the node again: not on its kept lock, not on its old state.
+    let stale: boolean | undefined;
+    await exclusive('n', async (reread) => {
+      stale = reread;
+      await first.putNode(record('n', 'first, on the lock taken anew'));
+    });
+    assert.equal(stale, true, 'the node is reread');
+    assert.equal((await second.getNode('n'))?.config.title, 'first, on the lock taken anew');
+  });
+
   it('a database briefly not there (no_db_file) is waited for: no key read as absent, no write failed', async () => {
     const kv = new CouchKv({ url: couch.url, db: 'gap' });
     await kv.open();
@@ -81,6 +100,35 @@ describe('cluster robustness on a real pouchdb-server', { timeout: 120_000 }, ()
       assert.equal(await kv.get('w'), 'written');
     } finally {
       await kv.close();
+    }
+  });
+
+  it("another member's barrier goes back to the server a few times before it is relayed through the store; replies are relayed at once", async () => {
+    const space = (await open('bounce')).state(RELAY_SPACE);
+    const sent: string[] = [];
+    let online = true;
+    const relay = new Relay({ log: silentLogger, pollMs: 600_000, space, tag: 'bbbbbb', deliver: () => assert.fail('nothing for b'), waiting: () => false, send: (s) => online && sent.push(s.toString()) > 0 });
+    const barrier = (n: number): ReturnType<typeof parse> => parse(`<iq type="get" id="hermod-barrier-aaaaaa.${n}" from="pubsub.x" to="pubsub.x"><ping xmlns="urn:xmpp:ping"/></iq>`);
+    const stored = async (): Promise<string[]> => {
+      const ids: string[] = [];
+      for await (const [key] of space.range('aaaaaa\0')) ids.push(key.split('\0')[1] as string);
+      return ids.sort();
+    };
+    try {
+      for (let i = 0; i < BOUNCES; i++) assert.equal(relay.route(barrier(1)), true, 'taken');
+      assert.deepEqual(sent, Array(BOUNCES).fill(barrier(1).toString()), 'sent back to the server unchanged, to be balanced again');
+      // Seen once more (its member gone, or the balancing brings it here every time): relayed.
+      assert.equal(relay.route(barrier(1)), true);
+      await eventually(async () => (await stored()).length === 1, 'stored for its member');
+      // Offline: relayed at once. An IQ reply for another member: relayed at once, never bounced.
+      online = false;
+      assert.equal(relay.route(barrier(2)), true);
+      assert.equal(relay.route(parse(`<iq type="result" id="qaaaaaa.7" from="peer.x" to="pubsub.x"/>`)), true);
+      await eventually(async () => (await stored()).length === 3, 'stored for its member');
+      assert.deepEqual(await stored(), ['hermod-barrier-aaaaaa.1', 'hermod-barrier-aaaaaa.2', 'qaaaaaa.7']);
+      assert.equal(sent.length, BOUNCES, 'nothing more went back to the server');
+    } finally {
+      relay.stop();
     }
   });
 
