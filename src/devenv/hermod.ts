@@ -31,6 +31,8 @@ export interface HermodProcessOptions {
   extra?: Record<string, unknown>;
   /** Write a V8 CPU profile into this folder at exit. */
   cpuProfDir?: string;
+  /** Node/V8 options given before bin/hermod.js (e.g. `--max-semi-space-size=8`). */
+  nodeArgs?: string[];
   /** Wait until the log says "component online" (default true). */
   waitOnline?: boolean;
   /** How long to wait for that, in ms (default 20 000). */
@@ -92,7 +94,7 @@ export async function startHermodProcess(o: HermodProcessOptions): Promise<Hermo
   const configFile = await writeHermodConfig(o);
   const logFile = path.join(o.dir, `${name}.log`);
   const onlineBefore = (await readLog(logFile)).filter(isOnline).length;
-  const args = [...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), BIN, 'start', '--config', configFile];
+  const args = [...(o.nodeArgs ?? []), ...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), BIN, 'start', '--config', configFile];
   const child = spawnChild(process.execPath, args, { name, logFile, cwd: REPO, ...(o.stopTimeoutMs ? { stopTimeoutMs: o.stopTimeoutMs } : {}) });
   const log = (): Promise<Array<Record<string, unknown>>> => readLog(logFile);
   const alive = async (): Promise<void> => {
