@@ -33,7 +33,10 @@ export function startBenchHermod(o: HermodProcessOptions): Promise<HermodProcess
   // notification digests), for an A/B run of digests within one commit.
   const digestMs = process.env.HERMOD_BENCH_DIGEST_MS;
   const ajatus = digestMs === undefined ? {} : { ajatus: { ...(o.extra?.ajatus as Record<string, unknown> | undefined), notificationDigestMs: Number(digestMs) } };
-  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, extra: { limits: { publishRate: false }, ...o.extra, ...ajatus } });
+  // HERMOD_BENCH_NODE_ARGS: Node/V8 options for every Hermod (space-separated, e.g.
+  // "--max-semi-space-size=8"), for an A/B run of runtime flags within one commit.
+  const nodeArgs = (process.env.HERMOD_BENCH_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, ...(nodeArgs.length > 0 ? { nodeArgs } : {}), extra: { limits: { publishRate: false }, ...o.extra, ...ajatus } });
 }
 
 /** Starts a TypeScript script of the benchmark as a process; resolves on its first stdout JSON line. */

@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eventually, sleep, spawnChild, type Child } from './process.ts';
+import { HERMOD_ENV } from '../ops/heap.ts';
 import type { ClusterStatus } from '../cluster/cluster.ts';
 import type { ServerInfo } from './xmpp-server.ts';
 
@@ -31,6 +32,8 @@ export interface HermodProcessOptions {
   extra?: Record<string, unknown>;
   /** Write a V8 CPU profile into this folder at exit. */
   cpuProfDir?: string;
+  /** Node/V8 options given before bin/hermod.js (e.g. `--max-semi-space-size=8`). */
+  nodeArgs?: string[];
   /** Wait until the log says "component online" (default true). */
   waitOnline?: boolean;
   /** How long to wait for that, in ms (default 20 000). */
@@ -92,8 +95,11 @@ export async function startHermodProcess(o: HermodProcessOptions): Promise<Hermo
   const configFile = await writeHermodConfig(o);
   const logFile = path.join(o.dir, `${name}.log`);
   const onlineBefore = (await readLog(logFile)).filter(isOnline).length;
-  const args = [...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), BIN, 'start', '--config', configFile];
-  const child = spawnChild(process.execPath, args, { name, logFile, cwd: REPO, ...(o.stopTimeoutMs ? { stopTimeoutMs: o.stopTimeoutMs } : {}) });
+  // With the environment deploy/hermod.service gives it (src/ops/heap.ts), under the caller's
+  // (an operator's own MALLOC_ARENA_MAX wins).
+  const args = [...(o.nodeArgs ?? []), ...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), BIN, 'start', '--config', configFile];
+  const env = { ...HERMOD_ENV, ...process.env };
+  const child = spawnChild(process.execPath, args, { name, logFile, cwd: REPO, env, ...(o.stopTimeoutMs ? { stopTimeoutMs: o.stopTimeoutMs } : {}) });
   const log = (): Promise<Array<Record<string, unknown>>> => readLog(logFile);
   const alive = async (): Promise<void> => {
     if (child.exited()) throw new Error(`${name} exited with ${child.process.exitCode ?? child.process.signalCode}; log:\n${(await readFile(logFile, 'utf8')).slice(-3000)}`);

@@ -20,3 +20,22 @@ export function boundHeapGrowth(): void {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--heap[-_]growing[-_]percent/.test(a));
   if (!given) v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
 }
+
+// What a running Hermod cannot change about itself, because the C library reads it before any of
+// Hermod's code runs, and what the places that start Hermod therefore pass along
+// (deploy/hermod.service; src/devenv/hermod.ts for tests, the demo and the benchmarks). Measured
+// in first syncs of 50 000 documents (docs/PERFORMANCE.md, Replication): the source Hermod's
+// live JavaScript heap is ~30 MiB; its resident memory is mostly V8's young generation (2 × 16
+// MiB), the old generation's headroom, the node binary, LevelDB's table files read by its
+// compactions (mapped), and glibc's per-thread malloc arenas: LevelDB's compaction thread,
+// libuv's four workers running LevelDB reads and writes and V8's helper threads each keep, in an
+// arena of their own, what they freed (~15–20 MiB more than with two arenas, at no measured CPU
+// cost). A young generation of 2 × 8 MiB (`--max-semi-space-size=8`) saved another ~16 MiB but
+// cost ~11 % more CPU per replicated document: not used.
+
+/**
+ * Environment Hermod is started with, unless the operator's environment sets these:
+ * MALLOC_ARENA_MAX=2 bounds glibc's malloc arenas to two (its default: 8 per core), so memory
+ * freed by one thread is reused by the others instead of being held per thread.
+ */
+export const HERMOD_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
