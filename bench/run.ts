@@ -50,7 +50,12 @@ const USAGE = `npm run bench [-- OPTIONS]
                      servers either way)
   --replication-profile
                      run the replication scenario's two Hermods under node --cpu-prof
-                     (its figures then include the profiler's overhead)
+                     (one partner: both; fan-out: the source and partner 1; its figures
+                     then include the profiler's overhead). HERMOD_FROM_SOURCE=1 attributes
+                     the time to src/ files. A quick look at a partner under the N = 4
+                     fan-out, with partner 1's requests per document (about 2 minutes):
+                     --only replication --no-wait --replication-docs 0 --first-sync-docs 0
+                     --partners 4 --fanout-docs 2000 --replication-profile
   --replication-docs N
                      replication, one partner: documents per phase (default 5000, quick 500;
                      0 skips the one-partner phases)

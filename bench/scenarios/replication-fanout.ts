@@ -25,11 +25,15 @@
 // of both Hermods (VmHWM, and VmRSS sampled every 250 ms). Then, for comparison, a one-shot
 // `_replicate` of the same database by partner 1's pouchdb-server into a fresh database.
 
+import { readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import type { HermodProcess } from '../../src/devenv/hermod.ts';
 import { tail } from '../../src/devenv/process.ts';
 import type { ServerInfo, XmppEnv } from '../../src/devenv/index.ts';
 import { bulkLoad, ChangesWatcher, docStream, type Doc } from '../lib/couch-docs.ts';
+import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, memoryMiB, sleep, startBenchHermod } from '../lib/procs.ts';
 import { fmtInt, fmtRatio, mdTable } from '../lib/stats.ts';
@@ -52,6 +56,8 @@ export interface FanoutParams {
   chunk: number;
   /** Bound of a round's measured phase. */
   phaseTimeoutMs: number;
+  /** Run the source Hermod and partner 1's Hermod under `node --cpu-prof` and summarise the measured phase (Hermod rounds). */
+  cpuProf?: boolean;
 }
 
 export interface FanoutRound {
@@ -76,6 +82,10 @@ export interface FanoutRound {
   sourceCpuMsPerDoc: number;
   /** Partner sites' CPU per document delivered to one partner, ms: Σ (couchP + hermodP) / (docs × partners). */
   partnerCpuMsPerDoc: number;
+  /** Requests partner 1's pouchdb-server answered during the phase, by method and kind (`POST _bulk_docs`, `GET _changes`, …; from its request log). */
+  partnerRequests?: Record<string, number>;
+  /** With `cpuProf`: where the source Hermod's and partner 1's Hermod's main threads spent the phase. */
+  profile?: Array<{ site: 'source' | 'partner 1'; summary: ProfileSummary }>;
 }
 
 export interface FirstSyncResult {
@@ -149,10 +159,10 @@ interface Sites {
   hermodS?: HermodProcess;
   hermodP: HermodProcess[];
   pids(): Record<string, number | undefined>;
-  /** Starts partner i's Hermod (0-based; resolves once it is online). */
-  startPartner(i: number, name: string): Promise<HermodProcess>;
-  /** Starts the source's Hermod (resolves once it is online, within `timeoutMs`). */
-  startSource(name: string, timeoutMs?: number): Promise<HermodProcess>;
+  /** Starts partner i's Hermod (0-based; resolves once it is online), under `node --cpu-prof` into `cpuProfDir` if given. */
+  startPartner(i: number, name: string, cpuProfDir?: string): Promise<HermodProcess>;
+  /** Starts the source's Hermod (resolves once it is online, within `timeoutMs`), under `node --cpu-prof` into `cpuProfDir` if given. */
+  startSource(name: string, timeoutMs?: number, cpuProfDir?: string): Promise<HermodProcess>;
   stop(): Promise<void>;
 }
 
@@ -176,15 +186,15 @@ async function openSites(ctx: Ctx, n: number): Promise<Sites> {
       });
       return p;
     },
-    async startPartner(i, name) {
+    async startPartner(i, name, cpuProfDir) {
       const comp = partners[i] as { jid: string; secret: string };
       const server = { componentJid: comp.jid, componentSecret: comp.secret, componentService: prosody.componentService };
-      const h = await startBenchHermod({ ...hermodSpawnFor(server, name, ctx.dir), extra: extra(parts[i] as CouchServer) });
+      const h = await startBenchHermod({ ...hermodSpawnFor(server, name, ctx.dir), ...(cpuProfDir ? { cpuProfDir } : {}), extra: extra(parts[i] as CouchServer) });
       sites.hermodP[i] = h;
       return h;
     },
-    async startSource(name, timeoutMs = 30_000) {
-      sites.hermodS = await startBenchHermod({ ...hermodSpawnFor(source, name, ctx.dir), extra: extra(src), timeoutMs });
+    async startSource(name, timeoutMs = 30_000, cpuProfDir) {
+      sites.hermodS = await startBenchHermod({ ...hermodSpawnFor(source, name, ctx.dir), ...(cpuProfDir ? { cpuProfDir } : {}), extra: extra(src), timeoutMs });
       return sites.hermodS;
     },
     async stop() {
@@ -233,14 +243,38 @@ function cpuDelta(a: CpuSample, b: CpuSample): Record<string, number> {
 
 const fin = (x: number | undefined): number => (x !== undefined && Number.isFinite(x) ? x : 0);
 
+/** Size of a pouchdb-server's request log now (bytes): where the requests of a phase start. */
+const requestLogSize = (couch: CouchServer): number => readFileSync(path.join(couch.dir, 'log.txt')).length;
+
+/** The requests in a pouchdb-server's request log after byte `from`, counted by method and last path segment (`POST _bulk_docs`, `PUT <doc>`, …). */
+function requestsSince(couch: CouchServer, from: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  const text = readFileSync(path.join(couch.dir, 'log.txt')).subarray(from).toString('utf8');
+  for (const m of text.matchAll(/ - - ([A-Z]+) \/([^ ?]*)\S* \d{3}$/gm)) {
+    const last = (m[2] as string).split('/').at(-1) ?? '';
+    const k = `${m[1]} ${last.startsWith('_') ? last : '<doc>'}`;
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
+}
+
+/** The main-thread profile a Hermod wrote into `dir` on exit, summarised over `window` (ms from its start). */
+async function profileOf(dir: string, window: [number, number]): Promise<ProfileSummary> {
+  // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread.
+  const files = (await readdir(dir)).filter((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f));
+  if (files.length === 0) throw new Error(`no main-thread .cpuprofile in ${dir}`);
+  return summariseProfile(path.join(dir, files.sort().at(-1) as string), 25, window);
+}
+
 /** One fan-out round of `system` with `n` partners. */
 async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number): Promise<FanoutRound> {
   const tag = `fan${n}-${system}`;
   const sites = await openSites(ctx, n);
+  const prof = p.cpuProf && system === 'hermod' ? { source: path.join(ctx.dir, `cpuprof-${tag}-src`), partner: path.join(ctx.dir, `cpuprof-${tag}-p1`) } : undefined;
   try {
     if (system === 'hermod') {
-      for (let i = 0; i < n; i++) await sites.startPartner(i, `${tag}-p${i + 1}`);
-      await sites.startSource(`${tag}-src`);
+      for (let i = 0; i < n; i++) await sites.startPartner(i, `${tag}-p${i + 1}`, i === 0 ? prof?.partner : undefined);
+      await sites.startSource(`${tag}-src`, undefined, prof?.source);
       ctx.log(`${tag}: source Hermod pid ${sites.hermodS?.pid}, partner Hermods ${sites.hermodP.map((h) => h.pid).join(', ')}`);
     } else {
       for (const c of sites.parts) {
@@ -251,6 +285,7 @@ async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number)
     await warmUp(sites, tag, 60_000);
     await sleep(1000);
     const watchers = await Promise.all(sites.parts.map((c) => new ChangesWatcher(c, CONTENT).fromNow()));
+    const log0 = requestLogSize(sites.parts[0] as CouchServer);
     const c0 = sampleCpu(sites.pids());
     const t0 = performance.now();
     const revs = await bulkLoad(sites.src, CONTENT, docStream('fan', p.docs, 4), p.chunk);
@@ -260,6 +295,8 @@ async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number)
     const deadline = Date.now() + boundMs;
     const done = await Promise.all(watchers.map((w) => w.waitFor(revs, deadline)));
     const c1 = sampleCpu(sites.pids());
+    const t1 = performance.now();
+    const partnerRequests = requestsSince(sites.parts[0] as CouchServer, log0);
     const ms = Math.max(...done.map((d) => d.at)) - t0;
     const cpuSeconds = cpuDelta(c0, c1);
     let partnerCpu = 0;
@@ -277,7 +314,18 @@ async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number)
       cpuPct: cpuPercent(c0, c1),
       sourceCpuMsPerDoc: ((fin(cpuSeconds.couchS) + fin(cpuSeconds.hermodS)) / p.docs) * 1000,
       partnerCpuMsPerDoc: (partnerCpu / (p.docs * n)) * 1000,
+      partnerRequests,
     };
+    if (prof) {
+      // The profiles are written when the processes exit; the window is the measured phase.
+      const [hs, hp] = [sites.hermodS as HermodProcess, sites.hermodP[0] as HermodProcess];
+      await stopHermod(hp, ctx.log);
+      await stopHermod(hs, ctx.log);
+      r.profile = [
+        { site: 'source', summary: await profileOf(prof.source, [t0 - hs.startedAt, t1 - hs.startedAt]) },
+        { site: 'partner 1', summary: await profileOf(prof.partner, [t0 - hp.startedAt, t1 - hp.startedAt]) },
+      ];
+    }
     const short = done.findIndex((d) => d.arrived < p.docs);
     if (short >= 0) throw Object.assign(new Error(`${tag}: partner ${short + 1} had only ${done[short]?.arrived} of ${p.docs} documents within ${boundMs} ms`), { partial: r });
     return r;
@@ -469,6 +517,30 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
     ),
   );
   md.push('');
+  const withRequests = rounds.filter((x) => x.partnerRequests);
+  if (withRequests.length > 0) {
+    md.push("Requests partner 1's pouchdb-server answered during the round (its request log), per document delivered to it:");
+    md.push('');
+    const kinds = [...new Set(withRequests.flatMap((x) => Object.keys(x.partnerRequests ?? {})))].sort();
+    md.push(
+      mdTable(
+        ['system', 'N', ...kinds.map((k) => `\`${k}\``)],
+        withRequests.map((x) => [x.system === 'hermod' ? 'Hermod' : '`_replicate`', String(x.partners), ...kinds.map((k) => ((x.partnerRequests?.[k] ?? 0) / x.docs).toFixed(3))]),
+        ['l', 'r', ...kinds.map(() => 'r' as const)],
+      ),
+    );
+    md.push('');
+  }
+  for (const x of rounds) {
+    for (const prof of x.profile ?? []) {
+      const s = prof.summary;
+      md.push(`#### Where the fan-out time goes, N = ${x.partners}: Hermod of the ${prof.site} (\`node --cpu-prof\`, the measured phase)`);
+      md.push('');
+      md.push(`Profiled window ${fmtInt(s.durationMs)} ms, main thread busy ${fmtInt(s.busyMs)} ms (${Math.round(100 - s.idlePct)} %), ${(s.busyMs / x.docs).toFixed(2)} ms per document.`);
+      md.push('');
+      md.push(...profileTables(s, { areas: 10, topSelf: 15, inclusive: 15 }));
+    }
+  }
   const series = (value: (r: FanoutRound) => number, names: Record<System, string>): Array<{ name: string; values: number[] }> =>
     (['hermod', 'replicate'] as const).map((s) => ({ name: names[s], values: counts.map((n) => (get(s, n) ? value(get(s, n) as FanoutRound) : NaN)) }));
   const groups = counts.map((n) => `N = ${n}`);

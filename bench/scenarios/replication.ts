@@ -135,7 +135,7 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
     }
     const ctx = { env, dir, log };
     if (p.fanout && p.fanout.partners.length > 0) {
-      result.fanout = await runFanoutReplication(ctx, { ...p.fanout, chunk: p.chunk, phaseTimeoutMs: p.phaseTimeoutMs }, failures);
+      result.fanout = await runFanoutReplication(ctx, { ...p.fanout, chunk: p.chunk, phaseTimeoutMs: p.phaseTimeoutMs, ...(p.cpuProf ? { cpuProf: true } : {}) }, failures);
     }
     if (p.firstSyncDocs) {
       try {

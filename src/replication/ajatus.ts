@@ -144,10 +144,14 @@ export function couchClient(url: string): ServerScope {
   return nano(loopback ? { url, requestDefaults: { headers: { 'Accept-Encoding': 'identity' } } } : url);
 }
 
+/** After the sink's last write into the content database, how long its changes feed still counts as importing (ms). */
+const IMPORT_QUIET_MS = 2000;
+
 function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Profile, ctx: AdapterContext): AjatusAdapter {
   const { state, log } = ctx;
   const content: DocumentScope<unknown> = couchClient(o.couchUrl).use(o.config.contentDb);
-  const contentSink = new CouchSink(content, state, log);
+  // Each write of the sink lets the content database's changes feed read it at once (no longpoll: see `importing` below).
+  const contentSink = new CouchSink(content, state, log, { onWritten: () => source.nudge() });
   const targetSinks = new Map<string, CouchSink>();
   /** The sink for a partner: its `targetDb` from hermod:partner:<jid>, else the content database. */
   const sinkFor = (partner: string | undefined): CouchSink => {
@@ -204,7 +208,14 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     log,
     onContact,
   });
-  const source = new CouchChangesSource({ db: content, feed: `couchdb:${o.config.contentDb}`, log, readAhead: (changes) => publisher.prefetch(changes) });
+  const source = new CouchChangesSource({
+    db: content,
+    feed: `couchdb:${o.config.contentDb}`,
+    log,
+    readAhead: (changes) => publisher.prefetch(changes),
+    // Partners' documents streaming in: poll, do not longpoll (CouchChangesSource's head comment).
+    importing: () => contentSink.wroteWithin(IMPORT_QUIET_MS),
+  });
   let progress: Progress | undefined;
   return {
     publisher,

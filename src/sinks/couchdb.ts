@@ -81,6 +81,8 @@ export interface CouchSinkOptions {
   attempts?: number;
   /** Wait before the first retry, doubled each time (ms). Default 250. */
   retryDelayMs?: number;
+  /** Called each time a `_bulk_docs` of this sink answered (the database's changes feed may read now). */
+  onWritten?: () => void;
 }
 
 /** HTTP statuses that say nothing about the documents sent: the same request may succeed later. */
@@ -113,6 +115,9 @@ export class CouchSink {
   written = 0;
   /** Flushes done so far (`_bulk_docs` requests, not counting those splitting a refused one). */
   flushes = 0;
+  /** When the last `_bulk_docs` of this sink answered (epoch ms; 0: none yet). */
+  private lastWriteAt = 0;
+  private readonly onWritten: (() => void) | undefined;
 
   private readonly windowMs: number;
   private readonly maxDocs: number;
@@ -155,6 +160,7 @@ export class CouchSink {
     this.maxDocs = options.maxDocs ?? 250;
     this.attempts = options.attempts ?? 6;
     this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.onWritten = options.onWritten;
   }
 
   /**
@@ -188,6 +194,15 @@ export class CouchSink {
     this.closing = true;
     this.schedule();
     await this.docs.idle();
+  }
+
+  /**
+   * Whether this sink is writing into its database now, or its last `_bulk_docs` answered less
+   * than `ms` ago: documents are streaming in (the changes feed of that database then polls
+   * instead of longpolling, see CouchChangesSource `importing`).
+   */
+  wroteWithin(ms: number): boolean {
+    return this.flushing || Date.now() - this.lastWriteAt < ms;
   }
 
   /** Queues an op for a flush once the work on its document called before it is done. */
@@ -482,6 +497,8 @@ export class CouchSink {
       await this.bulk(ops.slice(half), writes);
       return;
     }
+    this.lastWriteAt = Date.now();
+    this.onWritten?.();
     // With new_edits=false CouchDB lists only the documents it refused (by id).
     const refused = new Map<string, { error?: string; reason?: string }>();
     for (const row of Array.isArray(res) ? res : []) if (row.error) refused.set(row.id ?? '', row);

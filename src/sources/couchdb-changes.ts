@@ -11,6 +11,14 @@
 // `_bulk_get` (bulkGetRevisions) instead of one request per document. With `readAhead`, the
 // next page is read while a batch is handled (and its changes told), so reading overlaps
 // publishing; the checkpoint rule is unchanged.
+// While this site's own replication sink streams partners' documents into the database
+// (`importing`), the feed does not longpoll: it reads with a plain `_changes` request each time
+// the sink says it wrote (`nudge()`), else `pollMs` after the last read. pouchdb-server answers
+// a longpoll that has to wait by setting up a live changes feed, which costs it about 5 ms of
+// CPU and returns after ONE change, so each `_bulk_docs` of the sink woke 2–3 requests, most of
+// its cost per imported document; a plain request costs it under 1 ms. A lone local edit is
+// still seen at once (longpoll, while nothing is imported); one made while imports stream in
+// waits up to `pollMs`.
 
 import type { DocumentScope } from 'nano';
 import type { CouchDoc } from '../codecs/couch-doc.ts';
@@ -37,6 +45,14 @@ export interface ChangesSourceOptions {
    * batch is handed over as usual once the one before is handled.
    */
   readAhead?: (changes: Change[]) => void;
+  /**
+   * Whether this site's own replication sink is writing into the database (documents streaming
+   * in from partners): then the feed reads with plain requests when nudged (`nudge()`) or
+   * `pollMs` after the last, instead of longpolls (see the head comment). Default: never.
+   */
+  importing?: () => boolean;
+  /** While `importing` and not nudged, the gap between plain reads (ms). Default 250. */
+  pollMs?: number;
 }
 
 /** One row of `_changes?style=all_docs`. */
@@ -61,6 +77,9 @@ export class CouchChangesSource implements Source<Change> {
   private loop: Promise<void> = Promise.resolve();
   private abort: AbortController | undefined;
   private wake: (() => void) | undefined;
+  /** Ends the pause between plain reads while importing (nudge()); `nudged`: a write came during a read. */
+  private resume: (() => void) | undefined;
+  private nudged = false;
 
   constructor(private readonly options: ChangesSourceOptions) {
     this.feed = options.feed;
@@ -77,6 +96,28 @@ export class CouchChangesSource implements Source<Change> {
     });
   }
 
+  /**
+   * Tells the feed that its database was just written to (this site's sink): while importing,
+   * the next plain read goes now instead of after `pollMs`. Cheap; any time.
+   */
+  nudge(): void {
+    this.nudged = true;
+    this.resume?.();
+  }
+
+  /** While importing, waits until nudged (at once if nudged since the last read), `ms` or stop. */
+  private pause(ms: number): Promise<void> {
+    if (this.nudged || this.stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.resume = done;
+    }).finally(() => (this.resume = undefined));
+  }
+
   /** Follows the feed from `since` (undefined: from the beginning); the handler must log and skip a bad document, not reject. */
   async start(from: Checkpoint | undefined, handle: BatchHandler<Change>): Promise<void> {
     const { db, log, feed } = this.options;
@@ -84,21 +125,29 @@ export class CouchChangesSource implements Source<Change> {
     log.info('following changes', { feed, since });
     this.abort = new AbortController();
     const signal = this.abort.signal;
-    const read = (from: Checkpoint): Promise<ChangesPage> =>
+    const limit = this.options.batchSize ?? 200;
+    const importing = (): boolean => this.options.importing?.() === true;
+    /** A longpoll (`wait`), or a plain read that answers at once. */
+    const read = (from: Checkpoint, wait = !importing()): Promise<ChangesPage> =>
       db.server.relax({
         db: db.config.db,
         path: '_changes',
         method: 'GET',
-        qs: { feed: 'longpoll', since: from, limit: this.options.batchSize ?? 200, timeout: 25_000, style: 'all_docs' },
+        qs: { ...(wait ? { feed: 'longpoll', timeout: 25_000 } : { feed: 'normal' }), since: from, limit, style: 'all_docs' },
         signal,
       } as never) as Promise<ChangesPage>;
     this.loop = (async () => {
       let backoff = 0;
       /** The page after the one being handled, read meanwhile (its changes told to readAhead). */
       let ahead: Promise<ChangesPage> | undefined;
+      /** The last page had less than `limit` changes: while importing, the next read waits `pollMs`. */
+      let caughtUp = false;
       while (!this.stopped) {
         let page: ChangesPage;
         try {
+          if (!ahead && caughtUp && importing()) await this.pause(this.options.pollMs ?? 250);
+          if (this.stopped) break;
+          if (!ahead) this.nudged = false; // what is written from now on, this read may miss
           page = await (ahead ?? read(since));
           backoff = 0;
         } catch (err) {
@@ -112,9 +161,11 @@ export class CouchChangesSource implements Source<Change> {
           ahead = undefined;
         }
         const results = page.results ?? [];
+        caughtUp = results.length < limit;
         if (results.length > 0) {
           const changes = results.map(changeOf);
-          if (page.last_seq !== undefined && this.options.readAhead) {
+          // While importing, a short page is followed by a pause (above), not by a read at once.
+          if (page.last_seq !== undefined && this.options.readAhead && !(caughtUp && importing())) {
             const readAhead = this.options.readAhead;
             ahead = read(page.last_seq).then((next) => {
               if ((next.results ?? []).length > 0) readAhead((next.results ?? []).map(changeOf));
@@ -144,6 +195,7 @@ export class CouchChangesSource implements Source<Change> {
     this.stopped = true;
     this.abort?.abort();
     this.wake?.();
+    this.resume?.();
     await this.loop;
   }
 }

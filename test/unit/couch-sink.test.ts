@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,7 +18,9 @@ import { Element } from 'ltx';
 import nano from 'nano';
 import type { CouchDoc } from '../../src/codecs/couch-doc.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
-import type { Logger } from '../../src/log.ts';
+import { eventually } from '../../src/devenv/process.ts';
+import { silentLogger, type Logger } from '../../src/log.ts';
+import { CouchChangesSource } from '../../src/sources/couchdb-changes.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { CouchSink, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
@@ -229,6 +231,43 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       assert.equal(await t.state.revKind('lone', v2._rev), 'i');
       assert.deepEqual(t.late, []);
     }));
+
+  it('while the sink imports, the changes feed of its database reads after each write without longpolls; a local edit after it is seen by longpoll; every change handed over once, in order', async () => {
+    // pouchdb-server's request log: what its operator would count.
+    const requestLog = (): string => readFileSync(path.join(couch.dir, 'log.txt'), 'utf8');
+    let source: CouchChangesSource | undefined;
+    const t = await setup({ onWritten: () => source?.nudge() });
+    const feedReads = (from: number): string[] => requestLog().slice(from).split('\n').filter((l) => l.includes(`GET /${t.target}/_changes?`));
+    const handed: string[] = [];
+    source = new CouchChangesSource({ db: nano(couch.url).use<unknown>(t.target), feed: 'couchdb:imports', log: silentLogger, importing: () => t.sink.wroteWithin(300) });
+    const importsFrom = requestLog().length;
+    await source.start(undefined, async ({ changes }) => void handed.push(...changes.map((c) => c.id)));
+    try {
+      // Five writes of ten documents each, one after the other (five `_bulk_docs`).
+      const ids: string[] = [];
+      for (let round = 0; round < 5; round++) {
+        const docs = Array.from({ length: 10 }, (_, i) => rev(`imp-${round}-${i}`, [`imp-${round}-${i}-a`], { title: `${round}/${i}` }) as unknown as CouchDoc);
+        ids.push(...docs.map((d) => d._id));
+        await Promise.all(docs.map((d) => t.sink.write([d])));
+      }
+      assert.equal(t.sink.flushes, 5);
+      await eventually(() => handed.length >= ids.length, 'every imported document handed over');
+      assert.deepEqual(handed, ids, 'each once, in feed order');
+      const longpolls = feedReads(importsFrom).filter((l) => l.includes('feed=longpoll'));
+      // The one waiting when the imports began; before, each write woke one or more.
+      assert.ok(longpolls.length <= 1, `longpolls while importing: ${longpolls.length}\n${longpolls.join('\n')}`);
+
+      // Imports over: a local edit is seen by a longpoll waiting for it.
+      await eventually(() => !t.sink.wroteWithin(300), 'the imports are over');
+      const localFrom = requestLog().length;
+      await couch.request('PUT', `${t.target}/local-edit`, { title: 'written here' });
+      await eventually(() => handed.includes('local-edit'), 'the local edit handed over');
+      assert.ok(feedReads(localFrom).some((l) => l.includes('feed=longpoll')), 'read by longpoll');
+      assert.equal(handed.length, ids.length + 1);
+    } finally {
+      await source.stop();
+    }
+  });
 
   it('writes arriving while a flush is in flight go together in the next flush, each document in order', async () =>
     withProxy(async (t, proxy) => {
