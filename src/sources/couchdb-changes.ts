@@ -9,8 +9,10 @@
 // Each change carries every leaf revision (`style=all_docs`), so a publisher can skip what it
 // already knows without reading the document, and read the rest of a batch with one
 // `_bulk_get` (bulkGetRevisions) instead of one request per document. With `readAhead`, the
-// next page is read while a batch is handled (and its changes told), so reading overlaps
-// publishing; the checkpoint rule is unchanged.
+// next page is read while a batch is handled, and every page's changes are told as soon as it is
+// read (a page read while nothing is handled too: a lone edit's documents are read at once,
+// alongside the handler's own look-ups), so reading overlaps publishing; the checkpoint rule is
+// unchanged.
 
 import type { DocumentScope } from 'nano';
 import type { CouchDoc } from '../codecs/couch-doc.ts';
@@ -32,9 +34,9 @@ export interface ChangesSourceOptions {
   log: Logger;
   batchSize?: number;
   /**
-   * Told of the next batch's changes as soon as they are read, while the batch before is still
-   * being handled (the page after is read meanwhile): e.g. to start reading its documents. The
-   * batch is handed over as usual once the one before is handled.
+   * Told of each batch's changes as soon as they are read, before the batch is handed over: e.g.
+   * to start reading its documents. The page after a batch is read while that batch is handled,
+   * and told then; it is handed over as usual once the one before is handled.
    */
   readAhead?: (changes: Change[]) => void;
 }
@@ -98,6 +100,7 @@ export class CouchChangesSource implements Source<Change> {
       let ahead: Promise<ChangesPage> | undefined;
       while (!this.stopped) {
         let page: ChangesPage;
+        const told = ahead !== undefined;
         try {
           page = await (ahead ?? read(since));
           backoff = 0;
@@ -114,6 +117,7 @@ export class CouchChangesSource implements Source<Change> {
         const results = page.results ?? [];
         if (results.length > 0) {
           const changes = results.map(changeOf);
+          if (!told) this.options.readAhead?.(changes);
           if (page.last_seq !== undefined && this.options.readAhead) {
             const readAhead = this.options.readAhead;
             ahead = read(page.last_seq).then((next) => {
