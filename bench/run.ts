@@ -59,6 +59,10 @@ const USAGE = `npm run bench [-- OPTIONS]
   --replication-docs N
                      replication, one partner: documents per phase (default 5000, quick 500;
                      0 skips the one-partner phases)
+  --replication-edits N
+                     replication, one partner: single edits timed for the edit latency, each
+                     system (default 50, quick 20). For the edit latency alone, run with
+                     --replication-docs 1 --partners 0 --first-sync-docs 0 (about a minute)
   --partners LIST    replication fan-out: partner counts, one round each for Hermod and for
                      _replicate (default 1,2,4; "" or 0 skips the fan-out)
   --fanout-docs N    replication fan-out: documents written at the source per round
@@ -235,6 +239,7 @@ async function main(): Promise<number> {
       'render-only': { type: 'boolean' },
       'replication-profile': { type: 'boolean' },
       'replication-docs': { type: 'string' },
+      'replication-edits': { type: 'string' },
       partners: { type: 'string' },
       'fanout-docs': { type: 'string' },
       'first-sync-docs': { type: 'string' },
@@ -273,6 +278,7 @@ async function main(): Promise<number> {
   try {
     const r = { ...cfg.replication, fanout: { ...(cfg.replication.fanout ?? { partners: [], docs: 0 }) } };
     r.docs = count('replication-docs', values['replication-docs'], 0) ?? r.docs;
+    r.edits = count('replication-edits', values['replication-edits'], 1) ?? r.edits;
     r.firstSyncDocs = count('first-sync-docs', values['first-sync-docs'], 0) ?? r.firstSyncDocs;
     r.fanout.docs = count('fanout-docs', values['fanout-docs'], 1) ?? r.fanout.docs;
     if (values.partners !== undefined) {

@@ -230,22 +230,30 @@ export class AjatusPublisher {
   }
 
   /**
-   * Starts reading the leaves (no attachment bodies) of a batch the source will hand over next
-   * (CouchChangesSource `readAhead`), while the batch before is being published: handle() then
-   * finds them read. Only documents that handle() would read, as far as the state says now.
+   * Starts reading the leaves (no attachment bodies) of a batch the source will hand over
+   * (CouchChangesSource `readAhead`: as soon as its page is read, also while the batch before is
+   * being published): handle() then finds them read. Decided at once from what memory knows,
+   * without waiting for a store read (for a lone edit that read was a step of its latency): a
+   * change is skipped when the cached state says every leaf was published here, or imported
+   * here and noted by the sink (ImportNotes); anything not in memory (a new revision) is read
+   * now, while handle() asks the store. After a restart (nothing cached yet) a replayed page's
+   * documents may be read once for nothing.
    */
   prefetch(changes: Change[]): void {
     if (this.ahead.size > AHEAD_MAX) this.ahead.clear(); // never handed over (a stop): drop
-    void (async () => {
-      const todo = changes.filter((c) => !c.id.startsWith('_design/') && c.revs.length > 0);
-      const kinds = await this.o.state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
-      const read = todo.filter((c, i) => (kinds[i] as RevKind[]).includes(undefined) || (!(kinds[i] as RevKind[]).every((k) => k === 'p') && !this.o.imports?.usable(c)));
-      if (read.length === 0) return;
-      // A failed read ahead is read again by handle(): each promise kept here is handled now, so a
-      // CouchDB blip is never an unhandled rejection (which would end the process).
-      const all = bulkGetRevisions(this.o.content, read, false).catch(() => undefined);
-      for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m?.get(c.id)));
-    })().catch((err: unknown) => this.o.log.debug('reading ahead failed (read again when handled)', { reason: String(err) }));
+    const read = changes.filter((c) => {
+      if (c.id.startsWith('_design/') || c.revs.length === 0) return false;
+      const kinds = this.o.state.cachedRevKinds(c.id, c.revs);
+      return kinds === undefined || (!kinds.every((k) => k === 'p') && !this.o.imports?.usable(c));
+    });
+    if (read.length === 0) return;
+    // A failed read ahead is read again by handle(): each promise kept here is handled now, so a
+    // CouchDB blip is never an unhandled rejection (which would end the process).
+    const all = bulkGetRevisions(this.o.content, read, false).catch((err: unknown) => {
+      this.o.log.debug('reading ahead failed (read again when handled)', { reason: String(err) });
+      return undefined;
+    });
+    for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m?.get(c.id)));
   }
 
   /** Every leaf revision of a document (live and deleted), with history and attachments. */

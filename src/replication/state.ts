@@ -248,6 +248,21 @@ export class ReplicationState implements CheckpointStore {
     let i = 0;
     return docs.map((d) => d.revs.map(() => values[i++] as RevKind));
   }
+
+  /**
+   * revKind of every revision of a document as far as memory knows, without reading the store:
+   * undefined when one of them is not in the cache (it may be in the store, or unknown: a new
+   * revision). For deciding at once, e.g. whether to read a document before the store answers.
+   */
+  cachedRevKinds(docId: string, revs: readonly string[]): Array<'i' | 'p'> | undefined {
+    const kinds: Array<'i' | 'p'> = [];
+    for (const rev of revs) {
+      const kind = this.cache.get(`rev${SEP}${docId}${SEP}${rev}`);
+      if (kind !== 'i' && kind !== 'p') return undefined;
+      kinds.push(kind);
+    }
+    return kinds;
+  }
 }
 
 /** The kind each revision of a document has in the state ('i' imported, 'p' published, undefined: unknown). */

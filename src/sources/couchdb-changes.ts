@@ -9,8 +9,10 @@
 // Each change carries every leaf revision (`style=all_docs`), so a publisher can skip what it
 // already knows without reading the document, and read the rest of a batch with one
 // `_bulk_get` (bulkGetRevisions) instead of one request per document. With `readAhead`, the
-// next page is read while a batch is handled (and its changes told), so reading overlaps
-// publishing; the checkpoint rule is unchanged.
+// next page is read while a batch is handled, and every page's changes are told as soon as it is
+// read (a page read while nothing is handled too: a lone edit's documents are read at once,
+// alongside the handler's own look-ups), so reading overlaps publishing; the checkpoint rule is
+// unchanged.
 // While this site's own replication sink streams partners' documents into the database
 // (`importing`), the feed does not longpoll: it reads with a plain `_changes` request each time
 // the sink says it wrote (`nudge()`), else `pollMs` after the last read. pouchdb-server answers
@@ -40,9 +42,9 @@ export interface ChangesSourceOptions {
   log: Logger;
   batchSize?: number;
   /**
-   * Told of the next batch's changes as soon as they are read, while the batch before is still
-   * being handled (the page after is read meanwhile): e.g. to start reading its documents. The
-   * batch is handed over as usual once the one before is handled.
+   * Told of each batch's changes as soon as they are read, before the batch is handed over: e.g.
+   * to start reading its documents. The page after a batch is read while that batch is handled,
+   * and told then; it is handed over as usual once the one before is handled.
    */
   readAhead?: (changes: Change[]) => void;
   /**
@@ -144,6 +146,7 @@ export class CouchChangesSource implements Source<Change> {
       let caughtUp = false;
       while (!this.stopped) {
         let page: ChangesPage;
+        const told = ahead !== undefined;
         try {
           if (!ahead && caughtUp && importing()) await this.pause(this.options.pollMs ?? 250);
           if (this.stopped) break;
@@ -164,6 +167,7 @@ export class CouchChangesSource implements Source<Change> {
         caughtUp = results.length < limit;
         if (results.length > 0) {
           const changes = results.map(changeOf);
+          if (!told) this.options.readAhead?.(changes);
           // While importing, a short page is followed by a pause (above), not by a read at once.
           if (page.last_seq !== undefined && this.options.readAhead && !(caughtUp && importing())) {
             const readAhead = this.options.readAhead;

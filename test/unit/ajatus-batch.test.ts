@@ -4,6 +4,7 @@
 // asking CouchDB; a publish that fails mid-batch records only the documents that completed.
 
 import assert from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import nano from 'nano';
 import { jsonCodec, type CouchDoc } from '../../src/codecs/couch-doc.ts';
@@ -229,7 +230,7 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     assert.deepEqual(published, ['i-9'], 'the local edit of an imported document is read and published');
   });
 
-  it('the changes source reads the next batch while one is handled and tells readAhead; batches are still handed over in order, one at a time', async () => {
+  it('the changes source tells readAhead of every batch before handing it over (the first too) and reads the next while one is handled; batches are still handed over in order, one at a time', async () => {
     await couch.createDbs('ahead');
     await couch.request('POST', 'ahead/_bulk_docs', { docs: Array.from({ length: 30 }, (_, i) => note(`a-${String(i).padStart(2, '0')}`, ['one'])) });
     const toldAhead: string[][] = [];
@@ -245,22 +246,62 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
       },
     });
     const handed: string[][] = [];
+    /** Per batch handed over: whether it had been told before (its documents could be read meanwhile). */
+    const toldFirst: boolean[] = [];
     let handling = false;
     await new Promise<void>((resolve) => {
       void source.start(undefined, async ({ changes }) => {
         assert.equal(handling, false, 'one batch at a time');
         handling = true;
         handed.push(changes.map((c) => c.id));
+        toldFirst.push(isDeepStrictEqual(toldAhead[handed.length - 1], handed.at(-1)));
         // The next batch is read (and told) while this one is being handled.
-        if (handed.length < 3) await new Promise<void>((r) => (toldAhead.length >= handed.length ? r() : (told = r)));
+        if (handed.length < 3 && toldFirst.at(-1)) await new Promise<void>((r) => (toldAhead.length > handed.length ? r() : (told = r)));
         handling = false;
         if (handed.length === 3) resolve();
       });
     });
     await source.stop();
     const feedOrder = ((await couch.request('GET', 'ahead/_changes')).json.results as ChangesRow[]).map((r) => r.id);
+    assert.deepEqual(toldFirst, [true, true, true], 'each batch told before it is handed over (the first too)');
     assert.deepEqual(handed.flat(), feedOrder, 'every change handed over once, in feed order');
-    assert.deepEqual(toldAhead.slice(0, 2), handed.slice(1, 3), 'each next batch told ahead');
+    assert.deepEqual(toldAhead.slice(0, 3), handed.slice(0, 3), 'each batch told, the next one while this one was handled');
+  });
+
+  it('read ahead does not wait for the state store: a new revision is read at once, what memory knows as published or noted as imported is not read; handle() then uses that read', async () => {
+    await couch.createDbs('eager');
+    await couch.request('POST', 'eager/_bulk_docs', { docs: [note('mine', ['one']), note('theirs', ['one']), note('new', ['one'])] });
+    const batch = ((await couch.request('GET', 'eager/_changes?style=all_docs')).json.results as ChangesRow[]).map(changeOf);
+    const store = new MemoryStore();
+    const real = store.state('replication');
+    // A store whose reads wait until released (a busy disk): what is cached still answers.
+    let release: () => void = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    const slow: StateSpace = { get: (k) => real.get(k), getMany: async (k) => (await released, real.getMany(k)), range: (p, o) => real.range(p, o), batch: (ops) => real.batch(ops), swap: (k, e, n) => real.swap(k, e, n) };
+    const state = new ReplicationState(slow);
+    const rev = (id: string): string => (batch.find((c) => c.id === id) as Change).revs[0] as string;
+    await state.markRevs('mine', [rev('mine')], 'p'); // published here (cached as it is written)
+    await state.markRevs('theirs', [rev('theirs')], 'i'); // imported, as the sink records and notes it
+    const imports = new ImportNotes(PROFILES.ajatus as Profile);
+    imports.note([(await couch.request('GET', 'eager/theirs')).json as CouchDoc]);
+    // The real server answers; the requests it gets are listed.
+    const content = nano(couch.url).use<unknown>('eager');
+    const asked: string[][] = [];
+    const relax = content.server.relax.bind(content.server);
+    content.server.relax = ((o: { path?: string; body?: { docs?: Array<{ id: string }> } }) => {
+      if (o.path === '_bulk_get') asked.push((o.body?.docs ?? []).map((d) => d.id));
+      return relax(o as never);
+    }) as typeof content.server.relax;
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const published: string[] = [];
+    const publisher = publisherOf(couch, 'eager', service, state, (_n, id) => void published.push(id), { imports, content });
+    publisher.prefetch(batch);
+    assert.deepEqual(asked, [['new']], 'the new revision is read at once, while the store has not answered; the known ones are not read');
+    const handled = publisher.handle(batch);
+    release();
+    await handled;
+    assert.deepEqual(published, ['new'], 'only the new revision is published');
+    assert.deepEqual(asked, [['new']], 'handle() used the read ahead: no second _bulk_get');
   });
 
   it('a publish failing mid-batch: the batch rejects, the documents that completed (on the other node) are recorded, the retry publishes only the rest', async () => {
