@@ -15,6 +15,9 @@
 // Generic over what is replicated: Ajatus and Midgard each give it a PartnerSink (how a leaf or
 // a retraction is written locally), which partner nodes they replicate, and partner settings.
 // Every request to a partner's service goes through a PubsubClient (src/xmpp/pubsub-client.ts).
+// A service's nodes are followed FOLLOWS_AT_ONCE at a time (a first sync of one does not hold
+// back the others); stop() ends catch-ups at their next page (the position stays where the last
+// applied page left it), so stopping does not wait for a first sync to finish.
 
 import type { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
@@ -83,6 +86,15 @@ interface Followed {
 
 /** Smallest delay of a retried discovery (doubling up to the interval). */
 export const DISCOVERY_RETRY_MS = 2000;
+/** Nodes of one partner service subscribed to and caught up on at the same time. */
+export const FOLLOWS_AT_ONCE = 4;
+
+/** A catch-up ended by stop(): the node's position is where the last applied page left it; the next start goes on from there. */
+class StoppedError extends Error {
+  constructor() {
+    super('replication stopping: catch-up interrupted (continued at the next start)');
+  }
+}
 /** Affiliations that let an entity read a node's items (XEP-0060 §4.1). */
 const READERS = new Set(['owner', 'publisher', 'member']);
 
@@ -263,7 +275,13 @@ export class PartnerManager {
     for (const service of services) {
       const wanted: string[] = [];
       for (const node of await this.client.nodes(service)) if (await this.wants(partner, node)) wanted.push(node);
-      for (const node of wanted) if (!this.followed.has(key(service, node))) failure = (await this.follow(service, node)) ?? failure;
+      // Several nodes at once (FOLLOWS_AT_ONCE): one node's long catch-up (a first sync) must not
+      // hold back the subscriptions to the others, whose notifications would be missed meanwhile.
+      const toFollow = wanted.filter((node) => !this.followed.has(key(service, node)));
+      const follower = async (): Promise<void> => {
+        for (let node = toFollow.shift(); node !== undefined && !this.stopped; node = toFollow.shift()) failure = (await this.follow(service, node)) ?? failure;
+      };
+      await Promise.all(Array.from({ length: Math.min(FOLLOWS_AT_ONCE, toFollow.length) }, follower));
       for (const f of [...this.followed.values()]) {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
       }
@@ -383,6 +401,7 @@ export class PartnerManager {
         this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
         return;
       } catch (err) {
+        if (this.stopped) throw err;
         this.o.log.warn('history replay failed; reading current items instead', { service, node, reason: String(err) });
       }
     }
@@ -395,6 +414,7 @@ export class PartnerManager {
     let count = 0;
     const partner = this.partnerOf.get(service);
     for await (const page of this.client.itemPages(service, node, 100)) {
+      if (this.stopped) throw new StoppedError();
       const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
       count += written.filter(Boolean).length;
     }
@@ -413,6 +433,7 @@ export class PartnerManager {
     let applied = position;
     let failed = false;
     for (let page = 0; page < 100_000; page++) {
+      if (this.stopped) throw new StoppedError();
       const { entries, complete, last } = await this.client.history(service, node, { max: 100, after });
       const before = applied;
       // A page's entries are applied together (the sink batches them; each document in order).
