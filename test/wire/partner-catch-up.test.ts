@@ -5,13 +5,11 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Element } from 'ltx';
-import { silentLogger } from '../../src/log.ts';
-import { PartnerManager } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
+import { startPartner } from './partner-fixture.ts';
 
 const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
 const publish = (node: string, id: string): string =>
@@ -52,22 +50,8 @@ describe("a partner's catch-ups: one long node does not hold back the others, an
       },
       retract: async () => undefined,
     };
-    let manager: PartnerManager | undefined;
-    const routes = new Map([[NS.PUBSUB_EVENT, (stanza: Element) => void manager?.handleEvent(stanza)]]);
-    const harness = await WireHarness.start({ jid: 'pubsub.beta.test', network: site.network, messages: routes });
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink);
     try {
-      manager = new PartnerManager({
-        iq: harness.core.iq,
-        self: harness.jid,
-        settings: { partner: () => ({ follow: 'all' }), on: () => undefined },
-        sink,
-        log: silentLogger,
-        intervalMs: 60_000,
-        offers: () => true,
-      });
-      manager.addPartner(site.jid);
-      manager.start();
-
       await until(() => written.includes('s0'), "the small node's item, while the big node's first page is held");
       assert.equal(written.filter((id) => id.startsWith('b')).length, 0, 'the big node is still held');
       const stopped = manager.stop();
@@ -77,7 +61,7 @@ describe("a partner's catch-ups: one long node does not hold back the others, an
       assert.ok(big > 0 && big < 250, `stopped after the page under way (${big} of 250 written), not after the whole node`);
     } finally {
       release();
-      await manager?.stop();
+      await manager.stop();
       await harness.stop();
     }
   });

@@ -7,12 +7,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Element } from 'ltx';
-import { silentLogger } from '../../src/log.ts';
-import { PartnerManager } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
+import { startPartner } from './partner-fixture.ts';
 
 const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
 const publish = (node: string, id: string): string =>
@@ -35,29 +34,7 @@ async function follower(site: WireHarness, jid: string, digestMs: number) {
     },
     retract: async (_service, _node, id) => void written.push(`-${id}`),
   };
-  let manager: PartnerManager | undefined;
-  const routes = new Map([
-    [
-      NS.PUBSUB_EVENT,
-      (stanza: Element) => {
-        messages.push(stanza);
-        void manager?.handleEvent(stanza);
-      },
-    ],
-  ]);
-  const harness = await WireHarness.start({ jid, network: site.network, messages: routes });
-  manager = new PartnerManager({
-    iq: harness.core.iq,
-    self: harness.jid,
-    settings: { partner: () => ({ follow: 'all' }), on: () => undefined },
-    sink,
-    log: silentLogger,
-    intervalMs: 60_000,
-    offers: () => true,
-    digestMs,
-  });
-  manager.addPartner(site.jid);
-  manager.start();
+  const { harness, manager } = await startPartner(site, jid, sink, { digestMs, onEvent: (stanza) => messages.push(stanza) });
   return { harness, manager, written, messages };
 }
 

@@ -1,0 +1,37 @@
+// A partner Hermod on the in-process wire harness: its own WireHarness on the site's network and
+// a PartnerManager following every node of the site's service, handing leaves to `sink`.
+
+import type { Element } from 'ltx';
+import { silentLogger } from '../../src/log.ts';
+import { PartnerManager } from '../../src/replication/partners.ts';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import { WireHarness } from './harness.ts';
+
+/** Starts a partner `jid` following `site`; `onEvent` sees each pub/sub event message before the manager. */
+export async function startPartner(site: WireHarness, jid: string, sink: PartnerSink, options: { digestMs?: number; onEvent?: (stanza: Element) => void } = {}): Promise<{ harness: WireHarness; manager: PartnerManager }> {
+  let manager: PartnerManager | undefined;
+  const routes = new Map([
+    [
+      NS.PUBSUB_EVENT,
+      (stanza: Element) => {
+        options.onEvent?.(stanza);
+        void manager?.handleEvent(stanza);
+      },
+    ],
+  ]);
+  const harness = await WireHarness.start({ jid, network: site.network, messages: routes });
+  manager = new PartnerManager({
+    iq: harness.core.iq,
+    self: harness.jid,
+    settings: { partner: () => ({ follow: 'all' }), on: () => undefined },
+    sink,
+    log: silentLogger,
+    intervalMs: 60_000,
+    offers: () => true,
+    ...(options.digestMs !== undefined ? { digestMs: options.digestMs } : {}),
+  });
+  manager.addPartner(site.jid);
+  manager.start();
+  return { harness, manager };
+}
