@@ -24,7 +24,7 @@ import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/in
 import { bulkLoad, ChangesWatcher, docStats, docStream, makeDocs, type Doc } from '../lib/couch-docs.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
-import { hermodSpawnFor, sleep, startBenchHermod, type Proc } from '../lib/procs.ts';
+import { hermodSpawnFor, sleep, startBenchHermod, waitForQuiet, type Proc } from '../lib/procs.ts';
 import { fmtInt, fmtMs, fmtRatio, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
 import { barChart, hbarChart } from '../lib/svg.ts';
 import {
@@ -334,6 +334,12 @@ async function editLatency(
   pids: () => Record<string, number | undefined>,
   log: (m: string) => void,
 ): Promise<LatencyResult> {
+  // The phase before may leave work behind after its last document arrived (a note in two tags is
+  // notified on two nodes: the second copies still cross Prosody and s2s); timed edits queued
+  // behind that backlog measured it, not one edit (session 6: Prosody at 41 % of a core during
+  // the edits, 74.6 ms p50 against 54.2 ms alone). So the whole machine settles first (bounded).
+  const left = await waitForQuiet(() => [], { maxCores: 0.2, windowMs: 250, windows: 2, timeoutMs: 30_000, log });
+  log(`${system} edit latency: machine settled (${left.toFixed(2)} cores busy)`);
   const [doc] = makeDocs(`edit-${system}`, 1, 3) as [Doc];
   const watch = await new ChangesWatcher(dst, dstDb).fromNow();
   let rev = await src.put(srcDb, doc);
