@@ -386,8 +386,6 @@ export function replay(text: string, log: Logger): { events: JournalEvent[]; max
   const events = new Map<number, { seq: number; event: ServiceEvent; recipients: Recipient[]; skip: Array<[number, number]> }>();
   let ackSeq = -1;
   let ackIndex = -1;
-  let writtenSeq = -1;
-  let writtenIndex = -1;
   let maxSeq = -1;
   let bad = 0;
   for (const line of text.split('\n')) {
@@ -405,13 +403,13 @@ export function replay(text: string, log: Logger): { events: JournalEvent[]; max
     } else if (typeof rec.a === 'number' && typeof rec.i === 'number') {
       if (rec.a > ackSeq || (rec.a === ackSeq && rec.i > ackIndex)) [ackSeq, ackIndex] = [rec.a, rec.i];
     } else if (typeof rec.w === 'number' && typeof rec.i === 'number') {
-      [writtenSeq, writtenIndex] = [rec.w, rec.i];
+      // A "written" mark: not proof of delivery (see the header), so those events are sent again.
+      continue;
     } else if (typeof rec.x === 'number' && typeof rec.f === 'number' && typeof rec.t === 'number') {
       events.get(rec.x)?.skip.push([rec.f, rec.t]);
     } else bad++;
   }
   if (bad > 0) log.warn('notification journal: unreadable lines skipped', { lines: bad });
-  if (writtenSeq > ackSeq || (writtenSeq === ackSeq && writtenIndex > ackIndex)) [ackSeq, ackIndex] = [writtenSeq, writtenIndex];
   const out: JournalEvent[] = [];
   for (const e of [...events.values()].sort((a, b) => a.seq - b.seq)) {
     if (e.seq < ackSeq) continue;

@@ -95,11 +95,11 @@ describe('notification journal (in the store)', () => {
     assert.deepEqual(pendingOf(await third.adopt('m2')), [['x', ['s1@x', 's2@x']], ['y', ['s0@x', 's1@x']]]);
   });
 
-  it("imports an older Hermod's outbox.journal file once (lines cut short by a power loss skipped) and renames it *.imported", () =>
+  it("imports an older Hermod's outbox.journal file once (lines cut short by a power loss skipped; a written mark is not taken as delivered) and renames it *.imported", () =>
     withLevel(async (store, dir) => {
       const file = path.join(dir, JOURNAL_FILE);
       const r = JSON.stringify(recipients(2));
-      await writeFile(file, [`{"q":0,"e":${JSON.stringify(event('old'))},"r":${r}}`, '{"a":0,"i":0}', `{"q":1,"e":${JSON.stringify(event('new'))},"r":${r}}`, '{"q":2,"e":{"kind":"ite'].join('\n'));
+      await writeFile(file, [`{"q":0,"e":${JSON.stringify(event('old'))},"r":${r}}`, '{"a":0,"i":0}', `{"q":1,"e":${JSON.stringify(event('new'))},"r":${r}}`, '{"w":1,"i":0}', '{"q":2,"e":{"kind":"ite'].join('\n'));
       const { journal, undelivered } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'local', silentLogger, { legacyDir: dir });
       assert.deepEqual(pendingOf(undelivered), [['old', ['s1@x']], ['new', ['s0@x', 's1@x']]]);
       assert.equal(existsSync(file), false);
