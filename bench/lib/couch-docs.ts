@@ -3,6 +3,8 @@
 // (how every replication figure decides that a document was delivered: what a user of the
 // target database would see).
 
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { CouchServer } from '../../src/devenv/couchdb.ts';
 
 /** Deterministic pseudo-random numbers (mulberry32), so every run writes the same documents. */
@@ -138,4 +140,19 @@ export class ChangesWatcher {
     }
     return { at: performance.now(), arrived: expected.size - pending.size };
   }
+}
+
+/** Size of a pouchdb-server's request log now (bytes): where the requests of a phase start. */
+export const requestLogSize = (couch: CouchServer): number => readFileSync(path.join(couch.dir, 'log.txt')).length;
+
+/** The requests in a pouchdb-server's request log after byte `from`, counted by method and last path segment (`POST _bulk_docs`, `PUT <doc>`, …). */
+export function requestsSince(couch: CouchServer, from: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  const text = readFileSync(path.join(couch.dir, 'log.txt')).subarray(from).toString('utf8');
+  for (const m of text.matchAll(/ - - ([A-Z]+) \/([^ ?]*)\S* \d{3}$/gm)) {
+    const last = (m[2] as string).split('/').at(-1) ?? '';
+    const k = `${m[1]} ${last.startsWith('_') ? last : '<doc>'}`;
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
 }

@@ -25,14 +25,13 @@
 // of both Hermods (VmHWM, and VmRSS sampled every 250 ms). Then, for comparison, a one-shot
 // `_replicate` of the same database by partner 1's pouchdb-server into a fresh database.
 
-import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import type { HermodProcess } from '../../src/devenv/hermod.ts';
 import { tail } from '../../src/devenv/process.ts';
 import type { ServerInfo, XmppEnv } from '../../src/devenv/index.ts';
-import { bulkLoad, ChangesWatcher, docStream, type Doc } from '../lib/couch-docs.ts';
+import { bulkLoad, ChangesWatcher, docStream, requestLogSize, requestsSince, type Doc } from '../lib/couch-docs.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, memoryMiB, sleep, startBenchHermod } from '../lib/procs.ts';
@@ -242,21 +241,6 @@ function cpuDelta(a: CpuSample, b: CpuSample): Record<string, number> {
 }
 
 const fin = (x: number | undefined): number => (x !== undefined && Number.isFinite(x) ? x : 0);
-
-/** Size of a pouchdb-server's request log now (bytes): where the requests of a phase start. */
-const requestLogSize = (couch: CouchServer): number => readFileSync(path.join(couch.dir, 'log.txt')).length;
-
-/** The requests in a pouchdb-server's request log after byte `from`, counted by method and last path segment (`POST _bulk_docs`, `PUT <doc>`, …). */
-function requestsSince(couch: CouchServer, from: number): Record<string, number> {
-  const out: Record<string, number> = {};
-  const text = readFileSync(path.join(couch.dir, 'log.txt')).subarray(from).toString('utf8');
-  for (const m of text.matchAll(/ - - ([A-Z]+) \/([^ ?]*)\S* \d{3}$/gm)) {
-    const last = (m[2] as string).split('/').at(-1) ?? '';
-    const k = `${m[1]} ${last.startsWith('_') ? last : '<doc>'}`;
-    out[k] = (out[k] ?? 0) + 1;
-  }
-  return out;
-}
 
 /** The main-thread profile a Hermod wrote into `dir` on exit, summarised over `window` (ms from its start). */
 async function profileOf(dir: string, window: [number, number]): Promise<ProfileSummary> {

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
-import { bulkLoad, ChangesWatcher, docStats, docStream, makeDocs, type Doc } from '../lib/couch-docs.ts';
+import { bulkLoad, ChangesWatcher, docStats, docStream, makeDocs, requestLogSize, requestsSince, type Doc } from '../lib/couch-docs.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, sleep, startBenchHermod, waitForQuiet, type Proc } from '../lib/procs.ts';
@@ -82,6 +82,8 @@ export interface LatencyResult {
   edits: number;
   ms: Percentiles;
   cpuPct: Record<string, number>;
+  /** Requests per timed edit at each site's CouchDB-API server, by method and last path segment (the bench's own PUT and longpoll included). */
+  requestsPerEdit?: { A: Record<string, number>; B: Record<string, number> };
 }
 
 export interface ReplicationResult {
@@ -323,6 +325,13 @@ async function firstPublishDone(logFile: string, spawnedAt: number): Promise<num
   return undefined;
 }
 
+/** `{"GET _changes": 2, …}` as `2.00 GET _changes, …`, most first. */
+const fmtRequests = (counts: Record<string, number>): string =>
+  Object.entries(counts)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${v.toFixed(2)} ${k}`)
+    .join(', ') || 'none';
+
 /** One document edited at the source, one edit at a time: PUT until the target's feed has the revision. */
 async function editLatency(
   system: System,
@@ -346,8 +355,12 @@ async function editLatency(
   await watch.waitFor(new Map([[doc._id, rev]]), Date.now() + 30_000);
   const ms: number[] = [];
   let c0 = sampleCpu(pids());
+  let logs = { A: requestLogSize(src), B: requestLogSize(dst) };
   for (let i = 0; i < p.warmupEdits + p.edits; i++) {
-    if (i === p.warmupEdits) c0 = sampleCpu(pids());
+    if (i === p.warmupEdits) {
+      c0 = sampleCpu(pids());
+      logs = { A: requestLogSize(src), B: requestLogSize(dst) };
+    }
     const value = doc.value as { title: { val: string } };
     const edited = { ...doc, _rev: rev, value: { ...value, title: { val: `Edit ${i}` } } };
     const t0 = performance.now();
@@ -357,8 +370,10 @@ async function editLatency(
     if (i >= p.warmupEdits) ms.push(done.at - t0);
     await sleep(20);
   }
-  const r: LatencyResult = { system, edits: p.edits, ms: percentiles(ms), cpuPct: cpuPercent(c0, sampleCpu(pids())) };
-  log(`${system} edit latency: p50 ${fmtMs(r.ms.p50)} ms, p95 ${fmtMs(r.ms.p95)} ms over ${ms.length} edits`);
+  const perEdit = (counts: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / Math.max(1, p.edits)]));
+  const requestsPerEdit = { A: perEdit(requestsSince(src, logs.A)), B: perEdit(requestsSince(dst, logs.B)) };
+  const r: LatencyResult = { system, edits: p.edits, ms: percentiles(ms), cpuPct: cpuPercent(c0, sampleCpu(pids())), requestsPerEdit };
+  log(`${system} edit latency: p50 ${fmtMs(r.ms.p50)} ms, p95 ${fmtMs(r.ms.p95)} ms over ${ms.length} edits; requests per edit: A ${fmtRequests(requestsPerEdit.A)}; B ${fmtRequests(requestsPerEdit.B)}`);
   return r;
 }
 
@@ -491,6 +506,10 @@ function renderOnePartner(r: ReplicationResult, lines: string[], svgs: Array<{ n
         ['l', 'r', 'r', 'r', ...CPU_KEYS.map((): 'r' => 'r')],
       ),
     );
+    lines.push('');
+    for (const l of r.latency) {
+      if (l.requestsPerEdit) lines.push(`- ${LABEL[l.system]}: requests per edit at A: ${fmtRequests(l.requestsPerEdit.A)}; at B: ${fmtRequests(l.requestsPerEdit.B)} (the bench's own PUT at A and \`_changes\` longpoll at B included).`);
+    }
     lines.push('');
   }
   svgs.push({
