@@ -237,16 +237,17 @@ export class AjatusPublisher {
    * change is skipped when the cached state says every leaf was published here, or imported
    * here and noted by the sink (ImportNotes); anything not in memory (a new revision) is read
    * now, while handle() asks the store. After a restart (nothing cached yet) a replayed page's
-   * documents may be read once for nothing.
+   * documents may be read once for nothing. Returns a promise settled (never rejected) when the
+   * read answered, undefined when nothing is read.
    */
-  prefetch(changes: Change[]): void {
+  prefetch(changes: Change[]): Promise<void> | undefined {
     if (this.ahead.size > AHEAD_MAX) this.ahead.clear(); // never handed over (a stop): drop
     const read = changes.filter((c) => {
       if (c.id.startsWith('_design/') || c.revs.length === 0) return false;
       const kinds = this.o.state.cachedRevKinds(c.id, c.revs);
       return kinds === undefined || (!kinds.every((k) => k === 'p') && !this.o.imports?.usable(c));
     });
-    if (read.length === 0) return;
+    if (read.length === 0) return undefined;
     // A failed read ahead is read again by handle(): each promise kept here is handled now, so a
     // CouchDB blip is never an unhandled rejection (which would end the process).
     const all = bulkGetRevisions(this.o.content, read, false).catch((err: unknown) => {
@@ -254,6 +255,7 @@ export class AjatusPublisher {
       return undefined;
     });
     for (const c of read) this.ahead.set(changeKey(c), all.then((m) => m?.get(c.id)));
+    return all.then(() => undefined);
   }
 
   /** Every leaf revision of a document (live and deleted), with history and attachments. */

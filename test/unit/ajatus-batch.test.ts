@@ -268,6 +268,40 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     assert.deepEqual(toldAhead.slice(0, 3), handed.slice(0, 3), 'each batch told, the next one while this one was handled');
   });
 
+  it('the changes source asks for the next page only once readAhead has read the documents of the one before (a longpoll beside that read slowed it)', async () => {
+    await couch.createDbs('ahead-order');
+    await couch.request('POST', 'ahead-order/_bulk_docs', { docs: Array.from({ length: 30 }, (_, i) => note(`o-${String(i).padStart(2, '0')}`, ['one'])) });
+    const db = nano(couch.url).use<unknown>('ahead-order');
+    /** In order: 'ask' for each `_changes` request, 'read <first id>' when a page's read-ahead settled. */
+    const events: string[] = [];
+    const relax = db.server.relax.bind(db.server);
+    db.server.relax = ((opts: { path?: string }) => {
+      if (opts.path === '_changes') events.push('ask');
+      return relax(opts as never);
+    }) as typeof db.server.relax;
+    const source = new CouchChangesSource({
+      db,
+      feed: 'couchdb:ahead-order',
+      log: silentLogger,
+      batchSize: 10,
+      // The documents' read, as the publisher's prefetch: takes a while, settles (never rejects).
+      readAhead: (changes) => new Promise<void>((resolve) => setTimeout(() => {
+        events.push(`read ${changes[0]?.id}`);
+        resolve();
+      }, 40)),
+    });
+    const handed: string[] = [];
+    await new Promise<void>((resolve) => {
+      void source.start(undefined, async ({ changes }) => {
+        handed.push(...changes.map((c) => c.id));
+        if (handed.length === 30) resolve();
+      });
+    });
+    await source.stop();
+    assert.equal(handed.length, 30, 'every change handed over');
+    assert.deepEqual(events.slice(0, 5), ['ask', 'read o-00', 'ask', 'read o-10', 'ask'], 'each next page asked for after the read of the one before');
+  });
+
   it('read ahead does not wait for the state store: a new revision is read at once, what memory knows as published or noted as imported is not read; handle() then uses that read', async () => {
     await couch.createDbs('eager');
     await couch.request('POST', 'eager/_bulk_docs', { docs: [note('mine', ['one']), note('theirs', ['one']), note('new', ['one'])] });
