@@ -12,6 +12,7 @@ import { ConfigError, parentDomain, type HermodConfig } from '../config/config.t
 import type { Logger } from '../log.ts';
 import type { AjatusReplication } from '../replication/ajatus.ts';
 import type { MidgardReplication } from '../replication/midgard.ts';
+import type { ReplicationService } from '../replication/replication.ts';
 import type { AppSettings } from '../replication/settings.ts';
 import { NS } from '../xmpp/ns.ts';
 import type { MessageHandler } from '../xmpp/router.ts';
@@ -66,20 +67,24 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   // resolves when its items are stored, but its notifications are in the journal only with the
   // journal's next batch. A kill -9 in between lost them: recorded as published, never notified.
   // Requests over the wire wait for the journal before their reply (component.ts); so do these.
-  const durable = new Set<PropertyKey>(['publishMany', 'retract']);
-  const service = new Proxy(core.service, {
-    get(target, p) {
-      const value: unknown = Reflect.get(target, p, target);
-      if (typeof value !== 'function') return value;
-      const method = (value as (...args: unknown[]) => unknown).bind(target);
-      if (!durable.has(p)) return method;
-      return async (...args: unknown[]) => {
-        const result = await method(...args);
-        await core.journal.durable();
-        return result;
-      };
-    },
-  });
+  const s = core.service;
+  const durably =
+    <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      const result = await call(...args);
+      await core.journal.durable();
+      return result;
+    };
+  const service: ReplicationService = {
+    publishMany: durably(s.publishMany.bind(s)),
+    retract: durably(s.retract.bind(s)),
+    configure: s.configure.bind(s),
+    create: s.create.bind(s),
+    getAffiliations: s.getAffiliations.bind(s),
+    getConfig: s.getConfig.bind(s),
+    metadata: s.metadata.bind(s),
+    setAffiliations: s.setAffiliations.bind(s),
+  };
   const appDb = settings && config.appDb;
   if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {} };
   const { Transforms } = await import('../replication/transforms.ts');

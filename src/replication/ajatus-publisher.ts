@@ -12,7 +12,7 @@ import { LRUCache } from 'lru-cache';
 import { buildEntry, type CouchDoc, type DocCodec } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PubsubService } from '../pubsub/service.ts';
+import type { ReplicationService } from './replication.ts';
 import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
 import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
@@ -74,7 +74,7 @@ const changeKey = (c: Change): string => `${c.id}\0${c.revs.join('\0')}`;
 const hasBodies = (doc: CouchDoc): boolean => Object.values((doc._attachments ?? {}) as Record<string, { data?: unknown }>).every((a) => typeof a.data === 'string');
 
 export interface AjatusPublisherOptions {
-  service: PubsubService;
+  service: ReplicationService;
   /** The component JID: the actor of every publish (an admin of the service). */
   actor: string;
   content: DocumentScope<unknown>;

@@ -40,7 +40,7 @@ import {
 } from '../codecs/midgard.ts';
 import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PubsubService } from '../pubsub/service.ts';
+import type { ReplicationService } from './replication.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { publishChunk, publishEntries, runBatched, type BatchedJob, type BatchedStep, type PipelineOutcome, type PipelineStep } from './pipeline.ts';
 import { Element, parse } from 'ltx';
@@ -64,7 +64,7 @@ export interface PartnerJidRule {
 }
 
 export interface MidgardPublisherOptions {
-  service: PubsubService;
+  service: ReplicationService;
   actor: string;
   state: ReplicationState;
   mapping: MidgardNodeMapping;

@@ -4,7 +4,7 @@
 // module only makes a node match the settings it is given; callers log what changed.
 
 import { PubsubError } from '../pubsub/errors.ts';
-import type { PubsubService } from '../pubsub/service.ts';
+import type { ReplicationService } from './replication.ts';
 import type { TagSettings } from './settings.ts';
 
 export type NodeAccess = TagSettings;
@@ -16,7 +16,7 @@ export type NodeAccess = TagSettings;
 export const REPLICATION_MAX_PAYLOAD = 480 * 1024;
 
 /** Creates the node (Atom payloads) unless it exists; true when it had to be created. */
-export async function ensureNode(service: PubsubService, actor: string, node: string, access: NodeAccess, title: string): Promise<boolean> {
+export async function ensureNode(service: ReplicationService, actor: string, node: string, access: NodeAccess, title: string): Promise<boolean> {
   try {
     await service.metadata(node);
     return false;
@@ -36,7 +36,7 @@ export async function ensureNode(service: PubsubService, actor: string, node: st
  * JIDs added to and removed from the whitelist when it changed; undefined when the node does not
  * exist (yet) or nothing changed in the list.
  */
-export async function applyNodeAccess(service: PubsubService, actor: string, node: string, access: NodeAccess): Promise<{ added: string[]; removed: string[] } | undefined> {
+export async function applyNodeAccess(service: ReplicationService, actor: string, node: string, access: NodeAccess): Promise<{ added: string[]; removed: string[] } | undefined> {
   let current: Map<string, string>;
   try {
     current = await service.getAffiliations(actor, node);

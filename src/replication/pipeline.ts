@@ -187,7 +187,7 @@ export function publishChunk<T>(payloadOf: (item: T) => string): BatchBounds<T> 
  * internal-server-error: the node gone, publishing forbidden) becomes that refusal for every
  * entry; anything else (the store failing) rejects.
  */
-export async function publishEntries(service: PubsubService, actor: string, node: string, entries: Array<{ id: string; payload: string }>): Promise<PublishOutcome[]> {
+export async function publishEntries(service: Pick<PubsubService, 'publishMany'>, actor: string, node: string, entries: Array<{ id: string; payload: string }>): Promise<PublishOutcome[]> {
   try {
     return await service.publishMany(actor, node, entries.map((item) => ({ item })));
   } catch (err) {

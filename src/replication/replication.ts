@@ -21,12 +21,20 @@ import { transformFor } from './settings.ts';
 import { ReplicationState } from './state.ts';
 import type { TransformTarget, Transforms } from './transforms.ts';
 
+/**
+ * What replication uses of the pub/sub service: node set-up and access (node-access.ts) and
+ * publishing. The composition root (src/app/replication.ts) hands over one whose publishMany and
+ * retract resolve once their notifications are durable in the journal (a source moves its
+ * checkpoint when they resolve).
+ */
+export type ReplicationService = Pick<PubsubService, 'configure' | 'create' | 'getAffiliations' | 'getConfig' | 'metadata' | 'publishMany' | 'retract' | 'setAffiliations'>;
+
 /** What every replication is given by the composition root (src/app/replication.ts). */
 export interface ReplicationCommon {
   /** Holds the replication state. */
   store: Store;
   /** Where the publishers publish, as `componentJid`. */
-  service: PubsubService;
+  service: ReplicationService;
   /** Where an older Hermod kept that state (dataDir/<space>, imported once). */
   dataDir: string;
   iq: IqCaller;
