@@ -59,6 +59,15 @@ export interface ReplicationOptions {
   log: Logger;
 }
 
+/**
+ * Most characters of notifications waiting unwritten in the outbox before replication's next
+ * publish waits (≈ 4 MiB: dozens of 64 KiB socket writes, so the socket never idles, while a first
+ * sync of a large database cannot fill the heap with stanzas the server has not taken yet).
+ */
+const REPLICATION_BACKLOG_CHARS = 4 * 1024 * 1024;
+/** Longest one such wait (ms): a stalled server slows replication to one batch per wait, never stops it. */
+const BACKLOG_WAIT_MS = 5_000;
+
 /** Builds Ajatus replication (with `appDb`) and Midgard replication (with `midgard`), importing only those; starts nothing. */
 export async function buildReplication(stack: StopStack, core: Core, options: ReplicationOptions): Promise<Replication> {
   const { config, settings, componentJid, log } = options;
@@ -67,12 +76,15 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   // resolves when its items are stored, but its notifications are in the journal only with the
   // journal's next batch. A kill -9 in between lost them: recorded as published, never notified.
   // Requests over the wire wait for the journal before their reply (component.ts); so do these.
+  // And a source must not outrun the server: each call also waits while more than
+  // REPLICATION_BACKLOG_CHARS of notifications wait unwritten in the outbox (Outbox.whenBelow).
   const s = core.service;
   const durably =
     <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
     async (...args: A): Promise<R> => {
       const result = await call(...args);
       await core.journal.durable();
+      await core.outbox.whenBelow(REPLICATION_BACKLOG_CHARS, BACKLOG_WAIT_MS);
       return result;
     };
   const service: ReplicationService = {

@@ -26,6 +26,11 @@
 // there: e2e/ajatus-batch lost 65 documents that way when "written" counted as delivered). So a
 // kill -9 may repeat, to a subscriber, the notifications of about one barrier round trip; it
 // loses none.
+// Back-pressure: `unwritten` counts the characters queued and not yet written; a producer that
+// can outrun the server (replication publishing a large database while the server reads slowly)
+// waits with `whenBelow` before it produces more, so the queue stays small instead of growing
+// toward `limit`, where the oldest unsent notifications would be dropped. Fan-out caused by
+// requests over the wire is not held back (a publish is answered once it is durable).
 
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
@@ -115,6 +120,10 @@ export class Outbox {
   private waitingDrain = false;
   private scheduled = false;
   private drainedWaiters: Array<() => void> = [];
+  /** Characters of the stanzas queued and not yet written (positions head .. end). */
+  private unwrittenChars = 0;
+  /** Producers waiting for `unwrittenChars` to fall to their bound (whenBelow). */
+  private belowWaiters: Array<{ chars: number; resolve: () => void; timer: NodeJS.Timeout }> = [];
   private readonly limit: number;
   private readonly chunkBytes: number;
   private readonly log: Logger;
@@ -153,6 +162,41 @@ export class Outbox {
     return this.head - this.routed;
   }
 
+  /** Characters (UTF-16 code units, ≈ bytes) of the stanzas queued and not yet written to the socket. */
+  get unwritten(): number {
+    return this.unwrittenChars;
+  }
+
+  /**
+   * Back-pressure for a producer that can outrun the server: resolves once at most `chars`
+   * characters wait unwritten, at once while no socket is attached (what is queued then waits for
+   * the next connection, and the journal holds it), when the socket goes, and after `maxWaitMs`
+   * in any case (a stalled server must not hold a stopping producer: it then goes on, one batch
+   * per wait). Never rejects.
+   */
+  whenBelow(chars: number, maxWaitMs: number): Promise<void> {
+    if (this.unwrittenChars <= chars || !this.socket) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter = {
+        chars,
+        resolve: (): void => {
+          clearTimeout(waiter.timer);
+          this.belowWaiters = this.belowWaiters.filter((w) => w !== waiter);
+          resolve();
+        },
+        timer: setTimeout(() => waiter.resolve(), maxWaitMs),
+      };
+      waiter.timer.unref();
+      this.belowWaiters.push(waiter);
+    });
+  }
+
+  /** Wakes the producers whose bound is met (or all, with `all`: the socket went). */
+  private wakeBelow(all = false): void {
+    if (this.belowWaiters.length === 0) return;
+    for (const waiter of [...this.belowWaiters]) if (all || this.unwrittenChars <= waiter.chars) waiter.resolve();
+  }
+
   /** Start writing to a (newly connected) socket. */
   attach(socket: OutboxSocket): void {
     this.socket = socket;
@@ -184,8 +228,10 @@ export class Outbox {
         this.tagSeq.splice(from, to - from, ...pick(this.tagSeq));
         this.tagIndex.splice(from, to - from, ...pick(this.tagIndex));
       }
+      for (let i = from; i < from + keep.length; i++) this.unwrittenChars += (this.queue[i] as string).length;
       this.head = this.confirmed;
     }
+    this.wakeBelow(true);
     this.resolveDrained();
   }
 
@@ -193,6 +239,7 @@ export class Outbox {
   push(stanzas: string[], tags?: { seq: number; firstIndex: number }): void {
     for (let i = 0; i < stanzas.length; i++) {
       this.queue.push(stanzas[i] as string);
+      this.unwrittenChars += (stanzas[i] as string).length;
       this.tagSeq.push(tags ? tags.seq : NONE);
       this.tagIndex.push(tags ? tags.firstIndex + i : 0);
     }
@@ -205,7 +252,7 @@ export class Outbox {
     const from = this.head - this.base;
     const count = Math.min(excess, this.queue.length - from);
     if (count <= 0) return;
-    this.queue.splice(from, count);
+    for (const stanza of this.queue.splice(from, count)) this.unwrittenChars -= stanza.length;
     const seqs = this.tagSeq.splice(from, count);
     const indexes = this.tagIndex.splice(from, count);
     this.dropped += count;
@@ -353,6 +400,7 @@ export class Outbox {
     while (socket && this.socket === socket && !this.waitingDrain && this.work) {
       let chunk = '';
       while (this.head < this.end && chunk.length < this.chunkBytes) chunk += this.queue[this.head++ - this.base];
+      this.unwrittenChars -= chunk.length;
       if (this.barrierJid === undefined) this.confirm(this.head);
       else if (this.barrierOwed) {
         const id = `${BARRIER_PREFIX}${this.options.barrierTag ? `${this.options.barrierTag}.` : ''}${(this.barrierCounter++).toString(36)}`;
@@ -372,6 +420,7 @@ export class Outbox {
       }
       this.write(socket, chunk);
     }
+    this.wakeBelow();
   }
 
   /** Writes a chunk; when the socket pushes back, waits for 'drain' before writing more. */

@@ -315,6 +315,64 @@ describe('a kill -9 of Hermod: what is delivered again', () => {
     }));
 });
 
+/** A socket whose kernel buffer is full: every write pushes back until the test lets it drain. */
+class SlowSocket implements OutboxSocket {
+  written = 0;
+  private listeners: Array<{ event: 'drain' | 'close'; listener: () => void }> = [];
+  write(chunk: string): boolean {
+    this.written += chunk.length;
+    return false;
+  }
+  once(event: 'drain' | 'close', listener: () => void): unknown {
+    this.listeners.push({ event, listener });
+    return this;
+  }
+  removeListener(event: 'drain' | 'close', listener: () => void): unknown {
+    this.listeners = this.listeners.filter((l) => l.event !== event || l.listener !== listener);
+    return this;
+  }
+  /** The kernel took the last write: 'drain'. */
+  drain(): void {
+    for (const { listener } of this.listeners.filter((l) => l.event === 'drain')) listener();
+  }
+}
+
+describe('outbox back-pressure', () => {
+  it('a producer waiting with whenBelow goes on once the unwritten characters fell to its bound; at once without a socket, when the socket goes, and after its longest wait', async () => {
+    const outbox = new Outbox({ log: silentLogger, chunkBytes: 100 });
+    const socket = new SlowSocket();
+    outbox.attach(socket);
+    outbox.push(Array.from({ length: 10 }, (_, i) => `<m${i}/>`.padEnd(100, ' ')));
+    await tick();
+    assert.equal(socket.written, 100, 'one chunk written, then the socket pushed back');
+    assert.equal(outbox.unwritten, 900);
+    let resumed = false;
+    const waiting = outbox.whenBelow(300, 60_000).then(() => (resumed = true));
+    for (let drains = 0; drains < 6; drains++) {
+      await tick();
+      assert.equal(resumed, false, `still waiting with ${outbox.unwritten} characters unwritten`);
+      socket.drain();
+      await tick();
+    }
+    await waiting;
+    assert.equal(outbox.unwritten, 300, 'resumed as the bound was reached, not before');
+    assert.equal(socket.written, 700);
+
+    // The socket goes: what waits is for the next connection; producers are not held.
+    const held = outbox.whenBelow(0, 60_000);
+    outbox.detach();
+    await held;
+    await outbox.whenBelow(0, 60_000); // no socket: at once
+    // A stalled server: the wait ends after maxWaitMs anyway.
+    outbox.attach(new SlowSocket());
+    await tick();
+    assert.ok(outbox.unwritten > 0);
+    const alive = setTimeout(() => {}, 5_000); // the wait's own timer is unref'd; a real socket keeps the process up
+    await outbox.whenBelow(0, 20);
+    clearTimeout(alive);
+  });
+});
+
 async function eventuallyTrue(check: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
   assert.ok(check(), 'condition reached');
