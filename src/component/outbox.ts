@@ -162,6 +162,13 @@ export class Outbox {
     return this.head - this.routed;
   }
 
+  /** Characters of stanza text the outbox holds (queued, written and unconfirmed; confirmed ones are let go). O(queue): for status and tests. */
+  get heldChars(): number {
+    let n = 0;
+    for (const stanza of this.queue) n += stanza.length;
+    return n;
+  }
+
   /** Characters (UTF-16 code units, ≈ bytes) of the stanzas queued and not yet written to the socket. */
   get unwritten(): number {
     return this.unwrittenChars;
@@ -352,6 +359,11 @@ export class Outbox {
       this.routed = position;
     }
     const last = this.lastDurable(this.confirmed, position);
+    // The confirmed stanzas are never written again: let their text go now. The array itself is
+    // trimmed below only in large steps; until then it kept up to 4 096 confirmed stanzas alive,
+    // which with 95 KiB notification digests was ~400 MiB of heap (a first sync of 100 000
+    // documents with digests peaked at 569 MiB RSS; heap snapshot: the strings hung off `queue`).
+    for (let i = this.confirmed - this.base; i < position - this.base; i++) this.queue[i] = '';
     this.confirmed = position;
     if (last) this.options.onConfirmed?.(last);
     const done = this.confirmed - this.base;
