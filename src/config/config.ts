@@ -61,7 +61,7 @@ function buildSchema(baseDir: string) {
             codec: z.enum(['json', 'xml'], must('must be "json" or "xml"')).default('json').describe('payload body: `json` (XEP-0335 JSON container) or `xml` (XSLT 3.0 json-to-xml form)'),
             discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered (also on every edit of a contact or partner setting, and after a failed attempt within seconds: 2 s doubling up to this interval); new nodes a partner makes us a member of are followed at once, without waiting for it'),
             inlineAttachmentMax: positive().default(128 * 1024).describe('attachment bytes carried inline per document (smallest first); the rest go through XEP-0363 upload'),
-            notificationDigestMs: digestMs().default(0).describe('pubsub#digest_frequency (ms) Hermod asks partners\' services for on its subscriptions (XEP-0060 notification digests: the first change after a quiet period comes at once, later ones within this many ms arrive together in one message); only where the partner offers `pubsub#digest`, else one notification per item; 0: one notification per item'),
+            notificationDigestMs: digestMs().default(25).describe('pubsub#digest_frequency (ms) Hermod asks partners\' services for on its subscriptions (XEP-0060 notification digests: the first change after a quiet period comes at once, later ones within this many ms arrive together in one message); only where the partner offers `pubsub#digest`, else one notification per item; 0: one notification per item'),
           })
           .prefault({}),
         pubsub: z
