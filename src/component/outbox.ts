@@ -162,7 +162,7 @@ export class Outbox {
     return this.head - this.routed;
   }
 
-  /** Characters of stanza text the outbox holds (queued, written and unconfirmed; confirmed ones are let go). O(queue): for status and tests. */
+  /** Characters of stanza text the outbox holds (queued, written and unconfirmed; confirmed ones are let go). O(queue): for tests. */
   get heldChars(): number {
     let n = 0;
     for (const stanza of this.queue) n += stanza.length;
