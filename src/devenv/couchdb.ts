@@ -18,7 +18,12 @@ export interface CouchServer {
   start(): Promise<void>;
   /** Stop, then start on the same port and data. */
   restart(): Promise<void>;
-  /** Creates databases (ignores ones that exist). */
+  /**
+   * Creates databases (ignores ones that exist) and resolves once `_all_dbs` lists every one of
+   * them (at most 10 s, then throws): pouchdb-server registers a new database there from a queue
+   * after answering the PUT, and a database it never registered answers 404 `no_db_file` after a
+   * restart — so a test that stops the server right after creating one would lose it.
+   */
   createDbs(...names: string[]): Promise<void>;
   /** One JSON request to the server (`path` without the leading slash). */
   request(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }>;
@@ -72,6 +77,14 @@ export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
       for (const name of names) {
         const res = await fetch(`${url}/${encodeURIComponent(name)}`, { method: 'PUT' });
         if (!res.ok && res.status !== 412) throw new Error(`creating ${name}: HTTP ${res.status}`);
+      }
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const listed = (await (await fetch(`${url}/_all_dbs`)).json()) as string[];
+        const missing = names.filter((name) => !listed.includes(name));
+        if (missing.length === 0) return;
+        if (Date.now() > deadline) throw new Error(`pouchdb-server created but did not list ${missing.join(', ')} in _all_dbs within 10 s`);
+        await sleep(20);
       }
     },
     async request(method, p, body) {
