@@ -24,7 +24,7 @@ export interface DigestLimits {
 /** Journal positions (event sequence, recipient index) a digest holds. */
 export type HeldPosition = [seq: number, index: number];
 
-/** A digest due: the event to record and send to `recipient`, and the positions it replaces. */
+/** A digest due: the event to record and send to `recipient`, and the positions it replaces (`held[k]` is where `event.events[k]` came from). */
 export interface DueDigest {
   event: Extract<ServiceEvent, { kind: 'digest' }>;
   recipient: Recipient;
@@ -52,6 +52,13 @@ const PART_OVERHEAD = 64;
 /** An item notification that may be aggregated: a publication with its item, or a retraction. */
 export function digestible(event: ServiceEvent): event is Extract<ServiceEvent, { kind: 'items' | 'retract' }> {
   return (event.kind === 'items' && event.item !== undefined && !event.delayed) || event.kind === 'retract';
+}
+
+/** What a digest carries of one aggregated notification (the journal rebuilds digests it stored by reference with it). */
+export function digestPart(event: Extract<ServiceEvent, { kind: 'items' | 'retract' }>): DigestPart {
+  if (event.kind === 'retract') return { retract: event.itemIds };
+  const item = event.item as NonNullable<typeof event.item>;
+  return { item: event.withPayload ? item : { ...item, payload: '' }, withPayload: event.withPayload };
 }
 
 export class DigestWindows {
@@ -88,12 +95,7 @@ export class DigestWindows {
       this.open(key, event.node, recipient.jid, digestMs);
       return false;
     }
-    let part: DigestPart;
-    if (event.kind === 'retract') part = { retract: event.itemIds };
-    else {
-      const item = event.item as NonNullable<typeof event.item>;
-      part = { item: event.withPayload ? item : { ...item, payload: '' }, withPayload: event.withPayload };
-    }
+    const part = digestPart(event);
     const count = 'retract' in part ? part.retract.length : 1;
     const bytes = PART_OVERHEAD * count + ('item' in part ? part.item.payload.length : 0);
     if (window.parts.length > 0 && window.bytes + bytes > this.maxBytes) this.flush(window);

@@ -4,7 +4,13 @@
 // (src/cluster/cluster.ts; 'local' on a store only one process uses):
 //   e\0<member>\0<seq: 12 hex>           {"e":event,"r":recipients}: an event to deliver (written
 //                                        once per event, before the request that caused it is
-//                                        answered: `durable()`)
+//                                        answered: `durable()`). A digest (one recipient) is
+//                                        written by reference, {"e":{"kind":"digest","node",
+//                                        "refs":[seq…]},"r":[recipient]}: its items are those of
+//                                        the events it replaces, kept in the store (past the
+//                                        marks if need be) until the digest is confirmed — so a
+//                                        window's payloads are stored once, not once more per
+//                                        digest subscriber.
 //   m\0<member>                          {"a":[seq,i],"r":[seq,i]}: a = confirmed: the server has
 //                                        taken every notification up to recipient i of event seq
 //                                        (and all before) and kept it while the stream stayed up;
@@ -40,8 +46,9 @@ import { existsSync } from 'node:fs';
 import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.ts';
-import type { Recipient, ServiceEvent } from '../pubsub/types.ts';
+import type { DigestPart, Recipient, ServiceEvent } from '../pubsub/types.ts';
 import type { StateOp, StateSpace } from '../store/store.ts';
+import { digestible, digestPart } from './digest.ts';
 import type { DurableTag } from './outbox.ts';
 
 export interface JournalEvent {
@@ -63,6 +70,11 @@ const marksKey = (member: string): string => `m${SEP}${member}`;
 const dropKey = (member: string, seq: number, from: number): string => `x${SEP}${member}${SEP}${hex(seq, 12)}${SEP}${hex(from, 8)}`;
 
 type Position = [number, number];
+type DigestEvent = Extract<ServiceEvent, { kind: 'digest' }>;
+/** A digest as stored: the sequence numbers of the events whose items it carries, in order. */
+type DigestByReference = Omit<DigestEvent, 'events'> & { refs: number[] };
+type StoredEvent = ServiceEvent | DigestByReference;
+const byReference = (e: StoredEvent): e is DigestByReference => e.kind === 'digest' && Array.isArray((e as Partial<DigestByReference>).refs);
 interface Marks {
   a: Position;
   r: Position;
@@ -88,6 +100,12 @@ export class NotificationJournal {
    * held in the order they are recorded): the marks stop before the oldest.
    */
   private readonly held = new Map<string, Position>();
+  /** seq -> how many unconfirmed digests refer to that event (it is kept in the store until none does). */
+  private readonly pins = new Map<number, number>();
+  /** Digest seq -> the events it refers to (unpinned when it is confirmed). */
+  private readonly refsOf = new Map<number, number[]>();
+  /** Events the marks have passed that are kept for a digest still to be confirmed. */
+  private readonly passedPinned = new Set<number>();
   private inflight: Promise<void> | undefined;
   private scheduled = false;
   private closed = false;
@@ -136,6 +154,25 @@ export class NotificationJournal {
   }
 
   /**
+   * Records a digest for `recipient` (durable with the next batch) by reference: `refs[k]` is the
+   * sequence number of the event `event.events[k]` was made from (a position this journal holds
+   * for it, not yet released). Those events stay in the store until the digest is confirmed; a
+   * restart rebuilds the digest from them. Falls back to storing the parts themselves when the
+   * references do not match (then nothing is pinned). Returns the digest's sequence number.
+   */
+  appendDigest(event: DigestEvent, recipient: Recipient, refs: number[]): number {
+    if (refs.length !== event.events.length || !refs.every((ref) => this.live.has(ref))) return this.append(event, [recipient]);
+    const seq = this.nextSeq++;
+    this.live.set(seq, { count: 1, drops: [] });
+    this.refsOf.set(seq, refs);
+    for (const ref of refs) this.pins.set(ref, (this.pins.get(ref) ?? 0) + 1);
+    const { events: _parts, ...rest } = event;
+    const stored: DigestByReference = { ...rest, refs };
+    this.queue({ type: 'put', key: eventKey(this.member, seq), value: JSON.stringify({ e: stored, r: [recipient] }) });
+    return seq;
+  }
+
+  /**
    * Recipient `index` of event `seq` is not sent yet although later ones are (a digest window
    * holds it: src/component/notification-queue.ts): until `release`, the confirmed and routed
    * marks stay before it, so that a restart delivers it (and what follows it again: at least once).
@@ -167,10 +204,28 @@ export class NotificationJournal {
     for (const [seq, { count, drops }] of this.live) {
       if (seq > tag.seq || (seq === tag.seq && tag.index < count - 1)) break;
       this.live.delete(seq);
-      this.queue({ type: 'del', key: eventKey(this.member, seq) });
       for (const key of drops) this.queue({ type: 'del', key });
+      // A digest not yet confirmed carries its items: the event stays until it is.
+      if (this.pins.has(seq)) this.passedPinned.add(seq);
+      else this.queue({ type: 'del', key: eventKey(this.member, seq) });
+      const refs = this.refsOf.get(seq);
+      if (refs) {
+        this.refsOf.delete(seq);
+        for (const ref of refs) this.unpin(ref);
+      }
     }
     this.schedule();
+  }
+
+  /** One digest that referred to event `seq` is confirmed: the event goes once nothing needs it. */
+  private unpin(seq: number): void {
+    const left = (this.pins.get(seq) ?? 1) - 1;
+    if (left > 0) {
+      this.pins.set(seq, left);
+      return;
+    }
+    this.pins.delete(seq);
+    if (this.passedPinned.delete(seq)) this.queue({ type: 'del', key: eventKey(this.member, seq) });
   }
 
   /**
@@ -248,12 +303,17 @@ export class NotificationJournal {
     const out: JournalEvent[] = [];
     let events = 0;
     let routed = 0;
+    // The events a digest stored by reference may refer to (always earlier ones of the member).
+    const referable = new Map<number, ServiceEvent>();
     for await (const [key, value] of space.range(`e${SEP}${member}${SEP}`)) {
       const seq = parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16);
       if (member !== this.member || !this.live.has(seq)) this.queue({ type: 'del', key });
       if (member === this.member && this.live.has(seq)) continue; // recorded since open: not a leftover
       events++;
-      const { e, r } = JSON.parse(value) as { e: ServiceEvent; r: Recipient[] };
+      const { e: stored, r } = JSON.parse(value) as { e: StoredEvent; r: Recipient[] };
+      const e = byReference(stored) ? this.rebuilt(stored, referable, member, seq) : stored;
+      if (digestible(e)) referable.set(seq, e);
+      if (e.kind === 'digest' && e.events.length === 0) continue; // nothing left to send (logged)
       const first = seq < done[0] ? r.length : seq === done[0] ? done[1] + 1 : 0;
       // Routed by the server, not yet settled: taken as delivered (see the header).
       const confirmed = seq < marks.a[0] ? r.length : seq === marks.a[0] ? marks.a[1] + 1 : 0;
@@ -269,6 +329,18 @@ export class NotificationJournal {
     const resent = out.reduce((n, e) => n + e.recipients.length, 0);
     if (member !== this.member && (events > 0 || raw !== undefined)) this.log.info('notification journal of another member adopted', { member, events, undelivered: out.length, resent, routedUnconfirmed: routed });
     return out;
+  }
+
+  /** A digest stored by reference, with its parts again (a part whose event is gone is logged and left out). */
+  private rebuilt(stored: DigestByReference, referable: Map<number, ServiceEvent>, member: string, seq: number): DigestEvent {
+    const { refs, ...rest } = stored;
+    const parts: DigestPart[] = [];
+    for (const ref of refs) {
+      const event = referable.get(ref);
+      if (event && digestible(event)) parts.push(digestPart(event));
+      else this.log.error('notification journal: a digest refers to an event the store does not have; its other parts are delivered', { member, seq, missing: ref, node: stored.node });
+    }
+    return { ...rest, events: parts };
   }
 
   /** Imports an older Hermod's journal file (then renamed *.imported); resolves to its undelivered events. */

@@ -12,7 +12,9 @@
 // few notifications to others sent after it: at least once, same item ids). When the digest is
 // due it is journalled as an event of its own (kind 'digest', one recipient) and queued like any
 // other; its positions are released in the same turn, so the journal's store batch that records
-// the digest is never later than the one that may delete the events it replaces. Aggregating in
+// the digest is never later than the one that may delete the events it replaces. The journal
+// records a digest by reference to those events (their payloads are stored once, however many
+// digest subscribers a node has) and keeps them until the digest is confirmed. Aggregating in
 // the service would need its own persistence; aggregating in the outbox would break its
 // positional confirmation (a held stanza would sit between confirmed ones).
 
@@ -102,7 +104,7 @@ export class NotificationQueue {
 
   /** A digest is due: recorded as an event of its own, the positions it replaces released, queued. */
   private sendDigest({ event, recipient, held }: DueDigest): void {
-    const seq = this.journal.append(event, [recipient]);
+    const seq = this.journal.appendDigest(event, recipient, held.map(([s]) => s));
     for (const [s, i] of held) this.journal.release(s, i);
     this.outbox.push(this.render(event, [recipient]), { seq, firstIndex: 0 });
   }

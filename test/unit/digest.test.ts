@@ -222,4 +222,25 @@ describe('notification digests: aggregation in the notification queue', () => {
     const { undelivered: left } = await NotificationJournal.open(second.space, 'local', silentLogger);
     assert.deepEqual(left, [], 'the digest and the events it replaced are confirmed and gone');
   });
+
+  it("a window's payloads are written to the journal once, however many digest subscribers the node has", async () => {
+    const store = new MemoryStore();
+    const inner = store.state(JOURNAL_SPACE);
+    const written: string[] = [];
+    const recording = { state: () => ({ ...inner, range: inner.range.bind(inner), batch: async (ops: Parameters<typeof inner.batch>[0]) => {
+      for (const op of ops) if (op.type === 'put') written.push(op.value);
+      return inner.batch(ops);
+    } }) } as unknown as MemoryStore;
+    const { socket, queue, journal } = await fanOut(undefined, recording);
+    const subscribers = Array.from({ length: 20 }, (_, i): Recipient => ({ jid: `d${i}@x`, subid: `s${i}`, digestMs: 3_600_000 }));
+    const marker = (id: string): string => `payload of ${id} `.repeat(20);
+    for (const id of ['a', 'b', 'c']) queue.notify(item(id, `<p xmlns="urn:x">${marker(id)}</p>`), subscribers);
+    queue.flushDigests();
+    await journal.durable();
+    await ticks();
+    assert.deepEqual(socket.messagesTo('d7@x'), [['+a'], ['+b', '+c']], 'every subscriber got the leading edge and one digest');
+    const copies = (id: string): number => written.reduce((n, value) => n + value.split(marker(id)).length - 1, 0);
+    assert.equal(copies('b'), 1, `b's payload written ${copies('b')} times (once with its event; the 20 digests refer to it)`);
+    assert.equal(copies('c'), 1);
+  });
 });

@@ -76,6 +76,40 @@ describe('notification journal (in the store)', () => {
       await journal.close();
     }));
 
+  it('a digest refers to the events it replaces: they outlive their own confirmation until every digest is confirmed, and a crash in between hands the digest back whole', async () => {
+    const store = new MemoryStore();
+    const space = store.state(JOURNAL_SPACE);
+    const keys = async (): Promise<number> => {
+      let n = 0;
+      for await (const [key] of space.range('e')) if (key) n++;
+      return n;
+    };
+    const [d1, d2]: Recipient[] = [{ jid: 'd1@x', subid: 's1', digestMs: 1000 }, { jid: 'd2@x', subid: 's2', digestMs: 1000 }];
+    const { journal } = await NotificationJournal.open(space, 'm', silentLogger);
+    const a = journal.append(event('a'), [d1, d2] as Recipient[]);
+    const b = journal.append(event('b'), [d1, d2] as Recipient[]);
+    for (const seq of [a, b]) for (const i of [0, 1]) journal.hold(seq, i);
+    const parts = ['a', 'b'].map((id) => ({ item: (event(id) as { item: { id: string; payload: string; publisher: string; published: number } }).item, withPayload: true }));
+    const digest: ServiceEvent = { kind: 'digest', node: 'n', events: parts };
+    const first = journal.appendDigest(digest as Extract<ServiceEvent, { kind: 'digest' }>, d1 as Recipient, [a, b]);
+    journal.appendDigest(digest as Extract<ServiceEvent, { kind: 'digest' }>, d2 as Recipient, [a, b]);
+    for (const seq of [a, b]) for (const i of [0, 1]) journal.release(seq, i);
+    journal.confirm({ seq: first, index: 0 }); // a, b and d1's digest confirmed; d2's not yet
+    await journal.durable();
+    assert.equal(await keys(), 3, "a and b kept for d2's digest; d1's digest deleted");
+
+    // A crash here: the next start hands back d2's digest with the items (payloads included).
+    const { journal: again, undelivered } = await NotificationJournal.open(space, 'm', silentLogger);
+    assert.equal(undelivered.length, 1);
+    const [back] = undelivered;
+    assert.deepEqual(back?.recipients, [d2]);
+    assert.deepEqual(back?.event, digest, 'the digest as it was sent, rebuilt from the events it refers to');
+    assert.equal(await keys(), 1, 'the digest re-recorded with its parts; a and b gone');
+    again.confirm({ seq: back?.seq as number, index: 0 });
+    await again.durable();
+    assert.equal(await keys(), 0, 'nothing left once it is confirmed');
+  });
+
   it("another member adopts a dead member's undelivered events once (they become its own)", async () => {
     const store = new MemoryStore();
     const space = store.state(JOURNAL_SPACE);
