@@ -28,6 +28,7 @@ import { databaseMissing } from '../store/couch-answers.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { download } from './download.ts';
+import { jsonBody } from '../util/json-body.ts';
 
 type Attachment = { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string };
 
@@ -486,8 +487,8 @@ export class CouchSink {
   private async bulk(ops: Op[], writes: Map<Op, CouchDoc[]>): Promise<void> {
     let res: Array<{ id?: string; error?: string; reason?: string }>;
     try {
-      // nano's types lack new_edits, which CouchDB's replication protocol uses.
-      res = (await this.retried('_bulk_docs', () => this.db.bulk({ docs: ops.flatMap((op) => writes.get(op) as CouchDoc[]) as never[], new_edits: false } as never))) as unknown as typeof res;
+      // A Buffer body (util/json-body.ts); nano's types lack new_edits, which CouchDB's replication protocol uses.
+      res = (await this.retried('_bulk_docs', () => this.db.bulk(jsonBody({ docs: ops.flatMap((op) => writes.get(op) as CouchDoc[]), new_edits: false }) as never))) as unknown as typeof res;
     } catch (err) {
       if (unanswered(err)) throw err;
       if (ops.length === 1) {

@@ -27,6 +27,7 @@ import type { DocumentScope } from 'nano';
 import type { CouchDoc } from '../codecs/couch-doc.ts';
 import type { Logger } from '../log.ts';
 import type { BatchHandler, Checkpoint, Source } from './source.ts';
+import { jsonBody } from '../util/json-body.ts';
 
 export interface Change {
   id: string;
@@ -238,7 +239,7 @@ export async function bulkGetRevisions(db: DocumentScope<unknown>, wanted: Array
     path: '_bulk_get',
     method: 'POST',
     qs: { revs: true, ...(attachments ? { attachments: true } : {}) },
-    body: { docs },
+    body: jsonBody({ docs }),
   } as never)) as BulkGetResult;
   const failed = new Set<string>();
   for (const row of res.results ?? []) {

@@ -19,6 +19,7 @@ import { ChangeFeed, type FeedRow } from './change-feed.ts';
 import { databaseMissing } from './couch-answers.ts';
 import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv, SharedKv } from './kv.ts';
+import { jsonBody } from '../util/json-body.ts';
 
 export interface CouchStoreOptions {
   /** CouchDB server URL, e.g. http://user:pass@127.0.0.1:5984 */
@@ -258,7 +259,7 @@ export class CouchKv implements OrderedKv {
         else if (rev) docs.push({ _id: id, _rev: rev, _deleted: true });
       }
       if (docs.length === 0) return;
-      const results = await this.call('writing', () => this.db.bulk({ docs }));
+      const results = await this.call('writing', () => this.db.bulk(jsonBody({ docs }) as never));
       const retry = new Map<string, BatchOp>();
       for (const result of results) {
         const id = result.id as string;
