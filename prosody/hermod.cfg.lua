@@ -25,6 +25,15 @@
 --     wait for delayed ACKs: measured publish round trip p50 28 ms -> 2 ms and
 --     notification p99 54 -> 12 ms at 50 publishes/s (docs/PERFORMANCE.md).
 --     It costs Prosody more syscalls when it is saturated.
+--  7. Recommended where Hermod replicates (many documents through Prosody), on
+--     Lua 5.4 (Debian 12), in the GLOBAL section:
+--        gc = { mode = "generational" }
+--     Prosody's default collector (incremental, pause 105 %) starts a new cycle
+--     almost as soon as one ends; with every document crossing Prosody as a
+--     notification per partner it spent more than half of Prosody's CPU. At
+--     four partners: Prosody's CPU per document -43 to -57 %, replication +20 %
+--     or more documents/s, Prosody's memory +3 MiB (docs/PERFORMANCE.md; see
+--     https://prosody.im/doc/advanced_gc). The test suite runs Prosody so.
 --
 -- Hermod publishes whole documents as items: raise the stanza size limits if
 -- your items are large (Prosody defaults: 256 KiB c2s, 512 KiB s2s). Set

@@ -5,6 +5,8 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import { client, xml, type Client, type Element } from '@xmpp/client';
@@ -144,5 +146,24 @@ test('a taken port: PortsBusyError naming the process that holds it, before anyt
     });
   } finally {
     squatter.close();
+  }
+});
+
+test("Prosody runs with the collector prosody/hermod.cfg.lua recommends; a gc setting it cannot take stops the start, naming HERMOD_PROSODY_GC", async () => {
+  const config = await fsp.readFile(path.join(env!.dir, 'prosody', 'prosody.cfg.lua'), 'utf8');
+  const snippet = await fsp.readFile(path.join(import.meta.dirname, '..', 'prosody', 'hermod.cfg.lua'), 'utf8');
+  const recommended = /^--\s+(gc = \{ mode = "generational" \})$/m.exec(snippet)?.[1];
+  assert.ok(recommended, 'the snippet recommends a gc setting');
+  assert.ok(config.split('\n').includes(recommended), 'the devenv Prosody runs with it');
+  assert.doesNotMatch(await fsp.readFile(path.join(env!.dir, 'prosody', 'prosody.log'), 'utf8'), /Failed to apply GC configuration/);
+
+  const base = `127.255.${(process.pid + 1) % 256}`;
+  const saved = process.env.HERMOD_PROSODY_GC;
+  process.env.HERMOD_PROSODY_GC = '{ mode = "bogus" }';
+  try {
+    await assert.rejects(startXmppEnv({ ipBase: base, ejabberd: false }), /prosody did not take its gc setting \(GC mode not supported on Lua 5\.4: bogus\); check HERMOD_PROSODY_GC/);
+  } finally {
+    if (saved === undefined) delete process.env.HERMOD_PROSODY_GC;
+    else process.env.HERMOD_PROSODY_GC = saved;
   }
 });
