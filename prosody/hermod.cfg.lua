@@ -30,7 +30,7 @@
 --        gc = { mode = "generational" }
 --     Prosody's default collector (incremental, pause 105 %) starts a new cycle
 --     almost as soon as one ends; with every document crossing Prosody as a
---     notification per partner it spent more than half of Prosody's CPU. At
+--     notification per partner it cost about half of Prosody's CPU. At
 --     four partners: Prosody's CPU per document -43 to -57 %, replication +20 %
 --     or more documents/s, Prosody's memory +3 MiB (docs/PERFORMANCE.md; see
 --     https://prosody.im/doc/advanced_gc). The test suite runs Prosody so.

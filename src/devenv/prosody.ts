@@ -120,10 +120,9 @@ function assertLuaUnbound(interpreter: string): void {
  * Prosody's garbage collector setting (the `gc` option, https://prosody.im/doc/advanced_gc), as
  * prosody/hermod.cfg.lua recommends for a server carrying replication: Lua 5.4's generational
  * collector. Prosody's default (incremental, pause 105 %) starts a new cycle almost at once after
- * the last, and with every replicated document crossing it as a ~1.5 KiB notification per
- * partner it spent more than half its CPU collecting: at four partners Prosody's CPU per document
- * fell 57 % with generational mode (docs/PERFORMANCE.md, session 9), its resident memory rose
- * ~3 MiB. HERMOD_PROSODY_GC overrides it: a Lua table for `gc`, or `default` for Prosody's own
+ * the last; with every replicated document crossing it as a ~1.5 KiB notification per partner,
+ * generational mode cut Prosody's CPU per document by 43–57 % at four partners
+ * (docs/PERFORMANCE.md, session 9) for ~3 MiB more resident memory. HERMOD_PROSODY_GC overrides it: a Lua table for `gc`, or `default` for Prosody's own
  * (A/B runs). Undefined: no `gc` line (Lua without a generational collector).
  */
 export function prosodyGc(interpreter: string, override = process.env.HERMOD_PROSODY_GC): string | undefined {
