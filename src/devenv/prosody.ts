@@ -122,10 +122,11 @@ function assertLuaUnbound(interpreter: string): void {
  * collector. Prosody's default (incremental, pause 105 %) starts a new cycle almost at once after
  * the last; with every replicated document crossing it as a ~1.5 KiB notification per partner,
  * generational mode cut Prosody's CPU per document by 43–57 % at four partners
- * (docs/PERFORMANCE.md, session 9) for ~3 MiB more resident memory. HERMOD_PROSODY_GC overrides it: a Lua table for `gc`, or `default` for Prosody's own
- * (A/B runs). Undefined: no `gc` line (Lua without a generational collector).
+ * (docs/PERFORMANCE.md, session 9) for ~3 MiB more resident memory. HERMOD_PROSODY_GC
+ * overrides it: a Lua table for `gc`, or `default` for Prosody's own (A/B runs). Undefined: no
+ * `gc` line (a Lua without a generational collector).
  */
-export function prosodyGc(interpreter: string, override = process.env.HERMOD_PROSODY_GC): string | undefined {
+function prosodyGc(interpreter: string, override = process.env.HERMOD_PROSODY_GC): string | undefined {
   if (override === 'default') return undefined;
   if (override) return override;
   return interpreter === 'lua5.4' ? '{ mode = "generational" }' : undefined;
