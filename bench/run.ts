@@ -67,6 +67,9 @@ const USAGE = `npm run bench [-- OPTIONS]
                      _replicate (default 1,2,4; "" or 0 skips the fan-out)
   --fanout-docs N    replication fan-out: documents written at the source per round
                      (default 5000, quick 500)
+  --fanout-repeats N replication fan-out: rounds per system and partner count, in alternating
+                     order (_replicate, Hermod, Hermod, _replicate, ...); the report gives means
+                     (default 2, quick 1)
   --first-sync-docs N
                      replication: documents of the first sync to one partner, with the Hermods'
                      peak RSS (default 100000, quick 2000; 0 skips it)
@@ -162,7 +165,7 @@ const FULL: Config = {
   ],
   coherence: { changes: 200, publishes: 300 },
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
-  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000 }, firstSyncDocs: 100_000 },
+  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000, repeats: 2 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
   midgard: { objects: 5000, edits: 50, warmupEdits: 5, phaseTimeoutMs: 300_000 },
   'cluster-throughput': { processes: [1, 2, 3], subscribers: 500, fanoutPublishes: 60, window: 8, reps: 2, publishers: 4, nodes: 8, publishes: 600, publisherWindow: 4, leaseSeconds: 4 },
@@ -242,6 +245,7 @@ async function main(): Promise<number> {
       'replication-edits': { type: 'string' },
       partners: { type: 'string' },
       'fanout-docs': { type: 'string' },
+      'fanout-repeats': { type: 'string' },
       'first-sync-docs': { type: 'string' },
       'midgard-objects': { type: 'string' },
       'no-install': { type: 'boolean' },
@@ -281,6 +285,7 @@ async function main(): Promise<number> {
     r.edits = count('replication-edits', values['replication-edits'], 1) ?? r.edits;
     r.firstSyncDocs = count('first-sync-docs', values['first-sync-docs'], 0) ?? r.firstSyncDocs;
     r.fanout.docs = count('fanout-docs', values['fanout-docs'], 1) ?? r.fanout.docs;
+    r.fanout.repeats = count('fanout-repeats', values['fanout-repeats'], 1) ?? r.fanout.repeats;
     if (values.partners !== undefined) {
       r.fanout.partners = values.partners.split(',').filter((x) => x.trim() !== '').map((x) => count('partners', x.trim(), 0) as number).filter((n) => n > 0);
     }

@@ -57,11 +57,19 @@ export interface FanoutParams {
   phaseTimeoutMs: number;
   /** Run the source Hermod and partner 1's Hermod under `node --cpu-prof` and summarise the measured phase (Hermod rounds). */
   cpuProf?: boolean;
+  /**
+   * Rounds per system and partner count (default 1), in alternating order (`_replicate`, Hermod,
+   * Hermod, `_replicate`, …) so that a drift of the machine's speed during the run falls on both
+   * systems alike; the report gives their means.
+   */
+  repeats?: number;
 }
 
 export interface FanoutRound {
   system: System;
   partners: number;
+  /** Which of the `repeats` rounds of this system and partner count (0-based). */
+  repeat?: number;
   docs: number;
   /** First write at the source until the last partner had every document with the right _rev. */
   ms: number;
@@ -319,29 +327,61 @@ async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number)
 }
 
 /**
- * Every fan-out round: for each partner count, `_replicate` then Hermod. A failed round is logged
- * and recorded in `failures`; the others go on.
+ * Every fan-out round: for each partner count, `repeats` rounds of each system in alternating
+ * order (`_replicate`, Hermod, then Hermod, `_replicate`, …). A failed round is logged and recorded
+ * in `failures`; the others go on.
  */
 export async function runFanoutReplication(ctx: Ctx, p: FanoutParams, failures: string[]): Promise<FanoutRound[]> {
   const rounds: FanoutRound[] = [];
+  const repeats = Math.max(1, p.repeats ?? 1);
   for (const n of p.partners) {
-    for (const system of ['replicate', 'hermod'] as const) {
-      try {
-        const r = await fanoutRound(ctx, p, system, n);
-        rounds.push(r);
-        ctx.log(
-          `fan-out ${system} N=${n}: ${fmtInt(r.docs)} docs to every partner in ${fmtInt(r.ms)} ms = ${fmtInt(r.docsPerSec)} docs/s; ` +
-            `source CPU ${r.sourceCpuMsPerDoc.toFixed(2)} ms/doc; cpu ${JSON.stringify(Object.fromEntries(Object.entries(r.cpuPct).map(([k, v]) => [k, Math.round(v)])))}`,
-        );
-      } catch (err) {
-        const partial = (err as { partial?: FanoutRound }).partial;
-        if (partial) rounds.push(partial);
-        failures.push(`fan-out ${system} N=${n}: ${String(err)}`);
-        ctx.log(`fan-out ${system} N=${n} FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    for (let repeat = 0; repeat < repeats; repeat++) {
+      for (const system of repeat % 2 === 0 ? (['replicate', 'hermod'] as const) : (['hermod', 'replicate'] as const)) {
+        try {
+          const r = { ...(await fanoutRound(ctx, p, system, n)), repeat };
+          rounds.push(r);
+          ctx.log(
+            `fan-out ${system} N=${n}${repeats > 1 ? ` #${repeat + 1}` : ''}: ${fmtInt(r.docs)} docs to every partner in ${fmtInt(r.ms)} ms = ${fmtInt(r.docsPerSec)} docs/s; ` +
+              `source CPU ${r.sourceCpuMsPerDoc.toFixed(2)} ms/doc; cpu ${JSON.stringify(Object.fromEntries(Object.entries(r.cpuPct).map(([k, v]) => [k, Math.round(v)])))}`,
+          );
+        } catch (err) {
+          const partial = (err as { partial?: FanoutRound }).partial;
+          if (partial) rounds.push({ ...partial, repeat });
+          failures.push(`fan-out ${system} N=${n}: ${String(err)}`);
+          ctx.log(`fan-out ${system} N=${n} FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        }
       }
     }
   }
   return rounds;
+}
+
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * The rounds of one system and partner count as one: the first alone, or the means of the
+ * figures the report compares (docs/s, time, CPU per document and per process); a partner's
+ * `arrived` is its least. Undefined without rounds.
+ */
+export function roundOf(rounds: FanoutRound[], system: System, n: number): FanoutRound | undefined {
+  const all = rounds.filter((r) => r.system === system && r.partners === n);
+  const first = all[0];
+  if (!first || all.length === 1) return first;
+  const keys = [...new Set(all.flatMap((r) => Object.keys(r.cpuPct)))];
+  const meanOf = (pick: (r: FanoutRound) => Record<string, number>): Record<string, number> =>
+    Object.fromEntries(keys.map((k) => [k, mean(all.map((r) => pick(r)[k] ?? NaN).filter(Number.isFinite))]));
+  return {
+    ...first,
+    ms: mean(all.map((r) => r.ms)),
+    docsPerSec: mean(all.map((r) => r.docsPerSec)),
+    loadMs: mean(all.map((r) => r.loadMs)),
+    perPartnerMs: first.perPartnerMs.map((_, i) => mean(all.map((r) => r.perPartnerMs[i] ?? NaN))),
+    arrived: first.arrived.map((_, i) => Math.min(...all.map((r) => r.arrived[i] ?? 0))),
+    cpuSeconds: meanOf((r) => r.cpuSeconds),
+    cpuPct: meanOf((r) => r.cpuPct),
+    sourceCpuMsPerDoc: mean(all.map((r) => r.sourceCpuMsPerDoc)),
+    partnerCpuMsPerDoc: mean(all.map((r) => r.partnerCpuMsPerDoc)),
+  };
 }
 
 /** Samples the resident set of some processes every `everyMs`; `stop()` gives the peak per key (MiB, with VmHWM). */
@@ -442,7 +482,8 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
   const md: string[] = [];
   const counts = [...new Set(rounds.map((r) => r.partners))].sort((a, b) => a - b);
   if (counts.length === 0) return { md, svgs: [] };
-  const get = (s: System, n: number): FanoutRound | undefined => rounds.find((r) => r.system === s && r.partners === n);
+  const get = (s: System, n: number): FanoutRound | undefined => roundOf(rounds, s, n);
+  const repeats = Math.max(1, ...rounds.map((r) => (r.repeat ?? 0) + 1));
   const docs = rounds[0]?.docs ?? 0;
   md.push('### Fan-out: one source site feeding N partner sites');
   md.push('');
@@ -451,7 +492,10 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
       'shows every note with the `_rev` the source gave it. Hermod: the source site is pouchdb-server S + Hermod on ejabberd (pubsub.beta.test), partner i is its own ' +
       'pouchdb-server + Hermod on Prosody (partner<i>.alpha.test); every notification crosses s2s. `_replicate`: N continuous pull replications from S, one run by each ' +
       'partner\'s pouchdb-server. Fresh databases and processes per round. **Source CPU per document** = CPU-seconds of pouchdb-server S (+ Hermod S) over the round ÷ documents ' +
-      '(from /proc/<pid>/stat); partner CPU per document = the partners\' pouchdb-servers (+ Hermods) ÷ (documents × N).',
+      '(from /proc/<pid>/stat); partner CPU per document = the partners\' pouchdb-servers (+ Hermods) ÷ (documents × N).' +
+      (repeats > 1
+        ? ` Each system ran ${repeats} rounds per N, in alternating order (\`_replicate\`, Hermod, Hermod, \`_replicate\`, …) so that a drift of the machine's speed falls on both; the first table gives their means, the second every round.`
+        : ''),
   );
   md.push('');
   const rows: string[][] = [];
@@ -481,10 +525,11 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
   md.push('');
   md.push(
     mdTable(
-      ['system', 'N', 'ms', 'first partner done (ms)', 'load (ms)', 'couch S %', 'Hermod S %', 'Σ couch P %', 'Σ Hermod P %', 'Prosody %', 'ejabberd %', 'bench %', 'other %'],
+      ['system', 'N', ...(repeats > 1 ? ['round'] : []), 'ms', 'first partner done (ms)', 'load (ms)', 'couch S %', 'Hermod S %', 'Σ couch P %', 'Σ Hermod P %', 'Prosody %', 'ejabberd %', 'bench %', 'other %'],
       rounds.map((x) => [
         roundFig(x, x.system === 'hermod' ? 'Hermod' : '`_replicate`'),
         String(x.partners),
+        ...(repeats > 1 ? [String((x.repeat ?? 0) + 1)] : []),
         fmtInt(x.ms),
         fmtInt(Math.min(...x.perPartnerMs)),
         fmtInt(x.loadMs),
@@ -497,7 +542,7 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
         pct(x.cpuPct.bench),
         pct(x.cpuPct.other),
       ]),
-      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+      ['l', 'r', ...(repeats > 1 ? ['r' as const] : []), 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
     ),
   );
   md.push('');
@@ -616,8 +661,8 @@ export function targetsSection(t: Target[]): string[] {
 export function fanoutTargets(rounds: FanoutRound[], f: FirstSyncResult | undefined): Target[] {
   const out: Target[] = [];
   const n = Math.max(0, ...rounds.map((r) => r.partners));
-  const h = rounds.find((r) => r.system === 'hermod' && r.partners === n);
-  const r = rounds.find((x) => x.system === 'replicate' && x.partners === n);
+  const h = roundOf(rounds, 'hermod', n);
+  const r = roundOf(rounds, 'replicate', n);
   const notes = [
     ...(n === 4 ? [] : [`measured at N = ${n}; the target is for N = 4`]),
     ...([h, r].some((x) => x && !complete(x)) ? ['a round stopped at its bound: its docs/s counts what every partner had by then'] : []),
