@@ -259,8 +259,9 @@ async function profileOf(dir: string, window: [number, number]): Promise<Profile
 }
 
 /** One fan-out round of `system` with `n` partners. */
-async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number): Promise<FanoutRound> {
-  const tag = `fan${n}-${system}`;
+async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number, repeat = 0): Promise<FanoutRound> {
+  // The Hermods' names, data dirs and the warm-up documents follow the tag: each round its own.
+  const tag = `fan${n}-${system}${repeat > 0 ? `-${repeat + 1}` : ''}`;
   const sites = await openSites(ctx, n);
   const prof = p.cpuProf && system === 'hermod' ? { source: path.join(ctx.dir, `cpuprof-${tag}-src`), partner: path.join(ctx.dir, `cpuprof-${tag}-p1`) } : undefined;
   try {
@@ -338,7 +339,7 @@ export async function runFanoutReplication(ctx: Ctx, p: FanoutParams, failures: 
     for (let repeat = 0; repeat < repeats; repeat++) {
       for (const system of repeat % 2 === 0 ? (['replicate', 'hermod'] as const) : (['hermod', 'replicate'] as const)) {
         try {
-          const r = { ...(await fanoutRound(ctx, p, system, n)), repeat };
+          const r = { ...(await fanoutRound(ctx, p, system, n, repeat)), repeat };
           rounds.push(r);
           ctx.log(
             `fan-out ${system} N=${n}${repeats > 1 ? ` #${repeat + 1}` : ''}: ${fmtInt(r.docs)} docs to every partner in ${fmtInt(r.ms)} ms = ${fmtInt(r.docsPerSec)} docs/s; ` +
