@@ -368,9 +368,10 @@ export function roundOf(rounds: FanoutRound[], system: System, n: number): Fanou
   const all = rounds.filter((r) => r.system === system && r.partners === n);
   const first = all[0];
   if (!first || all.length === 1) return first;
-  const keys = [...new Set(all.flatMap((r) => Object.keys(r.cpuPct)))];
-  const meanOf = (pick: (r: FanoutRound) => Record<string, number>): Record<string, number> =>
-    Object.fromEntries(keys.map((k) => [k, mean(all.map((r) => pick(r)[k] ?? NaN).filter(Number.isFinite))]));
+  const meanOf = (pick: (r: FanoutRound) => Record<string, number>): Record<string, number> => {
+    const keys = [...new Set(all.flatMap((r) => Object.keys(pick(r))))];
+    return Object.fromEntries(keys.map((k) => [k, mean(all.map((r) => pick(r)[k] ?? NaN).filter(Number.isFinite))]));
+  };
   return {
     ...first,
     ms: mean(all.map((r) => r.ms)),

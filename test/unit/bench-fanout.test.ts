@@ -29,6 +29,7 @@ describe('bench fan-out: rounds of one system and partner count', () => {
     assert.equal(h.sourceCpuMsPerDoc, 1.5);
     assert.equal(h.partnerCpuMsPerDoc, 0.75);
     assert.deepEqual(h.cpuPct, { couchS: 15, other: 0.5 });
+    assert.deepEqual(h.cpuSeconds, { couchS: 1.5 }, 'each record keeps its own keys');
     assert.deepEqual(h.arrived, [1000, 990]);
     assert.equal((roundOf(rounds, 'replicate', 2) as FanoutRound).docsPerSec, 200);
     assert.equal(roundOf(rounds, 'hermod', 4), undefined);
