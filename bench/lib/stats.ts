@@ -20,6 +20,11 @@ export function percentiles(values: ArrayLike<number>, n = values.length): Perce
   return { n, min: sorted[0] as number, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: sorted[n - 1] as number, mean: sum / n };
 }
 
+/** Arithmetic mean; NaN for no values. */
+export function mean(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length;
+}
+
 export function median(values: number[]): number {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return NaN;

@@ -28,7 +28,7 @@ import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/in
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { article } from '../lib/midgard-objects.ts';
 import { hermodSpawnFor, sleep, startBenchHermod, type Proc } from '../lib/procs.ts';
-import { fmtInt, fmtMs, mdTable, percentiles, type Percentiles } from '../lib/stats.ts';
+import { fmtInt, fmtMs, mdTable, mean, percentiles, type Percentiles } from '../lib/stats.ts';
 
 export interface MidgardParams {
   /** Objects per throughput phase. */
@@ -139,7 +139,7 @@ export async function runMidgard(p: MidgardParams, log: (m: string) => void): Pr
   const sizes = Array.from({ length: Math.min(p.objects, 2000) }, (_, i) => Buffer.byteLength(article('size', i).xml));
   const result: MidgardResult = {
     params: p,
-    objectBytes: { min: Math.min(...sizes), mean: sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length), max: Math.max(...sizes) },
+    objectBytes: { min: Math.min(...sizes), mean: sizes.length ? mean(sizes) : 0, max: Math.max(...sizes) },
     phases: [],
     failures: [],
   };

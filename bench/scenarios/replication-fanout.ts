@@ -35,7 +35,7 @@ import { bulkLoad, ChangesWatcher, docStream, requestLogSize, requestsSince, typ
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, memoryMiB, sleep, startBenchHermod } from '../lib/procs.ts';
-import { fmtInt, fmtRatio, mdTable } from '../lib/stats.ts';
+import { fmtInt, fmtRatio, mdTable, mean } from '../lib/stats.ts';
 import { barChart } from '../lib/svg.ts';
 
 export type System = 'hermod' | 'replicate';
@@ -357,8 +357,6 @@ export async function runFanoutReplication(ctx: Ctx, p: FanoutParams, failures: 
   return rounds;
 }
 
-const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-
 /**
  * The rounds of one system and partner count as one: the first alone, or the means of the
  * figures the report compares (docs/s, time, CPU per document and per process); a partner's
@@ -555,9 +553,14 @@ export function fanoutSection(rounds: FanoutRound[], docBytesMean: number): { md
     const kinds = [...new Set(withRequests.flatMap((x) => Object.keys(x.partnerRequests ?? {})))].sort();
     md.push(
       mdTable(
-        ['system', 'N', ...kinds.map((k) => `\`${k}\``)],
-        withRequests.map((x) => [x.system === 'hermod' ? 'Hermod' : '`_replicate`', String(x.partners), ...kinds.map((k) => ((x.partnerRequests?.[k] ?? 0) / x.docs).toFixed(3))]),
-        ['l', 'r', ...kinds.map(() => 'r' as const)],
+        ['system', 'N', ...(repeats > 1 ? ['round'] : []), ...kinds.map((k) => `\`${k}\``)],
+        withRequests.map((x) => [
+          x.system === 'hermod' ? 'Hermod' : '`_replicate`',
+          String(x.partners),
+          ...(repeats > 1 ? [String((x.repeat ?? 0) + 1)] : []),
+          ...kinds.map((k) => ((x.partnerRequests?.[k] ?? 0) / x.docs).toFixed(3)),
+        ]),
+        ['l', 'r', ...(repeats > 1 ? ['r' as const] : []), ...kinds.map(() => 'r' as const)],
       ),
     );
     md.push('');
