@@ -292,15 +292,20 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
       }, 40)),
     });
     const handed: string[] = [];
+    /** The first id of each page handed over: a longpoll may answer with fewer than `limit` rows (pouchdb-server answered 7 once), so pages are named by what came. */
+    const heads: string[] = [];
     await new Promise<void>((resolve) => {
       void source.start(undefined, async ({ changes }) => {
+        heads.push(changes[0]?.id ?? '');
         handed.push(...changes.map((c) => c.id));
         if (handed.length === 30) resolve();
       });
     });
     await source.stop();
     assert.equal(handed.length, 30, 'every change handed over');
-    assert.deepEqual(events.slice(0, 5), ['ask', 'read o-00', 'ask', 'read o-10', 'ask'], 'each next page asked for after the read of the one before');
+    assert.equal(heads[0], 'o-00');
+    assert.ok(heads.length >= 3, `30 changes in pages of at most 10: ${heads.join(' ')}`);
+    assert.deepEqual(events.slice(0, 5), ['ask', `read ${heads[0]}`, 'ask', `read ${heads[1]}`, 'ask'], 'each next page asked for after the read of the one before');
   });
 
   it('read ahead does not wait for the state store: a new revision is read at once, what memory knows as published or noted as imported is not read; handle() then uses that read', async () => {
