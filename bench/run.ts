@@ -70,6 +70,10 @@ const USAGE = `npm run bench [-- OPTIONS]
   --fanout-repeats N replication fan-out: rounds per system and partner count, in alternating
                      order (_replicate, Hermod, Hermod, _replicate, ...); the report gives means
                      (default 2, quick 1)
+  --fanout-warmup-docs N
+                     replication fan-out: documents delivered to every partner before each
+                     round's timed phase, so that it measures warm processes (default 2000,
+                     quick 100; 0: only the two notes that confirm the subscriptions)
   --first-sync-docs N
                      replication: documents of the first sync to one partner, with the Hermods'
                      peak RSS (default 100000, quick 2000; 0 skips it)
@@ -165,7 +169,7 @@ const FULL: Config = {
   ],
   coherence: { changes: 200, publishes: 300 },
   transform: { compiles: 5, transforms: 2000, warmup: 200 },
-  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000, repeats: 2 }, firstSyncDocs: 100_000 },
+  replication: { docs: 5000, chunk: 500, edits: 50, warmupEdits: 5, phaseTimeoutMs: 120_000, fanout: { partners: [1, 2, 4], docs: 5000, repeats: 2, warmupDocs: 2000 }, firstSyncDocs: 100_000 },
   'cluster-failover': { rounds: 5, leaseSeconds: 4 },
   midgard: { objects: 5000, edits: 50, warmupEdits: 5, phaseTimeoutMs: 300_000 },
   'cluster-throughput': { processes: [1, 2, 3], subscribers: 500, fanoutPublishes: 60, window: 8, reps: 2, publishers: 4, nodes: 8, publishes: 600, publisherWindow: 4, leaseSeconds: 4 },
@@ -205,7 +209,7 @@ const QUICK: Config = {
   profile: [],
   coherence: { changes: 20, publishes: 50 },
   transform: { compiles: 1, transforms: 200, warmup: 20 },
-  replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500 }, firstSyncDocs: 2000 },
+  replication: { docs: 500, chunk: 250, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000, fanout: { partners: [1, 2, 4], docs: 500, warmupDocs: 100 }, firstSyncDocs: 2000 },
   'cluster-failover': { rounds: 2, leaseSeconds: 4 },
   midgard: { objects: 500, edits: 20, warmupEdits: 2, phaseTimeoutMs: 60_000 },
   'cluster-throughput': { processes: [1, 2, 3], subscribers: 100, fanoutPublishes: 50, window: 8, reps: 1, publishers: 4, nodes: 4, publishes: 200, publisherWindow: 4, leaseSeconds: 4 },
@@ -246,6 +250,7 @@ async function main(): Promise<number> {
       partners: { type: 'string' },
       'fanout-docs': { type: 'string' },
       'fanout-repeats': { type: 'string' },
+      'fanout-warmup-docs': { type: 'string' },
       'first-sync-docs': { type: 'string' },
       'midgard-objects': { type: 'string' },
       'no-install': { type: 'boolean' },
@@ -286,6 +291,7 @@ async function main(): Promise<number> {
     r.firstSyncDocs = count('first-sync-docs', values['first-sync-docs'], 0) ?? r.firstSyncDocs;
     r.fanout.docs = count('fanout-docs', values['fanout-docs'], 1) ?? r.fanout.docs;
     r.fanout.repeats = count('fanout-repeats', values['fanout-repeats'], 1) ?? r.fanout.repeats;
+    r.fanout.warmupDocs = count('fanout-warmup-docs', values['fanout-warmup-docs'], 0) ?? r.fanout.warmupDocs;
     if (values.partners !== undefined) {
       r.fanout.partners = values.partners.split(',').filter((x) => x.trim() !== '').map((x) => count('partners', x.trim(), 0) as number).filter((n) => n > 0);
     }

@@ -11,7 +11,8 @@
 //
 // Fan-out round (N partners, each system on fresh databases and fresh processes):
 //  - Hermod: the N partner Hermods and the source Hermod running, every partner subscribed
-//    (a warm-up note in each tag has reached every partner); then D notes written at the source
+//    (a warm-up note in each tag has reached every partner, then a warm-up load of W other notes,
+//    FanoutParams.warmupDocs); then D notes written at the source
 //    with _bulk_docs; from the first write until the LAST partner's _changes shows every note
 //    with the _rev the source gave it.
 //  - `_replicate`: N continuous pull replications, one run by each partner's pouchdb-server from
@@ -57,6 +58,13 @@ export interface FanoutParams {
   phaseTimeoutMs: number;
   /** Run the source Hermod and partner 1's Hermod under `node --cpu-prof` and summarise the measured phase (Hermod rounds). */
   cpuProf?: boolean;
+  /**
+   * Documents written at the source and delivered to every partner before a round's timed phase
+   * (default 0): every process of the round (pouchdb-servers, Hermods) has run the replication
+   * path for a while, so the timed phase measures the steady state a long-running service sees,
+   * not the JIT compiler's and the caches' warm-up of fresh processes.
+   */
+  warmupDocs?: number;
   /**
    * Rounds per system and partner count (default 1), in alternating order (`_replicate`, Hermod,
    * Hermod, `_replicate`, …) so that a drift of the machine's speed during the run falls on both
@@ -241,6 +249,19 @@ async function warmUp(sites: Sites, prefix: string, timeoutMs: number): Promise<
   if (missing >= 0) throw new Error(`warm-up: partner ${missing + 1} did not get the two warm-up notes within ${timeoutMs} ms`);
 }
 
+/**
+ * Writes `docs` notes like the timed ones (other ids, other seed) at the source and waits
+ * (bounded) until every partner has them: the warm-up load of a round (FanoutParams.warmupDocs).
+ */
+async function warmUpLoad(sites: Sites, prefix: string, docs: number, chunk: number, timeoutMs: number): Promise<void> {
+  const watchers = await Promise.all(sites.parts.map((c) => new ChangesWatcher(c, CONTENT).fromNow()));
+  const revs = await bulkLoad(sites.src, CONTENT, docStream(`${prefix}-warm`, docs, 7), chunk);
+  const deadline = Date.now() + timeoutMs;
+  const got = await Promise.all(watchers.map((w) => w.waitFor(revs, deadline)));
+  const missing = got.findIndex((g) => g.arrived < revs.size);
+  if (missing >= 0) throw new Error(`warm-up load: partner ${missing + 1} had ${got[missing]?.arrived} of ${revs.size} notes after ${timeoutMs} ms`);
+}
+
 /** CPU-seconds per key between two samples (NaN where a process was not there at both). */
 function cpuDelta(a: CpuSample, b: CpuSample): Record<string, number> {
   const out: Record<string, number> = {};
@@ -276,6 +297,7 @@ async function fanoutRound(ctx: Ctx, p: FanoutParams, system: System, n: number,
       }
     }
     await warmUp(sites, tag, 60_000);
+    if (p.warmupDocs) await warmUpLoad(sites, tag, p.warmupDocs, p.chunk, Math.max(p.phaseTimeoutMs, p.warmupDocs * n * 20));
     await sleep(1000);
     const watchers = await Promise.all(sites.parts.map((c) => new ChangesWatcher(c, CONTENT).fromNow()));
     const log0 = requestLogSize(sites.parts[0] as CouchServer);

@@ -54,7 +54,7 @@ export interface ReplicationParams {
   /** Run both Hermods under `node --cpu-prof` and summarise the live phase. */
   cpuProf?: boolean;
   /** One source site feeding N partner sites (replication-fanout.ts); absent or no counts: not run. */
-  fanout?: { partners: number[]; docs: number; repeats?: number };
+  fanout?: { partners: number[]; docs: number; repeats?: number; warmupDocs?: number };
   /** Documents of the first sync to one partner (replication-fanout.ts); absent or 0: not run. */
   firstSyncDocs?: number;
 }
