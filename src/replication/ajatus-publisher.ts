@@ -122,15 +122,30 @@ export class AjatusPublisher {
    */
   async handle(changes: Change[]): Promise<void> {
     const { state } = this.o;
-    const todo = changes.filter((c) => !c.id.startsWith('_design/'));
+    // Loops, not filter()/map() callbacks, on this path that runs for every change: see
+    // src/util/hot-loops.md.
+    const todo: Change[] = [];
+    for (const c of changes) if (!c.id.startsWith('_design/')) todo.push(c);
     if (todo.length === 0) return;
     // Read ahead for changes skipped below (published, noted imports) is not needed: dropped
     // here; readLeaves takes (and drops) those it uses.
-    const early = new Map(todo.flatMap((c) => { const read = this.ahead.get(changeKey(c)); return read ? [[changeKey(c), read] as const] : []; }));
-    for (const key of early.keys()) this.ahead.delete(key);
-    const kinds = await state.revKindsMany(todo.map((c) => ({ id: c.id, revs: c.revs })));
+    const early = new Map<string, Promise<CouchDoc[] | undefined>>();
+    for (const c of todo) {
+      const read = this.ahead.get(changeKey(c));
+      if (read) {
+        early.set(changeKey(c), read);
+        this.ahead.delete(changeKey(c));
+      }
+    }
+    const kinds = await state.revKindsMany(todo);
     // Every leaf published by us: handled already (a replayed batch, our own publish seen again).
-    const openAt = todo.flatMap((c, i) => (c.revs.length === 0 || !(kinds[i] as RevKind[]).every((k) => k === 'p') ? [i] : []));
+    const openAt: number[] = [];
+    for (let i = 0; i < todo.length; i++) {
+      const revs = kinds[i] as RevKind[];
+      let allOurs = (todo[i] as Change).revs.length > 0;
+      for (const k of revs) if (k !== 'p') allOurs = false;
+      if (!allOurs) openAt.push(i);
+    }
     if (openAt.length === 0) return;
     // Leaves all known, some imported, as the sink noted them when it wrote them: not read either.
     const noted = new Map<string, ImportNote>();

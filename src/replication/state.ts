@@ -165,10 +165,11 @@ export class ReplicationState implements CheckpointStore {
    * to write, recorded before the write). `docs` maps document id -> revisions.
    */
   async markRevsOfMany(docs: Iterable<readonly [string, readonly string[]]>, kind: 'i' | 'p'): Promise<void> {
-    const keys = [...docs].flatMap(([docId, revs]) => revs.map((rev) => `rev${SEP}${docId}${SEP}${rev}`));
-    if (keys.length === 0) return;
-    await this.space.batch(keys.map((key) => ({ type: 'put' as const, key, value: kind })));
-    for (const key of keys) this.cache.set(key, kind);
+    const ops: StateOp[] = []; // loops, not map(): see src/util/hot-loops.md
+    for (const [docId, revs] of docs) for (const rev of revs) ops.push({ type: 'put', key: `rev${SEP}${docId}${SEP}${rev}`, value: kind });
+    if (ops.length === 0) return;
+    await this.space.batch(ops);
+    for (const op of ops) this.cache.set(op.key, kind);
   }
 
   /** Where an attachment (by CouchDB digest) was uploaded, so unchanged ones are not sent again. */
@@ -213,21 +214,32 @@ export class ReplicationState implements CheckpointStore {
   /** Writes the batch in one store write, then caches it. Rejects with the store's error (nothing cached then). */
   async commit(batch: StateBatch): Promise<void> {
     if (batch.size === 0) return;
-    await this.space.batch([...batch.ops].map(([key, value]) => ({ type: 'put' as const, key, value })));
+    const ops: StateOp[] = []; // loops, not map(): see src/util/hot-loops.md
+    for (const [key, value] of batch.ops) ops.push({ type: 'put', key, value });
+    await this.space.batch(ops);
     for (const [key, value] of batch.ops) this.cache.set(key, value);
   }
 
   /** Values of many keys: the cached ones from the cache, the others in one store read (then cached). */
   private async getMany(keys: string[]): Promise<Array<string | undefined>> {
-    const out = keys.map((k) => this.cache.get(k));
-    const missing = keys.flatMap((k, i) => (out[i] === undefined ? [i] : []));
+    const out: Array<string | undefined> = new Array<string | undefined>(keys.length);
+    const missing: number[] = [];
+    const missingKeys: string[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i] as string;
+      out[i] = this.cache.get(k);
+      if (out[i] === undefined) {
+        missing.push(i);
+        missingKeys.push(k);
+      }
+    }
     if (missing.length === 0) return out;
-    const fetched = await this.space.getMany(missing.map((i) => keys[i] as string));
-    missing.forEach((i, j) => {
+    const fetched = await this.space.getMany(missingKeys);
+    for (let j = 0; j < missing.length; j++) {
       const value = fetched[j];
-      out[i] = value;
-      if (value !== undefined) this.cache.set(keys[i] as string, value);
-    });
+      out[missing[j] as number] = value;
+      if (value !== undefined) this.cache.set(missingKeys[j] as string, value);
+    }
     return out;
   }
 
@@ -238,15 +250,27 @@ export class ReplicationState implements CheckpointStore {
 
   /** nodesOf for many documents, in order: cache first, the rest in one store read. */
   async nodesOfMany(docIds: string[]): Promise<string[][]> {
-    const values = await this.getMany(docIds.map((id) => `nodes${SEP}${id}`));
-    return values.map((v) => (v === undefined ? [] : (JSON.parse(v) as string[])));
+    const keys: string[] = [];
+    for (const id of docIds) keys.push(`nodes${SEP}${id}`);
+    const values = await this.getMany(keys);
+    const out: string[][] = [];
+    for (const v of values) out.push(v === undefined ? [] : (JSON.parse(v) as string[]));
+    return out;
   }
 
   /** revKind of every revision of many documents, in order: cache first, the rest in one store read. */
   async revKindsMany(docs: Array<{ id: string; revs: string[] }>): Promise<RevKind[][]> {
-    const values = await this.getMany(docs.flatMap((d) => d.revs.map((rev) => `rev${SEP}${d.id}${SEP}${rev}`)));
+    const keys: string[] = [];
+    for (const d of docs) for (const rev of d.revs) keys.push(`rev${SEP}${d.id}${SEP}${rev}`);
+    const values = await this.getMany(keys);
     let i = 0;
-    return docs.map((d) => d.revs.map(() => values[i++] as RevKind));
+    const out: RevKind[][] = [];
+    for (const d of docs) {
+      const kinds: RevKind[] = [];
+      for (let j = 0; j < d.revs.length; j++) kinds.push(values[i++] as RevKind);
+      out.push(kinds);
+    }
+    return out;
   }
 
   /**

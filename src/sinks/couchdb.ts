@@ -325,7 +325,8 @@ export class CouchSink {
    */
   private schedule(): void {
     if (this.flushing || this.pending.length === 0) return;
-    const waiting = this.pending.reduce((n, op) => n + Math.max(1, op.docs.length), 0);
+    let waiting = 0;
+    for (const op of this.pending) waiting += Math.max(1, op.docs.length); // a loop, not reduce(): see src/util/hot-loops.md
     const now = Date.now();
     const oldest = (this.pending[0] as Op).at;
     const streaming = this.overlapped && this.meanGapMs < this.windowMs;
