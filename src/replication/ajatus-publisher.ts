@@ -97,6 +97,9 @@ export interface AjatusPublisherOptions {
   sliceBytes?: number;
 }
 
+/** A read ahead that failed: read again (readLeaves). */
+const noDocs = (): undefined => undefined;
+
 export class AjatusPublisher {
   private readonly o: AjatusPublisherOptions;
   published = 0;
@@ -154,9 +157,15 @@ export class AjatusPublisher {
       const note = (kinds[i] as RevKind[]).includes(undefined) ? undefined : this.o.imports?.usable(change);
       if (note) noted.set(change.id, note);
     }
-    const open = openAt.map((i) => todo[i] as Change);
-    const openKinds = openAt.map((i) => kinds[i] as RevKind[]);
-    const befores = await state.nodesOfMany(open.map((c) => c.id));
+    const open: Change[] = [];
+    const openKinds: RevKind[][] = [];
+    const openIds: string[] = [];
+    for (const i of openAt) {
+      open.push(todo[i] as Change);
+      openKinds.push(kinds[i] as RevKind[]);
+      openIds.push((todo[i] as Change).id);
+    }
+    const befores = await state.nodesOfMany(openIds);
     const ensured = new Set<string>();
     const batch = state.batch();
     let failure: unknown;
@@ -164,12 +173,16 @@ export class AjatusPublisher {
     // published and let go one after the other, so a batch of large documents is never all in
     // memory at once; the state of the whole batch is still one write.
     for (let from = 0; from < open.length && failure === undefined; ) {
-      const toRead = open.flatMap((c, i) => (i >= from && !noted.has(c.id) ? [i] : []));
-      const read = await this.readLeaves(
-        toRead.map((i) => open[i] as Change),
-        toRead.map((i) => openKinds[i] as RevKind[]),
-        early,
-      );
+      const toRead: number[] = [];
+      const toReadChanges: Change[] = [];
+      const toReadKinds: RevKind[][] = [];
+      for (let i = from; i < open.length; i++) {
+        if (noted.has((open[i] as Change).id)) continue;
+        toRead.push(i);
+        toReadChanges.push(open[i] as Change);
+        toReadKinds.push(openKinds[i] as RevKind[]);
+      }
+      const read = await this.readLeaves(toReadChanges, toReadKinds, early);
       const to = read.until < toRead.length ? (toRead[read.until] as number) : open.length;
       for (const i of toRead.slice(read.until)) {
         const stubs = read.leaves.get((open[i] as Change).id);
@@ -216,8 +229,12 @@ export class AjatusPublisher {
    */
   private async readLeaves(open: Change[], kinds: RevKind[][], ahead: ReadonlyMap<string, Promise<CouchDoc[] | undefined>>): Promise<{ leaves: Map<string, CouchDoc[]>; until: number }> {
     const { content, inlineAttachmentMax } = this.o;
-    const found = await Promise.all(open.map((c) => ahead.get(changeKey(c))?.catch(() => undefined)));
-    const leaves = await bulkGetRevisions(content, open.filter((_, i) => !found[i]), false);
+    const reads: Array<Promise<CouchDoc[] | undefined> | undefined> = [];
+    for (const c of open) reads.push(ahead.get(changeKey(c))?.catch(noDocs));
+    const found = await Promise.all(reads);
+    const unread: Change[] = [];
+    for (let i = 0; i < open.length; i++) if (!found[i]) unread.push(open[i] as Change);
+    const leaves = await bulkGetRevisions(content, unread, false);
     for (const [i, docs] of found.entries()) if (docs) leaves.set((open[i] as Change).id, docs);
     const withBodies: Change[] = [];
     const alone: string[] = [];
@@ -227,9 +244,15 @@ export class AjatusPublisher {
       const docs = leaves.get(change.id);
       if (!docs) alone.push(change.id);
       if (!docs || !(kinds[i] as RevKind[]).includes(undefined)) continue;
-      const sizes = docs.flatMap((d) => Object.values((d._attachments ?? {}) as Record<string, { length?: number }>).map((a) => a.length ?? 0));
-      if (sizes.length === 0) continue;
-      const size = sizes.reduce((a, b) => a + b, 0);
+      let attachments = 0;
+      let size = 0;
+      for (const d of docs) {
+        for (const a of Object.values((d._attachments ?? {}) as Record<string, { length?: number }>)) {
+          attachments++;
+          size += a.length ?? 0;
+        }
+      }
+      if (attachments === 0) continue;
       if (i > 0 && bytes + size > (this.o.sliceBytes ?? SLICE_BYTES)) {
         until = i;
         break;
