@@ -166,7 +166,17 @@ export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (no
       }
     }),
   );
-  const rest = jobs.map((j, i) => (outcomes[i] === 'done' && j.then.some((phase) => phase.length > 0) ? i : -1)).filter((i) => i >= 0);
+  // Loops, not per-call callbacks, on this per-batch path: see src/util/hot-loops.md.
+  const rest: number[] = [];
+  for (let i = 0; i < jobs.length; i++) {
+    if (outcomes[i] !== 'done') continue;
+    for (const phase of (jobs[i] as BatchedJob<T>).then) {
+      if (phase.length > 0) {
+        rest.push(i);
+        break;
+      }
+    }
+  }
   if (failed) for (const i of rest) outcomes[i] = 'skipped';
   else (await runPipelined(rest.map((i) => (jobs[i] as BatchedJob<T>).then), limit)).forEach((outcome, k) => (outcomes[rest[k] as number] = outcome));
   return outcomes;
@@ -189,7 +199,9 @@ export function publishChunk<T>(payloadOf: (item: T) => string): BatchBounds<T> 
  */
 export async function publishEntries(service: Pick<PubsubService, 'publishMany'>, actor: string, node: string, entries: Array<{ id: string; payload: string }>): Promise<PublishOutcome[]> {
   try {
-    return await service.publishMany(actor, node, entries.map((item) => ({ item })));
+    const requests: Array<{ item: { id: string; payload: string } }> = [];
+    for (const item of entries) requests.push({ item });
+    return await service.publishMany(actor, node, requests);
   } catch (err) {
     if (!(err instanceof PubsubError) || err.condition === 'internal-server-error') throw err;
     return entries.map(() => ({ error: err }));

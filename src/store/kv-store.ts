@@ -57,6 +57,12 @@ import {
 
 const SEP = '\0';
 const key = (...parts: string[]): string => parts.join(SEP);
+/** Items as archive entries stamped with their publish time (a loop, not map(): see src/util/hot-loops.md). */
+const archiveEntries = (items: readonly Item[]): Array<Omit<ArchiveEntry, 'id'>> => {
+  const out: Array<Omit<ArchiveEntry, 'id'>> = [];
+  for (const item of items) out.push({ stamp: item.published, item });
+  return out;
+};
 /** The keys under a prefix, as exclusive bounds. */
 const rangeOf = (prefix: string): { lo: string; hi: string } => ({ lo: prefix + SEP, hi: prefix + SEP + '\uffff' });
 const rangeOfGt = (prefix: string): { gt: string; lt: string } => ({ gt: prefix + SEP, lt: prefix + SEP + '\uffff' });
@@ -636,7 +642,8 @@ export class KvStore implements Store {
    */
   private async stageArchive(node: string, change: Change, entries: Array<Omit<ArchiveEntry, 'id'>>, keep: number): Promise<string[]> {
     const meta = change.archive;
-    const ids = entries.map((entry) => archiveId(entry.stamp, (meta.seq += 1)));
+    const ids: string[] = []; // a loop, not map(): see src/util/hot-loops.md
+    for (const entry of entries) ids.push(archiveId(entry.stamp, (meta.seq += 1)));
     const excess = meta.count + entries.length - keep;
     if (excess > 0 && meta.count > 0) {
       for await (const k of this.db.keys({ ...rangeOfGt(key('h', node)), limit: Math.min(excess, meta.count) })) {
@@ -669,9 +676,11 @@ export class KvStore implements Store {
     if (items.length === 0) return { dropped: [], archiveIds: [] };
     const ids = [...new Set(items.map((i) => i.id))];
     return this.change(node, ids.map((id) => key('i', node, id)), async (change, read) => {
-      const dropped = await this.stageItems(node, change, items, new Map(ids.map((id, i) => [id, read[i]])), options.keep);
+      const previous = new Map<string, string | undefined>();
+      for (let i = 0; i < ids.length; i++) previous.set(ids[i] as string, read[i]);
+      const dropped = await this.stageItems(node, change, items, previous, options.keep);
       if (!options.archive) return { dropped, archiveIds: [] };
-      return { dropped, archiveIds: await this.stageArchive(node, change, items.map((item) => ({ stamp: item.published, item })), options.archive.keep) };
+      return { dropped, archiveIds: await this.stageArchive(node, change, archiveEntries(items), options.archive.keep) };
     });
   }
 
@@ -689,7 +698,7 @@ export class KvStore implements Store {
       const archived = options.archive ? change.archive.count + items.length : 0;
       if (change.items.count + items.length > options.keep || (options.archive && archived > options.archive.keep)) throw new Error(`publishItems: node '${node}' would go beyond keep`);
       await this.stageItems(node, change, items, new Map(), options.keep);
-      if (options.archive) await this.stageArchive(node, change, items.map((item) => ({ stamp: item.published, item })), options.archive.keep);
+      if (options.archive) await this.stageArchive(node, change, archiveEntries(items), options.archive.keep);
     });
   }
 
