@@ -395,18 +395,25 @@ export class AjatusPublisher {
    */
   private async publishMany(node: string, items: Publication[]): Promise<Array<void | 'stop'>> {
     // Refused for every entry (the node gone, publishing forbidden): final for them as well.
-    const outcomes = await publishEntries(this.o.service, this.o.actor, node, items.map((p) => ({ id: p.docId, payload: p.payload })));
-    return items.map((p, i) => {
+    // Loops, not per-call callbacks (src/util/hot-loops.md).
+    const entries: Array<{ id: string; payload: string }> = [];
+    for (const p of items) entries.push({ id: p.docId, payload: p.payload });
+    const outcomes = await publishEntries(this.o.service, this.o.actor, node, entries);
+    const results: Array<void | 'stop'> = [];
+    for (let i = 0; i < items.length; i++) {
+      const p = items[i] as Publication;
       const outcome = outcomes[i];
       if (outcome && 'error' in outcome) {
         this.o.log.error('document not published: the node refused it', { doc: p.docId, node, condition: outcome.error.condition, reason: outcome.error.text });
-        return 'stop';
+        results.push('stop');
+        continue;
       }
       this.published++;
       this.o.onPublish?.(node, p.docId, p.rev);
       if (p.last) this.o.log.debug('published document', { doc: p.docId, rev: p.rev, ...p.last });
-      return undefined;
-    });
+      results.push(undefined);
+    }
+    return results;
   }
 
   private retractStep(node: string, docId: string): PipelineStep {
