@@ -235,32 +235,32 @@ async function openSites(ctx: Ctx, n: number): Promise<Sites> {
   return sites;
 }
 
+/**
+ * Writes `docs` at the source and waits (bounded by `timeoutMs`) until every partner's `_changes`
+ * shows each of them with the source's `_rev`; throws naming the first partner short of them
+ * (`what`: the notes, for the message).
+ */
+async function deliverToAll(sites: Sites, docs: Iterable<Doc>, chunk: number, timeoutMs: number, what: string): Promise<void> {
+  const watchers = await Promise.all(sites.parts.map((c) => new ChangesWatcher(c, CONTENT).fromNow()));
+  const revs = await bulkLoad(sites.src, CONTENT, docs, chunk);
+  const deadline = Date.now() + timeoutMs;
+  const got = await Promise.all(watchers.map((w) => w.waitFor(revs, deadline)));
+  const missing = got.findIndex((g) => g.arrived < revs.size);
+  if (missing >= 0) throw new Error(`${what}: partner ${missing + 1} had ${got[missing]?.arrived} of ${revs.size} notes after ${timeoutMs} ms`);
+}
+
 /** Writes one note per tag at the source and waits (bounded) until every partner has both: all subscriptions are in effect. */
 async function warmUp(sites: Sites, prefix: string, timeoutMs: number): Promise<void> {
   const warm: Doc[] = ['bench', 'bench2'].map((tag) => ({
     _id: `${prefix}-warm-${tag}`,
     value: { _type: 'note', title: { val: `warm-up ${tag}` }, tags: { val: [tag] }, metadata: { creator: { val: 'alice' }, deleted: { val: false } } },
   }));
-  const watchers = await Promise.all(sites.parts.map((c) => new ChangesWatcher(c, CONTENT).fromNow()));
-  const revs = await bulkLoad(sites.src, CONTENT, warm, 10);
-  const deadline = Date.now() + timeoutMs;
-  const got = await Promise.all(watchers.map((w) => w.waitFor(revs, deadline)));
-  const missing = got.findIndex((g) => g.arrived < revs.size);
-  if (missing >= 0) throw new Error(`warm-up: partner ${missing + 1} did not get the two warm-up notes within ${timeoutMs} ms`);
+  await deliverToAll(sites, warm, 10, timeoutMs, 'warm-up (one note per tag)');
 }
 
-/**
- * Writes `docs` notes like the timed ones (other ids, other seed) at the source and waits
- * (bounded) until every partner has them: the warm-up load of a round (FanoutParams.warmupDocs).
- */
-async function warmUpLoad(sites: Sites, prefix: string, docs: number, chunk: number, timeoutMs: number): Promise<void> {
-  const watchers = await Promise.all(sites.parts.map((c) => new ChangesWatcher(c, CONTENT).fromNow()));
-  const revs = await bulkLoad(sites.src, CONTENT, docStream(`${prefix}-warm`, docs, 7), chunk);
-  const deadline = Date.now() + timeoutMs;
-  const got = await Promise.all(watchers.map((w) => w.waitFor(revs, deadline)));
-  const missing = got.findIndex((g) => g.arrived < revs.size);
-  if (missing >= 0) throw new Error(`warm-up load: partner ${missing + 1} had ${got[missing]?.arrived} of ${revs.size} notes after ${timeoutMs} ms`);
-}
+/** The warm-up load of a round (FanoutParams.warmupDocs): `docs` notes like the timed ones (other ids, other seed) delivered to every partner. */
+const warmUpLoad = (sites: Sites, prefix: string, docs: number, chunk: number, timeoutMs: number): Promise<void> =>
+  deliverToAll(sites, docStream(`${prefix}-warm`, docs, 7), chunk, timeoutMs, 'warm-up load');
 
 /** CPU-seconds per key between two samples (NaN where a process was not there at both). */
 function cpuDelta(a: CpuSample, b: CpuSample): Record<string, number> {
