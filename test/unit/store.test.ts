@@ -74,6 +74,35 @@ describe('key-value store: what one publication costs', () => {
   });
 });
 
+describe('LevelKv batch', () => {
+  it('writes puts and deletions together, with sync on or off, and a batch LevelDB refuses writes none of its operations', async () => {
+    for (const sync of [false, true]) {
+      const kv = new LevelKv(path.join(root, `batch-${sync}`), { sync });
+      await kv.open();
+      await kv.batch([
+        { type: 'put', key: 'a', value: '1' },
+        { type: 'put', key: 'b', value: '2' },
+      ]);
+      await kv.batch([
+        { type: 'del', key: 'a' },
+        { type: 'put', key: 'c', value: '3' },
+      ]);
+      assert.deepEqual(await kv.getMany(['a', 'b', 'c']), [undefined, '2', '3']);
+      // An operation without a value (a caller's bug) fails the whole batch: 'd' is not written, 'b' stays.
+      const bad = [
+        { type: 'put', key: 'd', value: '4' },
+        { type: 'del', key: 'b' },
+        { type: 'put', key: 'e', value: undefined },
+      ] as unknown as BatchOp[];
+      await assert.rejects(kv.batch(bad));
+      assert.deepEqual(await kv.getMany(['b', 'd', 'e']), ['2', undefined, undefined]);
+      await kv.batch([{ type: 'put', key: 'd', value: '4' }]); // the database goes on
+      assert.equal(await kv.get('d'), '4');
+      await kv.close();
+    }
+  });
+});
+
 /** A KvStore on a FailingKv over `inner`, opened. */
 async function failingStore(inner: OrderedKv): Promise<{ store: Store; failAfter(batches: number): void }> {
   const kv = new FailingKv(inner);
