@@ -43,11 +43,11 @@ export class LevelKv implements OrderedKv {
    * abstract-level 3 copies a batch's options into every operation (`{ ...options, ...op }`),
    * which made `db.batch(ops, { sync: false })` 3–4× slower per operation than `db.batch(ops)`
    * (measured alone, 80 000 puts in batches of 40: 1.9 s against 0.6 s of CPU with small
-   * values) and a fifth of the source Hermod's busy time in the N = 4 fan-out profile. Not the
-   * chained form (`db.batch().put()….write()`), as cheap: its native WriteBatch, with a copy of
-   * every key and value, is freed only when V8 collects the batch object (classic-level 3):
-   * a first sync of 100 000 documents peaked at 269 / 250 MiB (source / partner) with it,
-   * 224 / 231 MiB with this (one run each).
+   * values; the N = 4 fan-out profile put that loop at a fifth of the source Hermod's sampled
+   * time). Not the chained form (`db.batch().put()….write()`), as cheap: its native
+   * WriteBatch, with a copy of every key and value, is freed only when V8 collects the batch
+   * object (classic-level 3): a first sync of 100 000 documents peaked at 269 / 250 MiB
+   * (source / partner) with it, 224 / 231 MiB with this (one run each).
    */
   async batch(ops: BatchOp[]): Promise<void> {
     if (ops.length === 0) return;

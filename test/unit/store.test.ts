@@ -75,7 +75,7 @@ describe('key-value store: what one publication costs', () => {
 });
 
 describe('LevelKv batch', () => {
-  it('writes puts and deletions together, with sync on or off, and a batch LevelDB refuses writes none of its operations', async () => {
+  it('writes puts and deletions together, with sync on or off; a batch with an invalid operation writes none of its operations', async () => {
     for (const sync of [false, true]) {
       const kv = new LevelKv(path.join(root, `batch-${sync}`), { sync });
       await kv.open();
