@@ -124,7 +124,7 @@ export interface BatchBounds<T> {
  * outcome per job (as runPipelined; never rejects).
  */
 export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (node: string, items: T[]) => Promise<Array<void | 'stop' | { error: unknown }>>, bounds: BatchBounds<T>, limit = PIPELINE_LIMIT): Promise<PipelineOutcome[]> {
-  const outcomes: PipelineOutcome[] = jobs.map(() => 'done');
+  const outcomes = new Array<PipelineOutcome>(jobs.length).fill('done');
   const byNode = new Map<string, Array<{ job: number; item: T }>>();
   for (const [job, { publications }] of jobs.entries()) {
     for (const { node, item } of publications) {
@@ -178,7 +178,12 @@ export async function runBatched<T>(jobs: Array<BatchedJob<T>>, publishMany: (no
     }
   }
   if (failed) for (const i of rest) outcomes[i] = 'skipped';
-  else (await runPipelined(rest.map((i) => (jobs[i] as BatchedJob<T>).then), limit)).forEach((outcome, k) => (outcomes[rest[k] as number] = outcome));
+  else {
+    const phases: Array<BatchedJob<T>['then']> = [];
+    for (const i of rest) phases.push((jobs[i] as BatchedJob<T>).then);
+    const after = await runPipelined(phases, limit);
+    for (let k = 0; k < rest.length; k++) outcomes[rest[k] as number] = after[k] as PipelineOutcome;
+  }
   return outcomes;
 }
 

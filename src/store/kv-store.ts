@@ -674,8 +674,13 @@ export class KvStore implements Store {
   /** One batch, one read (the previous versions of the distinct ids) when the node's bookkeeping is cached. */
   async publishMany(node: string, items: Item[], options: { keep: number; archive?: { keep: number } }): Promise<{ dropped: string[]; archiveIds: string[] }> {
     if (items.length === 0) return { dropped: [], archiveIds: [] };
-    const ids = [...new Set(items.map((i) => i.id))];
-    return this.change(node, ids.map((id) => key('i', node, id)), async (change, read) => {
+    // Loops, not map() callbacks, on this path that runs for every publication (src/util/hot-loops.md).
+    const distinct = new Set<string>();
+    for (const item of items) distinct.add(item.id);
+    const ids = [...distinct];
+    const itemKeys: string[] = [];
+    for (const id of ids) itemKeys.push(key('i', node, id));
+    return this.change(node, itemKeys, async (change, read) => {
       const previous = new Map<string, string | undefined>();
       for (let i = 0; i < ids.length; i++) previous.set(ids[i] as string, read[i]);
       const dropped = await this.stageItems(node, change, items, previous, options.keep);
