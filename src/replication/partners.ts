@@ -11,7 +11,11 @@
 // Notifications are accepted only from a service/node we subscribed to; the sink writes them.
 // Each one that carries its archive id (XEP-0359 stanza-id by the service) moves the node's
 // history position forward once it and everything received before it were applied, so a
-// restart replays only what was missed.
+// restart replays only what was missed. A catch-up (the node's items on a first follow, its
+// history after a restart) reads only what came before the notifications: it stops at the first
+// item or history entry that reached us live, since everything after it in publication order
+// reaches us live too (while a partner publishes a large database, catching up to the end read
+// every item twice).
 // Generic over what is replicated: Ajatus and Midgard each give it a PartnerSink (how a leaf or
 // a retraction is written locally), which partner nodes they replicate, and partner settings.
 // Every request to a partner's service goes through a PubsubClient (src/xmpp/pubsub-client.ts).
@@ -70,6 +74,12 @@ interface LiveTrack {
   queue: Array<{ id: string; settled?: boolean; ok?: boolean }>;
   /** Catch-up under way: it moves the position itself; what live notifications reach meanwhile is saved after it. */
   catchingUp: boolean;
+  /**
+   * While catching up: the ids of the items and the archive ids (stanza-id) of the events that
+   * arrived live since we subscribed. The catch-up stops where it meets one (see catchUp).
+   */
+  liveItems?: Set<string>;
+  liveSids?: Set<string>;
   afterCatchUp?: string;
   /** Something received could not be applied: the position stays before it until the next catch-up. */
   held: boolean;
@@ -295,7 +305,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, live: { queue: [], catchingUp: true, held: false } };
+    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Set(), liveSids: new Set(), held: false } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     try {
@@ -316,6 +326,8 @@ export class PartnerManager {
       return `catching up on ${node}: ${String(err)}`;
     } finally {
       f.live.catchingUp = false;
+      f.live.liveItems = undefined;
+      f.live.liveSids = undefined;
       await digests;
     }
     if (f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
@@ -396,7 +408,7 @@ export class PartnerManager {
     this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
     if (positions && position !== undefined) {
       try {
-        const { replayed, complete } = await this.replayHistory(service, node, position, positions);
+        const { replayed, complete } = await this.replayHistory(service, node, position, positions, f.live);
         if (!complete) f.live.held = true;
         this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
         return;
@@ -413,13 +425,24 @@ export class PartnerManager {
       : undefined;
     let count = 0;
     const partner = this.partnerOf.get(service);
-    for await (const page of this.client.itemPages(service, node, 100)) {
+    let reachedLive = false;
+    for await (const read of this.client.itemPages(service, node, 100)) {
       if (this.stopped) throw new StoppedError();
+      // A node's items are paged in publication order (a republished item moves to the end),
+      // and every item published since we subscribed reaches us live: from the first one that
+      // did, the rest is what the notifications carry (while a partner publishes a large
+      // database, reading on would fetch every item twice).
+      const reached = read.findIndex((item) => f.live.liveItems?.has(String(item.attrs.id)) === true);
+      const page = reached === -1 ? read : read.slice(0, reached);
       const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
       count += written.filter(Boolean).length;
+      if (reached !== -1) {
+        reachedLive = true;
+        break;
+      }
     }
     if (positions && end) await positions.set(service, node, end);
-    this.o.log.info('caught up with partner node', { service, node, documents: count });
+    this.o.log.info('caught up with partner node', { service, node, documents: count, ...(reachedLive ? { reachedLive } : {}) });
   }
 
   /**
@@ -427,14 +450,19 @@ export class PartnerManager {
    * it stops moving at the first entry that could not be applied (`complete` false), so the
    * next catch-up tries that one again.
    */
-  private async replayHistory(service: string, node: string, position: string, positions: HistoryPositions): Promise<{ replayed: number; complete: boolean }> {
+  private async replayHistory(service: string, node: string, position: string, positions: HistoryPositions, live?: LiveTrack): Promise<{ replayed: number; complete: boolean }> {
     let after = position;
     let replayed = 0;
     let applied = position;
     let failed = false;
     for (let page = 0; page < 100_000; page++) {
       if (this.stopped) throw new StoppedError();
-      const { entries, complete, last } = await this.client.history(service, node, { max: 100, after });
+      const read = await this.client.history(service, node, { max: 100, after });
+      const { complete, last } = read;
+      // The archive is in publication order and every event since we subscribed reaches us live
+      // (with its archive id): from the first one that did, the rest of the history is not read.
+      const reached = read.entries.findIndex(({ id }) => live?.liveSids?.has(id) === true);
+      const entries = reached === -1 ? read.entries : read.entries.slice(0, reached);
       const before = applied;
       // A page's entries are applied together (the sink batches them; each document in order).
       const results = await Promise.all(entries.map(({ message }) => this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT))));
@@ -444,6 +472,7 @@ export class PartnerManager {
         else if (!failed) applied = id;
       });
       if (applied !== before) await positions.set(service, node, applied);
+      if (reached !== -1) break;
       if (last) after = last;
       if (complete || !last || entries.length === 0) break;
     }
@@ -540,6 +569,10 @@ export class PartnerManager {
     }
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;
+    if (f.live.catchingUp) {
+      if (sid) f.live.liveSids?.add(sid);
+      for (const child of items?.children ?? []) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) f.live.liveItems?.add(String(child.attrs.id));
+    }
     const entry = sid ? { id: sid } : undefined;
     if (entry) f.live.queue.push(entry);
     const ok = await this.applyEvent(from, node, event);

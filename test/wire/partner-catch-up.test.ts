@@ -1,7 +1,9 @@
 // A partner's catch-ups (src/replication/partners.ts), on the in-process wire harness: a node with
 // a long catch-up (the sink holds its first page) does not hold back the subscription to the
 // service's other nodes, and stop() ends that catch-up at its next page instead of waiting for the
-// whole node (a first sync of 100 000 documents kept a stopping Hermod alive for minutes).
+// whole node (a first sync of 100 000 documents kept a stopping Hermod alive for minutes); a
+// catch-up stops where the items that reached the partner live begin (a partner following a
+// site that publishes a large database fetched every item twice: once notified, once paged).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -59,6 +61,52 @@ describe("a partner's catch-ups: one long node does not hold back the others, an
       await stopped;
       const big = written.filter((id) => id.startsWith('b')).length;
       assert.ok(big > 0 && big < 250, `stopped after the page under way (${big} of 250 written), not after the whole node`);
+    } finally {
+      release();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('a catch-up stops at the first item that reached the partner live: every item is written once', async () => {
+    await alice.iq('set', site.jid, create('/tags/stream'));
+    for (let i = 0; i < 250; i++) await alice.iq('set', site.jid, publish('/tags/stream', `p${i}`));
+
+    // The sink holds every write until `release`, so the catch-up is still on its first page
+    // while the site publishes more (a partner catching up while its site keeps publishing).
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const writes = new Map<string, number>();
+    let calls = 0;
+    const sink: PartnerSink = {
+      writeItem: async (_service, node, item) => {
+        if (node !== '/tags/stream') return true; // the first test's nodes
+        calls++;
+        await held;
+        const id = String(item.attrs.id);
+        writes.set(id, (writes.get(id) ?? 0) + 1);
+        return true;
+      },
+      retract: async () => undefined,
+    };
+    const live: string[] = [];
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, {
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        if (items?.attrs.node === '/tags/stream') for (const item of items.getChildren('item')) live.push(String(item.attrs.id));
+      },
+    });
+    try {
+      await until(() => calls > 0, 'the catch-up writing its first page (so the subscription is in force)');
+      for (let i = 0; i < 3; i++) await alice.iq('set', site.jid, publish('/tags/stream', `late${i}`));
+      // (The newest item, p249, also came live: sent on subscription, §6.1.7.)
+      await until(() => live.filter((id) => id.startsWith('late')).length === 3, 'the three late items notified live');
+      release();
+      await until(() => writes.has('p249') && writes.has('late2'), 'every item written');
+      await new Promise((r) => setTimeout(r, 300)); // a second write of any item would come now
+      const twice = [...writes].filter(([, n]) => n > 1).map(([id]) => id);
+      assert.deepEqual(twice, [], 'no item written twice (the late ones came live; the catch-up stopped before them)');
+      assert.equal(writes.size, 253, 'all 250 items from before and the 3 late ones');
     } finally {
       release();
       await manager.stop();
