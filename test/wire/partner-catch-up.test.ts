@@ -1,9 +1,9 @@
 // A partner's catch-ups (src/replication/partners.ts), on the in-process wire harness: a node with
 // a long catch-up (the sink holds its first page) does not hold back the subscription to the
 // service's other nodes, and stop() ends that catch-up at its next page instead of waiting for the
-// whole node (a first sync of 100 000 documents kept a stopping Hermod alive for minutes); a
-// catch-up stops where the items that reached the partner live begin (a partner following a
-// site that publishes a large database fetched every item twice: once notified, once paged).
+// whole node (a first sync of 100 000 documents kept a stopping Hermod alive for minutes); and a
+// catch-up (the items, or the history after a restart) stops where what reached the partner live
+// begins (a partner following a site that kept publishing fetched every item twice).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -107,6 +107,65 @@ describe("a partner's catch-ups: one long node does not hold back the others, an
       const twice = [...writes].filter(([, n]) => n > 1).map(([id]) => id);
       assert.deepEqual(twice, [], 'no item written twice (the late ones came live; the catch-up stopped before them)');
       assert.equal(writes.size, 253, 'all 250 items from before and the 3 late ones');
+    } finally {
+      release();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('a history replay after a restart stops at the first entry that reached the partner live: every item is written once', async () => {
+    await alice.iq('set', site.jid, create('/tags/hist'));
+    await alice.iq('set', site.jid, publish('/tags/hist', 'h0'));
+    const saved = new Map<string, string>();
+    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+    const hist = (w: Map<string, number>): PartnerSink => ({
+      writeItem: async (_service, node, item) => {
+        if (node === '/tags/hist') w.set(String(item.attrs.id), (w.get(String(item.attrs.id)) ?? 0) + 1);
+        return true;
+      },
+      retract: async () => undefined,
+    });
+    // A first run follows the node and keeps its history position.
+    const first = await startPartner(site, 'pubsub.beta.test', hist(new Map()), { positions });
+    await until(() => saved.has(`${site.jid} /tags/hist`), 'the history position saved by the first run');
+    await first.manager.stop();
+    await first.harness.stop();
+    // While the partner is down the site publishes 250 entries; the partner comes back and
+    // replays them from its history while the site publishes 3 more.
+    for (let i = 1; i <= 250; i++) await alice.iq('set', site.jid, publish('/tags/hist', `h${i}`));
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const writes = new Map<string, number>();
+    let calls = 0;
+    const counted = hist(writes);
+    const sink: PartnerSink = {
+      writeItem: async (service, node, item, partner) => {
+        if (node !== '/tags/hist') return true;
+        calls++;
+        await held;
+        return counted.writeItem(service, node, item, partner);
+      },
+      retract: async () => undefined,
+    };
+    const liveSids: string[] = [];
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, {
+      positions,
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        if (items?.attrs.node === '/tags/hist' && stanza.getChild('stanza-id', NS.SID)) liveSids.push(String(items.getChild('item')?.attrs.id));
+      },
+    });
+    try {
+      await until(() => calls > 0, 'the history replay writing its first page');
+      for (let i = 0; i < 3; i++) await alice.iq('set', site.jid, publish('/tags/hist', `late${i}`));
+      await until(() => liveSids.filter((id) => id.startsWith('late')).length === 3, 'the three late entries notified live, with their archive ids');
+      release();
+      await until(() => writes.has('h250') && writes.has('late2'), 'every entry written');
+      await new Promise((r) => setTimeout(r, 300)); // a second write of any item would come now
+      const twice = [...writes].filter(([, n]) => n > 1).map(([id]) => id);
+      assert.deepEqual(twice, [], 'no entry written twice (the late ones came live; the replay stopped before them)');
+      assert.equal(writes.size, 253, 'the 250 entries published while down and the 3 late ones');
     } finally {
       release();
       await manager.stop();

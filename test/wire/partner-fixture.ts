@@ -3,14 +3,15 @@
 
 import type { Element } from 'ltx';
 import { silentLogger } from '../../src/log.ts';
-import { PartnerManager } from '../../src/replication/partners.ts';
+import { PartnerManager, type HistoryPositions } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import { WireHarness } from './harness.ts';
 
 /** Starts a partner `jid` following `site`; `onEvent` sees each pub/sub event message before the manager. */
-export async function startPartner(site: WireHarness, jid: string, sink: PartnerSink, options: { digestMs?: number; onEvent?: (stanza: Element) => void } = {}): Promise<{ harness: WireHarness; manager: PartnerManager }> {
+export async function startPartner(site: WireHarness, jid: string, sink: PartnerSink, options: { digestMs?: number; onEvent?: (stanza: Element) => void; positions?: HistoryPositions } = {}): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
+  // As src/app/replication.ts routes them: events, history results (XEP-0313) and §8.9.4 affiliation messages.
   const routes = new Map([
     [
       NS.PUBSUB_EVENT,
@@ -19,6 +20,8 @@ export async function startPartner(site: WireHarness, jid: string, sink: Partner
         void manager?.handleEvent(stanza);
       },
     ],
+    [NS.MAM, (stanza: Element) => void manager?.handleEvent(stanza)],
+    [NS.PUBSUB, (stanza: Element) => void manager?.handleEvent(stanza)],
   ]);
   const harness = await WireHarness.start({ jid, network: site.network, messages: routes });
   manager = new PartnerManager({
@@ -30,6 +33,7 @@ export async function startPartner(site: WireHarness, jid: string, sink: Partner
     intervalMs: 60_000,
     offers: () => true,
     ...(options.digestMs !== undefined ? { digestMs: options.digestMs } : {}),
+    ...(options.positions ? { positions: options.positions } : {}),
   });
   manager.addPartner(site.jid);
   manager.start();
