@@ -62,6 +62,7 @@ function buildSchema(baseDir: string) {
             discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered (also on every edit of a contact or partner setting, and after a failed attempt within seconds: 2 s doubling up to this interval); new nodes a partner makes us a member of are followed at once, without waiting for it'),
             inlineAttachmentMax: positive().default(128 * 1024).describe('attachment bytes carried inline per document (smallest first); the rest go through XEP-0363 upload'),
             notificationDigestMs: digestMs().default(25).describe('pubsub#digest_frequency (ms) Hermod asks partners\' services for on its subscriptions (XEP-0060 notification digests: the first change after a quiet period comes at once, later ones within this many ms arrive together in one message); only where the partner offers `pubsub#digest`, else one notification per item; 0: one notification per item'),
+            liveBacklogItems: positive().default(2000).describe('partners\' items (publications and retractions) received live and not yet written before further notifications of a node are left to its history (XEP-0313) and read back page by page at the database\'s pace: flow control for a partner that publishes faster than this database writes (a first sync); only for partners whose nodes keep history'),
           })
           .prefault({}),
         pubsub: z

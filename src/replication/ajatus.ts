@@ -235,6 +235,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     offers: (node) => node.startsWith(TAG_PREFIX),
     discoveryIntervalSeconds: o.config.discoveryIntervalSeconds,
     digestMs: o.config.notificationDigestMs,
+    liveBacklogItems: o.config.liveBacklogItems,
     feeds: [
       feed(source, async (changes) => {
         await publisher.handle(changes);

@@ -149,6 +149,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     offers: (node) => follow.some((re) => re.test(node)),
     discoveryIntervalSeconds: config.discoveryIntervalSeconds,
     digestMs: config.notificationDigestMs,
+    liveBacklogItems: config.liveBacklogItems,
     /** Restores the publisher, loads the topic tree, names the configured partners, opens the inbound spool. */
     async prepare() {
       await publisher.restore();

@@ -29,7 +29,7 @@ import { IqError } from '../xmpp/iq-error.ts';
 import type { Logger } from '../log.ts';
 import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
-import { PubsubClient } from '../xmpp/pubsub-client.ts';
+import { PubsubClient, type HistoryPage } from '../xmpp/pubsub-client.ts';
 import { writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
 
@@ -66,6 +66,12 @@ export interface PartnerManagerOptions {
    * their subscription options form offers pubsub#digest; undefined or 0: one notification per item.
    */
   digestMs?: number;
+  /**
+   * Most live items (publications and retractions) handed to the sink and not yet written, over
+   * every followed node, before further notifications are left to the nodes' history (see
+   * `leaveToHistory`). Default LIVE_BACKLOG_ITEMS.
+   */
+  liveBacklogItems?: number;
 }
 
 /** Live notifications of one followed node, in arrival order, until they are applied. */
@@ -83,6 +89,12 @@ interface LiveTrack {
   afterCatchUp?: string;
   /** Something received could not be applied: the position stays before it until the next catch-up. */
   held: boolean;
+  /** Live events of this node being applied (handed to the sink, not yet settled). */
+  inFlight: number;
+  /** Notifications are left to the node's history (the sink fell behind): a drain replays them. */
+  deferred?: boolean;
+  /** A notification was left to the history since the drain's current round asked for its first page. */
+  leftSince?: boolean;
   /** Position waiting to be written, and the write under way (writes are coalesced). */
   next?: string;
   saving?: Promise<void>;
@@ -98,6 +110,13 @@ interface Followed {
 export const DISCOVERY_RETRY_MS = 2000;
 /** Nodes of one partner service subscribed to and caught up on at the same time. */
 export const FOLLOWS_AT_ONCE = 4;
+/**
+ * Default bound of live items waiting for the sink (PartnerManagerOptions.liveBacklogItems): a
+ * few of the sink's flushes (250 revisions each), some tens of MiB of parsed notifications.
+ */
+export const LIVE_BACKLOG_ITEMS = 2000;
+/** Entries per history (XEP-0313) page read by a catch-up or a drain. */
+const HISTORY_PAGE = 100;
 
 /** A catch-up ended by stop(): the node's position is where the last applied page left it; the next start goes on from there. */
 class StoppedError extends Error {
@@ -129,9 +148,17 @@ export class PartnerManager {
   private readonly partnerOf = new Map<string, string>();
   /** Requests to partners' services, as the component JID. */
   readonly client: PubsubClient;
+  /** Live items handed to the sink and not yet written, over every followed node (see leaveToHistory). */
+  private backlog = 0;
+  private readonly backlogBound: number;
+  /** Drains waiting for the backlog to fall (woken at every change, and by stop()). */
+  private backlogWaiters: Array<() => void> = [];
+  /** Drains under way (see drain), awaited by stop(). */
+  private readonly drains = new Set<Promise<void>>();
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
+    this.backlogBound = o.liveBacklogItems ?? LIVE_BACKLOG_ITEMS;
   }
 
   /** Subscriptions in force, as "service node" strings (for status and tests). */
@@ -183,7 +210,9 @@ export class PartnerManager {
     this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.retryTimer);
+    this.backlogChanged(); // drains waiting for the sink end now
     await this.running;
+    await Promise.all(this.drains);
     await Promise.all([...this.followed.values()].map((f) => f.live.saving));
   }
 
@@ -305,7 +334,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Set(), liveSids: new Set(), held: false } };
+    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Set(), liveSids: new Set(), held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     try {
@@ -318,20 +347,21 @@ export class PartnerManager {
       this.o.log[refused ? 'info' : 'warn']('partner node refused the subscription', { service, node, reason: String(err) });
       return refused ? undefined : `subscribing to ${node}: ${String(err)}`;
     }
+    let failure: string | undefined;
     try {
       await this.catchUp(service, node, f);
     } catch (err) {
       // Followed again (and caught up from where it stopped) by the retried discovery.
       if (this.followed.get(k) === f) this.followed.delete(k);
-      return `catching up on ${node}: ${String(err)}`;
-    } finally {
-      f.live.catchingUp = false;
-      f.live.liveItems = undefined;
-      f.live.liveSids = undefined;
-      await digests;
+      failure = `catching up on ${node}: ${String(err)}`;
     }
-    if (f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
-    return undefined;
+    f.live.catchingUp = false;
+    f.live.liveItems = undefined;
+    f.live.liveSids = undefined;
+    // Saved before anything else waits: a drain (leaveToHistory) starts from the saved position.
+    if (failure === undefined && f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
+    await digests;
+    return failure;
   }
 
   /**
@@ -446,37 +476,44 @@ export class PartnerManager {
   }
 
   /**
-   * Replays a node's history after `position`, moving the position past each entry applied;
-   * it stops moving at the first entry that could not be applied (`complete` false), so the
-   * next catch-up tries that one again.
+   * Replays a node's history after `position`, moving the position past each entry applied
+   * (when `positions` is given); it stops moving at the first entry that could not be applied
+   * (`complete` false), so the next catch-up tries that one again. With `live` (a catch-up), it
+   * stops at the first entry that also reached us live. The next page is asked for while one is
+   * applied (one page ahead: the sink sets the pace). `last`: the id of the last entry read.
    */
-  private async replayHistory(service: string, node: string, position: string, positions: HistoryPositions, live?: LiveTrack): Promise<{ replayed: number; complete: boolean }> {
-    let after = position;
+  private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack): Promise<{ replayed: number; complete: boolean; last: string | undefined }> {
     let replayed = 0;
-    let applied = position;
+    let applied: string | undefined = position;
+    let lastRead: string | undefined = position;
     let failed = false;
-    for (let page = 0; page < 100_000; page++) {
+    const ask = (after: string | undefined): Promise<HistoryPage> => {
+      const page = this.client.history(service, node, { max: HISTORY_PAGE, ...(after !== undefined ? { after } : {}) });
+      page.catch(() => undefined); // a page asked for ahead and not awaited (stopped, failed) must not be an unhandled rejection
+      return page;
+    };
+    let next: Promise<HistoryPage> | undefined = ask(position);
+    for (let page = 0; page < 100_000 && next; page++) {
       if (this.stopped) throw new StoppedError();
-      const read = await this.client.history(service, node, { max: 100, after });
+      const read: HistoryPage = await next;
       const { complete, last } = read;
       // The archive is in publication order and every event since we subscribed reaches us live
       // (with its archive id): from the first one that did, the rest of the history is not read.
       const reached = read.entries.findIndex(({ id }) => live?.liveSids?.has(id) === true);
       const entries = reached === -1 ? read.entries : read.entries.slice(0, reached);
+      next = reached === -1 && !complete && last && entries.length > 0 ? ask(last) : undefined;
       const before = applied;
       // A page's entries are applied together (the sink batches them; each document in order).
       const results = await Promise.all(entries.map(({ message }) => this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT))));
       entries.forEach(({ id }, i) => {
         replayed++;
+        lastRead = id;
         if (!results[i]) failed = true;
         else if (!failed) applied = id;
       });
-      if (applied !== before) await positions.set(service, node, applied);
-      if (reached !== -1) break;
-      if (last) after = last;
-      if (complete || !last || entries.length === 0) break;
+      if (positions && applied !== undefined && applied !== before) await positions.set(service, node, applied);
     }
-    return { replayed, complete: !failed };
+    return { replayed, complete: !failed, last: lastRead };
   }
 
   /**
@@ -544,6 +581,110 @@ export class PartnerManager {
     })().finally(() => (live.saving = undefined));
   }
 
+  /**
+   * Flow control for live notifications. A partner that publishes faster than our sink writes (a
+   * first sync of a large database) would have us hold its notifications in memory until their
+   * turn, without bound: XMPP has no flow control of its own, and pausing our socket would hold
+   * back the IQ results that work under way waits for. So once `liveBacklogItems` items wait for
+   * the sink, a node whose history we can read (XEP-0313 on nodes, positions kept; not while its
+   * catch-up runs) leaves its further notifications to that history: they are not applied and
+   * its position stays before the first of them; `drain` reads them back page by page, at the
+   * sink's pace, once the backlog has fallen to a quarter. Nothing is lost (the archive keeps
+   * them; a restart replays from the position) and memory stays bounded. True: left.
+   */
+  private leaveToHistory(f: Followed): boolean {
+    const live = f.live;
+    if (!live.deferred) {
+      if (this.backlog < this.backlogBound || live.catchingUp || !this.o.positions || !this.withHistory.has(f.service)) return false;
+      live.deferred = true;
+      this.o.log.info('partner notifications arrive faster than they are written: reading the node from its history at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
+      const drain = this.drain(f).finally(() => this.drains.delete(drain));
+      this.drains.add(drain);
+    }
+    live.leftSince = true;
+    return true;
+  }
+
+  /** Waits `ms`, or less when stop() is called. */
+  private async pause(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    let over = false;
+    await new Promise<void>((wake) => {
+      timer = setTimeout(wake, ms);
+      const onChange = (): void => {
+        if (over) return;
+        if (this.stopped) wake();
+        else this.backlogWaiters.push(onChange);
+      };
+      this.backlogWaiters.push(onChange);
+    });
+    over = true;
+    clearTimeout(timer);
+  }
+
+  /** Wakes the drains waiting for the backlog (a live event settled, or stopping). */
+  private backlogChanged(): void {
+    if (this.backlogWaiters.length === 0) return;
+    const waiters = this.backlogWaiters;
+    this.backlogWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /**
+   * Replays what leaveToHistory left of a node, in rounds: each waits until the backlog is down
+   * to a quarter of its bound and the node's own live work has settled (its position written),
+   * then reads the history to its end from where the last round stopped (the first from the
+   * saved position). A round during which no notification was left ends the drain: whatever
+   * arrives after it is applied live (what it read and what arrives live may overlap; the sink
+   * writes a revision it has once). A failed round is tried again after 2 s, doubling up to the
+   * discovery interval. Ends on stop() and when the node is no longer followed. Never rejects.
+   */
+  private async drain(f: Followed): Promise<void> {
+    const { service, node, live } = f;
+    const positions = this.o.positions as HistoryPositions;
+    const k = key(service, node);
+    const gone = (): boolean => this.stopped || this.followed.get(k) !== f;
+    let from: string | undefined;
+    let first = true;
+    let entries = 0;
+    let retryMs = DISCOVERY_RETRY_MS;
+    // Bounded: each round either ends the drain or follows notifications left meanwhile.
+    for (let round = 1; round <= 1_000_000; round++) {
+      // Each wait is woken by a live event settling (the sink's writes end: they succeed, or
+      // fail after its bounded retries) or by stop().
+      while (!this.stopped && (this.backlog > this.backlogBound / 4 || live.inFlight > 0)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
+      await live.saving;
+      if (gone()) return;
+      live.leftSince = false;
+      try {
+        const start = first ? await positions.get(service, node) : from;
+        // From the saved position everything before it was applied, so the replay may move it;
+        // after a round that could not apply an entry, the position stays before that entry.
+        const { replayed, complete, last } = await this.replayHistory(service, node, start, first || !live.held ? positions : undefined);
+        if (first && complete) live.held = false;
+        if (!complete && !live.held) {
+          live.held = true;
+          this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service, node });
+        }
+        first = false;
+        from = last ?? start;
+        entries += replayed;
+        retryMs = DISCOVERY_RETRY_MS;
+      } catch (err) {
+        if (gone()) return;
+        this.o.log.warn('reading the history of a partner node (notifications left to it) failed; trying again', { service, node, reason: String(err), retryInSeconds: retryMs / 1000 });
+        await this.pause(retryMs);
+        retryMs = Math.min(retryMs * 2, this.o.intervalMs);
+        continue;
+      }
+      if (!live.leftSince) {
+        live.deferred = false;
+        this.o.log.info('caught up with partner node from its history; applying its notifications as they arrive again', { service, node, entries, rounds: round });
+        return;
+      }
+    }
+  }
+
   /** Handles a pub/sub event message (or a history result); returns false if it was not ours. */
   async handleEvent(message: Element): Promise<boolean> {
     if (message.getChild('result', NS.MAM)) return this.client.handleResult(message);
@@ -573,9 +714,21 @@ export class PartnerManager {
       if (sid) f.live.liveSids?.add(sid);
       for (const child of items?.children ?? []) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) f.live.liveItems?.add(String(child.attrs.id));
     }
+    if (items && sid && this.leaveToHistory(f)) return true;
     const entry = sid ? { id: sid } : undefined;
     if (entry) f.live.queue.push(entry);
-    const ok = await this.applyEvent(from, node, event);
+    let waiting = 0;
+    for (const child of items?.children ?? []) if (typeof child !== 'string') waiting++;
+    this.backlog += waiting;
+    f.live.inFlight++;
+    let ok = false;
+    try {
+      ok = await this.applyEvent(from, node, event);
+    } finally {
+      this.backlog -= waiting;
+      f.live.inFlight--;
+      this.backlogChanged();
+    }
     if (entry) this.settle(f, entry, ok);
     if (event.getChild('delete') || (sub && sub.attrs.subscription === 'none')) {
       this.followed.delete(key(from, node));

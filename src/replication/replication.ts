@@ -78,6 +78,8 @@ export interface ReplicationAdapter {
   discoveryIntervalSeconds: number;
   /** pubsub#digest_frequency (ms) asked of partners' services; 0: no digests (PartnerManagerOptions.digestMs). */
   digestMs?: number;
+  /** Live items waiting for the sink before notifications are left to the history (PartnerManagerOptions.liveBacklogItems). */
+  liveBacklogItems?: number;
   /** Runs after the state is open, before the sources start. Throws to fail the start. */
   prepare?(): Promise<void>;
   /** Runs once online, before partner discovery. */
@@ -119,6 +121,7 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       log,
       intervalMs: adapter.discoveryIntervalSeconds * 1000,
       ...(adapter.digestMs !== undefined ? { digestMs: adapter.digestMs } : {}),
+      ...(adapter.liveBacklogItems !== undefined ? { liveBacklogItems: adapter.liveBacklogItems } : {}),
       offers: (node) => adapter.offers(node),
       // A restart replays the nodes' history from what was last applied.
       positions: this.state.historyPositions(),

@@ -9,7 +9,7 @@ import { NS } from '../../src/xmpp/ns.ts';
 import { WireHarness } from './harness.ts';
 
 /** Starts a partner `jid` following `site`; `onEvent` sees each pub/sub event message before the manager. */
-export async function startPartner(site: WireHarness, jid: string, sink: PartnerSink, options: { digestMs?: number; onEvent?: (stanza: Element) => void; positions?: HistoryPositions } = {}): Promise<{ harness: WireHarness; manager: PartnerManager }> {
+export async function startPartner(site: WireHarness, jid: string, sink: PartnerSink, options: { digestMs?: number; onEvent?: (stanza: Element) => void; positions?: HistoryPositions; liveBacklogItems?: number } = {}): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
   // As src/app/replication.ts routes them: events, history results (XEP-0313) and §8.9.4 affiliation messages.
   const routes = new Map([
@@ -34,6 +34,7 @@ export async function startPartner(site: WireHarness, jid: string, sink: Partner
     offers: () => true,
     ...(options.digestMs !== undefined ? { digestMs: options.digestMs } : {}),
     ...(options.positions ? { positions: options.positions } : {}),
+    ...(options.liveBacklogItems !== undefined ? { liveBacklogItems: options.liveBacklogItems } : {}),
   });
   manager.addPartner(site.jid);
   manager.start();

@@ -1,0 +1,119 @@
+// Flow control for a partner's live notifications (src/replication/partners.ts,
+// leaveToHistory/drain), on the in-process wire harness: when the partner's database falls behind
+// a site that keeps publishing, the partner holds at most `liveBacklogItems` live items waiting
+// for it and leaves the rest to the node's history (XEP-0313), which it reads back page by page
+// once the database has caught up. Nothing is lost, also across a stop in the middle.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import type { TestClient } from '../e2e/client.ts';
+import { WireHarness } from './harness.ts';
+import { startPartner } from './partner-fixture.ts';
+
+const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
+const publish = (node: string, id: string): string =>
+  `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
+
+/** Waits (polling) until `done` holds; fails after 15 s. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (const start = Date.now(); !done(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() - start > 15_000) throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A sink for one node that counts writes per item and the writes waiting, and can be held shut (a database that fell behind). */
+function slowSink(node: string) {
+  let gate: Promise<void> | undefined;
+  let open: () => void = () => undefined;
+  const state = { waiting: 0, peak: 0, writes: new Map<string, number>() };
+  const sink: PartnerSink = {
+    writeItem: async (_service, n, item) => {
+      if (n !== node) return true;
+      state.waiting++;
+      state.peak = Math.max(state.peak, state.waiting);
+      try {
+        await gate;
+      } finally {
+        state.waiting--;
+      }
+      const id = String(item.attrs.id);
+      state.writes.set(id, (state.writes.get(id) ?? 0) + 1);
+      return true;
+    },
+    retract: async () => undefined,
+  };
+  return {
+    sink,
+    state,
+    shut: () => (gate = new Promise<void>((resolve) => (open = resolve))),
+    open: () => {
+      gate = undefined;
+      open();
+    },
+  };
+}
+
+describe("a partner's flow control: live notifications its database cannot take yet are read back from the history", () => {
+  let site: WireHarness;
+  let alice: TestClient;
+  const saved = new Map<string, string>();
+  const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    alice = site.client('alice@alpha.test/desk');
+  });
+  after(async () => {
+    await site?.stop();
+  });
+
+  it('holds at most liveBacklogItems items waiting for the sink, then writes every item from the history', async () => {
+    await alice.iq('set', site.jid, create('/tags/flood'));
+    await alice.iq('set', site.jid, publish('/tags/flood', 'f0'));
+    const slow = slowSink('/tags/flood');
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', slow.sink, { positions, liveBacklogItems: 10, digestMs: 0 });
+    try {
+      await until(() => slow.state.writes.has('f0') && saved.has(`${site.jid} /tags/flood`), 'the catch-up of the first item and its history position');
+      slow.shut();
+      for (let i = 1; i <= 300; i++) await alice.iq('set', site.jid, publish('/tags/flood', `f${i}`));
+      await new Promise((r) => setTimeout(r, 200)); // the last notifications arrive
+      assert.ok(slow.state.peak <= 10, `at most 10 live items waited for the database (${slow.state.peak} did; 300 were notified)`);
+      slow.open();
+      await until(() => slow.state.writes.size === 301, 'every item written once the database caught up');
+      assert.ok(slow.state.peak <= 100, `read back a history page at a time (${slow.state.peak} writes waited at most)`);
+      // Live again: a new publication is written without another history read.
+      await alice.iq('set', site.jid, publish('/tags/flood', 'f301'));
+      await until(() => slow.state.writes.has('f301'), 'a publication after the drain, written as it arrives');
+    } finally {
+      slow.open();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('a stop while notifications are left to the history loses nothing: the next start replays them', async () => {
+    await alice.iq('set', site.jid, create('/tags/flood2'));
+    await alice.iq('set', site.jid, publish('/tags/flood2', 'g0'));
+    const slow = slowSink('/tags/flood2');
+    const first = await startPartner(site, 'pubsub.beta.test', slow.sink, { positions, liveBacklogItems: 10, digestMs: 0 });
+    try {
+      await until(() => slow.state.writes.has('g0') && saved.has(`${site.jid} /tags/flood2`), 'the catch-up of the first item and its history position');
+      slow.shut();
+      for (let i = 1; i <= 60; i++) await alice.iq('set', site.jid, publish('/tags/flood2', `g${i}`));
+      await new Promise((r) => setTimeout(r, 200));
+      await first.manager.stop(); // returns though the database still holds the live writes
+    } finally {
+      slow.open();
+      await first.manager.stop();
+      await first.harness.stop();
+    }
+    const again = slowSink('/tags/flood2');
+    const second = await startPartner(site, 'pubsub.beta.test', again.sink, { positions, liveBacklogItems: 10, digestMs: 0 });
+    try {
+      await until(() => new Set([...slow.state.writes.keys(), ...again.state.writes.keys()]).size === 61, 'every item written by the first run or replayed by the second');
+    } finally {
+      await second.manager.stop();
+      await second.harness.stop();
+    }
+  });
+});
