@@ -36,6 +36,12 @@ export interface Page<T> {
   count: number;
   /** Position of entries[0] in the whole set (meaningless when entries is empty). */
   firstIndex: number;
+  /**
+   * Whether the page reaches the end of the set in its direction (its last entry for a forward
+   * page, its first for a `before` page), where the backend knows it exactly while `firstIndex`
+   * may be approximate (XEP-0059 §2.2). Undefined: `firstIndex` and `count` are exact.
+   */
+  complete?: boolean;
 }
 
 /** Which part of a node's archive a query covers (all bounds optional). */

@@ -68,7 +68,7 @@ export function mamRoutes(service: PubsubService, jid: string, send: (stanzas: s
       }),
     );
     const backwards = rsm?.before !== undefined;
-    const complete = backwards ? page.entries.length === 0 || page.firstIndex === 0 : page.firstIndex + page.entries.length >= page.count;
+    const complete = page.complete ?? (backwards ? page.entries.length === 0 || page.firstIndex === 0 : page.firstIndex + page.entries.length >= page.count);
     const fin = new Element('fin', { xmlns: NS.MAM, complete: String(complete) });
     return fin.cnode(rsmResult(page, page.entries.map((e) => e.id))).up();
   };

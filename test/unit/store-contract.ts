@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DEFAULT_NODE_CONFIG } from '../../src/pubsub/node-config.ts';
-import type { Item, NodeRecord } from '../../src/pubsub/types.ts';
-import type { Store } from '../../src/store/store.ts';
+import type { ArchiveEntry, Item, NodeRecord } from '../../src/pubsub/types.ts';
+import type { Page, Store } from '../../src/store/store.ts';
 
 export interface StoreFactory {
   /** A fresh, empty, opened store. */
@@ -267,6 +267,48 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await s.deleteNode('n');
       await s.putNode(node('n'));
       assert.deepEqual(await s.pageArchive('n', {}, { max: 10 }), { entries: [], count: 0, firstIndex: 0 });
+      await s.close();
+    });
+
+    it('pages through a trimmed archive forwards and backwards: every entry once, exact positions, the end known', async () => {
+      const s = await factory.create();
+      await s.putNode(node('n'));
+      const ids: string[] = [];
+      // 30 entries kept of 40 appended: the oldest 10 trimmed; a time window over part of them.
+      for (let i = 0; i < 40; i++) ids.push(await s.appendArchive('n', { stamp: 1000 + i * 10, item: item(`a${i}`) }, 30));
+      const kept = ids.slice(10);
+      // What XEP-0313's <fin complete/> says of a page (src/xmpp/mam.ts).
+      const ends = (p: Page<ArchiveEntry>, backwards: boolean): boolean => p.complete ?? (backwards ? p.entries.length === 0 || p.firstIndex === 0 : p.firstIndex + p.entries.length >= p.count);
+      for (const [query, expected] of [
+        [{}, kept],
+        [{ start: 1000 + 15 * 10, end: 1000 + 33 * 10 }, ids.slice(15, 34)],
+      ] as const) {
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (let n = 0; n < 20; n++) {
+          const p = (await s.pageArchive('n', query, { max: 7, ...(after !== undefined ? { after } : {}) })) ?? assert.fail('page expected');
+          assert.equal(p.count, expected.length, 'count');
+          assert.equal(p.firstIndex, seen.length, 'the index of the first entry of a forward page');
+          seen.push(...p.entries.map((e) => e.id));
+          const end = ends(p, false);
+          assert.equal(end, seen.length === expected.length, `complete only on the last page (after ${seen.length})`);
+          if (end) break;
+          after = p.entries.at(-1)?.id;
+        }
+        assert.deepEqual(seen, expected, 'forwards: every entry once, in order');
+        const back: string[] = [];
+        let before = '';
+        for (let n = 0; n < 20; n++) {
+          const p = (await s.pageArchive('n', query, { max: 7, before })) ?? assert.fail('page expected');
+          back.unshift(...p.entries.map((e) => e.id));
+          assert.equal(p.firstIndex, expected.length - back.length, 'the index of the first entry of a backward page');
+          const end = ends(p, true);
+          assert.equal(end, back.length === expected.length, `complete only on the first page (before ${back.length})`);
+          if (end) break;
+          before = p.entries[0]?.id as string;
+        }
+        assert.deepEqual(back, expected, 'backwards: every entry once');
+      }
       await s.close();
     });
 
