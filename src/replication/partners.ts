@@ -93,8 +93,6 @@ interface LiveTrack {
   inFlight: number;
   /** Notifications are left to the node's history (the sink fell behind): a drain replays them. */
   deferred?: boolean;
-  /** A notification was left to the history since the drain's current round asked for its first page. */
-  leftSince?: boolean;
   /** Position waiting to be written, and the write under way (writes are coalesced). */
   next?: string;
   saving?: Promise<void>;
@@ -104,6 +102,10 @@ interface Followed {
   service: string;
   node: string;
   live: LiveTrack;
+  /** Our subscription's id, when the service gave one. */
+  subid?: string;
+  /** Configuring the subscription after subscribing (setUpSubscription). */
+  setUp?: Promise<void>;
 }
 
 /** Smallest delay of a retried discovery (doubling up to the interval). */
@@ -340,7 +342,9 @@ export class PartnerManager {
     try {
       const subscription = await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
-      digests = this.askForDigests(service, node, subscription?.attrs.subid as string | undefined);
+      const subid = subscription?.attrs.subid as string | undefined;
+      if (subid !== undefined) f.subid = subid;
+      digests = f.setUp = this.setUpSubscription(service, node, subid);
     } catch (err) {
       this.followed.delete(k);
       const refused = err instanceof IqError;
@@ -396,24 +400,46 @@ export class PartnerManager {
   }
 
   /**
-   * Asks for notification digests on our subscription to a partner's node (XEP-0060 §6.3.6:
-   * configured after subscribing), when the digest setting is on and the service's options form
-   * offers pubsub#digest: many items then travel in one message. Otherwise (an older Hermod, a
-   * service without subscription options) notifications stay one per item; never fails.
+   * Configures our subscription to a partner's node after subscribing (XEP-0060 §6.3.6), from
+   * its options form: asks for notification digests when the digest setting is on and the form
+   * offers pubsub#digest (many items then travel in one message; otherwise — an older Hermod, a
+   * service without subscription options — one notification per item), and turns delivery back
+   * on (pubsub#deliver) where a drain that did not finish (a stop, a crash) left it paused.
+   * Never fails.
    */
-  private async askForDigests(service: string, node: string, subid: string | undefined): Promise<void> {
+  private async setUpSubscription(service: string, node: string, subid: string | undefined): Promise<void> {
     const ms = this.o.digestMs;
-    if (!ms) return;
     try {
-      const fields = await this.client.subscriptionOptionFields(service, node, subid);
-      if (!fields.includes('pubsub#digest')) {
-        this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
-        return;
-      }
-      await this.client.configureSubscription(service, node, { 'pubsub#digest': '1', ...(fields.includes('pubsub#digest_frequency') ? { 'pubsub#digest_frequency': String(ms) } : {}) }, subid);
-      this.o.log.debug('notification digests asked for', { service, node, digestMs: ms });
+      const options = await this.client.subscriptionOptions(service, node, subid);
+      const change: Record<string, string> = {};
+      const deliver = options.get('pubsub#deliver');
+      if (deliver === '0' || deliver === 'false') change['pubsub#deliver'] = '1';
+      if (ms && options.has('pubsub#digest')) {
+        change['pubsub#digest'] = '1';
+        if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
+      } else if (ms) this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
+      if (Object.keys(change).length === 0) return;
+      await this.client.configureSubscription(service, node, change, subid);
+      this.o.log.debug('subscription configured', { service, node, ...change });
     } catch (err) {
-      this.o.log.debug('notification digests not available; one notification per item', { service, node, reason: String(err) });
+      this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
+    }
+  }
+
+  /**
+   * Pauses (false) or resumes (true) the delivery of a followed node's notifications to us
+   * (pubsub#deliver, XEP-0060 §6.3): a drain pauses it while it reads the history, so that
+   * nobody carries notifications we would leave. Resolves to whether the service took it
+   * (false: one it does not offer, or no answer: logged, the notifications keep coming).
+   */
+  private async setDelivery(f: Followed, deliver: boolean): Promise<boolean> {
+    try {
+      await f.setUp;
+      await this.client.configureSubscription(f.service, f.node, { 'pubsub#deliver': deliver ? '1' : '0' }, f.subid);
+      return true;
+    } catch (err) {
+      this.o.log[deliver ? 'warn' : 'debug'](`${deliver ? 'resuming' : 'pausing'} notification delivery failed`, { service: f.service, node: f.node, reason: String(err) });
+      return false;
     }
   }
 
@@ -586,23 +612,97 @@ export class PartnerManager {
    * first sync of a large database) would have us hold its notifications in memory until their
    * turn, without bound: XMPP has no flow control of its own, and pausing our socket would hold
    * back the IQ results that work under way waits for. So once `liveBacklogItems` items wait for
-   * the sink, a node whose history we can read (XEP-0313 on nodes, positions kept; not while its
+   * the sink, a node whose history we can read (XEP-0313 on nodes, positions kept; not while a
    * catch-up runs) leaves its further notifications to that history: they are not applied and
-   * its position stays before the first of them; `drain` reads them back page by page, at the
-   * sink's pace, once the backlog has fallen to a quarter. Nothing is lost (the archive keeps
-   * them; a restart replays from the position) and memory stays bounded. True: left.
+   * its position stays before the first of them; `drain` reads them back at the sink's pace.
+   * Nothing is lost (the archive keeps them; a restart replays from the position) and memory
+   * stays bounded. True: this one was left.
    */
   private leaveToHistory(f: Followed): boolean {
     const live = f.live;
-    if (!live.deferred) {
-      if (this.backlog < this.backlogBound || live.catchingUp || !this.o.positions || !this.withHistory.has(f.service)) return false;
-      live.deferred = true;
-      this.o.log.info('partner notifications arrive faster than they are written: reading the node from its history at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
-      const drain = this.drain(f).finally(() => this.drains.delete(drain));
-      this.drains.add(drain);
-    }
-    live.leftSince = true;
+    if (live.deferred) return true;
+    if (this.backlog < this.backlogBound || live.catchingUp || !this.o.positions || !this.withHistory.has(f.service)) return false;
+    live.deferred = true;
+    this.o.log.info('partner notifications arrive faster than they are written: reading the node from its history at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
+    const drain = this.drain(f).finally(() => this.drains.delete(drain));
+    this.drains.add(drain);
     return true;
+  }
+
+  /**
+   * Reads back what leaveToHistory left of a node. Asks the service to pause delivery
+   * (pubsub#deliver) meanwhile — the history has it all, and nobody need carry what we would
+   * leave — then, once the backlog is down to a quarter of its bound and the node's own live
+   * work has settled (its position written), reads the history page by page (one page ahead:
+   * the sink sets the pace) from the saved position to its end. Then it resumes delivery and
+   * catches up as a follow does: notifications are applied as they arrive again, and the
+   * history is read on only up to the first of them (everything after it arrives live). A failed
+   * attempt is tried again from where it stopped after 2 s, doubling up to the discovery
+   * interval. Ends on stop() and when the node is no longer followed. Never rejects.
+   */
+  private async drain(f: Followed): Promise<void> {
+    const { service, node, live } = f;
+    const positions = this.o.positions as HistoryPositions;
+    const k = key(service, node);
+    const gone = (): boolean => this.stopped || this.followed.get(k) !== f;
+    const held = (complete: boolean): void => {
+      if (complete || live.held) return;
+      live.held = true;
+      this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service, node });
+    };
+    let paused = this.setDelivery(f, false);
+    let from: string | undefined;
+    let first = true;
+    let entries = 0;
+    let retryMs = DISCOVERY_RETRY_MS;
+    for (let attempt = 1; attempt <= 1_000; attempt++) {
+      // Woken by each live event that settles (the sink's writes end: they succeed, or fail
+      // after its bounded retries) and by stop().
+      while (!this.stopped && (this.backlog > this.backlogBound / 4 || live.inFlight > 0)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
+      await live.saving;
+      if (gone()) return;
+      try {
+        // To the end of the history. From the saved position everything before it was applied,
+        // so the replay may move it; after an entry that could not be applied it stays put.
+        const start = first ? await positions.get(service, node) : from;
+        const pulled = await this.replayHistory(service, node, start, first || !live.held ? positions : undefined);
+        if (first && pulled.complete) live.held = false;
+        held(pulled.complete);
+        first = false;
+        from = pulled.last ?? start;
+        entries += pulled.replayed;
+        // Delivery back on; then up to the first notification that arrives live.
+        if (await paused) {
+          if (!(await this.setDelivery(f, true))) throw new Error('the partner service did not resume delivery');
+          paused = Promise.resolve(false);
+        }
+        if (gone()) return;
+        live.deferred = false;
+        live.catchingUp = true;
+        live.liveSids = new Set();
+        live.afterCatchUp = undefined;
+        try {
+          const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live);
+          held(rest.complete);
+          entries += rest.replayed;
+        } catch (err) {
+          live.deferred = true; // left again until the next attempt reads them
+          throw err;
+        } finally {
+          live.catchingUp = false;
+          live.liveSids = undefined;
+        }
+        if (live.afterCatchUp !== undefined && !live.held) this.savePosition(f, live.afterCatchUp);
+        live.afterCatchUp = undefined;
+        this.o.log.info('caught up with partner node from its history; applying its notifications as they arrive again', { service, node, entries, attempts: attempt });
+        return;
+      } catch (err) {
+        if (gone()) return;
+        this.o.log.warn('reading the history of a partner node (notifications left to it) failed; trying again', { service, node, reason: String(err), retryInSeconds: retryMs / 1000 });
+        await this.pause(retryMs);
+        retryMs = Math.min(retryMs * 2, this.o.intervalMs);
+      }
+    }
   }
 
   /** Waits `ms`, or less when stop() is called. */
@@ -628,61 +728,6 @@ export class PartnerManager {
     const waiters = this.backlogWaiters;
     this.backlogWaiters = [];
     for (const wake of waiters) wake();
-  }
-
-  /**
-   * Replays what leaveToHistory left of a node, in rounds: each waits until the backlog is down
-   * to a quarter of its bound and the node's own live work has settled (its position written),
-   * then reads the history to its end from where the last round stopped (the first from the
-   * saved position). A round during which no notification was left ends the drain: whatever
-   * arrives after it is applied live (what it read and what arrives live may overlap; the sink
-   * writes a revision it has once). A failed round is tried again after 2 s, doubling up to the
-   * discovery interval. Ends on stop() and when the node is no longer followed. Never rejects.
-   */
-  private async drain(f: Followed): Promise<void> {
-    const { service, node, live } = f;
-    const positions = this.o.positions as HistoryPositions;
-    const k = key(service, node);
-    const gone = (): boolean => this.stopped || this.followed.get(k) !== f;
-    let from: string | undefined;
-    let first = true;
-    let entries = 0;
-    let retryMs = DISCOVERY_RETRY_MS;
-    // Bounded: each round either ends the drain or follows notifications left meanwhile.
-    for (let round = 1; round <= 1_000_000; round++) {
-      // Each wait is woken by a live event settling (the sink's writes end: they succeed, or
-      // fail after its bounded retries) or by stop().
-      while (!this.stopped && (this.backlog > this.backlogBound / 4 || live.inFlight > 0)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
-      await live.saving;
-      if (gone()) return;
-      live.leftSince = false;
-      try {
-        const start = first ? await positions.get(service, node) : from;
-        // From the saved position everything before it was applied, so the replay may move it;
-        // after a round that could not apply an entry, the position stays before that entry.
-        const { replayed, complete, last } = await this.replayHistory(service, node, start, first || !live.held ? positions : undefined);
-        if (first && complete) live.held = false;
-        if (!complete && !live.held) {
-          live.held = true;
-          this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service, node });
-        }
-        first = false;
-        from = last ?? start;
-        entries += replayed;
-        retryMs = DISCOVERY_RETRY_MS;
-      } catch (err) {
-        if (gone()) return;
-        this.o.log.warn('reading the history of a partner node (notifications left to it) failed; trying again', { service, node, reason: String(err), retryInSeconds: retryMs / 1000 });
-        await this.pause(retryMs);
-        retryMs = Math.min(retryMs * 2, this.o.intervalMs);
-        continue;
-      }
-      if (!live.leftSince) {
-        live.deferred = false;
-        this.o.log.info('caught up with partner node from its history; applying its notifications as they arrive again', { service, node, entries, rounds: round });
-        return;
-      }
-    }
   }
 
   /** Handles a pub/sub event message (or a history result); returns false if it was not ours. */

@@ -141,13 +141,19 @@ export class PubsubClient {
   }
 
   /**
-   * The names of the fields of this client's subscription options form for a node (XEP-0060
-   * §6.3.2), e.g. `pubsub#digest`; `subid` for a JID with several subscriptions.
+   * This client's subscription options form for a node (XEP-0060 §6.3.2): field var (e.g.
+   * `pubsub#digest`) -> its first value ('' when it has none), FORM_TYPE left out; `subid` for a
+   * JID with several subscriptions. Rejects with the service's IqError.
    */
-  async subscriptionOptionFields(service: string, node: string, subid?: string): Promise<string[]> {
+  async subscriptionOptions(service: string, node: string, subid?: string): Promise<Map<string, string>> {
     const res = await this.iq.request(service, 'get', new Element('pubsub', { xmlns: NS.PUBSUB }).c('options', { node, jid: this.self, ...(subid ? { subid } : {}) }).up());
     const x = res.getChild('pubsub', NS.PUBSUB)?.getChild('options')?.getChild('x', NS.DATA_FORMS);
-    return (x?.getChildren('field') ?? []).map((f) => String(f.attrs.var ?? '')).filter((v) => v !== '' && v !== 'FORM_TYPE');
+    const options = new Map<string, string>();
+    for (const f of x?.getChildren('field') ?? []) {
+      const name = String(f.attrs.var ?? '');
+      if (name !== '' && name !== 'FORM_TYPE') options.set(name, f.getChildText('value') ?? '');
+    }
+    return options;
   }
 
   /**

@@ -2,7 +2,8 @@
 // leaveToHistory/drain), on the in-process wire harness: when the partner's database falls behind
 // a site that keeps publishing, the partner holds at most `liveBacklogItems` live items waiting
 // for it and leaves the rest to the node's history (XEP-0313), which it reads back page by page
-// once the database has caught up. Nothing is lost, also across a stop in the middle.
+// once the database has caught up, with delivery paused (pubsub#deliver) meanwhile. Nothing is
+// lost, also across a stop in the middle, and delivery comes back on.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -71,13 +72,23 @@ describe("a partner's flow control: live notifications its database cannot take 
     await alice.iq('set', site.jid, create('/tags/flood'));
     await alice.iq('set', site.jid, publish('/tags/flood', 'f0'));
     const slow = slowSink('/tags/flood');
-    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', slow.sink, { positions, liveBacklogItems: 10, digestMs: 0 });
+    const notified: string[] = [];
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', slow.sink, {
+      positions,
+      liveBacklogItems: 10,
+      digestMs: 0,
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        if (items?.attrs.node === '/tags/flood') for (const item of items.getChildren('item')) notified.push(String(item.attrs.id));
+      },
+    });
     try {
       await until(() => slow.state.writes.has('f0') && saved.has(`${site.jid} /tags/flood`), 'the catch-up of the first item and its history position');
       slow.shut();
       for (let i = 1; i <= 300; i++) await alice.iq('set', site.jid, publish('/tags/flood', `f${i}`));
       await new Promise((r) => setTimeout(r, 200)); // the last notifications arrive
-      assert.ok(slow.state.peak <= 10, `at most 10 live items waited for the database (${slow.state.peak} did; 300 were notified)`);
+      assert.ok(slow.state.peak <= 10, `at most 10 live items waited for the database (${slow.state.peak} did; 300 were published)`);
+      assert.ok(notified.length < 150, `delivery paused (pubsub#deliver) while the history has them: ${notified.length} of 300 notified`);
       slow.open();
       await until(() => slow.state.writes.size === 301, 'every item written once the database caught up');
       assert.ok(slow.state.peak <= 100, `read back a history page at a time (${slow.state.peak} writes waited at most)`);
@@ -111,6 +122,9 @@ describe("a partner's flow control: live notifications its database cannot take 
     const second = await startPartner(site, 'pubsub.beta.test', again.sink, { positions, liveBacklogItems: 10, digestMs: 0 });
     try {
       await until(() => new Set([...slow.state.writes.keys(), ...again.state.writes.keys()]).size === 61, 'every item written by the first run or replayed by the second');
+      // The first run paused delivery and did not live to resume it: the second turned it back on.
+      await alice.iq('set', site.jid, publish('/tags/flood2', 'g61'));
+      await until(() => again.state.writes.has('g61'), 'a publication after the restart, notified and written');
     } finally {
       await second.manager.stop();
       await second.harness.stop();
