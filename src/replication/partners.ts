@@ -93,6 +93,8 @@ interface LiveTrack {
   inFlight: number;
   /** Notifications are left to the node's history (the sink fell behind): a drain replays them. */
   deferred?: boolean;
+  /** During a catch-up: it has a restart point in the history, so notifications may be left (CatchUpStart.replayable). */
+  replayable?: boolean;
   /** Position waiting to be written, and the write under way (writes are coalesced). */
   next?: string;
   saving?: Promise<void>;
@@ -106,6 +108,16 @@ interface Followed {
   subid?: string;
   /** Configuring the subscription after subscribing (setUpSubscription). */
   setUp?: Promise<void>;
+}
+
+/** Where a node's catch-up starts (see PartnerManager.catchUpStart). */
+interface CatchUpStart {
+  /** The saved history position: the catch-up replays the history after it. */
+  position?: string;
+  /** First follow: the newest history entry before we subscribed (undefined: the history was empty). */
+  end?: string;
+  /** Whether everything published after our subscription can be read back from the history. */
+  replayable: boolean;
 }
 
 /** Smallest delay of a retried discovery (doubling up to the interval). */
@@ -339,21 +351,24 @@ export class PartnerManager {
     const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Set(), liveSids: new Set(), held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
+    let start: CatchUpStart;
     try {
+      start = await this.catchUpStart(service, node);
+      f.live.replayable = start.replayable;
       const subscription = await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
       const subid = subscription?.attrs.subid as string | undefined;
       if (subid !== undefined) f.subid = subid;
       digests = f.setUp = this.setUpSubscription(service, node, subid);
     } catch (err) {
-      this.followed.delete(k);
+      if (this.followed.get(k) === f) this.followed.delete(k);
       const refused = err instanceof IqError;
       this.o.log[refused ? 'info' : 'warn']('partner node refused the subscription', { service, node, reason: String(err) });
       return refused ? undefined : `subscribing to ${node}: ${String(err)}`;
     }
     let failure: string | undefined;
     try {
-      await this.catchUp(service, node, f);
+      await this.catchUp(service, node, f, start);
     } catch (err) {
       // Followed again (and caught up from where it stopped) by the retried discovery.
       if (this.followed.get(k) === f) this.followed.delete(k);
@@ -364,8 +379,30 @@ export class PartnerManager {
     f.live.liveSids = undefined;
     // Saved before anything else waits: a drain (leaveToHistory) starts from the saved position.
     if (failure === undefined && f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
+    this.backlogChanged(); // a drain waits for the catch-up
     await digests;
     return failure;
+  }
+
+  /**
+   * Where a catch-up starts, read before subscribing: the node's saved history position, or, on
+   * a first follow of a node with history, the id of the newest history entry (undefined: none
+   * yet). Everything published after that point is in the history after it, so notifications
+   * left to the history during the catch-up (leaveToHistory) are read back by a drain that
+   * starts there (`replayable`). A history that cannot be read: current items only.
+   */
+  private async catchUpStart(service: string, node: string): Promise<CatchUpStart> {
+    const positions = this.o.positions && this.withHistory.has(service) ? this.o.positions : undefined;
+    if (!positions) return { replayable: false };
+    const position = await positions.get(service, node);
+    if (position !== undefined) return { position, replayable: true };
+    try {
+      const end = await this.client.historyEnd(service, node);
+      return { ...(end !== undefined ? { end } : {}), replayable: true };
+    } catch (err) {
+      this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
+      return { replayable: false };
+    }
   }
 
   /**
@@ -458,9 +495,9 @@ export class PartnerManager {
    * in order, so deletions missed while offline arrive too. Otherwise reads the node's current
    * items (RSM pages), after noting the history's end as the position for next time.
    */
-  private async catchUp(service: string, node: string, f: Followed): Promise<void> {
+  private async catchUp(service: string, node: string, f: Followed, start: CatchUpStart): Promise<void> {
     const positions = this.o.positions && this.withHistory.has(service) ? this.o.positions : undefined;
-    const position = await positions?.get(service, node);
+    const { position } = start;
     this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
     if (positions && position !== undefined) {
       try {
@@ -471,14 +508,20 @@ export class PartnerManager {
       } catch (err) {
         if (this.stopped) throw err;
         this.o.log.warn('history replay failed; reading current items instead', { service, node, reason: String(err) });
+        // No restart point before our subscription any more: nothing more is left to the history,
+        // and what was already left is read as current items, to the end.
+        f.live.replayable = false;
+        if (f.live.deferred) f.live.liveItems = undefined;
       }
     }
-    const end = positions
-      ? await this.client.historyEnd(service, node).catch((err: unknown) => {
-          this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
-          return undefined;
-        })
-      : undefined;
+    const end = position === undefined
+      ? start.end
+      : positions
+        ? await this.client.historyEnd(service, node).catch((err: unknown) => {
+            this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
+            return undefined;
+          })
+        : undefined;
     let count = 0;
     const partner = this.partnerOf.get(service);
     let reachedLive = false;
@@ -612,8 +655,9 @@ export class PartnerManager {
    * first sync of a large database) would have us hold its notifications in memory until their
    * turn, without bound: XMPP has no flow control of its own, and pausing our socket would hold
    * back the IQ results that work under way waits for. So once `liveBacklogItems` items wait for
-   * the sink, a node whose history we can read (XEP-0313 on nodes, positions kept; not while a
-   * catch-up runs) leaves its further notifications to that history: they are not applied and
+   * the sink, a node whose history we can read (XEP-0313 on nodes, positions kept; during a
+   * catch-up, only one that started from a point in that history) leaves its further
+   * notifications to that history: they are not applied and
    * its position stays before the first of them; `drain` reads them back at the sink's pace.
    * Nothing is lost (the archive keeps them; a restart replays from the position) and memory
    * stays bounded. True: this one was left.
@@ -621,7 +665,7 @@ export class PartnerManager {
   private leaveToHistory(f: Followed): boolean {
     const live = f.live;
     if (live.deferred) return true;
-    if (this.backlog < this.backlogBound || live.catchingUp || !this.o.positions || !this.withHistory.has(f.service)) return false;
+    if (this.backlog < this.backlogBound || !this.o.positions || !this.withHistory.has(f.service) || (live.catchingUp && !live.replayable)) return false;
     live.deferred = true;
     this.o.log.info('partner notifications arrive faster than they are written: reading the node from its history at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
     const drain = this.drain(f).finally(() => this.drains.delete(drain));
@@ -658,7 +702,7 @@ export class PartnerManager {
     for (let attempt = 1; attempt <= 1_000; attempt++) {
       // Woken by each live event that settles (the sink's writes end: they succeed, or fail
       // after its bounded retries) and by stop().
-      while (!this.stopped && (this.backlog > this.backlogBound / 4 || live.inFlight > 0)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
+      while (!this.stopped && (this.backlog > this.backlogBound / 4 || live.inFlight > 0 || live.catchingUp)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
       await live.saving;
       if (gone()) return;
       try {
@@ -679,6 +723,7 @@ export class PartnerManager {
         if (gone()) return;
         live.deferred = false;
         live.catchingUp = true;
+        live.replayable = false; // this last short catch-up applies what arrives
         live.liveSids = new Set();
         live.afterCatchUp = undefined;
         try {

@@ -102,6 +102,26 @@ describe("a partner's flow control: live notifications its database cannot take 
     }
   });
 
+  it('bounds the live notifications that arrive while a first follow still catches up on the items', async () => {
+    await alice.iq('set', site.jid, create('/tags/busy'));
+    for (let i = 0; i < 250; i++) await alice.iq('set', site.jid, publish('/tags/busy', `b${i}`));
+    const slow = slowSink('/tags/busy');
+    slow.shut(); // the catch-up's first page waits for the database
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', slow.sink, { positions, liveBacklogItems: 10, digestMs: 0 });
+    try {
+      await until(() => slow.state.waiting > 0, "the catch-up's first page handed to the database");
+      for (let i = 250; i < 550; i++) await alice.iq('set', site.jid, publish('/tags/busy', `b${i}`));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(slow.state.peak <= 110, `a catch-up page and at most 10 live items waited (${slow.state.peak} did; 300 were published meanwhile)`);
+      slow.open();
+      await until(() => slow.state.writes.size === 550, 'every item written: the catch-up, then the history from before our subscription');
+    } finally {
+      slow.open();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
   it('a stop while notifications are left to the history loses nothing: the next start replays them', async () => {
     await alice.iq('set', site.jid, create('/tags/flood2'));
     await alice.iq('set', site.jid, publish('/tags/flood2', 'g0'));
