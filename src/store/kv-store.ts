@@ -800,16 +800,15 @@ export class KvStore implements Store {
     const range = { lo: prefix + SEP + above, hi: prefix + SEP + below };
     const whole = above === '' && below === '\uffff';
     const count = whole ? (this.books.get(node)?.archive.count ?? (await this.json<ItemMeta>(key('H', node)))?.count ?? 0) : await this.archiveCount(range.lo, range.hi);
-    if (page.after !== undefined || (page.before !== undefined && page.before !== '')) {
-      const { entries, firstIndex, complete } = await this.archivePage(range, count, page.after !== undefined ? { afterKey: prefix + SEP + page.after } : { beforeKey: prefix + SEP + (page.before as string) }, page.max);
-      return { entries: entries.map(([, v]) => JSON.parse(v) as ArchiveEntry), count, firstIndex, complete };
+    if (page.after === undefined && page.before === undefined && (page.index ?? 0) > 0) {
+      // A page at an index (XEP-0059 §2.5): placed by skipping keys, O(index).
+      const { entries, firstIndex } = await this.pageRange(range, count, { max: page.max, index: page.index as number });
+      return { entries: entries.map(([, v]) => JSON.parse(v) as ArchiveEntry), count, firstIndex };
     }
-    const { entries, firstIndex } = await this.pageRange(range, count, {
-      max: page.max,
-      ...(page.before !== undefined ? { beforeKey: '' } : {}),
-      ...(page.index !== undefined ? { index: page.index } : {}),
-    });
-    return { entries: entries.map(([, v]) => JSON.parse(v) as ArchiveEntry), count, firstIndex };
+    // After or before an entry, the last page (before ''), or the first page.
+    const at = page.after !== undefined ? { afterKey: prefix + SEP + page.after } : page.before !== undefined ? { beforeKey: page.before === '' ? range.hi : prefix + SEP + page.before } : { afterKey: range.lo };
+    const { entries, firstIndex, complete } = await this.archivePage(range, count, at, page.max);
+    return { entries: entries.map(([, v]) => JSON.parse(v) as ArchiveEntry), count, firstIndex, complete };
   }
 
   /**

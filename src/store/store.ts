@@ -38,8 +38,9 @@ export interface Page<T> {
   firstIndex: number;
   /**
    * Whether the page reaches the end of the set in its direction (its last entry for a forward
-   * page, its first for a `before` page), where the backend knows it exactly while `firstIndex`
-   * may be approximate (XEP-0059 §2.2). Undefined: `firstIndex` and `count` are exact.
+   * page, its first for a `before` page), known exactly where `firstIndex` and `count` may be
+   * approximate (XEP-0059 §2.2; the LevelDB/CouchDB archive). Undefined: derive it from
+   * `firstIndex` and `count`, which are then exact.
    */
   complete?: boolean;
 }
