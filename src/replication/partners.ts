@@ -129,6 +129,8 @@ export const FOLLOWS_AT_ONCE = 4;
  * few of the sink's flushes (250 revisions each), some tens of MiB of parsed notifications.
  */
 export const LIVE_BACKLOG_ITEMS = 2000;
+/** Attempts of a drain (see PartnerManager.drain) before the node is followed afresh. */
+const DRAIN_ATTEMPTS = 10;
 /** Entries per history (XEP-0313) page read by a catch-up or a drain. */
 const HISTORY_PAGE = 100;
 
@@ -362,16 +364,23 @@ export class PartnerManager {
       digests = f.setUp = this.setUpSubscription(service, node, subid);
     } catch (err) {
       if (this.followed.get(k) === f) this.followed.delete(k);
+      f.live.held = true; // what settles late must not move the position
+      f.live.catchingUp = false;
+      this.backlogChanged(); // a drain started meanwhile sees the node gone
       const refused = err instanceof IqError;
       this.o.log[refused ? 'info' : 'warn']('partner node refused the subscription', { service, node, reason: String(err) });
       return refused ? undefined : `subscribing to ${node}: ${String(err)}`;
     }
     let failure: string | undefined;
     try {
+      // Delivery on before the catch-up reads the history: a drain cut short may have left it paused.
+      await f.setUp;
       await this.catchUp(service, node, f, start);
     } catch (err) {
-      // Followed again (and caught up from where it stopped) by the retried discovery.
+      // Followed again (and caught up from where it stopped) by the retried discovery. Live
+      // notifications still being applied must not move the position past what was not read.
       if (this.followed.get(k) === f) this.followed.delete(k);
+      f.live.held = true;
       failure = `catching up on ${node}: ${String(err)}`;
     }
     f.live.catchingUp = false;
@@ -380,7 +389,7 @@ export class PartnerManager {
     // Saved before anything else waits: a drain (leaveToHistory) starts from the saved position.
     if (failure === undefined && f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
     this.backlogChanged(); // a drain waits for the catch-up
-    await digests;
+    await digests?.catch(() => undefined); // its failure is the catch-up's (awaited above)
     return failure;
   }
 
@@ -446,11 +455,13 @@ export class PartnerManager {
    */
   private async setUpSubscription(service: string, node: string, subid: string | undefined): Promise<void> {
     const ms = this.o.digestMs;
+    let paused = false;
     try {
       const options = await this.client.subscriptionOptions(service, node, subid);
       const change: Record<string, string> = {};
       const deliver = options.get('pubsub#deliver');
-      if (deliver === '0' || deliver === 'false') change['pubsub#deliver'] = '1';
+      paused = deliver === '0' || deliver === 'false';
+      if (paused) change['pubsub#deliver'] = '1';
       if (ms && options.has('pubsub#digest')) {
         change['pubsub#digest'] = '1';
         if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
@@ -459,6 +470,8 @@ export class PartnerManager {
       await this.client.configureSubscription(service, node, change, subid);
       this.o.log.debug('subscription configured', { service, node, ...change });
     } catch (err) {
+      // Delivery left paused would lose what is published after the catch-up: the follow fails (and is tried again).
+      if (paused) throw new Error(`resuming the paused delivery failed: ${String(err)}`);
       this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
     }
   }
@@ -466,17 +479,18 @@ export class PartnerManager {
   /**
    * Pauses (false) or resumes (true) the delivery of a followed node's notifications to us
    * (pubsub#deliver, XEP-0060 §6.3): a drain pauses it while it reads the history, so that
-   * nobody carries notifications we would leave. Resolves to whether the service took it
-   * (false: one it does not offer, or no answer: logged, the notifications keep coming).
+   * nobody carries notifications we would leave. Resolves to `taken`, `refused` (an error
+   * answer: a service without the option; nothing changed) or `unknown` (no answer: it may have
+   * been applied). Logged when not taken.
    */
-  private async setDelivery(f: Followed, deliver: boolean): Promise<boolean> {
+  private async setDelivery(f: Followed, deliver: boolean): Promise<'taken' | 'refused' | 'unknown'> {
     try {
-      await f.setUp;
+      await f.setUp?.catch(() => undefined);
       await this.client.configureSubscription(f.service, f.node, { 'pubsub#deliver': deliver ? '1' : '0' }, f.subid);
-      return true;
+      return 'taken';
     } catch (err) {
       this.o.log[deliver ? 'warn' : 'debug'](`${deliver ? 'resuming' : 'pausing'} notification delivery failed`, { service: f.service, node: f.node, reason: String(err) });
-      return false;
+      return err instanceof IqError ? 'refused' : 'unknown';
     }
   }
 
@@ -508,8 +522,10 @@ export class PartnerManager {
       } catch (err) {
         if (this.stopped) throw err;
         this.o.log.warn('history replay failed; reading current items instead', { service, node, reason: String(err) });
-        // No restart point before our subscription any more: nothing more is left to the history,
-        // and what was already left is read as current items, to the end.
+        // No restart point before our subscription any more: no drain starts during this
+        // catch-up, and what was already left is read as current items, to the end (a drain
+        // reads what is left from here on from the history's end noted now; a retraction left
+        // before it is lost, as in any catch-up from current items).
         f.live.replayable = false;
         if (f.live.deferred) f.live.liveItems = undefined;
       }
@@ -550,8 +566,9 @@ export class PartnerManager {
    * (`complete` false), so the next catch-up tries that one again. With `live` (a catch-up), it
    * stops at the first entry that also reached us live. The next page is asked for while one is
    * applied (one page ahead: the sink sets the pace). `last`: the id of the last entry read.
+   * Ends with a StoppedError on stop() or once `alive` says no (a node no longer followed).
    */
-  private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack): Promise<{ replayed: number; complete: boolean; last: string | undefined }> {
+  private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack, alive?: () => boolean): Promise<{ replayed: number; complete: boolean; last: string | undefined }> {
     let replayed = 0;
     let applied: string | undefined = position;
     let lastRead: string | undefined = position;
@@ -563,7 +580,7 @@ export class PartnerManager {
     };
     let next: Promise<HistoryPage> | undefined = ask(position);
     for (let page = 0; page < 100_000 && next; page++) {
-      if (this.stopped) throw new StoppedError();
+      if (this.stopped || (alive && !alive())) throw new StoppedError();
       const read: HistoryPage = await next;
       const { complete, last } = read;
       // The archive is in publication order and every event since we subscribed reaches us live
@@ -694,44 +711,59 @@ export class PartnerManager {
       live.held = true;
       this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service, node });
     };
-    let paused = this.setDelivery(f, false);
+    let pause = this.setDelivery(f, false);
     let from: string | undefined;
     let first = true;
     let entries = 0;
     let retryMs = DISCOVERY_RETRY_MS;
-    for (let attempt = 1; attempt <= 1_000; attempt++) {
+    let failure: unknown;
+    for (let attempt = 1; attempt <= DRAIN_ATTEMPTS; attempt++) {
       // Woken by each live event that settles (the sink's writes end: they succeed, or fail
-      // after its bounded retries) and by stop().
-      while (!this.stopped && (this.backlog > this.backlogBound / 4 || live.inFlight > 0 || live.catchingUp)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
+      // after its bounded retries), by the end of a catch-up and by stop().
+      while (!gone() && (this.backlog > this.backlogBound / 4 || live.inFlight > 0 || live.catchingUp)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
       await live.saving;
-      if (gone()) return;
+      if (gone()) {
+        live.held = true; // what settles late must not move the position past what was left
+        return;
+      }
       try {
         // To the end of the history. From the saved position everything before it was applied,
         // so the replay may move it; after an entry that could not be applied it stays put.
         const start = first ? await positions.get(service, node) : from;
-        const pulled = await this.replayHistory(service, node, start, first || !live.held ? positions : undefined);
+        const pulled = await this.replayHistory(service, node, start, first || !live.held ? positions : undefined, undefined, () => !gone());
         if (first && pulled.complete) live.held = false;
         held(pulled.complete);
         first = false;
         from = pulled.last ?? start;
         entries += pulled.replayed;
-        // Delivery back on; then up to the first notification that arrives live.
-        if (await paused) {
-          if (!(await this.setDelivery(f, true))) throw new Error('the partner service did not resume delivery');
-          paused = Promise.resolve(false);
+        // Delivery back on (also when the pause got no answer: it may have been applied).
+        const paused = await pause;
+        if (paused !== 'refused') {
+          const resumed = await this.setDelivery(f, true);
+          if (resumed !== 'taken' && !(resumed === 'refused' && paused === 'unknown')) throw new Error('the partner service did not resume delivery');
+          pause = Promise.resolve('refused');
         }
-        if (gone()) return;
+        if (gone()) {
+          live.held = true;
+          return;
+        }
+        // Then up to the first notification that arrives live.
         live.deferred = false;
         live.catchingUp = true;
         live.replayable = false; // this last short catch-up applies what arrives
         live.liveSids = new Set();
         live.afterCatchUp = undefined;
         try {
-          const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live);
+          const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live, () => !gone());
           held(rest.complete);
           entries += rest.replayed;
         } catch (err) {
-          live.deferred = true; // left again until the next attempt reads them
+          // Left again until the next attempt, which starts from the saved position: live
+          // notifications applied meanwhile must not move it past what this one did not read.
+          live.deferred = true;
+          live.held = true;
+          first = true;
+          pause = this.setDelivery(f, false);
           throw err;
         } finally {
           live.catchingUp = false;
@@ -742,13 +774,31 @@ export class PartnerManager {
         this.o.log.info('caught up with partner node from its history; applying its notifications as they arrive again', { service, node, entries, attempts: attempt });
         return;
       } catch (err) {
-        if (gone()) return;
+        if (gone()) {
+          live.held = true;
+          return;
+        }
+        failure = err;
+        // The position fell out of the partner's history (trimmed while we were behind): no
+        // retry can read it; following the node again falls back to its current items.
+        if (err instanceof IqError && err.condition === 'item-not-found') break;
+        if (attempt === DRAIN_ATTEMPTS) break;
         this.o.log.warn('reading the history of a partner node (notifications left to it) failed; trying again', { service, node, reason: String(err), retryInSeconds: retryMs / 1000 });
         await this.pause(retryMs);
         retryMs = Math.min(retryMs * 2, this.o.intervalMs);
       }
     }
+    // Given up: the node is followed again by a discovery (its catch-up reads the history from
+    // the saved position, or the current items), which also turns delivery back on.
+    live.held = true;
+    live.deferred = false;
+    if (this.followed.get(k) === f) this.followed.delete(k);
+    this.o.log.warn('reading the history of a partner node (notifications left to it) failed; following the node again', { service, node, reason: String(failure) });
+    void pause.then((paused) => (paused !== 'refused' && !this.stopped ? this.setDelivery(f, true) : undefined));
+    const partner = this.partnerOf.get(service);
+    if (partner !== undefined) this.discoverSoon(partner);
   }
+
 
   /** Waits `ms`, or less when stop() is called. */
   private async pause(ms: number): Promise<void> {
@@ -804,7 +854,8 @@ export class PartnerManager {
       if (sid) f.live.liveSids?.add(sid);
       for (const child of items?.children ?? []) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) f.live.liveItems?.add(String(child.attrs.id));
     }
-    if (items && sid && this.leaveToHistory(f)) return true;
+    // A purge has an archive id too: applied while later items are left, it would move the position past them.
+    if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return true;
     const entry = sid ? { id: sid } : undefined;
     if (entry) f.live.queue.push(entry);
     let waiting = 0;
