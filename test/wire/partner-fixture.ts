@@ -40,3 +40,14 @@ export async function startPartner(site: WireHarness, jid: string, sink: Partner
   manager.start();
   return { harness, manager };
 }
+
+/** A create request for `node` (XEP-0060 §8.1). */
+export const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
+/** A publish request of one Atom item `id` to `node` (XEP-0060 §7.1). */
+export const publish = (node: string, id: string): string =>
+  `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
+
+/** Waits (polling every 10 ms) until `done` holds; fails after `timeoutMs`. */
+export async function until(done: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  for (const start = Date.now(); !done(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+}

@@ -11,16 +11,8 @@ import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { startPartner } from './partner-fixture.ts';
+import { create, publish, startPartner, until } from './partner-fixture.ts';
 
-const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
-const publish = (node: string, id: string): string =>
-  `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${id}</title></entry></item></publish></pubsub>`;
-
-/** Waits (polling) until `done` holds; fails after 15 s. */
-async function until(done: () => boolean, what: string): Promise<void> {
-  for (const start = Date.now(); !done(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() - start > 15_000) throw new Error(`timed out waiting for ${what}`);
-}
 
 /** A sink for one node that counts writes per item and the writes waiting, and can be held shut (a database that fell behind). */
 function slowSink(node: string) {
