@@ -451,7 +451,9 @@ export class PartnerManager {
    * offers pubsub#digest (many items then travel in one message; otherwise — an older Hermod, a
    * service without subscription options — one notification per item), and turns delivery back
    * on (pubsub#deliver) where a drain that did not finish (a stop, a crash) left it paused.
-   * Never fails.
+   * Rejects only when delivery is paused and could not be resumed (the follow then fails and is
+   * tried again: a catch-up with delivery paused would miss what is published after it);
+   * options the service does not offer are logged and skipped.
    */
   private async setUpSubscription(service: string, node: string, subid: string | undefined): Promise<void> {
     const ms = this.o.digestMs;
