@@ -461,7 +461,7 @@ export class PartnerManager {
     try {
       const options = await this.client.subscriptionOptions(service, node, subid);
       const change: Record<string, string> = {};
-      const deliver = options.get('pubsub#deliver');
+      const deliver = options.get('pubsub#deliver')?.[0];
       paused = deliver === '0' || deliver === 'false';
       if (paused) change['pubsub#deliver'] = '1';
       if (ms && options.has('pubsub#digest')) {

@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
-import { buildForm } from './forms.ts';
+import { buildForm, findForm, parseForm } from './forms.ts';
 import { normalizeJid } from './jid.ts';
 import { NS } from './ns.ts';
 
@@ -142,18 +142,14 @@ export class PubsubClient {
 
   /**
    * This client's subscription options form for a node (XEP-0060 §6.3.2): field var (e.g.
-   * `pubsub#digest`) -> its first value ('' when it has none), FORM_TYPE left out; `subid` for a
-   * JID with several subscriptions. Rejects with the service's IqError.
+   * `pubsub#digest`) -> its values, FORM_TYPE left out (forms.ts parseForm); `subid` for a JID
+   * with several subscriptions. Rejects with the service's IqError, or a bad-request PubsubError
+   * for a malformed form.
    */
-  async subscriptionOptions(service: string, node: string, subid?: string): Promise<Map<string, string>> {
+  async subscriptionOptions(service: string, node: string, subid?: string): Promise<Map<string, string[]>> {
     const res = await this.iq.request(service, 'get', new Element('pubsub', { xmlns: NS.PUBSUB }).c('options', { node, jid: this.self, ...(subid ? { subid } : {}) }).up());
-    const x = res.getChild('pubsub', NS.PUBSUB)?.getChild('options')?.getChild('x', NS.DATA_FORMS);
-    const options = new Map<string, string>();
-    for (const f of x?.getChildren('field') ?? []) {
-      const name = String(f.attrs.var ?? '');
-      if (name !== '' && name !== 'FORM_TYPE') options.set(name, f.getChildText('value') ?? '');
-    }
-    return options;
+    const x = findForm(res.getChild('pubsub', NS.PUBSUB)?.getChild('options'));
+    return x ? parseForm(x).fields : new Map();
   }
 
   /**
