@@ -23,7 +23,7 @@
 // back the others); stop() ends catch-ups at their next page (the position stays where the last
 // applied page left it), so stopping does not wait for a first sync to finish.
 
-import type { Element } from 'ltx';
+import { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
 import { IqError } from '../xmpp/iq-error.ts';
 import type { Logger } from '../log.ts';
@@ -81,11 +81,15 @@ interface LiveTrack {
   /** Catch-up under way: it moves the position itself; what live notifications reach meanwhile is saved after it. */
   catchingUp: boolean;
   /**
-   * While catching up: the ids of the items and the archive ids (stanza-id) of the events that
-   * arrived live since we subscribed. The catch-up stops where it meets one (see catchUp).
+   * While catching up: each item id that a live event published or retracted since we
+   * subscribed, with the ordinal (`arrivals`) of the first such event; and the archive ids
+   * (stanza-id) of the live events. A catch-up stops where it meets what certainly came after
+   * the subscription and skips what a live event superseded (see catchUp, replayHistory).
    */
-  liveItems?: Set<string>;
+  liveItems?: Map<string, number>;
   liveSids?: Set<string>;
+  /** Live events received while catching up (the next one's ordinal in `liveItems`). */
+  arrivals: number;
   afterCatchUp?: string;
   /** Something received could not be applied: the position stays before it until the next catch-up. */
   held: boolean;
@@ -350,7 +354,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Set(), liveSids: new Set(), held: false, inFlight: 0 } };
+    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), arrivals: 0, held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     let start: CatchUpStart;
@@ -541,25 +545,25 @@ export class PartnerManager {
           })
         : undefined;
     let count = 0;
+    let superseded = 0;
     const partner = this.partnerOf.get(service);
     let reachedLive = false;
+    // Live events received before the page under way was asked for (see pageOfItems).
+    let askedAt = f.live.arrivals;
     for await (const read of this.client.itemPages(service, node, 100)) {
       if (this.stopped) throw new StoppedError();
-      // A node's items are paged in publication order (a republished item moves to the end),
-      // and every item published since we subscribed reaches us live: from the first one that
-      // did, the rest is what the notifications carry (while a partner publishes a large
-      // database, reading on would fetch every item twice).
-      const reached = read.findIndex((item) => f.live.liveItems?.has(String(item.attrs.id)) === true);
-      const page = reached === -1 ? read : read.slice(0, reached);
+      const { page, reached, skipped } = pageOfItems(read, f.live.liveItems, askedAt);
+      superseded += skipped;
       const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
       count += written.filter(Boolean).length;
-      if (reached !== -1) {
+      if (reached) {
         reachedLive = true;
         break;
       }
+      askedAt = f.live.arrivals; // the next page is asked for now
     }
     if (positions && end) await positions.set(service, node, end);
-    this.o.log.info('caught up with partner node', { service, node, documents: count, ...(reachedLive ? { reachedLive } : {}) });
+    this.o.log.info('caught up with partner node', { service, node, documents: count, ...(superseded > 0 ? { superseded } : {}), ...(reachedLive ? { reachedLive } : {}) });
   }
 
   /**
@@ -572,6 +576,7 @@ export class PartnerManager {
    */
   private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack, alive?: () => boolean): Promise<{ replayed: number; complete: boolean; last: string | undefined }> {
     let replayed = 0;
+    let superseded = 0;
     let applied: string | undefined = position;
     let lastRead: string | undefined = position;
     let failed = false;
@@ -592,7 +597,14 @@ export class PartnerManager {
       next = reached === -1 && !complete && last && entries.length > 0 ? ask(last) : undefined;
       const before = applied;
       // A page's entries are applied together (the sink batches them; each document in order).
-      const results = await Promise.all(entries.map(({ message }) => this.applyEvent(service, node, message.getChild('event', NS.PUBSUB_EVENT))));
+      // An entry's items that a live event touched since are older than it: not applied.
+      const results = await Promise.all(
+        entries.map(({ message }) => {
+          const { event, dropped } = withoutSuperseded(message.getChild('event', NS.PUBSUB_EVENT), live?.liveItems);
+          superseded += dropped;
+          return this.applyEvent(service, node, event);
+        }),
+      );
       entries.forEach(({ id }, i) => {
         replayed++;
         lastRead = id;
@@ -601,6 +613,7 @@ export class PartnerManager {
       });
       if (positions && applied !== undefined && applied !== before) await positions.set(service, node, applied);
     }
+    if (superseded > 0) this.o.log.debug('history entries superseded by live notifications were not applied', { service, node, items: superseded });
     return { replayed, complete: !failed, last: lastRead };
   }
 
@@ -754,6 +767,7 @@ export class PartnerManager {
         live.catchingUp = true;
         live.replayable = false; // this last short catch-up applies what arrives
         live.liveSids = new Set();
+        live.liveItems = new Map();
         live.afterCatchUp = undefined;
         try {
           const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live, () => !gone());
@@ -770,6 +784,7 @@ export class PartnerManager {
         } finally {
           live.catchingUp = false;
           live.liveSids = undefined;
+          live.liveItems = undefined;
         }
         if (live.afterCatchUp !== undefined && !live.held) this.savePosition(f, live.afterCatchUp);
         live.afterCatchUp = undefined;
@@ -854,7 +869,12 @@ export class PartnerManager {
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;
     if (f.live.catchingUp) {
       if (sid) f.live.liveSids?.add(sid);
-      for (const child of items?.children ?? []) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) f.live.liveItems?.add(String(child.attrs.id));
+      const at = f.live.arrivals++;
+      const touched = f.live.liveItems;
+      for (const child of items?.children ?? []) {
+        if (typeof child === 'string' || (child.name !== 'item' && child.name !== 'retract') || child.attrs.id === undefined) continue;
+        if (!touched?.has(String(child.attrs.id))) touched?.set(String(child.attrs.id), at);
+      }
     }
     // A purge has an archive id too: applied while later items are left, it would move the position past them.
     if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return true;
@@ -879,4 +899,56 @@ export class PartnerManager {
     }
     return true;
   }
+}
+
+/**
+ * What a catch-up takes from one page of a node's current items (XEP-0060 §6.5, in publication
+ * order: a republished item moves to the end), given `touched` (LiveTrack.liveItems: item id ->
+ * ordinal of the first live event that published or retracted it) and `askedAt` (how many live
+ * events had been received when the page was asked for). Every publication since we subscribed
+ * reaches us live, so:
+ * - an item no live event touched is taken;
+ * - an item a live event touched BEFORE the page was asked for stands, in this page, at a
+ *   publication made since we subscribed (the service had committed that event when it answered:
+ *   it had sent its notification) — it and everything after it is what the notifications carry,
+ *   so the catch-up stops there (`reached`; reading on would fetch every item twice while the
+ *   partner keeps publishing);
+ * - an item a live event touched only after the page was asked for may be the version from
+ *   before that event — applied after it, it would bring back an older version or a retracted
+ *   item, and stopping at its old place would drop the items published after it — so it is
+ *   skipped (`skipped`) and the catch-up reads on: the live event is newer, or the page's
+ *   version came after it and is notified too.
+ * Without `touched` (nothing known of live events) every item is taken.
+ */
+export function pageOfItems(read: Element[], touched: ReadonlyMap<string, number> | undefined, askedAt: number): { page: Element[]; reached: boolean; skipped: number } {
+  if (!touched || touched.size === 0) return { page: read, reached: false, skipped: 0 };
+  const page: Element[] = [];
+  let skipped = 0;
+  for (const item of read) {
+    const at = touched.get(String(item.attrs.id));
+    if (at === undefined) page.push(item);
+    else if (at < askedAt) return { page, reached: true, skipped };
+    else skipped++;
+  }
+  return { page, reached: false, skipped };
+}
+
+/**
+ * A history entry's event (XEP-0313 on a node) without the publications and retractions of
+ * items that a live event touched since we subscribed (`touched`, LiveTrack.liveItems): the
+ * entry is older than that live event (the replay stops at the first entry that arrived live),
+ * so applying it after the live one would bring back an older version or a retracted item.
+ * Returns the event itself when nothing is dropped, and how many children were dropped.
+ */
+export function withoutSuperseded(event: Element | undefined, touched: ReadonlyMap<string, number> | undefined): { event: Element | undefined; dropped: number } {
+  const items = event?.getChild('items');
+  if (!event || !items || !touched || touched.size === 0) return { event, dropped: 0 };
+  const isTouched = (c: Element | string): boolean => typeof c !== 'string' && (c.name === 'item' || c.name === 'retract') && touched.has(String(c.attrs.id));
+  const dropped = items.children.filter(isTouched).length;
+  if (dropped === 0) return { event, dropped };
+  const kept = new Element('items', items.attrs);
+  for (const c of items.children) if (!isTouched(c)) kept.children.push(c);
+  const copy = new Element(event.name, event.attrs);
+  copy.cnode(kept);
+  return { event: copy, dropped };
 }

@@ -1,7 +1,9 @@
 // A partner Hermod on the in-process wire harness: its own WireHarness on the site's network and
-// a PartnerManager following every node of the site's service, handing leaves to `sink`.
+// a PartnerManager following every node of the site's service, handing leaves to `sink` (`iq`:
+// wraps the IQ caller the manager asks with, to see or hold its requests).
 
 import type { Element } from 'ltx';
+import type { IqCaller } from '../../src/component/iq-caller.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PartnerManager, type HistoryPositions } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
@@ -9,7 +11,12 @@ import { NS } from '../../src/xmpp/ns.ts';
 import { WireHarness } from './harness.ts';
 
 /** Starts a partner `jid` following `site`; `onEvent` sees each pub/sub event message before the manager. */
-export async function startPartner(site: WireHarness, jid: string, sink: PartnerSink, options: { digestMs?: number; onEvent?: (stanza: Element) => void; positions?: HistoryPositions; liveBacklogItems?: number } = {}): Promise<{ harness: WireHarness; manager: PartnerManager }> {
+export async function startPartner(
+  site: WireHarness,
+  jid: string,
+  sink: PartnerSink,
+  options: { digestMs?: number; onEvent?: (stanza: Element) => void; positions?: HistoryPositions; liveBacklogItems?: number; iq?: (iq: IqCaller) => IqCaller } = {},
+): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
   // As src/app/replication.ts routes them: events, history results (XEP-0313) and §8.9.4 affiliation messages.
   const routes = new Map([
@@ -25,7 +32,7 @@ export async function startPartner(site: WireHarness, jid: string, sink: Partner
   ]);
   const harness = await WireHarness.start({ jid, network: site.network, messages: routes });
   manager = new PartnerManager({
-    iq: harness.core.iq,
+    iq: options.iq ? options.iq(harness.core.iq) : harness.core.iq,
     self: harness.jid,
     settings: { partner: () => ({ follow: 'all' }), on: () => undefined },
     sink,

@@ -1,0 +1,167 @@
+// A partner's catch-up against the live notifications that reach it meanwhile
+// (src/replication/partners.ts), on the in-process wire harness. An item page or a history page
+// can be older than a notification that arrived before the partner read it: a page of current
+// items answered just before the site republished one of its items, or a history page (read one
+// ahead) whose entry of an item the site has republished since. The catch-up must neither stop
+// at such an item's old place (the items after it were published before the subscription and
+// are not notified again: they would be lost) nor apply its old version after the live one (a
+// transform's upsert, unlike a CouchDB revision tree, would keep the older content).
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { parse, type Element } from 'ltx';
+import type { IqCaller } from '../../src/component/iq-caller.ts';
+import { pageOfItems, withoutSuperseded } from '../../src/replication/partners.ts';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import type { TestClient } from '../e2e/client.ts';
+import { WireHarness } from './harness.ts';
+import { create, publish, startPartner, until } from './partner-fixture.ts';
+
+/** A publish request of item `id` whose Atom title is `title` (a new version of the item). */
+const republish = (node: string, id: string, title: string): string =>
+  `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>${title}</title></entry></item></publish></pubsub>`;
+
+const titleOf = (item: Element): string => item.getChild('entry')?.getChildText('title') ?? '';
+
+/** A sink that records, per item id of `node`, the titles written in call order. */
+function recordingSink(node: string, writes: Map<string, string[]>, held?: Promise<void>): PartnerSink & { calls: () => number } {
+  let calls = 0;
+  return {
+    calls: () => calls,
+    writeItem: async (_service, n, item) => {
+      if (n !== node) return true;
+      calls++;
+      const id = String(item.attrs.id);
+      const title = titleOf(item);
+      if (held) await held;
+      writes.set(id, [...(writes.get(id) ?? []), title]);
+      return true;
+    },
+    retract: async () => undefined,
+  };
+}
+
+describe("a partner's catch-up and the live notifications that overtake its pages", () => {
+  let site: WireHarness;
+  let alice: TestClient;
+
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    alice = site.client('alice@alpha.test/desk');
+  });
+  after(async () => {
+    await site?.stop();
+  });
+
+  it('an item page answered before one of its items was republished: the catch-up reads on past it and keeps the newer version', async () => {
+    const node = '/tags/stale';
+    await alice.iq('set', site.jid, create(node));
+    for (let i = 0; i < 250; i++) await alice.iq('set', site.jid, publish(node, `s${i}`));
+    const writes = new Map<string, string[]>();
+    const sink = recordingSink(node, writes);
+    // The second page of items (after s99) is answered; before the partner sees the answer, the
+    // site republishes s150 and its notification is applied: the page in hand is now stale.
+    let overtaken = false;
+    const wrap = (iq: IqCaller): IqCaller =>
+      new Proxy(iq, {
+        get(target, prop) {
+          if (prop !== 'request') {
+            const value: unknown = Reflect.get(target, prop, target);
+            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+          }
+          return async (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => {
+            const res = await target.request(to, type, child, timeoutMs);
+            const after = child.getChild('set', NS.RSM)?.getChildText('after');
+            if (!overtaken && type === 'get' && child.getChild('items')?.attrs.node === node && after) {
+              overtaken = true;
+              await alice.iq('set', site.jid, republish(node, 's150', 's150-v2'));
+              await until(() => writes.get('s150')?.includes('s150-v2') === true, "the republished s150's notification applied");
+            }
+            return res;
+          };
+        },
+      });
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { iq: wrap });
+    try {
+      // (s249, the newest item, also comes live on subscription, §6.1.7: s248 is the catch-up's.)
+      await until(() => writes.has('s248'), 'the catch-up through the last page', 10_000).catch(() => undefined);
+      assert.ok(overtaken, 'the second page was answered before the republication (the case under test happened)');
+      const missing = Array.from({ length: 250 }, (_, i) => `s${i}`).filter((id) => !writes.has(id));
+      assert.deepEqual(missing, [], 'every item published before the subscription written (the catch-up did not stop at s150)');
+      assert.equal(writes.get('s150')?.at(-1), 's150-v2', `s150 ends at its newer version (written: ${JSON.stringify(writes.get('s150'))})`);
+    } finally {
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('a history page read ahead holds an older entry of an item republished live: the replay does not apply it after the live one', async () => {
+    const node = '/tags/replayed';
+    await alice.iq('set', site.jid, create(node));
+    await alice.iq('set', site.jid, publish(node, 'h0'));
+    const saved = new Map<string, string>();
+    const positions = { get: async (service: string, n: string) => saved.get(`${service} ${n}`), set: async (service: string, n: string, id: string) => void saved.set(`${service} ${n}`, id) };
+    const first = await startPartner(site, 'pubsub.beta.test', recordingSink(node, new Map()), { positions });
+    await until(() => saved.has(`${site.jid} ${node}`), 'the history position saved by the first run');
+    await first.manager.stop();
+    await first.harness.stop();
+    // While the partner is down the site publishes 250 entries; the partner comes back and
+    // replays them from the history (its first page held in the sink, the next read ahead)
+    // while the site republishes h150, an item of that next page.
+    for (let i = 1; i <= 250; i++) await alice.iq('set', site.jid, publish(node, `h${i}`));
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const writes = new Map<string, string[]>();
+    const sink = recordingSink(node, writes, held);
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { positions });
+    try {
+      await until(() => sink.calls() > 0, 'the history replay writing its first page');
+      const before = sink.calls();
+      await alice.iq('set', site.jid, republish(node, 'h150', 'h150-v2'));
+      await until(() => sink.calls() > before, "the republished h150's notification handed to the sink");
+      release();
+      await until(() => writes.has('h250') && writes.get('h150')?.includes('h150-v2') === true, 'every entry written');
+      await new Promise((r) => setTimeout(r, 300)); // a late write of the old h150 would come now
+      const missing = Array.from({ length: 250 }, (_, i) => `h${i + 1}`).filter((id) => !writes.has(id));
+      assert.deepEqual(missing, [], 'every entry published while down written');
+      assert.deepEqual(writes.get('h150'), ['h150-v2'], 'h150 written once, at its newer version (its older history entry not applied after it)');
+    } finally {
+      release();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+});
+
+describe('pageOfItems and withoutSuperseded (the rules the catch-up applies)', () => {
+  const items = (ids: string[]): Element[] => ids.map((id) => parse(`<item xmlns='${NS.PUBSUB}' id='${id}'/>`) as Element);
+  const ids = (els: Element[]): string[] => els.map((e) => String(e.attrs.id));
+
+  it('takes untouched items, skips items touched after the page was asked for, stops at one touched before', () => {
+    const touched = new Map([
+      ['b', 5],
+      ['d', 2],
+    ]);
+    const r = pageOfItems(items(['a', 'b', 'c', 'd', 'e']), touched, 3);
+    assert.deepEqual(ids(r.page), ['a', 'c'], 'b (touched at 5, after the request at 3) skipped; stops at d (touched at 2)');
+    assert.equal(r.reached, true);
+    assert.equal(r.skipped, 1);
+    const none = pageOfItems(items(['a', 'b']), undefined, 0);
+    assert.deepEqual([ids(none.page), none.reached], [['a', 'b'], false], 'nothing known of live events: every item taken');
+    const later = pageOfItems(items(['a', 'b', 'c']), new Map([['b', 0]]), 0);
+    assert.deepEqual([ids(later.page), later.reached, later.skipped], [['a', 'c'], false, 1], 'touched only after the request: skipped, read on');
+  });
+
+  it('drops the publications and retractions of touched items from a history entry, keeps the rest', () => {
+    const event = parse(`<event xmlns='${NS.PUBSUB_EVENT}'><items node='n'><item id='a'/><retract id='b'/><item id='c'/></items></event>`) as Element;
+    const { event: kept, dropped } = withoutSuperseded(event, new Map([['b', 0], ['c', 1]]));
+    assert.equal(dropped, 2);
+    assert.deepEqual(
+      kept?.getChild('items')?.getChildElements().map((c) => `${c.name} ${String(c.attrs.id)}`),
+      ['item a'],
+    );
+    assert.equal(kept?.getChild('items')?.attrs.node, 'n');
+    assert.equal(withoutSuperseded(event, new Map([['z', 0]])).event, event, 'nothing touched: the same event');
+  });
+});
