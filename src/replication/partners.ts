@@ -82,12 +82,13 @@ interface LiveTrack {
   catchingUp: boolean;
   /**
    * While catching up: each item id that a live event published or retracted since we
-   * subscribed, with the ordinal (`arrivals`) of the first such event; and the archive ids
-   * (stanza-id) of the live events. A catch-up stops where it meets what certainly came after
-   * the subscription and skips what a live event superseded (see catchUp, replayHistory).
+   * subscribed, with the ordinal (`arrivals`) of the first such event (current-items pages:
+   * pageOfItems); and the archive id (stanza-id) of each live event that has one, with the item
+   * ids it touched (history pages: replayHistory). A catch-up stops where it meets what
+   * certainly came after the subscription and skips what a live event superseded.
    */
   liveItems?: Map<string, number>;
-  liveSids?: Set<string>;
+  liveSids?: Map<string, string[]>;
   /** Live events received while catching up (the next one's ordinal in `liveItems`). */
   arrivals: number;
   afterCatchUp?: string;
@@ -144,6 +145,12 @@ class StoppedError extends Error {
     super('replication stopping: catch-up interrupted (continued at the next start)');
   }
 }
+/** Items per page of a catch-up from a node's current items. */
+const ITEM_PAGE = 100;
+/** Pages one catch-up from current items reads at most (10 million items), a bound on the loop. */
+const CATCH_UP_PAGES = 100_000;
+/** Times a catch-up asks a page again because its anchor was republished or retracted meanwhile. */
+const ANCHOR_MOVES = 50;
 /** Affiliations that let an entity read a node's items (XEP-0060 §4.1). */
 const READERS = new Set(['owner', 'publisher', 'member']);
 
@@ -354,7 +361,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), arrivals: 0, held: false, inFlight: 0 } };
+    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Map(), arrivals: 0, held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     let start: CatchUpStart;
@@ -516,6 +523,8 @@ export class PartnerManager {
    * items (RSM pages), after noting the history's end as the position for next time.
    */
   private async catchUp(service: string, node: string, f: Followed, start: CatchUpStart): Promise<void> {
+    /** Every item applied, none skipped, no stop: notifications were left that no drain will read. */
+    let readAll = false;
     const positions = this.o.positions && this.withHistory.has(service) ? this.o.positions : undefined;
     const { position } = start;
     this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
@@ -533,7 +542,7 @@ export class PartnerManager {
         // reads what is left from here on from the history's end noted now; a retraction left
         // before it is lost, as in any catch-up from current items).
         f.live.replayable = false;
-        if (f.live.deferred) f.live.liveItems = undefined;
+        if (f.live.deferred) readAll = true;
       }
     }
     const end = position === undefined
@@ -548,18 +557,54 @@ export class PartnerManager {
     let superseded = 0;
     const partner = this.partnerOf.get(service);
     let reachedLive = false;
+    const touched = (): ReadonlyMap<string, number> | undefined => f.live.liveItems;
+    // Pages are asked for after an item (XEP-0059 `after`). An item republished or retracted
+    // since we read it is no anchor: the service places "after" at its new place (the end of the
+    // node) or finds no such item, and every item between would be skipped. So the anchor is the
+    // last item read that no live event had touched when it was chosen (`anchors`, newest last),
+    // and a page whose anchor a live event touched after it was asked for is asked for again
+    // from an earlier anchor (from the start when none is left: what is read twice is written
+    // twice, which the sinks take as a no-op).
+    const anchors: string[] = [];
+    let after: string | undefined;
+    let moves = 0;
     // Live events received before the page under way was asked for (see pageOfItems).
     let askedAt = f.live.arrivals;
-    for await (const read of this.client.itemPages(service, node, 100)) {
+    const movedSinceAsked = (id: string): boolean => (touched()?.get(id) ?? -1) >= askedAt;
+    for (let pages = 0; ; pages++) {
       if (this.stopped) throw new StoppedError();
-      const { page, reached, skipped } = pageOfItems(read, f.live.liveItems, askedAt);
+      if (pages >= CATCH_UP_PAGES) throw new Error(`catch-up read ${CATCH_UP_PAGES} pages of ${node} without reaching its end`);
+      let read: Element[] | undefined;
+      try {
+        read = (await this.client.itemsPage(service, node, { max: ITEM_PAGE, ...(after !== undefined ? { after } : {}) })).entries;
+      } catch (err) {
+        // item-not-found for an anchor retracted after we asked: asked again below.
+        if (!(after !== undefined && err instanceof IqError && err.condition === 'item-not-found' && movedSinceAsked(after))) throw err;
+      }
+      if (this.stopped) throw new StoppedError();
+      if (after !== undefined && movedSinceAsked(after)) {
+        if (++moves > ANCHOR_MOVES) throw new Error(`catch-up of ${node}: ${ANCHOR_MOVES} page anchors republished or retracted while being read`);
+        after = stableAnchor(anchors, touched());
+        askedAt = f.live.arrivals;
+        continue;
+      }
+      const entries = read ?? [];
+      const { page, reached, skipped } = pageOfItems(entries, readAll ? undefined : touched(), askedAt);
       superseded += skipped;
+      for (const item of entries) {
+        const id = String(item.attrs.id);
+        if (!touched()?.has(id)) anchors.push(id);
+      }
+      if (anchors.length > 2 * ITEM_PAGE) anchors.splice(0, anchors.length - ITEM_PAGE);
       const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
       count += written.filter(Boolean).length;
       if (reached) {
         reachedLive = true;
         break;
       }
+      if (entries.length === 0) break; // past the last item (a service may page fewer than asked)
+      const last = String(entries.at(-1)?.attrs.id);
+      after = touched()?.has(last) ? stableAnchor(anchors, touched()) : last;
       askedAt = f.live.arrivals; // the next page is asked for now
     }
     if (positions && end) await positions.set(service, node, end);
@@ -586,6 +631,8 @@ export class PartnerManager {
       return page;
     };
     let next: Promise<HistoryPage> | undefined = ask(position);
+    /** Archive ids of the entries of the pages before the one being applied. */
+    const readBefore = new Set<string>();
     for (let page = 0; page < 100_000 && next; page++) {
       if (this.stopped || (alive && !alive())) throw new StoppedError();
       const read: HistoryPage = await next;
@@ -597,15 +644,20 @@ export class PartnerManager {
       next = reached === -1 && !complete && last && entries.length > 0 ? ask(last) : undefined;
       const before = applied;
       // A page's entries are applied together (the sink batches them; each document in order).
-      // An entry's items that a live event touched since are older than it: not applied.
+      // An entry's items that a later live event touched are older than that event: not
+      // applied. Later: an event this replay has not read in an earlier page (it is in this
+      // page — where the replay stops — or after it). One whose entry was read already (its
+      // notification lagged behind the history) supersedes nothing read from here on.
+      const touched = live?.liveSids ? supersedingTouches(live.liveSids, readBefore) : undefined;
       const results = await Promise.all(
         entries.map(({ message }) => {
-          const { event, dropped } = withoutSuperseded(message.getChild('event', NS.PUBSUB_EVENT), live?.liveItems);
+          const { event, dropped } = withoutSuperseded(message.getChild('event', NS.PUBSUB_EVENT), touched);
           superseded += dropped;
           return this.applyEvent(service, node, event);
         }),
       );
       entries.forEach(({ id }, i) => {
+        readBefore.add(id);
         replayed++;
         lastRead = id;
         if (!results[i]) failed = true;
@@ -766,7 +818,7 @@ export class PartnerManager {
         live.deferred = false;
         live.catchingUp = true;
         live.replayable = false; // this last short catch-up applies what arrives
-        live.liveSids = new Set();
+        live.liveSids = new Map();
         live.liveItems = new Map();
         live.afterCatchUp = undefined;
         try {
@@ -868,13 +920,16 @@ export class PartnerManager {
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;
     if (f.live.catchingUp) {
-      if (sid) f.live.liveSids?.add(sid);
       const at = f.live.arrivals++;
       const touched = f.live.liveItems;
+      const ids: string[] = [];
       for (const child of items?.children ?? []) {
         if (typeof child === 'string' || (child.name !== 'item' && child.name !== 'retract') || child.attrs.id === undefined) continue;
-        if (!touched?.has(String(child.attrs.id))) touched?.set(String(child.attrs.id), at);
+        const id = String(child.attrs.id);
+        ids.push(id);
+        if (!touched?.has(id)) touched?.set(id, at);
       }
+      if (sid) f.live.liveSids?.set(sid, ids);
     }
     // A purge has an archive id too: applied while later items are left, it would move the position past them.
     if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return true;
@@ -934,13 +989,25 @@ export function pageOfItems(read: Element[], touched: ReadonlyMap<string, number
 }
 
 /**
- * A history entry's event (XEP-0313 on a node) without the publications and retractions of
- * items that a live event touched since we subscribed (`touched`, LiveTrack.liveItems): the
- * entry is older than that live event (the replay stops at the first entry that arrived live),
- * so applying it after the live one would bring back an older version or a retracted item.
- * Returns the event itself when nothing is dropped, and how many children were dropped.
+ * The item ids touched by live events (`liveSids`: archive id -> item ids, LiveTrack) whose
+ * archive id is not among `readBefore` (the entries of the history pages already applied):
+ * those events are in the page being applied or after it in the archive, so newer than every
+ * entry of the page before the replay's stop.
  */
-export function withoutSuperseded(event: Element | undefined, touched: ReadonlyMap<string, number> | undefined): { event: Element | undefined; dropped: number } {
+export function supersedingTouches(liveSids: ReadonlyMap<string, readonly string[]>, readBefore: ReadonlySet<string>): Set<string> {
+  const touched = new Set<string>();
+  for (const [sid, ids] of liveSids) if (!readBefore.has(sid)) for (const id of ids) touched.add(id);
+  return touched;
+}
+
+/**
+ * A history entry's event (XEP-0313 on a node) without the publications and retractions of
+ * the items in `touched` (supersedingTouches: a live event newer than the entry touched them),
+ * so that the older entry is not applied after the live one — it would bring back an older
+ * version or a retracted item. Returns the event itself when nothing is dropped, and how many
+ * children were dropped.
+ */
+export function withoutSuperseded(event: Element | undefined, touched: ReadonlySet<string> | undefined): { event: Element | undefined; dropped: number } {
   const items = event?.getChild('items');
   if (!event || !items || !touched || touched.size === 0) return { event, dropped: 0 };
   const isTouched = (c: Element | string): boolean => typeof c !== 'string' && (c.name === 'item' || c.name === 'retract') && touched.has(String(c.attrs.id));
@@ -951,4 +1018,14 @@ export function withoutSuperseded(event: Element | undefined, touched: ReadonlyM
   const copy = new Element(event.name, event.attrs);
   copy.cnode(kept);
   return { event: copy, dropped };
+}
+
+/**
+ * The newest of `anchors` (item ids read, oldest first) that no live event has touched (`touched`,
+ * LiveTrack.liveItems), dropping the touched ones from the end; undefined (page from the start)
+ * when none is left.
+ */
+export function stableAnchor(anchors: string[], touched: ReadonlyMap<string, number> | undefined): string | undefined {
+  while (anchors.length > 0 && touched?.has(anchors[anchors.length - 1] as string)) anchors.pop();
+  return anchors.at(-1);
 }

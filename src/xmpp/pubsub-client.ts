@@ -180,17 +180,6 @@ export class PubsubClient {
     return { entries: pubsub?.getChild('items')?.getChildren('item') ?? [], ...(last !== undefined ? { last } : {}) };
   }
 
-  /** A node's items, page after page of at most `max` (each page as soon as it is read). */
-  async *itemPages(service: string, node: string, max = 100): AsyncGenerator<Element[]> {
-    let after: string | undefined;
-    for (let page = 0; page < MAX_PAGES; page++) {
-      const { entries, last } = await this.itemsPage(service, node, { max, ...(after !== undefined ? { after } : {}) });
-      if (entries.length > 0) yield entries;
-      if (!last || entries.length === 0) return;
-      after = last;
-    }
-  }
-
   /** The items of a node with these ids (XEP-0060 §6.5.8); ids the node lacks are absent from the answer. */
   async itemsById(service: string, node: string, ids: string[]): Promise<Element[]> {
     const items = new Element('items', { node });

@@ -15,7 +15,15 @@ export async function startPartner(
   site: WireHarness,
   jid: string,
   sink: PartnerSink,
-  options: { digestMs?: number; onEvent?: (stanza: Element) => void; positions?: HistoryPositions; liveBacklogItems?: number; iq?: (iq: IqCaller) => IqCaller } = {},
+  options: {
+    digestMs?: number;
+    onEvent?: (stanza: Element) => void;
+    /** Hands each pub/sub event message to `deliver` when it sees fit (late, in order: a lagging stream). */
+    gate?: (stanza: Element, deliver: () => void) => void;
+    positions?: HistoryPositions;
+    liveBacklogItems?: number;
+    iq?: (iq: IqCaller) => IqCaller;
+  } = {},
 ): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
   // As src/app/replication.ts routes them: events, history results (XEP-0313) and §8.9.4 affiliation messages.
@@ -24,7 +32,9 @@ export async function startPartner(
       NS.PUBSUB_EVENT,
       (stanza: Element) => {
         options.onEvent?.(stanza);
-        void manager?.handleEvent(stanza);
+        const deliver = (): void => void manager?.handleEvent(stanza);
+        if (options.gate) options.gate(stanza, deliver);
+        else deliver();
       },
     ],
     [NS.MAM, (stanza: Element) => void manager?.handleEvent(stanza)],

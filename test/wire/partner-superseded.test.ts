@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parse, type Element } from 'ltx';
 import type { IqCaller } from '../../src/component/iq-caller.ts';
-import { pageOfItems, withoutSuperseded } from '../../src/replication/partners.ts';
+import { pageOfItems, stableAnchor, supersedingTouches, withoutSuperseded } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
@@ -54,47 +54,52 @@ describe("a partner's catch-up and the live notifications that overtake its page
     await site?.stop();
   });
 
-  it('an item page answered before one of its items was republished: the catch-up reads on past it and keeps the newer version', async () => {
-    const node = '/tags/stale';
-    await alice.iq('set', site.jid, create(node));
-    for (let i = 0; i < 250; i++) await alice.iq('set', site.jid, publish(node, `s${i}`));
-    const writes = new Map<string, string[]>();
-    const sink = recordingSink(node, writes);
-    // The second page of items (after s99) is answered; before the partner sees the answer, the
-    // site republishes s150 and its notification is applied: the page in hand is now stale.
-    let overtaken = false;
-    const wrap = (iq: IqCaller): IqCaller =>
-      new Proxy(iq, {
-        get(target, prop) {
-          if (prop !== 'request') {
-            const value: unknown = Reflect.get(target, prop, target);
-            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-          }
-          return async (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => {
-            const res = await target.request(to, type, child, timeoutMs);
-            const after = child.getChild('set', NS.RSM)?.getChildText('after');
-            if (!overtaken && type === 'get' && child.getChild('items')?.attrs.node === node && after) {
-              overtaken = true;
-              await alice.iq('set', site.jid, republish(node, 's150', 's150-v2'));
-              await until(() => writes.get('s150')?.includes('s150-v2') === true, "the republished s150's notification applied");
+  // s150: an item in the middle of the page; s199: the page's last item, which the next page
+  // would be asked for after (a republished anchor places "after" at the end of the node).
+  for (const republished of ['s150', 's199']) {
+    it(`an item page answered before its item ${republished} was republished: the catch-up reads on past it and keeps the newer version`, async () => {
+      const node = `/tags/stale-${republished}`;
+      await alice.iq('set', site.jid, create(node));
+      for (let i = 0; i < 250; i++) await alice.iq('set', site.jid, publish(node, `s${i}`));
+      const writes = new Map<string, string[]>();
+      const sink = recordingSink(node, writes);
+      // The second page of items (after s99) is answered; before the partner sees the answer,
+      // the site republishes an item of it and its notification is applied: the page in hand
+      // is now stale.
+      let overtaken = false;
+      const wrap = (iq: IqCaller): IqCaller =>
+        new Proxy(iq, {
+          get(target, prop) {
+            if (prop !== 'request') {
+              const value: unknown = Reflect.get(target, prop, target);
+              return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
             }
-            return res;
-          };
-        },
-      });
-    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { iq: wrap });
-    try {
-      // (s249, the newest item, also comes live on subscription, §6.1.7: s248 is the catch-up's.)
-      await until(() => writes.has('s248'), 'the catch-up through the last page', 10_000).catch(() => undefined);
-      assert.ok(overtaken, 'the second page was answered before the republication (the case under test happened)');
-      const missing = Array.from({ length: 250 }, (_, i) => `s${i}`).filter((id) => !writes.has(id));
-      assert.deepEqual(missing, [], 'every item published before the subscription written (the catch-up did not stop at s150)');
-      assert.equal(writes.get('s150')?.at(-1), 's150-v2', `s150 ends at its newer version (written: ${JSON.stringify(writes.get('s150'))})`);
-    } finally {
-      await manager.stop();
-      await harness.stop();
-    }
-  });
+            return async (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => {
+              const res = await target.request(to, type, child, timeoutMs);
+              const after = child.getChild('set', NS.RSM)?.getChildText('after');
+              if (!overtaken && type === 'get' && child.getChild('items')?.attrs.node === node && after) {
+                overtaken = true;
+                await alice.iq('set', site.jid, republish(node, republished, `${republished}-v2`));
+                await until(() => writes.get(republished)?.includes(`${republished}-v2`) === true, `the republished ${republished}'s notification applied`);
+              }
+              return res;
+            };
+          },
+        });
+      const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { iq: wrap });
+      try {
+        // (s249, the newest item, also comes live on subscription, §6.1.7: s248 is the catch-up's.)
+        await until(() => writes.has('s248'), 'the catch-up through the last page', 10_000).catch(() => undefined);
+        assert.ok(overtaken, 'the second page was answered before the republication (the case under test happened)');
+        const missing = Array.from({ length: 250 }, (_, i) => `s${i}`).filter((id) => !writes.has(id));
+        assert.deepEqual(missing, [], `every item published before the subscription written (the catch-up did not stop at or page after ${republished})`);
+        assert.equal(writes.get(republished)?.at(-1), `${republished}-v2`, `${republished} ends at its newer version (written: ${JSON.stringify(writes.get(republished))})`);
+      } finally {
+        await manager.stop();
+        await harness.stop();
+      }
+    });
+  }
 
   it('a history page read ahead holds an older entry of an item republished live: the replay does not apply it after the live one', async () => {
     const node = '/tags/replayed';
@@ -132,9 +137,92 @@ describe("a partner's catch-up and the live notifications that overtake its page
       await harness.stop();
     }
   });
+
+  it('a notification that lags behind the history it is already in supersedes nothing read after it: a newer entry is still applied', async () => {
+    // A restart replays /tags/lag from its history while the partner's notifications lag (a
+    // digest window, a busy outbox): h150's second version reaches it live only after the replay
+    // has read its entry, and a third version follows in the history. The live second version
+    // must not keep the replay from applying the third. Flow control is on (bound 1, a slow
+    // write on another node keeps it full), so the third version's own notification is left to
+    // the history, and a position moved past its entry would lose it.
+    const node = '/tags/lag';
+    const other = '/tags/lag-other';
+    await alice.iq('set', site.jid, create(node));
+    await alice.iq('set', site.jid, create(other));
+    await alice.iq('set', site.jid, publish(node, 'h0'));
+    await alice.iq('set', site.jid, publish(other, 'o0'));
+    const saved = new Map<string, string>();
+    const positions = { get: async (service: string, n: string) => saved.get(`${service} ${n}`), set: async (service: string, n: string, id: string) => void saved.set(`${service} ${n}`, id) };
+    const first = await startPartner(site, 'pubsub.beta.test', recordingSink(node, new Map()), { positions });
+    await until(() => saved.has(`${site.jid} ${node}`) && saved.has(`${site.jid} ${other}`), 'both positions saved by the first run');
+    await first.manager.stop();
+    await first.harness.stop();
+    for (let i = 1; i <= 250; i++) await alice.iq('set', site.jid, publish(node, `h${i}`));
+
+    const writes = new Map<string, string[]>();
+    let releaseOther: () => void = () => undefined;
+    const otherHeld = new Promise<void>((resolve) => (releaseOther = resolve));
+    const own = recordingSink(node, writes);
+    const sink: PartnerSink = {
+      writeItem: async (service, n, item, partner) => {
+        if (n === other && titleOf(item) === 'slow') await otherHeld;
+        return own.writeItem(service, n, item, partner);
+      },
+      retract: async () => undefined,
+    };
+    // Notifications wait in `lagging` until let through, in order.
+    const lagging: Array<() => void> = [];
+    let open = false;
+    const gate = (_stanza: Element, deliver: () => void): void => (open ? deliver() : void lagging.push(deliver));
+    const letThrough = (n: number): void => {
+      for (const deliver of lagging.splice(0, n)) deliver();
+    };
+    let queries = 0;
+    let fourthAnswered = false;
+    const wrap = (iq: IqCaller): IqCaller =>
+      new Proxy(iq, {
+        get(target, prop) {
+          if (prop !== 'request') {
+            const value: unknown = Reflect.get(target, prop, target);
+            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+          }
+          return async (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => {
+            const history = child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === node;
+            if (history && ++queries === 3) {
+              // Before the third history page is read: a slow write on the other node, then
+              // h150's second version and 98 more entries, all notified late.
+              await alice.iq('set', site.jid, publish(other, 'slow'));
+              await alice.iq('set', site.jid, republish(node, 'h150', 'v2'));
+              for (let i = 1; i <= 98; i++) await alice.iq('set', site.jid, publish(node, `f${i}`));
+            }
+            if (history && queries === 4) {
+              await until(() => writes.has('f49'), 'the third page applied (h150 v2 read from the history)');
+              letThrough(2); // the slow write and h150 v2: now live, after their entries were read
+              await alice.iq('set', site.jid, republish(node, 'h150', 'v3')); // notified late too
+            }
+            const res = await target.request(to, type, child, timeoutMs);
+            if (history && queries === 4) fourthAnswered = true;
+            return res;
+          };
+        },
+      });
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { positions, gate, iq: wrap, liveBacklogItems: 1 });
+    try {
+      await until(() => fourthAnswered && writes.has('f98'), 'the fourth history page applied');
+      open = true;
+      letThrough(lagging.length); // h150 v3's notification, among others
+      releaseOther();
+      await until(() => writes.get('h150')?.at(-1) === 'v3', 'h150 at its third version', 10_000).catch(() => undefined);
+      assert.equal(writes.get('h150')?.at(-1), 'v3', `h150 ends at its third version (written: ${JSON.stringify(writes.get('h150'))})`);
+    } finally {
+      releaseOther();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
 });
 
-describe('pageOfItems and withoutSuperseded (the rules the catch-up applies)', () => {
+describe('pageOfItems, supersedingTouches, withoutSuperseded, stableAnchor (the rules the catch-up applies)', () => {
   const items = (ids: string[]): Element[] => ids.map((id) => parse(`<item xmlns='${NS.PUBSUB}' id='${id}'/>`) as Element);
   const ids = (els: Element[]): string[] => els.map((e) => String(e.attrs.id));
 
@@ -155,13 +243,30 @@ describe('pageOfItems and withoutSuperseded (the rules the catch-up applies)', (
 
   it('drops the publications and retractions of touched items from a history entry, keeps the rest', () => {
     const event = parse(`<event xmlns='${NS.PUBSUB_EVENT}'><items node='n'><item id='a'/><retract id='b'/><item id='c'/></items></event>`) as Element;
-    const { event: kept, dropped } = withoutSuperseded(event, new Map([['b', 0], ['c', 1]]));
+    const { event: kept, dropped } = withoutSuperseded(event, new Set(['b', 'c']));
     assert.equal(dropped, 2);
     assert.deepEqual(
       kept?.getChild('items')?.getChildElements().map((c) => `${c.name} ${String(c.attrs.id)}`),
       ['item a'],
     );
     assert.equal(kept?.getChild('items')?.attrs.node, 'n');
-    assert.equal(withoutSuperseded(event, new Map([['z', 0]])).event, event, 'nothing touched: the same event');
+    assert.equal(withoutSuperseded(event, new Set(['z'])).event, event, 'nothing touched: the same event');
+  });
+
+  it('only live events whose archive id was not read in an earlier page supersede', () => {
+    const live = new Map([
+      ['s1', ['a']],
+      ['s2', ['b', 'c']],
+    ]);
+    assert.deepEqual([...supersedingTouches(live, new Set(['s1']))].sort(), ['b', 'c'], "s1's entry was read already: it supersedes nothing after it");
+    assert.deepEqual([...supersedingTouches(live, new Set())].sort(), ['a', 'b', 'c']);
+  });
+
+  it('a page anchor is the newest item read that no live event touched', () => {
+    const anchors = ['a', 'b', 'c', 'd'];
+    assert.equal(stableAnchor(anchors, new Map([['d', 0], ['c', 4]])), 'b');
+    assert.deepEqual(anchors, ['a', 'b'], 'the touched ones dropped from the end');
+    assert.equal(stableAnchor(['a'], new Map([['a', 0]])), undefined, 'none left: page from the start');
+    assert.equal(stableAnchor(['a', 'b'], undefined), 'b');
   });
 });

@@ -68,13 +68,12 @@ describe('pub/sub client (towards partners)', () => {
     assert.deepEqual(await client.nodes(SVC, 2), ['n1', 'n2', 'n3', 'n4', 'n5']);
   });
 
-  it('items in RSM pages (oldest first), page after page, and by id (missing ids left out)', async () => {
+  it('items in RSM pages (oldest first) and by id (missing ids left out)', async () => {
     const page = await client.itemsPage(SVC, 'n1', { max: 2, after: 'b' });
     assert.deepEqual(ids(page.entries), ['c', 'd']);
     assert.equal(page.last, 'd');
-    const pages: string[][] = [];
-    for await (const items of client.itemPages(SVC, 'n1', 2)) pages.push(ids(items));
-    assert.deepEqual(pages, [['a', 'b'], ['c', 'd'], ['e']]);
+    assert.deepEqual(ids((await client.itemsPage(SVC, 'n1', { max: 2, after: 'd' })).entries), ['e'], 'the last page');
+    assert.deepEqual(ids((await client.itemsPage(SVC, 'n1', { max: 2 })).entries), ['a', 'b'], 'the first page');
     assert.deepEqual(ids(await client.itemsById(SVC, 'n1', ['d', 'zz', 'b'])).sort(), ['b', 'd']);
     await assert.rejects(client.itemsPage(SVC, 'nowhere', { max: 2 }), (err: unknown) => err instanceof IqError && err.condition === 'item-not-found');
   });
