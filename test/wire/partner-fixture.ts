@@ -68,3 +68,20 @@ export const publish = (node: string, id: string): string =>
 export async function until(done: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   for (const start = Date.now(); !done(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * An IQ caller whose requests go through `around` (for startPartner's `iq`): it gets each request
+ * (the child element) and `send`, which asks the real caller; what it returns is the answer.
+ */
+export function aroundRequests(around: (child: Element, send: () => Promise<Element>) => Promise<Element>): (iq: IqCaller) => IqCaller {
+  return (iq) =>
+    new Proxy(iq, {
+      get(target, prop) {
+        if (prop !== 'request') {
+          const value: unknown = Reflect.get(target, prop, target);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        }
+        return (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => around(child, () => target.request(to, type, child, timeoutMs));
+      },
+    });
+}

@@ -10,13 +10,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parse, type Element } from 'ltx';
-import type { IqCaller } from '../../src/component/iq-caller.ts';
 import { pageOfItems, stableAnchor, supersedingTouches, withoutSuperseded } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { create, publish, startPartner, until } from './partner-fixture.ts';
+import { aroundRequests, create, publish, startPartner, until } from './partner-fixture.ts';
 
 /** A publish request of item `id` whose Atom title is `title` (a new version of the item). */
 const republish = (node: string, id: string, title: string): string =>
@@ -67,25 +66,16 @@ describe("a partner's catch-up and the live notifications that overtake its page
       // the site republishes an item of it and its notification is applied: the page in hand
       // is now stale.
       let overtaken = false;
-      const wrap = (iq: IqCaller): IqCaller =>
-        new Proxy(iq, {
-          get(target, prop) {
-            if (prop !== 'request') {
-              const value: unknown = Reflect.get(target, prop, target);
-              return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-            }
-            return async (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => {
-              const res = await target.request(to, type, child, timeoutMs);
-              const after = child.getChild('set', NS.RSM)?.getChildText('after');
-              if (!overtaken && type === 'get' && child.getChild('items')?.attrs.node === node && after) {
-                overtaken = true;
-                await alice.iq('set', site.jid, republish(node, republished, `${republished}-v2`));
-                await until(() => writes.get(republished)?.includes(`${republished}-v2`) === true, `the republished ${republished}'s notification applied`);
-              }
-              return res;
-            };
-          },
-        });
+      const wrap = aroundRequests(async (child, send) => {
+        const res = await send();
+        const after = child.getChild('set', NS.RSM)?.getChildText('after');
+        if (!overtaken && child.getChild('items')?.attrs.node === node && after) {
+          overtaken = true;
+          await alice.iq('set', site.jid, republish(node, republished, `${republished}-v2`));
+          await until(() => writes.get(republished)?.includes(`${republished}-v2`) === true, `the republished ${republished}'s notification applied`);
+        }
+        return res;
+      });
       const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { iq: wrap });
       try {
         // (s249, the newest item, also comes live on subscription, §6.1.7: s248 is the catch-up's.)
@@ -179,33 +169,24 @@ describe("a partner's catch-up and the live notifications that overtake its page
     };
     let queries = 0;
     let fourthAnswered = false;
-    const wrap = (iq: IqCaller): IqCaller =>
-      new Proxy(iq, {
-        get(target, prop) {
-          if (prop !== 'request') {
-            const value: unknown = Reflect.get(target, prop, target);
-            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-          }
-          return async (to: string, type: 'get' | 'set', child: Element, timeoutMs?: number) => {
-            const history = child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === node;
-            if (history && ++queries === 3) {
-              // Before the third history page is read: a slow write on the other node, then
-              // h150's second version and 98 more entries, all notified late.
-              await alice.iq('set', site.jid, publish(other, 'slow'));
-              await alice.iq('set', site.jid, republish(node, 'h150', 'v2'));
-              for (let i = 1; i <= 98; i++) await alice.iq('set', site.jid, publish(node, `f${i}`));
-            }
-            if (history && queries === 4) {
-              await until(() => writes.has('f49'), 'the third page applied (h150 v2 read from the history)');
-              letThrough(2); // the slow write and h150 v2: now live, after their entries were read
-              await alice.iq('set', site.jid, republish(node, 'h150', 'v3')); // notified late too
-            }
-            const res = await target.request(to, type, child, timeoutMs);
-            if (history && queries === 4) fourthAnswered = true;
-            return res;
-          };
-        },
-      });
+    const wrap = aroundRequests(async (child, send) => {
+      const history = child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === node;
+      if (history && ++queries === 3) {
+        // Before the third history page is read: a slow write on the other node, then h150's
+        // second version and 98 more entries, all notified late.
+        await alice.iq('set', site.jid, publish(other, 'slow'));
+        await alice.iq('set', site.jid, republish(node, 'h150', 'v2'));
+        for (let i = 1; i <= 98; i++) await alice.iq('set', site.jid, publish(node, `f${i}`));
+      }
+      if (history && queries === 4) {
+        await until(() => writes.has('f49'), 'the third page applied (h150 v2 read from the history)');
+        letThrough(2); // the slow write and h150 v2: now live, after their entries were read
+        await alice.iq('set', site.jid, republish(node, 'h150', 'v3')); // notified late too
+      }
+      const res = await send();
+      if (history && queries === 4) fourthAnswered = true;
+      return res;
+    });
     const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { positions, gate, iq: wrap, liveBacklogItems: 1 });
     try {
       await until(() => fourthAnswered && writes.has('f98'), 'the fourth history page applied');
