@@ -83,12 +83,21 @@ interface LiveTrack {
   /**
    * While catching up: each item id that a live event published or retracted since we
    * subscribed, with the ordinal (`arrivals`) of the first such event (current-items pages:
-   * pageOfItems); and the archive id (stanza-id) of each live event that has one, with the item
-   * ids it touched (history pages: replayHistory). A catch-up stops where it meets what
-   * certainly came after the subscription and skips what a live event superseded.
+   * pageOfItems); and the archive ids (stanza-id) of the live events that have one. A catch-up
+   * stops where it meets what certainly came after the subscription and skips what a live
+   * event superseded.
    */
   liveItems?: Map<string, number>;
-  liveSids?: Map<string, string[]>;
+  liveSids?: Set<string>;
+  /**
+   * While a history replay catches up (replayHistory): the archive ids of the entries it has
+   * taken, and the ids of the items touched by live events whose archive id it had not taken
+   * when they arrived — events newer than every entry it takes before its stop, so those items'
+   * entries are superseded. (An event whose entry was taken already lagged behind the history:
+   * it supersedes nothing taken after it.)
+   */
+  taken?: Set<string>;
+  supersedes?: Set<string>;
   /** Live events received while catching up (the next one's ordinal in `liveItems`). */
   arrivals: number;
   afterCatchUp?: string;
@@ -361,7 +370,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Map(), arrivals: 0, held: false, inFlight: 0 } };
+    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), taken: new Set(), supersedes: new Set(), arrivals: 0, held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     let start: CatchUpStart;
@@ -397,6 +406,8 @@ export class PartnerManager {
     f.live.catchingUp = false;
     f.live.liveItems = undefined;
     f.live.liveSids = undefined;
+    f.live.taken = undefined;
+    f.live.supersedes = undefined;
     // Saved before anything else waits: a drain (leaveToHistory) starts from the saved position.
     if (failure === undefined && f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
     this.backlogChanged(); // a drain waits for the catch-up
@@ -631,8 +642,6 @@ export class PartnerManager {
       return page;
     };
     let next: Promise<HistoryPage> | undefined = ask(position);
-    /** Archive ids of the entries of the pages before the one being applied. */
-    const readBefore = new Set<string>();
     for (let page = 0; page < 100_000 && next; page++) {
       if (this.stopped || (alive && !alive())) throw new StoppedError();
       const read: HistoryPage = await next;
@@ -644,20 +653,18 @@ export class PartnerManager {
       next = reached === -1 && !complete && last && entries.length > 0 ? ask(last) : undefined;
       const before = applied;
       // A page's entries are applied together (the sink batches them; each document in order).
-      // An entry's items that a later live event touched are older than that event: not
-      // applied. Later: an event this replay has not read in an earlier page (it is in this
-      // page — where the replay stops — or after it). One whose entry was read already (its
-      // notification lagged behind the history) supersedes nothing read from here on.
-      const touched = live?.liveSids ? supersedingTouches(live.liveSids, readBefore) : undefined;
-      const results = await Promise.all(
-        entries.map(({ message }) => {
-          const { event, dropped } = withoutSuperseded(message.getChild('event', NS.PUBSUB_EVENT), touched);
-          superseded += dropped;
-          return this.applyEvent(service, node, event);
-        }),
-      );
+      // Items a newer live event touched (LiveTrack.supersedes) are not applied from them; the
+      // entries are taken first, so a notification of one of them arriving from now on (it lagged
+      // behind the history) supersedes nothing.
+      const touched = live?.supersedes;
+      const events = entries.map(({ message }) => {
+        const { event, dropped } = withoutSuperseded(message.getChild('event', NS.PUBSUB_EVENT), touched);
+        superseded += dropped;
+        return event;
+      });
+      for (const { id } of entries) live?.taken?.add(id);
+      const results = await Promise.all(events.map((event) => this.applyEvent(service, node, event)));
       entries.forEach(({ id }, i) => {
-        readBefore.add(id);
         replayed++;
         lastRead = id;
         if (!results[i]) failed = true;
@@ -818,8 +825,10 @@ export class PartnerManager {
         live.deferred = false;
         live.catchingUp = true;
         live.replayable = false; // this last short catch-up applies what arrives
-        live.liveSids = new Map();
+        live.liveSids = new Set();
         live.liveItems = new Map();
+        live.taken = new Set();
+        live.supersedes = new Set();
         live.afterCatchUp = undefined;
         try {
           const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live, () => !gone());
@@ -837,6 +846,8 @@ export class PartnerManager {
           live.catchingUp = false;
           live.liveSids = undefined;
           live.liveItems = undefined;
+          live.taken = undefined;
+          live.supersedes = undefined;
         }
         if (live.afterCatchUp !== undefined && !live.held) this.savePosition(f, live.afterCatchUp);
         live.afterCatchUp = undefined;
@@ -922,14 +933,14 @@ export class PartnerManager {
     if (f.live.catchingUp) {
       const at = f.live.arrivals++;
       const touched = f.live.liveItems;
-      const ids: string[] = [];
+      const supersedes = sid !== undefined && f.live.taken?.has(sid) !== true ? f.live.supersedes : undefined;
+      if (sid) f.live.liveSids?.add(sid);
       for (const child of items?.children ?? []) {
         if (typeof child === 'string' || (child.name !== 'item' && child.name !== 'retract') || child.attrs.id === undefined) continue;
         const id = String(child.attrs.id);
-        ids.push(id);
         if (!touched?.has(id)) touched?.set(id, at);
+        supersedes?.add(id);
       }
-      if (sid) f.live.liveSids?.set(sid, ids);
     }
     // A purge has an archive id too: applied while later items are left, it would move the position past them.
     if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return true;
@@ -989,20 +1000,8 @@ export function pageOfItems(read: Element[], touched: ReadonlyMap<string, number
 }
 
 /**
- * The item ids touched by live events (`liveSids`: archive id -> item ids, LiveTrack) whose
- * archive id is not among `readBefore` (the entries of the history pages already applied):
- * those events are in the page being applied or after it in the archive, so newer than every
- * entry of the page before the replay's stop.
- */
-export function supersedingTouches(liveSids: ReadonlyMap<string, readonly string[]>, readBefore: ReadonlySet<string>): Set<string> {
-  const touched = new Set<string>();
-  for (const [sid, ids] of liveSids) if (!readBefore.has(sid)) for (const id of ids) touched.add(id);
-  return touched;
-}
-
-/**
  * A history entry's event (XEP-0313 on a node) without the publications and retractions of
- * the items in `touched` (supersedingTouches: a live event newer than the entry touched them),
+ * the items in `touched` (LiveTrack.supersedes: a live event newer than the entry touched them),
  * so that the older entry is not applied after the live one — it would bring back an older
  * version or a retracted item. Returns the event itself when nothing is dropped, and how many
  * children were dropped.

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parse, type Element } from 'ltx';
-import { pageOfItems, stableAnchor, supersedingTouches, withoutSuperseded } from '../../src/replication/partners.ts';
+import { pageOfItems, stableAnchor, withoutSuperseded } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
@@ -203,7 +203,7 @@ describe("a partner's catch-up and the live notifications that overtake its page
   });
 });
 
-describe('pageOfItems, supersedingTouches, withoutSuperseded, stableAnchor (the rules the catch-up applies)', () => {
+describe('pageOfItems, withoutSuperseded, stableAnchor (the rules the catch-up applies)', () => {
   const items = (ids: string[]): Element[] => ids.map((id) => parse(`<item xmlns='${NS.PUBSUB}' id='${id}'/>`) as Element);
   const ids = (els: Element[]): string[] => els.map((e) => String(e.attrs.id));
 
@@ -232,15 +232,6 @@ describe('pageOfItems, supersedingTouches, withoutSuperseded, stableAnchor (the 
     );
     assert.equal(kept?.getChild('items')?.attrs.node, 'n');
     assert.equal(withoutSuperseded(event, new Set(['z'])).event, event, 'nothing touched: the same event');
-  });
-
-  it('only live events whose archive id was not read in an earlier page supersede', () => {
-    const live = new Map([
-      ['s1', ['a']],
-      ['s2', ['b', 'c']],
-    ]);
-    assert.deepEqual([...supersedingTouches(live, new Set(['s1']))].sort(), ['b', 'c'], "s1's entry was read already: it supersedes nothing after it");
-    assert.deepEqual([...supersedingTouches(live, new Set())].sort(), ['a', 'b', 'c']);
   });
 
   it('a page anchor is the newest item read that no live event touched', () => {
