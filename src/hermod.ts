@@ -40,20 +40,27 @@ export interface StartOptions {
   /** Use this store instead of the embedded one under dataDir. */
   store?: Store;
   onStateChange?: (state: ConnectionState) => void;
+  /**
+   * Ends start-up while it waits for a CouchDB that does not answer yet (the application
+   * database, a CouchDB store): startHermod then rejects with StartAborted (src/app/wait-for.ts).
+   */
+  signal?: AbortSignal;
 }
 
 /**
  * Starts one Hermod: application settings, the core (store, notification path, pub/sub), the
  * replication sources and sinks, the wire (routes, connection). Each part pushes its stop onto
  * one stack, unwound by `stop()` and by a start that fails half way (nothing is left open).
- * Throws ConfigError (naming the key) for what the config or application database gets wrong.
+ * Waits for a CouchDB (application database, CouchDB store) that does not answer yet, as the
+ * connection waits for its XMPP server. Throws ConfigError (naming the key) for what the config
+ * or application database gets wrong, StartAborted when `signal` ends such a wait.
  */
 export async function startHermod(config: HermodConfig, options: StartOptions): Promise<Hermod> {
   const { log } = options;
   const stack = new StopStack(log);
   return buildOrUnwind(stack, async () => {
-    const { settings, component } = await openAppSettings(stack, config, log);
-    const core = await buildCore(stack, { config, component, log, ...(options.store ? { store: options.store } : {}) });
+    const { settings, component } = await openAppSettings(stack, config, log, options.signal);
+    const core = await buildCore(stack, { config, component, log, ...(options.store ? { store: options.store } : {}), ...(options.signal ? { signal: options.signal } : {}) });
     const replication = await buildReplication(stack, core, { config, settings, componentJid: component.jid, log });
     const wire = await buildWire(stack, core, {
       config,

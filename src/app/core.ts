@@ -17,6 +17,7 @@ import type { Logger } from '../log.ts';
 import { HermodMetrics } from '../ops/metrics.ts';
 import { PubsubService } from '../pubsub/service.ts';
 import { createStore, storeSize } from '../store/backends.ts';
+import { CouchStoreError, redactUrl } from '../store/couchdb.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../transform/quarantine.ts';
 import type { Store } from '../store/store.ts';
 import { parseJid } from '../xmpp/jid.ts';
@@ -24,6 +25,7 @@ import { NotificationRenderer } from '../xmpp/notifications.ts';
 import { PresenceTracker } from '../xmpp/presence.ts';
 import { Privileges } from '../xmpp/privilege.ts';
 import type { StopStack } from './stop-stack.ts';
+import { untilReachable } from './wait-for.ts';
 
 export interface ComponentCredentials {
   jid: string;
@@ -70,17 +72,25 @@ export interface CoreOptions {
   store?: Store;
   /** Another link than the XEP-0114 connection to `component.server` (the wire harness). */
   link?: (outbox: Outbox) => ComponentLink;
+  /** Ends a wait for a CouchDB store that does not answer yet (StartAborted). */
+  signal?: AbortSignal;
 }
 
 /**
  * Builds the core; pushes the closing of the store, the journal and the service onto `stack`.
- * Throws what opening the store or the journal throws (nothing stays open: the stack has it).
+ * A CouchDB store that does not answer yet is waited for (untilReachable; StartAborted when
+ * `signal` aborts). Throws what opening the store or the journal throws otherwise (nothing stays
+ * open: the stack has it).
  */
 export async function buildCore(stack: StopStack, options: CoreOptions): Promise<Core> {
   const { config, component, log } = options;
   await mkdir(config.dataDir, { recursive: true });
   const store = options.store ?? createStore(config, { log: log.child({ component: 'store' }) });
-  await store.open();
+  const couch = config.store.backend === 'couchdb' ? config.store.couchdb : undefined;
+  if (couch && !options.store) {
+    const awaited = { what: 'CouchDB store', key: 'store.couchdb.url', where: `${redactUrl(couch.url)}/${couch.db}` };
+    await untilReachable(awaited, () => store.open(), { log, unreachable: (err) => err instanceof CouchStoreError && err.unreachable, ...(options.signal ? { signal: options.signal } : {}) });
+  } else await store.open();
   stack.push('store', () => store.close());
 
   // Several Hermods may share a CouchDB store (src/cluster/cluster.ts): one holds the work lease

@@ -18,24 +18,31 @@ import { NS } from '../xmpp/ns.ts';
 import type { MessageHandler } from '../xmpp/router.ts';
 import type { ComponentCredentials, Core } from './core.ts';
 import type { StopStack } from './stop-stack.ts';
+import { couchUnreachable, describeCouchFailure } from '../store/couch-answers.ts';
+import { StartAborted, untilReachable } from './wait-for.ts';
 
 /**
  * Opens the application database's settings (with `appDb`) and finds the component credentials:
- * the config file's, else the `hermod:credentials` document. Throws ConfigError naming the key
- * when neither has them or the database cannot be read.
+ * the config file's, else the `hermod:credentials` document. While CouchDB does not answer it
+ * waits (untilReachable; StartAborted when `signal` aborts). Throws ConfigError naming the key
+ * when neither has the credentials or CouchDB refuses the database.
  */
-export async function openAppSettings(stack: StopStack, config: HermodConfig, log: Logger): Promise<{ settings: AppSettings | undefined; component: ComponentCredentials }> {
+export async function openAppSettings(stack: StopStack, config: HermodConfig, log: Logger, signal?: AbortSignal): Promise<{ settings: AppSettings | undefined; component: ComponentCredentials }> {
   if (!config.appDb) {
     if (!config.component) throw new ConfigError('component: missing (required without appDb)');
     return { settings: undefined, component: config.component };
   }
-  const [{ default: nano }, { AppSettings }] = await Promise.all([import('nano'), import('../replication/settings.ts')]);
+  const [{ default: nano }, { AppSettings }, { redactUrl }] = await Promise.all([import('nano'), import('../replication/settings.ts'), import('../store/couchdb.ts')]);
   const db = nano(config.appDb.url).use<Record<string, unknown> & { _id: string }>(config.appDb.db);
   const settings = new AppSettings(db, log.child({ component: 'settings' }));
+  // Waits for a CouchDB that is not up yet (a boot where Hermod comes first); an answer that
+  // refuses (credentials, no such database) is a config error.
+  const awaited = { what: 'application database', key: 'appDb.url', where: `${redactUrl(config.appDb.url)}/${config.appDb.db}` };
   try {
-    await settings.start();
+    await untilReachable(awaited, () => settings.start(), { log, unreachable: couchUnreachable, ...(signal ? { signal } : {}) });
   } catch (err) {
-    throw new ConfigError(`appDb: cannot read database '${config.appDb.db}': ${(err as Error).message}`);
+    if (err instanceof StartAborted) throw err;
+    throw new ConfigError(`appDb: cannot read database '${config.appDb.db}': ${describeCouchFailure(err, { key: 'appDb.url', dbKey: 'appDb.db' })}`);
   }
   stack.push('application settings', () => settings.stop());
   const component = config.component ?? (await settings.credentials());

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, configKeys, loadConfig } from '../config/config.ts';
 import { keyHelp } from '../config/schema-kit.ts';
 import { startHermod } from '../hermod.ts';
+import { StartAborted } from '../app/wait-for.ts';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.ts';
 import { VERSION } from '../version.ts';
 
@@ -13,7 +14,8 @@ export const help = (): string => `hermod ${VERSION} — XMPP publish/subscribe 
 
 Usage:
   hermod start --config FILE [--log-level LEVEL]   run the service
-  hermod demo [--no-install]                       run a local demo: two sites replicating Ajatus notes over XMPP
+  hermod demo [--no-install]                       run a local demo: two sites replicating Ajatus notes
+                                                   (and a Midgard article, through XSLT) over XMPP
                                                    (as root; first installs the missing system
                                                    packages with apt-get unless --no-install or
                                                    HERMOD_NO_INSTALL=1: then exits 2 naming them)
@@ -36,7 +38,9 @@ start
   JID until SIGINT/SIGTERM (then answers requests under way, flushes notifications, closes the
   stream and the store). Reconnects with backoff when the server goes away, and keeps trying
   when it is not there at start (the first failure is logged at error level, naming
-  component.server and the address).
+  component.server and the address). Waits the same way for a CouchDB that does not answer yet
+  at start (appDb.url, store.couchdb.url); one that refuses (credentials, no such database)
+  is a config error.
 
 Options:
   -c, --config FILE      JSON config file (see below)
@@ -47,7 +51,8 @@ Options:
 Config file (JSON; relative paths are resolved against the file's folder), key = default:
 ${keyHelp(configKeys())}
 
-Logs are JSON lines on stderr. Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error.
+Logs are JSON lines on stderr. Exit codes: 0 clean stop, 1 runtime failure, 2 usage or config error,
+75 fenced (several Hermods on one CouchDB store: another took over; systemd restarts it).
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -133,27 +138,36 @@ async function start(configFile: string | undefined, logLevel: string | undefine
     throw err;
   }
   const log = createLogger((logLevel as LogLevel | undefined) ?? config.log.level);
-  let hermod;
-  try {
-    hermod = await startHermod(config, { log });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`hermod: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  log.info('hermod started', { jid: hermod.jid, dataDir: config.dataDir, version: VERSION });
-  await new Promise<void>((resolve) => {
+  // Signals are heard from the start: start-up may wait for a CouchDB that is not up yet.
+  const stopping = new AbortController();
+  const signalled = new Promise<void>((resolve) => {
     const onSignal = (signal: string): void => {
       log.info('signal received', { signal });
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      stopping.abort();
       resolve();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  let hermod;
+  try {
+    hermod = await startHermod(config, { log, signal: stopping.signal });
+  } catch (err) {
+    if (err instanceof StartAborted) return 0; // stopped while waiting: nothing was started
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hermod: ${err.message}\n`);
+      return 2;
+    }
+    // Not a config error, and start-up did not get through (e.g. a CouchDB store that refuses
+    // the database): one line, not a stack trace; status 1, so that systemd tries again.
+    process.stderr.write(`hermod: ${err instanceof Error ? err.message : String(err)}\n`);
+    log.debug('start-up failed', { stack: err instanceof Error ? err.stack : undefined });
+    return 1;
+  }
+  log.info('hermod started', { jid: hermod.jid, dataDir: config.dataDir, version: VERSION });
+  await signalled;
   await hermod.stop();
   return 0;
 }

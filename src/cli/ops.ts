@@ -12,6 +12,7 @@ import type { ClusterStatus } from '../cluster/cluster.ts';
 import { askStatus, type StatusReport } from '../ops/status.ts';
 import { AppSettings } from '../replication/settings.ts';
 import { BACKENDS, backendKv, createStore, describeBackend, type Backend } from '../store/backends.ts';
+import { describeCouchFailure } from '../store/couch-answers.ts';
 import { copyStore } from '../store/migrate.ts';
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
@@ -72,7 +73,7 @@ export async function check(file: string | undefined): Promise<number> {
       await settings.start();
       component ??= await settings.credentials();
     } catch (e) {
-      err(`FAIL  appDb    cannot read '${config.appDb.db}': ${reason(e)}`);
+      err(`FAIL  appDb    cannot read '${config.appDb.db}': ${describeCouchFailure(e, { key: 'appDb.url', dbKey: 'appDb.db' })}`);
       return 1;
     } finally {
       settings.stop();
@@ -86,7 +87,7 @@ export async function check(file: string | undefined): Promise<number> {
       out(`ok    appDb    '${config.appDb.db}' readable; content database '${config.ajatus.contentDb}': ${info.doc_count} documents`);
     } catch (e) {
       const missing = (e as { statusCode?: number }).statusCode === 404;
-      err(`FAIL  appDb    content database '${config.ajatus.contentDb}': ${missing ? 'does not exist (create it, or set ajatus.contentDb)' : reason(e)}`);
+      err(`FAIL  appDb    content database '${config.ajatus.contentDb}': ${missing ? 'does not exist (create it, or set ajatus.contentDb)' : describeCouchFailure(e, { key: 'appDb.url' })}`);
       return 1;
     }
   }
@@ -172,7 +173,7 @@ export async function migrate(file: string | undefined, from: string | undefined
   try {
     out(`copying ${where(from)} -> ${where(to)}`);
     const copied = await copyStore(source, target, (n) => n % 10_000 === 0 && out(`  ${n} entries`));
-    out(`done: ${copied} entries copied; set store.backend to "${to}" and start Hermod`);
+    out(`done: ${copied} entries copied; ${config.store.backend === to ? 'store.backend is already' : 'set store.backend to'} "${to}": start Hermod`);
     return 0;
   } catch (e) {
     err(`hermod migrate: ${reason(e)}`);

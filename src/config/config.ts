@@ -128,7 +128,7 @@ function buildSchema(baseDir: string) {
       must('the configuration must be a JSON object'),
     )
     .superRefine((config, ctx) => {
-      if (config.component === undefined && config.appDb === undefined) ctx.addIssue({ code: 'custom', path: ['component'], message: 'missing (an object is required)' });
+      if (config.component === undefined && config.appDb === undefined) ctx.addIssue({ code: 'custom', path: ['component'], message: 'missing (an object is required, unless appDb is set and its database has the hermod:credentials document)' });
     }, whenObject)
     .transform(({ component, appDb, midgard, metrics, pubsub, ...rest }) => ({
       ...rest,

@@ -1,5 +1,6 @@
 // What a CouchDB answer says about the database itself rather than about the request: shared by
-// the CouchDB store (couchdb.ts) and the CouchDB sink (src/sinks/couchdb.ts).
+// the CouchDB store (couchdb.ts), the CouchDB sink (src/sinks/couchdb.ts) and start-up
+// (src/app/wait-for.ts: waiting for a CouchDB that is not up yet, and messages that say what to do).
 
 /**
  * Whether a CouchDB request failed because the database is not there (yet): pouchdb-server
@@ -11,4 +12,48 @@
 export function databaseMissing(err: unknown): boolean {
   const { statusCode, error, reason, message } = (err ?? {}) as { statusCode?: number; error?: unknown; reason?: unknown; message?: unknown };
   return [error, reason, message].includes('no_db_file') || (statusCode === 404 && /database/i.test(String(reason)));
+}
+
+/** Node's network error codes that mean "nobody answered": worth trying again. */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * The network error code of a CouchDB client error: Node's (`code`, or its cause's), or the one
+ * nano names in the message it rejects with when no HTTP answer came ("error happened in your
+ * connection. Reason: connect ECONNREFUSED …": nano keeps no code on that error).
+ */
+function networkCode(err: unknown): string | undefined {
+  const e = err as { code?: unknown; cause?: { code?: unknown }; message?: unknown };
+  const code = e?.code ?? e?.cause?.code;
+  if (typeof code === 'string') return code;
+  const nano = /^error happened in your connection\. Reason: (?:\w+ )?([A-Z][A-Z_]+)\b/.exec(String(e?.message ?? ''));
+  return nano?.[1];
+}
+
+/**
+ * Whether a CouchDB client error (nano's, or its cause) means the server did not answer — a
+ * network error or HTTP 5xx — rather than an answer (4xx).
+ */
+export function couchUnreachable(err: unknown): boolean {
+  const status = (err as { statusCode?: unknown })?.statusCode;
+  if (typeof status === 'number') return status >= 500;
+  if (/^error happened in your connection\./.test(String((err as { message?: unknown })?.message ?? ''))) return true; // nano: no HTTP answer
+  const code = networkCode(err);
+  return code !== undefined && NETWORK_CODES.has(code);
+}
+
+/**
+ * What a CouchDB client error means, for a message that says what to do: nobody answering (is
+ * CouchDB running there?), refused credentials, a missing database, or CouchDB's own answer.
+ * `key` names the config key of the URL, `dbKey` the one of the database name.
+ */
+export function describeCouchFailure(err: unknown, at: { key: string; dbKey?: string }): string {
+  const e = err as { statusCode?: number; code?: string; cause?: { code?: string }; reason?: string; message?: string };
+  const status = e?.statusCode;
+  if (status === 401) return `CouchDB refused the credentials (HTTP 401): check the user:password in ${at.key}`;
+  if (status === 403) return `forbidden (HTTP 403): the user in ${at.key} may not read it`;
+  if (status === 404) return `no such database (HTTP 404)${at.dbKey ? `: check ${at.dbKey}, or create it` : ''}`;
+  if (typeof status === 'number') return `CouchDB answered HTTP ${status}${e.reason ?? e.message ? ` (${e.reason ?? e.message})` : ''}`;
+  if (couchUnreachable(err)) return `nothing answers (${networkCode(err) ?? e?.message}): is CouchDB running at ${at.key}?`;
+  return e?.message ?? String(err);
 }

@@ -16,7 +16,7 @@ import https from 'node:https';
 import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
 import { ChangeFeed, type FeedRow } from './change-feed.ts';
-import { databaseMissing } from './couch-answers.ts';
+import { couchUnreachable, databaseMissing, describeCouchFailure } from './couch-answers.ts';
 import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv, SharedKv } from './kv.ts';
 import { jsonBody } from '../util/json-body.ts';
@@ -69,7 +69,11 @@ export function redactUrl(url: string): string {
 }
 
 export class CouchStoreError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** CouchDB did not answer (a network error or HTTP 5xx), rather than refusing. */
+    readonly unreachable = false,
+  ) {
     super(message);
     this.name = 'CouchStoreError';
   }
@@ -114,12 +118,10 @@ export class CouchKv implements OrderedKv {
   }
 
   private error(what: string, err: unknown): CouchStoreError {
-    const e = err as { statusCode?: number; code?: string; cause?: { code?: string }; message?: string };
-    const reason = e.statusCode ? `HTTP ${e.statusCode} ${e.message ?? ''}`.trim() : (e.code ?? e.cause?.code ?? e.message ?? String(err));
-    let text = `${this.where}: ${what} failed: ${reason}`;
+    let text = `${this.where}: ${what} failed: ${describeCouchFailure(err, { key: 'store.couchdb.url', dbKey: 'store.couchdb.db' })}`;
     const password = urlPassword(this.options.url);
     if (password) text = text.split(password).join('***');
-    return new CouchStoreError(text);
+    return new CouchStoreError(text, couchUnreachable(err));
   }
 
   async open(): Promise<void> {

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import nano from 'nano';
 import { before, describe, it } from 'node:test';
-import { freePort, hermodCli, writeHermodConfig, type CouchServer, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
+import { freePort, hermodCli, startCouch, startHermodProcess, writeHermodConfig, type CouchServer, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { CouchKv } from '../../src/store/couchdb.ts';
 import { KvStore } from '../../src/store/kv-store.ts';
@@ -88,6 +88,48 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
     const invalid = await hermodCli('check', '--config', badConfig);
     assert.equal(invalid.code, 2);
     assert.match(invalid.stderr, /store\.backend: must be "level" or "couchdb"/);
+  });
+
+  it('start waits for a CouchDB that is not up yet (application database, CouchDB store) instead of exiting; SIGTERM meanwhile is a clean stop', async () => {
+    // A boot where Hermod comes before its CouchDB: it must neither exit with status 2 (which
+    // deploy/hermod.service does not restart) nor crash, but wait and start once CouchDB answers.
+    const late = await startCouch();
+    const url = late.url;
+    await late.stop();
+    let waiting: HermodProcess | undefined;
+    try {
+      waiting = await startHermodProcess({ server: home, dir, name: 'wait-appdb', waitOnline: false, extra: { appDb: { url, db: 'wait_app' }, ajatus: { contentDb: 'wait_content' } } });
+      const said = await waiting.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('application database not reachable'), 'the wait for the application database logged');
+      assert.equal(said.level, 50, 'at error level');
+      assert.equal(said.key, 'appDb.url');
+      assert.match(String(said.msg), /is CouchDB running at appDb\.url\?/);
+      assert.match(String(said.reason), /ECONNREFUSED/);
+      assert.equal(await waiting.stop(), 0, 'SIGTERM while waiting: status 0 (not 2)');
+
+      waiting = await startHermodProcess({ server: home, dir, name: 'wait-store', waitOnline: false, extra: { store: { backend: 'couchdb', couchdb: { url, db: 'wait_state' } } } });
+      await waiting.waitForLog((l) => l.level === 50 && typeof l.msg === 'string' && l.msg.startsWith('CouchDB store not reachable') && l.key === 'store.couchdb.url', 'the wait for the CouchDB store logged');
+      await waiting.waitForLog((l) => l.level === 40 && typeof l.msg === 'string' && l.msg.startsWith('CouchDB store still not reachable'), 'a second attempt, at warn', 10_000);
+      await late.start(); // CouchDB comes up
+      await waiting.waitForLog((l) => l.msg === 'component online', 'online once CouchDB answers', 60_000);
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='late-couch'/></pubsub>`);
+      const nodes = await nano(url).use('wait_state').info();
+      assert.ok(nodes.doc_count > 0, 'the store is on the CouchDB that came up');
+      assert.equal(await waiting.stop(), 0);
+      waiting = undefined;
+
+      // A CouchDB that answers but refuses (wrong password) is no reason to wait: one line, status 1.
+      const wrong = new URL(couchUrl);
+      wrong.password = 'not-the-password';
+      const refusedConfig = await writeHermodConfig({ server: home, dir, name: 'wait-refused', extra: { store: { backend: 'couchdb', couchdb: { url: wrong.toString(), db: 'hermod' } } } });
+      const refused = await hermodCli('start', '--config', refusedConfig);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /^hermod: CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod: opening the database failed: CouchDB refused the credentials \(HTTP 401\): check the user:password in store\.couchdb\.url$/m);
+      assert.doesNotMatch(refused.stderr, /^\s+at /m, 'no stack trace');
+      assert.doesNotMatch(refused.stdout + refused.stderr, /not-the-password/);
+    } finally {
+      if (waiting && !waiting.exited()) await waiting.kill();
+      await late.destroy();
+    }
   });
 
   it('status and metrics: a running instance reports connection, nodes, subscriptions and queues; /metrics counts stanzas, errors, notifications', async () => {

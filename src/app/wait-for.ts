@@ -1,0 +1,77 @@
+// Start-up against a service that is not up yet. A Hermod started at boot may come before its
+// CouchDB (the application database, the CouchDB store), as before its XMPP server: it waits for
+// them — the first failure logged at error level naming the config key and what to check, later
+// ones at warn with the next delay — instead of exiting, since a process that exits with status 2
+// (a config error) is not restarted by deploy/hermod.service. What is an answer rather than an
+// absence (wrong credentials, a refused request) still fails at once.
+
+import type { Logger } from '../log.ts';
+
+/** Start-up was asked to stop (SIGINT/SIGTERM) while it waited. */
+export class StartAborted extends Error {
+  constructor() {
+    super('start-up stopped while waiting');
+    this.name = 'StartAborted';
+  }
+}
+
+/** First and longest wait between attempts (ms). */
+const FIRST_WAIT_MS = 1_000;
+const MAX_WAIT_MS = 30_000;
+
+/** What is waited for, for the log. */
+export interface Awaited {
+  /** e.g. 'application database'. */
+  what: string;
+  /** The config key that names it, e.g. 'appDb.url'. */
+  key: string;
+  /** Where (no password), e.g. 'http://127.0.0.1:5984/ajatus_db'. */
+  where: string;
+}
+
+/**
+ * Runs `attempt` until it succeeds or fails with an error `unreachable` does not accept (that
+ * error is thrown). Waits 1 s, doubling to 30 s, between attempts; the first failure is logged at
+ * error level ("is CouchDB running …?"), the next ones at warn, and success after a failure at
+ * info. Throws StartAborted when `signal` aborts (checked before each attempt and during waits).
+ */
+export async function untilReachable<T>(awaited: Awaited, attempt: () => Promise<T>, o: { log: Logger; unreachable: (err: unknown) => boolean; signal?: AbortSignal }): Promise<T> {
+  for (let tries = 1, wait = FIRST_WAIT_MS; ; tries++, wait = Math.min(wait * 2, MAX_WAIT_MS)) {
+    if (o.signal?.aborted) throw new StartAborted();
+    try {
+      const result = await attempt();
+      if (tries > 1) o.log.info(`${awaited.what} reachable; starting`, { at: awaited.where, attempts: tries });
+      return result;
+    } catch (err) {
+      if (!o.unreachable(err)) throw err;
+      const fields = { key: awaited.key, at: awaited.where, reason: reasonOf(err), retryInSeconds: wait / 1000 };
+      if (tries === 1) o.log.error(`${awaited.what} not reachable: is CouchDB running at ${awaited.key}? waiting for it`, fields);
+      else o.log.warn(`${awaited.what} still not reachable; trying again`, fields);
+    }
+    await sleep(wait, o.signal);
+  }
+}
+
+function reasonOf(err: unknown): string {
+  const e = err as { statusCode?: number; message?: string };
+  if (typeof e?.statusCode === 'number') return `HTTP ${e.statusCode}`;
+  return e?.message ?? String(err);
+}
+
+/** Waits `ms`, or rejects with StartAborted as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new StartAborted());
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      signal?.removeEventListener('abort', aborted);
+      resolve();
+    }
+    function aborted(): void {
+      clearTimeout(timer);
+      reject(new StartAborted());
+    }
+    signal?.addEventListener('abort', aborted, { once: true });
+  });
+}
+

@@ -1,0 +1,33 @@
+// What start-up and `hermod check` make of CouchDB client errors (src/store/couch-answers.ts):
+// which mean "nobody answers" (wait and try again) and what the message tells the user to check.
+// The network case is nano's real rejection for a closed loopback port.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import nano from 'nano';
+import { freePort } from '../../src/devenv/index.ts';
+import { couchUnreachable, describeCouchFailure } from '../../src/store/couch-answers.ts';
+
+const at = { key: 'appDb.url', dbKey: 'appDb.db' };
+
+describe('CouchDB client errors: unreachable or refused, and what to check', () => {
+  it("nano's rejection for a port nobody listens on: unreachable, naming the code and the key", async () => {
+    const port = await freePort();
+    const err = await nano(`http://127.0.0.1:${port}`).use('x').info().then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof Error, 'nano rejected');
+    assert.equal(couchUnreachable(err), true);
+    assert.equal(describeCouchFailure(err, at), 'nothing answers (ECONNREFUSED): is CouchDB running at appDb.url?');
+  });
+
+  it('HTTP answers: 5xx is unreachable (try again), 4xx is a refusal with what to check', () => {
+    assert.equal(couchUnreachable({ statusCode: 503 }), true);
+    assert.equal(couchUnreachable({ statusCode: 401 }), false);
+    assert.equal(couchUnreachable({ statusCode: 404 }), false);
+    assert.equal(couchUnreachable(new Error('something else')), false);
+    assert.match(describeCouchFailure({ statusCode: 401 }, at), /refused the credentials \(HTTP 401\): check the user:password in appDb\.url/);
+    assert.match(describeCouchFailure({ statusCode: 403 }, at), /HTTP 403.*appDb\.url/);
+    assert.match(describeCouchFailure({ statusCode: 404 }, at), /no such database \(HTTP 404\): check appDb\.db, or create it/);
+    assert.match(describeCouchFailure({ statusCode: 500, reason: 'boom' }, at), /CouchDB answered HTTP 500 \(boom\)/);
+    assert.equal(couchUnreachable({ code: 'ECONNRESET' }), true);
+  });
+});
