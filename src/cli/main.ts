@@ -2,7 +2,7 @@
 // calls process.exit itself, so it can run inside tests.
 
 import { parseArgs } from 'node:util';
-import { ConfigError, configKeys, loadConfig } from '../config/config.ts';
+import { ConfigError, configKeys, configNotes, loadConfig } from '../config/config.ts';
 import { keyHelp } from '../config/schema-kit.ts';
 import { startHermod } from '../hermod.ts';
 import { StartAborted } from '../app/wait-for.ts';
@@ -138,6 +138,7 @@ async function start(configFile: string | undefined, logLevel: string | undefine
     throw err;
   }
   const log = createLogger((logLevel as LogLevel | undefined) ?? config.log.level);
+  for (const note of configNotes(config)) log.warn(note);
   // Signals are heard from the start: start-up may wait for a CouchDB that is not up yet.
   const stopping = new AbortController();
   const signalled = new Promise<void>((resolve) => {

@@ -6,7 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import nano from 'nano';
 import { checkHandshake } from '../component/connection.ts';
-import { ConfigError, loadConfig, type HermodConfig } from '../config/config.ts';
+import { ConfigError, configNotes, loadConfig, type HermodConfig } from '../config/config.ts';
 import { silentLogger } from '../log.ts';
 import type { ClusterStatus } from '../cluster/cluster.ts';
 import { askStatus, type StatusReport } from '../ops/status.ts';
@@ -42,6 +42,7 @@ export async function check(file: string | undefined): Promise<number> {
   const config = await configOrExit('check', file);
   if (typeof config === 'number') return config;
   out(`ok    config   ${file}`);
+  for (const note of configNotes(config)) out(`note  config   ${note}`);
   const running = await askStatus(config.dataDir, 2_000).catch(() => undefined);
   if (running) {
     // A second component connection would compete with (or replace) the running one.

@@ -166,7 +166,21 @@ export const configKeys = (): KeyDoc[] => describedKeys(configSchema('.'));
 export function validateConfig(raw: unknown, baseDir: string): HermodConfig {
   const r = check(configSchema(baseDir), raw);
   if (r.problems) throw new ConfigError(r.problems.join('\n'));
+  const given = raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>) : {};
+  const notes: string[] = [];
+  if (given.ajatus !== undefined && given.appDb === undefined) notes.push('ajatus: ignored without appDb (Ajatus replication reads its partners, settings and content through the application database): add appDb, or remove the ajatus section');
+  if (notes.length > 0) NOTES.set(r.value, notes);
   return r.value;
+}
+
+const NOTES = new WeakMap<HermodConfig, string[]>();
+
+/**
+ * What a valid config holds that has no effect (a section its feature cannot use without another),
+ * as messages naming the key: `hermod check` prints them, `hermod start` logs them at warn.
+ */
+export function configNotes(config: HermodConfig): readonly string[] {
+  return NOTES.get(config) ?? [];
 }
 
 /** "pubsub.example.org" -> "example.org" (a single-label JID is its own parent). */

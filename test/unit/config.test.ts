@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, validateConfig } from '../../src/config/config.ts';
+import { ConfigError, configNotes, validateConfig } from '../../src/config/config.ts';
 import { parsePartnerSettings } from '../../src/replication/settings.ts';
 
 const good = { component: { jid: 'pubsub.example.org', secret: 's3cret', server: 'xmpp://127.0.0.1:5347' }, dataDir: './data' };
@@ -33,6 +33,14 @@ describe('config validation', () => {
     assert.deepEqual(c.pubsub.admins, []);
     assert.equal(c.store.sync, false);
     assert.equal(c.log.level, 'info');
+  });
+
+  it('notes a section that has no effect: ajatus without appDb (check prints it, start logs it)', () => {
+    const notes = configNotes(validateConfig({ ...good, ajatus: { contentDb: 'notes' } }, '/etc/hermod'));
+    assert.equal(notes.length, 1);
+    assert.match(notes[0] as string, /^ajatus: ignored without appDb .*add appDb, or remove the ajatus section$/);
+    assert.deepEqual(configNotes(validateConfig(good, '/etc/hermod')), [], 'nothing to note');
+    assert.deepEqual(configNotes(validateConfig({ appDb: { url: 'http://127.0.0.1:5984' }, ajatus: { contentDb: 'notes' } }, '/etc/hermod')), [], 'with appDb it is used');
   });
 
   it('needs only the application database when credentials live there', () => {
