@@ -23,7 +23,13 @@ const republish = (node: string, id: string, title: string): string =>
 
 const titleOf = (item: Element): string => item.getChild('entry')?.getChildText('title') ?? '';
 
-/** A sink that records, per item id of `node`, the titles written in call order. */
+/** A retract request of item `id` of `node` (XEP-0060 §7.2), with notification. */
+const retract = (node: string, id: string): string => `<pubsub xmlns='${NS.PUBSUB}'><retract node='${node}' notify='true'><item id='${id}'/></retract></pubsub>`;
+
+/** What recordingSink records for a retraction. */
+const RETRACTED = '(retracted)';
+
+/** A sink that records, per item id of `node`, the titles written (and RETRACTED) in call order. */
 function recordingSink(node: string, writes: Map<string, string[]>, held?: Promise<void>): PartnerSink & { calls: () => number } {
   let calls = 0;
   return {
@@ -37,7 +43,9 @@ function recordingSink(node: string, writes: Map<string, string[]>, held?: Promi
       writes.set(id, [...(writes.get(id) ?? []), title]);
       return true;
     },
-    retract: async () => undefined,
+    retract: async (_service, n, id) => {
+      if (n === node) writes.set(id, [...(writes.get(id) ?? []), RETRACTED]);
+    },
   };
 }
 
@@ -54,10 +62,12 @@ describe("a partner's catch-up and the live notifications that overtake its page
   });
 
   // s150: an item in the middle of the page; s199: the page's last item, which the next page
-  // would be asked for after (a republished anchor places "after" at the end of the node).
-  for (const republished of ['s150', 's199']) {
-    it(`an item page answered before its item ${republished} was republished: the catch-up reads on past it and keeps the newer version`, async () => {
-      const node = `/tags/stale-${republished}`;
+  // would be asked for after (a republished anchor places "after" at the end of the node); and
+  // s150 retracted instead (it must not come back from the stale page).
+  for (const [republished, change] of [['s150', 'republished'], ['s199', 'republished'], ['s150', 'retracted']] as const) {
+    it(`an item page answered before its item ${republished} was ${change}: the catch-up reads on past it and keeps the newer state`, async () => {
+      const node = `/tags/stale-${republished}-${change}`;
+      const newer = change === 'retracted' ? RETRACTED : `${republished}-v2`;
       await alice.iq('set', site.jid, create(node));
       for (let i = 0; i < 250; i++) await alice.iq('set', site.jid, publish(node, `s${i}`));
       const writes = new Map<string, string[]>();
@@ -71,8 +81,8 @@ describe("a partner's catch-up and the live notifications that overtake its page
         const after = child.getChild('set', NS.RSM)?.getChildText('after');
         if (!overtaken && child.getChild('items')?.attrs.node === node && after) {
           overtaken = true;
-          await alice.iq('set', site.jid, republish(node, republished, `${republished}-v2`));
-          await until(() => writes.get(republished)?.includes(`${republished}-v2`) === true, `the republished ${republished}'s notification applied`);
+          await alice.iq('set', site.jid, change === 'retracted' ? retract(node, republished) : republish(node, republished, newer));
+          await until(() => writes.get(republished)?.includes(newer) === true, `the ${change} ${republished}'s notification applied`);
         }
         return res;
       });
@@ -83,7 +93,7 @@ describe("a partner's catch-up and the live notifications that overtake its page
         assert.ok(overtaken, 'the second page was answered before the republication (the case under test happened)');
         const missing = Array.from({ length: 250 }, (_, i) => `s${i}`).filter((id) => !writes.has(id));
         assert.deepEqual(missing, [], `every item published before the subscription written (the catch-up did not stop at or page after ${republished})`);
-        assert.equal(writes.get(republished)?.at(-1), `${republished}-v2`, `${republished} ends at its newer version (written: ${JSON.stringify(writes.get(republished))})`);
+        assert.equal(writes.get(republished)?.at(-1), newer, `${republished} ends ${change} (written: ${JSON.stringify(writes.get(republished))})`);
       } finally {
         await manager.stop();
         await harness.stop();
