@@ -377,6 +377,12 @@ export class PartnerManager {
     try {
       start = await this.catchUpStart(service, node);
       f.live.replayable = start.replayable;
+      // What supersedes history entries matters to a history replay only: a catch-up from
+      // current items (a first follow) need not keep every live item id twice.
+      if (start.position === undefined || !this.o.positions || !this.withHistory.has(service)) {
+        f.live.taken = undefined;
+        f.live.supersedes = undefined;
+      }
       const subscription = await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
       const subid = subscription?.attrs.subid as string | undefined;

@@ -58,6 +58,17 @@ export function refusalReply(stanza: Element): { reason: string; reply: Element 
 
 const ATTRIBUTE = /([^\s=/>]+)\s*=\s*(?:'([^']*)'|"([^"]*)")/g;
 
+/**
+ * V8 keeps a substring of 13 characters or more as a slice of the string it was cut from: an
+ * attribute value (a JID, an item or archive id) kept after its stanza — in a set of ids that
+ * arrived live during a catch-up, a cache, a position — would keep the whole socket chunk it came
+ * in alive (64 KiB and more: a catch-up under a stream of notifications held every chunk of it).
+ * Such values are copied into a string of their own; shorter ones V8 copies anyway.
+ */
+function detached(value: string): string {
+  return value.length < 13 ? value : (' ' + value).slice(1);
+}
+
 export class StreamParser extends EventEmitter {
   private readonly maxDepth: number;
   private readonly maxStanzaChars: number;
@@ -193,7 +204,7 @@ export class StreamParser extends EventEmitter {
     const attrs: Record<string, string> = {};
     if (!this.refusing) {
       ATTRIBUTE.lastIndex = nameEnd;
-      for (let m = ATTRIBUTE.exec(body); m; m = ATTRIBUTE.exec(body)) attrs[m[1] as string] = unescapeXML(m[2] ?? m[3] ?? '');
+      for (let m = ATTRIBUTE.exec(body); m; m = ATTRIBUTE.exec(body)) attrs[m[1] as string] = detached(unescapeXML(m[2] ?? m[3] ?? ''));
     }
     this.startElement(name, attrs);
     if (selfClosing) this.endElement(name);
