@@ -12,7 +12,7 @@ import { IqCaller } from '../component/iq-caller.ts';
 import { JOURNAL_SPACE, NotificationJournal } from '../component/journal.ts';
 import { NotificationQueue } from '../component/notification-queue.ts';
 import { Outbox } from '../component/outbox.ts';
-import { parentDomain, type HermodConfig } from '../config/config.ts';
+import { ConfigError, parentDomain, type HermodConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { HermodMetrics } from '../ops/metrics.ts';
 import { PubsubService } from '../pubsub/service.ts';
@@ -89,7 +89,25 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
   const couch = config.store.backend === 'couchdb' ? config.store.couchdb : undefined;
   if (couch && !options.store) {
     const awaited = { what: 'CouchDB store', key: 'store.couchdb.url', where: `${redactUrl(couch.url)}/${couch.db}` };
-    await untilReachable(awaited, () => store.open(), { log, unreachable: (err) => err instanceof CouchStoreError && err.unreachable, ...(options.signal ? { signal: options.signal } : {}) });
+    // An open cut short (CouchDB went away half way, or an attempt that got no answer) is closed
+    // before the next attempt: no changes feed of it stays behind.
+    const attempt = async (): Promise<void> => {
+      try {
+        await store.open();
+      } catch (err) {
+        await store.close().catch(() => undefined);
+        throw err;
+      }
+    };
+    try {
+      await untilReachable(awaited, attempt, { log, unreachable: (err) => err instanceof CouchStoreError && err.unreachable, ...(options.signal ? { signal: options.signal } : {}) });
+    } catch (err) {
+      await store.close().catch(() => undefined); // an attempt left unanswered may still open it
+      // A CouchDB that answers and refuses (credentials, rights) is a config error: restarting
+      // will not fix it (exit 2, not restarted by deploy/hermod.service).
+      if (err instanceof CouchStoreError && !err.unreachable) throw new ConfigError(`store.couchdb: ${err.message}`);
+      throw err;
+    }
   } else await store.open();
   stack.push('store', () => store.close());
 

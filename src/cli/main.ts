@@ -141,21 +141,29 @@ async function start(configFile: string | undefined, logLevel: string | undefine
   for (const note of configNotes(config)) log.warn(note);
   // Signals are heard from the start: start-up may wait for a CouchDB that is not up yet.
   const stopping = new AbortController();
+  let onSignal: (signal: string) => void = () => undefined;
   const signalled = new Promise<void>((resolve) => {
-    const onSignal = (signal: string): void => {
+    onSignal = (signal: string): void => {
       log.info('signal received', { signal });
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      unlisten();
       stopping.abort();
       resolve();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  function unlisten(): void {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
   let hermod;
   try {
     hermod = await startHermod(config, { log, signal: stopping.signal });
   } catch (err) {
+    unlisten();
+    // A CouchDB request left unanswered (a server that accepted and went quiet) may keep the
+    // event loop alive: exit after 2 s all the same (the timer itself holds nothing open).
+    setTimeout(() => process.exit(process.exitCode ?? 1), 2_000).unref();
     if (err instanceof StartAborted) return 0; // stopped while waiting: nothing was started
     if (err instanceof ConfigError) {
       process.stderr.write(`hermod: ${err.message}\n`);

@@ -37,9 +37,11 @@ function networkCode(err: unknown): string | undefined {
 export function couchUnreachable(err: unknown): boolean {
   const status = (err as { statusCode?: unknown })?.statusCode;
   if (typeof status === 'number') return status >= 500;
-  if (/^error happened in your connection\./.test(String((err as { message?: unknown })?.message ?? ''))) return true; // nano: no HTTP answer
+  // Only what may change by waiting: a TLS or protocol error (a self-signed certificate, https
+  // to an http port) is an answer that says the URL is wrong.
   const code = networkCode(err);
-  return code !== undefined && NETWORK_CODES.has(code);
+  if (code !== undefined) return NETWORK_CODES.has(code);
+  return /^error happened in your connection\. Reason: socket hang up/.test(String((err as { message?: unknown })?.message ?? '')); // closed without an answer
 }
 
 /**
@@ -55,5 +57,7 @@ export function describeCouchFailure(err: unknown, at: { key: string; dbKey?: st
   if (status === 404) return `no such database (HTTP 404)${at.dbKey ? `: check ${at.dbKey}, or create it` : ''}`;
   if (typeof status === 'number') return `CouchDB answered HTTP ${status}${e.reason ?? e.message ? ` (${e.reason ?? e.message})` : ''}`;
   if (couchUnreachable(err)) return `nothing answers (${networkCode(err) ?? e?.message}): is CouchDB running at ${at.key}?`;
-  return e?.message ?? String(err);
+  const text = String(e?.message ?? err).replace(/^error happened in your connection\. Reason: /, '');
+  if (/certificate|SSL|TLS|EPROTO|HPE_|wrong version number/i.test(text)) return `TLS or protocol error (${text}): check the scheme (http or https) and the certificate of ${at.key}`;
+  return text;
 }

@@ -202,7 +202,14 @@ export class CouchKv implements OrderedKv {
         onRows: (rows) => this.changed(rows),
         onError: (err) => process.emitWarning(this.error('following the changes feed', err).message),
       });
-      await this.feed.start();
+      try {
+        await this.feed.start();
+      } catch (err) {
+        // Not following: the next open starts the feed afresh (a CouchDB that is not up yet is waited for).
+        this.feed = undefined;
+        this.listeners.delete(listener);
+        throw err instanceof CouchStoreError ? err : this.error('following the changes feed', err);
+      }
     }
     return () => void this.listeners.delete(listener);
   }

@@ -117,13 +117,14 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
       assert.equal(await waiting.stop(), 0);
       waiting = undefined;
 
-      // A CouchDB that answers but refuses (wrong password) is no reason to wait: one line, status 1.
+      // A CouchDB that answers but refuses (wrong password) is no reason to wait: a config error
+      // (status 2: restarting will not fix it), one line.
       const wrong = new URL(couchUrl);
       wrong.password = 'not-the-password';
       const refusedConfig = await writeHermodConfig({ server: home, dir, name: 'wait-refused', extra: { store: { backend: 'couchdb', couchdb: { url: wrong.toString(), db: 'hermod' } } } });
       const refused = await hermodCli('start', '--config', refusedConfig);
-      assert.equal(refused.code, 1, refused.stderr);
-      assert.match(refused.stderr, /^hermod: CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod: opening the database failed: CouchDB refused the credentials \(HTTP 401\): check the user:password in store\.couchdb\.url$/m);
+      assert.equal(refused.code, 2, refused.stderr);
+      assert.match(refused.stderr, /^hermod: store\.couchdb: CouchDB http:\/\/\*\*\*@127\.0\.0\.1:\d+\/hermod: opening the database failed: CouchDB refused the credentials \(HTTP 401\): check the user:password in store\.couchdb\.url$/m);
       assert.doesNotMatch(refused.stderr, /^\s+at /m, 'no stack trace');
       assert.doesNotMatch(refused.stdout + refused.stderr, /not-the-password/);
     } finally {

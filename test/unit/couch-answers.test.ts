@@ -30,4 +30,14 @@ describe('CouchDB client errors: unreachable or refused, and what to check', () 
     assert.match(describeCouchFailure({ statusCode: 500, reason: 'boom' }, at), /CouchDB answered HTTP 500 \(boom\)/);
     assert.equal(couchUnreachable({ code: 'ECONNRESET' }), true);
   });
+
+  it("nano's other connection errors: a closed socket waits, a TLS or protocol error is a wrong URL", () => {
+    const nanoError = (reason: string): Error => new Error(`error happened in your connection. Reason: ${reason}`);
+    assert.equal(couchUnreachable(nanoError('getaddrinfo ENOTFOUND couch.example')), true, 'DNS may come up at boot');
+    assert.equal(couchUnreachable(nanoError('socket hang up')), true);
+    const tls = nanoError('self-signed certificate');
+    assert.equal(couchUnreachable(tls), false, 'waiting will not change a certificate');
+    assert.equal(describeCouchFailure(tls, at), 'TLS or protocol error (self-signed certificate): check the scheme (http or https) and the certificate of appDb.url');
+    assert.equal(couchUnreachable(nanoError('write EPROTO 00000000:error:0A00010B:SSL routines:ssl3_get_record:wrong version number')), false);
+  });
 });
