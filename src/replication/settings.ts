@@ -128,6 +128,8 @@ export class AppSettings extends EventEmitter {
     this.follow();
   }
 
+  private following = false;
+
   stop(): void {
     this.stopped = true;
     this.db.changesReader.stop();
@@ -156,6 +158,10 @@ export class AppSettings extends EventEmitter {
   }
 
   private follow(): void {
+    // Once: start() may be called again while an earlier call is still under way (start-up gives
+    // up waiting for an answer after 20 s and asks again: src/app/wait-for.ts).
+    if (this.following) return;
+    this.following = true;
     this.db.changesReader
       .start({ since: this.since, includeDocs: true, timeout: 25_000 })
       .on('change', (change: { id: string; deleted?: boolean; doc?: Doc }) => {
