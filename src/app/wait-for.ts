@@ -5,6 +5,7 @@
 // (a config error) is not restarted by deploy/hermod.service. What is an answer rather than an
 // absence (wrong credentials, a refused request) still fails at once.
 
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../log.ts';
 
 /** Start-up was asked to stop (SIGINT/SIGTERM) while it waited. */
@@ -94,20 +95,12 @@ function reasonOf(err: unknown): string {
   return e?.message ?? String(err);
 }
 
-/** Waits `ms`, or rejects with StartAborted as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new StartAborted());
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      signal?.removeEventListener('abort', aborted);
-      resolve();
-    }
-    function aborted(): void {
-      clearTimeout(timer);
-      reject(new StartAborted());
-    }
-    signal?.addEventListener('abort', aborted, { once: true });
-  });
+/** Waits `ms` (node:timers/promises), or rejects with StartAborted as soon as `signal` aborts. */
+async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await delay(ms, undefined, signal ? { signal } : {});
+  } catch (err) {
+    if (signal?.aborted) throw new StartAborted();
+    throw err;
+  }
 }
-

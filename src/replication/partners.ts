@@ -574,7 +574,7 @@ export class PartnerManager {
     let superseded = 0;
     const partner = this.partnerOf.get(service);
     let reachedLive = false;
-    const touched = (): ReadonlyMap<string, number> | undefined => f.live.liveItems;
+    const touched = f.live.liveItems; // the live events' touches, filled in as they arrive
     // Pages are asked for after an item (XEP-0059 `after`). An item republished or retracted
     // since we read it is no anchor: the service places "after" at its new place (the end of the
     // node) or finds no such item, and every item between would be skipped. So the anchor is the
@@ -587,7 +587,7 @@ export class PartnerManager {
     let moves = 0;
     // Live events received before the page under way was asked for (see pageOfItems).
     let askedAt = f.live.arrivals;
-    const movedSinceAsked = (id: string): boolean => (touched()?.get(id) ?? -1) >= askedAt;
+    const movedSinceAsked = (id: string): boolean => (touched?.get(id) ?? -1) >= askedAt;
     for (let pages = 0; ; pages++) {
       if (this.stopped) throw new StoppedError();
       if (pages >= CATCH_UP_PAGES) throw new Error(`catch-up read ${CATCH_UP_PAGES} pages of ${node} without reaching its end`);
@@ -601,16 +601,16 @@ export class PartnerManager {
       if (this.stopped) throw new StoppedError();
       if (after !== undefined && movedSinceAsked(after)) {
         if (++moves > ANCHOR_MOVES) throw new Error(`catch-up of ${node}: ${ANCHOR_MOVES} page anchors republished or retracted while being read`);
-        after = stableAnchor(anchors, touched());
+        after = stableAnchor(anchors, touched);
         askedAt = f.live.arrivals;
         continue;
       }
       const entries = read ?? [];
-      const { page, reached, skipped } = pageOfItems(entries, readAll ? undefined : touched(), askedAt);
+      const { page, reached, skipped } = pageOfItems(entries, readAll ? undefined : touched, askedAt);
       superseded += skipped;
       for (const item of entries) {
         const id = String(item.attrs.id);
-        if (!touched()?.has(id)) anchors.push(id);
+        if (!touched?.has(id)) anchors.push(id);
       }
       if (anchors.length > 2 * ITEM_PAGE) anchors.splice(0, anchors.length - ITEM_PAGE);
       const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
@@ -621,7 +621,7 @@ export class PartnerManager {
       }
       if (entries.length === 0) break; // past the last item (a service may page fewer than asked)
       const last = String(entries.at(-1)?.attrs.id);
-      after = touched()?.has(last) ? stableAnchor(anchors, touched()) : last;
+      after = touched?.has(last) ? stableAnchor(anchors, touched) : last;
       askedAt = f.live.arrivals; // the next page is asked for now
     }
     if (positions && end) await positions.set(service, node, end);
