@@ -116,6 +116,7 @@ export class Audience {
    * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
    * Digest subscriptions (pubsub#digest) carry their interval (`digestMs`): the notification
    * queue aggregates their item notifications; presence and access are checked here, per item.
+   * `oneCopy` is set where every subscription of the JID asked for one copy (one-copy.ts).
    */
   recipients(state: NodeState, rosters?: readonly Roster[]): Recipient[] {
     const out: Recipient[] = [];
@@ -134,9 +135,11 @@ export class Audience {
           if (digestMs === undefined) delete seen.digestMs;
           else seen.digestMs = Math.min(seen.digestMs, digestMs);
         }
+        // Without its payload only if every one of them asked for one copy.
+        if (sub.options?.oneCopy !== true) delete seen.oneCopy;
         continue;
       }
-      const recipient: Recipient = { jid: sub.jid, subid: sub.subid, ...(digestMs !== undefined ? { digestMs } : {}) };
+      const recipient: Recipient = { jid: sub.jid, subid: sub.subid, ...(digestMs !== undefined ? { digestMs } : {}), ...(sub.options?.oneCopy === true ? { oneCopy: true as const } : {}) };
       out.push(recipient);
       (byJid ??= new Map()).set(sub.jid, recipient);
     }

@@ -22,6 +22,7 @@ import { KeyedMutex } from '../util/mutex.ts';
 import { bareJid } from '../util/bare-jid.ts';
 import type { PresenceView, RosterSource } from './access.ts';
 import { Audience } from './audience.ts';
+import { OneCopyLedger } from './one-copy.ts';
 import { needsApproval, type Action } from './capabilities.ts';
 import { ExpiryScheduler, realTimers, type Timers } from './expiry.ts';
 import { fail, PubsubError } from './errors.ts';
@@ -119,6 +120,8 @@ export class PubsubService {
   /** Creations per owner are serialised so that the node quota holds under concurrency. */
   private readonly ownerLocks = new KeyedMutex();
   private readonly runsTimers: () => boolean;
+  /** Who was sent which recent payload through a one-copy subscription (one-copy.ts). */
+  private readonly oneCopy = new OneCopyLedger();
 
   /** Errors: `not-acceptable` when nodeDefaults.maxItems is above limits.maxItemsPerNode. */
   constructor(options: ServiceOptions) {
@@ -761,7 +764,9 @@ export class PubsubService {
    * request is checked on its own (rate, §7.1.3 shape, §7.1.5 preconditions, payload size,
    * publish_node_full counting the items accepted before it), an item id given twice ends up
    * once (the later payload, as newest), and subscribers get one notification per accepted
-   * item, in order, once the write is done (the audience is computed once for the batch).
+   * item, in order, once the write is done (the audience is computed once for the batch; a
+   * one-copy subscriber just sent the same id and payload through another node gets it without
+   * payload: one-copy.ts).
    * Resolves to one outcome per request, in order: `{id}` (undefined id: a transient
    * notification-only node, §4.3) or `{error}`, the PubsubError that publish() would have raised
    * for that request alone (rate-limited, item-required, payload-required, item-forbidden,
@@ -821,7 +826,15 @@ export class PubsubService {
       }
       for (const [n, published] of accepted.entries()) {
         const archiveId = archiveIds[n];
-        this.emit(state, { kind: 'items', node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) }, recipients);
+        const event = { kind: 'items' as const, node: id, item: published, withPayload: nodeConfig.deliverPayloads, ...(archiveId ? { archiveId } : {}) };
+        if (!nodeConfig.deliverPayloads) {
+          this.emit(state, event, recipients);
+          continue;
+        }
+        // One-copy subscribers just sent this payload through another node get it without (one-copy.ts).
+        const { full, stubs } = this.oneCopy.split(id, published, recipients);
+        this.emit(state, event, full);
+        if (stubs.length > 0) this.emit(state, { ...event, item: { ...published, payload: '' }, withPayload: false }, stubs);
       }
       return outcomes;
     }, () => {

@@ -40,6 +40,7 @@ export function applySubscriptionOptions(base: SubscriptionOptions, change: Part
   if (next.subscriptionType !== 'items') fail('invalid-options', 'pubsub#subscription_type must be items (this service has no collections)');
   if (next.expire !== undefined && (!Number.isFinite(next.expire) || next.expire <= now)) fail('invalid-options', 'pubsub#expire must be in the future');
   if (next.digest === false) delete next.digest;
+  if (next.oneCopy === false) delete next.oneCopy;
   const f = next.digestFrequency;
   if (f !== undefined && (!Number.isInteger(f) || f < MIN_DIGEST_FREQUENCY_MS || f > MAX_DIGEST_FREQUENCY_MS)) {
     fail('invalid-options', `pubsub#digest_frequency must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (1 min) (got '${f}')`);
@@ -48,5 +49,5 @@ export function applySubscriptionOptions(base: SubscriptionOptions, change: Part
 }
 
 export function sameOptions(a: SubscriptionOptions, b: SubscriptionOptions): boolean {
-  return a.deliver === b.deliver && a.expire === b.expire && a.subscriptionType === b.subscriptionType && digestMsOf(a) === digestMsOf(b);
+  return a.deliver === b.deliver && a.expire === b.expire && a.subscriptionType === b.subscriptionType && digestMsOf(a) === digestMsOf(b) && (a.oneCopy === true) === (b.oneCopy === true);
 }

@@ -124,6 +124,12 @@ export interface SubscriptionOptions {
   digest?: boolean;
   /** pubsub#digest_frequency: the least milliseconds between two digests (with `digest`). */
   digestFrequency?: number;
+  /**
+   * Hermod's `{urn:hermod:pubsub:0}one_copy`: an item published to several nodes (the same id
+   * and payload) reaches this JID's subscriptions that have it on with its payload once; the
+   * others get a notification without payload (see src/pubsub/one-copy.ts). Absent: off.
+   */
+  oneCopy?: boolean;
 }
 
 export interface Subscription {
@@ -209,6 +215,8 @@ export interface Recipient {
    * for (sent once, with SHIM SubID headers).
    */
   subids?: string[];
+  /** Set when every subscription this notification is for has `oneCopy` on (src/pubsub/one-copy.ts). */
+  oneCopy?: true;
 }
 
 /** Injected by the host: delivers one event to the given recipients. Must not throw. */

@@ -30,6 +30,8 @@ import type { Logger } from '../log.ts';
 import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
 import { PubsubClient, type HistoryPage } from '../xmpp/pubsub-client.ts';
+import { ONE_COPY_FIELD } from '../xmpp/subscribe-options-form.ts';
+import { PAYLOAD_WAIT_MS, PayloadsSeen } from './payloads-seen.ts';
 import { writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
 
@@ -72,6 +74,15 @@ export interface PartnerManagerOptions {
    * `leaveToHistory`). Default LIVE_BACKLOG_ITEMS.
    */
   liveBacklogItems?: number;
+  /**
+   * Whether the items of a partner's node are handled as those of every other node of that
+   * partner that says so (no stylesheet of its own): then an item published to several of them
+   * may come with its payload once, through one of them (`{urn:hermod:pubsub:0}one_copy`, asked
+   * where the service's subscription options offer it; src/pubsub/one-copy.ts). Absent: never.
+   */
+  oneCopy?: (partner: string | undefined, node: string) => boolean;
+  /** How long a notification without payload on such a node waits for the payload through another node before fetching the item (ms). Default PAYLOAD_WAIT_MS. */
+  payloadWaitMs?: number;
 }
 
 /** Live notifications of one followed node, in arrival order, until they are applied. */
@@ -182,6 +193,10 @@ export class PartnerManager {
   private readonly withHistory = new Set<string>();
   /** Which partner (contact JID) each discovered service belongs to. */
   private readonly partnerOf = new Map<string, string>();
+  /** Items that arrived with their payload lately, for notifications without (one-copy subscriptions). */
+  private readonly payloads = new PayloadsSeen();
+  /** Aborted by stop(): notifications without payload stop waiting for theirs. */
+  private readonly stopping = new AbortController();
   /** Requests to partners' services, as the component JID. */
   readonly client: PubsubClient;
   /** Live items handed to the sink and not yet written, over every followed node (see leaveToHistory). */
@@ -244,6 +259,7 @@ export class PartnerManager {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     clearTimeout(this.timer);
     clearTimeout(this.retryTimer);
     this.backlogChanged(); // drains waiting for the sink end now
@@ -477,7 +493,9 @@ export class PartnerManager {
    * Configures our subscription to a partner's node after subscribing (XEP-0060 §6.3.6), from
    * its options form: asks for notification digests when the digest setting is on and the form
    * offers pubsub#digest (many items then travel in one message; otherwise — an older Hermod, a
-   * service without subscription options — one notification per item), and turns delivery back
+   * service without subscription options — one notification per item), for one copy of an item
+   * published to several nodes where `oneCopy` says the node may and the form offers
+   * `{urn:hermod:pubsub:0}one_copy` (off again where it no longer may), and turns delivery back
    * on (pubsub#deliver) where a drain that did not finish (a stop, a crash) left it paused.
    * Rejects only when delivery is paused and could not be resumed (the follow then fails and is
    * tried again: a catch-up with delivery paused would miss what is published after it);
@@ -496,6 +514,12 @@ export class PartnerManager {
         change['pubsub#digest'] = '1';
         if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
       } else if (ms) this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
+      if (options.has(ONE_COPY_FIELD)) {
+        // On or off as the node's handling is now (a stylesheet added since turns it off).
+        const want = this.o.oneCopy?.(this.partnerOf.get(service), node) === true;
+        const on = ['1', 'true'].includes(options.get(ONE_COPY_FIELD)?.[0] ?? '');
+        if (want !== on) change[ONE_COPY_FIELD] = want ? '1' : '0';
+      }
       if (Object.keys(change).length === 0) return;
       await this.client.configureSubscription(service, node, change, subid);
       this.o.log.debug('subscription configured', { service, node, ...change });
@@ -701,13 +725,36 @@ export class PartnerManager {
     const done: Array<Promise<boolean>> = [];
     for (const child of items.children) {
       if (typeof child === 'string') continue;
-      if (child.name === 'item') done.push(this.o.sink.writeItem(from, node, child, partner).then(() => true, log('writing a replicated document failed', child.attrs.id)));
+      if (child.name === 'item') {
+        const write: Promise<unknown> = child.getChildElements().length > 0 ? this.o.sink.writeItem(from, node, child, partner) : this.withoutPayload(from, node, child, partner);
+        done.push(write.then(() => true, log('writing a replicated document failed', child.attrs.id)));
+      }
       else if (child.name === 'retract') {
         const followedElsewhere = (other: string): boolean => other !== node && this.followed.has(key(from, other));
         done.push(this.o.sink.retract(from, node, child.attrs.id as string, followedElsewhere, partner).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
       }
     }
     return (await Promise.all(done)).every(Boolean);
+  }
+
+  /**
+   * An item notified without its payload (XEP-0060 §7.1.2.2): on a node whose items may come
+   * once for several nodes (`oneCopy`), the payload comes — or came — through another node's
+   * notification, so it waits for that (PayloadsSeen) up to `payloadWaitMs`; otherwise, or when
+   * it does not come, the item is fetched (§6.5.8) and written. An item gone meanwhile (its
+   * retraction is on its way) writes nothing. Rejects when the fetch or the write fails.
+   */
+  private async withoutPayload(service: string, node: string, item: Element, partner: string | undefined): Promise<void> {
+    const id = item.attrs.id as string | undefined;
+    if (id === undefined) return;
+    if (this.o.oneCopy?.(partner, node) && (await this.payloads.wait(service, id, this.o.payloadWaitMs ?? PAYLOAD_WAIT_MS, this.stopping.signal))) return;
+    if (this.stopped) throw new StoppedError();
+    const [full] = (await this.client.itemsById(service, node, [id])).filter((i) => i.attrs.id === id && i.getChildElements().length > 0);
+    if (!full) {
+      this.o.log.debug('notified item without payload is gone', { service, node, item: id });
+      return;
+    }
+    await this.o.sink.writeItem(service, node, full, partner);
   }
 
   /**
@@ -933,6 +980,10 @@ export class PartnerManager {
       if (from && node && sub?.attrs.subscription === 'subscribed' && normalizeJid(String(sub.attrs.jid ?? '')) === this.o.self) return this.announced(from, node, 'subscription');
       if (from && node) this.o.log.debug('event ignored: not from a followed node', { from, node });
       return false; // another replication of this Hermod may follow it
+    }
+    // Items with their payload: applied now or left to the history below, either way this node's to write.
+    if (items && this.o.oneCopy?.(this.partnerOf.get(from), node)) {
+      for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined && child.getChildElements().length > 0) this.payloads.arrived(from, String(child.attrs.id));
     }
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;

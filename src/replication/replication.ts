@@ -123,6 +123,8 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       ...(adapter.digestMs !== undefined ? { digestMs: adapter.digestMs } : {}),
       ...(adapter.liveBacklogItems !== undefined ? { liveBacklogItems: adapter.liveBacklogItems } : {}),
       offers: (node) => adapter.offers(node),
+      // Nodes without a stylesheet of their own are all written alike: one copy of an item in several is enough.
+      oneCopy: (partner, node) => partner !== undefined && transformFor(adapter.settings.partner(partner), node) === undefined,
       // A restart replays the nodes' history from what was last applied.
       positions: this.state.historyPositions(),
     });

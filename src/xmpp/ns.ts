@@ -24,4 +24,6 @@ export const NS = {
   FORWARD: 'urn:xmpp:forward:0',
   /** XEP-0359 stanza-id: the archive id of a notification. */
   SID: 'urn:xmpp:sid:0',
+  /** Hermod's own pub/sub extensions (subscription option one_copy: src/pubsub/one-copy.ts). */
+  HERMOD_PUBSUB: 'urn:hermod:pubsub:0',
 } as const;

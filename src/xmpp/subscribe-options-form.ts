@@ -9,6 +9,12 @@ import type { SubscriptionOptions } from '../pubsub/types.ts';
 import { buildForm, parseForm } from './forms.ts';
 import { NS } from './ns.ts';
 
+/**
+ * Hermod's subscription option (src/pubsub/one-copy.ts), named in Clark notation as XEP-0068
+ * §3.4 asks of a field added to a FORM_TYPE another party manages.
+ */
+export const ONE_COPY_FIELD = `{${NS.HERMOD_PUBSUB}}one_copy`;
+
 /** Registered fields Hermod does not implement but accepts when they ask for nothing. */
 const ACCEPTED_WHEN_OFF = new Set(['pubsub#include_body']);
 
@@ -23,6 +29,12 @@ export function subscribeOptionsForm(options: SubscriptionOptions, type: 'form' 
       type: 'text-single',
       label: `Minimum number of milliseconds between sending any two notification digests (${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS})`,
       values: [String(options.digestFrequency ?? DEFAULT_DIGEST_FREQUENCY_MS)],
+    },
+    {
+      var: ONE_COPY_FIELD,
+      type: 'boolean',
+      label: 'Receive an item published to several of your nodes with its payload once (the others without payload)?',
+      values: [options.oneCopy ? '1' : '0'],
     },
   ]);
 }
@@ -72,6 +84,7 @@ export function parseSubscribeOptionsForm(x: Element): Partial<SubscriptionOptio
       change.subscriptionType = 'items';
     } else if (name === 'pubsub#digest') change.digest = bool(name, value);
     else if (name === 'pubsub#digest_frequency') change.digestFrequency = digestFrequency(name, value);
+    else if (name === ONE_COPY_FIELD) change.oneCopy = bool(name, value);
     else if (ACCEPTED_WHEN_OFF.has(name)) {
       if (bool(name, value)) fail('invalid-options', `${name} is not supported by this service`);
     } else fail('invalid-options', `subscription option ${name} is not supported by this service`);

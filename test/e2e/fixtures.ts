@@ -170,7 +170,7 @@ export type FormFields = Record<string, string | readonly string[]>;
 const form = (formType: string, fields: FormFields, prefix: string): string =>
   submitForm(
     formType,
-    Object.entries(fields).map(([name, value]) => ({ var: name.includes('#') ? name : `${prefix}${name}`, values: typeof value === 'string' ? [value] : value })),
+    Object.entries(fields).map(([name, value]) => ({ var: name.includes('#') || name.startsWith('{') ? name : `${prefix}${name}`, values: typeof value === 'string' ? [value] : value })),
   );
 
 /** A pubsub#node_config submit form (§16.4.3). */

@@ -703,6 +703,40 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       assert.deepEqual(alice.received(isItemEvent('digest')).map(entriesOf), [['+d1'], ['+d2'], ['-d1'], ['+d3']]);
     });
 
+    it('one copy ({urn:hermod:pubsub:0}one_copy): an item published to two nodes reaches a one-copy subscriber with its payload once, through the other node without payload (with its archive id); other subscribers get both', { timeout: 60_000 }, async () => {
+      const ONE_COPY = '{urn:hermod:pubsub:0}one_copy';
+      const fieldValue = (x: Element | undefined, v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
+      for (const node of ['copy-a', 'copy-b']) await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='${node}'/></pubsub>`);
+      const refused = await expectIqError(
+        bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='copy-a' jid='${bob.jid}'/><options>${subscribeOptionsForm({ [ONE_COPY]: 'maybe' })}</options></pubsub>`),
+        'bad-request',
+        'invalid-options',
+      );
+      assert.match(refused.text ?? '', /one_copy/, 'the error names the field');
+      for (const node of ['copy-a', 'copy-b']) {
+        const subscribed = await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='${node}' jid='${bob.jid}'/><options>${subscribeOptionsForm({ [ONE_COPY]: '1' })}</options></pubsub>`);
+        assert.equal(fieldValue(subscribed.getChild('pubsub', PUBSUB)?.getChild('options')?.getChild('x', 'jabber:x:data'), ONE_COPY), '1', 'shown in the options of the subscription');
+        await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='${node}' jid='${carol.jid}'/></pubsub>`);
+      }
+      const payloadOf = (m: Element): Element | undefined => eventOf(m)?.getChild('items')?.getChild('item')?.getChildElements()[0];
+      await alice.iq('set', SVC, publish('copy-a', 'doc1', 'same'));
+      await alice.iq('set', SVC, publish('copy-b', 'doc1', 'same'));
+      const first = await bob.waitForMessage(isItemEvent('copy-a', 'doc1'), 10_000, 'doc1 through copy-a');
+      const second = await bob.waitForMessage(isItemEvent('copy-b', 'doc1'), 10_000, 'doc1 through copy-b');
+      assert.equal(titleOf(eventOf(first)?.getChild('items')?.getChild('item')), 'same', 'the first notification carries the payload');
+      if (!options.digestsPerProcess) assert.equal(payloadOf(second), undefined, 'the second comes without payload');
+      assert.ok(second.getChild('stanza-id', 'urn:xmpp:sid:0')?.attrs.id, 'with its archive id, as every notification');
+      for (const node of ['copy-a', 'copy-b']) {
+        const m = await carol.waitForMessage(isItemEvent(node, 'doc1'), 10_000, `carol's ${node}`);
+        assert.equal(titleOf(eventOf(m)?.getChild('items')?.getChild('item')), 'same', 'a subscriber without the option gets every payload');
+      }
+      // Another payload under the same id is a different item: it travels in full.
+      await alice.iq('set', SVC, publish('copy-a', 'doc2', 'one'));
+      await alice.iq('set', SVC, publish('copy-b', 'doc2', 'other'));
+      const other = await bob.waitForMessage(isItemEvent('copy-b', 'doc2'), 10_000, 'doc2 through copy-b');
+      assert.equal(titleOf(eventOf(other)?.getChild('items')?.getChild('item')), 'other');
+    });
+
     it('send_last_published_item: on_sub (default) sends the newest item with a XEP-0203 delay stamp; never sends nothing', async () => {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='lastpub'/></pubsub>`);
       await alice.iq('set', SVC, publish('lastpub', 'older', 'older'));

@@ -23,6 +23,8 @@ export async function startPartner(
     positions?: HistoryPositions;
     liveBacklogItems?: number;
     iq?: (iq: IqCaller) => IqCaller;
+    oneCopy?: (partner: string | undefined, node: string) => boolean;
+    payloadWaitMs?: number;
   } = {},
 ): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
@@ -52,6 +54,8 @@ export async function startPartner(
     ...(options.digestMs !== undefined ? { digestMs: options.digestMs } : {}),
     ...(options.positions ? { positions: options.positions } : {}),
     ...(options.liveBacklogItems !== undefined ? { liveBacklogItems: options.liveBacklogItems } : {}),
+    ...(options.oneCopy ? { oneCopy: options.oneCopy } : {}),
+    ...(options.payloadWaitMs !== undefined ? { payloadWaitMs: options.payloadWaitMs } : {}),
   });
   manager.addPartner(site.jid);
   manager.start();

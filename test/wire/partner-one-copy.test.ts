@@ -1,0 +1,156 @@
+// One copy of an item published to several followed nodes (src/pubsub/one-copy.ts at the
+// service, src/replication/payloads-seen.ts at the partner), on the in-process wire harness: a
+// partner following two nodes of a site asks for `{urn:hermod:pubsub:0}one_copy` where its
+// nodes are written alike, gets an item published to both with its payload once and through the
+// other node without payload, writes it once and moves both nodes' positions; a notification
+// without payload that arrives before its payload waits for it, one whose payload never comes is
+// fetched; a node with a stylesheet of its own keeps every payload; and an item of a node that
+// delivers no payloads at all is fetched and written.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Element } from 'ltx';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import { ONE_COPY_FIELD } from '../../src/xmpp/subscribe-options-form.ts';
+import type { TestClient } from '../e2e/client.ts';
+import { WireHarness } from './harness.ts';
+import { aroundRequests, startPartner } from './partner-fixture.ts';
+
+const create = (node: string, config = ''): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/>${config}</pubsub>`;
+const entry = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
+const publish = (node: string, id: string, text: string): string => `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'>${entry(text)}</item></publish></pubsub>`;
+const noPayloads = `<configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${NS.PUBSUB_NODE_CONFIG}</value></field><field var='pubsub#deliver_payloads'><value>0</value></field></x></configure>`;
+
+/** Waits (polling) until `done` holds; fails after 10 s. */
+async function until(done: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (const start = Date.now(); !(await done()); await new Promise((r) => setTimeout(r, 10))) if (Date.now() - start > 10_000) throw new Error(`timed out waiting for ${what}`);
+}
+
+/** The item elements of an event message, and whether each carries a payload. */
+const itemsOf = (m: Element): Array<{ node: string; id: string; payload: boolean }> => {
+  const items = m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+  return (items?.getChildren('item') ?? []).map((i) => ({ node: String(items?.attrs.node), id: String(i.attrs.id), payload: i.getChildElements().length > 0 }));
+};
+
+describe('one copy of an item published to several followed nodes', () => {
+  let site: WireHarness;
+  let alice: TestClient;
+  const stops: Array<() => Promise<unknown>> = [];
+
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    alice = site.client('alice@alpha.test/desk');
+  });
+  after(async () => {
+    for (const stop of stops.reverse()) await stop();
+    await site?.stop();
+  });
+
+  /**
+   * A partner following the site (every node: earlier tests' too, so only `mine` are recorded):
+   * what its sink wrote (`+id@node <title>`), the event messages it got, its item fetches
+   * (`node id`), its saved positions.
+   */
+  async function follower(jid: string, mine: RegExp, options: Parameters<typeof startPartner>[3] = {}) {
+    const written: string[] = [];
+    const messages: Element[] = [];
+    const fetches: string[] = [];
+    const saved = new Map<string, string>();
+    const sink: PartnerSink = {
+      writeItem: async (_service, node, item) => {
+        if (mine.test(node)) written.push(`+${String(item.attrs.id)}@${node} ${item.getChildElements()[0]?.getChildText('title') ?? '(no payload)'}`);
+        return true;
+      },
+      retract: async () => undefined,
+    };
+    const iq = aroundRequests(async (child, send) => {
+      const items = child.getChild('items');
+      if (child.name === 'pubsub' && items && mine.test(String(items.attrs.node))) for (const i of items.getChildren('item')) fetches.push(`${String(items.attrs.node)} ${String(i.attrs.id)}`);
+      return send();
+    });
+    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+    const { harness, manager } = await startPartner(site, jid, sink, { onEvent: (m) => void (itemsOf(m).some((i) => mine.test(i.node)) && messages.push(m)), iq, positions, ...options });
+    stops.push(() => manager.stop(), () => harness.stop());
+    const oneCopyOn = async (node: string): Promise<boolean> => (await site.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
+    return { harness, manager, written, messages, fetches, saved, oneCopyOn };
+  }
+
+  it('asks for one copy, gets the payload once and the other notification without it, writes once, and moves both positions', async () => {
+    for (const node of ['/tags/a1', '/tags/b1']) await alice.iq('set', site.jid, create(node));
+    const f = await follower('pubsub.beta.test', /^\/tags\/[ab]1$/, { oneCopy: () => true });
+    await until(async () => (await f.oneCopyOn('/tags/a1')) && (await f.oneCopyOn('/tags/b1')), 'both subscriptions with one_copy on');
+
+    await alice.iq('set', site.jid, publish('/tags/a1', 'x', 'both'));
+    await alice.iq('set', site.jid, publish('/tags/b1', 'x', 'both'));
+    await until(() => f.messages.flatMap(itemsOf).length === 2, 'both notifications');
+    assert.deepEqual(f.messages.flatMap(itemsOf), [
+      { node: '/tags/a1', id: 'x', payload: true },
+      { node: '/tags/b1', id: 'x', payload: false },
+    ]);
+    const sids = f.messages.map((m) => m.getChild('stanza-id', NS.SID)?.attrs.id as string);
+    await until(() => f.saved.get(`${site.jid} /tags/b1`) === sids[1], 'the position of the node whose notification had no payload');
+    assert.equal(f.saved.get(`${site.jid} /tags/a1`), sids[0]);
+    assert.deepEqual(f.written, ['+x@/tags/a1 both'], 'written once');
+    assert.deepEqual(f.fetches, [], 'nothing fetched');
+  });
+
+  it('a notification without payload that arrives first waits for the payload through the other node', async () => {
+    for (const node of ['/tags/a2', '/tags/b2']) await alice.iq('set', site.jid, create(node));
+    let held: (() => void) | undefined;
+    const gate = (stanza: Element, deliver: () => void): void => {
+      if (itemsOf(stanza).some((i) => i.node === '/tags/a2' && i.payload)) held = deliver; // the payload comes late
+      else deliver();
+    };
+    const f = await follower('pubsub.gamma.test', /^\/tags\/[ab]2$/, { oneCopy: () => true, gate });
+    await until(async () => (await f.oneCopyOn('/tags/a2')) && (await f.oneCopyOn('/tags/b2')), 'both subscriptions with one_copy on');
+    await alice.iq('set', site.jid, publish('/tags/a2', 'y', 'late'));
+    await alice.iq('set', site.jid, publish('/tags/b2', 'y', 'late'));
+    await until(() => held !== undefined && f.messages.flatMap(itemsOf).length === 2, 'the notification without payload handed over, the other held');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(f.written, [], 'nothing written before the payload');
+    held?.();
+    await until(() => f.written.length === 1, 'the write');
+    assert.deepEqual(f.written, ['+y@/tags/a2 late']);
+    assert.deepEqual(f.fetches, [], 'nothing fetched');
+  });
+
+  it('a payload that never comes through the other node is fetched', async () => {
+    for (const node of ['/tags/a3', '/tags/b3']) await alice.iq('set', site.jid, create(node));
+    const gate = (stanza: Element, deliver: () => void): void => {
+      if (!itemsOf(stanza).some((i) => i.node === '/tags/a3' && i.id === 'z')) deliver(); // lost on the way
+    };
+    const f = await follower('pubsub.delta.test', /^\/tags\/[ab]3$/, { oneCopy: () => true, gate, payloadWaitMs: 200 });
+    await until(async () => (await f.oneCopyOn('/tags/a3')) && (await f.oneCopyOn('/tags/b3')), 'both subscriptions with one_copy on');
+    await alice.iq('set', site.jid, publish('/tags/a3', 'z', 'fetched'));
+    await alice.iq('set', site.jid, publish('/tags/b3', 'z', 'fetched'));
+    await until(() => f.written.length === 1, 'the write of the fetched item');
+    assert.deepEqual(f.written, ['+z@/tags/b3 fetched']);
+    assert.deepEqual(f.fetches, ['/tags/b3 z']);
+  });
+
+  it('a node with a stylesheet of its own keeps every payload (one_copy off there)', async () => {
+    for (const node of ['/tags/a4', '/tags/b4']) await alice.iq('set', site.jid, create(node));
+    const f = await follower('pubsub.epsilon.test', /^\/tags\/[ab]4$/, { oneCopy: (_partner, node) => node !== '/tags/b4' });
+    await until(() => f.manager.subscriptions().filter((s) => / \/tags\/[ab]4$/.test(s)).length === 2, 'both subscriptions');
+    await until(() => f.oneCopyOn('/tags/a4'), 'one_copy on where the node is written alike');
+    assert.equal(await f.oneCopyOn('/tags/b4'), false);
+    await alice.iq('set', site.jid, publish('/tags/a4', 'w', 'twice'));
+    await alice.iq('set', site.jid, publish('/tags/b4', 'w', 'twice'));
+    // (A catch-up that read the node while the item was published may write it once more.)
+    await until(() => new Set(f.written).size === 2, 'both writes');
+    assert.deepEqual([...new Set(f.written)].sort(), ['+w@/tags/a4 twice', '+w@/tags/b4 twice']);
+    assert.ok(f.messages.flatMap(itemsOf).every((i) => i.payload), 'every notification with its payload');
+  });
+
+  it('an item of a node that delivers no payloads is fetched and written', async () => {
+    await alice.iq('set', site.jid, create('/tags/bare', noPayloads));
+    const f = await follower('pubsub.zeta.test', /^\/tags\/bare$/);
+    await until(() => f.manager.subscriptions().some((s) => s.endsWith(' /tags/bare')), 'the subscription');
+    await alice.iq('set', site.jid, publish('/tags/bare', 'v', 'notified'));
+    // (A catch-up that read the node while the item was published may write it once more.)
+    await until(() => f.written.length >= 1, 'the write');
+    assert.deepEqual([...new Set(f.written)], ['+v@/tags/bare notified']);
+    assert.deepEqual(f.fetches, ['/tags/bare v'], 'the notified item fetched');
+  });
+});
