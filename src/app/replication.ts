@@ -108,7 +108,7 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {} };
   const { Transforms } = await import('../replication/transforms.ts');
   const transforms = new Transforms({ ...config.transforms, quarantine: core.quarantine, log: log.child({ component: 'transforms' }) });
-  const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms };
+  const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms, oneCopy: core.relay === undefined };
   const ajatus = settings && appDb ? (await import('../replication/ajatus.ts')).ajatusReplication(common, { couchUrl: appDb.url, config: config.ajatus, settings }) : undefined;
   const midgard = config.midgard ? (await import('../replication/midgard.ts')).midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);

@@ -81,7 +81,7 @@ export interface PartnerManagerOptions {
    * where the service's subscription options offer it; src/pubsub/one-copy.ts). Absent: never.
    */
   oneCopy?: (partner: string | undefined, node: string) => boolean;
-  /** How long a notification without payload on such a node waits for the payload through another node before fetching the item (ms). Default PAYLOAD_WAIT_MS. */
+  /** How long a notification without payload on such a node waits for the payload through another node before fetching the item (ms). Default: PAYLOAD_WAIT_MS, or two digest windows and a second if longer. */
   payloadWaitMs?: number;
 }
 
@@ -133,6 +133,10 @@ interface Followed {
   subid?: string;
   /** Configuring the subscription after subscribing (setUpSubscription). */
   setUp?: Promise<void>;
+  /** The service confirmed `{urn:hermod:pubsub:0}one_copy` on for our subscription (setUpSubscription). */
+  oneCopy?: boolean;
+  /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
+  since: number;
 }
 
 /** Where a node's catch-up starts (see PartnerManager.catchUpStart). */
@@ -193,8 +197,16 @@ export class PartnerManager {
   private readonly withHistory = new Set<string>();
   /** Which partner (contact JID) each discovered service belongs to. */
   private readonly partnerOf = new Map<string, string>();
-  /** Items that arrived with their payload lately, for notifications without (one-copy subscriptions). */
+  /** Notifications of one-copy subscriptions and the payloads written, for notifications without payload. */
   private readonly payloads = new PayloadsSeen();
+  /** The PayloadsSeen ordinals of the items of live notifications of one-copy subscriptions. */
+  private readonly ordinals = new WeakMap<Element, { at: number; prev: number }>();
+  /** Notifications without payload being resolved, by service, node and item: a retraction there waits. */
+  private readonly pendingStubs = new Map<string, Promise<unknown>>();
+  /** How long a notification without payload waits for its payload: at least two digest windows of the other node and a second. */
+  private get payloadWaitMs(): number {
+    return this.o.payloadWaitMs ?? Math.max(PAYLOAD_WAIT_MS, 2 * (this.o.digestMs ?? 0) + 1000);
+  }
   /** Aborted by stop(): notifications without payload stop waiting for theirs. */
   private readonly stopping = new AbortController();
   /** Requests to partners' services, as the component JID. */
@@ -375,6 +387,8 @@ export class PartnerManager {
       await Promise.all(Array.from({ length: Math.min(FOLLOWS_AT_ONCE, toFollow.length) }, follower));
       for (const f of [...this.followed.values()]) {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
+        // A stylesheet added (or removed) since the follow: one copy off (or on) again at the service.
+        else if (f.service === service && f.oneCopy !== undefined && f.oneCopy !== (this.o.oneCopy?.(partner, f.node) === true)) await this.setOneCopy(f, !f.oneCopy);
       }
     }
     return failure;
@@ -386,7 +400,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), taken: new Set(), supersedes: new Set(), arrivals: 0, held: false, inFlight: 0 } };
+    const f: Followed = { service, node, since: this.payloads.now(), live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), taken: new Set(), supersedes: new Set(), arrivals: 0, held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     let start: CatchUpStart;
@@ -403,7 +417,7 @@ export class PartnerManager {
       this.o.log.info('subscribed to partner node', { service, node });
       const subid = subscription?.attrs.subid as string | undefined;
       if (subid !== undefined) f.subid = subid;
-      digests = f.setUp = this.setUpSubscription(service, node, subid);
+      digests = f.setUp = this.setUpSubscription(f, subid);
     } catch (err) {
       if (this.followed.get(k) === f) this.followed.delete(k);
       f.live.held = true; // what settles late must not move the position
@@ -501,8 +515,10 @@ export class PartnerManager {
    * tried again: a catch-up with delivery paused would miss what is published after it);
    * options the service does not offer are logged and skipped.
    */
-  private async setUpSubscription(service: string, node: string, subid: string | undefined): Promise<void> {
+  private async setUpSubscription(f: Followed, subid: string | undefined): Promise<void> {
+    const { service, node } = f;
     const ms = this.o.digestMs;
+    let oneCopy = false;
     let paused = false;
     try {
       const options = await this.client.subscriptionOptions(service, node, subid);
@@ -519,14 +535,33 @@ export class PartnerManager {
         const want = this.o.oneCopy?.(this.partnerOf.get(service), node) === true;
         const on = ['1', 'true'].includes(options.get(ONE_COPY_FIELD)?.[0] ?? '');
         if (want !== on) change[ONE_COPY_FIELD] = want ? '1' : '0';
+        oneCopy = want;
       }
-      if (Object.keys(change).length === 0) return;
-      await this.client.configureSubscription(service, node, change, subid);
-      this.o.log.debug('subscription configured', { service, node, ...change });
+      if (Object.keys(change).length > 0) {
+        await this.client.configureSubscription(service, node, change, subid);
+        this.o.log.debug('subscription configured', { service, node, ...change });
+      }
+      // Only what the service took: otherwise notifications without payload are fetched at once.
+      f.oneCopy = oneCopy;
     } catch (err) {
       // Delivery left paused would lose what is published after the catch-up: the follow fails (and is tried again).
       if (paused) throw new Error(`resuming the paused delivery failed: ${String(err)}`);
       this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
+    }
+  }
+
+  /**
+   * Turns `{urn:hermod:pubsub:0}one_copy` on or off for a followed node whose handling changed
+   * (a stylesheet added or removed). Until the service took it, a notification without payload
+   * there is fetched (withoutPayload checks `oneCopy` as it is now). Errors: none (logged).
+   */
+  private async setOneCopy(f: Followed, on: boolean): Promise<void> {
+    try {
+      await this.client.configureSubscription(f.service, f.node, { [ONE_COPY_FIELD]: on ? '1' : '0' }, f.subid);
+      f.oneCopy = on;
+      this.o.log.debug('subscription configured', { service: f.service, node: f.node, [ONE_COPY_FIELD]: on });
+    } catch (err) {
+      this.o.log.warn('changing one copy of shared items failed', { service: f.service, node: f.node, on, reason: String(err) });
     }
   }
 
@@ -717,7 +752,7 @@ export class PartnerManager {
     if (!items) return true;
     const partner = this.partnerOf.get(from);
     const log = (what: string, id: unknown) => (err: unknown) => {
-      this.o.log.error(what, { from, node, item: id, reason: String(err) });
+      this.o.log[err instanceof StoppedError ? 'debug' : 'error'](what, { from, node, item: id, reason: String(err) });
       return false;
     };
     // In document order: a digest (pubsub#digest) may carry an edit, its retraction and a new
@@ -726,28 +761,46 @@ export class PartnerManager {
     for (const child of items.children) {
       if (typeof child === 'string') continue;
       if (child.name === 'item') {
-        const write: Promise<unknown> = child.getChildElements().length > 0 ? this.o.sink.writeItem(from, node, child, partner) : this.withoutPayload(from, node, child, partner);
+        const id = String(child.attrs.id);
+        const ordinal = this.ordinals.get(child);
+        let write: Promise<unknown>;
+        if (child.getChildElements().length > 0) {
+          write = this.o.sink.writeItem(from, node, child, partner);
+          // A live payload of a one-copy node, once the sink took it, stands for its notifications without payload.
+          if (ordinal) write = write.then((r) => (this.payloads.written(from, id, ordinal.at), r));
+        } else {
+          write = this.withoutPayload(from, node, child, partner, ordinal?.prev);
+          // A retraction of the item on this node waits for it (the payload may come late through another node).
+          const k = `${from}\0${node}\0${id}`;
+          const pending = write.catch(() => undefined);
+          this.pendingStubs.set(k, pending);
+          void pending.then(() => this.pendingStubs.get(k) === pending && this.pendingStubs.delete(k));
+        }
         done.push(write.then(() => true, log('writing a replicated document failed', child.attrs.id)));
       }
       else if (child.name === 'retract') {
         const followedElsewhere = (other: string): boolean => other !== node && this.followed.has(key(from, other));
-        done.push(this.o.sink.retract(from, node, child.attrs.id as string, followedElsewhere, partner).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
+        const id = child.attrs.id as string;
+        const stub = this.pendingStubs.get(`${from}\0${node}\0${id}`);
+        const retract = (): Promise<void> => this.o.sink.retract(from, node, id, followedElsewhere, partner);
+        done.push((stub ? stub.then(retract) : retract()).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
       }
     }
     return (await Promise.all(done)).every(Boolean);
   }
 
   /**
-   * An item notified without its payload (XEP-0060 §7.1.2.2): on a node whose items may come
-   * once for several nodes (`oneCopy`), the payload comes — or came — through another node's
-   * notification, so it waits for that (PayloadsSeen) up to `payloadWaitMs`; otherwise, or when
+   * An item notified without its payload (XEP-0060 §7.1.2.2): on a one-copy subscription
+   * (`after`: the ordinal of the item's previous notification on this node, PayloadsSeen) whose
+   * node is still written like the others, the payload comes — or came — through another node's
+   * notification, so it waits for that to be written, up to `payloadWaitMs`; otherwise, or when
    * it does not come, the item is fetched (§6.5.8) and written. An item gone meanwhile (its
    * retraction is on its way) writes nothing. Rejects when the fetch or the write fails.
    */
-  private async withoutPayload(service: string, node: string, item: Element, partner: string | undefined): Promise<void> {
+  private async withoutPayload(service: string, node: string, item: Element, partner: string | undefined, after: number | undefined): Promise<void> {
     const id = item.attrs.id as string | undefined;
     if (id === undefined) return;
-    if (this.o.oneCopy?.(partner, node) && (await this.payloads.wait(service, id, this.o.payloadWaitMs ?? PAYLOAD_WAIT_MS, this.stopping.signal))) return;
+    if (after !== undefined && this.o.oneCopy?.(partner, node) && (await this.payloads.wait(service, id, after, this.payloadWaitMs, this.stopping.signal))) return;
     if (this.stopped) throw new StoppedError();
     const [full] = (await this.client.itemsById(service, node, [id])).filter((i) => i.attrs.id === id && i.getChildElements().length > 0);
     if (!full) {
@@ -981,9 +1034,9 @@ export class PartnerManager {
       if (from && node) this.o.log.debug('event ignored: not from a followed node', { from, node });
       return false; // another replication of this Hermod may follow it
     }
-    // Items with their payload: applied now or left to the history below, either way this node's to write.
-    if (items && this.o.oneCopy?.(this.partnerOf.get(from), node)) {
-      for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined && child.getChildElements().length > 0) this.payloads.arrived(from, String(child.attrs.id));
+    // One-copy subscription: each item notification gets its ordinal (PayloadsSeen), in arrival order.
+    if (items && f.oneCopy) {
+      for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) this.ordinals.set(child, this.payloads.notified(from, node, String(child.attrs.id), f.since));
     }
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;

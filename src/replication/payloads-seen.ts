@@ -2,61 +2,107 @@
 // published to several followed nodes with its payload once, through one node's notification,
 // and as a notification without payload through the others. Which of the two arrives first is
 // not fixed (each node's notifications may be held in its own digest window), so a notification
-// without payload waits a moment for the payload to arrive through another node; what never
-// arrives is fetched (XEP-0060 §6.5.8) by the caller. This remembers which items arrived with
-// their payload lately, per service, and wakes the waiters. Memory only and bounded: forgetting
-// costs a fetch, never an item.
+// without payload waits a moment for the payload to be written through another node; what does
+// not come is fetched (XEP-0060 §6.5.8) by the caller.
+//
+// Which payload? A notification without payload names only the item id. The service sends it
+// after the payload it stands for, and each node's notifications arrive in order, so the payload
+// it stands for is one that arrived after the previous notification of that item on the same
+// node: every notification of a one-copy node gets an ordinal here (`notified`), a payload's
+// write is recorded with its notification's ordinal once the sink took it (`written`), and a
+// notification without payload is satisfied by a write whose ordinal is above the previous
+// notification of the item on its node (`wait`). So an older version's write never stands for a
+// newer one (its payload lost on the way — e.g. its node was just unfollowed — means a fetch),
+// and a payload left to the history or not written yet is waited for. Memory only and bounded
+// (the least recently notified items are forgotten): forgetting costs a fetch, never an item.
 
 import { LRUCache } from 'lru-cache';
 
 /** Items remembered per Hermod (service, item id pairs). */
 export const PAYLOADS_REMEMBERED = 20_000;
-/** How long a notification without payload waits for the payload through another node (ms). */
+/** How long a notification without payload waits for its payload through another node at least (ms). */
 export const PAYLOAD_WAIT_MS = 5_000;
+
+interface Seen {
+  /** Ordinal of the newest notification whose payload of this item was written. */
+  written: number;
+  /** Per node: the ordinal of the item's last notification there. */
+  nodes: Map<string, number>;
+}
+
+interface Waiter {
+  after: number;
+  wake: () => void;
+}
 
 const keyOf = (service: string, itemId: string): string => `${service}\u0000${itemId}`;
 
 export class PayloadsSeen {
-  private readonly seen: LRUCache<string, true>;
-  private readonly waiting = new Map<string, Set<() => void>>();
+  private ordinal = 0;
+  private readonly items: LRUCache<string, Seen>;
+  private readonly waiting = new Map<string, Set<Waiter>>();
 
   constructor(max = PAYLOADS_REMEMBERED) {
-    this.seen = new LRUCache<string, true>({ max });
+    this.items = new LRUCache<string, Seen>({ max });
   }
 
-  /** An item of `service` arrived with its payload through a node whose items are applied as they come (or left to its history). */
-  arrived(service: string, itemId: string): void {
-    const k = keyOf(service, itemId);
-    this.seen.set(k, true);
-    const wake = this.waiting.get(k);
-    if (!wake) return;
-    this.waiting.delete(k);
-    for (const w of wake) w();
+  /** The ordinal of the last notification so far: a follow that starts now knows nothing of those up to it. */
+  now(): number {
+    return this.ordinal;
   }
 
   /**
-   * Resolves true once the item has arrived with its payload (at once if it has lately), false
-   * when `ms` pass first or `signal` aborts. Errors: none.
+   * A notification of item `itemId` (with or without payload) arrived from `node` of a one-copy
+   * subscription: its ordinal, and the ordinal of the item's previous notification on that node
+   * (at least `floor`: now() when the node's follow began).
    */
-  wait(service: string, itemId: string, ms = PAYLOAD_WAIT_MS, signal?: AbortSignal): Promise<boolean> {
+  notified(service: string, node: string, itemId: string, floor: number): { at: number; prev: number } {
     const k = keyOf(service, itemId);
-    if (this.seen.has(k)) return Promise.resolve(true);
+    let seen = this.items.get(k);
+    if (!seen) {
+      seen = { written: 0, nodes: new Map() };
+      this.items.set(k, seen);
+    }
+    const at = ++this.ordinal;
+    const prev = Math.max(seen.nodes.get(node) ?? 0, floor);
+    seen.nodes.set(node, at);
+    return { at, prev };
+  }
+
+  /** The payload that arrived with the notification of ordinal `at` was written. */
+  written(service: string, itemId: string, at: number): void {
+    const k = keyOf(service, itemId);
+    const seen = this.items.get(k) ?? { written: 0, nodes: new Map<string, number>() };
+    seen.written = Math.max(seen.written, at);
+    this.items.set(k, seen);
+    const waiters = this.waiting.get(k);
+    if (!waiters) return;
+    for (const w of waiters) if (seen.written > w.after) w.wake();
+  }
+
+  /**
+   * Resolves true once a payload of the item that arrived after ordinal `after` is written (at
+   * once if it is), false when `ms` pass first or `signal` aborts. Errors: none.
+   */
+  wait(service: string, itemId: string, after: number, ms = PAYLOAD_WAIT_MS, signal?: AbortSignal): Promise<boolean> {
+    const k = keyOf(service, itemId);
+    if ((this.items.get(k)?.written ?? 0) > after) return Promise.resolve(true);
     if (signal?.aborted) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const set = this.waiting.get(k) ?? new Set<() => void>();
+      const set = this.waiting.get(k) ?? new Set<Waiter>();
       this.waiting.set(k, set);
       const done = (arrived: boolean): void => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', aborted);
-        set.delete(wake);
+        set.delete(waiter);
         if (set.size === 0 && this.waiting.get(k) === set) this.waiting.delete(k);
         resolve(arrived);
       };
-      const wake = (): void => done(true);
+      const waiter: Waiter = { after, wake: () => done(true) };
       const aborted = (): void => done(false);
       const timer = setTimeout(() => done(false), ms);
       signal?.addEventListener('abort', aborted, { once: true });
-      set.add(wake);
+      set.add(waiter);
     });
   }
 

@@ -42,6 +42,13 @@ export interface ReplicationCommon {
   log: Logger;
   /** Per-subscription XSLT, shared by every replication. */
   transforms?: Transforms;
+  /**
+   * Ask partners for one copy of an item in several nodes (PartnerManagerOptions.oneCopy). Off
+   * where notifications may be relayed between processes (a cluster): the relay hands them over
+   * one after the other, and a notification without payload would wait for one queued behind it.
+   * Default on.
+   */
+  oneCopy?: boolean;
 }
 
 /** A source bound to the publisher of its changes (see `feed`). */
@@ -124,7 +131,7 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       ...(adapter.liveBacklogItems !== undefined ? { liveBacklogItems: adapter.liveBacklogItems } : {}),
       offers: (node) => adapter.offers(node),
       // Nodes without a stylesheet of their own are all written alike: one copy of an item in several is enough.
-      oneCopy: (partner, node) => partner !== undefined && transformFor(adapter.settings.partner(partner), node) === undefined,
+      oneCopy: (partner, node) => common.oneCopy !== false && partner !== undefined && transformFor(adapter.settings.partner(partner), node) === undefined,
       // A restart replays the nodes' history from what was last applied.
       positions: this.state.historyPositions(),
     });

@@ -124,23 +124,44 @@ describe('subscription options form: one_copy', () => {
 });
 
 describe('PayloadsSeen', () => {
-  it('a payload seen lately answers at once; one arriving later wakes the wait; none gives up after the time; stop ends the wait', async () => {
+  it('a payload written after the previous notification of the item on the node stands for a notification without payload; an older one does not', async () => {
     const seen = new PayloadsSeen();
-    seen.arrived('svc', 'a');
-    assert.equal(await seen.wait('svc', 'a', 10), true);
-    assert.equal(await seen.wait('other', 'a', 10), false, 'per service');
-    const later = seen.wait('svc', 'b', 5_000);
+    const floor = seen.now();
+    // v1: the payload through /a, then the notification without it through /b.
+    const a1 = seen.notified('svc', '/a', 'x', floor);
+    seen.written('svc', 'x', a1.at);
+    const b1 = seen.notified('svc', '/b', 'x', floor);
+    assert.equal(b1.prev, floor, 'nothing known of /b before its follow began');
+    assert.equal(await seen.wait('svc', 'x', b1.prev, 10), true);
+    assert.equal(await seen.wait('other', 'x', b1.prev, 10), false, 'per service');
+    // v2: its payload never written (lost on the way): v1's write does not stand for it.
+    const b2 = seen.notified('svc', '/b', 'x', floor);
+    assert.equal(b2.prev, b1.at);
+    assert.equal(await seen.wait('svc', 'x', b2.prev, 30), false);
+    // v3: the notification without payload first, the payload after: the wait ends with the write.
+    const b3 = seen.notified('svc', '/b', 'x', floor);
+    const waiting = seen.wait('svc', 'x', b3.prev, 5_000);
     assert.equal(seen.waiters, 1);
-    setTimeout(() => seen.arrived('svc', 'b'), 20);
-    assert.equal(await later, true);
+    const a3 = seen.notified('svc', '/a', 'x', floor);
+    setTimeout(() => seen.written('svc', 'x', a3.at), 20);
+    assert.equal(await waiting, true);
     assert.equal(seen.waiters, 0);
-    const t0 = Date.now();
-    assert.equal(await seen.wait('svc', 'never', 50), false);
-    assert.ok(Date.now() - t0 >= 45);
+  });
+
+  it('a follow that begins later knows nothing older; stop ends a wait; the time bound holds', async () => {
+    const seen = new PayloadsSeen();
+    const a = seen.notified('svc', '/a', 'y', seen.now());
+    seen.written('svc', 'y', a.at);
+    const floor = seen.now(); // /b followed only now
+    const b = seen.notified('svc', '/b', 'y', floor);
+    assert.equal(await seen.wait('svc', 'y', b.prev, 20), false, "a payload written before /b's follow began stands for nothing there");
     const stop = new AbortController();
-    const stopped = seen.wait('svc', 'never', 5_000, stop.signal);
+    const stopped = seen.wait('svc', 'y', b.prev, 5_000, stop.signal);
     stop.abort();
     assert.equal(await stopped, false);
+    const t0 = Date.now();
+    assert.equal(await seen.wait('svc', 'never', 0, 50), false);
+    assert.ok(Date.now() - t0 >= 45);
     assert.equal(seen.waiters, 0);
   });
 });

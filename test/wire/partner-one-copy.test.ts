@@ -54,15 +54,20 @@ describe('one copy of an item published to several followed nodes', () => {
    */
   async function follower(jid: string, mine: RegExp, options: Parameters<typeof startPartner>[3] = {}) {
     const written: string[] = [];
+    const retracted: string[] = [];
+    const order: string[] = [];
     const messages: Element[] = [];
     const fetches: string[] = [];
     const saved = new Map<string, string>();
     const sink: PartnerSink = {
       writeItem: async (_service, node, item) => {
         if (mine.test(node)) written.push(`+${String(item.attrs.id)}@${node} ${item.getChildElements()[0]?.getChildText('title') ?? '(no payload)'}`);
+        if (mine.test(node)) order.push(`+${String(item.attrs.id)}@${node}`);
         return true;
       },
-      retract: async () => undefined,
+      retract: async (_service, node, id) => {
+        if (mine.test(node)) retracted.push(`-${id}@${node}`), order.push(`-${id}@${node}`);
+      },
     };
     const iq = aroundRequests(async (child, send) => {
       const items = child.getChild('items');
@@ -73,7 +78,7 @@ describe('one copy of an item published to several followed nodes', () => {
     const { harness, manager } = await startPartner(site, jid, sink, { onEvent: (m) => void (itemsOf(m).some((i) => mine.test(i.node)) && messages.push(m)), iq, positions, ...options });
     stops.push(() => manager.stop(), () => harness.stop());
     const oneCopyOn = async (node: string): Promise<boolean> => (await site.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
-    return { harness, manager, written, messages, fetches, saved, oneCopyOn };
+    return { harness, manager, written, retracted, order, messages, fetches, saved, oneCopyOn };
   }
 
   it('asks for one copy, gets the payload once and the other notification without it, writes once, and moves both positions', async () => {
@@ -129,6 +134,39 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.deepEqual(f.fetches, ['/tags/b3 z']);
   });
 
+  it("an older version's payload does not stand for a newer one whose payload was lost: that one is fetched", async () => {
+    for (const node of ['/tags/a6', '/tags/b6']) await alice.iq('set', site.jid, create(node));
+    const gate = (stanza: Element, deliver: () => void): void => {
+      if (!itemsOf(stanza).some((i) => i.node === '/tags/a6' && i.payload && stanza.toString().includes('v2'))) deliver(); // v2 through /tags/a6 lost
+    };
+    const f = await follower('pubsub.eta.test', /^\/tags\/[ab]6$/, { oneCopy: () => true, gate, payloadWaitMs: 200 });
+    await until(async () => (await f.oneCopyOn('/tags/a6')) && (await f.oneCopyOn('/tags/b6')), 'both subscriptions with one_copy on');
+    for (const version of ['v1', 'v2']) for (const node of ['/tags/a6', '/tags/b6']) await alice.iq('set', site.jid, publish(node, 'u', version));
+    await until(() => f.written.length === 2, 'v1 written, v2 fetched');
+    assert.deepEqual(f.written, ['+u@/tags/a6 v1', '+u@/tags/b6 v2']);
+    assert.deepEqual(f.fetches, ['/tags/b6 u']);
+  });
+
+  it('a retraction on the node of a notification without payload waits for that payload', async () => {
+    for (const node of ['/tags/a7', '/tags/b7']) await alice.iq('set', site.jid, create(node));
+    let held: (() => void) | undefined;
+    const gate = (stanza: Element, deliver: () => void): void => {
+      if (itemsOf(stanza).some((i) => i.node === '/tags/a7' && i.payload)) held = deliver;
+      else deliver();
+    };
+    const f = await follower('pubsub.theta.test', /^\/tags\/[ab]7$/, { oneCopy: () => true, gate });
+    await until(async () => (await f.oneCopyOn('/tags/a7')) && (await f.oneCopyOn('/tags/b7')), 'both subscriptions with one_copy on');
+    await alice.iq('set', site.jid, publish('/tags/a7', 't', 'first'));
+    await alice.iq('set', site.jid, publish('/tags/b7', 't', 'first'));
+    await alice.iq('set', site.jid, `<pubsub xmlns='${NS.PUBSUB}'><retract node='/tags/b7' notify='1'><item id='t'/></retract></pubsub>`);
+    await until(() => held !== undefined && f.messages.length === 2, 'the payload held, the notification without it handed over');
+    await new Promise((r) => setTimeout(r, 200)); // the retraction's notification handed over meanwhile
+    assert.deepEqual(f.retracted, [], 'the retraction waits');
+    held?.();
+    await until(() => f.retracted.length === 1, 'the retraction');
+    assert.deepEqual(f.order, ['+t@/tags/a7', '-t@/tags/b7']);
+  });
+
   it('a node with a stylesheet of its own keeps every payload (one_copy off there)', async () => {
     for (const node of ['/tags/a4', '/tags/b4']) await alice.iq('set', site.jid, create(node));
     const f = await follower('pubsub.epsilon.test', /^\/tags\/[ab]4$/, { oneCopy: (_partner, node) => node !== '/tags/b4' });
@@ -141,6 +179,22 @@ describe('one copy of an item published to several followed nodes', () => {
     await until(() => new Set(f.written).size === 2, 'both writes');
     assert.deepEqual([...new Set(f.written)].sort(), ['+w@/tags/a4 twice', '+w@/tags/b4 twice']);
     assert.ok(f.messages.flatMap(itemsOf).every((i) => i.payload), 'every notification with its payload');
+  });
+
+  it('a stylesheet added to a followed node turns one copy off there at the next discovery; meanwhile its notifications without payload are fetched', async () => {
+    for (const node of ['/tags/a8', '/tags/b8']) await alice.iq('set', site.jid, create(node));
+    const styled = new Set<string>();
+    const f = await follower('pubsub.iota.test', /^\/tags\/[ab]8$/, { oneCopy: (_partner, node) => !styled.has(node) });
+    await until(async () => (await f.oneCopyOn('/tags/a8')) && (await f.oneCopyOn('/tags/b8')), 'both subscriptions with one_copy on');
+    styled.add('/tags/b8');
+    await alice.iq('set', site.jid, publish('/tags/a8', 's', 'styled'));
+    await alice.iq('set', site.jid, publish('/tags/b8', 's', 'styled'));
+    await until(() => new Set(f.written).size === 2, 'both writes');
+    assert.deepEqual([...new Set(f.written)].sort(), ['+s@/tags/a8 styled', '+s@/tags/b8 styled'], 'the stylesheet node got the document too');
+    assert.deepEqual(f.fetches, ['/tags/b8 s'], 'fetched, not waited for');
+    f.manager.discoverSoon();
+    await until(async () => !(await f.oneCopyOn('/tags/b8')), 'one_copy off for the stylesheet node');
+    assert.equal(await f.oneCopyOn('/tags/a8'), true);
   });
 
   it('an item of a node that delivers no payloads is fetched and written', async () => {
