@@ -10,7 +10,8 @@ import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import { Component } from '@xmpp/component-core';
 import type { Element } from 'ltx';
-import { refusal, refusalReply, StreamParser, withStreamParser, type StreamParserOptions } from '../../src/xmpp/parser.ts';
+import { unescapeXML } from 'ltx';
+import { refusal, refusalReply, StreamParser, unescapeText, withStreamParser, type StreamParserOptions } from '../../src/xmpp/parser.ts';
 
 // @xmpp/xml ships no types: its parser, as component-core uses it.
 const XmppParser = (createRequire(import.meta.url)('@xmpp/xml') as { Parser: new () => EventEmitter & { write(data: string): void } }).Parser;
@@ -203,6 +204,24 @@ describe('StreamParser: bounded depth and size; the stream goes on', () => {
   it('refuses a tag longer than maxTagChars with an error', () => {
     const got = parseWith([HEADER + `<message a='${'x'.repeat(3000)}`, 'y'.repeat(3000)], { maxTagChars: 4096 });
     assert.match(got.errors[0] ?? '', /a tag longer than 4096 characters/);
+  });
+});
+
+describe('unescapeText: what ltx unescapeXML gives, or refuses', () => {
+  it('the same string for the predefined entities (amp last), character references, and none', () => {
+    const cases = [
+      'plain text',
+      '{&quot;_id&quot;:&quot;x&quot;,&quot;v&quot;:&apos;it&apos;}',
+      '&amp;quot; stays an entity &amp;amp;',
+      '&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;',
+      'mixed &#x41;&#66; and &quot;quotes&quot; &#xE9;',
+      '&amp;',
+      '',
+    ];
+    for (const c of cases) assert.equal(unescapeText(c), unescapeXML(c), c);
+  });
+  it('refuses what unescapeXML refuses: an unknown entity, a bare ampersand before a semicolon, an illegal character reference', () => {
+    for (const bad of ['&foo; and &quot;', 'a & b;', '&#0;', '&quot; &ampx;']) assert.throws(() => unescapeText(bad), /Illegal XML/, bad);
   });
 });
 
