@@ -203,6 +203,8 @@ export class PartnerManager {
   private readonly ordinals = new WeakMap<Element, { at: number; prev: number }>();
   /** Notifications without payload being resolved, by service, node and item: a retraction there waits. */
   private readonly pendingStubs = new Map<string, Promise<unknown>>();
+  /** One-copy follows that ended lately -> until when their payloads are still written (ended()). */
+  private readonly endedFollows = new Map<string, number>();
   /** How long a notification without payload waits for its payload: at least two digest windows of the other node and a second. */
   private get payloadWaitMs(): number {
     return this.o.payloadWaitMs ?? Math.max(PAYLOAD_WAIT_MS, 2 * (this.o.digestMs ?? 0) + 1000);
@@ -435,7 +437,10 @@ export class PartnerManager {
     } catch (err) {
       // Followed again (and caught up from where it stopped) by the retried discovery. Live
       // notifications still being applied must not move the position past what was not read.
-      if (this.followed.get(k) === f) this.followed.delete(k);
+      if (this.followed.get(k) === f) {
+        this.ended(f);
+        this.followed.delete(k);
+      }
       f.live.held = true;
       failure = `catching up on ${node}: ${String(err)}`;
     }
@@ -551,6 +556,35 @@ export class PartnerManager {
   }
 
   /**
+   * A one-copy follow ends (unfollowed, or the partner ended the subscription): its payloads still
+   * on their way are written for a while (applyAfterEnd). A notification without payload on
+   * another node may have been taken as done with an older payload of the same item that
+   * arrived after it (each node's digest window flushes on its own), the newer one being on its
+   * way through this node: dropped, that version would never be written.
+   */
+  private ended(f: Followed | undefined): void {
+    if (!f?.oneCopy) return;
+    const until = Date.now() + this.payloadWaitMs;
+    this.endedFollows.set(key(f.service, f.node), until);
+    for (const [k, at] of this.endedFollows) if (at < Date.now()) this.endedFollows.delete(k);
+  }
+
+  private endedLately(service: string, node: string): boolean {
+    const until = this.endedFollows.get(key(service, node));
+    return until !== undefined && until >= Date.now();
+  }
+
+  /** Writes the payloads of a notification of a one-copy node that ended lately (ended()); no position is kept for it. */
+  private applyAfterEnd(service: string, node: string, items: Element): boolean {
+    const partner = this.partnerOf.get(service);
+    for (const child of items.getChildren('item')) {
+      if (child.getChildElements().length === 0) continue;
+      this.o.sink.writeItem(service, node, child, partner).catch((err: unknown) => this.o.log.error('writing a replicated document failed', { from: service, node, item: child.attrs.id, reason: String(err) }));
+    }
+    return true;
+  }
+
+  /**
    * Turns `{urn:hermod:pubsub:0}one_copy` on or off for a followed node whose handling changed
    * (a stylesheet added or removed). Until the service took it, a notification without payload
    * there is fetched (withoutPayload checks `oneCopy` as it is now). Errors: none (logged).
@@ -584,6 +618,7 @@ export class PartnerManager {
   }
 
   private async unfollow(service: string, node: string): Promise<void> {
+    this.ended(this.followed.get(key(service, node)));
     this.followed.delete(key(service, node));
     try {
       await this.client.unsubscribe(service, node);
@@ -766,13 +801,15 @@ export class PartnerManager {
         let write: Promise<unknown>;
         if (child.getChildElements().length > 0) {
           write = this.o.sink.writeItem(from, node, child, partner);
-          // A live payload of a one-copy node, once the sink took it, stands for its notifications without payload.
-          if (ordinal) write = write.then((r) => (this.payloads.written(from, id, ordinal.at), r));
+          // A live payload of a one-copy node, once the sink wrote it as such (not through a
+          // stylesheet added since, not skipped), stands for its notifications without payload.
+          if (ordinal) write = write.then((r) => (r === true && this.o.oneCopy?.(partner, node) && this.payloads.written(from, id, ordinal.at), r));
         } else {
           write = this.withoutPayload(from, node, child, partner, ordinal?.prev);
           // A retraction of the item on this node waits for it (the payload may come late through another node).
           const k = `${from}\0${node}\0${id}`;
-          const pending = write.catch(() => undefined);
+          const prior = this.pendingStubs.get(k);
+          const pending: Promise<unknown> = prior ? Promise.all([prior, write.catch(() => undefined)]) : write.catch(() => undefined);
           this.pendingStubs.set(k, pending);
           void pending.then(() => this.pendingStubs.get(k) === pending && this.pendingStubs.delete(k));
         }
@@ -1028,6 +1065,7 @@ export class PartnerManager {
     const sub = event.getChild('subscription');
     const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? sub)?.attrs.node as string | undefined;
     const f = from && node ? this.followed.get(key(from, node)) : undefined;
+    if (from && node && !f && items && this.endedLately(from, node)) return this.applyAfterEnd(from, node, items);
     if (!from || !node || !f) {
       // §8.8: an owner subscribed us to a node we do not follow yet.
       if (from && node && sub?.attrs.subscription === 'subscribed' && normalizeJid(String(sub.attrs.jid ?? '')) === this.o.self) return this.announced(from, node, 'subscription');
@@ -1035,7 +1073,7 @@ export class PartnerManager {
       return false; // another replication of this Hermod may follow it
     }
     // One-copy subscription: each item notification gets its ordinal (PayloadsSeen), in arrival order.
-    if (items && f.oneCopy) {
+    if (items && f.oneCopy && this.o.oneCopy?.(this.partnerOf.get(from), node)) {
       for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) this.ordinals.set(child, this.payloads.notified(from, node, String(child.attrs.id), f.since));
     }
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
@@ -1070,6 +1108,7 @@ export class PartnerManager {
     }
     if (entry) this.settle(f, entry, ok);
     if (event.getChild('delete') || (sub && sub.attrs.subscription === 'none')) {
+      this.ended(f);
       this.followed.delete(key(from, node));
       this.o.log.info('partner ended our subscription', { service: from, node });
     }

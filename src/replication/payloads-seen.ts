@@ -24,6 +24,8 @@ export const PAYLOADS_REMEMBERED = 20_000;
 export const PAYLOAD_WAIT_MS = 5_000;
 
 interface Seen {
+  /** now() when this record was made: writes of notifications up to it belong to a forgotten record. */
+  from: number;
   /** Ordinal of the newest notification whose payload of this item was written. */
   written: number;
   /** Per node: the ordinal of the item's last notification there. */
@@ -60,7 +62,7 @@ export class PayloadsSeen {
     const k = keyOf(service, itemId);
     let seen = this.items.get(k);
     if (!seen) {
-      seen = { written: 0, nodes: new Map() };
+      seen = { from: this.ordinal, written: 0, nodes: new Map() };
       this.items.set(k, seen);
     }
     const at = ++this.ordinal;
@@ -69,12 +71,15 @@ export class PayloadsSeen {
     return { at, prev };
   }
 
-  /** The payload that arrived with the notification of ordinal `at` was written. */
+  /**
+   * The payload that arrived with the notification of ordinal `at` was written. Ignored when the
+   * item's record was forgotten since (a slow write must not stand for what came after).
+   */
   written(service: string, itemId: string, at: number): void {
     const k = keyOf(service, itemId);
-    const seen = this.items.get(k) ?? { written: 0, nodes: new Map<string, number>() };
+    const seen = this.items.get(k);
+    if (!seen || at <= seen.from) return;
     seen.written = Math.max(seen.written, at);
-    this.items.set(k, seen);
     const waiters = this.waiting.get(k);
     if (!waiters) return;
     for (const w of waiters) if (seen.written > w.after) w.wake();

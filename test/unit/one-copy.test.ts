@@ -148,6 +148,18 @@ describe('PayloadsSeen', () => {
     assert.equal(seen.waiters, 0);
   });
 
+  it('a record forgotten and made again ignores a slow write of a notification from before', async () => {
+    const seen = new PayloadsSeen(2);
+    const floor = seen.now();
+    const old = seen.notified('svc', '/a', 'x', floor); // its write is slow
+    seen.notified('svc', '/a', 'p', floor);
+    seen.notified('svc', '/a', 'q', floor); // x forgotten
+    const stub = seen.notified('svc', '/b', 'x', floor);
+    seen.written('svc', 'x', old.at);
+    assert.equal(await seen.wait('svc', 'x', stub.prev, 20), false, 'the old write stands for nothing');
+    assert.equal(await seen.wait('svc', 'unknown', 0, 10), false);
+  });
+
   it('a follow that begins later knows nothing older; stop ends a wait; the time bound holds', async () => {
     const seen = new PayloadsSeen();
     const a = seen.notified('svc', '/a', 'y', seen.now());

@@ -197,6 +197,18 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.equal(await f.oneCopyOn('/tags/a8'), true);
   });
 
+  it("a payload written through a stylesheet added since does not stand for another node's notification without payload", async () => {
+    for (const node of ['/tags/a9', '/tags/b9']) await alice.iq('set', site.jid, create(node));
+    const styled = new Set<string>();
+    const f = await follower('pubsub.kappa.test', /^\/tags\/[ab]9$/, { oneCopy: (_partner, node) => !styled.has(node) });
+    await until(async () => (await f.oneCopyOn('/tags/a9')) && (await f.oneCopyOn('/tags/b9')), 'both subscriptions with one_copy on');
+    styled.add('/tags/a9'); // the payload's node now has a stylesheet of its own
+    await alice.iq('set', site.jid, publish('/tags/a9', 'r', 'styled'));
+    await alice.iq('set', site.jid, publish('/tags/b9', 'r', 'styled'));
+    await until(() => new Set(f.written).size === 2, 'both writes');
+    assert.deepEqual(f.fetches, ['/tags/b9 r'], 'the plain node fetched its copy');
+  });
+
   it('an item of a node that delivers no payloads is fetched and written', async () => {
     await alice.iq('set', site.jid, create('/tags/bare', noPayloads));
     const f = await follower('pubsub.zeta.test', /^\/tags\/bare$/);
