@@ -392,7 +392,6 @@ export class PartnerManager {
         // A stylesheet added (or removed) since the follow: one copy off (or on) again at the service.
         else if (f.service === service && f.oneCopy !== undefined && f.oneCopy !== (this.o.oneCopy?.(partner, f.node) === true)) await this.setOneCopy(f, !f.oneCopy);
       }
-      await this.dropStaleSubscriptions(service, wanted);
     }
     return failure;
   }
@@ -615,29 +614,6 @@ export class PartnerManager {
     } catch (err) {
       this.o.log[deliver ? 'warn' : 'debug'](`${deliver ? 'resuming' : 'pausing'} notification delivery failed`, { service: f.service, node: f.node, reason: String(err) });
       return err instanceof IqError ? 'refused' : 'unknown';
-    }
-  }
-
-  /**
-   * Ends our subscriptions (XEP-0060 §5.6 lists them) to nodes of the kind this replication
-   * follows (`offers`) that it does not want or follow now: left by an earlier run whose settings
-   * wanted them (an edit while stopped). Otherwise the service goes on sending their
-   * notifications, which are dropped — and, with one copy on, a document in such a node and a
-   * followed one would come through the followed one without payload, to be fetched each time.
-   * Errors: none (a service that cannot list subscriptions is left as it is; logged).
-   */
-  private async dropStaleSubscriptions(service: string, wanted: readonly string[]): Promise<void> {
-    let nodes: string[];
-    try {
-      nodes = await this.client.subscribedNodes(service);
-    } catch (err) {
-      this.o.log.debug('our subscriptions could not be listed', { service, reason: String(err) });
-      return;
-    }
-    for (const node of nodes) {
-      if (this.stopped || wanted.includes(node) || this.followed.has(key(service, node)) || !this.o.offers(node)) continue;
-      this.o.log.info('unsubscribing from a partner node no longer followed', { service, node });
-      await this.unfollow(service, node);
     }
   }
 
