@@ -567,6 +567,33 @@ export class PartnerManager {
     const until = Date.now() + this.payloadWaitMs;
     this.endedFollows.set(key(f.service, f.node), until);
     for (const [k, at] of this.endedFollows) if (at < Date.now()) this.endedFollows.delete(k);
+    // A payload of this node not written when it ends (left to its history, or still on its way
+    // past the grace period) may be the version another node's notification was taken to stand
+    // for: once the grace period is over, such items are read again from a node still followed.
+    const unsettled = this.payloads.unwritten(f.service, f.node);
+    if (unsettled.length > 0) setTimeout(() => void this.readAgain(f.service, unsettled), this.payloadWaitMs).unref();
+  }
+
+  /** Reads `unsettled` items (ended()) from one-copy nodes of `service` still followed, 100 per request, and writes them. Errors: none (logged). */
+  private async readAgain(service: string, unsettled: Array<{ itemId: string; others: string[] }>): Promise<void> {
+    const partner = this.partnerOf.get(service);
+    if (this.stopped || partner === undefined) return;
+    const byNode = new Map<string, string[]>();
+    for (const { itemId, others } of unsettled) {
+      const node = others.find((n) => this.followed.get(key(service, n))?.oneCopy === true);
+      if (node !== undefined) byNode.set(node, [...(byNode.get(node) ?? []), itemId]);
+    }
+    for (const [node, ids] of byNode) {
+      for (let i = 0; i < ids.length && !this.stopped; i += ITEM_PAGE) {
+        try {
+          const items = (await this.client.itemsById(service, node, ids.slice(i, i + ITEM_PAGE))).filter((item) => item.getChildElements().length > 0);
+          await Promise.all(items.map((item) => this.o.sink.writeItem(service, node, item, partner)));
+          this.o.log.debug('items read again after a one-copy follow ended', { service, node, items: items.length });
+        } catch (err) {
+          this.o.log.warn('reading items again after a one-copy follow ended failed', { service, node, items: ids.length, reason: String(err) });
+        }
+      }
+    }
   }
 
   private endedLately(service: string, node: string): boolean {
@@ -574,9 +601,14 @@ export class PartnerManager {
     return until !== undefined && until >= Date.now();
   }
 
-  /** Writes the payloads of a notification of a one-copy node that ended lately (ended()); no position is kept for it. */
+  /**
+   * Writes the payloads of a notification of a one-copy node that ended lately (ended()); no
+   * position is kept for it. Not for a partner removed meanwhile (its target is not known any
+   * more): false, as for any node not followed.
+   */
   private applyAfterEnd(service: string, node: string, items: Element): boolean {
     const partner = this.partnerOf.get(service);
+    if (partner === undefined) return false;
     for (const child of items.getChildren('item')) {
       if (child.getChildElements().length === 0) continue;
       this.o.sink.writeItem(service, node, child, partner).catch((err: unknown) => this.o.log.error('writing a replicated document failed', { from: service, node, item: child.attrs.id, reason: String(err) }));
@@ -1074,7 +1106,7 @@ export class PartnerManager {
     }
     // One-copy subscription: each item notification gets its ordinal (PayloadsSeen), in arrival order.
     if (items && f.oneCopy && this.o.oneCopy?.(this.partnerOf.get(from), node)) {
-      for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) this.ordinals.set(child, this.payloads.notified(from, node, String(child.attrs.id), f.since));
+      for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) this.ordinals.set(child, this.payloads.notified(from, node, String(child.attrs.id), f.since, child.getChildElements().length > 0));
     }
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;

@@ -30,6 +30,8 @@ interface Seen {
   written: number;
   /** Per node: the ordinal of the item's last notification there. */
   nodes: Map<string, number>;
+  /** Per node: the ordinal of the item's last notification there that carried its payload. */
+  carried: Map<string, number>;
 }
 
 interface Waiter {
@@ -54,20 +56,21 @@ export class PayloadsSeen {
   }
 
   /**
-   * A notification of item `itemId` (with or without payload) arrived from `node` of a one-copy
-   * subscription: its ordinal, and the ordinal of the item's previous notification on that node
-   * (at least `floor`: now() when the node's follow began).
+   * A notification of item `itemId` (`payload`: with its payload) arrived from `node` of a
+   * one-copy subscription: its ordinal, and the ordinal of the item's previous notification on
+   * that node (at least `floor`: now() when the node's follow began).
    */
-  notified(service: string, node: string, itemId: string, floor: number): { at: number; prev: number } {
+  notified(service: string, node: string, itemId: string, floor: number, payload = false): { at: number; prev: number } {
     const k = keyOf(service, itemId);
     let seen = this.items.get(k);
     if (!seen) {
-      seen = { from: this.ordinal, written: 0, nodes: new Map() };
+      seen = { from: this.ordinal, written: 0, nodes: new Map(), carried: new Map() };
       this.items.set(k, seen);
     }
     const at = ++this.ordinal;
     const prev = Math.max(seen.nodes.get(node) ?? 0, floor);
     seen.nodes.set(node, at);
+    if (payload) seen.carried.set(node, at);
     return { at, prev };
   }
 
@@ -109,6 +112,23 @@ export class PayloadsSeen {
       signal?.addEventListener('abort', aborted, { once: true });
       set.add(waiter);
     });
+  }
+
+  /**
+   * Items whose last payload through `node` (of `service`) is not written (yet), and no newer one
+   * through another node is, each with the other nodes that notified it: what a node's follow
+   * leaves unsettled when it ends (PartnerManager.ended).
+   */
+  unwritten(service: string, node: string): Array<{ itemId: string; others: string[] }> {
+    const out: Array<{ itemId: string; others: string[] }> = [];
+    const prefix = `${service}\u0000`;
+    for (const [k, seen] of this.items.entries()) {
+      if (!k.startsWith(prefix)) continue;
+      const last = seen.carried.get(node);
+      if (last === undefined || last <= seen.written) continue;
+      out.push({ itemId: k.slice(prefix.length), others: [...seen.nodes.keys()].filter((n) => n !== node) });
+    }
+    return out;
   }
 
   /** Notifications without payload waiting now (for tests and status). */

@@ -209,6 +209,69 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.deepEqual(f.fetches, ['/tags/b9 r'], 'the plain node fetched its copy');
   });
 
+  it("a removed partner's notifications still on their way are not written", async () => {
+    // A site of its own: the partner's discovery follows only these two nodes.
+    const own = await WireHarness.start({ jid: 'pubsub.nu.test' });
+    stops.push(() => own.stop());
+    const owner = own.client('alice@nu.test/desk');
+    for (const node of ['/tags/a10', '/tags/b10']) await owner.iq('set', own.jid, create(node));
+    const written: string[] = [];
+    let got = 0;
+    const sink: PartnerSink = { writeItem: async (_s, node, item) => (written.push(`+${String(item.attrs.id)}@${node}`), true), retract: async () => undefined };
+    // Unsubscribing is held, so that notifications keep coming after the partner is removed.
+    const iq = aroundRequests((child, send) => (child.getChild('unsubscribe') ? new Promise<Element>(() => undefined) : send()));
+    const { harness, manager } = await startPartner(own, 'pubsub.mu.test', sink, { oneCopy: () => true, iq, onEvent: (m) => void (itemsOf(m).length > 0 && got++) });
+    stops.push(() => manager.stop(), () => harness.stop());
+    const oneCopyOn = async (node: string): Promise<boolean> => (await own.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
+    await until(async () => (await oneCopyOn('/tags/a10')) && (await oneCopyOn('/tags/b10')) && manager.subscriptions().length === 2, 'both followed with one_copy on');
+    void manager.removePartner(own.jid); // its unfollows wait one after the other for the held unsubscribe
+    const gone = (): string | undefined => ['/tags/a10', '/tags/b10'].find((n) => !manager.subscriptions().includes(`${own.jid} ${n}`));
+    await until(() => gone() !== undefined, 'a node unfollowed');
+    await owner.iq('set', own.jid, publish(gone() as string, 'o', 'after removal'));
+    await until(() => got === 1, 'the notification still delivered');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(written, [], 'nothing written for a partner no longer known');
+  });
+
+  it('an older payload taken for a newer one, the newer unwritten when its node is unfollowed: the item is read again from the node still followed', async () => {
+    const own = await WireHarness.start({ jid: 'pubsub.xi.test' });
+    stops.push(() => own.stop());
+    const owner = own.client('alice@xi.test/desk');
+    for (const node of ['/tags/a11', '/tags/b11']) await owner.iq('set', own.jid, create(node));
+    const written: string[] = [];
+    const sink: PartnerSink = {
+      writeItem: async (_s, node, item) => {
+        const title = item.getChildElements()[0]?.getChildText('title');
+        if (node === '/tags/a11' && title === 'v2') return new Promise<boolean>(() => undefined); // never written
+        written.push(`+${String(item.attrs.id)}@${node} ${String(title)}`);
+        return true;
+      },
+      retract: async () => undefined,
+    };
+    let held: (() => void) | undefined;
+    let handed = 0;
+    const gate = (stanza: Element, deliver: () => void): void => {
+      if (!held && itemsOf(stanza).some((i) => i.node === '/tags/a11' && i.payload) && stanza.toString().includes('v1')) held = deliver; // v1's payload comes after its notification without payload
+      else (handed++, deliver());
+    };
+    const follow = ['/tags/a11', '/tags/b11'];
+    const { harness, manager } = await startPartner(own, 'pubsub.omicron.test', sink, { oneCopy: () => true, gate, follow, payloadWaitMs: 200 });
+    stops.push(() => manager.stop(), () => harness.stop());
+    const oneCopyOn = async (node: string): Promise<boolean> => (await own.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
+    await until(async () => (await oneCopyOn('/tags/a11')) && (await oneCopyOn('/tags/b11')), 'both with one_copy on');
+    for (const node of ['/tags/a11', '/tags/b11']) await owner.iq('set', own.jid, publish(node, 'u', 'v1'));
+    await until(() => held !== undefined && handed === 1, "v1's notification without payload handed over first");
+    held?.();
+    await until(() => written.length === 1, 'v1 written');
+    for (const node of ['/tags/a11', '/tags/b11']) await owner.iq('set', own.jid, publish(node, 'u', 'v2'));
+    await until(() => handed === 3, "v2's payload and notification without payload handed over");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(written, ['+u@/tags/a11 v1'], "v2's notification without payload was taken as done with v1's write");
+    follow.splice(0, 1); // /tags/a11 no longer followed, its v2 never written
+    manager.discoverSoon();
+    await until(() => written.includes('+u@/tags/b11 v2'), 'v2 read again from /tags/b11');
+  });
+
   it('an item of a node that delivers no payloads is fetched and written', async () => {
     await alice.iq('set', site.jid, create('/tags/bare', noPayloads));
     const f = await follower('pubsub.zeta.test', /^\/tags\/bare$/);
