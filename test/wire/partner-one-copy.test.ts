@@ -33,6 +33,10 @@ const itemsOf = (m: Element): Array<{ node: string; id: string; payload: boolean
   return (items?.getChildren('item') ?? []).map((i) => ({ node: String(items?.attrs.node), id: String(i.attrs.id), payload: i.getChildElements().length > 0 }));
 };
 
+/** Whether the subscription of `jid` to `node` at `site`'s service has one_copy on. */
+const oneCopyAt = async (site: WireHarness, jid: string, node: string): Promise<boolean> =>
+  (await site.core.service.getSubscriptionOptions(jid, node, jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
+
 describe('one copy of an item published to several followed nodes', () => {
   let site: WireHarness;
   let alice: TestClient;
@@ -77,7 +81,7 @@ describe('one copy of an item published to several followed nodes', () => {
     const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
     const { harness, manager } = await startPartner(site, jid, sink, { onEvent: (m) => void (itemsOf(m).some((i) => mine.test(i.node)) && messages.push(m)), iq, positions, ...options });
     stops.push(() => manager.stop(), () => harness.stop());
-    const oneCopyOn = async (node: string): Promise<boolean> => (await site.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
+    const oneCopyOn = (node: string): Promise<boolean> => oneCopyAt(site, harness.jid, node);
     return { harness, manager, written, retracted, order, messages, fetches, saved, oneCopyOn };
   }
 
@@ -209,12 +213,17 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.deepEqual(f.fetches, ['/tags/b9 r'], 'the plain node fetched its copy');
   });
 
-  it("a removed partner's notifications still on their way are not written", async () => {
-    // A site of its own: the partner's discovery follows only these two nodes.
-    const own = await WireHarness.start({ jid: 'pubsub.nu.test' });
+  /** A site of its own (the partner's discovery follows only these nodes), registered to stop. */
+  async function ownSite(jid: string, nodes: string[]): Promise<{ own: WireHarness; owner: TestClient }> {
+    const own = await WireHarness.start({ jid });
     stops.push(() => own.stop());
-    const owner = own.client('alice@nu.test/desk');
-    for (const node of ['/tags/a10', '/tags/b10']) await owner.iq('set', own.jid, create(node));
+    const owner = own.client(`alice@${jid.slice(jid.indexOf('.') + 1)}/desk`);
+    for (const node of nodes) await owner.iq('set', own.jid, create(node));
+    return { own, owner };
+  }
+
+  it("a removed partner's notifications still on their way are not written", async () => {
+    const { own, owner } = await ownSite('pubsub.nu.test', ['/tags/a10', '/tags/b10']);
     const written: string[] = [];
     let got = 0;
     const sink: PartnerSink = { writeItem: async (_s, node, item) => (written.push(`+${String(item.attrs.id)}@${node}`), true), retract: async () => undefined };
@@ -222,8 +231,7 @@ describe('one copy of an item published to several followed nodes', () => {
     const iq = aroundRequests((child, send) => (child.getChild('unsubscribe') ? new Promise<Element>(() => undefined) : send()));
     const { harness, manager } = await startPartner(own, 'pubsub.mu.test', sink, { oneCopy: () => true, iq, onEvent: (m) => void (itemsOf(m).length > 0 && got++) });
     stops.push(() => manager.stop(), () => harness.stop());
-    const oneCopyOn = async (node: string): Promise<boolean> => (await own.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
-    await until(async () => (await oneCopyOn('/tags/a10')) && (await oneCopyOn('/tags/b10')) && manager.subscriptions().length === 2, 'both followed with one_copy on');
+    await until(async () => (await oneCopyAt(own, harness.jid, '/tags/a10')) && (await oneCopyAt(own, harness.jid, '/tags/b10')) && manager.subscriptions().length === 2, 'both followed with one_copy on');
     void manager.removePartner(own.jid); // its unfollows wait one after the other for the held unsubscribe
     const gone = (): string | undefined => ['/tags/a10', '/tags/b10'].find((n) => !manager.subscriptions().includes(`${own.jid} ${n}`));
     await until(() => gone() !== undefined, 'a node unfollowed');
@@ -234,10 +242,7 @@ describe('one copy of an item published to several followed nodes', () => {
   });
 
   it('an older payload taken for a newer one, the newer unwritten when its node is unfollowed: the item is read again from the node still followed', async () => {
-    const own = await WireHarness.start({ jid: 'pubsub.xi.test' });
-    stops.push(() => own.stop());
-    const owner = own.client('alice@xi.test/desk');
-    for (const node of ['/tags/a11', '/tags/b11']) await owner.iq('set', own.jid, create(node));
+    const { own, owner } = await ownSite('pubsub.xi.test', ['/tags/a11', '/tags/b11']);
     const written: string[] = [];
     const sink: PartnerSink = {
       writeItem: async (_s, node, item) => {
@@ -257,8 +262,7 @@ describe('one copy of an item published to several followed nodes', () => {
     const follow = ['/tags/a11', '/tags/b11'];
     const { harness, manager } = await startPartner(own, 'pubsub.omicron.test', sink, { oneCopy: () => true, gate, follow, payloadWaitMs: 200 });
     stops.push(() => manager.stop(), () => harness.stop());
-    const oneCopyOn = async (node: string): Promise<boolean> => (await own.core.service.getSubscriptionOptions(harness.jid, node, harness.jid, undefined).catch(() => undefined))?.options?.oneCopy === true;
-    await until(async () => (await oneCopyOn('/tags/a11')) && (await oneCopyOn('/tags/b11')), 'both with one_copy on');
+    await until(async () => (await oneCopyAt(own, harness.jid, '/tags/a11')) && (await oneCopyAt(own, harness.jid, '/tags/b11')), 'both with one_copy on');
     for (const node of ['/tags/a11', '/tags/b11']) await owner.iq('set', own.jid, publish(node, 'u', 'v1'));
     await until(() => held !== undefined && handed === 1, "v1's notification without payload handed over first");
     held?.();
