@@ -372,7 +372,12 @@ export class PartnerManager {
 
   /** Discovers and follows one partner's nodes; answers why it failed (undefined: it did not). */
   private async discover(partner: string): Promise<string | undefined> {
-    if (this.o.settings.partner(partner).follow === 'none') return undefined;
+    if (this.o.settings.partner(partner).follow === 'none') {
+      // Turned to "none" while running: what is followed of its services ends now.
+      const services = new Set([...this.partnerOf].filter(([, p]) => p === partner).map(([service]) => service));
+      for (const f of [...this.followed.values()]) if (services.has(f.service)) await this.unfollow(f.service, f.node);
+      return undefined;
+    }
     const services = await this.services(partner);
     for (const service of services) this.partnerOf.set(service, partner);
     if (services.length === 0) return 'no Hermod service found for the partner (not connected yet?)';

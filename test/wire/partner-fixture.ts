@@ -25,8 +25,8 @@ export async function startPartner(
     iq?: (iq: IqCaller) => IqCaller;
     oneCopy?: (partner: string | undefined, node: string) => boolean;
     payloadWaitMs?: number;
-    /** The partner setting `follow` (default "all"; an array is read at each discovery). */
-    follow?: 'all' | string[];
+    /** The partner setting `follow` (default "all"; a function or an array is read at each discovery). */
+    follow?: 'all' | 'none' | string[] | (() => 'all' | 'none' | string[]);
   } = {},
 ): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
@@ -48,7 +48,7 @@ export async function startPartner(
   manager = new PartnerManager({
     iq: options.iq ? options.iq(harness.core.iq) : harness.core.iq,
     self: harness.jid,
-    settings: { partner: () => ({ follow: options.follow ?? 'all' }), on: () => undefined },
+    settings: { partner: () => ({ follow: typeof options.follow === 'function' ? options.follow() : (options.follow ?? 'all') }), on: () => undefined },
     sink,
     log: silentLogger,
     intervalMs: 60_000,
