@@ -609,16 +609,17 @@ export class PartnerManager {
   /**
    * Writes the payloads of a notification of a one-copy node that ended lately (ended()); no
    * position is kept for it. Not for a partner removed meanwhile (its target is not known any
-   * more): false, as for any node not followed.
+   * more). False either way, as for any node not followed: the other replication of this Hermod
+   * gets the notification too, should it follow that node.
    */
-  private applyAfterEnd(service: string, node: string, items: Element): boolean {
+  private applyAfterEnd(service: string, node: string, items: Element): false {
     const partner = this.partnerOf.get(service);
     if (partner === undefined) return false;
     for (const child of items.getChildren('item')) {
       if (child.getChildElements().length === 0) continue;
       this.o.sink.writeItem(service, node, child, partner).catch((err: unknown) => this.o.log.error('writing a replicated document failed', { from: service, node, item: child.attrs.id, reason: String(err) }));
     }
-    return true;
+    return false;
   }
 
   /**

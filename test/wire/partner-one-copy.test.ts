@@ -9,10 +9,9 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Element } from 'ltx';
+import { Element } from 'ltx';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
-import { ONE_COPY_FIELD } from '../../src/xmpp/subscribe-options-form.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
 import { aroundRequests, startPartner } from './partner-fixture.ts';
@@ -274,6 +273,23 @@ describe('one copy of an item published to several followed nodes', () => {
     follow.splice(0, 1); // /tags/a11 no longer followed, its v2 never written
     manager.discoverSoon();
     await until(() => written.includes('+u@/tags/b11 v2'), 'v2 read again from /tags/b11');
+  });
+
+  it("a late payload of a one-copy node just unfollowed is written, and the notification is still offered to Hermod's other replication", async () => {
+    const { own } = await ownSite('pubsub.sigma.test', ['/tags/a12', '/tags/b12']);
+    const written: string[] = [];
+    const sink: PartnerSink = { writeItem: async (_s, node, item) => (written.push(`+${String(item.attrs.id)}@${node}`), true), retract: async () => undefined };
+    const follow = ['/tags/a12', '/tags/b12'];
+    const { harness, manager } = await startPartner(own, 'pubsub.tau.test', sink, { oneCopy: () => true, follow, payloadWaitMs: 5_000 });
+    stops.push(() => manager.stop(), () => harness.stop());
+    await until(async () => (await oneCopyAt(own, harness.jid, '/tags/a12')) && (await oneCopyAt(own, harness.jid, '/tags/b12')) && manager.subscriptions().length === 2, 'both with one_copy on');
+    follow.splice(0, 1);
+    manager.discoverSoon();
+    await until(() => manager.subscriptions().length === 1, '/tags/a12 unfollowed');
+    const late = new Element('message', { from: own.jid, to: harness.jid }).c('event', { xmlns: NS.PUBSUB_EVENT }).c('items', { node: '/tags/a12' }).c('item', { id: 'g' }).c('entry', { xmlns: 'http://www.w3.org/2005/Atom' }).c('title').t('late').root();
+    assert.equal(await manager.handleEvent(late), false, 'not taken from the other replication');
+    await until(() => written.length === 1, 'the late payload written');
+    assert.deepEqual(written, ['+g@/tags/a12']);
   });
 
   it('an item of a node that delivers no payloads is fetched and written', async () => {
