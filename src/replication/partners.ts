@@ -133,7 +133,10 @@ interface Followed {
   subid?: string;
   /** Configuring the subscription after subscribing (setUpSubscription). */
   setUp?: Promise<void>;
-  /** The service confirmed `{urn:hermod:pubsub:0}one_copy` on for our subscription (setUpSubscription). */
+  /**
+   * What the service took of `{urn:hermod:pubsub:0}one_copy` for our subscription
+   * (setUpSubscription); undefined where it does not offer the option (not asked again).
+   */
   oneCopy?: boolean;
   /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
   since: number;
@@ -528,7 +531,8 @@ export class PartnerManager {
   private async setUpSubscription(f: Followed, subid: string | undefined): Promise<void> {
     const { service, node } = f;
     const ms = this.o.digestMs;
-    let oneCopy = false;
+    /** Undefined where the service does not offer one_copy (an older Hermod, another server): never asked again. */
+    let oneCopy: boolean | undefined;
     let paused = false;
     try {
       const options = await this.client.subscriptionOptions(service, node, subid);
@@ -552,7 +556,7 @@ export class PartnerManager {
         this.o.log.debug('subscription configured', { service, node, ...change });
       }
       // Only what the service took: otherwise notifications without payload are fetched at once.
-      f.oneCopy = oneCopy;
+      if (oneCopy !== undefined) f.oneCopy = oneCopy;
     } catch (err) {
       // Delivery left paused would lose what is published after the catch-up: the follow fails (and is tried again).
       if (paused) throw new Error(`resuming the paused delivery failed: ${String(err)}`);

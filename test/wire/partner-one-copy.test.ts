@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { Element } from 'ltx';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
+import { ONE_COPY_FIELD } from '../../src/xmpp/subscribe-options-form.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
 import { aroundRequests, startPartner } from './partner-fixture.ts';
@@ -290,6 +291,30 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.equal(await manager.handleEvent(late), false, 'not taken from the other replication');
     await until(() => written.length === 1, 'the late payload written');
     assert.deepEqual(written, ['+g@/tags/a12']);
+  });
+
+  it('a service whose options form has no one_copy is not asked for it, at the follow or at later discoveries', async () => {
+    const { own } = await ownSite('pubsub.upsilon.test', ['/tags/a13']);
+    const asked: string[] = [];
+    // The service as an older Hermod or another server answers: its options form without the field.
+    const iq = aroundRequests(async (child, send) => {
+      const options = child.getChild('options');
+      if (options?.getChild('x')?.getChildren('field').some((f) => f.attrs.var === ONE_COPY_FIELD)) asked.push(String(options.attrs.node));
+      const reply = await send();
+      const x = reply.getChild('pubsub')?.getChild('options')?.getChild('x');
+      if (x) x.children = x.children.filter((c) => typeof c === 'string' || c.attrs.var !== ONE_COPY_FIELD);
+      return reply;
+    });
+    const sink: PartnerSink = { writeItem: async () => true, retract: async () => undefined };
+    const { harness, manager } = await startPartner(own, 'pubsub.phi.test', sink, { oneCopy: () => true, iq });
+    stops.push(() => manager.stop(), () => harness.stop());
+    await until(() => manager.subscriptions().length === 1, 'followed');
+    for (let i = 0; i < 2; i++) {
+      manager.discoverSoon();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.deepEqual(asked, [], 'one_copy never submitted');
+    assert.equal(await oneCopyAt(own, harness.jid, '/tags/a13'), false);
   });
 
   it('an item of a node that delivers no payloads is fetched and written', async () => {
