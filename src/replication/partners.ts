@@ -140,6 +140,8 @@ interface Followed {
   oneCopy?: boolean;
   /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
   since: number;
+  /** Items being read again (rereadItems): 0 while pending, 1 once a live event touched one since (it is newer). */
+  rereads?: Map<string, number>;
 }
 
 /** Where a node's catch-up starts (see PartnerManager.catchUpStart). */
@@ -262,6 +264,13 @@ export class PartnerManager {
     const services = [...this.partnerOf].filter(([, p]) => p === jid).map(([service]) => service);
     for (const service of services) this.partnerOf.delete(service);
     const ended = [...this.followed.values()].filter((f) => services.includes(f.service));
+    // Every node of theirs is no longer followed before the first unsubscribe is waited for: a
+    // notification (or a drain's history page) of another of their nodes meanwhile would be
+    // written without its partner — into the content database instead of the partner's.
+    for (const f of ended) {
+      this.ended(f);
+      this.followed.delete(key(f.service, f.node));
+    }
     for (const f of ended) await this.unfollow(f.service, f.node);
     this.o.log.info('partner removed', { jid, unsubscribed: ended.map((f) => `${f.service} ${f.node}`) });
     if (ended.length > 0 && this.partners.size > 0) this.discoverSoon(); // a service another partner shares is followed again
@@ -378,7 +387,10 @@ export class PartnerManager {
     if (this.o.settings.partner(partner).follow === 'none') {
       // Turned to "none" while running: what is followed of its services ends now.
       const services = new Set([...this.partnerOf].filter(([, p]) => p === partner).map(([service]) => service));
-      for (const f of [...this.followed.values()]) if (services.has(f.service)) await this.unfollow(f.service, f.node);
+      let ended = 0;
+      for (const f of [...this.followed.values()]) if (services.has(f.service)) (await this.unfollow(f.service, f.node), ended++);
+      // A service another partner shares (both resolve to it) is followed again for that one.
+      if (ended > 0 && this.partners.size > 1) this.discoverSoon();
       return undefined;
     }
     const services = await this.services(partner);
@@ -678,15 +690,19 @@ export class PartnerManager {
   private async catchUp(service: string, node: string, f: Followed, start: CatchUpStart): Promise<void> {
     /** Every item applied, none skipped, no stop: notifications were left that no drain will read. */
     let readAll = false;
+    let unapplied = false;
     const positions = this.o.positions && this.withHistory.has(service) ? this.o.positions : undefined;
     const { position } = start;
     this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
     if (positions && position !== undefined) {
       try {
         const { replayed, complete } = await this.replayHistory(service, node, position, positions, f.live);
-        if (!complete) f.live.held = true;
-        this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
-        return;
+        if (complete) {
+          this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
+          return;
+        }
+        f.live.held = true;
+        unapplied = true;
       } catch (err) {
         if (this.stopped) throw err;
         this.o.log.warn('history replay failed; reading current items instead', { service, node, reason: String(err) });
@@ -697,6 +713,9 @@ export class PartnerManager {
         f.live.replayable = false;
         if (f.live.deferred) readAll = true;
       }
+      // Entries the sink could not write (the database down past its retries): the follow fails
+      // and is tried again (from the position, which stayed before them) by a discovery.
+      if (unapplied) throw new Error('history entries could not be written');
     }
     const end = position === undefined
       ? start.end
@@ -820,16 +839,23 @@ export class PartnerManager {
 
   /**
    * Writes the items and applies the retractions of one event of a followed node; false if any
-   * failed. Every write and retraction is handed to the sink at once, in the event's order (the
+   * failed (their ids added to `failed`, except those a stop cut short). Every write and retraction is handed to the sink at once, in the event's order (the
    * sink batches them and keeps each document's order), before this waits for them; so the
    * events of a history page, started one after the other, are written together too.
    */
-  private async applyEvent(from: string, node: string, event: Element | undefined): Promise<boolean> {
+  private async applyEvent(from: string, node: string, event: Element | undefined, failed?: Set<string>): Promise<boolean> {
     const items = event?.getChild('items');
     if (!items) return true;
     const partner = this.partnerOf.get(from);
+    // Its partner removed meanwhile (a history page read before): written nowhere, rather than
+    // into the content database (where a sink writes what has no partner).
+    if (partner === undefined && !this.partners.has(from)) {
+      this.o.log.debug('event of a removed partner not applied', { from, node });
+      return true;
+    }
     const log = (what: string, id: unknown) => (err: unknown) => {
       this.o.log[err instanceof StoppedError ? 'debug' : 'error'](what, { from, node, item: id, reason: String(err) });
+      if (!(err instanceof StoppedError)) failed?.add(String(id));
       return false;
     };
     // In document order: a digest (pubsub#digest) may carry an edit, its retraction and a new
@@ -902,7 +928,7 @@ export class PartnerManager {
       const done = live.queue.shift() as LiveTrack['queue'][number];
       if (!done.ok && !live.held) {
         live.held = true;
-        this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service: f.service, node: f.node, id: done.id });
+        this.o.log.warn('history position held: a notification could not be applied', { service: f.service, node: f.node, id: done.id });
       }
       position = done.id;
     }
@@ -941,12 +967,96 @@ export class PartnerManager {
   private leaveToHistory(f: Followed): boolean {
     const live = f.live;
     if (live.deferred) return true;
-    if (this.backlog < this.backlogBound || !this.o.positions || !this.withHistory.has(f.service) || (live.catchingUp && !live.replayable)) return false;
-    live.deferred = true;
+    if (this.backlog < this.backlogBound || !this.replayable(f)) return false;
     this.o.log.info('partner notifications arrive faster than they are written: reading the node from its history at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
+    this.startDrain(f);
+    return true;
+  }
+
+  /** Whether what reaches us of `f` from now on can be read back from its history (positions kept; during a catch-up, one that started from a point in that history). */
+  private replayable(f: Followed): boolean {
+    return !!this.o.positions && this.withHistory.has(f.service) && (!f.live.catchingUp || f.live.replayable === true);
+  }
+
+  /** Leaves `f`'s further notifications to its history and reads them back (drain). */
+  private startDrain(f: Followed): void {
+    f.live.deferred = true;
     const drain = this.drain(f).finally(() => this.drains.delete(drain));
     this.drains.add(drain);
-    return true;
+  }
+
+  /**
+   * Live notifications of `f` could not be applied (the database down past the sink's retries):
+   * they are applied again without waiting for a restart. With an archive id (`sid`) and a
+   * history to read back, the node is read from its saved position (held before the failure) as
+   * flow control does — delivery paused, tried again until the history is applied (drain).
+   * Otherwise (a notification without archive id, such as the §6.1.7 last item sent on
+   * subscribing, which lies before the position a first catch-up saves; a service without
+   * history) the items named in `ids` are read again as they are now (rereadItems).
+   */
+  private applyAgain(f: Followed, sid: string | undefined, ids: Iterable<string>): void {
+    if (this.stopped || this.followed.get(key(f.service, f.node)) !== f) return;
+    if (sid !== undefined && this.replayable(f)) {
+      if (f.live.deferred) return; // a drain under way reads it (it starts from the saved position)
+      this.o.log.warn('a partner notification could not be written; reading the node again from its history', { service: f.service, node: f.node, id: sid });
+      this.startDrain(f);
+      return;
+    }
+    this.rereadItems(f, ids);
+  }
+
+  /**
+   * Reads items of `f` again (XEP-0060 §6.5.8 by id) and applies them as they are now — written,
+   * or retracted where the node no longer has them — after 2 s, doubling up to the discovery
+   * interval, until that succeeds (at most DRAIN_ATTEMPTS times; then logged as an error: the item
+   * waits for its next edit or a restart's catch-up). An item a live notification touched since
+   * the read was asked for is left to it (newer). Ends on stop() and when the node is no longer
+   * followed. Never rejects.
+   */
+  private rereadItems(f: Followed, ids: Iterable<string>): void {
+    const { service, node } = f;
+    const pending = (f.rereads ??= new Map());
+    const fresh = [...ids].filter((id) => !pending.has(id));
+    if (fresh.length === 0) return;
+    for (const id of fresh) pending.set(id, 0);
+    this.o.log.warn('partner items could not be written; reading them again', { service, node, items: fresh.length, first: fresh[0] });
+    const gone = (): boolean => this.stopped || this.followed.get(key(service, node)) !== f;
+    const task = (async () => {
+      let todo = fresh;
+      let retryMs = DISCOVERY_RETRY_MS;
+      for (let attempt = 1; attempt <= DRAIN_ATTEMPTS && todo.length > 0; attempt++) {
+        await this.pause(retryMs);
+        retryMs = Math.min(retryMs * 2, this.o.intervalMs);
+        if (gone()) return;
+        try {
+          for (const id of todo) pending.set(id, 0); // a live event touching it from now on is newer than what we read
+          const found = new Map<string, Element>();
+          for (const item of await this.client.itemsById(service, node, todo)) if (item.getChildElements().length > 0) found.set(String(item.attrs.id), item);
+          if (gone()) return;
+          const partner = this.partnerOf.get(service);
+          const followedElsewhere = (other: string): boolean => other !== node && this.followed.has(key(service, other));
+          const mine = todo.filter((id) => pending.get(id) === 0);
+          const results = await Promise.allSettled(mine.map((id) => {
+            const item = found.get(id);
+            return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.sink.retract(service, node, id, followedElsewhere, partner);
+          }));
+          todo = mine.filter((_, i) => results[i]?.status === 'rejected');
+          for (const id of mine) if (!todo.includes(id)) pending.delete(id);
+          for (const id of fresh) if (pending.get(id) === 1) pending.delete(id); // applied live meanwhile
+          if (todo.length === 0) {
+            this.o.log.info('partner items written on a later attempt', { service, node, items: mine.length, attempts: attempt });
+            return;
+          }
+          this.o.log.warn('partner items still not written; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: String((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason) });
+        } catch (err) {
+          if (gone()) return;
+          this.o.log.warn('reading partner items again failed; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: String(err) });
+        }
+      }
+      if (todo.length > 0 && !gone()) this.o.log.error('partner items not written after repeated attempts: they wait for their next edit or a restart', { service, node, items: todo.length, first: todo[0] });
+      for (const id of todo) pending.delete(id);
+    })().finally(() => this.drains.delete(task));
+    this.drains.add(task);
   }
 
   /**
@@ -968,7 +1078,7 @@ export class PartnerManager {
     const held = (complete: boolean): void => {
       if (complete || live.held) return;
       live.held = true;
-      this.o.log.warn('history position held: a notification could not be applied; the next catch-up replays from before it', { service, node });
+      this.o.log.warn('history position held: an entry could not be applied; read again from before it', { service, node });
     };
     let pause = this.setDelivery(f, false);
     let from: string | undefined;
@@ -992,6 +1102,9 @@ export class PartnerManager {
         const pulled = await this.replayHistory(service, node, start, first || !live.held ? positions : undefined, undefined, () => !gone());
         if (first && pulled.complete) live.held = false;
         held(pulled.complete);
+        // An entry not applied (the database still down): tried again from the saved position,
+        // which the replay moved up to it (or from where the last attempt read on).
+        if (!pulled.complete) throw new Error('a history entry could not be written');
         first = false;
         from = pulled.last ?? start;
         entries += pulled.replayed;
@@ -1019,6 +1132,7 @@ export class PartnerManager {
           const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live, () => !gone());
           held(rest.complete);
           entries += rest.replayed;
+          if (!rest.complete) throw new Error('a history entry could not be written');
         } catch (err) {
           // Left again until the next attempt, which starts from the saved position: live
           // notifications applied meanwhile must not move it past what this one did not read.
@@ -1140,15 +1254,18 @@ export class PartnerManager {
     for (const child of items?.children ?? []) if (typeof child !== 'string') waiting++;
     this.backlog += waiting;
     f.live.inFlight++;
+    if (f.rereads) for (const child of items?.children ?? []) if (typeof child !== 'string' && f.rereads.has(String(child.attrs.id))) f.rereads.set(String(child.attrs.id), 1);
     let ok = false;
+    const failed = new Set<string>();
     try {
-      ok = await this.applyEvent(from, node, event);
+      ok = await this.applyEvent(from, node, event, failed);
     } finally {
       this.backlog -= waiting;
       f.live.inFlight--;
       this.backlogChanged();
     }
     if (entry) this.settle(f, entry, ok);
+    if (!ok && failed.size > 0) this.applyAgain(f, sid, failed);
     if (event.getChild('delete') || (sub && sub.attrs.subscription === 'none')) {
       this.ended(f);
       this.followed.delete(key(from, node));

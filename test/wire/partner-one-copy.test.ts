@@ -241,6 +241,23 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.deepEqual(written, [], 'nothing written for a partner no longer known');
   });
 
+  it("a removed partner's other nodes are not written either while the first unsubscribe is waited for", async () => {
+    const { own, owner } = await ownSite('pubsub.rho.test', ['/tags/a14', '/tags/b14']);
+    const written: string[] = [];
+    let got = 0;
+    const sink: PartnerSink = { writeItem: async (_s, node, item) => (written.push(`+${String(item.attrs.id)}@${node}`), true), retract: async () => undefined };
+    const iq = aroundRequests((child, send) => (child.getChild('unsubscribe') ? new Promise<Element>(() => undefined) : send()));
+    const { harness, manager } = await startPartner(own, 'pubsub.sigma.test', sink, { iq, onEvent: (m) => void (itemsOf(m).length > 0 && got++) });
+    stops.push(() => manager.stop(), () => harness.stop());
+    await until(() => manager.subscriptions().length === 2, 'both nodes followed');
+    void manager.removePartner(own.jid); // the first unsubscribe is never answered
+    await until(() => manager.subscriptions().length < 2, 'the removal under way');
+    for (const node of ['/tags/a14', '/tags/b14']) await owner.iq('set', own.jid, publish(node, 'o', 'after removal'));
+    await until(() => got === 2, 'both notifications still delivered');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(written, [], 'nothing written for a partner no longer known (it would have gone into the content database)');
+  });
+
   it('an older payload taken for a newer one, the newer unwritten when its node is unfollowed: the item is read again from the node still followed', async () => {
     const { own, owner } = await ownSite('pubsub.xi.test', ['/tags/a11', '/tags/b11']);
     const written: string[] = [];

@@ -1,0 +1,138 @@
+// A partner whose database fails a write (down longer than the sink's own retries) gets the
+// document once it is back, without a restart (src/replication/partners.ts applyAgain): a live
+// notification with an archive id holds the node's history position and the node is read again
+// from its history; one without (the §6.1.7 last item sent on subscribing, which lies before the
+// position a first catch-up saves) has its item read again by id. Before, both waited for a
+// restart, and the §6.1.7 item was not even read then.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import type { TestClient } from '../e2e/client.ts';
+import { WireHarness } from './harness.ts';
+import { aroundRequests, create, publish, startPartner, until } from './partner-fixture.ts';
+
+/** A sink that rejects the first `failures` writes of each id in `failing` (a database down), counting every write. */
+function flakySink(failing: Map<string, number>): { sink: PartnerSink; written: Map<string, number> } {
+  const written = new Map<string, number>();
+  const sink: PartnerSink = {
+    writeItem: async (_service, _node, item) => {
+      const id = String(item.attrs.id);
+      const left = failing.get(id) ?? 0;
+      if (left > 0) {
+        failing.set(id, left - 1);
+        throw new Error(`database unavailable (writing ${id})`);
+      }
+      written.set(id, (written.get(id) ?? 0) + 1);
+      return true;
+    },
+    retract: async () => undefined,
+  };
+  return { sink, written };
+}
+
+describe('a partner write that fails is applied again once the database is back, without a restart', () => {
+  let site: WireHarness;
+  let alice: TestClient;
+
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    alice = site.client('alice@alpha.test/desk');
+  });
+  after(async () => {
+    await site?.stop();
+  });
+
+  it('a live notification with an archive id: the node is read again from its history, and its position moves past it', async () => {
+    await alice.iq('set', site.jid, create('/tags/live'));
+    await alice.iq('set', site.jid, publish('/tags/live', 'l0'));
+    const saved = new Map<string, string>();
+    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+    const failing = new Map<string, number>();
+    const { sink, written } = flakySink(failing);
+    const sids = new Map<string, string>();
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, {
+      positions,
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        const sid = stanza.getChild('stanza-id', NS.SID)?.attrs.id as string | undefined;
+        const id = items?.getChild('item')?.attrs.id as string | undefined;
+        if (items?.attrs.node === '/tags/live' && sid && id) sids.set(id, sid);
+      },
+    });
+    try {
+      await until(() => written.has('l0') && saved.has(`${site.jid} /tags/live`), 'the first catch-up');
+      // The database refuses l1 three times (the live write, then the first two reads of the history).
+      failing.set('l1', 3);
+      await alice.iq('set', site.jid, publish('/tags/live', 'l1'));
+      await until(() => failing.get('l1') === 2, 'the live write of l1 failing');
+      await alice.iq('set', site.jid, publish('/tags/live', 'l2'));
+      await until(() => written.has('l1') && written.has('l2'), 'l1 and l2 written once the database takes them', 30_000);
+      assert.equal(failing.get('l1'), 0, 'l1 was refused three times before it was written');
+      // Applied as they arrive again afterwards (delivery was paused while the history was read),
+      // and the position follows them: past l1.
+      await alice.iq('set', site.jid, publish('/tags/live', 'l3'));
+      await until(() => written.has('l3') && sids.has('l3'), 'l3, notified live after the node was read again');
+      await until(() => saved.get(`${site.jid} /tags/live`) === sids.get('l3'), "the node's position at l3's archive id");
+    } finally {
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('the §6.1.7 last item (no archive id) whose write fails during a first catch-up is read again by id', async () => {
+    await alice.iq('set', site.jid, create('/tags/last'));
+    for (const id of ['a0', 'a1', 'a2']) await alice.iq('set', site.jid, publish('/tags/last', id));
+    const saved = new Map<string, string>();
+    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+    const failing = new Map([['a2', 1]]);
+    const { sink, written } = flakySink(failing);
+    let lastWithoutSid = false;
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, {
+      positions,
+      // The catch-up's first page of items is asked for once the live write of a2 has failed:
+      // a2 is then the point where the notifications begin, and the catch-up stops before it.
+      iq: aroundRequests(async (child, send) => {
+        const items = child.getChild('items');
+        if (child.name === 'pubsub' && items?.attrs.node === '/tags/last' && !items.getChild('item')) await until(() => failing.get('a2') === 0, 'the live write of a2 failing');
+        return send();
+      }),
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        if (items?.attrs.node === '/tags/last' && items.getChild('item')?.attrs.id === 'a2' && !stanza.getChild('stanza-id', NS.SID)) lastWithoutSid = true;
+      },
+    });
+    try {
+      await until(() => saved.has(`${site.jid} /tags/last`) && failing.get('a2') === 0, 'the first catch-up, with the write of a2 refused');
+      assert.ok(lastWithoutSid, 'a2 came as the last item sent on subscribing, without archive id');
+      await until(() => written.has('a2'), 'a2 read again and written', 15_000);
+      assert.ok(written.has('a0') && written.has('a1'), 'the items before it, from the catch-up');
+    } finally {
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+  it('a history replay after a restart whose write fails is tried again (the follow again, from the position)', async () => {
+    await alice.iq('set', site.jid, create('/tags/restart'));
+    await alice.iq('set', site.jid, publish('/tags/restart', 'r0'));
+    const saved = new Map<string, string>();
+    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+    const first = await startPartner(site, 'pubsub.beta.test', flakySink(new Map()).sink, { positions });
+    await until(() => saved.has(`${site.jid} /tags/restart`), 'the history position saved by the first run');
+    await first.manager.stop();
+    await first.harness.stop();
+    // Published while the partner is down; its first write after the restart is refused.
+    await alice.iq('set', site.jid, publish('/tags/restart', 'r1'));
+    const failing = new Map([['r1', 1]]);
+    const { sink, written } = flakySink(failing);
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { positions });
+    try {
+      await until(() => written.has('r1'), 'r1 written by the catch-up tried again', 15_000);
+      assert.equal(failing.get('r1'), 0, 'its first write was refused');
+    } finally {
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+});
