@@ -592,26 +592,42 @@ export class PartnerManager {
     // past the grace period) may be the version another node's notification was taken to stand
     // for: once the grace period is over, such items are read again from a node still followed.
     const unsettled = this.payloads.unwritten(f.service, f.node);
-    if (unsettled.length > 0) setTimeout(() => void this.readAgain(f.service, unsettled), this.payloadWaitMs).unref();
+    if (unsettled.length === 0) return;
+    const task = (async () => {
+      await this.pause(this.payloadWaitMs);
+      await this.readAgain(f.service, unsettled);
+    })().finally(() => this.drains.delete(task)); // stop() waits for it
+    this.drains.add(task);
   }
 
-  /** Reads `unsettled` items (ended()) from one-copy nodes of `service` still followed, 100 per request, and writes them. Errors: none (logged). */
+  /**
+   * Reads `unsettled` items (ended()) from one-copy nodes of `service` still followed, 100 per
+   * request, and writes them; a request or write that fails is left to rereadItems (tried again,
+   * backing off). Items of which no node is followed any more are logged. Errors: none (logged).
+   */
   private async readAgain(service: string, unsettled: Array<{ itemId: string; others: string[] }>): Promise<void> {
     const partner = this.partnerOf.get(service);
     if (this.stopped || partner === undefined) return;
     const byNode = new Map<string, string[]>();
+    const nowhere: string[] = [];
     for (const { itemId, others } of unsettled) {
       const node = others.find((n) => this.followed.get(key(service, n))?.oneCopy === true);
       if (node !== undefined) byNode.set(node, [...(byNode.get(node) ?? []), itemId]);
+      else nowhere.push(itemId);
     }
+    if (nowhere.length > 0) this.o.log.warn('items of a one-copy follow that ended cannot be read again: no node carrying them is followed now; they wait for their next edit', { service, items: nowhere.length, first: nowhere[0] });
     for (const [node, ids] of byNode) {
       for (let i = 0; i < ids.length && !this.stopped; i += ITEM_PAGE) {
+        const page = ids.slice(i, i + ITEM_PAGE);
         try {
-          const items = (await this.client.itemsById(service, node, ids.slice(i, i + ITEM_PAGE))).filter((item) => item.getChildElements().length > 0);
+          const items = (await this.client.itemsById(service, node, page)).filter((item) => item.getChildElements().length > 0);
           await Promise.all(items.map((item) => this.o.sink.writeItem(service, node, item, partner)));
           this.o.log.debug('items read again after a one-copy follow ended', { service, node, items: items.length });
         } catch (err) {
-          this.o.log.warn('reading items again after a one-copy follow ended failed', { service, node, items: ids.length, reason: String(err) });
+          const f = this.followed.get(key(service, node));
+          if (this.stopped || !f) continue;
+          this.o.log.warn('reading items again after a one-copy follow ended failed; trying again', { service, node, items: page.length, reason: String(err) });
+          this.rereadItems(f, page);
         }
       }
     }
