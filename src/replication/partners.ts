@@ -210,6 +210,12 @@ export class PartnerManager {
   private readonly pendingStubs = new Map<string, Promise<unknown>>();
   /** One-copy follows that ended lately -> until when their payloads are still written (ended()). */
   private readonly endedFollows = new Map<string, number>();
+  /**
+   * While some follow's grace period runs (endedFollows): service \0 item id -> when a followed
+   * node of that service last retracted it. A late payload of an ended node older than that
+   * retraction is not written (it would bring the document back).
+   */
+  private readonly retractedLately = new Map<string, number>();
   /** How long a notification without payload waits for its payload: at least two digest windows of the other node and a second. */
   private get payloadWaitMs(): number {
     return this.o.payloadWaitMs ?? Math.max(PAYLOAD_WAIT_MS, 2 * (this.o.digestMs ?? 0) + 1000);
@@ -545,9 +551,13 @@ export class PartnerManager {
     const ms = this.o.digestMs;
     /** Undefined where the service does not offer one_copy (an older Hermod, another server): never asked again. */
     let oneCopy: boolean | undefined;
+    /** What the service has of one_copy before we change it (undefined: not offered, or not read). */
+    let had: boolean | undefined;
+    let read = false;
     let paused = false;
     try {
       const options = await this.client.subscriptionOptions(service, node, subid);
+      read = true;
       const change: Record<string, string> = {};
       const deliver = options.get('pubsub#deliver')?.[0];
       paused = deliver === '0' || deliver === 'false';
@@ -560,6 +570,7 @@ export class PartnerManager {
         // On or off as the node's handling is now (a stylesheet added since turns it off).
         const want = this.o.oneCopy?.(this.partnerOf.get(service), node) === true;
         const on = ['1', 'true'].includes(options.get(ONE_COPY_FIELD)?.[0] ?? '');
+        had = on;
         if (want !== on) change[ONE_COPY_FIELD] = want ? '1' : '0';
         oneCopy = want;
       }
@@ -572,7 +583,10 @@ export class PartnerManager {
     } catch (err) {
       // Delivery left paused would lose what is published after the catch-up: the follow fails (and is tried again).
       if (paused) throw new Error(`resuming the paused delivery failed: ${String(err)}`);
-      this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
+      // The service's one_copy as it still is: a discovery asks again where it differs from what we want.
+      if (had !== undefined) f.oneCopy = had;
+      if (read) this.o.log.warn('configuring our subscription failed; notification digests (and one copy) as the service had them', { service, node, reason: String(err) });
+      else this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
     }
   }
 
@@ -633,6 +647,14 @@ export class PartnerManager {
     }
   }
 
+  /** Whether some ended follow's grace period runs; forgets those over (and retractedLately with the last). */
+  private graceRunning(): boolean {
+    const now = Date.now();
+    for (const [k, until] of this.endedFollows) if (until < now) this.endedFollows.delete(k);
+    if (this.endedFollows.size === 0) this.retractedLately.clear();
+    return this.endedFollows.size > 0;
+  }
+
   private endedLately(service: string, node: string): boolean {
     const until = this.endedFollows.get(key(service, node));
     return until !== undefined && until >= Date.now();
@@ -647,8 +669,16 @@ export class PartnerManager {
   private applyAfterEnd(service: string, node: string, items: Element): false {
     const partner = this.partnerOf.get(service);
     if (partner === undefined) return false;
-    for (const child of items.getChildren('item')) {
-      if (child.getChildElements().length === 0) continue;
+    // A payload retracted after it in this very notification (a digest), or by a followed node of
+    // the service since this follow ended, stays unwritten: its retraction is not applied here.
+    const endedAt = (this.endedFollows.get(key(service, node)) ?? 0) - this.payloadWaitMs;
+    const children = items.getChildElements();
+    for (let i = 0; i < children.length; i++) {
+      const child = children[i] as Element;
+      if (child.name !== 'item' || child.getChildElements().length === 0) continue;
+      const id = String(child.attrs.id);
+      if (children.slice(i + 1).some((c) => c.name === 'retract' && String(c.attrs.id) === id)) continue;
+      if ((this.retractedLately.get(`${service}\0${id}`) ?? -Infinity) >= endedAt) continue;
       this.o.sink.writeItem(service, node, child, partner).catch((err: unknown) => this.o.log.error('writing a replicated document failed', { from: service, node, item: child.attrs.id, reason: String(err) }));
     }
     return false;
@@ -904,6 +934,7 @@ export class PartnerManager {
         const id = child.attrs.id as string;
         const stub = this.pendingStubs.get(`${from}\0${node}\0${id}`);
         const retract = (): Promise<void> => this.o.sink.retract(from, node, id, followedElsewhere, partner);
+        if (this.endedFollows.size > 0 && this.graceRunning()) this.retractedLately.set(`${from}\0${id}`, Date.now());
         done.push((stub ? stub.then(retract) : retract()).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
       }
     }

@@ -242,12 +242,12 @@ describe('one copy of an item published to several followed nodes', () => {
   });
 
   it("a removed partner's other nodes are not written either while the first unsubscribe is waited for", async () => {
-    const { own, owner } = await ownSite('pubsub.rho.test', ['/tags/a14', '/tags/b14']);
+    const { own, owner } = await ownSite('pubsub.chi.test', ['/tags/a14', '/tags/b14']);
     const written: string[] = [];
     let got = 0;
     const sink: PartnerSink = { writeItem: async (_s, node, item) => (written.push(`+${String(item.attrs.id)}@${node}`), true), retract: async () => undefined };
     const iq = aroundRequests((child, send) => (child.getChild('unsubscribe') ? new Promise<Element>(() => undefined) : send()));
-    const { harness, manager } = await startPartner(own, 'pubsub.sigma.test', sink, { iq, onEvent: (m) => void (itemsOf(m).length > 0 && got++) });
+    const { harness, manager } = await startPartner(own, 'pubsub.psi.test', sink, { iq, onEvent: (m) => void (itemsOf(m).length > 0 && got++) });
     stops.push(() => manager.stop(), () => harness.stop());
     await until(() => manager.subscriptions().length === 2, 'both nodes followed');
     void manager.removePartner(own.jid); // the first unsubscribe is never answered
@@ -310,6 +310,39 @@ describe('one copy of an item published to several followed nodes', () => {
     assert.deepEqual(written, ['+g@/tags/a12']);
   });
 
+  it('a late payload of an unfollowed one-copy node is not written when it was retracted since: in the same digest, or by a node still followed', async () => {
+    const { own, owner } = await ownSite('pubsub.omega.test', ['/tags/a15', '/tags/b15']);
+    const written: string[] = [];
+    const sink: PartnerSink = {
+      writeItem: async (_s, node, item) => (written.push(`+${String(item.attrs.id)}@${node}`), true),
+      retract: async (_s, node, id) => void written.push(`-${id}@${node}`),
+    };
+    const follow = ['/tags/a15', '/tags/b15'];
+    const { harness, manager } = await startPartner(own, 'pubsub.alef.test', sink, { oneCopy: () => true, follow, payloadWaitMs: 5_000 });
+    stops.push(() => manager.stop(), () => harness.stop());
+    await until(async () => (await oneCopyAt(own, harness.jid, '/tags/a15')) && (await oneCopyAt(own, harness.jid, '/tags/b15')) && manager.subscriptions().length === 2, 'both with one_copy on');
+    follow.splice(0, 1);
+    manager.discoverSoon();
+    await until(() => manager.subscriptions().length === 1, '/tags/a15 unfollowed');
+    const late = (children: (items: Element) => void): Element => {
+      const items = new Element('message', { from: own.jid, to: harness.jid }).c('event', { xmlns: NS.PUBSUB_EVENT }).c('items', { node: '/tags/a15' });
+      children(items);
+      return items.root();
+    };
+    // 1. A digest of the ended node: the payload, then its retraction.
+    await manager.handleEvent(late((items) => items.c('item', { id: 'p' }).c('entry', { xmlns: 'http://www.w3.org/2005/Atom' }).c('title').t('late').up().up().up().c('retract', { id: 'p' })));
+    // 2. The node still followed retracts q; then the ended node's payload of q arrives.
+    await owner.iq('set', own.jid, publish('/tags/b15', 'q', 'v1'));
+    await until(() => written.includes('+q@/tags/b15'), 'q written from the node still followed');
+    await owner.iq('set', own.jid, `<pubsub xmlns='${NS.PUBSUB}'><retract node='/tags/b15' notify='1'><item id='q'/></retract></pubsub>`);
+    await until(() => written.includes('-q@/tags/b15'), 'q retracted there');
+    await manager.handleEvent(late((items) => items.c('item', { id: 'q' }).c('entry', { xmlns: 'http://www.w3.org/2005/Atom' }).c('title').t('v1')));
+    // 3. A late payload nobody retracted is still written (the grace period's point).
+    await manager.handleEvent(late((items) => items.c('item', { id: 'r' }).c('entry', { xmlns: 'http://www.w3.org/2005/Atom' }).c('title').t('late')));
+    await until(() => written.includes('+r@/tags/a15'), 'the late payload of r written');
+    assert.deepEqual(written.filter((w) => w.endsWith('@/tags/a15')), ['+r@/tags/a15'], 'neither p nor q written from the ended node');
+  });
+
   it('a service whose options form has no one_copy is not asked for it, at the follow or at later discoveries', async () => {
     const { own } = await ownSite('pubsub.upsilon.test', ['/tags/a13']);
     const asked: string[] = [];
@@ -332,6 +365,25 @@ describe('one copy of an item published to several followed nodes', () => {
     }
     assert.deepEqual(asked, [], 'one_copy never submitted');
     assert.equal(await oneCopyAt(own, harness.jid, '/tags/a13'), false);
+  });
+
+  it('a subscription whose configuring failed is asked for one copy again by the discovery', async () => {
+    const { own } = await ownSite('pubsub.bet.test', ['/tags/a16']);
+    let refused = 0;
+    // The first configure request (digests and one_copy after subscribing) gets no good answer.
+    const iq = aroundRequests(async (child, send) => {
+      if (refused === 0 && child.getChild('options')?.getChild('x')?.attrs.type === 'submit') {
+        refused++;
+        throw new Error('remote-server-timeout');
+      }
+      return send();
+    });
+    const sink: PartnerSink = { writeItem: async () => true, retract: async () => undefined };
+    const { harness, manager } = await startPartner(own, 'pubsub.gimel.test', sink, { oneCopy: () => true, iq });
+    stops.push(() => manager.stop(), () => harness.stop());
+    await until(() => manager.subscriptions().length === 1 && refused === 1, 'followed, its configuring refused');
+    // The discovery that followed it (or the next) asks again: the service still has it off.
+    await until(() => oneCopyAt(own, harness.jid, '/tags/a16'), 'one copy on, asked for again');
   });
 
   it('an item of a node that delivers no payloads is fetched and written', async () => {
