@@ -22,8 +22,10 @@
 // A service's nodes are followed FOLLOWS_AT_ONCE at a time (a first sync of one does not hold
 // back the others); stop() ends catch-ups at their next page (the position stays where the last
 // applied page left it), so stopping does not wait for a first sync to finish.
+// Beside it: catch-up-rules.ts (what a catch-up takes of a page while notifications arrive),
+// one-copy-follows.ts (notifications without payload of one-copy subscriptions).
 
-import { Element } from 'ltx';
+import type { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
 import { IqError } from '../xmpp/iq-error.ts';
 import type { Logger } from '../log.ts';
@@ -31,7 +33,10 @@ import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
 import { PubsubClient, type HistoryPage } from '../xmpp/pubsub-client.ts';
 import { ONE_COPY_FIELD } from '../xmpp/subscribe-options-form.ts';
-import { PAYLOAD_WAIT_MS, PayloadsSeen } from './payloads-seen.ts';
+import { pageOfItems, stableAnchor, withoutSuperseded } from './catch-up-rules.ts';
+import { OneCopyFollows } from './one-copy-follows.ts';
+import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
+import { StoppedError } from './stopped-error.ts';
 import { writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
 
@@ -168,12 +173,6 @@ const DRAIN_ATTEMPTS = 10;
 /** Entries per history (XEP-0313) page read by a catch-up or a drain. */
 const HISTORY_PAGE = 100;
 
-/** A catch-up ended by stop(): the node's position is where the last applied page left it; the next start goes on from there. */
-class StoppedError extends Error {
-  constructor() {
-    super('replication stopping: catch-up interrupted (continued at the next start)');
-  }
-}
 /** Items per page of a catch-up from a node's current items. */
 const ITEM_PAGE = 100;
 /** Pages one catch-up from current items reads at most (10 million items), a bound on the loop. */
@@ -202,20 +201,6 @@ export class PartnerManager {
   private readonly withHistory = new Set<string>();
   /** Which partner (contact JID) each discovered service belongs to. */
   private readonly partnerOf = new Map<string, string>();
-  /** Notifications of one-copy subscriptions and the payloads written, for notifications without payload. */
-  private readonly payloads = new PayloadsSeen();
-  /** The PayloadsSeen ordinals of the items of live notifications of one-copy subscriptions. */
-  private readonly ordinals = new WeakMap<Element, { at: number; prev: number }>();
-  /** Notifications without payload being resolved, by service, node and item: a retraction there waits. */
-  private readonly pendingStubs = new Map<string, Promise<unknown>>();
-  /** One-copy follows that ended lately -> until when their payloads are still written (ended()). */
-  private readonly endedFollows = new Map<string, number>();
-  /**
-   * While some follow's grace period runs (endedFollows): service \0 item id -> when a followed
-   * node of that service last retracted it. A late payload of an ended node older than that
-   * retraction is not written (it would bring the document back).
-   */
-  private readonly retractedLately = new Map<string, number>();
   /** How long a notification without payload waits for its payload: at least two digest windows of the other node and a second. */
   private get payloadWaitMs(): number {
     return this.o.payloadWaitMs ?? Math.max(PAYLOAD_WAIT_MS, 2 * (this.o.digestMs ?? 0) + 1000);
@@ -229,12 +214,37 @@ export class PartnerManager {
   private readonly backlogBound: number;
   /** Drains waiting for the backlog to fall (woken at every change, and by stop()). */
   private backlogWaiters: Array<() => void> = [];
-  /** Drains under way (see drain), awaited by stop(). */
+  /** Drains and re-reads under way (see drain, rereadItems), awaited by stop(). */
   private readonly drains = new Set<Promise<void>>();
+  /** Notifications of one-copy subscriptions: payloads once, the others without (one-copy-follows.ts). */
+  private readonly oneCopy: OneCopyFollows;
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
     this.backlogBound = o.liveBacklogItems ?? LIVE_BACKLOG_ITEMS;
+    this.oneCopy = new OneCopyFollows({
+      client: this.client,
+      sink: o.sink,
+      log: o.log,
+      waitMs: this.payloadWaitMs,
+      applies: (partner, node) => o.oneCopy?.(partner, node) === true,
+      partnerOf: (service) => this.partnerOf.get(service),
+      followed: (service, node) => this.followed.get(key(service, node)),
+      stopped: () => this.stopped,
+      signal: this.stopping.signal,
+      pause: (ms) => this.pause(ms),
+      track: (task) => this.track(task),
+      reread: (service, node, ids) => {
+        const f = this.followed.get(key(service, node));
+        if (f) this.rereadItems(f, ids);
+      },
+    });
+  }
+
+  /** A task stop() waits for (it should not reject: a rejection is logged). */
+  private track(task: Promise<void>): void {
+    const tracked = task.catch((err: unknown) => this.o.log.error('partner replication task failed', { reason: String(err) })).finally(() => this.drains.delete(tracked));
+    this.drains.add(tracked);
   }
 
   /** Subscriptions in force, as "service node" strings (for status and tests). */
@@ -428,7 +438,7 @@ export class PartnerManager {
    */
   private async follow(service: string, node: string): Promise<string | undefined> {
     const k = key(service, node);
-    const f: Followed = { service, node, since: this.payloads.now(), live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), taken: new Set(), supersedes: new Set(), arrivals: 0, held: false, inFlight: 0 } };
+    const f: Followed = { service, node, since: this.oneCopy.now(), live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), taken: new Set(), supersedes: new Set(), arrivals: 0, held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
     let digests: Promise<void> | undefined;
     let start: CatchUpStart;
@@ -590,98 +600,9 @@ export class PartnerManager {
     }
   }
 
-  /**
-   * A one-copy follow ends (unfollowed, or the partner ended the subscription): its payloads still
-   * on their way are written for a while (applyAfterEnd). A notification without payload on
-   * another node may have been taken as done with an older payload of the same item that
-   * arrived after it (each node's digest window flushes on its own), the newer one being on its
-   * way through this node: dropped, that version would never be written.
-   */
+  /** A follow ends (unfollowed, or ended by the partner): a one-copy one's late payloads are still written for a while (OneCopyFollows.ended). */
   private ended(f: Followed | undefined): void {
-    if (!f?.oneCopy) return;
-    const until = Date.now() + this.payloadWaitMs;
-    this.endedFollows.set(key(f.service, f.node), until);
-    for (const [k, at] of this.endedFollows) if (at < Date.now()) this.endedFollows.delete(k);
-    // A payload of this node not written when it ends (left to its history, or still on its way
-    // past the grace period) may be the version another node's notification was taken to stand
-    // for: once the grace period is over, such items are read again from a node still followed.
-    const unsettled = this.payloads.unwritten(f.service, f.node);
-    if (unsettled.length === 0) return;
-    const task = (async () => {
-      await this.pause(this.payloadWaitMs);
-      await this.readAgain(f.service, unsettled);
-    })().finally(() => this.drains.delete(task)); // stop() waits for it
-    this.drains.add(task);
-  }
-
-  /**
-   * Reads `unsettled` items (ended()) from one-copy nodes of `service` still followed, 100 per
-   * request, and writes them; a request or write that fails is left to rereadItems (tried again,
-   * backing off). Items of which no node is followed any more are logged. Errors: none (logged).
-   */
-  private async readAgain(service: string, unsettled: Array<{ itemId: string; others: string[] }>): Promise<void> {
-    const partner = this.partnerOf.get(service);
-    if (this.stopped || partner === undefined) return;
-    const byNode = new Map<string, string[]>();
-    const nowhere: string[] = [];
-    for (const { itemId, others } of unsettled) {
-      const node = others.find((n) => this.followed.get(key(service, n))?.oneCopy === true);
-      if (node !== undefined) byNode.set(node, [...(byNode.get(node) ?? []), itemId]);
-      else nowhere.push(itemId);
-    }
-    if (nowhere.length > 0) this.o.log.warn('items of a one-copy follow that ended cannot be read again: no node carrying them is followed now; they wait for their next edit', { service, items: nowhere.length, first: nowhere[0] });
-    for (const [node, ids] of byNode) {
-      for (let i = 0; i < ids.length && !this.stopped; i += ITEM_PAGE) {
-        const page = ids.slice(i, i + ITEM_PAGE);
-        try {
-          const items = (await this.client.itemsById(service, node, page)).filter((item) => item.getChildElements().length > 0);
-          await Promise.all(items.map((item) => this.o.sink.writeItem(service, node, item, partner)));
-          this.o.log.debug('items read again after a one-copy follow ended', { service, node, items: items.length });
-        } catch (err) {
-          const f = this.followed.get(key(service, node));
-          if (this.stopped || !f) continue;
-          this.o.log.warn('reading items again after a one-copy follow ended failed; trying again', { service, node, items: page.length, reason: String(err) });
-          this.rereadItems(f, page);
-        }
-      }
-    }
-  }
-
-  /** Whether some ended follow's grace period runs; forgets those over (and retractedLately with the last). */
-  private graceRunning(): boolean {
-    const now = Date.now();
-    for (const [k, until] of this.endedFollows) if (until < now) this.endedFollows.delete(k);
-    if (this.endedFollows.size === 0) this.retractedLately.clear();
-    return this.endedFollows.size > 0;
-  }
-
-  private endedLately(service: string, node: string): boolean {
-    const until = this.endedFollows.get(key(service, node));
-    return until !== undefined && until >= Date.now();
-  }
-
-  /**
-   * Writes the payloads of a notification of a one-copy node that ended lately (ended()); no
-   * position is kept for it. Not for a partner removed meanwhile (its target is not known any
-   * more). False either way, as for any node not followed: the other replication of this Hermod
-   * gets the notification too, should it follow that node.
-   */
-  private applyAfterEnd(service: string, node: string, items: Element): false {
-    const partner = this.partnerOf.get(service);
-    if (partner === undefined) return false;
-    // A payload retracted after it in this very notification (a digest), or by a followed node of
-    // the service since this follow ended, stays unwritten: its retraction is not applied here.
-    const endedAt = (this.endedFollows.get(key(service, node)) ?? 0) - this.payloadWaitMs;
-    const children = items.getChildElements();
-    for (let i = 0; i < children.length; i++) {
-      const child = children[i] as Element;
-      if (child.name !== 'item' || child.getChildElements().length === 0) continue;
-      const id = String(child.attrs.id);
-      if (children.slice(i + 1).some((c) => c.name === 'retract' && String(c.attrs.id) === id)) continue;
-      if ((this.retractedLately.get(`${service}\0${id}`) ?? -Infinity) >= endedAt) continue;
-      this.o.sink.writeItem(service, node, child, partner).catch((err: unknown) => this.o.log.error('writing a replicated document failed', { from: service, node, item: child.attrs.id, reason: String(err) }));
-    }
-    return false;
+    if (f?.oneCopy) this.oneCopy.ended(f.service, f.node);
   }
 
   /**
@@ -909,57 +830,15 @@ export class PartnerManager {
     const done: Array<Promise<boolean>> = [];
     for (const child of items.children) {
       if (typeof child === 'string') continue;
-      if (child.name === 'item') {
-        const id = String(child.attrs.id);
-        const ordinal = this.ordinals.get(child);
-        let write: Promise<unknown>;
-        if (child.getChildElements().length > 0) {
-          write = this.o.sink.writeItem(from, node, child, partner);
-          // A live payload of a one-copy node, once the sink wrote it as such (not through a
-          // stylesheet added since, not skipped), stands for its notifications without payload.
-          if (ordinal) write = write.then((r) => (r === true && this.o.oneCopy?.(partner, node) && this.payloads.written(from, id, ordinal.at), r));
-        } else {
-          write = this.withoutPayload(from, node, child, partner, ordinal?.prev);
-          // A retraction of the item on this node waits for it (the payload may come late through another node).
-          const k = `${from}\0${node}\0${id}`;
-          const prior = this.pendingStubs.get(k);
-          const pending: Promise<unknown> = prior ? Promise.all([prior, write.catch(() => undefined)]) : write.catch(() => undefined);
-          this.pendingStubs.set(k, pending);
-          void pending.then(() => this.pendingStubs.get(k) === pending && this.pendingStubs.delete(k));
-        }
-        done.push(write.then(() => true, log('writing a replicated document failed', child.attrs.id)));
-      }
+      if (child.name === 'item') done.push(this.oneCopy.write(from, node, child, partner).then(() => true, log('writing a replicated document failed', child.attrs.id)));
       else if (child.name === 'retract') {
         const followedElsewhere = (other: string): boolean => other !== node && this.followed.has(key(from, other));
         const id = child.attrs.id as string;
-        const stub = this.pendingStubs.get(`${from}\0${node}\0${id}`);
         const retract = (): Promise<void> => this.o.sink.retract(from, node, id, followedElsewhere, partner);
-        if (this.endedFollows.size > 0 && this.graceRunning()) this.retractedLately.set(`${from}\0${id}`, Date.now());
-        done.push((stub ? stub.then(retract) : retract()).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
+        done.push(this.oneCopy.retract(from, node, id, retract).then(() => true, log('deleting a retracted document failed', child.attrs.id)));
       }
     }
     return (await Promise.all(done)).every(Boolean);
-  }
-
-  /**
-   * An item notified without its payload (XEP-0060 §7.1.2.2): on a one-copy subscription
-   * (`after`: the ordinal of the item's previous notification on this node, PayloadsSeen) whose
-   * node is still written like the others, the payload comes — or came — through another node's
-   * notification, so it waits for that to be written, up to `payloadWaitMs`; otherwise, or when
-   * it does not come, the item is fetched (§6.5.8) and written. An item gone meanwhile (its
-   * retraction is on its way) writes nothing. Rejects when the fetch or the write fails.
-   */
-  private async withoutPayload(service: string, node: string, item: Element, partner: string | undefined, after: number | undefined): Promise<void> {
-    const id = item.attrs.id as string | undefined;
-    if (id === undefined) return;
-    if (after !== undefined && this.o.oneCopy?.(partner, node) && (await this.payloads.wait(service, id, after, this.payloadWaitMs, this.stopping.signal))) return;
-    if (this.stopped) throw new StoppedError();
-    const [full] = (await this.client.itemsById(service, node, [id])).filter((i) => i.attrs.id === id && i.getChildElements().length > 0);
-    if (!full) {
-      this.o.log.debug('notified item without payload is gone', { service, node, item: id });
-      return;
-    }
-    await this.o.sink.writeItem(service, node, full, partner);
   }
 
   /**
@@ -1028,8 +907,7 @@ export class PartnerManager {
   /** Leaves `f`'s further notifications to its history and reads them back (drain). */
   private startDrain(f: Followed): void {
     f.live.deferred = true;
-    const drain = this.drain(f).finally(() => this.drains.delete(drain));
-    this.drains.add(drain);
+    this.track(this.drain(f));
   }
 
   /**
@@ -1068,7 +946,7 @@ export class PartnerManager {
     for (const id of fresh) pending.set(id, 0);
     this.o.log.warn('partner items could not be written; reading them again', { service, node, items: fresh.length, first: fresh[0] });
     const gone = (): boolean => this.stopped || this.followed.get(key(service, node)) !== f;
-    const task = (async () => {
+    const task = async (): Promise<void> => {
       let todo = fresh;
       let retryMs = DISCOVERY_RETRY_MS;
       for (let attempt = 1; attempt <= DRAIN_ATTEMPTS && todo.length > 0; attempt++) {
@@ -1102,8 +980,8 @@ export class PartnerManager {
       }
       if (todo.length > 0 && !gone()) this.o.log.error('partner items not written after repeated attempts: they wait for their next edit or a restart', { service, node, items: todo.length, first: todo[0] });
       for (const id of todo) pending.delete(id);
-    })().finally(() => this.drains.delete(task));
-    this.drains.add(task);
+    };
+    this.track(task());
   }
 
   /**
@@ -1268,7 +1146,7 @@ export class PartnerManager {
     const sub = event.getChild('subscription');
     const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? sub)?.attrs.node as string | undefined;
     const f = from && node ? this.followed.get(key(from, node)) : undefined;
-    if (from && node && !f && items && this.endedLately(from, node)) return this.applyAfterEnd(from, node, items);
+    if (from && node && !f && items && this.oneCopy.endedLately(from, node)) return this.oneCopy.afterEnd(from, node, items);
     if (!from || !node || !f) {
       // §8.8: an owner subscribed us to a node we do not follow yet.
       if (from && node && sub?.attrs.subscription === 'subscribed' && normalizeJid(String(sub.attrs.jid ?? '')) === this.o.self) return this.announced(from, node, 'subscription');
@@ -1276,9 +1154,7 @@ export class PartnerManager {
       return false; // another replication of this Hermod may follow it
     }
     // One-copy subscription: each item notification gets its ordinal (PayloadsSeen), in arrival order.
-    if (items && f.oneCopy && this.o.oneCopy?.(this.partnerOf.get(from), node)) {
-      for (const child of items.children) if (typeof child !== 'string' && child.name === 'item' && child.attrs.id !== undefined) this.ordinals.set(child, this.payloads.notified(from, node, String(child.attrs.id), f.since, child.getChildElements().length > 0));
-    }
+    if (items && f.oneCopy && this.o.oneCopy?.(this.partnerOf.get(from), node)) this.oneCopy.arrived(from, node, f.since, items);
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
     const sid = message.getChildren('stanza-id', NS.SID).find((s) => normalizeJid(String(s.attrs.by ?? '')) === from)?.attrs.id as string | undefined;
     if (f.live.catchingUp) {
@@ -1320,66 +1196,4 @@ export class PartnerManager {
     }
     return true;
   }
-}
-
-/**
- * What a catch-up takes from one page of a node's current items (XEP-0060 §6.5, in publication
- * order: a republished item moves to the end), given `touched` (LiveTrack.liveItems: item id ->
- * ordinal of the first live event that published or retracted it) and `askedAt` (how many live
- * events had been received when the page was asked for). Every publication since we subscribed
- * reaches us live, so:
- * - an item no live event touched is taken;
- * - an item a live event touched BEFORE the page was asked for stands, in this page, at a
- *   publication made since we subscribed (the service had committed that event when it answered:
- *   it had sent its notification) — it and everything after it is what the notifications carry,
- *   so the catch-up stops there (`reached`; reading on would fetch every item twice while the
- *   partner keeps publishing);
- * - an item a live event touched only after the page was asked for may be the version from
- *   before that event — applied after it, it would bring back an older version or a retracted
- *   item, and stopping at its old place would drop the items published after it — so it is
- *   skipped (`skipped`) and the catch-up reads on: the live event is newer, or the page's
- *   version came after it and is notified too.
- * Without `touched` (nothing known of live events) every item is taken.
- */
-export function pageOfItems(read: Element[], touched: ReadonlyMap<string, number> | undefined, askedAt: number): { page: Element[]; reached: boolean; skipped: number } {
-  if (!touched || touched.size === 0) return { page: read, reached: false, skipped: 0 };
-  const page: Element[] = [];
-  let skipped = 0;
-  for (const item of read) {
-    const at = touched.get(String(item.attrs.id));
-    if (at === undefined) page.push(item);
-    else if (at < askedAt) return { page, reached: true, skipped };
-    else skipped++;
-  }
-  return { page, reached: false, skipped };
-}
-
-/**
- * A history entry's event (XEP-0313 on a node) without the publications and retractions of
- * the items in `touched` (LiveTrack.supersedes: a live event newer than the entry touched them),
- * so that the older entry is not applied after the live one — it would bring back an older
- * version or a retracted item. Returns the event itself when nothing is dropped, and how many
- * children were dropped.
- */
-export function withoutSuperseded(event: Element | undefined, touched: ReadonlySet<string> | undefined): { event: Element | undefined; dropped: number } {
-  const items = event?.getChild('items');
-  if (!event || !items || !touched || touched.size === 0) return { event, dropped: 0 };
-  const isTouched = (c: Element | string): boolean => typeof c !== 'string' && (c.name === 'item' || c.name === 'retract') && touched.has(String(c.attrs.id));
-  const dropped = items.children.filter(isTouched).length;
-  if (dropped === 0) return { event, dropped };
-  const kept = new Element('items', items.attrs);
-  for (const c of items.children) if (!isTouched(c)) kept.children.push(c);
-  const copy = new Element(event.name, event.attrs);
-  copy.cnode(kept);
-  return { event: copy, dropped };
-}
-
-/**
- * The newest of `anchors` (item ids read, oldest first) that no live event has touched (`touched`,
- * LiveTrack.liveItems), dropping the touched ones from the end; undefined (page from the start)
- * when none is left.
- */
-export function stableAnchor(anchors: string[], touched: ReadonlyMap<string, number> | undefined): string | undefined {
-  while (anchors.length > 0 && touched?.has(anchors[anchors.length - 1] as string)) anchors.pop();
-  return anchors.at(-1);
 }

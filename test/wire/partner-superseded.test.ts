@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parse, type Element } from 'ltx';
-import { pageOfItems, stableAnchor, withoutSuperseded } from '../../src/replication/partners.ts';
+import { pageOfItems, stableAnchor, withoutSuperseded } from '../../src/replication/catch-up-rules.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
