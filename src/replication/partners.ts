@@ -37,7 +37,7 @@ import { pageOfItems, stableAnchor, withoutSuperseded } from './catch-up-rules.t
 import { OneCopyFollows } from './one-copy-follows.ts';
 import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
 import { StoppedError } from './stopped-error.ts';
-import { writeLeaves, type PartnerSink } from '../sinks/sink.ts';
+import { RefusedWrite, writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
 
 /** Disco feature by which Hermod services recognise each other. */
@@ -123,6 +123,8 @@ interface LiveTrack {
   inFlight: number;
   /** Notifications are left to the node's history (the sink fell behind): a drain replays them. */
   deferred?: boolean;
+  /** A notification with archive id failed during a catch-up that could not leave it to the history: a drain starts once the catch-up ends (applyAgain). */
+  drainAfterCatchUp?: boolean;
   /** During a catch-up: it has a restart point in the history, so notifications may be left (CatchUpStart.replayable). */
   replayable?: boolean;
   /** Position waiting to be written, and the write under way (writes are coalesced). */
@@ -170,6 +172,8 @@ export const FOLLOWS_AT_ONCE = 4;
 export const LIVE_BACKLOG_ITEMS = 2000;
 /** Attempts of a drain (see PartnerManager.drain) before the node is followed afresh. */
 const DRAIN_ATTEMPTS = 10;
+/** Attempts of reading failed items again (rereadItems): at the discovery interval once backed off, days (300 s: 3.5 days). */
+const REREAD_ATTEMPTS = 1000;
 /** Entries per history (XEP-0313) page read by a catch-up or a drain. */
 const HISTORY_PAGE = 100;
 
@@ -487,6 +491,10 @@ export class PartnerManager {
     f.live.supersedes = undefined;
     // Saved before anything else waits: a drain (leaveToHistory) starts from the saved position.
     if (failure === undefined && f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
+    if (failure === undefined && f.live.drainAfterCatchUp && this.followed.get(k) === f) {
+      f.live.drainAfterCatchUp = false;
+      this.startDrain(f);
+    }
     this.backlogChanged(); // a drain waits for the catch-up
     await digests?.catch(() => undefined); // its failure is the catch-up's (awaited above)
     return failure;
@@ -663,8 +671,10 @@ export class PartnerManager {
     this.o.log.debug('catching up', { service, node, history: positions !== undefined, position });
     if (positions && position !== undefined) {
       try {
-        const { replayed, complete } = await this.replayHistory(service, node, position, positions, f.live);
-        if (complete) {
+        const { replayed, complete, retry } = await this.replayHistory(service, node, position, positions, f.live);
+        if (complete || !retry) {
+          // An entry the sink refused for itself (RefusedWrite) holds the position: it is tried again at the next start.
+          if (!complete) f.live.held = true;
           this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
           return;
         }
@@ -735,7 +745,13 @@ export class PartnerManager {
         if (!touched?.has(id)) anchors.push(id);
       }
       if (anchors.length > 2 * ITEM_PAGE) anchors.splice(0, anchors.length - ITEM_PAGE);
-      const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) })));
+      // Leaves the sink refused for themselves (RefusedWrite, each logged by it) are skipped: reading
+      // the node again would only be refused again. Anything else fails the follow (tried again).
+      const written = await writeLeaves(this.o.sink, page.map((item) => ({ service, node, item, ...(partner !== undefined ? { partner } : {}) }))).catch((err: unknown) => {
+        if (!(err instanceof RefusedWrite)) throw err;
+        this.o.log.warn('partner items refused by this site were skipped', { service, node, reason: String(err) });
+        return [];
+      });
       count += written.filter(Boolean).length;
       if (reached) {
         reachedLive = true;
@@ -758,12 +774,14 @@ export class PartnerManager {
    * applied (one page ahead: the sink sets the pace). `last`: the id of the last entry read.
    * Ends with a StoppedError on stop() or once `alive` says no (a node no longer followed).
    */
-  private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack, alive?: () => boolean): Promise<{ replayed: number; complete: boolean; last: string | undefined }> {
+  private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack, alive?: () => boolean): Promise<{ replayed: number; complete: boolean; retry: boolean; last: string | undefined }> {
     let replayed = 0;
     let superseded = 0;
     let applied: string | undefined = position;
     let lastRead: string | undefined = position;
     let failed = false;
+    /** Items whose write failed in a way that may pass (not RefusedWrite): trying again may help. */
+    const retryable = new Set<string>();
     const ask = (after: string | undefined): Promise<HistoryPage> => {
       const page = this.client.history(service, node, { max: HISTORY_PAGE, ...(after !== undefined ? { after } : {}) });
       page.catch(() => undefined); // a page asked for ahead and not awaited (stopped, failed) must not be an unhandled rejection
@@ -791,7 +809,7 @@ export class PartnerManager {
         return event;
       });
       for (const { id } of entries) live?.taken?.add(id);
-      const results = await Promise.all(events.map((event) => this.applyEvent(service, node, event)));
+      const results = await Promise.all(events.map((event) => this.applyEvent(service, node, event, retryable)));
       entries.forEach(({ id }, i) => {
         replayed++;
         lastRead = id;
@@ -801,12 +819,13 @@ export class PartnerManager {
       if (positions && applied !== undefined && applied !== before) await positions.set(service, node, applied);
     }
     if (superseded > 0) this.o.log.debug('history entries superseded by live notifications were not applied', { service, node, items: superseded });
-    return { replayed, complete: !failed, last: lastRead };
+    return { replayed, complete: !failed, retry: retryable.size > 0, last: lastRead };
   }
 
   /**
    * Writes the items and applies the retractions of one event of a followed node; false if any
-   * failed (their ids added to `failed`, except those a stop cut short). Every write and retraction is handed to the sink at once, in the event's order (the
+   * failed (their ids added to `failed` where trying again may help: not when a stop cut them
+   * short, not when the sink refused the leaf itself, RefusedWrite). Every write and retraction is handed to the sink at once, in the event's order (the
    * sink batches them and keeps each document's order), before this waits for them; so the
    * events of a history page, started one after the other, are written together too.
    */
@@ -818,11 +837,11 @@ export class PartnerManager {
     // into the content database (where a sink writes what has no partner).
     if (partner === undefined && !this.partners.has(from)) {
       this.o.log.debug('event of a removed partner not applied', { from, node });
-      return true;
+      return false; // not applied: a history position must not move past it
     }
     const log = (what: string, id: unknown) => (err: unknown) => {
       this.o.log[err instanceof StoppedError ? 'debug' : 'error'](what, { from, node, item: id, reason: String(err) });
-      if (!(err instanceof StoppedError)) failed?.add(String(id));
+      if (!(err instanceof StoppedError) && !(err instanceof RefusedWrite)) failed?.add(String(id));
       return false;
     };
     // In document order: a digest (pubsub#digest) may carry an edit, its retraction and a new
@@ -927,14 +946,19 @@ export class PartnerManager {
       this.startDrain(f);
       return;
     }
+    // A catch-up without a restart point in the history (a drain's last stretch, a first follow
+    // whose history end was not read): the items now, and once it ends a drain from the saved
+    // position, which releases the position this failure holds.
+    if (sid !== undefined && this.o.positions && this.withHistory.has(f.service) && f.live.catchingUp) f.live.drainAfterCatchUp = true;
     this.rereadItems(f, ids);
   }
 
   /**
    * Reads items of `f` again (XEP-0060 §6.5.8 by id) and applies them as they are now — written,
    * or retracted where the node no longer has them — after 2 s, doubling up to the discovery
-   * interval, until that succeeds (at most DRAIN_ATTEMPTS times; then logged as an error: the item
-   * waits for its next edit or a restart's catch-up). An item a live notification touched since
+   * interval, until that succeeds (at most REREAD_ATTEMPTS times; then logged as an error: the item
+   * waits for its next edit). A leaf the sink refused for itself (RefusedWrite) is not tried
+   * again. An item a live notification touched since
    * the read was asked for is left to it (newer). Ends on stop() and when the node is no longer
    * followed. Never rejects.
    */
@@ -949,7 +973,7 @@ export class PartnerManager {
     const task = async (): Promise<void> => {
       let todo = fresh;
       let retryMs = DISCOVERY_RETRY_MS;
-      for (let attempt = 1; attempt <= DRAIN_ATTEMPTS && todo.length > 0; attempt++) {
+      for (let attempt = 1; attempt <= REREAD_ATTEMPTS && todo.length > 0; attempt++) {
         await this.pause(retryMs);
         retryMs = Math.min(retryMs * 2, this.o.intervalMs);
         if (gone()) return;
@@ -965,7 +989,8 @@ export class PartnerManager {
             const item = found.get(id);
             return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.sink.retract(service, node, id, followedElsewhere, partner);
           }));
-          todo = mine.filter((_, i) => results[i]?.status === 'rejected');
+          // A leaf the sink refused for itself (RefusedWrite, logged by it) is not tried again.
+          todo = mine.filter((_, i) => results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite));
           for (const id of mine) if (!todo.includes(id)) pending.delete(id);
           for (const id of fresh) if (pending.get(id) === 1) pending.delete(id); // applied live meanwhile
           if (todo.length === 0) {
@@ -978,7 +1003,7 @@ export class PartnerManager {
           this.o.log.warn('reading partner items again failed; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: String(err) });
         }
       }
-      if (todo.length > 0 && !gone()) this.o.log.error('partner items not written after repeated attempts: they wait for their next edit or a restart', { service, node, items: todo.length, first: todo[0] });
+      if (todo.length > 0 && !gone()) this.o.log.error('partner items not written after repeated attempts: they wait for their next edit', { service, node, items: todo.length, first: todo[0] });
       for (const id of todo) pending.delete(id);
     };
     this.track(task());
@@ -1029,7 +1054,7 @@ export class PartnerManager {
         held(pulled.complete);
         // An entry not applied (the database still down): tried again from the saved position,
         // which the replay moved up to it (or from where the last attempt read on).
-        if (!pulled.complete) throw new Error('a history entry could not be written');
+        if (!pulled.complete && pulled.retry) throw new Error('a history entry could not be written');
         first = false;
         from = pulled.last ?? start;
         entries += pulled.replayed;
@@ -1057,7 +1082,7 @@ export class PartnerManager {
           const rest = await this.replayHistory(service, node, from, live.held ? undefined : positions, live, () => !gone());
           held(rest.complete);
           entries += rest.replayed;
-          if (!rest.complete) throw new Error('a history entry could not be written');
+          if (!rest.complete && rest.retry) throw new Error('a history entry could not be written');
         } catch (err) {
           // Left again until the next attempt, which starts from the saved position: live
           // notifications applied meanwhile must not move it past what this one did not read.
@@ -1076,6 +1101,10 @@ export class PartnerManager {
         if (live.afterCatchUp !== undefined && !live.held) this.savePosition(f, live.afterCatchUp);
         live.afterCatchUp = undefined;
         this.o.log.info('caught up with partner node from its history; applying its notifications as they arrive again', { service, node, entries, attempts: attempt });
+        if (live.drainAfterCatchUp) {
+          live.drainAfterCatchUp = false;
+          this.startDrain(f);
+        }
         return;
       } catch (err) {
         if (gone()) {

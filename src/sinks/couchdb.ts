@@ -28,6 +28,7 @@ import { databaseMissing } from '../store/couch-answers.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { download } from './download.ts';
+import { RefusedWrite } from './sink.ts';
 import { jsonBody } from '../util/json-body.ts';
 
 type Attachment = { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string };
@@ -37,7 +38,7 @@ async function fetchAttachments(doc: CouchDoc): Promise<void> {
   const attachments = doc._attachments as Record<string, Attachment> | undefined;
   for (const [name, att] of Object.entries(attachments ?? {})) {
     if (typeof att.hermod_url !== 'string') continue;
-    if (typeof att.hermod_sha256 !== 'string' || typeof att.length !== 'number') throw new Error(`attachment ${name} of ${doc._id}: reference without length or SHA-256`);
+    if (typeof att.hermod_sha256 !== 'string' || typeof att.length !== 'number') throw new RefusedWrite(`attachment ${name} of ${doc._id}: reference without length or SHA-256`);
     const bytes = await download(att.hermod_url, att.length, att.hermod_sha256);
     (attachments as Record<string, unknown>)[name] = { content_type: att.content_type ?? 'application/octet-stream', data: bytes.toString('base64') };
   }
@@ -174,7 +175,7 @@ export class CouchSink {
   write(docs: CouchDoc[]): Promise<void> {
     const first = docs[0];
     if (!first) return Promise.resolve();
-    for (const doc of docs) if (!doc._revisions) return Promise.reject(new Error(`document ${doc._id} ${doc._rev} carries no _revisions history`));
+    for (const doc of docs) if (!doc._revisions) return Promise.reject(new RefusedWrite(`document ${doc._id} ${doc._rev} carries no _revisions history`));
     // Revisions merge into CouchDB's tree in any order: those of a write still waiting for its
     // turn join it (a document edited many times goes in one flush, not one flush per edit).
     const open = this.open.get(first._id);
@@ -495,7 +496,7 @@ export class CouchSink {
       if (ops.length === 1) {
         const op = ops[0] as Op;
         this.log.warn('document refused by CouchDB', { doc: op.id, revs: (writes.get(op) as CouchDoc[]).map((d) => d._rev), reason: String(err) });
-        op.reject(new Error(`CouchDB refused ${op.id}: ${String(err)}`));
+        op.reject(new RefusedWrite(`CouchDB refused ${op.id}: ${String(err)}`));
         return;
       }
       const half = Math.ceil(ops.length / 2);
@@ -512,7 +513,7 @@ export class CouchSink {
       const failed = refused.get(op.id);
       if (failed) {
         this.log.warn('document refused by CouchDB', { doc: op.id, error: failed.error, reason: failed.reason });
-        op.reject(new Error(`CouchDB refused ${op.id}: ${failed.error} ${failed.reason ?? ''}`));
+        op.reject(new RefusedWrite(`CouchDB refused ${op.id}: ${failed.error} ${failed.reason ?? ''}`));
         continue;
       }
       const revs = (writes.get(op) as CouchDoc[]).map((d) => d._rev);

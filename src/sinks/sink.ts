@@ -25,6 +25,19 @@ export interface PartnerSink {
   close?(): Promise<void>;
 }
 
+/**
+ * A write the local side refuses for the leaf itself (CouchDB refuses the document, a revision
+ * without history, an attachment that does not verify): writing it again gives the same answer,
+ * so it is not tried again (the sink logged why). Any other rejection (the database or the store
+ * unavailable) may pass, and replication tries again.
+ */
+export class RefusedWrite extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RefusedWrite';
+  }
+}
+
 /** A leaf of a followed node, with where it came from. */
 export interface PartnerLeaf {
   service: string;
@@ -34,11 +47,22 @@ export interface PartnerLeaf {
   partner?: string;
 }
 
-/** Writes a batch of leaves through the sink's batch write, else one at a time; resolves to which were written. */
+/**
+ * Writes a batch of leaves through the sink's batch write, else one at a time; resolves to which
+ * were written. Rejects when one could not be written: a RefusedWrite when only refused ones
+ * failed (one at a time, a refused leaf is skipped: false).
+ */
 export async function writeLeaves(sink: PartnerSink, leaves: PartnerLeaf[]): Promise<boolean[]> {
   if (sink.writeItems) return sink.writeItems(leaves);
   const written: boolean[] = [];
-  for (const { service, node, item, partner } of leaves) written.push(await sink.writeItem(service, node, item, partner));
+  for (const { service, node, item, partner } of leaves) {
+    written.push(
+      await sink.writeItem(service, node, item, partner).catch((err: unknown) => {
+        if (err instanceof RefusedWrite) return false;
+        throw err;
+      }),
+    );
+  }
   return written;
 }
 
@@ -46,11 +70,13 @@ export async function writeLeaves(sink: PartnerSink, leaves: PartnerLeaf[]): Pro
  * Writes a batch by starting every leaf's `write` at once, in order (a sink that batches collects
  * them into one flush and keeps the order of each document's writes itself). Waits for all of
  * them: one that fails does not stop the others. Resolves to which were written; rejects, once
- * all have settled, with an Error saying how many failed and the first reason.
+ * all have settled, with an Error saying how many failed and the first reason (a RefusedWrite
+ * when every failure was one).
  */
 export async function writeTogether(leaves: PartnerLeaf[], write: (leaf: PartnerLeaf) => Promise<boolean>): Promise<boolean[]> {
   const settled = await Promise.allSettled(leaves.map(async (leaf) => write(leaf)));
   const failed = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
-  if (failed.length > 0) throw new Error(`${failed.length} of ${leaves.length} leaves not written; first: ${String(failed[0])}`);
+  // Refused leaves only (each logged by the sink): a RefusedWrite, so that the caller skips them.
+  if (failed.length > 0) throw new (failed.every((e) => e instanceof RefusedWrite) ? RefusedWrite : Error)(`${failed.length} of ${leaves.length} leaves not written; first: ${String(failed[0])}`);
   return settled.map((s) => (s as PromiseFulfilledResult<boolean>).value);
 }

@@ -11,7 +11,7 @@ import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { create, publish, startPartner, until } from './partner-fixture.ts';
+import { create, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
 
 
 describe("a partner's catch-ups: one long node does not hold back the others, and stop() does not wait for it", () => {
@@ -109,8 +109,7 @@ describe("a partner's catch-ups: one long node does not hold back the others, an
   it('a history replay after a restart stops at the first entry that reached the partner live: every item is written once', async () => {
     await alice.iq('set', site.jid, create('/tags/hist'));
     await alice.iq('set', site.jid, publish('/tags/hist', 'h0'));
-    const saved = new Map<string, string>();
-    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+    const { saved, positions } = memoryPositions();
     const hist = (w: Map<string, number>): PartnerSink => ({
       writeItem: async (_service, node, item) => {
         if (node === '/tags/hist') w.set(String(item.attrs.id), (w.get(String(item.attrs.id)) ?? 0) + 1);

@@ -64,6 +64,12 @@ export async function startPartner(
   return { harness, manager };
 }
 
+/** History positions kept in memory (`saved`: "service node" -> archive id), as the store keeps them across a restart. */
+export function memoryPositions(): { saved: Map<string, string>; positions: HistoryPositions } {
+  const saved = new Map<string, string>();
+  return { saved, positions: { get: async (service, node) => saved.get(`${service} ${node}`), set: async (service, node, id) => void saved.set(`${service} ${node}`, id) } };
+}
+
 /** A create request for `node` (XEP-0060 §8.1). */
 export const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
 /** A publish request of one Atom item `id` to `node` (XEP-0060 §7.1). */

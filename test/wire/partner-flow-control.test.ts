@@ -11,7 +11,7 @@ import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { create, publish, startPartner, until } from './partner-fixture.ts';
+import { create, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
 
 
 /** A sink for one node that counts writes per item and the writes waiting, and can be held shut (a database that fell behind). */
@@ -49,8 +49,7 @@ function slowSink(node: string) {
 describe("a partner's flow control: live notifications its database cannot take yet are read back from the history", () => {
   let site: WireHarness;
   let alice: TestClient;
-  const saved = new Map<string, string>();
-  const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
+  const { saved, positions } = memoryPositions();
 
   before(async () => {
     site = await WireHarness.start({ jid: 'pubsub.alpha.test' });

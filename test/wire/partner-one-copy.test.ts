@@ -15,7 +15,7 @@ import { NS } from '../../src/xmpp/ns.ts';
 import { ONE_COPY_FIELD } from '../../src/xmpp/subscribe-options-form.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { aroundRequests, startPartner } from './partner-fixture.ts';
+import { aroundRequests, memoryPositions, startPartner } from './partner-fixture.ts';
 
 const create = (node: string, config = ''): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/>${config}</pubsub>`;
 const entry = (text: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${text}</title></entry>`;
@@ -62,7 +62,7 @@ describe('one copy of an item published to several followed nodes', () => {
     const order: string[] = [];
     const messages: Element[] = [];
     const fetches: string[] = [];
-    const saved = new Map<string, string>();
+    const { saved, positions } = memoryPositions();
     const sink: PartnerSink = {
       writeItem: async (_service, node, item) => {
         if (mine.test(node)) written.push(`+${String(item.attrs.id)}@${node} ${item.getChildElements()[0]?.getChildText('title') ?? '(no payload)'}`);
@@ -78,7 +78,6 @@ describe('one copy of an item published to several followed nodes', () => {
       if (child.name === 'pubsub' && items && mine.test(String(items.attrs.node))) for (const i of items.getChildren('item')) fetches.push(`${String(items.attrs.node)} ${String(i.attrs.id)}`);
       return send();
     });
-    const positions = { get: async (service: string, node: string) => saved.get(`${service} ${node}`), set: async (service: string, node: string, id: string) => void saved.set(`${service} ${node}`, id) };
     const { harness, manager } = await startPartner(site, jid, sink, { onEvent: (m) => void (itemsOf(m).some((i) => mine.test(i.node)) && messages.push(m)), iq, positions, ...options });
     stops.push(() => manager.stop(), () => harness.stop());
     const oneCopyOn = (node: string): Promise<boolean> => oneCopyAt(site, harness.jid, node);

@@ -15,7 +15,7 @@ import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { aroundRequests, create, publish, startPartner, until } from './partner-fixture.ts';
+import { aroundRequests, create, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
 
 /** A publish request of item `id` whose Atom title is `title` (a new version of the item). */
 const republish = (node: string, id: string, title: string): string =>
@@ -105,8 +105,7 @@ describe("a partner's catch-up and the live notifications that overtake its page
     const node = '/tags/replayed';
     await alice.iq('set', site.jid, create(node));
     await alice.iq('set', site.jid, publish(node, 'h0'));
-    const saved = new Map<string, string>();
-    const positions = { get: async (service: string, n: string) => saved.get(`${service} ${n}`), set: async (service: string, n: string, id: string) => void saved.set(`${service} ${n}`, id) };
+    const { saved, positions } = memoryPositions();
     const first = await startPartner(site, 'pubsub.beta.test', recordingSink(node, new Map()), { positions });
     await until(() => saved.has(`${site.jid} ${node}`), 'the history position saved by the first run');
     await first.manager.stop();
@@ -151,8 +150,7 @@ describe("a partner's catch-up and the live notifications that overtake its page
     await alice.iq('set', site.jid, create(other));
     await alice.iq('set', site.jid, publish(node, 'h0'));
     await alice.iq('set', site.jid, publish(other, 'o0'));
-    const saved = new Map<string, string>();
-    const positions = { get: async (service: string, n: string) => saved.get(`${service} ${n}`), set: async (service: string, n: string, id: string) => void saved.set(`${service} ${n}`, id) };
+    const { saved, positions } = memoryPositions();
     const first = await startPartner(site, 'pubsub.beta.test', recordingSink(node, new Map()), { positions });
     await until(() => saved.has(`${site.jid} ${node}`) && saved.has(`${site.jid} ${other}`), 'both positions saved by the first run');
     await first.manager.stop();
