@@ -493,7 +493,7 @@ export class PartnerManager {
     if (failure === undefined && f.live.afterCatchUp !== undefined && !f.live.held) this.savePosition(f, f.live.afterCatchUp);
     if (failure === undefined && f.live.drainAfterCatchUp && this.followed.get(k) === f) {
       f.live.drainAfterCatchUp = false;
-      this.startDrain(f);
+      if (!f.live.deferred) this.startDrain(f); // one drain at a time: one under way reads it too
     }
     this.backlogChanged(); // a drain waits for the catch-up
     await digests?.catch(() => undefined); // its failure is the catch-up's (awaited above)
@@ -949,7 +949,7 @@ export class PartnerManager {
     // A catch-up without a restart point in the history (a drain's last stretch, a first follow
     // whose history end was not read): the items now, and once it ends a drain from the saved
     // position, which releases the position this failure holds.
-    if (sid !== undefined && this.o.positions && this.withHistory.has(f.service) && f.live.catchingUp) f.live.drainAfterCatchUp = true;
+    if (sid !== undefined && this.o.positions && this.withHistory.has(f.service) && f.live.catchingUp && !f.live.deferred) f.live.drainAfterCatchUp = true;
     this.rereadItems(f, ids);
   }
 

@@ -21,7 +21,7 @@ import type { TransformSpec } from '../config/transform-spec.ts';
 import type { Logger } from '../log.ts';
 import { Quarantine, type QuarantineEntry } from '../transform/quarantine.ts';
 import { StylesheetError, TransformError, XsltEngine, type CompiledStylesheet } from '../transform/xslt.ts';
-import { writeLeaves, writeTogether, type PartnerLeaf, type PartnerSink } from '../sinks/sink.ts';
+import { RefusedWrite, writeLeaves, writeTogether, type PartnerLeaf, type PartnerSink } from '../sinks/sink.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import type { ReplicationState } from './state.ts';
 
@@ -272,8 +272,9 @@ export class TransformStage implements PartnerSink {
     const native = leaves.filter((l) => !this.spec(l.partner, l.node));
     const transformed = leaves.filter((l) => this.spec(l.partner, l.node));
     const [a, b] = await Promise.allSettled([writeLeaves(this.o.native, native), writeTogether(transformed, (l) => this.writeItem(l.service, l.node, l.item, l.partner))]);
-    if (a.status === 'rejected') throw a.reason;
-    if (b.status === 'rejected') throw b.reason;
+    // Refused (RefusedWrite) only when every failure was: a failure that may pass wins.
+    const failures = [a, b].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    if (failures.length > 0 || a.status === 'rejected' || b.status === 'rejected') throw failures.find((e) => !(e instanceof RefusedWrite)) ?? failures[0];
     const written = new Map<PartnerLeaf, boolean>([...native.map((l, i) => [l, a.value[i] ?? false] as const), ...transformed.map((l, i) => [l, b.value[i] ?? false] as const)]);
     return leaves.map((l) => written.get(l) ?? false);
   }

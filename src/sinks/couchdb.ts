@@ -89,6 +89,18 @@ export interface CouchSinkOptions {
 
 /** HTTP statuses that say nothing about the documents sent: the same request may succeed later. */
 const UNAVAILABLE = new Set([408, 429, 502, 503, 504]);
+/**
+ * Whether CouchDB refused a request for what it holds: `doc_validation` or `bad_request` (CouchDB
+ * answers them with 400, pouchdb-server with 500), or another 4xx (413 too large, 415, 417, …)
+ * than authentication and authorisation (401, 403 — credentials or _security being changed) and
+ * the unavailable ones. Any other 5xx (a disk full, a server error) is not about the documents.
+ */
+const refusedForContent = (err: unknown): boolean => {
+  const code = (err as { error?: unknown }).error;
+  if (code === 'doc_validation' || code === 'bad_request') return true;
+  const status = statusOf(err);
+  return status !== undefined && status >= 400 && status < 500 && status !== 401 && status !== 403 && !UNAVAILABLE.has(status);
+};
 const statusOf = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
 /**
  * Whether a CouchDB request failed without an answer about its content (retry it as it is): no
@@ -492,7 +504,9 @@ export class CouchSink {
       // A Buffer body (util/json-body.ts); nano's types lack new_edits, which CouchDB's replication protocol uses.
       res = (await this.retried('_bulk_docs', () => this.db.bulk(jsonBody({ docs: ops.flatMap((op) => writes.get(op) as CouchDoc[]), new_edits: false }) as never))) as unknown as typeof res;
     } catch (err) {
-      if (unanswered(err)) throw err;
+      // Not about the documents (credentials or _security being changed, a server error): the
+      // whole flush fails and is tried again; only a request refused for its content is split.
+      if (unanswered(err) || !refusedForContent(err)) throw err;
       if (ops.length === 1) {
         const op = ops[0] as Op;
         this.log.warn('document refused by CouchDB', { doc: op.id, revs: (writes.get(op) as CouchDoc[]).map((d) => d._rev), reason: String(err) });

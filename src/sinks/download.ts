@@ -13,7 +13,8 @@ export const fetchUpload = (ref: { url: string; length: number; sha256: string }
 export async function download(url: string, length: number, digest: string): Promise<Buffer> {
   if (!/^https?:\/\//.test(url)) throw new RefusedWrite(`attachment URL is not http(s): ${url}`);
   const res = await fetch(url, { signal: AbortSignal.timeout(120_000) });
-  if (!res.ok) throw new (res.status >= 400 && res.status < 500 ? RefusedWrite : Error)(`attachment download ${url}: HTTP ${res.status}`);
+  // 4xx says the upload is not there or not ours to read; 408 and 429 say nothing about it (try again).
+  if (!res.ok) throw new (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429 ? RefusedWrite : Error)(`attachment download ${url}: HTTP ${res.status}`);
   const bytes = Buffer.from(await res.arrayBuffer());
   if (bytes.length !== length) throw new RefusedWrite(`attachment ${url}: ${bytes.length} bytes, expected ${length}`);
   if (sha256(bytes) !== digest) throw new RefusedWrite(`attachment ${url}: SHA-256 mismatch`);

@@ -16,7 +16,7 @@ import type { Element } from 'ltx';
 import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, replaceBlobs, revisedOf, serializeMidgard, versionsOf, type MidgardDocument } from '../codecs/midgard.ts';
 import type { Logger } from '../log.ts';
 import { fetchUpload } from './download.ts';
-import type { PartnerSink } from './sink.ts';
+import { RefusedWrite, type PartnerSink } from './sink.ts';
 import type { ReplicationState } from '../replication/state.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 
@@ -105,7 +105,7 @@ export class MidgardSpoolSink implements PartnerSink {
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         this.o.log.error('leaf not written: a large blob could not be fetched', { ...where, guid: doc.main?.guid, attachment: guid, bytes: ref.length, reason });
-        throw new Error(`blob of attachment ${guid} of ${doc.main?.guid}: ${reason}`);
+        throw new (err instanceof RefusedWrite ? RefusedWrite : Error)(`blob of attachment ${guid} of ${doc.main?.guid}: ${reason}`);
       }
     }
     return replaceBlobs(doc, bytes);

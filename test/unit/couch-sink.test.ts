@@ -23,6 +23,7 @@ import { silentLogger, type Logger } from '../../src/log.ts';
 import { CouchChangesSource } from '../../src/sources/couchdb-changes.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { CouchSink, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
+import { RefusedWrite } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateOp, StateSpace } from '../../src/store/store.ts';
 import { sha256 } from '../../src/util/digest.ts';
@@ -348,9 +349,43 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     );
     assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /bad-member/);
     assert.match(String((outcomes[4] as PromiseRejectedResult).reason), /HTTP 404/);
+    // Refused for themselves: replication does not try them again (src/sinks/sink.ts RefusedWrite).
+    assert.ok((outcomes[1] as PromiseRejectedResult).reason instanceof RefusedWrite && (outcomes[4] as PromiseRejectedResult).reason instanceof RefusedWrite, 'both are RefusedWrite');
     for (const doc of good) assert.equal((await couch.request('GET', `${t.target}/${doc._id}`)).json._rev, doc._rev, `${doc._id} written`);
     assert.equal((await couch.request('GET', `${t.target}/bad-member`)).status, 404);
     assert.ok(t.log.lines.some((l) => l.level === 'warn' && l.msg === 'document refused by CouchDB' && l.doc === 'bad-member'), 'the refused document is logged');
+  });
+
+  it('a _bulk_docs refused as a whole for who asks (403: _security or credentials being changed) fails the flush as one that may pass, not as refused documents', async () => {
+    // A proxy that answers 403 to every _bulk_docs (as CouchDB does to a member no longer allowed).
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        void (async () => {
+          if (req.method === 'POST' && (req.url ?? '').includes('/_bulk_docs')) {
+            bulks++;
+            res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'forbidden', reason: 'You are not allowed to access this db.' }));
+            return;
+          }
+          const body = Buffer.concat(chunks);
+          const up = await fetch(`${couch.url}${req.url}`, { method: req.method, headers: { 'content-type': 'application/json' }, ...(body.length > 0 ? { body } : {}) });
+          res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await up.arrayBuffer()));
+        })().catch(() => res.writeHead(502).end());
+      });
+    });
+    let bulks = 0;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const t = await setup({}, { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+      const docs = ['p1', 'p2', 'p3'].map((id) => rev(id, [`${id}-a`], { title: id }) as unknown as CouchDoc);
+      const outcomes = await Promise.allSettled(docs.map((doc) => t.sink.write([doc])));
+      assert.deepEqual(outcomes.map((o) => o.status), ['rejected', 'rejected', 'rejected']);
+      for (const o of outcomes) assert.ok(!((o as PromiseRejectedResult).reason instanceof RefusedWrite), `not a refusal of the document: ${String((o as PromiseRejectedResult).reason)}`);
+      assert.equal(bulks, 1, 'one request: not split document by document');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('close() writes what waits for company at once and resolves once every write called is in the database', async () => {
