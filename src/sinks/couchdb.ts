@@ -89,17 +89,18 @@ export interface CouchSinkOptions {
 
 /** HTTP statuses that say nothing about the documents sent: the same request may succeed later. */
 const UNAVAILABLE = new Set([408, 429, 502, 503, 504]);
+/** Error codes CouchDB and pouchdb-server give a request for the documents it carries (whatever the status: pouchdb-server answers some with 500). */
+const CONTENT_ERRORS = new Set(['doc_validation', 'badarg', 'illegal_docid', 'missing_stub', 'document_too_large', 'attachment_too_large', 'too_large']);
 /**
- * Whether CouchDB refused a request for what it holds: `doc_validation` or `bad_request` (CouchDB
- * answers them with 400, pouchdb-server with 500), or another 4xx (413 too large, 415, 417, …)
- * than authentication and authorisation (401, 403 — credentials or _security being changed) and
- * the unavailable ones. Any other 5xx (a disk full, a server error) is not about the documents.
+ * Whether CouchDB refused a request for what it holds (a whitelist: anything else — 401/403 while
+ * credentials or _security change, a proxy's 404/405, a 5xx such as pouchdb-server's `bad_request`
+ * for a closed database — may pass, and the flush is tried again): a CONTENT_ERRORS code, a 400
+ * `bad_request`, or 412/413.
  */
 const refusedForContent = (err: unknown): boolean => {
   const code = (err as { error?: unknown }).error;
-  if (code === 'doc_validation' || code === 'bad_request') return true;
   const status = statusOf(err);
-  return status !== undefined && status >= 400 && status < 500 && status !== 401 && status !== 403 && !UNAVAILABLE.has(status);
+  return (typeof code === 'string' && CONTENT_ERRORS.has(code)) || (status === 400 && code === 'bad_request') || status === 412 || status === 413;
 };
 const statusOf = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
 /**
@@ -527,7 +528,9 @@ export class CouchSink {
       const failed = refused.get(op.id);
       if (failed) {
         this.log.warn('document refused by CouchDB', { doc: op.id, error: failed.error, reason: failed.reason });
-        op.reject(new RefusedWrite(`CouchDB refused ${op.id}: ${failed.error} ${failed.reason ?? ''}`));
+        // `unauthorized` names who writes (a member being removed or added, a role being granted):
+        // it may pass. `forbidden` and the rest name the document.
+        op.reject(new (failed.error === 'unauthorized' ? Error : RefusedWrite)(`CouchDB refused ${op.id}: ${failed.error} ${failed.reason ?? ''}`));
         continue;
       }
       const revs = (writes.get(op) as CouchDoc[]).map((d) => d._rev);

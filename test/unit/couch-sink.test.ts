@@ -341,7 +341,9 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     // pouchdb-server refuses a whole _bulk_docs for one of these; a broken upload fails before.
     const badMember = rev('bad-member', ['bm-a'], { _unknown_member: 1 }) as unknown as CouchDoc;
     const badRef = rev('bad-ref', ['br-a'], { _attachments: { 'x.bin': { content_type: 'application/octet-stream', length: 3, hermod_url: `${filesUrl}/nothing-here`, hermod_sha256: sha256(Buffer.from('abc')) } } }) as unknown as CouchDoc;
-    const all = [good[0], badMember, good[1], good[2], badRef, good[3]] as CouchDoc[];
+    // pouchdb-server answers data that is not base64 with a 500 `badarg` for the whole request.
+    const badBase64 = rev('bad-base64', ['bb-a'], { _attachments: { 'x.txt': { content_type: 'text/plain', data: 'not base64!\n' } } }) as unknown as CouchDoc;
+    const all = [good[0], badMember, good[1], good[2], badRef, good[3], badBase64] as CouchDoc[];
     const outcomes = await Promise.allSettled(all.map((doc) => t.sink.write([doc])));
     assert.deepEqual(
       outcomes.map((o, i) => `${all[i]?._id} ${o.status}`),
@@ -350,7 +352,7 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
     assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /bad-member/);
     assert.match(String((outcomes[4] as PromiseRejectedResult).reason), /HTTP 404/);
     // Refused for themselves: replication does not try them again (src/sinks/sink.ts RefusedWrite).
-    assert.ok((outcomes[1] as PromiseRejectedResult).reason instanceof RefusedWrite && (outcomes[4] as PromiseRejectedResult).reason instanceof RefusedWrite, 'both are RefusedWrite');
+    for (const i of [1, 4, 6]) assert.ok((outcomes[i] as PromiseRejectedResult).reason instanceof RefusedWrite, `${all[i]?._id} is a RefusedWrite: ${String((outcomes[i] as PromiseRejectedResult).reason)}`);
     for (const doc of good) assert.equal((await couch.request('GET', `${t.target}/${doc._id}`)).json._rev, doc._rev, `${doc._id} written`);
     assert.equal((await couch.request('GET', `${t.target}/bad-member`)).status, 404);
     assert.ok(t.log.lines.some((l) => l.level === 'warn' && l.msg === 'document refused by CouchDB' && l.doc === 'bad-member'), 'the refused document is logged');
