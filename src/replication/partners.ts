@@ -825,9 +825,10 @@ export class PartnerManager {
   /**
    * Writes the items and applies the retractions of one event of a followed node; false if any
    * failed (their ids added to `failed` where trying again may help: not when a stop cut them
-   * short, not when the sink refused the leaf itself, RefusedWrite). Every write and retraction is handed to the sink at once, in the event's order (the
-   * sink batches them and keeps each document's order), before this waits for them; so the
-   * events of a history page, started one after the other, are written together too.
+   * short, not when the sink refused the leaf itself, RefusedWrite), and for an event of a
+   * partner removed meanwhile. Every write and retraction is handed to the sink at once, in the
+   * event's order (the sink batches them and keeps each document's order), before this waits for
+   * them; so the events of a history page, started one after the other, are written together too.
    */
   private async applyEvent(from: string, node: string, event: Element | undefined, failed?: Set<string>): Promise<boolean> {
     const items = event?.getChild('items');
