@@ -32,7 +32,8 @@ export function startBenchHermod(o: HermodProcessOptions): Promise<HermodProcess
   // HERMOD_BENCH_DIGEST_MS: ajatus.notificationDigestMs of every Hermod (0: partners ask for no
   // notification digests), for an A/B run of digests within one commit.
   const digestMs = process.env.HERMOD_BENCH_DIGEST_MS;
-  const ajatus = digestMs === undefined ? {} : { ajatus: { ...(o.extra?.ajatus as Record<string, unknown> | undefined), notificationDigestMs: Number(digestMs) } };
+  // Only for Hermods that replicate Ajatus (an appDb): others would log the key as unused.
+  const ajatus = digestMs === undefined || o.extra?.appDb === undefined ? {} : { ajatus: { ...(o.extra.ajatus as Record<string, unknown> | undefined), notificationDigestMs: Number(digestMs) } };
   // HERMOD_BENCH_NODE_ARGS: Node/V8 options for every Hermod (space-separated, e.g.
   // "--max-semi-space-size=8"), for an A/B run of runtime flags within one commit.
   const nodeArgs = (process.env.HERMOD_BENCH_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
