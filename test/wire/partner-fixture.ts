@@ -64,6 +64,17 @@ export async function startPartner(
   return { harness, manager };
 }
 
+/** Runs `body` with a partner started as startPartner does, and stops it (manager, then harness) after, whatever happens. */
+export async function withPartner<T>(site: WireHarness, jid: string, sink: PartnerSink, options: Parameters<typeof startPartner>[3], body: (partner: { harness: WireHarness; manager: PartnerManager }) => Promise<T>): Promise<T> {
+  const partner = await startPartner(site, jid, sink, options);
+  try {
+    return await body(partner);
+  } finally {
+    await partner.manager.stop();
+    await partner.harness.stop();
+  }
+}
+
 /** History positions kept in memory (`saved`: "service node" -> archive id), as the store keeps them across a restart. */
 export function memoryPositions(): { saved: Map<string, string>; positions: HistoryPositions } {
   const saved = new Map<string, string>();

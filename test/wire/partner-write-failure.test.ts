@@ -11,7 +11,7 @@ import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { aroundRequests, create, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
+import { aroundRequests, create, memoryPositions, publish, until, withPartner } from './partner-fixture.ts';
 
 /** A sink that rejects the first `failures` writes of each id in `failing` (a database down), counting every write. */
 function flakySink(failing: Map<string, number>): { sink: PartnerSink; written: Map<string, number> } {
@@ -51,7 +51,7 @@ describe('a partner write that fails is applied again once the database is back,
     const failing = new Map<string, number>();
     const { sink, written } = flakySink(failing);
     const sids = new Map<string, string>();
-    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, {
+    await withPartner(site, 'pubsub.beta.test', sink, {
       positions,
       onEvent: (stanza) => {
         const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
@@ -59,8 +59,7 @@ describe('a partner write that fails is applied again once the database is back,
         const id = items?.getChild('item')?.attrs.id as string | undefined;
         if (items?.attrs.node === '/tags/live' && sid && id) sids.set(id, sid);
       },
-    });
-    try {
+    }, async () => {
       await until(() => written.has('l0') && saved.has(`${site.jid} /tags/live`), 'the first catch-up');
       // The database refuses l1 three times (the live write, then the first two reads of the history).
       failing.set('l1', 3);
@@ -74,10 +73,7 @@ describe('a partner write that fails is applied again once the database is back,
       await alice.iq('set', site.jid, publish('/tags/live', 'l3'));
       await until(() => written.has('l3') && sids.has('l3'), 'l3, notified live after the node was read again');
       await until(() => saved.get(`${site.jid} /tags/live`) === sids.get('l3'), "the node's position at l3's archive id");
-    } finally {
-      await manager.stop();
-      await harness.stop();
-    }
+    });
   });
 
   it('the §6.1.7 last item (no archive id) whose write fails during a first catch-up is read again by id', async () => {
@@ -87,7 +83,7 @@ describe('a partner write that fails is applied again once the database is back,
     const failing = new Map([['a2', 1]]);
     const { sink, written } = flakySink(failing);
     let lastWithoutSid = false;
-    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, {
+    await withPartner(site, 'pubsub.beta.test', sink, {
       positions,
       // The catch-up's first page of items is asked for once the live write of a2 has failed:
       // a2 is then the point where the notifications begin, and the catch-up stops before it.
@@ -100,38 +96,29 @@ describe('a partner write that fails is applied again once the database is back,
         const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
         if (items?.attrs.node === '/tags/last' && items.getChild('item')?.attrs.id === 'a2' && !stanza.getChild('stanza-id', NS.SID)) lastWithoutSid = true;
       },
-    });
-    try {
+    }, async () => {
       await until(() => saved.has(`${site.jid} /tags/last`) && failing.get('a2') === 0, 'the first catch-up, with the write of a2 refused');
       assert.ok(lastWithoutSid, 'a2 came as the last item sent on subscribing, without archive id');
       await until(() => written.has('a2'), 'a2 read again and written', 15_000);
       assert.ok(written.has('a0') && written.has('a1'), 'the items before it, from the catch-up');
-    } finally {
-      await manager.stop();
-      await harness.stop();
-    }
+    });
   });
+
   it('a history replay after a restart whose write fails is tried again (the follow again, from the position)', async () => {
     await alice.iq('set', site.jid, create('/tags/restart'));
     await alice.iq('set', site.jid, publish('/tags/restart', 'r0'));
     const { saved, positions } = memoryPositions();
-    const first = await startPartner(site, 'pubsub.beta.test', flakySink(new Map()).sink, { positions });
-    await until(() => saved.has(`${site.jid} /tags/restart`), 'the history position saved by the first run');
-    await first.manager.stop();
-    await first.harness.stop();
+    await withPartner(site, 'pubsub.beta.test', flakySink(new Map()).sink, { positions }, () => until(() => saved.has(`${site.jid} /tags/restart`), 'the history position saved by the first run'));
     // Published while the partner is down; its first write after the restart is refused.
     await alice.iq('set', site.jid, publish('/tags/restart', 'r1'));
     const failing = new Map([['r1', 1]]);
     const { sink, written } = flakySink(failing);
-    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { positions });
-    try {
+    await withPartner(site, 'pubsub.beta.test', sink, { positions }, async () => {
       await until(() => written.has('r1'), 'r1 written by the catch-up tried again', 15_000);
       assert.equal(failing.get('r1'), 0, 'its first write was refused');
-    } finally {
-      await manager.stop();
-      await harness.stop();
-    }
+    });
   });
+
   it('a leaf the database refuses for itself (RefusedWrite) is not tried again, live or after a restart, and the node goes on', async () => {
     await alice.iq('set', site.jid, create('/tags/refused'));
     await alice.iq('set', site.jid, publish('/tags/refused', 'f0'));
@@ -149,29 +136,21 @@ describe('a partner write that fails is applied again once the database is back,
       },
       retract: async () => undefined,
     };
-    const first = await startPartner(site, 'pubsub.beta.test', sink, { positions });
-    try {
+    await withPartner(site, 'pubsub.beta.test', sink, { positions }, async () => {
       await until(() => written.has('f0') && saved.has(`${site.jid} /tags/refused`), 'the first catch-up');
       await alice.iq('set', site.jid, publish('/tags/refused', 'bad'));
       await alice.iq('set', site.jid, publish('/tags/refused', 'f1'));
       await until(() => written.has('f1'), 'f1 written live after the refused one');
       await new Promise((r) => setTimeout(r, 3_000)); // a retry would come after 2 s
       assert.equal(tries.get('bad'), 1, 'the refused leaf was not tried again while running');
-    } finally {
-      await first.manager.stop();
-      await first.harness.stop();
-    }
+    });
     // The position stayed before it (held): a restart replays it once, and the node is followed on.
-    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { positions });
-    try {
+    await withPartner(site, 'pubsub.beta.test', sink, { positions }, async ({ manager }) => {
       await until(() => tries.get('bad') === 2 && manager.subscriptions().includes(`${site.jid} /tags/refused`), 'the replay after the restart, refused once more');
       await alice.iq('set', site.jid, publish('/tags/refused', 'f2'));
       await until(() => written.has('f2'), 'f2 written live after the restart');
       await new Promise((r) => setTimeout(r, 3_000));
       assert.equal(tries.get('bad'), 2, 'not tried again after the replay (no retried follow)');
-    } finally {
-      await manager.stop();
-      await harness.stop();
-    }
+    });
   });
 });
