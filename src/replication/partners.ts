@@ -995,7 +995,8 @@ export class PartnerManager {
           for (const id of mine) if (!todo.includes(id)) pending.delete(id);
           for (const id of fresh) if (pending.get(id) === 1) pending.delete(id); // applied live meanwhile
           if (todo.length === 0) {
-            this.o.log.info('partner items written on a later attempt', { service, node, items: mine.length, attempts: attempt });
+            const refused = results.filter((r) => r.status === 'rejected').length;
+            this.o.log.info('partner items applied on a later attempt', { service, node, items: mine.length - refused, ...(refused > 0 ? { refused } : {}), attempts: attempt });
             return;
           }
           this.o.log.warn('partner items still not written; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: String((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason) });
