@@ -47,7 +47,7 @@ function buildSchema(baseDir: string) {
             server: text().refine(isComponentPort, must('must look like "xmpp://127.0.0.1:5347" (host and component port)')).meta({ description: "`xmpp://host:port` of the server's component listener", default: REQUIRED }),
           })
           .optional(),
-        dataDir: filePath(baseDir).prefault('./data').describe('where the embedded store, the XSLT quarantine and the status socket live (an older Hermod\'s notification journal and presence contacts there are imported into the store once)'),
+        dataDir: filePath(baseDir).prefault('./data').describe('where the embedded store, the quarantine (refused and failed leaves) and the status socket live (an older Hermod\'s notification journal and presence contacts there are imported into the store once)'),
         appDb: z
           .strictObject({
             url: couchUrl().describe('CouchDB server of the application database: turns on Ajatus replication; `component` may then live there (`hermod:credentials`)'),

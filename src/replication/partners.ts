@@ -673,7 +673,8 @@ export class PartnerManager {
       try {
         const { replayed, complete, retry } = await this.replayHistory(service, node, position, positions, f.live);
         if (complete || !retry) {
-          // An entry the sink refused for itself (RefusedWrite) holds the position: it is tried again at the next start.
+          // An entry the sink refused for itself (RefusedWrite; a sink without the XSLT stage, which
+          // quarantines such leaves instead) holds the position: it is tried again at the next start.
           if (!complete) f.live.held = true;
           this.o.log.info('caught up with partner node from its history', { service, node, entries: replayed });
           return;

@@ -8,8 +8,11 @@
 // Stylesheets are compiled once per content (SEF cache in XsltEngine) and re-checked by mtime;
 // one that does not compile pauses its subscription (PartnerManager does not follow the node)
 // with the file, line and message in the log, and resumes when the file is fixed. A leaf whose
-// transform or write fails is never lost: it goes to the quarantine with the reason, and
-// `hermod quarantine retry` (a file moved to quarantine/retry/) runs it again here.
+// transform fails, or that the local database refuses for itself (RefusedWrite, with or without
+// a stylesheet), is never lost: it goes to the quarantine with the reason, counts as handled (the
+// node's history position moves past it), and `hermod quarantine retry` runs it again here. A
+// write that fails in a way that may pass (the database down) is not quarantined: it rejects, and
+// the partner manager applies it again by itself.
 
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -80,6 +83,18 @@ interface Written {
   target: string;
   ref: string;
   nodes: string[];
+}
+
+/**
+ * The write of a transform's output failed in a way that may pass (the database or the spool
+ * unavailable; not RefusedWrite): the leaf is applied again by the partner manager, not
+ * quarantined. `cause` is the sink's error.
+ */
+export class OutputWriteFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = 'OutputWriteFailed';
+  }
 }
 
 /** A stable 32-hex-digit id derived from an item id (usable as a Midgard GUID). */
@@ -156,7 +171,11 @@ export class Transforms {
       const formats = this.targets.map((t) => t.format).join(' or ') || 'nothing (no replication is configured)';
       throw new TransformError(`the output of ${sheet.file} is <${root.name} xmlns='${root.getNS() ?? ''}'>; this site writes ${formats}`);
     }
-    return { target, ...(await target.write(root, leaf)) };
+    try {
+      return { target, ...(await target.write(root, leaf)) };
+    } catch (err) {
+      throw err instanceof RefusedWrite ? err : new OutputWriteFailed(err);
+    }
   }
 
   target(key: string): TransformTarget | undefined {
@@ -252,29 +271,76 @@ export class TransformStage implements PartnerSink {
     this.o.onStylesheetChange();
   }
 
+  private leafOf(service: string, node: string, item: Element, partner: string | undefined): Leaf {
+    return { adapter: this.adapter, partner, service, node, itemId: String(item.attrs.id ?? ''), publisher: item.attrs.publisher as string | undefined };
+  }
+
+  /**
+   * Writes one leaf (with its subscription's stylesheet, if any). Resolves to whether it was
+   * written: false when skipped or quarantined (both count as handled). Rejects when the write
+   * failed in a way that may pass (the database or the store unavailable): nothing was recorded,
+   * and the caller applies it again.
+   */
   writeItem(service: string, node: string, item: Element, partner?: string): Promise<boolean> {
     const spec = this.spec(partner, node);
-    if (!spec) return this.o.native.writeItem(service, node, item, partner);
+    if (!spec) return this.writeNative(service, node, item, partner);
     const payload = item.getChildElements()[0];
     if (!payload) return Promise.resolve(false);
-    const leaf: Leaf = { adapter: this.adapter, partner, service, node, itemId: String(item.attrs.id ?? ''), publisher: item.attrs.publisher as string | undefined };
+    const leaf = this.leafOf(service, node, item, partner);
     return this.inOrder(leaf, async () => (await this.run(leaf, payload.toString(), spec, undefined)) === 'written');
   }
 
   /**
-   * A batch of leaves: those without a stylesheet go to the adapter's sink as one batch, the
+   * A leaf without a stylesheet, through the adapter's own sink. The write starts at once (a
+   * batching sink collects concurrent writes into its flushes); what follows it is done in call
+   * order per item: a leaf the sink refuses for itself (RefusedWrite: CouchDB refuses the
+   * document, a revision without history, an attachment that does not verify, a Midgard blob
+   * refused) goes to the quarantine and resolves false, so that the node's history position
+   * moves on instead of holding there — and replaying everything after it at each restart — for
+   * the rest of the run; a leaf written takes an older version of its item out of the quarantine.
+   * Any other failure rejects (tried again by the partner manager).
+   */
+  private writeNative(service: string, node: string, item: Element, partner: string | undefined): Promise<boolean> {
+    const write = this.o.native.writeItem(service, node, item, partner).then(
+      (written) => ({ written }),
+      (err: unknown) => ({ err }),
+    );
+    const leaf = this.leafOf(service, node, item, partner);
+    return this.inOrder(leaf, async () => {
+      const outcome = await write;
+      if ('written' in outcome) {
+        await this.t.quarantine.discard(Quarantine.idOf(leaf)); // an older version waiting there is superseded
+        return outcome.written;
+      }
+      if (!(outcome.err instanceof RefusedWrite)) throw outcome.err;
+      const reason = outcome.err.message;
+      const added = await this.t.quarantine.add({ ...leaf, payload: item.getChildElements()[0]?.toString() ?? '', reason });
+      this.log.warn('leaf quarantined', { id: added.id, partner, node, item: leaf.itemId, reason });
+      return false;
+    });
+  }
+
+  /**
+   * A batch of leaves: those without a stylesheet go to the adapter's sink together (a batching
+   * sink collects them into its flushes; one that does not batch takes them one at a time), the
    * others are transformed and their outputs written together (the target's sink collects
    * them into its flushes), each source item's writes and retractions in call order.
-   * Resolves to which were written; rejects once all have settled if one failed (a failed
-   * transform is not a failure: its leaf is quarantined).
+   * Resolves to which were written; rejects once all have settled if one failed in a way that
+   * may pass (a failed transform or a refused write is not such a failure: its leaf is quarantined).
    */
   async writeItems(leaves: PartnerLeaf[]): Promise<boolean[]> {
     const native = leaves.filter((l) => !this.spec(l.partner, l.node));
     const transformed = leaves.filter((l) => this.spec(l.partner, l.node));
-    const [a, b] = await Promise.allSettled([writeLeaves(this.o.native, native), writeTogether(transformed, (l) => this.writeItem(l.service, l.node, l.item, l.partner))]);
-    // Refused (RefusedWrite) only when every failure was: a failure that may pass wins.
+    const logged = (l: PartnerLeaf) => (err: unknown): never => {
+      this.log.error('writing a replicated leaf failed', { from: l.service, node: l.node, item: l.item.attrs.id, reason: String(err) });
+      throw err;
+    };
+    const nativeWrites = this.o.native.writeItems
+      ? writeTogether(native, (l) => this.writeNative(l.service, l.node, l.item, l.partner).catch(logged(l)))
+      : writeLeaves({ writeItem: (service, node, item, partner) => this.writeNative(service, node, item, partner), retract: () => Promise.resolve() }, native);
+    const [a, b] = await Promise.allSettled([nativeWrites, writeTogether(transformed, (l) => this.writeItem(l.service, l.node, l.item, l.partner).catch(logged(l)))]);
     const failures = [a, b].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
-    if (failures.length > 0 || a.status === 'rejected' || b.status === 'rejected') throw failures.find((e) => !(e instanceof RefusedWrite)) ?? failures[0];
+    if (failures.length > 0 || a.status === 'rejected' || b.status === 'rejected') throw failures[0];
     const written = new Map<PartnerLeaf, boolean>([...native.map((l, i) => [l, a.value[i] ?? false] as const), ...transformed.map((l, i) => [l, b.value[i] ?? false] as const)]);
     return leaves.map((l) => written.get(l) ?? false);
   }
@@ -284,10 +350,17 @@ export class TransformStage implements PartnerSink {
     return this.items.run(`${leaf.service}\0${leaf.itemId}`, work);
   }
 
-  /** Transforms and writes; on failure the leaf goes to (or back to) the quarantine. */
+  /**
+   * Transforms and writes. A transform that fails, or an output the target refuses for itself
+   * (RefusedWrite), puts the leaf in (or back in) the quarantine. A write or store failure that
+   * may pass rejects for a leaf as it arrived (the partner manager applies it again) and puts a
+   * quarantined one (`entry`, a `hermod quarantine retry`) back with the reason.
+   */
   private async run(leaf: Leaf, payload: string, spec: TransformSpec, entry: QuarantineEntry | undefined): Promise<'written' | 'current' | 'quarantined'> {
+    let applied = false;
     try {
       const { target, ref, written } = await this.t.apply(leaf, payload, spec);
+      applied = true;
       const key = `${leaf.service}\0${leaf.itemId}`;
       const before = await this.o.state.record<Written>('xt', key);
       const nodes = before?.target === target.key && before.ref === ref ? [...new Set([...before.nodes, leaf.node])] : [leaf.node];
@@ -295,7 +368,11 @@ export class TransformStage implements PartnerSink {
       this.log[written ? 'info' : 'debug'](written ? 'transformed leaf written' : 'transformed leaf already current', { partner: leaf.partner, node: leaf.node, item: leaf.itemId, stylesheet: spec.stylesheet, target: target.key, ref });
       if (!entry) await this.t.quarantine.discard(Quarantine.idOf(leaf)); // an older version waiting there is superseded
       return written ? 'written' : 'current';
-    } catch (err) {
+    } catch (caught) {
+      // The stylesheet and the output were fine: the database (or the store, recording it) did not take it this time.
+      const mayPass = caught instanceof OutputWriteFailed || applied;
+      const err = caught instanceof OutputWriteFailed ? caught.cause : caught;
+      if (mayPass && !entry) throw err;
       const reason = err instanceof Error ? err.message : String(err);
       const stylesheet = this.t.resolve(spec.stylesheet);
       if (entry) {
@@ -334,9 +411,11 @@ export class TransformStage implements PartnerSink {
     }
   }
 
-  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
-    if (!this.spec(partner, node)) return this.o.native.retract(service, node, itemId, followed, partner);
-    return this.inOrder({ service, itemId }, () => this.retractNow(service, node, itemId, followed, partner));
+  /** An item retracted from a followed node: undone locally (see the sinks), and a version of it quarantined from that node is dropped (it is gone at the source). */
+  async retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
+    if (!this.spec(partner, node)) await this.o.native.retract(service, node, itemId, followed, partner);
+    else await this.inOrder({ service, itemId }, () => this.retractNow(service, node, itemId, followed, partner));
+    await this.inOrder({ service, itemId }, () => this.t.quarantine.discard(Quarantine.idOf({ adapter: this.adapter, service, node, itemId })));
   }
 
   private async retractNow(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner: string | undefined): Promise<void> {

@@ -28,8 +28,9 @@ export interface PartnerSink {
 /**
  * A write the local side refuses for the leaf itself (CouchDB refuses the document, a revision
  * without history, an attachment that does not verify): writing it again gives the same answer,
- * so it is not tried again (the sink logged why). Any other rejection (the database or the store
- * unavailable) may pass, and replication tries again.
+ * so it is not tried again (the sink logged why); the XSLT stage (src/replication/transforms.ts),
+ * through which replication writes, puts the leaf in the quarantine and goes on. Any other
+ * rejection (the database or the store unavailable) may pass, and replication tries again.
  */
 export class RefusedWrite extends Error {
   constructor(message: string) {

@@ -374,6 +374,43 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     await sameRevisions(id, rev3);
   });
 
+  it("a document B's database refuses (validate_doc_update) goes to B's quarantine and the node goes on; a restart does not replay it; `hermod quarantine retry` writes it once the database takes it", async () => {
+    const guard = await put(couchB, CONTENT, {
+      _id: '_design/guard',
+      validate_doc_update: "function (doc) { if (doc.value && doc.value.title && doc.value.title.val === 'Refused at B') throw({ forbidden: 'B takes no such note' }); }",
+    });
+    const refusedRev = await put(couchA, CONTENT, note('refused-at-b', 'Refused at B', ['shared']));
+    const afterRev = await put(couchA, CONTENT, note('after-the-refused', 'Taken at B', ['shared']));
+    const quarantined = await hermodB.waitForLog((l) => l.msg === 'leaf quarantined' && l.item === 'refused-at-b', 'the refused note quarantined at B', 30_000);
+    await eventually(async () => (await get(couchB, 'after-the-refused'))?._rev === afterRev, 'the next note written at B', 30_000);
+    assert.equal(await get(couchB, 'refused-at-b'), undefined);
+    const listed = await hermodCli('quarantine', 'list', '--config', hermodB.configFile, '--json');
+    assert.equal(listed.code, 0, listed.stderr);
+    const [entry, ...others] = (JSON.parse(listed.stdout) as { entries: Array<{ id: string; node: string; itemId: string; reason: string; attempts: number }> }).entries;
+    assert.equal(others.length, 0);
+    assert.equal(entry?.id, quarantined.id);
+    assert.equal(entry?.node, '/tags/shared');
+    assert.match(entry?.reason ?? '', /B takes no such note/);
+
+    // The position moved past it: a restart replays nothing of it (before, every restart read it again).
+    const before = await linesOf(hermodB, caughtUp);
+    await hermodB.stop();
+    hermodB = await startB();
+    await moreLines(hermodB, caughtUp, before, 'B caught up with /tags/shared after the restart');
+    const caught = (await hermodB.log()).filter(caughtUp).at(-1);
+    assert.equal(caught?.msg, 'caught up with partner node from its history');
+    assert.equal(caught?.entries, 0, 'nothing replayed: the refused note was handled');
+    const again = JSON.parse((await hermodCli('quarantine', 'list', '--config', hermodB.configFile, '--json')).stdout) as { entries: Array<{ attempts: number }> };
+    assert.deepEqual(again.entries.map((e) => e.attempts), [1], 'not tried again after the restart');
+
+    // The guard lifted: the operator retries it and it is written with A's revision.
+    assert.equal((await couch(couchB, 'DELETE', `${CONTENT}/_design/guard?rev=${guard}`)).status, 200);
+    const retried = await hermodCli('quarantine', 'retry', 'all', '--config', hermodB.configFile);
+    assert.equal(retried.code, 0, retried.stderr);
+    await eventually(async () => (await get(couchB, 'refused-at-b'))?._rev === refusedRev, 'the quarantined note written at B', 30_000);
+    await eventually(async () => (await hermodCli('quarantine', 'list', '--config', hermodB.configFile)).stdout.includes('0 quarantined'), 'the quarantine empty');
+  });
+
   it('hermod:partner:<jid> targetDb puts that partner\'s documents into another local database', async () => {
     await couchB.createDbs('from_alpha');
     await put(couchB, APP, { _id: 'hermod:partner:alice@alpha.test', follow: 'all', targetDb: 'from_alpha' });

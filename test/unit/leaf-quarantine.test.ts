@@ -1,0 +1,172 @@
+// The replication stage (src/replication/transforms.ts) between the partner manager and the
+// sinks: a leaf the local database refuses for itself (RefusedWrite) goes to the quarantine and
+// counts as handled — so the node's history position moves past it instead of holding there for
+// the rest of the run — while a write that may pass (the database down) rejects, is not
+// quarantined, and is applied again by the partner manager. Same for transform outputs. The
+// partner side with real Hermods and a CouchDB validate_doc_update: test/e2e/ajatus-replication.test.ts.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Element } from 'ltx';
+import type { Logger } from '../../src/log.ts';
+import { ReplicationState } from '../../src/replication/state.ts';
+import { Transforms, type TransformStage } from '../../src/replication/transforms.ts';
+import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
+
+type Line = { level: string; msg: string } & Record<string, unknown>;
+function captureLog(): Logger & { lines: Line[] } {
+  const lines: Line[] = [];
+  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ ...fields, level, msg });
+  const log = { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => log };
+  return log;
+}
+
+const SERVICE = 'pubsub.alpha.test';
+const PARTNER = 'alice@alpha.test';
+const leaf = (node: string, id: string, version = 1) => ({ service: SERVICE, node, partner: PARTNER, item: new Element('item', { id }).cnode(new Element('note', { id, version: String(version) }).c('title').t(`Title ${id}`).up()).up() });
+
+/** The database as a partner's sink sees it: `refused` ids refused for themselves, `down` ids failing as an outage does. */
+function database(): { sink: PartnerSink; batching: PartnerSink; refused: Set<string>; down: Set<string>; written: string[]; retracted: string[] } {
+  const refused = new Set<string>();
+  const down = new Set<string>();
+  const written: string[] = [];
+  const retracted: string[] = [];
+  const sink: PartnerSink = {
+    writeItem: async (_service, _node, item) => {
+      const id = String(item.attrs.id);
+      const version = item.getChild('note')?.attrs.version as string;
+      if (refused.has(id)) throw new RefusedWrite(`CouchDB refused ${id}: forbidden (validate_doc_update)`);
+      if (down.has(id)) throw new Error(`CouchDB at 127.0.0.1:1 did not answer (writing ${id})`);
+      written.push(`${id} v${version}`);
+      return true;
+    },
+    retract: async (_service, _node, itemId) => void retracted.push(itemId),
+  };
+  // A sink that batches: writeItems collects concurrent writes (as couchPartnerSink's does).
+  const batching: PartnerSink = { ...sink, writeItems: () => Promise.reject(new Error('the stage hands leaves over one by one to a batching sink')) };
+  return { sink, batching, refused, down, written, retracted };
+}
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function stageWith(native: PartnerSink, specFor: (node: string) => { stylesheet: string; params: Record<string, string> } | undefined = () => undefined) {
+  const store = new MemoryStore();
+  const log = captureLog();
+  const dir = mkdtempSync(path.join(tmpdir(), 'hermod-leaf-quarantine-'));
+  dirs.push(dir);
+  const quarantine = new Quarantine(store.state(QUARANTINE_SPACE));
+  const transforms = new Transforms({ dir, quarantine, log, timeoutMs: 10_000, maxOutput: 100_000, pollMs: 50 });
+  const stage: TransformStage = transforms.stage('ajatus', { specFor: (_partner, node) => specFor(node), native, state: new ReplicationState(store.state('replication')), onStylesheetChange: () => undefined });
+  return { transforms, stage, quarantine, log, dir };
+}
+
+describe('leaves the local database refuses go to the quarantine; writes that may pass are tried again', () => {
+  for (const kind of ['one at a time', 'batching'] as const) {
+    it(`a refused leaf is quarantined and handled, the others written; an outage rejects and quarantines nothing (${kind} sink)`, async () => {
+      const db = database();
+      const { transforms, stage, quarantine, log } = await stageWith(kind === 'batching' ? db.batching : db.sink);
+      try {
+        db.refused.add('bad');
+        assert.deepEqual(await stage.writeItems([leaf('/tags/a', 'g1'), leaf('/tags/a', 'bad'), leaf('/tags/a', 'g2')]), [true, false, true], 'handled: the refused one as not written');
+        assert.deepEqual(db.written, ['g1 v1', 'g2 v1']);
+        const [entry, ...more] = await quarantine.list();
+        assert.equal(more.length, 0);
+        assert.equal(entry?.itemId, 'bad');
+        assert.equal(entry?.node, '/tags/a');
+        assert.equal(entry?.partner, PARTNER);
+        assert.match(entry?.reason ?? '', /validate_doc_update/);
+        assert.match(entry?.payload ?? '', /<note id="bad" version="1">/, 'the payload as received');
+        assert.ok(log.lines.some((l) => l.level === 'warn' && l.msg === 'leaf quarantined' && l.item === 'bad'));
+        // A live notification of it again (a replay): one entry, attempts counted.
+        assert.equal(await stage.writeItem(SERVICE, '/tags/a', leaf('/tags/a', 'bad').item, PARTNER), false);
+        assert.equal((await quarantine.list())[0]?.attempts, 2);
+
+        // The database down: rejects (the partner manager applies it again), nothing quarantined.
+        db.down.add('later');
+        await assert.rejects(stage.writeItems([leaf('/tags/a', 'g3'), leaf('/tags/a', 'later')]), /did not answer/);
+        await assert.rejects(stage.writeItem(SERVICE, '/tags/a', leaf('/tags/a', 'later').item, PARTNER), /did not answer/);
+        assert.deepEqual((await quarantine.list()).map((e) => e.itemId), ['bad']);
+        assert.ok(db.written.includes('g3 v1'), 'the rest of the batch is written');
+      } finally {
+        await transforms.stop();
+      }
+    });
+  }
+
+  it('`hermod quarantine retry` writes it once the database takes it; a newer version written, or a retraction, takes an entry out', async () => {
+    const db = database();
+    const { transforms, stage, quarantine } = await stageWith(db.batching);
+    try {
+      db.refused.add('bad').add('old').add('gone');
+      await stage.writeItems([leaf('/tags/a', 'bad'), leaf('/tags/a', 'old'), leaf('/tags/a', 'gone')]);
+      assert.deepEqual((await quarantine.list()).map((e) => e.itemId).sort(), ['bad', 'gone', 'old']);
+      // Its next edit is taken: the refused older version is superseded.
+      db.refused.delete('old');
+      assert.equal(await stage.writeItem(SERVICE, '/tags/a', leaf('/tags/a', 'old', 2).item, PARTNER), true);
+      // Retracted at the source: nothing left to retry.
+      await stage.retract(SERVICE, '/tags/a', 'gone', () => false, PARTNER);
+      assert.deepEqual(db.retracted, ['gone']);
+      assert.deepEqual((await quarantine.list()).map((e) => e.itemId), ['bad']);
+
+      // The cause fixed (the validation function changed), the entry retried by the operator.
+      db.refused.delete('bad');
+      transforms.start();
+      const id = (await quarantine.list())[0]?.id as string;
+      assert.equal(await quarantine.retry(id), true);
+      for (let i = 0; i < 100 && !db.written.includes('bad v1'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(db.written.includes('bad v1'), 'written from the quarantine');
+      assert.deepEqual(await quarantine.list(), []);
+      assert.deepEqual(await quarantine.pendingRetries(), []);
+    } finally {
+      await transforms.stop();
+    }
+  });
+
+  it('with a stylesheet: an output the database refuses is quarantined; an output write that may pass rejects and is not quarantined', async () => {
+    const db = database();
+    const { transforms, stage, quarantine, dir } = await stageWith(db.sink, (node) => (node === '/tags/x' ? { stylesheet: 'note2out.xsl', params: {} } : undefined));
+    writeFileSync(
+      path.join(dir, 'note2out.xsl'),
+      `<xsl:stylesheet version="3.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/note"><out id="{@id}"><xsl:value-of select="title"/></out></xsl:template>
+</xsl:stylesheet>`,
+    );
+    const outputs: string[] = [];
+    transforms.register({
+      key: 'out',
+      format: '<out/>',
+      accepts: (root) => root.name === 'out',
+      write: async (root) => {
+        const id = String(root.attrs.id);
+        if (db.refused.has(id)) throw new RefusedWrite(`the target refused ${id}`);
+        if (db.down.has(id)) throw new Error(`the target did not answer (${id})`);
+        outputs.push(id);
+        return { ref: id, written: true };
+      },
+      remove: async () => undefined,
+    });
+    try {
+      db.refused.add('x-bad');
+      db.down.add('x-later');
+      const x = (id: string) => leaf('/tags/x', id);
+      await assert.rejects(stage.writeItems([x('x-good'), x('x-bad'), x('x-later')]), /did not answer/);
+      assert.deepEqual(outputs, ['x-good']);
+      assert.deepEqual((await quarantine.list()).map((e) => `${e.itemId}: ${e.reason}`), ['x-bad: the target refused x-bad']);
+      // Back: applied again (as the partner manager does), written, nothing quarantined.
+      db.down.delete('x-later');
+      assert.deepEqual(await stage.writeItems([x('x-later')]), [true]);
+      assert.deepEqual(outputs, ['x-good', 'x-later']);
+      assert.equal((await quarantine.list()).length, 1);
+    } finally {
+      await transforms.stop();
+    }
+  });
+});
