@@ -20,6 +20,7 @@ import { PubsubError } from '../pubsub/errors.ts';
 import { MidgardSpoolSink } from '../sinks/midgard-spool.ts';
 import { dbusPath, MidgardDbusSource, type NotifiedSignal } from '../sources/midgard-dbus.ts';
 import { MidgardSpoolSource, SpoolBatchError } from '../sources/midgard-spool.ts';
+import { TransformError } from '../transform/xslt.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
 import { MidgardPublisher, type MidgardInput } from './midgard-publisher.ts';
@@ -135,9 +136,15 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
       format: `<midgard_object xmlns='${MIDGARD_NS}'> (for the inbound spool)`,
       accepts: (root) => root.name === 'midgard_object' && root.getNS() === MIDGARD_NS,
       write: async (root, leaf) => {
-        const doc = readMidgardElement(root); // MidgardFormatError names what is wrong
+        // An output that is not a Midgard object we can write is the stylesheet's fault (quarantined).
+        let doc: ReturnType<typeof readMidgardElement>;
+        try {
+          doc = readMidgardElement(root);
+        } catch (err) {
+          throw err instanceof MidgardFormatError ? new TransformError(`the <midgard_object> output: ${err.message}`) : err;
+        }
         const guid = doc.main?.guid;
-        if (!guid) throw new MidgardFormatError('the <midgard_object> output has no main object');
+        if (!guid) throw new TransformError('the <midgard_object> output has no main object');
         // Through the sink's own checks and the importer's rule (a stale version is not written).
         const item = new Element('item', { id: guid }).cnode(buildMidgardEntry(doc)).up();
         return { ref: guid, written: await sink.writeItem(leaf.service, leaf.node, item) };

@@ -49,7 +49,12 @@ export interface TransformTarget {
   /** For messages: the output it takes, e.g. `<json xmlns='urn:xmpp:json:0'>` (a CouchDB document). */
   readonly format: string;
   accepts(root: Element): boolean;
-  /** Writes the output; `ref` names what was written (for a retraction), `written` is false when it was current already. */
+  /**
+   * Writes the output; `ref` names what was written (for a retraction), `written` is false when
+   * it was current already. Rejects with TransformError when the output is not one it can write
+   * (no `_id`, no main object, …: the leaf is quarantined), RefusedWrite when the database
+   * refuses it (quarantined), anything else when trying again may help (the database down).
+   */
   write(root: Element, leaf: Leaf): Promise<{ ref: string; written: boolean }>;
   /** The source item left every followed node: undo what `ref` names. */
   remove(ref: string, leaf: Leaf): Promise<void>;
@@ -174,7 +179,8 @@ export class Transforms {
     try {
       return { target, ...(await target.write(root, leaf)) };
     } catch (err) {
-      throw err instanceof RefusedWrite ? err : new OutputWriteFailed(err);
+      // The output is not one the target can write (the stylesheet's fault), or the database refuses it: quarantined.
+      throw err instanceof RefusedWrite || err instanceof TransformError ? err : new OutputWriteFailed(err);
     }
   }
 
@@ -306,15 +312,17 @@ export class TransformStage implements PartnerSink {
       (err: unknown) => ({ err }),
     );
     const leaf = this.leafOf(service, node, item, partner);
+    // One entry per document, whichever node carried it (a one-copy item comes through either).
+    const id = Quarantine.idOf({ ...leaf, node: undefined });
     return this.inOrder(leaf, async () => {
       const outcome = await write;
       if ('written' in outcome) {
-        await this.t.quarantine.discard(Quarantine.idOf(leaf)); // an older version waiting there is superseded
+        await this.t.quarantine.discard(id); // an older version waiting there is superseded
         return outcome.written;
       }
       if (!(outcome.err instanceof RefusedWrite)) throw outcome.err;
       const reason = outcome.err.message;
-      const added = await this.t.quarantine.add({ ...leaf, payload: item.getChildElements()[0]?.toString() ?? '', reason });
+      const added = await this.t.quarantine.add({ ...leaf, payload: item.getChildElements()[0]?.toString() ?? '', reason }, id);
       this.log.warn('leaf quarantined', { id: added.id, partner, node, item: leaf.itemId, reason });
       return false;
     });
@@ -391,7 +399,11 @@ export class TransformStage implements PartnerSink {
     return this.inOrder(entry, () => this.retryNow(entry));
   }
 
-  private async retryNow(entry: QuarantineEntry): Promise<void> {
+  private async retryNow(marked: QuarantineEntry): Promise<void> {
+    // Read when the retries were listed: a newer version of the item may have replaced it since
+    // (quarantined again, or written: no mark left). Only the entry as it is now is retried.
+    const entry = await this.t.quarantine.marked(marked.id);
+    if (!entry || entry.at !== marked.at) return;
     const leaf: Leaf = { adapter: this.adapter, partner: entry.partner, service: entry.service, node: entry.node, itemId: entry.itemId, publisher: entry.publisher };
     const spec = this.spec(entry.partner, entry.node);
     if (spec) {
@@ -411,11 +423,16 @@ export class TransformStage implements PartnerSink {
     }
   }
 
-  /** An item retracted from a followed node: undone locally (see the sinks), and a version of it quarantined from that node is dropped (it is gone at the source). */
-  async retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
-    if (!this.spec(partner, node)) await this.o.native.retract(service, node, itemId, followed, partner);
-    else await this.inOrder({ service, itemId }, () => this.retractNow(service, node, itemId, followed, partner));
-    await this.inOrder({ service, itemId }, () => this.t.quarantine.discard(Quarantine.idOf({ adapter: this.adapter, service, node, itemId })));
+  /**
+   * An item retracted from a followed node: undone locally (see the sinks). With a stylesheet, a
+   * leaf of it quarantined from that node is dropped too (its subscription no longer carries it).
+   */
+  retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
+    if (!this.spec(partner, node)) return this.o.native.retract(service, node, itemId, followed, partner);
+    return this.inOrder({ service, itemId }, async () => {
+      await this.retractNow(service, node, itemId, followed, partner);
+      await this.t.quarantine.discard(Quarantine.idOf({ adapter: this.adapter, service, node, itemId }));
+    });
   }
 
   private async retractNow(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner: string | undefined): Promise<void> {

@@ -82,15 +82,16 @@ export class Quarantine {
   /**
    * The entry id of a leaf: one per item of a node, so a leaf delivered twice (notification and
    * catch-up) is one entry, and a newer version of the item replaces the one quarantined before.
+   * A leaf written without a stylesheet is the same document whichever node carried it: its id
+   * leaves the node out (`node` undefined), so that one entry stands for the document.
    */
-  static idOf(entry: Pick<QuarantineEntry, 'adapter' | 'service' | 'node' | 'itemId'>): string {
-    const h = createHash('sha256').update(JSON.stringify([entry.adapter ?? '', entry.service, entry.node, entry.itemId])).digest('hex');
+  static idOf(entry: Pick<QuarantineEntry, 'adapter' | 'service' | 'itemId'> & { node: string | undefined }): string {
+    const h = createHash('sha256').update(JSON.stringify([entry.adapter ?? '', entry.service, ...(entry.node === undefined ? [] : [entry.node]), entry.itemId])).digest('hex');
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
   }
 
-  /** Quarantines a leaf (replacing an earlier version of the same item, attempts counted on). */
-  async add(entry: Omit<QuarantineEntry, 'id' | 'at' | 'attempts'>): Promise<QuarantineEntry> {
-    const id = Quarantine.idOf(entry);
+  /** Quarantines a leaf under `id` (replacing an earlier version of the same item, attempts counted on). */
+  async add(entry: Omit<QuarantineEntry, 'id' | 'at' | 'attempts'>, id = Quarantine.idOf(entry)): Promise<QuarantineEntry> {
     const before = await this.get(id);
     const full: QuarantineEntry = { ...entry, id, at: Date.now(), attempts: (before?.attempts ?? 0) + 1 };
     await this.save(full);
@@ -129,6 +130,13 @@ export class Quarantine {
     await this.load();
     const [held, retrying] = await this.space.getMany([this.key(id), this.key(id, true)]);
     const text = held ?? retrying;
+    return text === undefined ? undefined : (JSON.parse(text) as QuarantineEntry);
+  }
+
+  /** The entry if it is marked for another attempt (and not quarantined again since). */
+  async marked(id: string): Promise<QuarantineEntry | undefined> {
+    await this.load();
+    const text = await this.space.get(this.key(id, true));
     return text === undefined ? undefined : (JSON.parse(text) as QuarantineEntry);
   }
 

@@ -17,6 +17,7 @@ import { Transforms, type TransformStage } from '../../src/replication/transform
 import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
+import { TransformError } from '../../src/transform/xslt.ts';
 
 type Line = { level: string; msg: string } & Record<string, unknown>;
 function captureLog(): Logger & { lines: Line[] } {
@@ -101,28 +102,37 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
     });
   }
 
-  it('`hermod quarantine retry` writes it once the database takes it; a newer version written, or a retraction, takes an entry out', async () => {
+  it('`hermod quarantine retry` writes it once the database takes it; a newer version written through any node takes the entry out', async () => {
     const db = database();
     const { transforms, stage, quarantine } = await stageWith(db.batching);
     try {
-      db.refused.add('bad').add('old').add('gone');
-      await stage.writeItems([leaf('/tags/a', 'bad'), leaf('/tags/a', 'old'), leaf('/tags/a', 'gone')]);
-      assert.deepEqual((await quarantine.list()).map((e) => e.itemId).sort(), ['bad', 'gone', 'old']);
-      // Its next edit is taken: the refused older version is superseded.
+      db.refused.add('bad').add('old');
+      await stage.writeItems([leaf('/tags/a', 'bad'), leaf('/tags/a', 'old')]);
+      // The same document through another node (one copy: either node may carry it): one entry.
+      assert.equal(await stage.writeItem(SERVICE, '/tags/b', leaf('/tags/b', 'old').item, PARTNER), false);
+      assert.deepEqual((await quarantine.list()).map((e) => `${e.itemId} ${e.attempts}`).sort(), ['bad 1', 'old 2']);
+      // Its next edit is taken (through the first node): the refused older version is superseded.
       db.refused.delete('old');
       assert.equal(await stage.writeItem(SERVICE, '/tags/a', leaf('/tags/a', 'old', 2).item, PARTNER), true);
-      // Retracted at the source: nothing left to retry.
-      await stage.retract(SERVICE, '/tags/a', 'gone', () => false, PARTNER);
-      assert.deepEqual(db.retracted, ['gone']);
       assert.deepEqual((await quarantine.list()).map((e) => e.itemId), ['bad']);
+
+      // A retry listed before a newer version replaced the entry does not run the older one.
+      const stale = (await quarantine.list())[0];
+      assert.ok(stale);
+      assert.equal(await quarantine.retry(stale.id), true);
+      assert.equal(await stage.writeItem(SERVICE, '/tags/a', leaf('/tags/a', 'bad', 2).item, PARTNER), false, 'v2 refused too: it replaces the entry (and its retry mark)');
+      await stage.retry(stale);
+      const [replaced] = await quarantine.list();
+      assert.match(replaced?.payload ?? '', /version="2"/, 'the entry holds v2, not the v1 of the stale retry');
+      assert.ok(!db.written.includes('bad v1'));
 
       // The cause fixed (the validation function changed), the entry retried by the operator.
       db.refused.delete('bad');
       transforms.start();
       const id = (await quarantine.list())[0]?.id as string;
       assert.equal(await quarantine.retry(id), true);
-      for (let i = 0; i < 100 && !db.written.includes('bad v1'); i++) await new Promise((r) => setTimeout(r, 50));
-      assert.ok(db.written.includes('bad v1'), 'written from the quarantine');
+      for (let i = 0; i < 100 && !db.written.includes('bad v2'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(db.written.includes('bad v2'), 'written from the quarantine');
       assert.deepEqual(await quarantine.list(), []);
       assert.deepEqual(await quarantine.pendingRetries(), []);
     } finally {
@@ -140,18 +150,24 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
 </xsl:stylesheet>`,
     );
     const outputs: string[] = [];
+    const removed: string[] = [];
     transforms.register({
       key: 'out',
       format: '<out/>',
       accepts: (root) => root.name === 'out',
       write: async (root) => {
         const id = String(root.attrs.id);
+        if (id.startsWith('x-malformed')) throw new TransformError(`the <out/> output of ${id} has no title`);
         if (db.refused.has(id)) throw new RefusedWrite(`the target refused ${id}`);
         if (db.down.has(id)) throw new Error(`the target did not answer (${id})`);
         outputs.push(id);
         return { ref: id, written: true };
       },
-      remove: async () => undefined,
+      // A removal that takes a while (a CouchDB round trip).
+      remove: async (ref) => {
+        await new Promise((r) => setTimeout(r, 100));
+        removed.push(ref);
+      },
     });
     try {
       db.refused.add('x-bad');
@@ -165,6 +181,21 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
       assert.deepEqual(await stage.writeItems([x('x-later')]), [true]);
       assert.deepEqual(outputs, ['x-good', 'x-later']);
       assert.equal((await quarantine.list()).length, 1);
+
+      // An output the target cannot write (the stylesheet's fault) is quarantined, not tried again and again.
+      assert.deepEqual(await stage.writeItems([x('x-malformed')]), [false]);
+      assert.ok((await quarantine.list()).some((e) => e.itemId === 'x-malformed' && /has no title/.test(e.reason)));
+
+      // A retraction being applied, and a newer version of the item refused right after it: the
+      // retraction drops what was quarantined before it, never the newer entry.
+      const retracted = stage.retract(SERVICE, '/tags/x', 'x-good', () => false, PARTNER);
+      db.refused.add('x-good');
+      assert.equal(await stage.writeItem(SERVICE, '/tags/x', x('x-good').item, PARTNER), false);
+      await retracted;
+      assert.deepEqual(removed, ['x-good']);
+      assert.ok((await quarantine.list()).some((e) => e.itemId === 'x-good'), 'the version refused after the retraction stays quarantined');
+      await stage.retract(SERVICE, '/tags/x', 'x-malformed', () => false, PARTNER);
+      assert.ok(!(await quarantine.list()).some((e) => e.itemId === 'x-malformed'), 'retracted from its node: its quarantined leaf goes');
     } finally {
       await transforms.stop();
     }
