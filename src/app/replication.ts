@@ -14,6 +14,7 @@ import type { AjatusReplication } from '../replication/ajatus.ts';
 import type { MidgardReplication } from '../replication/midgard.ts';
 import type { ReplicationService } from '../replication/replication.ts';
 import type { AppSettings } from '../replication/settings.ts';
+import { SubscriptionClaims } from '../replication/subscription-claims.ts';
 import { NS } from '../xmpp/ns.ts';
 import type { MessageHandler } from '../xmpp/router.ts';
 import type { ComponentCredentials, Core } from './core.ts';
@@ -108,7 +109,8 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {} };
   const { Transforms } = await import('../replication/transforms.ts');
   const transforms = new Transforms({ ...config.transforms, quarantine: core.quarantine, log: log.child({ component: 'transforms' }) });
-  const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms, oneCopy: core.relay === undefined };
+  // Ajatus and Midgard share the component JID, and so its subscriptions at partners' services.
+  const common = { service, iq, store, componentJid, dataDir: config.dataDir, log, transforms, oneCopy: core.relay === undefined, claims: new SubscriptionClaims() };
   const ajatus = settings && appDb ? (await import('../replication/ajatus.ts')).ajatusReplication(common, { couchUrl: appDb.url, config: config.ajatus, settings }) : undefined;
   const midgard = config.midgard ? (await import('../replication/midgard.ts')).midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);

@@ -39,6 +39,7 @@ import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
 import { StoppedError } from './stopped-error.ts';
 import { RefusedWrite, writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
+import type { ClaimHolder, SubscriptionClaims } from './subscription-claims.ts';
 
 /** Disco feature by which Hermod services recognise each other. */
 export const HERMOD_FEATURE = 'urn:hermod:replication:0';
@@ -88,6 +89,12 @@ export interface PartnerManagerOptions {
   oneCopy?: (partner: string | undefined, node: string) => boolean;
   /** How long a notification without payload on such a node waits for the payload through another node before fetching the item (ms). Default: PAYLOAD_WAIT_MS, or two digest windows and a second if longer. */
   payloadWaitMs?: number;
+  /**
+   * The other replications on this component JID (subscription-claims.ts): a subscription left by
+   * an earlier run that this one no longer wants is ended only when none of them uses it.
+   * Absent: this one is alone.
+   */
+  claims?: SubscriptionClaims;
 }
 
 /** Live notifications of one followed node, in arrival order, until they are applied. */
@@ -188,7 +195,7 @@ const READERS = new Set(['owner', 'publisher', 'member']);
 
 const key = (service: string, node: string): string => `${service}\0${node}`;
 
-export class PartnerManager {
+export class PartnerManager implements ClaimHolder {
   private readonly partners = new Set<string>();
   private readonly followed = new Map<string, Followed>();
   private timer: NodeJS.Timeout | undefined;
@@ -196,6 +203,13 @@ export class PartnerManager {
   private running: Promise<void> | undefined;
   private stopped = false;
   private started = false;
+  /** Per service, per partner: the nodes its last discovery wanted (what this replication claims besides what it follows). */
+  private readonly wantedBy = new Map<string, Map<string, Set<string>>>();
+  /** A full discovery round has ended: what this replication uses is known. */
+  private roundDone = false;
+  /** Subscriptions nobody uses are to be ended (endStaleSubscriptions) once the discovery under way is done. */
+  private sweepDue = false;
+  private readonly unclaim: (() => void) | undefined;
   /** Discover every partner in the next run (else only those in `due`). */
   private all = false;
   private readonly due = new Set<string>();
@@ -225,6 +239,7 @@ export class PartnerManager {
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
+    this.unclaim = o.claims?.add(this);
     this.backlogBound = o.liveBacklogItems ?? LIVE_BACKLOG_ITEMS;
     this.oneCopy = new OneCopyFollows({
       client: this.client,
@@ -283,6 +298,7 @@ export class PartnerManager {
     await this.running;
     const services = [...this.partnerOf].filter(([, p]) => p === jid).map(([service]) => service);
     for (const service of services) this.partnerOf.delete(service);
+    for (const byPartner of this.wantedBy.values()) byPartner.delete(jid);
     const ended = [...this.followed.values()].filter((f) => services.includes(f.service));
     // Every node of theirs is no longer followed before the first unsubscribe is waited for: a
     // notification (or a drain's history page) of another of their nodes meanwhile would be
@@ -305,6 +321,7 @@ export class PartnerManager {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unclaim?.();
     this.stopping.abort();
     clearTimeout(this.timer);
     clearTimeout(this.retryTimer);
@@ -324,15 +341,32 @@ export class PartnerManager {
     if (this.stopped || !this.started) return;
     if (partner === undefined) this.all = true;
     else this.due.add(partner);
+    this.run();
+  }
+
+  /** Runs the discoveries asked for, then (after a full round, or when asked) ends the subscriptions nobody uses; one run at a time. */
+  private run(): void {
     if (this.running) return;
     let full = false;
     this.running = (async () => {
-      while (!this.stopped && (this.all || this.due.size > 0)) {
-        full ||= this.all;
+      while (!this.stopped && (this.all || this.due.size > 0 || this.sweepDue)) {
+        if (!this.all && this.due.size === 0) {
+          this.sweepDue = false;
+          await this.endStaleSubscriptions();
+          continue;
+        }
+        const round = this.all;
+        full ||= round;
         const batch = this.all ? [...this.partners] : [...this.due].filter((p) => this.partners.has(p));
         this.all = false;
         this.due.clear();
         for (const p of batch) await this.discoverWithRetry(p);
+        if (round && !this.stopped) {
+          const first = !this.roundDone;
+          this.roundDone = true;
+          this.sweepDue = true;
+          if (first) this.o.claims?.ready(this);
+        }
       }
     })().finally(() => {
       this.running = undefined;
@@ -407,6 +441,7 @@ export class PartnerManager {
     if (this.o.settings.partner(partner).follow === 'none') {
       // Turned to "none" while running: what is followed of its services ends now.
       const services = new Set([...this.partnerOf].filter(([, p]) => p === partner).map(([service]) => service));
+      for (const service of services) this.noteWanted(service, partner, []);
       let ended = 0;
       for (const f of [...this.followed.values()]) if (services.has(f.service)) (await this.unfollow(f.service, f.node), ended++);
       // A service another partner shares (both resolve to it) is followed again for that one.
@@ -420,6 +455,7 @@ export class PartnerManager {
     for (const service of services) {
       const wanted: string[] = [];
       for (const node of await this.client.nodes(service)) if (await this.wants(partner, node)) wanted.push(node);
+      this.noteWanted(service, partner, wanted);
       // Several nodes at once (FOLLOWS_AT_ONCE): one node's long catch-up (a first sync) must not
       // hold back the subscriptions to the others, whose notifications would be missed meanwhile.
       const toFollow = wanted.filter((node) => !this.followed.has(key(service, node)));
@@ -643,6 +679,55 @@ export class PartnerManager {
     } catch (err) {
       this.o.log[deliver ? 'warn' : 'debug'](`${deliver ? 'resuming' : 'pausing'} notification delivery failed`, { service: f.service, node: f.node, reason: String(err) });
       return err instanceof IqError ? 'refused' : 'unknown';
+    }
+  }
+
+  /** ClaimHolder: whether this replication uses the subscription to `node` of `service` (undefined until its first full discovery round has ended). */
+  claims(service: string, node: string): boolean | undefined {
+    if (this.followed.has(key(service, node))) return true;
+    for (const nodes of this.wantedBy.get(service)?.values() ?? []) if (nodes.has(node)) return true;
+    return this.roundDone ? false : undefined;
+  }
+
+  /** ClaimHolder: ends the subscriptions nobody uses after the discovery under way (once this one's first round has ended). */
+  sweepSoon(): void {
+    if (this.stopped || !this.roundDone) return;
+    this.sweepDue = true;
+    this.run();
+  }
+
+  private noteWanted(service: string, partner: string, nodes: readonly string[]): void {
+    let byPartner = this.wantedBy.get(service);
+    if (!byPartner) this.wantedBy.set(service, (byPartner = new Map()));
+    byPartner.set(partner, new Set(nodes));
+  }
+
+  /**
+   * Ends our subscriptions (XEP-0060 §5.6 lists them) to nodes of the kind this replication
+   * follows (`offers`) that no replication on this JID uses (claims): left by an earlier run whose
+   * settings wanted them (`follow` edited while stopped, a stylesheet that no longer compiles).
+   * Otherwise the service goes on sending their notifications, which are dropped — and, with one
+   * copy on, a document in such a node and a followed one could come through the followed one
+   * without payload, to be fetched each time. Services of a partner whose last discovery failed
+   * are left for the next round. Never rejects (a service that cannot list subscriptions is left as
+   * it is; logged at debug).
+   */
+  private async endStaleSubscriptions(): Promise<void> {
+    const services = new Set([...this.partnerOf].filter(([, partner]) => this.partners.has(partner) && !this.failing.has(partner)).map(([service]) => service));
+    for (const service of services) {
+      let nodes: string[];
+      try {
+        nodes = await this.client.subscribedNodes(service);
+      } catch (err) {
+        this.o.log.debug('our subscriptions could not be listed', { service, reason: String(err) });
+        continue;
+      }
+      for (const node of nodes) {
+        // Asked right before the unsubscribe is sent: a follow starting now is in `followed` before its subscribe.
+        if (this.stopped || !this.o.offers(node) || this.claims(service, node) !== false || (this.o.claims?.byOthers(this, service, node) ?? false) !== false) continue;
+        this.o.log.info('unsubscribing from a partner node no longer followed', { service, node });
+        await this.client.unsubscribe(service, node).catch((err: unknown) => this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) }));
+      }
     }
   }
 

@@ -19,6 +19,7 @@ import type { Store } from '../store/store.ts';
 import { PartnerManager, type PartnerSettingsSource } from './partners.ts';
 import { transformFor } from './settings.ts';
 import { ReplicationState } from './state.ts';
+import type { SubscriptionClaims } from './subscription-claims.ts';
 import type { TransformTarget, Transforms } from './transforms.ts';
 
 /**
@@ -49,6 +50,8 @@ export interface ReplicationCommon {
    * Default on.
    */
   oneCopy?: boolean;
+  /** What the replications on this component JID use of its subscriptions at partners' services (shared by all of them). */
+  claims?: SubscriptionClaims;
 }
 
 /** A source bound to the publisher of its changes (see `feed`). */
@@ -134,6 +137,7 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       oneCopy: (partner, node) => common.oneCopy !== false && partner !== undefined && transformFor(adapter.settings.partner(partner), node) === undefined,
       // A restart replays the nodes' history from what was last applied.
       positions: this.state.historyPositions(),
+      ...(common.claims ? { claims: common.claims } : {}),
     });
   }
 

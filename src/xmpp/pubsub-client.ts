@@ -166,6 +166,17 @@ export class PubsubClient {
     await this.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('options', { node, jid: this.self, ...(subid ? { subid } : {}) }).cnode(form).root());
   }
 
+  /**
+   * The nodes of `service` this client's JID holds a subscription to, in any state (XEP-0060
+   * §5.6); each node once. Rejects with the service's IqError (e.g. feature-not-implemented).
+   */
+  async subscribedNodes(service: string): Promise<string[]> {
+    const res = await this.iq.request(service, 'get', new Element('pubsub', { xmlns: NS.PUBSUB }).c('subscriptions').up());
+    const subs = res.getChild('pubsub', NS.PUBSUB)?.getChild('subscriptions')?.getChildren('subscription') ?? [];
+    const ours = subs.filter((s) => normalizeJid(String(s.attrs.jid ?? '')) === normalizeJid(this.self) && typeof s.attrs.node === 'string');
+    return [...new Set(ours.map((s) => s.attrs.node as string))];
+  }
+
   /** Unsubscribes this client's JID from a node (XEP-0060 §6.2). */
   async unsubscribe(service: string, node: string): Promise<void> {
     await this.iq.request(service, 'set', new Element('pubsub', { xmlns: NS.PUBSUB }).c('unsubscribe', { node, jid: this.self }).up());

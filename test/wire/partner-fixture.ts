@@ -6,6 +6,7 @@ import type { Element } from 'ltx';
 import type { IqCaller } from '../../src/component/iq-caller.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PartnerManager, type HistoryPositions } from '../../src/replication/partners.ts';
+import type { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import { WireHarness } from './harness.ts';
@@ -27,6 +28,10 @@ export async function startPartner(
     payloadWaitMs?: number;
     /** The partner setting `follow` (default "all"; a function or an array is read at each discovery). */
     follow?: 'all' | 'none' | string[] | (() => 'all' | 'none' | string[]);
+    /** The nodes this replication follows by default (default: every node). */
+    offers?: (node: string) => boolean;
+    /** Shared with the other replications on the same JID (managerOn). */
+    claims?: SubscriptionClaims;
   } = {},
 ): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
@@ -45,23 +50,33 @@ export async function startPartner(
     [NS.PUBSUB, (stanza: Element) => void manager?.handleEvent(stanza)],
   ]);
   const harness = await WireHarness.start({ jid, network: site.network, messages: routes });
-  manager = new PartnerManager({
+  manager = managerOn(site, harness, sink, options);
+  return { harness, manager };
+}
+
+/**
+ * A started PartnerManager on `harness` following `site` (startPartner's; another one on the same
+ * harness is a second replication on the same component JID: its pub/sub events go to the first).
+ */
+export function managerOn(site: WireHarness, harness: WireHarness, sink: PartnerSink, options: Parameters<typeof startPartner>[3] = {}): PartnerManager {
+  const manager = new PartnerManager({
     iq: options.iq ? options.iq(harness.core.iq) : harness.core.iq,
     self: harness.jid,
     settings: { partner: () => ({ follow: typeof options.follow === 'function' ? options.follow() : (options.follow ?? 'all') }), on: () => undefined },
     sink,
     log: silentLogger,
     intervalMs: 60_000,
-    offers: () => true,
+    offers: options.offers ?? (() => true),
     ...(options.digestMs !== undefined ? { digestMs: options.digestMs } : {}),
     ...(options.positions ? { positions: options.positions } : {}),
     ...(options.liveBacklogItems !== undefined ? { liveBacklogItems: options.liveBacklogItems } : {}),
     ...(options.oneCopy ? { oneCopy: options.oneCopy } : {}),
     ...(options.payloadWaitMs !== undefined ? { payloadWaitMs: options.payloadWaitMs } : {}),
+    ...(options.claims ? { claims: options.claims } : {}),
   });
   manager.addPartner(site.jid);
   manager.start();
-  return { harness, manager };
+  return manager;
 }
 
 /** Runs `body` with a partner started as startPartner does, and stops it (manager, then harness) after, whatever happens. */
