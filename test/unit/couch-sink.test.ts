@@ -19,7 +19,7 @@ import nano from 'nano';
 import type { CouchDoc } from '../../src/codecs/couch-doc.ts';
 import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { eventually } from '../../src/devenv/process.ts';
-import { silentLogger, type Logger } from '../../src/log.ts';
+import { silentLogger } from '../../src/log.ts';
 import { CouchChangesSource } from '../../src/sources/couchdb-changes.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { CouchSink, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
@@ -30,16 +30,8 @@ import { sha256 } from '../../src/util/digest.ts';
 import { transformedDoc } from '../../src/replication/ajatus.ts';
 import { Transforms } from '../../src/replication/transforms.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
+import { captureLog } from './capture-log.ts';
 
-type Line = { level: string; msg: string } & Record<string, unknown>;
-
-/** A Logger that keeps what it is told. */
-function captureLog(): Logger & { lines: Line[] } {
-  const lines: Line[] = [];
-  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ ...fields, level, msg });
-  const log = { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => log };
-  return log;
-}
 
 /** Every leaf of a document as a partner's publisher reads it: history and attachments inline. */
 async function leavesOf(couch: CouchServer, db: string, id: string): Promise<CouchDoc[]> {

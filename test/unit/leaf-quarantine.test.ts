@@ -11,21 +11,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Element } from 'ltx';
-import type { Logger } from '../../src/log.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { Transforms, type TransformStage } from '../../src/replication/transforms.ts';
 import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
 import { TransformError } from '../../src/transform/xslt.ts';
+import { captureLog } from './capture-log.ts';
 
-type Line = { level: string; msg: string } & Record<string, unknown>;
-function captureLog(): Logger & { lines: Line[] } {
-  const lines: Line[] = [];
-  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ ...fields, level, msg });
-  const log = { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => log };
-  return log;
-}
 
 const SERVICE = 'pubsub.alpha.test';
 const PARTNER = 'alice@alpha.test';
