@@ -154,7 +154,10 @@ interface Followed {
   oneCopy?: boolean;
   /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
   since: number;
-  /** Items being read again (rereadItems): 0 while pending, 1 once a live event touched one since (it is newer). */
+  /**
+   * Items being read again (rereadItems): 0 while pending, 1 once a live event touched one since
+   * (it is newer), 2 once such a newer event failed too (to be read again after the read under way).
+   */
   rereads?: Map<string, number>;
 }
 
@@ -1052,7 +1055,11 @@ export class PartnerManager implements ClaimHolder {
   private rereadItems(f: Followed, ids: Iterable<string>): void {
     const { service, node } = f;
     const pending = (f.rereads ??= new Map());
-    const fresh = [...ids].filter((id) => !pending.has(id));
+    const asked = [...ids];
+    // One being read already: a newer version of it failed meanwhile, so that read (which leaves
+    // it to the live event) must read it once more.
+    for (const id of asked) if (pending.has(id)) pending.set(id, 2);
+    const fresh = asked.filter((id) => !pending.has(id));
     if (fresh.length === 0) return;
     for (const id of fresh) pending.set(id, 0);
     this.o.log.warn('partner items could not be written; reading them again', { service, node, items: fresh.length, first: fresh[0] });
@@ -1078,6 +1085,8 @@ export class PartnerManager implements ClaimHolder {
           }));
           // A leaf the sink refused for itself (RefusedWrite, logged by it) is not tried again.
           todo = mine.filter((_, i) => results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite));
+          // Left to a live event that failed too: read again.
+          for (const id of fresh) if (pending.get(id) === 2 && !todo.includes(id)) todo.push(id);
           for (const id of mine) if (!todo.includes(id)) pending.delete(id);
           for (const id of fresh) if (pending.get(id) === 1) pending.delete(id); // applied live meanwhile
           if (todo.length === 0) {

@@ -104,6 +104,48 @@ describe('a partner write that fails is applied again once the database is back,
     });
   });
 
+  it('a newer version that fails while the older one is being read again is read again too (no history positions: by id)', async () => {
+    await alice.iq('set', site.jid, create('/tags/race'));
+    const version = (v: string): string =>
+      `<pubsub xmlns='${NS.PUBSUB}'><publish node='/tags/race'><item id='x'><entry xmlns='http://www.w3.org/2005/Atom'><title>${v}</title></entry></item></publish></pubsub>`;
+    let failures = 0;
+    const written: string[] = [];
+    const sink: PartnerSink = {
+      writeItem: async (_service, node, item) => {
+        if (node !== '/tags/race') return true;
+        const title = item.getChild('entry')?.getChildText('title') ?? '';
+        // The live v1 and the live v2 fail (the database down); any later write is taken.
+        if (failures < 2 && title === `v${failures + 1}`) {
+          failures++;
+          throw new Error(`database unavailable (writing x ${title})`);
+        }
+        written.push(title);
+        return true;
+      },
+      retract: async () => undefined,
+    };
+    let rereadAsked = false;
+    await withPartner(site, 'pubsub.beta.test', sink, {
+      // The first read of x again is held until the live v2 has failed too.
+      iq: aroundRequests(async (child, send) => {
+        const items = child.getChild('items');
+        if (child.name === 'pubsub' && items?.attrs.node === '/tags/race' && items.getChild('item')?.attrs.id === 'x' && !rereadAsked) {
+          rereadAsked = true;
+          await until(() => failures === 2, 'the live v2 failing while x is read again');
+        }
+        return send();
+      }),
+    }, async ({ manager }) => {
+      await until(() => manager.subscriptions().includes(`${site.jid} /tags/race`), 'following /tags/race');
+      await new Promise((r) => setTimeout(r, 300)); // the catch-up of the empty node done
+      await alice.iq('set', site.jid, version('v1'));
+      await until(() => rereadAsked, 'x read again after v1 failed', 15_000);
+      await alice.iq('set', site.jid, version('v2'));
+      await until(() => written.includes('v2'), 'v2 written by a later read', 20_000);
+      assert.equal(failures, 2);
+    });
+  });
+
   it('a history replay after a restart whose write fails is tried again (the follow again, from the position)', async () => {
     await alice.iq('set', site.jid, create('/tags/restart'));
     await alice.iq('set', site.jid, publish('/tags/restart', 'r0'));
