@@ -51,9 +51,6 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
  */
 export type CarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<string | undefined>;
 
-/** Errors after which whether a node has an item is unknown (asked again at the next retraction). */
-const UNANSWERED = new Set(['remote-server-timeout', 'remote-server-not-found', 'service-unavailable', 'internal-server-error', 'resource-constraint']);
-
 /**
  * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
  * when the answer carries it; false when it is empty or an error says the item (or the node)
@@ -64,7 +61,7 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
   try {
     return (await client.itemsById(service, node, [itemId])).some((i) => i.attrs.id === itemId);
   } catch (err) {
-    if (err instanceof IqError && !UNANSWERED.has(err.condition)) return false;
+    if (err instanceof IqError && !err.undecided) return false;
     throw err;
   }
 }

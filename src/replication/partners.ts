@@ -48,6 +48,8 @@ export const HERMOD_FEATURE = 'urn:hermod:replication:0';
 export interface HistoryPositions {
   get(service: string, node: string): Promise<string | undefined>;
   set(service: string, node: string, id: string): Promise<void>;
+  /** The nodes of `service` with a position: those followed now or in an earlier run. */
+  nodes?(service: string): Promise<string[]>;
 }
 
 /** Where per-partner settings come from (ajatus_db documents, or the config file for Midgard). */
@@ -212,7 +214,10 @@ export class PartnerManager implements ClaimHolder {
   private roundDone = false;
   /** Subscriptions nobody uses are to be ended (endStaleSubscriptions) once the discovery under way is done. */
   private sweepDue = false;
-  private readonly unclaim: (() => void) | undefined;
+  /** Partners discovered without failure at least once in this run. */
+  private readonly discovered = new Set<string>();
+  /** "service node" of subscriptions the sweep ended in this run (not asked again until followed again). */
+  private readonly swept = new Set<string>();
   /** Discover every partner in the next run (else only those in `due`). */
   private all = false;
   private readonly due = new Set<string>();
@@ -242,7 +247,9 @@ export class PartnerManager implements ClaimHolder {
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
-    this.unclaim = o.claims?.add(this);
+    // Registered for the process's life: a stopped manager answers "cannot tell" (claims), so
+    // that the other one, still running during a shutdown, ends none of its subscriptions.
+    o.claims?.add(this);
     this.backlogBound = o.liveBacklogItems ?? LIVE_BACKLOG_ITEMS;
     this.oneCopy = new OneCopyFollows({
       client: this.client,
@@ -324,7 +331,6 @@ export class PartnerManager implements ClaimHolder {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.unclaim?.();
     this.stopping.abort();
     clearTimeout(this.timer);
     clearTimeout(this.retryTimer);
@@ -403,6 +409,7 @@ export class PartnerManager implements ClaimHolder {
       failure = String(err);
     }
     if (failure === undefined) {
+      this.discovered.add(partner);
       if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
       return;
     }
@@ -444,7 +451,16 @@ export class PartnerManager implements ClaimHolder {
     if (this.o.settings.partner(partner).follow === 'none') {
       // Turned to "none" while running: what is followed of its services ends now.
       const services = new Set([...this.partnerOf].filter(([, p]) => p === partner).map(([service]) => service));
-      for (const service of services) this.noteWanted(service, partner, []);
+      // Its services, also when none was followed in this run: what an earlier run subscribed to
+      // there is ended by the sweep (a service another partner shares stays that partner's).
+      let resolved: string[] = [];
+      try {
+        resolved = await this.services(partner);
+      } catch (err) {
+        this.o.log.debug('the services of a partner not followed could not be listed', { partner, reason: String(err) });
+      }
+      for (const service of resolved) if (!this.partnerOf.has(service)) this.partnerOf.set(service, partner);
+      for (const service of new Set([...services, ...resolved])) this.noteWanted(service, partner, []);
       let ended = 0;
       for (const f of [...this.followed.values()]) if (services.has(f.service)) (await this.unfollow(f.service, f.node), ended++);
       // A service another partner shares (both resolve to it) is followed again for that one.
@@ -483,6 +499,7 @@ export class PartnerManager implements ClaimHolder {
     const k = key(service, node);
     const f: Followed = { service, node, since: this.oneCopy.now(), live: { queue: [], catchingUp: true, liveItems: new Map(), liveSids: new Set(), taken: new Set(), supersedes: new Set(), arrivals: 0, held: false, inFlight: 0 } };
     this.followed.set(k, f); // notifications may arrive before the result
+    this.swept.delete(k);
     let digests: Promise<void> | undefined;
     let start: CatchUpStart;
     try {
@@ -689,7 +706,15 @@ export class PartnerManager implements ClaimHolder {
   claims(service: string, node: string): boolean | undefined {
     if (this.followed.has(key(service, node))) return true;
     for (const nodes of this.wantedBy.get(service)?.values() ?? []) if (nodes.has(node)) return true;
-    return this.roundDone ? false : undefined;
+    if (this.stopped || !this.roundDone) return undefined;
+    // A partner not discovered yet (added since, or failing): it may want the node of a service
+    // it resolves to — unknown, or this one.
+    for (const partner of this.partners) {
+      if (this.discovered.has(partner) && !this.failing.has(partner)) continue;
+      const services = [...this.partnerOf].filter(([, p]) => p === partner).map(([s]) => s);
+      if (services.length === 0 || services.includes(service)) return undefined;
+    }
+    return false;
   }
 
   /** ClaimHolder: ends the subscriptions nobody uses after the discovery under way (once this one's first round has ended). */
@@ -706,30 +731,39 @@ export class PartnerManager implements ClaimHolder {
   }
 
   /**
-   * Ends our subscriptions (XEP-0060 §5.6 lists them) to nodes of the kind this replication
-   * follows (`offers`) that no replication on this JID uses (claims): left by an earlier run whose
-   * settings wanted them (`follow` edited while stopped, a stylesheet that no longer compiles).
-   * Otherwise the service goes on sending their notifications, which are dropped — and, with one
-   * copy on, a document in such a node and a followed one could come through the followed one
-   * without payload, to be fetched each time. Services of a partner whose last discovery failed
-   * are left for the next round. Never rejects (a service that cannot list subscriptions is left as
-   * it is; logged at debug).
+   * Ends the subscriptions of this replication that no replication on this JID uses now
+   * (claims): left by an earlier run whose settings wanted them (`follow` edited while stopped,
+   * a partner turned to "none", a stylesheet that no longer compiles). Otherwise the service goes
+   * on sending their notifications, which are dropped — and, with one copy on, a document in
+   * such a node and a followed one could come through the followed one without payload, to be
+   * fetched each time. Which subscriptions are ours: the nodes with a saved history position (one
+   * unsubscribe each, no listing that grows with the number of nodes); without positions, those
+   * XEP-0060 §5.6 lists, of this replication's kind (`offers`). Services of a partner whose last
+   * discovery failed are left for the next round. Never rejects (logged at debug).
    */
   private async endStaleSubscriptions(): Promise<void> {
     const services = new Set([...this.partnerOf].filter(([, partner]) => this.partners.has(partner) && !this.failing.has(partner)).map(([service]) => service));
+    const positions = this.o.positions?.nodes ? this.o.positions : undefined;
     for (const service of services) {
+      if (this.stopped) return;
       let nodes: string[];
       try {
-        nodes = await this.client.subscribedNodes(service);
+        nodes = positions?.nodes ? await positions.nodes(service) : (await this.client.subscribedNodes(service)).filter((node) => this.o.offers(node));
       } catch (err) {
         this.o.log.debug('our subscriptions could not be listed', { service, reason: String(err) });
         continue;
       }
       for (const node of nodes) {
+        const k = key(service, node);
         // Asked right before the unsubscribe is sent: a follow starting now is in `followed` before its subscribe.
-        if (this.stopped || !this.o.offers(node) || this.claims(service, node) !== false || (this.o.claims?.byOthers(this, service, node) ?? false) !== false) continue;
+        if (this.stopped || this.swept.has(k) || this.claims(service, node) !== false || (this.o.claims?.byOthers(this, service, node) ?? false) !== false) continue;
+        this.swept.add(k);
         this.o.log.info('unsubscribing from a partner node no longer followed', { service, node });
-        await this.client.unsubscribe(service, node).catch((err: unknown) => this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) }));
+        await this.client.unsubscribe(service, node).catch((err: unknown) => {
+          // Answered (e.g. not subscribed: ended earlier): done. No answer: the next round asks again.
+          if (!(err instanceof IqError) || err.undecided) this.swept.delete(k);
+          this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) });
+        });
       }
     }
   }
@@ -737,6 +771,9 @@ export class PartnerManager implements ClaimHolder {
   private async unfollow(service: string, node: string): Promise<void> {
     this.ended(this.followed.get(key(service, node)));
     this.followed.delete(key(service, node));
+    // Ajatus and Midgard share the JID, and so one subscription to a node both follow: the other
+    // keeps it (and one it may still claim is left to the sweep, once it can tell).
+    if ((this.o.claims?.byOthers(this, service, node) ?? false) !== false) return;
     try {
       await this.client.unsubscribe(service, node);
     } catch (err) {

@@ -193,7 +193,7 @@ export class ReplicationState implements CheckpointStore {
 
   /** The history positions above, for a PartnerManager. */
   historyPositions(): HistoryPositions {
-    return { get: (service, node) => this.historyPosition(service, node), set: (service, node, id) => this.setHistoryPosition(service, node, id) };
+    return { get: (service, node) => this.historyPosition(service, node), set: (service, node, id) => this.setHistoryPosition(service, node, id), nodes: (service) => this.historyNodes(service) };
   }
 
   /** Nodes of a service with a history position: those followed now or in an earlier run. */

@@ -5,6 +5,9 @@
 import { parse, type Element } from 'ltx';
 import { NS } from './ns.ts';
 
+/** Conditions that say the request was not decided on (no answer, or none for now). */
+const UNDECIDED = new Set(['remote-server-timeout', 'remote-server-not-found', 'service-unavailable', 'internal-server-error', 'resource-constraint']);
+
 export class IqError extends Error {
   constructor(
     /** The defined condition (e.g. item-not-found); "undefined-condition" if the answer named none. */
@@ -22,6 +25,11 @@ export class IqError extends Error {
   ) {
     super(`${from || 'iq'} answered ${type ? `${type}/` : ''}${condition}${appCondition ? `+${appCondition}` : ''}${text ? `: ${text}` : ''}`);
     this.name = 'IqError';
+  }
+
+  /** Whether the request was not decided on (a timeout, the server or service unreachable or failing): asking again later may get another answer. */
+  get undecided(): boolean {
+    return UNDECIDED.has(this.condition);
   }
 
   /** The error of an `<iq type='error'/>` answer. */

@@ -93,7 +93,14 @@ export async function withPartner<T>(site: WireHarness, jid: string, sink: Partn
 /** History positions kept in memory (`saved`: "service node" -> archive id), as the store keeps them across a restart. */
 export function memoryPositions(): { saved: Map<string, string>; positions: HistoryPositions } {
   const saved = new Map<string, string>();
-  return { saved, positions: { get: async (service, node) => saved.get(`${service} ${node}`), set: async (service, node, id) => void saved.set(`${service} ${node}`, id) } };
+  return {
+    saved,
+    positions: {
+      get: async (service, node) => saved.get(`${service} ${node}`),
+      set: async (service, node, id) => void saved.set(`${service} ${node}`, id),
+      nodes: async (service) => [...saved.keys()].filter((k) => k.startsWith(`${service} `)).map((k) => k.slice(service.length + 1)),
+    },
+  };
 }
 
 /** A create request for `node` (XEP-0060 §8.1). */
