@@ -208,16 +208,14 @@ export class PartnerManager implements ClaimHolder {
   private running: Promise<void> | undefined;
   private stopped = false;
   private started = false;
-  /** Per service, per partner: the nodes its last discovery wanted (what this replication claims besides what it follows). */
+  /** Per service, per partner: the nodes its last discovery wanted (their follow may have failed: not ended, tried again). */
   private readonly wantedBy = new Map<string, Map<string, Set<string>>>();
-  /** A full discovery round has ended: what this replication uses is known. */
-  private roundDone = false;
-  /** Subscriptions nobody uses are to be ended (endStaleSubscriptions) once the discovery under way is done. */
+  /** Subscriptions nobody follows are to be ended (endStaleSubscriptions) once the discovery under way is done. */
   private sweepDue = false;
-  /** Partners discovered without failure at least once in this run. */
-  private readonly discovered = new Set<string>();
-  /** "service node" of subscriptions the sweep ended in this run (not asked again until followed again). */
+  /** "service node" of subscriptions the sweep ended (or found ended) in this run: not asked again until followed again. */
   private readonly swept = new Set<string>();
+  /** Partners with follow "none" whose services were looked up in this run (once: an unreachable one costs request timeouts). */
+  private readonly resolvedNone = new Set<string>();
   /** Discover every partner in the next run (else only those in `due`). */
   private all = false;
   private readonly due = new Set<string>();
@@ -247,8 +245,7 @@ export class PartnerManager implements ClaimHolder {
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
-    // Registered for the process's life: a stopped manager answers "cannot tell" (claims), so
-    // that the other one, still running during a shutdown, ends none of its subscriptions.
+    // For the process's life: while it stops, what it follows still counts for the other one.
     o.claims?.add(this);
     this.backlogBound = o.liveBacklogItems ?? LIVE_BACKLOG_ITEMS;
     this.oneCopy = new OneCopyFollows({
@@ -309,6 +306,7 @@ export class PartnerManager implements ClaimHolder {
     const services = [...this.partnerOf].filter(([, p]) => p === jid).map(([service]) => service);
     for (const service of services) this.partnerOf.delete(service);
     for (const byPartner of this.wantedBy.values()) byPartner.delete(jid);
+    this.resolvedNone.delete(jid);
     const ended = [...this.followed.values()].filter((f) => services.includes(f.service));
     // Every node of theirs is no longer followed before the first unsubscribe is waited for: a
     // notification (or a drain's history page) of another of their nodes meanwhile would be
@@ -370,12 +368,7 @@ export class PartnerManager implements ClaimHolder {
         this.all = false;
         this.due.clear();
         for (const p of batch) await this.discoverWithRetry(p);
-        if (round && !this.stopped) {
-          const first = !this.roundDone;
-          this.roundDone = true;
-          this.sweepDue = true;
-          if (first) this.o.claims?.ready(this);
-        }
+        if (round && !this.stopped) this.sweepDue = true;
       }
     })().finally(() => {
       this.running = undefined;
@@ -409,7 +402,6 @@ export class PartnerManager implements ClaimHolder {
       failure = String(err);
     }
     if (failure === undefined) {
-      this.discovered.add(partner);
       if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
       return;
     }
@@ -454,10 +446,13 @@ export class PartnerManager implements ClaimHolder {
       // Its services, also when none was followed in this run: what an earlier run subscribed to
       // there is ended by the sweep (a service another partner shares stays that partner's).
       let resolved: string[] = [];
-      try {
-        resolved = await this.services(partner);
-      } catch (err) {
-        this.o.log.debug('the services of a partner not followed could not be listed', { partner, reason: String(err) });
+      if (!this.resolvedNone.has(partner)) {
+        this.resolvedNone.add(partner);
+        try {
+          resolved = await this.services(partner);
+        } catch (err) {
+          this.o.log.debug('the services of a partner not followed could not be listed', { partner, reason: String(err) });
+        }
       }
       for (const service of resolved) if (!this.partnerOf.has(service)) this.partnerOf.set(service, partner);
       for (const service of new Set([...services, ...resolved])) this.noteWanted(service, partner, []);
@@ -702,26 +697,15 @@ export class PartnerManager implements ClaimHolder {
     }
   }
 
-  /** ClaimHolder: whether this replication uses the subscription to `node` of `service` (undefined until its first full discovery round has ended). */
-  claims(service: string, node: string): boolean | undefined {
-    if (this.followed.has(key(service, node))) return true;
-    for (const nodes of this.wantedBy.get(service)?.values() ?? []) if (nodes.has(node)) return true;
-    if (this.stopped || !this.roundDone) return undefined;
-    // A partner not discovered yet (added since, or failing): it may want the node of a service
-    // it resolves to — unknown, or this one.
-    for (const partner of this.partners) {
-      if (this.discovered.has(partner) && !this.failing.has(partner)) continue;
-      const services = [...this.partnerOf].filter(([, p]) => p === partner).map(([s]) => s);
-      if (services.length === 0 || services.includes(service)) return undefined;
-    }
-    return false;
+  /** ClaimHolder: whether this replication follows `node` of `service` now. */
+  follows(service: string, node: string): boolean {
+    return this.followed.has(key(service, node));
   }
 
-  /** ClaimHolder: ends the subscriptions nobody uses after the discovery under way (once this one's first round has ended). */
-  sweepSoon(): void {
-    if (this.stopped || !this.roundDone) return;
-    this.sweepDue = true;
-    this.run();
+  /** Whether the last discovery of `service` (for any of its partners) wanted `node`. */
+  private wanted(service: string, node: string): boolean {
+    for (const nodes of this.wantedBy.get(service)?.values() ?? []) if (nodes.has(node)) return true;
+    return false;
   }
 
   private noteWanted(service: string, partner: string, nodes: readonly string[]): void {
@@ -731,15 +715,16 @@ export class PartnerManager implements ClaimHolder {
   }
 
   /**
-   * Ends the subscriptions of this replication that no replication on this JID uses now
-   * (claims): left by an earlier run whose settings wanted them (`follow` edited while stopped,
-   * a partner turned to "none", a stylesheet that no longer compiles). Otherwise the service goes
-   * on sending their notifications, which are dropped — and, with one copy on, a document in
-   * such a node and a followed one could come through the followed one without payload, to be
-   * fetched each time. Which subscriptions are ours: the nodes with a saved history position (one
-   * unsubscribe each, no listing that grows with the number of nodes); without positions, those
-   * XEP-0060 §5.6 lists, of this replication's kind (`offers`). Services of a partner whose last
-   * discovery failed are left for the next round. Never rejects (logged at debug).
+   * Ends the subscriptions of this replication that it neither follows nor wants, and that no
+   * other replication on this JID follows (SubscriptionClaims): left by an earlier run whose
+   * settings wanted them (`follow` edited while stopped, a partner turned to "none", a stylesheet
+   * that no longer compiles). Otherwise the service goes on sending their notifications, which
+   * are dropped — and, with one copy on, a document in such a node and a followed one could come
+   * through the followed one without payload, to be fetched each time. Which subscriptions are
+   * ours: on a service that keeps history, the nodes with a saved history position (one
+   * unsubscribe each, no listing that grows with the number of nodes); elsewhere those XEP-0060
+   * §5.6 lists, of this replication's kind (`offers`). Services of a partner whose last discovery
+   * failed are left for the next round. Never rejects (logged at debug).
    */
   private async endStaleSubscriptions(): Promise<void> {
     const services = new Set([...this.partnerOf].filter(([, partner]) => this.partners.has(partner) && !this.failing.has(partner)).map(([service]) => service));
@@ -748,7 +733,7 @@ export class PartnerManager implements ClaimHolder {
       if (this.stopped) return;
       let nodes: string[];
       try {
-        nodes = positions?.nodes ? await positions.nodes(service) : (await this.client.subscribedNodes(service)).filter((node) => this.o.offers(node));
+        nodes = positions?.nodes && this.withHistory.has(service) ? await positions.nodes(service) : (await this.client.subscribedNodes(service)).filter((node) => this.o.offers(node));
       } catch (err) {
         this.o.log.debug('our subscriptions could not be listed', { service, reason: String(err) });
         continue;
@@ -756,14 +741,16 @@ export class PartnerManager implements ClaimHolder {
       for (const node of nodes) {
         const k = key(service, node);
         // Asked right before the unsubscribe is sent: a follow starting now is in `followed` before its subscribe.
-        if (this.stopped || this.swept.has(k) || this.claims(service, node) !== false || (this.o.claims?.byOthers(this, service, node) ?? false) !== false) continue;
+        if (this.stopped || this.swept.has(k) || this.followed.has(k) || this.wanted(service, node) || this.o.claims?.byOthers(this, service, node)) continue;
         this.swept.add(k);
-        this.o.log.info('unsubscribing from a partner node no longer followed', { service, node });
-        await this.client.unsubscribe(service, node).catch((err: unknown) => {
-          // Answered (e.g. not subscribed: ended earlier): done. No answer: the next round asks again.
-          if (!(err instanceof IqError) || err.undecided) this.swept.delete(k);
-          this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) });
-        });
+        await this.client.unsubscribe(service, node).then(
+          () => this.o.log.info('unsubscribed from a partner node no longer followed', { service, node }),
+          (err: unknown) => {
+            // Answered (not subscribed: a node followed in an earlier run and ended since): done. No answer: the next round asks again.
+            if (!(err instanceof IqError) || err.undecided) this.swept.delete(k);
+            this.o.log.debug('no subscription to end at a partner node no longer followed', { service, node, reason: String(err) });
+          },
+        );
       }
     }
   }
@@ -771,9 +758,8 @@ export class PartnerManager implements ClaimHolder {
   private async unfollow(service: string, node: string): Promise<void> {
     this.ended(this.followed.get(key(service, node)));
     this.followed.delete(key(service, node));
-    // Ajatus and Midgard share the JID, and so one subscription to a node both follow: the other
-    // keeps it (and one it may still claim is left to the sweep, once it can tell).
-    if ((this.o.claims?.byOthers(this, service, node) ?? false) !== false) return;
+    // Ajatus and Midgard share the JID, and so one subscription to a node both follow: the other keeps it.
+    if (this.o.claims?.byOthers(this, service, node)) return;
     try {
       await this.client.unsubscribe(service, node);
     } catch (err) {
@@ -1102,6 +1088,8 @@ export class PartnerManager implements ClaimHolder {
     this.o.log.warn('partner items could not be written; reading them again', { service, node, items: fresh.length, first: fresh[0] });
     const gone = (): boolean => this.stopped || this.followed.get(key(service, node)) !== f;
     const task = async (): Promise<void> => {
+      // The ids this task reads (an id leaves once done, so that a later task may own it).
+      const owned = new Set(fresh);
       let todo = fresh;
       let retryMs = DISCOVERY_RETRY_MS;
       for (let attempt = 1; attempt <= REREAD_ATTEMPTS && todo.length > 0; attempt++) {
@@ -1121,24 +1109,33 @@ export class PartnerManager implements ClaimHolder {
             return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.sink.retract(service, node, id, followedElsewhere, partner);
           }));
           // A leaf the sink refused for itself (RefusedWrite, logged by it) is not tried again.
-          todo = mine.filter((_, i) => results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite));
-          // Left to a live event that failed too: read again.
-          for (const id of fresh) if (pending.get(id) === 2 && !todo.includes(id)) todo.push(id);
-          for (const id of mine) if (!todo.includes(id)) pending.delete(id);
-          for (const id of fresh) if (pending.get(id) === 1) pending.delete(id); // applied live meanwhile
+          const failures = mine.flatMap((id, i) => (results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite) ? [id] : []));
+          // Read again: what failed now (unless a live event has a newer version of it: 1), and
+          // what a live event left to this read and then failed to write itself (2).
+          todo = [...owned].filter((id) => pending.get(id) === 2 || (pending.get(id) === 0 && failures.includes(id)));
+          for (const id of owned) {
+            if (todo.includes(id)) continue;
+            pending.delete(id);
+            owned.delete(id);
+          }
           if (todo.length === 0) {
             const refused = results.filter((r) => r.status === 'rejected').length;
             this.o.log.info('partner items applied on a later attempt', { service, node, items: mine.length - refused, ...(refused > 0 ? { refused } : {}), attempts: attempt });
             return;
           }
-          this.o.log.warn('partner items still not written; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: String((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason) });
+          const failure = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+          this.o.log.warn('partner items still not written; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: failure ? String(failure.reason) : 'a newer version failed live meanwhile' });
         } catch (err) {
           if (gone()) return;
           this.o.log.warn('reading partner items again failed; trying again', { service, node, items: todo.length, retryInSeconds: retryMs / 1000, reason: String(err) });
         }
       }
-      if (todo.length > 0 && !gone()) this.o.log.error('partner items not written after repeated attempts: they wait for their next edit', { service, node, items: todo.length, first: todo[0] });
+      // Out of attempts; what a live failure handed over in the last one gets attempts of its own.
+      const again = todo.filter((id) => pending.get(id) === 2);
       for (const id of todo) pending.delete(id);
+      if (gone()) return;
+      if (todo.length > again.length) this.o.log.error('partner items not written after repeated attempts: they wait for their next edit', { service, node, items: todo.length - again.length, first: todo.find((id) => !again.includes(id)) });
+      if (again.length > 0) this.rereadItems(f, again);
     };
     this.track(task());
   }
