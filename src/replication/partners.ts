@@ -39,7 +39,7 @@ import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
 import { StoppedError } from './stopped-error.ts';
 import { RefusedWrite, writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
-import type { ClaimHolder, SubscriptionClaims } from './subscription-claims.ts';
+import { SubscriptionClaims, type ClaimHolder } from './subscription-claims.ts';
 
 /** Disco feature by which Hermod services recognise each other. */
 export const HERMOD_FEATURE = 'urn:hermod:replication:0';
@@ -216,6 +216,8 @@ export class PartnerManager implements ClaimHolder {
   private readonly swept = new Set<string>();
   /** Partners with follow "none" whose services were looked up in this run (once: an unreachable one costs request timeouts). */
   private readonly resolvedNone = new Set<string>();
+  /** The replications on this JID (o.claims, or this one alone): who follows what, unsubscribes under way. */
+  private readonly claims: SubscriptionClaims;
   /** Discover every partner in the next run (else only those in `due`). */
   private all = false;
   private readonly due = new Set<string>();
@@ -246,7 +248,8 @@ export class PartnerManager implements ClaimHolder {
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
     // For the process's life: while it stops, what it follows still counts for the other one.
-    o.claims?.add(this);
+    this.claims = o.claims ?? new SubscriptionClaims();
+    this.claims.add(this);
     this.backlogBound = o.liveBacklogItems ?? LIVE_BACKLOG_ITEMS;
     this.oneCopy = new OneCopyFollows({
       client: this.client,
@@ -351,7 +354,7 @@ export class PartnerManager implements ClaimHolder {
     this.run();
   }
 
-  /** Runs the discoveries asked for, then (after a full round, or when asked) ends the subscriptions nobody uses; one run at a time. */
+  /** Runs the discoveries asked for, then (after a full round) ends the subscriptions nobody follows; one run at a time. */
   private run(): void {
     if (this.running) return;
     let full = false;
@@ -447,9 +450,9 @@ export class PartnerManager implements ClaimHolder {
       // there is ended by the sweep (a service another partner shares stays that partner's).
       let resolved: string[] = [];
       if (!this.resolvedNone.has(partner)) {
-        this.resolvedNone.add(partner);
         try {
           resolved = await this.services(partner);
+          this.resolvedNone.add(partner); // found (or none there): not asked again in this run
         } catch (err) {
           this.o.log.debug('the services of a partner not followed could not be listed', { partner, reason: String(err) });
         }
@@ -506,6 +509,7 @@ export class PartnerManager implements ClaimHolder {
         f.live.taken = undefined;
         f.live.supersedes = undefined;
       }
+      await this.claims.settled(service, node); // an unsubscribe from it under way is answered first
       const subscription = await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
       const subid = subscription?.attrs.subid as string | undefined;
@@ -741,14 +745,15 @@ export class PartnerManager implements ClaimHolder {
       for (const node of nodes) {
         const k = key(service, node);
         // Asked right before the unsubscribe is sent: a follow starting now is in `followed` before its subscribe.
-        if (this.stopped || this.swept.has(k) || this.followed.has(k) || this.wanted(service, node) || this.o.claims?.byOthers(this, service, node)) continue;
+        if (this.stopped || this.swept.has(k) || this.followed.has(k) || this.wanted(service, node) || this.claims.byOthers(this, service, node)) continue;
         this.swept.add(k);
-        await this.client.unsubscribe(service, node).then(
+        await this.claims.unsubscribing(service, node, () => this.client.unsubscribe(service, node)).then(
           () => this.o.log.info('unsubscribed from a partner node no longer followed', { service, node }),
           (err: unknown) => {
-            // Answered (not subscribed: a node followed in an earlier run and ended since): done. No answer: the next round asks again.
-            if (!(err instanceof IqError) || err.undecided) this.swept.delete(k);
-            this.o.log.debug('no subscription to end at a partner node no longer followed', { service, node, reason: String(err) });
+            if (!(err instanceof IqError) || err.undecided) {
+              this.swept.delete(k); // no answer: the next round asks again
+              this.o.log.debug('ending a subscription to a partner node no longer followed failed; asked again next round', { service, node, reason: String(err) });
+            } else this.o.log.debug('no subscription to end at a partner node no longer followed', { service, node, reason: String(err) }); // ended since an earlier run
           },
         );
       }
@@ -759,9 +764,9 @@ export class PartnerManager implements ClaimHolder {
     this.ended(this.followed.get(key(service, node)));
     this.followed.delete(key(service, node));
     // Ajatus and Midgard share the JID, and so one subscription to a node both follow: the other keeps it.
-    if (this.o.claims?.byOthers(this, service, node)) return;
+    if (this.claims.byOthers(this, service, node)) return;
     try {
-      await this.client.unsubscribe(service, node);
+      await this.claims.unsubscribing(service, node, () => this.client.unsubscribe(service, node));
     } catch (err) {
       this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) });
     }
@@ -1119,8 +1124,9 @@ export class PartnerManager implements ClaimHolder {
             owned.delete(id);
           }
           if (todo.length === 0) {
-            const refused = results.filter((r) => r.status === 'rejected').length;
-            this.o.log.info('partner items applied on a later attempt', { service, node, items: mine.length - refused, ...(refused > 0 ? { refused } : {}), attempts: attempt });
+            const refused = mine.filter((_, i) => results[i]?.status === 'rejected' && (results[i] as PromiseRejectedResult).reason instanceof RefusedWrite).length;
+            const applied = mine.filter((_, i) => results[i]?.status === 'fulfilled').length;
+            this.o.log.info('partner items applied on a later attempt', { service, node, items: applied, ...(refused > 0 ? { refused } : {}), attempts: attempt });
             return;
           }
           const failure = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;

@@ -14,6 +14,28 @@ export interface ClaimHolder {
 
 export class SubscriptionClaims {
   private readonly holders = new Set<ClaimHolder>();
+  /** Unsubscribes under way, by "service NUL node". */
+  private readonly ending = new Map<string, Promise<void>>();
+
+  /**
+   * Runs `unsubscribe` (the request ending our subscription to the node) so that a subscribe to
+   * that node waits for its answer (`settled`): sent later on the same stream, a partner that
+   * handles stanzas concurrently (a cluster) could still apply the subscribe first. Resolves or
+   * rejects as `unsubscribe` does.
+   */
+  unsubscribing(service: string, node: string, unsubscribe: () => Promise<void>): Promise<void> {
+    const k = `${service}\0${node}`;
+    const ending: Promise<void> = unsubscribe().finally(() => {
+      if (this.ending.get(k) === ending) this.ending.delete(k);
+    });
+    this.ending.set(k, ending);
+    return ending;
+  }
+
+  /** Resolves once an unsubscribe from the node under way has been answered (never rejects). */
+  async settled(service: string, node: string): Promise<void> {
+    await this.ending.get(`${service}\0${node}`)?.catch(() => undefined);
+  }
 
   /** Registers a holder for the process's life. */
   add(holder: ClaimHolder): void {
