@@ -114,9 +114,13 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   const ajatus = settings && appDb ? (await import('../replication/ajatus.ts')).ajatusReplication(common, { couchUrl: appDb.url, config: config.ajatus, settings }) : undefined;
   const midgard = config.midgard ? (await import('../replication/midgard.ts')).midgardReplication(common, config.midgard) : undefined;
   const replications = [ajatus, midgard].filter((r) => r !== undefined);
-  // A partner's notification belongs to the replication that follows its node (or to none).
+  // A partner's notification belongs to every replication that follows its node (or to none):
+  // Ajatus and Midgard may both follow one node (a Midgard subscription with a stylesheet to a
+  // /tags/ node Ajatus follows too) through the one subscription of their shared JID. Each is
+  // handed the stanza at once, in arrival order (their per-node bookkeeping runs before their
+  // first await); a history result goes to the one whose query it answers.
   const handle = async (stanza: Element): Promise<void> => {
-    for (const replication of replications) if (await replication.handleEvent(stanza)) break;
+    await Promise.all(replications.map((replication) => replication.handleEvent(stanza)));
   };
   // Replication runs in the work-lease holder only (src/cluster/cluster.ts): what another
   // process receives goes to it through the store.
