@@ -2,6 +2,7 @@
 // a PartnerManager following every node of the site's service, handing leaves to `sink` (`iq`:
 // wraps the IQ caller the manager asks with, to see or hold its requests).
 
+import { after, before } from 'node:test';
 import type { Element } from 'ltx';
 import type { IqCaller } from '../../src/component/iq-caller.ts';
 import { silentLogger } from '../../src/log.ts';
@@ -9,7 +10,36 @@ import { PartnerManager, type HistoryPositions } from '../../src/replication/par
 import type { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
+import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
+
+/**
+ * The site partners follow (pubsub.alpha.test) and alice, who publishes there: started before the
+ * calling describe block, stopped after it. Read `site` and `alice` in hooks and tests.
+ */
+export function useSite(): { readonly site: WireHarness; readonly alice: TestClient } {
+  let site: WireHarness | undefined;
+  let alice: TestClient | undefined;
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    alice = site.client('alice@alpha.test/desk');
+  });
+  after(async () => {
+    await site?.stop();
+  });
+  const started = <T>(x: T | undefined): T => {
+    if (x === undefined) throw new Error('the site is not started yet');
+    return x;
+  };
+  return {
+    get site() {
+      return started(site);
+    },
+    get alice() {
+      return started(alice);
+    },
+  };
+}
 
 /** Starts a partner `jid` following `site`; `onEvent` sees each pub/sub event message before the manager. */
 export async function startPartner(

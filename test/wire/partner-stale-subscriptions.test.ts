@@ -5,12 +5,10 @@
 // the other follows is kept (src/replication/subscription-claims.ts).
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
-import type { TestClient } from '../e2e/client.ts';
-import { WireHarness } from './harness.ts';
-import { aroundRequests, create, managerOn, memoryPositions, publish, until, withPartner } from './partner-fixture.ts';
+import { aroundRequests, create, managerOn, memoryPositions, publish, until, useSite, withPartner } from './partner-fixture.ts';
 
 const sink: PartnerSink = { writeItem: async () => true, retract: async () => undefined };
 const tags = (node: string): boolean => node.startsWith('/tags/');
@@ -18,18 +16,10 @@ const midgard = (node: string): boolean => node.startsWith('/midgard/');
 const PARTNER = 'pubsub.beta.test';
 
 describe('subscriptions left by an earlier run', () => {
-  let site: WireHarness;
-  let alice: TestClient;
-
-  before(async () => {
-    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
-    alice = site.client('alice@alpha.test/desk');
-  });
-  after(async () => {
-    await site?.stop();
-  });
+  const at = useSite();
 
   const nodes = async (...names: string[]): Promise<void> => {
+    const { site, alice } = at;
     for (const node of names) {
       await alice.iq('set', site.jid, create(node));
       await alice.iq('set', site.jid, publish(node, `${node.slice(1).replace('/', '-')}-1`));
@@ -37,6 +27,7 @@ describe('subscriptions left by an earlier run', () => {
   };
   /** The partner's subscriptions at the site among `names`, sorted, once `settled` holds for them (or after 15 s). */
   const subscribed = async (manager: { client: { subscribedNodes(service: string): Promise<string[]> } }, names: string[], settled: (now: string[]) => boolean): Promise<string[]> => {
+    const { site } = at;
     let now: string[] = [];
     for (const start = Date.now(); Date.now() - start < 15_000; await new Promise((r) => setTimeout(r, 50))) {
       now = (await manager.client.subscribedNodes(site.jid)).filter((n) => names.includes(n)).sort();
@@ -46,6 +37,7 @@ describe('subscriptions left by an earlier run', () => {
   };
 
   it('are ended once no replication on the JID wants them; one the other replication follows is kept (or subscribed again by it when it comes later)', async () => {
+    const { site } = at;
     const names = ['/tags/a1', '/tags/b1', '/tags/c1', '/midgard/m1'];
     await nodes(...names);
     // An earlier run followed every /tags/ node (no history positions: our subscriptions are listed, XEP-0060 §5.6).
@@ -79,6 +71,7 @@ describe('subscriptions left by an earlier run', () => {
   });
 
   it('with history positions: a partner turned to "none" while stopped has its subscriptions ended, except one the other replication follows, also once that one is stopping', async () => {
+    const { site } = at;
     const names = ['/tags/n1', '/tags/n2'];
     await nodes(...names);
     const { saved, positions } = memoryPositions();
@@ -101,6 +94,7 @@ describe('subscriptions left by an earlier run', () => {
   });
 
   it('a node dropped from one replication\'s follow list while running stays subscribed when the other replication follows it', async () => {
+    const { site } = at;
     const names = ['/tags/u1', '/tags/u2'];
     await nodes(...names);
     let follow = ['/tags/u1', '/tags/u2'];
