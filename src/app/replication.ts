@@ -120,7 +120,12 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   // handed the stanza at once, in arrival order (their per-node bookkeeping runs before their
   // first await); a history result goes to the one whose query it answers.
   const handle = async (stanza: Element): Promise<void> => {
-    await Promise.all(replications.map((replication) => replication.handleEvent(stanza)));
+    const results = await Promise.allSettled(replications.map((replication) => replication.handleEvent(stanza)));
+    const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    for (const reason of failures) log.error('a partner notification could not be handled', { from: stanza.attrs.from, reason: String(reason) });
+    // Handed again (the cluster's relay tries again) only when no replication took it: one that
+    // did would apply it twice.
+    if (failures.length > 0 && failures.length === results.length) throw failures[0];
   };
   // Replication runs in the work-lease holder only (src/cluster/cluster.ts): what another
   // process receives goes to it through the store.

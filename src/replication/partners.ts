@@ -691,6 +691,11 @@ export class PartnerManager implements ClaimHolder {
    * been applied). Logged when not taken.
    */
   private async setDelivery(f: Followed, deliver: boolean): Promise<'taken' | 'refused' | 'unknown'> {
+    // The subscription is shared with the other replication on this JID, which follows the node
+    // too: pausing it would pause that one's notifications as well (its position would then pass
+    // the gap). Not paused: what arrives meanwhile is left to the history as with a service that
+    // refuses the option.
+    if (!deliver && this.claims.byOthers(this, f.service, f.node)) return 'refused';
     try {
       await f.setUp?.catch(() => undefined);
       await this.client.configureSubscription(f.service, f.node, { 'pubsub#deliver': deliver ? '1' : '0' }, f.subid);

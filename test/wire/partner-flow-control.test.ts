@@ -7,11 +7,12 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { create, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
+import { create, managerOn, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
 
 
 /** A sink for one node that counts writes per item and the writes waiting, and can be held shut (a database that fell behind). */
@@ -139,6 +140,40 @@ describe("a partner's flow control: live notifications its database cannot take 
     } finally {
       await second.manager.stop();
       await second.harness.stop();
+    }
+  });
+  it('a subscription the other replication on the JID follows too is not paused: it keeps getting notifications, and every item is written here', async () => {
+    await alice.iq('set', site.jid, create('/tags/shared-flood'));
+    await alice.iq('set', site.jid, publish('/tags/shared-flood', 's0'));
+    const slow = slowSink('/tags/shared-flood');
+    const notified: string[] = [];
+    const claims = new SubscriptionClaims();
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', slow.sink, {
+      positions,
+      liveBacklogItems: 10,
+      digestMs: 0,
+      claims,
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        if (items?.attrs.node === '/tags/shared-flood') for (const item of items.getChildren('item')) notified.push(String(item.attrs.id));
+      },
+    });
+    // Midgard's replication, say, following the same node through the same subscription.
+    const other = managerOn(site, harness, { writeItem: async () => true, retract: async () => undefined }, { follow: ['/tags/shared-flood'], offers: () => false, digestMs: 0, claims });
+    try {
+      await until(() => slow.state.writes.has('s0') && saved.has(`${site.jid} /tags/shared-flood`) && other.subscriptions().length === 1, 'both following, the first item written');
+      slow.shut();
+      for (let i = 1; i <= 300; i++) await alice.iq('set', site.jid, publish('/tags/shared-flood', `s${i}`));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(slow.state.peak <= 10, `at most 10 live items waited for the database (${slow.state.peak} did)`);
+      assert.equal(new Set(notified.filter((id) => id !== 's0')).size, 300, 'delivery not paused: the other replication gets every notification');
+      slow.open();
+      await until(() => slow.state.writes.size === 301, 'every item written here, from the history');
+    } finally {
+      slow.open();
+      await other.stop();
+      await manager.stop();
+      await harness.stop();
     }
   });
 });
