@@ -92,9 +92,10 @@ export interface PartnerManagerOptions {
   /** How long a notification without payload on such a node waits for the payload through another node before fetching the item (ms). Default: PAYLOAD_WAIT_MS, or two digest windows and a second if longer. */
   payloadWaitMs?: number;
   /**
-   * The other replications on this component JID (subscription-claims.ts): a subscription left by
-   * an earlier run that this one no longer wants is ended only when none of them uses it.
-   * Absent: this one is alone.
+   * The replications on this component JID (subscription-claims.ts), which share its
+   * subscriptions: one that this replication ends (no longer wanted, or left by an earlier run) is
+   * kept while another follows the node, its drains do not pause such a subscription, and a
+   * subscribe waits for an unsubscribe of the node under way. Absent: this one is alone.
    */
   claims?: SubscriptionClaims;
 }
