@@ -106,8 +106,17 @@ it(`${OPS} random operations over three sites converge, with publishes close to 
     },
     'the three databases to converge',
     60_000,
-  ).catch((err: Error) => {
-    throw new Error(`${err.message}\n${diff}`);
+  ).catch(async (err: Error) => {
+    // What each Hermod said about the first differing documents, and its warnings and errors:
+    // enough to tell a lost notification from a refused or failed write.
+    const ids = diff.split('\n').map((line) => line.split(':')[0]).filter((id): id is string => !!id).slice(0, 3);
+    const said: string[] = [];
+    for (const site of sites) {
+      const lines = (await site.hermod?.log()) ?? [];
+      const about = lines.filter((l) => ids.includes(String(l.doc ?? l.item ?? l.id ?? '')) || (typeof l.level === 'number' && l.level >= 40));
+      for (const l of about.slice(-25)) said.push(`${site.name}: ${JSON.stringify(l).slice(0, 400)}`);
+    }
+    throw new Error(`${err.message}\n${diff}\n${said.join('\n')}`);
   });
   const final = await snapshot(a.couch);
   assert.ok(final.size > 10, `a meaningful number of live documents (${final.size})`);
