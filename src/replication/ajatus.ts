@@ -46,8 +46,9 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
 }
 
 /**
- * Where a retracted item is still offered: the first node of `service` that this sink follows
- * and that has an item `itemId` now, or undefined when none has.
+ * Where a retracted item is still offered ("service node"): a node this sink follows and that has
+ * an item `itemId` now — of `service` first, then of another partner's service writing into the
+ * same database —, or undefined when none has.
  */
 export type CarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<string | undefined>;
 
@@ -106,8 +107,8 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
     async retract(service, _node, itemId, _followed, partner) {
       await sinkFor(partner).remove(itemId, async (current) => {
         if (isDeleted(current, profile)) return 'the source deleted it: its deleted revision is the winner';
-        const node = await carrier(service, itemId, partner);
-        return node === undefined ? undefined : `${service} ${node} still carries it`;
+        const where = await carrier(service, itemId, partner);
+        return where === undefined ? undefined : `${where} still carries it`;
       });
     },
   };
@@ -179,7 +180,25 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     const earlier = (await state.historyNodes(service)).filter((node) => !followed.includes(node) && named(node));
     const nodes = [...followed, ...earlier].filter((node) => !settings || !transformFor(settings, node));
     const has = await Promise.all(nodes.map((node) => nodeHasItem(partners.client, service, node, itemId)));
-    return nodes.find((_, i) => has[i]);
+    const here = nodes.find((_, i) => has[i]);
+    if (here !== undefined) return `${service} ${here}`;
+    // The same document from another partner (sites in a triangle: b has c's newer revision of
+    // what a retracts now): a's retraction must not delete what c still publishes. Its followed
+    // nodes that write into the same database are asked too; one that cannot be asked (no
+    // answer) counts as carrying it — the document is kept rather than deleted on a guess.
+    const target = sinkFor(partner);
+    const elsewhere = partners
+      .subscriptions()
+      .map((s) => [s.slice(0, s.indexOf(' ')), s.slice(s.indexOf(' ') + 1)] as const)
+      .filter(([other, node]) => {
+        if (other === service) return false;
+        const owner = partners.partnerOfService(other);
+        const ownerSettings = owner === undefined ? undefined : o.settings.partner(owner);
+        return sinkFor(owner) === target && (!ownerSettings || !transformFor(ownerSettings, node));
+      });
+    const carries = await Promise.all(elsewhere.map(([other, node]) => nodeHasItem(partners.client, other, node, itemId).catch(() => true)));
+    const found = elsewhere.find((_, i) => carries[i]);
+    return found ? `${found[0]} ${found[1]}` : undefined;
   };
   const onContact = (doc: CouchDoc): void => {
     const jid = stringAt(doc, profile.jidPath);

@@ -282,6 +282,11 @@ export class PartnerManager implements ClaimHolder {
     return [...this.followed.values()].map((f) => `${f.service} ${f.node}`).sort();
   }
 
+  /** The partner (contact JID) a discovered service belongs to, if known. */
+  partnerOfService(service: string): string | undefined {
+    return this.partnerOf.get(service);
+  }
+
   addPartner(raw: string): void {
     const jid = normalizeJid(raw);
     if (!jid) {

@@ -124,3 +124,23 @@ it(`${OPS} random operations over three sites converge, with publishes close to 
   for (const site of sites) publishes += ((await site.hermod?.log()) ?? []).filter((l) => l.msg === 'published document').length;
   assert.ok(publishes <= edits * 1.5 + 3, `publishes (${publishes}) stay within 1.5× the edits (${edits})`);
 });
+
+it('a retraction from one partner does not delete at a third site the newer revision the other partner still publishes', { timeout: 120_000 }, async () => {
+  const [a, b, c] = sites as [Site, Site, Site];
+  const id = 'doc-two-sources';
+  const revAt = async (site: Site): Promise<string | undefined> => {
+    const res = await req(site.couch, 'GET', `${CONTENT}/${id}`);
+    return res.status === 200 ? (res.json._rev as string) : undefined;
+  };
+  const outcome = (l: Record<string, unknown>): boolean => l.doc === id && ['document deleted by partner retraction', 'partner retraction: document kept', 'retraction not applied: the document changed meanwhile'].includes(String(l.msg));
+  const first = String((await req(a.couch, 'PUT', `${CONTENT}/${id}`, { value: { _type: 'note', title: { val: 'from a' }, tags: { val: ['shared'] } } })).json.rev);
+  await eventually(async () => (await revAt(b)) === first && (await revAt(c)) === first, 'the note at b and c', 30_000);
+  // c edits it: b gets c's revision from c.
+  const edited = String((await req(c.couch, 'PUT', `${CONTENT}/${id}`, { _rev: first, value: { _type: 'note', title: { val: 'edited at c' }, tags: { val: ['shared'] } } })).json.rev);
+  await eventually(async () => (await revAt(b)) === edited && (await revAt(a)) === edited, "c's edit at a and b", 30_000);
+  // a takes the tag off: a retracts the item from its node; c still publishes it.
+  const handled = ((await b.hermod?.log()) ?? []).filter(outcome).length;
+  await req(a.couch, 'PUT', `${CONTENT}/${id}`, { _rev: edited, value: { _type: 'note', title: { val: 'edited at c' }, tags: { val: [] } } });
+  await eventually(async () => ((await b.hermod?.log()) ?? []).filter(outcome).length > handled, "a's retraction handled at b", 30_000);
+  assert.equal(await revAt(b), edited, "b keeps c's revision (c's node still carries it)");
+});
