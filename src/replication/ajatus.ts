@@ -13,13 +13,13 @@ import type { Logger } from '../log.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import { Element } from 'ltx';
-import { AjatusPublisher, ImportNotes, TAG_PREFIX } from './ajatus-publisher.ts';
+import { AjatusPublisher, ImportNotes, TAG_PREFIX, tagNode } from './ajatus-publisher.ts';
 import { parentDomain } from '../config/config.ts';
 import type { PubsubClient } from '../xmpp/pubsub-client.ts';
 import { HttpUploader } from './http-upload.ts';
 import { writeTogether, type PartnerSink } from '../sinks/sink.ts';
 import { Progress } from './progress.ts';
-import { isDeleted, PROFILES, stringAt, type Profile } from './profile.ts';
+import { isDeleted, PROFILES, stringAt, tagsOf, type Profile } from './profile.ts';
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
 import { transformFor, type AppSettings } from './settings.ts';
 import { TransformError } from '../transform/xslt.ts';
@@ -48,9 +48,10 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
 /**
  * Where a retracted item is still offered ("service node"): a node this sink follows and that has
  * an item `itemId` now — of `service` first, then of another partner's service writing into the
- * same database —, or undefined when none has.
+ * same database (only the nodes of the tags of `current`, the local document, when given) —, or
+ * undefined when none has.
  */
-export type CarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<string | undefined>;
+export type CarrierLookup = (service: string, itemId: string, partner: string | undefined, current?: CouchDoc) => Promise<string | undefined>;
 
 /**
  * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
@@ -107,7 +108,7 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
     async retract(service, _node, itemId, _followed, partner) {
       await sinkFor(partner).remove(itemId, async (current) => {
         if (isDeleted(current, profile)) return 'the source deleted it: its deleted revision is the winner';
-        const where = await carrier(service, itemId, partner);
+        const where = await carrier(service, itemId, partner, current);
         return where === undefined ? undefined : `${where} still carries it`;
       });
     },
@@ -169,7 +170,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
    * yet while the first ones replay their history) that the partner settings still name. Every
    * such node is asked at once, one IQ each.
    */
-  const carrier: CarrierLookup = async (service, itemId, partner) => {
+  const carrier: CarrierLookup = async (service, itemId, partner, current) => {
     const partners = ctx.partners();
     const followed = partners
       .subscriptions()
@@ -187,11 +188,13 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     // nodes that write into the same database are asked too; one that cannot be asked (no
     // answer) counts as carrying it — the document is kept rather than deleted on a guess.
     const target = sinkFor(partner);
+    // Another partner publishes the document in the nodes of its tags: only those are asked.
+    const tagged = current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined;
     const elsewhere = partners
       .subscriptions()
       .map((s) => [s.slice(0, s.indexOf(' ')), s.slice(s.indexOf(' ') + 1)] as const)
       .filter(([other, node]) => {
-        if (other === service) return false;
+        if (other === service || (tagged && !tagged.has(node))) return false;
         const owner = partners.partnerOfService(other);
         const ownerSettings = owner === undefined ? undefined : o.settings.partner(owner);
         return sinkFor(owner) === target && (!ownerSettings || !transformFor(ownerSettings, node));
