@@ -184,7 +184,7 @@ export class DigestWindows {
 
   private flush(window: Window): void {
     if (window.parts.length === 0 || !window.recipient) return;
-    const { subids, subid, jid } = window.recipient;
+    const { subids, subid, jid, packed } = window.recipient;
     const event: DueDigest['event'] = {
       kind: 'digest',
       node: window.node,
@@ -199,6 +199,6 @@ export class DigestWindows {
     window.count = 0;
     window.bytes = 0;
     delete window.archiveId;
-    this.send({ event, recipient: { jid, subid, ...(subids ? { subids } : {}) }, held });
+    this.send({ event, recipient: { jid, subid, ...(subids ? { subids } : {}), ...(packed ? { packed } : {}) }, held });
   }
 }

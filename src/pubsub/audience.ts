@@ -116,7 +116,8 @@ export class Audience {
    * subscriptions skipped). A JID with several subscriptions gets one notification naming them.
    * Digest subscriptions (pubsub#digest) carry their interval (`digestMs`): the notification
    * queue aggregates their item notifications; presence and access are checked here, per item.
-   * `oneCopy` is set where every subscription of the JID asked for one copy (one-copy.ts).
+   * `oneCopy` is set where every subscription of the JID asked for one copy (one-copy.ts),
+   * `packed` where every one asked for packed payloads (src/xmpp/packed.ts).
    */
   recipients(state: NodeState, rosters?: readonly Roster[]): Recipient[] {
     const out: Recipient[] = [];
@@ -137,9 +138,11 @@ export class Audience {
         }
         // Without its payload only if every one of them asked for one copy.
         if (sub.options?.oneCopy !== true) delete seen.oneCopy;
+        // Packed only if every one of them asked for it (one message for all).
+        if (sub.options?.packed !== true) delete seen.packed;
         continue;
       }
-      const recipient: Recipient = { jid: sub.jid, subid: sub.subid, ...(digestMs !== undefined ? { digestMs } : {}), ...(sub.options?.oneCopy === true ? { oneCopy: true as const } : {}) };
+      const recipient: Recipient = { jid: sub.jid, subid: sub.subid, ...(digestMs !== undefined ? { digestMs } : {}), ...(sub.options?.oneCopy === true ? { oneCopy: true as const } : {}), ...(sub.options?.packed === true ? { packed: true as const } : {}) };
       out.push(recipient);
       (byJid ??= new Map()).set(sub.jid, recipient);
     }

@@ -562,7 +562,7 @@ export class PubsubService {
     if (config.sendLastPublishedItem === 'never' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return false;
     const [last] = this.unexpired(config, await this.store.getItems(state.record.id, { max: 1 }));
     if (!last) return false;
-    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: to, subid: sub.subid }]);
+    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: to, subid: sub.subid, ...(sub.options?.packed === true ? { packed: true as const } : {}) }]);
     return true;
   }
 

@@ -41,6 +41,7 @@ export function applySubscriptionOptions(base: SubscriptionOptions, change: Part
   if (next.expire !== undefined && (!Number.isFinite(next.expire) || next.expire <= now)) fail('invalid-options', 'pubsub#expire must be in the future');
   if (next.digest === false) delete next.digest;
   if (next.oneCopy === false) delete next.oneCopy;
+  if (next.packed === false) delete next.packed;
   const f = next.digestFrequency;
   if (f !== undefined && (!Number.isInteger(f) || f < MIN_DIGEST_FREQUENCY_MS || f > MAX_DIGEST_FREQUENCY_MS)) {
     fail('invalid-options', `pubsub#digest_frequency must be a whole number of milliseconds from ${MIN_DIGEST_FREQUENCY_MS} to ${MAX_DIGEST_FREQUENCY_MS} (1 min) (got '${f}')`);
@@ -49,5 +50,5 @@ export function applySubscriptionOptions(base: SubscriptionOptions, change: Part
 }
 
 export function sameOptions(a: SubscriptionOptions, b: SubscriptionOptions): boolean {
-  return a.deliver === b.deliver && a.expire === b.expire && a.subscriptionType === b.subscriptionType && digestMsOf(a) === digestMsOf(b) && (a.oneCopy === true) === (b.oneCopy === true);
+  return a.deliver === b.deliver && a.expire === b.expire && a.subscriptionType === b.subscriptionType && digestMsOf(a) === digestMsOf(b) && (a.oneCopy === true) === (b.oneCopy === true) && (a.packed === true) === (b.packed === true);
 }

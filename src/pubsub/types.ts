@@ -130,6 +130,13 @@ export interface SubscriptionOptions {
    * others get a notification without payload (see src/pubsub/one-copy.ts). Absent: off.
    */
   oneCopy?: boolean;
+  /**
+   * Hermod's `{urn:hermod:pubsub:0}packed`: item payloads in notifications to this JID travel
+   * base64-encoded in one `<packed xmlns='urn:hermod:pubsub:0'/>` text node instead of as XML
+   * (src/xmpp/packed.ts): the servers carrying them parse one text node instead of every element,
+   * attribute and entity of the payload. Absent: off.
+   */
+  packed?: boolean;
 }
 
 export interface Subscription {
@@ -217,6 +224,8 @@ export interface Recipient {
   subids?: string[];
   /** Set when every subscription this notification is for has `oneCopy` on (src/pubsub/one-copy.ts). */
   oneCopy?: true;
+  /** Set when every subscription this notification is for has `packed` on: payloads go packed (src/xmpp/packed.ts). */
+  packed?: true;
 }
 
 /** Injected by the host: delivers one event to the given recipients. Must not throw. */

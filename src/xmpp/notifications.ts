@@ -16,14 +16,14 @@ import { itemElement } from './pubsub-handlers.ts';
  * §4.3), retract (§7.2.2.1), purge (§8.5.2), delete with its redirect (§8.4.2), configuration
  * (with the new configuration as a result form when the node delivers payloads, §8.2.5.3),
  * subscription (§8.8.4, §12.14) and a digest (pubsub#digest: several items and retractions in
- * one <items/>).
+ * one <items/>). `packed`: item payloads as Hermod's packed option has them (src/xmpp/packed.ts).
  */
-export function eventElement(event: ServiceEvent): Element {
+export function eventElement(event: ServiceEvent, packed = false): Element {
   const ev = new Element('event', { xmlns: NS.PUBSUB_EVENT });
   switch (event.kind) {
     case 'items': {
       const items = ev.c('items', { node: event.node });
-      if (event.item) items.cnode(itemElement(event.item, event.withPayload));
+      if (event.item) items.cnode(itemElement(event.item, event.withPayload, packed));
       break;
     }
     case 'retract': {
@@ -36,7 +36,7 @@ export function eventElement(event: ServiceEvent): Element {
       const items = ev.c('items', { node: event.node });
       for (const part of event.events) {
         if ('retract' in part) for (const id of part.retract) items.c('retract', { id });
-        else items.cnode(itemElement(part.item, part.withPayload));
+        else items.cnode(itemElement(part.item, part.withPayload, packed));
       }
       break;
     }
@@ -74,6 +74,13 @@ function affiliationElement(event: { node: string; jid: string; affiliation: str
   return new Element('pubsub', { xmlns: NS.PUBSUB }).c('affiliations', { node: event.node }).c('affiliation', { jid: event.jid, affiliation: event.affiliation }).root();
 }
 
+/** Whether an event's notification carries an item payload (which the packed option packs). */
+function carriesPayload(event: ServiceEvent): boolean {
+  if (event.kind === 'items') return event.withPayload && !!event.item?.payload;
+  if (event.kind === 'digest') return event.events.some((part) => !('retract' in part) && part.withPayload && !!part.item.payload);
+  return false;
+}
+
 /** XEP-0131 SubID headers (XEP-0060 §7.1.2.4) for a JID with several subscriptions. */
 function subidHeaders(subids: string[]): string {
   return `<headers xmlns="${NS.SHIM}">${subids.map((id) => `<header name="SubID">${escapeXML(id)}</header>`).join('')}</headers>`;
@@ -95,18 +102,25 @@ export class NotificationRenderer {
   render(event: ServiceEvent, recipients: Recipient[]): string[] {
     // §8.6 approval requests are forms in normal messages; everything else is an <event/>.
     const approval = event.kind === 'authorization';
-    let body = (approval ? approvalForm(event.subscription) : event.kind === 'affiliation' ? affiliationElement(event) : eventElement(event)).toString();
+    let trailer = '';
     // XEP-0313 (the archive id on a live message) with XEP-0359 stanza-id: `by` is the archive's JID.
-    if (event.archiveId !== undefined) body += `<stanza-id xmlns="${NS.SID}" id="${escapeXML(event.archiveId)}" by="${this.from}"/>`;
+    if (event.archiveId !== undefined) trailer += `<stanza-id xmlns="${NS.SID}" id="${escapeXML(event.archiveId)}" by="${this.from}"/>`;
     // XEP-0203: an item sent after the fact (the last published item) carries its publication time.
-    if (event.kind === 'items' && event.delayed && event.item) body += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
+    if (event.kind === 'items' && event.delayed && event.item) trailer += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
+    const body = (approval ? approvalForm(event.subscription) : event.kind === 'affiliation' ? affiliationElement(event) : eventElement(event)).toString() + trailer;
+    // Recipients that asked for packed payloads get their own body (made once), where there is a payload to pack.
+    let packedBody: string | undefined;
+    const bodyFor = (r: Recipient): string => {
+      if (!r.packed || !carriesPayload(event)) return body;
+      return (packedBody ??= eventElement(event, true).toString() + trailer);
+    };
     // §12.16: SubID headers only where the content differs by subscription (items, retractions).
     const perSubscription = event.kind === 'items' || event.kind === 'retract' || event.kind === 'digest';
     const prefix = `<message from="${this.from}" type="${approval ? 'normal' : (event.messageType ?? this.messageType)}" id="`;
     const out = new Array<string>(recipients.length);
     for (let i = 0; i < recipients.length; i++) {
       const r = recipients[i] as Recipient;
-      out[i] = `${prefix}n${(this.counter++).toString(36)}" to="${escapeXML(r.jid)}">${body}${r.subids && perSubscription ? subidHeaders(r.subids) : ''}</message>`;
+      out[i] = `${prefix}n${(this.counter++).toString(36)}" to="${escapeXML(r.jid)}">${bodyFor(r)}${r.subids && perSubscription ? subidHeaders(r.subids) : ''}</message>`;
     }
     return out;
   }

@@ -11,6 +11,7 @@ import { findForm } from './forms.ts';
 import { normalizeJid } from './jid.ts';
 import { configForm, parseConfigForm, parsePublishOptions } from './node-config-form.ts';
 import { NS } from './ns.ts';
+import { packedPayload } from './packed.ts';
 import { appendRaw, serializePayload } from './raw.ts';
 import { routeKey, type IqHandler, type IqRequest } from './request.ts';
 import { parseRsm, rsmResult } from './rsm.ts';
@@ -49,9 +50,10 @@ function subscriptionElement(sub: Subscription, withNode: boolean): Element {
   });
 }
 
-export function itemElement(item: Item, withPayload: boolean): Element {
+export function itemElement(item: Item, withPayload: boolean, packed = false): Element {
   const el = new Element('item', { id: item.id, publisher: item.publisher });
-  return withPayload ? appendRaw(el, item.payload) : el;
+  if (withPayload && packed && item.payload) el.children.push(packedPayload(item.payload) as unknown as Element); // ltx writes a child that has write()
+  return withPayload && !packed ? appendRaw(el, item.payload) : el;
 }
 
 function parseNotify(value: string | undefined): boolean | undefined {

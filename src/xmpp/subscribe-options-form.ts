@@ -14,6 +14,8 @@ import { NS } from './ns.ts';
  * §3.4 asks of a field added to a FORM_TYPE another party manages.
  */
 export const ONE_COPY_FIELD = `{${NS.HERMOD_PUBSUB}}one_copy`;
+/** Hermod's subscription option for packed payloads in notifications (src/xmpp/packed.ts). */
+export const PACKED_FIELD = `{${NS.HERMOD_PUBSUB}}packed`;
 
 /** Registered fields Hermod does not implement but accepts when they ask for nothing. */
 const ACCEPTED_WHEN_OFF = new Set(['pubsub#include_body']);
@@ -35,6 +37,12 @@ export function subscribeOptionsForm(options: SubscriptionOptions, type: 'form' 
       type: 'boolean',
       label: 'Receive an item published to several of your nodes with its payload once (the others without payload)?',
       values: [options.oneCopy ? '1' : '0'],
+    },
+    {
+      var: PACKED_FIELD,
+      type: 'boolean',
+      label: "Receive item payloads in notifications base64-encoded in <packed xmlns='urn:hermod:pubsub:0'/> (one text node for the servers to carry)?",
+      values: [options.packed ? '1' : '0'],
     },
   ]);
 }
@@ -85,6 +93,7 @@ export function parseSubscribeOptionsForm(x: Element): Partial<SubscriptionOptio
     } else if (name === 'pubsub#digest') change.digest = bool(name, value);
     else if (name === 'pubsub#digest_frequency') change.digestFrequency = digestFrequency(name, value);
     else if (name === ONE_COPY_FIELD) change.oneCopy = bool(name, value);
+    else if (name === PACKED_FIELD) change.packed = bool(name, value);
     else if (ACCEPTED_WHEN_OFF.has(name)) {
       if (bool(name, value)) fail('invalid-options', `${name} is not supported by this service`);
     } else fail('invalid-options', `subscription option ${name} is not supported by this service`);

@@ -737,6 +737,44 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       assert.equal(titleOf(eventOf(other)?.getChild('items')?.getChild('item')), 'other');
     });
 
+    it('packed payloads ({urn:hermod:pubsub:0}packed): a subscriber that asks gets each payload base64 in <packed/> (the last published item, items, digests), exactly the XML another subscriber gets; items requests stay plain; a bad value is refused naming the field', { timeout: 60_000 }, async () => {
+      const PACKED = '{urn:hermod:pubsub:0}packed';
+      const HERMOD = 'urn:hermod:pubsub:0';
+      const text = `"quoted" &amp; 'single' &lt;tag&gt; äö 💌`;
+      const refused = await expectIqError(bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='packed' jid='${bob.jid}'/><options>${subscribeOptionsForm({ [PACKED]: 'zip' })}</options></pubsub>`), 'bad-request', 'invalid-options');
+      assert.match(refused.text ?? '', /packed/, 'the error names the field');
+      await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='packed'/></pubsub>`);
+      await alice.iq('set', SVC, publish('packed', 'before', text));
+      await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='packed' jid='${bob.jid}'/><options>${subscribeOptionsForm({ [PACKED]: '1', digest: '1', digest_frequency: '200' })}</options></pubsub>`);
+      await carol.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='packed' jid='${carol.jid}'/></pubsub>`);
+      const itemsIn = (m: Element): Element[] => eventOf(m)?.getChild('items')?.getChildren('item') ?? [];
+      /** The payload element a packed item carries, decoded. */
+      const unpacked = (item: Element | undefined): string => {
+        const packed = item?.getChild('packed', HERMOD);
+        assert.ok(packed, `item ${String(item?.attrs.id)} comes packed`);
+        assert.equal(item?.getChildElements().length, 1, 'and nothing else');
+        return Buffer.from(packed.getText(), 'base64').toString('utf8');
+      };
+      const last = await bob.waitForMessage(isItemEvent('packed', 'before'), 10_000, 'the last published item');
+      assert.ok(last.getChild('delay', 'urn:xmpp:delay'), 'with its delay stamp');
+      assert.match(unpacked(itemsIn(last)[0]), /^<entry xmlns="http:\/\/www.w3.org\/2005\/Atom"><title>"quoted" &amp; 'single' &lt;tag&gt; äö 💌<\/title><\/entry>$/);
+      for (const id of ['d1', 'd2', 'd3']) await alice.iq('set', SVC, publish('packed', id, `${id} ${text}`));
+      const got = async (who: TestClient, what: string): Promise<Element[]> => {
+        await eventually(() => who.received(isItemEvent('packed')).flatMap(itemsIn).filter((i) => /^d\d$/.test(String(i.attrs.id))).length === 3, what);
+        return who.received(isItemEvent('packed')).flatMap(itemsIn).filter((i) => /^d\d$/.test(String(i.attrs.id)));
+      };
+      const [packed, plain] = [await got(bob, "bob's three items"), await got(carol, "carol's three items")];
+      assert.deepEqual(
+        packed.map((i) => unpacked(i)),
+        plain.map((i) => i.getChildElements()[0]?.toString()),
+        'each payload is the XML a plain subscriber gets',
+      );
+      assert.deepEqual(packed.map((i) => i.attrs.publisher), plain.map((i) => i.attrs.publisher));
+      // An items request answers in plain XEP-0060 form whatever the subscription asked.
+      const res = await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='packed' max_items='1'/></pubsub>`);
+      assert.ok(res.getChild('pubsub', PUBSUB)?.getChild('items')?.getChild('item')?.getChild('entry', 'http://www.w3.org/2005/Atom'));
+    });
+
     it('send_last_published_item: on_sub (default) sends the newest item with a XEP-0203 delay stamp; never sends nothing', async () => {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='lastpub'/></pubsub>`);
       await alice.iq('set', SVC, publish('lastpub', 'older', 'older'));

@@ -1,0 +1,182 @@
+// Packed payloads (`{urn:hermod:pubsub:0}packed`, src/xmpp/packed.ts): the subscription option
+// (form field, validation, a JID's several subscriptions), the notifications the real renderer,
+// journal and outbox write for a subscriber that asked for it — single items, digests, items
+// without payload, retractions — and the partner's unpacking, which must give back exactly the
+// payload a plain subscriber gets and leave an item whose packed payload cannot be read without
+// payload (to be fetched), never with a wrong one.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Element, parse } from 'ltx';
+import { JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
+import { NotificationQueue } from '../../src/component/notification-queue.ts';
+import { Outbox, type OutboxSocket } from '../../src/component/outbox.ts';
+import { silentLogger } from '../../src/log.ts';
+import { PubsubError } from '../../src/pubsub/errors.ts';
+import { PubsubService } from '../../src/pubsub/service.ts';
+import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, sameOptions } from '../../src/pubsub/subscription-options.ts';
+import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import { NotificationRenderer } from '../../src/xmpp/notifications.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import { unpackPayloads } from '../../src/xmpp/packed.ts';
+import { PACKED_FIELD, parseSubscribeOptionsForm, subscribeOptionsForm } from '../../src/xmpp/subscribe-options-form.ts';
+
+/** A payload with everything that escapes differently: quotes, both entities, markup characters, non-ASCII, an attribute. */
+const PAYLOAD = `<entry xmlns="http://www.w3.org/2005/Atom" xml:lang="fi"><title>"Hyvää" &amp; 'päivää' &lt;3 💌</title><json xmlns="urn:xmpp:json:0">{"_id":"a&amp;b","n":"&lt;tag&gt;"}</json><category term="x&quot;y"/></entry>`;
+
+const item = (id: string, payload = PAYLOAD): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload, publisher: 'a@x', published: 1 }, withPayload: true });
+const PACKED: Recipient = { jid: 'k@x', subid: 'sk', packed: true };
+const PLAIN: Recipient = { jid: 'p@x', subid: 'sp' };
+
+class RecordingSocket implements OutboxSocket {
+  written = '';
+  write(chunk: string): boolean {
+    this.written += chunk;
+    return true;
+  }
+  once(): unknown {
+    return this;
+  }
+  removeListener(): unknown {
+    return this;
+  }
+  /** The messages to `jid`, parsed, in order. */
+  messagesTo(jid: string): Element[] {
+    return (parse(`<r>${this.written}</r>`) as Element).getChildren('message').filter((m) => m.attrs.to === jid);
+  }
+}
+
+/** The real journal (memory store), outbox and renderer writing to a recording socket. */
+async function fanOut() {
+  const { journal } = await NotificationJournal.open(new MemoryStore().state(JOURNAL_SPACE), 'local', silentLogger);
+  const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
+  const socket = new RecordingSocket();
+  outbox.attach(socket);
+  const renderer = new NotificationRenderer('pubsub.x');
+  return { socket, queue: new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r)) };
+}
+
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (const start = Date.now(); !done(); await new Promise((r) => setTimeout(r, 5))) if (Date.now() - start > 10_000) throw new Error(`timed out waiting for ${what}`);
+}
+
+const itemsOf = (m: Element): Element[] => m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items')?.children.filter((c): c is Element => typeof c !== 'string') ?? [];
+/** How each child of the message's <items/> travels: '+id packed', '+id xml', '+id none', '-id'. */
+const shapes = (m: Element): string[] =>
+  itemsOf(m).map((c) => (c.name === 'retract' ? `-${String(c.attrs.id)}` : `+${String(c.attrs.id)} ${c.getChild('packed', NS.HERMOD_PUBSUB) ? 'packed' : c.getChildElements().length > 0 ? 'xml' : 'none'}`));
+
+describe('packed payloads: what a subscriber that asked for them gets', () => {
+  it('one item: packed for that subscriber, XML for the other; unpacked, the payload is the very element the other got', async () => {
+    const { socket, queue } = await fanOut();
+    queue.notify(item('a'), [PACKED, PLAIN]);
+    await until(() => socket.messagesTo('p@x').length === 1 && socket.messagesTo('k@x').length === 1, 'both notifications');
+    const [packed] = socket.messagesTo('k@x') as [Element];
+    const [plain] = socket.messagesTo('p@x') as [Element];
+    assert.deepEqual(shapes(packed), ['+a packed']);
+    assert.deepEqual(shapes(plain), ['+a xml']);
+    const raw = socket.written.slice(socket.written.indexOf('to="k@x"'));
+    assert.ok(!raw.slice(0, raw.indexOf('</message>')).includes('&quot;') && !raw.slice(0, raw.indexOf('</message>')).includes('"_id"'), 'no payload markup and no quote in the packed message');
+    assert.deepEqual(unpackPayloads(packed), { unpacked: 1, failed: [] });
+    assert.equal(itemsOf(packed)[0]?.toString(), itemsOf(plain)[0]?.toString(), 'the same item, payload and attributes');
+    assert.equal(itemsOf(packed)[0]?.getChildElements()[0]?.getChildText('title'), `"Hyvää" & 'päivää' <3 💌`);
+    assert.equal(packed.getChild('stanza-id', 'urn:xmpp:sid:0'), undefined);
+  });
+
+  it('a digest packs its items and leaves its retractions; an item without payload and a retraction are not packed', async () => {
+    const { socket, queue } = await fanOut();
+    const digest: Recipient = { ...PACKED, digestMs: 60_000 };
+    queue.notify(item('a'), [digest]); // the leading edge, at once
+    queue.notify(item('b'), [digest]);
+    queue.notify({ kind: 'retract', node: 'n', itemIds: ['a'] }, [digest]);
+    queue.notify(item('c', '<p xmlns="urn:x">c</p>'), [digest]);
+    queue.flushDigests();
+    queue.notify({ kind: 'items', node: 'n', item: { id: 'd', payload: '', publisher: 'a@x', published: 1 }, withPayload: false }, [PACKED]);
+    queue.notify({ kind: 'retract', node: 'n', itemIds: ['d'] }, [PACKED]);
+    await until(() => socket.messagesTo('k@x').length === 4, 'four messages');
+    assert.deepEqual(socket.messagesTo('k@x').map(shapes), [['+a packed'], ['+b packed', '-a', '+c packed'], ['+d none'], ['-d']]);
+    const [, held] = socket.messagesTo('k@x') as [Element, Element];
+    unpackPayloads(held);
+    assert.deepEqual(shapes(held), ['+b xml', '-a', '+c xml']);
+    assert.equal(itemsOf(held)[2]?.getChildElements()[0]?.toString(), '<p xmlns="urn:x">c</p>');
+  });
+
+  it('a JID with two subscriptions to a node gets packed payloads only if both asked for them', async () => {
+    const to: Recipient[][] = [];
+    const service = new PubsubService({ store: new MemoryStore(), mayCreateNodes: () => true, notifier: (_event, recipients) => to.push(recipients) });
+    await service.create('site@a.test', 'n', { accessModel: 'open' });
+    await service.subscribe('p@b.test', 'n', 'p@b.test', { packed: true });
+    await service.subscribe('q@b.test', 'n', 'q@b.test', { packed: true });
+    await service.subscribe('q@b.test', 'n', 'q@b.test', { deliver: true });
+    to.length = 0;
+    await service.publish('site@a.test', 'n', { item: { id: 'd', payload: '<p xmlns="x"/>' } });
+    assert.deepEqual(
+      to.flat().map((r) => [r.jid, r.packed === true]),
+      [
+        ['p@b.test', true],
+        ['q@b.test', false],
+      ],
+    );
+  });
+});
+
+describe('subscription options form: packed', () => {
+  const submitted = (fields: Record<string, string>): Element => {
+    const x = new Element('x', { xmlns: NS.DATA_FORMS, type: 'submit' });
+    x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NS.PUBSUB_SUBSCRIBE_OPTIONS);
+    for (const [name, value] of Object.entries(fields)) x.c('field', { var: name }).c('value').t(value);
+    return x;
+  };
+  it('is offered in Clark notation (XEP-0068 §3.4) with its value, parsed both ways; off is not stored; subscriptions are told apart by it', () => {
+    const value = (o: object): string | undefined => subscribeOptionsForm({ ...DEFAULT_SUBSCRIPTION_OPTIONS, ...o }).getChildren('field').find((f) => f.attrs.var === PACKED_FIELD)?.getChildText('value') ?? undefined;
+    assert.equal(PACKED_FIELD, '{urn:hermod:pubsub:0}packed');
+    assert.deepEqual([value({}), value({ packed: true })], ['0', '1']);
+    assert.deepEqual(parseSubscribeOptionsForm(submitted({ [PACKED_FIELD]: 'true' })), { packed: true });
+    const on = applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, { packed: true }, 0);
+    const off = applySubscriptionOptions(on, parseSubscribeOptionsForm(submitted({ [PACKED_FIELD]: '0' })), 0);
+    assert.equal(off.packed, undefined);
+    assert.equal(sameOptions(on, off), false);
+  });
+  it('refuses another value with invalid-options naming the field', () => {
+    assert.throws(
+      () => parseSubscribeOptionsForm(submitted({ [PACKED_FIELD]: 'zip' })),
+      (err: unknown) => err instanceof PubsubError && err.condition === 'invalid-options' && /packed/.test(err.message),
+    );
+  });
+});
+
+describe('unpackPayloads (the partner side)', () => {
+  const message = (...packedTexts: string[]): Element =>
+    parse(
+      `<message from="pubsub.a.test" to="pubsub.b.test"><event xmlns="${NS.PUBSUB_EVENT}"><items node="n">${packedTexts
+        .map((t, i) => `<item id="i${i}"><packed xmlns="${NS.HERMOD_PUBSUB}">${t}</packed></item>`)
+        .join('')}<retract id="r"/></items></event></message>`,
+    ) as Element;
+  const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
+
+  it('gives back each payload element; line breaks in the base64 are allowed; other stanzas and plain items are left alone', () => {
+    const m = message(b64('<a xmlns="urn:x" k="v">1</a>'), b64('<b xmlns="urn:x"/>').replace(/(.{4})/g, '$1\n'));
+    assert.deepEqual(unpackPayloads(m), { unpacked: 2, failed: [] });
+    assert.deepEqual(itemsOf(m).map((c) => c.toString()), ['<item id="i0"><a xmlns="urn:x" k="v">1</a></item>', '<item id="i1"><b xmlns="urn:x"/></item>', '<retract id="r"/>']);
+    assert.equal(itemsOf(m)[0]?.getChildElements()[0]?.parent, itemsOf(m)[0], 'the payload is a child of its item');
+    const plain = parse(`<message><event xmlns="${NS.PUBSUB_EVENT}"><items node="n"><item id="x"><a xmlns="urn:x"/></item></items></event></message>`) as Element;
+    const before = plain.toString();
+    assert.deepEqual(unpackPayloads(plain), { unpacked: 0, failed: [] });
+    assert.equal(plain.toString(), before);
+    assert.deepEqual(unpackPayloads(parse('<iq type="result"/>') as Element), { unpacked: 0, failed: [] });
+  });
+
+  it('a payload that is not base64 of one well-formed UTF-8 element leaves its item without payload, reported; the others are unpacked', () => {
+    const deep = `${'<d>'.repeat(1100)}${'</d>'.repeat(1100)}`;
+    const bad = ['not*base64', b64('<a>unclosed'), b64('<a/><b/>'), b64('text<a/>'), b64(Buffer.from([0x3c, 0x61, 0x3e, 0xff, 0x3c, 0x2f, 0x61, 0x3e])), b64(''), b64(deep)];
+    const m = message(b64('<ok xmlns="urn:x"/>'), ...bad);
+    const result = unpackPayloads(m);
+    assert.equal(result.unpacked, 1);
+    assert.deepEqual(
+      result.failed.map((f) => f.id),
+      bad.map((_, i) => `i${i + 1}`),
+    );
+    for (const f of result.failed) assert.ok(f.reason.length > 0);
+    assert.deepEqual(shapes(m), ['+i0 xml', ...bad.map((_, i) => `+i${i + 1} none`), '-r']);
+  });
+});
