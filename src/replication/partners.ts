@@ -32,7 +32,8 @@ import type { Logger } from '../log.ts';
 import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
 import { PubsubClient, type HistoryPage } from '../xmpp/pubsub-client.ts';
-import { ONE_COPY_FIELD } from '../xmpp/subscribe-options-form.ts';
+import { unpackPayloads } from '../xmpp/packed.ts';
+import { ONE_COPY_FIELD, PACKED_FIELD } from '../xmpp/subscribe-options-form.ts';
 import { pageOfItems, stableAnchor, withoutSuperseded } from './catch-up-rules.ts';
 import { OneCopyFollows } from './one-copy-follows.ts';
 import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
@@ -619,7 +620,8 @@ export class PartnerManager implements ClaimHolder {
    * offers pubsub#digest (many items then travel in one message; otherwise — an older Hermod, a
    * service without subscription options — one notification per item), for one copy of an item
    * published to several nodes where `oneCopy` says the node may and the form offers
-   * `{urn:hermod:pubsub:0}one_copy` (off again where it no longer may), and turns delivery back
+   * `{urn:hermod:pubsub:0}one_copy` (off again where it no longer may), for packed payloads where
+   * the form offers `{urn:hermod:pubsub:0}packed` (src/xmpp/packed.ts), and turns delivery back
    * on (pubsub#deliver) where a drain that did not finish (a stop, a crash) left it paused.
    * Rejects only when delivery is paused and could not be resumed (the follow then fails and is
    * tried again: a catch-up with delivery paused would miss what is published after it);
@@ -645,6 +647,8 @@ export class PartnerManager implements ClaimHolder {
         change['pubsub#digest'] = '1';
         if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
       } else if (ms) this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
+      // Payloads as one base64 text node each: far less for the servers carrying them to parse.
+      if (options.has(PACKED_FIELD) && !['1', 'true'].includes(options.get(PACKED_FIELD)?.[0] ?? '')) change[PACKED_FIELD] = '1';
       if (options.has(ONE_COPY_FIELD)) {
         // On or off as the node's handling is now (a stylesheet added since turns it off).
         const want = this.o.oneCopy?.(this.partnerOf.get(service), node) === true;
@@ -1319,6 +1323,10 @@ export class PartnerManager implements ClaimHolder {
     }
     const event = message.getChild('event', NS.PUBSUB_EVENT);
     if (!event) return false;
+    // Payloads packed at our asking ({urn:hermod:pubsub:0}packed) back in XEP-0060 form before
+    // anything reads them (in place: the other replication on this JID gets the stanza as is). One
+    // that cannot be read leaves its item without payload, which is then fetched by id.
+    for (const { id, reason } of unpackPayloads(message).failed) this.o.log.warn('a packed payload could not be read; the item is fetched instead', { from, item: id, reason });
     const items = event.getChild('items');
     const sub = event.getChild('subscription');
     const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? sub)?.attrs.node as string | undefined;

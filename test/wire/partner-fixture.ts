@@ -5,7 +5,7 @@
 import { after, before } from 'node:test';
 import type { Element } from 'ltx';
 import type { IqCaller } from '../../src/component/iq-caller.ts';
-import { silentLogger } from '../../src/log.ts';
+import { silentLogger, type Logger } from '../../src/log.ts';
 import { PartnerManager, type HistoryPositions } from '../../src/replication/partners.ts';
 import type { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
@@ -62,6 +62,8 @@ export async function startPartner(
     offers?: (node: string) => boolean;
     /** Shared with the other replications on the same JID (managerOn). */
     claims?: SubscriptionClaims;
+    /** The manager's logger (default: silent). */
+    log?: Logger;
   } = {},
 ): Promise<{ harness: WireHarness; manager: PartnerManager }> {
   let manager: PartnerManager | undefined;
@@ -94,7 +96,7 @@ export function managerOn(site: WireHarness, harness: WireHarness, sink: Partner
     self: harness.jid,
     settings: { partner: () => ({ follow: typeof options.follow === 'function' ? options.follow() : (options.follow ?? 'all') }), on: () => undefined },
     sink,
-    log: silentLogger,
+    log: options.log ?? silentLogger,
     intervalMs: 60_000,
     offers: options.offers ?? (() => true),
     ...(options.digestMs !== undefined ? { digestMs: options.digestMs } : {}),

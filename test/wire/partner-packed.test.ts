@@ -1,0 +1,83 @@
+// Packed payloads between Hermods (`{urn:hermod:pubsub:0}packed`, src/xmpp/packed.ts) on the
+// in-process wire harness (real Prosody): a partner asks for them when it subscribes, gets its
+// notifications packed over the wire and writes exactly the payload that was published (quotes,
+// entities, non-ASCII); a notification whose packed payload was damaged on the way is not written
+// wrong or dropped: the item is fetched by id (§6.5.8), written, and the damage logged.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Element } from 'ltx';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import { captureLog } from '../unit/capture-log.ts';
+import { aroundRequests, useSite, withPartner } from './partner-fixture.ts';
+
+const TITLE = `"Hyvää" & 'päivää' <3 💌`;
+const entry = (title: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${title.replaceAll('&', '&amp;').replaceAll('<', '&lt;')}</title><json xmlns='urn:xmpp:json:0'>{"_id":"x","q":"a\\"b"}</json></entry>`;
+const publish = (node: string, id: string, title: string): string => `<pubsub xmlns='${NS.PUBSUB}'><publish node='${node}'><item id='${id}'>${entry(title)}</item></publish></pubsub>`;
+
+async function until(done: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (const start = Date.now(); !(await done()); await new Promise((r) => setTimeout(r, 10))) if (Date.now() - start > 10_000) throw new Error(`timed out waiting for ${what}`);
+}
+
+/** For each item of an event message as it arrived: 'id packed', 'id xml' or 'id none'. */
+const arrived = (m: Element): string[] =>
+  (m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items')?.getChildren('item') ?? []).map((i) => `${String(i.attrs.id)} ${i.getChild('packed', NS.HERMOD_PUBSUB) ? 'packed' : i.getChildElements().length > 0 ? 'xml' : 'none'}`);
+
+describe('packed payloads between Hermods', () => {
+  const s = useSite();
+
+  /** A sink that records what it writes to `node` (`id@node title json`; the partner follows the earlier tests' nodes too). */
+  function recording(mine: string) {
+    const written: string[] = [];
+    const sink: PartnerSink = {
+      writeItem: async (_service, node, item) => {
+        if (node !== mine) return true;
+        const e = item.getChildElements()[0];
+        written.push(`${String(item.attrs.id)}@${node} ${e?.getChildText('title') ?? '(no payload)'} ${e?.getChildText('json') ?? ''}`);
+        return true;
+      },
+      retract: async () => undefined,
+    };
+    return { written, sink };
+  }
+
+  it('a partner asks for packed payloads, gets them packed on the wire, and writes exactly what was published', async () => {
+    await s.alice.iq('set', s.site.jid, `<pubsub xmlns='${NS.PUBSUB}'><create node='/tags/p1'/></pubsub>`);
+    const { written, sink } = recording('/tags/p1');
+    const shapes: string[] = [];
+    await withPartner(s.site, 'pubsub.beta.test', sink, { onEvent: (m) => shapes.push(...arrived(m)), digestMs: 25 }, async ({ harness }) => {
+      await until(async () => (await s.site.core.service.getSubscriptionOptions(harness.jid, '/tags/p1', harness.jid, undefined).catch(() => undefined))?.options?.packed === true, 'the subscription with packed on');
+      await s.alice.iq('set', s.site.jid, publish('/tags/p1', 'x', TITLE));
+      await until(() => written.length === 1, 'the write');
+      assert.deepEqual(written, [`x@/tags/p1 ${TITLE} {"_id":"x","q":"a\\"b"}`]);
+      assert.deepEqual(shapes, ['x packed'], 'packed as it arrived');
+    });
+  });
+
+  it('a damaged packed payload: the item is fetched by id and written, and the damage logged', async () => {
+    await s.alice.iq('set', s.site.jid, `<pubsub xmlns='${NS.PUBSUB}'><create node='/tags/p2'/></pubsub>`);
+    const { written, sink } = recording('/tags/p2');
+    const fetches: string[] = [];
+    const log = captureLog();
+    const iq = aroundRequests(async (child, send) => {
+      const items = child.getChild('items');
+      if (child.name === 'pubsub' && items?.attrs.node === '/tags/p2') for (const i of items.getChildren('item')) fetches.push(String(i.attrs.id));
+      return send();
+    });
+    // The packed text of y's notification damaged on the way.
+    const gate = (m: Element, deliver: () => void): void => {
+      const packed = m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items')?.getChild('item')?.getChild('packed', NS.HERMOD_PUBSUB);
+      if (packed) packed.children = [Buffer.from('<entry xmlns="http://www.w3.org/2005/Atom"><title>cut').toString('base64')];
+      deliver();
+    };
+    await withPartner(s.site, 'pubsub.gamma.test', sink, { gate, iq, log }, async ({ harness }) => {
+      await until(async () => (await s.site.core.service.getSubscriptionOptions(harness.jid, '/tags/p2', harness.jid, undefined).catch(() => undefined))?.options?.packed === true, 'the subscription with packed on');
+      await s.alice.iq('set', s.site.jid, publish('/tags/p2', 'y', 'whole'));
+      await until(() => written.length === 1, 'the write of the fetched item');
+      assert.deepEqual(written, ['y@/tags/p2 whole {"_id":"x","q":"a\\"b"}']);
+      assert.deepEqual(fetches, ['y']);
+      assert.ok(log.lines.some((l) => l.level === 'warn' && /packed payload could not be read/.test(l.msg) && l.item === 'y'), 'logged with the item id');
+    });
+  });
+});
