@@ -132,9 +132,9 @@ export interface SubscriptionOptions {
   oneCopy?: boolean;
   /**
    * Hermod's `{urn:hermod:pubsub:0}packed`: item payloads in notifications to this JID travel
-   * base64-encoded in one `<packed xmlns='urn:hermod:pubsub:0'/>` text node instead of as XML
-   * (src/xmpp/packed.ts): the servers carrying them parse one text node instead of every element,
-   * attribute and entity of the payload. Absent: off.
+   * as base64 text, the item's only content, instead of as XML (src/xmpp/packed.ts): the servers
+   * carrying them parse one text node instead of every element, attribute and entity of the
+   * payload. Absent: off.
    */
   packed?: boolean;
 }

@@ -1325,8 +1325,8 @@ export class PartnerManager implements ClaimHolder {
     if (!event) return false;
     // Payloads packed at our asking ({urn:hermod:pubsub:0}packed) back in XEP-0060 form before
     // anything reads them (in place: the other replication on this JID gets the stanza as is). One
-    // that cannot be read leaves its item without payload, which is then fetched by id.
-    for (const { id, reason } of unpackPayloads(message).failed) this.o.log.warn('a packed payload could not be read; the item is fetched instead', { from, item: id, reason });
+    // that cannot be read leaves its item without payload, handled as such (fetched by id).
+    for (const { id, reason } of unpackPayloads(message).failed) this.o.log.warn('a packed payload could not be read; the item is handled as one without payload', { from, item: id, reason });
     const items = event.getChild('items');
     const sub = event.getChild('subscription');
     const node = (items ?? event.getChild('delete') ?? event.getChild('purge') ?? sub)?.attrs.node as string | undefined;

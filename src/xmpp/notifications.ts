@@ -8,6 +8,7 @@ import type { Recipient, ServiceEvent } from '../pubsub/types.ts';
 import { NS } from './ns.ts';
 import { approvalForm } from './approval.ts';
 import { configForm } from './node-config-form.ts';
+import { packable } from './packed.ts';
 import { itemElement } from './pubsub-handlers.ts';
 
 /**
@@ -74,10 +75,10 @@ function affiliationElement(event: { node: string; jid: string; affiliation: str
   return new Element('pubsub', { xmlns: NS.PUBSUB }).c('affiliations', { node: event.node }).c('affiliation', { jid: event.jid, affiliation: event.affiliation }).root();
 }
 
-/** Whether an event's notification carries an item payload (which the packed option packs). */
+/** Whether an event's notification carries an item payload that the packed option packs. */
 function carriesPayload(event: ServiceEvent): boolean {
-  if (event.kind === 'items') return event.withPayload && !!event.item?.payload;
-  if (event.kind === 'digest') return event.events.some((part) => !('retract' in part) && part.withPayload && !!part.item.payload);
+  if (event.kind === 'items') return event.withPayload && event.item !== undefined && packable(event.item);
+  if (event.kind === 'digest') return event.events.some((part) => !('retract' in part) && part.withPayload && packable(part.item));
   return false;
 }
 
@@ -107,12 +108,14 @@ export class NotificationRenderer {
     if (event.archiveId !== undefined) trailer += `<stanza-id xmlns="${NS.SID}" id="${escapeXML(event.archiveId)}" by="${this.from}"/>`;
     // XEP-0203: an item sent after the fact (the last published item) carries its publication time.
     if (event.kind === 'items' && event.delayed && event.item) trailer += `<delay xmlns="${NS.DELAY}" from="${this.from}" stamp="${new Date(event.item.published).toISOString()}"/>`;
-    const body = (approval ? approvalForm(event.subscription) : event.kind === 'affiliation' ? affiliationElement(event) : eventElement(event)).toString() + trailer;
-    // Recipients that asked for packed payloads get their own body (made once), where there is a payload to pack.
+    // Recipients that asked for packed payloads get their own body where there is a payload to
+    // pack; each body is made once, when a recipient needs it (a digest has one recipient).
+    const packs = carriesPayload(event);
+    let body: string | undefined;
     let packedBody: string | undefined;
     const bodyFor = (r: Recipient): string => {
-      if (!r.packed || !carriesPayload(event)) return body;
-      return (packedBody ??= eventElement(event, true).toString() + trailer);
+      if (r.packed && packs) return (packedBody ??= eventElement(event, true).toString() + trailer);
+      return (body ??= (approval ? approvalForm(event.subscription) : event.kind === 'affiliation' ? affiliationElement(event) : eventElement(event)).toString() + trailer);
     };
     // §12.16: SubID headers only where the content differs by subscription (items, retractions).
     const perSubscription = event.kind === 'items' || event.kind === 'retract' || event.kind === 'digest';

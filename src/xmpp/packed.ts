@@ -1,30 +1,53 @@
 // Packed payloads: Hermod's subscription option `{urn:hermod:pubsub:0}packed` (SubscriptionOptions.packed).
 //
-// An item notification to a subscriber that asked for it carries each payload as
-//   <item id='…' publisher='…'><packed xmlns='urn:hermod:pubsub:0'>BASE64</packed></item>
-// where BASE64 is the payload's serialized XML (UTF-8), exactly as a subscriber without the
-// option gets it inside <item/>. Why: the XMPP servers between two Hermods parse and re-serialise
-// every element, attribute and text piece of every copy, and each `"` of a JSON payload travels
-// as `&quot;`, which expat hands to Prosody's Lua one callback at a time (docs/PERFORMANCE.md,
-// session 15: ~130 pieces per Ajatus document). Packed, a payload is one text node without
-// entities: at four partners Prosody's CPU per document halved (session 17). Base64 rather than
-// a compressed form: compressing content of several authors together leaks through lengths
-// (the reason XEP-0138 was deprecated). Only notifications are packed; items and history
-// requests (§6.5, XEP-0313) answer in plain XEP-0060 form.
+// An item notification to a subscriber that asked for it carries each payload as the base64 of
+// the payload's serialized XML (UTF-8), as the item's only content:
+//   <item id='…' publisher='…'>PGVudHJ5IHhtbG5zPSJodHRwOi8v…</item>
+// — exactly what a subscriber without the option gets inside <item/>, encoded. Why: the XMPP
+// servers between two Hermods parse and re-serialise every element, attribute and text piece of
+// every copy, and each `"` of a JSON payload travels as `&quot;`, which expat hands to Prosody's
+// Lua one callback at a time (docs/PERFORMANCE.md, session 15: ~130 pieces per Ajatus document).
+// Packed, a payload is one text node without entities: at four partners Prosody's CPU per
+// document halved (session 17).
+// Why text and not an element of our own: an item without child elements is XEP-0060's
+// notification without payload (§7.1.2.2), which every receiver handles by fetching the item
+// (§6.5.8) — an older Hermod after a downgrade, or another member of a cluster during a rolling
+// upgrade, that finds its subscription still packed fetches each item and writes the right
+// document; an unknown child element would have been taken for the payload and skipped.
+// Why base64 and not compression: compressing documents of several authors together leaks
+// through lengths (the reason stream compression, XEP-0138, was deprecated).
+// Only notifications are packed; items and history requests (§6.5, XEP-0313) answer in plain
+// XEP-0060 form. Payloads above PACK_MAX_CHARS go plain (their markup is a small share of their
+// bytes, and base64 would grow a large stanza by a third).
 
-import { Element } from 'ltx';
+import type { Element } from 'ltx';
 import { NS } from './ns.ts';
 import { refusal, StreamParser } from './parser.ts';
 import { RawXml } from './raw.ts';
+import type { Item } from '../pubsub/types.ts';
 
-/** The element's name (namespace: NS.HERMOD_PUBSUB). */
-export const PACKED = 'packed';
+/** Payloads longer than this (characters of serialized XML) are sent plain even to packed subscribers: 64 Ki. */
+export const PACK_MAX_CHARS = 64 * 1024;
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-/** `<packed xmlns='urn:hermod:pubsub:0'>base64 of payload</packed>`, serialized (payload: serialized XML, non-empty). */
-export function packedPayload(payload: string): RawXml {
-  return new RawXml(`<${PACKED} xmlns="${NS.HERMOD_PUBSUB}">${Buffer.from(payload, 'utf8').toString('base64')}</${PACKED}>`);
+/** Each item's encoding, made once however many recipients and digests carry it (the Item objects of an event are shared by them). */
+const encoded = new WeakMap<Item, RawXml>();
+
+/** Whether `item`'s payload travels packed to a subscriber that asked for it (non-empty, at most PACK_MAX_CHARS). */
+export function packable(item: Item): boolean {
+  return item.payload.length > 0 && item.payload.length <= PACK_MAX_CHARS;
+}
+
+/** The packed form of a packable item's payload: base64 of its UTF-8, as a raw child for ltx (no XML-special characters in it). */
+export function packedPayload(item: Item): RawXml {
+  let raw = encoded.get(item);
+  if (!raw) {
+    raw = new RawXml(Buffer.from(item.payload, 'utf8').toString('base64'));
+    encoded.set(item, raw);
+  }
+  return raw;
 }
 
 /** Parses one serialized payload element with the stream parser's limits (depth, size). Throws when it is not exactly one well-formed element within them (text beside it included). */
@@ -53,11 +76,12 @@ export interface Unpacked {
 }
 
 /**
- * Replaces every `<packed/>` payload of a pub/sub event notification (`<message>` with
- * `<event xmlns='…#event'><items><item>`) by the element it encodes, in place, so that what
- * follows sees the XEP-0060 form. An item whose packed payload is not base64 of one well-formed
- * element is left without payload (XEP-0060 §7.1.2.2's form) and reported in `failed`. Other
- * stanzas are left as they are.
+ * Replaces every packed payload of a pub/sub event notification (`<message>` with `<event
+ * xmlns='…#event'><items><item>`: an item whose content is text only, not blank) by the element
+ * it encodes, in place, so that what follows sees the XEP-0060 form. An item whose text is not
+ * base64 of one well-formed UTF-8 element is left without payload (§7.1.2.2's form) and reported
+ * in `failed`. Items with child elements (plain payloads), empty items and other stanzas are left
+ * as they are. Errors: none.
  */
 export function unpackPayloads(stanza: Element): Unpacked {
   const out: Unpacked = { unpacked: 0, failed: [] };
@@ -65,18 +89,16 @@ export function unpackPayloads(stanza: Element): Unpacked {
   if (!event) return out;
   for (const items of event.getChildren('items')) {
     for (const item of items.getChildren('item')) {
-      const at = item.children.findIndex((c) => typeof c !== 'string' && c.name === PACKED && c.attrs.xmlns === NS.HERMOD_PUBSUB);
-      if (at === -1) continue;
-      const packed = item.children[at] as Element;
+      if (item.children.length === 0 || item.children.some((c) => typeof c !== 'string')) continue;
+      const text = (item.children as string[]).join('').replace(/\s+/g, '');
+      if (text === '') continue;
+      item.children = [];
       try {
-        const text = packed.getText().replace(/\s+/g, '');
-        if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) throw new Error('not base64');
+        if (!BASE64.test(text) || text.length % 4 !== 0) throw new Error('not base64');
         const payload = parsePayload(UTF8.decode(Buffer.from(text, 'base64')));
-        payload.parent = item;
-        item.children[at] = payload;
+        item.cnode(payload);
         out.unpacked++;
       } catch (err) {
-        item.children.splice(at, 1);
         out.failed.push({ id: item.attrs.id as string | undefined, reason: err instanceof Error ? err.message : String(err) });
       }
     }

@@ -11,7 +11,7 @@ import { findForm } from './forms.ts';
 import { normalizeJid } from './jid.ts';
 import { configForm, parseConfigForm, parsePublishOptions } from './node-config-form.ts';
 import { NS } from './ns.ts';
-import { packedPayload } from './packed.ts';
+import { packable, packedPayload } from './packed.ts';
 import { appendRaw, serializePayload } from './raw.ts';
 import { routeKey, type IqHandler, type IqRequest } from './request.ts';
 import { parseRsm, rsmResult } from './rsm.ts';
@@ -50,10 +50,16 @@ function subscriptionElement(sub: Subscription, withNode: boolean): Element {
   });
 }
 
+/**
+ * `<item id publisher>` with its payload (`withPayload`), packed for a subscriber with Hermod's
+ * packed option where the payload is packable (src/xmpp/packed.ts).
+ */
 export function itemElement(item: Item, withPayload: boolean, packed = false): Element {
   const el = new Element('item', { id: item.id, publisher: item.publisher });
-  if (withPayload && packed && item.payload) el.children.push(packedPayload(item.payload) as unknown as Element); // ltx writes a child that has write()
-  return withPayload && !packed ? appendRaw(el, item.payload) : el;
+  if (!withPayload) return el;
+  if (packed && packable(item)) el.children.push(packedPayload(item) as unknown as Element); // ltx writes a child that has write()
+  else appendRaw(el, item.payload);
+  return el;
 }
 
 function parseNotify(value: string | undefined): boolean | undefined {

@@ -41,7 +41,7 @@ export function subscribeOptionsForm(options: SubscriptionOptions, type: 'form' 
     {
       var: PACKED_FIELD,
       type: 'boolean',
-      label: "Receive item payloads in notifications base64-encoded in <packed xmlns='urn:hermod:pubsub:0'/> (one text node for the servers to carry)?",
+      label: 'Receive item payloads in notifications as base64 text, the <item/>\'s only content (one text node for the servers to carry)?',
       values: [options.packed ? '1' : '0'],
     },
   ]);

@@ -19,7 +19,7 @@ import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { NotificationRenderer } from '../../src/xmpp/notifications.ts';
 import { NS } from '../../src/xmpp/ns.ts';
-import { unpackPayloads } from '../../src/xmpp/packed.ts';
+import { PACK_MAX_CHARS, unpackPayloads } from '../../src/xmpp/packed.ts';
 import { PACKED_FIELD, parseSubscribeOptionsForm, subscribeOptionsForm } from '../../src/xmpp/subscribe-options-form.ts';
 
 /** A payload with everything that escapes differently: quotes, both entities, markup characters, non-ASCII, an attribute. */
@@ -62,9 +62,9 @@ async function until(done: () => boolean, what: string): Promise<void> {
 }
 
 const itemsOf = (m: Element): Element[] => m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items')?.children.filter((c): c is Element => typeof c !== 'string') ?? [];
-/** How each child of the message's <items/> travels: '+id packed', '+id xml', '+id none', '-id'. */
+/** How each child of the message's <items/> travels: '+id packed' (text only), '+id xml', '+id none', '-id'. */
 const shapes = (m: Element): string[] =>
-  itemsOf(m).map((c) => (c.name === 'retract' ? `-${String(c.attrs.id)}` : `+${String(c.attrs.id)} ${c.getChild('packed', NS.HERMOD_PUBSUB) ? 'packed' : c.getChildElements().length > 0 ? 'xml' : 'none'}`));
+  itemsOf(m).map((c) => (c.name === 'retract' ? `-${String(c.attrs.id)}` : `+${String(c.attrs.id)} ${c.getChildElements().length > 0 ? 'xml' : c.getText().trim() !== '' ? 'packed' : 'none'}`));
 
 describe('packed payloads: what a subscriber that asked for them gets', () => {
   it('one item: packed for that subscriber, XML for the other; unpacked, the payload is the very element the other got', async () => {
@@ -75,6 +75,7 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
     const [plain] = socket.messagesTo('p@x') as [Element];
     assert.deepEqual(shapes(packed), ['+a packed']);
     assert.deepEqual(shapes(plain), ['+a xml']);
+    assert.equal(itemsOf(packed)[0]?.getChildElements().length, 0, 'to a receiver that does not unpack, an item without payload (XEP-0060 §7.1.2.2): it fetches the item');
     const raw = socket.written.slice(socket.written.indexOf('to="k@x"'));
     assert.ok(!raw.slice(0, raw.indexOf('</message>')).includes('&quot;') && !raw.slice(0, raw.indexOf('</message>')).includes('"_id"'), 'no payload markup and no quote in the packed message');
     assert.deepEqual(unpackPayloads(packed), { unpacked: 1, failed: [] });
@@ -99,6 +100,22 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
     unpackPayloads(held);
     assert.deepEqual(shapes(held), ['+b xml', '-a', '+c xml']);
     assert.equal(itemsOf(held)[2]?.getChildElements()[0]?.toString(), '<p xmlns="urn:x">c</p>');
+  });
+
+  it('a payload above PACK_MAX_CHARS goes plain (with packed ones in the same digest)', async () => {
+    const { socket, queue } = await fanOut();
+    const big = `<p xmlns="urn:x">${'x'.repeat(PACK_MAX_CHARS)}</p>`;
+    const digest: Recipient = { ...PACKED, digestMs: 60_000 };
+    queue.notify(item('big', big), [PACKED]);
+    queue.notify(item('a'), [digest]);
+    queue.notify(item('b', big), [digest]);
+    queue.notify(item('c'), [digest]);
+    queue.flushDigests();
+    await until(() => socket.messagesTo('k@x').length === 3, 'three messages');
+    assert.deepEqual(socket.messagesTo('k@x').map(shapes), [['+big xml'], ['+a packed'], ['+b xml', '+c packed']]);
+    const [, , mixed] = socket.messagesTo('k@x') as [Element, Element, Element];
+    assert.deepEqual(unpackPayloads(mixed), { unpacked: 1, failed: [] });
+    assert.equal(itemsOf(mixed)[0]?.getChildElements()[0]?.toString(), big);
   });
 
   it('a JID with two subscriptions to a node gets packed payloads only if both asked for them', async () => {
@@ -149,7 +166,7 @@ describe('unpackPayloads (the partner side)', () => {
   const message = (...packedTexts: string[]): Element =>
     parse(
       `<message from="pubsub.a.test" to="pubsub.b.test"><event xmlns="${NS.PUBSUB_EVENT}"><items node="n">${packedTexts
-        .map((t, i) => `<item id="i${i}"><packed xmlns="${NS.HERMOD_PUBSUB}">${t}</packed></item>`)
+        .map((t, i) => `<item id="i${i}">${t}</item>`)
         .join('')}<retract id="r"/></items></event></message>`,
     ) as Element;
   const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
@@ -159,7 +176,7 @@ describe('unpackPayloads (the partner side)', () => {
     assert.deepEqual(unpackPayloads(m), { unpacked: 2, failed: [] });
     assert.deepEqual(itemsOf(m).map((c) => c.toString()), ['<item id="i0"><a xmlns="urn:x" k="v">1</a></item>', '<item id="i1"><b xmlns="urn:x"/></item>', '<retract id="r"/>']);
     assert.equal(itemsOf(m)[0]?.getChildElements()[0]?.parent, itemsOf(m)[0], 'the payload is a child of its item');
-    const plain = parse(`<message><event xmlns="${NS.PUBSUB_EVENT}"><items node="n"><item id="x"><a xmlns="urn:x"/></item></items></event></message>`) as Element;
+    const plain = parse(`<message><event xmlns="${NS.PUBSUB_EVENT}"><items node="n"><item id="x"><a xmlns="urn:x"/></item><item id="e"/><item id="w"> </item></items></event></message>`) as Element;
     const before = plain.toString();
     assert.deepEqual(unpackPayloads(plain), { unpacked: 0, failed: [] });
     assert.equal(plain.toString(), before);
@@ -168,7 +185,7 @@ describe('unpackPayloads (the partner side)', () => {
 
   it('a payload that is not base64 of one well-formed UTF-8 element leaves its item without payload, reported; the others are unpacked', () => {
     const deep = `${'<d>'.repeat(1100)}${'</d>'.repeat(1100)}`;
-    const bad = ['not*base64', b64('<a>unclosed'), b64('<a/><b/>'), b64('text<a/>'), b64(Buffer.from([0x3c, 0x61, 0x3e, 0xff, 0x3c, 0x2f, 0x61, 0x3e])), b64(''), b64(deep)];
+    const bad = ['not*base64', 'abc', b64('<a>unclosed'), b64('<a/><b/>'), b64('text<a/>'), b64(Buffer.from([0x3c, 0x61, 0x3e, 0xff, 0x3c, 0x2f, 0x61, 0x3e])), b64(deep)];
     const m = message(b64('<ok xmlns="urn:x"/>'), ...bad);
     const result = unpackPayloads(m);
     assert.equal(result.unpacked, 1);

@@ -31,7 +31,8 @@ async function until(done: () => boolean | Promise<boolean>, what: string): Prom
 /** The item elements of an event message, and whether each carries a payload. */
 const itemsOf = (m: Element): Array<{ node: string; id: string; payload: boolean }> => {
   const items = m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
-  return (items?.getChildren('item') ?? []).map((i) => ({ node: String(items?.attrs.node), id: String(i.attrs.id), payload: i.getChildElements().length > 0 }));
+  // A packed payload (src/xmpp/packed.ts, which partners ask for) is the item's text until the manager unpacks it.
+  return (items?.getChildren('item') ?? []).map((i) => ({ node: String(items?.attrs.node), id: String(i.attrs.id), payload: i.getChildElements().length > 0 || i.getText().trim() !== '' }));
 };
 
 /** The stanza as text with packed payloads ({urn:hermod:pubsub:0}packed, which partners ask for) decoded: what a gate matches payload text in. */
