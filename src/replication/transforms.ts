@@ -313,7 +313,7 @@ export class TransformStage implements PartnerSink {
     );
     const leaf = this.leafOf(service, node, item, partner);
     // One entry per document, whichever node carried it (a one-copy item comes through either).
-    const id = Quarantine.idOf({ ...leaf, node: undefined });
+    const id = (): string => Quarantine.idOf({ ...leaf, node: undefined });
     return this.inOrder(leaf, async () => {
       const outcome = await write;
       if ('written' in outcome) {
@@ -322,7 +322,7 @@ export class TransformStage implements PartnerSink {
       }
       if (!(outcome.err instanceof RefusedWrite)) throw outcome.err;
       const reason = outcome.err.message;
-      const added = await this.t.quarantine.add({ ...leaf, payload: item.getChildElements()[0]?.toString() ?? '', reason }, id);
+      const added = await this.t.quarantine.add({ ...leaf, payload: item.getChildElements()[0]?.toString() ?? '', reason }, id());
       this.log.warn('leaf quarantined', { id: added.id, partner, node, item: leaf.itemId, reason });
       return false;
     });

@@ -159,10 +159,16 @@ export class Quarantine {
     return existed;
   }
 
-  /** Removes an entry if there is one (no store write for ids never quarantined: cheap for every delivered leaf). */
-  async discard(id: string): Promise<void> {
+  /**
+   * Removes an entry if there is one (no store write for ids never quarantined: cheap for every
+   * delivered leaf). `id` may be a function: then it is computed only when the quarantine holds
+   * anything (idOf hashes; this runs for every delivered leaf).
+   */
+  async discard(id: string | (() => string)): Promise<void> {
     await this.load();
-    if (this.known.has(id)) await this.remove(id);
+    if (this.known.size === 0) return;
+    const key = typeof id === 'string' ? id : id();
+    if (this.known.has(key)) await this.remove(key);
   }
 
   private async remove(id: string): Promise<void> {
