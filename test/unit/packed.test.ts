@@ -118,6 +118,22 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
     assert.equal(itemsOf(mixed)[0]?.getChildElements()[0]?.toString(), big);
   });
 
+  it('after a crash, the journal hands back a held notification with its recipient still packed: sent again, it goes packed', async () => {
+    const store = new MemoryStore();
+    const space = store.state(JOURNAL_SPACE);
+    const { journal } = await NotificationJournal.open(space, 'local', silentLogger);
+    const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
+    const renderer = new NotificationRenderer('pubsub.x');
+    const queue = new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r)); // no socket: nothing is confirmed
+    queue.notify(item('a'), [{ ...PACKED, digestMs: 3_600_000 }]);
+    queue.notify(item('b'), [{ ...PACKED, digestMs: 3_600_000 }]); // held in the digest window
+    await journal.durable(); // killed here
+    const { undelivered } = await NotificationJournal.open(space, 'local', silentLogger);
+    const again = undelivered.flatMap((e) => renderer.render(e.event, e.pending.map((i) => e.recipients[i] as Recipient)));
+    assert.equal(again.length, 2);
+    assert.deepEqual(again.map((m) => shapes(parse(m) as Element)), [['+a packed'], ['+b packed']]);
+  });
+
   it('a JID with two subscriptions to a node gets packed payloads only if both asked for them', async () => {
     const to: Recipient[][] = [];
     const service = new PubsubService({ store: new MemoryStore(), mayCreateNodes: () => true, notifier: (_event, recipients) => to.push(recipients) });
