@@ -14,6 +14,7 @@ import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import { Element } from 'ltx';
 import { AjatusPublisher, ImportNotes, TAG_PREFIX, tagNode } from './ajatus-publisher.ts';
+import { carrierCandidates } from './carriers.ts';
 import { parentDomain } from '../config/config.ts';
 import type { PubsubClient } from '../xmpp/pubsub-client.ts';
 import { HttpUploader } from './http-upload.ts';
@@ -164,43 +165,40 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     return sink;
   };
   /**
-   * The first node of `service` that has the item now, among the nodes this replication follows
-   * for `partner` natively (no stylesheet): those followed now and those followed in an earlier
-   * run (with a history position: right after a restart, discovery has not re-followed them all
-   * yet while the first ones replay their history) that the partner settings still name. Every
-   * such node is asked at once, one IQ each.
+   * A node that still carries the item, among those carrierCandidates (src/replication/carriers.ts)
+   * names: the retracting service's own first (the first that has it), then other services
+   * writing into the same database, only the nodes of the local document's tags. Every candidate
+   * of a group is asked at once, one IQ each. An own node that cannot be asked fails the lookup
+   * (the retraction is tried again); another service's counts as carrying it (kept rather than
+   * deleted on a guess). Resolves to "service node", or undefined when none carries it.
    */
   const carrier: CarrierLookup = async (service, itemId, partner, current) => {
     const partners = ctx.partners();
-    const followed = partners
-      .subscriptions()
-      .filter((s) => s.startsWith(`${service} `)) // "service node"; a JID has no space
-      .map((s) => s.slice(service.length + 1));
-    const settings = partner === undefined ? undefined : o.settings.partner(partner);
-    const named = (node: string): boolean => (settings?.follow === 'all' ? node.startsWith(TAG_PREFIX) : Array.isArray(settings?.follow) && settings.follow.includes(node));
-    const earlier = (await state.historyNodes(service)).filter((node) => !followed.includes(node) && named(node));
-    const nodes = [...followed, ...earlier].filter((node) => !settings || !transformFor(settings, node));
-    const has = await Promise.all(nodes.map((node) => nodeHasItem(partners.client, service, node, itemId)));
-    const here = nodes.find((_, i) => has[i]);
-    if (here !== undefined) return `${service} ${here}`;
-    // The same document from another partner (sites in a triangle: b has c's newer revision of
-    // what a retracts now): a's retraction must not delete what c still publishes. Its followed
-    // nodes that write into the same database are asked too; one that cannot be asked (no
-    // answer) counts as carrying it — the document is kept rather than deleted on a guess.
     const target = sinkFor(partner);
-    // Another partner publishes the document in the nodes of its tags: only those are asked.
-    const tagged = current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined;
-    const elsewhere = partners
-      .subscriptions()
-      .map((s) => [s.slice(0, s.indexOf(' ')), s.slice(s.indexOf(' ') + 1)] as const)
-      .filter(([other, node]) => {
-        if (other === service || (tagged && !tagged.has(node))) return false;
-        const owner = partners.partnerOfService(other);
-        const ownerSettings = owner === undefined ? undefined : o.settings.partner(owner);
-        return sinkFor(owner) === target && (!ownerSettings || !transformFor(ownerSettings, node));
-      });
-    const carries = await Promise.all(elsewhere.map(([other, node]) => nodeHasItem(partners.client, other, node, itemId).catch(() => true)));
-    const found = elsewhere.find((_, i) => carries[i]);
+    const settingsOf = (p: string | undefined) => (p === undefined ? undefined : o.settings.partner(p));
+    const { own, others } = carrierCandidates({
+      service,
+      partner,
+      followed: partners.followedNodes(),
+      positions: await state.historyFollows(),
+      ownerOf: (s) => partners.partnerOfService(s),
+      named: (p, node) => {
+        const follow = settingsOf(p)?.follow;
+        return follow === 'all' ? node.startsWith(TAG_PREFIX) : Array.isArray(follow) && follow.includes(node);
+      },
+      transformed: (p, node) => {
+        const settings = settingsOf(p);
+        return settings !== undefined && transformFor(settings, node) !== undefined;
+      },
+      sameTarget: (p) => sinkFor(p) === target,
+      tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
+      starting: !partners.discoveredAll(),
+    });
+    const has = await Promise.all(own.map(([s, node]) => nodeHasItem(partners.client, s, node, itemId)));
+    const here = own.find((_, i) => has[i]);
+    if (here) return `${here[0]} ${here[1]}`;
+    const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(partners.client, s, node, itemId).catch(() => true)));
+    const found = others.find((_, i) => carries[i]);
     return found ? `${found[0]} ${found[1]}` : undefined;
   };
   const onContact = (doc: CouchDoc): void => {
