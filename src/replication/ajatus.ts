@@ -180,7 +180,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       service,
       partner,
       followed: partners.followedNodes(),
-      positions: await state.historyFollows(),
+      positions: await state.historyNodes(service),
       ownerOf: (s) => partners.partnerOfService(s),
       named: (p, node) => {
         const follow = settingsOf(p)?.follow;
@@ -192,7 +192,6 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       },
       sameTarget: (p) => sinkFor(p) === target,
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
-      starting: !partners.discoveredAll(),
     });
     const has = await Promise.all(own.map(([s, node]) => nodeHasItem(partners.client, s, node, itemId)));
     const here = own.find((_, i) => has[i]);

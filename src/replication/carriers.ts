@@ -1,7 +1,7 @@
 // Which partner nodes to ask whether they still carry a document, before a partner's retraction
 // deletes it here (the Ajatus sink's carrier lookup, src/replication/ajatus.ts). Pure: the caller
-// gives what is followed, what has a history position, who owns which service, and the partner
-// settings; it asks the nodes (one IQ each) and decides.
+// gives what is followed, the retracting service's history positions, who owns which service and
+// the partner settings; it asks the nodes (one IQ each) and decides.
 //
 // - The retracting service's own nodes: those followed now, and those followed in an earlier run
 //   (a history position) that the partner's settings still name — right after a restart,
@@ -9,12 +9,11 @@
 //   documents are the stylesheet's outputs, not this document).
 // - Other services whose documents are written into the same database (sites in a triangle: b has
 //   c's newer revision of what a retracts now; a's retraction must not delete what c still
-//   publishes), only the nodes of the document's tags: those followed now, and those with a
-//   history position that their partner's settings still name. Right after a restart a service's
-//   partner is not known before discovery reaches it; until the first full discovery round is
-//   done, such a service's nodes with a position count too (asking a node that does not carry the
-//   document costs one IQ; missing one that does deletes a revision another site still publishes).
-//   After it, a service no partner owns is no partner's: its old positions are ignored.
+//   publishes), only the nodes of the document's tags that are followed now. Not yet: their nodes
+//   followed in an earlier run. Right after a restart, before discovery has found a service's
+//   partner, its positions cannot be told from those of a removed partner or of a service the
+//   partner left (a dead service that never answers would keep documents for good); that needs
+//   the service -> partner record kept in the replication state (docs: session 17's note).
 
 /** A node of a partner's service: [service JID, node]. */
 export type ServiceNode = readonly [service: string, node: string];
@@ -24,10 +23,10 @@ export interface CarrierScope {
   service: string;
   /** Its partner (undefined: not known). */
   partner: string | undefined;
-  /** The nodes this replication follows now. */
+  /** The nodes this replication follows now, of every service. */
   followed: readonly ServiceNode[];
-  /** The nodes with a history position (followed now or in an earlier run). */
-  positions: readonly ServiceNode[];
+  /** The retracting service's nodes with a history position (followed now or in an earlier run). */
+  positions: readonly string[];
   /** The partner that owns a service, as this run's discovery found it (undefined: none found). */
   ownerOf(service: string): string | undefined;
   /** Whether a partner's settings name the node (its `follow` list, or every tag node). */
@@ -38,8 +37,6 @@ export interface CarrierScope {
   sameTarget(partner: string | undefined): boolean;
   /** The nodes of the document's tags (undefined: the document is not known here; every node counts). */
   tagged: ReadonlySet<string> | undefined;
-  /** True until this run's first full discovery round is done. */
-  starting: boolean;
 }
 
 /**
@@ -47,30 +44,24 @@ export interface CarrierScope {
  * writing into the same database). No node twice. Errors: none.
  */
 export function carrierCandidates(s: CarrierScope): { own: ServiceNode[]; others: ServiceNode[] } {
-  const followedNow = new Set(s.followed.map(([service, node]) => `${service}\0${node}`));
   const own: ServiceNode[] = [];
   const others: ServiceNode[] = [];
   const seen = new Set<string>();
-  const consider = ([service, node]: ServiceNode, now: boolean): void => {
+  const add = (list: ServiceNode[], service: string, node: string): void => {
     const key = `${service}\0${node}`;
     if (seen.has(key)) return;
-    if (service === s.service) {
-      if ((now || s.named(s.partner, node)) && !s.transformed(s.partner, node)) {
-        seen.add(key);
-        own.push([service, node]);
-      }
-      return;
-    }
-    if (s.tagged && !s.tagged.has(node)) return;
-    const owner = s.ownerOf(service);
-    if (!s.sameTarget(owner) || s.transformed(owner, node)) return;
-    // Followed now; or a position its partner still names; or, before discovery found its partner, any position.
-    if (now || (owner !== undefined ? s.named(owner, node) : s.starting)) {
-      seen.add(key);
-      others.push([service, node]);
-    }
+    seen.add(key);
+    list.push([service, node]);
   };
-  for (const sn of s.followed) consider(sn, true);
-  for (const sn of s.positions) if (!followedNow.has(`${sn[0]}\0${sn[1]}`)) consider(sn, false);
+  for (const [service, node] of s.followed) {
+    if (service === s.service) {
+      if (!s.transformed(s.partner, node)) add(own, service, node);
+      continue;
+    }
+    if (s.tagged && !s.tagged.has(node)) continue;
+    const owner = s.ownerOf(service);
+    if (s.sameTarget(owner) && !s.transformed(owner, node)) add(others, service, node);
+  }
+  for (const node of s.positions) if (s.named(s.partner, node) && !s.transformed(s.partner, node)) add(own, s.service, node);
   return { own, others };
 }

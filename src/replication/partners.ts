@@ -214,8 +214,6 @@ export class PartnerManager implements ClaimHolder {
   private readonly wantedBy = new Map<string, Map<string, Set<string>>>();
   /** Subscriptions nobody follows are to be ended (endStaleSubscriptions) once the discovery under way is done. */
   private sweepDue = false;
-  /** Full discovery rounds (every partner) finished in this run. */
-  private fullRounds = 0;
   /** "service node" of subscriptions the sweep ended (or found ended) in this run: not asked again until followed again. */
   private readonly swept = new Set<string>();
   /** Partners with follow "none" whose services were looked up in this run (once: an unreachable one costs request timeouts). */
@@ -288,11 +286,6 @@ export class PartnerManager implements ClaimHolder {
   /** The nodes followed now, as [service, node] pairs. */
   followedNodes(): Array<readonly [string, string]> {
     return [...this.followed.values()].map((f) => [f.service, f.node] as const);
-  }
-
-  /** Whether a full discovery round (every partner) has finished in this run: until then, a service's partner may not be known yet. */
-  discoveredAll(): boolean {
-    return this.fullRounds > 0;
   }
 
   /** The partner (contact JID) a discovered service belongs to, if known. */
@@ -390,10 +383,7 @@ export class PartnerManager implements ClaimHolder {
         this.all = false;
         this.due.clear();
         for (const p of batch) await this.discoverWithRetry(p);
-        if (round && !this.stopped) {
-          this.sweepDue = true;
-          this.fullRounds++;
-        }
+        if (round && !this.stopped) this.sweepDue = true;
       }
     })().finally(() => {
       this.running = undefined;

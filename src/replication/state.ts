@@ -196,18 +196,6 @@ export class ReplicationState implements CheckpointStore {
     return { get: (service, node) => this.historyPosition(service, node), set: (service, node, id) => this.setHistoryPosition(service, node, id), nodes: (service) => this.historyNodes(service) };
   }
 
-  /** Every [service, node] with a history position: followed now or in an earlier run. */
-  async historyFollows(): Promise<Array<readonly [string, string]>> {
-    const prefix = `hist${SEP}`;
-    const out: Array<readonly [string, string]> = [];
-    for await (const [key] of this.space.range(prefix)) {
-      const rest = key.slice(prefix.length);
-      const at = rest.indexOf(SEP);
-      if (at > 0) out.push([rest.slice(0, at), rest.slice(at + SEP.length)] as const);
-    }
-    return out;
-  }
-
   /** Nodes of a service with a history position: those followed now or in an earlier run. */
   async historyNodes(service: string): Promise<string[]> {
     const prefix = `hist${SEP}${service}${SEP}`;
