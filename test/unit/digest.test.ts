@@ -7,11 +7,11 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Element, parse } from 'ltx';
+import type { Element } from 'ltx';
 import { JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
 import { NotificationQueue } from '../../src/component/notification-queue.ts';
 import type { DigestLimits } from '../../src/component/digest.ts';
-import { Outbox, type OutboxSocket } from '../../src/component/outbox.ts';
+import { Outbox } from '../../src/component/outbox.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, digestMsOf } from '../../src/pubsub/subscription-options.ts';
@@ -19,17 +19,9 @@ import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { NotificationRenderer } from '../../src/xmpp/notifications.ts';
 import { parseSubscribeOptionsForm, subscribeOptionsForm } from '../../src/xmpp/subscribe-options-form.ts';
+import { RecordingSocket, submittedOptions } from './notify-fixture.ts';
 
-const OPTS = 'http://jabber.org/protocol/pubsub#subscribe_options';
 const EVENT = 'http://jabber.org/protocol/pubsub#event';
-
-/** A submitted subscribe_options form with these fields. */
-function submitted(fields: Record<string, string>): Element {
-  const x = new Element('x', { xmlns: 'jabber:x:data', type: 'submit' });
-  x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(OPTS);
-  for (const [name, value] of Object.entries(fields)) x.c('field', { var: name }).c('value').t(value);
-  return x;
-}
 
 /** The PubsubError that `run` throws. */
 function refusal(run: () => unknown): PubsubError {
@@ -54,50 +46,35 @@ describe('subscription options form: pubsub#digest and pubsub#digest_frequency',
   });
 
   it('accepts digest on with a frequency in [10 ms, 1 min], and on alone (1000 ms)', () => {
-    assert.deepEqual(parseSubscribeOptionsForm(submitted({ 'pubsub#digest': '1', 'pubsub#digest_frequency': '25' })), { digest: true, digestFrequency: 25 });
-    assert.deepEqual(parseSubscribeOptionsForm(submitted({ 'pubsub#digest': 'true', 'pubsub#digest_frequency': '60000' })), { digest: true, digestFrequency: 60_000 });
-    const alone = applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, parseSubscribeOptionsForm(submitted({ 'pubsub#digest': '1' })), Date.now());
+    assert.deepEqual(parseSubscribeOptionsForm(submittedOptions({ 'pubsub#digest': '1', 'pubsub#digest_frequency': '25' })), { digest: true, digestFrequency: 25 });
+    assert.deepEqual(parseSubscribeOptionsForm(submittedOptions({ 'pubsub#digest': 'true', 'pubsub#digest_frequency': '60000' })), { digest: true, digestFrequency: 60_000 });
+    const alone = applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, parseSubscribeOptionsForm(submittedOptions({ 'pubsub#digest': '1' })), Date.now());
     assert.equal(digestMsOf(alone), 1000);
-    const off = applySubscriptionOptions(alone, parseSubscribeOptionsForm(submitted({ 'pubsub#digest': '0' })), Date.now());
+    const off = applySubscriptionOptions(alone, parseSubscribeOptionsForm(submittedOptions({ 'pubsub#digest': '0' })), Date.now());
     assert.equal(digestMsOf(off), undefined, 'turned off again');
   });
 
   it('refuses other values with invalid-options naming the field', () => {
     for (const bad of ['5', '9', '60001', '86400000', 'abc', '1.5', '-20', '']) {
-      const err = refusal(() => parseSubscribeOptionsForm(submitted({ 'pubsub#digest': '1', 'pubsub#digest_frequency': bad })));
+      const err = refusal(() => parseSubscribeOptionsForm(submittedOptions({ 'pubsub#digest': '1', 'pubsub#digest_frequency': bad })));
       assert.equal(err.condition, 'invalid-options', bad);
       assert.match(err.text ?? '', /pubsub#digest_frequency.*10 to 60000/, bad);
     }
-    const err = refusal(() => parseSubscribeOptionsForm(submitted({ 'pubsub#digest': 'maybe' })));
+    const err = refusal(() => parseSubscribeOptionsForm(submittedOptions({ 'pubsub#digest': 'maybe' })));
     assert.equal(err.condition, 'invalid-options');
     assert.match(err.text ?? '', /pubsub#digest must be a boolean/);
   });
 });
 
-class RecordingSocket implements OutboxSocket {
-  written = '';
-  write(chunk: string): boolean {
-    this.written += chunk;
-    return true;
-  }
-  once(): unknown {
-    return this;
-  }
-  removeListener(): unknown {
-    return this;
-  }
+class ItemsSocket extends RecordingSocket {
   /** For each message to `jid`, in order: its items as '+id' (publication) and '-id' (retraction), or its other event child's name. */
   messagesTo(jid: string): string[][] {
-    const root = parse(`<r>${this.written}</r>`) as Element;
-    return root
-      .getChildren('message')
-      .filter((m) => m.attrs.to === jid)
-      .map((m) => {
-        const event = m.getChild('event', EVENT) as Element;
-        const items = event.getChild('items');
-        if (!items) return [event.children.map((c) => (c as Element).name).join()];
-        return items.children.map((c) => `${(c as Element).name === 'retract' ? '-' : '+'}${String((c as Element).attrs.id)}`);
-      });
+    return this.messageElements(jid).map((m) => {
+      const event = m.getChild('event', EVENT) as Element;
+      const items = event.getChild('items');
+      if (!items) return [event.children.map((c) => (c as Element).name).join()];
+      return items.children.map((c) => `${(c as Element).name === 'retract' ? '-' : '+'}${String((c as Element).attrs.id)}`);
+    });
   }
 }
 
@@ -118,7 +95,7 @@ async function fanOut(limits?: DigestLimits, store = new MemoryStore()) {
   const space = store.state(JOURNAL_SPACE);
   const { journal } = await NotificationJournal.open(space, 'local', silentLogger);
   const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
-  const socket = new RecordingSocket();
+  const socket = new ItemsSocket();
   outbox.attach(socket);
   const renderer = new NotificationRenderer('pubsub.x');
   const queue = new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r), limits);

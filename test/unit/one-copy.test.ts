@@ -4,7 +4,6 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Element } from 'ltx';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import { OneCopyLedger } from '../../src/pubsub/one-copy.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
@@ -12,8 +11,8 @@ import { applySubscriptionOptions, DEFAULT_SUBSCRIPTION_OPTIONS, sameOptions } f
 import type { Item, Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { PayloadsSeen } from '../../src/replication/payloads-seen.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
-import { NS } from '../../src/xmpp/ns.ts';
 import { ONE_COPY_FIELD, parseSubscribeOptionsForm, subscribeOptionsForm } from '../../src/xmpp/subscribe-options-form.ts';
+import { submittedOptions } from './notify-fixture.ts';
 
 const item = (id: string, payload: string): Item => ({ id, payload, publisher: 'site@a.test', published: 1 });
 const partner = (jid: string, oneCopy = true): Recipient => ({ jid, subid: `s-${jid}`, ...(oneCopy ? { oneCopy: true as const } : {}) });
@@ -98,26 +97,20 @@ describe('PubsubService with one-copy subscriptions', () => {
 });
 
 describe('subscription options form: one_copy', () => {
-  const submitted = (fields: Record<string, string>): Element => {
-    const x = new Element('x', { xmlns: NS.DATA_FORMS, type: 'submit' });
-    x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NS.PUBSUB_SUBSCRIBE_OPTIONS);
-    for (const [name, value] of Object.entries(fields)) x.c('field', { var: name }).c('value').t(value);
-    return x;
-  };
   it('is offered in Clark notation (XEP-0068 §3.4) with its value, and parsed both ways', () => {
     const value = (o: object): string | undefined => subscribeOptionsForm({ ...DEFAULT_SUBSCRIPTION_OPTIONS, ...o }).getChildren('field').find((f) => f.attrs.var === ONE_COPY_FIELD)?.getChildText('value') ?? undefined;
     assert.equal(ONE_COPY_FIELD, '{urn:hermod:pubsub:0}one_copy');
     assert.equal(value({}), '0');
     assert.equal(value({ oneCopy: true }), '1');
-    assert.deepEqual(parseSubscribeOptionsForm(submitted({ [ONE_COPY_FIELD]: 'true' })), { oneCopy: true });
+    assert.deepEqual(parseSubscribeOptionsForm(submittedOptions({ [ONE_COPY_FIELD]: 'true' })), { oneCopy: true });
     const on = applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, { oneCopy: true }, 0);
-    const off = applySubscriptionOptions(on, parseSubscribeOptionsForm(submitted({ [ONE_COPY_FIELD]: '0' })), 0);
+    const off = applySubscriptionOptions(on, parseSubscribeOptionsForm(submittedOptions({ [ONE_COPY_FIELD]: '0' })), 0);
     assert.equal(off.oneCopy, undefined, 'off is not stored');
     assert.equal(sameOptions(on, off), false, 'multi-subscribe tells them apart');
   });
   it('refuses another value with invalid-options naming the field', () => {
     assert.throws(
-      () => parseSubscribeOptionsForm(submitted({ [ONE_COPY_FIELD]: 'sometimes' })),
+      () => parseSubscribeOptionsForm(submittedOptions({ [ONE_COPY_FIELD]: 'sometimes' })),
       (err: unknown) => err instanceof PubsubError && err.condition === 'invalid-options' && /one_copy/.test(err.message),
     );
   });

@@ -7,10 +7,10 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Element, parse } from 'ltx';
+import { type Element, parse } from 'ltx';
 import { JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
 import { NotificationQueue } from '../../src/component/notification-queue.ts';
-import { Outbox, type OutboxSocket } from '../../src/component/outbox.ts';
+import { Outbox } from '../../src/component/outbox.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
@@ -21,6 +21,7 @@ import { NotificationRenderer } from '../../src/xmpp/notifications.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import { PACK_MAX_CHARS, unpackPayloads } from '../../src/xmpp/packed.ts';
 import { PACKED_FIELD, parseSubscribeOptionsForm, subscribeOptionsForm } from '../../src/xmpp/subscribe-options-form.ts';
+import { RecordingSocket, submittedOptions } from './notify-fixture.ts';
 
 /** A payload with everything that escapes differently: quotes, both entities, markup characters, non-ASCII, an attribute. */
 const PAYLOAD = `<entry xmlns="http://www.w3.org/2005/Atom" xml:lang="fi"><title>"Hyvää" &amp; 'päivää' &lt;3 💌</title><json xmlns="urn:xmpp:json:0">{"_id":"a&amp;b","n":"&lt;tag&gt;"}</json><category term="x&quot;y"/></entry>`;
@@ -28,24 +29,6 @@ const PAYLOAD = `<entry xmlns="http://www.w3.org/2005/Atom" xml:lang="fi"><title
 const item = (id: string, payload = PAYLOAD): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload, publisher: 'a@x', published: 1 }, withPayload: true });
 const PACKED: Recipient = { jid: 'k@x', subid: 'sk', packed: true };
 const PLAIN: Recipient = { jid: 'p@x', subid: 'sp' };
-
-class RecordingSocket implements OutboxSocket {
-  written = '';
-  write(chunk: string): boolean {
-    this.written += chunk;
-    return true;
-  }
-  once(): unknown {
-    return this;
-  }
-  removeListener(): unknown {
-    return this;
-  }
-  /** The messages to `jid`, parsed, in order. */
-  messagesTo(jid: string): Element[] {
-    return (parse(`<r>${this.written}</r>`) as Element).getChildren('message').filter((m) => m.attrs.to === jid);
-  }
-}
 
 /** The real journal (memory store), outbox and renderer writing to a recording socket. */
 async function fanOut() {
@@ -70,9 +53,9 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
   it('one item: packed for that subscriber, XML for the other; unpacked, the payload is the very element the other got', async () => {
     const { socket, queue } = await fanOut();
     queue.notify(item('a'), [PACKED, PLAIN]);
-    await until(() => socket.messagesTo('p@x').length === 1 && socket.messagesTo('k@x').length === 1, 'both notifications');
-    const [packed] = socket.messagesTo('k@x') as [Element];
-    const [plain] = socket.messagesTo('p@x') as [Element];
+    await until(() => socket.messageElements('p@x').length === 1 && socket.messageElements('k@x').length === 1, 'both notifications');
+    const [packed] = socket.messageElements('k@x') as [Element];
+    const [plain] = socket.messageElements('p@x') as [Element];
     assert.deepEqual(shapes(packed), ['+a packed']);
     assert.deepEqual(shapes(plain), ['+a xml']);
     assert.equal(itemsOf(packed)[0]?.getChildElements().length, 0, 'to a receiver that does not unpack, an item without payload (XEP-0060 §7.1.2.2): it fetches the item');
@@ -94,9 +77,9 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
     queue.flushDigests();
     queue.notify({ kind: 'items', node: 'n', item: { id: 'd', payload: '', publisher: 'a@x', published: 1 }, withPayload: false }, [PACKED]);
     queue.notify({ kind: 'retract', node: 'n', itemIds: ['d'] }, [PACKED]);
-    await until(() => socket.messagesTo('k@x').length === 4, 'four messages');
-    assert.deepEqual(socket.messagesTo('k@x').map(shapes), [['+a packed'], ['+b packed', '-a', '+c packed'], ['+d none'], ['-d']]);
-    const [, held] = socket.messagesTo('k@x') as [Element, Element];
+    await until(() => socket.messageElements('k@x').length === 4, 'four messages');
+    assert.deepEqual(socket.messageElements('k@x').map(shapes), [['+a packed'], ['+b packed', '-a', '+c packed'], ['+d none'], ['-d']]);
+    const [, held] = socket.messageElements('k@x') as [Element, Element];
     unpackPayloads(held);
     assert.deepEqual(shapes(held), ['+b xml', '-a', '+c xml']);
     assert.equal(itemsOf(held)[2]?.getChildElements()[0]?.toString(), '<p xmlns="urn:x">c</p>');
@@ -111,9 +94,9 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
     queue.notify(item('b', big), [digest]);
     queue.notify(item('c'), [digest]);
     queue.flushDigests();
-    await until(() => socket.messagesTo('k@x').length === 3, 'three messages');
-    assert.deepEqual(socket.messagesTo('k@x').map(shapes), [['+big xml'], ['+a packed'], ['+b xml', '+c packed']]);
-    const [, , mixed] = socket.messagesTo('k@x') as [Element, Element, Element];
+    await until(() => socket.messageElements('k@x').length === 3, 'three messages');
+    assert.deepEqual(socket.messageElements('k@x').map(shapes), [['+big xml'], ['+a packed'], ['+b xml', '+c packed']]);
+    const [, , mixed] = socket.messageElements('k@x') as [Element, Element, Element];
     assert.deepEqual(unpackPayloads(mixed), { unpacked: 1, failed: [] });
     assert.equal(itemsOf(mixed)[0]?.getChildElements()[0]?.toString(), big);
   });
@@ -154,25 +137,19 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
 });
 
 describe('subscription options form: packed', () => {
-  const submitted = (fields: Record<string, string>): Element => {
-    const x = new Element('x', { xmlns: NS.DATA_FORMS, type: 'submit' });
-    x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NS.PUBSUB_SUBSCRIBE_OPTIONS);
-    for (const [name, value] of Object.entries(fields)) x.c('field', { var: name }).c('value').t(value);
-    return x;
-  };
   it('is offered in Clark notation (XEP-0068 §3.4) with its value, parsed both ways; off is not stored; subscriptions are told apart by it', () => {
     const value = (o: object): string | undefined => subscribeOptionsForm({ ...DEFAULT_SUBSCRIPTION_OPTIONS, ...o }).getChildren('field').find((f) => f.attrs.var === PACKED_FIELD)?.getChildText('value') ?? undefined;
     assert.equal(PACKED_FIELD, '{urn:hermod:pubsub:0}packed');
     assert.deepEqual([value({}), value({ packed: true })], ['0', '1']);
-    assert.deepEqual(parseSubscribeOptionsForm(submitted({ [PACKED_FIELD]: 'true' })), { packed: true });
+    assert.deepEqual(parseSubscribeOptionsForm(submittedOptions({ [PACKED_FIELD]: 'true' })), { packed: true });
     const on = applySubscriptionOptions({ ...DEFAULT_SUBSCRIPTION_OPTIONS }, { packed: true }, 0);
-    const off = applySubscriptionOptions(on, parseSubscribeOptionsForm(submitted({ [PACKED_FIELD]: '0' })), 0);
+    const off = applySubscriptionOptions(on, parseSubscribeOptionsForm(submittedOptions({ [PACKED_FIELD]: '0' })), 0);
     assert.equal(off.packed, undefined);
     assert.equal(sameOptions(on, off), false);
   });
   it('refuses another value with invalid-options naming the field', () => {
     assert.throws(
-      () => parseSubscribeOptionsForm(submitted({ [PACKED_FIELD]: 'zip' })),
+      () => parseSubscribeOptionsForm(submittedOptions({ [PACKED_FIELD]: 'zip' })),
       (err: unknown) => err instanceof PubsubError && err.condition === 'invalid-options' && /packed/.test(err.message),
     );
   });
