@@ -11,13 +11,14 @@
 //
 // This class only keeps the windows; durability is the NotificationQueue's (notification-queue.ts).
 
-import type { DigestPart, NotificationType, Recipient, ServiceEvent } from '../pubsub/types.ts';
+import type { DigestPart, Item, NotificationType, Recipient, ServiceEvent } from '../pubsub/types.ts';
+import { packable } from '../xmpp/packed.ts';
 
 /** Bounds of one digest message. */
 export interface DigestLimits {
   /** Most publications and retracted ids in one digest. Default 200. */
   maxItems?: number;
-  /** Most payload bytes (characters of serialized payloads) in one digest. Default 128 KiB. */
+  /** Most payload bytes (characters of serialized payloads, or of their base64 where they go packed) in one digest. Default 128 KiB. */
   maxBytes?: number;
 }
 
@@ -48,6 +49,11 @@ const DEFAULT_MAX_ITEMS = 200;
 const DEFAULT_MAX_BYTES = 128 * 1024;
 /** Bytes counted per part besides its payload (ids, element tags). */
 const PART_OVERHEAD = 64;
+
+/** Characters a payload takes in the recipient's notification: its serialized XML, or the base64 of its UTF-8 where it goes packed (src/xmpp/packed.ts). */
+function travelling(item: Item, recipient: Recipient): number {
+  return recipient.packed && packable(item) ? Math.ceil(Buffer.byteLength(item.payload, 'utf8') / 3) * 4 : item.payload.length;
+}
 
 /** An item notification that may be aggregated: a publication with its item, or a retraction. */
 export function digestible(event: ServiceEvent): event is Extract<ServiceEvent, { kind: 'items' | 'retract' }> {
@@ -97,7 +103,7 @@ export class DigestWindows {
     }
     const part = digestPart(event);
     const count = 'retract' in part ? part.retract.length : 1;
-    const bytes = PART_OVERHEAD * count + ('item' in part ? part.item.payload.length : 0);
+    const bytes = PART_OVERHEAD * count + ('item' in part ? travelling(part.item, recipient) : 0);
     if (window.parts.length > 0 && window.bytes + bytes > this.maxBytes) this.flush(window);
     window.parts.push(part);
     window.count += count;

@@ -117,6 +117,21 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
     assert.deepEqual(again.map((m) => shapes(parse(m) as Element)), [['+a packed'], ['+b packed']]);
   });
 
+  it("a digest's size bound counts a packed payload as it travels (base64: 4/3 of its UTF-8 bytes)", async () => {
+    const { journal } = await NotificationJournal.open(new MemoryStore().state(JOURNAL_SPACE), 'local', silentLogger);
+    const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
+    const socket = new RecordingSocket();
+    outbox.attach(socket);
+    const renderer = new NotificationRenderer('pubsub.x');
+    const queue = new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r), { maxBytes: 1000 });
+    const payload = `<p xmlns="urn:x">${'ä'.repeat(150)}</p>`; // 171 characters, 321 bytes: 428 as base64
+    for (const r of [PACKED, PLAIN]) for (const id of ['lead', 'a', 'b', 'c']) queue.notify(item(id, payload), [{ ...r, digestMs: 3_600_000 }]);
+    queue.flushDigests();
+    await until(() => ['k@x', 'p@x'].every((jid) => socket.messageElements(jid).flatMap(itemsOf).length === 4), 'every item to both');
+    assert.deepEqual(socket.messageElements('k@x').map(shapes), [['+lead packed'], ['+a packed', '+b packed'], ['+c packed']], 'two packed payloads (2 × (428 + 64)) fill a 1000-character digest');
+    assert.deepEqual(socket.messageElements('p@x').map(shapes), [['+lead xml'], ['+a xml', '+b xml', '+c xml']], 'three plain ones (3 × (171 + 64)) do not');
+  });
+
   it('a JID with two subscriptions to a node gets packed payloads only if both asked for them', async () => {
     const to: Recipient[][] = [];
     const service = new PubsubService({ store: new MemoryStore(), mayCreateNodes: () => true, notifier: (_event, recipients) => to.push(recipients) });
