@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type Element, parse } from 'ltx';
+import type { DigestLimits } from '../../src/component/digest.ts';
 import { JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
 import { NotificationQueue } from '../../src/component/notification-queue.ts';
 import { Outbox } from '../../src/component/outbox.ts';
@@ -31,13 +32,13 @@ const PACKED: Recipient = { jid: 'k@x', subid: 'sk', packed: true };
 const PLAIN: Recipient = { jid: 'p@x', subid: 'sp' };
 
 /** The real journal (memory store), outbox and renderer writing to a recording socket. */
-async function fanOut() {
+async function fanOut(limits?: DigestLimits) {
   const { journal } = await NotificationJournal.open(new MemoryStore().state(JOURNAL_SPACE), 'local', silentLogger);
   const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
   const socket = new RecordingSocket();
   outbox.attach(socket);
   const renderer = new NotificationRenderer('pubsub.x');
-  return { socket, queue: new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r)) };
+  return { socket, queue: new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r), limits) };
 }
 
 async function until(done: () => boolean, what: string): Promise<void> {
@@ -118,12 +119,7 @@ describe('packed payloads: what a subscriber that asked for them gets', () => {
   });
 
   it("a digest's size bound counts a packed payload as it travels (base64: 4/3 of its UTF-8 bytes)", async () => {
-    const { journal } = await NotificationJournal.open(new MemoryStore().state(JOURNAL_SPACE), 'local', silentLogger);
-    const outbox = new Outbox({ log: silentLogger, onConfirmed: (t) => journal.confirm(t), onRouted: (t) => journal.routed(t), onDropped: (t) => journal.dropped(t) });
-    const socket = new RecordingSocket();
-    outbox.attach(socket);
-    const renderer = new NotificationRenderer('pubsub.x');
-    const queue = new NotificationQueue(outbox, journal, (e, r) => renderer.render(e, r), { maxBytes: 1000 });
+    const { socket, queue } = await fanOut({ maxBytes: 1000 });
     const payload = `<p xmlns="urn:x">${'ä'.repeat(150)}</p>`; // 171 characters, 321 bytes: 428 as base64
     for (const r of [PACKED, PLAIN]) for (const id of ['lead', 'a', 'b', 'c']) queue.notify(item(id, payload), [{ ...r, digestMs: 3_600_000 }]);
     queue.flushDigests();
