@@ -251,6 +251,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     offers: (node) => node.startsWith(TAG_PREFIX),
     discoveryIntervalSeconds: o.config.discoveryIntervalSeconds,
     digestMs: o.config.notificationDigestMs,
+    packed: o.config.packedPayloads,
     liveBacklogItems: o.config.liveBacklogItems,
     feeds: [
       feed(source, async (changes) => {

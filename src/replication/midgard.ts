@@ -156,6 +156,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     offers: (node) => follow.some((re) => re.test(node)),
     discoveryIntervalSeconds: config.discoveryIntervalSeconds,
     digestMs: config.notificationDigestMs,
+    packed: config.packedPayloads,
     liveBacklogItems: config.liveBacklogItems,
     /** Restores the publisher, loads the topic tree, names the configured partners, opens the inbound spool. */
     async prepare() {

@@ -78,6 +78,12 @@ export interface PartnerManagerOptions {
    */
   digestMs?: number;
   /**
+   * Whether to ask partners' services for packed payloads (`{urn:hermod:pubsub:0}packed`,
+   * src/xmpp/packed.ts) where their subscription options form offers it; false turns it off at
+   * every subscription set up (a way back to a Hermod that cannot read them). Default true.
+   */
+  packed?: boolean;
+  /**
    * Most live items (publications and retractions) handed to the sink and not yet written, over
    * every followed node, before further notifications are left to the nodes' history (see
    * `leaveToHistory`). Default LIVE_BACKLOG_ITEMS.
@@ -626,7 +632,8 @@ export class PartnerManager implements ClaimHolder {
    * service without subscription options — one notification per item), for one copy of an item
    * published to several nodes where `oneCopy` says the node may and the form offers
    * `{urn:hermod:pubsub:0}one_copy` (off again where it no longer may), for packed payloads where
-   * the form offers `{urn:hermod:pubsub:0}packed` (src/xmpp/packed.ts), and turns delivery back
+   * the form offers `{urn:hermod:pubsub:0}packed` (src/xmpp/packed.ts; off again where `packed` is
+   * false), and turns delivery back
    * on (pubsub#deliver) where a drain that did not finish (a stop, a crash) left it paused.
    * Rejects only when delivery is paused and could not be resumed (the follow then fails and is
    * tried again: a catch-up with delivery paused would miss what is published after it);
@@ -652,8 +659,12 @@ export class PartnerManager implements ClaimHolder {
         change['pubsub#digest'] = '1';
         if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
       } else if (ms) this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
-      // Payloads as one base64 text node each: far less for the servers carrying them to parse.
-      if (options.has(PACKED_FIELD) && !['1', 'true'].includes(options.get(PACKED_FIELD)?.[0] ?? '')) change[PACKED_FIELD] = '1';
+      // Payloads as one base64 text node each: far less for the servers carrying them to parse
+      // (unless turned off: then off again where an earlier run turned it on).
+      if (options.has(PACKED_FIELD)) {
+        const want = this.o.packed !== false;
+        if (want !== ['1', 'true'].includes(options.get(PACKED_FIELD)?.[0] ?? '')) change[PACKED_FIELD] = want ? '1' : '0';
+      }
       if (options.has(ONE_COPY_FIELD)) {
         // On or off as the node's handling is now (a stylesheet added since turns it off).
         const want = this.o.oneCopy?.(this.partnerOf.get(service), node) === true;

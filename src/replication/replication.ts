@@ -90,6 +90,8 @@ export interface ReplicationAdapter {
   digestMs?: number;
   /** Live items waiting for the sink before notifications are left to the history (PartnerManagerOptions.liveBacklogItems). */
   liveBacklogItems?: number;
+  /** Ask partners' services for packed payloads (PartnerManagerOptions.packed). Default on. */
+  packed?: boolean;
   /** Runs after the state is open, before the sources start. Throws to fail the start. */
   prepare?(): Promise<void>;
   /** Runs once online, before partner discovery. */
@@ -132,6 +134,7 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       intervalMs: adapter.discoveryIntervalSeconds * 1000,
       ...(adapter.digestMs !== undefined ? { digestMs: adapter.digestMs } : {}),
       ...(adapter.liveBacklogItems !== undefined ? { liveBacklogItems: adapter.liveBacklogItems } : {}),
+      ...(adapter.packed !== undefined ? { packed: adapter.packed } : {}),
       offers: (node) => adapter.offers(node),
       // Nodes without a stylesheet of their own are all written alike: one copy of an item in several is enough.
       oneCopy: (partner, node) => common.oneCopy !== false && partner !== undefined && transformFor(adapter.settings.partner(partner), node) === undefined,

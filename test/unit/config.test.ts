@@ -32,6 +32,7 @@ describe('config validation', () => {
     assert.deepEqual(c.pubsub.creatorDomains, ['example.org']);
     assert.deepEqual(c.pubsub.admins, []);
     assert.equal(c.store.sync, false);
+    assert.equal(c.ajatus.packedPayloads, true, 'packed payloads asked of partners by default');
     assert.equal(c.log.level, 'info');
   });
 
@@ -62,6 +63,8 @@ describe('config validation', () => {
     refused({ ...good, pubsub: { admins: ['admin@example.org/res'] } }, /^pubsub\.admins\[0\]: must be a bare JID/);
     refused({ ...good, pubsub: { admins: 'admin@example.org' } }, /^pubsub\.admins: must be an array of strings/);
     refused({ ...good, store: { sync: 'yes' } }, /^store\.sync: must be true or false/);
+    refused({ appDb: { url: 'http://127.0.0.1:5984' }, ajatus: { packedPayloads: 'off' } }, /^ajatus\.packedPayloads: must be true or false, got "off"/);
+    refused({ ...good, midgard: { bus: 'none', packedPayloads: 0 } }, /^midgard\.packedPayloads: must be true or false, got 0/);
     refused({ ...good, log: { level: 'loud' } }, /^log\.level: must be one of/);
     refused({ ...good, colour: 'blue' }, /^colour: unknown key/);
     refused([1], /must be a JSON object/);

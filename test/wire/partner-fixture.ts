@@ -56,6 +56,8 @@ export async function startPartner(
     iq?: (iq: IqCaller) => IqCaller;
     oneCopy?: (partner: string | undefined, node: string) => boolean;
     payloadWaitMs?: number;
+    /** PartnerManagerOptions.packed (default: asked where offered). */
+    packed?: boolean;
     /** The partner setting `follow` (default "all"; a function or an array is read at each discovery). */
     follow?: 'all' | 'none' | string[] | (() => 'all' | 'none' | string[]);
     /** The nodes this replication follows by default (default: every node). */
@@ -104,6 +106,7 @@ export function managerOn(site: WireHarness, harness: WireHarness, sink: Partner
     ...(options.liveBacklogItems !== undefined ? { liveBacklogItems: options.liveBacklogItems } : {}),
     ...(options.oneCopy ? { oneCopy: options.oneCopy } : {}),
     ...(options.payloadWaitMs !== undefined ? { payloadWaitMs: options.payloadWaitMs } : {}),
+    ...(options.packed !== undefined ? { packed: options.packed } : {}),
     ...(options.claims ? { claims: options.claims } : {}),
   });
   manager.addPartner(site.jid);

@@ -2,7 +2,9 @@
 // in-process wire harness (real Prosody): a partner asks for them when it subscribes, gets its
 // notifications packed over the wire and writes exactly the payload that was published (quotes,
 // entities, non-ASCII); a notification whose packed payload was damaged on the way is not written
-// wrong or dropped: the item is fetched by id (§6.5.8), written, and the damage logged.
+// wrong or dropped: the item is fetched by id (§6.5.8), written, and the damage logged. With
+// `packed: false` (`ajatus.packedPayloads`, the way back to a Hermod that cannot read them) a
+// subscription an earlier run left packed is turned plain again.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -10,7 +12,7 @@ import type { Element } from 'ltx';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import { captureLog } from '../unit/capture-log.ts';
-import { aroundRequests, useSite, withPartner } from './partner-fixture.ts';
+import { aroundRequests, managerOn, useSite, withPartner } from './partner-fixture.ts';
 
 const TITLE = `"Hyvää" & 'päivää' <3 💌`;
 const entry = (title: string): string => `<entry xmlns='http://www.w3.org/2005/Atom'><title>${title.replaceAll('&', '&amp;').replaceAll('<', '&lt;')}</title><json xmlns='urn:xmpp:json:0'>{"_id":"x","q":"a\\"b"}</json></entry>`;
@@ -78,6 +80,34 @@ describe('packed payloads between Hermods', () => {
       assert.deepEqual(written, ['y@/tags/p2 whole {"_id":"x","q":"a\\"b"}']);
       assert.deepEqual(fetches, ['y']);
       assert.ok(log.lines.some((l) => l.level === 'warn' && /packed payload could not be read/.test(l.msg) && l.item === 'y'), 'logged with the item id');
+    });
+  });
+
+  it('packed payloads turned off: a subscription an earlier run left packed is made plain again, and payloads arrive as XML', async () => {
+    await s.alice.iq('set', s.site.jid, `<pubsub xmlns='${NS.PUBSUB}'><create node='/tags/p3'/></pubsub>`);
+    const { written, sink } = recording('/tags/p3');
+    const shapes: string[] = [];
+    /** The packed option of the JID's subscription ('none': no subscription now). */
+    const packedNow = async (jid: string): Promise<boolean | 'none'> => {
+      const sub = await s.site.core.service.getSubscriptionOptions(jid, '/tags/p3', jid, undefined).catch(() => undefined);
+      return sub === undefined ? 'none' : sub.options?.packed === true;
+    };
+    await withPartner(s.site, 'pubsub.delta.test', sink, { onEvent: (m) => shapes.push(...arrived(m)) }, async ({ harness, manager }) => {
+      await until(async () => (await packedNow(harness.jid)) === true, 'the subscription with packed on (the earlier run)');
+      await manager.stop();
+      assert.equal(await packedNow(harness.jid), true, 'the subscription stays packed after that run stopped');
+      // The next run on the same JID, told not to ask for packed payloads.
+      const plain = managerOn(s.site, harness, sink, { packed: false });
+      try {
+        await until(async () => (await packedNow(harness.jid)) === false, 'the subscription made plain again');
+        await s.alice.iq('set', s.site.jid, publish('/tags/p3', 'z', TITLE));
+        await until(() => written.length === 1, 'the write');
+        assert.deepEqual(written, [`z@/tags/p3 ${TITLE} {"_id":"x","q":"a\\"b"}`]);
+        // (Other nodes' last items, sent when this run subscribed to them, arrive here too.)
+        assert.deepEqual(shapes.filter((x) => x.startsWith('z ')), ['z xml'], `plain as it arrived: ${shapes.join(', ')}`);
+      } finally {
+        await plain.stop();
+      }
     });
   });
 });
