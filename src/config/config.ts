@@ -170,6 +170,14 @@ export function validateConfig(raw: unknown, baseDir: string): HermodConfig {
   const given = raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>) : {};
   const notes: string[] = [];
   if (given.ajatus !== undefined && given.appDb === undefined) notes.push('ajatus: ignored without appDb (Ajatus replication reads its partners, settings and content through the application database): add appDb, or remove the ajatus section');
+  // Ajatus and Midgard share the component JID's subscriptions at partners' services: each
+  // configures a shared one as it sets it up, so the last one to do so wins.
+  const { ajatus, midgard } = r.value;
+  if (r.value.appDb !== undefined && midgard !== undefined) {
+    for (const key of ['notificationDigestMs', 'packedPayloads'] as const) {
+      if (ajatus[key] !== midgard[key]) notes.push(`midgard.${key}: ${JSON.stringify(midgard[key])} differs from ajatus.${key} (${JSON.stringify(ajatus[key])}); the two replications share the component's subscriptions at partners' services, and a node both follow gets whichever set it up last: set both alike`);
+    }
+  }
   if (notes.length > 0) NOTES.set(r.value, notes);
   return r.value;
 }

@@ -289,9 +289,9 @@ export class PartnerManager implements ClaimHolder {
     return [...this.followed.values()].map((f) => `${f.service} ${f.node}`).sort();
   }
 
-  /** The nodes followed now, as [service, node] pairs. */
+  /** The nodes followed now, as [service, node] pairs, by service then node (a carrier named in a log line is the same every run). */
   followedNodes(): Array<readonly [string, string]> {
-    return [...this.followed.values()].map((f) => [f.service, f.node] as const);
+    return [...this.followed.values()].map((f) => [f.service, f.node] as const).sort(([s1, n1], [s2, n2]) => (s1 < s2 ? -1 : s1 > s2 ? 1 : n1 < n2 ? -1 : n1 > n2 ? 1 : 0));
   }
 
   /** The partner (contact JID) a discovered service belongs to, if known. */

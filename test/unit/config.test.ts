@@ -36,12 +36,23 @@ describe('config validation', () => {
     assert.equal(c.log.level, 'info');
   });
 
-  it('notes a section that has no effect: ajatus without appDb (check prints it, start logs it)', () => {
+  it('notes a section that has no effect (ajatus without appDb) and shared subscription settings that differ (check prints them, start logs them)', () => {
     const notes = configNotes(validateConfig({ ...good, ajatus: { contentDb: 'notes' } }, '/etc/hermod'));
     assert.equal(notes.length, 1);
     assert.match(notes[0] as string, /^ajatus: ignored without appDb .*add appDb, or remove the ajatus section$/);
     assert.deepEqual(configNotes(validateConfig(good, '/etc/hermod')), [], 'nothing to note');
     assert.deepEqual(configNotes(validateConfig({ appDb: { url: 'http://127.0.0.1:5984' }, ajatus: { contentDb: 'notes' } }, '/etc/hermod')), [], 'with appDb it is used');
+    const both = (ajatus: object, midgard: object): readonly string[] => configNotes(validateConfig({ appDb: { url: 'http://127.0.0.1:5984' }, ajatus, midgard: { bus: 'none', ...midgard } }, '/etc/hermod'));
+    assert.deepEqual(both({}, {}), [], 'Ajatus and Midgard with the same subscription settings');
+    assert.deepEqual(
+      both({ packedPayloads: false }, { notificationDigestMs: 100 }),
+      [
+        "midgard.notificationDigestMs: 100 differs from ajatus.notificationDigestMs (25); the two replications share the component's subscriptions at partners' services, and a node both follow gets whichever set it up last: set both alike",
+        "midgard.packedPayloads: true differs from ajatus.packedPayloads (false); the two replications share the component's subscriptions at partners' services, and a node both follow gets whichever set it up last: set both alike",
+      ],
+      'settings of the shared subscriptions that differ are noted',
+    );
+    assert.deepEqual(configNotes(validateConfig({ ...good, midgard: { bus: 'none', packedPayloads: false } }, '/etc/hermod')), [], 'Midgard alone: nothing shared');
   });
 
   it('needs only the application database when credentials live there', () => {
