@@ -162,6 +162,13 @@ interface Followed {
    * (setUpSubscription); undefined where it does not offer the option (not asked again).
    */
   oneCopy?: boolean;
+  /**
+   * What the service has of `{urn:hermod:pubsub:0}packed` for our subscription, as far as we
+   * know (setUpSubscription); undefined where it does not offer the option (not asked again).
+   * A discovery sets it again where it differs from `packed` (a configure refused, e.g. with
+   * another field of the same form).
+   */
+  packed?: boolean;
   /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
   since: number;
   /**
@@ -502,6 +509,8 @@ export class PartnerManager implements ClaimHolder {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
         // A stylesheet added (or removed) since the follow: one copy off (or on) again at the service.
         else if (f.service === service && f.oneCopy !== undefined && f.oneCopy !== (this.o.oneCopy?.(partner, f.node) === true)) await this.setOneCopy(f, !f.oneCopy);
+        // Packed payloads as the setting says, where configuring the subscription did not take.
+        if (this.followed.get(key(f.service, f.node)) === f && f.service === service && f.packed !== undefined && f.packed !== (this.o.packed !== false)) await this.setPacked(f, !f.packed);
       }
     }
     return failure;
@@ -646,6 +655,9 @@ export class PartnerManager implements ClaimHolder {
     let oneCopy: boolean | undefined;
     /** What the service has of one_copy before we change it (undefined: not offered, or not read). */
     let had: boolean | undefined;
+    /** What the service has of packed before we change it (undefined: not offered, or not read). */
+    let hadPacked: boolean | undefined;
+    let packed: boolean | undefined;
     let read = false;
     let paused = false;
     try {
@@ -659,11 +671,14 @@ export class PartnerManager implements ClaimHolder {
         change['pubsub#digest'] = '1';
         if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
       } else if (ms) this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
+      // 0: one notification per item, also where an earlier run (or the other replication on this JID) asked for digests.
+      else if (['1', 'true'].includes(options.get('pubsub#digest')?.[0] ?? '')) change['pubsub#digest'] = '0';
       // Payloads as one base64 text node each: far less for the servers carrying them to parse
       // (unless turned off: then off again where an earlier run turned it on).
       if (options.has(PACKED_FIELD)) {
-        const want = this.o.packed !== false;
-        if (want !== ['1', 'true'].includes(options.get(PACKED_FIELD)?.[0] ?? '')) change[PACKED_FIELD] = want ? '1' : '0';
+        packed = this.o.packed !== false;
+        hadPacked = ['1', 'true'].includes(options.get(PACKED_FIELD)?.[0] ?? '');
+        if (packed !== hadPacked) change[PACKED_FIELD] = packed ? '1' : '0';
       }
       if (options.has(ONE_COPY_FIELD)) {
         // On or off as the node's handling is now (a stylesheet added since turns it off).
@@ -679,13 +694,30 @@ export class PartnerManager implements ClaimHolder {
       }
       // Only what the service took: otherwise notifications without payload are fetched at once.
       if (oneCopy !== undefined) f.oneCopy = oneCopy;
+      if (packed !== undefined) f.packed = packed;
+      if (packed === false && hadPacked === true) this.o.log.info('packed payloads turned off at a partner\'s node (packedPayloads is false)', { service, node });
     } catch (err) {
       // Delivery left paused would lose what is published after the catch-up: the follow fails (and is tried again).
       if (paused) throw new Error(`resuming the paused delivery failed: ${String(err)}`);
       // The service's one_copy as it still is: a discovery asks again where it differs from what we want.
       if (had !== undefined) f.oneCopy = had;
-      if (read) this.o.log.warn('configuring our subscription failed; notification digests (and one copy) as the service had them', { service, node, reason: String(err) });
+      if (hadPacked !== undefined) f.packed = hadPacked;
+      if (read) this.o.log.warn('configuring our subscription failed; notification digests, one copy and packed payloads as the service had them (one copy and packed asked again at the next discovery)', { service, node, reason: String(err) });
       else this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
+    }
+  }
+
+  /**
+   * Turns `{urn:hermod:pubsub:0}packed` on or off for a followed node where configuring the
+   * subscription did not take it (a discovery asks again). Errors: none (logged).
+   */
+  private async setPacked(f: Followed, on: boolean): Promise<void> {
+    try {
+      await this.client.configureSubscription(f.service, f.node, { [PACKED_FIELD]: on ? '1' : '0' }, f.subid);
+      f.packed = on;
+      this.o.log[on ? 'debug' : 'info'](on ? 'subscription configured' : 'packed payloads turned off at a partner\'s node (packedPayloads is false)', { service: f.service, node: f.node, [PACKED_FIELD]: on });
+    } catch (err) {
+      this.o.log.warn('changing packed payloads failed', { service: f.service, node: f.node, on, reason: String(err) });
     }
   }
 

@@ -2,7 +2,8 @@
 // in-process wire harness: two Hermods on one network, the partner's PartnerManager following the
 // site's node through its real pub/sub service. With a digest setting the subscription is stored
 // with pubsub#digest on, the first publication arrives at once, the next ones (and a retraction)
-// arrive in one message and reach the sink in publish order; with 0 the subscription stays plain.
+// arrive in one message and reach the sink in publish order; with 0 the subscription stays plain
+// (and one an earlier run asked digests of is made plain again).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +12,7 @@ import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { startPartner } from './partner-fixture.ts';
+import { managerOn, startPartner } from './partner-fixture.ts';
 
 const create = (node: string): string => `<pubsub xmlns='${NS.PUBSUB}'><create node='${node}'/></pubsub>`;
 const publish = (node: string, id: string): string =>
@@ -81,5 +82,29 @@ describe('partner subscriptions ask for notification digests', () => {
     await until(() => f.written.filter((w) => w.startsWith('+q')).length === 3, 'the items');
     assert.equal((await optionsOf('/tags/plain', f.harness.jid))?.digest, undefined);
     assert.equal(f.messages.filter((m) => m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items')?.attrs.node === '/tags/plain').length, 3);
+  });
+
+  it('with 0 after a run that asked for digests: the subscription is made one notification per item again', async () => {
+    await alice.iq('set', site.jid, create('/tags/again'));
+    const f = await follower(site, 'pubsub.delta.test', 1000);
+    stops.push(() => f.harness.stop());
+    await until(async () => (await optionsOf('/tags/again', f.harness.jid).catch(() => undefined))?.digest === true, 'the subscription with digests (the earlier run)');
+    await f.manager.stop();
+    const sink: PartnerSink = {
+      writeItem: async (_service, _node, item) => {
+        f.written.push(`+${String(item.attrs.id)}`);
+        return true;
+      },
+      retract: async () => undefined,
+    };
+    const plain = managerOn(site, f.harness, sink, { digestMs: 0 });
+    stops.push(() => plain.stop());
+    await until(async () => {
+      const options = await optionsOf('/tags/again', f.harness.jid).catch(() => null); // null: no subscription now
+      return options !== null && options?.digest !== true;
+    }, 'digests off again');
+    for (const id of ['r1', 'r2', 'r3']) await alice.iq('set', site.jid, publish('/tags/again', id));
+    await until(() => f.written.filter((w) => w.startsWith('+r')).length === 3, 'the items');
+    assert.equal(f.messages.filter((m) => m.getChild('event', NS.PUBSUB_EVENT)?.getChild('items')?.attrs.node === '/tags/again').length, 3, 'one message per item');
   });
 });

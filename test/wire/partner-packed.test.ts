@@ -110,4 +110,41 @@ describe('packed payloads between Hermods', () => {
       }
     });
   });
+
+  it('packed payloads turned off: a configure that does not take is asked again, packed alone, by the next discovery', async () => {
+    await s.alice.iq('set', s.site.jid, `<pubsub xmlns='${NS.PUBSUB}'><create node='/tags/p4'/></pubsub>`);
+    const { sink } = recording('/tags/p4');
+    const packedNow = async (jid: string): Promise<boolean | 'none'> => {
+      const sub = await s.site.core.service.getSubscriptionOptions(jid, '/tags/p4', jid, undefined).catch(() => undefined);
+      return sub === undefined ? 'none' : sub.options?.packed === true;
+    };
+    const log = captureLog();
+    await withPartner(s.site, 'pubsub.epsilon.test', sink, {}, async ({ harness, manager }) => {
+      await until(async () => (await packedNow(harness.jid)) === true, 'the subscription with packed on (the earlier run)');
+      await manager.stop();
+      let refused = 0;
+      const submitted: string[][] = [];
+      // The first configure for /tags/p4 (digests and packed, after subscribing) gets no good answer.
+      const iq = aroundRequests(async (child, send) => {
+        const options = child.getChild('options');
+        const x = options?.getChild('x');
+        if (options?.attrs.node === '/tags/p4' && x?.attrs.type === 'submit') {
+          submitted.push(x.getChildren('field').map((f) => String(f.attrs.var)).filter((v) => v !== 'FORM_TYPE'));
+          if (refused++ === 0) throw new Error('remote-server-timeout');
+        }
+        return send();
+      });
+      const plain = managerOn(s.site, harness, sink, { packed: false, iq, log });
+      try {
+        await until(() => plain.subscriptions().includes(`${s.site.jid} /tags/p4`) && refused >= 1, 'followed, its configuring refused');
+        plain.discoverSoon();
+        await until(async () => (await packedNow(harness.jid)) === false, 'packed off, asked for again');
+        assert.ok(submitted[0]?.includes('{urn:hermod:pubsub:0}packed'), `the refused configure asked for it: ${JSON.stringify(submitted)}`);
+        assert.deepEqual(submitted.at(-1), ['{urn:hermod:pubsub:0}packed'], 'asked again alone');
+        assert.ok(log.lines.some((l) => l.level === 'info' && /packed payloads turned off/.test(l.msg) && l.node === '/tags/p4'), 'the turn logged');
+      } finally {
+        await plain.stop();
+      }
+    });
+  });
 });
