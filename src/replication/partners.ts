@@ -23,7 +23,8 @@
 // back the others); stop() ends catch-ups at their next page (the position stays where the last
 // applied page left it), so stopping does not wait for a first sync to finish.
 // Beside it: catch-up-rules.ts (what a catch-up takes of a page while notifications arrive),
-// one-copy-follows.ts (notifications without payload of one-copy subscriptions).
+// one-copy-follows.ts (notifications without payload of one-copy subscriptions),
+// subscription-setup.ts (our subscriptions' options: digests, one copy, packed, delivery).
 
 import type { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
@@ -33,7 +34,6 @@ import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
 import { PubsubClient, type HistoryPage } from '../xmpp/pubsub-client.ts';
 import { unpackPayloads } from '../xmpp/packed.ts';
-import { ONE_COPY_FIELD, PACKED_FIELD } from '../xmpp/subscribe-options-form.ts';
 import { pageOfItems, stableAnchor, withoutSuperseded } from './catch-up-rules.ts';
 import { OneCopyFollows } from './one-copy-follows.ts';
 import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
@@ -41,6 +41,7 @@ import { StoppedError } from './stopped-error.ts';
 import { RefusedWrite, writeLeaves, type PartnerSink } from '../sinks/sink.ts';
 import type { PartnerSettings } from './settings.ts';
 import { SubscriptionClaims, type ClaimHolder } from './subscription-claims.ts';
+import { SubscriptionSetup, type ConfiguredSubscription } from './subscription-setup.ts';
 
 /** Disco feature by which Hermod services recognise each other. */
 export const HERMOD_FEATURE = 'urn:hermod:replication:0';
@@ -149,26 +150,9 @@ interface LiveTrack {
   saving?: Promise<void>;
 }
 
-interface Followed {
-  service: string;
-  node: string;
+/** A node we follow: our subscription (its options: subscription-setup.ts) and its live notifications. */
+interface Followed extends ConfiguredSubscription {
   live: LiveTrack;
-  /** Our subscription's id, when the service gave one. */
-  subid?: string;
-  /** Configuring the subscription after subscribing (setUpSubscription). */
-  setUp?: Promise<void>;
-  /**
-   * What the service took of `{urn:hermod:pubsub:0}one_copy` for our subscription
-   * (setUpSubscription); undefined where it does not offer the option (not asked again).
-   */
-  oneCopy?: boolean;
-  /**
-   * What the service has of `{urn:hermod:pubsub:0}packed` for our subscription, as far as we
-   * know (setUpSubscription); undefined where it does not offer the option (not asked again).
-   * A discovery sets it again where it differs from `packed` (a configure refused, e.g. with
-   * another field of the same form).
-   */
-  packed?: boolean;
   /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
   since: number;
   /**
@@ -259,9 +243,18 @@ export class PartnerManager implements ClaimHolder {
   private readonly drains = new Set<Promise<void>>();
   /** Notifications of one-copy subscriptions: payloads once, the others without (one-copy-follows.ts). */
   private readonly oneCopy: OneCopyFollows;
+  /** Our subscriptions' options: digests, one copy, packed, delivery (subscription-setup.ts). */
+  private readonly setup: SubscriptionSetup;
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
+    this.setup = new SubscriptionSetup({
+      client: this.client,
+      log: o.log,
+      ...(o.digestMs !== undefined ? { digestMs: o.digestMs } : {}),
+      ...(o.packed !== undefined ? { packed: o.packed } : {}),
+      oneCopy: (service, node) => o.oneCopy?.(this.partnerOf.get(service), node) === true,
+    });
     // For the process's life: while it stops, what it follows still counts for the other one.
     this.claims = o.claims ?? new SubscriptionClaims();
     this.claims.add(this);
@@ -507,10 +500,9 @@ export class PartnerManager implements ClaimHolder {
       await Promise.all(Array.from({ length: Math.min(FOLLOWS_AT_ONCE, toFollow.length) }, follower));
       for (const f of [...this.followed.values()]) {
         if (f.service === service && !wanted.includes(f.node)) await this.unfollow(f.service, f.node);
-        // A stylesheet added (or removed) since the follow: one copy off (or on) again at the service.
-        else if (f.service === service && f.oneCopy !== undefined && f.oneCopy !== (this.o.oneCopy?.(partner, f.node) === true)) await this.setOneCopy(f, !f.oneCopy);
-        // Packed payloads as the setting says, where configuring the subscription did not take.
-        if (this.followed.get(key(f.service, f.node)) === f && f.service === service && f.packed !== undefined && f.packed !== (this.o.packed !== false)) await this.setPacked(f, !f.packed);
+        // One copy again as the node's handling is now (a stylesheet added or removed since the
+        // follow), packed as the setting says where configuring the subscription did not take.
+        else if (f.service === service) await this.setup.reconcile(f, this.o.oneCopy?.(partner, f.node) === true, () => this.followed.get(key(f.service, f.node)) === f);
       }
     }
     return failure;
@@ -541,7 +533,7 @@ export class PartnerManager implements ClaimHolder {
       this.o.log.info('subscribed to partner node', { service, node });
       const subid = subscription?.attrs.subid as string | undefined;
       if (subid !== undefined) f.subid = subid;
-      digests = f.setUp = this.setUpSubscription(f, subid);
+      digests = f.setUp = this.setup.setUp(f);
     } catch (err) {
       if (this.followed.get(k) === f) this.followed.delete(k);
       f.live.held = true; // what settles late must not move the position
@@ -634,119 +626,15 @@ export class PartnerManager implements ClaimHolder {
     return true;
   }
 
-  /**
-   * Configures our subscription to a partner's node after subscribing (XEP-0060 §6.3.6), from
-   * its options form: asks for notification digests when the digest setting is on and the form
-   * offers pubsub#digest (many items then travel in one message; otherwise — an older Hermod, a
-   * service without subscription options — one notification per item), for one copy of an item
-   * published to several nodes where `oneCopy` says the node may and the form offers
-   * `{urn:hermod:pubsub:0}one_copy` (off again where it no longer may), for packed payloads where
-   * the form offers `{urn:hermod:pubsub:0}packed` (src/xmpp/packed.ts; off again where `packed` is
-   * false), and turns delivery back
-   * on (pubsub#deliver) where a drain that did not finish (a stop, a crash) left it paused.
-   * Rejects only when delivery is paused and could not be resumed (the follow then fails and is
-   * tried again: a catch-up with delivery paused would miss what is published after it);
-   * options the service does not offer are logged and skipped.
-   */
-  private async setUpSubscription(f: Followed, subid: string | undefined): Promise<void> {
-    const { service, node } = f;
-    const ms = this.o.digestMs;
-    /** Undefined where the service does not offer one_copy (an older Hermod, another server): never asked again. */
-    let oneCopy: boolean | undefined;
-    /** What the service has of one_copy before we change it (undefined: not offered, or not read). */
-    let had: boolean | undefined;
-    /** What the service has of packed before we change it (undefined: not offered, or not read). */
-    let hadPacked: boolean | undefined;
-    let packed: boolean | undefined;
-    let read = false;
-    let paused = false;
-    try {
-      const options = await this.client.subscriptionOptions(service, node, subid);
-      read = true;
-      const change: Record<string, string> = {};
-      const deliver = options.get('pubsub#deliver')?.[0];
-      paused = deliver === '0' || deliver === 'false';
-      if (paused) change['pubsub#deliver'] = '1';
-      if (ms && options.has('pubsub#digest')) {
-        change['pubsub#digest'] = '1';
-        if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
-      } else if (ms) this.o.log.debug('partner service offers no notification digests; one notification per item', { service, node });
-      // 0: one notification per item, also where an earlier run (or the other replication on this JID) asked for digests.
-      else if (['1', 'true'].includes(options.get('pubsub#digest')?.[0] ?? '')) change['pubsub#digest'] = '0';
-      // Payloads as one base64 text node each: far less for the servers carrying them to parse
-      // (unless turned off: then off again where an earlier run turned it on).
-      if (options.has(PACKED_FIELD)) {
-        packed = this.o.packed !== false;
-        hadPacked = ['1', 'true'].includes(options.get(PACKED_FIELD)?.[0] ?? '');
-        if (packed !== hadPacked) change[PACKED_FIELD] = packed ? '1' : '0';
-      }
-      if (options.has(ONE_COPY_FIELD)) {
-        // On or off as the node's handling is now (a stylesheet added since turns it off).
-        const want = this.o.oneCopy?.(this.partnerOf.get(service), node) === true;
-        const on = ['1', 'true'].includes(options.get(ONE_COPY_FIELD)?.[0] ?? '');
-        had = on;
-        if (want !== on) change[ONE_COPY_FIELD] = want ? '1' : '0';
-        oneCopy = want;
-      }
-      if (Object.keys(change).length > 0) {
-        await this.client.configureSubscription(service, node, change, subid);
-        this.o.log.debug('subscription configured', { service, node, ...change });
-      }
-      // Only what the service took: otherwise notifications without payload are fetched at once.
-      if (oneCopy !== undefined) f.oneCopy = oneCopy;
-      if (packed !== undefined) f.packed = packed;
-      if (packed === false && hadPacked === true) this.o.log.info('packed payloads turned off at a partner\'s node (packedPayloads is false)', { service, node });
-    } catch (err) {
-      // Delivery left paused would lose what is published after the catch-up: the follow fails (and is tried again).
-      if (paused) throw new Error(`resuming the paused delivery failed: ${String(err)}`);
-      // The service's one_copy as it still is: a discovery asks again where it differs from what we want.
-      if (had !== undefined) f.oneCopy = had;
-      if (hadPacked !== undefined) f.packed = hadPacked;
-      if (read) this.o.log.warn('configuring our subscription failed; notification digests, one copy and packed payloads as the service had them (one copy and packed asked again at the next discovery)', { service, node, reason: String(err) });
-      else this.o.log.debug('subscription options not available; one notification per item', { service, node, reason: String(err) });
-    }
-  }
-
-  /**
-   * Turns `{urn:hermod:pubsub:0}packed` on or off for a followed node where configuring the
-   * subscription did not take it (a discovery asks again). Errors: none (logged).
-   */
-  private async setPacked(f: Followed, on: boolean): Promise<void> {
-    try {
-      await this.client.configureSubscription(f.service, f.node, { [PACKED_FIELD]: on ? '1' : '0' }, f.subid);
-      f.packed = on;
-      this.o.log[on ? 'debug' : 'info'](on ? 'subscription configured' : 'packed payloads turned off at a partner\'s node (packedPayloads is false)', { service: f.service, node: f.node, [PACKED_FIELD]: on });
-    } catch (err) {
-      this.o.log.warn('changing packed payloads failed', { service: f.service, node: f.node, on, reason: String(err) });
-    }
-  }
-
   /** A follow ends (unfollowed, or ended by the partner): a one-copy one's late payloads are still written for a while (OneCopyFollows.ended). */
   private ended(f: Followed | undefined): void {
     if (f?.oneCopy) this.oneCopy.ended(f.service, f.node);
   }
 
   /**
-   * Turns `{urn:hermod:pubsub:0}one_copy` on or off for a followed node whose handling changed
-   * (a stylesheet added or removed). Until the service took it, a notification without payload
-   * there is fetched (withoutPayload checks `oneCopy` as it is now). Errors: none (logged).
-   */
-  private async setOneCopy(f: Followed, on: boolean): Promise<void> {
-    try {
-      await this.client.configureSubscription(f.service, f.node, { [ONE_COPY_FIELD]: on ? '1' : '0' }, f.subid);
-      f.oneCopy = on;
-      this.o.log.debug('subscription configured', { service: f.service, node: f.node, [ONE_COPY_FIELD]: on });
-    } catch (err) {
-      this.o.log.warn('changing one copy of shared items failed', { service: f.service, node: f.node, on, reason: String(err) });
-    }
-  }
-
-  /**
    * Pauses (false) or resumes (true) the delivery of a followed node's notifications to us
-   * (pubsub#deliver, XEP-0060 §6.3): a drain pauses it while it reads the history, so that
-   * nobody carries notifications we would leave. Resolves to `taken`, `refused` (an error
-   * answer: a service without the option; nothing changed) or `unknown` (no answer: it may have
-   * been applied). Logged when not taken.
+   * (SubscriptionSetup.setDelivery): a drain pauses it while it reads the history, so that
+   * nobody carries notifications we would leave. Resolves to `taken`, `refused` or `unknown`.
    */
   private async setDelivery(f: Followed, deliver: boolean): Promise<'taken' | 'refused' | 'unknown'> {
     // The subscription is shared with the other replication on this JID, which follows the node
@@ -754,14 +642,7 @@ export class PartnerManager implements ClaimHolder {
     // the gap). Not paused: what arrives meanwhile is left to the history as with a service that
     // refuses the option.
     if (!deliver && this.claims.byOthers(this, f.service, f.node)) return 'refused';
-    try {
-      await f.setUp?.catch(() => undefined);
-      await this.client.configureSubscription(f.service, f.node, { 'pubsub#deliver': deliver ? '1' : '0' }, f.subid);
-      return 'taken';
-    } catch (err) {
-      this.o.log[deliver ? 'warn' : 'debug'](`${deliver ? 'resuming' : 'pausing'} notification delivery failed`, { service: f.service, node: f.node, reason: String(err) });
-      return err instanceof IqError ? 'refused' : 'unknown';
-    }
+    return this.setup.setDelivery(f, deliver);
   }
 
   /** ClaimHolder: whether this replication follows `node` of `service` now. */
