@@ -634,7 +634,9 @@ export class PartnerManager implements ClaimHolder {
   /**
    * Pauses (false) or resumes (true) the delivery of a followed node's notifications to us
    * (SubscriptionSetup.setDelivery): a drain pauses it while it reads the history, so that
-   * nobody carries notifications we would leave. Resolves to `taken`, `refused` or `unknown`.
+   * nobody carries notifications we would leave. Resolves to `taken`, `refused` (an error answer,
+   * or the subscription shared with the other replication: nothing changed) or `unknown` (no
+   * answer: it may have been applied).
    */
   private async setDelivery(f: Followed, deliver: boolean): Promise<'taken' | 'refused' | 'unknown'> {
     // The subscription is shared with the other replication on this JID, which follows the node

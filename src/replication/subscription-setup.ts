@@ -78,7 +78,9 @@ export class SubscriptionSetup {
       if (paused) change['pubsub#deliver'] = '1';
       if (ms && options.has('pubsub#digest')) {
         // Asked (with the frequency stated, not left to the service's default) unless the
-        // subscription has them already at this frequency (a restart).
+        // subscription has them already at this frequency (a restart) — also where that is the
+        // frequency the form shows as the service's default (digests turned on by someone else
+        // without one): what is delivered is then what we ask for.
         if (!isOn(options.get('pubsub#digest')) || (options.has('pubsub#digest_frequency') && options.get('pubsub#digest_frequency')?.[0] !== String(ms))) {
           change['pubsub#digest'] = '1';
           if (options.has('pubsub#digest_frequency')) change['pubsub#digest_frequency'] = String(ms);
@@ -149,7 +151,7 @@ export class SubscriptionSetup {
       await this.o.client.configureSubscription(s.service, s.node, { [PACKED_FIELD]: on ? '1' : '0' }, s.subid);
       s.packed = on;
       if (on) this.o.log.debug('subscription configured', { service: s.service, node: s.node, [PACKED_FIELD]: on });
-      else this.o.log.info("packed payloads turned off at a partner's node (packedPayloads is false)", { service: s.service, node: s.node });
+      else this.o.log.info("packed payloads turned off at a partner's node (packedPayloads is false)", { service: s.service, node: s.node, [PACKED_FIELD]: on });
     } catch (err) {
       this.o.log.warn('changing packed payloads failed', { service: s.service, node: s.node, on, reason: String(err) });
     }

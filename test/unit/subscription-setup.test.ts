@@ -30,6 +30,43 @@ const sub = (): ConfiguredSubscription => ({ service: 'pubsub.beta.test', node: 
 const HERMOD_FORM = { 'pubsub#deliver': '1', 'pubsub#digest': '0', 'pubsub#digest_frequency': '1000', [PACKED_FIELD]: '0', [ONE_COPY_FIELD]: '0' };
 
 describe('configuring our subscriptions at partners’ services', () => {
+  it('digests already right: the other fields still go out (delivery resumed, packed on), and the service ends as asked', async () => {
+    const svc = service({ ...HERMOD_FORM, 'pubsub#digest': '1', 'pubsub#digest_frequency': '25', 'pubsub#deliver': '0', [PACKED_FIELD]: '0' });
+    await new SubscriptionSetup({ client: svc.client, log: captureLog(), digestMs: 25, oneCopy: () => false }).setUp(sub());
+    assert.deepEqual(svc.configured, [{ 'pubsub#deliver': '1', [PACKED_FIELD]: '1' }]);
+    assert.deepEqual(svc.form, { ...HERMOD_FORM, 'pubsub#digest': '1', 'pubsub#digest_frequency': '25', 'pubsub#deliver': '1', [PACKED_FIELD]: '1' }, 'the subscription as the service now has it');
+  });
+
+  it('a service whose form has digests but no frequency: digests asked for without one', async () => {
+    const svc = service({ 'pubsub#deliver': '1', 'pubsub#digest': '0' });
+    await new SubscriptionSetup({ client: svc.client, log: captureLog(), digestMs: 25, oneCopy: () => false }).setUp(sub());
+    assert.deepEqual(svc.configured, [{ 'pubsub#digest': '1' }]);
+    const on = service({ 'pubsub#deliver': '1', 'pubsub#digest': 'true' });
+    await new SubscriptionSetup({ client: on.client, log: captureLog(), digestMs: 25, oneCopy: () => false }).setUp(sub());
+    assert.deepEqual(on.configured, [], 'on already (as "true"): nothing asked');
+  });
+
+  it('delivery paused and resumed after the configuring under way; refused (an error answer) and unknown (no answer) told apart', async () => {
+    const order: string[] = [];
+    const svc = service({ ...HERMOD_FORM });
+    const setup = new SubscriptionSetup({ client: svc.client, log: captureLog(), oneCopy: () => false });
+    let finish = (): void => undefined;
+    const s: ConfiguredSubscription = { ...sub(), setUp: new Promise<void>((resolve) => (finish = resolve)).then(() => void order.push('set up')) };
+    const paused = setup.setDelivery(s, false).then((r) => (order.push(`paused ${r}`), r));
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(order, [], 'waits for the configuring under way');
+    finish();
+    assert.equal(await paused, 'taken');
+    assert.deepEqual(order, ['set up', 'paused taken']);
+    assert.equal(svc.form['pubsub#deliver'], '0');
+    const refusing = service({ ...HERMOD_FORM }, () => new IqError('feature-not-implemented', undefined, undefined, 'pubsub.beta.test', 'cancel'));
+    assert.equal(await new SubscriptionSetup({ client: refusing.client, log: captureLog(), oneCopy: () => false }).setDelivery(sub(), false), 'refused');
+    const silent = service({ ...HERMOD_FORM }, () => new Error('timeout'));
+    const log = captureLog();
+    assert.equal(await new SubscriptionSetup({ client: silent.client, log, oneCopy: () => false }).setDelivery(sub(), true), 'unknown');
+    assert.ok(log.lines.some((l) => l.level === 'warn' && /resuming notification delivery failed/.test(l.msg)), 'a resume that failed is a warning');
+  });
+
   it('digests at another frequency: asked again with the new one', async () => {
     const svc = service({ ...HERMOD_FORM, 'pubsub#digest': '1', 'pubsub#digest_frequency': '1000', [PACKED_FIELD]: '1' });
     await new SubscriptionSetup({ client: svc.client, log: captureLog(), digestMs: 25, oneCopy: () => false }).setUp(sub());
@@ -84,7 +121,8 @@ describe('configuring our subscriptions at partners’ services', () => {
     assert.deepEqual([s.packed, s.oneCopy], [true, false], 'as the service still has them');
     assert.ok(log.lines.some((l) => l.level === 'warn' && /configuring our subscription failed/.test(l.msg)));
     await setup.reconcile(s, true);
-    assert.deepEqual(svc.configured, [{ [ONE_COPY_FIELD]: '1' }, { [PACKED_FIELD]: '0' }], 'each alone');
+    assert.deepEqual(new Set(svc.configured.map((c) => JSON.stringify(c))), new Set([JSON.stringify({ [ONE_COPY_FIELD]: '1' }), JSON.stringify({ [PACKED_FIELD]: '0' })]), 'each alone');
+    assert.deepEqual([svc.form[ONE_COPY_FIELD], svc.form[PACKED_FIELD]], ['1', '0'], 'the subscription as the service now has it');
     assert.deepEqual([s.packed, s.oneCopy], [false, true]);
     await setup.reconcile(s, true);
     assert.equal(svc.configured.length, 2, 'nothing differs any more: nothing asked');
