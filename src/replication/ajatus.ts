@@ -252,9 +252,6 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     discoveryIntervalSeconds: o.config.discoveryIntervalSeconds,
     digestMs: o.config.notificationDigestMs,
     packed: o.config.packedPayloads,
-    // A retraction deletes the document here (unless another node carries it): a quarantined
-    // leaf of an item the partner has withdrawn since must not bring it back when retried.
-    offered: (service, node, itemId) => nodeHasItem(ctx.partners().client, service, node, itemId),
     liveBacklogItems: o.config.liveBacklogItems,
     feeds: [
       feed(source, async (changes) => {

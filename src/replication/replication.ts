@@ -92,8 +92,6 @@ export interface ReplicationAdapter {
   liveBacklogItems?: number;
   /** Ask partners' services for packed payloads (PartnerManagerOptions.packed). Default on. */
   packed?: boolean;
-  /** Where a retraction undoes a leaf by itself: whether a partner's node still offers an item (StageOptions.offered). */
-  offered?: (service: string, node: string, itemId: string) => Promise<boolean>;
   /** Runs after the state is open, before the sources start. Throws to fail the start. */
   prepare?(): Promise<void>;
   /** Runs once online, before partner discovery. */
@@ -125,7 +123,6 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       native: adapter.sink,
       state: this.state,
       onStylesheetChange: () => this.partners.discoverSoon(),
-      ...(adapter.offered ? { offered: adapter.offered } : {}),
     });
     this.partners = new PartnerManager({
       iq: common.iq,

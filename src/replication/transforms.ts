@@ -81,14 +81,6 @@ export interface StageOptions {
   state: ReplicationState;
   /** Called when a stylesheet in use changed (e.g. discovery again, to pause or resume). */
   onStylesheetChange: () => void;
-  /**
-   * Whether a partner's node still offers an item (XEP-0060 §6.5.8: false when it answers that it
-   * has not); rejects when the service does not answer. Given where a retraction undoes a leaf
-   * by itself (Ajatus: the document is deleted unless another node carries it): a quarantined
-   * leaf is then retried only while its node still offers the item, so a retry never brings back
-   * what the partner withdrew. Absent (Midgard, whose deletions travel as leaves): always retried.
-   */
-  offered?: (service: string, node: string, itemId: string) => Promise<boolean>;
 }
 
 /** What a transformed item became, per source item; `nodes` are the followed nodes that carried it. */
@@ -412,22 +404,6 @@ export class TransformStage implements PartnerSink {
     // (quarantined again, or written: no mark left). Only the entry as it is now is retried.
     const entry = await this.t.quarantine.marked(marked.id);
     if (!entry || entry.at !== marked.at) return;
-    if (this.o.offered) {
-      let offered: boolean;
-      try {
-        offered = await this.o.offered(entry.service, entry.node, entry.itemId);
-      } catch (err) {
-        const reason = `not retried: ${entry.service} did not say whether ${entry.node} still offers the item (${err instanceof Error ? err.message : String(err)})`;
-        await this.t.quarantine.requeue(entry, reason);
-        this.log.warn('quarantined leaf not retried: the partner did not answer', { id: entry.id, partner: entry.partner, node: entry.node, item: entry.itemId, reason: String(err) });
-        return;
-      }
-      if (!offered) {
-        await this.t.quarantine.done(entry.id);
-        this.log.info('quarantined leaf dropped: its node no longer offers the item (the partner retracted it)', { id: entry.id, partner: entry.partner, node: entry.node, item: entry.itemId });
-        return;
-      }
-    }
     const leaf: Leaf = { adapter: this.adapter, partner: entry.partner, service: entry.service, node: entry.node, itemId: entry.itemId, publisher: entry.publisher };
     const spec = this.spec(entry.partner, entry.node);
     if (spec) {

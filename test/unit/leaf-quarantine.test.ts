@@ -51,14 +51,14 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-async function stageWith(native: PartnerSink, specFor: (node: string) => { stylesheet: string; params: Record<string, string> } | undefined = () => undefined, offered?: (service: string, node: string, itemId: string) => Promise<boolean>) {
+async function stageWith(native: PartnerSink, specFor: (node: string) => { stylesheet: string; params: Record<string, string> } | undefined = () => undefined) {
   const store = new MemoryStore();
   const log = captureLog();
   const dir = mkdtempSync(path.join(tmpdir(), 'hermod-leaf-quarantine-'));
   dirs.push(dir);
   const quarantine = new Quarantine(store.state(QUARANTINE_SPACE));
   const transforms = new Transforms({ dir, quarantine, log, timeoutMs: 10_000, maxOutput: 100_000, pollMs: 50 });
-  const stage: TransformStage = transforms.stage('ajatus', { specFor: (_partner, node) => specFor(node), native, state: new ReplicationState(store.state('replication')), onStylesheetChange: () => undefined, ...(offered ? { offered } : {}) });
+  const stage: TransformStage = transforms.stage('ajatus', { specFor: (_partner, node) => specFor(node), native, state: new ReplicationState(store.state('replication')), onStylesheetChange: () => undefined });
   return { transforms, stage, quarantine, log, dir };
 }
 
@@ -131,34 +131,6 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
     } finally {
       await transforms.stop();
     }
-  });
-
-  it('a retry asks the node first: an item the partner withdrew since is dropped, not written; no answer leaves it quarantined; one still offered is written', async () => {
-    const db = database();
-    /** What the partner's node answers for each item: offered, withdrawn, or no answer. */
-    const node = new Map<string, 'offered' | 'withdrawn' | 'silent'>([['kept', 'offered'], ['gone', 'withdrawn'], ['unsure', 'silent']]);
-    const asked: string[] = [];
-    const offered = async (service: string, n: string, itemId: string): Promise<boolean> => {
-      asked.push(`${service} ${n} ${itemId}`);
-      if (node.get(itemId) === 'silent') throw new Error('pubsub.alpha.test answered wait/remote-server-timeout');
-      return node.get(itemId) === 'offered';
-    };
-    const { stage, quarantine, log } = await stageWith(db.sink, undefined, offered);
-    for (const id of node.keys()) db.refused.add(id);
-    await stage.writeItems([...node.keys()].map((id) => leaf('/tags/a', id)));
-    for (const id of node.keys()) db.refused.delete(id); // the cause fixed: only the node's answer decides now
-    for (const entry of await quarantine.list()) {
-      assert.equal(await quarantine.retry(entry.id), true);
-      await stage.retry(entry);
-    }
-    assert.deepEqual(asked.sort(), ['kept', 'gone', 'unsure'].map((id) => `${SERVICE} /tags/a ${id}`).sort());
-    assert.deepEqual(db.written, ['kept v1'], 'only the item still offered is written');
-    const left = await quarantine.list();
-    assert.deepEqual(left.map((e) => e.itemId), ['unsure'], 'the withdrawn one dropped, the unanswered one back in the quarantine');
-    assert.match(left[0]?.reason ?? '', /^not retried: pubsub\.alpha\.test did not say whether \/tags\/a still offers the item/);
-    assert.equal(left[0]?.attempts, 2);
-    assert.deepEqual(await quarantine.pendingRetries(), []);
-    assert.ok(log.lines.some((l) => l.level === 'info' && /quarantined leaf dropped: its node no longer offers the item/.test(l.msg) && l.item === 'gone'));
   });
 
   it('with a stylesheet: an output the database refuses is quarantined; an output write that may pass rejects and is not quarantined', async () => {
