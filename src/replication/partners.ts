@@ -372,6 +372,14 @@ export class PartnerManager implements ClaimHolder {
     this.run();
   }
 
+  /**
+   * Resolves once the discoveries asked for so far, and the sweep of stale subscriptions after a
+   * full round, have run (their requests answered): for status and tests. Never rejects.
+   */
+  settled(): Promise<void> {
+    return (this.running ?? Promise.resolve()).catch(() => undefined);
+  }
+
   /** Runs the discoveries asked for, then (after a full round) ends the subscriptions nobody follows; one run at a time. */
   private run(): void {
     if (this.running) return;

@@ -62,7 +62,7 @@ describe('subscriptions left by an earlier run', () => {
         assert.deepEqual(now, ['/midgard/m1', '/tags/a1', '/tags/c1'], '/tags/b1 ended; /tags/c1, which the other replication follows, subscribed');
         // A later round (the other following /tags/c1 now) ends nothing it follows.
         manager.discoverSoon();
-        await new Promise((r) => setTimeout(r, 1_000));
+        await manager.settled(); // the round and its sweep done
         assert.deepEqual((await manager.client.subscribedNodes(site.jid)).filter((n) => names.includes(n)).sort(), ['/midgard/m1', '/tags/a1', '/tags/c1']);
       } finally {
         await other.stop();
@@ -88,7 +88,7 @@ describe('subscriptions left by an earlier run', () => {
       // The other replication stops first (a shutdown); a round of this one meanwhile leaves its subscription.
       await other.stop();
       manager.discoverSoon();
-      await new Promise((r) => setTimeout(r, 1_000));
+      await manager.settled(); // the round and its sweep done
       assert.deepEqual((await manager.client.subscribedNodes(site.jid)).filter((n) => names.includes(n)), ['/tags/n2'], 'kept while the other is stopping');
     });
   });
@@ -107,7 +107,7 @@ describe('subscriptions left by an earlier run', () => {
         follow = ['/tags/u1'];
         manager.discoverSoon();
         await until(() => !manager.subscriptions().includes(`${site.jid} /tags/u2`), 'the first replication no longer following /tags/u2');
-        await new Promise((r) => setTimeout(r, 500)); // an unsubscribe would have been answered by now
+        await manager.settled(); // an unsubscribe would have been answered by now
         assert.deepEqual((await manager.client.subscribedNodes(site.jid)).filter((n) => names.includes(n)).sort(), ['/tags/u1', '/tags/u2'], 'the subscription the other follows stays');
       } finally {
         await other.stop();
