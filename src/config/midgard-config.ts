@@ -103,7 +103,7 @@ export function midgardSchema(baseDir: string) {
       partnerJid: partnerJid.describe('where a `midgard_person` carries a JID: `{"property": "jid", "parameter": "domain/name"}`'),
       discoveryIntervalSeconds: positive().default(300).describe('how often partners are re-discovered (as for Ajatus: failed attempts are retried from 2 s, announced nodes followed at once)'),
       inlineBlobMax: positive().default(128 * 1024).describe('blob bytes carried inline per document (smallest first); the rest go through XEP-0363 upload'),
-      notificationDigestMs: digestMs().default(25).describe('notification digests asked of partners, in ms, as `ajatus.notificationDigestMs`; 0: one notification per item'),
+      notificationDigestMs: digestMs().default(25).describe('notification digests asked of partners, in ms, as `ajatus.notificationDigestMs` (the component JID\'s subscriptions are shared with Ajatus: set both alike); 0: one notification per item'),
       packedPayloads: z.boolean(must('must be true or false')).default(true).describe('packed payloads asked of partners, as `ajatus.packedPayloads` (the component JID\'s subscriptions are shared with Ajatus: set both alike)'),
       liveBacklogItems: positive().default(2000).describe('partners\' items received live and not yet written before further notifications of a node are read back from its history instead, as `ajatus.liveBacklogItems`'),
     })
