@@ -12,8 +12,8 @@ import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
-import { Element } from 'ltx';
-import { AjatusPublisher, ImportNotes, TAG_PREFIX, tagNode } from './ajatus-publisher.ts';
+import { Element, parse } from 'ltx';
+import { AjatusPublisher, ImportNotes, TAG_PREFIX, tagNode, winningRevision } from './ajatus-publisher.ts';
 import { carrierCandidates } from './carriers.ts';
 import { parentDomain } from '../config/config.ts';
 import type { PubsubClient } from '../xmpp/pubsub-client.ts';
@@ -55,6 +55,13 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
 export type CarrierLookup = (service: string, itemId: string, partner: string | undefined, current?: CouchDoc) => Promise<string | undefined>;
 
 /**
+ * Whether `service` itself still has an item `itemId` on one of its nodes this sink follows (or
+ * followed in an earlier run and the partner's settings still name). Rejects (IqError) when
+ * one of them did not answer.
+ */
+export type OwnCarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<boolean>;
+
+/**
  * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
  * when the answer carries it; false when it is empty or an error says the item (or the node)
  * is not there for us (item-not-found, forbidden, …). Throws IqError when the service
@@ -77,8 +84,20 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
  * the source wrote it — no revision of this site's own; else the document is deleted only when
  * no followed node of that service has the item any more (`carrier`). `beforeWrite` hears of
  * each document's leaves (winner first) before they are written (ImportNotes).
+ * A refused leaf still quarantined when its service retracts the item is withdrawn (dropped:
+ * `withdrawn`) unless its winner is a deletion (retrying that only deletes) or the service still
+ * offers the item on another followed node (`lookups.stillOffered`): written by a later
+ * `hermod quarantine retry`, it would bring back the document the retraction deleted here (live
+ * beats deleted), or create one the partner no longer shares.
  */
-export function couchPartnerSink(sinkFor: (partner: string | undefined) => CouchSink, profile: Profile, log: Logger, carrier: CarrierLookup, beforeWrite?: (docs: CouchDoc[], partner: string | undefined) => void): PartnerSink {
+export function couchPartnerSink(
+  sinkFor: (partner: string | undefined) => CouchSink,
+  profile: Profile,
+  log: Logger,
+  lookups: { carrier: CarrierLookup; stillOffered: OwnCarrierLookup },
+  beforeWrite?: (docs: CouchDoc[], partner: string | undefined) => void,
+): PartnerSink {
+  const { carrier, stillOffered } = lookups;
   const sink: PartnerSink = {
     async writeItem(service, node, item, partner) {
       const payload = item.getChildElements()[0];
@@ -112,6 +131,19 @@ export function couchPartnerSink(sinkFor: (partner: string | undefined) => Couch
         const where = await carrier(service, itemId, partner, current);
         return where === undefined ? undefined : `${where} still carries it`;
       });
+    },
+    async withdrawn({ service, itemId, partner, payload }) {
+      let docs: CouchDoc[];
+      try {
+        const entry = parse(payload);
+        if (typeof entry === 'string') return false;
+        docs = parseEntry(entry);
+      } catch {
+        return false; // not a document: nothing a retry could bring back
+      }
+      const winner = winningRevision(docs);
+      if (!winner || isDeleted(winner, profile)) return false;
+      return !(await stillOffered(service, itemId, partner));
     },
   };
   return sink;
@@ -164,19 +196,12 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     }
     return sink;
   };
-  /**
-   * A node that still carries the item, among those carrierCandidates (src/replication/carriers.ts)
-   * names: the retracting service's own first (the first that has it), then other services
-   * writing into the same database, only the nodes of the local document's tags. Every candidate
-   * of a group is asked at once, one IQ each. An own node that cannot be asked fails the lookup
-   * (the retraction is tried again); another service's counts as carrying it (kept rather than
-   * deleted on a guess). Resolves to "service node", or undefined when none carries it.
-   */
-  const carrier: CarrierLookup = async (service, itemId, partner, current) => {
+  /** The nodes to ask whether they carry a retracted item (carrierCandidates, src/replication/carriers.ts). */
+  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined) => {
     const partners = ctx.partners();
     const target = sinkFor(partner);
     const settingsOf = (p: string | undefined) => (p === undefined ? undefined : o.settings.partner(p));
-    const { own, others } = carrierCandidates({
+    return carrierCandidates({
       service,
       partner,
       followed: partners.followedNodes(),
@@ -193,13 +218,31 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       sameTarget: (p) => sinkFor(p) === target,
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
     });
-    const has = await Promise.all(own.map(([s, node]) => nodeHasItem(partners.client, s, node, itemId)));
+  };
+  /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer. */
+  const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string): Promise<string | undefined> => {
+    const has = await Promise.all(own.map(([s, node]) => nodeHasItem(ctx.partners().client, s, node, itemId)));
     const here = own.find((_, i) => has[i]);
-    if (here) return `${here[0]} ${here[1]}`;
-    const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(partners.client, s, node, itemId).catch(() => true)));
+    return here ? `${here[0]} ${here[1]}` : undefined;
+  };
+  /**
+   * A node that still carries the item, among those carrierCandidates names: the retracting
+   * service's own first (the first that has it), then other services writing into the same
+   * database, only the nodes of the local document's tags. Every candidate of a group is asked at
+   * once, one IQ each. An own node that cannot be asked fails the lookup (the retraction is tried
+   * again); another service's counts as carrying it (kept rather than deleted on a guess).
+   * Resolves to "service node", or undefined when none carries it.
+   */
+  const carrier: CarrierLookup = async (service, itemId, partner, current) => {
+    const { own, others } = await candidates(service, partner, current);
+    const here = await ownCarrier(own, itemId);
+    if (here) return here;
+    const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(ctx.partners().client, s, node, itemId).catch(() => true)));
     const found = others.find((_, i) => carries[i]);
     return found ? `${found[0]} ${found[1]}` : undefined;
   };
+  /** Whether the retracting service itself still offers the item on a node it would be asked on (quarantined leaves: couchPartnerSink's `withdrawn`). */
+  const stillOffered: OwnCarrierLookup = async (service, itemId, partner) => (await ownCarrier((await candidates(service, partner, undefined)).own, itemId)) !== undefined;
   const onContact = (doc: CouchDoc): void => {
     const jid = stringAt(doc, profile.jidPath);
     if (jid) ctx.partners().addPartner(jid);
@@ -235,7 +278,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   let progress: Progress | undefined;
   return {
     publisher,
-    sink: { ...couchPartnerSink(sinkFor, profile, log, carrier, noteImport), close: async () => void (await Promise.all([contentSink, ...targetSinks.values()].map((s) => s.close()))) },
+    sink: { ...couchPartnerSink(sinkFor, profile, log, { carrier, stillOffered }, noteImport), close: async () => void (await Promise.all([contentSink, ...targetSinks.values()].map((s) => s.close()))) },
     transformTarget: {
       key: 'couchdb',
       format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",

@@ -428,11 +428,42 @@ export class TransformStage implements PartnerSink {
    * leaf of it quarantined from that node is dropped too (its subscription no longer carries it).
    */
   retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
-    if (!this.spec(partner, node)) return this.o.native.retract(service, node, itemId, followed, partner);
+    if (!this.spec(partner, node)) {
+      // Started at once, as a write is (the sink keeps each document's order); the quarantine's
+      // leaf of the item is looked at after it, in order with that item's writes and retries.
+      const undone = this.o.native.retract(service, node, itemId, followed, partner);
+      if (!this.o.native.withdrawn) return undone;
+      return this.inOrder({ service, itemId }, async () => {
+        await undone;
+        await this.dropWithdrawn(service, node, itemId, partner);
+      });
+    }
     return this.inOrder({ service, itemId }, async () => {
       await this.retractNow(service, node, itemId, followed, partner);
       await this.t.quarantine.discard(Quarantine.idOf({ adapter: this.adapter, service, node, itemId }));
     });
+  }
+
+  /**
+   * After a retraction applied by the adapter's own sink: the item's quarantined leaf (one entry
+   * per document, whichever node carried it), if any, is dropped when the sink says it is
+   * withdrawn (PartnerSink.withdrawn) — a later `hermod quarantine retry` would undo the
+   * retraction. Kept, with a debug line, when that cannot be told now. No store read unless the
+   * quarantine holds anything.
+   */
+  private async dropWithdrawn(service: string, node: string, itemId: string, partner: string | undefined): Promise<void> {
+    const entry = await this.t.quarantine.find(() => Quarantine.idOf({ adapter: this.adapter, service, node: undefined, itemId }));
+    if (!entry || !this.o.native.withdrawn) return;
+    let withdrawn: boolean;
+    try {
+      withdrawn = await this.o.native.withdrawn({ service, node, itemId, ...(partner !== undefined ? { partner } : {}), payload: entry.payload });
+    } catch (err) {
+      this.log.debug('quarantined leaf kept: whether its item is still offered is not known', { id: entry.id, partner, node, item: itemId, reason: String(err) });
+      return;
+    }
+    if (!withdrawn) return;
+    await this.t.quarantine.drop(entry.id);
+    this.log.info('quarantined leaf dropped: its partner withdrew the item', { id: entry.id, partner, node, item: itemId, reason: entry.reason });
   }
 
   private async retractNow(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner: string | undefined): Promise<void> {

@@ -21,6 +21,17 @@ export interface PartnerSink {
   writeItems?(leaves: PartnerLeaf[]): Promise<boolean[]>;
   /** An item retracted from a followed node; `followed` says whether another node of that service is followed. */
   retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void>;
+  /**
+   * Optional, for a sink whose `retract` undoes what a leaf wrote (deletes the document): called
+   * after a retraction of `leaf.itemId` by `leaf.service` was applied, for a leaf of that item this
+   * sink refused and the quarantine still holds (`payload`: the item's payload as received).
+   * Resolves true when the leaf is withdrawn — the service offers the item on no node followed
+   * now, and writing the leaf would undo the retraction (bring back a document it deleted) — and
+   * the quarantine then drops it; false keeps it (a deletion leaf, say: retrying it only deletes).
+   * Rejects when that cannot be told now (a node did not answer): the entry is kept. Without this
+   * method quarantined leaves outlive retractions (Midgard: deletions travel as leaves).
+   */
+  withdrawn?(leaf: { service: string; node: string; itemId: string; partner?: string; payload: string }): Promise<boolean>;
   /** Optional: writes what it holds back and resolves once every write called so far has settled (on stop). */
   close?(): Promise<void>;
 }

@@ -171,6 +171,18 @@ export class Quarantine {
     if (this.known.has(key)) await this.remove(key);
   }
 
+  /**
+   * The entry (quarantined or marked for retry) if there is one, like `get`, but without a store
+   * read while the quarantine holds nothing in this process's view (as `discard`); `id` may be a
+   * function, computed only then.
+   */
+  async find(id: string | (() => string)): Promise<QuarantineEntry | undefined> {
+    await this.load();
+    if (this.known.size === 0) return undefined;
+    const key = typeof id === 'string' ? id : id();
+    return this.known.has(key) ? this.get(key) : undefined;
+  }
+
   private async remove(id: string): Promise<void> {
     await this.space.batch([
       { type: 'del', key: this.key(id) },

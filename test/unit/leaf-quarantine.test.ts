@@ -17,6 +17,10 @@ import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
 import { TransformError } from '../../src/transform/xslt.ts';
+import { couchPartnerSink } from '../../src/replication/ajatus.ts';
+import { PROFILES, type Profile } from '../../src/replication/profile.ts';
+import { buildEntry, CODECS, type CouchDoc } from '../../src/codecs/couch-doc.ts';
+import type { CouchSink } from '../../src/sinks/couchdb.ts';
 import { captureLog } from './capture-log.ts';
 
 
@@ -192,5 +196,103 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
     } finally {
       await transforms.stop();
     }
+  });
+
+  it('a retraction drops the item\'s quarantined leaf when the sink says it is withdrawn, in order with the item\'s writes; kept when not, or when that is not known', async () => {
+    const db = database();
+    const asked: string[] = [];
+    /** Per item: what the sink's `withdrawn` answers ('unknown': rejects, as a node that did not answer). */
+    const answer = new Map<string, boolean | 'unknown'>();
+    const sink: PartnerSink = {
+      ...db.batching,
+      withdrawn: async ({ itemId, payload }) => {
+        asked.push(`${itemId} ${/version="(\d+)"/.exec(payload)?.[1]}`);
+        const a = answer.get(itemId) ?? false;
+        if (a === 'unknown') throw new Error('pubsub.alpha.test did not answer');
+        return a;
+      },
+    };
+    const { transforms, stage, quarantine, log } = await stageWith(sink);
+    try {
+      // Nothing quarantined: a retraction asks nothing.
+      await stage.retract(SERVICE, '/tags/a', 'never-refused', () => false, PARTNER);
+      assert.equal(asked.length, 0);
+      assert.deepEqual(db.retracted, ['never-refused']);
+
+      db.refused.add('gone').add('offered').add('unknown');
+      await stage.writeItems([leaf('/tags/a', 'gone'), leaf('/tags/a', 'offered'), leaf('/tags/b', 'unknown')]);
+      assert.equal((await quarantine.list()).length, 3);
+      answer.set('gone', true).set('offered', false).set('unknown', 'unknown');
+      // Retracted from another node than the one it came through: one entry per document.
+      await Promise.all([stage.retract(SERVICE, '/tags/b', 'gone', () => true, PARTNER), stage.retract(SERVICE, '/tags/a', 'offered', () => false, PARTNER), stage.retract(SERVICE, '/tags/b', 'unknown', () => false, PARTNER)]);
+      assert.deepEqual([...asked].sort(), ['gone 1', 'offered 1', 'unknown 1']);
+      assert.deepEqual((await quarantine.list()).map((e) => e.itemId).sort(), ['offered', 'unknown'], 'only the withdrawn leaf dropped');
+      const dropped = log.lines.find((l) => l.msg === 'quarantined leaf dropped: its partner withdrew the item');
+      assert.equal(dropped?.item, 'gone');
+      assert.match(String(dropped?.reason), /validate_doc_update/);
+
+      // A leaf refused after the retraction was called replaces no entry the retraction drops:
+      // the retraction's check runs before it, in call order.
+      answer.set('offered', true);
+      const retracted = stage.retract(SERVICE, '/tags/a', 'offered', () => false, PARTNER);
+      assert.equal(await stage.writeItem(SERVICE, '/tags/a', leaf('/tags/a', 'offered', 2).item, PARTNER), false);
+      await retracted;
+      const [kept] = (await quarantine.list()).filter((e) => e.itemId === 'offered');
+      assert.match(kept?.payload ?? '', /version="2"/, 'the version refused after the retraction stays');
+      assert.ok(asked.includes('offered 1') && !asked.includes('offered 2'), 'the check saw the version before the retraction');
+
+      // A withdrawn entry marked for retry is dropped too: the retry then writes nothing.
+      const unknown = (await quarantine.list()).find((e) => e.itemId === 'unknown');
+      assert.ok(unknown);
+      assert.equal(await quarantine.retry(unknown.id), true);
+      answer.set('unknown', true);
+      await stage.retract(SERVICE, '/tags/b', 'unknown', () => false, PARTNER);
+      db.refused.delete('unknown');
+      await stage.retry(unknown);
+      assert.ok(!db.written.some((w) => w.startsWith('unknown')), 'not written: the partner withdrew it');
+      assert.deepEqual(await quarantine.pendingRetries(), []);
+    } finally {
+      await transforms.stop();
+    }
+  });
+});
+
+describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerSink.withdrawn)', () => {
+  const profile = PROFILES.ajatus as Profile;
+  const note = (id: string, rev: string, deleted = false): CouchDoc => ({ _id: id, _rev: rev, value: { _type: 'note', title: { val: 'T' }, tags: { val: ['a'] }, ...(deleted ? { metadata: { deleted: { val: true } } } : {}) } });
+  const payload = (doc: CouchDoc, others: CouchDoc[] = []) => buildEntry(doc, { id: doc._id, title: 'T', updated: '2026-12-02T00:00:00.000Z', author: 'a', tags: ['a'] }, CODECS.json!, others).toString();
+  const noSink = (): CouchSink => {
+    throw new Error('withdrawn reads no database');
+  };
+  function sinkAsking(offered: boolean | Error): { sink: PartnerSink; asked: string[] } {
+    const asked: string[] = [];
+    const stillOffered = async (service: string, itemId: string, partner: string | undefined): Promise<boolean> => {
+      asked.push(`${service} ${itemId} ${partner}`);
+      if (offered instanceof Error) throw offered;
+      return offered;
+    };
+    return { sink: couchPartnerSink(noSink, profile, captureLog(), { carrier: async () => undefined, stillOffered }), asked };
+  }
+  const leafOf = (p: string) => ({ service: SERVICE, node: '/tags/a', itemId: 'd1', partner: PARTNER, payload: p });
+
+  it('a live leaf is withdrawn when its service offers the item on no followed node, kept while it does', async () => {
+    const gone = sinkAsking(false);
+    assert.equal(await gone.sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), true);
+    assert.deepEqual(gone.asked, [`${SERVICE} d1 ${PARTNER}`]);
+    assert.equal(await sinkAsking(true).sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), false);
+    // A CouchDB tombstone beside a live conflicting leaf: the live one wins (CouchDB's rule), a live leaf.
+    assert.equal(await gone.sink.withdrawn?.(leafOf(payload({ _id: 'd1', _rev: '2-b', _deleted: true }, [note('d1', '1-a')]))), true);
+  });
+
+  it('a deletion leaf is never withdrawn (retrying it only deletes), and nothing is asked', async () => {
+    const s = sinkAsking(false);
+    assert.equal(await s.sink.withdrawn?.(leafOf(payload(note('d1', '3-c', true)))), false, 'the Ajatus deleted flag');
+    assert.equal(await s.sink.withdrawn?.(leafOf(payload({ _id: 'd1', _rev: '3-c', _deleted: true }))), false, 'a CouchDB tombstone');
+    assert.equal(await s.sink.withdrawn?.(leafOf('<foo xmlns="bar"/>')), false, 'not a document');
+    assert.deepEqual(s.asked, []);
+  });
+
+  it('rejects when the service\'s nodes cannot be asked (the stage keeps the entry)', async () => {
+    await assert.rejects(sinkAsking(new Error('no answer from pubsub.alpha.test')).sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))) ?? Promise.resolve(), /no answer/);
   });
 });
