@@ -11,6 +11,7 @@ import { CODECS, JSON_CONTAINER, parseEntry, type CouchDoc, type Json } from '..
 import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
+import { PouchValidationCheck } from '../sinks/pouchdb-validation.ts';
 import { CouchChangesSource } from '../sources/couchdb-changes.ts';
 import { Element, parse } from 'ltx';
 import { AjatusPublisher, ImportNotes, TAG_PREFIX, tagNode, winningRevision } from './ajatus-publisher.ts';
@@ -182,6 +183,11 @@ const IMPORT_QUIET_MS = 2000;
 function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Profile, ctx: AdapterContext): AjatusAdapter {
   const { state, log } = ctx;
   const content: DocumentScope<unknown> = couchClient(o.couchUrl).use(o.config.contentDb);
+  // pouchdb-server with a validation function loses partners' revisions silently: said at start,
+  // when a design document of the content database changes, and for each target database.
+  const validation = new PouchValidationCheck(log);
+  const checkValidation = (db: DocumentScope<unknown>): void =>
+    void validation.check(db).catch((err: unknown) => log.debug('could not look for validation functions', { db: db.config.db, reason: String(err) }));
   // Each write of the sink lets the content database's changes feed read it at once (no longpoll: see `importing` below).
   const contentSink = new CouchSink(content, state, log, { onWritten: () => source.nudge() });
   const targetSinks = new Map<string, CouchSink>();
@@ -191,8 +197,10 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     if (!target || target === o.config.contentDb) return contentSink;
     let sink = targetSinks.get(target);
     if (!sink) {
-      sink = new CouchSink(couchClient(o.couchUrl).use(target), state, log);
+      const db = couchClient(o.couchUrl).use(target);
+      sink = new CouchSink(db, state, log);
       targetSinks.set(target, sink);
+      checkValidation(db);
     }
     return sink;
   };
@@ -298,6 +306,11 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     liveBacklogItems: o.config.liveBacklogItems,
     feeds: [
       feed(source, async (changes) => {
+        for (const c of changes) {
+          if (!c.id.startsWith('_design/')) continue;
+          checkValidation(content);
+          break;
+        }
         await publisher.handle(changes);
         progress?.add(changes.length);
       }),
@@ -310,6 +323,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       } catch (err) {
         throw new Error(`content database ${o.config.contentDb} is not reachable: ${(err as Error).message}`);
       }
+      checkValidation(content);
       o.settings.on('tag', (tag: string, settings) => {
         publisher.applyTagSettings(tag, settings).catch((err: unknown) => common.log.error('applying tag settings failed', { tag, reason: String(err) }));
       });
