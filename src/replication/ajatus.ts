@@ -58,7 +58,7 @@ export type CarrierLookup = (service: string, itemId: string, partner: string | 
 /**
  * Whether `service` itself still has an item `itemId` on one of its nodes this sink follows (or
  * followed in an earlier run and the partner's settings still name). Rejects (IqError) when
- * one of them did not answer.
+ * one of them gave any answer but an empty one or item-not-found (nodeOffersItem).
  */
 export type OwnCarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<boolean>;
 
@@ -78,6 +78,24 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
 }
 
 /**
+ * Whether `node` of `service` offers an item `itemId` to us now, told strictly (quarantined
+ * leaves: dropping one loses its only copy): true when the answer carries it; false only when the
+ * answer is empty or a final refusal — an error of type `cancel` or `auth` (item-not-found, the
+ * node gone; forbidden, not-allowed + closed-node, not on the whitelist: XEP-0060 §6.5.9) that is
+ * not one of the conditions that say nothing of the node (IqError.undecided). Rejects with the
+ * IqError of any other answer (`wait`: policy-violation for a rate limit, resource-constraint;
+ * `modify`; a timeout; an internal error): not known.
+ */
+export async function nodeOffersItem(client: PubsubClient, service: string, node: string, itemId: string): Promise<boolean> {
+  try {
+    return (await client.itemsById(service, node, [itemId])).some((i) => i.attrs.id === itemId);
+  } catch (err) {
+    if (err instanceof IqError && (err.type === 'cancel' || err.type === 'auth') && !err.undecided) return false;
+    throw err;
+  }
+}
+
+/**
  * Partners' leaves into the content database (revisions kept), retractions as guarded deletions.
  * Whether a retracted document goes is decided on what the source says now, never on the tags of
  * the local copy (which are stale once the source changed them): a deletion revision of the
@@ -85,11 +103,13 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
  * the source wrote it — no revision of this site's own; else the document is deleted only when
  * no followed node of that service has the item any more (`carrier`). `beforeWrite` hears of
  * each document's leaves (winner first) before they are written (ImportNotes).
- * A refused leaf still quarantined when its service retracts the item is withdrawn (dropped:
- * `withdrawn`) unless its winner is a deletion (retrying that only deletes) or the service still
- * offers the item on another followed node (`lookups.stillOffered`): written by a later
- * `hermod quarantine retry`, it would bring back the document the retraction deleted here (live
- * beats deleted), or create one the partner no longer shares.
+ * A refused leaf in the quarantine is withdrawn (`withdrawn`: dropped, not written) when writing
+ * it would bring back a document that is deleted here (live beats deleted) or create one the
+ * partner no longer shares: its winner is live, the document is not live here (absent or
+ * deleted, read in order with the sink's writes), and its service offers the item on none of its
+ * own nodes (`lookups.stillOffered`, strict: only empty answers and item-not-found count).
+ * A deletion leaf is never withdrawn (written, it leaves the document deleted: a tombstone or
+ * the profile's deleted flag); a document live here is not brought back by a retry.
  */
 export function couchPartnerSink(
   sinkFor: (partner: string | undefined) => CouchSink,
@@ -144,6 +164,7 @@ export function couchPartnerSink(
       }
       const winner = winningRevision(docs);
       if (!winner || isDeleted(winner, profile)) return false;
+      if (await sinkFor(partner).holdsLive(itemId)) return false;
       return !(await stillOffered(service, itemId, partner));
     },
   };
@@ -227,9 +248,9 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
     });
   };
-  /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer. */
-  const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string): Promise<string | undefined> => {
-    const has = await Promise.all(own.map(([s, node]) => nodeHasItem(ctx.partners().client, s, node, itemId)));
+  /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer (`strict`: any answer but an empty one or item-not-found). */
+  const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string, strict = false): Promise<string | undefined> => {
+    const has = await Promise.all(own.map(([s, node]) => (strict ? nodeOffersItem : nodeHasItem)(ctx.partners().client, s, node, itemId)));
     const here = own.find((_, i) => has[i]);
     return here ? `${here[0]} ${here[1]}` : undefined;
   };
@@ -250,7 +271,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     return found ? `${found[0]} ${found[1]}` : undefined;
   };
   /** Whether the retracting service itself still offers the item on a node it would be asked on (quarantined leaves: couchPartnerSink's `withdrawn`). */
-  const stillOffered: OwnCarrierLookup = async (service, itemId, partner) => (await ownCarrier((await candidates(service, partner, undefined)).own, itemId)) !== undefined;
+  const stillOffered: OwnCarrierLookup = async (service, itemId, partner) => (await ownCarrier((await candidates(service, partner, undefined)).own, itemId, true)) !== undefined;
   const onContact = (doc: CouchDoc): void => {
     const jid = stringAt(doc, profile.jidPath);
     if (jid) ctx.partners().addPartner(jid);

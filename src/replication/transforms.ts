@@ -240,6 +240,8 @@ export class TransformStage implements PartnerSink {
   private readonly paused = new Map<string, string>();
   /** Per source item (service NUL item id): transforms, writes and retractions in call order. */
   private readonly items = new KeyedMutex();
+  /** Items a retry is looking at (service NUL item id) -> retractions called meanwhile: then it does not write. */
+  private readonly retrying = new Map<string, number>();
 
   constructor(
     private readonly t: Transforms,
@@ -412,7 +414,25 @@ export class TransformStage implements PartnerSink {
       this.log.info('quarantined leaf delivered', { id: entry.id, item: entry.itemId });
       return;
     }
-    // The subscription has no stylesheet any more: the adapter's own sink takes the leaf as it came.
+    // The subscription has no stylesheet any more: the adapter's own sink takes the leaf as it came
+    // — unless the partner has withdrawn it since (a retraction while it waited: written now, it
+    // would undo that retraction; PartnerSink.withdrawn), or a retraction of the item is called
+    // while this looks (it reaches the sink first: the mark stays, for the next check).
+    const key = `${entry.service}\0${entry.itemId}`;
+    this.retrying.set(key, 0);
+    let withdrawn: boolean;
+    try {
+      withdrawn = await this.droppedIfWithdrawn(entry, entry.partner);
+    } catch (err) {
+      this.retrying.delete(key);
+      const refused = entry.reason.replace(/ \(not retried: .*\)$/s, '');
+      await this.t.quarantine.requeue(entry, `${refused} (not retried: whether the partner still offers the item is not known: ${err instanceof Error ? err.message : String(err)})`);
+      return;
+    }
+    const retractedMeanwhile = this.retrying.get(key) !== 0;
+    this.retrying.delete(key);
+    if (withdrawn || retractedMeanwhile) return;
+    // No await from here to the sink's write: a retraction called from now on reaches the sink after it.
     try {
       const item = new Element('item', { id: entry.itemId, ...(entry.publisher ? { publisher: entry.publisher } : {}) }).cnode(parse(entry.payload) as Element).up();
       await this.o.native.writeItem(entry.service, entry.node, item, entry.partner);
@@ -428,11 +448,15 @@ export class TransformStage implements PartnerSink {
    * leaf of it quarantined from that node is dropped too (its subscription no longer carries it).
    */
   retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
+    const key = `${service}\0${itemId}`;
+    const seen = this.retrying.get(key);
+    if (seen !== undefined) this.retrying.set(key, seen + 1);
     if (!this.spec(partner, node)) {
       // Started at once, as a write is (the sink keeps each document's order); the quarantine's
       // leaf of the item is looked at after it, in order with that item's writes and retries.
       const undone = this.o.native.retract(service, node, itemId, followed, partner);
       if (!this.o.native.withdrawn) return undone;
+      undone.catch(() => undefined); // heard when its turn comes (below), however long that takes
       return this.inOrder({ service, itemId }, async () => {
         await undone;
         await this.dropWithdrawn(service, node, itemId, partner);
@@ -453,17 +477,27 @@ export class TransformStage implements PartnerSink {
    */
   private async dropWithdrawn(service: string, node: string, itemId: string, partner: string | undefined): Promise<void> {
     const entry = await this.t.quarantine.find(() => Quarantine.idOf({ adapter: this.adapter, service, node: undefined, itemId }));
-    if (!entry || !this.o.native.withdrawn) return;
-    let withdrawn: boolean;
+    if (!entry) return;
     try {
-      withdrawn = await this.o.native.withdrawn({ service, node, itemId, ...(partner !== undefined ? { partner } : {}), payload: entry.payload });
+      await this.droppedIfWithdrawn(entry, partner);
     } catch (err) {
       this.log.debug('quarantined leaf kept: whether its item is still offered is not known', { id: entry.id, partner, node, item: itemId, reason: String(err) });
-      return;
     }
-    if (!withdrawn) return;
+  }
+
+  /**
+   * Asks the adapter's sink whether a quarantined leaf is withdrawn (PartnerSink.withdrawn) and,
+   * if so, drops it with an info line; resolves to whether it was dropped. Rejects when that
+   * cannot be told now (the entry stays).
+   */
+  private async droppedIfWithdrawn(entry: QuarantineEntry, partner: string | undefined): Promise<boolean> {
+    const sink = this.o.native;
+    if (!sink.withdrawn) return false;
+    const who = entry.partner ?? partner;
+    if (!(await sink.withdrawn({ service: entry.service, node: entry.node, itemId: entry.itemId, ...(who !== undefined ? { partner: who } : {}), payload: entry.payload }))) return false;
     await this.t.quarantine.drop(entry.id);
-    this.log.info('quarantined leaf dropped: its partner withdrew the item', { id: entry.id, partner, node, item: itemId, reason: entry.reason });
+    this.log.info('quarantined leaf dropped: its partner withdrew the item', { id: entry.id, partner: who, node: entry.node, item: entry.itemId, reason: entry.reason });
+    return true;
   }
 
   private async retractNow(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner: string | undefined): Promise<void> {

@@ -414,37 +414,43 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     await eventually(async () => (await hermodCli('quarantine', 'list', '--config', hermodB.configFile)).stdout.includes('0 quarantined'), 'the quarantine empty');
   });
 
-  it("a refused note A withdraws afterwards leaves B's quarantine, and a retry does not bring it back; a refused deletion stays and is written", async () => {
-    // New notes only while the guard stands: pouchdb-server's validation (pouchdb-validation
-    // 4.2.0) replaces the `_revisions` of every write with the stored document's, so a replicated
-    // revision of a document B has is dropped without an error (real CouchDB writes it).
+  it("a refused edit A withdraws afterwards leaves B's quarantine, and a retry does not bring back what the retraction deleted; a refused deletion stays and is written", async () => {
+    const rev1 = await put(couchA, CONTENT, note('withdrawn', 'Taken at B', ['shared']));
+    await eventually(async () => (await get(couchB, 'withdrawn'))?._rev === rev1, 'the note at B');
+    // Writes of documents B holds only while no guard stands: pouchdb-server's validation
+    // (pouchdb-validation 4.2.0) replaces the `_revisions` of every write with the stored
+    // document's, so a replicated revision of a document B has is dropped without an error.
     const guard = await put(couchB, CONTENT, {
       _id: '_design/guard-withdrawn',
       validate_doc_update: "function (doc) { if (doc.value && doc.value.title && doc.value.title.val === 'Withdrawn by A') throw({ forbidden: 'B takes no such note' }); }",
     });
     const quarantined = (id: string) => (l: LogLine): boolean => l.msg === 'leaf quarantined' && l.item === id;
-    const rev1 = await put(couchA, CONTENT, note('withdrawn', 'Withdrawn by A', ['shared']));
+    const rev2 = await put(couchA, CONTENT, { ...note('withdrawn', 'Withdrawn by A', ['shared']), _rev: rev1 });
     const del1 = await put(couchA, CONTENT, note('deleted-refused', 'Withdrawn by A', ['shared']));
-    await hermodB.waitForLog(quarantined('withdrawn'), 'the note quarantined at B', 30_000);
+    await hermodB.waitForLog(quarantined('withdrawn'), 'the edit quarantined at B', 30_000);
     const first = await hermodB.waitForLog(quarantined('deleted-refused'), 'the other note quarantined at B', 30_000);
     // Deleted at A the Ajatus way (published, then retracted): the deletion leaf is refused too
-    // and replaces the entry; the retraction after it keeps it (retrying a deletion only deletes).
+    // and replaces the entry; the retraction after it keeps it (a deletion brings nothing back).
     const del2 = await put(couchA, CONTENT, ajatusDeleted({ ...note('deleted-refused', 'Withdrawn by A', ['shared']), _rev: del1 }));
     await hermodB.waitForLog((l) => quarantined('deleted-refused')(l) && l.time !== first.time, 'the deletion quarantined at B', 30_000);
-    // A takes the other note out of every replicated tag: the retraction withdraws its refused leaf.
-    await put(couchA, CONTENT, { ...note('withdrawn', 'Withdrawn by A', []), _rev: rev1 });
-    const dropped = await hermodB.waitForLog((l) => l.msg === 'quarantined leaf dropped: its partner withdrew the item' && l.item === 'withdrawn', 'the withdrawn note dropped at B', 30_000);
+    assert.equal((await couch(couchB, 'DELETE', `${CONTENT}/_design/guard-withdrawn?rev=${guard}`)).status, 200);
+
+    // A takes the edited note out of every replicated tag: the retraction deletes it at B, and the
+    // refused edit leaves the quarantine (written later, live beats B's deletion: it would be back).
+    await put(couchA, CONTENT, { ...note('withdrawn', 'Withdrawn by A', []), _rev: rev2 });
+    const dropped = await hermodB.waitForLog((l) => l.msg === 'quarantined leaf dropped: its partner withdrew the item' && l.item === 'withdrawn', 'the withdrawn edit dropped at B', 30_000);
     assert.match(String(dropped.reason), /B takes no such note/);
+    await eventually(async () => (await get(couchB, 'withdrawn')) === undefined, 'the note deleted at B by the retraction');
     const listed = JSON.parse((await hermodCli('quarantine', 'list', '--config', hermodB.configFile, '--json')).stdout) as { entries: Array<{ itemId: string }> };
     assert.deepEqual(listed.entries.map((e) => e.itemId), ['deleted-refused'], 'the deletion stays quarantined');
 
-    // The guard lifted, everything retried: A's deletion is written (A's revision), the withdrawn note is not.
-    assert.equal((await couch(couchB, 'DELETE', `${CONTENT}/_design/guard-withdrawn?rev=${guard}`)).status, 200);
+    // Everything retried: A's deletion is written (A's revision), the withdrawn edit is not back.
     const retried = await hermodCli('quarantine', 'retry', 'all', '--config', hermodB.configFile);
     assert.equal(retried.code, 0, retried.stderr);
     await eventually(async () => (await get(couchB, 'deleted-refused'))?._rev === del2, "A's deletion written at B from the quarantine", 30_000);
     await eventually(async () => (await hermodCli('quarantine', 'list', '--config', hermodB.configFile)).stdout.includes('0 quarantined'), 'the quarantine empty');
-    assert.equal(await get(couchB, 'withdrawn'), undefined, 'the withdrawn note not written');
+    assert.equal(await get(couchB, 'withdrawn'), undefined, 'the withdrawn edit not brought back');
+    assert.deepEqual((await leaves(couchB, 'withdrawn')).filter((l) => !l.endsWith(' deleted')), [], 'no live leaf of it at B');
   });
 
   it('hermod:partner:<jid> targetDb puts that partner\'s documents into another local database', async () => {

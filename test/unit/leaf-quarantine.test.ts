@@ -17,7 +17,9 @@ import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
 import { TransformError } from '../../src/transform/xslt.ts';
-import { couchPartnerSink } from '../../src/replication/ajatus.ts';
+import { couchPartnerSink, nodeOffersItem } from '../../src/replication/ajatus.ts';
+import { IqError } from '../../src/xmpp/iq-error.ts';
+import type { PubsubClient } from '../../src/xmpp/pubsub-client.ts';
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
 import { buildEntry, CODECS, type CouchDoc } from '../../src/codecs/couch-doc.ts';
 import type { CouchSink } from '../../src/sinks/couchdb.ts';
@@ -257,31 +259,111 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
   });
 });
 
+describe('`hermod quarantine retry` of a leaf the partner may have withdrawn since', () => {
+  async function retried(answer: (entry: { itemId: string }) => Promise<boolean>) {
+    const db = database();
+    const sink: PartnerSink = { ...db.batching, withdrawn: answer };
+    const t = await stageWith(sink);
+    db.refused.add('n1');
+    await t.stage.writeItems([leaf('/tags/a', 'n1')]);
+    db.refused.delete('n1');
+    const entry = (await t.quarantine.list())[0];
+    assert.ok(entry);
+    assert.equal(await t.quarantine.retry(entry.id), true);
+    return { ...t, db, entry };
+  }
+
+  it('withdrawn: dropped, not written', async () => {
+    const { transforms, stage, quarantine, db, entry, log } = await retried(async () => true);
+    try {
+      await stage.retry(entry);
+      assert.deepEqual(db.written, []);
+      assert.deepEqual(await quarantine.list(), []);
+      assert.deepEqual(await quarantine.pendingRetries(), []);
+      assert.ok(log.lines.some((l) => l.msg === 'quarantined leaf dropped: its partner withdrew the item' && l.item === 'n1'));
+    } finally {
+      await transforms.stop();
+    }
+  });
+
+  it('not withdrawn: written', async () => {
+    const { transforms, stage, quarantine, db, entry } = await retried(async () => false);
+    try {
+      await stage.retry(entry);
+      assert.deepEqual(db.written, ['n1 v1']);
+      assert.deepEqual(await quarantine.list(), []);
+    } finally {
+      await transforms.stop();
+    }
+  });
+
+  it('not known (a node did not answer): back in the quarantine with both reasons, not written', async () => {
+    const { transforms, stage, quarantine, db, entry } = await retried(() => Promise.reject(new Error('pubsub.alpha.test answered wait/policy-violation')));
+    try {
+      await stage.retry(entry);
+      assert.deepEqual(db.written, []);
+      const [back] = await quarantine.list();
+      assert.match(back?.reason ?? '', /validate_doc_update.*not retried: whether the partner still offers the item is not known: .*policy-violation/);
+      // Retried again and not known again: the reasons do not pile up.
+      assert.equal(await quarantine.retry(entry.id), true);
+      await stage.retry((await quarantine.pendingRetries())[0] as typeof entry);
+      assert.equal(((await quarantine.list())[0]?.reason.match(/not retried/g) ?? []).length, 1);
+    } finally {
+      await transforms.stop();
+    }
+  });
+
+  it('a retraction of the item called while the retry looks reaches the sink first: the retry does not write, the mark stays', async () => {
+    let stage: TransformStage | undefined;
+    let retracted: Promise<void> | undefined;
+    const t = await retried(async () => {
+      // The partner's retraction arrives now (its sink call goes out at once); once.
+      retracted ??= stage?.retract(SERVICE, '/tags/a', 'n1', () => false, PARTNER);
+      return false;
+    });
+    stage = t.stage;
+    try {
+      await t.stage.retry(t.entry);
+      await retracted;
+      assert.deepEqual(t.db.written, [], 'not written after the retraction');
+      assert.deepEqual(t.db.retracted, ['n1']);
+      assert.deepEqual((await t.quarantine.pendingRetries()).map((e) => e.itemId), ['n1'], 'still marked: the next check decides');
+    } finally {
+      await t.transforms.stop();
+    }
+  });
+});
+
 describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerSink.withdrawn)', () => {
   const profile = PROFILES.ajatus as Profile;
   const note = (id: string, rev: string, deleted = false): CouchDoc => ({ _id: id, _rev: rev, value: { _type: 'note', title: { val: 'T' }, tags: { val: ['a'] }, ...(deleted ? { metadata: { deleted: { val: true } } } : {}) } });
   const payload = (doc: CouchDoc, others: CouchDoc[] = []) => buildEntry(doc, { id: doc._id, title: 'T', updated: '2026-12-02T00:00:00.000Z', author: 'a', tags: ['a'] }, CODECS.json!, others).toString();
-  const noSink = (): CouchSink => {
-    throw new Error('withdrawn reads no database');
-  };
-  function sinkAsking(offered: boolean | Error): { sink: PartnerSink; asked: string[] } {
+  /** The Ajatus sink over a database where the document is `live` or not, and a service that still `offered` it (or does not answer). */
+  function sinkAsking(offered: boolean | Error, live = false): { sink: PartnerSink; asked: string[] } {
     const asked: string[] = [];
     const stillOffered = async (service: string, itemId: string, partner: string | undefined): Promise<boolean> => {
       asked.push(`${service} ${itemId} ${partner}`);
       if (offered instanceof Error) throw offered;
       return offered;
     };
-    return { sink: couchPartnerSink(noSink, profile, captureLog(), { carrier: async () => undefined, stillOffered }), asked };
+    const database = { holdsLive: async (id: string) => (asked.push(`read ${id}`), live) } as unknown as CouchSink;
+    return { sink: couchPartnerSink(() => database, profile, captureLog(), { carrier: async () => undefined, stillOffered }), asked };
   }
   const leafOf = (p: string) => ({ service: SERVICE, node: '/tags/a', itemId: 'd1', partner: PARTNER, payload: p });
 
   it('a live leaf is withdrawn when its service offers the item on no followed node, kept while it does', async () => {
     const gone = sinkAsking(false);
     assert.equal(await gone.sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), true);
-    assert.deepEqual(gone.asked, [`${SERVICE} d1 ${PARTNER}`]);
+    assert.deepEqual(gone.asked, ['read d1', `${SERVICE} d1 ${PARTNER}`], 'the local document first, then the service');
     assert.equal(await sinkAsking(true).sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), false);
     // A CouchDB tombstone beside a live conflicting leaf: the live one wins (CouchDB's rule), a live leaf.
     assert.equal(await gone.sink.withdrawn?.(leafOf(payload({ _id: 'd1', _rev: '2-b', _deleted: true }, [note('d1', '1-a')]))), true);
+  });
+
+  it('a live leaf of a document live here is not withdrawn (a retry brings nothing back), and the service is not asked', async () => {
+    const kept = sinkAsking(false, true);
+    assert.equal(await kept.sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), false);
+    assert.deepEqual(kept.asked, ['read d1']);
   });
 
   it('a deletion leaf is never withdrawn (retrying it only deletes), and nothing is asked', async () => {
@@ -295,4 +377,23 @@ describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerS
   it('rejects when the service\'s nodes cannot be asked (the stage keeps the entry)', async () => {
     await assert.rejects(sinkAsking(new Error('no answer from pubsub.alpha.test')).sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))) ?? Promise.resolve(), /no answer/);
   });
+});
+
+describe('nodeOffersItem: only an empty answer or a final refusal says a node does not offer an item to us', () => {
+  const client = (answer: () => Promise<Element[]>): PubsubClient => ({ itemsById: answer }) as unknown as PubsubClient;
+  const iqError = (condition: string, type: string) => new IqError(condition, undefined, undefined, SERVICE, type);
+  it('has it: true; an empty answer: false', async () => {
+    assert.equal(await nodeOffersItem(client(async () => [new Element('item', { id: 'd1' })]), SERVICE, '/tags/a', 'd1'), true);
+    assert.equal(await nodeOffersItem(client(async () => []), SERVICE, '/tags/a', 'd1'), false);
+  });
+  for (const [condition, type] of [['item-not-found', 'cancel'], ['not-allowed', 'cancel'], ['forbidden', 'auth'], ['not-authorized', 'auth'], ['feature-not-implemented', 'cancel']]) {
+    it(`${type}/${condition}: a final refusal (false)`, async () => {
+      assert.equal(await nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), false);
+    });
+  }
+  for (const [condition, type] of [['policy-violation', 'wait'], ['resource-constraint', 'wait'], ['remote-server-timeout', 'wait'], ['internal-server-error', 'cancel'], ['service-unavailable', 'cancel'], ['bad-request', 'modify'], ['undefined-condition', '']]) {
+    it(`${type || 'no type'}/${condition}: not known (rejects)`, async () => {
+      await assert.rejects(nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), (err: unknown) => err instanceof IqError && err.condition === condition);
+    });
+  }
 });
