@@ -226,7 +226,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     return sink;
   };
   /** The nodes to ask whether they carry a retracted item (carrierCandidates, src/replication/carriers.ts). */
-  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined) => {
+  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined, withOthers = true) => {
     const partners = ctx.partners();
     const target = sinkFor(partner);
     const settingsOf = (p: string | undefined) => (p === undefined ? undefined : o.settings.partner(p));
@@ -246,6 +246,8 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       },
       sameTarget: (p) => sinkFor(p) === target,
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
+      earlier: withOthers ? await state.historyServiceNodes() : [],
+      recordedOwnerOf: (s) => partners.earlierOwnerOf(s),
     });
   };
   /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer (`strict`: any answer but an empty one or item-not-found). */
@@ -257,21 +259,28 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   /**
    * A node that still carries the item, among those carrierCandidates names: the retracting
    * service's own first (the first that has it), then other services writing into the same
-   * database, only the nodes of the local document's tags. Every candidate of a group is asked at
-   * once, one IQ each. An own node that cannot be asked fails the lookup (the retraction is tried
-   * again); another service's counts as carrying it (kept rather than deleted on a guess).
+   * database, only the nodes of the local document's tags — followed now, then (right after a
+   * restart) followed in an earlier run by a service of a current partner. Every candidate of a
+   * group is asked at once, one IQ each. An own node that cannot be asked fails the lookup (the
+   * retraction is tried again); another service's node followed now counts as carrying it when it
+   * does not answer (kept rather than deleted on a guess), one followed only earlier does not (a
+   * service the partner left, or one that is down, keeps nothing for good).
    * Resolves to "service node", or undefined when none carries it.
    */
   const carrier: CarrierLookup = async (service, itemId, partner, current) => {
-    const { own, others } = await candidates(service, partner, current);
+    const { own, others, earlier } = await candidates(service, partner, current);
     const here = await ownCarrier(own, itemId);
     if (here) return here;
-    const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(ctx.partners().client, s, node, itemId).catch(() => true)));
+    const client = ctx.partners().client;
+    const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(client, s, node, itemId).catch(() => true)));
     const found = others.find((_, i) => carries[i]);
-    return found ? `${found[0]} ${found[1]}` : undefined;
+    if (found) return `${found[0]} ${found[1]}`;
+    const carried = await Promise.all(earlier.map(([s, node]) => nodeHasItem(client, s, node, itemId).catch(() => false)));
+    const before = earlier.find((_, i) => carried[i]);
+    return before ? `${before[0]} ${before[1]} (followed in an earlier run)` : undefined;
   };
   /** Whether the retracting service itself still offers the item on a node it would be asked on (quarantined leaves: couchPartnerSink's `withdrawn`). */
-  const stillOffered: OwnCarrierLookup = async (service, itemId, partner) => (await ownCarrier((await candidates(service, partner, undefined)).own, itemId, true)) !== undefined;
+  const stillOffered: OwnCarrierLookup = async (service, itemId, partner) => (await ownCarrier((await candidates(service, partner, undefined, false)).own, itemId, true)) !== undefined;
   const onContact = (doc: CouchDoc): void => {
     const jid = stringAt(doc, profile.jidPath);
     if (jid) ctx.partners().addPartner(jid);

@@ -9,11 +9,13 @@
 //   documents are the stylesheet's outputs, not this document).
 // - Other services whose documents are written into the same database (sites in a triangle: b has
 //   c's newer revision of what a retracts now; a's retraction must not delete what c still
-//   publishes), only the nodes of the document's tags that are followed now. Not yet: their nodes
-//   followed in an earlier run. Right after a restart, before discovery has found a service's
-//   partner, its positions cannot be told from those of a removed partner or of a service the
-//   partner left (a dead service that never answers would keep documents for good); that needs
-//   the service -> partner record kept in the replication state (docs: session 17's note).
+//   publishes), only the nodes of the document's tags: those followed now (`others`), and — right
+//   after a restart, before discovery has followed them again — those followed in an earlier run
+//   (a history position) of a service whose partner at its last discovery (kept in the
+//   replication state) is still a partner that names the node (`earlier`). A node of `earlier`
+//   counts as carrying only on a positive answer: a service the partner has left, or one that is
+//   down, must not keep documents for good; a node followed now that does not answer does count
+//   (kept rather than deleted on a guess).
 
 /** A node of a partner's service: [service JID, node]. */
 export type ServiceNode = readonly [service: string, node: string];
@@ -37,15 +39,25 @@ export interface CarrierScope {
   sameTarget(partner: string | undefined): boolean;
   /** The nodes of the document's tags (undefined: the document is not known here; every node counts). */
   tagged: ReadonlySet<string> | undefined;
+  /** Nodes of every service with a history position (followed now or in an earlier run). Default none. */
+  earlier?: readonly ServiceNode[];
+  /**
+   * The partner a service belonged to at its last discovery (kept in the replication state), if
+   * that contact is still a partner whose discovery has not completed in this run (else what it
+   * wants is followed now); undefined otherwise.
+   */
+  recordedOwnerOf?(service: string): string | undefined;
 }
 
 /**
- * The nodes to ask, in order: `own` (the retracting service's) and `others` (other services
- * writing into the same database). No node twice. Errors: none.
+ * The nodes to ask, in order: `own` (the retracting service's), `others` (other services writing
+ * into the same database, followed now) and `earlier` (theirs followed in an earlier run, not
+ * now: carrying only on a positive answer). No node twice. Errors: none.
  */
-export function carrierCandidates(s: CarrierScope): { own: ServiceNode[]; others: ServiceNode[] } {
+export function carrierCandidates(s: CarrierScope): { own: ServiceNode[]; others: ServiceNode[]; earlier: ServiceNode[] } {
   const own: ServiceNode[] = [];
   const others: ServiceNode[] = [];
+  const earlier: ServiceNode[] = [];
   const seen = new Set<string>();
   const add = (list: ServiceNode[], service: string, node: string): void => {
     const key = `${service}\0${node}`;
@@ -63,5 +75,11 @@ export function carrierCandidates(s: CarrierScope): { own: ServiceNode[]; others
     if (s.sameTarget(owner) && !s.transformed(owner, node)) add(others, service, node);
   }
   for (const node of s.positions) if (s.named(s.partner, node) && !s.transformed(s.partner, node)) add(own, s.service, node);
-  return { own, others };
+  for (const [service, node] of s.earlier ?? []) {
+    if (service === s.service || (s.tagged && !s.tagged.has(node))) continue;
+    const owner = s.recordedOwnerOf?.(service);
+    if (owner === undefined || !s.named(owner, node) || s.transformed(owner, node) || !s.sameTarget(owner)) continue;
+    add(earlier, service, node);
+  }
+  return { own, others, earlier };
 }

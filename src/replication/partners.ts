@@ -34,6 +34,7 @@ import { normalizeJid, parseJid } from '../xmpp/jid.ts';
 import { NS } from '../xmpp/ns.ts';
 import { PubsubClient, type HistoryPage } from '../xmpp/pubsub-client.ts';
 import { unpackPayloads } from '../xmpp/packed.ts';
+import { ServiceOwners, type ServiceOwnerRecords } from './service-owners.ts';
 import { pageOfItems, stableAnchor, withoutSuperseded } from './catch-up-rules.ts';
 import { OneCopyFollows } from './one-copy-follows.ts';
 import { PAYLOAD_WAIT_MS } from './payloads-seen.ts';
@@ -73,6 +74,8 @@ export interface PartnerManagerOptions {
   mayFollow?: (partner: string, node: string) => Promise<boolean>;
   /** Where to remember history positions; without it catch-up reads the node's current items only. */
   positions?: HistoryPositions;
+  /** Where to remember which partner each service belongs to (service-owners.ts; the carrier lookup after a restart). */
+  owners?: ServiceOwnerRecords;
   /**
    * Ask partners' services for notification digests with this pubsub#digest_frequency (ms), where
    * their subscription options form offers pubsub#digest; undefined or 0: one notification per item.
@@ -226,6 +229,10 @@ export class PartnerManager implements ClaimHolder {
   private readonly withHistory = new Set<string>();
   /** Which partner (contact JID) each discovered service belongs to. */
   private readonly partnerOf = new Map<string, string>();
+  /** The same, kept durably from run to run (service-owners.ts). */
+  private readonly owners: ServiceOwners;
+  /** Partners whose discovery completed in this run (what they want is followed now). */
+  private readonly discovered = new Set<string>();
   /** How long a notification without payload waits for its payload: at least two digest windows of the other node and a second. */
   private get payloadWaitMs(): number {
     return this.o.payloadWaitMs ?? Math.max(PAYLOAD_WAIT_MS, 2 * (this.o.digestMs ?? 0) + 1000);
@@ -248,6 +255,7 @@ export class PartnerManager implements ClaimHolder {
 
   constructor(private readonly o: PartnerManagerOptions) {
     this.client = new PubsubClient(o.iq, o.self);
+    this.owners = new ServiceOwners(o.owners, o.log);
     this.setup = new SubscriptionSetup({
       client: this.client,
       log: o.log,
@@ -299,6 +307,17 @@ export class PartnerManager implements ClaimHolder {
     return this.partnerOf.get(service);
   }
 
+  /**
+   * While a service's nodes followed in an earlier run may not be followed again yet (right after
+   * a restart): the partner it belonged to at its last discovery — this run's or an earlier
+   * one's (kept in the replication state) — if that contact is a partner now and its discovery
+   * has not completed in this run; undefined otherwise (then what it wants is followed now).
+   */
+  earlierOwnerOf(service: string): string | undefined {
+    const owner = this.partnerOf.get(service) ?? this.owners.ownerOf(service);
+    return owner !== undefined && this.partners.has(owner) && !this.discovered.has(owner) ? owner : undefined;
+  }
+
   addPartner(raw: string): void {
     const jid = normalizeJid(raw);
     if (!jid) {
@@ -323,9 +342,11 @@ export class PartnerManager implements ClaimHolder {
   async removePartner(raw: string): Promise<void> {
     const jid = normalizeJid(raw);
     if (!jid || !this.partners.delete(jid)) return;
+    this.discovered.delete(jid);
     await this.running;
     const services = [...this.partnerOf].filter(([, p]) => p === jid).map(([service]) => service);
     for (const service of services) this.partnerOf.delete(service);
+    await this.owners.removed(jid);
     for (const byPartner of this.wantedBy.values()) byPartner.delete(jid);
     this.resolvedNone.delete(jid);
     const ended = [...this.followed.values()].filter((f) => services.includes(f.service));
@@ -344,6 +365,7 @@ export class PartnerManager implements ClaimHolder {
   /** Call once the component is online. */
   start(): void {
     this.started = true;
+    this.owners.load();
     this.o.settings.on('partner', (jid?: unknown) => this.discoverSoon(typeof jid === 'string' && this.partners.has(jid) ? jid : undefined));
     this.discoverSoon();
   }
@@ -431,6 +453,7 @@ export class PartnerManager implements ClaimHolder {
       failure = String(err);
     }
     if (failure === undefined) {
+      this.discovered.add(partner);
       if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
       return;
     }
@@ -493,6 +516,7 @@ export class PartnerManager implements ClaimHolder {
     }
     const services = await this.services(partner);
     for (const service of services) this.partnerOf.set(service, partner);
+    await this.owners.found(partner, services);
     if (services.length === 0) return 'no Hermod service found for the partner (not connected yet?)';
     let failure: string | undefined;
     for (const service of services) {

@@ -140,6 +140,7 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
       oneCopy: (partner, node) => common.oneCopy !== false && partner !== undefined && transformFor(adapter.settings.partner(partner), node) === undefined,
       // A restart replays the nodes' history from what was last applied.
       positions: this.state.historyPositions(),
+      owners: { load: () => this.state.serviceOwners(), set: (service, partner) => this.state.setServiceOwner(service, partner) },
       ...(common.claims ? { claims: common.claims } : {}),
     });
   }

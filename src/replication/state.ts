@@ -196,6 +196,31 @@ export class ReplicationState implements CheckpointStore {
     return { get: (service, node) => this.historyPosition(service, node), set: (service, node, id) => this.setHistoryPosition(service, node, id), nodes: (service) => this.historyNodes(service) };
   }
 
+  /** Every [service, node] with a history position: those followed now or in an earlier run. */
+  async historyServiceNodes(): Promise<Array<readonly [string, string]>> {
+    const prefix = `hist${SEP}`;
+    const out: Array<readonly [string, string]> = [];
+    for await (const [key] of this.space.range(prefix)) {
+      const rest = key.slice(prefix.length);
+      const at = rest.indexOf(SEP);
+      if (at > 0) out.push([rest.slice(0, at), rest.slice(at + 1)]);
+    }
+    return out;
+  }
+
+  /** Which partner (contact JID) each service belonged to at its last discovery: service -> partner. */
+  async serviceOwners(): Promise<Map<string, string>> {
+    return new Map(await this.records<string>('owner'));
+  }
+
+  /** Records (or, with undefined, forgets) the partner a service belongs to (PartnerManagerOptions.owners). */
+  async setServiceOwner(service: string, partner: string | undefined): Promise<void> {
+    const key = `owner${SEP}${service}`;
+    if (partner !== undefined) return this.put(key, JSON.stringify(partner));
+    await this.space.batch([{ type: 'del', key }]);
+    this.cache.delete(key);
+  }
+
   /** Nodes of a service with a history position: those followed now or in an earlier run. */
   async historyNodes(service: string): Promise<string[]> {
     const prefix = `hist${SEP}${service}${SEP}`;

@@ -29,7 +29,11 @@ function scope(over: Partial<CarrierScope>): CarrierScope {
     ...over,
   };
 }
-const show = (r: { own: ServiceNode[]; others: ServiceNode[] }) => ({ own: r.own.map(([s, n]) => `${s} ${n}`), others: r.others.map(([s, n]) => `${s} ${n}`) });
+const show = (r: { own: ServiceNode[]; others: ServiceNode[]; earlier?: ServiceNode[] }) => ({
+  own: r.own.map(([s, n]) => `${s} ${n}`),
+  others: r.others.map(([s, n]) => `${s} ${n}`),
+  ...(r.earlier && r.earlier.length > 0 ? { earlier: r.earlier.map(([s, n]) => `${s} ${n}`) } : {}),
+});
 
 describe('carrierCandidates', () => {
   it("the retracting service's nodes: followed now (whatever its tags), then those with a position its partner still names; none with a stylesheet", () => {
@@ -51,5 +55,25 @@ describe('carrierCandidates', () => {
   it('no node twice', () => {
     const r = carrierCandidates(scope({ followed: [[A, '/tags/x'], [C, '/tags/x'], [C, '/tags/x']], positions: ['/tags/x'] }));
     assert.deepEqual(show(r), { own: [`${A} /tags/x`], others: [`${C} /tags/x`] });
+  });
+
+  it("right after a restart: other services' nodes followed in an earlier run, of a service whose recorded partner is still one and names them, into the same database, without a stylesheet", () => {
+    const recorded: Record<string, string> = { [C]: 'c@c.test', [D]: 'd@d.test', [E]: 'gone@e.test' };
+    const r = carrierCandidates(
+      scope({
+        followed: [[C, '/tags/x']],
+        earlier: [[A, '/tags/x'], [C, '/tags/x'], [C, '/tags/y'], [C, '/tags/q'], [C, '/tags/other'], [D, '/tags/x'], [E, '/tags/x'], ['pubsub.f.test', '/tags/x']],
+        // A removed partner's service (e) and one never recorded (f) are not asked.
+        recordedOwnerOf: (service) => (service === E ? undefined : recorded[service]),
+        tagged: new Set(['/tags/x', '/tags/y', '/tags/q']),
+      }),
+    );
+    // c: /tags/x is followed now (others); /tags/y has a stylesheet, /tags/q is not named by c's
+    // settings, /tags/other is not the document's tag; d writes into another database.
+    assert.deepEqual(show(r), { own: [], others: [`${C} /tags/x`] });
+    const named = carrierCandidates(scope({ followed: [], earlier: [[C, '/tags/x']], recordedOwnerOf: (service) => recorded[service] }));
+    assert.deepEqual(show(named), { own: [], others: [], earlier: [`${C} /tags/x`] });
+    const settled = carrierCandidates(scope({ followed: [], earlier: [[C, '/tags/x']], recordedOwnerOf: () => undefined }));
+    assert.deepEqual(show(settled), { own: [], others: [] }, 'its partner discovered in this run (or not one now): what it wants is followed');
   });
 });
