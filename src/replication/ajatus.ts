@@ -56,11 +56,13 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
 export type CarrierLookup = (service: string, itemId: string, partner: string | undefined, current?: CouchDoc) => Promise<string | undefined>;
 
 /**
- * Whether `service` itself still has an item `itemId` on one of its nodes this sink follows (or
- * followed in an earlier run and the partner's settings still name). Rejects (IqError) when
- * one of them gave any answer but an empty one or item-not-found (nodeOffersItem).
+ * Whether any node the carrier lookup would ask about a retraction of `itemId` by `service`
+ * offers the item now: the service's own (strictly: nodeOffersItem), other partners' services'
+ * followed now (one that does not answer counts as offering it) and followed in an earlier run
+ * (only on a positive answer). Rejects when the service has no node to ask (not followed again
+ * yet, its partner not known) or an own node's answer tells nothing (then nobody knows).
  */
-export type OwnCarrierLookup = (service: string, itemId: string, partner: string | undefined) => Promise<boolean>;
+export type OfferLookup = (service: string, itemId: string, partner: string | undefined) => Promise<boolean>;
 
 /**
  * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
@@ -77,20 +79,22 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
   }
 }
 
+/** Answers that say a node does not offer an item to us, for good (XEP-0060 §6.5.9: the item or node is not there; we are not allowed: an outcast, not on the whitelist). */
+const NOT_OFFERED = new Set(['item-not-found', 'forbidden', 'not-allowed']);
+
 /**
  * Whether `node` of `service` offers an item `itemId` to us now, told strictly (quarantined
  * leaves: dropping one loses its only copy): true when the answer carries it; false only when the
- * answer is empty or a final refusal — an error of type `cancel` or `auth` (item-not-found, the
- * node gone; forbidden, not-allowed + closed-node, not on the whitelist: XEP-0060 §6.5.9) that is
- * not one of the conditions that say nothing of the node (IqError.undecided). Rejects with the
- * IqError of any other answer (`wait`: policy-violation for a rate limit, resource-constraint;
- * `modify`; a timeout; an internal error): not known.
+ * answer is empty or item-not-found, forbidden or not-allowed (XEP-0060 §6.5.9: no such item or
+ * node; an outcast; not on the whitelist). Rejects with the IqError of any other answer
+ * (policy-violation for a rate limit, resource-constraint, not-authorized while a presence
+ * subscription is missing, feature-not-implemented, a timeout, an internal error): not known.
  */
 export async function nodeOffersItem(client: PubsubClient, service: string, node: string, itemId: string): Promise<boolean> {
   try {
     return (await client.itemsById(service, node, [itemId])).some((i) => i.attrs.id === itemId);
   } catch (err) {
-    if (err instanceof IqError && (err.type === 'cancel' || err.type === 'auth') && !err.undecided) return false;
+    if (err instanceof IqError && NOT_OFFERED.has(err.condition)) return false;
     throw err;
   }
 }
@@ -103,22 +107,21 @@ export async function nodeOffersItem(client: PubsubClient, service: string, node
  * the source wrote it — no revision of this site's own; else the document is deleted only when
  * no followed node of that service has the item any more (`carrier`). `beforeWrite` hears of
  * each document's leaves (winner first) before they are written (ImportNotes).
- * A refused leaf in the quarantine is withdrawn (`withdrawn`: dropped, not written) when writing
- * it would bring back a document that is deleted here (live beats deleted) or create one the
- * partner no longer shares: its winner is live, the document is not live here (absent or
- * deleted, read in order with the sink's writes), and its service offers the item on none of its
- * own nodes (`lookups.stillOffered`, strict: only empty answers and item-not-found count).
- * A deletion leaf is never withdrawn (written, it leaves the document deleted: a tombstone or
- * the profile's deleted flag); a document live here is not brought back by a retry.
+ * A refused leaf in the quarantine is withdrawn (`withdrawn`: dropped, not written) when no node
+ * the retraction's carrier lookup would ask offers the item any more (`lookups.offered`): written,
+ * it would bring back a document the retraction deleted here (live beats deleted), make a
+ * revision the partner withdrew the winner beside a local edit, or create a document the partner
+ * no longer shares. A deletion leaf is never withdrawn (written, it leaves the document deleted:
+ * a tombstone or the profile's deleted flag).
  */
 export function couchPartnerSink(
   sinkFor: (partner: string | undefined) => CouchSink,
   profile: Profile,
   log: Logger,
-  lookups: { carrier: CarrierLookup; stillOffered: OwnCarrierLookup },
+  lookups: { carrier: CarrierLookup; offered: OfferLookup },
   beforeWrite?: (docs: CouchDoc[], partner: string | undefined) => void,
 ): PartnerSink {
-  const { carrier, stillOffered } = lookups;
+  const { carrier, offered } = lookups;
   const sink: PartnerSink = {
     async writeItem(service, node, item, partner) {
       const payload = item.getChildElements()[0];
@@ -164,8 +167,7 @@ export function couchPartnerSink(
       }
       const winner = winningRevision(docs);
       if (!winner || isDeleted(winner, profile)) return false;
-      if (await sinkFor(partner).holdsLive(itemId)) return false;
-      return !(await stillOffered(service, itemId, partner));
+      return !(await offered(service, itemId, partner));
     },
   };
   return sink;
@@ -226,7 +228,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     return sink;
   };
   /** The nodes to ask whether they carry a retracted item (carrierCandidates, src/replication/carriers.ts). */
-  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined, withOthers = true) => {
+  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined) => {
     const partners = ctx.partners();
     const target = sinkFor(partner);
     const settingsOf = (p: string | undefined) => (p === undefined ? undefined : o.settings.partner(p));
@@ -246,11 +248,11 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       },
       sameTarget: (p) => sinkFor(p) === target,
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
-      earlier: withOthers ? await state.historyServiceNodes() : [],
+      earlier: await state.historyServiceNodes(),
       recordedOwnerOf: (s) => partners.earlierOwnerOf(s),
     });
   };
-  /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer (`strict`: any answer but an empty one or item-not-found). */
+  /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer (`strict`: any answer nodeOffersItem does not take as final). */
   const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string, strict = false): Promise<string | undefined> => {
     const has = await Promise.all(own.map(([s, node]) => (strict ? nodeOffersItem : nodeHasItem)(ctx.partners().client, s, node, itemId)));
     const here = own.find((_, i) => has[i]);
@@ -269,8 +271,10 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
    */
   const carrier: CarrierLookup = async (service, itemId, partner, current) => {
     const { own, others, earlier } = await candidates(service, partner, current);
-    const here = await ownCarrier(own, itemId);
-    if (here) return here;
+    return (await ownCarrier(own, itemId)) ?? (await otherCarrier(others, earlier, itemId));
+  };
+  /** Of other services' nodes: followed now (no answer: carrying), then followed only earlier (carrying only on a positive answer). */
+  const otherCarrier = async (others: ReadonlyArray<readonly [string, string]>, earlier: ReadonlyArray<readonly [string, string]>, itemId: string): Promise<string | undefined> => {
     const client = ctx.partners().client;
     const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(client, s, node, itemId).catch(() => true)));
     const found = others.find((_, i) => carries[i]);
@@ -279,8 +283,12 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     const before = earlier.find((_, i) => carried[i]);
     return before ? `${before[0]} ${before[1]} (followed in an earlier run)` : undefined;
   };
-  /** Whether the retracting service itself still offers the item on a node it would be asked on (quarantined leaves: couchPartnerSink's `withdrawn`). */
-  const stillOffered: OwnCarrierLookup = async (service, itemId, partner) => (await ownCarrier((await candidates(service, partner, undefined, false)).own, itemId, true)) !== undefined;
+  /** The carrier lookup for a quarantined leaf (couchPartnerSink's `withdrawn`): every tag's nodes, the service's own asked strictly, none of them to ask rejects. */
+  const offered: OfferLookup = async (service, itemId, partner) => {
+    const { own, others, earlier } = await candidates(service, partner, undefined);
+    if (own.length === 0) throw new Error(`no node of ${service} to ask whether it still offers ${itemId} (not followed again yet, or its partner not known)`);
+    return (await ownCarrier(own, itemId, true)) !== undefined || (await otherCarrier(others, earlier, itemId)) !== undefined;
+  };
   const onContact = (doc: CouchDoc): void => {
     const jid = stringAt(doc, profile.jidPath);
     if (jid) ctx.partners().addPartner(jid);
@@ -316,7 +324,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   let progress: Progress | undefined;
   return {
     publisher,
-    sink: { ...couchPartnerSink(sinkFor, profile, log, { carrier, stillOffered }, noteImport), close: async () => void (await Promise.all([contentSink, ...targetSinks.values()].map((s) => s.close()))) },
+    sink: { ...couchPartnerSink(sinkFor, profile, log, { carrier, offered }, noteImport), close: async () => void (await Promise.all([contentSink, ...targetSinks.values()].map((s) => s.close()))) },
     transformTarget: {
       key: 'couchdb',
       format: "<json xmlns='urn:xmpp:json:0'> (a CouchDB document)",

@@ -83,6 +83,9 @@ export interface StageOptions {
   onStylesheetChange: () => void;
 }
 
+/** Whether a quarantined leaf is withdrawn cannot be told now (PartnerSink.withdrawn rejected). */
+class NotKnown extends Error {}
+
 /** What a transformed item became, per source item; `nodes` are the followed nodes that carried it. */
 interface Written {
   target: string;
@@ -240,7 +243,10 @@ export class TransformStage implements PartnerSink {
   private readonly paused = new Map<string, string>();
   /** Per source item (service NUL item id): transforms, writes and retractions in call order. */
   private readonly items = new KeyedMutex();
-  /** Items a retry is looking at (service NUL item id) -> retractions called meanwhile: then it does not write. */
+  /**
+   * Item ids a retry is looking at -> retractions of that item id called meanwhile, by any
+   * service (another partner's retraction may delete the same document): then it does not write.
+   */
   private readonly retrying = new Map<string, number>();
 
   constructor(
@@ -418,7 +424,7 @@ export class TransformStage implements PartnerSink {
     // — unless the partner has withdrawn it since (a retraction while it waited: written now, it
     // would undo that retraction; PartnerSink.withdrawn), or a retraction of the item is called
     // while this looks (it reaches the sink first: the mark stays, for the next check).
-    const key = `${entry.service}\0${entry.itemId}`;
+    const key = entry.itemId;
     this.retrying.set(key, 0);
     let withdrawn: boolean;
     try {
@@ -426,7 +432,8 @@ export class TransformStage implements PartnerSink {
     } catch (err) {
       this.retrying.delete(key);
       const refused = entry.reason.replace(/ \(not retried: .*\)$/s, '');
-      await this.t.quarantine.requeue(entry, `${refused} (not retried: whether the partner still offers the item is not known: ${err instanceof Error ? err.message : String(err)})`);
+      const why = err instanceof NotKnown ? `whether the partner still offers the item is not known: ${err.message}` : err instanceof Error ? err.message : String(err);
+      await this.t.quarantine.requeue(entry, `${refused} (not retried: ${why})`);
       return;
     }
     const retractedMeanwhile = this.retrying.get(key) !== 0;
@@ -448,9 +455,8 @@ export class TransformStage implements PartnerSink {
    * leaf of it quarantined from that node is dropped too (its subscription no longer carries it).
    */
   retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void> {
-    const key = `${service}\0${itemId}`;
-    const seen = this.retrying.get(key);
-    if (seen !== undefined) this.retrying.set(key, seen + 1);
+    const seen = this.retrying.get(itemId);
+    if (seen !== undefined) this.retrying.set(itemId, seen + 1);
     if (!this.spec(partner, node)) {
       // Started at once, as a write is (the sink keeps each document's order); the quarantine's
       // leaf of the item is looked at after it, in order with that item's writes and retries.
@@ -472,29 +478,37 @@ export class TransformStage implements PartnerSink {
    * After a retraction applied by the adapter's own sink: the item's quarantined leaf (one entry
    * per document, whichever node carried it), if any, is dropped when the sink says it is
    * withdrawn (PartnerSink.withdrawn) — a later `hermod quarantine retry` would undo the
-   * retraction. Kept, with a debug line, when that cannot be told now. No store read unless the
-   * quarantine holds anything.
+   * retraction. Kept, with a debug line, when that cannot be told now (a warning when the store
+   * failed): `retryNow` asks again before writing. No store read unless the quarantine holds anything.
    */
   private async dropWithdrawn(service: string, node: string, itemId: string, partner: string | undefined): Promise<void> {
-    const entry = await this.t.quarantine.find(() => Quarantine.idOf({ adapter: this.adapter, service, node: undefined, itemId }));
-    if (!entry) return;
+    let entry: QuarantineEntry | undefined;
     try {
-      await this.droppedIfWithdrawn(entry, partner);
+      entry = await this.t.quarantine.find(() => Quarantine.idOf({ adapter: this.adapter, service, node: undefined, itemId }));
+      if (entry) await this.droppedIfWithdrawn(entry, partner);
     } catch (err) {
-      this.log.debug('quarantined leaf kept: whether its item is still offered is not known', { id: entry.id, partner, node, item: itemId, reason: String(err) });
+      // The retraction itself is applied; a retry checks again before it writes.
+      if (err instanceof NotKnown) this.log.debug('quarantined leaf kept: whether its item is still offered is not known', { id: entry?.id, partner, node, item: itemId, reason: err.message });
+      else this.log.warn('quarantined leaf not looked at after its retraction (the store failed); a retry checks it again', { partner, node, item: itemId, reason: String(err) });
     }
   }
 
   /**
    * Asks the adapter's sink whether a quarantined leaf is withdrawn (PartnerSink.withdrawn) and,
-   * if so, drops it with an info line; resolves to whether it was dropped. Rejects when that
-   * cannot be told now (the entry stays).
+   * if so, drops it with an info line; resolves to whether it was dropped. Rejects with NotKnown
+   * when that cannot be told now (the entry stays), with the store's error when dropping failed.
    */
   private async droppedIfWithdrawn(entry: QuarantineEntry, partner: string | undefined): Promise<boolean> {
     const sink = this.o.native;
     if (!sink.withdrawn) return false;
     const who = entry.partner ?? partner;
-    if (!(await sink.withdrawn({ service: entry.service, node: entry.node, itemId: entry.itemId, ...(who !== undefined ? { partner: who } : {}), payload: entry.payload }))) return false;
+    let withdrawn: boolean;
+    try {
+      withdrawn = await sink.withdrawn({ service: entry.service, node: entry.node, itemId: entry.itemId, ...(who !== undefined ? { partner: who } : {}), payload: entry.payload });
+    } catch (err) {
+      throw new NotKnown(err instanceof Error ? err.message : String(err));
+    }
+    if (!withdrawn) return false;
     await this.t.quarantine.drop(entry.id);
     this.log.info('quarantined leaf dropped: its partner withdrew the item', { id: entry.id, partner: who, node: entry.node, item: entry.itemId, reason: entry.reason });
     return true;

@@ -264,16 +264,6 @@ export class CouchSink {
     return this.docs.run(docId, () => this.removeNow(docId, keep));
   }
 
-  /**
-   * Whether the document is live in the database (not absent, not deleted), read after every
-   * write and retraction of it called so far (in the document's order; with the other reads
-   * waiting together, one `_all_docs`). Rejects when the database cannot be read.
-   */
-  holdsLive(docId: string): Promise<boolean> {
-    this.open.delete(docId); // later writes wait for this read
-    return this.docs.run(docId, async () => (await this.currentOf(docId)) !== undefined);
-  }
-
   private async removeNow(docId: string, keep: (current: CouchDoc) => Promise<string | undefined>): Promise<boolean> {
     const current = await this.currentOf(docId);
     if (!current) return false; // not there, or deleted already

@@ -313,12 +313,13 @@ describe('`hermod quarantine retry` of a leaf the partner may have withdrawn sin
     }
   });
 
-  it('a retraction of the item called while the retry looks reaches the sink first: the retry does not write, the mark stays', async () => {
+  for (const [who, service] of [['its partner', SERVICE], ['another partner (the same document)', 'pubsub.c.test']] as const) {
+  it(`a retraction of the item by ${who} called while the retry looks reaches the sink first: the retry does not write, the mark stays`, async () => {
     let stage: TransformStage | undefined;
     let retracted: Promise<void> | undefined;
     const t = await retried(async () => {
-      // The partner's retraction arrives now (its sink call goes out at once); once.
-      retracted ??= stage?.retract(SERVICE, '/tags/a', 'n1', () => false, PARTNER);
+      // The retraction arrives now (its sink call goes out at once); once.
+      retracted ??= stage?.retract(service, '/tags/a', 'n1', () => false, PARTNER);
       return false;
     });
     stage = t.stage;
@@ -332,41 +333,38 @@ describe('`hermod quarantine retry` of a leaf the partner may have withdrawn sin
       await t.transforms.stop();
     }
   });
+  }
 });
 
 describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerSink.withdrawn)', () => {
   const profile = PROFILES.ajatus as Profile;
   const note = (id: string, rev: string, deleted = false): CouchDoc => ({ _id: id, _rev: rev, value: { _type: 'note', title: { val: 'T' }, tags: { val: ['a'] }, ...(deleted ? { metadata: { deleted: { val: true } } } : {}) } });
   const payload = (doc: CouchDoc, others: CouchDoc[] = []) => buildEntry(doc, { id: doc._id, title: 'T', updated: '2026-12-02T00:00:00.000Z', author: 'a', tags: ['a'] }, CODECS.json!, others).toString();
-  /** The Ajatus sink over a database where the document is `live` or not, and a service that still `offered` it (or does not answer). */
-  function sinkAsking(offered: boolean | Error, live = false): { sink: PartnerSink; asked: string[] } {
+  /** The Ajatus sink, with a carrier lookup that says whether any node still `offered` the item (or cannot tell). */
+  function sinkAsking(offered: boolean | Error): { sink: PartnerSink; asked: string[] } {
     const asked: string[] = [];
-    const stillOffered = async (service: string, itemId: string, partner: string | undefined): Promise<boolean> => {
+    const lookup = async (service: string, itemId: string, partner: string | undefined): Promise<boolean> => {
       asked.push(`${service} ${itemId} ${partner}`);
       if (offered instanceof Error) throw offered;
       return offered;
     };
-    const database = { holdsLive: async (id: string) => (asked.push(`read ${id}`), live) } as unknown as CouchSink;
-    return { sink: couchPartnerSink(() => database, profile, captureLog(), { carrier: async () => undefined, stillOffered }), asked };
+    const noDatabase = (): CouchSink => {
+      throw new Error('withdrawn reads no database');
+    };
+    return { sink: couchPartnerSink(noDatabase, profile, captureLog(), { carrier: async () => undefined, offered: lookup }), asked };
   }
   const leafOf = (p: string) => ({ service: SERVICE, node: '/tags/a', itemId: 'd1', partner: PARTNER, payload: p });
 
-  it('a live leaf is withdrawn when its service offers the item on no followed node, kept while it does', async () => {
+  it('a live leaf is withdrawn when no node the carrier lookup asks offers the item, kept while one does (whatever the local document)', async () => {
     const gone = sinkAsking(false);
     assert.equal(await gone.sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), true);
-    assert.deepEqual(gone.asked, ['read d1', `${SERVICE} d1 ${PARTNER}`], 'the local document first, then the service');
+    assert.deepEqual(gone.asked, [`${SERVICE} d1 ${PARTNER}`]);
     assert.equal(await sinkAsking(true).sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), false);
     // A CouchDB tombstone beside a live conflicting leaf: the live one wins (CouchDB's rule), a live leaf.
     assert.equal(await gone.sink.withdrawn?.(leafOf(payload({ _id: 'd1', _rev: '2-b', _deleted: true }, [note('d1', '1-a')]))), true);
   });
 
-  it('a live leaf of a document live here is not withdrawn (a retry brings nothing back), and the service is not asked', async () => {
-    const kept = sinkAsking(false, true);
-    assert.equal(await kept.sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), false);
-    assert.deepEqual(kept.asked, ['read d1']);
-  });
-
-  it('a deletion leaf is never withdrawn (retrying it only deletes), and nothing is asked', async () => {
+  it('a deletion leaf is never withdrawn (written, it leaves the document deleted), and nothing is asked', async () => {
     const s = sinkAsking(false);
     assert.equal(await s.sink.withdrawn?.(leafOf(payload(note('d1', '3-c', true)))), false, 'the Ajatus deleted flag');
     assert.equal(await s.sink.withdrawn?.(leafOf(payload({ _id: 'd1', _rev: '3-c', _deleted: true }))), false, 'a CouchDB tombstone');
@@ -379,19 +377,19 @@ describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerS
   });
 });
 
-describe('nodeOffersItem: only an empty answer or a final refusal says a node does not offer an item to us', () => {
+describe('nodeOffersItem: only an empty answer, item-not-found, forbidden or not-allowed says a node does not offer an item to us', () => {
   const client = (answer: () => Promise<Element[]>): PubsubClient => ({ itemsById: answer }) as unknown as PubsubClient;
   const iqError = (condition: string, type: string) => new IqError(condition, undefined, undefined, SERVICE, type);
   it('has it: true; an empty answer: false', async () => {
     assert.equal(await nodeOffersItem(client(async () => [new Element('item', { id: 'd1' })]), SERVICE, '/tags/a', 'd1'), true);
     assert.equal(await nodeOffersItem(client(async () => []), SERVICE, '/tags/a', 'd1'), false);
   });
-  for (const [condition, type] of [['item-not-found', 'cancel'], ['not-allowed', 'cancel'], ['forbidden', 'auth'], ['not-authorized', 'auth'], ['feature-not-implemented', 'cancel']]) {
+  for (const [condition, type] of [['item-not-found', 'cancel'], ['not-allowed', 'cancel'], ['forbidden', 'auth']]) {
     it(`${type}/${condition}: a final refusal (false)`, async () => {
       assert.equal(await nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), false);
     });
   }
-  for (const [condition, type] of [['policy-violation', 'wait'], ['resource-constraint', 'wait'], ['remote-server-timeout', 'wait'], ['internal-server-error', 'cancel'], ['service-unavailable', 'cancel'], ['bad-request', 'modify'], ['undefined-condition', '']]) {
+  for (const [condition, type] of [['policy-violation', 'wait'], ['resource-constraint', 'wait'], ['remote-server-timeout', 'wait'], ['internal-server-error', 'cancel'], ['service-unavailable', 'cancel'], ['feature-not-implemented', 'cancel'], ['not-authorized', 'auth'], ['bad-request', 'modify'], ['undefined-condition', '']]) {
     it(`${type || 'no type'}/${condition}: not known (rejects)`, async () => {
       await assert.rejects(nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), (err: unknown) => err instanceof IqError && err.condition === condition);
     });
