@@ -56,11 +56,11 @@ export function transformedDoc(root: Element): { _id: string; [key: string]: Jso
 export type CarrierLookup = (service: string, itemId: string, partner: string | undefined, current?: CouchDoc) => Promise<string | undefined>;
 
 /**
- * Whether any node the carrier lookup would ask about a retraction of `itemId` by `service`
- * offers the item now: the service's own (strictly: nodeOffersItem), other partners' services'
- * followed now (one that does not answer counts as offering it) and followed in an earlier run
- * (only on a positive answer). Rejects when the service has no node to ask (not followed again
- * yet, its partner not known) or an own node's answer tells nothing (then nobody knows).
+ * Whether `service` itself still offers `itemId` on one of the nodes a retraction would ask it
+ * about (followed now, or followed in an earlier run and named by the partner's settings): true
+ * when one has it; false when every one answers that it has not (nodeOffersItem). Rejects when
+ * there is no node to ask (not followed again yet, its partner not known or removed) or no node
+ * has it and one gave an answer that tells nothing: then nobody knows.
  */
 export type OfferLookup = (service: string, itemId: string, partner: string | undefined) => Promise<boolean>;
 
@@ -79,22 +79,19 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
   }
 }
 
-/** Answers that say a node does not offer an item to us, for good (XEP-0060 §6.5.9: the item or node is not there; we are not allowed: an outcast, not on the whitelist). */
-const NOT_OFFERED = new Set(['item-not-found', 'forbidden', 'not-allowed']);
-
 /**
- * Whether `node` of `service` offers an item `itemId` to us now, told strictly (quarantined
- * leaves: dropping one loses its only copy): true when the answer carries it; false only when the
- * answer is empty or item-not-found, forbidden or not-allowed (XEP-0060 §6.5.9: no such item or
- * node; an outcast; not on the whitelist). Rejects with the IqError of any other answer
- * (policy-violation for a rate limit, resource-constraint, not-authorized while a presence
- * subscription is missing, feature-not-implemented, a timeout, an internal error): not known.
+ * Whether `node` of `service` offers an item `itemId` now, told strictly (quarantined leaves:
+ * dropping one loses its only copy): true when the answer carries it; false only when the answer
+ * is empty or item-not-found (XEP-0060 §6.5.9.x: no such item, or node). Rejects with the IqError
+ * of any other answer (forbidden or not-allowed — a whitelist changed for a while —, a rate
+ * limit's policy-violation, not-authorized, feature-not-implemented, a timeout, an internal
+ * error): not known.
  */
 export async function nodeOffersItem(client: PubsubClient, service: string, node: string, itemId: string): Promise<boolean> {
   try {
     return (await client.itemsById(service, node, [itemId])).some((i) => i.attrs.id === itemId);
   } catch (err) {
-    if (err instanceof IqError && NOT_OFFERED.has(err.condition)) return false;
+    if (err instanceof IqError && err.condition === 'item-not-found') return false;
     throw err;
   }
 }
@@ -107,12 +104,12 @@ export async function nodeOffersItem(client: PubsubClient, service: string, node
  * the source wrote it — no revision of this site's own; else the document is deleted only when
  * no followed node of that service has the item any more (`carrier`). `beforeWrite` hears of
  * each document's leaves (winner first) before they are written (ImportNotes).
- * A refused leaf in the quarantine is withdrawn (`withdrawn`: dropped, not written) when no node
- * the retraction's carrier lookup would ask offers the item any more (`lookups.offered`): written,
- * it would bring back a document the retraction deleted here (live beats deleted), make a
- * revision the partner withdrew the winner beside a local edit, or create a document the partner
- * no longer shares. A deletion leaf is never withdrawn (written, it leaves the document deleted:
- * a tombstone or the profile's deleted flag).
+ * A refused leaf in the quarantine is withdrawn (`withdrawn`: dropped, not written) when its
+ * service offers the item on none of the nodes it would be asked on (`lookups.offered`, strict):
+ * that partner has withdrawn what the leaf carries, and written it could bring back a document
+ * the retraction deleted here (live beats deleted), win beside a local edit or another partner's
+ * revision, or create a document the partner no longer shares. A deletion leaf is never withdrawn
+ * (written, it leaves the document deleted: a tombstone or the profile's deleted flag).
  */
 export function couchPartnerSink(
   sinkFor: (partner: string | undefined) => CouchSink,
@@ -248,16 +245,27 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       },
       sameTarget: (p) => sinkFor(p) === target,
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
-      earlier: await state.historyServiceNodes(),
+      // Only while some partner's discovery has not completed in this run (else none counts): a range read.
+      earlier: partners.discoveryIncomplete() ? await state.historyServiceNodes() : [],
       recordedOwnerOf: (s) => partners.earlierOwnerOf(s),
     });
   };
-  /** The first of the retracting service's own candidate nodes that has the item ("service node"); rejects (IqError) when one did not answer (`strict`: any answer nodeOffersItem does not take as final). */
+  /**
+   * The first of the retracting service's own candidate nodes that has the item ("service node"),
+   * or undefined when none has; rejects (IqError) when none has it and one did not answer
+   * (`strict`: none has it and one gave an answer nodeOffersItem does not take as final).
+   */
   const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string, strict = false): Promise<string | undefined> => {
-    const has = await Promise.all(own.map(([s, node]) => (strict ? nodeOffersItem : nodeHasItem)(ctx.partners().client, s, node, itemId)));
-    const here = own.find((_, i) => has[i]);
-    return here ? `${here[0]} ${here[1]}` : undefined;
+    const client = ctx.partners().client;
+    const answers = await Promise.allSettled(own.map(([s, node]) => (strict ? nodeOffersItem : nodeHasItem)(client, s, node, itemId)));
+    const here = own.find((_, i) => answers[i]?.status === 'fulfilled' && answers[i].value);
+    if (here) return `${here[0]} ${here[1]}`;
+    const failed = answers.find((a) => a.status === 'rejected');
+    if (failed) throw failed.reason;
+    return undefined;
   };
+  /** Services whose nodes followed only in an earlier run did not answer lately -> until when they are not asked again (epoch ms). */
+  const silent = new Map<string, number>();
   /**
    * A node that still carries the item, among those carrierCandidates names: the retracting
    * service's own first (the first that has it), then other services writing into the same
@@ -279,15 +287,26 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     const carries = await Promise.all(others.map(([s, node]) => nodeHasItem(client, s, node, itemId).catch(() => true)));
     const found = others.find((_, i) => carries[i]);
     if (found) return `${found[0]} ${found[1]}`;
-    const carried = await Promise.all(earlier.map(([s, node]) => nodeHasItem(client, s, node, itemId).catch(() => false)));
-    const before = earlier.find((_, i) => carried[i]);
+    // A service that did not answer lately is not asked for a minute (each unanswered IQ waits
+    // its timeout, and these nodes count only on a positive answer anyway).
+    const now = Date.now();
+    const asked = earlier.filter(([s]) => (silent.get(s) ?? 0) <= now);
+    const carried = await Promise.all(
+      asked.map(([s, node]) =>
+        nodeHasItem(client, s, node, itemId).catch((err: unknown) => {
+          if (err instanceof IqError && err.undecided) silent.set(s, Date.now() + 60_000);
+          return false;
+        }),
+      ),
+    );
+    const before = asked.find((_, i) => carried[i]);
     return before ? `${before[0]} ${before[1]} (followed in an earlier run)` : undefined;
   };
-  /** The carrier lookup for a quarantined leaf (couchPartnerSink's `withdrawn`): every tag's nodes, the service's own asked strictly, none of them to ask rejects. */
+  /** Whether the service itself still offers the item (couchPartnerSink's `withdrawn`): its own candidate nodes, asked strictly; none to ask rejects. */
   const offered: OfferLookup = async (service, itemId, partner) => {
-    const { own, others, earlier } = await candidates(service, partner, undefined);
-    if (own.length === 0) throw new Error(`no node of ${service} to ask whether it still offers ${itemId} (not followed again yet, or its partner not known)`);
-    return (await ownCarrier(own, itemId, true)) !== undefined || (await otherCarrier(others, earlier, itemId)) !== undefined;
+    const { own } = await candidates(service, partner, undefined);
+    if (own.length === 0) throw new Error(`no node of ${service} to ask whether it still offers ${itemId} (not followed again yet, or its partner not known or removed)`);
+    return (await ownCarrier(own, itemId, true)) !== undefined;
   };
   const onContact = (doc: CouchDoc): void => {
     const jid = stringAt(doc, profile.jidPath);

@@ -233,6 +233,8 @@ export class PartnerManager implements ClaimHolder {
   private readonly owners: ServiceOwners;
   /** Partners whose discovery completed in this run (what they want is followed now). */
   private readonly discovered = new Set<string>();
+  /** Partners whose last discovery could not tell whether a service recorded for them is still there. */
+  private readonly discoveredIncomplete = new Set<string>();
   /** How long a notification without payload waits for its payload: at least two digest windows of the other node and a second. */
   private get payloadWaitMs(): number {
     return this.o.payloadWaitMs ?? Math.max(PAYLOAD_WAIT_MS, 2 * (this.o.digestMs ?? 0) + 1000);
@@ -314,8 +316,14 @@ export class PartnerManager implements ClaimHolder {
    * has not completed in this run; undefined otherwise (then what it wants is followed now).
    */
   earlierOwnerOf(service: string): string | undefined {
-    const owner = this.partnerOf.get(service) ?? this.owners.ownerOf(service);
+    const owner = this.owners.ownerOf(service);
     return owner !== undefined && this.partners.has(owner) && !this.discovered.has(owner) ? owner : undefined;
+  }
+
+  /** Whether some partner's discovery has not completed in this run (earlierOwnerOf may name an owner). */
+  discoveryIncomplete(): boolean {
+    for (const partner of this.partners) if (!this.discovered.has(partner)) return true;
+    return false;
   }
 
   addPartner(raw: string): void {
@@ -342,8 +350,9 @@ export class PartnerManager implements ClaimHolder {
   async removePartner(raw: string): Promise<void> {
     const jid = normalizeJid(raw);
     if (!jid || !this.partners.delete(jid)) return;
-    this.discovered.delete(jid);
     await this.running;
+    this.discovered.delete(jid);
+    this.discoveredIncomplete.delete(jid);
     const services = [...this.partnerOf].filter(([, p]) => p === jid).map(([service]) => service);
     for (const service of services) this.partnerOf.delete(service);
     await this.owners.removed(jid);
@@ -390,7 +399,10 @@ export class PartnerManager implements ClaimHolder {
   discoverSoon(partner?: string): void {
     if (this.stopped || !this.started) return;
     if (partner === undefined) this.all = true;
-    else this.due.add(partner);
+    else {
+      this.due.add(partner);
+      this.discovered.delete(partner); // its settings may name other nodes now: not followed yet
+    }
     this.run();
   }
 
@@ -453,7 +465,7 @@ export class PartnerManager implements ClaimHolder {
       failure = String(err);
     }
     if (failure === undefined) {
-      this.discovered.add(partner);
+      if (!this.discoveredIncomplete.has(partner) && this.partners.has(partner)) this.discovered.add(partner);
       if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
       return;
     }
@@ -463,24 +475,41 @@ export class PartnerManager implements ClaimHolder {
     this.o.log.warn('partner discovery failed', { partner, reason: failure, retryInSeconds: retryMs / 1000 });
   }
 
-  private async isHermod(jid: string): Promise<boolean> {
+  /** Whether a JID is a Hermod pub/sub service: 'unsure' when disco#info got no answer that says (a timeout, an unavailable service: IqError.undecided). */
+  private async isHermod(jid: string): Promise<boolean | 'unsure'> {
     try {
       const { identities, features } = await this.client.info(jid);
       if (features.includes(NS.MAM)) this.withHistory.add(jid);
       return identities.some((i) => i.category === 'pubsub' && i.type === 'service') && features.includes(HERMOD_FEATURE);
-    } catch {
-      return false;
+    } catch (err) {
+      return err instanceof IqError && err.undecided ? 'unsure' : false;
     }
   }
 
-  /** The partner's Hermod services: the JID itself, or services on its domain. */
-  private async services(partner: string): Promise<string[]> {
-    if (await this.isHermod(partner)) return [partner];
+  /**
+   * The partner's Hermod services: the JID itself, or services on its domain (`found`); `unsure`:
+   * JIDs that may be (their disco#info got no answer that says).
+   */
+  private async serviceSearch(partner: string): Promise<{ found: string[]; unsure: string[] }> {
+    const unsure: string[] = [];
+    const itself = await this.isHermod(partner);
+    if (itself === true) return { found: [partner], unsure };
+    if (itself === 'unsure') unsure.push(partner);
     const domain = parseJid(partner)?.domain as string;
     const candidates = (await this.client.items(domain)).entries.filter((i) => i.node === undefined).map((i) => i.jid);
     const found: string[] = [];
-    for (const jid of candidates) if (jid !== this.o.self && (await this.isHermod(jid))) found.push(jid);
-    return found;
+    for (const jid of candidates) {
+      if (jid === this.o.self) continue;
+      const answer = await this.isHermod(jid);
+      if (answer === true) found.push(jid);
+      else if (answer === 'unsure') unsure.push(jid);
+    }
+    return { found, unsure };
+  }
+
+  /** The partner's Hermod services (serviceSearch's `found`). */
+  private async services(partner: string): Promise<string[]> {
+    return (await this.serviceSearch(partner)).found;
   }
 
   /** Whether the partner's settings (and a paused stylesheet) let us follow that node now. */
@@ -514,9 +543,13 @@ export class PartnerManager implements ClaimHolder {
       if (ended > 0 && this.partners.size > 1) this.discoverSoon();
       return undefined;
     }
-    const services = await this.services(partner);
+    const { found: services, unsure } = await this.serviceSearch(partner);
     for (const service of services) this.partnerOf.set(service, partner);
-    await this.owners.found(partner, services);
+    // A recorded service that may still be there (no answer) is kept, and its nodes followed in an
+    // earlier run go on counting for retractions: this discovery is not complete.
+    await this.owners.found(partner, services, unsure);
+    if (unsure.some((service) => this.owners.ownerOf(service) === partner)) this.discoveredIncomplete.add(partner);
+    else this.discoveredIncomplete.delete(partner);
     if (services.length === 0) return 'no Hermod service found for the partner (not connected yet?)';
     let failure: string | undefined;
     for (const service of services) {

@@ -42,12 +42,15 @@ export class ServiceOwners {
     return this.recorded.get(service);
   }
 
-  /** Discovery found `services` for `partner`: recorded (what changed), and its services not among them forgotten. */
-  async found(partner: string, services: readonly string[]): Promise<void> {
+  /**
+   * Discovery found `services` for `partner`: recorded (what changed); its recorded services
+   * neither found nor `unsure` (JIDs whose disco#info got no answer that says: kept) are forgotten.
+   */
+  async found(partner: string, services: readonly string[], unsure: readonly string[] = []): Promise<void> {
     await this.loaded;
     const changes: Array<[string, string | undefined]> = [];
     for (const service of services) if (this.recorded.get(service) !== partner) changes.push([service, partner]);
-    for (const [service, owner] of this.recorded) if (owner === partner && !services.includes(service)) changes.push([service, undefined]);
+    for (const [service, owner] of this.recorded) if (owner === partner && !services.includes(service) && !unsure.includes(service)) changes.push([service, undefined]);
     await this.apply(changes);
   }
 

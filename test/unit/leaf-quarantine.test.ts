@@ -355,7 +355,7 @@ describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerS
   }
   const leafOf = (p: string) => ({ service: SERVICE, node: '/tags/a', itemId: 'd1', partner: PARTNER, payload: p });
 
-  it('a live leaf is withdrawn when no node the carrier lookup asks offers the item, kept while one does (whatever the local document)', async () => {
+  it('a live leaf is withdrawn when its service offers the item on none of its nodes, kept while one does (whatever the local document)', async () => {
     const gone = sinkAsking(false);
     assert.equal(await gone.sink.withdrawn?.(leafOf(payload(note('d1', '2-b')))), true);
     assert.deepEqual(gone.asked, [`${SERVICE} d1 ${PARTNER}`]);
@@ -377,19 +377,19 @@ describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerS
   });
 });
 
-describe('nodeOffersItem: only an empty answer, item-not-found, forbidden or not-allowed says a node does not offer an item to us', () => {
+describe('nodeOffersItem: only an empty answer or item-not-found says a node does not offer an item', () => {
   const client = (answer: () => Promise<Element[]>): PubsubClient => ({ itemsById: answer }) as unknown as PubsubClient;
   const iqError = (condition: string, type: string) => new IqError(condition, undefined, undefined, SERVICE, type);
   it('has it: true; an empty answer: false', async () => {
     assert.equal(await nodeOffersItem(client(async () => [new Element('item', { id: 'd1' })]), SERVICE, '/tags/a', 'd1'), true);
     assert.equal(await nodeOffersItem(client(async () => []), SERVICE, '/tags/a', 'd1'), false);
   });
-  for (const [condition, type] of [['item-not-found', 'cancel'], ['not-allowed', 'cancel'], ['forbidden', 'auth']]) {
+  for (const [condition, type] of [['item-not-found', 'cancel']]) {
     it(`${type}/${condition}: a final refusal (false)`, async () => {
       assert.equal(await nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), false);
     });
   }
-  for (const [condition, type] of [['policy-violation', 'wait'], ['resource-constraint', 'wait'], ['remote-server-timeout', 'wait'], ['internal-server-error', 'cancel'], ['service-unavailable', 'cancel'], ['feature-not-implemented', 'cancel'], ['not-authorized', 'auth'], ['bad-request', 'modify'], ['undefined-condition', '']]) {
+  for (const [condition, type] of [['policy-violation', 'wait'], ['resource-constraint', 'wait'], ['remote-server-timeout', 'wait'], ['internal-server-error', 'cancel'], ['service-unavailable', 'cancel'], ['feature-not-implemented', 'cancel'], ['not-authorized', 'auth'], ['forbidden', 'auth'], ['not-allowed', 'cancel'], ['bad-request', 'modify'], ['undefined-condition', '']]) {
     it(`${type || 'no type'}/${condition}: not known (rejects)`, async () => {
       await assert.rejects(nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), (err: unknown) => err instanceof IqError && err.condition === condition);
     });

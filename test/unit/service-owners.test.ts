@@ -28,6 +28,9 @@ describe('service owners', () => {
     next.load();
     await next.found('c@c.test', ['pubsub.c.test']); // waits for the load; nothing changed
     assert.equal(next.ownerOf('pubsub2.a.test'), 'a@a.test');
+    // A service that did not answer disco#info (maybe still there) is kept; one no longer listed goes.
+    await next.found('a@a.test', ['pubsub.a.test'], ['pubsub2.a.test']);
+    assert.equal(next.ownerOf('pubsub2.a.test'), 'a@a.test');
     // a left one of its services; c was removed.
     await next.found('a@a.test', ['pubsub.a.test']);
     await next.removed('c@c.test');
