@@ -85,16 +85,20 @@ export async function nodeHasItem(client: PubsubClient, service: string, node: s
  * is empty or item-not-found (XEP-0060 §6.5.9.x: no such item, or node). Rejects with the IqError
  * of any other answer (forbidden or not-allowed — a whitelist changed for a while —, a rate
  * limit's policy-violation, not-authorized, feature-not-implemented, a timeout, an internal
- * error): not known.
+ * error): not known. Of a node not `followed` now (known from an earlier run only), forbidden,
+ * not-allowed and not-authorized also say it offers us nothing (it was closed to us since).
  */
-export async function nodeOffersItem(client: PubsubClient, service: string, node: string, itemId: string): Promise<boolean> {
+export async function nodeOffersItem(client: PubsubClient, service: string, node: string, itemId: string, followed = true): Promise<boolean> {
   try {
     return (await client.itemsById(service, node, [itemId])).some((i) => i.attrs.id === itemId);
   } catch (err) {
-    if (err instanceof IqError && err.condition === 'item-not-found') return false;
+    if (err instanceof IqError && (err.condition === 'item-not-found' || (!followed && CLOSED_TO_US.has(err.condition)))) return false;
     throw err;
   }
 }
+
+/** Refusals that, from a node we no longer follow (known from an earlier run only), say it is closed to us: it offers us nothing. */
+const CLOSED_TO_US = new Set(['forbidden', 'not-allowed', 'not-authorized']);
 
 /**
  * Partners' leaves into the content database (revisions kept), retractions as guarded deletions.
@@ -257,7 +261,8 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
    */
   const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string, strict = false): Promise<string | undefined> => {
     const client = ctx.partners().client;
-    const answers = await Promise.allSettled(own.map(([s, node]) => (strict ? nodeOffersItem : nodeHasItem)(client, s, node, itemId)));
+    const partners = ctx.partners();
+    const answers = await Promise.allSettled(own.map(([s, node]) => (strict ? nodeOffersItem(client, s, node, itemId, partners.follows(s, node)) : nodeHasItem(client, s, node, itemId))));
     const here = own.find((_, i) => answers[i]?.status === 'fulfilled' && answers[i].value);
     if (here) return `${here[0]} ${here[1]}`;
     const failed = answers.find((a) => a.status === 'rejected');
@@ -304,6 +309,8 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   };
   /** Whether the service itself still offers the item (couchPartnerSink's `withdrawn`): its own candidate nodes, asked strictly; none to ask rejects. */
   const offered: OfferLookup = async (service, itemId, partner) => {
+    // A partner removed since: its leaves are written nowhere now (as its notifications are not).
+    if (partner === undefined || !ctx.partners().isPartner(partner)) throw new Error(`${partner ?? 'the partner of ' + service} is not a partner now`);
     const { own } = await candidates(service, partner, undefined);
     if (own.length === 0) throw new Error(`no node of ${service} to ask whether it still offers ${itemId} (not followed again yet, or its partner not known or removed)`);
     return (await ownCarrier(own, itemId, true)) !== undefined;

@@ -320,10 +320,15 @@ export class PartnerManager implements ClaimHolder {
     return owner !== undefined && this.partners.has(owner) && !this.discovered.has(owner) ? owner : undefined;
   }
 
-  /** Whether some partner's discovery has not completed in this run (earlierOwnerOf may name an owner). */
+  /** Whether earlierOwnerOf may name an owner now: a partner with recorded services whose discovery has not completed in this run (and that follows something). */
   discoveryIncomplete(): boolean {
-    for (const partner of this.partners) if (!this.discovered.has(partner)) return true;
+    for (const owner of this.owners.owners()) if (this.partners.has(owner) && !this.discovered.has(owner) && this.o.settings.partner(owner).follow !== 'none') return true;
     return false;
+  }
+
+  /** Whether a contact JID is a partner now. */
+  isPartner(jid: string): boolean {
+    return this.partners.has(jid);
   }
 
   addPartner(raw: string): void {
@@ -465,7 +470,8 @@ export class PartnerManager implements ClaimHolder {
       failure = String(err);
     }
     if (failure === undefined) {
-      if (!this.discoveredIncomplete.has(partner) && this.partners.has(partner)) this.discovered.add(partner);
+      // Not when asked again meanwhile (its settings changed during this discovery).
+      if (!this.discoveredIncomplete.has(partner) && this.partners.has(partner) && !this.due.has(partner)) this.discovered.add(partner);
       if (this.failing.delete(partner)) this.o.log.info('partner discovered after a failed attempt', { partner });
       return;
     }
@@ -536,6 +542,7 @@ export class PartnerManager implements ClaimHolder {
         }
       }
       for (const service of resolved) if (!this.partnerOf.has(service)) this.partnerOf.set(service, partner);
+      this.discoveredIncomplete.delete(partner); // follows nothing: nothing of it to wait for
       for (const service of new Set([...services, ...resolved])) this.noteWanted(service, partner, []);
       let ended = 0;
       for (const f of [...this.followed.values()]) if (services.has(f.service)) (await this.unfollow(f.service, f.node), ended++);

@@ -37,6 +37,11 @@ export class ServiceOwners {
       .catch((err: unknown) => this.log.warn('the recorded partners of services could not be read', { reason: String(err) }));
   }
 
+  /** The partners with a recorded service. */
+  owners(): Set<string> {
+    return new Set(this.recorded.values());
+  }
+
   /** The partner a service belonged to at its last discovery (this run's or an earlier one's), if recorded. */
   ownerOf(service: string): string | undefined {
     return this.recorded.get(service);

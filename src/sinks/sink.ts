@@ -23,11 +23,12 @@ export interface PartnerSink {
   retract(service: string, node: string, itemId: string, followed: (node: string) => boolean, partner?: string): Promise<void>;
   /**
    * Optional, for a sink whose `retract` undoes what a leaf wrote (deletes the document): called
-   * after a retraction of `leaf.itemId` by `leaf.service` was applied, for a leaf of that item this
-   * sink refused and the quarantine still holds (`payload`: the item's payload as received).
-   * Resolves true when the leaf is withdrawn — the service offers the item on no node followed
-   * now, and writing the leaf would undo the retraction (bring back a document it deleted) — and
-   * the quarantine then drops it; false keeps it (a deletion leaf, say: retrying it only deletes).
+   * after a retraction of `leaf.itemId` by `leaf.service` was applied, and again before a
+   * `hermod quarantine retry` writes it, for a leaf of that item this sink refused and the
+   * quarantine holds (`payload`: the item's payload as received). Resolves true when the leaf is
+   * withdrawn — the service offers the item on none of its nodes, and writing the leaf could undo
+   * the retraction (bring back a document it deleted) — and the quarantine then drops it; false
+   * keeps it (a deletion leaf, say: written, it leaves the document deleted).
    * Rejects when that cannot be told now (a node did not answer): the entry is kept. Without this
    * method quarantined leaves outlive retractions (Midgard: deletions travel as leaves).
    */

@@ -380,6 +380,13 @@ describe('Ajatus: which quarantined leaves a retraction withdraws (couchPartnerS
 describe('nodeOffersItem: only an empty answer or item-not-found says a node does not offer an item', () => {
   const client = (answer: () => Promise<Element[]>): PubsubClient => ({ itemsById: answer }) as unknown as PubsubClient;
   const iqError = (condition: string, type: string) => new IqError(condition, undefined, undefined, SERVICE, type);
+  it('of a node known from an earlier run only (not followed now), forbidden, not-allowed and not-authorized say it is closed to us: false', async () => {
+    for (const [condition, type] of [['forbidden', 'auth'], ['not-allowed', 'cancel'], ['not-authorized', 'auth']] as const) {
+      assert.equal(await nodeOffersItem(client(() => Promise.reject(iqError(condition, type))), SERVICE, '/tags/old', 'd1', false), false, condition);
+    }
+    await assert.rejects(nodeOffersItem(client(() => Promise.reject(iqError('remote-server-timeout', 'wait'))), SERVICE, '/tags/old', 'd1', false), /remote-server-timeout/);
+  });
+
   it('has it: true; an empty answer: false', async () => {
     assert.equal(await nodeOffersItem(client(async () => [new Element('item', { id: 'd1' })]), SERVICE, '/tags/a', 'd1'), true);
     assert.equal(await nodeOffersItem(client(async () => []), SERVICE, '/tags/a', 'd1'), false);
