@@ -260,8 +260,8 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
    * (`strict`: none has it and one gave an answer nodeOffersItem does not take as final).
    */
   const ownCarrier = async (own: ReadonlyArray<readonly [string, string]>, itemId: string, strict = false): Promise<string | undefined> => {
-    const client = ctx.partners().client;
     const partners = ctx.partners();
+    const client = partners.client;
     const answers = await Promise.allSettled(own.map(([s, node]) => (strict ? nodeOffersItem(client, s, node, itemId, partners.follows(s, node)) : nodeHasItem(client, s, node, itemId))));
     const here = own.find((_, i) => answers[i]?.status === 'fulfilled' && answers[i].value);
     if (here) return `${here[0]} ${here[1]}`;
@@ -310,8 +310,9 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   /** Whether the service itself still offers the item (couchPartnerSink's `withdrawn`): its own candidate nodes, asked strictly; none to ask rejects. */
   const offered: OfferLookup = async (service, itemId, partner) => {
     // A partner removed since: its leaves are written nowhere now (as its notifications are not).
-    if (partner === undefined || !ctx.partners().isPartner(partner)) throw new Error(`${partner ?? 'the partner of ' + service} is not a partner now`);
-    const { own } = await candidates(service, partner, undefined);
+    const who = partner ?? ctx.partners().partnerOfService(service);
+    if (who === undefined || !ctx.partners().isPartner(who)) throw new Error(`${who ?? 'the partner of ' + service} is not a partner now`);
+    const { own } = await candidates(service, who, undefined);
     if (own.length === 0) throw new Error(`no node of ${service} to ask whether it still offers ${itemId} (not followed again yet, or its partner not known or removed)`);
     return (await ownCarrier(own, itemId, true)) !== undefined;
   };
