@@ -229,7 +229,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     return sink;
   };
   /** The nodes to ask whether they carry a retracted item (carrierCandidates, src/replication/carriers.ts). */
-  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined) => {
+  const candidates = async (service: string, partner: string | undefined, current: CouchDoc | undefined, withEarlier = true) => {
     const partners = ctx.partners();
     const target = sinkFor(partner);
     const settingsOf = (p: string | undefined) => (p === undefined ? undefined : o.settings.partner(p));
@@ -250,7 +250,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       sameTarget: (p) => sinkFor(p) === target,
       tagged: current ? new Set(tagsOf(current, profile).map(tagNode)) : undefined,
       // Only while some partner's discovery has not completed in this run (else none counts): a range read.
-      earlier: partners.discoveryIncomplete() ? await state.historyServiceNodes() : [],
+      earlier: withEarlier && partners.discoveryIncomplete() ? await state.historyServiceNodes() : [],
       recordedOwnerOf: (s) => partners.earlierOwnerOf(s),
     });
   };
@@ -312,7 +312,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     // A partner removed since: its leaves are written nowhere now (as its notifications are not).
     const who = partner ?? ctx.partners().partnerOfService(service);
     if (who === undefined || !ctx.partners().isPartner(who)) throw new Error(`${who ?? 'the partner of ' + service} is not a partner now`);
-    const { own } = await candidates(service, who, undefined);
+    const { own } = await candidates(service, who, undefined, false); // other services' nodes are not asked here
     if (own.length === 0) throw new Error(`no node of ${service} to ask whether it still offers ${itemId} (not followed again yet, or its partner not known or removed)`);
     return (await ownCarrier(own, itemId, true)) !== undefined;
   };
