@@ -48,11 +48,32 @@ async function waitUp(url: string, child: Child, timeoutMs: number): Promise<voi
   throw new Error(`pouchdb-server not answering at ${url} within ${timeoutMs} ms\n${tail(child.logFile)}`);
 }
 
-/** Starts pouchdb-server on a free port of `host` with a fresh temp dir; throws (after stopping it and removing the dir) if it does not answer within 20 s. */
+/** Tries of a start whose port another process took between freePort and the server's bind. */
+const PORT_TRIES = 5;
+
+/**
+ * Starts pouchdb-server on a free port of `host` with a fresh temp dir; throws (after stopping it
+ * and removing the dir) if it does not answer within 20 s. A port taken by another process
+ * between choosing it and binding it (test files start servers side by side) is chosen again, up
+ * to PORT_TRIES times.
+ */
 export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-couch-'));
   await writeFile(path.join(dir, 'config.json'), JSON.stringify({ log: { file: path.join(dir, 'log.txt') } }));
-  const port = await freePort(host);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startCouchOn(host, dir, await freePort(host));
+    } catch (err) {
+      if (attempt >= PORT_TRIES || !/already in use/.test(String(err))) {
+        await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+        throw err;
+      }
+    }
+  }
+}
+
+/** startCouch on one port: throws (after stopping the server) if it does not answer within 20 s. */
+async function startCouchOn(host: string, dir: string, port: number): Promise<CouchServer> {
   const url = `http://${host}:${port}`;
   let child: Child | undefined;
 
@@ -104,8 +125,9 @@ export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
   try {
     await server.start();
   } catch (err) {
-    // A server that did not answer in time may still be starting: nothing is left behind.
-    await server.destroy().catch(() => undefined);
+    // A server that did not answer in time may still be starting: nothing is left running (the
+    // caller removes the dir, or tries another port with it).
+    await server.stop().catch(() => undefined);
     throw err;
   }
   return server;
