@@ -134,7 +134,17 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
   });
 
   it('status and metrics: a running instance reports connection, nodes, subscriptions and queues; /metrics counts stanzas, errors, notifications', async () => {
-    hermod = await site.hermod({ server: home, extra: { metrics: { port: metricsPort } } });
+    // The port was free when freePort asked; another test file's server may have taken it since:
+    // Hermod then exits naming metrics.port and EADDRINUSE, and a fresh port is tried (up to 5).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        hermod = await site.hermod({ server: home, extra: { metrics: { port: metricsPort } } });
+        break;
+      } catch (err) {
+        if (attempt >= 5 || !/metrics\.port: cannot listen .*EADDRINUSE/.test(String(err))) throw err;
+        metricsPort = await freePort();
+      }
+    }
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='news'/></pubsub>`);
     await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='news' jid='${alice.bare}'/></pubsub>`);
     await alice.iq('set', SVC, publish('news', 'one'));
