@@ -1,7 +1,7 @@
-// The rules a partner's catch-up follows while notifications arrive (PartnerManager in
-// partners.ts): which items of a page of current items it takes, which history entries a newer
-// live notification superseded, and which item a next page is asked for after. Pure functions of
-// what was read and what the live events touched.
+// The rules a partner's catch-up follows while notifications arrive (FollowDelivery in
+// follow-delivery.ts): which items of a page of current items it takes, which history entries a
+// newer live notification superseded, and which item a next page is asked for after. Pure
+// functions of what was read and what the live events touched.
 
 import { Element } from 'ltx';
 

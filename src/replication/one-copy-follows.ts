@@ -41,7 +41,7 @@ export interface OneCopyContext {
   pause(ms: number): Promise<void>;
   /** A task stop() waits for. */
   track(task: Promise<void>): void;
-  /** Reads items of a followed node again, backing off until they are written (PartnerManager.rereadItems). */
+  /** Reads items of a followed node again, backing off until they are written (FollowDelivery.rereadItems). */
   reread(service: string, node: string, ids: string[]): void;
 }
 

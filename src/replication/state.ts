@@ -13,7 +13,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.ts';
 import type { Checkpoint, CheckpointStore } from '../sources/source.ts';
 import type { StateOp, StateSpace } from '../store/store.ts';
-import type { HistoryPositions } from './partners.ts';
+import type { HistoryPositions } from './follow-delivery.ts';
 
 const SEP = '\0';
 const IMPORT_BATCH = 1000;

@@ -1,6 +1,6 @@
 // What a sink is to replication: the local side that writes what partners publish (leaves of
 // followed nodes) and applies their retractions. Sinks (couchdb.ts, midgard-spool.ts) depend on
-// codecs and the replication state only; the partner manager (src/replication/partners.ts) and
+// codecs and the replication state only; the partner side (src/replication/follow-delivery.ts) and
 // the XSLT stage call them through this interface. Leaves that arrive together (a page of a
 // catch-up) are handed over as one batch (`writeItems`), so a sink that can write many at once
 // (one `_bulk_docs`) may; `writeLeaves` falls back to one at a time. A batching sink is also
