@@ -68,7 +68,8 @@ export type OfferLookup = (service: string, itemId: string, partner: string | un
  * Whether `node` of `service` has an item `itemId` now (XEP-0060 §6.5.8, items by id): true
  * when the answer carries it; false when it is empty or an error says the item (or the node)
  * is not there for us (item-not-found, forbidden, …). Throws IqError when the service
- * did not answer (timeout, unreachable, internal error): then nobody knows.
+ * did not answer (timeout, unreachable, internal error) or refused for now (any error of type
+ * wait, such as a rate limit's policy-violation: IqError.undecided): then nobody knows.
  */
 export async function nodeHasItem(client: PubsubClient, service: string, node: string, itemId: string): Promise<boolean> {
   try {

@@ -27,9 +27,14 @@ export class IqError extends Error {
     this.name = 'IqError';
   }
 
-  /** Whether the request was not decided on (a timeout, the server or service unreachable or failing): asking again later may get another answer. */
+  /**
+   * Whether the request was not decided on (a timeout, the server or service unreachable or
+   * failing), or refused for now: asking again later may get another answer. Every error of
+   * type `wait` is one (RFC 6120 §8.3.2: "retry after waiting (the error is temporary)"), such
+   * as a rate limit's policy-violation.
+   */
   get undecided(): boolean {
-    return UNDECIDED.has(this.condition);
+    return this.type === 'wait' || UNDECIDED.has(this.condition);
   }
 
   /** The error of an `<iq type='error'/>` answer. */

@@ -32,3 +32,16 @@ describe('IqCaller', () => {
     assert.equal((await roster).attrs.type, 'result');
   });
 });
+
+describe('IqError.undecided: whether asking again later may get another answer', () => {
+  const err = (condition: string, type: string): IqError => new IqError(condition, undefined, undefined, 'pubsub.alpha.test', type);
+  it('every error of type wait (RFC 6120 §8.3.2: temporary), whatever its condition', () => {
+    for (const condition of ['policy-violation', 'resource-constraint', 'unexpected-request', 'undefined-condition']) assert.equal(err(condition, 'wait').undecided, true, condition);
+  });
+  it('no answer or a failing service, whatever the type the answer gave', () => {
+    for (const condition of ['remote-server-timeout', 'remote-server-not-found', 'service-unavailable', 'internal-server-error', 'resource-constraint']) assert.equal(err(condition, 'cancel').undecided, true, condition);
+  });
+  it('final answers are decided: item-not-found, forbidden, not-allowed, a rate limit without type wait', () => {
+    for (const [condition, type] of [['item-not-found', 'cancel'], ['forbidden', 'auth'], ['not-allowed', 'cancel'], ['policy-violation', 'modify'], ['bad-request', 'modify']] as const) assert.equal(err(condition, type).undecided, false, `${type}/${condition}`);
+  });
+});

@@ -17,7 +17,7 @@ import { RefusedWrite, type PartnerSink } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import { Quarantine, QUARANTINE_SPACE } from '../../src/transform/quarantine.ts';
 import { TransformError } from '../../src/transform/xslt.ts';
-import { couchPartnerSink, nodeOffersItem } from '../../src/replication/ajatus.ts';
+import { couchPartnerSink, nodeHasItem, nodeOffersItem } from '../../src/replication/ajatus.ts';
 import { IqError } from '../../src/xmpp/iq-error.ts';
 import type { PubsubClient } from '../../src/xmpp/pubsub-client.ts';
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
@@ -401,4 +401,21 @@ describe('nodeOffersItem: only an empty answer or item-not-found says a node doe
       await assert.rejects(nodeOffersItem(client(() => Promise.reject(iqError(condition as string, type as string))), SERVICE, '/tags/a', 'd1'), (err: unknown) => err instanceof IqError && err.condition === condition);
     });
   }
+});
+
+describe('nodeHasItem (the retraction\'s carrier lookup): an answer that says "not now" is not "not there"', () => {
+  const client = (answer: () => Promise<Element[]>): PubsubClient => ({ itemsById: answer }) as unknown as PubsubClient;
+  const iqError = (condition: string, type: string) => new IqError(condition, undefined, undefined, SERVICE, type);
+  it('has it: true; an empty answer, item-not-found or a refusal of the node: false', async () => {
+    assert.equal(await nodeHasItem(client(async () => [new Element('item', { id: 'd1' })]), SERVICE, '/tags/a', 'd1'), true);
+    assert.equal(await nodeHasItem(client(async () => []), SERVICE, '/tags/a', 'd1'), false);
+    for (const [condition, type] of [['item-not-found', 'cancel'], ['forbidden', 'auth'], ['not-allowed', 'cancel']] as const) {
+      assert.equal(await nodeHasItem(client(() => Promise.reject(iqError(condition, type))), SERVICE, '/tags/a', 'd1'), false, condition);
+    }
+  });
+  it('a rate limit (wait/policy-violation), any other wait, a timeout: not known (rejects), so the document is not deleted on it', async () => {
+    for (const [condition, type] of [['policy-violation', 'wait'], ['unexpected-request', 'wait'], ['remote-server-timeout', 'wait'], ['internal-server-error', 'cancel']] as const) {
+      await assert.rejects(nodeHasItem(client(() => Promise.reject(iqError(condition, type))), SERVICE, '/tags/a', 'd1'), (err: unknown) => err instanceof IqError && err.condition === condition, `${type}/${condition}`);
+    }
+  });
 });
