@@ -537,8 +537,10 @@ export class PartnerManager implements ClaimHolder {
       f.live.held = true; // what settles late must not move the position
       f.live.catchingUp = false;
       this.delivery.backlogChanged(); // a drain started meanwhile sees the node gone
-      const refused = err instanceof IqError;
-      this.o.log[refused ? 'info' : 'warn']('partner node refused the subscription', { service, node, reason: String(err) });
+      // A timeout or a "not now" (IqError.undecided) is no refusal: the discovery is tried again soon.
+      const refused = err instanceof IqError && !err.undecided;
+      if (refused) this.o.log.info('partner node refused the subscription', { service, node, reason: String(err) });
+      else this.o.log.warn('subscribing to a partner node failed; trying again', { service, node, reason: String(err) });
       return refused ? undefined : `subscribing to ${node}: ${String(err)}`;
     }
     let failure: string | undefined;

@@ -160,8 +160,9 @@ export class SubscriptionSetup {
   /**
    * Pauses (false) or resumes (true) the delivery of the node's notifications to us
    * (pubsub#deliver, XEP-0060 §6.3), after the configuring under way, if any. Resolves to
-   * `taken`, `refused` (an error answer: a service without the option; nothing changed) or
-   * `unknown` (no answer: it may have been applied). Logged when not taken.
+   * `taken`, `refused` (an error answer that decides: a service without the option; nothing
+   * changed) or `unknown` (no answer, or one of type wait — IqError.undecided: it may have been
+   * applied, or may be on a later try). Logged when not taken.
    */
   async setDelivery(s: ConfiguredSubscription, deliver: boolean): Promise<'taken' | 'refused' | 'unknown'> {
     try {
@@ -170,7 +171,7 @@ export class SubscriptionSetup {
       return 'taken';
     } catch (err) {
       this.o.log[deliver ? 'warn' : 'debug'](`${deliver ? 'resuming' : 'pausing'} notification delivery failed`, { service: s.service, node: s.node, reason: String(err) });
-      return err instanceof IqError ? 'refused' : 'unknown';
+      return err instanceof IqError && !err.undecided ? 'refused' : 'unknown';
     }
   }
 }

@@ -61,6 +61,11 @@ describe('configuring our subscriptions at partners’ services', () => {
     assert.equal(svc.form['pubsub#deliver'], '0');
     const refusing = service({ ...HERMOD_FORM }, () => new IqError('feature-not-implemented', undefined, undefined, 'pubsub.beta.test', 'cancel'));
     assert.equal(await new SubscriptionSetup({ client: refusing.client, log: captureLog(), oneCopy: () => false }).setDelivery(sub(), false), 'refused');
+    // No answer in time (the IQ caller's IqError, type wait) or a "not now" (a rate limit): it may have been applied.
+    for (const [condition, type] of [['remote-server-timeout', 'wait'], ['policy-violation', 'wait']]) {
+      const undecided = service({ ...HERMOD_FORM }, () => new IqError(condition as string, undefined, undefined, 'pubsub.beta.test', type));
+      assert.equal(await new SubscriptionSetup({ client: undecided.client, log: captureLog(), oneCopy: () => false }).setDelivery(sub(), false), 'unknown', `${type}/${condition}`);
+    }
     const silent = service({ ...HERMOD_FORM }, () => new Error('timeout'));
     const log = captureLog();
     assert.equal(await new SubscriptionSetup({ client: silent.client, log, oneCopy: () => false }).setDelivery(sub(), true), 'unknown');

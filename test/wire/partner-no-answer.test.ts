@@ -1,0 +1,124 @@
+// A request to a partner's service that gets no answer (a timeout: IqError remote-server-timeout,
+// type wait) or a "not now" (any error of type wait, such as a rate limit) is not a refusal: the
+// request may have been applied, or will be on a later try (IqError.undecided). Two places took
+// such an answer as final: a subscribe that timed out was logged as refused and the node left
+// unfollowed until the next full discovery round (minutes), and a drain whose pause of delivery
+// (pubsub#deliver=0) timed out never resumed delivery — if the service had applied the pause,
+// the node's notifications stopped for good.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Element } from 'ltx';
+import type { PartnerSink } from '../../src/sinks/sink.ts';
+import { IqError } from '../../src/xmpp/iq-error.ts';
+import { NS } from '../../src/xmpp/ns.ts';
+import type { TestClient } from '../e2e/client.ts';
+import { WireHarness } from './harness.ts';
+import { aroundRequests, create, memoryPositions, publish, until, withPartner } from './partner-fixture.ts';
+
+/** What the IQ caller gives a request that got no answer in time (src/component/iq-caller.ts). */
+const timeout = (to: string): IqError => new IqError('remote-server-timeout', undefined, 'no answer within 15000 ms', to, 'wait');
+
+/** A sink that records the items written per node, and can be held shut (a database that fell behind). */
+function recordingSink() {
+  const written = new Map<string, string[]>();
+  let gate: Promise<void> | undefined;
+  let open: () => void = () => undefined;
+  const sink: PartnerSink = {
+    writeItem: async (_service, node, item) => {
+      await gate;
+      written.set(node, [...(written.get(node) ?? []), String(item.attrs.id)]);
+      return true;
+    },
+    retract: async () => undefined,
+  };
+  return {
+    sink,
+    written: (node: string): string[] => written.get(node) ?? [],
+    shut: () => (gate = new Promise<void>((resolve) => (open = resolve))),
+    open: () => {
+      gate = undefined;
+      open();
+    },
+  };
+}
+
+/** Whether `child` is a subscription options request setting pubsub#deliver to `value` on `node` (XEP-0060 §6.3.5). */
+function setsDelivery(child: Element, node: string, value: '0' | '1'): boolean {
+  const options = child.getChild('options');
+  if (child.name !== 'pubsub' || options?.attrs.node !== node) return false;
+  const field = options.getChild('x')?.getChildren('field').find((f) => f.attrs.var === 'pubsub#deliver');
+  return field?.getChildText('value') === value;
+}
+
+describe('a partner request that gets no answer is not taken as a refusal', () => {
+  let site: WireHarness;
+  let alice: TestClient;
+
+  before(async () => {
+    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
+    alice = site.client('alice@alpha.test/desk');
+  });
+  after(async () => {
+    await site?.stop();
+  });
+
+  it('a subscribe that timed out is tried again within seconds (not at the next discovery round), and the node replicates', async () => {
+    await alice.iq('set', site.jid, create('/tags/late'));
+    await alice.iq('set', site.jid, publish('/tags/late', 'l0'));
+    const rec = recordingSink();
+    let subscribes = 0;
+    await withPartner(site, 'pubsub.beta.test', rec.sink, {
+      iq: aroundRequests(async (child, send) => {
+        if (child.name === 'pubsub' && child.getChild('subscribe')?.attrs.node === '/tags/late' && ++subscribes === 1) throw timeout(site.jid);
+        return send();
+      }),
+    }, async ({ manager }) => {
+      // The fixture's discovery interval is 60 s: within 15 s only the retry after a failure (2 s) can follow the node.
+      await until(() => rec.written('/tags/late').includes('l0'), 'the node followed after the subscribe that got no answer');
+      assert.ok(subscribes >= 2, `subscribed again (${subscribes} subscribes)`);
+      assert.ok(manager.subscriptions().includes(`${site.jid} /tags/late`));
+      await alice.iq('set', site.jid, publish('/tags/late', 'l1'));
+      await until(() => rec.written('/tags/late').includes('l1'), 'a later publication written as it arrives');
+    });
+  });
+
+  it('a drain whose pause of delivery got no answer (but was applied) resumes delivery once it has read the history', async () => {
+    await alice.iq('set', site.jid, create('/tags/mute'));
+    await alice.iq('set', site.jid, publish('/tags/mute', 'm0'));
+    const { saved, positions } = memoryPositions();
+    const rec = recordingSink();
+    let pausesLost = 0;
+    let resumed = 0;
+    const notified: string[] = [];
+    await withPartner(site, 'pubsub.beta.test', rec.sink, {
+      positions,
+      liveBacklogItems: 5,
+      digestMs: 0,
+      // The service applies the pause, but its answer is lost: the caller sees a timeout.
+      iq: aroundRequests(async (child, send) => {
+        if (setsDelivery(child, '/tags/mute', '1')) resumed++;
+        if (!setsDelivery(child, '/tags/mute', '0')) return send();
+        await send();
+        pausesLost++;
+        throw timeout(site.jid);
+      }),
+      onEvent: (stanza) => {
+        const items = stanza.getChild('event', NS.PUBSUB_EVENT)?.getChild('items');
+        if (items?.attrs.node === '/tags/mute') for (const item of items.getChildren('item')) notified.push(String(item.attrs.id));
+      },
+    }, async () => {
+      await until(() => rec.written('/tags/mute').includes('m0') && saved.has(`${site.jid} /tags/mute`), 'the catch-up of the first item and its history position');
+      rec.shut();
+      for (let i = 1; i <= 40; i++) await alice.iq('set', site.jid, publish('/tags/mute', `m${i}`));
+      await until(() => pausesLost > 0, 'the drain pausing delivery');
+      rec.open();
+      await until(() => rec.written('/tags/mute').includes('m40'), 'every item written from the history');
+      await until(() => resumed > 0, 'delivery resumed after the drain');
+      const before = notified.length;
+      await alice.iq('set', site.jid, publish('/tags/mute', 'm41'));
+      await until(() => rec.written('/tags/mute').includes('m41'), 'a publication after the drain written');
+      assert.ok(notified.length > before && notified.includes('m41'), 'm41 came as a notification (delivery is on again), not only from a history read');
+    });
+  });
+});
