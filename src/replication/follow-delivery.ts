@@ -140,7 +140,7 @@ export class FollowDelivery {
   /** Live items handed to the sink and not yet written, over every followed node (see leaveToHistory). */
   private backlog = 0;
   private readonly bound: number;
-  /** Drains waiting for the backlog to fall (woken at every change, and by stop()). */
+  /** Drains waiting for the backlog to fall (woken at every change, and by the manager's stop(): backlogChanged). */
   private backlogWaiters: Array<() => void> = [];
   /** Drains and re-reads under way (see drain, rereadItems), awaited by idle(). */
   private readonly drains = new Set<Promise<void>>();
@@ -155,7 +155,11 @@ export class FollowDelivery {
     this.drains.add(tracked);
   }
 
-  /** Resolves once the drains and re-reads under way have ended (after stopped() turned true, at their next step). */
+  /**
+   * Resolves once the drains and re-reads under way have ended: call it once stopped() is true
+   * and after backlogChanged(), which wakes the drains that wait for the backlog (they end at
+   * their next step).
+   */
   async idle(): Promise<void> {
     await Promise.all(this.drains);
   }
@@ -165,9 +169,10 @@ export class FollowDelivery {
    * payloads already unpacked): noted for a catch-up under way, left to the node's history while
    * the sink is behind (leaveToHistory), else applied; the history position moves once it and
    * everything received before it were applied (settle), and what failed is applied again
-   * (applyAgain). Resolves once it is applied (or failed, and handed to applyAgain) or left.
+   * (applyAgain). Resolves to true at once when it was left to the history, else to false once
+   * it is applied (or failed, and handed to applyAgain).
    */
-  async deliver(f: Followed, message: Element, event: Element): Promise<void> {
+  async deliver(f: Followed, message: Element, event: Element): Promise<boolean> {
     const { service: from, node } = f;
     const items = event.getChild('items');
     // The archive id the service gave this event (XEP-0359, `by` the service itself).
@@ -185,7 +190,7 @@ export class FollowDelivery {
       }
     }
     // A purge has an archive id too: applied while later items are left, it would move the position past them.
-    if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return;
+    if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return true;
     const entry = sid ? { id: sid } : undefined;
     if (entry) f.live.queue.push(entry);
     let waiting = 0;
@@ -204,6 +209,7 @@ export class FollowDelivery {
     }
     if (entry) this.settle(f, entry, ok);
     if (!ok && failed.size > 0) this.applyAgain(f, sid, failed);
+    return false;
   }
 
   /**
@@ -344,7 +350,7 @@ export class FollowDelivery {
    * (`complete` false), so the next catch-up tries that one again. With `live` (a catch-up), it
    * stops at the first entry that also reached us live. The next page is asked for while one is
    * applied (one page ahead: the sink sets the pace). `last`: the id of the last entry read.
-   * Ends with a StoppedError on stop() or once `alive` says no (a node no longer followed).
+   * Ends with a StoppedError once stopped() or once `alive` says no (a node no longer followed).
    */
   private async replayHistory(service: string, node: string, position: string | undefined, positions: HistoryPositions | undefined, live?: LiveTrack, alive?: () => boolean): Promise<{ replayed: number; complete: boolean; retry: boolean; last: string | undefined }> {
     let replayed = 0;
@@ -528,11 +534,11 @@ export class FollowDelivery {
 
   /**
    * Reads items of `f` again (XEP-0060 §6.5.8 by id) and applies them as they are now — written,
-   * or retracted where the node no longer has them — after 2 s, doubling up to the discovery
+   * or retracted where the node no longer has them — after `retryFirstMs`, doubling up to the discovery
    * interval, until that succeeds (at most REREAD_ATTEMPTS times; then logged as an error: the item
    * waits for its next edit). A leaf the sink refused for itself (RefusedWrite) is not tried
    * again. An item a live notification touched since
-   * the read was asked for is left to it (newer). Ends on stop() and when the node is no longer
+   * the read was asked for is left to it (newer). Ends once stopped() and when the node is no longer
    * followed. Never rejects.
    */
   rereadItems(f: Followed, ids: Iterable<string>): void {
@@ -609,8 +615,8 @@ export class FollowDelivery {
    * the sink sets the pace) from the saved position to its end. Then it resumes delivery and
    * catches up as a follow does: notifications are applied as they arrive again, and the
    * history is read on only up to the first of them (everything after it arrives live). A failed
-   * attempt is tried again from where it stopped after 2 s, doubling up to the discovery
-   * interval. Ends on stop() and when the node is no longer followed. Never rejects.
+   * attempt is tried again from where it stopped after `retryFirstMs`, doubling up to the discovery
+   * interval. Ends once stopped() and when the node is no longer followed. Never rejects.
    */
   private async drain(f: Followed): Promise<void> {
     const { service, node, live } = f;
@@ -629,7 +635,7 @@ export class FollowDelivery {
     let failure: unknown;
     for (let attempt = 1; attempt <= DRAIN_ATTEMPTS; attempt++) {
       // Woken by each live event that settles (the sink's writes end: they succeed, or fail
-      // after its bounded retries), by the end of a catch-up and by stop().
+      // after its bounded retries), by the end of a catch-up and by the manager's stop().
       while (!gone() && (this.backlog > this.bound / 4 || live.inFlight > 0 || live.catchingUp)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
       await live.saving;
       if (gone()) {

@@ -85,7 +85,7 @@ export interface PartnerManagerOptions {
   /**
    * Most live items (publications and retractions) handed to the sink and not yet written, over
    * every followed node, before further notifications are left to the nodes' history (see
-   * `leaveToHistory`). Default LIVE_BACKLOG_ITEMS.
+   * FollowDelivery.leaveToHistory). Default LIVE_BACKLOG_ITEMS.
    */
   liveBacklogItems?: number;
   /**
@@ -727,7 +727,8 @@ export class PartnerManager implements ClaimHolder {
     }
     // One-copy subscription: each item notification gets its ordinal (PayloadsSeen), in arrival order.
     if (items && f.oneCopy && this.o.oneCopy?.(this.partnerOf.get(from), node)) this.oneCopy.arrived(from, node, f.since, items);
-    await this.delivery.deliver(f, message, event);
+    // Left to the history (flow control): an event with items or a purge, so nothing below applies.
+    if (await this.delivery.deliver(f, message, event)) return true;
     if (event.getChild('delete') || (sub && sub.attrs.subscription === 'none')) {
       this.ended(f);
       this.followed.delete(key(from, node));

@@ -1,4 +1,4 @@
-// Flow control for a partner's live notifications end to end (src/replication/partners.ts,
+// Flow control for a partner's live notifications end to end (src/replication/follow-delivery.ts,
 // leaveToHistory/drain): site B's bound (`ajatus.liveBacklogItems`) is set so low that a burst at
 // site A outruns it; B leaves the notifications to A's node history (XEP-0313), pauses delivery
 // (pubsub#deliver), reads the history back at its database's pace, resumes delivery and goes on

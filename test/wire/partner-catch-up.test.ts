@@ -1,4 +1,4 @@
-// A partner's catch-ups (src/replication/partners.ts), on the in-process wire harness: a node with
+// A partner's catch-ups (src/replication/partners.ts, follow-delivery.ts), on the in-process wire harness: a node with
 // a long catch-up (the sink holds its first page) does not hold back the subscription to the
 // service's other nodes, and stop() ends that catch-up at its next page instead of waiting for the
 // whole node (a first sync of 100 000 documents kept a stopping Hermod alive for minutes); and a

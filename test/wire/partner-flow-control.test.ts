@@ -1,4 +1,4 @@
-// Flow control for a partner's live notifications (src/replication/partners.ts,
+// Flow control for a partner's live notifications (src/replication/follow-delivery.ts,
 // leaveToHistory/drain), on the in-process wire harness: when the partner's database falls behind
 // a site that keeps publishing, the partner holds at most `liveBacklogItems` live items waiting
 // for it and leaves the rest to the node's history (XEP-0313), which it reads back page by page

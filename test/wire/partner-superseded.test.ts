@@ -1,5 +1,5 @@
 // A partner's catch-up against the live notifications that reach it meanwhile
-// (src/replication/partners.ts), on the in-process wire harness. An item page or a history page
+// (src/replication/follow-delivery.ts), on the in-process wire harness. An item page or a history page
 // can be older than a notification that arrived before the partner read it: a page of current
 // items answered just before the site republished one of its items, or a history page (read one
 // ahead) whose entry of an item the site has republished since. The catch-up must neither stop

@@ -1,5 +1,5 @@
 // A partner whose database fails a write (down longer than the sink's own retries) gets the
-// document once it is back, without a restart (src/replication/partners.ts applyAgain): a live
+// document once it is back, without a restart (src/replication/follow-delivery.ts applyAgain): a live
 // notification with an archive id holds the node's history position and the node is read again
 // from its history; one without (the §6.1.7 last item sent on subscribing, which lies before the
 // position a first catch-up saves) has its item read again by id. Before, both waited for a
