@@ -115,6 +115,19 @@ describe('configuring our subscriptions at partners’ services', () => {
     await assert.rejects(new SubscriptionSetup({ client: refusing.client, log: captureLog(), oneCopy: () => false }).setUp(sub()), /resuming the paused delivery failed/);
   });
 
+  it('options that got no answer fail the follow (delivery may be paused and only this read resumes it); options not offered do not', async () => {
+    const unread = (err: Error): SubscriptionSetupOptions['client'] => ({ subscriptionOptions: async () => Promise.reject(err), configureSubscription: async () => undefined });
+    for (const [condition, type] of [['remote-server-timeout', 'wait'], ['policy-violation', 'wait'], ['service-unavailable', 'cancel']]) {
+      const client = unread(new IqError(condition as string, undefined, undefined, 'pubsub.beta.test', type));
+      await assert.rejects(new SubscriptionSetup({ client, log: captureLog(), oneCopy: () => false }).setUp(sub()), /reading our subscription options got no answer/, `${type}/${condition}`);
+    }
+    const log = captureLog();
+    const s = sub();
+    await new SubscriptionSetup({ client: unread(new IqError('feature-not-implemented', 'unsupported', undefined, 'pubsub.beta.test', 'cancel')), log, digestMs: 25, oneCopy: () => true }).setUp(s);
+    assert.deepEqual([s.packed, s.oneCopy], [undefined, undefined], 'no options: none recorded, none asked again');
+    assert.ok(log.lines.some((l) => l.level === 'debug' && /subscription options not available/.test(l.msg)));
+  });
+
   it('a configure that does not take: what the service still has is recorded, and reconcile sets each option alone', async () => {
     let refusals = 1;
     const svc = service({ ...HERMOD_FORM, [PACKED_FIELD]: '1' }, () => (refusals-- > 0 ? new IqError('not-acceptable', undefined, undefined, 'pubsub.beta.test', 'modify') : undefined));
