@@ -75,6 +75,8 @@ export interface Followed extends ConfiguredSubscription {
   live: LiveTrack;
   /** PayloadsSeen.now() when this follow began: what was notified before is not known. */
   since: number;
+  /** When the service answered our subscribe (epoch ms); undefined until then. */
+  subscribedAt?: number;
   /**
    * Items being read again (rereadItems): 0 while pending, 1 once a live event touched one since
    * (it is newer), 2 once such a newer event failed too (to be read again after the read under way).
@@ -236,8 +238,10 @@ export class FollowDelivery {
   /**
    * What notifications missed. With a remembered position and a service that keeps history
    * (XEP-0313 on nodes), replays the node's history since then — publications and retractions,
-   * in order, so deletions missed while offline arrive too. Otherwise reads the node's current
-   * items (RSM pages), after noting the history's end as the position for next time.
+   * in order, so deletions missed while offline arrive too; a replay that got no answer rejects
+   * (the follow is tried again from the position). Otherwise, or when the service refuses the
+   * history (IqError, decided: the position trimmed), reads the node's current items (RSM pages),
+   * after noting the history's end as the position for next time.
    */
   async catchUp(service: string, node: string, f: Followed, start: CatchUpStart): Promise<void> {
     /** Every item applied, none skipped, no stop: notifications were left that no drain will read. */
@@ -259,8 +263,12 @@ export class FollowDelivery {
         f.live.held = true;
         unapplied = true;
       } catch (err) {
-        if (this.o.stopped()) throw err;
-        this.o.log.warn('history replay failed; reading current items instead', { service, node, reason: String(err) });
+        // No answer, a "not now" (IqError.undecided) or anything but an answer (the store of
+        // positions failing): the follow fails and is tried again from the saved position. Reading
+        // current items instead would move the position to the history's end, and what was
+        // retracted since the position would never be retracted here.
+        if (this.o.stopped() || !(err instanceof IqError) || err.undecided) throw err;
+        this.o.log.warn('history replay refused; reading current items instead', { service, node, reason: String(err) });
         // No restart point before our subscription any more: no drain starts during this
         // catch-up, and what was already left is read as current items, to the end (a drain
         // reads what is left from here on from the history's end noted now; a retraction left

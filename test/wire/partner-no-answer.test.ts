@@ -4,7 +4,9 @@
 // such an answer as final: a subscribe that timed out was logged as refused and the node left
 // unfollowed until the next full discovery round (minutes), and a drain whose pause of delivery
 // (pubsub#deliver=0) timed out never resumed delivery — if the service had applied the pause,
-// the node's notifications stopped for good.
+// the node's notifications stopped for good. Likewise a restart's history replay that timed out
+// fell back to the node's current items and moved the position to the history's end: what was
+// retracted meanwhile was never retracted here.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -16,12 +18,15 @@ import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
 import { aroundRequests, create, memoryPositions, publish, until, withPartner } from './partner-fixture.ts';
 
+const retract = (node: string, id: string): string => `<pubsub xmlns='${NS.PUBSUB}'><retract node='${node}' notify='1'><item id='${id}'/></retract></pubsub>`;
+
 /** What the IQ caller gives a request that got no answer in time (src/component/iq-caller.ts). */
 const timeout = (to: string): IqError => new IqError('remote-server-timeout', undefined, 'no answer within 15000 ms', to, 'wait');
 
 /** A sink that records the items written per node, and can be held shut (a database that fell behind). */
 function recordingSink() {
   const written = new Map<string, string[]>();
+  const retracted: string[] = [];
   let gate: Promise<void> | undefined;
   let open: () => void = () => undefined;
   const sink: PartnerSink = {
@@ -30,10 +35,11 @@ function recordingSink() {
       written.set(node, [...(written.get(node) ?? []), String(item.attrs.id)]);
       return true;
     },
-    retract: async () => undefined,
+    retract: async (_service, node, id) => void retracted.push(`${node} ${id}`),
   };
   return {
     sink,
+    retracted,
     written: (node: string): string[] => written.get(node) ?? [],
     shut: () => (gate = new Promise<void>((resolve) => (open = resolve))),
     open: () => {
@@ -119,6 +125,33 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
       await alice.iq('set', site.jid, publish('/tags/mute', 'm41'));
       await until(() => rec.written('/tags/mute').includes('m41'), 'a publication after the drain written');
       assert.ok(notified.length > before && notified.includes('m41'), 'm41 came as a notification (delivery is on again), not only from a history read');
+    });
+  });
+
+  it('a restart\'s history replay that got no answer is tried again from the saved position: a retraction missed meanwhile is applied', async () => {
+    await alice.iq('set', site.jid, create('/tags/gone'));
+    for (const id of ['g0', 'g1']) await alice.iq('set', site.jid, publish('/tags/gone', id));
+    const { saved, positions } = memoryPositions();
+    const first = recordingSink();
+    await withPartner(site, 'pubsub.beta.test', first.sink, { positions }, async () => {
+      await until(() => first.written('/tags/gone').includes('g1') && saved.has(`${site.jid} /tags/gone`), 'the first catch-up and its history position');
+    });
+    // While the partner is stopped: g1 retracted, g2 published.
+    await alice.iq('set', site.jid, retract('/tags/gone', 'g1'));
+    await alice.iq('set', site.jid, publish('/tags/gone', 'g2'));
+    const again = recordingSink();
+    let lost = 0;
+    await withPartner(site, 'pubsub.beta.test', again.sink, {
+      positions,
+      iq: aroundRequests(async (child, send) => {
+        if (child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === '/tags/gone' && ++lost === 1) throw timeout(site.jid);
+        return send();
+      }),
+    }, async () => {
+      await until(() => again.retracted.includes('/tags/gone g1'), 'the retraction made while stopped, from the history read again');
+      await until(() => again.written('/tags/gone').includes('g2'), 'g2 from the history');
+      assert.ok(lost >= 2, `the history asked again (${lost} queries)`);
+      assert.ok(!again.written('/tags/gone').includes('g0'), 'not read again from the current items (g0 was written before the restart)');
     });
   });
 });
