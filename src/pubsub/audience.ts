@@ -162,9 +162,10 @@ export class Audience {
   /**
    * The rosters of the node's owners, for the presence and roster access models (undefined for
    * other models). An owner whose roster cannot be read (no privilege covers it, or the server
-   * does not answer) contributes nothing: access is refused rather than guessed.
+   * does not answer) contributes nothing: access is refused rather than guessed. `unread`, when
+   * given, gets the owners whose roster a privilege covers but could not be read now.
    */
-  async rostersFor(state: NodeState): Promise<Roster[] | undefined> {
+  async rostersFor(state: NodeState, unread?: string[]): Promise<Roster[] | undefined> {
     if (!needsRoster(state.record.config.accessModel)) return undefined;
     const source = this.options.rosters;
     if (!source) return [];
@@ -174,6 +175,7 @@ export class Audience {
         .map((owner) =>
           source.roster(owner).catch((err: unknown) => {
             this.options.onError(new Error(`the roster of ${owner} could not be read (access refused meanwhile): ${String(err)}`));
+            unread?.push(owner);
             return undefined;
           }),
         ),

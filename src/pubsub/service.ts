@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import type { ArchiveQuery, ItemQuery, Page, PageRequest, Store } from '../store/store.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { bareJid } from '../util/bare-jid.ts';
-import type { PresenceView, RosterSource } from './access.ts';
+import { needsRoster, type PresenceView, type RosterSource } from './access.ts';
 import { Audience } from './audience.ts';
 import { OneCopyLedger } from './one-copy.ts';
 import { needsApproval, type Action } from './capabilities.ts';
@@ -421,13 +421,19 @@ export class PubsubService {
   /**
    * After an affiliation or access model change: removes (and tells) every subscription whose
    * JID may no longer subscribe, and approves pending ones that need no approval any more
-   * (§8.7: e.g. the entity became a publisher).
+   * (§8.7: e.g. the entity became a publisher). While an owner's roster cannot be read (its
+   * server does not answer now), a subscription only a roster could allow is kept: a removal
+   * cannot be undone, and the next change or the subscriber's next request decides again.
    */
   private async dropUnauthorisedSubscriptions(state: NodeState): Promise<void> {
-    const rosters = await this.audience.rostersFor(state);
+    const unread: string[] = [];
+    const rosters = await this.audience.rostersFor(state, unread);
+    const rosterUnknown = unread.length > 0 && needsRoster(state.record.config.accessModel);
     for (const sub of [...state.subscriptions]) {
-      if (!this.audience.can(state, sub.jid, 'subscribe', undefined, rosters)) await this.removeSubscription(state, sub, true);
-      else if (sub.state === 'pending' && !needsApproval(this.audience.affiliationOf(state, sub.jid), state.record.config.accessModel)) await this.approve(state, sub);
+      if (!this.audience.can(state, sub.jid, 'subscribe', undefined, rosters)) {
+        if (rosterUnknown && this.audience.affiliationOf(state, sub.jid) === 'none') continue;
+        await this.removeSubscription(state, sub, true);
+      } else if (sub.state === 'pending' && !needsApproval(this.audience.affiliationOf(state, sub.jid), state.record.config.accessModel)) await this.approve(state, sub);
     }
   }
 

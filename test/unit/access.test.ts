@@ -64,6 +64,26 @@ describe('presence and roster access models', () => {
     await b.svc.create(OWNER, 'p', { accessModel: 'presence' });
     assert.equal(await condition(b.svc.subscribe('friend@a.test/x', 'p', 'friend@a.test/x')), 'presence-subscription-required');
   });
+
+  it('a configure while the owner\'s roster cannot be read keeps the subscriptions only a roster allows (a removal cannot be undone); an outcast still goes', async () => {
+    let readable = true;
+    const flaky: RosterSource = { ...granted, roster: async () => (readable ? roster : Promise.reject(new Error('remote-server-timeout'))) };
+    const { svc } = service(flaky);
+    await svc.create(OWNER, 'r', { accessModel: 'roster', rosterGroupsAllowed: ['friends'] });
+    await svc.subscribe('friend@a.test/x', 'r', 'friend@a.test/x');
+    await svc.subscribe('other@a.test/x', 'r', 'other@a.test/x').catch(() => undefined);
+    await svc.setAffiliations(OWNER, 'r', [{ jid: 'stranger@b.test', affiliation: 'member' }]);
+    await svc.subscribe('stranger@b.test/x', 'r', 'stranger@b.test/x');
+    const subscribers = async (): Promise<string[]> => (await svc.getSubscriptions(OWNER, 'r')).map((s) => s.jid).sort();
+    assert.deepEqual(await subscribers(), ['friend@a.test/x', 'stranger@b.test/x']);
+    readable = false;
+    await svc.configure(OWNER, 'r', { title: 'renamed' });
+    await svc.setAffiliations(OWNER, 'r', [{ jid: 'stranger@b.test', affiliation: 'outcast' }]);
+    assert.deepEqual(await subscribers(), ['friend@a.test/x'], 'the friend kept while the roster is unread; the outcast removed');
+    readable = true;
+    await svc.configure(OWNER, 'r', { rosterGroupsAllowed: ['others'] });
+    assert.deepEqual(await subscribers(), [], 'with the roster read: no longer in an allowed group, removed');
+  });
 });
 
 describe('presence-based delivery and on_sub_and_presence', () => {
