@@ -489,6 +489,7 @@ export class PartnerManager implements ClaimHolder {
       const wanted: string[] = [];
       for (const node of await this.client.nodes(service)) if (await this.wants(partner, node)) wanted.push(node);
       this.noteWanted(service, partner, wanted);
+      await this.forgetLostSubscriptions(service);
       // Several nodes at once (FOLLOWS_AT_ONCE): one node's long catch-up (a first sync) must not
       // hold back the subscriptions to the others, whose notifications would be missed meanwhile.
       const toFollow = wanted.filter((node) => !this.followed.has(key(service, node)));
@@ -504,6 +505,38 @@ export class PartnerManager implements ClaimHolder {
       }
     }
     return failure;
+  }
+
+  /**
+   * Our subscriptions that `service` no longer has — ended there without a word to us: after
+   * notifications bounced while this site was unreachable (XEP-0060 §4.4), by an owner, or lost
+   * with the service's data — are no longer followed here, so that the discovery under way
+   * follows those nodes again and catches up from their saved positions (nothing published
+   * meanwhile is missed). One request (XEP-0060 §5.6) per service and discovery, and only for
+   * follows whose subscribe was answered before it was asked and whose catch-up has ended. A
+   * service that cannot list them leaves everything as it is (logged at debug). Never rejects.
+   */
+  private async forgetLostSubscriptions(service: string): Promise<void> {
+    const asked = Date.now();
+    const settled = [...this.followed.values()].filter((f) => f.service === service && f.subscribedAt !== undefined && f.subscribedAt < asked && !f.live.catchingUp);
+    if (settled.length === 0) return;
+    let nodes: string[];
+    try {
+      nodes = await this.client.subscribedNodes(service);
+    } catch (err) {
+      this.o.log.debug('our subscriptions could not be listed; not checked', { service, reason: String(err) });
+      return;
+    }
+    const held = new Set(nodes);
+    for (const f of settled) {
+      const k = key(service, f.node);
+      if (held.has(f.node) || this.followed.get(k) !== f || f.live.catchingUp) continue;
+      this.o.log.warn('our subscription to a partner node is gone at its service; following it again', { service, node: f.node });
+      this.ended(f);
+      this.followed.delete(k);
+      f.live.held = true; // what settles late must not move the position past the catch-up's start
+      this.delivery.backlogChanged(); // a drain of it sees it gone
+    }
   }
 
   /**
@@ -529,6 +562,7 @@ export class PartnerManager implements ClaimHolder {
       await this.claims.settled(service, node); // an unsubscribe from it under way is answered first
       const subscription = await this.client.subscribe(service, node);
       this.o.log.info('subscribed to partner node', { service, node });
+      f.subscribedAt = Date.now();
       const subid = subscription?.attrs.subid as string | undefined;
       if (subid !== undefined) f.subid = subid;
       digests = f.setUp = this.setup.setUp(f);
