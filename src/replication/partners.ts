@@ -529,14 +529,32 @@ export class PartnerManager implements ClaimHolder {
     }
     const held = new Set(nodes);
     for (const f of settled) {
-      const k = key(service, f.node);
-      if (held.has(f.node) || this.followed.get(k) !== f || f.live.catchingUp) continue;
+      if (held.has(f.node) || this.followed.get(key(service, f.node)) !== f || f.live.catchingUp) continue;
       this.o.log.warn('our subscription to a partner node is gone at its service; following it again', { service, node: f.node });
-      this.ended(f);
-      this.followed.delete(k);
-      f.live.held = true; // what settles late must not move the position past the catch-up's start
-      this.delivery.backlogChanged(); // a drain of it sees it gone
+      this.forget(f);
+      // The other replication on this JID shared it: its follow ends too (before ours subscribes anew).
+      this.claims.lost(this, service, f.node);
     }
+  }
+
+  /** Ends follow `f` here without an unsubscribe (its subscription is gone at the service); a discovery follows the node again. */
+  private forget(f: Followed): void {
+    const k = key(f.service, f.node);
+    if (this.followed.get(k) !== f) return;
+    this.ended(f);
+    this.followed.delete(k);
+    f.live.held = true; // what settles late must not move the position past the catch-up's start
+    this.delivery.backlogChanged(); // a drain of it sees it gone
+  }
+
+  /** ClaimHolder: another replication on this JID found our shared subscription to `node` gone at the service. */
+  lost(service: string, node: string): void {
+    const f = this.followed.get(key(service, node));
+    if (!f) return;
+    this.o.log.warn('our subscription to a partner node is gone at its service (found by the other replication); following it again', { service, node });
+    this.forget(f);
+    const partner = this.partnerOf.get(service);
+    if (partner !== undefined) this.discoverSoon(partner);
   }
 
   /**

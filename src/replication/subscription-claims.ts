@@ -10,6 +10,14 @@
 export interface ClaimHolder {
   /** Whether it follows `node` of `service` now (from before its subscribe is sent; still while it stops). */
   follows(service: string, node: string): boolean;
+  /**
+   * The service no longer has our subscription to `node` (found by another holder): its follow of
+   * the node ends here without an unsubscribe, and the node is followed again — from its saved
+   * position — by a discovery soon. Without this, the notifications of the subscription the
+   * other holder makes anew would reach its old follow and move its position past what was
+   * published while there was none.
+   */
+  lost?(service: string, node: string): void;
 }
 
 export class SubscriptionClaims {
@@ -40,6 +48,11 @@ export class SubscriptionClaims {
   /** Registers a holder for the process's life. */
   add(holder: ClaimHolder): void {
     this.holders.add(holder);
+  }
+
+  /** Tells every holder but `finder` that follows the node that our subscription to it is gone at the service (ClaimHolder.lost). */
+  lost(finder: ClaimHolder, service: string, node: string): void {
+    for (const holder of this.holders) if (holder !== finder && holder.follows(service, node)) holder.lost?.(service, node);
   }
 
   /** Whether a holder other than `asking` follows the node. */
