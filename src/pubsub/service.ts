@@ -423,7 +423,8 @@ export class PubsubService {
    * JID may no longer subscribe, and approves pending ones that need no approval any more
    * (§8.7: e.g. the entity became a publisher). While an owner's roster cannot be read (its
    * server does not answer now), a subscription only a roster could allow is kept: a removal
-   * cannot be undone, and the next change or the subscriber's next request decides again.
+   * cannot be undone. Its notifications and item requests are checked against the roster each
+   * time (refused while it cannot be read); the next change that reads the roster decides on it.
    */
   private async dropUnauthorisedSubscriptions(state: NodeState): Promise<void> {
     const unread: string[] = [];

@@ -56,7 +56,7 @@ export class SubscriptionSetup {
    * (on with `digestMs`, else off where on), one copy as `oneCopy` says, packed as the setting
    * says, and delivery back on where it was left paused. Records in `s` what the service took of
    * one copy and packed. Rejects when delivery is paused and could not be resumed, or when the
-   * options got no answer (IqError.undecided, or no IqError at all: delivery may be paused) — the
+   * options got no answer (IqError.undecided: delivery may be paused) — the
    * follow then fails and is tried again: a catch-up with delivery paused would miss what is
    * published after it; anything else is logged (options not offered are skipped).
    */
@@ -116,8 +116,9 @@ export class SubscriptionSetup {
       // Options not read for want of an answer (a timeout, a "not now": IqError.undecided): delivery
       // may be paused (a drain an earlier run or follow left unfinished), and only this read turns
       // it back on — the follow fails and is tried again. A service that answers that it has no
-      // options (feature-not-implemented) sends one notification per item.
-      if (!read && !(err instanceof IqError && !err.undecided)) throw new Error(`reading our subscription options got no answer: ${String(err)}`);
+      // options (feature-not-implemented), or a form that cannot be read, sends one notification
+      // per item.
+      if (!read && err instanceof IqError && err.undecided) throw new Error(`reading our subscription options got no answer: ${String(err)}`);
       // As the service still has them: a discovery asks again where they differ from what we want.
       if (hadOneCopy !== undefined) s.oneCopy = hadOneCopy;
       if (hadPacked !== undefined) s.packed = hadPacked;

@@ -121,6 +121,8 @@ describe('configuring our subscriptions at partners’ services', () => {
       const client = unread(new IqError(condition as string, undefined, undefined, 'pubsub.beta.test', type));
       await assert.rejects(new SubscriptionSetup({ client, log: captureLog(), oneCopy: () => false }).setUp(sub()), /reading our subscription options got no answer/, `${type}/${condition}`);
     }
+    // A form that cannot be read is an answer: one notification per item, as without options.
+    await new SubscriptionSetup({ client: unread(new Error('a form field without var')), log: captureLog(), oneCopy: () => false }).setUp(sub());
     const log = captureLog();
     const s = sub();
     await new SubscriptionSetup({ client: unread(new IqError('feature-not-implemented', 'unsupported', undefined, 'pubsub.beta.test', 'cancel')), log, digestMs: 25, oneCopy: () => true }).setUp(s);
