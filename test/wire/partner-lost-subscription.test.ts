@@ -6,16 +6,15 @@
 // came before is not read again. Before, the node stayed "followed" here and silent for good.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Element } from 'ltx';
 import type { PartnerManager } from '../../src/replication/partners.ts';
 import { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
-import type { TestClient } from '../e2e/client.ts';
 import { captureLog } from '../unit/capture-log.ts';
 import { WireHarness } from './harness.ts';
-import { create, managerOn, memoryPositions, publish, until, withPartner } from './partner-fixture.ts';
+import { create, managerOn, memoryPositions, publish, until, useSite, withPartner } from './partner-fixture.ts';
 
 /** A sink that counts the writes per item of `node`. */
 function counting(node: string): { sink: PartnerSink; writes: Map<string, number> } {
@@ -31,29 +30,14 @@ function counting(node: string): { sink: PartnerSink; writes: Map<string, number
 }
 
 describe('a subscription the partner service dropped silently is found and followed again', () => {
-  let site: WireHarness;
-  let alice: TestClient;
-
-  before(async () => {
-    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
-    alice = site.client('alice@alpha.test/desk');
-  });
-  after(async () => {
-    await site?.stop();
-  });
+  const at = useSite();
 
   it('the next discovery subscribes again and catches up from the saved position', async () => {
+    const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/lost'));
     await alice.iq('set', site.jid, publish('/tags/lost', 'k0'));
     const { saved, positions } = memoryPositions();
-    const writes = new Map<string, number>();
-    const sink: PartnerSink = {
-      writeItem: async (_service, node, item) => {
-        if (node === '/tags/lost') writes.set(String(item.attrs.id), (writes.get(String(item.attrs.id)) ?? 0) + 1);
-        return true;
-      },
-      retract: async () => undefined,
-    };
+    const { sink, writes } = counting('/tags/lost');
     const log = captureLog();
     await withPartner(site, 'pubsub.beta.test', sink, { positions, log }, async ({ manager }) => {
       await until(() => writes.has('k0') && saved.has(`${site.jid} /tags/lost`), 'the first catch-up and its history position');
@@ -81,6 +65,7 @@ describe('a subscription the partner service dropped silently is found and follo
   });
 
   it('shared with the other replication on the JID (Ajatus and Midgard): both follow again, each gets what was published while there was none', async () => {
+    const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/shared'));
     await alice.iq('set', site.jid, publish('/tags/shared', 's0'));
     const claims = new SubscriptionClaims();

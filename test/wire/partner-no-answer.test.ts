@@ -9,14 +9,12 @@
 // retracted meanwhile was never retracted here.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Element } from 'ltx';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { IqError } from '../../src/xmpp/iq-error.ts';
 import { NS } from '../../src/xmpp/ns.ts';
-import type { TestClient } from '../e2e/client.ts';
-import { WireHarness } from './harness.ts';
-import { aroundRequests, create, memoryPositions, publish, until, withPartner } from './partner-fixture.ts';
+import { aroundRequests, create, memoryPositions, publish, until, useSite, withPartner } from './partner-fixture.ts';
 
 const retract = (node: string, id: string): string => `<pubsub xmlns='${NS.PUBSUB}'><retract node='${node}' notify='1'><item id='${id}'/></retract></pubsub>`;
 
@@ -58,18 +56,10 @@ function setsDelivery(child: Element, node: string, value: '0' | '1'): boolean {
 }
 
 describe('a partner request that gets no answer is not taken as a refusal', () => {
-  let site: WireHarness;
-  let alice: TestClient;
-
-  before(async () => {
-    site = await WireHarness.start({ jid: 'pubsub.alpha.test' });
-    alice = site.client('alice@alpha.test/desk');
-  });
-  after(async () => {
-    await site?.stop();
-  });
+  const at = useSite();
 
   it('a subscribe that timed out is tried again within seconds (not at the next discovery round), and the node replicates', async () => {
+    const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/late'));
     await alice.iq('set', site.jid, publish('/tags/late', 'l0'));
     const rec = recordingSink();
@@ -90,6 +80,7 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
   });
 
   it('a drain whose pause of delivery got no answer (but was applied) resumes delivery once it has read the history', async () => {
+    const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/mute'));
     await alice.iq('set', site.jid, publish('/tags/mute', 'm0'));
     const { saved, positions } = memoryPositions();
@@ -129,6 +120,7 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
   });
 
   it('a restart\'s history replay that got no answer is tried again from the saved position: a retraction missed meanwhile is applied', async () => {
+    const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/gone'));
     for (const id of ['g0', 'g1']) await alice.iq('set', site.jid, publish('/tags/gone', id));
     const { saved, positions } = memoryPositions();
