@@ -124,7 +124,7 @@ export interface FollowDeliveryOptions {
   oneCopy: OneCopyFollows;
   /** The follow of `node` of `service` in force now (a drain or re-read of an earlier one ends). */
   followed(service: string, node: string): Followed | undefined;
-  /** A drain gave up: `f` is no longer followed (followed again by a discovery). */
+  /** A drain gave up: `f` is no longer followed (followed again by a discovery; PartnerManager.forget). */
   forget(f: Followed): void;
   partnerOf(service: string): string | undefined;
   /** Whether `jid` is a partner (a service whose partner was removed is not). */

@@ -208,9 +208,7 @@ export class PartnerManager implements ClaimHolder {
       intervalMs: o.intervalMs,
       oneCopy: this.oneCopy,
       followed: (service, node) => this.followed.get(key(service, node)),
-      forget: (f) => {
-        if (this.followed.get(key(f.service, f.node)) === f) this.followed.delete(key(f.service, f.node));
-      },
+      forget: (f) => this.forget(f),
       partnerOf: (service) => this.partnerOf.get(service),
       isPartner: (jid) => this.partners.has(jid),
       withHistory: (service) => this.withHistory.has(service),
@@ -537,7 +535,13 @@ export class PartnerManager implements ClaimHolder {
     }
   }
 
-  /** Ends follow `f` here without an unsubscribe (its subscription is gone at the service); a discovery follows the node again. */
+  /**
+   * Ends follow `f` here without an unsubscribe, to be followed again by a discovery (its
+   * subscription gone at the service, its subscribe or catch-up failed, a drain gave up): what
+   * settles late of it no longer moves the node's position, a one-copy follow's late payloads are
+   * still written for a while (ended), a drain of it sees it gone. Nothing when `f` is not the
+   * node's follow any more.
+   */
   private forget(f: Followed): void {
     const k = key(f.service, f.node);
     if (this.followed.get(k) !== f) return;
@@ -585,8 +589,7 @@ export class PartnerManager implements ClaimHolder {
       if (subid !== undefined) f.subid = subid;
       digests = f.setUp = this.setup.setUp(f);
     } catch (err) {
-      if (this.followed.get(k) === f) this.followed.delete(k);
-      f.live.held = true; // what settles late must not move the position
+      this.forget(f);
       f.live.catchingUp = false;
       this.delivery.backlogChanged(); // a drain started meanwhile sees the node gone
       // A timeout or a "not now" (IqError.undecided) is no refusal: the discovery is tried again soon.
@@ -603,11 +606,7 @@ export class PartnerManager implements ClaimHolder {
     } catch (err) {
       // Followed again (and caught up from where it stopped) by the retried discovery. Live
       // notifications still being applied must not move the position past what was not read.
-      if (this.followed.get(k) === f) {
-        this.ended(f);
-        this.followed.delete(k);
-      }
-      f.live.held = true;
+      this.forget(f);
       failure = `catching up on ${node}: ${String(err)}`;
     }
     f.live.catchingUp = false;
