@@ -20,6 +20,8 @@ import type { AppSettings, TagSettings } from './settings.ts';
 import { publishChunk, publishEntries, runBatched, type BatchedJob, type PipelineStep } from './pipeline.ts';
 import type { ReplicationState, RevKind, StateBatch } from './state.ts';
 import { applyNodeAccess, ensureNode } from './node-access.ts';
+import type { PublishRetries } from './publish-retries.ts';
+import { KeyedMutex } from '../util/mutex.ts';
 
 export const tagNode = (tag: string): string => `/tags/${tag}`;
 
@@ -52,6 +54,7 @@ interface Publication {
 
 /** What publishing one change takes (AjatusPublisher.plan). */
 interface DocPlan {
+  docId: string;
   /** Its publications (batched per node), then its retractions (pipeline.ts). */
   job: BatchedJob<Publication>;
   /** Recorded once every step completed. */
@@ -95,6 +98,13 @@ export interface AjatusPublisherOptions {
   imports?: ImportNotes;
   /** Attachment bytes one slice of a batch reads and publishes at once (default SLICE_BYTES, 16 MiB). */
   sliceBytes?: number;
+  /** Where a document whose large attachment could not be uploaded waits to be published again (publish-retries.ts); without it, it waits for its next edit. */
+  retries?: Pick<PublishRetries<Change>, 'failed' | 'succeeded'>;
+}
+
+/** A document not published this time for a reason that may pass (plan): it is tried again (PublishRetries). */
+interface Retry {
+  retry: string;
 }
 
 /** A read ahead that failed: read again (readLeaves). */
@@ -107,6 +117,8 @@ export class AjatusPublisher {
   private readonly offloader: Offloader;
   /** Leaves read ahead (prefetch), by change (id and leaf revisions). */
   private readonly ahead = new Map<string, Promise<CouchDoc[] | undefined>>();
+  /** One batch at a time (the change feed and the retries): a document is never handled twice at once. */
+  private readonly serial = new KeyedMutex();
 
   constructor(options: AjatusPublisherOptions) {
     this.o = options;
@@ -121,10 +133,16 @@ export class AjatusPublisher {
    * before), published pipelined (pipeline.ts) and the state of the whole batch written in ONE
    * store write once their publishes completed. Rejects (after recording what completed) when a
    * publish failed other than by a final refusal (e.g. the store): the source hands the batch
-   * over again.
+   * over again. A document whose large attachment could not be uploaded is recorded in
+   * `retries` (with the batch's state) and handed over again later. Batches are handled one at
+   * a time, in call order.
    */
-  async handle(changes: Change[]): Promise<void> {
-    const { state } = this.o;
+  handle(changes: Change[]): Promise<void> {
+    return this.serial.run('', () => this.handleNow(changes));
+  }
+
+  private async handleNow(changes: Change[]): Promise<void> {
+    const { state, retries } = this.o;
     // Loops, not filter()/map() callbacks, on this path that runs for every change: see
     // src/util/hot-loops.md.
     const todo: Change[] = [];
@@ -141,6 +159,7 @@ export class AjatusPublisher {
       }
     }
     const kinds = await state.revKindsMany(todo);
+    const batch = state.batch();
     // Every leaf published by us: handled already (a replayed batch, our own publish seen again).
     const openAt: number[] = [];
     for (let i = 0; i < todo.length; i++) {
@@ -148,8 +167,9 @@ export class AjatusPublisher {
       let allOurs = (todo[i] as Change).revs.length > 0;
       for (const k of revs) if (k !== 'p') allOurs = false;
       if (!allOurs) openAt.push(i);
+      else retries?.succeeded(batch, (todo[i] as Change).id);
     }
-    if (openAt.length === 0) return;
+    if (openAt.length === 0) return state.commit(batch);
     // Leaves all known, some imported, as the sink noted them when it wrote them: not read either.
     const noted = new Map<string, ImportNote>();
     for (const i of openAt) {
@@ -167,7 +187,6 @@ export class AjatusPublisher {
     }
     const befores = await state.nodesOfMany(openIds);
     const ensured = new Set<string>();
-    const batch = state.batch();
     let failure: unknown;
     // In slices (feed order) of at most SLICE_BYTES of attachments read: read, planned,
     // published and let go one after the other, so a batch of large documents is never all in
@@ -201,14 +220,21 @@ export class AjatusPublisher {
         // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
         const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
         const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
-        if (plan) plans.push(plan);
+        if (!('retry' in plan)) plans.push(plan);
+        else if (retries) retries.failed(batch, change.id, plan.retry);
+        else this.o.log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: plan.retry });
       }
       read.leaves.clear(); // the plans have what they need (payloads): the documents can go
       const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
       for (const [i, outcome] of outcomes.entries()) {
         const plan = plans[i] as DocPlan;
+        if (typeof outcome === 'object') {
+          failure ??= outcome.error;
+          continue;
+        }
         if (outcome === 'done') batch.merge(plan.state);
-        else if (typeof outcome === 'object') failure ??= outcome.error;
+        // Published, or refused for good (logged): no longer waiting either way.
+        retries?.succeeded(batch, plan.docId);
       }
       from = to;
     }
@@ -297,6 +323,16 @@ export class AjatusPublisher {
   }
 
   /** Every leaf revision of a document (live and deleted), with history and attachments. */
+  /**
+   * The change of document `id` as the feed would give it now (`style=all_docs`: every leaf,
+   * deleted with the winner a tombstone; no leaves when it is gone), read with one
+   * `open_revs=all` request (for PublishRetries). Rejects with the database's error.
+   */
+  async currentChange(id: string): Promise<Change> {
+    const leaves = await this.leaves(id);
+    return { id, seq: undefined, revs: leaves.map((l) => l._rev), deleted: winningRevision(leaves)?._deleted === true };
+  }
+
   private async leaves(id: string): Promise<CouchDoc[]> {
     try {
       const res = (await this.o.content.get(id, { open_revs: 'all', revs: true, attachments: true } as never)) as unknown as Array<{ ok?: CouchDoc }>;
@@ -309,10 +345,10 @@ export class AjatusPublisher {
 
   /**
    * What publishing one change takes: its steps (publications, then retractions) and the state
-   * to record once they all completed; undefined when a large attachment could not be uploaded
-   * (logged; not recorded as published: the next change of the document tries again).
+   * to record once they all completed; a Retry when a large attachment could not be uploaded
+   * (nothing recorded as published: handle() has it tried again).
    */
-  private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | undefined> {
+  private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | Retry> {
     const { state, log, profile } = this.o;
     const record = state.batch();
     const publications: BatchedJob<Publication>['publications'] = [];
@@ -322,7 +358,7 @@ export class AjatusPublisher {
     if (!winner) {
       for (const node of before) retractions.push(this.retractStep(node, change.id)); // purged
       if (before.length > 0) record.setNodesOf(change.id, []);
-      return { job, state: record };
+      return { docId: change.id, job, state: record };
     }
     const deleted = winner._deleted === true || isDeleted(winner, profile);
     if (!deleted && stringAt(winner, profile.typePath) === profile.contactType) this.o.onContact?.(winner);
@@ -334,8 +370,7 @@ export class AjatusPublisher {
       try {
         await this.offloadAttachments(leaves);
       } catch (err) {
-        log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: String(err) });
-        return undefined;
+        return { retry: `a large attachment could not be uploaded: ${err instanceof Error ? err.message : String(err)}` };
       }
       // A deletion is published (as its tombstone) to the nodes that had the document, so
       // replicas get the same revision tree; the retraction below then notifies readers.
@@ -360,7 +395,7 @@ export class AjatusPublisher {
       record.markRevs(change.id, unknown, 'p');
     }
     this.settle(change.id, { had, before, nodes, deleted }, record, retractions);
-    return { job, state: record };
+    return { docId: change.id, job, state: record };
   }
 
   /**
@@ -384,7 +419,7 @@ export class AjatusPublisher {
     const retractions: PipelineStep[] = [];
     if (note.contact) this.o.onContact?.(note.contact);
     this.settle(docId, { had: before, before, nodes: note.nodes, deleted: note.deleted }, record, retractions);
-    return { job: { publications: [], then: [retractions] }, state: record };
+    return { docId, job: { publications: [], then: [retractions] }, state: record };
   }
 
   /**

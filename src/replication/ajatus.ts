@@ -12,7 +12,7 @@ import type { AjatusConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { CouchSink } from '../sinks/couchdb.ts';
 import { PouchValidationCheck } from '../sinks/pouchdb-validation.ts';
-import { CouchChangesSource } from '../sources/couchdb-changes.ts';
+import { CouchChangesSource, type Change } from '../sources/couchdb-changes.ts';
 import { Element, parse } from 'ltx';
 import { AjatusPublisher, ImportNotes, TAG_PREFIX, tagNode, winningRevision } from './ajatus-publisher.ts';
 import { carrierCandidates } from './carriers.ts';
@@ -21,6 +21,7 @@ import type { PubsubClient } from '../xmpp/pubsub-client.ts';
 import { HttpUploader } from './http-upload.ts';
 import { writeTogether, type PartnerSink } from '../sinks/sink.ts';
 import { Progress } from './progress.ts';
+import { PublishRetries } from './publish-retries.ts';
 import { isDeleted, PROFILES, stringAt, tagsOf, type Profile } from './profile.ts';
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
 import { transformFor, type AppSettings } from './settings.ts';
@@ -326,8 +327,16 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
   const noteImport = (docs: CouchDoc[], partner: string | undefined): void => {
     if (sinkFor(partner) === contentSink) imports.note(docs);
   };
+  // Documents whose large attachment could not be uploaded wait here, and are handed over again.
+  const retries: PublishRetries<Change> = new PublishRetries<Change>({
+    state,
+    feed: `retry:couchdb:${o.config.contentDb}`,
+    log,
+    read: (ids) => Promise.all(ids.map((id) => publisher.currentChange(id))),
+  });
   const publisher = new AjatusPublisher({
     imports,
+    retries,
     service: common.service,
     actor: common.componentJid,
     content,
@@ -380,6 +389,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
         await publisher.handle(changes);
         progress?.add(changes.length);
       }),
+      feed(retries, (changes) => publisher.handle(changes)),
     ],
     /** Applies tag settings (and follows their changes); a first publish of a database gets a progress log. */
     async prepare() {

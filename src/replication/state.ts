@@ -240,9 +240,12 @@ export class ReplicationState implements CheckpointStore {
   async commit(batch: StateBatch): Promise<void> {
     if (batch.size === 0) return;
     const ops: StateOp[] = []; // loops, not map(): see src/util/hot-loops.md
-    for (const [key, value] of batch.ops) ops.push({ type: 'put', key, value });
+    for (const [key, value] of batch.ops) ops.push(value === undefined ? { type: 'del', key } : { type: 'put', key, value });
     await this.space.batch(ops);
-    for (const [key, value] of batch.ops) this.cache.set(key, value);
+    for (const [key, value] of batch.ops) {
+      if (value === undefined) this.cache.delete(key);
+      else this.cache.set(key, value);
+    }
   }
 
   /** Values of many keys: the cached ones from the cache, the others in one store read (then cached). */
@@ -324,8 +327,8 @@ export type RevKind = 'i' | 'p' | undefined;
  * batch is handled again from its checkpoint. A later write of the same key wins.
  */
 export class StateBatch {
-  /** key -> value, in first-write order. */
-  readonly ops = new Map<string, string>();
+  /** key -> value (undefined: deleted), in first-write order. */
+  readonly ops = new Map<string, string | undefined>();
 
   get size(): number {
     return this.ops.size;
@@ -349,6 +352,11 @@ export class StateBatch {
   /** As ReplicationState.setRecord. */
   setRecord(kind: string, id: string, value: unknown): void {
     this.ops.set(`${kind}${SEP}${id}`, JSON.stringify(value));
+  }
+
+  /** Deletes the record under `kind`/`id` (none there: nothing happens). */
+  deleteRecord(kind: string, id: string): void {
+    this.ops.set(`${kind}${SEP}${id}`, undefined);
   }
 
   /** Adds every write of `other` (after this batch's own). */

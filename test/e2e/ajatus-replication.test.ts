@@ -495,4 +495,27 @@ describe('Ajatus replication between two sites', { timeout: 300_000 }, () => {
     await eventually(async () => (await get(couchB, 'moved-2'))?._rev === live, 'a live document at B on the CouchDB store', 30_000);
     assert.equal(await linesOf(hermodB, (l) => l.msg === 'first publish of ajatus_db_content'), 0);
   });
+
+  it("a large attachment written while A's server is down waits for the upload service and reaches B once the server is back (not left until the next edit)", async () => {
+    const online = await linesOf(hermodA, (l) => l.msg === 'component online');
+    await site.env.stopServer(alpha);
+    try {
+      const big = Buffer.alloc(300 * 1024);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 131) % 253;
+      const rev = await put(couchA, CONTENT, note('big-while-down', 'Uploaded later', ['shared'], { _attachments: { 'later.bin': { content_type: 'application/octet-stream', data: big.toString('base64') } } }));
+      const failed = await hermodA.waitForLog((l) => l.msg === 'document not published; will try again' && l.doc === 'big-while-down', 'the failed upload logged at A', 30_000);
+      assert.match(String(failed.reason), /could not be uploaded/);
+      await site.env.startServer(alpha);
+      await moreLines(hermodA, (l) => l.msg === 'component online', online, 'A online again');
+      const atB = await eventually(async () => {
+        const doc = await get(couchB, 'big-while-down', '?attachments=true');
+        return doc?._rev === rev ? doc : undefined;
+      }, 'big-while-down at B', 90_000);
+      const att = (atB._attachments as Record<string, { data: string }>)['later.bin'];
+      assert.ok(Buffer.from(att?.data ?? '', 'base64').equals(big), 'same bytes');
+      await hermodA.waitForLog((l) => l.msg === 'document published after failed attempts' && l.doc === 'big-while-down', 'A logged the late publication');
+    } finally {
+      await site.env.startServer(alpha).catch(() => undefined); // a no-op when it runs
+    }
+  });
 });

@@ -12,13 +12,17 @@ import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubService, type PublishOutcome, type PublishRequest } from '../../src/pubsub/service.ts';
 import { AjatusPublisher, ImportNotes, type AjatusPublisherOptions } from '../../src/replication/ajatus-publisher.ts';
+import type { HttpUploader } from '../../src/replication/http-upload.ts';
 import { runPipelined, type PipelineStep } from '../../src/replication/pipeline.ts';
+import { PublishRetries, RETRY_KIND, type RetryRecord } from '../../src/replication/publish-retries.ts';
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
 import { AppSettings } from '../../src/replication/settings.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { bulkGetRevisions, changeOf, CouchChangesSource, type Change, type ChangesRow } from '../../src/sources/couchdb-changes.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateSpace } from '../../src/store/store.ts';
+import { IqError } from '../../src/xmpp/iq-error.ts';
+import { captureLog } from './capture-log.ts';
 
 const ACTOR = 'hermod.alpha.test';
 const DB = 'content';
@@ -29,9 +33,17 @@ const note = (id: string, tags: string[]): Record<string, unknown> & { _id: stri
 });
 
 /** The database's whole feed, as the source hands it over (`style=all_docs`). */
-async function changes(couch: CouchServer): Promise<Change[]> {
-  const { json } = await couch.request('GET', `${DB}/_changes?style=all_docs`);
+async function changes(couch: CouchServer, db = DB): Promise<Change[]> {
+  const { json } = await couch.request('GET', `${db}/_changes?style=all_docs`);
   return (json.results as ChangesRow[]).map(changeOf);
+}
+
+/** Resolves once `check` holds (polled every 10 ms); rejects naming `what` after 10 s. */
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (const deadline = Date.now() + 10_000; !(await check()); ) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 /** A state space that counts its writes. */
@@ -343,6 +355,70 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     await handled;
     assert.deepEqual(published, ['new'], 'only the new revision is published');
     assert.deepEqual(asked, [['new']], 'handle() used the read ahead: no second _bulk_get');
+  });
+
+  it('a document whose large attachment cannot be uploaded waits in the state while the rest of its batch is published; the retries publish it once the upload works, after a restart too; an edit published meanwhile ends the wait', async () => {
+    await couch.createDbs('uploads');
+    const withBig = (id: string, fill = 'large attachment '): Record<string, unknown> => ({ ...note(id, ['one']), _attachments: { 'big.bin': { content_type: 'application/octet-stream', data: Buffer.alloc(100_000, fill).toString('base64') } } });
+    await couch.request('POST', 'uploads/_bulk_docs', { docs: [note('u-small', ['one']), withBig('u-big'), note('u-after', ['one'])] });
+    const store = new MemoryStore();
+    const state = new ReplicationState(store.state('replication'));
+    const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
+    let answering = false;
+    let tries = 0;
+    // The upload service of the server (XEP-0363) as HttpUploader reaches it: not answering until `answering`.
+    const uploader = {
+      async upload(filename: string): Promise<string> {
+        tries++;
+        if (!answering) throw new IqError('remote-server-timeout', undefined, 'no answer within 15000 ms', 'upload.alpha.test', 'wait');
+        return `http://upload.alpha.test/${filename}`;
+      },
+    } as unknown as HttpUploader;
+    const published: string[] = [];
+    const log = captureLog();
+    const site = (): { publisher: AjatusPublisher; retries: PublishRetries<Change> } => {
+      const retries: PublishRetries<Change> = new PublishRetries<Change>({ state, feed: 'retry:uploads', log, read: (ids) => Promise.all(ids.map((id) => publisher.currentChange(id))), firstMs: 20, maxMs: 80 });
+      const publisher = publisherOf(couch, 'uploads', service, state, (_node, id) => void published.push(id), { uploader, retries, log });
+      return { publisher, retries };
+    };
+    const waiting = async (): Promise<Array<[string, RetryRecord]>> => state.records<RetryRecord>(RETRY_KIND);
+
+    let { publisher, retries } = site();
+    await publisher.handle(await changes(couch, 'uploads'));
+    assert.deepEqual(published, ['u-small', 'u-after'], 'the rest of the batch was published');
+    assert.deepEqual((await waiting()).map(([id, r]) => [id, r.tries]), [['u-big', 1]], 'the document waits in the state');
+    assert.match(log.lines.find((l) => l.msg === 'document not published; will try again')?.reason as string, /could not be uploaded.*no answer/);
+
+    // Hermod restarts while the upload service is still silent: the list is read again and tried at once, then with waits.
+    ({ publisher, retries } = site());
+    await retries.start(undefined, ({ changes: c }) => publisher.handle(c));
+    try {
+      await until(async () => ((await waiting())[0]?.[1].tries ?? 0) >= 3, 'three more failed attempts');
+      assert.ok(!published.includes('u-big'));
+      answering = true;
+      await until(async () => published.includes('u-big'), 'u-big published by the retries');
+      assert.deepEqual(await waiting(), [], 'no longer waiting');
+      const item = (await service.getItems(ACTOR, '/tags/one')).find((i) => i.id === 'u-big');
+      assert.match(item?.payload ?? '', /http:\/\/upload\.alpha\.test\//, 'published with the reference to the upload');
+      assert.ok(log.lines.some((l) => l.msg === 'document published after failed attempts' && l.doc === 'u-big'));
+
+      // Edited with other large bytes while the upload service is silent again: the edit waits;
+      // edited once more without them: that publication ends the wait.
+      answering = false;
+      const doc = (await couch.request('GET', 'uploads/u-big')).json as Record<string, unknown>;
+      await couch.request('PUT', 'uploads/u-big', { ...withBig('u-big', 'other bytes '), _rev: doc._rev });
+      await publisher.handle((await changes(couch, 'uploads')).filter((c) => c.id === 'u-big'));
+      assert.equal((await waiting()).length, 1, 'the edit waits too');
+      const current = (await couch.request('GET', 'uploads/u-big')).json as Record<string, unknown>;
+      await couch.request('PUT', 'uploads/u-big', { ...note('u-big', ['one']), _rev: current._rev });
+      await publisher.handle((await changes(couch, 'uploads')).filter((c) => c.id === 'u-big'));
+      assert.deepEqual(await waiting(), [], 'published without the attachment: no longer waiting');
+      const attempts = tries;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(tries, attempts, 'no upload attempted once it was published');
+    } finally {
+      await retries.stop();
+    }
   });
 
   it('a publish failing mid-batch: the batch rejects, the documents that completed (on the other node) are recorded, the retry publishes only the rest', async () => {
