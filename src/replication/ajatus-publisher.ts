@@ -232,9 +232,10 @@ export class AjatusPublisher {
           failure ??= outcome.error;
           continue;
         }
+        if (outcome === 'skipped') continue; // not started: another failed, and the batch is handed over again
         if (outcome === 'done') batch.merge(plan.state);
         // Published, or refused for good (logged): no longer waiting either way.
-        retries?.succeeded(batch, plan.docId);
+        retries?.succeeded(batch, plan.docId, outcome === 'done');
       }
       from = to;
     }

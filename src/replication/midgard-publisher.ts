@@ -429,6 +429,30 @@ export class MidgardPublisher {
 }
 
 /** The GUID a document's records are kept under: its main object's, or its children's parent's. */
+/**
+ * The GUID of the object a serialized document is about (its main object, else its first
+ * parameter or attachment), or undefined when it cannot be parsed: what a document waiting to be
+ * published again (PublishRetries) is known by.
+ */
+export function objectKey(text: string): string | undefined {
+  try {
+    const doc = parseMidgardXml(text);
+    return doc.main?.guid ?? doc.parameters[0]?.guid ?? doc.attachments[0]?.guid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The GUIDs of every object a serialized document carries (none when it cannot be parsed). */
+export function objectGuids(text: string): string[] {
+  try {
+    const doc = parseMidgardXml(text);
+    return [...(doc.main ? [doc.main.guid] : []), ...doc.parameters.map((p) => p.guid), ...doc.attachments.map((a) => a.guid)];
+  } catch {
+    return [];
+  }
+}
+
 const keyOf = (doc: MidgardDocument): string => doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '';
 
 /**

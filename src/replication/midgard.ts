@@ -23,7 +23,8 @@ import { MidgardSpoolSource, SpoolBatchError } from '../sources/midgard-spool.ts
 import { TransformError } from '../transform/xslt.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
-import { MidgardPublisher, type MidgardInput } from './midgard-publisher.ts';
+import { MidgardPublisher, objectGuids, objectKey, type MidgardInput } from './midgard-publisher.ts';
+import { PublishRetries } from './publish-retries.ts';
 import type { NodeAccess } from './node-access.ts';
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
 import { DEFAULT_PARTNER_SETTINGS, DEFAULT_TAG_SETTINGS, type PartnerSettings } from './settings.ts';
@@ -54,6 +55,33 @@ export interface MidgardAdapter extends ReplicationAdapter {
 export type MidgardReplication = Replication<MidgardAdapter>;
 
 /** Midgard replication (state space 'midgard'): built, not started. */
+/**
+ * What follows a batch of D-Bus documents (`failed`: index -> error of those that failed):
+ * one that failed for good goes to `skip`; one that may pass waits in `waiting` (by the GUID of
+ * its object, replacing an older document of that object waiting there); one that was handled
+ * ends the wait of every object it carries (a later version was published: the older one must
+ * not follow it), as does a waiting document's failure for good.
+ */
+export function settleSignals(
+  inputs: MidgardInput[],
+  failed: ReadonlyMap<number, unknown>,
+  o: { waiting: PublishRetries<MidgardInput>; isPermanent: (err: unknown) => boolean; skip: (i: number, reason: string) => void },
+): void {
+  for (const [i, input] of inputs.entries()) {
+    if (!failed.has(i)) {
+      if (o.waiting.size > 0) for (const guid of objectGuids(input.text)) o.waiting.succeeded(undefined, guid);
+      continue;
+    }
+    const error = failed.get(i);
+    const reason = error instanceof Error ? error.message : String(error);
+    const key = objectKey(input.text);
+    if (o.isPermanent(error) || key === undefined) {
+      o.skip(i, reason);
+      if (key !== undefined) o.waiting.succeeded(undefined, key, false); // refused for good: not tried again
+    } else o.waiting.failed(undefined, key, reason, input);
+  }
+}
+
 export function midgardReplication(common: ReplicationCommon, config: MidgardConfig): MidgardReplication {
   return new Replication(common, { name: 'midgard', space: 'midgard', build: (ctx) => midgardAdapter(common, config, ctx) });
 }
@@ -87,29 +115,29 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     inlineBlobMax: config.inlineBlobMax,
     offloader: new Offloader(new HttpUploader(common.iq, parentDomain(common.componentJid), log), state, log, 'midgard.inlineBlobMax'),
   });
-  const spool = config.spool
-    ? new MidgardSpoolSource({
-        dir: config.spool,
-        log,
-        // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way
-        // again; a service error of the server's own (internal-server-error: a cluster node lock lost,
-        // LockLostError, "nothing written, try again") is retried like a store failure.
-        isPermanent: (err) => err instanceof MidgardFormatError || (err instanceof PubsubError && err.condition !== 'internal-server-error'),
-      })
-    : undefined;
+  // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way
+  // again; a service error of the server's own (internal-server-error: a cluster node lock lost,
+  // LockLostError, "nothing written, try again"), a blob that could not be uploaded or the store
+  // failing may pass, and is tried again.
+  const isPermanent = (err: unknown): boolean => err instanceof MidgardFormatError || (err instanceof PubsubError && err.condition !== 'internal-server-error');
+  const spool = config.spool ? new MidgardSpoolSource({ dir: config.spool, log, isPermanent }) : undefined;
+  // D-Bus documents that failed for a reason that may pass wait here (in memory: signals are not
+  // replayed) and are published again, unless a later signal of the object was published first.
+  const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log });
   /**
    * Publishes a batch (MidgardPublisher.handleBatch: pipelined, order per object and node kept),
-   * then writes the batch's records in one store write (also when it failed part way). D-Bus: each
-   * document that failed goes to `skip` (logged and skipped: signals are not replayed; see
-   * midgard-dbus.ts for what covers a loss). Spool (no `skip`): rejects with a SpoolBatchError
-   * naming the files that failed; the spool source keeps them (or moves them to failed/).
+   * then writes the batch's records in one store write (also when it failed part way). D-Bus
+   * (with `skip`): a document that failed for good goes to `skip` (logged and skipped), one that
+   * may pass waits in `waiting`; a published one ends the wait of its objects' earlier
+   * documents. Spool (no `skip`): rejects with a SpoolBatchError naming the files that failed;
+   * the spool source keeps them (or moves them to failed/).
    */
   const publishBatch = async (inputs: MidgardInput[], skip?: (i: number, reason: string) => void): Promise<void> => {
     try {
       const outcomes = await publisher.handleBatch(inputs);
       const failed = new Map(outcomes.flatMap((outcome, i) => (outcome === 'done' ? [] : [[i, outcome.error] as const])));
       if (failed.size > 0 && !skip) throw new SpoolBatchError(failed);
-      for (const [i, error] of failed) skip?.(i, error instanceof Error ? error.message : String(error));
+      if (skip) settleSignals(inputs, failed, { waiting, isPermanent, skip });
     } finally {
       await publisher.flush();
     }
@@ -125,6 +153,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
       ),
     );
   }
+  if (dbus) feeds.push(feed(waiting, (inputs) => publishBatch(inputs, (i, reason) => log.warn('D-Bus document dropped after failed attempts', { reason, ...(inputs[i]?.origin ?? {}) }))));
   if (spool) feeds.push(feed(spool, (files) => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } })))));
   return {
     publisher,

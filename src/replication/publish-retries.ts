@@ -10,6 +10,10 @@
 // member taking over, goes on with it. It holds documents in trouble, not the database, so it
 // is kept in memory as well.
 //
+// Midgard's D-Bus signals are not replayed and cannot be read again: there, the document's text
+// itself waits, in memory only (no `state`), as the signals already waiting in the D-Bus source
+// do; a later signal of the same object that is published ends the wait (midgard.ts).
+//
 // A Source (src/sources/source.ts) with no checkpoint: each batch is up to BATCH documents whose
 // wait is over. The publisher serialises its batches, so a retry and the change feed never
 // handle the same document at once.
@@ -31,18 +35,24 @@ export interface RetryRecord {
   reason: string;
 }
 
-interface Entry extends RetryRecord {
+interface Entry<C> extends RetryRecord {
   /** When the next attempt is due (ms since the epoch). */
   due: number;
+  /** What is handed over again, when it cannot be read afresh (no `read`). */
+  item?: C;
 }
 
 export interface PublishRetriesOptions<C> {
-  state: ReplicationState;
+  /** Where the entries are kept (and read from at start); without it, in memory only. */
+  state?: ReplicationState;
   /** The name of this source (logs); e.g. `retry:couchdb:<db>`. */
   feed: string;
   log: Logger;
-  /** Reads the current change of each document (for the publisher, as its feed would give it). Rejects with the database's error. */
-  read(ids: string[]): Promise<C[]>;
+  /**
+   * Reads the current change of each document (for the publisher, as its feed would give it).
+   * Rejects with the database's error. Without it, the item given to failed() is handed over.
+   */
+  read?(ids: string[]): Promise<C[]>;
   /** First wait after a failure (ms; default 5 000), doubled after each failed attempt. */
   firstMs?: number;
   /** Longest wait between attempts (ms; default 600 000). */
@@ -56,7 +66,7 @@ const IDLE_MS = 60_000;
 
 export class PublishRetries<C> implements Source<C> {
   readonly feed: string;
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, Entry<C>>();
   private readonly firstMs: number;
   private readonly maxMs: number;
   private stopped = false;
@@ -80,35 +90,39 @@ export class PublishRetries<C> implements Source<C> {
   }
 
   /**
-   * Records, in `batch`, that publishing `docId` failed for `reason`; the next attempt is due
-   * after the entry's wait (firstMs, doubled per earlier failure, at most maxMs). Logs the first
-   * failure as an error, later ones as warnings.
+   * Records (in `batch`, with a `state`) that publishing `docId` failed for `reason`; the next
+   * attempt is due after the entry's wait (firstMs, doubled per earlier failure, at most maxMs).
+   * `item` is what is handed over then, when there is no `read` (it replaces an earlier one).
+   * Logs the first failure as an error, later ones as warnings.
    */
-  failed(batch: StateBatch, docId: string, reason: string): void {
+  failed(batch: StateBatch | undefined, docId: string, reason: string, item?: C): void {
     const now = Date.now();
     const was = this.entries.get(docId);
     const tries = (was?.tries ?? 0) + 1;
     const wait = Math.min(this.firstMs * 2 ** Math.min(tries - 1, 30), this.maxMs);
-    const entry: Entry = { since: was?.since ?? now, tries, reason, due: now + wait };
+    const entry: Entry<C> = { since: was?.since ?? now, tries, reason, due: now + wait, ...(item !== undefined ? { item } : {}) };
     this.entries.set(docId, entry);
-    batch.setRecord(RETRY_KIND, docId, { since: entry.since, tries, reason } satisfies RetryRecord);
+    batch?.setRecord(RETRY_KIND, docId, { since: entry.since, tries, reason } satisfies RetryRecord);
     this.o.log[was ? 'warn' : 'error']('document not published; will try again', { doc: docId, reason, tries, retryInMs: wait });
     this.nudge();
   }
 
-  /** Ends `docId`'s entry, if it has one, in `batch` (it was published, or ended otherwise). */
-  succeeded(batch: StateBatch, docId: string): void {
+  /**
+   * Ends `docId`'s entry, if it has one (in `batch`, with a `state`): it was `published` (logged),
+   * or it ended otherwise (refused for good: the caller logs why).
+   */
+  succeeded(batch: StateBatch | undefined, docId: string, published = true): void {
     const entry = this.entries.get(docId);
     if (!entry) return;
     this.entries.delete(docId);
-    batch.deleteRecord(RETRY_KIND, docId);
-    this.o.log.info('document published after failed attempts', { doc: docId, tries: entry.tries, waitedMs: Date.now() - entry.since });
+    batch?.deleteRecord(RETRY_KIND, docId);
+    if (published) this.o.log.info('document published after failed attempts', { doc: docId, tries: entry.tries, waitedMs: Date.now() - entry.since });
   }
 
   /** Reads the entries from the store, then hands due documents to `handle` until stop(). `since` is unused (no checkpoint). */
   async start(_since: unknown, handle: BatchHandler<C>): Promise<void> {
     const now = Date.now();
-    for (const [id, r] of await this.o.state.records<RetryRecord>(RETRY_KIND)) {
+    for (const [id, r] of (await this.o.state?.records<RetryRecord>(RETRY_KIND)) ?? []) {
       // A restart tries at once what was waiting (the cause may be what the restart fixed).
       if (!this.entries.has(id)) this.entries.set(id, { ...r, due: now });
     }
@@ -136,9 +150,9 @@ export class PublishRetries<C> implements Source<C> {
         if (e) e.due = now + this.maxMs;
       }
       try {
-        const changes = await this.o.read(due);
+        const changes = this.o.read ? await this.o.read(due) : this.kept(due);
         if (this.stopped) break;
-        await handle({ changes });
+        if (changes.length > 0) await handle({ changes });
       } catch (err) {
         // The database or the store failing: the same documents again after the shortest wait.
         this.o.log.warn('publishing documents again failed', { feed: this.feed, documents: due.length, reason: String(err), retryInMs: this.firstMs });
@@ -148,6 +162,16 @@ export class PublishRetries<C> implements Source<C> {
         }
       }
     }
+  }
+
+  /** The items kept for `ids` (an entry ended meanwhile has none). */
+  private kept(ids: string[]): C[] {
+    const out: C[] = [];
+    for (const id of ids) {
+      const item = this.entries.get(id)?.item;
+      if (item !== undefined) out.push(item);
+    }
+    return out;
   }
 
   /** A failure was recorded: the loop looks again (its entry may be due before the loop's sleep ends). */

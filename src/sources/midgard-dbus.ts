@@ -10,7 +10,8 @@
 // event loop); signals arriving while a batch is handled wait and form the next one, bounded in
 // count and bytes (`batchMax`, `batchBytes`; the rest waits for the batch after). A signal with a
 // foreign path or wrong signature is logged with the reason and skipped here; a bad document is
-// the handler's to log and skip (the others of its batch go on); a handler that rejects: every
+// the handler's to log and skip (the others of its batch go on; one that failed for a reason that
+// may pass waits to be published again: src/replication/midgard.ts); a handler that rejects: every
 // signal of that batch is logged and skipped. When the bus goes away the source reconnects with
 // backoff. It also emits Hermod's own signal for the inbound spool (see docs/midgard-importer.md).
 // A Source (source.ts) with no checkpoint: D-Bus signals are not replayed. What was received and

@@ -263,6 +263,32 @@ describe('Midgard replication between two sites over D-Bus, XMPP s2s and the inb
     }
   });
 
+  it('a blob signalled on D-Bus while A’s server is down waits for the upload service and reaches B once the server is back (not dropped with the signal)', async () => {
+    const keep = new Set(['51bd22ef3b8b066c7e72680ab6ad8845', '71140207f06e996d5c124d58e11fa3cd', 'fa83d0e0993be44eec35447f63d4f8f6']);
+    const remap = (text: string): string => text.replace(/([0-9a-f]{32})/g, (g) => (keep.has(g) ? g : `dead${g.slice(4)}`));
+    const LATE = `dead${ARTICLE.slice(4)}`;
+    const PHOTO = 'dead05a9761bb215fa749c04b58ccf21';
+    const big = randomBytes(400 * 1024);
+    const text = remap(await fixture('article-hello.xml'))
+      .replace('<name>hello-world</name>', '<name>late-photo</name>')
+      .replace('<name>photo.jpg</name>', '<name>photo-late.jpg</name>')
+      .replace(/(<midgard_blob guid="[0-9a-f]+">)[^<]*/, `$1${big.toString('base64')}`);
+    const online = (await hermodA.log()).filter((l) => l.msg === 'component online').length;
+    await site.env.stopServer(alpha);
+    try {
+      await emitLarge(busA.address, `${MGD}/midgard_article/create`, text);
+      const failed = await hermodA.waitForLog((l) => l.msg === 'document not published; will try again' && l.doc === LATE, 'the failed upload logged at A', 30_000);
+      assert.match(String(failed.reason), /could not be uploaded/);
+      await site.env.startServer(alpha);
+      await eventually(async () => (await hermodA.log()).filter((l) => l.msg === 'component online').length > online, 'A online again', 60_000);
+      const atB = await arrived(LATE, (d) => d.blobs.has(PHOTO), 'the article with its blob in B’s inbound spool');
+      assert.ok(Buffer.from(atB.blobs.get(PHOTO) ?? '', 'base64').equals(big), 'the same bytes');
+      await hermodA.waitForLog((l) => l.msg === 'document published after failed attempts' && l.doc === LATE, 'A logged the late publication');
+    } finally {
+      await site.env.startServer(alpha).catch(() => undefined); // a no-op when it runs
+    }
+  });
+
   it('deleting the midgard_person at B, or its JID parameter, ends the partnership: B’s subscriptions at A end', async () => {
     const boss = await site.user(alpha, ADMIN);
     /** Who is subscribed to A's /midgard_article/all, as its owner sees it. */

@@ -29,12 +29,15 @@ import { validateConfig } from '../../src/config/config.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import { DEFAULT_MAPPING, nodesFor, objectPath, TopicIndex } from '../../src/replication/midgard-mapping.ts';
-import { BlobUploadError, MidgardPublisher } from '../../src/replication/midgard-publisher.ts';
+import { settleSignals } from '../../src/replication/midgard.ts';
+import { BlobUploadError, MidgardPublisher, type MidgardInput } from '../../src/replication/midgard-publisher.ts';
+import { PublishRetries } from '../../src/replication/publish-retries.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { MidgardSpoolSink } from '../../src/sinks/midgard-spool.ts';
 import { MidgardSpoolSource, SpoolBatchError } from '../../src/sources/midgard-spool.ts';
 import { parseNotifierPath } from '../../src/sources/midgard-dbus.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
+import { captureLog } from './capture-log.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
 const fixture = (name: string): Promise<string> => readFile(path.join(FIXTURES, name), 'utf8');
@@ -450,5 +453,44 @@ describe('publisher, sink and spool source', () => {
     assert.deepEqual(batches, [['a.xml', 'b.xml', 'c.xml'], ['a.xml'], ['b.xml'], ['c.xml']]);
     assert.deepEqual((await readdir(path.join(spool, 'done'))).sort(), ['a.xml', 'c.xml']);
     assert.deepEqual((await readdir(path.join(spool, 'failed'))).sort(), ['b.xml', 'b.xml.reason']);
+  });
+});
+
+describe('D-Bus documents that fail (signals are not replayed)', () => {
+  it('one that may pass waits, a newer failed one of the object replacing it, and is handed over again; one refused for good is skipped; a later version handled ends the wait', async () => {
+    const log = captureLog();
+    const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log, firstMs: 20, maxMs: 80 });
+    const skipped: string[] = [];
+    const o = { waiting, isPermanent: (err: unknown) => err instanceof MidgardFormatError, skip: (_i: number, reason: string) => void skipped.push(reason) };
+    const input = (text: string): MidgardInput => ({ text, origin: { source: 'dbus', area: 'mgdschema', action: 'update' } });
+    const v1 = await fixture('article-hello.xml');
+    const v2 = articleVersion(v1, { revised: '2026-11-24 13:00:00+0000', title: 'Second' });
+    const v3 = articleVersion(v1, { revised: '2026-11-24 14:00:00+0000', title: 'Third' });
+
+    settleSignals([input(v1), input('<midgard_object><broken')], new Map<number, unknown>([[0, new BlobUploadError('blob could not be uploaded: no answer')], [1, new MidgardFormatError('not well-formed')]]), o);
+    assert.deepEqual(skipped, ['not well-formed'], 'a malformed document is skipped');
+    assert.equal(waiting.size, 1, 'the one whose blob was not uploaded waits');
+    settleSignals([input(v2)], new Map<number, unknown>([[0, new Error('the store is failing')]]), o);
+    assert.equal(waiting.size, 1, 'one entry per object: the newer document replaces the older');
+
+    const handed: string[] = [];
+    await waiting.start(undefined, async ({ changes }) => void handed.push(...changes.map((c) => c.text)));
+    try {
+      for (const deadline = Date.now() + 5_000; handed.length < 2 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(handed.slice(0, 2), [v2, v2], 'the newer document is handed over again, and again while it is not published');
+      assert.deepEqual(log.lines.filter((l) => l.msg === 'document not published; will try again').map((l) => l.level), ['error', 'warn']);
+
+      settleSignals([input(v3)], new Map(), o);
+      assert.equal(waiting.size, 0, 'a later version of the object was handled: the older one is not handed over after it');
+      const count = handed.length;
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(handed.length, count, 'nothing handed over once the wait ended');
+
+      settleSignals([input(v2)], new Map<number, unknown>([[0, new BlobUploadError('no answer')]]), o);
+      settleSignals([input(v2)], new Map<number, unknown>([[0, new MidgardFormatError('refused')]]), o);
+      assert.equal(waiting.size, 0, 'a waiting document refused for good on its retry is not tried again');
+    } finally {
+      await waiting.stop();
+    }
   });
 });
