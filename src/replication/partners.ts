@@ -134,6 +134,18 @@ export class PartnerManager implements ClaimHolder {
   private sweepDue = false;
   /** "service node" of subscriptions the sweep ended (or found ended) in this run: not asked again until followed again. */
   private readonly swept = new Set<string>();
+  /**
+   * Subscriptions at a removed partner's services whose unsubscribe got no answer that decides
+   * (IqError.undecided: a timeout, the server down): asked again (leaveAgain), by key(service,
+   * node), until one does. The sweep of stale subscriptions only looks at current partners'
+   * services.
+   */
+  private readonly leaving = new Map<string, { service: string; node: string }>();
+  private leaveTimer: NodeJS.Timeout | undefined;
+  /** A leaveAgain is under way (one at a time: it arms the next when done). */
+  private leavingNow = false;
+  /** The wait before the next leaveAgain (ms): DISCOVERY_RETRY_MS, doubled up to intervalMs; 0 while nothing is left to end. */
+  private leaveDelayMs = 0;
   /** Partners with follow "none" whose services were looked up in this run (once: an unreachable one costs request timeouts). */
   private readonly resolvedNone = new Set<string>();
   /** The replications on this JID (o.claims, or this one alone): who follows what, unsubscribes under way. */
@@ -295,8 +307,9 @@ export class PartnerManager implements ClaimHolder {
       this.ended(f);
       this.followed.delete(key(f.service, f.node));
     }
-    for (const f of ended) await this.unfollow(f.service, f.node);
-    this.o.log.info('partner removed', { jid, unsubscribed: ended.map((f) => `${f.service} ${f.node}`) });
+    for (const f of ended) if ((await this.unfollow(f.service, f.node)) === 'undecided') this.leaving.set(key(f.service, f.node), { service: f.service, node: f.node });
+    this.o.log.info('partner removed', { jid, unsubscribed: ended.map((f) => `${f.service} ${f.node}`), ...(this.leaving.size > 0 ? { unsubscribeUnanswered: [...this.leaving.values()].map((l) => `${l.service} ${l.node}`) } : {}) });
+    if (!this.leavingNow) this.scheduleLeaving(); // else the run under way arms the next
     if (ended.length > 0 && this.partners.size > 0) this.discoverSoon(); // a service another partner shares is followed again
   }
 
@@ -313,6 +326,7 @@ export class PartnerManager implements ClaimHolder {
     this.stopping.abort();
     clearTimeout(this.timer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.leaveTimer);
     this.delivery.backlogChanged(); // drains waiting for the sink end now
     await this.running;
     await this.delivery.idle();
@@ -736,15 +750,63 @@ export class PartnerManager implements ClaimHolder {
     }
   }
 
-  private async unfollow(service: string, node: string): Promise<void> {
+  /** Ends the follow of a node and unsubscribes; resolves to 'undecided' when the unsubscribe got no answer that decides (IqError.undecided). */
+  private async unfollow(service: string, node: string): Promise<'undecided' | undefined> {
     this.ended(this.followed.get(key(service, node)));
     this.followed.delete(key(service, node));
     // Ajatus and Midgard share the JID, and so one subscription to a node both follow: the other keeps it.
-    if (this.claims.byOthers(this, service, node)) return;
+    if (this.claims.byOthers(this, service, node)) return undefined;
     try {
       await this.claims.unsubscribing(service, node, () => this.client.unsubscribe(service, node));
     } catch (err) {
       this.o.log.debug('unsubscribe failed', { service, node, reason: String(err) });
+      if (!(err instanceof IqError) || err.undecided) return 'undecided';
+    }
+    return undefined;
+  }
+
+  /** Arms leaveAgain after the next wait (DISCOVERY_RETRY_MS, doubled up to intervalMs) while subscriptions of removed partners are left to end. */
+  private scheduleLeaving(): void {
+    clearTimeout(this.leaveTimer);
+    if (this.leaving.size === 0 || this.stopped) {
+      this.leaveDelayMs = 0;
+      return;
+    }
+    this.leaveDelayMs = Math.min(this.o.intervalMs, this.leaveDelayMs === 0 ? DISCOVERY_RETRY_MS : this.leaveDelayMs * 2);
+    this.leaveTimer = setTimeout(() => void this.leaveAgain(), this.leaveDelayMs);
+  }
+
+  /**
+   * Asks again to end each subscription of `leaving`: one followed or wanted again since (the
+   * partner added back, another partner sharing the service) is kept; an answer that decides
+   * (ended, or nothing there to end) drops it; no answer keeps it for the next try.
+   */
+  private async leaveAgain(): Promise<void> {
+    if (this.leavingNow) return;
+    this.leavingNow = true;
+    try {
+      await this.leaveEach();
+    } finally {
+      this.leavingNow = false;
+    }
+    this.scheduleLeaving();
+  }
+
+  private async leaveEach(): Promise<void> {
+    for (const [k, { service, node }] of [...this.leaving]) {
+      if (this.stopped) return;
+      if (this.followed.has(k) || this.wanted(service, node) || this.claims.byOthers(this, service, node)) {
+        this.leaving.delete(k);
+        continue;
+      }
+      try {
+        await this.claims.unsubscribing(service, node, () => this.client.unsubscribe(service, node));
+        this.leaving.delete(k);
+        this.o.log.info('unsubscribed from a node of a removed partner', { service, node });
+      } catch (err) {
+        if (err instanceof IqError && !err.undecided) this.leaving.delete(k); // nothing there to end
+        else this.o.log.debug('ending a subscription of a removed partner got no answer; asked again later', { service, node, reason: String(err) });
+      }
     }
   }
 

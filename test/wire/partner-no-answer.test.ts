@@ -119,6 +119,34 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     });
   });
 
+  it('a partner removed while its service does not answer the unsubscribe is asked again until the subscription ends there', async () => {
+    const { site, alice } = at;
+    await alice.iq('set', site.jid, create('/tags/leave'));
+    let unsubscribes = 0;
+    await withPartner(site, 'pubsub.kappa.test', recordingSink().sink, {
+      iq: aroundRequests(async (child, send) => {
+        if (child.name === 'pubsub' && child.getChild('unsubscribe')?.attrs.node === '/tags/leave' && ++unsubscribes === 1) throw timeout(site.jid);
+        return send();
+      }),
+    }, async ({ harness, manager }) => {
+      let subscribed = false;
+      const check = async (): Promise<void> => void (subscribed = (await site.core.service.subscriptionsOf(harness.jid, '/tags/leave')).some((sub) => sub.state === 'subscribed'));
+      const poll = setInterval(() => void check(), 10);
+      try {
+        await until(() => manager.subscriptions().includes(`${site.jid} /tags/leave`) && subscribed, 'the node followed');
+        await manager.removePartner(site.jid);
+        await check();
+        assert.equal(unsubscribes, 1);
+        assert.ok(subscribed, 'the unsubscribe got no answer: still subscribed at the service');
+        // The fixture's discovery interval is 60 s: within 15 s only the retry (2 s) can end it.
+        await until(() => !subscribed, 'the subscription ended at the service');
+        assert.equal(unsubscribes, 2, 'asked once more');
+      } finally {
+        clearInterval(poll);
+      }
+    });
+  });
+
   it('a restart\'s history replay that got no answer is tried again from the saved position: a retraction missed meanwhile is applied', async () => {
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/gone'));
