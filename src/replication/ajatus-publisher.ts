@@ -14,7 +14,7 @@ import type { Logger } from '../log.ts';
 import { PubsubError } from '../pubsub/errors.ts';
 import type { ReplicationService } from './replication.ts';
 import { bulkGetRevisions, type Change } from '../sources/couchdb-changes.ts';
-import { enclosure, Offloader, splitByBudget, type HttpUploader } from './http-upload.ts';
+import { enclosure, Offloader, splitByBudget, UploadRefused, type HttpUploader } from './http-upload.ts';
 import { isDeleted, stringAt, tagsOf, type Profile } from './profile.ts';
 import type { AppSettings, TagSettings } from './settings.ts';
 import { publishChunk, publishEntries, runBatched, type BatchedJob, type PipelineStep } from './pipeline.ts';
@@ -98,8 +98,8 @@ export interface AjatusPublisherOptions {
   imports?: ImportNotes;
   /** Attachment bytes one slice of a batch reads and publishes at once (default SLICE_BYTES, 16 MiB). */
   sliceBytes?: number;
-  /** Where a document whose large attachment could not be uploaded waits to be published again (publish-retries.ts); without it, it waits for its next edit. */
-  retries?: Pick<PublishRetries<Change>, 'failed' | 'succeeded'>;
+  /** Where a document whose large attachment could not be uploaded waits to be published again (publish-retries.ts; handed back through retry()); without it, it waits for its next edit. */
+  retries?: Pick<PublishRetries<Change>, 'failed' | 'succeeded' | 'holds'>;
 }
 
 /** A document not published this time for a reason that may pass (plan): it is tried again (PublishRetries). */
@@ -220,9 +220,9 @@ export class AjatusPublisher {
         // The kinds read above, unless the leaves were read otherwise (open_revs=all) and differ.
         const unknown = docs.every((d) => known.has(d._rev)) ? docs.map((d) => d._rev).filter((rev) => known.get(rev) === undefined) : await state.unknownRevs(change.id, docs.map((d) => d._rev));
         const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
-        if (!('retry' in plan)) plans.push(plan);
-        else if (retries) retries.failed(batch, change.id, plan.retry);
-        else this.o.log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: plan.retry });
+        if (plan === undefined) retries?.succeeded(batch, change.id, false); // refused for good (logged): no longer waiting
+        else if (!('retry' in plan)) plans.push(plan);
+        else if (!retries?.failed(batch, change.id, plan.retry, change)) this.o.log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: plan.retry });
       }
       read.leaves.clear(); // the plans have what they need (payloads): the documents can go
       const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
@@ -323,20 +323,42 @@ export class AjatusPublisher {
     return all.then(() => undefined);
   }
 
-  /** Every leaf revision of a document (live and deleted), with history and attachments. */
   /**
-   * The change of document `id` as the feed would give it now (`style=all_docs`: every leaf,
-   * deleted with the winner a tombstone; no leaves when it is gone), read with one
-   * `open_revs=all` request (for PublishRetries). Rejects with the database's error.
+   * Hands changes that failed (PublishRetries' items) over again, in this publisher's turn: one
+   * no longer waiting (ended or replaced since) is left out, and so is one whose document has
+   * other leaves now (a newer change, which the changes feed brings or brought: publishing the
+   * older one after it would go back in time) — its wait ends. Rejects as handle() does.
    */
-  async currentChange(id: string): Promise<Change> {
-    const leaves = await this.leaves(id);
-    return { id, seq: undefined, revs: leaves.map((l) => l._rev), deleted: winningRevision(leaves)?._deleted === true };
+  retry(changes: Change[]): Promise<void> {
+    return this.serial.run('', async () => {
+      const { retries } = this.o;
+      const current: Change[] = [];
+      const ended = this.o.state.batch();
+      for (const change of changes) {
+        if (!retries?.holds(change.id, change)) continue;
+        const revs = await this.leafRevisions(change.id);
+        if (revs.length === change.revs.length && change.revs.every((rev) => revs.includes(rev))) current.push(change);
+        else {
+          retries.succeeded(ended, change.id, false);
+          this.o.log.debug('a document waiting to be published again has changed since: its newer change is published from the changes feed', { doc: change.id });
+        }
+      }
+      await this.o.state.commit(ended);
+      await this.handleNow(current);
+    });
   }
 
-  private async leaves(id: string): Promise<CouchDoc[]> {
+  /** The leaf revisions of a document (live and deleted; none when it is gone), without bodies: one `open_revs=all` request. Rejects with the database's error. */
+  private async leafRevisions(id: string): Promise<string[]> {
+    const revs: string[] = [];
+    for (const leaf of await this.leaves(id, false)) revs.push(leaf._rev);
+    return revs;
+  }
+
+  /** Every leaf revision of a document (live and deleted), with history, and attachments unless `attachments` is false. */
+  private async leaves(id: string, attachments = true): Promise<CouchDoc[]> {
     try {
-      const res = (await this.o.content.get(id, { open_revs: 'all', revs: true, attachments: true } as never)) as unknown as Array<{ ok?: CouchDoc }>;
+      const res = (await this.o.content.get(id, { open_revs: 'all', ...(attachments ? { revs: true, attachments: true } : {}) } as never)) as unknown as Array<{ ok?: CouchDoc }>;
       return res.flatMap((r) => (r.ok ? [r.ok] : []));
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return [];
@@ -346,10 +368,12 @@ export class AjatusPublisher {
 
   /**
    * What publishing one change takes: its steps (publications, then retractions) and the state
-   * to record once they all completed; a Retry when a large attachment could not be uploaded
-   * (nothing recorded as published: handle() has it tried again).
+   * to record once they all completed; a Retry when a large attachment could not be uploaded for
+   * a reason that may pass (nothing recorded as published: handle() has it tried again);
+   * undefined when the upload service refused it for good (logged: the next change of the
+   * document tries again).
    */
-  private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | Retry> {
+  private async plan(change: Change, leaves: CouchDoc[], unknown: string[], before: string[], ensured: Set<string>): Promise<DocPlan | Retry | undefined> {
     const { state, log, profile } = this.o;
     const record = state.batch();
     const publications: BatchedJob<Publication>['publications'] = [];
@@ -371,7 +395,10 @@ export class AjatusPublisher {
       try {
         await this.offloadAttachments(leaves);
       } catch (err) {
-        return { retry: `a large attachment could not be uploaded: ${err instanceof Error ? err.message : String(err)}` };
+        const reason = `a large attachment could not be uploaded: ${err instanceof Error ? err.message : String(err)}`;
+        if (!(err instanceof UploadRefused)) return { retry: reason };
+        this.o.log.error('document not published: the upload service refused a large attachment', { doc: change.id, reason });
+        return undefined;
       }
       // A deletion is published (as its tombstone) to the nodes that had the document, so
       // replicas get the same revision tree; the retraction below then notifies readers.

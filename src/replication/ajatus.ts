@@ -328,12 +328,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     if (sinkFor(partner) === contentSink) imports.note(docs);
   };
   // Documents whose large attachment could not be uploaded wait here, and are handed over again.
-  const retries: PublishRetries<Change> = new PublishRetries<Change>({
-    state,
-    feed: `retry:couchdb:${o.config.contentDb}`,
-    log,
-    read: (ids) => Promise.all(ids.map((id) => publisher.currentChange(id))),
-  });
+  const retries = new PublishRetries<Change>({ state, feed: `retry:couchdb:${o.config.contentDb}`, log });
   const publisher = new AjatusPublisher({
     imports,
     retries,
@@ -389,7 +384,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
         await publisher.handle(changes);
         progress?.add(changes.length);
       }),
-      feed(retries, (changes) => publisher.handle(changes)),
+      feed(retries, (changes) => publisher.retry(changes)),
     ],
     /** Applies tag settings (and follows their changes); a first publish of a database gets a progress log. */
     async prepare() {

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
+import { IqError } from '../xmpp/iq-error.ts';
 import type { Logger } from '../log.ts';
 import { sha256 } from '../util/digest.ts';
 import { NS } from '../xmpp/ns.ts';
@@ -21,6 +22,19 @@ export const HTTP_UPLOAD = 'urn:xmpp:http:upload:0';
 const HEADERS_ALLOWED = new Set(['authorization', 'cookie', 'expires']);
 
 
+
+/**
+ * The upload service refused the bytes in a way trying again cannot change (XEP-0363 §4: an IQ
+ * error that decides, e.g. not-acceptable for a file too large, forbidden; the PUT answered with
+ * a 4xx other than 408 and 429). Anything else an upload throws (no answer, the server down or
+ * restarting, no upload service found yet, a 5xx) may pass.
+ */
+export class UploadRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UploadRefused';
+  }
+}
 
 export class HttpUploader {
   private service: string | undefined;
@@ -56,7 +70,13 @@ export class HttpUploader {
   /** Uploads bytes; returns the URL to fetch them from. */
   async upload(filename: string, bytes: Buffer, contentType: string): Promise<string> {
     const service = await this.findService();
-    const slot = await this.iq.request(service, 'get', new Element('request', { xmlns: HTTP_UPLOAD, filename, size: String(bytes.length), 'content-type': contentType }));
+    let slot: Element;
+    try {
+      slot = await this.iq.request(service, 'get', new Element('request', { xmlns: HTTP_UPLOAD, filename, size: String(bytes.length), 'content-type': contentType }));
+    } catch (err) {
+      if (err instanceof IqError && !err.undecided) throw new UploadRefused(`upload service ${service} refused a slot for ${filename} (${bytes.length} bytes): ${err.message}`);
+      throw err;
+    }
     const slotEl = slot.getChild('slot', HTTP_UPLOAD);
     const put = slotEl?.getChild('put');
     const getUrl = slotEl?.getChild('get')?.attrs.url as string | undefined;
@@ -67,7 +87,7 @@ export class HttpUploader {
       if (HEADERS_ALLOWED.has(name)) headers[name] = h.getText().replace(/[\r\n]/g, '');
     }
     const res = await fetch(put.attrs.url as string, { method: 'PUT', headers, body: new Uint8Array(bytes), signal: AbortSignal.timeout(120_000) });
-    if (!res.ok) throw new Error(`upload of ${filename} refused: HTTP ${res.status}`);
+    if (!res.ok) throw new (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429 ? UploadRefused : Error)(`upload of ${filename} refused: HTTP ${res.status}`);
     return getUrl;
   }
 }

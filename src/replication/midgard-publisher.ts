@@ -45,7 +45,7 @@ import { KeyedMutex } from '../util/mutex.ts';
 import { publishChunk, publishEntries, runBatched, type BatchedJob, type BatchedStep, type PipelineOutcome, type PipelineStep } from './pipeline.ts';
 import { Element, parse } from 'ltx';
 import { nodesFor, objectPath, topicEntry, type MidgardNodeMapping, type TopicEntry, type TopicIndex } from './midgard-mapping.ts';
-import { enclosure, splitByBudget, type Offloader } from './http-upload.ts';
+import { enclosure, splitByBudget, UploadRefused, type Offloader } from './http-upload.ts';
 import { applyNodeAccess, ensureNode, type NodeAccess } from './node-access.ts';
 import { DeferredState, type ReplicationState } from './state.ts';
 
@@ -109,9 +109,12 @@ interface DocPlan {
   done(): void;
 }
 
-/** A blob beyond the inline budget that could not be uploaded: the document is not published. */
+/** A blob beyond the inline budget that could not be uploaded: the document is not published. `refused`: the upload service refused it for good (UploadRefused), trying again cannot help. */
 export class BlobUploadError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly refused = false,
+  ) {
     super(message);
     this.name = 'BlobUploadError';
   }
@@ -412,7 +415,7 @@ export class MidgardPublisher {
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         this.o.log.error('midgard object not published: a large blob could not be uploaded', { guid: main.guid, attachment: blob.guid, bytes: blob.size, reason });
-        throw new BlobUploadError(`blob of attachment ${blob.guid} (${blob.size} bytes, above midgard.inlineBlobMax) could not be uploaded: ${reason}`);
+        throw new BlobUploadError(`blob of attachment ${blob.guid} (${blob.size} bytes, above midgard.inlineBlobMax) could not be uploaded: ${reason}`, err instanceof UploadRefused);
       }
     }
     return { doc: replaceBlobs(doc, refs), links };

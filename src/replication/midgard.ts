@@ -23,7 +23,8 @@ import { MidgardSpoolSource, SpoolBatchError } from '../sources/midgard-spool.ts
 import { TransformError } from '../transform/xslt.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
-import { MidgardPublisher, objectGuids, objectKey, type MidgardInput } from './midgard-publisher.ts';
+import { BlobUploadError, MidgardPublisher, objectGuids, objectKey, type MidgardInput, type MidgardOutcome } from './midgard-publisher.ts';
+import { KeyedMutex } from '../util/mutex.ts';
 import { PublishRetries } from './publish-retries.ts';
 import type { NodeAccess } from './node-access.ts';
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
@@ -54,13 +55,15 @@ export interface MidgardAdapter extends ReplicationAdapter {
 /** A running Midgard replication. */
 export type MidgardReplication = Replication<MidgardAdapter>;
 
-/** Midgard replication (state space 'midgard'): built, not started. */
 /**
  * What follows a batch of D-Bus documents (`failed`: index -> error of those that failed):
  * one that failed for good goes to `skip`; one that may pass waits in `waiting` (by the GUID of
- * its object, replacing an older document of that object waiting there); one that was handled
- * ends the wait of every object it carries (a later version was published: the older one must
- * not follow it), as does a waiting document's failure for good.
+ * its object, replacing an older document of that object waiting there; not kept beyond the
+ * bounds: skipped); one that was handled — published, or found unchanged, an echo of a partner's
+ * version, a deletion — ends the wait of every object it carries (Midgard has a later version:
+ * the older one must not follow it), as does a waiting document's failure for good. A read
+ * (action `get`) decides nothing of the object and ends no wait. While nothing waits this costs
+ * nothing; while something does, each handled document is parsed once more here.
  */
 export function settleSignals(
   inputs: MidgardInput[],
@@ -69,7 +72,7 @@ export function settleSignals(
 ): void {
   for (const [i, input] of inputs.entries()) {
     if (!failed.has(i)) {
-      if (o.waiting.size > 0) for (const guid of objectGuids(input.text)) o.waiting.succeeded(undefined, guid);
+      if (o.waiting.size > 0 && input.origin.action !== 'get') for (const guid of objectGuids(input.text)) o.waiting.succeeded(undefined, guid);
       continue;
     }
     const error = failed.get(i);
@@ -78,10 +81,11 @@ export function settleSignals(
     if (o.isPermanent(error) || key === undefined) {
       o.skip(i, reason);
       if (key !== undefined) o.waiting.succeeded(undefined, key, false); // refused for good: not tried again
-    } else o.waiting.failed(undefined, key, reason, input);
+    } else if (!o.waiting.failed(undefined, key, reason, input)) o.skip(i, reason);
   }
 }
 
+/** Midgard replication (state space 'midgard'): built, not started. */
 export function midgardReplication(common: ReplicationCommon, config: MidgardConfig): MidgardReplication {
   return new Replication(common, { name: 'midgard', space: 'midgard', build: (ctx) => midgardAdapter(common, config, ctx) });
 }
@@ -119,11 +123,16 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
   // again; a service error of the server's own (internal-server-error: a cluster node lock lost,
   // LockLostError, "nothing written, try again"), a blob that could not be uploaded or the store
   // failing may pass, and is tried again.
-  const isPermanent = (err: unknown): boolean => err instanceof MidgardFormatError || (err instanceof PubsubError && err.condition !== 'internal-server-error');
+  const isPermanent = (err: unknown): boolean =>
+    err instanceof MidgardFormatError || (err instanceof BlobUploadError && err.refused) || (err instanceof PubsubError && err.condition !== 'internal-server-error');
   const spool = config.spool ? new MidgardSpoolSource({ dir: config.spool, log, isPermanent }) : undefined;
   // D-Bus documents that failed for a reason that may pass wait here (in memory: signals are not
   // replayed) and are published again, unless a later signal of the object was published first.
-  const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log });
+  // A document's text (inline blobs included) is what waits: bounded in bytes.
+  const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log, size: (input) => input.text.length });
+  // The D-Bus documents and their retries take turns, so that a retry handed over is checked,
+  // published and settled with no D-Bus batch in between (an older version never follows a newer).
+  const dbusTurns = new KeyedMutex();
   /**
    * Publishes a batch (MidgardPublisher.handleBatch: pipelined, order per object and node kept),
    * then writes the batch's records in one store write (also when it failed part way). D-Bus
@@ -134,7 +143,14 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
    */
   const publishBatch = async (inputs: MidgardInput[], skip?: (i: number, reason: string) => void): Promise<void> => {
     try {
-      const outcomes = await publisher.handleBatch(inputs);
+      let outcomes: MidgardOutcome[];
+      try {
+        outcomes = await publisher.handleBatch(inputs);
+      } catch (error) {
+        // The batch as a whole (the store's read failing): with `skip`, each document may pass.
+        if (!skip) throw error;
+        outcomes = inputs.map(() => ({ error }));
+      }
       const failed = new Map(outcomes.flatMap((outcome, i) => (outcome === 'done' ? [] : [[i, outcome.error] as const])));
       if (failed.size > 0 && !skip) throw new SpoolBatchError(failed);
       if (skip) settleSignals(inputs, failed, { waiting, isPermanent, skip });
@@ -146,14 +162,22 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
   if (dbus) {
     feeds.push(
       feed(dbus, (signals) =>
-        publishBatch(
-          signals.map((s) => ({ text: s.text, origin: { source: 'dbus', area: s.area, action: s.action } })),
-          (i, reason) => log.warn('D-Bus signal skipped', { reason, path: dbusPath(signals[i] as NotifiedSignal) }),
+        dbusTurns.run('', () =>
+          publishBatch(
+            signals.map((s) => ({ text: s.text, origin: { source: 'dbus', area: s.area, action: s.action } })),
+            (i, reason) => log.warn('D-Bus signal skipped', { reason, path: dbusPath(signals[i] as NotifiedSignal) }),
+          ),
         ),
+      ),
+      // Only what still waits as it was handed over (not ended or replaced by a later signal meanwhile).
+      feed(waiting, (handed) =>
+        dbusTurns.run('', () => {
+          const inputs = handed.filter((input) => waiting.holds(objectKey(input.text) ?? input.text, input));
+          return publishBatch(inputs, (i, reason) => log.warn('D-Bus document dropped after failed attempts', { reason, ...inputs[i]?.origin }));
+        }),
       ),
     );
   }
-  if (dbus) feeds.push(feed(waiting, (inputs) => publishBatch(inputs, (i, reason) => log.warn('D-Bus document dropped after failed attempts', { reason, ...(inputs[i]?.origin ?? {}) }))));
   if (spool) feeds.push(feed(spool, (files) => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } })))));
   return {
     publisher,

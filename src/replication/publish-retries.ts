@@ -1,22 +1,23 @@
 // Documents whose publication failed for a reason that may pass are not left until their next
 // edit. Today that is an attachment above the inline budget that could not be uploaded
-// (XEP-0363: the upload service not answering, the server restarting, its quota full, no upload
-// service yet). Such a document is recorded in the replication state (kind 'retry', document
-// id -> RetryRecord) in the same store write as the rest of its batch, so the change feed's
-// checkpoint moves on without losing it. It is handed to the publisher again, as a change read
-// afresh from the database, after a wait that doubles from `firstMs` (5 s) up to `maxMs`
-// (10 min). Any later publication of the document ends its entry: an edit, or the retry itself.
-// The list is read from the store when the retries start, so a restart, or another cluster
-// member taking over, goes on with it. It holds documents in trouble, not the database, so it
-// is kept in memory as well.
+// (XEP-0363: the upload service not answering, the server restarting or down); a refusal that
+// decides (too large, not allowed) is final and not tried again. Each such document waits here
+// with the change that failed (the item), and is handed to the publisher again after a wait
+// that doubles from `firstMs` (5 s) up to `maxMs` (10 min). Any later handling of the document
+// that decides it ends the wait: its publication, an edit published meanwhile, a refusal for
+// good. The publisher checks, in its own turn (no batch of its runs meanwhile), that the item
+// is still the one waiting (`holds`) and still current, so an older version never follows a
+// newer one.
 //
-// Midgard's D-Bus signals are not replayed and cannot be read again: there, the document's text
-// itself waits, in memory only (no `state`), as the signals already waiting in the D-Bus source
-// do; a later signal of the same object that is published ends the wait (midgard.ts).
+// Ajatus keeps the entries in the replication state (kind 'retry', document id -> RetryRecord
+// with the change), written in the same store write as the rest of the failed batch, so the
+// changes feed's checkpoint moves on without losing the document; they are read again when the
+// retries start (a restart, or another cluster member taking the work over: tried at once).
+// Midgard's D-Bus signals are not replayed: there the document's text waits in memory only (no
+// `state`), bounded by `maxItems` and `maxBytes`, as the signals waiting in the D-Bus source are.
 //
-// A Source (src/sources/source.ts) with no checkpoint: each batch is up to BATCH documents whose
-// wait is over. The publisher serialises its batches, so a retry and the change feed never
-// handle the same document at once.
+// A Source (src/sources/source.ts) with no checkpoint: each batch is up to BATCH items whose
+// wait is over.
 
 import type { Logger } from '../log.ts';
 import type { BatchHandler, Source } from '../sources/source.ts';
@@ -26,20 +27,20 @@ import type { ReplicationState, StateBatch } from './state.ts';
 export const RETRY_KIND = 'retry';
 
 /** What the store keeps of a document waiting to be published again. */
-export interface RetryRecord {
+export interface RetryRecord<C = unknown> {
   /** When it first failed (ms since the epoch). */
   since: number;
   /** Failed attempts so far (1 after the first failure). */
   tries: number;
   /** Why the last attempt failed. */
   reason: string;
+  /** What is handed over again (the change that failed). */
+  item: C;
 }
 
-interface Entry<C> extends RetryRecord {
-  /** When the next attempt is due (ms since the epoch). */
+interface Entry<C> extends RetryRecord<C> {
+  /** When the next attempt is due (ms since the epoch); Infinity while it is handed over. */
   due: number;
-  /** What is handed over again, when it cannot be read afresh (no `read`). */
-  item?: C;
 }
 
 export interface PublishRetriesOptions<C> {
@@ -48,18 +49,19 @@ export interface PublishRetriesOptions<C> {
   /** The name of this source (logs); e.g. `retry:couchdb:<db>`. */
   feed: string;
   log: Logger;
-  /**
-   * Reads the current change of each document (for the publisher, as its feed would give it).
-   * Rejects with the database's error. Without it, the item given to failed() is handed over.
-   */
-  read?(ids: string[]): Promise<C[]>;
   /** First wait after a failure (ms; default 5 000), doubled after each failed attempt. */
   firstMs?: number;
   /** Longest wait between attempts (ms; default 600 000). */
   maxMs?: number;
+  /** Most documents waiting at once (default 10 000): a failure beyond is not kept (logged). */
+  maxItems?: number;
+  /** Most bytes of items waiting at once, by `size` (default 256 MiB). */
+  maxBytes?: number;
+  /** An item's size in bytes, for maxBytes (default 0: not counted). */
+  size?(item: C): number;
 }
 
-/** Documents handed over again in one batch at most. */
+/** Items handed over again in one batch at most. */
 const BATCH = 100;
 /** Longest sleep of the loop (ms): it wakes at least this often to look at what is due. */
 const IDLE_MS = 60_000;
@@ -69,6 +71,7 @@ export class PublishRetries<C> implements Source<C> {
   private readonly entries = new Map<string, Entry<C>>();
   private readonly firstMs: number;
   private readonly maxMs: number;
+  private bytes = 0;
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -89,42 +92,69 @@ export class PublishRetries<C> implements Source<C> {
     return this.entries.has(docId);
   }
 
+  /** Whether `item` is what waits for `docId` (not ended, not replaced by a later failure since it was handed over). */
+  holds(docId: string, item: C): boolean {
+    return this.entries.get(docId)?.item === item;
+  }
+
   /**
-   * Records (in `batch`, with a `state`) that publishing `docId` failed for `reason`; the next
-   * attempt is due after the entry's wait (firstMs, doubled per earlier failure, at most maxMs).
-   * `item` is what is handed over then, when there is no `read` (it replaces an earlier one).
-   * Logs the first failure as an error, later ones as warnings.
+   * Records (in `batch`, with a `state`) that publishing `item` of `docId` failed for `reason`;
+   * it replaces what waited for `docId`. The next attempt is due after the entry's wait (firstMs,
+   * doubled per earlier failure, at most maxMs). Logs the first failure as an error, later ones
+   * as warnings. Returns false when it is not kept (maxItems or maxBytes reached: logged as an
+   * error, the document then waits for its next change).
    */
-  failed(batch: StateBatch | undefined, docId: string, reason: string, item?: C): void {
+  failed(batch: StateBatch | undefined, docId: string, reason: string, item: C): boolean {
     const now = Date.now();
     const was = this.entries.get(docId);
+    const size = this.o.size?.(item) ?? 0;
+    const bytes = this.bytes - (was ? (this.o.size?.(was.item) ?? 0) : 0) + size;
+    if ((!was && this.entries.size >= (this.o.maxItems ?? 10_000)) || bytes > (this.o.maxBytes ?? 256 * 1024 * 1024)) {
+      this.o.log.error('document not published, and too many wait already to keep it: it waits for its next change', { doc: docId, reason, waiting: this.entries.size, bytes: this.bytes });
+      if (was) this.end(batch, docId);
+      return false;
+    }
     const tries = (was?.tries ?? 0) + 1;
-    const wait = Math.min(this.firstMs * 2 ** Math.min(tries - 1, 30), this.maxMs);
-    const entry: Entry<C> = { since: was?.since ?? now, tries, reason, due: now + wait, ...(item !== undefined ? { item } : {}) };
+    const wait = this.wait(tries);
+    const entry: Entry<C> = { since: was?.since ?? now, tries, reason, item, due: now + wait };
     this.entries.set(docId, entry);
-    batch?.setRecord(RETRY_KIND, docId, { since: entry.since, tries, reason } satisfies RetryRecord);
+    this.bytes = bytes;
+    if (batch) batch.setRecord(RETRY_KIND, docId, { since: entry.since, tries, reason, item } satisfies RetryRecord<C>);
     this.o.log[was ? 'warn' : 'error']('document not published; will try again', { doc: docId, reason, tries, retryInMs: wait });
-    this.nudge();
+    this.wake?.();
+    return true;
   }
 
   /**
    * Ends `docId`'s entry, if it has one (in `batch`, with a `state`): it was `published` (logged),
-   * or it ended otherwise (refused for good: the caller logs why).
+   * or it ended otherwise (a newer version handled or to come, a refusal for good: the caller
+   * logs why).
    */
   succeeded(batch: StateBatch | undefined, docId: string, published = true): void {
-    const entry = this.entries.get(docId);
-    if (!entry) return;
-    this.entries.delete(docId);
-    batch?.deleteRecord(RETRY_KIND, docId);
-    if (published) this.o.log.info('document published after failed attempts', { doc: docId, tries: entry.tries, waitedMs: Date.now() - entry.since });
+    const entry = this.end(batch, docId);
+    if (entry && published) this.o.log.info('document published after failed attempts', { doc: docId, tries: entry.tries, waitedMs: Date.now() - entry.since });
   }
 
-  /** Reads the entries from the store, then hands due documents to `handle` until stop(). `since` is unused (no checkpoint). */
+  private end(batch: StateBatch | undefined, docId: string): Entry<C> | undefined {
+    const entry = this.entries.get(docId);
+    if (!entry) return undefined;
+    this.entries.delete(docId);
+    this.bytes -= this.o.size?.(entry.item) ?? 0;
+    batch?.deleteRecord(RETRY_KIND, docId);
+    return entry;
+  }
+
+  /** The wait after `tries` failed attempts (ms). */
+  private wait(tries: number): number {
+    return Math.min(this.firstMs * 2 ** Math.min(tries - 1, 30), this.maxMs);
+  }
+
+  /** Reads the entries from the store (with a `state`), then hands due items to `handle` until stop(). `since` is unused (no checkpoint). */
   async start(_since: unknown, handle: BatchHandler<C>): Promise<void> {
     const now = Date.now();
-    for (const [id, r] of (await this.o.state?.records<RetryRecord>(RETRY_KIND)) ?? []) {
+    for (const [id, r] of (await this.o.state?.records<RetryRecord<C>>(RETRY_KIND)) ?? []) {
       // A restart tries at once what was waiting (the cause may be what the restart fixed).
-      if (!this.entries.has(id)) this.entries.set(id, { ...r, due: now });
+      if (!this.entries.has(id) && r.item !== undefined) this.entries.set(id, { ...r, due: now });
     }
     if (this.entries.size > 0) this.o.log.info('documents waiting to be published again', { feed: this.feed, documents: this.entries.size });
     this.loop = this.run(handle);
@@ -133,50 +163,34 @@ export class PublishRetries<C> implements Source<C> {
   private async run(handle: BatchHandler<C>): Promise<void> {
     while (!this.stopped) {
       const now = Date.now();
-      const due: string[] = [];
+      const due: Array<[string, Entry<C>]> = [];
       let next = now + IDLE_MS;
       for (const [id, e] of this.entries) {
         if (e.due <= now) {
-          if (due.length < BATCH) due.push(id);
+          if (due.length < BATCH) due.push([id, e]);
         } else next = Math.min(next, e.due);
       }
       if (due.length === 0) {
         await this.sleep(next - now);
         continue;
       }
-      // Not due again until this attempt has failed (failed() sets the next time) or succeeded.
-      for (const id of due) {
-        const e = this.entries.get(id);
-        if (e) e.due = now + this.maxMs;
-      }
+      for (const [, e] of due) e.due = Infinity; // handed over: failed() or succeeded() decides
+      let failure: unknown;
       try {
-        const changes = this.o.read ? await this.o.read(due) : this.kept(due);
-        if (this.stopped) break;
-        if (changes.length > 0) await handle({ changes });
+        await handle({ changes: due.map(([, e]) => e.item) });
       } catch (err) {
-        // The database or the store failing: the same documents again after the shortest wait.
-        this.o.log.warn('publishing documents again failed', { feed: this.feed, documents: due.length, reason: String(err), retryInMs: this.firstMs });
-        for (const id of due) {
-          const e = this.entries.get(id);
-          if (e) e.due = Date.now() + this.firstMs;
-        }
+        failure = err;
       }
+      // What the publisher did not decide on (it failed as a whole, or left an item as it was) is
+      // tried again after its own wait, a failed batch counting as a failed attempt.
+      const at = Date.now();
+      for (const [id, e] of due) {
+        if (this.entries.get(id) !== e || e.due !== Infinity) continue;
+        if (failure !== undefined) e.tries++;
+        e.due = at + this.wait(e.tries);
+      }
+      if (failure !== undefined) this.o.log.warn('publishing documents again failed', { feed: this.feed, documents: due.length, reason: String(failure) });
     }
-  }
-
-  /** The items kept for `ids` (an entry ended meanwhile has none). */
-  private kept(ids: string[]): C[] {
-    const out: C[] = [];
-    for (const id of ids) {
-      const item = this.entries.get(id)?.item;
-      if (item !== undefined) out.push(item);
-    }
-    return out;
-  }
-
-  /** A failure was recorded: the loop looks again (its entry may be due before the loop's sleep ends). */
-  private nudge(): void {
-    this.wake?.();
   }
 
   private sleep(ms: number): Promise<void> {

@@ -12,7 +12,7 @@ import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubService, type PublishOutcome, type PublishRequest } from '../../src/pubsub/service.ts';
 import { AjatusPublisher, ImportNotes, type AjatusPublisherOptions } from '../../src/replication/ajatus-publisher.ts';
-import type { HttpUploader } from '../../src/replication/http-upload.ts';
+import { UploadRefused, type HttpUploader } from '../../src/replication/http-upload.ts';
 import { runPipelined, type PipelineStep } from '../../src/replication/pipeline.ts';
 import { PublishRetries, RETRY_KIND, type RetryRecord } from '../../src/replication/publish-retries.ts';
 import { PROFILES, type Profile } from '../../src/replication/profile.ts';
@@ -357,65 +357,82 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     assert.deepEqual(asked, [['new']], 'handle() used the read ahead: no second _bulk_get');
   });
 
-  it('a document whose large attachment cannot be uploaded waits in the state while the rest of its batch is published; the retries publish it once the upload works, after a restart too; an edit published meanwhile ends the wait', async () => {
+  it('a document whose large attachment cannot be uploaded waits in the state while the rest of its batch is published; the retries publish it once the upload works, after a restart too; a newer version never goes before; a refusal for good is not tried again', async () => {
     await couch.createDbs('uploads');
     const withBig = (id: string, fill = 'large attachment '): Record<string, unknown> => ({ ...note(id, ['one']), _attachments: { 'big.bin': { content_type: 'application/octet-stream', data: Buffer.alloc(100_000, fill).toString('base64') } } });
     await couch.request('POST', 'uploads/_bulk_docs', { docs: [note('u-small', ['one']), withBig('u-big'), note('u-after', ['one'])] });
     const store = new MemoryStore();
     const state = new ReplicationState(store.state('replication'));
     const service = new PubsubService({ store, mayCreateNodes: () => true, notifier: () => {} });
-    let answering = false;
+    let answer: 'none' | 'yes' | 'too large' = 'none';
     let tries = 0;
-    // The upload service of the server (XEP-0363) as HttpUploader reaches it: not answering until `answering`.
+    // The server's upload service (XEP-0363) as HttpUploader reaches it: silent, answering, or refusing for good.
     const uploader = {
       async upload(filename: string): Promise<string> {
         tries++;
-        if (!answering) throw new IqError('remote-server-timeout', undefined, 'no answer within 15000 ms', 'upload.alpha.test', 'wait');
+        if (answer === 'none') throw new IqError('remote-server-timeout', undefined, 'no answer within 15000 ms', 'upload.alpha.test', 'wait');
+        if (answer === 'too large') throw new UploadRefused('upload service upload.alpha.test refused a slot: not-acceptable (file too large)');
         return `http://upload.alpha.test/${filename}`;
       },
     } as unknown as HttpUploader;
     const published: string[] = [];
     const log = captureLog();
     const site = (): { publisher: AjatusPublisher; retries: PublishRetries<Change> } => {
-      const retries: PublishRetries<Change> = new PublishRetries<Change>({ state, feed: 'retry:uploads', log, read: (ids) => Promise.all(ids.map((id) => publisher.currentChange(id))), firstMs: 20, maxMs: 80 });
-      const publisher = publisherOf(couch, 'uploads', service, state, (_node, id) => void published.push(id), { uploader, retries, log });
+      const retries = new PublishRetries<Change>({ state, feed: 'retry:uploads', log, firstMs: 20, maxMs: 80 });
+      const publisher = publisherOf(couch, 'uploads', service, state, () => undefined, { uploader, retries, log, onPublish: (_node, id, rev) => void published.push(`${id} ${rev}`) });
       return { publisher, retries };
     };
-    const waiting = async (): Promise<Array<[string, RetryRecord]>> => state.records<RetryRecord>(RETRY_KIND);
+    const waiting = async (): Promise<Array<[string, RetryRecord<Change>]>> => state.records<RetryRecord<Change>>(RETRY_KIND);
+    const revOf = async (id: string): Promise<string> => String(((await couch.request('GET', `uploads/${id}`)).json as { _rev: string })._rev);
+    const feedOf = async (id: string): Promise<Change[]> => (await changes(couch, 'uploads')).filter((c) => c.id === id);
 
     let { publisher, retries } = site();
     await publisher.handle(await changes(couch, 'uploads'));
-    assert.deepEqual(published, ['u-small', 'u-after'], 'the rest of the batch was published');
-    assert.deepEqual((await waiting()).map(([id, r]) => [id, r.tries]), [['u-big', 1]], 'the document waits in the state');
+    const rev1 = await revOf('u-big');
+    assert.deepEqual(published.map((p) => p.split(' ')[0]), ['u-small', 'u-after'], 'the rest of the batch was published');
+    assert.deepEqual((await waiting()).map(([id, r]) => [id, r.tries, r.item.revs]), [['u-big', 1, [rev1]]], 'the document waits in the state, with the change that failed');
     assert.match(log.lines.find((l) => l.msg === 'document not published; will try again')?.reason as string, /could not be uploaded.*no answer/);
 
-    // Hermod restarts while the upload service is still silent: the list is read again and tried at once, then with waits.
+    // Hermod restarts while the upload service is still silent: the wait is read again and tried at once, then again after each wait.
     ({ publisher, retries } = site());
-    await retries.start(undefined, ({ changes: c }) => publisher.handle(c));
+    await retries.start(undefined, ({ changes: c }) => publisher.retry(c));
     try {
       await until(async () => ((await waiting())[0]?.[1].tries ?? 0) >= 3, 'three more failed attempts');
-      assert.ok(!published.includes('u-big'));
-      answering = true;
-      await until(async () => published.includes('u-big'), 'u-big published by the retries');
+      assert.ok(!published.includes(`u-big ${rev1}`));
+      answer = 'yes';
+      await until(async () => published.includes(`u-big ${rev1}`), 'u-big published by the retries');
       assert.deepEqual(await waiting(), [], 'no longer waiting');
       const item = (await service.getItems(ACTOR, '/tags/one')).find((i) => i.id === 'u-big');
       assert.match(item?.payload ?? '', /http:\/\/upload\.alpha\.test\//, 'published with the reference to the upload');
       assert.ok(log.lines.some((l) => l.msg === 'document published after failed attempts' && l.doc === 'u-big'));
 
-      // Edited with other large bytes while the upload service is silent again: the edit waits;
-      // edited once more without them: that publication ends the wait.
-      answering = false;
-      const doc = (await couch.request('GET', 'uploads/u-big')).json as Record<string, unknown>;
-      await couch.request('PUT', 'uploads/u-big', { ...withBig('u-big', 'other bytes '), _rev: doc._rev });
-      await publisher.handle((await changes(couch, 'uploads')).filter((c) => c.id === 'u-big'));
-      assert.equal((await waiting()).length, 1, 'the edit waits too');
-      const current = (await couch.request('GET', 'uploads/u-big')).json as Record<string, unknown>;
-      await couch.request('PUT', 'uploads/u-big', { ...note('u-big', ['one']), _rev: current._rev });
-      await publisher.handle((await changes(couch, 'uploads')).filter((c) => c.id === 'u-big'));
-      assert.deepEqual(await waiting(), [], 'published without the attachment: no longer waiting');
+      // Edited with other large bytes while the service is silent again: that version waits. Edited
+      // once more (no attachment) before the feed hands that over: the waiting version is older than
+      // the document, so the retries drop it even once uploads work, and the feed publishes the newest.
+      answer = 'none';
+      await couch.request('PUT', 'uploads/u-big', { ...withBig('u-big', 'other bytes '), _rev: rev1 });
+      const rev2 = await revOf('u-big');
+      await publisher.handle(await feedOf('u-big'));
+      assert.deepEqual((await waiting()).map(([id, r]) => [id, r.item.revs]), [['u-big', [rev2]]], 'the edit waits');
+      await couch.request('PUT', 'uploads/u-big', { ...note('u-big', ['one']), _rev: rev2 });
+      const rev3 = await revOf('u-big');
+      answer = 'yes';
+      await until(async () => (await waiting()).length === 0, 'the older version no longer waiting');
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!published.includes(`u-big ${rev2}`), 'the older version was not published');
+      await publisher.handle(await feedOf('u-big'));
+      assert.ok(published.includes(`u-big ${rev3}`), 'the newest published from the feed');
+
+      // A refusal that decides (file too large) is logged and not tried again.
+      answer = 'too large';
+      await couch.request('PUT', 'uploads/u-big', { ...withBig('u-big', 'far too large '), _rev: rev3 });
       const attempts = tries;
-      await new Promise((r) => setTimeout(r, 300));
-      assert.equal(tries, attempts, 'no upload attempted once it was published');
+      await publisher.handle(await feedOf('u-big'));
+      assert.equal(tries, attempts + 1);
+      assert.deepEqual(await waiting(), [], 'not waiting');
+      assert.ok(log.lines.some((l) => l.msg === 'document not published: the upload service refused a large attachment' && l.doc === 'u-big'));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(tries, attempts + 1, 'no upload tried again');
     } finally {
       await retries.stop();
     }

@@ -457,12 +457,12 @@ describe('publisher, sink and spool source', () => {
 });
 
 describe('D-Bus documents that fail (signals are not replayed)', () => {
-  it('one that may pass waits, a newer failed one of the object replacing it, and is handed over again; one refused for good is skipped; a later version handled ends the wait', async () => {
+  it('one that may pass waits, a newer failed one of the object replacing it, and is handed over again after growing waits; a read of the object does not end the wait, a later version handled does; a refusal for good is skipped', async () => {
     const log = captureLog();
-    const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log, firstMs: 20, maxMs: 80 });
+    const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log, firstMs: 20, maxMs: 1_000 });
     const skipped: string[] = [];
-    const o = { waiting, isPermanent: (err: unknown) => err instanceof MidgardFormatError, skip: (_i: number, reason: string) => void skipped.push(reason) };
-    const input = (text: string): MidgardInput => ({ text, origin: { source: 'dbus', area: 'mgdschema', action: 'update' } });
+    const o = { waiting, isPermanent: (err: unknown) => err instanceof MidgardFormatError || (err instanceof BlobUploadError && err.refused), skip: (_i: number, reason: string) => void skipped.push(reason) };
+    const input = (text: string, action = 'update'): MidgardInput => ({ text, origin: { source: 'dbus', area: 'mgdschema', action } });
     const v1 = await fixture('article-hello.xml');
     const v2 = articleVersion(v1, { revised: '2026-11-24 13:00:00+0000', title: 'Second' });
     const v3 = articleVersion(v1, { revised: '2026-11-24 14:00:00+0000', title: 'Third' });
@@ -470,16 +470,26 @@ describe('D-Bus documents that fail (signals are not replayed)', () => {
     settleSignals([input(v1), input('<midgard_object><broken')], new Map<number, unknown>([[0, new BlobUploadError('blob could not be uploaded: no answer')], [1, new MidgardFormatError('not well-formed')]]), o);
     assert.deepEqual(skipped, ['not well-formed'], 'a malformed document is skipped');
     assert.equal(waiting.size, 1, 'the one whose blob was not uploaded waits');
-    settleSignals([input(v2)], new Map<number, unknown>([[0, new Error('the store is failing')]]), o);
+    const second = input(v2);
+    settleSignals([second], new Map<number, unknown>([[0, new Error('the store is failing')]]), o);
     assert.equal(waiting.size, 1, 'one entry per object: the newer document replaces the older');
+    assert.ok(waiting.holds(ARTICLE, second));
 
-    const handed: string[] = [];
-    await waiting.start(undefined, async ({ changes }) => void handed.push(...changes.map((c) => c.text)));
+    // Each retry fails again (the upload service still silent): handed over after 20, 40, 80 ms.
+    const handed: Array<{ text: string; at: number }> = [];
+    await waiting.start(undefined, async ({ changes }) => {
+      for (const c of changes) handed.push({ text: c.text, at: Date.now() });
+      settleSignals(changes, new Map(changes.map((_, i) => [i, new BlobUploadError('still no answer')] as const)), o);
+    });
     try {
-      for (const deadline = Date.now() + 5_000; handed.length < 2 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(handed.slice(0, 2), [v2, v2], 'the newer document is handed over again, and again while it is not published');
-      assert.deepEqual(log.lines.filter((l) => l.msg === 'document not published; will try again').map((l) => l.level), ['error', 'warn']);
+      for (const deadline = Date.now() + 5_000; handed.length < 3 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+      assert.deepEqual(handed.slice(0, 3).map((h) => h.text), [v2, v2, v2], 'the newer document is handed over, again while it fails');
+      const [a, b, c] = handed.map((h) => h.at) as [number, number, number];
+      assert.ok(c - b > b - a, `the waits grow (${b - a} ms, then ${c - b} ms)`);
+      assert.deepEqual(log.lines.filter((l) => l.msg === 'document not published; will try again').map((l) => l.level).slice(0, 3), ['error', 'warn', 'warn']);
 
+      settleSignals([input(v2, 'get')], new Map(), o);
+      assert.equal(waiting.size, 1, 'a read of the object (action get) does not end the wait');
       settleSignals([input(v3)], new Map(), o);
       assert.equal(waiting.size, 0, 'a later version of the object was handled: the older one is not handed over after it');
       const count = handed.length;
@@ -487,10 +497,22 @@ describe('D-Bus documents that fail (signals are not replayed)', () => {
       assert.equal(handed.length, count, 'nothing handed over once the wait ended');
 
       settleSignals([input(v2)], new Map<number, unknown>([[0, new BlobUploadError('no answer')]]), o);
-      settleSignals([input(v2)], new Map<number, unknown>([[0, new MidgardFormatError('refused')]]), o);
+      settleSignals([input(v2)], new Map<number, unknown>([[0, new BlobUploadError('refused: file too large', true)]]), o);
       assert.equal(waiting.size, 0, 'a waiting document refused for good on its retry is not tried again');
+      assert.deepEqual(skipped.slice(-1), ['refused: file too large']);
     } finally {
       await waiting.stop();
     }
+  });
+
+  it('what waits is bounded in bytes: a document beyond is skipped with an error, not kept', () => {
+    const log = captureLog();
+    const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log, size: (i) => i.text.length, maxBytes: 10_000 });
+    const input = (guid: string, bytes: number): MidgardInput => ({ text: `<midgard_object xmlns='${'http://www.midgard-project.org/midgard_object/1.8'}'><midgard_article guid='${guid}' action='updated'><title>${'x'.repeat(bytes)}</title></midgard_article></midgard_object>`, origin: { source: 'dbus', area: 'mgdschema', action: 'update' } });
+    assert.equal(waiting.failed(undefined, 'a', 'no answer', input('a', 6_000)), true);
+    assert.equal(waiting.failed(undefined, 'b', 'no answer', input('b', 6_000)), false, 'beyond 10 000 bytes');
+    assert.equal(waiting.size, 1);
+    assert.ok(log.lines.some((l) => l.level === 'error' && l.doc === 'b'));
+    assert.equal(waiting.failed(undefined, 'a', 'no answer', input('a', 7_000)), true, 'a newer one of the same object replaces the older within the bound');
   });
 });
