@@ -451,11 +451,6 @@ export class PartnerManager implements ClaimHolder {
     return { found, unsure };
   }
 
-  /** The partner's Hermod services (serviceSearch's `found`). */
-  private async services(partner: string): Promise<string[]> {
-    return (await this.serviceSearch(partner)).found;
-  }
-
   /** Whether the partner's settings (and a paused stylesheet) let us follow that node now. */
   private async wants(partner: string, node: string): Promise<boolean> {
     const follow = this.o.settings.partner(partner).follow;
@@ -473,8 +468,12 @@ export class PartnerManager implements ClaimHolder {
       let resolved: string[] = [];
       if (!this.resolvedNone.has(partner)) {
         try {
-          resolved = await this.services(partner);
-          this.resolvedNone.add(partner); // found (or none there): not asked again in this run
+          const { found, unsure } = await this.serviceSearch(partner);
+          resolved = found;
+          // Found (or none there): not asked again in this run; a JID whose disco#info got no
+          // answer that says (IqError.undecided) may be its service: asked again next round.
+          if (unsure.length === 0) this.resolvedNone.add(partner);
+          else this.o.log.debug('a partner not followed may have services that did not answer; asked again next round', { partner, unsure });
         } catch (err) {
           this.o.log.debug('the services of a partner not followed could not be listed', { partner, reason: String(err) });
         }

@@ -147,6 +147,35 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     });
   });
 
+  it('a partner not followed ("none") whose service did not answer disco#info is looked up again, and the subscription an earlier run left there is ended', async () => {
+    const { site, alice } = at;
+    await alice.iq('set', site.jid, create('/tags/left-behind'));
+    const jid = 'pubsub.lambda.test';
+    // An earlier run followed everything; it stopped (a stop keeps the subscriptions).
+    await withPartner(site, jid, recordingSink().sink, {}, async ({ manager }) => {
+      await until(() => manager.subscriptions().includes(`${site.jid} /tags/left-behind`), 'followed in the earlier run');
+    });
+    let infos = 0;
+    await withPartner(site, jid, recordingSink().sink, {
+      follow: 'none',
+      iq: aroundRequests(async (child, send) => {
+        if (child.name === 'query' && child.attrs.xmlns === NS.DISCO_INFO && ++infos === 1) throw timeout(site.jid);
+        return send();
+      }),
+    }, async ({ harness, manager }) => {
+      let subscribed = true;
+      const poll = setInterval(() => void site.core.service.subscriptionsOf(harness.jid, '/tags/left-behind').then((subs) => (subscribed = subs.some((sub) => sub.state === 'subscribed'))), 10);
+      try {
+        await manager.settled();
+        assert.ok(infos >= 1, 'the first lookup got no answer');
+        manager.discoverSoon(); // the next full round (the fixture's interval is 60 s)
+        await until(() => !subscribed, 'the subscription of the earlier run ended at the service');
+      } finally {
+        clearInterval(poll);
+      }
+    });
+  });
+
   it('a restart\'s history replay that got no answer is tried again from the saved position: a retraction missed meanwhile is applied', async () => {
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/gone'));
