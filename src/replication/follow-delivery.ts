@@ -146,6 +146,12 @@ export class FollowDelivery {
   private backlogWaiters: Array<() => void> = [];
   /** Drains and re-reads under way (see drain, rereadItems), awaited by idle(). */
   private readonly drains = new Set<Promise<void>>();
+  /**
+   * Entries per history page of a node ("service\0node") whose page got no answer in time
+   * (IqError.undecided): halved each time, down to one, for the rest of the run. A page of large
+   * items over a slow link would otherwise time out at every try.
+   */
+  private readonly historyPages = new Map<string, number>();
 
   constructor(private readonly o: FollowDeliveryOptions) {
     this.bound = o.backlogBound;
@@ -368,9 +374,16 @@ export class FollowDelivery {
     let failed = false;
     /** Items whose write failed in a way that may pass (not RefusedWrite): trying again may help. */
     const retryable = new Set<string>();
+    const k = `${service}\0${node}`;
     const ask = (after: string | undefined): Promise<HistoryPage> => {
-      const page = this.o.client.history(service, node, { max: HISTORY_PAGE, ...(after !== undefined ? { after } : {}) });
-      page.catch(() => undefined); // a page asked for ahead and not awaited (stopped, failed) must not be an unhandled rejection
+      const max = this.historyPages.get(k) ?? HISTORY_PAGE;
+      const page = this.o.client.history(service, node, { max, ...(after !== undefined ? { after } : {}) });
+      page.catch((err: unknown) => {
+        // No answer in time (large items on a slow link): the next try asks half as many entries per page.
+        if (!(err instanceof IqError) || !err.undecided || max <= 1) return;
+        this.historyPages.set(k, Math.max(1, Math.floor(max / 2)));
+        this.o.log.info('a history page got no answer in time; asking smaller pages', { service, node, entries: Math.max(1, Math.floor(max / 2)), reason: err.message });
+      });
       return page;
     };
     let next: Promise<HistoryPage> | undefined = ask(position);

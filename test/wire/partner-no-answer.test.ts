@@ -176,6 +176,34 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     });
   });
 
+  it('history pages that never get an answer in time (large items, a slow link) are asked again smaller until they do', async () => {
+    const { site, alice } = at;
+    await alice.iq('set', site.jid, create('/tags/slow'));
+    await alice.iq('set', site.jid, publish('/tags/slow', 's0'));
+    const { saved, positions } = memoryPositions();
+    const first = recordingSink();
+    await withPartner(site, 'pubsub.mu.test', first.sink, { positions }, async () => {
+      await until(() => first.written('/tags/slow').includes('s0') && saved.has(`${site.jid} /tags/slow`), 'the first catch-up and its history position');
+    });
+    for (const id of ['s1', 's2', 's3']) await alice.iq('set', site.jid, publish('/tags/slow', id));
+    const again = recordingSink();
+    const asked: number[] = [];
+    await withPartner(site, 'pubsub.mu.test', again.sink, {
+      positions,
+      iq: aroundRequests(async (child, send) => {
+        if (child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === '/tags/slow') {
+          const max = Number(child.getChild('set')?.getChildText('max'));
+          asked.push(max);
+          if (max > 25) throw timeout(site.jid); // only pages of at most 25 entries come back in time
+        }
+        return send();
+      }),
+    }, async () => {
+      await until(() => ['s1', 's2', 's3'].every((id) => again.written('/tags/slow').includes(id)), 'what was published while stopped, from the history', 20_000);
+      assert.deepEqual(asked.slice(0, 3), [100, 50, 25], `pages asked: ${asked.join(', ')}`);
+    });
+  });
+
   it('a restart\'s history replay that got no answer is tried again from the saved position: a retraction missed meanwhile is applied', async () => {
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/gone'));
