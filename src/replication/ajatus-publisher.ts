@@ -222,7 +222,8 @@ export class AjatusPublisher {
         const plan = await this.plan(change, docs, unknown, befores[i] as string[], ensured);
         if (plan === undefined) retries?.succeeded(batch, change.id, false); // refused for good (logged): no longer waiting
         else if (!('retry' in plan)) plans.push(plan);
-        else if (!retries?.failed(batch, change.id, plan.retry, change)) this.o.log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: plan.retry });
+        else if (retries) retries.failed(batch, change.id, plan.retry, change); // logs, also when it cannot keep it
+        else this.o.log.error('document not published: a large attachment could not be uploaded', { doc: change.id, reason: plan.retry });
       }
       read.leaves.clear(); // the plans have what they need (payloads): the documents can go
       const outcomes = await runBatched(plans.map((p) => p.job), (node, items) => this.publishMany(node, items), PUBLISH_CHUNK);
@@ -235,7 +236,7 @@ export class AjatusPublisher {
         if (outcome === 'skipped') continue; // not started: another failed, and the batch is handed over again
         if (outcome === 'done') batch.merge(plan.state);
         // Published, or refused for good (logged): no longer waiting either way.
-        retries?.succeeded(batch, plan.docId, outcome === 'done');
+        retries?.succeeded(batch, plan.docId, outcome === 'done' && plan.job.publications.length > 0);
       }
       from = to;
     }

@@ -328,7 +328,8 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
     if (sinkFor(partner) === contentSink) imports.note(docs);
   };
   // Documents whose large attachment could not be uploaded wait here, and are handed over again.
-  const retries = new PublishRetries<Change>({ state, feed: `retry:couchdb:${o.config.contentDb}`, log });
+  // A waiting entry is its change (~200 bytes in memory): a bulk import during an upload outage fits.
+  const retries = new PublishRetries<Change>({ state, feed: `retry:couchdb:${o.config.contentDb}`, log, maxItems: 100_000 });
   const publisher = new AjatusPublisher({
     imports,
     retries,

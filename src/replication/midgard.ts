@@ -62,7 +62,7 @@ export type MidgardReplication = Replication<MidgardAdapter>;
  * bounds: skipped); one that was handled — published, or found unchanged, an echo of a partner's
  * version, a deletion — ends the wait of every object it carries (Midgard has a later version:
  * the older one must not follow it), as does a waiting document's failure for good. A read
- * (action `get`) decides nothing of the object and ends no wait. While nothing waits this costs
+ * (action `get`) decides nothing of the object: it ends no wait, and one that failed is skipped. While nothing waits this costs
  * nothing; while something does, each handled document is parsed once more here.
  */
 export function settleSignals(
@@ -78,7 +78,9 @@ export function settleSignals(
     const error = failed.get(i);
     const reason = error instanceof Error ? error.message : String(error);
     const key = objectKey(input.text);
-    if (o.isPermanent(error) || key === undefined) {
+    // A read that failed publishes nothing when tried again, and must not replace a waiting version.
+    if (input.origin.action === 'get') o.skip(i, reason);
+    else if (o.isPermanent(error) || key === undefined) {
       o.skip(i, reason);
       if (key !== undefined) o.waiting.succeeded(undefined, key, false); // refused for good: not tried again
     } else if (!o.waiting.failed(undefined, key, reason, input)) o.skip(i, reason);
@@ -130,8 +132,9 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
   // replayed) and are published again, unless a later signal of the object was published first.
   // A document's text (inline blobs included) is what waits: bounded in bytes.
   const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log, size: (input) => input.text.length });
-  // The D-Bus documents and their retries take turns, so that a retry handed over is checked,
-  // published and settled with no D-Bus batch in between (an older version never follows a newer).
+  // The D-Bus documents, their retries and the spool take turns, so that a retry handed over is
+  // checked, published and settled with no other batch in between (an older version never
+  // follows a newer).
   const dbusTurns = new KeyedMutex();
   /**
    * Publishes a batch (MidgardPublisher.handleBatch: pipelined, order per object and node kept),
@@ -152,8 +155,10 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
         outcomes = inputs.map(() => ({ error }));
       }
       const failed = new Map(outcomes.flatMap((outcome, i) => (outcome === 'done' ? [] : [[i, outcome.error] as const])));
-      if (failed.size > 0 && !skip) throw new SpoolBatchError(failed);
-      if (skip) settleSignals(inputs, failed, { waiting, isPermanent, skip });
+      if (skip) return settleSignals(inputs, failed, { waiting, isPermanent, skip });
+      // Spool files handled end the waits of their objects' older D-Bus documents too.
+      if (waiting.size > 0) for (const [i, input] of inputs.entries()) if (!failed.has(i)) for (const guid of objectGuids(input.text)) waiting.succeeded(undefined, guid);
+      if (failed.size > 0) throw new SpoolBatchError(failed);
     } finally {
       await publisher.flush();
     }
@@ -178,7 +183,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
       ),
     );
   }
-  if (spool) feeds.push(feed(spool, (files) => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } })))));
+  if (spool) feeds.push(feed(spool, (files) => dbusTurns.run('', () => publishBatch(files.map(({ text }) => ({ text, origin: { source: 'spool' } }))))));
   return {
     publisher,
     sink,

@@ -16,8 +16,11 @@
 // Midgard's D-Bus signals are not replayed: there the document's text waits in memory only (no
 // `state`), bounded by `maxItems` and `maxBytes`, as the signals waiting in the D-Bus source are.
 //
-// A Source (src/sources/source.ts) with no checkpoint: each batch is up to BATCH items whose
-// wait is over.
+// A Source (src/sources/source.ts) with no checkpoint: it hands over one item whose wait is over
+// at a time (the publisher's other work goes on between two), and after an item that failed
+// again it hands over nothing more until that item's next attempt is due: while the upload
+// service is down, one attempt per wait — not one per waiting document, each taking a request's
+// timeout while the publisher's turn is held.
 
 import type { Logger } from '../log.ts';
 import type { BatchHandler, Source } from '../sources/source.ts';
@@ -61,8 +64,6 @@ export interface PublishRetriesOptions<C> {
   size?(item: C): number;
 }
 
-/** Items handed over again in one batch at most. */
-const BATCH = 100;
 /** Longest sleep of the loop (ms): it wakes at least this often to look at what is due. */
 const IDLE_MS = 60_000;
 
@@ -72,6 +73,11 @@ export class PublishRetries<C> implements Source<C> {
   private readonly firstMs: number;
   private readonly maxMs: number;
   private bytes = 0;
+  /** The document handed over now, and whether it failed again meanwhile (failed()). */
+  private handing: string | undefined;
+  private failedAgain = false;
+  /** Nothing is handed over before this (ms since the epoch): an item failed again. */
+  private pausedUntil = 0;
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -116,6 +122,7 @@ export class PublishRetries<C> implements Source<C> {
     }
     const tries = (was?.tries ?? 0) + 1;
     const wait = this.wait(tries);
+    if (docId === this.handing) this.failedAgain = true;
     const entry: Entry<C> = { since: was?.since ?? now, tries, reason, item, due: now + wait };
     this.entries.set(docId, entry);
     this.bytes = bytes;
@@ -149,7 +156,7 @@ export class PublishRetries<C> implements Source<C> {
     return Math.min(this.firstMs * 2 ** Math.min(tries - 1, 30), this.maxMs);
   }
 
-  /** Reads the entries from the store (with a `state`), then hands due items to `handle` until stop(). `since` is unused (no checkpoint). */
+  /** Reads the entries from the store (with a `state`), then hands due items to `handle`, one at a time, until stop(). `since` is unused (no checkpoint). */
   async start(_since: unknown, handle: BatchHandler<C>): Promise<void> {
     const now = Date.now();
     for (const [id, r] of (await this.o.state?.records<RetryRecord<C>>(RETRY_KIND)) ?? []) {
@@ -163,33 +170,40 @@ export class PublishRetries<C> implements Source<C> {
   private async run(handle: BatchHandler<C>): Promise<void> {
     while (!this.stopped) {
       const now = Date.now();
-      const due: Array<[string, Entry<C>]> = [];
-      let next = now + IDLE_MS;
-      for (const [id, e] of this.entries) {
-        if (e.due <= now) {
-          if (due.length < BATCH) due.push([id, e]);
-        } else next = Math.min(next, e.due);
-      }
-      if (due.length === 0) {
+      let due: [string, Entry<C>] | undefined;
+      let next = Math.max(now + IDLE_MS, this.pausedUntil);
+      if (now >= this.pausedUntil) {
+        for (const [id, e] of this.entries) {
+          if (e.due <= now && (due === undefined || e.due < due[1].due)) due = [id, e];
+          else if (e.due > now) next = Math.min(next, e.due);
+        }
+      } else next = this.pausedUntil;
+      if (due === undefined) {
         await this.sleep(next - now);
         continue;
       }
-      for (const [, e] of due) e.due = Infinity; // handed over: failed() or succeeded() decides
+      const [id, e] = due;
+      e.due = Infinity; // handed over: failed() or succeeded() decides
+      this.handing = id;
+      this.failedAgain = false;
       let failure: unknown;
       try {
-        await handle({ changes: due.map(([, e]) => e.item) });
+        await handle({ changes: [e.item] });
       } catch (err) {
         failure = err;
+      } finally {
+        this.handing = undefined;
       }
-      // What the publisher did not decide on (it failed as a whole, or left an item as it was) is
-      // tried again after its own wait, a failed batch counting as a failed attempt.
       const at = Date.now();
-      for (const [id, e] of due) {
-        if (this.entries.get(id) !== e || e.due !== Infinity) continue;
+      // Left as it was (the publisher failed as a whole, or decided nothing of it): tried again
+      // after its own wait, a failure counting as a failed attempt.
+      if (this.entries.get(id) === e && e.due === Infinity) {
         if (failure !== undefined) e.tries++;
         e.due = at + this.wait(e.tries);
       }
-      if (failure !== undefined) this.o.log.warn('publishing documents again failed', { feed: this.feed, documents: due.length, reason: String(failure) });
+      if (failure !== undefined) this.o.log.warn('publishing a document again failed', { feed: this.feed, doc: id, reason: String(failure) });
+      // It failed again: the others wait for its next attempt (the cause is likely theirs too).
+      if (failure !== undefined || this.failedAgain) this.pausedUntil = this.entries.get(id)?.due ?? at + this.firstMs;
     }
   }
 
