@@ -68,7 +68,10 @@ export async function startHermod(config: HermodConfig, options: StartOptions): 
       log,
       messages: replication.messages,
       ...(options.store ? { storeLabel: 'embedded by the caller' } : {}),
-      ...(options.onStateChange ? { onStateChange: options.onStateChange } : {}),
+      onStateChange: (state) => {
+        options.onStateChange?.(state);
+        if (state === 'online') replication.reconnected(); // uploads that waited for the server go now
+      },
     });
     const online = startConnection(stack, core, wire);
     restoreTimers(stack, core, log); // connect first: at 100 000 nodes the timers would delay serving

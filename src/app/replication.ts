@@ -58,6 +58,8 @@ export interface Replication {
   readonly messages: ReadonlyMap<string, MessageHandler>;
   /** Starts the sources (publishing); partner discovery and subscriptions follow `online`. */
   start(online: Promise<void>): Promise<void>;
+  /** The component is online (again): documents waiting for the server (an upload) are tried now. */
+  reconnected(): void;
 }
 
 export interface ReplicationOptions {
@@ -106,7 +108,7 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
     setAffiliations: s.setAffiliations.bind(s),
   };
   const appDb = settings && config.appDb;
-  if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {} };
+  if (!appDb && !config.midgard) return { ajatus: undefined, midgard: undefined, messages: new Map(), start: async () => {}, reconnected: () => {} };
   const { Transforms } = await import('../replication/transforms.ts');
   const transforms = new Transforms({ ...config.transforms, quarantine: core.quarantine, log: log.child({ component: 'transforms' }) });
   // Ajatus and Midgard share the component JID, and so its subscriptions at partners' services.
@@ -142,6 +144,9 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
     // Partners' event notifications, their history (XEP-0313 results) and their §8.9.4
     // affiliation notifications (<pubsub><affiliations/></pubsub>): new nodes to follow.
     messages: new Map(replications.length > 0 ? [NS.PUBSUB_EVENT, NS.MAM, NS.PUBSUB].map((ns) => [ns, events] as const) : []),
+    reconnected() {
+      for (const replication of replications) replication.reconnected();
+    },
     async start(online) {
       if (replications.length === 0) return;
       if (!cluster.isLeader()) {

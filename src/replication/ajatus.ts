@@ -387,6 +387,7 @@ function ajatusAdapter(common: ReplicationCommon, o: AjatusOptions, profile: Pro
       }),
       feed(retries, (changes) => publisher.retry(changes)),
     ],
+    reconnected: () => retries.retryNow(),
     /** Applies tag settings (and follows their changes); a first publish of a database gets a progress log. */
     async prepare() {
       let info: { doc_count?: number; doc_del_count?: number };

@@ -189,6 +189,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     sink,
     index,
     feeds,
+    reconnected: () => waiting.retryNow(),
     transformTarget: {
       key: 'midgard',
       format: `<midgard_object xmlns='${MIDGARD_NS}'> (for the inbound spool)`,

@@ -151,6 +151,18 @@ export class PublishRetries<C> implements Source<C> {
     return entry;
   }
 
+  /**
+   * Every waiting document is due now, and a pause after a failure ends: the cause may be gone
+   * (the component is online again after the server restarted). One still fails again: the
+   * waits go on from where they were.
+   */
+  retryNow(): void {
+    const now = Date.now();
+    for (const e of this.entries.values()) if (e.due !== Infinity) e.due = now;
+    this.pausedUntil = 0;
+    this.wake?.();
+  }
+
   /** The wait after `tries` failed attempts (ms). */
   private wait(tries: number): number {
     return Math.min(this.firstMs * 2 ** Math.min(tries - 1, 30), this.maxMs);

@@ -96,6 +96,8 @@ export interface ReplicationAdapter {
   prepare?(): Promise<void>;
   /** Runs once online, before partner discovery. */
   beforePartners?(): Promise<void>;
+  /** Called each time the component is online again (after a lost connection too): work waiting for the server may go now. */
+  reconnected?(): void;
 }
 
 export interface ReplicationSpec<A extends ReplicationAdapter> {
@@ -164,6 +166,11 @@ export class Replication<A extends ReplicationAdapter = ReplicationAdapter> {
         this.partners.start();
       })
       .catch((err: unknown) => this.log.error('partner discovery could not start', { reason: String(err) }));
+  }
+
+  /** The component is online (again): see ReplicationAdapter.reconnected. */
+  reconnected(): void {
+    this.adapter.reconnected?.();
   }
 
   /** A partner's pub/sub event (or history result); false when it is not this replication's. */

@@ -46,6 +46,26 @@ describe('PublishRetries', () => {
     }
   });
 
+  it('retryNow (the component online again) hands over at once what waited, a pause included', async () => {
+    const retries = new PublishRetries<string>({ feed: 'retry:test', log: captureLog(), firstMs: 60_000 });
+    retries.failed(undefined, 'a', 'component offline', 'item-a');
+    retries.failed(undefined, 'b', 'component offline', 'item-b');
+    const handed: string[] = [];
+    await retries.start(undefined, async ({ changes }) => {
+      handed.push(...changes);
+      for (const item of changes) retries.succeeded(undefined, item.slice('item-'.length));
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(handed, [], 'nothing before the first wait (60 s)');
+      retries.retryNow();
+      await until(() => handed.length === 2, 'both handed over');
+      assert.deepEqual(handed.sort(), ['item-a', 'item-b']);
+    } finally {
+      await retries.stop();
+    }
+  });
+
   it('with a state, entries are written with the batch and read at start with their item, tried at once; a handler that fails counts as a failed attempt', async () => {
     const state = new ReplicationState(new MemoryStore().state('replication'));
     const before = new PublishRetries<{ id: string; revs: string[] }>({ state, feed: 'retry:test', log: captureLog() });
