@@ -328,7 +328,8 @@ export class AjatusPublisher {
    * Hands changes that failed (PublishRetries' items) over again, in this publisher's turn: one
    * no longer waiting (ended or replaced since) is left out, and so is one whose document has
    * other leaves now (a newer change, which the changes feed brings or brought: publishing the
-   * older one after it would go back in time) — its wait ends. Rejects as handle() does.
+   * older one after it would go back in time) — its wait ends. One whose document is gone
+   * (purged) is handled as its change was (retracted from the nodes it had). Rejects as handle() does.
    */
   retry(changes: Change[]): Promise<void> {
     return this.serial.run('', async () => {
@@ -338,7 +339,9 @@ export class AjatusPublisher {
       for (const change of changes) {
         if (!retries?.holds(change.id, change)) continue;
         const revs = await this.leafRevisions(change.id);
-        if (revs.length === change.revs.length && change.revs.every((rev) => revs.includes(rev))) current.push(change);
+        // Gone (purged: the feed brings no change for it): handled as the feed's change was, which
+        // retracts it from the nodes it had.
+        if (revs.length === 0 || (revs.length === change.revs.length && change.revs.every((rev) => revs.includes(rev)))) current.push(change);
         else {
           retries.succeeded(ended, change.id, false);
           this.o.log.debug('a document waiting to be published again has changed since: its newer change is published from the changes feed', { doc: change.id });

@@ -431,7 +431,6 @@ export class MidgardPublisher {
   }
 }
 
-/** The GUID a document's records are kept under: its main object's, or its children's parent's. */
 /**
  * The GUID of the object a serialized document is about (its main object, else its first
  * parameter or attachment), or undefined when it cannot be parsed: what a document waiting to be
@@ -446,16 +445,22 @@ export function objectKey(text: string): string | undefined {
   }
 }
 
-/** The GUIDs of every object a serialized document carries (none when it cannot be parsed). */
-export function objectGuids(text: string): string[] {
+/**
+ * Every object a serialized document carries: GUID -> its metadata/revised (ms since the epoch;
+ * undefined when it has none). Empty when the document cannot be parsed.
+ */
+export function objectVersions(text: string): Map<string, number | undefined> {
+  const out = new Map<string, number | undefined>();
   try {
     const doc = parseMidgardXml(text);
-    return [...(doc.main ? [doc.main.guid] : []), ...doc.parameters.map((p) => p.guid), ...doc.attachments.map((a) => a.guid)];
+    for (const obj of [...(doc.main ? [doc.main] : []), ...doc.parameters, ...doc.attachments]) out.set(obj.guid, parseMidgardDate(revisedOf(obj) || undefined));
   } catch {
-    return [];
+    /* not a document: nothing */
   }
+  return out;
 }
 
+/** The GUID a document's records are kept under: its main object's, or its children's parent's. */
 const keyOf = (doc: MidgardDocument): string => doc.main?.guid ?? doc.parameters[0]?.parentGuid ?? doc.attachments[0]?.parentGuid ?? '';
 
 /**

@@ -23,7 +23,7 @@ import { MidgardSpoolSource, SpoolBatchError } from '../sources/midgard-spool.ts
 import { TransformError } from '../transform/xslt.ts';
 import { TopicIndex, type MidgardNodeMapping } from './midgard-mapping.ts';
 import { HttpUploader, Offloader } from './http-upload.ts';
-import { BlobUploadError, MidgardPublisher, objectGuids, objectKey, type MidgardInput, type MidgardOutcome } from './midgard-publisher.ts';
+import { BlobUploadError, MidgardPublisher, objectKey, objectVersions, type MidgardInput, type MidgardOutcome } from './midgard-publisher.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import { PublishRetries } from './publish-retries.ts';
 import type { NodeAccess } from './node-access.ts';
@@ -72,7 +72,7 @@ export function settleSignals(
 ): void {
   for (const [i, input] of inputs.entries()) {
     if (!failed.has(i)) {
-      if (o.waiting.size > 0 && input.origin.action !== 'get') for (const guid of objectGuids(input.text)) o.waiting.succeeded(undefined, guid);
+      if (input.origin.action !== 'get') endOlderWaits(o.waiting, input);
       continue;
     }
     const error = failed.get(i);
@@ -84,6 +84,24 @@ export function settleSignals(
       o.skip(i, reason);
       if (key !== undefined) o.waiting.succeeded(undefined, key, false); // refused for good: not tried again
     } else if (!o.waiting.failed(undefined, key, reason, input)) o.skip(i, reason);
+  }
+}
+
+/**
+ * A document was handled: the waits of the objects it carries end where the waiting version is
+ * not newer (metadata/revised). Where either has no revised date, only a D-Bus document ends the
+ * wait: signals come in the order of the edits, spool files do not (a file tried again later, or
+ * again after a crash). Costs nothing while nothing waits (then each handled document is parsed
+ * once more).
+ */
+export function endOlderWaits(waiting: PublishRetries<MidgardInput>, handled: MidgardInput): void {
+  if (waiting.size === 0) return;
+  for (const [guid, revised] of objectVersions(handled.text)) {
+    const item = waiting.item(guid);
+    if (item === undefined) continue;
+    const waited = objectVersions(item.text).get(guid);
+    const newer = revised === undefined || waited === undefined ? handled.origin.source === 'dbus' : revised >= waited;
+    if (newer) waiting.succeeded(undefined, guid);
   }
 }
 
@@ -157,7 +175,7 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
       const failed = new Map(outcomes.flatMap((outcome, i) => (outcome === 'done' ? [] : [[i, outcome.error] as const])));
       if (skip) return settleSignals(inputs, failed, { waiting, isPermanent, skip });
       // Spool files handled end the waits of their objects' older D-Bus documents too.
-      if (waiting.size > 0) for (const [i, input] of inputs.entries()) if (!failed.has(i)) for (const guid of objectGuids(input.text)) waiting.succeeded(undefined, guid);
+      for (const [i, input] of inputs.entries()) if (!failed.has(i)) endOlderWaits(waiting, input);
       if (failed.size > 0) throw new SpoolBatchError(failed);
     } finally {
       await publisher.flush();

@@ -76,6 +76,8 @@ export class PublishRetries<C> implements Source<C> {
   /** The document handed over now, and whether it failed again meanwhile (failed()). */
   private handing: string | undefined;
   private failedAgain = false;
+  /** retryNow() came while a document was handed over: its failure does not pause the others. */
+  private nudged = false;
   /** Nothing is handed over before this (ms since the epoch): an item failed again. */
   private pausedUntil = 0;
   private stopped = false;
@@ -96,6 +98,11 @@ export class PublishRetries<C> implements Source<C> {
 
   has(docId: string): boolean {
     return this.entries.has(docId);
+  }
+
+  /** What waits for `docId`, if anything. */
+  item(docId: string): C | undefined {
+    return this.entries.get(docId)?.item;
   }
 
   /** Whether `item` is what waits for `docId` (not ended, not replaced by a later failure since it was handed over). */
@@ -160,6 +167,7 @@ export class PublishRetries<C> implements Source<C> {
     const now = Date.now();
     for (const e of this.entries.values()) if (e.due !== Infinity) e.due = now;
     this.pausedUntil = 0;
+    if (this.handing !== undefined) this.nudged = true;
     this.wake?.();
   }
 
@@ -198,6 +206,7 @@ export class PublishRetries<C> implements Source<C> {
       e.due = Infinity; // handed over: failed() or succeeded() decides
       this.handing = id;
       this.failedAgain = false;
+      this.nudged = false;
       let failure: unknown;
       try {
         await handle({ changes: [e.item] });
@@ -214,8 +223,13 @@ export class PublishRetries<C> implements Source<C> {
         e.due = at + this.wait(e.tries);
       }
       if (failure !== undefined) this.o.log.warn('publishing a document again failed', { feed: this.feed, doc: id, reason: String(failure) });
-      // It failed again: the others wait for its next attempt (the cause is likely theirs too).
-      if (failure !== undefined || this.failedAgain) this.pausedUntil = this.entries.get(id)?.due ?? at + this.firstMs;
+      // It failed again: the others wait for its next attempt (the cause is likely theirs too) —
+      // unless the component came online again meanwhile (an attempt of before that failing).
+      if (this.nudged) {
+        this.nudged = false;
+        const again = this.entries.get(id);
+        if (again && again.due !== Infinity) again.due = at;
+      } else if (failure !== undefined || this.failedAgain) this.pausedUntil = this.entries.get(id)?.due ?? at + this.firstMs;
     }
   }
 

@@ -29,7 +29,7 @@ import { validateConfig } from '../../src/config/config.ts';
 import { silentLogger } from '../../src/log.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import { DEFAULT_MAPPING, nodesFor, objectPath, TopicIndex } from '../../src/replication/midgard-mapping.ts';
-import { settleSignals } from '../../src/replication/midgard.ts';
+import { endOlderWaits, settleSignals } from '../../src/replication/midgard.ts';
 import { BlobUploadError, MidgardPublisher, type MidgardInput } from '../../src/replication/midgard-publisher.ts';
 import { PublishRetries } from '../../src/replication/publish-retries.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
@@ -503,6 +503,18 @@ describe('D-Bus documents that fail (signals are not replayed)', () => {
     } finally {
       await waiting.stop();
     }
+  });
+
+  it('a spool file handled ends the wait of a D-Bus version of its object only when it is not older (metadata/revised)', async () => {
+    const waiting = new PublishRetries<MidgardInput>({ feed: 'retry:midgard-dbus', log: captureLog() });
+    const v1 = await fixture('article-hello.xml');
+    const v2 = articleVersion(v1, { revised: '2026-11-24 13:00:00+0000', title: 'Second' });
+    const v3 = articleVersion(v1, { revised: '2026-11-24 14:00:00+0000', title: 'Third' });
+    waiting.failed(undefined, ARTICLE, 'no answer', { text: v3, origin: { source: 'dbus', area: 'mgdschema', action: 'update' } });
+    endOlderWaits(waiting, { text: v2, origin: { source: 'spool' } });
+    assert.equal(waiting.size, 1, 'an older version from the spool (a file tried again) leaves the newer one waiting');
+    endOlderWaits(waiting, { text: v3, origin: { source: 'spool' } });
+    assert.equal(waiting.size, 0, 'the same version handled from the spool ends it');
   });
 
   it('what waits is bounded in bytes: a document beyond is skipped with an error, not kept', () => {

@@ -66,6 +66,33 @@ describe('PublishRetries', () => {
     }
   });
 
+  it('retryNow while an attempt of before the reconnection is under way: its failure pauses nothing', async () => {
+    const retries = new PublishRetries<string>({ feed: 'retry:test', log: captureLog(), firstMs: 60_000, maxMs: 600_000 });
+    retries.failed(undefined, 'a', 'no answer', 'item-a');
+    retries.failed(undefined, 'b', 'no answer', 'item-b');
+    let release: () => void = () => undefined;
+    const handed: string[] = [];
+    let online = false;
+    await retries.start(undefined, async ({ changes }) => {
+      const item = changes[0] as string;
+      const id = item.slice('item-'.length);
+      handed.push(id);
+      if (handed.length === 1) await new Promise<void>((r) => (release = r)); // a request sent before the connection dropped
+      if (online && handed.length > 1) retries.succeeded(undefined, id);
+      else retries.failed(undefined, id, 'no answer (sent before the reconnection)', item);
+    });
+    try {
+      retries.retryNow(); // an earlier reconnection: the first attempt goes, and hangs
+      await until(() => handed.length === 1, 'the first attempt under way');
+      online = true;
+      retries.retryNow(); // online again while that attempt is under way
+      release(); // it fails: without the nudge the others would wait its next try (2 min)
+      await until(() => retries.size === 0, 'both published right after the reconnection');
+    } finally {
+      await retries.stop();
+    }
+  });
+
   it('with a state, entries are written with the batch and read at start with their item, tried at once; a handler that fails counts as a failed attempt', async () => {
     const state = new ReplicationState(new MemoryStore().state('replication'));
     const before = new PublishRetries<{ id: string; revs: string[] }>({ state, feed: 'retry:test', log: captureLog() });
