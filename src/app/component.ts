@@ -90,6 +90,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
   const startedAt = Date.now();
   const bounces = new BounceTracker({
     maxBounces: config.pubsub.maxBounces,
+    windowMs: config.pubsub.bounceWindowSeconds * 1000,
     unsubscribe: async (bare) => (await service.dropUnreachable(bare)).length,
     log,
     onBounce: (condition) => metrics.bounced(condition),

@@ -10,7 +10,7 @@ import { isDomainJid, normalizeJid } from '../xmpp/jid.ts';
 import { DEFAULT_LIMITS, type PublishRate } from '../pubsub/limits.ts';
 import { MAX_ITEMS_LIMIT } from '../pubsub/node-config.ts';
 import { midgardSchema } from './midgard-config.ts';
-import { bareJid, check, describedKeys, digestMs, filePath, must, parsed, positive, text, whenObject, whole, withoutValue, type KeyDoc } from './schema-kit.ts';
+import { bareJid, check, describedKeys, digestMs, filePath, must, parsed, positive, text, whenObject, whole, wholeOrZero, withoutValue, type KeyDoc } from './schema-kit.ts';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -75,6 +75,7 @@ function buildSchema(baseDir: string) {
               .meta({ description: 'domains whose users may create nodes', default: "the component's parent domain (`example.org` for `pubsub.example.org`)" }),
             name: text().default('Hermod').describe('service name in disco#info'),
             maxBounces: whole().default(3).describe('notifications to a JID that come back as errors saying it cannot be reached, in a row, before its subscriptions are removed'),
+            bounceWindowSeconds: wholeOrZero().default(600).describe('how long a JID must keep bouncing (seconds from the first of those bounces) before its subscriptions are removed: a server restarting costs nobody their subscriptions'),
           })
           .prefault({}),
         limits: z

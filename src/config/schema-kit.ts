@@ -38,6 +38,11 @@ export function whole(max = Number.MAX_SAFE_INTEGER, phrase = `must be a whole n
   return z.number(must(phrase)).int(must(phrase)).min(1, must(phrase)).max(max, must(phrase));
 }
 
+/** A whole number from 0 (e.g. a duration that may be off). */
+export function wholeOrZero(phrase = 'must be a whole number of at least 0') {
+  return z.number(must(phrase)).int(must(phrase)).min(0, must(phrase));
+}
+
 /** pubsub#digest_frequency asked of partners, ms: 0 (no digests) or 10 ms to 1 min (the bounds of Hermod's own service). */
 export function digestMs() {
   const phrase = 'must be 0 (no digests) or a whole number of milliseconds from 10 to 60000';

@@ -185,7 +185,8 @@ describe('operations: check, status, metrics, migrate, bounces', { timeout: 120_
   });
 
   it('migrate copies the whole level store into CouchDB; Hermod then runs on CouchDB with the same nodes, items and subscriptions', async () => {
-    const couchConfig = { store: { backend: 'couchdb', couchdb: { url: couchUrl, db: 'hermod_state' } } };
+    // No bounce window: the bounce test below runs on this instance.
+    const couchConfig = { store: { backend: 'couchdb', couchdb: { url: couchUrl, db: 'hermod_state' } }, pubsub: { bounceWindowSeconds: 0 } };
     const configFile = await writeHermodConfig({ server: home, dir, extra: couchConfig });
     // What replication remembers is in the store too (the level store of the stopped Hermod).
     const level = new LevelStore(path.join(dir, 'hermod-data', 'store'));
