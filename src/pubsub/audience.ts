@@ -98,17 +98,27 @@ export class Audience {
   }
 
   /**
-   * May `actor` publish (§7.1.3.1, pubsub#publish_model)? Errors: `forbidden` (outcasts, and
-   * whoever the publish model leaves out).
+   * May `actor` publish (§7.1.3.1, pubsub#publish_model)? Under `subscribers`, a subscriber
+   * publishes only while the access model still lets it receive the node's items, as its
+   * notifications do (recipients): on a presence or roster node, by the owners' `rosters` now —
+   * one removed from the roster since, or while no roster can be read, gets nothing and
+   * publishes nothing. Errors: `forbidden` (outcasts, and whoever the publish model leaves out).
    */
-  requirePublish(state: NodeState, actor: string): void {
+  requirePublish(state: NodeState, actor: string, rosters?: readonly Roster[]): void {
     const { publishModel, accessModel } = state.record.config;
     const affiliation = this.affiliationOf(state, actor);
     if (may(affiliation, accessModel, 'publish')) return;
     if (affiliation === 'outcast') fail('forbidden');
     if (publishModel === 'open') return;
-    if (publishModel === 'subscribers' && this.isSubscribed(state, actor)) return;
+    if (publishModel === 'subscribers' && this.isSubscribed(state, actor) && this.can(state, actor, 'be-notified', true, rosters)) return;
     fail('forbidden');
+  }
+
+  /** requirePublish() with the owners' rosters read where it needs them (a subscriber publishing on a presence or roster node). */
+  async requirePublishWithRosters(state: NodeState, actor: string): Promise<void> {
+    const { publishModel, accessModel } = state.record.config;
+    const rostersNeeded = publishModel === 'subscribers' && needsRoster(accessModel) && !may(this.affiliationOf(state, actor), accessModel, 'publish') && this.isSubscribed(state, actor);
+    this.requirePublish(state, actor, rostersNeeded ? await this.rostersFor(state) : undefined);
   }
 
   /**

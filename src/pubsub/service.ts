@@ -786,9 +786,7 @@ export class PubsubService {
   async publishMany(actor: string, nodeId: string | undefined, requests: PublishRequest[]): Promise<PublishOutcome[]> {
     const publisher = bareJid(actor);
     let rated: Array<PubsubError | undefined> | undefined;
-    const check = (state: NodeState): void => {
-      this.audience.requirePublish(state, actor);
-    };
+    const check = (state: NodeState): Promise<void> => this.audience.requirePublishWithRosters(state, actor);
     return this.nodes.guarded(nodeId, check, async (state) => {
       const id = state.record.id;
       const nodeConfig = state.record.config;

@@ -86,6 +86,26 @@ describe('presence and roster access models', () => {
   });
 });
 
+describe('publish_model subscribers on a roster node', () => {
+  it('a subscriber publishes while the roster lets it in; taken out of the allowed group, or while no roster can be read, it publishes nothing, as it receives nothing', async () => {
+    let current: Roster = roster;
+    let readable = true;
+    const source: RosterSource = { ...granted, roster: async () => (readable ? current : Promise.reject(new Error('remote-server-timeout'))) };
+    const { svc } = service(source);
+    await svc.create(OWNER, 'r', { accessModel: 'roster', rosterGroupsAllowed: ['friends'], publishModel: 'subscribers' });
+    await svc.subscribe('friend@a.test/x', 'r', 'friend@a.test/x');
+    assert.equal(await condition(svc.publish('friend@a.test/x', 'r', item('while-friend'))), 'ok');
+    assert.equal(await condition(svc.publish('other@a.test/x', 'r', item('not-subscribed'))), 'forbidden');
+    readable = false;
+    assert.equal(await condition(svc.publish('friend@a.test/x', 'r', item('roster-unreadable'))), 'forbidden', 'no roster to say so: refused, not guessed');
+    readable = true;
+    current = new Map([['friend@a.test', { subscription: 'from', groups: ['others'] }]]);
+    assert.equal(await condition(svc.publish('friend@a.test/x', 'r', item('moved-group'))), 'forbidden', 'still subscribed, but no longer in an allowed group');
+    assert.deepEqual((await svc.getSubscriptions(OWNER, 'r')).map((sub) => sub.jid), ['friend@a.test/x'], 'the subscription itself is still there');
+    assert.equal(await condition(svc.publish(OWNER, 'r', item('owner'))), 'ok', 'the owner publishes as ever');
+  });
+});
+
 describe('presence-based delivery and on_sub_and_presence', () => {
   it('notifies available subscribers only, and sends the last item to a resource that becomes available', async () => {
     const available = new Set(['on@a.test/desk']);
