@@ -60,10 +60,10 @@ export type MidgardReplication = Replication<MidgardAdapter>;
  * one that failed for good goes to `skip`; one that may pass waits in `waiting` (by the GUID of
  * its object, replacing an older document of that object waiting there; not kept beyond the
  * bounds: skipped); one that was handled — published, or found unchanged, an echo of a partner's
- * version, a deletion — ends the wait of every object it carries (Midgard has a later version:
- * the older one must not follow it), as does a waiting document's failure for good. A read
- * (action `get`) decides nothing of the object: it ends no wait, and one that failed is skipped. While nothing waits this costs
- * nothing; while something does, each handled document is parsed once more here.
+ * version, a deletion — ends the waits of the objects it carries that it is not older than
+ * (endOlderWaits: the older version must not follow it), as does a waiting document's failure
+ * for good. A read (action `get`) decides nothing of the object: it ends no wait, and one that
+ * failed is skipped.
  */
 export function settleSignals(
   inputs: MidgardInput[],
@@ -139,10 +139,11 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
     inlineBlobMax: config.inlineBlobMax,
     offloader: new Offloader(new HttpUploader(common.iq, parentDomain(common.componentJid), log), state, log, 'midgard.inlineBlobMax'),
   });
-  // A bad document, or one the service refuses (e.g. payload-too-big), would fail the same way
-  // again; a service error of the server's own (internal-server-error: a cluster node lock lost,
-  // LockLostError, "nothing written, try again"), a blob that could not be uploaded or the store
-  // failing may pass, and is tried again.
+  // A bad document, one the service refuses (e.g. payload-too-big) or one whose blob the upload
+  // service refused for good (UploadRefused) would fail the same way again; a service error of the
+  // server's own (internal-server-error: a cluster node lock lost, LockLostError, "nothing
+  // written, try again"), a blob upload that got no answer or the store failing may pass, and is
+  // tried again.
   const isPermanent = (err: unknown): boolean =>
     err instanceof MidgardFormatError || (err instanceof BlobUploadError && err.refused) || (err instanceof PubsubError && err.condition !== 'internal-server-error');
   const spool = config.spool ? new MidgardSpoolSource({ dir: config.spool, log, isPermanent }) : undefined;
@@ -157,9 +158,8 @@ function midgardAdapter(common: ReplicationCommon, config: MidgardConfig, ctx: A
   /**
    * Publishes a batch (MidgardPublisher.handleBatch: pipelined, order per object and node kept),
    * then writes the batch's records in one store write (also when it failed part way). D-Bus
-   * (with `skip`): a document that failed for good goes to `skip` (logged and skipped), one that
-   * may pass waits in `waiting`; a published one ends the wait of its objects' earlier
-   * documents. Spool (no `skip`): rejects with a SpoolBatchError naming the files that failed;
+   * (with `skip`): settleSignals. Spool files handled end the waits of D-Bus documents they are
+   * not older than (endOlderWaits). Spool (no `skip`): rejects with a SpoolBatchError naming the files that failed;
    * the spool source keeps them (or moves them to failed/).
    */
   const publishBatch = async (inputs: MidgardInput[], skip?: (i: number, reason: string) => void): Promise<void> => {
