@@ -101,6 +101,8 @@ const DRAIN_ATTEMPTS = 10;
 const REREAD_ATTEMPTS = 1000;
 /** Entries per history (XEP-0313) page read by a catch-up or a drain. */
 const HISTORY_PAGE = 100;
+/** History pages in a row that came back before a node's smaller page size (historyPages) is doubled again. */
+const PAGE_GROW_AFTER = 10;
 
 /** Items per page of a catch-up from a node's current items. */
 const ITEM_PAGE = 100;
@@ -148,10 +150,12 @@ export class FollowDelivery {
   private readonly drains = new Set<Promise<void>>();
   /**
    * Entries per history page of a node ("service\0node") whose page got no answer in time
-   * (IqError.undecided): halved each time, down to one, for the rest of the run. A page of large
-   * items over a slow link would otherwise time out at every try.
+   * (remote-server-timeout): halved each time, down to one, and doubled again (up to
+   * HISTORY_PAGE) after PAGE_GROW_AFTER pages in a row that came back. A page of large items over
+   * a slow link would otherwise time out at every try; a server that was merely down (other
+   * conditions) changes nothing.
    */
-  private readonly historyPages = new Map<string, number>();
+  private readonly historyPages = new Map<string, { max: number; ok: number }>();
 
   constructor(private readonly o: FollowDeliveryOptions) {
     this.bound = o.backlogBound;
@@ -376,14 +380,22 @@ export class FollowDelivery {
     const retryable = new Set<string>();
     const k = `${service}\0${node}`;
     const ask = (after: string | undefined): Promise<HistoryPage> => {
-      const max = this.historyPages.get(k) ?? HISTORY_PAGE;
+      const max = this.historyPages.get(k)?.max ?? HISTORY_PAGE;
       const page = this.o.client.history(service, node, { max, ...(after !== undefined ? { after } : {}) });
-      page.catch((err: unknown) => {
-        // No answer in time (large items on a slow link): the next try asks half as many entries per page.
-        if (!(err instanceof IqError) || !err.undecided || max <= 1) return;
-        this.historyPages.set(k, Math.max(1, Math.floor(max / 2)));
-        this.o.log.info('a history page got no answer in time; asking smaller pages', { service, node, entries: Math.max(1, Math.floor(max / 2)), reason: err.message });
-      });
+      page.then(
+        () => {
+          const size = this.historyPages.get(k);
+          if (!size || ++size.ok < PAGE_GROW_AFTER) return;
+          if (size.max * 2 >= HISTORY_PAGE) this.historyPages.delete(k);
+          else this.historyPages.set(k, { max: size.max * 2, ok: 0 });
+        },
+        (err: unknown) => {
+          // No answer in time (large items on a slow link): the next try asks half as many entries per page.
+          if (!(err instanceof IqError) || err.condition !== 'remote-server-timeout' || max <= 1) return;
+          this.historyPages.set(k, { max: Math.max(1, Math.floor(max / 2)), ok: 0 });
+          this.o.log.info('a history page got no answer in time; asking smaller pages', { service, node, entries: Math.max(1, Math.floor(max / 2)), reason: err.message });
+        },
+      );
       return page;
     };
     let next: Promise<HistoryPage> | undefined = ask(position);

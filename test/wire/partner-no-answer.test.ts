@@ -204,6 +204,33 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     });
   });
 
+  it('a history page refused because the partner\'s server is unreachable (not a slow answer) is asked again at full size', async () => {
+    const { site, alice } = at;
+    await alice.iq('set', site.jid, create('/tags/down'));
+    await alice.iq('set', site.jid, publish('/tags/down', 'd0'));
+    const { saved, positions } = memoryPositions();
+    const first = recordingSink();
+    await withPartner(site, 'pubsub.nu.test', first.sink, { positions }, async () => {
+      await until(() => first.written('/tags/down').includes('d0') && saved.has(`${site.jid} /tags/down`), 'the first catch-up and its history position');
+    });
+    await alice.iq('set', site.jid, publish('/tags/down', 'd1'));
+    const again = recordingSink();
+    const asked: number[] = [];
+    await withPartner(site, 'pubsub.nu.test', again.sink, {
+      positions,
+      iq: aroundRequests(async (child, send) => {
+        if (child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === '/tags/down') {
+          asked.push(Number(child.getChild('set')?.getChildText('max')));
+          if (asked.length === 1) throw new IqError('remote-server-not-found', undefined, 'the server is down', site.jid, 'cancel');
+        }
+        return send();
+      }),
+    }, async () => {
+      await until(() => again.written('/tags/down').includes('d1'), 'd1 from the history once the server answers');
+      assert.deepEqual(asked.slice(0, 2), [100, 100], `pages asked: ${asked.join(', ')}`);
+    });
+  });
+
   it('a restart\'s history replay that got no answer is tried again from the saved position: a retraction missed meanwhile is applied', async () => {
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/gone'));
