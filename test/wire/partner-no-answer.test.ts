@@ -11,9 +11,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Element } from 'ltx';
+import type { HistoryPositions } from '../../src/replication/partners.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { IqError } from '../../src/xmpp/iq-error.ts';
 import { NS } from '../../src/xmpp/ns.ts';
+import type { WireHarness } from './harness.ts';
 import { aroundRequests, create, memoryPositions, publish, until, useSite, withPartner } from './partner-fixture.ts';
 
 const retract = (node: string, id: string): string => `<pubsub xmlns='${NS.PUBSUB}'><retract node='${node}' notify='1'><item id='${id}'/></retract></pubsub>`;
@@ -45,6 +47,19 @@ function recordingSink() {
       open();
     },
   };
+}
+
+/**
+ * A partner `jid` that followed `node` of `site` once, until item `id` was written and the node's
+ * history position saved, then stopped: its history positions, for a restart.
+ */
+async function followedOnce(site: WireHarness, jid: string, node: string, id: string): Promise<HistoryPositions> {
+  const { saved, positions } = memoryPositions();
+  const first = recordingSink();
+  await withPartner(site, jid, first.sink, { positions }, async () => {
+    await until(() => first.written(node).includes(id) && saved.has(`${site.jid} ${node}`), 'the first catch-up and its history position');
+  });
+  return positions;
 }
 
 /** Whether `child` is a subscription options request setting pubsub#deliver to `value` on `node` (XEP-0060 §6.3.5). */
@@ -180,11 +195,7 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/slow'));
     await alice.iq('set', site.jid, publish('/tags/slow', 's0'));
-    const { saved, positions } = memoryPositions();
-    const first = recordingSink();
-    await withPartner(site, 'pubsub.mu.test', first.sink, { positions }, async () => {
-      await until(() => first.written('/tags/slow').includes('s0') && saved.has(`${site.jid} /tags/slow`), 'the first catch-up and its history position');
-    });
+    const positions = await followedOnce(site, 'pubsub.mu.test', '/tags/slow', 's0');
     for (const id of ['s1', 's2', 's3']) await alice.iq('set', site.jid, publish('/tags/slow', id));
     const again = recordingSink();
     const asked: number[] = [];
@@ -208,11 +219,7 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/down'));
     await alice.iq('set', site.jid, publish('/tags/down', 'd0'));
-    const { saved, positions } = memoryPositions();
-    const first = recordingSink();
-    await withPartner(site, 'pubsub.nu.test', first.sink, { positions }, async () => {
-      await until(() => first.written('/tags/down').includes('d0') && saved.has(`${site.jid} /tags/down`), 'the first catch-up and its history position');
-    });
+    const positions = await followedOnce(site, 'pubsub.nu.test', '/tags/down', 'd0');
     await alice.iq('set', site.jid, publish('/tags/down', 'd1'));
     const again = recordingSink();
     const asked: number[] = [];
@@ -235,11 +242,7 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
     const { site, alice } = at;
     await alice.iq('set', site.jid, create('/tags/gone'));
     for (const id of ['g0', 'g1']) await alice.iq('set', site.jid, publish('/tags/gone', id));
-    const { saved, positions } = memoryPositions();
-    const first = recordingSink();
-    await withPartner(site, 'pubsub.beta.test', first.sink, { positions }, async () => {
-      await until(() => first.written('/tags/gone').includes('g1') && saved.has(`${site.jid} /tags/gone`), 'the first catch-up and its history position');
-    });
+    const positions = await followedOnce(site, 'pubsub.beta.test', '/tags/gone', 'g1');
     // While the partner is stopped: g1 retracted, g2 published.
     await alice.iq('set', site.jid, retract('/tags/gone', 'g1'));
     await alice.iq('set', site.jid, publish('/tags/gone', 'g2'));
