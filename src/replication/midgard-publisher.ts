@@ -413,9 +413,10 @@ export class MidgardPublisher {
         refs.set(blob.guid, ref);
         links.push(enclosure(ref, name));
       } catch (err) {
+        // Not logged here: whoever handed the document over logs the outcome once (a D-Bus
+        // document waiting or skipped, a spool file kept or moved to failed/), with this message.
         const reason = err instanceof Error ? err.message : String(err);
-        this.o.log.error('midgard object not published: a large blob could not be uploaded', { guid: main.guid, attachment: blob.guid, bytes: blob.size, reason });
-        throw new BlobUploadError(`blob of attachment ${blob.guid} (${blob.size} bytes, above midgard.inlineBlobMax) could not be uploaded: ${reason}`, err instanceof UploadRefused);
+        throw new BlobUploadError(`midgard object ${main.guid} not published: the blob of attachment ${blob.guid} (${blob.size} bytes, above midgard.inlineBlobMax) could not be uploaded: ${reason}`, err instanceof UploadRefused);
       }
     }
     return { doc: replaceBlobs(doc, refs), links };

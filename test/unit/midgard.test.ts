@@ -327,7 +327,8 @@ describe('publisher, sink and spool source', () => {
     assert.deepEqual(partners, ['alice@alpha.test']);
   });
 
-  it('a blob above inlineBlobMax with no upload service: nothing is published, the error says why', async () => {
+  it('a blob above inlineBlobMax with no upload service: nothing is published, the error says why (and is not logged twice)', async () => {
+    const log = captureLog();
     const noUpload = new MidgardPublisher({
       service,
       actor: ACTOR,
@@ -336,7 +337,7 @@ describe('publisher, sink and spool source', () => {
       access: () => ({ accessModel: 'whitelist', whitelist: [] }),
       index: new TopicIndex(),
       partnerJid: { property: 'jid', parameter: undefined },
-      log: silentLogger,
+      log,
       onPartner: () => {},
       inlineBlobMax: 8,
       offloader: new Offloader(undefined, state, silentLogger, 'midgard.inlineBlobMax'),
@@ -346,8 +347,10 @@ describe('publisher, sink and spool source', () => {
       '</midgard_object>',
       `<midgard_attachment guid="bb1d637e8a34b41530207f196c092800" action="created"><name>big.bin</name><mimetype>application/octet-stream</mimetype><parentguid>bb0d637e8a34b41530207f196c092800</parentguid></midgard_attachment><midgard_blob guid="bb1d637e8a34b41530207f196c092800">${Buffer.alloc(64, 7).toString('base64')}</midgard_blob></midgard_object>`,
     );
-    await assert.rejects(noUpload.handle(withBlob, { source: 'spool' }), (err: Error) => err instanceof BlobUploadError && /above midgard\.inlineBlobMax.*no upload service/.test(err.message));
+    await assert.rejects(noUpload.handle(withBlob, { source: 'spool' }), (err: Error) => err instanceof BlobUploadError && /object bb0d637e8a34b41530207f196c092800 .*attachment bb1d637e8a34b41530207f196c092800 .*above midgard\.inlineBlobMax.*no upload service/.test(err.message));
     assert.deepEqual(await items('/blobtest/midgard_article'), [], 'not published without its blob');
+    // The caller (the spool source, settleSignals) logs the outcome with this message: the publisher itself says nothing.
+    assert.deepEqual(log.lines.filter((l) => l.level === 'error' || l.level === 'warn'), []);
   });
 
   it('the sink writes validated leaves atomically in arrival order and skips stale versions; the import echo is not published', async () => {
