@@ -25,7 +25,8 @@ export const DEFAULT_NODE_CONFIG: Readonly<NodeConfig> = Object.freeze({
   maxPayloadSize: 65_536,
   notificationType: 'headline',
   itemExpire: 'max',
-  sendLastPublishedItem: 'on_sub',
+  // XEP-0060 §4.3: a service that supports (and advertises) last-published MUST default to on_sub_and_presence.
+  sendLastPublishedItem: 'on_sub_and_presence',
   rosterGroupsAllowed: [],
   presenceBasedDelivery: false,
   title: '',

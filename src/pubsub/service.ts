@@ -310,13 +310,29 @@ export class PubsubService {
   async delete(actor: string, nodeId: string | undefined, redirect?: string): Promise<void> {
     await this.guardedAction(actor, nodeId, 'delete', async (state) => {
       const id = state.record.id;
-      const recipients = state.record.config.notifyDelete ? await this.audience.of(state) : [];
+      const recipients = state.record.config.notifyDelete ? this.withPending(state, await this.audience.of(state)) : [];
       await this.store.deleteNode(id);
       this.nodes.forget(id);
       this.expiry.set(id, undefined);
       this.leases.set(id, undefined);
       this.emit(state, { kind: 'delete', node: id, ...(redirect ? { redirect } : {}) }, recipients);
     });
+  }
+
+  /**
+   * `recipients` and every JID holding a subscription that is not (yet) active — pending
+   * approval, or unconfigured — that is not among them: §8.4.2, node deletion is sent to all
+   * subscribers, which "SHOULD include pending and unconfigured subscriptions".
+   */
+  private withPending(state: NodeState, recipients: Recipient[]): Recipient[] {
+    const out = [...recipients];
+    const told = new Set(recipients.map((r) => r.jid));
+    for (const sub of state.subscriptions) {
+      if (sub.state === 'subscribed' || told.has(sub.jid)) continue;
+      told.add(sub.jid);
+      out.push({ jid: sub.jid, subid: sub.subid });
+    }
+    return out;
   }
 
   /**
@@ -370,7 +386,7 @@ export class PubsubService {
         if (change.state === 'none') {
           for (const sub of existing) await this.removeSubscription(state, sub, true);
         } else if (existing.length === 0) {
-          await this.addSubscription(state, change.jid, 'subscribed', true);
+          await this.sendLastPublished(state, await this.addSubscription(state, change.jid, 'subscribed', true));
         } else {
           for (const sub of existing) if (sub.state !== 'subscribed') await this.approve(state, sub);
         }
@@ -438,11 +454,17 @@ export class PubsubService {
     }
   }
 
-  /** A pending subscription becomes approved; the subscriber (and owners with notify_sub) told. */
+  /**
+   * A pending subscription becomes approved; the subscriber (and owners with notify_sub) told,
+   * then sent the last published item ("Item Caching": it SHOULD be sent upon approval by a node
+   * owner — by the §8.6 form, by a §8.8.2 subscription change, or when its affiliation or the
+   * access model no longer needs approval).
+   */
   private async approve(state: NodeState, sub: Subscription): Promise<void> {
     sub.state = 'subscribed';
     await this.store.putSubscription(sub);
     this.subscriptionChanged(state, sub, true);
+    await this.sendLastPublished(state, sub);
   }
 
   // ---- entity use cases ------------------------------------------------------------------
@@ -556,7 +578,6 @@ export class PubsubService {
       if (!sub) fail('item-not-found', `no pending subscription ${subid} of ${jid} to node '${state.record.id}'`);
       if (!allow) return this.removeSubscription(state, sub, true);
       await this.approve(state, sub);
-      await this.sendLastPublished(state, sub);
     });
   }
 
@@ -569,7 +590,9 @@ export class PubsubService {
     if (config.sendLastPublishedItem === 'never' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return false;
     const [last] = this.unexpired(config, await this.store.getItems(state.record.id, { max: 1 }));
     if (!last) return false;
-    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: to, subid: sub.subid, ...(sub.options?.packed === true ? { packed: true as const } : {}) }]);
+    // §7.1.2.4: a JID subscribed several times is told (SHIM SubID) which subscription this is for.
+    const several = state.subscriptions.filter((s) => s.jid === sub.jid).length > 1;
+    this.emit(state, { kind: 'items', node: state.record.id, item: last, withPayload: config.deliverPayloads, delayed: true }, [{ jid: to, subid: sub.subid, ...(several ? { subids: [sub.subid] } : {}), ...(sub.options?.packed === true ? { packed: true as const } : {}) }]);
     return true;
   }
 
@@ -588,8 +611,12 @@ export class PubsubService {
       const sub = state?.subscriptions.find((s) => s.subid === stored.subid && s.state === 'subscribed');
       if (!state || !sub || state.record.config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
       if (!this.audience.can(state, jid, 'be-notified', true, await this.audience.rostersFor(state))) continue;
-      done.add(stored.node);
-      if (await this.sendLastPublished(state, sub, jid)) sent++;
+      // Once per node: the first subscription that delivers (a paused one, deliver=0, does not
+      // stand for the JID's other subscriptions to the node).
+      if (await this.sendLastPublished(state, sub, jid)) {
+        done.add(stored.node);
+        sent++;
+      }
     }
     return sent;
   }

@@ -606,8 +606,13 @@ describe('subscription options and multi-subscribe', () => {
 });
 
 describe('send_last_published_item', () => {
-  it('on_sub (the default) sends the newest item, marked delayed, to a new subscription only', async () => {
+  it('on_sub_and_presence is the default: a service advertising last-published MUST default to it (§4.3)', async () => {
     await service.create(OWNER, 'n');
+    assert.equal((await service.getConfig(OWNER, 'n')).sendLastPublishedItem, 'on_sub_and_presence');
+  });
+
+  it('on_sub sends the newest item, marked delayed, to a new subscription only', async () => {
+    await service.create(OWNER, 'n', { sendLastPublishedItem: 'on_sub' });
     await service.subscribe(CAROL, 'n', CAROL);
     assert.equal(events.length, 0, 'nothing to send on an empty node');
     await service.publish(OWNER, 'n', payload('a'));
@@ -623,6 +628,46 @@ describe('send_last_published_item', () => {
     assert.equal(events.length, 0, 'subscribing again sends nothing');
     await service.subscribe(BOB, 'n', BOB, { deliver: false });
     assert.equal(events.length, 0, 'a paused subscription gets nothing');
+  });
+
+  it('an approval sends the newest item: by the owner changing the subscription (§8.8.2), by the §8.6 form, or by an affiliation that needs no approval', async () => {
+    await service.create(OWNER, 'n', { accessModel: 'authorize' });
+    await service.publish(OWNER, 'n', payload('a'));
+    const delayedTo = (): string[] => events.filter((e) => e.event.kind === 'items' && e.event.delayed).flatMap((e) => e.to);
+    // Pending, then approved by the owner's subscriptions change.
+    await service.subscribe(BOB, 'n', BOB);
+    events.splice(0);
+    await service.setSubscriptions(OWNER, 'n', [{ jid: BOB, state: 'subscribed' }]);
+    assert.deepEqual(delayedTo(), [BOB]);
+    // A subscription the owner makes.
+    events.splice(0);
+    await service.setSubscriptions(OWNER, 'n', [{ jid: 'dave@b.test/y', state: 'subscribed' }]);
+    assert.deepEqual(delayedTo(), ['dave@b.test/y']);
+    // Pending, then approved because the owner made it a publisher (§8.7: no approval needed any more).
+    await service.subscribe(CAROL, 'n', CAROL);
+    events.splice(0);
+    await service.setAffiliations(OWNER, 'n', [{ jid: 'carol@b.test', affiliation: 'publisher' }]);
+    assert.deepEqual(delayedTo(), [CAROL]);
+    // The §8.6 form: once, not twice.
+    const erin = 'erin@b.test/z';
+    const pending = await service.subscribe(erin, 'n', erin);
+    events.splice(0);
+    await service.authorize(OWNER, 'n', pending.subid, erin, true);
+    assert.deepEqual(delayedTo(), [erin]);
+  });
+
+  it('a JID subscribed twice gets the newest item with the SubID of the new subscription; on presence, a paused subscription does not stand for its active one', async () => {
+    const got: Recipient[] = [];
+    const svc = new PubsubService({ store: new MemoryStore(), mayCreateNodes: () => true, notifier: (event, recipients) => void (event.kind === 'items' && event.delayed && got.push(...recipients)) });
+    await svc.create(OWNER, 'n');
+    await svc.publish(OWNER, 'n', payload('a'));
+    const paused = await svc.subscribe(BOB, 'n', BOB, { deliver: false });
+    assert.equal(got.length, 0, 'a paused subscription gets nothing');
+    const active = await svc.subscribe(BOB, 'n', BOB, { deliver: true });
+    assert.notEqual(active.subid, paused.subid);
+    assert.deepEqual(got.splice(0), [{ jid: BOB, subid: active.subid, subids: [active.subid] }]);
+    assert.equal(await svc.entityAvailable(BOB), 1, 'coming online: sent through the active subscription, whichever the store lists first');
+    assert.deepEqual(got.map((r) => r.subids), [[active.subid]]);
   });
 
   it('never sends nothing', async () => {
@@ -759,6 +804,15 @@ describe('events by kind (what the notifier is given)', () => {
     await service.subscribe(BOB, 'd', BOB);
     await service.delete(OWNER, 'd', 'xmpp:pubsub.a.test?;node=new');
     assert.deepEqual(events.at(-1), { event: { kind: 'delete', node: 'd', redirect: 'xmpp:pubsub.a.test?;node=new', messageType: 'headline' }, to: [BOB] });
+  });
+
+  it('delete is also sent to subscriptions pending approval (§8.4.2: "SHOULD include pending and unconfigured subscriptions")', async () => {
+    await service.create(OWNER, 'p', { accessModel: 'authorize' });
+    await service.setSubscriptions(OWNER, 'p', [{ jid: BOB, state: 'subscribed' }]);
+    await service.subscribe(CAROL, 'p', CAROL);
+    events.splice(0);
+    await service.delete(OWNER, 'p');
+    assert.deepEqual(events.filter((e) => e.event.kind === 'delete').flatMap((e) => e.to).sort(), [BOB, CAROL].sort());
   });
 
   it('transient notification-only node: no item in the request, none in the event, no id (§4.3); persistent notification-only takes an empty item', async () => {
