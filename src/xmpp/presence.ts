@@ -10,7 +10,11 @@
 // - on every connect: available presence to each contact and a probe (their servers answer with
 //   the current presence of every resource).
 // Presence forwarded by the server under a XEP-0356 presence privilege is read the same way.
-// What is available is known only while connected: on disconnect it is forgotten.
+// What is available is known only while connected: on disconnect it is forgotten. A resource
+// that was available before the connection dropped and is seen again within REJOIN_MS of the
+// next connect (the probes' answers, or the server's forwarded presence) did not come online:
+// it is not told again (no second last published item for every subscriber on each reconnect).
+// A restart of Hermod knows nobody's presence: there, every available resource counts as new.
 // Several Hermods on one store share the contacts: each follows the others' additions and
 // removals through the store's changes feed (StateSpace.watch). Who is available is not shared:
 // each process knows the presence the server routed to it.
@@ -61,6 +65,13 @@ export class PresenceTracker implements PresenceView {
     this.online.clear();
   }
 
+  /** Every available full JID. */
+  fullJids(): string[] {
+    const out: string[] = [];
+    for (const [bare, resources] of this.online) for (const resource of resources) out.push(`${bare}/${resource}`);
+    return out;
+  }
+
   /** Available full JIDs (for status and tests). */
   get size(): number {
     let n = 0;
@@ -89,8 +100,15 @@ export interface PresenceHandlerOptions {
   log: PresenceLog;
 }
 
+/** How long after a (re)connect presence of a resource available before the drop counts as already known (ms). */
+export const REJOIN_MS = 30_000;
+
 export class PresenceHandler {
   private readonly contacts = new Set<string>();
+  /** Full JIDs available when the connection last dropped, not seen again yet (see the head comment). */
+  private readonly before = new Set<string>();
+  /** Until when `before` counts (ms since the epoch; Infinity while offline). */
+  private beforeUntil = 0;
   private saving: Promise<void> = Promise.resolve();
   private unwatch: (() => void) | undefined;
 
@@ -155,15 +173,34 @@ export class PresenceHandler {
 
   /** The component is online: tell contacts and ask for their presence. */
   online(): void {
+    this.beforeUntil = Date.now() + REJOIN_MS;
     for (const contact of this.contacts) {
       this.options.send(this.presence(contact));
       this.options.send(this.presence(contact, 'probe'));
     }
   }
 
-  /** The connection ended: presence is unknown until the next connect. */
+  /** The connection ended: presence is unknown until the next connect (who was available is remembered for REJOIN_MS after it). */
   offline(): void {
+    if (Date.now() > this.beforeUntil) this.before.clear();
+    for (const jid of this.options.tracker.fullJids()) this.before.add(jid);
+    this.beforeUntil = Number.POSITIVE_INFINITY;
     this.options.tracker.clear();
+  }
+
+  /** Whether `full` was available before the connection dropped (and is now seen again): consumed. */
+  private rejoined(full: string): boolean {
+    if (Date.now() > this.beforeUntil) {
+      this.before.clear();
+      return false;
+    }
+    return this.before.delete(full);
+  }
+
+  /** A resource (or, with '', every resource of `bare`) went offline: when it comes back it is new. */
+  private forgetBefore(bare: string, resource: string): void {
+    if (resource !== '') this.before.delete(`${bare}/${resource}`);
+    else for (const jid of this.before) if (jid.startsWith(`${bare}/`)) this.before.delete(jid);
   }
 
   handle(stanza: Element): void {
@@ -176,10 +213,11 @@ export class PresenceHandler {
     const { tracker, send, log } = this.options;
     switch (type) {
       case undefined:
-        if (from.resource !== '' && tracker.available(bare, from.resource)) this.options.onAvailable(`${bare}/${from.resource}`);
+        if (from.resource !== '' && tracker.available(bare, from.resource) && !this.rejoined(`${bare}/${from.resource}`)) this.options.onAvailable(`${bare}/${from.resource}`);
         return;
       case 'unavailable':
         tracker.unavailable(bare, from.resource);
+        this.forgetBefore(bare, from.resource);
         return;
       case 'subscribe':
         send(this.presence(bare, 'subscribed'));
@@ -195,6 +233,7 @@ export class PresenceHandler {
       case 'unsubscribed':
         if (type === 'unsubscribe') send(this.presence(bare, 'unsubscribed'));
         tracker.unavailable(bare, '');
+        this.forgetBefore(bare, '');
         if (this.contacts.delete(bare)) {
           this.save(bare, false);
           log.debug('presence subscription ended', { jid: bare, by: type });
