@@ -6,7 +6,8 @@
 // (pubsub#deliver=0) timed out never resumed delivery — if the service had applied the pause,
 // the node's notifications stopped for good. Likewise a restart's history replay that timed out
 // fell back to the node's current items and moved the position to the history's end: what was
-// retracted meanwhile was never retracted here.
+// retracted meanwhile was never retracted here; and a first follow whose look at the history's
+// end timed out read current items only and saved no history position.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -188,6 +189,27 @@ describe('a partner request that gets no answer is not taken as a refusal', () =
       } finally {
         clearInterval(poll);
       }
+    });
+  });
+
+  it('a first follow whose look at the history\'s end got no answer is tried again, so the node gets a history position (not current items only, with none)', async () => {
+    const { site, alice } = at;
+    await alice.iq('set', site.jid, create('/tags/first'));
+    await alice.iq('set', site.jid, publish('/tags/first', 'f0'));
+    const { saved, positions } = memoryPositions();
+    const rec = recordingSink();
+    let ends = 0;
+    await withPartner(site, 'pubsub.first.test', rec.sink, {
+      positions,
+      iq: aroundRequests(async (child, send) => {
+        // The history's end: the newest entry, one (XEP-0313 with RSM before='').
+        const end = child.name === 'query' && child.attrs.xmlns === NS.MAM && child.attrs.node === '/tags/first' && child.getChild('set')?.getChildText('max') === '1';
+        if (end && ++ends === 1) throw timeout(site.jid);
+        return send();
+      }),
+    }, async () => {
+      await until(() => rec.written('/tags/first').includes('f0') && saved.has(`${site.jid} /tags/first`), 'the node caught up with its history position saved');
+      assert.ok(ends >= 2, `the history's end asked again (${ends} times)`);
     });
   });
 
