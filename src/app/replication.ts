@@ -167,15 +167,15 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
         log.error('exiting: the work lease was lost while replicating (another process takes the replication over)');
         process.exit(75);
       });
+      // Unwound after the replications: a transform under way when Hermod stops runs to its end
+      // (the engine closing under it would interrupt it; its leaf would then be applied again).
+      if (replications.length > 0) stack.push('transforms', () => transforms.stop());
       for (const replication of replications) {
         // Pushed first: a source that fails half way through its start is closed too.
         stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => replication.stop());
         await replication.start(online);
       }
-      if (replications.length > 0) {
-        transforms.start(); // quarantine retries and stylesheet changes
-        stack.push('transforms', () => transforms.stop());
-      }
+      if (replications.length > 0) transforms.start(); // quarantine retries and stylesheet changes
       // Unwound before the replications stop: a discovery or catch-up waiting on a partner that
       // does not answer (its server gone) ends now instead of after each request's 15 s timeout.
       // Requests to the component's own server (XEP-0356 roster reads of requests still being

@@ -23,7 +23,7 @@ import { Element, parse } from 'ltx';
 import type { TransformSpec } from '../config/transform-spec.ts';
 import type { Logger } from '../log.ts';
 import { Quarantine, type QuarantineEntry } from '../transform/quarantine.ts';
-import { StylesheetError, TransformError, XsltEngine, type CompiledStylesheet } from '../transform/xslt.ts';
+import { StylesheetError, TransformError, TransformInterrupted, XsltEngine, type CompiledStylesheet } from '../transform/xslt.ts';
 import { RefusedWrite, writeLeaves, writeTogether, type PartnerLeaf, type PartnerSink } from '../sinks/sink.ts';
 import { KeyedMutex } from '../util/mutex.ts';
 import type { ReplicationState } from './state.ts';
@@ -385,8 +385,10 @@ export class TransformStage implements PartnerSink {
       if (!entry) await this.t.quarantine.discard(Quarantine.idOf(leaf)); // an older version waiting there is superseded
       return written ? 'written' : 'current';
     } catch (caught) {
-      // The stylesheet and the output were fine: the database (or the store, recording it) did not take it this time.
-      const mayPass = caught instanceof OutputWriteFailed || applied;
+      // The stylesheet and the output were fine: the database (or the store, recording it) did
+      // not take it this time; or the transform was cut short for a reason not its own (Hermod
+      // stopping, the worker restarted for another transform).
+      const mayPass = caught instanceof OutputWriteFailed || caught instanceof TransformInterrupted || applied;
       const err = caught instanceof OutputWriteFailed ? caught.cause : caught;
       if (mayPass && !entry) throw err;
       const reason = err instanceof Error ? err.message : String(err);

@@ -40,6 +40,18 @@ export class TransformError extends Error {
   }
 }
 
+/**
+ * A transform that did not run to its end for a reason that is not its stylesheet's: Hermod
+ * stopping, the worker restarted for another request's runaway transform, saxon-js not loaded in
+ * time (a loaded machine). Its leaf is tried again, not quarantined (src/replication/transforms.ts).
+ */
+export class TransformInterrupted extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TransformInterrupted';
+  }
+}
+
 export interface XsltOptions {
   /** Longest a transform may run. */
   timeoutMs?: number;
@@ -59,6 +71,10 @@ export class XsltEngine {
   private readonly cache = new LRUCache<string, CompiledStylesheet>({ max: 256 });
   private worker: Worker | undefined;
   private workerReady: Promise<void> | undefined;
+  /** Fails `workerReady` while saxon-js is still loading (close(): the requests waiting for it end at once). */
+  private readyFail: ((err: Error) => void) | undefined;
+  /** close() was called: no transform runs any more (each is interrupted). */
+  private closed = false;
   private readonly pending = new Map<number, Pending>();
   private counter = 0;
   private readonly timeoutMs: number;
@@ -119,6 +135,7 @@ export class XsltEngine {
   private queue: Promise<void> = Promise.resolve();
 
   private async runOne(stylesheet: CompiledStylesheet, source: string, params: Record<string, string>): Promise<string> {
+    if (this.closed) throw new TransformInterrupted('shutting down');
     const { worker, ready } = this.ensureWorker();
     await ready; // the time limit is the stylesheet's: it starts once the worker has loaded saxon-js
     const id = ++this.counter;
@@ -142,7 +159,8 @@ export class XsltEngine {
 
   /**
    * The worker, started if needed, and a promise that resolves once it has loaded saxon-js
-   * (rejects with a TransformError when it fails to, or takes longer than compileTimeoutMs).
+   * (rejects with a TransformError when it fails to; a TransformInterrupted when it takes longer
+   * than compileTimeoutMs, or the engine closes meanwhile).
    */
   private ensureWorker(): { worker: Worker; ready: Promise<void> } {
     if (this.worker && this.workerReady) return { worker: this.worker, ready: this.workerReady };
@@ -151,11 +169,14 @@ export class XsltEngine {
     let loaded: () => void = () => undefined;
     let failed: (err: Error) => void = () => undefined;
     const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TransformError(`transform worker did not load saxon-js within ${this.compileTimeoutMs} ms`)), this.compileTimeoutMs);
+      const timer = setTimeout(() => reject(new TransformInterrupted(`transform worker did not load saxon-js within ${this.compileTimeoutMs} ms`)), this.compileTimeoutMs);
       loaded = () => (clearTimeout(timer), resolve());
       failed = (err) => (clearTimeout(timer), reject(err));
     });
-    ready.catch(() => (this.worker === worker ? this.restartWorker() : undefined));
+    this.readyFail = failed;
+    void ready.then(() => {
+      if (this.readyFail === failed) this.readyFail = undefined;
+    }, () => (this.worker === worker ? this.restartWorker() : undefined));
     worker.on('message', (msg: { id: number; ok: boolean; output?: string; error?: string; ready?: boolean }) => {
       if (msg.ready) return loaded();
       const p = this.pending.get(msg.id);
@@ -174,12 +195,12 @@ export class XsltEngine {
     return { worker, ready };
   }
 
-  /** Terminates the worker (a runaway transform); requests under way fail, the next starts anew. */
+  /** Terminates the worker (a runaway transform); the other requests under way are interrupted (tried again), the next starts anew. */
   private restartWorker(): void {
     const worker = this.worker;
     this.worker = undefined;
     this.workerReady = undefined;
-    this.failAll(new TransformError('transform worker restarted after a timeout'));
+    this.failAll(new TransformInterrupted('transform worker restarted after another transform ran too long'));
     void worker?.terminate();
   }
 
@@ -191,8 +212,12 @@ export class XsltEngine {
     }
   }
 
+  /** Ends the worker; transforms under way or asked for later reject with TransformInterrupted (shutting down). */
   async close(): Promise<void> {
-    this.failAll(new TransformError('shutting down'));
+    this.closed = true;
+    this.readyFail?.(new TransformInterrupted('shutting down'));
+    this.readyFail = undefined;
+    this.failAll(new TransformInterrupted('shutting down'));
     await this.worker?.terminate();
     this.worker = undefined;
     this.workerReady = undefined;

@@ -200,6 +200,31 @@ describe('leaves the local database refuses go to the quarantine; writes that ma
     }
   });
 
+  it('a transform cut short by Hermod stopping (not the stylesheet\'s fault) rejects and quarantines nothing: the leaf is applied again after the restart', async () => {
+    const db = database();
+    const { transforms, stage, quarantine, dir } = await stageWith(db.sink, () => ({ stylesheet: 'slow.xsl', params: {} }));
+    // Counts to a large number: seconds of work, well within the 10 s limit.
+    writeFileSync(
+      path.join(dir, 'slow.xsl'),
+      `<xsl:stylesheet version="3.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:template match="/note"><note id="{@id}" n="{count((1 to 100000000)[. mod 7 = 0])}"/></xsl:template>
+</xsl:stylesheet>`,
+    );
+    let stopped = false;
+    try {
+      const writing = stage.writeItems([leaf('/tags/s', 's-1')]);
+      const failed = assert.rejects(writing, /shutting down/);
+      await new Promise((r) => setTimeout(r, 500)); // saxon-js loading, or the transform running: either way cut short
+      await transforms.stop();
+      stopped = true;
+      await failed;
+      assert.deepEqual(await quarantine.list(), [], 'not quarantined');
+      assert.deepEqual(db.written, []);
+    } finally {
+      if (!stopped) await transforms.stop();
+    }
+  });
+
   it('a retraction drops the item\'s quarantined leaf when the sink says it is withdrawn, in order with the item\'s writes; kept when not, or when that is not known', async () => {
     const db = database();
     const asked: string[] = [];
