@@ -528,15 +528,32 @@ export class AjatusPublisher {
     }
   }
 
-  /** Creates the node for a tag on first use, with the tag's settings. */
+  /**
+   * Creates the node for a tag on first use, with the tag's settings; applies them again to one
+   * whose settings could not be applied last time (`accessPending`).
+   */
   private async ensureNode(tag: string): Promise<void> {
     const settings = this.o.settings.tag(tag);
-    if (await ensureNode(this.o.service, this.o.actor, tagNode(tag), settings, `Documents tagged ${tag}`)) await this.applyTagSettings(tag, settings);
+    if ((await ensureNode(this.o.service, this.o.actor, tagNode(tag), settings, `Documents tagged ${tag}`)) || this.accessPending.has(tag)) await this.applyTagSettings(tag, settings);
   }
 
-  /** Makes a tag node's access model and member list match its settings document. */
+  /** Tags whose settings failed to apply (the store failing, a node lock lost): applied again at the tag's next publication. */
+  private readonly accessPending = new Set<string>();
+
+  /**
+   * Makes a tag node's access model and member list match its settings document. Rejects with
+   * the service's error; the tag is then applied again before its next publication (and at every
+   * start, for tags with a settings document).
+   */
   async applyTagSettings(tag: string, settings: TagSettings): Promise<void> {
-    const changed = await applyNodeAccess(this.o.service, this.o.actor, tagNode(tag), settings); // no node yet: created on first publish
+    let changed: Awaited<ReturnType<typeof applyNodeAccess>>;
+    try {
+      changed = await applyNodeAccess(this.o.service, this.o.actor, tagNode(tag), settings); // no node yet: created on first publish
+    } catch (err) {
+      this.accessPending.add(tag);
+      throw err;
+    }
+    this.accessPending.delete(tag);
     if (changed) this.o.log.info('tag whitelist applied', { tag, ...changed });
   }
 }

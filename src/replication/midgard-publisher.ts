@@ -125,6 +125,13 @@ export class MidgardPublisher {
   published = 0;
   /** The records written while handling, written to the store by flush() (one write per batch). */
   private readonly st: DeferredState;
+  /**
+   * Nodes whose access this run made match `midgard.access` (created, or found, on first use):
+   * the config file is where node access comes from, so a node created by an earlier run, or
+   * whose settings could not be applied (the store failing just after it was created), is set
+   * again on its first use in this run — once it succeeded, not again.
+   */
+  private readonly accessApplied = new Set<string>();
 
   constructor(private readonly o: MidgardPublisherOptions) {
     this.st = new DeferredState(o.state);
@@ -377,10 +384,11 @@ export class MidgardPublisher {
     for (const node of nodes) {
       if (ensured.has(node)) continue;
       ensured.add(node);
-      if (await ensureNode(service, actor, node, this.o.access(node), `Midgard ${node}`)) {
-        const changed = await applyNodeAccess(service, actor, node, this.o.access(node));
-        if (changed) log.info('node whitelist applied', { node, ...changed });
-      }
+      await ensureNode(service, actor, node, this.o.access(node), `Midgard ${node}`);
+      if (this.accessApplied.has(node)) continue;
+      const changed = await applyNodeAccess(service, actor, node, this.o.access(node));
+      this.accessApplied.add(node);
+      if (changed) log.info('node whitelist applied', { node, ...changed });
     }
     const left = before.filter((n) => !nodes.includes(n));
     return planned(nodes.map(publish), left.map(retract), 'published midgard object', { nodes, retractedFrom: left, revised: revisedOf(main), path });

@@ -438,6 +438,27 @@ describe('batched Ajatus source on a real pouchdb-server', { timeout: 120_000 },
     }
   });
 
+  it('a tag whose settings could not be applied when its node was created (the store failing) gets them at its next publication', async () => {
+    await couch.createDbs('access');
+    await couch.request('POST', 'access/_bulk_docs', { docs: [note('w-1', ['secret'])] });
+    const { json } = await couch.request('GET', 'access/_changes?style=all_docs');
+    const batch = (json.results as ChangesRow[]).map(changeOf);
+    const store = new MemoryStore();
+    let failures = 1;
+    class FlakyAffiliations extends PubsubService {
+      override setAffiliations(...args: Parameters<PubsubService['setAffiliations']>): ReturnType<PubsubService['setAffiliations']> {
+        return failures-- > 0 ? Promise.reject(new Error('the store is failing')) : super.setAffiliations(...args);
+      }
+    }
+    const service = new FlakyAffiliations({ store, mayCreateNodes: () => true, notifier: () => {} });
+    const settings = { tag: () => ({ accessModel: 'whitelist' as const, whitelist: ['pubsub.b.test'] }) } as unknown as AppSettings;
+    const publisher = publisherOf(couch, 'access', service, new ReplicationState(store.state('replication')), () => {}, { settings });
+    await assert.rejects(publisher.handle(batch), /the store is failing/, 'the batch is handed over again');
+    await publisher.handle(batch);
+    assert.equal((await service.getAffiliations(ACTOR, '/tags/secret')).get('pubsub.b.test'), 'member', 'the whitelist applied at the next publication');
+    assert.deepEqual((await service.getItems(ACTOR, '/tags/secret')).map((i) => i.id), ['w-1']);
+  });
+
   it('a publish failing mid-batch: the batch rejects, the documents that completed (on the other node) are recorded, the retry publishes only the rest', async () => {
     await couch.createDbs('flaky');
     // f-00..f-29 on node one, f-30..f-59 on node two: a node's entries of a batch are one write.

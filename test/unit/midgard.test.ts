@@ -327,6 +327,35 @@ describe('publisher, sink and spool source', () => {
     assert.deepEqual(partners, ['alice@alpha.test']);
   });
 
+  it('midgard.access is applied to a node an earlier run created, on its first use in this run; an apply that failed is tried again at the next document', async () => {
+    const text = await fixture('article-hello.xml');
+    await publisher.handle(text, { source: 'dbus', area: 'mgdschema', action: 'create' }); // the node exists, pubsub.b.test a member
+    // A restart with another whitelist in the config file, whose first apply meets a store that fails once.
+    let failures = 1;
+    const flaky = new Proxy(service, {
+      get: (target, prop, receiver) =>
+        prop === 'setAffiliations'
+          ? (...args: Parameters<PubsubService['setAffiliations']>) => (failures-- > 0 ? Promise.reject(new Error('store write failed')) : target.setAffiliations(...args))
+          : (Reflect.get(target, prop, receiver) as unknown),
+    });
+    const restarted = new MidgardPublisher({
+      service: flaky,
+      actor: ACTOR,
+      state,
+      mapping: { ...DEFAULT_MAPPING, paths: [{ node: '/site/news', regexp: /^\/site\/news\// }] },
+      access: () => ({ accessModel: 'whitelist', whitelist: ['pubsub.c.test'] }),
+      index: new TopicIndex(),
+      partnerJid: { property: 'jid', parameter: { domain: 'org.openpsa.contacts', name: 'jid' } },
+      log: silentLogger,
+      onPartner: () => {},
+    });
+    await assert.rejects(restarted.handle(articleVersion(text, { revised: '2026-11-26 10:00:00+0000', title: 'Again' }), { source: 'dbus', area: 'mgdschema', action: 'update' }), /store write failed/);
+    await restarted.handle(articleVersion(text, { revised: '2026-11-26 10:05:00+0000', title: 'Again, later' }), { source: 'dbus', area: 'mgdschema', action: 'update' });
+    const members = await service.getAffiliations(ACTOR, '/midgard_article/all');
+    assert.equal(members.get('pubsub.c.test'), 'member', 'the whitelist of this run applied');
+    assert.equal(members.get('pubsub.b.test'), undefined, 'the one no longer listed removed');
+  });
+
   it('a blob above inlineBlobMax with no upload service: nothing is published, the error says why (and is not logged twice)', async () => {
     const log = captureLog();
     const noUpload = new MidgardPublisher({
