@@ -86,6 +86,18 @@ export interface StageOptions {
 /** Whether a quarantined leaf is withdrawn cannot be told now (PartnerSink.withdrawn rejected). */
 class NotKnown extends Error {}
 
+/** A retried quarantined leaf whose write failed in a way that may pass (run(): the database down). */
+class RetryLater extends Error {}
+
+/**
+ * A `hermod quarantine retry` that could not decide (whether the partner still offers the item
+ * not known yet — at start partners are added only once online —, the database down): the mark
+ * stays and it is tried again after RETRY_LATER_FIRST_MS, doubling, up to RETRY_LATER_TRIES
+ * times (~5 min); then it goes back to the quarantine with the reason, as a decided failure does.
+ */
+const RETRY_LATER_FIRST_MS = 5_000;
+const RETRY_LATER_TRIES = 6;
+
 /** What a transformed item became, per source item; `nodes` are the followed nodes that carried it. */
 interface Written {
   target: string;
@@ -248,6 +260,8 @@ export class TransformStage implements PartnerSink {
    * service (another partner's retraction may delete the same document): then it does not write.
    */
   private readonly retrying = new Map<string, number>();
+  /** Marked entries whose retry could not decide, by id: when the next attempt is due, and how many were postponed. */
+  private readonly postponed = new Map<string, { due: number; tries: number }>();
 
   constructor(
     private readonly t: Transforms,
@@ -369,8 +383,9 @@ export class TransformStage implements PartnerSink {
   /**
    * Transforms and writes. A transform that fails, or an output the target refuses for itself
    * (RefusedWrite), puts the leaf in (or back in) the quarantine. A write or store failure that
-   * may pass rejects for a leaf as it arrived (the partner manager applies it again) and puts a
-   * quarantined one (`entry`, a `hermod quarantine retry`) back with the reason.
+   * may pass, or a transform cut short (TransformInterrupted), rejects: for a leaf as it arrived
+   * with the error (the partner manager applies it again), for a quarantined one (`entry`, a
+   * `hermod quarantine retry`) with RetryLater (its mark stays: retryLater).
    */
   private async run(leaf: Leaf, payload: string, spec: TransformSpec, entry: QuarantineEntry | undefined): Promise<'written' | 'current' | 'quarantined'> {
     let applied = false;
@@ -390,8 +405,8 @@ export class TransformStage implements PartnerSink {
       // stopping, the worker restarted for another transform).
       const mayPass = caught instanceof OutputWriteFailed || caught instanceof TransformInterrupted || applied;
       const err = caught instanceof OutputWriteFailed ? caught.cause : caught;
-      if (mayPass && !entry) throw err;
       const reason = err instanceof Error ? err.message : String(err);
+      if (mayPass) throw entry ? new RetryLater(reason) : err; // a retried entry keeps its mark (retryLater)
       const stylesheet = this.t.resolve(spec.stylesheet);
       if (entry) {
         await this.t.quarantine.requeue(entry, reason);
@@ -410,14 +425,27 @@ export class TransformStage implements PartnerSink {
   }
 
   private async retryNow(marked: QuarantineEntry): Promise<void> {
+    const later = this.postponed.get(marked.id);
+    if (later && Date.now() < later.due) return;
     // Read when the retries were listed: a newer version of the item may have replaced it since
     // (quarantined again, or written: no mark left). Only the entry as it is now is retried.
     const entry = await this.t.quarantine.marked(marked.id);
-    if (!entry || entry.at !== marked.at) return;
+    if (!entry || entry.at !== marked.at) {
+      this.postponed.delete(marked.id);
+      return;
+    }
     const leaf: Leaf = { adapter: this.adapter, partner: entry.partner, service: entry.service, node: entry.node, itemId: entry.itemId, publisher: entry.publisher };
     const spec = this.spec(entry.partner, entry.node);
     if (spec) {
-      if ((await this.run(leaf, entry.payload, spec, entry)) === 'quarantined') return;
+      let outcome: Awaited<ReturnType<TransformStage['run']>>;
+      try {
+        outcome = await this.run(leaf, entry.payload, spec, entry);
+      } catch (err) {
+        if (!(err instanceof RetryLater)) throw err;
+        return this.retryLater(entry, err.message);
+      }
+      this.postponed.delete(entry.id);
+      if (outcome === 'quarantined') return;
       await this.t.quarantine.done(entry.id);
       this.log.info('quarantined leaf delivered', { id: entry.id, item: entry.itemId });
       return;
@@ -433,10 +461,8 @@ export class TransformStage implements PartnerSink {
       withdrawn = await this.droppedIfWithdrawn(entry, entry.partner);
     } catch (err) {
       this.retrying.delete(key);
-      const refused = entry.reason.replace(/ \(not retried: .*\)$/s, '');
       const why = err instanceof NotKnown ? `whether the partner still offers the item is not known: ${err.message}` : err instanceof Error ? err.message : String(err);
-      await this.t.quarantine.requeue(entry, `${refused} (not retried: ${why})`);
-      return;
+      return this.retryLater(entry, why);
     }
     const retractedMeanwhile = this.retrying.get(key) !== 0;
     this.retrying.delete(key);
@@ -445,11 +471,34 @@ export class TransformStage implements PartnerSink {
     try {
       const item = new Element('item', { id: entry.itemId, ...(entry.publisher ? { publisher: entry.publisher } : {}) }).cnode(parse(entry.payload) as Element).up();
       await this.o.native.writeItem(entry.service, entry.node, item, entry.partner);
-      await this.t.quarantine.done(entry.id);
-      this.log.info('quarantined leaf delivered without a stylesheet', { id: entry.id, item: entry.itemId });
     } catch (err) {
-      await this.t.quarantine.requeue(entry, err instanceof Error ? err.message : String(err));
+      const reason = err instanceof Error ? err.message : String(err);
+      if (!(err instanceof RefusedWrite)) return this.retryLater(entry, reason); // the database down: not a decision
+      this.postponed.delete(entry.id);
+      await this.t.quarantine.requeue(entry, reason);
+      return;
     }
+    this.postponed.delete(entry.id);
+    await this.t.quarantine.done(entry.id);
+    this.log.info('quarantined leaf delivered without a stylesheet', { id: entry.id, item: entry.itemId });
+  }
+
+  /**
+   * A retry that could not decide (`why`): the mark stays and the entry is tried again later
+   * (RETRY_LATER_FIRST_MS, doubling), at most RETRY_LATER_TRIES times; then it goes back to the
+   * quarantine, its reason saying `not retried: <why>` (the reasons do not pile up).
+   */
+  private async retryLater(entry: QuarantineEntry, why: string): Promise<void> {
+    const tries = (this.postponed.get(entry.id)?.tries ?? 0) + 1;
+    if (tries <= RETRY_LATER_TRIES) {
+      const wait = RETRY_LATER_FIRST_MS * 2 ** (tries - 1);
+      this.postponed.set(entry.id, { due: Date.now() + wait, tries });
+      this.log.info('quarantined leaf retry postponed: it could not be decided now', { id: entry.id, item: entry.itemId, reason: why, retryInMs: wait, tries });
+      return;
+    }
+    this.postponed.delete(entry.id);
+    const refused = entry.reason.replace(/ \(not retried: .*\)$/s, '');
+    await this.t.quarantine.requeue(entry, `${refused} (not retried: ${why})`);
   }
 
   /**

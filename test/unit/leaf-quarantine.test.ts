@@ -322,16 +322,49 @@ describe('`hermod quarantine retry` of a leaf the partner may have withdrawn sin
     }
   });
 
-  it('not known (a node did not answer): back in the quarantine with both reasons, not written', async () => {
-    const { transforms, stage, quarantine, db, entry } = await retried(() => Promise.reject(new Error('pubsub.alpha.test answered wait/policy-violation')));
+  it('not known yet (a node did not answer; at start, the partner not added yet): the mark stays and it is tried again later, then written once it is known', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+    let known = false;
+    const { transforms, stage, quarantine, db, entry, log } = await retried(async () => {
+      if (!known) throw new Error('pubsub.alpha.test answered wait/policy-violation');
+      return false;
+    });
     try {
       await stage.retry(entry);
       assert.deepEqual(db.written, []);
+      assert.deepEqual((await quarantine.pendingRetries()).map((e) => e.id), [entry.id], 'still marked for retry');
+      assert.ok(log.lines.some((l) => l.msg === 'quarantined leaf retry postponed: it could not be decided now' && /policy-violation/.test(String(l.reason))));
+      await stage.retry(entry); // the next tick, before it is due: nothing asked
+      known = true;
+      await stage.retry(entry);
+      assert.deepEqual(db.written, [], 'not before its wait is over');
+      t.mock.timers.tick(5_000);
+      await stage.retry(entry);
+      assert.deepEqual(db.written, ['n1 v1']);
+      assert.deepEqual([await quarantine.list(), await quarantine.pendingRetries()], [[], []]);
+    } finally {
+      await transforms.stop();
+    }
+  });
+
+  it('never known (the partner removed since): back in the quarantine after ~5 min of attempts, with both reasons, which do not pile up', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+    const { transforms, stage, quarantine, db, entry } = await retried(() => Promise.reject(new Error('pubsub.alpha.test answered wait/policy-violation')));
+    const attempts = async (): Promise<void> => {
+      for (let i = 0; i < 8 && (await quarantine.pendingRetries()).length > 0; i++) {
+        await stage.retry((await quarantine.pendingRetries())[0] as typeof entry);
+        t.mock.timers.tick(10 * 60_000);
+      }
+    };
+    try {
+      await attempts();
+      assert.deepEqual(db.written, []);
       const [back] = await quarantine.list();
       assert.match(back?.reason ?? '', /validate_doc_update.*not retried: whether the partner still offers the item is not known: .*policy-violation/);
+      assert.equal(back?.attempts, 2, 'one more attempt counted');
       // Retried again and not known again: the reasons do not pile up.
       assert.equal(await quarantine.retry(entry.id), true);
-      await stage.retry((await quarantine.pendingRetries())[0] as typeof entry);
+      await attempts();
       assert.equal(((await quarantine.list())[0]?.reason.match(/not retried/g) ?? []).length, 1);
     } finally {
       await transforms.stop();
