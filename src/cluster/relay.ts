@@ -31,6 +31,11 @@
 // a change of leader while a leader-bound entry is taken, hands it to a handler once more: the
 // handlers take a second copy as a no-op (IQ replies and barriers: their id is settled already;
 // partner events: the replication applies an item by revision, a known revision writes nothing).
+// Storing: replies for other members that the store does not take are dropped with a warning
+// (their requests time out there, as if the peer had not answered); stanzas for the leader (a
+// partner's event: nothing times out for it, and the leader's next notification from that node
+// would move its history position past it) are stored again, LEADER_RETRY_FIRST_MS later,
+// doubling up to RETRY_MAX_MS, while the process runs — at most LEADER_HELD_MAX of them wait.
 
 import { parse, type Element } from 'ltx';
 import { LRUCache } from 'lru-cache';
@@ -55,6 +60,9 @@ export type RelayHandler = (stanza: Element) => void | Promise<void>;
 export const RELAY_ATTEMPTS = 5;
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 10_000;
+/** Storing stanzas for the leader again after the store refused them: first wait (ms), and the most that wait (header). */
+const LEADER_RETRY_FIRST_MS = 500;
+export const LEADER_HELD_MAX = 10_000;
 
 export interface RelayOptions {
   space: StateSpace;
@@ -95,6 +103,11 @@ export class Relay {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryAt = 0;
   private readonly unwatch: (() => void) | undefined;
+  /** Stanzas for the leader waiting to be stored again (storeAgain), their timers, and the current wait (ms; 0: none failed lately). */
+  private leaderHeld = 0;
+  private readonly leaderTimers = new Set<NodeJS.Timeout>();
+  private leaderWait = 0;
+  private stopped = false;
 
   constructor(private readonly options: RelayOptions) {
     this.timer = setInterval(() => void this.poll(), options.pollMs ?? 1_000);
@@ -144,9 +157,9 @@ export class Relay {
     this.leaderHandler = handler;
   }
 
-  private enqueue(op: StateOp): void {
+  private enqueue(op: StateOp, counted = true): void {
     this.queued.push(op);
-    this.relayed++;
+    if (counted) this.relayed++;
     if (!this.flushing) {
       this.flushing = true;
       setImmediate(() => void this.flush());
@@ -157,9 +170,36 @@ export class Relay {
     while (this.queued.length > 0) {
       const ops = this.queued;
       this.queued = [];
-      await this.options.space.batch(ops).catch((err: unknown) => this.options.log.warn('relay: replies for other members not stored (they will time out there)', { replies: ops.length, reason: String(err) }));
+      try {
+        await this.options.space.batch(ops);
+        this.leaderWait = 0;
+      } catch (err) {
+        const forLeader = ops.filter((op) => op.key.startsWith(`${LEADER}\0`));
+        const replies = ops.length - forLeader.length;
+        if (replies > 0) this.options.log.warn('relay: replies for other members not stored (they will time out there)', { replies, reason: String(err) });
+        if (forLeader.length > 0) this.storeAgain(forLeader, err);
+      }
     }
     this.flushing = false;
+  }
+
+  /** Stanzas for the leader the store did not take: stored again later (header). */
+  private storeAgain(ops: StateOp[], err: unknown): void {
+    if (this.stopped) return;
+    if (this.leaderHeld + ops.length > LEADER_HELD_MAX) {
+      this.options.log.error('relay: partner events for the leader not stored, and too many wait to be stored again: dropped (their documents wait for their next change)', { stanzas: ops.length, waiting: this.leaderHeld, reason: String(err) });
+      return;
+    }
+    this.leaderWait = Math.min(this.leaderWait === 0 ? LEADER_RETRY_FIRST_MS : this.leaderWait * 2, RETRY_MAX_MS);
+    this.leaderHeld += ops.length;
+    this.options.log.warn('relay: partner events for the leader not stored; storing them again', { stanzas: ops.length, retryInMs: this.leaderWait, reason: String(err) });
+    const timer = setTimeout(() => {
+      this.leaderTimers.delete(timer);
+      this.leaderHeld -= ops.length;
+      for (const op of ops) this.enqueue(op, false);
+    }, this.leaderWait);
+    timer.unref();
+    this.leaderTimers.add(timer);
   }
 
   /** Reads and takes the replies stored for this member. Never rejects. */
@@ -244,8 +284,12 @@ export class Relay {
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
+    for (const timer of this.leaderTimers) clearTimeout(timer);
+    if (this.leaderHeld > 0) this.options.log.warn('relay: stopping with partner events for the leader not stored (their documents wait for their next change)', { stanzas: this.leaderHeld });
+    this.leaderTimers.clear();
     this.unwatch?.();
   }
 }

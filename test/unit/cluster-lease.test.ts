@@ -269,6 +269,36 @@ describe('reply relay', () => {
   });
 });
 
+describe('reply relay: a store write that fails', () => {
+  it('a partner event for the leader is stored again until the store takes it (nothing times out for it); replies for other members are dropped (their requests time out)', async () => {
+    const { Relay, RELAY_SPACE } = await import('../../src/cluster/relay.ts');
+    const { parse } = await import('ltx');
+    const store = new MemoryStore();
+    const real = store.state(RELAY_SPACE);
+    let failing = 2;
+    const flaky: StateSpace = { ...real, get: (k) => real.get(k), getMany: (k) => real.getMany(k), range: (p, o) => real.range(p, o), swap: (k, e, n) => real.swap(k, e, n), batch: (ops) => (failing > 0 && ops.some((op) => op.type === 'put') ? (failing--, Promise.reject(new Error('store down'))) : real.batch(ops)) };
+    const taken: string[] = [];
+    const warned: string[] = [];
+    const log = { ...silentLogger, warn: (msg: string) => void warned.push(msg), child: () => log };
+    const a = new Relay({ space: flaky, tag: 'aaaaaa', deliver: () => undefined, waiting: () => false, isLeader: () => false, log, pollMs: 20 });
+    const b = new Relay({ space: real, tag: 'bbbbbb', deliver: () => undefined, waiting: () => false, isLeader: () => true, log: silentLogger, pollMs: 20 });
+    b.onLeaderStanza((s) => void taken.push(s.attrs.id as string));
+    try {
+      a.route(parse("<iq type='result' id='qbbbbbb.9' from='x@y'/>"));
+      a.toLeader(parse("<message id='event-1' from='pubsub.partner'/>"));
+      await eventually(() => taken.includes('event-1') || undefined, 'the event reached the leader after the store came back', 10_000);
+      assert.ok(warned.includes('relay: replies for other members not stored (they will time out there)'));
+      assert.ok(warned.includes('relay: partner events for the leader not stored; storing them again'));
+      const left: string[] = [];
+      for await (const [key] of real.range('bbbbbb\0')) left.push(key);
+      assert.deepEqual(left, [], 'the reply for b was dropped, not stored later');
+    } finally {
+      a.stop();
+      b.stop();
+    }
+  });
+});
+
 async function first<T>(it: AsyncIterable<T>): Promise<T> {
   for await (const x of it) return x;
   throw new Error('empty');
