@@ -213,8 +213,10 @@ export class Relay {
     this.polling = true;
     this.again = false;
     try {
-      if (this.options.waiting()) await this.take(this.options.tag, this.options.deliver);
+      // The leader's stanzas first: a partner's history results (messages, relayed to the
+      // leader) come before the <fin/> that ends their query (an IQ result, relayed by its tag).
       if (leader && this.leaderHandler) await this.take(LEADER, this.leaderHandler);
+      if (this.options.waiting()) await this.take(this.options.tag, this.options.deliver);
     } catch (err) {
       this.options.log.warn('relay: reading relayed stanzas failed', { reason: String(err) });
     } finally {

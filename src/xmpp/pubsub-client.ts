@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import type { IqCaller } from '../component/iq-caller.ts';
 import { buildForm, findForm, parseForm } from './forms.ts';
+import { IqError } from './iq-error.ts';
 import { normalizeJid } from './jid.ts';
 import { NS } from './ns.ts';
 
@@ -82,10 +83,19 @@ export function rsmSet(page: PageAt): Element {
 
 /** The <last/> of an RSM <set/> under `parent`, if any. */
 const lastOf = (parent: Element | undefined): string | undefined => parent?.getChild('set', NS.RSM)?.getChildText('last') ?? undefined;
+const firstOf = (parent: Element | undefined): string | undefined => parent?.getChild('set', NS.RSM)?.getChildText('first') ?? undefined;
+
+/**
+ * How long a history query waits, after its <fin/>, for result messages the <fin/> names (its
+ * RSM first and last) that have not arrived yet (ms). On one stream they always come first; with
+ * several Hermods on one component JID, results and <fin/> may reach this process by different
+ * ways (one relayed through the store: src/cluster/relay.ts).
+ */
+const RESULTS_WAIT_MS = 10_000;
 
 export class PubsubClient {
   /** History queries under way: queryid -> the service asked and the results received so far. */
-  private readonly queries = new Map<string, { service: string; entries: HistoryEntry[] }>();
+  private readonly queries = new Map<string, { service: string; entries: HistoryEntry[]; arrived?: () => void }>();
   /** Query ids are unique per client, so two clients of one component never claim each other's results. */
   private readonly prefix = `h${randomBytes(3).toString('hex')}-`;
   private counter = 0;
@@ -202,17 +212,32 @@ export class PubsubClient {
   /**
    * One page of a node's history (XEP-0313 §4 on a pub/sub node, paged as `page` says): the
    * result messages that arrived for the query (through handleResult), and its <fin/>. Rejects
-   * with PubsubClientError when the answer has no <fin/>.
+   * with PubsubClientError when the answer has no <fin/>, and with an IqError
+   * remote-server-timeout (undecided: the page is asked again) when the results the <fin/> names
+   * as the page's first and last have not arrived RESULTS_WAIT_MS after it.
    */
   async history(service: string, node: string, page: PageAt, timeoutMs = HISTORY_TIMEOUT_MS): Promise<HistoryPage> {
     const queryid = `${this.prefix}${(++this.counter).toString(36)}`;
-    const entry = { service: normalizeJid(service) ?? service, entries: [] as HistoryEntry[] };
+    const entry: { service: string; entries: HistoryEntry[]; arrived?: () => void } = { service: normalizeJid(service) ?? service, entries: [] };
     this.queries.set(queryid, entry);
     try {
       const res = await this.iq.request(service, 'set', new Element('query', { xmlns: NS.MAM, node, queryid }).cnode(rsmSet(page)).up(), timeoutMs);
       const fin = res.getChild('fin', NS.MAM);
       if (!fin) throw new PubsubClientError(`${service} answered a history query on ${node} without <fin/>`);
       const last = lastOf(fin);
+      const first = firstOf(fin);
+      const arrived = (): boolean => [first, last].every((id) => id === undefined || entry.entries.some((e) => e.id === id));
+      if (!arrived()) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, RESULTS_WAIT_MS);
+          entry.arrived = () => {
+            if (!arrived()) return;
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        if (!arrived()) throw new IqError('remote-server-timeout', undefined, `the history results of ${node} named by its <fin/> did not arrive within ${RESULTS_WAIT_MS} ms of it`, service, 'wait');
+      }
       return { entries: entry.entries, complete: fin.attrs.complete === 'true', ...(last !== undefined ? { last } : {}) };
     } finally {
       this.queries.delete(queryid);
@@ -234,6 +259,7 @@ export class PubsubClient {
     if (!result || !query || normalizeJid(String(message.attrs.from ?? '')) !== query.service) return false;
     const forwarded = result.getChild('forwarded', NS.FORWARD)?.getChild('message');
     if (forwarded) query.entries.push({ id: String(result.attrs.id ?? ''), message: forwarded });
+    query.arrived?.();
     return true;
   }
 }

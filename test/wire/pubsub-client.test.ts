@@ -29,6 +29,9 @@ describe('pub/sub client (towards partners)', () => {
   let partner: WireHarness;
   let alice: TestClient;
   let client: PubsubClient;
+  /** A second client whose history results reach it only after the <fin/> (as through the cluster relay). */
+  let late: PubsubClient;
+  const held: Element[] = [];
   const events: Element[] = [];
   let SVC: string;
 
@@ -38,11 +41,24 @@ describe('pub/sub client (towards partners)', () => {
     alice = site.client('alice@alpha.test/desk');
     // The partner's component routes MAM results to its client, and keeps event notifications.
     const messages = new Map([
-      [NS.MAM, (stanza: Element) => void client.handleResult(stanza)],
+      [NS.MAM, (stanza: Element) => void (client.handleResult(stanza) || held.push(stanza))],
       [NS.PUBSUB_EVENT, (stanza: Element) => void events.push(stanza)],
     ]);
     partner = await WireHarness.start({ jid: 'pubsub.beta.test', network: site.network, messages });
     client = new PubsubClient(partner.core.iq, partner.jid);
+    late = new PubsubClient(
+      {
+        request: async (...args: Parameters<typeof partner.core.iq.request>) => {
+          const answer = await partner.core.iq.request(...args);
+          // The results come 200 ms after the <fin/>.
+          setTimeout(() => {
+            for (const stanza of held.splice(0)) late.handleResult(stanza);
+          }, 200);
+          return answer;
+        },
+      },
+      partner.jid,
+    );
     for (const node of ['n1', 'n2', 'n3', 'n4', 'n5']) await alice.iq('set', SVC, create(node));
     for (const id of ['a', 'b', 'c', 'd', 'e']) await alice.iq('set', SVC, publish('n1', id));
   });
@@ -107,6 +123,14 @@ describe('pub/sub client (towards partners)', () => {
     assert.equal(rest.complete, true);
     assert.equal(rest.last, end, 'the last entry is the history end');
     assert.equal(await client.historyEnd(SVC, 'n4'), undefined, 'an empty history has no end');
+  });
+
+  it('results that arrive after the <fin/> (another process relayed them) are waited for: the page is whole', async () => {
+    await alice.iq('set', SVC, publish('n5', 'r1'));
+    await alice.iq('set', SVC, publish('n5', 'r2'));
+    const page = await late.history(SVC, 'n5', { max: 10 });
+    assert.deepEqual(page.entries.map((e) => kind(e.message)), ['+r1', '+r2']);
+    assert.equal(page.last, page.entries[1]?.id);
   });
 
   it('takes only results of its own queries under way', async () => {
