@@ -775,7 +775,7 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       assert.ok(res.getChild('pubsub', PUBSUB)?.getChild('items')?.getChild('item')?.getChild('entry', 'http://www.w3.org/2005/Atom'));
     });
 
-    it('send_last_published_item: on_sub (default) sends the newest item with a XEP-0203 delay stamp; never sends nothing', async () => {
+    it('send_last_published_item: the default (on_sub_and_presence) sends the newest item on subscribe with a XEP-0203 delay stamp; never sends nothing', async () => {
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='lastpub'/></pubsub>`);
       await alice.iq('set', SVC, publish('lastpub', 'older', 'older'));
       const before = Date.now();
