@@ -138,6 +138,7 @@ export class XsltEngine {
     if (this.closed) throw new TransformInterrupted('shutting down');
     const { worker, ready } = this.ensureWorker();
     await ready; // the time limit is the stylesheet's: it starts once the worker has loaded saxon-js
+    if (this.closed) throw new TransformInterrupted('shutting down'); // closed while it loaded: its worker is gone
     const id = ++this.counter;
     return new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
