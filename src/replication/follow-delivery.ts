@@ -230,12 +230,11 @@ export class FollowDelivery {
    * yet). Everything published after that point is in the history after it, so notifications
    * left to the history during the catch-up (leaveToHistory) are read back by a drain that
    * starts there (`replayable`). A history that cannot be read: current items only. Rejects
-   * (the follow is tried again) when reading the history's end got no decision — no answer in
-   * time, the partner's server unreachable or failing, our own connection down: a first follow
+   * (the follow is tried again) when reading the history's end got no answer — none in time, or
+   * our own connection down: a first follow
    * read from current items saves no position, so what the partner deleted before the node's
-   * first live notification would never be retracted here. An answer that says the service
-   * cannot read it (`service-unavailable` from the service itself, or any decided error) still
-   * falls back to current items.
+   * first live notification would never be retracted here. Any error the service itself
+   * answered still falls back to current items.
    */
   async catchUpStart(service: string, node: string): Promise<CatchUpStart> {
     const positions = this.o.positions && this.o.withHistory(service) ? this.o.positions : undefined;
@@ -246,7 +245,9 @@ export class FollowDelivery {
       const end = await this.o.client.historyEnd(service, node);
       return { ...(end !== undefined ? { end } : {}), replayable: true };
     } catch (err) {
-      if (err instanceof IqError && err.undecided && !(err.condition === 'service-unavailable' && err.stanza !== undefined)) throw err;
+      // No answer (a timeout, our own connection down): asked again. An answer, even a "not now",
+      // falls back to current items (a partner whose archive keeps failing is still followed).
+      if (err instanceof IqError && err.undecided && err.stanza === undefined) throw err;
       this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
       return { replayable: false };
     }
