@@ -213,10 +213,10 @@ export class Relay {
     this.polling = true;
     this.again = false;
     try {
-      // The leader's stanzas first: a partner's history results (messages, relayed to the
-      // leader) come before the <fin/> that ends their query (an IQ result, relayed by its tag).
-      if (leader && this.leaderHandler) await this.take(LEADER, this.leaderHandler);
+      // Its own replies first: they are waited for (timeouts), the leader's stanzas are work. A
+      // history <fin/> taken before its results is waited on by the query (PubsubClient.history).
       if (this.options.waiting()) await this.take(this.options.tag, this.options.deliver);
+      if (leader && this.leaderHandler) await this.take(LEADER, this.leaderHandler);
     } catch (err) {
       this.options.log.warn('relay: reading relayed stanzas failed', { reason: String(err) });
     } finally {
