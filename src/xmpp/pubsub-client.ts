@@ -93,9 +93,17 @@ const firstOf = (parent: Element | undefined): string | undefined => parent?.get
  */
 const RESULTS_WAIT_MS = 10_000;
 
+/** A history query under way: the service asked, the results received so far (and every result id, with or without a message), and who waits for more. */
+interface Query {
+  service: string;
+  entries: HistoryEntry[];
+  ids: Set<string>;
+  arrived?: () => void;
+}
+
 export class PubsubClient {
   /** History queries under way: queryid -> the service asked and the results received so far. */
-  private readonly queries = new Map<string, { service: string; entries: HistoryEntry[]; arrived?: () => void }>();
+  private readonly queries = new Map<string, Query>();
   /** Query ids are unique per client, so two clients of one component never claim each other's results. */
   private readonly prefix = `h${randomBytes(3).toString('hex')}-`;
   private counter = 0;
@@ -212,13 +220,14 @@ export class PubsubClient {
   /**
    * One page of a node's history (XEP-0313 §4 on a pub/sub node, paged as `page` says): the
    * result messages that arrived for the query (through handleResult), and its <fin/>. Rejects
-   * with PubsubClientError when the answer has no <fin/>, and with an IqError
-   * remote-server-timeout (undecided: the page is asked again) when the results the <fin/> names
-   * as the page's first and last have not arrived RESULTS_WAIT_MS after it.
+   * with PubsubClientError when the answer has no <fin/>. Results the <fin/> counts (its RSM
+   * first, last, and count from the first's index) that have not arrived are waited for, up to
+   * RESULTS_WAIT_MS; then it rejects with an IqError remote-server-timeout (undecided: the page
+   * is asked again) unless the first and last did arrive. Entries are in arrival order.
    */
   async history(service: string, node: string, page: PageAt, timeoutMs = HISTORY_TIMEOUT_MS): Promise<HistoryPage> {
     const queryid = `${this.prefix}${(++this.counter).toString(36)}`;
-    const entry: { service: string; entries: HistoryEntry[]; arrived?: () => void } = { service: normalizeJid(service) ?? service, entries: [] };
+    const entry: Query = { service: normalizeJid(service) ?? service, entries: [], ids: new Set() };
     this.queries.set(queryid, entry);
     try {
       const res = await this.iq.request(service, 'set', new Element('query', { xmlns: NS.MAM, node, queryid }).cnode(rsmSet(page)).up(), timeoutMs);
@@ -226,17 +235,26 @@ export class PubsubClient {
       if (!fin) throw new PubsubClientError(`${service} answered a history query on ${node} without <fin/>`);
       const last = lastOf(fin);
       const first = firstOf(fin);
-      const arrived = (): boolean => [first, last].every((id) => id === undefined || entry.entries.some((e) => e.id === id));
-      if (!arrived()) {
+      // How many results the page has, when the <fin/> says where it starts (XEP-0059 §2.6: the
+      // first's index and the count); else its first and last are what can be checked.
+      const set = fin.getChild('set', NS.RSM);
+      const count = Number.parseInt(set?.getChildText('count') ?? '', 10);
+      const index = Number.parseInt(String(set?.getChild('first')?.attrs.index ?? ''), 10);
+      const expected = Number.isFinite(count) && Number.isFinite(index) ? Math.max(0, Math.min(page.max, count - index)) : 0;
+      const ends = (): boolean => (first === undefined || entry.ids.has(first)) && (last === undefined || entry.ids.has(last));
+      const whole = (): boolean => ends() && entry.ids.size >= expected;
+      if (!whole()) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, RESULTS_WAIT_MS);
+          timer.unref();
           entry.arrived = () => {
-            if (!arrived()) return;
+            if (!whole()) return;
             clearTimeout(timer);
             resolve();
           };
         });
-        if (!arrived()) throw new IqError('remote-server-timeout', undefined, `the history results of ${node} named by its <fin/> did not arrive within ${RESULTS_WAIT_MS} ms of it`, service, 'wait');
+        // Its first and last came: a count the service got wrong does not fail the page for ever.
+        if (!ends()) throw new IqError('remote-server-timeout', undefined, `the history results of ${node} named by its <fin/> did not arrive within ${RESULTS_WAIT_MS} ms of it`, service, 'wait');
       }
       return { entries: entry.entries, complete: fin.attrs.complete === 'true', ...(last !== undefined ? { last } : {}) };
     } finally {
@@ -258,7 +276,9 @@ export class PubsubClient {
     const query = result && this.queries.get(String(result.attrs.queryid ?? ''));
     if (!result || !query || normalizeJid(String(message.attrs.from ?? '')) !== query.service) return false;
     const forwarded = result.getChild('forwarded', NS.FORWARD)?.getChild('message');
-    if (forwarded) query.entries.push({ id: String(result.attrs.id ?? ''), message: forwarded });
+    const id = String(result.attrs.id ?? '');
+    query.ids.add(id);
+    if (forwarded) query.entries.push({ id, message: forwarded });
     query.arrived?.();
     return true;
   }
