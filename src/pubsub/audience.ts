@@ -164,6 +164,11 @@ export class Audience {
     return out;
   }
 
+  /** Whether `jid` is known to be available (pubsub#presence_based_delivery; nobody is without a presence view). */
+  available(jid: string): boolean {
+    return this.options.presence?.isAvailable(jid) ?? false;
+  }
+
   /** recipients() with the owners' rosters when the access model needs them. */
   async of(state: NodeState): Promise<Recipient[]> {
     return this.recipients(state, await this.rostersFor(state));

@@ -588,6 +588,8 @@ export class PubsubService {
   private async sendLastPublished(state: NodeState, sub: Subscription, to = sub.jid): Promise<boolean> {
     const { config } = state.record;
     if (config.sendLastPublishedItem === 'never' || !config.deliverNotifications || sub.options?.deliver === false || nodeItemLimit(config, this.limits) === 0) return false;
+    // §12 presence-based delivery: not to a subscriber not known to be available (an owner approving it while it is offline).
+    if (config.presenceBasedDelivery && !this.audience.available(to)) return false;
     const [last] = this.unexpired(config, await this.store.getItems(state.record.id, { max: 1 }));
     if (!last) return false;
     // §7.1.2.4: a JID subscribed several times is told (SHIM SubID) which subscription this is for.

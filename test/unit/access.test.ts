@@ -117,10 +117,24 @@ describe('presence-based delivery and on_sub_and_presence', () => {
     await svc.publish(OWNER, 'n', item('a'));
     assert.deepEqual(sent.map((s) => s.to), [['on@a.test']]);
     sent.splice(0);
+    available.add('off@a.test/phone'); // as the presence tracker marks it before telling the service
     assert.equal(await svc.entityAvailable('off@a.test/phone'), 1);
     assert.equal(sent[0]?.event.kind === 'items' && sent[0].event.delayed, true);
     assert.deepEqual(sent.map((s) => s.to), [['off@a.test/phone']]);
     assert.equal(await svc.entityAvailable('stranger@a.test/x'), 0);
+  });
+
+  it('an owner approving a subscriber that is not available sends it no last item (it gets it once available)', async () => {
+    const available = new Set<string>();
+    const { svc, sent } = service(undefined, available);
+    await svc.create(OWNER, 'p', { accessModel: 'authorize', presenceBasedDelivery: true });
+    await svc.publish(OWNER, 'p', item('a'));
+    await svc.subscribe('late@a.test/desk', 'p', 'late@a.test');
+    sent.splice(0);
+    await svc.setSubscriptions(OWNER, 'p', [{ jid: 'late@a.test', state: 'subscribed' }]);
+    assert.deepEqual(sent.filter((s) => s.event.kind === 'items'), [], 'not while it is away');
+    available.add('late@a.test/desk');
+    assert.equal(await svc.entityAvailable('late@a.test/desk'), 1);
   });
 });
 
