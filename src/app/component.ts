@@ -167,7 +167,8 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     stateChanged: (state) => {
       if (state === 'online') presence.online();
       else {
-        presence.offline();
+        // The server shutting down ended every user's session too: their presence after it is new.
+        presence.offline(connection.lastStreamError === 'system-shutdown');
         privileges.reset();
       }
       metrics.connection(state);

@@ -36,6 +36,8 @@ export interface ComponentCredentials {
 /** The component's link to its server: the XEP-0114 connection, or the wire harness's loopback. */
 export interface ComponentLink {
   readonly status: ConnectionState;
+  /** The condition of the stream error the server ended the last connection with (e.g. `system-shutdown`), if any. */
+  readonly lastStreamError?: string | undefined;
   /** Sends a stanza now if online; false when it could not be sent. */
   send(stanza: Element): boolean;
   /** Starts (and keeps) the link; resolves once online for the first time. */

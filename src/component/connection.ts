@@ -62,6 +62,13 @@ export class ComponentConnection {
     return this.state;
   }
 
+  /** The condition of the stream error the server ended the last connection with (e.g. `system-shutdown`); undefined while online or when it gave none. */
+  get lastStreamError(): string | undefined {
+    return this.streamError;
+  }
+
+  private streamError: string | undefined;
+
   /**
    * Starts connecting (and reconnecting with backoff until `stop`); stanzas and state changes go
    * to `handlers`. Resolves once the component is online for the first time. Call once.
@@ -103,6 +110,7 @@ export class ComponentConnection {
     });
     entity.on('error', (err: Error & { condition?: string }) => {
       if (err.condition === 'not-authorized') handshakeError = 'the server refused the component secret (not-authorized)';
+      if (err.condition !== undefined && this.entity === entity) this.streamError = err.condition;
       log.debug('component stream error', { err: err.message, condition: err.condition });
     });
     entity.on('stanza', (stanza: Element) => {
@@ -123,6 +131,7 @@ export class ComponentConnection {
       if (this.stopping || this.entity !== entity) return;
       this.delay = this.initialDelay;
       this.failures = 0;
+      this.streamError = undefined;
       this.setState('online');
       // Stanzas are written whole (the outbox batches fan-out itself): no Nagle delay on replies.
       entity.socket?.setNoDelay(true);

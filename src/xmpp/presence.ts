@@ -14,7 +14,10 @@
 // that was available before the connection dropped and is seen again within REJOIN_MS of the
 // next connect (the probes' answers, or the server's forwarded presence) did not come online:
 // it is not told again (no second last published item for every subscriber on each reconnect).
-// A restart of Hermod knows nobody's presence: there, every available resource counts as new.
+// When the server ended the stream with <system-shutdown/>, the users' sessions ended with it:
+// every resource seen after the reconnect is new. (A server killed without a stream error cannot
+// be told from a dropped connection.) A restart of Hermod knows nobody's presence: there, every
+// available resource counts as new.
 // Several Hermods on one store share the contacts: each follows the others' additions and
 // removals through the store's changes feed (StateSpace.watch). Who is available is not shared:
 // each process knows the presence the server routed to it.
@@ -180,10 +183,14 @@ export class PresenceHandler {
     }
   }
 
-  /** The connection ended: presence is unknown until the next connect (who was available is remembered for REJOIN_MS after it). */
-  offline(): void {
-    if (Date.now() > this.beforeUntil) this.before.clear();
-    for (const jid of this.options.tracker.fullJids()) this.before.add(jid);
+  /**
+   * The connection ended: presence is unknown until the next connect. Who was available is
+   * remembered for REJOIN_MS after it — unless the server said it was shutting down
+   * (`serverShutdown`): that ended the users' sessions too, so their presence after it is new.
+   */
+  offline(serverShutdown = false): void {
+    if (serverShutdown || Date.now() > this.beforeUntil) this.before.clear();
+    if (!serverShutdown) for (const jid of this.options.tracker.fullJids()) this.before.add(jid);
     this.beforeUntil = Number.POSITIVE_INFINITY;
     this.options.tracker.clear();
   }

@@ -47,6 +47,17 @@ describe('presence across the component’s reconnects', () => {
     assert.deepEqual(told.splice(0), ['bob@b.test/phone']);
   });
 
+  it('after the server shut down (<system-shutdown/>), every resource seen again is coming online: their sessions ended too', async () => {
+    const { h, told } = await handler();
+    h.online();
+    h.handle(available('bob@b.test/phone'));
+    told.splice(0);
+    h.offline(true);
+    h.online();
+    h.handle(available('bob@b.test/phone'));
+    assert.deepEqual(told, ['bob@b.test/phone']);
+  });
+
   it('what was available before the drop counts only for REJOIN_MS after the reconnect', async (t) => {
     t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
     const { h, told } = await handler();
