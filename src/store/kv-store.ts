@@ -850,6 +850,9 @@ export class KvStore implements Store {
     }
     const firstKey = entries[0]?.[0];
     if (firstKey === undefined) return { entries, count, firstIndex: 0, complete };
+    // A page that reaches the end is the range's last entries; one that reaches the start, its
+    // first: exact whatever the clock did (a client counts on it to know how many results to wait for).
+    if (complete) return { entries, count, firstIndex: 'afterKey' in at ? Math.max(0, count - entries.length) : 0, complete };
     const [rangeFirst] = await all(this.db.keys({ gt: lo, lt: hi, limit: 1 }));
     const distance = archiveSeq(firstKey) - archiveSeq(rangeFirst);
     // An id not of archiveId's form (none are written so): count, as before.

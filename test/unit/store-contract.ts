@@ -259,6 +259,14 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual([last.entries.map((e) => e.id), last.firstIndex, last.count], [ids.slice(3, 5), 3, 5]);
       assert.deepEqual((await s.pageArchive('n', { ids: [ids[4] as string, ids[0] as string] }, { max: 10 }))?.entries.map((e) => e.id), [ids[0], ids[4]]);
       assert.equal(await s.pageArchive('n', { afterId: 'nope' }, { max: 10 }), undefined, 'unknown after-id');
+      // A clock stepped back: ids (time first) no longer follow the sequence; the last page's
+      // position is still exact (a partner counts on it to know how many results to wait for).
+      await s.putNode(node('back'));
+      const back: string[] = [];
+      for (const stamp of [1000, 3000, 2000]) back.push(await s.appendArchive('back', { stamp, item: item(`b${stamp}`) }, 100));
+      const [, b2000] = [...back].sort();
+      const tail = await s.pageArchive('back', {}, { max: 10, after: b2000 as string });
+      assert.deepEqual([tail?.entries.map((e) => e.stamp), tail?.firstIndex, tail?.count], [[3000], 2, 3]);
       assert.equal(await s.pageArchive('n', { ids: ['nope'] }, { max: 10 }), undefined, 'unknown id');
       assert.equal(await s.pageArchive('n', {}, { max: 10, after: 'nope' }), undefined, 'unknown RSM after');
       await s.appendArchive('n', { stamp: 6000, purged: true }, 4);
