@@ -245,9 +245,10 @@ export class FollowDelivery {
       const end = await this.o.client.historyEnd(service, node);
       return { ...(end !== undefined ? { end } : {}), replayable: true };
     } catch (err) {
-      // No answer (a timeout, our own connection down): asked again. An answer, even a "not now",
-      // falls back to current items (a partner whose archive keeps failing is still followed).
-      if (err instanceof IqError && err.undecided && err.stanza === undefined) throw err;
+      // No answer (a timeout, our own connection down, the partner's server unreachable: our
+      // server's remote-server-*): asked again. An error the partner's service answered, even a
+      // "not now", falls back to current items (a partner whose archive keeps failing is still followed).
+      if (err instanceof IqError && err.undecided && (err.stanza === undefined || err.condition.startsWith('remote-server-'))) throw err;
       this.o.log.warn('partner history not readable; catch-up reads current items only', { service, node, reason: String(err) });
       return { replayable: false };
     }
