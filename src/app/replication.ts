@@ -19,7 +19,7 @@ import { NS } from '../xmpp/ns.ts';
 import type { MessageHandler } from '../xmpp/router.ts';
 import type { ComponentCredentials, Core } from './core.ts';
 import type { StopStack } from './stop-stack.ts';
-import { couchUnreachable, describeCouchFailure } from '../store/couch-answers.ts';
+import { COUCH_REQUEST_TIMEOUT_MS, couchUnreachable, describeCouchFailure } from '../store/couch-answers.ts';
 import { StartAborted, untilReachable } from './wait-for.ts';
 
 /**
@@ -34,7 +34,7 @@ export async function openAppSettings(stack: StopStack, config: HermodConfig, lo
     return { settings: undefined, component: config.component };
   }
   const [{ default: nano }, { AppSettings }, { redactUrl }] = await Promise.all([import('nano'), import('../replication/settings.ts'), import('../store/couchdb.ts')]);
-  const db = nano(config.appDb.url).use<Record<string, unknown> & { _id: string }>(config.appDb.db);
+  const db = nano({ url: config.appDb.url, requestDefaults: { timeout: COUCH_REQUEST_TIMEOUT_MS } }).use<Record<string, unknown> & { _id: string }>(config.appDb.db);
   const settings = new AppSettings(db, log.child({ component: 'settings' }));
   // Waits for a CouchDB that is not up yet (a boot where Hermod comes first); an answer that
   // refuses (credentials, no such database) is a config error.

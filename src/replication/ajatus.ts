@@ -26,6 +26,7 @@ import { isDeleted, PROFILES, stringAt, tagsOf, type Profile } from './profile.t
 import { feed, Replication, type AdapterContext, type ReplicationAdapter, type ReplicationCommon } from './replication.ts';
 import { transformFor, type AppSettings } from './settings.ts';
 import { TransformError } from '../transform/xslt.ts';
+import { COUCH_REQUEST_TIMEOUT_MS } from '../store/couch-answers.ts';
 
 export interface AjatusOptions {
   couchUrl: string;
@@ -195,12 +196,13 @@ export function ajatusReplication(common: ReplicationCommon, o: AjatusOptions): 
 /**
  * A CouchDB client for `url`. On a loopback address the responses are asked for uncompressed
  * (nano asks for gzip, and pouchdb-server compresses): compressing there only costs CPU at both
- * ends (≈0.1 ms per replicated document at the source).
+ * ends (≈0.1 ms per replicated document at the source). Every request gives up after
+ * `timeoutMs` (COUCH_REQUEST_TIMEOUT_MS): a CouchDB that never answers fails it as unreachable.
  */
-export function couchClient(url: string): ServerScope {
+export function couchClient(url: string, timeoutMs = COUCH_REQUEST_TIMEOUT_MS): ServerScope {
   const host = new URL(url).hostname;
   const loopback = host === 'localhost' || host === '[::1]' || /^127\./.test(host);
-  return nano(loopback ? { url, requestDefaults: { headers: { 'Accept-Encoding': 'identity' } } } : url);
+  return nano({ url, requestDefaults: { timeout: timeoutMs, ...(loopback ? { headers: { 'Accept-Encoding': 'identity' } } : {}) } });
 }
 
 /** After the sink's last write into the content database, how long its changes feed still counts as importing (ms). */

@@ -15,6 +15,15 @@ export function databaseMissing(err: unknown): boolean {
 }
 
 /** Node's network error codes that mean "nobody answered": worth trying again. */
+/**
+ * The longest Hermod waits for one CouchDB request (ms; axios `timeout`, given to every nano
+ * client): a CouchDB that accepts the connection and never answers (a stalled VM, a frozen disk)
+ * fails the request as unreachable (ECONNABORTED) instead of holding whatever waits on it for
+ * good — cluster rounds, node-lock renewals, a stop. Above the changes feeds' 25 s longpolls and
+ * any sane bulk request.
+ */
+export const COUCH_REQUEST_TIMEOUT_MS = 120_000;
+
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT']);
 
 /**
@@ -26,7 +35,10 @@ function networkCode(err: unknown): string | undefined {
   const e = err as { code?: unknown; cause?: { code?: unknown }; message?: unknown };
   const code = e?.code ?? e?.cause?.code;
   if (typeof code === 'string') return code;
-  const nano = /^error happened in your connection\. Reason: (?:\w+ )?([A-Z][A-Z_]+)\b/.exec(String(e?.message ?? ''));
+  const message = String(e?.message ?? '');
+  // axios' own timeout (COUCH_REQUEST_TIMEOUT_MS), as nano words it: no code kept either.
+  if (/^error happened in your connection\. Reason: timeout of \d+ms exceeded/.test(message)) return 'ECONNABORTED';
+  const nano = /^error happened in your connection\. Reason: (?:\w+ )?([A-Z][A-Z_]+)\b/.exec(message);
   return nano?.[1];
 }
 

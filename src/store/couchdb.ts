@@ -16,7 +16,7 @@ import https from 'node:https';
 import { LRUCache } from 'lru-cache';
 import type { DocumentScope } from 'nano';
 import { ChangeFeed, type FeedRow } from './change-feed.ts';
-import { couchUnreachable, databaseMissing, describeCouchFailure } from './couch-answers.ts';
+import { COUCH_REQUEST_TIMEOUT_MS, couchUnreachable, databaseMissing, describeCouchFailure } from './couch-answers.ts';
 import { KvStore, type KvStoreOptions } from './kv-store.ts';
 import type { BatchOp, KvRange, OrderedKv, SharedKv } from './kv.ts';
 import { jsonBody } from '../util/json-body.ts';
@@ -128,7 +128,7 @@ export class CouchKv implements OrderedKv {
     const { default: nano } = await import('nano');
     const agentOptions = { keepAlive: true, maxSockets: 50, timeout: IDLE_SOCKET_MS };
     const agent = this.options.url.startsWith('https:') ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
-    const server = nano({ url: this.options.url, requestDefaults: { agent } });
+    const server = nano({ url: this.options.url, requestDefaults: { agent, timeout: COUCH_REQUEST_TIMEOUT_MS } });
     this.db = server.use<KvDoc>(this.options.db);
     await this.call('opening the database', async () => {
       try {

@@ -6,11 +6,31 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import nano from 'nano';
 import { freePort } from '../../src/devenv/index.ts';
-import { couchUnreachable, describeCouchFailure } from '../../src/store/couch-answers.ts';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { couchClient } from '../../src/replication/ajatus.ts';
+import { COUCH_REQUEST_TIMEOUT_MS, couchUnreachable, describeCouchFailure } from '../../src/store/couch-answers.ts';
 
 const at = { key: 'appDb.url', dbKey: 'appDb.db' };
 
 describe('CouchDB client errors: unreachable or refused, and what to check', () => {
+  it('a CouchDB that accepts the connection and never answers: the request gives up after its timeout, as unreachable (not held for good)', async () => {
+    const sockets: Socket[] = [];
+    const server = createServer((socket) => void sockets.push(socket)); // reads nothing, answers nothing
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const started = Date.now();
+      const err = await couchClient(`http://127.0.0.1:${port}`, 300).use('x').info().then(() => undefined, (e: unknown) => e);
+      assert.ok(err instanceof Error, 'nano rejected');
+      assert.equal(couchUnreachable(err), true);
+      assert.ok(Date.now() - started < 10_000, 'within its timeout, not the socket\'s');
+      assert.ok(COUCH_REQUEST_TIMEOUT_MS > 25_000, 'every client waits longer than a changes longpoll');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   it("nano's rejection for a port nobody listens on: unreachable, naming the code and the key", async () => {
     const port = await freePort();
     const err = await nano(`http://127.0.0.1:${port}`).use('x').info().then(() => undefined, (e: unknown) => e);
