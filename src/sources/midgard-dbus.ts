@@ -21,7 +21,8 @@
 // publication carries the whole object with its children, so the object's next signal brings a
 // partner up to date; and a full resend is an export of the objects dropped into `midgard.spool`
 // (durable: a file leaves the spool only once published). On SIGTERM the waiting signals are
-// published before the source stops.
+// published before the source stops (for DBUS_STOP_MS at most; what is left then is logged).
+// At most DBUS_WAITING_BYTES of signals wait; beyond, signals are skipped with a warning.
 
 import dbus from 'dbus-next';
 import type { Logger } from '../log.ts';
@@ -52,6 +53,15 @@ export const dbusPath = (s: NotifiedSignal): string => `/org/midgardproject/${s.
 /** Default bounds of one batch: signals, and bytes of their serialized objects (UTF-8). */
 export const DBUS_BATCH_MAX = 256;
 export const DBUS_BATCH_BYTES = 8 * 1024 * 1024;
+/**
+ * Most bytes of signals waiting to be handed over (D-Bus has no flow control: Midgard writing
+ * faster than they are published, e.g. a bulk import while the XMPP server reads slowly, would
+ * grow the queue without end). Beyond, a signal is skipped with a warning: the object's next
+ * signal brings a partner up to date, and an export into the spool resends everything (header).
+ */
+export const DBUS_WAITING_BYTES = 128 * 1024 * 1024;
+/** How long stop() goes on handing over the signals waiting before it drops the rest (logged). */
+export const DBUS_STOP_MS = 30_000;
 
 export interface MidgardDbusSourceOptions {
   /** `system`, `session` or a D-Bus address (`unix:path=…`). */
@@ -61,6 +71,10 @@ export interface MidgardDbusSourceOptions {
   batchMax?: number;
   /** Most bytes of serialized objects per batch (default DBUS_BATCH_BYTES); a larger signal goes alone. */
   batchBytes?: number;
+  /** Most bytes waiting to be handed over (default DBUS_WAITING_BYTES); beyond, signals are skipped. */
+  waitingBytes?: number;
+  /** How long stop() hands over what waits (ms, default DBUS_STOP_MS). */
+  stopMs?: number;
 }
 
 type Bus = ReturnType<typeof dbus.sessionBus>;
@@ -74,6 +88,11 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
   private timer: NodeJS.Timeout | undefined;
   /** Signals received, not yet handed over, with their sizes. */
   private readonly waiting: Array<{ signal: NotifiedSignal; bytes: number }> = [];
+  private waitingBytes = 0;
+  /** Set by stop(): past it, no further batch is handed over (ms since the epoch). */
+  private stopDeadline: number | undefined;
+  /** Signals skipped because too many bytes waited, since the last warning about it. */
+  private overflow = 0;
   /** The hand-over loop, while it runs. */
   private running: Promise<void> | undefined;
   private scheduled = false;
@@ -135,7 +154,14 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
       return;
     }
     const text = msg.body[0] as string;
-    this.waiting.push({ signal: { ...path, text }, bytes: Buffer.byteLength(text) });
+    const bytes = Buffer.byteLength(text);
+    if (this.waitingBytes + bytes > (this.o.waitingBytes ?? DBUS_WAITING_BYTES) && this.waiting.length > 0) {
+      // Warned once per overflow, then every 1 000 signals: a bulk import must not flood the log.
+      if (this.overflow++ % 1000 === 0) log.warn('D-Bus signals skipped: too many bytes wait to be published (the objects\' next signals, or an export into the spool, bring partners up to date)', { path: msg.path, skipped: this.overflow, waitingBytes: this.waitingBytes });
+      return;
+    }
+    this.waiting.push({ signal: { ...path, text }, bytes });
+    this.waitingBytes += bytes;
     this.schedule();
   }
 
@@ -157,11 +183,13 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
   private async drain(): Promise<void> {
     const max = this.o.batchMax ?? DBUS_BATCH_MAX;
     const maxBytes = this.o.batchBytes ?? DBUS_BATCH_BYTES;
-    while (this.waiting.length > 0) {
+    while (this.waiting.length > 0 && !(this.stopDeadline !== undefined && Date.now() > this.stopDeadline)) {
       let n = 0;
       let bytes = 0;
       while (n < this.waiting.length && n < max && (n === 0 || bytes + (this.waiting[n]?.bytes ?? 0) <= maxBytes)) bytes += this.waiting[n++]?.bytes ?? 0;
       const changes = this.waiting.splice(0, n).map((w) => w.signal);
+      this.waitingBytes -= bytes;
+      if (this.waiting.length === 0) this.overflow = 0;
       try {
         await this.handle({ changes });
       } catch (err) {
@@ -202,9 +230,16 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
     const bus = this.bus;
     this.bus = undefined;
     bus?.disconnect();
+    const deadline = Date.now() + (this.o.stopMs ?? DBUS_STOP_MS);
+    this.stopDeadline = deadline;
     while (this.running || this.scheduled || this.waiting.length > 0) {
+      if (Date.now() > deadline && this.waiting.length > 0) {
+        this.o.log.warn('stopping with D-Bus signals not published (the objects\' next signals, or an export into the spool, bring partners up to date)', { signals: this.waiting.length, bytes: this.waitingBytes });
+        this.waiting.length = 0;
+        this.waitingBytes = 0;
+      }
       if (this.running) await this.running;
-      else {
+      else if (this.waiting.length > 0 || this.scheduled) {
         this.schedule();
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
