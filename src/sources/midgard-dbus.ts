@@ -91,7 +91,7 @@ export class MidgardDbusSource implements Source<NotifiedSignal> {
   private waitingBytes = 0;
   /** Set by stop(): past it, no further batch is handed over (ms since the epoch). */
   private stopDeadline: number | undefined;
-  /** Signals skipped because too many bytes waited, since the last warning about it. */
+  /** Signals skipped because too many bytes waited, since the queue last drained (one warning per 1 000). */
   private overflow = 0;
   /** The hand-over loop, while it runs. */
   private running: Promise<void> | undefined;

@@ -83,11 +83,13 @@ export function rsmSet(page: PageAt): Element {
 
 /** The <last/> of an RSM <set/> under `parent`, if any. */
 const lastOf = (parent: Element | undefined): string | undefined => parent?.getChild('set', NS.RSM)?.getChildText('last') ?? undefined;
+/** The <first/> of an RSM <set/> under `parent`, if any. */
 const firstOf = (parent: Element | undefined): string | undefined => parent?.getChild('set', NS.RSM)?.getChildText('first') ?? undefined;
 
 /**
- * How long a history query waits, after its <fin/>, for result messages the <fin/> names (its
- * RSM first and last) that have not arrived yet (ms). On one stream they always come first; with
+ * How long a history query waits, after its <fin/>, for result messages the <fin/> names or
+ * counts (its RSM first and last; the count from the first's index) that have not arrived yet
+ * (ms). On one stream they always come first; with
  * several Hermods on one component JID, results and <fin/> may reach this process by different
  * ways (one relayed through the store: src/cluster/relay.ts).
  */
@@ -235,8 +237,8 @@ export class PubsubClient {
       if (!fin) throw new PubsubClientError(`${service} answered a history query on ${node} without <fin/>`);
       const last = lastOf(fin);
       const first = firstOf(fin);
-      // How many results the page has, when the <fin/> says where it starts (XEP-0059 §2.6: the
-      // first's index and the count); else its first and last are what can be checked.
+      // How many results the page has, when the <fin/> says where it starts (XEP-0059: the
+      // first's index, and the count); else its first and last are what can be checked.
       const set = fin.getChild('set', NS.RSM);
       const count = Number.parseInt(set?.getChildText('count') ?? '', 10);
       const index = Number.parseInt(String(set?.getChild('first')?.attrs.index ?? ''), 10);
