@@ -18,7 +18,7 @@ function heldSource(options: { waitingBytes?: number; stopMs?: number }) {
   const source = new MidgardDbusSource({ bus: 'unix:path=/nonexistent', log, ...options });
   const handled: string[] = [];
   let open: () => void = () => undefined;
-  let gate = new Promise<void>((resolve) => (open = resolve));
+  const gate = new Promise<void>((resolve) => (open = resolve));
   const handle: BatchHandler<NotifiedSignal> = async ({ changes }) => {
     await gate;
     for (const c of changes) handled.push(/guid="([^"]+)"/.exec(c.text)?.[1] ?? '?');
@@ -26,7 +26,7 @@ function heldSource(options: { waitingBytes?: number; stopMs?: number }) {
   // As start() does, without connecting to a bus.
   Object.assign(source, { handle });
   const signal = (guid: string, text = 'x'.repeat(40)): void => (source as unknown as { onSignal(m: unknown): void }).onSignal(message(guid, text));
-  return { source, log, handled, signal, open: () => open(), shut: () => (gate = new Promise<void>((resolve) => (open = resolve))) };
+  return { source, log, handled, signal, open: () => open() };
 }
 
 describe('Midgard D-Bus source bounds', () => {
