@@ -7,6 +7,9 @@
 // handed over again one file at a time, to tell which). A failure that is not the file's fault
 // (e.g. the store) leaves it and the files after it in place, to be retried in order. A crash
 // between the work and the move hands the files over again: the handler must be idempotent.
+// A file that keeps failing that way is tried again after waits doubling from `retryFirstMs` to
+// `retryMaxMs` (polls and new files do not shorten the wait: a busy spool would retry it at
+// the rate files arrive), each failure logged with the next wait.
 // Names starting with "." or ending in ".tmp" are ignored (writers can rename into place).
 // A Source (source.ts) with no checkpoint: done/ is its position.
 
@@ -33,6 +36,9 @@ export class SpoolBatchError extends Error {
 /** Default bounds of one batch: files, and bytes of their content. */
 export const SPOOL_BATCH_MAX = 64;
 export const SPOOL_BATCH_BYTES = 8 * 1024 * 1024;
+/** Default waits before a file that failed, not for its content, is tried again: first and longest (ms). */
+export const SPOOL_RETRY_FIRST_MS = 1000;
+export const SPOOL_RETRY_MAX_MS = 60_000;
 
 export interface MidgardSpoolSourceOptions {
   dir: string;
@@ -44,6 +50,10 @@ export interface MidgardSpoolSourceOptions {
   isPermanent(err: unknown): boolean;
   log: Logger;
   pollMs?: number;
+  /** Wait before a transient failure is tried again, doubling per failure (default SPOOL_RETRY_FIRST_MS). */
+  retryFirstMs?: number;
+  /** Longest such wait (default SPOOL_RETRY_MAX_MS). */
+  retryMaxMs?: number;
 }
 
 export class MidgardSpoolSource implements Source<SpoolFile> {
@@ -54,6 +64,10 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  /** Transient failures in a row of the file at the head of the spool, and when it may be tried again (epoch ms). */
+  private failures = 0;
+  private retryAt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: MidgardSpoolSourceOptions) {
     this.feed = `spool:${o.dir}`;
@@ -78,6 +92,14 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
 
   private scanSoon(): void {
     if (this.stopped) return;
+    const wait = this.retryAt - Date.now();
+    if (wait > 0) {
+      this.retryTimer ??= setTimeout(() => {
+        this.retryTimer = undefined;
+        this.scanSoon();
+      }, wait);
+      return;
+    }
     if (this.running) {
       this.again = true;
       return;
@@ -86,12 +108,24 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
       do {
         this.again = false;
         await this.scan();
-      } while (this.again && !this.stopped);
+      } while (this.again && !this.stopped && this.retryAt <= Date.now());
     })()
-      .catch((err: unknown) => this.o.log.error('spool scan failed', { dir: this.o.dir, reason: String(err) }))
+      .catch((err: unknown) => {
+        const retryInMs = this.backOff();
+        this.o.log.error('spool scan failed; will retry', { dir: this.o.dir, reason: String(err), failures: this.failures, retryInMs });
+      })
       .finally(() => {
         this.running = undefined;
       });
+  }
+
+  /** Counts a transient failure and sets when the spool is scanned again; returns that wait (ms). */
+  private backOff(): number {
+    this.failures++;
+    const first = this.o.retryFirstMs ?? SPOOL_RETRY_FIRST_MS;
+    const retryInMs = Math.min(first * 2 ** Math.min(this.failures - 1, 30), this.o.retryMaxMs ?? SPOOL_RETRY_MAX_MS);
+    this.retryAt = Date.now() + retryInMs;
+    return retryInMs;
   }
 
   private async pending(): Promise<string[]> {
@@ -131,6 +165,11 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
       }
       for (const [i, { file: name }] of batch.entries()) {
         const file = path.join(dir, name);
+        if (this.failures > 0 && (!errors.has(i) || this.o.isPermanent(errors.get(i)))) {
+          log.info('spool file no longer failing', { file: name, failures: this.failures });
+          this.failures = 0;
+          this.retryAt = 0;
+        }
         if (!errors.has(i)) {
           await rename(file, path.join(dir, 'done', name));
           log.debug('spool file done', { file: name });
@@ -139,7 +178,8 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
         const err = errors.get(i);
         const reason = err instanceof Error ? err.message : String(err);
         if (!this.o.isPermanent(err)) {
-          log.error('spool file failed; will retry', { file: name, reason });
+          const retryInMs = this.backOff();
+          log.error('spool file failed; will retry', { file: name, reason, failures: this.failures, retryInMs });
           return; // keep the order: nothing after it goes first (handed over again with it)
         }
         await writeFile(path.join(dir, 'failed', `${name}.reason`), `${reason}\n`);
@@ -148,12 +188,17 @@ export class MidgardSpoolSource implements Source<SpoolFile> {
       }
       at += batch.length;
     }
+    if (!this.stopped) {
+      this.failures = 0; // the whole spool went through: a failed scan of an empty one ends here
+      this.retryAt = 0;
+    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.watcher?.close();
     clearInterval(this.timer);
+    clearTimeout(this.retryTimer);
     await this.idle();
   }
 }

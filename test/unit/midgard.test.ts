@@ -486,6 +486,38 @@ describe('publisher, sink and spool source', () => {
     assert.deepEqual((await readdir(path.join(spool, 'done'))).sort(), ['a.xml', 'c.xml']);
     assert.deepEqual((await readdir(path.join(spool, 'failed'))).sort(), ['b.xml', 'b.xml.reason']);
   });
+
+  it('the spool source: a file that keeps failing, not for its content, is tried again after doubling waits, new files arriving meanwhile; the files after it wait', async () => {
+    const spool = path.join(dir, 'spool-backoff');
+    const { mkdir, utimes } = await import('node:fs/promises');
+    await mkdir(spool, { recursive: true });
+    await writeFile(path.join(spool, 'a.xml'), '<x n="a"/>');
+    await utimes(path.join(spool, 'a.xml'), 1_700_000_000, 1_700_000_000);
+    const tries: number[] = [];
+    const handled: string[] = [];
+    const log = captureLog();
+    const source = new MidgardSpoolSource({ dir: spool, log, pollMs: 10, retryFirstMs: 150, retryMaxMs: 300, isPermanent: (err) => err instanceof MidgardFormatError });
+    await source.start(undefined, async ({ changes }) => {
+      // As the Midgard feed does: the files handled, the failure named (the files after it are handed over again).
+      if (changes[0]?.file === 'a.xml' && tries.push(Date.now()) <= 3) throw new SpoolBatchError(new Map([[0, new Error('store unavailable')]]));
+      handled.push(...changes.map((c) => c.file));
+    });
+    // New files keep arriving while a.xml fails: each is a watcher event, none is handled before a.xml.
+    for (let i = 0; i < 20 && tries.length < 3; i++) {
+      await writeFile(path.join(spool, `n${i}.xml`), `<x n="${i}"/>`);
+      await new Promise((r) => setTimeout(r, 40));
+    }
+    for (let i = 0; i < 200 && (await readdir(path.join(spool, 'done'))).length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    await source.stop();
+    assert.equal(tries.length, 4, 'three failures, then the pass; not one try per poll or per new file');
+    const gaps = tries.slice(1).map((t, i) => t - (tries[i] as number));
+    assert.ok((gaps[0] as number) >= 140 && (gaps[1] as number) >= 290 && (gaps[2] as number) >= 290, `waits of 150, 300, 300 ms (at most retryMaxMs): ${gaps.join(', ')}`);
+    assert.equal(handled[0], 'a.xml', 'the failing file still goes first');
+    assert.ok(handled.length >= 2, 'the files after it follow');
+    const failed = log.lines.filter((l) => l.msg === 'spool file failed; will retry');
+    assert.deepEqual(failed.map((l) => [l.failures, l.retryInMs]), [[1, 150], [2, 300], [3, 300]]);
+    assert.equal(log.lines.filter((l) => l.msg === 'spool file no longer failing').length, 1);
+  });
 });
 
 describe('D-Bus documents that fail (signals are not replayed)', () => {
