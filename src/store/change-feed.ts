@@ -2,7 +2,10 @@
 // sequence: from "now" when started without one, which is what cache invalidation needs (what
 // was changed before is read fresh anyway). When the connection ends or fails it reconnects
 // from the last sequence it saw, so no change is skipped; failures go to `onError` and are
-// retried after a growing pause (100 ms to 5 s). Credentials in the URL become a Basic
+// retried after a growing pause (100 ms to 5 s). A connection that stays silent for three
+// heartbeats (a CouchDB or proxy that stopped sending without closing: no heartbeat newline
+// either) is dropped and opened again, rather than waiting for the socket's own idle timeout
+// (undici: 300 s) with every change meanwhile unseen. Credentials in the URL become a Basic
 // Authorization header (fetch refuses them in URLs) and never appear in errors.
 
 export interface FeedRow {
@@ -25,7 +28,11 @@ export interface ChangeFeedOptions {
   heartbeatMs?: number;
 }
 
+import { COUCH_REQUEST_TIMEOUT_MS } from './couch-answers.ts';
+
 const MIN_PAUSE_MS = 100;
+/** Heartbeats missed in a row after which a connection counts as dead. */
+const SILENT_HEARTBEATS = 3;
 const MAX_PAUSE_MS = 5_000;
 
 /** A `_changes` follower: start() once, stop() once. */
@@ -59,7 +66,7 @@ export class ChangeFeed {
    * the background. Rejects when the database cannot be read.
    */
   async start(): Promise<void> {
-    const res = await fetch(this.base, { headers: this.headers });
+    const res = await fetch(this.base, { headers: this.headers, signal: AbortSignal.timeout(COUCH_REQUEST_TIMEOUT_MS) });
     if (!res.ok) throw new Error(`CouchDB ${this.options.db}: reading the update sequence failed: HTTP ${res.status}`);
     this.seq = String(((await res.json()) as { update_seq: string | number }).update_seq);
     this.running = this.loop();
@@ -102,15 +109,26 @@ export class ChangeFeed {
 
   /** One continuous connection until the server ends it; resolves true when it delivered anything. */
   private async follow(): Promise<boolean> {
-    this.controller = new AbortController();
-    const params = new URLSearchParams({ feed: 'continuous', heartbeat: String(this.options.heartbeatMs ?? 10_000), since: this.seq ?? 'now' });
-    const res = await fetch(`${this.base}/_changes?${params}`, { headers: this.headers, signal: this.controller.signal });
-    if (!res.ok || !res.body) throw new Error(`CouchDB ${this.options.db}: following _changes failed: HTTP ${res.status}`);
-    const decoder = new TextDecoder();
-    let buffered = '';
+    const controller = new AbortController();
+    this.controller = controller;
+    const heartbeatMs = this.options.heartbeatMs ?? 10_000;
+    const silentMs = heartbeatMs * SILENT_HEARTBEATS;
+    let watchdog: NodeJS.Timeout | undefined;
+    // From the request on, every chunk (a heartbeat is one) re-arms it.
+    const arm = (): void => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => controller.abort(new Error(`CouchDB ${this.options.db}: the _changes feed sent nothing for ${silentMs} ms (${SILENT_HEARTBEATS} heartbeats); reconnecting`)), silentMs);
+    };
     let delivered = false;
     try {
+      arm();
+      const params = new URLSearchParams({ feed: 'continuous', heartbeat: String(heartbeatMs), since: this.seq ?? 'now' });
+      const res = await fetch(`${this.base}/_changes?${params}`, { headers: this.headers, signal: controller.signal });
+      if (!res.ok || !res.body) throw new Error(`CouchDB ${this.options.db}: following _changes failed: HTTP ${res.status}`);
+      const decoder = new TextDecoder();
+      let buffered = '';
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        arm();
         buffered += decoder.decode(chunk, { stream: true });
         const lines = buffered.split('\n');
         buffered = lines.pop() ?? '';
@@ -134,7 +152,10 @@ export class ChangeFeed {
       }
     } catch (err) {
       if (this.stopped) return delivered;
-      throw err;
+      // An abort rejects with the reason given (the watchdog's error), or an AbortError naming none.
+      throw controller.signal.aborted && controller.signal.reason instanceof Error ? controller.signal.reason : err;
+    } finally {
+      clearTimeout(watchdog);
     }
     return delivered;
   }

@@ -14,7 +14,6 @@ export function databaseMissing(err: unknown): boolean {
   return [error, reason, message].includes('no_db_file') || (statusCode === 404 && /database/i.test(String(reason)));
 }
 
-/** Node's network error codes that mean "nobody answered": worth trying again. */
 /**
  * The longest Hermod waits for one CouchDB request (ms; axios `timeout`, given to every nano
  * client): a CouchDB that accepts the connection and never answers (a stalled VM, a frozen disk)
@@ -24,6 +23,7 @@ export function databaseMissing(err: unknown): boolean {
  */
 export const COUCH_REQUEST_TIMEOUT_MS = 120_000;
 
+/** Node's network error codes that mean "nobody answered": worth trying again. */
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT']);
 
 /**
