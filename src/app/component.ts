@@ -123,7 +123,7 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
       store: options.storeLabel ?? describeBackend(config.store.backend, config),
       nodes: nodes.length,
       subscriptions,
-      queues: { outboxPending: core.outbox.unrouted, notificationsSent: core.outbox.sent, notificationsDropped: core.outbox.dropped, requestsInFlight: router.inFlightCount },
+      queues: { outboxPending: core.outbox.unrouted, notificationsSent: core.outbox.sent, notificationsDropped: core.outbox.dropped, requestsInFlight: router.inFlightCount, requestsRefusedBusy: router.refusedBusyCount },
       bounces: { tracked: bounces.tracked, unsubscribed: bounces.unsubscribed },
       cluster: await core.cluster.status(),
     };

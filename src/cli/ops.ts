@@ -111,7 +111,7 @@ export function formatStatus(s: StatusReport): string {
     `nodes           ${s.nodes}`,
     `subscriptions   ${s.subscriptions}`,
     `outbox          ${s.queues.outboxPending} pending, ${s.queues.notificationsSent} sent, ${s.queues.notificationsDropped} dropped`,
-    `requests        ${s.queues.requestsInFlight} in flight`,
+    `requests        ${s.queues.requestsInFlight} in flight, ${s.queues.requestsRefusedBusy} refused (too many under way)`,
     `bounces         ${s.bounces.tracked} JIDs bouncing, ${s.bounces.unsubscribed} subscriptions removed`,
     ...(s.cluster ? formatCluster(s.cluster) : []),
   ].join('\n');

@@ -18,7 +18,7 @@ export interface StatusReport {
   store: string;
   nodes: number;
   subscriptions: number;
-  queues: { outboxPending: number; notificationsSent: number; notificationsDropped: number; requestsInFlight: number };
+  queues: { outboxPending: number; notificationsSent: number; notificationsDropped: number; requestsInFlight: number; requestsRefusedBusy: number };
   bounces: { tracked: number; unsubscribed: number };
   /** The processes sharing the store (heartbeats) and who holds which lease (src/cluster/cluster.ts). */
   cluster?: ClusterStatus;

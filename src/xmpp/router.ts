@@ -3,9 +3,15 @@
 // silence; handler errors become stanza errors through the one error table. Messages go to the
 // handler of the namespace of their first child that has one (privilege grants, pub/sub events
 // from partners, approval forms). The router only computes replies: sending is the connection's job.
+// Requests (iq get/set) under way are bounded, in all and per sender's bare JID: one beyond is
+// answered at once with resource-constraint (type wait, RFC 6120 §8.3.3.18: try again later)
+// instead of queueing behind the others without end (a slow store and a burst of requests, or
+// one entity flooding, grew the node queues and memory). Messages, presence and answers to our
+// own requests are not refused: they carry notifications and results nobody would send again.
 
 import { Element } from 'ltx';
 import { describeError, errorElement, INTERNAL, SERVICE_UNAVAILABLE, type ErrorSpec } from './errors.ts';
+import { bareJid } from '../util/bare-jid.ts';
 import { normalizeJid, parseJid } from './jid.ts';
 import { routeKey, type IqHandler } from './request.ts';
 
@@ -31,13 +37,28 @@ export interface RouterOptions {
   onPresence?: (stanza: Element) => void;
   /** Called with iq results and errors (answers to requests the component sent). */
   onIqResponse?: (stanza: Element) => void;
+  /** Most requests under way at once (default MAX_REQUESTS). */
+  maxRequests?: number;
+  /** Most requests under way at once from one bare JID (default MAX_REQUESTS_PER_SENDER). */
+  maxRequestsPerSender?: number;
 }
+
+/** Default bounds of requests under way: in all, and from one sender's bare JID. */
+export const MAX_REQUESTS = 4096;
+export const MAX_REQUESTS_PER_SENDER = 256;
+const BUSY: ErrorSpec = { type: 'wait', condition: 'resource-constraint' };
 
 /** Handles one message stanza; `payload` is its child that selected the handler. */
 export type MessageHandler = (stanza: Element, payload: Element) => Promise<Element | undefined> | Element | undefined | void;
 
 export class Router {
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Requests (iq get/set) under way, in all and by the sender's bare JID. */
+  private requests = 0;
+  private readonly requestsBySender = new Map<string, number>();
+  private refusedBusy = 0;
+  /** Refusals since a request was last accepted (one warning per burst, not one per request). */
+  private refusedInBurst = 0;
 
   constructor(private readonly options: RouterOptions) {}
 
@@ -52,6 +73,11 @@ export class Router {
   /** Stanzas being handled now. */
   get inFlightCount(): number {
     return this.inFlight.size;
+  }
+
+  /** Requests answered resource-constraint because too many were under way (since start). */
+  get refusedBusyCount(): number {
+    return this.refusedBusy;
   }
 
   /** Resolves when every request under way has been answered. */
@@ -101,6 +127,17 @@ export class Router {
     if (parseJid(to)?.local) return reply(SERVICE_UNAVAILABLE);
     const handler = this.options.routes.get(routeKey(type, child.getNS() ?? '', child.name));
     if (!handler) return reply(SERVICE_UNAVAILABLE);
+    const sender = bareJid(from);
+    const bySender = this.requestsBySender.get(sender) ?? 0;
+    if (this.requests >= (this.options.maxRequests ?? MAX_REQUESTS) || bySender >= (this.options.maxRequestsPerSender ?? MAX_REQUESTS_PER_SENDER)) {
+      this.refusedBusy++;
+      if (this.refusedInBurst++ === 0) log.warn('requests refused: too many under way (resource-constraint)', { from, requests: this.requests, fromSender: bySender });
+      return reply(BUSY, 'too many requests under way; try again later');
+    }
+    if (this.refusedInBurst > 0) log.warn('requests accepted again', { refused: this.refusedInBurst });
+    this.refusedInBurst = 0;
+    this.requests++;
+    this.requestsBySender.set(sender, bySender + 1);
     try {
       const result = await handler({ type, from, to, child });
       return iqReply(stanza, 'result', result);
@@ -112,6 +149,11 @@ export class Router {
       }
       log.error('request failed', { from, request: child.name, err: err instanceof Error ? err.stack : String(err) });
       return reply(INTERNAL);
+    } finally {
+      this.requests--;
+      const left = (this.requestsBySender.get(sender) ?? 1) - 1;
+      if (left > 0) this.requestsBySender.set(sender, left);
+      else this.requestsBySender.delete(sender);
     }
   }
 }
