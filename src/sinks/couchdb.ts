@@ -17,6 +17,10 @@
 // (notifications are handled concurrently): a retraction is decided on after the revisions
 // that came before it are written. A document the database refuses fails alone (the request is
 // split to find it); a request that gets no answer (network, server unavailable) is retried.
+// References to XEP-0363 uploads are downloaded for the flush that writes them: at most
+// FLUSH_REFERENCED_BYTES of them per flush (the documents beyond wait for the next one; a
+// larger document goes alone) and DOWNLOADS_AT_ONCE at a time, so memory does not grow with a
+// flush's size times the size of its attachments.
 
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -32,6 +36,25 @@ import { RefusedWrite } from './sink.ts';
 import { jsonBody } from '../util/json-body.ts';
 
 type Attachment = { hermod_url?: string; hermod_sha256?: string; length?: number; content_type?: string };
+
+/** Most bytes of referenced uploads one flush downloads (as their references declare them). */
+export const FLUSH_REFERENCED_BYTES = 64 * 1024 * 1024;
+/** Most uploads downloaded at the same time by one flush. */
+export const DOWNLOADS_AT_ONCE = 4;
+
+/** Bytes of the uploads the revisions reference (their declared lengths), 0 for most documents. */
+function referencedBytes(docs: readonly CouchDoc[]): number {
+  let bytes = 0;
+  for (const doc of docs) {
+    const attachments = doc._attachments as Record<string, Attachment> | undefined;
+    if (attachments === undefined) continue;
+    for (const name in attachments) {
+      const att = attachments[name] as Attachment;
+      if (typeof att.hermod_url === 'string' && typeof att.length === 'number' && att.length > 0) bytes += att.length;
+    }
+  }
+  return bytes;
+}
 
 /** Replaces attachment references (XEP-0363 uploads) by their verified bytes. */
 async function fetchAttachments(doc: CouchDoc): Promise<void> {
@@ -81,6 +104,8 @@ export interface CouchSinkOptions {
   streamGapMs?: number;
   /** Most revisions per flush (one `_bulk_docs`). Default 500. */
   maxDocs?: number;
+  /** Most bytes of referenced XEP-0363 uploads per flush (declared lengths; one document beyond goes alone). Default FLUSH_REFERENCED_BYTES. */
+  maxReferencedBytes?: number;
   /** Tries of a request that gets no answer (network error, 502/503/504) before the writes of its flush fail. Default 6. */
   attempts?: number;
   /** Wait before the first retry, doubled each time (ms). Default 250. */
@@ -118,7 +143,7 @@ const unanswered = (err: unknown): boolean => {
 };
 const revHash = (rev: string): string => rev.slice(rev.indexOf('-') + 1);
 /** Whether a revision carries an attachment as an XEP-0363 reference (fetched only if the database lacks it). */
-const hasReference = (doc: CouchDoc): boolean => Object.values((doc._attachments ?? {}) as Record<string, Attachment>).some((att) => typeof att.hermod_url === 'string');
+const hasReference = (doc: CouchDoc): boolean => doc._attachments !== undefined && Object.values(doc._attachments as Record<string, Attachment>).some((att) => typeof att.hermod_url === 'string');
 const revNumber = (rev: string): number => Number.parseInt(rev, 10);
 const MAX_RETRY_DELAY_MS = 5000;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -139,6 +164,7 @@ export class CouchSink {
   private readonly windowMs: number;
   private readonly streamGapMs: number;
   private readonly maxDocs: number;
+  private readonly maxReferencedBytes: number;
   private readonly attempts: number;
   private readonly retryDelayMs: number;
   /** Per document id: writes and retractions in call order. */
@@ -182,6 +208,7 @@ export class CouchSink {
     this.windowMs = options.windowMs ?? 200;
     this.streamGapMs = options.streamGapMs ?? 50;
     this.maxDocs = options.maxDocs ?? 500;
+    this.maxReferencedBytes = options.maxReferencedBytes ?? FLUSH_REFERENCED_BYTES;
     this.attempts = options.attempts ?? 6;
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.onWritten = options.onWritten;
@@ -366,11 +393,15 @@ export class CouchSink {
     this.arrivedDuringFlush = false;
     const ops: Op[] = [];
     let count = 0;
+    let referenced = 0;
     while (this.pending.length > 0 && (ops.length === 0 || count + Math.max(1, (this.pending[0] as Op).docs.length) <= this.maxDocs)) {
+      const bytes = referencedBytes((this.pending[0] as Op).docs);
+      if (ops.length > 0 && referenced + bytes > this.maxReferencedBytes) break;
       const op = this.pending.shift() as Op;
       op.taken = true;
       ops.push(op);
       count += Math.max(1, op.docs.length);
+      referenced += bytes;
     }
     try {
       await this.writeBatch(ops);
@@ -396,14 +427,19 @@ export class CouchSink {
       if (docs.length === 0) op.resolve(0); // the database has them all (a replay, or another partner was first)
       else writes.set(op, docs);
     }
-    // References to XEP-0363 uploads: fetched only for revisions the database lacks.
+    // References to XEP-0363 uploads: fetched only for revisions the database lacks, a few at a time.
+    const withReferences = [...writes].filter(([, docs]) => docs.some(hasReference));
+    let next = 0;
     await Promise.all(
-      [...writes].map(async ([op, docs]) => {
-        try {
-          for (const doc of docs) await fetchAttachments(doc);
-        } catch (err) {
-          writes.delete(op);
-          op.reject(err as Error);
+      Array.from({ length: Math.min(DOWNLOADS_AT_ONCE, withReferences.length) }, async () => {
+        while (next < withReferences.length) {
+          const [op, docs] = withReferences[next++] as [Op, CouchDoc[]];
+          try {
+            for (const doc of docs) await fetchAttachments(doc);
+          } catch (err) {
+            writes.delete(op);
+            op.reject(err as Error);
+          }
         }
       }),
     );

@@ -22,7 +22,7 @@ import { eventually } from '../../src/devenv/process.ts';
 import { silentLogger } from '../../src/log.ts';
 import { CouchChangesSource } from '../../src/sources/couchdb-changes.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
-import { CouchSink, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
+import { CouchSink, DOWNLOADS_AT_ONCE, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
 import { RefusedWrite } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateOp, StateSpace } from '../../src/store/store.ts';
@@ -325,6 +325,74 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       assert.deepEqual(atTarget, atSource, `${id}: same revision, body and attachment bytes`);
     }
     assert.equal(t.sink.flushes, 1, 'small and large documents in one _bulk_docs');
+  });
+
+  it('XEP-0363 references: at most maxReferencedBytes of them per flush (one larger goes alone), a few downloads at a time; a body longer than declared is refused unread', async () => {
+    // An upload service that counts downloads under way and can misbehave.
+    let now = 0;
+    let most = 0;
+    const sentBytes = new Map<string, number>();
+    const uploads = createServer((req, res) => {
+      const url = req.url ?? '';
+      if (url === '/announces-more') return void res.writeHead(200, { 'content-length': '2000000' }).end(Buffer.alloc(2_000_000));
+      if (url === '/sends-more') {
+        // No length announced: it streams until the reader goes away.
+        res.writeHead(200);
+        let sent = 0;
+        const more = (): void => {
+          if (res.destroyed || sent > 64 * 1024 * 1024) return void res.end();
+          sent += 65536;
+          sentBytes.set(url, sent);
+          if (res.write(Buffer.alloc(65536))) setImmediate(more);
+          else res.once('drain', more);
+        };
+        res.on('close', () => sentBytes.set(url, sent));
+        return more();
+      }
+      now++;
+      most = Math.max(most, now);
+      setTimeout(() => {
+        now--;
+        res.writeHead(200).end(blobs.get(url.replace(/^\/slow/, '')));
+      }, 60);
+    });
+    await new Promise<void>((r) => uploads.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(uploads.address() as AddressInfo).port}`;
+    try {
+      const blob = Buffer.alloc(100 * 1024, 7);
+      blobs.set('/blob-100k', blob);
+      const ref = (id: string, url = `${base}/slow/blob-100k`, length = blob.length): CouchDoc =>
+        rev(id, [`${id}-a`], { _attachments: { 'b.bin': { content_type: 'application/octet-stream', length, hermod_url: url, hermod_sha256: sha256(blob) } } }) as unknown as CouchDoc;
+
+      // 250 KiB a flush: two 100 KiB references each, the documents without any alongside.
+      const bounded = await setup({ maxReferencedBytes: 250 * 1024 });
+      const docs = ['r1', 'r2', 'r3', 'r4', 'r5'].flatMap((id, i) => [ref(id), rev(`plain${i}`, [`p${i}-a`]) as unknown as CouchDoc]);
+      const outcomes = await Promise.allSettled(docs.map((d) => bounded.sink.write([d])));
+      assert.deepEqual(outcomes.map((o) => o.status), docs.map(() => 'fulfilled'));
+      assert.equal(bounded.sink.flushes, 3, 'r1 r2 | r3 r4 | r5: the bytes referenced bound each flush');
+      for (const d of docs) assert.equal((await couch.request('GET', `${bounded.target}/${d._id}`)).json._rev, d._rev, `${d._id} written`);
+      assert.ok(Buffer.from(await (await fetch(`${couch.url}/${bounded.target}/r5/b.bin`)).arrayBuffer()).equals(blob), 'the bytes of the upload written');
+
+      // Unbounded in bytes: twelve references in one flush, downloaded four at a time.
+      most = 0;
+      const wide = await setup();
+      const many = Array.from({ length: 12 }, (_, i) => ref(`w${i}`));
+      assert.deepEqual((await Promise.allSettled(many.map((d) => wide.sink.write([d])))).map((o) => o.status), many.map(() => 'fulfilled'));
+      assert.equal(wide.sink.flushes, 1);
+      assert.ok(most > 1 && most <= DOWNLOADS_AT_ONCE, `${most} downloads at a time (at most ${DOWNLOADS_AT_ONCE})`);
+
+      // A body longer than its reference declares: refused without reading it whole.
+      const liars = await setup();
+      const [announced, streamed] = await Promise.allSettled([liars.sink.write([ref('announces', `${base}/announces-more`)]), liars.sink.write([ref('streams', `${base}/sends-more`)])]);
+      assert.match(String((announced as PromiseRejectedResult).reason), /2000000 bytes announced, expected 102400/);
+      assert.match(String((streamed as PromiseRejectedResult).reason), /more than the 102400 bytes expected/);
+      assert.ok((streamed as PromiseRejectedResult).reason instanceof RefusedWrite);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok((sentBytes.get('/sends-more') ?? 0) < 16 * 1024 * 1024, `the endless body was given up early (${sentBytes.get('/sends-more')} bytes sent)`);
+    } finally {
+      uploads.closeAllConnections();
+      await new Promise((r) => uploads.close(r));
+    }
   });
 
   it('a flush with bad documents: the others are written, each bad one fails alone and is logged', async () => {
