@@ -45,7 +45,7 @@ export interface RouterOptions {
 
 /** Default bounds of requests under way: in all, and from one sender's bare JID. */
 export const MAX_REQUESTS = 4096;
-export const MAX_REQUESTS_PER_SENDER = 256;
+export const MAX_REQUESTS_PER_SENDER = 1024;
 const BUSY: ErrorSpec = { type: 'wait', condition: 'resource-constraint' };
 
 /** Handles one message stanza; `payload` is its child that selected the handler. */
