@@ -75,14 +75,18 @@ export class Audience {
   }
 
   /**
-   * can(), or the error that says why not. Errors: `closed-node` (whitelist),
-   * `presence-subscription-required` (presence model), `not-in-roster-group` (roster model),
-   * `must-subscribe` (authorize model, approved subscribers only), else `forbidden`.
+   * can(), or the error that says why not. For what the access model governs (subscribing,
+   * retrieving items: §6.1.3, §6.5.9): `closed-node` (whitelist), `presence-subscription-required`
+   * (presence model), `not-in-roster-group` (roster model), `must-subscribe` (authorize model,
+   * approved subscribers only). Otherwise, and for the owner's and publishers' actions whatever
+   * the model (§8.2.3.2, §8.4.3.1, §8.5.3.2 and the other owner use cases: no access model lets an entity
+   * configure, delete or purge), `forbidden`.
    */
   require(state: NodeState, jid: string, action: Action, rosters?: readonly Roster[]): void {
     if (this.can(state, jid, action, undefined, rosters)) return;
     const affiliation = this.affiliationOf(state, jid);
     const { accessModel } = state.record.config;
+    if (action !== 'subscribe' && action !== 'retrieve-items' && action !== 'be-notified') fail('forbidden');
     if (affiliation === 'none' && accessModel === 'whitelist') fail('closed-node');
     if (affiliation === 'none' && accessModel === 'presence') fail('presence-subscription-required');
     if (affiliation === 'none' && accessModel === 'roster') fail('not-in-roster-group');

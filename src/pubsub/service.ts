@@ -268,7 +268,7 @@ export class PubsubService {
 
   /**
    * The node's configuration (§8.2; a copy). Errors: `nodeid-required`, `item-not-found`,
-   * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
+   * `forbidden` (owners only).
    */
   async getConfig(actor: string, nodeId: string | undefined): Promise<NodeConfig> {
     const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'configure'));
@@ -278,8 +278,7 @@ export class PubsubService {
   /**
    * Changes the node's configuration (§8.2.4): items over the new max_items go, subscriptions the
    * new access model refuses end (their JIDs are told), subscribers are told when notify_config.
-   * Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
-   * `presence-subscription-required`, `not-in-roster-group` (owners only), `not-acceptable` (a
+   * Errors: `nodeid-required`, `item-not-found`, `forbidden` (owners only), `not-acceptable` (a
    * value not supported, max_items above the service limit, a roster model without privilege).
    */
   async configure(actor: string, nodeId: string | undefined, change: Partial<NodeConfig>): Promise<void> {
@@ -304,8 +303,7 @@ export class PubsubService {
 
   /**
    * Deletes a node (§8.4); `redirect`: the URI of a replacement node, passed on to subscribers
-   * (§8.4.1). Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
-   * `presence-subscription-required`, `not-in-roster-group` (owners only).
+   * (§8.4.1). Errors: `nodeid-required`, `item-not-found`, `forbidden` (owners only).
    */
   async delete(actor: string, nodeId: string | undefined, redirect?: string): Promise<void> {
     await this.guardedAction(actor, nodeId, 'delete', async (state) => {
@@ -337,8 +335,7 @@ export class PubsubService {
 
   /**
    * Removes every item of the node (§8.5; tombstones in its archive). Errors: `nodeid-required`,
-   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
-   * `not-in-roster-group` (owners only), `persistent-items-unsupported` (persist_items=0).
+   * `item-not-found`, `forbidden` (owners only), `persistent-items-unsupported` (persist_items=0).
    */
   async purge(actor: string, nodeId: string | undefined): Promise<void> {
     const check = (state: NodeState): void => {
@@ -354,8 +351,7 @@ export class PubsubService {
 
   /**
    * Every subscription to the node, pending ones too (§8.8.1; copies). Errors: `nodeid-required`,
-   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
-   * `not-in-roster-group` (owners only).
+   * `item-not-found`, `forbidden` (owners only).
    */
   async getSubscriptions(actor: string, nodeId: string | undefined): Promise<Subscription[]> {
     const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));
@@ -365,8 +361,7 @@ export class PubsubService {
   /**
    * Owner changes subscriptions (§8.8.2): state 'none' removes (one subid, or all of the JID),
    * 'subscribed' adds or approves; each JID is told. All or nothing. Errors: `nodeid-required`,
-   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
-   * `not-in-roster-group` (owners only), `not-acceptable` (a JID that may not subscribe, another
+   * `item-not-found`, `forbidden` (owners only), `not-acceptable` (a JID that may not subscribe, another
    * state, an unknown subid).
    */
   async setSubscriptions(actor: string, nodeId: string | undefined, changes: Array<{ jid: string; subid?: string; state: SubscriptionState }>): Promise<void> {
@@ -396,8 +391,7 @@ export class PubsubService {
 
   /**
    * The node's affiliations (§8.9.1; bare JID -> affiliation, a copy). Errors: `nodeid-required`,
-   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
-   * `not-in-roster-group` (owners only).
+   * `item-not-found`, `forbidden` (owners only).
    */
   async getAffiliations(actor: string, nodeId: string | undefined): Promise<Map<string, Affiliation>> {
     const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-affiliations'));
@@ -407,8 +401,7 @@ export class PubsubService {
   /**
    * Owner changes affiliations (§8.9.2; JIDs taken bare, 'none' removes), all or nothing. Takes
    * effect at once on subscriptions; each entity whose affiliation changed is told (§8.9.4).
-   * Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
-   * `presence-subscription-required`, `not-in-roster-group` (owners only), `not-acceptable` (the
+   * Errors: `nodeid-required`, `item-not-found`, `forbidden` (owners only), `not-acceptable` (the
    * node would be left without an owner).
    */
   async setAffiliations(actor: string, nodeId: string | undefined, changes: Array<{ jid: string; affiliation: Affiliation }>): Promise<void> {
@@ -570,7 +563,7 @@ export class PubsubService {
   /**
    * §8.6: an owner approves or denies a pending subscription; the subscriber is told (§8.8.4).
    * Errors: `nodeid-required`, `item-not-found` (no such node, or no such pending subscription),
-   * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
+   * `forbidden` (owners only).
    */
   async authorize(actor: string, nodeId: string | undefined, subid: string, jid: string, allow: boolean): Promise<void> {
     await this.guardedAction(actor, nodeId, 'manage-subscriptions', async (state) => {
@@ -625,8 +618,7 @@ export class PubsubService {
 
   /**
    * Pending subscriptions (§8.7 get-pending; copies): of one node, or of every node `actor`
-   * owns. Errors (with a node): `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
-   * `presence-subscription-required`, `not-in-roster-group` (owners only).
+   * owns. Errors (with a node): `nodeid-required`, `item-not-found`, `forbidden` (owners only).
    */
   async pendingOf(actor: string, nodeId?: string): Promise<Subscription[]> {
     if (nodeId !== undefined) {
@@ -644,8 +636,7 @@ export class PubsubService {
 
   /**
    * Sends the approval form again to `actor` for every pending subscription of a node (§8.7);
-   * resolves to how many. Errors: `nodeid-required`, `item-not-found`, `forbidden`,
-   * `closed-node`, `presence-subscription-required`, `not-in-roster-group` (owners only).
+   * resolves to how many. Errors: `nodeid-required`, `item-not-found`, `forbidden` (owners only).
    */
   async resendApprovals(actor: string, nodeId: string | undefined): Promise<number> {
     const state = await this.nodes.read(nodeId, (s) => this.audience.require(s, actor, 'manage-subscriptions'));

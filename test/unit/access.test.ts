@@ -65,6 +65,29 @@ describe('presence and roster access models', () => {
     assert.equal(await condition(b.svc.subscribe('friend@a.test/x', 'p', 'friend@a.test/x')), 'presence-subscription-required');
   });
 
+  it('owner actions by a stranger are forbidden whatever the access model: never the model\'s own condition, which would say subscribing could help (§8.2.3.2, §8.4.3.1, §8.5.3.2)', async () => {
+    const { svc } = service(granted);
+    await svc.create(OWNER, 'w', { accessModel: 'whitelist' });
+    await svc.create(OWNER, 'p', { accessModel: 'presence' });
+    await svc.create(OWNER, 'r', { accessModel: 'roster', rosterGroupsAllowed: ['friends'] });
+    await svc.create(OWNER, 'a', { accessModel: 'authorize' });
+    for (const node of ['w', 'p', 'r', 'a']) {
+      for (const who of ['stranger@b.test/x', 'friend@a.test/x']) {
+        const asked = {
+          getConfig: await condition(svc.getConfig(who, node)),
+          configure: await condition(svc.configure(who, node, { title: 'mine' })),
+          purge: await condition(svc.purge(who, node)),
+          delete: await condition(svc.delete(who, node)),
+          affiliations: await condition(svc.getAffiliations(who, node)),
+        };
+        assert.deepEqual(asked, { getConfig: 'forbidden', configure: 'forbidden', purge: 'forbidden', delete: 'forbidden', affiliations: 'forbidden' }, `${who} on ${node}`);
+      }
+    }
+    // What the access model governs keeps its conditions.
+    assert.equal(await condition(svc.subscribe('stranger@b.test/x', 'w', 'stranger@b.test/x')), 'closed-node');
+    assert.equal(await condition(svc.getItems('stranger@b.test/x', 'p')), 'presence-subscription-required');
+  });
+
   it('a configure while the owner\'s roster cannot be read keeps the subscriptions only a roster allows (a removal cannot be undone); an outcast still goes', async () => {
     let readable = true;
     const flaky: RosterSource = { ...granted, roster: async () => (readable ? roster : Promise.reject(new Error('remote-server-timeout'))) };
