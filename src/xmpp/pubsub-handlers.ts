@@ -211,7 +211,11 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
   on('set', NS.PUBSUB_OWNER, 'configure', async (req, verb) => {
     const form = findForm(verb);
     if (!form) throw badRequest('configure needs a data form');
-    await service.configure(req.from, nodeAttr(verb), parseConfigForm(form));
+    const node = nodeAttr(verb);
+    // §8.2.4: on cancel "the existing configuration MUST be applied" — nothing rewritten, nobody
+    // notified; the node and the owner's right to configure it are still checked.
+    if (form.attrs.type === 'cancel') await service.getConfig(req.from, node);
+    else await service.configure(req.from, node, parseConfigForm(form));
     return undefined;
   });
 

@@ -59,6 +59,17 @@ describe('notifications carry what XEP-0060 says, with and without payloads', ()
     assert.deepEqual(quiet.getChildElements(), [], 'notification-only: the empty element');
   });
 
+  it('a cancelled configuration (§8.2.4) keeps the configuration as it is: nothing rewritten, nobody notified; a stranger\'s cancel is still forbidden', async () => {
+    const wire = await nodeWith({ notify_config: '1', title: 'Before' });
+    const cancel = `<pubsub xmlns='${OWNER_NS}'><configure node='n'><x xmlns='jabber:x:data' type='cancel'/></configure></pubsub>`;
+    await wire.ok(ALICE, 'set', cancel);
+    assert.deepEqual(wire.to(BOB), [], 'no configuration notification for a change that did not happen');
+    const form = fieldsOf((await wire.ok(ALICE, 'get', `<pubsub xmlns='${OWNER_NS}'><configure node='n'/></pubsub>`)).getChild('pubsub', OWNER_NS)?.getChild('configure')?.getChild('x', 'jabber:x:data'));
+    assert.deepEqual(form.get('pubsub#title'), ['Before']);
+    assert.equal((await wire.error(BOB, 'set', cancel)).condition, 'forbidden');
+    assert.equal((await wire.error(ALICE, 'set', cancel.replace("node='n'", "node='nowhere'"))).condition, 'item-not-found');
+  });
+
   it('items (§7.1.2.1-2): with payloads the item with its payload; without, <item id/> alone', async () => {
     const wire = await nodeWith({});
     await wire.ok(ALICE, 'set', publish('n', `<item id='i1'>${entry('one')}</item>`));
