@@ -95,6 +95,20 @@ export interface NodeMetadata {
 }
 
 const NODE_ID_MAX = 1023;
+/**
+ * Longest item id (characters), as node ids: an id is kept in the item's key, the order index
+ * and the archive, outside pubsub#max_payload_size.
+ */
+const ITEM_ID_MAX = 1023;
+/** Most item ids one request names (§6.5.8 items by id, §7.2 retract): a page's worth. */
+const IDS_PER_REQUEST = 1000;
+
+/** The distinct ids of a request, in their order; not-acceptable beyond IDS_PER_REQUEST. */
+function distinctIds(ids: readonly string[]): string[] {
+  const distinct = [...new Set(ids)];
+  if (distinct.length > IDS_PER_REQUEST) fail('not-acceptable', `at most ${IDS_PER_REQUEST} item ids per request (${distinct.length} named)`);
+  return distinct;
+}
 
 /** Most items (or ids, or nodes) one answer carries; larger results are paged (XEP-0059). */
 export const PAGE_LIMIT = 1000;
@@ -696,13 +710,15 @@ export class PubsubService {
 
   /**
    * Items of a node (§6.5), newest first, without those past their pubsub#item_expire;
-   * `query.ids` for given items, `query.max` for the newest few. Errors: `nodeid-required`,
-   * `item-not-found`, `forbidden`, `closed-node`, `presence-subscription-required`,
-   * `not-in-roster-group`, `must-subscribe` (authorize node), `persistent-items-unsupported`.
+   * `query.ids` for given items (each once, at most 1000), `query.max` for the newest few.
+   * Errors: `nodeid-required`, `item-not-found`, `forbidden`, `closed-node`,
+   * `presence-subscription-required`, `not-in-roster-group`, `must-subscribe` (authorize node),
+   * `persistent-items-unsupported`, `not-acceptable` (more than 1000 ids).
    */
   async getItems(actor: string, nodeId: string | undefined, query: ItemQuery = {}): Promise<Item[]> {
     const state = await this.readable(actor, nodeId);
-    return this.unexpired(state.record.config, await this.store.getItems(state.record.id, query));
+    const asked = query.ids ? { ...query, ids: distinctIds(query.ids) } : query;
+    return this.unexpired(state.record.config, await this.store.getItems(state.record.id, asked));
   }
 
   /**
@@ -776,7 +792,8 @@ export class PubsubService {
    * Errors: `nodeid-required`, `item-not-found` (no such node), `forbidden` (publish model or
    * outcast), `rate-limited` (limits.publishRate), `item-required`, `payload-required`,
    * `item-forbidden` (the node's event type, §7.1.3.6–7: publish-rules.ts), `precondition-not-met`
-   * (§7.1.5), `payload-too-big`, `node-full` (publish_node_full=reject, §7.1.3.4).
+   * (§7.1.5), `payload-too-big`, `node-full` (publish_node_full=reject, §7.1.3.4),
+   * `not-acceptable` (an item id longer than 1023 characters).
    */
   async publish(actor: string, nodeId: string | undefined, request: PublishRequest): Promise<string | undefined> {
     const [outcome] = await this.publishMany(actor, nodeId, [request]);
@@ -826,6 +843,7 @@ export class PubsubService {
             continue;
           }
           const payload = item?.payload ?? '';
+          if (item?.id !== undefined && item.id.length > ITEM_ID_MAX) fail('not-acceptable', `item id longer than ${ITEM_ID_MAX} characters`);
           if (Buffer.byteLength(payload) > nodeConfig.maxPayloadSize) fail('payload-too-big', `the payload is larger than the node's pubsub#max_payload_size of ${nodeConfig.maxPayloadSize} bytes`);
           room?.admit(item?.id);
           const published: Item = { id: item?.id || this.newId(), payload, publisher, published: this.now() };
@@ -935,13 +953,17 @@ export class PubsubService {
 
   /**
    * Retracts items (§7.2; tombstones in the archive); `notify` undefined means: as the node's
-   * notify_retract says. Errors: `item-required` (no ids), `nodeid-required`, `item-not-found`
-   * (no such node, or an id not in it), `persistent-items-unsupported`, `forbidden` (may not
-   * retract, or another publisher's item without retract-any).
+   * notify_retract says; an id named twice counts once. Errors: `item-required` (no ids),
+   * `not-acceptable` (more than 1000 ids), `nodeid-required`, `item-not-found` (no such node, or
+   * an id not in it), `forbidden` (may not retract, or another publisher's item without
+   * retract-any), `persistent-items-unsupported`.
    */
   async retract(actor: string, nodeId: string | undefined, itemIds: string[], notify: boolean | undefined): Promise<void> {
     if (itemIds.length === 0) fail('item-required');
+    itemIds = distinctIds(itemIds);
     const check = (state: NodeState): void => {
+      // Who may not retract at all is told so first (§7.2.3.1), whatever the node keeps.
+      if (!this.audience.can(state, actor, 'retract-any') && !this.audience.can(state, actor, 'retract-own')) fail('forbidden');
       if (!state.record.config.persistItems) fail('persistent-items-unsupported');
     };
     await this.nodes.guarded(nodeId, check, async (state) => {

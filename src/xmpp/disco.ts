@@ -40,6 +40,7 @@ export const PUBSUB_FEATURES = [
   'retract-items',
   'retrieve-affiliations',
   'retrieve-default',
+  'retrieve-default-sub',
   'retrieve-items',
   'retrieve-subscriptions',
   'rsm',

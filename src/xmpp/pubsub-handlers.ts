@@ -4,7 +4,7 @@
 
 import { Element } from 'ltx';
 import { PAGE_LIMIT, type PubsubService } from '../pubsub/service.ts';
-import { optionsOf } from '../pubsub/subscription-options.ts';
+import { DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf } from '../pubsub/subscription-options.ts';
 import { AFFILIATIONS, type Affiliation, type Item, type NodeConfig, type Subscription, type SubscriptionState } from '../pubsub/types.ts';
 import { badRequest, StanzaError } from './errors.ts';
 import { findForm } from './forms.ts';
@@ -98,6 +98,11 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
       // By id, or the newest max_items (§6.5.7); RSM, when given, wins over max_items.
       const query = ids.length > 0 ? { ids } : { max: Math.min(max as number, PAGE_LIMIT) };
       for (const item of await service.getItems(req.from, node, query)) itemsEl.cnode(itemElement(item, true));
+      // More asked for than one answer carries: §6.5.4 SHOULD note the truncation (XEP-0059 count).
+      if (ids.length === 0 && (max as number) > PAGE_LIMIT) {
+        const { count } = await service.pageItemIds(req.from, node, { max: 0 });
+        if (count > PAGE_LIMIT) result.cnode(new Element('set', { xmlns: NS.RSM }).c('count').t(String(count)).up());
+      }
       return result;
     }
     // All items: one page, in publication order; a truncated answer says so with RSM (§6.5.4).
@@ -123,6 +128,13 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
     const sub = await service.getSubscriptionOptions(req.from, node, jidAttr(verb), subid);
     const el = new Element('options', { node: sub.node, jid: sub.jid, subid: sub.subid });
     return pubsubResult(NS.PUBSUB, el.cnode(subscribeOptionsForm(optionsOf(sub))).up());
+  });
+
+  // §6.4: the default subscription options, of the service or of one node (item-not-found if none).
+  on('get', NS.PUBSUB, 'default', async (_req, verb) => {
+    const node = (verb.attrs.node as string | undefined) || undefined;
+    if (node !== undefined) await service.metadata(node);
+    return pubsubResult(NS.PUBSUB, new Element('default', node !== undefined ? { node } : {}).cnode(subscribeOptionsForm({ ...DEFAULT_SUBSCRIPTION_OPTIONS })).up());
   });
 
   on('set', NS.PUBSUB, 'options', async (req, verb) => {

@@ -607,6 +607,13 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
           .map((h) => h.getText()) ?? [];
       const fieldValue = (x: Element | undefined, v: string): string | undefined => x?.getChildren('field').find((f) => f.attrs.var === v)?.getChildText('value') ?? undefined;
       await alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='multi'/></pubsub>`);
+      // §6.4: the default options, as a form to fill in; of a node that exists.
+      const defaults = (await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><default node='multi'/></pubsub>`)).getChild('pubsub', PUBSUB)?.getChild('default');
+      assert.equal(defaults?.attrs.node, 'multi');
+      const defaultForm = defaults?.getChild('x', 'jabber:x:data');
+      assert.equal(defaultForm?.attrs.type, 'form');
+      assert.deepEqual([fieldValue(defaultForm, 'FORM_TYPE'), fieldValue(defaultForm, 'pubsub#deliver')], [OPTS, '1']);
+      await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><default node='nowhere'/></pubsub>`), 'item-not-found');
 
       const plain = await bob.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><subscribe node='multi' jid='${bob.jid}'/></pubsub>`);
       const s1 = plain.getChild('pubsub', PUBSUB)?.getChild('subscription')?.attrs.subid as string;

@@ -77,3 +77,46 @@ describe('the other error cases of §7.1.3', () => {
     assert.deepEqual(await itemIds(discarding), ['b', 'c']);
   });
 });
+
+describe('item ids a request names (§6.5.8, §7.2)', () => {
+  const BOB = 'bob@b.example/phone';
+  const byId = (ids: string[]): string => `<pubsub xmlns='${PUBSUB}'><items node='n'>${ids.map((id) => `<item id='${id}'/>`).join('')}</items></pubsub>`;
+  const retract = (ids: string[]): string => `<pubsub xmlns='${PUBSUB}'><retract node='n' notify='true'>${ids.map((id) => `<item id='${id}'/>`).join('')}</retract></pubsub>`;
+
+  it('an id named twice is answered and retracted once; more than 1000 ids, or an item id longer than 1023 characters, is not-acceptable', async () => {
+    const wire = await withNode({});
+    for (const id of ['a', 'b']) await wire.ok(ALICE, 'set', publish('n', `<item id='${id}'>${payload(id)}</item>`));
+    assert.deepEqual(idsOf(await wire.ok(ALICE, 'get', byId(['a', 'a', 'b', 'a']))).sort(), ['a', 'b'], 'each item once, however often named');
+    const tooMany = Array.from({ length: 1001 }, (_, i) => `x${i}`);
+    assert.deepEqual(triple(await wire.error(ALICE, 'get', byId(tooMany))).slice(0, 2), ['modify', 'not-acceptable']);
+    assert.deepEqual(triple(await wire.error(ALICE, 'set', retract(tooMany))).slice(0, 2), ['modify', 'not-acceptable']);
+    // A thousand distinct ids (named twice over) are a page: not refused.
+    const page = Array.from({ length: 999 }, (_, i) => `x${i}`);
+    assert.deepEqual(idsOf(await wire.ok(ALICE, 'get', byId([...page, ...page, 'a']))), ['a']);
+    assert.deepEqual(triple(await wire.error(ALICE, 'set', publish('n', `<item id='${'i'.repeat(1024)}'>${payload('long')}</item>`))).slice(0, 2), ['modify', 'not-acceptable']);
+    await wire.ok(ALICE, 'set', publish('n', `<item id='${'i'.repeat(1023)}'>${payload('longest')}</item>`));
+    await wire.ok(ALICE, 'set', retract(['a', 'a']));
+    assert.deepEqual(await itemIds(wire), ['b', 'i'.repeat(1023)]);
+  });
+
+  it('who may not retract is forbidden (§7.2.3.1) before a node that keeps no items says so', async () => {
+    const wire = await withNode({ persist_items: '0', deliver_payloads: '1' });
+    assert.deepEqual(triple(await wire.error(BOB, 'set', retract(['a']))).slice(0, 2), ['auth', 'forbidden']);
+    assert.deepEqual(triple(await wire.error(ALICE, 'set', retract(['a']))), ['cancel', 'feature-not-implemented', 'unsupported']);
+  });
+});
+
+describe('max_items beyond one answer (§6.5.4)', () => {
+  it('the newest 1000 items, and an XEP-0059 count saying how many the node holds; a smaller max_items needs no note', async () => {
+    const wire = await withNode({ max_items: '1100' });
+    const published = Array.from({ length: 1002 }, (_, i) => `i${i}`);
+    await Promise.all(published.slice(0, 500).map((id) => wire.ok(ALICE, 'set', publish('n', `<item id='${id}'>${payload(id)}</item>`))));
+    await Promise.all(published.slice(500).map((id) => wire.ok(ALICE, 'set', publish('n', `<item id='${id}'>${payload(id)}</item>`))));
+    const many = await wire.ok(ALICE, 'get', `<pubsub xmlns='${PUBSUB}'><items node='n' max_items='5000'/></pubsub>`);
+    assert.equal(idsOf(many).length, 1000);
+    assert.equal(many.getChild('pubsub', PUBSUB)?.getChild('set', 'http://jabber.org/protocol/rsm')?.getChildText('count'), '1002', 'the truncation is noted');
+    const few = await wire.ok(ALICE, 'get', `<pubsub xmlns='${PUBSUB}'><items node='n' max_items='3'/></pubsub>`);
+    assert.equal(idsOf(few).length, 3);
+    assert.equal(few.getChild('pubsub', PUBSUB)?.getChild('set', 'http://jabber.org/protocol/rsm'), undefined);
+  });
+});
