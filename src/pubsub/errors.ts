@@ -31,6 +31,7 @@ export const PUBSUB_ERROR_NAMES = [
   'internal-server-error',
   'max-nodes-exceeded', // the owner holds the most nodes the service allows (limits.ts)
   'rate-limited', // the sender publishes faster than the service allows (limits.ts)
+  'too-many-subscriptions', // the bare JID holds the most subscriptions to the node, or the node the most pending ones (§6.1.3.13)
 ] as const;
 export type PubsubErrorName = (typeof PUBSUB_ERROR_NAMES)[number];
 

@@ -100,6 +100,14 @@ const NODE_ID_MAX = 1023;
  * and the archive, outside pubsub#max_payload_size.
  */
 const ITEM_ID_MAX = 1023;
+/**
+ * Most subscriptions to one node held by one bare JID (all resources, all options: §6.1.6
+ * multi-subscribe), and most pending subscriptions one node holds (each sends every owner an
+ * approval form): beyond, `too-many-subscriptions` (§6.1.3.13) — each costs the store, the cached
+ * node state and a notification per publication.
+ */
+export const SUBSCRIPTIONS_PER_JID = 64;
+export const PENDING_PER_NODE = 1000;
 /** Most item ids one request names (§6.5.8 items by id, §7.2 retract): a page's worth. */
 const IDS_PER_REQUEST = 1000;
 
@@ -484,7 +492,8 @@ export class PubsubService {
    * owners get the §8.6 approval form. `options.expire`: lease end, ms since the epoch.
    * Errors: `invalid-jid` (not the requester's bare JID), `nodeid-required`, `item-not-found`,
    * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group`,
-   * `invalid-options`, `subscriptions-unsupported` (pubsub#subscribe=0), `pending-subscription`.
+   * `invalid-options`, `subscriptions-unsupported` (pubsub#subscribe=0), `pending-subscription`,
+   * `too-many-subscriptions` (SUBSCRIPTIONS_PER_JID, PENDING_PER_NODE).
    */
   async subscribe(actor: string, nodeId: string | undefined, jid: string, options?: Partial<SubscriptionOptions>): Promise<Subscription> {
     if (bareJid(jid) !== bareJid(actor)) fail('invalid-jid', 'the subscribed JID must have the bare JID of the requester');
@@ -500,6 +509,15 @@ export class PubsubService {
       const same = wanted ? existing.find((s) => sameOptions(optionsOf(s), wanted as SubscriptionOptions)) : existing[0];
       if (same) return { ...same };
       const approval = needsApproval(this.audience.affiliationOf(state, jid), state.record.config.accessModel);
+      const bare = bareJid(jid);
+      let held = 0;
+      let pending = 0;
+      for (const s of state.subscriptions) {
+        if (s.state === 'pending') pending++;
+        if (bareJid(s.jid) === bare) held++;
+      }
+      if (held >= SUBSCRIPTIONS_PER_JID) fail('too-many-subscriptions', `at most ${SUBSCRIPTIONS_PER_JID} subscriptions to a node per bare JID`);
+      if (approval && pending >= PENDING_PER_NODE) fail('too-many-subscriptions', `the node has ${PENDING_PER_NODE} subscriptions waiting for approval: try again later`);
       const sub = await this.addSubscription(state, jid, approval ? 'pending' : 'subscribed', false, wanted);
       // §6.1.4: pending until an owner answers the §8.6 approval form sent to every owner.
       if (approval) this.askApproval(state, sub);

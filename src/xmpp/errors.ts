@@ -58,6 +58,7 @@ export const ERROR_TABLE: Record<PubsubErrorName, ErrorSpec> = {
   // a node quota cannot be waited out (cancel; XEP-0060's pubsub#errors names it), a rate can (wait).
   'max-nodes-exceeded': { type: 'cancel', condition: 'policy-violation', pubsub: 'max-nodes-exceeded' },
   'rate-limited': { type: 'wait', condition: 'policy-violation' },
+  'too-many-subscriptions': { type: 'wait', condition: 'policy-violation', pubsub: 'too-many-subscriptions' },
 };
 
 export const badRequest = (text: string, pubsub?: string): StanzaError =>

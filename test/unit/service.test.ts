@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import { PubsubError } from '../../src/pubsub/errors.ts';
-import { PAGE_LIMIT, PubsubService } from '../../src/pubsub/service.ts';
+import { PAGE_LIMIT, PENDING_PER_NODE, PubsubService, SUBSCRIPTIONS_PER_JID } from '../../src/pubsub/service.ts';
 import type { Timers } from '../../src/pubsub/expiry.ts';
 import type { NodeConfig, Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -833,5 +833,25 @@ describe('events by kind (what the notifier is given)', () => {
     await rejects(service.publish(OWNER, 'f', payload('b')), 'node-full');
     await service.publish(OWNER, 'f', payload('a'));
     assert.deepEqual((await service.getItems(OWNER, 'f')).map((i) => i.id), ['a']);
+  });
+});
+
+describe('too many subscriptions (§6.1.3.13)', () => {
+  it('one bare JID holds at most SUBSCRIPTIONS_PER_JID subscriptions to a node, whatever its resources and options; a node at most PENDING_PER_NODE pending ones; others still subscribe', async () => {
+    await service.create(OWNER, 'n');
+    for (let i = 0; i < SUBSCRIPTIONS_PER_JID; i++) await service.subscribe(`bob@b.test/r${i}`, 'n', `bob@b.test/r${i}`);
+    await rejects(service.subscribe('bob@b.test/more', 'n', 'bob@b.test/more'), 'too-many-subscriptions');
+    await rejects(service.subscribe('bob@b.test/r0', 'n', 'bob@b.test/r0', { deliver: false }), 'too-many-subscriptions');
+    // One it holds is still answered as it is (no new subscription asked for).
+    assert.equal((await service.subscribe('bob@b.test/r0', 'n', 'bob@b.test/r0')).state, 'subscribed');
+    await service.subscribe(CAROL, 'n', CAROL);
+    await service.unsubscribe('bob@b.test/r1', 'n', 'bob@b.test/r1', undefined);
+    await service.subscribe('bob@b.test/more', 'n', 'bob@b.test/more');
+
+    await service.create(OWNER, 'a', { accessModel: 'authorize' });
+    for (let i = 0; i < PENDING_PER_NODE; i++) await service.subscribe(`u${i}@c.test`, 'a', `u${i}@c.test`);
+    await rejects(service.subscribe('late@c.test', 'a', 'late@c.test'), 'too-many-subscriptions');
+    await service.authorize(OWNER, 'a', (await service.pendingOf(OWNER, 'a'))[0]?.subid as string, 'u0@c.test', false);
+    assert.equal((await service.subscribe('late@c.test', 'a', 'late@c.test')).state, 'pending', 'room again once an owner answered');
   });
 });
