@@ -71,6 +71,8 @@ export interface HistoryPage extends Paged<HistoryEntry> {
 const HISTORY_TIMEOUT_MS = 60_000;
 /** The most pages a listing reads (a service that never stops paging is cut off there). */
 const MAX_PAGES = 100_000;
+/** Most nodes read from one service's listing (nodes()): a bound on what a service can make us hold. */
+const MAX_NODES = 100_000;
 
 /** An RSM <set/> asking for one page (XEP-0059 §2). */
 export function rsmSet(page: PageAt): Element {
@@ -98,6 +100,8 @@ const RESULTS_WAIT_MS = 10_000;
 /** A history query under way: the service asked, the results received so far (and every result id, with or without a message), and who waits for more. */
 interface Query {
   service: string;
+  /** The page size asked for: results beyond it are not kept (a service sending more is not let grow our memory). */
+  max: number;
   entries: HistoryEntry[];
   ids: Set<string>;
   arrived?: () => void;
@@ -141,11 +145,11 @@ export class PubsubClient {
     return { entries, ...(last !== undefined ? { last } : {}) };
   }
 
-  /** Every node a service lists at its top level (disco#items, read in RSM pages of `pageSize`). */
+  /** Every node a service lists at its top level (disco#items, read in RSM pages of `pageSize`; the first MAX_NODES or a page beyond). */
   async nodes(service: string, pageSize = 500): Promise<string[]> {
     const nodes: string[] = [];
     let after: string | undefined;
-    for (let page = 0; page < MAX_PAGES; page++) {
+    for (let page = 0; page < MAX_PAGES && nodes.length < MAX_NODES; page++) {
       const { entries, last } = await this.items(service, { page: { max: pageSize, ...(after !== undefined ? { after } : {}) } });
       nodes.push(...entries.flatMap((i) => (i.node ? [i.node] : [])));
       if (!last || entries.length === 0) break;
@@ -229,7 +233,7 @@ export class PubsubClient {
    */
   async history(service: string, node: string, page: PageAt, timeoutMs = HISTORY_TIMEOUT_MS): Promise<HistoryPage> {
     const queryid = `${this.prefix}${(++this.counter).toString(36)}`;
-    const entry: Query = { service: normalizeJid(service) ?? service, entries: [], ids: new Set() };
+    const entry: Query = { service: normalizeJid(service) ?? service, max: page.max, entries: [], ids: new Set() };
     this.queries.set(queryid, entry);
     try {
       const res = await this.iq.request(service, 'set', new Element('query', { xmlns: NS.MAM, node, queryid }).cnode(rsmSet(page)).up(), timeoutMs);
@@ -279,6 +283,8 @@ export class PubsubClient {
     if (!result || !query || normalizeJid(String(message.attrs.from ?? '')) !== query.service) return false;
     const forwarded = result.getChild('forwarded', NS.FORWARD)?.getChild('message');
     const id = String(result.attrs.id ?? '');
+    // A result again, or more than the page asked for: taken off the wire, not kept.
+    if (query.ids.has(id) || query.ids.size >= query.max) return true;
     query.ids.add(id);
     if (forwarded) query.entries.push({ id, message: forwarded });
     query.arrived?.();

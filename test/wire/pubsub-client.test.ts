@@ -137,6 +137,26 @@ describe('pub/sub client (towards partners)', () => {
     assert.ok(page.last !== undefined && page.entries.some((e) => e.id === page.last));
   });
 
+  it('keeps no more results than the page asked for, and each once: a service sending more, or again, does not grow the page', async () => {
+    for (const id of ['m1', 'm2']) await alice.iq('set', SVC, publish('n4', id));
+    let flooding: PubsubClient | undefined;
+    flooding = new PubsubClient(
+      {
+        request: async (...args: Parameters<typeof partner.core.iq.request>) => {
+          const answer = await partner.core.iq.request(...args);
+          const queryid = String((args[2] as Element).attrs.queryid);
+          const results = held.splice(0);
+          const forged = (id: string): Element => parse(`<message from='${SVC}' to='${partner.jid}'><result xmlns='${NS.MAM}' queryid='${queryid}' id='${id}'><forwarded xmlns='${NS.FORWARD}'><message/></forwarded></result></message>`) as Element;
+          for (const stanza of [...results, ...results, forged('x1'), forged('x2'), forged('x3')]) assert.equal(flooding?.handleResult(stanza), true, 'taken off the wire');
+          return answer;
+        },
+      } as unknown as typeof partner.core.iq,
+      partner.jid,
+    );
+    const page = await flooding.history(SVC, 'n4', { max: 2 });
+    assert.deepEqual(page.entries.map((e) => kind(e.message)).sort(), ['+m1', '+m2']);
+  });
+
   it('takes only results of its own queries under way', async () => {
     const result = parse(`<message from='${SVC}' to='${partner.jid}'><result xmlns='${NS.MAM}' queryid='not-a-query' id='x'><forwarded xmlns='${NS.FORWARD}'><message/></forwarded></result></message>`) as Element;
     assert.equal(client.handleResult(result), false);
