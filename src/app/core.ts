@@ -118,6 +118,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
   const journalSpace = store.state(JOURNAL_SPACE);
   const relaySpace = store.state(RELAY_SPACE);
   let adopt: (member: string) => Promise<void> = async () => undefined;
+  let sweep: (liveTags: ReadonlySet<string>) => Promise<void> = async () => undefined;
   const cluster = new Cluster({
     store,
     jid: component.jid,
@@ -126,6 +127,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     log: log.child({ component: 'cluster' }),
     leftovers: () => NotificationJournal.members(journalSpace),
     adopt: (member) => adopt(member),
+    sweep: (liveTags) => sweep(liveTags),
     onFenced: () => {
       log.error('exiting: another process has taken over this one\'s notifications (restart it: it joins as a new member)');
       process.exit(75);
@@ -179,6 +181,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     restore(await journal.adopt(member), member);
     await relay?.drop(member.slice(-6));
   };
+  sweep = async (liveTags) => void (await relay?.sweep(liveTags));
 
   const creatorDomains = new Set(config.pubsub.creatorDomains ?? [parentDomain(component.jid)]);
   // XEP-0356: the attached server's domains may grant roster/presence access (src/xmpp/privilege.ts).

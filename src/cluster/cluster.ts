@@ -61,6 +61,11 @@ export interface ClusterOptions {
   leftovers?: () => Promise<string[]>;
   /** This member's heartbeat was removed by another: it was declared dead. */
   onFenced?: () => void;
+  /**
+   * Called by the leader once per ttl (with the leftovers look) with the tags of the members
+   * that have a heartbeat (this one's included): what is stored for any other tag may go.
+   */
+  sweep?: (liveTags: ReadonlySet<string>) => Promise<void>;
 }
 
 /** What `hermod status` shows of the cluster. */
@@ -233,6 +238,12 @@ export class Cluster {
     if (!this.isLeader()) return;
     for (const id of beats.keys()) leftovers.delete(id);
     await this.adoptLeftovers(leftovers);
+    if (leftoversToo && this.options.sweep) {
+      // Read after the adoptions: a member that started meanwhile beat before it sent anything.
+      const live = new Set([...(await this.heartbeats()).keys()].map((id) => id.slice(-6)));
+      live.add(this.tag);
+      await this.options.sweep(live);
+    }
   }
 
   private async adoptLeftovers(known: Set<string>): Promise<void> {

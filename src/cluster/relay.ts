@@ -278,6 +278,25 @@ export class Relay {
     this.retryTimer.unref();
   }
 
+  /**
+   * Deletes what was stored for tags other than `liveTags` (and the leader's): replies whose id
+   * carries the tag of no member (forged, or for a member gone before its adoption dropped them)
+   * would otherwise stay in the store for good. Resolves to how many went.
+   */
+  async sweep(liveTags: ReadonlySet<string>): Promise<number> {
+    const ops: StateOp[] = [];
+    for await (const [key] of this.options.space.range('')) {
+      const end = key.indexOf('\0');
+      const tag = end === -1 ? key : key.slice(0, end);
+      if (tag !== LEADER && !liveTags.has(tag)) ops.push({ type: 'del', key });
+    }
+    if (ops.length > 0) {
+      await this.options.space.batch(ops);
+      this.options.log.warn('relay: replies for no member deleted', { replies: ops.length });
+    }
+    return ops.length;
+  }
+
   /** Deletes what was relayed to a member that is gone (`tag`). */
   async drop(tag: string): Promise<void> {
     const ops: StateOp[] = [];

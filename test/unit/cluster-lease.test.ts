@@ -299,6 +299,32 @@ describe('reply relay: a store write that fails', () => {
   });
 });
 
+describe('reply relay: replies for no member', () => {
+  it('the leader\'s sweep deletes what waits for a tag no member has (a forged id, or a member long gone), keeping live members\' replies and the leader\'s events', async () => {
+    const { Relay, RELAY_SPACE } = await import('../../src/cluster/relay.ts');
+    const { parse } = await import('ltx');
+    const store = new MemoryStore();
+    const space = store.state(RELAY_SPACE);
+    // a is the member taking replies for others (never polls them: its tag is a); b is alive.
+    const a = new Relay({ space, tag: 'aaaaaa', deliver: () => undefined, waiting: () => false, isLeader: () => false, log: silentLogger, pollMs: 60_000 });
+    try {
+      for (const id of ['qbbbbbb.1', 'qffffff.1', 'qffffff.2', 'q000000.9']) assert.equal(a.route(parse(`<iq type='result' id='${id}' from='x@y'/>`)), true);
+      a.toLeader(parse("<message id='event-1' from='pubsub.partner'/>"));
+      await eventually(async () => {
+        let n = 0;
+        for await (const _ of space.range('')) n++;
+        return n === 5 || undefined;
+      }, 'all five stored');
+      assert.equal(await a.sweep(new Set(['aaaaaa', 'bbbbbb'])), 3);
+      const left: string[] = [];
+      for await (const [key] of space.range('')) left.push(key.split('\0')[0] as string);
+      assert.deepEqual(left.sort(), ['bbbbbb', 'leader']);
+    } finally {
+      a.stop();
+    }
+  });
+});
+
 async function first<T>(it: AsyncIterable<T>): Promise<T> {
   for await (const x of it) return x;
   throw new Error('empty');
