@@ -18,6 +18,13 @@
 // every resource seen after the reconnect is new. (A server killed without a stream error cannot
 // be told from a dropped connection.) A restart of Hermod knows nobody's presence: there, every
 // available resource counts as new.
+// Bounds (anyone may send presence to a component): at most MAX_CONTACTS contacts, MAX_CONTACTS_PER_DOMAIN
+// from one domain — a subscription beyond is declined (`unsubscribed`, RFC 6121 §3.2.2), one
+// warning per refusal burst; the contacts kept are never pushed out. At most
+// MAX_RESOURCES_PER_JID available resources per bare JID (the oldest forgotten: a resource whose
+// unavailable presence was lost is likelier than a real 33rd session) and MAX_TRACKED available
+// resources in all, beyond which only contacts' presence is tracked. Contact writes waiting for
+// the store are merged per JID (the last word wins), so subscribe/unsubscribe churn queues nothing.
 // Several Hermods on one store share the contacts: each follows the others' additions and
 // removals through the store's changes feed (StateSpace.watch). Who is available is not shared:
 // each process knows the presence the server routed to it.
@@ -34,9 +41,18 @@ import { formatJid, parseJid } from './jid.ts';
 export const CONTACTS_FILE = 'presence-contacts.json';
 export const CONTACTS_SPACE = 'presence-contacts';
 
+/** Bounds of the presence kept (see the head comment). */
+export const MAX_CONTACTS = 100_000;
+export const MAX_CONTACTS_PER_DOMAIN = 10_000;
+export const MAX_RESOURCES_PER_JID = 32;
+export const MAX_TRACKED = 200_000;
+/** Most contact writes in one store batch. */
+const SAVE_BATCH = 1000;
+
 /** Which full JIDs are available. */
 export class PresenceTracker implements PresenceView {
   private readonly online = new Map<string, Set<string>>();
+  private count = 0;
 
   isAvailable(jid: string): boolean {
     const parsed = parseJid(jid);
@@ -46,12 +62,22 @@ export class PresenceTracker implements PresenceView {
     return parsed.resource === '' ? resources.size > 0 : resources.has(parsed.resource);
   }
 
-  /** Marks a full JID available; true if it was not before. */
-  available(bare: string, resource: string): boolean {
+  /**
+   * Marks a full JID available; true if it was not before. Beyond MAX_RESOURCES_PER_JID of the
+   * bare JID, its oldest resource is forgotten; beyond MAX_TRACKED in all, a JID not `trusted`
+   * (a contact) is not tracked (false).
+   */
+  available(bare: string, resource: string, trusted = true): boolean {
     let resources = this.online.get(bare);
+    if (resources?.has(resource)) return false;
+    if (this.count >= MAX_TRACKED && !trusted) return false;
     if (!resources) this.online.set(bare, (resources = new Set()));
-    if (resources.has(resource)) return false;
+    if (resources.size >= MAX_RESOURCES_PER_JID) {
+      resources.delete(resources.values().next().value as string);
+      this.count--;
+    }
     resources.add(resource);
+    this.count++;
     return true;
   }
 
@@ -59,13 +85,16 @@ export class PresenceTracker implements PresenceView {
   unavailable(bare: string, resource: string): void {
     const resources = this.online.get(bare);
     if (!resources) return;
+    const had = resources.size;
     if (resource === '') resources.clear();
     else resources.delete(resource);
+    this.count -= had - resources.size;
     if (resources.size === 0) this.online.delete(bare);
   }
 
   clear(): void {
     this.online.clear();
+    this.count = 0;
   }
 
   /** Every available full JID. */
@@ -77,9 +106,7 @@ export class PresenceTracker implements PresenceView {
 
   /** Available full JIDs (for status and tests). */
   get size(): number {
-    let n = 0;
-    for (const r of this.online.values()) n += r.size;
-    return n;
+    return this.count;
   }
 }
 
@@ -108,11 +135,17 @@ export const REJOIN_MS = 30_000;
 
 export class PresenceHandler {
   private readonly contacts = new Set<string>();
+  /** Contacts by domain (the per-domain bound). */
+  private readonly byDomain = new Map<string, number>();
+  /** Contact writes waiting for the store: bare JID -> added (true) or removed (false). */
+  private readonly unsaved = new Map<string, boolean>();
+  /** Subscriptions declined since one was last accepted (one warning per burst). */
+  private declined = 0;
   /** Full JIDs available when the connection last dropped, not seen again yet (see the head comment). */
   private readonly before = new Set<string>();
   /** Until when `before` counts (ms since the epoch; Infinity while offline). */
   private beforeUntil = 0;
-  private saving: Promise<void> = Promise.resolve();
+  private saving: Promise<void> | undefined;
   private unwatch: (() => void) | undefined;
 
   constructor(private readonly options: PresenceHandlerOptions) {}
@@ -143,14 +176,38 @@ export class PresenceHandler {
     }
     // Followed before reading, so that nothing another process changes meanwhile is missed.
     this.unwatch ??= this.options.space.watch?.((jid) => void this.reread(jid));
-    for await (const [jid] of this.options.space.range('')) this.contacts.add(jid);
+    for await (const [jid] of this.options.space.range('')) this.addContact(jid);
+  }
+
+  private addContact(jid: string): void {
+    if (this.contacts.has(jid)) return;
+    this.contacts.add(jid);
+    const domain = jid.slice(jid.indexOf('@') + 1);
+    this.byDomain.set(domain, (this.byDomain.get(domain) ?? 0) + 1);
+  }
+
+  private removeContact(jid: string): boolean {
+    if (!this.contacts.delete(jid)) return false;
+    const domain = jid.slice(jid.indexOf('@') + 1);
+    const left = (this.byDomain.get(domain) ?? 1) - 1;
+    if (left > 0) this.byDomain.set(domain, left);
+    else this.byDomain.delete(domain);
+    return true;
+  }
+
+  /** Why a new contact `jid` is declined (a bound reached), or undefined. */
+  private full(jid: string): string | undefined {
+    if (this.contacts.size >= MAX_CONTACTS) return `the component has ${MAX_CONTACTS} presence contacts`;
+    const domain = jid.slice(jid.indexOf('@') + 1);
+    if ((this.byDomain.get(domain) ?? 0) >= MAX_CONTACTS_PER_DOMAIN) return `the component has ${MAX_CONTACTS_PER_DOMAIN} presence contacts from ${domain}`;
+    return undefined;
   }
 
   /** Another process added or removed a contact: read it again (a failed read is logged; the next change or start corrects it). */
   private async reread(jid: string): Promise<void> {
     try {
-      if ((await this.options.space.get(jid)) === undefined) this.contacts.delete(jid);
-      else this.contacts.add(jid);
+      if ((await this.options.space.get(jid)) === undefined) this.removeContact(jid);
+      else this.addContact(jid);
     } catch (err) {
       this.options.log.warn('presence contact changed by another process not read', { jid, reason: String(err) });
     }
@@ -162,12 +219,19 @@ export class PresenceHandler {
     this.unwatch = undefined;
   }
 
-  /** Records a contact added or removed (in order; a failed write is logged). */
+  /** Records a contact added or removed (the last word per JID, in batches; a failed write is logged). */
   private save(jid: string, added: boolean): void {
-    const op = added ? { type: 'put' as const, key: jid, value: '1' } : { type: 'del' as const, key: jid };
-    this.saving = this.saving
-      .then(() => this.options.space.batch([op]))
-      .catch((err: unknown) => this.options.log.warn('presence contact not saved', { jid, reason: String(err) }));
+    this.unsaved.delete(jid); // re-inserted last: the order of the words is kept
+    this.unsaved.set(jid, added);
+    this.saving ??= (async () => {
+      while (this.unsaved.size > 0) {
+        const taken = [...this.unsaved].slice(0, SAVE_BATCH);
+        for (const [j] of taken) this.unsaved.delete(j);
+        await this.options.space
+          .batch(taken.map(([key, put]) => (put ? { type: 'put' as const, key, value: '1' } : { type: 'del' as const, key })))
+          .catch((err: unknown) => this.options.log.warn('presence contacts not saved', { contacts: taken.length, first: taken[0]?.[0], reason: String(err) }));
+      }
+    })().finally(() => (this.saving = undefined));
   }
 
   private presence(to: string, type?: string): Element {
@@ -220,28 +284,37 @@ export class PresenceHandler {
     const { tracker, send, log } = this.options;
     switch (type) {
       case undefined:
-        if (from.resource !== '' && tracker.available(bare, from.resource) && !this.rejoined(`${bare}/${from.resource}`)) this.options.onAvailable(`${bare}/${from.resource}`);
+        if (from.resource !== '' && tracker.available(bare, from.resource, this.contacts.has(bare)) && !this.rejoined(`${bare}/${from.resource}`)) this.options.onAvailable(`${bare}/${from.resource}`);
         return;
       case 'unavailable':
         tracker.unavailable(bare, from.resource);
         this.forgetBefore(bare, from.resource);
         return;
-      case 'subscribe':
+      case 'subscribe': {
+        const refused = this.contacts.has(bare) ? undefined : this.full(bare);
+        if (refused) {
+          // RFC 6121 §3.2.2: a subscription request declined.
+          send(this.presence(bare, 'unsubscribed'));
+          if (this.declined++ === 0) log.warn('presence subscriptions declined: too many contacts', { jid: bare, reason: refused });
+          return;
+        }
+        this.declined = 0;
         send(this.presence(bare, 'subscribed'));
         send(this.presence(bare));
         if (!this.contacts.has(bare)) {
-          this.contacts.add(bare);
+          this.addContact(bare);
           this.save(bare, true);
           send(this.presence(bare, 'subscribe'));
           log.debug('presence subscription accepted', { jid: bare });
         }
         return;
+      }
       case 'unsubscribe':
       case 'unsubscribed':
         if (type === 'unsubscribe') send(this.presence(bare, 'unsubscribed'));
         tracker.unavailable(bare, '');
         this.forgetBefore(bare, '');
-        if (this.contacts.delete(bare)) {
+        if (this.removeContact(bare)) {
           this.save(bare, false);
           log.debug('presence subscription ended', { jid: bare, by: type });
         }

@@ -91,6 +91,7 @@ describe('PubsubService doc comments', () => {
       ['precondition-not-met', () => publishOn({}, { ...item('<x/>'), preconditions: { accessModel: 'whitelist' } })],
       ['payload-too-big', () => publishOn({ maxPayloadSize: 50 }, item(`<x>${'y'.repeat(100)}</x>`))],
       ['node-full', () => publishOn({ maxItems: 1, publishNodeFull: 'reject' }, item('<x/>', 'a'), item('<x/>', 'b'))],
+      ['not-acceptable', () => publishOn({}, item('<x/>', 'i'.repeat(1024)))],
     ];
     const raised = new Set<string>();
     for (const [expected, run] of cases) {
