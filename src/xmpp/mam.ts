@@ -13,7 +13,7 @@ import { buildForm, findForm, parseForm } from './forms.ts';
 import { NS } from './ns.ts';
 import { eventElement } from './notifications.ts';
 import { routeKey, type IqHandler } from './request.ts';
-import { parseRsm, rsmResult } from './rsm.ts';
+import { fitPage, parseRsm, rsmResult } from './rsm.ts';
 
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -54,7 +54,8 @@ export function mamRoutes(service: PubsubService, jid: string, send: (stanzas: s
     if (!node) throw new StanzaError({ type: 'cancel', condition: 'item-not-found' }, 'this service keeps archives of pub/sub nodes only: give a node attribute');
     const filters = parseArchiveQuery(findForm(req.child));
     const rsm = parseRsm(req.child, ARCHIVE_PAGE_LIMIT);
-    const page = await service.queryArchive(req.from, node, filters, rsm ?? { max: ARCHIVE_PAGE_LIMIT });
+    const backwards = rsm?.before !== undefined;
+    const page = fitPage(await service.queryArchive(req.from, node, filters, rsm ?? { max: ARCHIVE_PAGE_LIMIT }), (e) => e.item?.payload.length ?? 64, backwards);
     const queryid = req.child.attrs.queryid as string | undefined;
     const from = escapeXML(jid);
     const to = escapeXML(req.from);
@@ -67,7 +68,6 @@ export function mamRoutes(service: PubsubService, jid: string, send: (stanzas: s
         return `<message from="${from}" to="${to}" id="mam-${escapeXML(entry.id)}">${result.toString()}</message>`;
       }),
     );
-    const backwards = rsm?.before !== undefined;
     const complete = page.complete ?? (backwards ? page.entries.length === 0 || page.firstIndex === 0 : page.firstIndex + page.entries.length >= page.count);
     const fin = new Element('fin', { xmlns: NS.MAM, complete: String(complete) });
     return fin.cnode(rsmResult(page, page.entries.map((e) => e.id))).up();

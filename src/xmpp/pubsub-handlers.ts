@@ -14,7 +14,7 @@ import { NS } from './ns.ts';
 import { packable, packedPayload } from './packed.ts';
 import { appendRaw, serializePayload } from './raw.ts';
 import { routeKey, type IqHandler, type IqRequest } from './request.ts';
-import { parseRsm, rsmResult } from './rsm.ts';
+import { fitPage, parseRsm, rsmResult } from './rsm.ts';
 import { parseSubscribeOptionsForm, subscribeOptionsForm } from './subscribe-options-form.ts';
 
 type VerbHandler = (request: IqRequest, verb: Element, pubsub: Element) => Promise<Element | undefined>;
@@ -106,7 +106,7 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
       return result;
     }
     // All items: one page, in publication order; a truncated answer says so with RSM (§6.5.4).
-    const page = await service.pageItems(req.from, node, rsm ?? { max: PAGE_LIMIT });
+    const page = fitPage(await service.pageItems(req.from, node, rsm ?? { max: PAGE_LIMIT }), (item) => item.payload.length, rsm?.before !== undefined);
     for (const item of page.entries) itemsEl.cnode(itemElement(item, true));
     if (rsm || page.count > page.entries.length) result.cnode(rsmResult(page, page.entries.map((i) => i.id)));
     return result;

@@ -48,3 +48,28 @@ export function rsmResult(page: Page<unknown>, uids: string[]): Element {
   set.c('count').t(String(page.count));
   return set;
 }
+
+/** Most bytes (as `size` counts them) of entries one page answers with: a page beyond is cut short, as XEP-0059 §2.1 allows. */
+export const PAGE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * `page` cut to the entries whose sizes (`size`, bytes) fit in `budget` — at least one — keeping
+ * the first ones of a forward page and the last ones of a `before` page (`backwards`), so that
+ * the client's next request (after the last, or before the first) goes on where this one
+ * stopped. A cut page is not complete; its firstIndex moves with the entries dropped before it.
+ * The page itself when everything fits.
+ */
+export function fitPage<T>(page: Page<T>, size: (entry: T) => number, backwards: boolean, budget = PAGE_BYTES): Page<T> {
+  const { entries } = page;
+  let bytes = 0;
+  let kept = 0;
+  for (let i = 0; i < entries.length; i++) {
+    bytes += size(entries[backwards ? entries.length - 1 - i : i] as T);
+    if (kept > 0 && bytes > budget) break;
+    kept++;
+  }
+  if (kept === entries.length) return page;
+  return backwards
+    ? { entries: entries.slice(entries.length - kept), count: page.count, firstIndex: page.firstIndex + entries.length - kept, complete: false }
+    : { entries: entries.slice(0, kept), count: page.count, firstIndex: page.firstIndex, complete: false };
+}
