@@ -6,7 +6,7 @@ import { Element } from 'ltx';
 import { PAGE_LIMIT, type PubsubService } from '../pubsub/service.ts';
 import { DEFAULT_SUBSCRIPTION_OPTIONS, optionsOf } from '../pubsub/subscription-options.ts';
 import { AFFILIATIONS, type Affiliation, type Item, type NodeConfig, type Subscription, type SubscriptionState } from '../pubsub/types.ts';
-import { badRequest, StanzaError } from './errors.ts';
+import { badRequest, ERROR_TABLE, StanzaError } from './errors.ts';
 import { findForm } from './forms.ts';
 import { normalizeJid } from './jid.ts';
 import { configForm, parseConfigForm, parsePublishOptions } from './node-config-form.ts';
@@ -90,6 +90,12 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
       if (!id) throw badRequest('<item/> in an items request needs an id', 'item-required');
       return id;
     });
+    // §6.5.9.2: a SubID that names none of the requester's subscriptions to the node is invalid
+    // (checked once the access checks of the read have passed: they speak first).
+    const subid = (verb.attrs.subid as string | undefined) || undefined;
+    const checkSubid = async (): Promise<void> => {
+      if (subid !== undefined && !(await service.subscriptionsOf(req.from, node)).some((s) => s.subid === subid)) throw new StanzaError(ERROR_TABLE['invalid-subid'], `no subscription of yours to ${String(node)} has SubID ${subid}`);
+    };
     const itemsEl = new Element('items', { node });
     const result = pubsubResult(NS.PUBSUB, itemsEl);
     const rsm = parseRsm(pubsub, PAGE_LIMIT);
@@ -97,7 +103,9 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
     if (ids.length > 0 || (max !== undefined && !rsm)) {
       // By id, or the newest max_items (§6.5.7); RSM, when given, wins over max_items.
       const query = ids.length > 0 ? { ids } : { max: Math.min(max as number, PAGE_LIMIT) };
-      for (const item of await service.getItems(req.from, node, query)) itemsEl.cnode(itemElement(item, true));
+      const found = await service.getItems(req.from, node, query);
+      await checkSubid();
+      for (const item of found) itemsEl.cnode(itemElement(item, true));
       // More asked for than one answer carries: §6.5.4 SHOULD note the truncation (XEP-0059 count).
       if (ids.length === 0 && (max as number) > PAGE_LIMIT) {
         const { count } = await service.pageItemIds(req.from, node, { max: 0 });
@@ -107,6 +115,7 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
     }
     // All items: one page, in publication order; a truncated answer says so with RSM (§6.5.4).
     const page = fitPage(await service.pageItems(req.from, node, rsm ?? { max: PAGE_LIMIT }), (item) => item.payload.length, rsm?.before !== undefined);
+    await checkSubid();
     for (const item of page.entries) itemsEl.cnode(itemElement(item, true));
     if (rsm || page.count > page.entries.length) result.cnode(rsmResult(page, page.entries.map((i) => i.id)));
     return result;

@@ -622,6 +622,9 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       const result = configured.getChild('pubsub', PUBSUB);
       const s2 = result?.getChild('subscription')?.attrs.subid as string;
       assert.ok(s1 && s2 && s1 !== s2, 'distinct subids');
+      // §6.5.9.2: items asked for under a SubID of one's own; another is invalid-subid.
+      await bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='multi' subid='${s1}'/></pubsub>`);
+      await expectIqError(bob.iq('get', SVC, `<pubsub xmlns='${PUBSUB}'><items node='multi' subid='not-${s1}'/></pubsub>`), 'not-acceptable', 'invalid-subid');
       assert.equal(result?.getChild('options')?.getChild('x', 'jabber:x:data')?.attrs.type, 'result');
       assert.equal(fieldValue(result?.getChild('options')?.getChild('x', 'jabber:x:data'), 'pubsub#deliver'), '0');
 
