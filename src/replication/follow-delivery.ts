@@ -59,6 +59,12 @@ export interface LiveTrack {
   held: boolean;
   /** Live events of this node being applied (handed to the sink, not yet settled). */
   inFlight: number;
+  /**
+   * A service without history, while the sink is behind: ids of items whose notifications were
+   * not applied, read by id later at the sink's pace (leaveToReads); `reading` while that runs.
+   */
+  unread?: Set<string>;
+  reading?: boolean;
   /** Notifications are left to the node's history (the sink fell behind): a drain replays them. */
   deferred?: boolean;
   /** A notification with archive id failed during a catch-up that could not leave it to the history: a drain starts once the catch-up ends (applyAgain). */
@@ -203,6 +209,7 @@ export class FollowDelivery {
     }
     // A purge has an archive id too: applied while later items are left, it would move the position past them.
     if (sid && (items || event.getChild('purge')) && this.leaveToHistory(f)) return true;
+    if (items && this.leaveToReads(f, items)) return true;
     const entry = sid ? { id: sid } : undefined;
     if (entry) f.live.queue.push(entry);
     let waiting = 0;
@@ -537,6 +544,79 @@ export class FollowDelivery {
     this.o.log.info('partner notifications arrive faster than they are written: reading the node from its history at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
     this.startDrain(f);
     return true;
+  }
+
+  /**
+   * Flow control for a service without history (no XEP-0313 on its nodes), which cannot be read
+   * back: once `liveBacklogItems` items wait for the sink, the ids a notification names are kept
+   * instead of its payloads (an id per item, however large) and read by id at the sink's pace
+   * (readLeft): written as they are then, or retracted where the node no longer has them. A
+   * later notification of such an item is applied as usual (the read then finds the same or a
+   * newer version: applying it again changes nothing). What is kept is lost by a stop; the next
+   * follow reads the node's current items anyway. True: the notification was left so.
+   */
+  private leaveToReads(f: Followed, items: Element): boolean {
+    if (this.backlog < this.bound && !f.live.reading) return false;
+    if (this.o.withHistory(f.service) || !items.getChildElements().some((c) => c.name === 'item' || c.name === 'retract')) return false;
+    if (this.backlog < this.bound && f.live.unread === undefined) return false;
+    const unread = (f.live.unread ??= new Set());
+    const first = unread.size === 0 && !f.live.reading;
+    for (const child of items.getChildElements()) if ((child.name === 'item' || child.name === 'retract') && child.attrs.id !== undefined) unread.add(String(child.attrs.id));
+    if (first) this.o.log.info('partner notifications arrive faster than they are written: keeping their item ids to read the items at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
+    if (!f.live.reading) {
+      f.live.reading = true;
+      this.track(this.readLeft(f).finally(() => (f.live.reading = false)));
+    }
+    return true;
+  }
+
+  /**
+   * Reads the items leaveToReads kept, ITEM_PAGE ids at a time, each page once the backlog is
+   * down to a quarter of its bound; a page whose read fails is tried again after `retryFirstMs`,
+   * doubling up to the discovery interval; an item that fails to write goes to rereadItems. Ends
+   * when none are left, once stopped(), and when `f` is no longer followed.
+   */
+  private async readLeft(f: Followed): Promise<void> {
+    const { service, node } = f;
+    const gone = (): boolean => this.o.stopped() || this.o.followed(service, node) !== f;
+    const unread = f.live.unread as Set<string>;
+    let retryMs = this.o.retryFirstMs;
+    let read = 0;
+    while (!gone() && unread.size > 0) {
+      while (!gone() && this.backlog > this.bound / 4) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
+      if (gone()) return;
+      const ids = [...unread].slice(0, ITEM_PAGE);
+      for (const id of ids) unread.delete(id);
+      this.backlog += ids.length;
+      try {
+        const found = new Map<string, Element>();
+        for (const item of await this.o.client.itemsById(service, node, ids)) if (item.getChildElements().length > 0) found.set(String(item.attrs.id), item);
+        if (gone()) return;
+        const partner = this.o.partnerOf(service);
+        const followedElsewhere = (other: string): boolean => other !== node && this.o.followed(service, other) !== undefined;
+        const results = await Promise.allSettled(ids.map((id) => {
+          const item = found.get(id);
+          return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.sink.retract(service, node, id, followedElsewhere, partner);
+        }));
+        const failed = ids.filter((_, i) => results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite));
+        if (failed.length > 0) this.rereadItems(f, failed);
+        read += ids.length;
+        retryMs = this.o.retryFirstMs;
+      } catch (err) {
+        if (gone()) return;
+        for (const id of ids) unread.add(id);
+        this.o.log.warn('reading partner items kept while the database was behind failed; trying again', { service, node, items: unread.size, retryInSeconds: retryMs / 1000, reason: String(err) });
+        await this.pause(retryMs);
+        retryMs = Math.min(retryMs * 2, this.o.intervalMs);
+      } finally {
+        this.backlog -= ids.length;
+        this.backlogChanged();
+      }
+    }
+    if (read > 0 && unread.size === 0) {
+      f.live.unread = undefined;
+      this.o.log.info('partner items kept while the database was behind: read and applied', { service, node, items: read });
+    }
   }
 
   /** Whether what reaches us of `f` from now on can be read back from its history (positions kept; during a catch-up, one that started from a point in that history). */

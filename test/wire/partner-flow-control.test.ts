@@ -12,7 +12,7 @@ import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
-import { create, managerOn, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
+import { aroundRequests, create, managerOn, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
 
 
 /** A sink for one node that counts writes per item and the writes waiting, and can be held shut (a database that fell behind). */
@@ -87,6 +87,45 @@ describe("a partner's flow control: live notifications its database cannot take 
       // Live again: a new publication is written without another history read.
       await alice.iq('set', site.jid, publish('/tags/flood', 'f301'));
       await until(() => slow.state.writes.has('f301'), 'a publication after the drain, written as it arrives');
+    } finally {
+      slow.open();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('a service without history (no XEP-0313): beyond liveBacklogItems only the item ids are kept, the items read by id at our pace; each item written as it is now, a retracted one retracted', async () => {
+    await alice.iq('set', site.jid, create('/tags/nomam'));
+    await alice.iq('set', site.jid, publish('/tags/nomam', 'h0'));
+    const slow = slowSink('/tags/nomam');
+    const retracted: string[] = [];
+    const sink = { ...slow.sink, retract: async (_s: string, n: string, id: string) => void (n === '/tags/nomam' && retracted.push(id)) };
+    const byId: number[] = [];
+    // The partner's service, as we see it, keeps no history: MAM taken out of its disco#info.
+    const noHistory = aroundRequests(async (child, send) => {
+      const answer = await send();
+      if (child.getNS() === NS.DISCO_INFO) for (const f of answer.getChild('query', NS.DISCO_INFO)?.getChildren('feature') ?? []) if (f.attrs.var === NS.MAM) f.attrs.var = 'urn:example:not-mam';
+      const items = child.getChild('items');
+      if (items && items.getChildren('item').length > 0) byId.push(items.getChildren('item').length);
+      return answer;
+    });
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', sink, { liveBacklogItems: 10, digestMs: 0, iq: noHistory });
+    try {
+      await until(() => slow.state.writes.has('h0'), 'the first item, from the current items');
+      slow.shut();
+      for (let i = 1; i <= 200; i++) await alice.iq('set', site.jid, publish('/tags/nomam', `h${i}`));
+      await alice.iq('set', site.jid, `<pubsub xmlns='${NS.PUBSUB}'><retract node='/tags/nomam' notify='true'><item id='h7'/></retract></pubsub>`);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(slow.state.peak <= 10, `at most 10 live items waited for the database (${slow.state.peak} did; 200 were published)`);
+      slow.open();
+      const missing = (): string[] => Array.from({ length: 201 }, (_, i) => `h${i}`).filter((id) => id !== 'h7' && !slow.state.writes.has(id));
+      await until(() => missing().length === 0 && retracted.includes('h7'), 'every item written (read by id), the retracted one retracted').catch((err: unknown) => {
+        throw new Error(`${String(err)}: missing ${missing().slice(0, 10).join(' ')} (${missing().length}), retracted ${retracted.join(' ')}`);
+      });
+      assert.ok(byId.length > 0 && byId.every((n) => n <= 100), `read by id, at most 100 a request: ${byId.join(', ')}`);
+      // Live again: a new publication is written as it arrives.
+      await alice.iq('set', site.jid, publish('/tags/nomam', 'h201'));
+      await until(() => slow.state.writes.has('h201'), 'a publication after the reads, written as it arrives');
     } finally {
       slow.open();
       await manager.stop();
