@@ -174,9 +174,20 @@ export function parseConfigForm(x: Element): Partial<NodeConfig> {
   for (const [name, values] of form.fields) {
     const spec = BY_VAR.get(name);
     if (!spec) fail('not-acceptable', `node configuration field ${name} is not supported by this service`);
+    withinBounds(name, values);
     change[spec.key] = spec.parse(MULTI.has(spec.type) ? values.join('\n') : values[0], name);
   }
   return change as Partial<NodeConfig>;
+}
+
+/** Most characters of one value, and most values, of a node configuration field: what a node keeps, caches and sends in every configuration notification. */
+export const FIELD_VALUE_MAX = 4096;
+export const FIELD_VALUES_MAX = 256;
+
+/** not-acceptable, naming the field, for a value or a list beyond FIELD_VALUE_MAX / FIELD_VALUES_MAX. */
+function withinBounds(name: string, values: readonly string[]): void {
+  if (values.length > FIELD_VALUES_MAX) fail('not-acceptable', `${name}: at most ${FIELD_VALUES_MAX} values (got ${values.length})`);
+  for (const value of values) if (value.length > FIELD_VALUE_MAX) fail('not-acceptable', `${name}: a value of at most ${FIELD_VALUE_MAX} characters (got ${value.length})`);
 }
 
 /**

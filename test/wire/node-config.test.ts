@@ -52,6 +52,15 @@ describe('pubsub#node_config registry on the wire', () => {
         }
       }
     }
+    // Text beyond what a node keeps: a title of 4097 characters, 257 contacts.
+    for (const [field, values, said] of [
+      ['pubsub#title', ['t'.repeat(4097)], 'at most 4096 characters'],
+      ['pubsub#contact', Array.from({ length: 257 }, (_, i) => `c${i}@a.example`), 'at most 256 values'],
+    ] as const) {
+      const err = await wire.error(ALICE, 'set', configure('existing', { [field]: [...values] }));
+      assert.deepEqual([err.type, err.condition], ['modify', 'not-acceptable']);
+      assert.ok(err.text?.includes(field) && err.text.includes(said), String(err.text));
+    }
     const nodes = await wire.ok(ALICE, 'get', `<query xmlns='http://jabber.org/protocol/disco#items'/>`);
     assert.deepEqual(nodes.getChild('query')?.getChildren('item').map((i) => i.attrs.node), ['existing'], 'no refused node was created');
   });
