@@ -111,7 +111,7 @@ export const PENDING_PER_NODE = 1000;
 /** Most item ids one request names (§6.5.8 items by id, §7.2 retract): a page's worth. */
 const IDS_PER_REQUEST = 1000;
 
-/** The distinct ids of a request, in their order; not-acceptable beyond IDS_PER_REQUEST. */
+/** The distinct ids of a request (items, retractions, archive ids), in their order; not-acceptable beyond IDS_PER_REQUEST. */
 function distinctIds(ids: readonly string[]): string[] {
   const distinct = [...new Set(ids)];
   if (distinct.length > IDS_PER_REQUEST) fail('not-acceptable', `at most ${IDS_PER_REQUEST} item ids per request (${distinct.length} named)`);
@@ -792,11 +792,12 @@ export class PubsubService {
    * at ARCHIVE_PAGE_LIMIT; `query` times in ms since the epoch). Errors: `nodeid-required`,
    * `item-not-found` (no such node, or an archive id not in the archive), `forbidden`,
    * `closed-node`, `presence-subscription-required`, `not-in-roster-group`, `must-subscribe`,
-   * `persistent-items-unsupported`.
+   * `persistent-items-unsupported`, `not-acceptable` (`query.ids` naming more than 1000 ids; each counts once).
    */
   async queryArchive(actor: string, nodeId: string | undefined, query: ArchiveQuery, page: PageRequest = { max: ARCHIVE_PAGE_LIMIT }): Promise<Page<ArchiveEntry>> {
     const state = await this.readable(actor, nodeId);
-    const found = await this.store.pageArchive(state.record.id, query, { ...page, max: Math.min(page.max, ARCHIVE_PAGE_LIMIT) });
+    const asked = query.ids ? { ...query, ids: distinctIds(query.ids) } : query;
+    const found = await this.store.pageArchive(state.record.id, asked, { ...page, max: Math.min(page.max, ARCHIVE_PAGE_LIMIT) });
     if (!found) fail('item-not-found', `an archive id of the query is not in the archive of node '${state.record.id}'`);
     return found;
   }

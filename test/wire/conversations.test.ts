@@ -117,6 +117,11 @@ describe('wire conversations', () => {
       assert.match(bad.text ?? '', /start/);
       const unsupported = await expectIqError(bob.iq('set', SVC, `<query xmlns='${MAM}' node='log'>${mamForm({ with: 'alice@alpha.test' })}</query>`), 'feature-not-implemented');
       assert.match(unsupported.text ?? '', /with/);
+      // The ids filter: an id named twice answers once; more than 1000 ids is not-acceptable.
+      const twice = await mam(bob, SVC, 'log', 'twice', mamForm({ ids: [all.ids[0] as string, all.ids[0] as string, all.ids[1] as string] }));
+      assert.deepEqual(twice.ids, all.ids.slice(0, 2));
+      const many = await expectIqError(bob.iq('set', SVC, `<query xmlns='${MAM}' node='log'>${mamForm({ ids: Array.from({ length: 1001 }, (_, i) => `x${i}`) })}</query>`), 'not-acceptable');
+      assert.match(many.text ?? '', /at most 1000/);
     });
 
     it('a query without a node is item-not-found: this service archives nodes only', async () => {
