@@ -70,7 +70,12 @@ export function mamRoutes(service: PubsubService, jid: string, send: (stanzas: s
     );
     const complete = page.complete ?? (backwards ? page.entries.length === 0 || page.firstIndex === 0 : page.firstIndex + page.entries.length >= page.count);
     const fin = new Element('fin', { xmlns: NS.MAM, complete: String(complete) });
-    return fin.cnode(rsmResult(page, page.entries.map((e) => e.id))).up();
+    fin.cnode(rsmResult(page, page.entries.map((e) => e.id)));
+    // How many results this page sent (Hermod's extension; a page cut by bytes has fewer than
+    // the RSM count and index imply): a reader whose results may arrive after the <fin/> (a
+    // cluster) knows how many to wait for (src/xmpp/pubsub-client.ts history).
+    fin.c('page', { xmlns: NS.HERMOD_PUBSUB, results: String(page.entries.length) });
+    return fin;
   };
 
   // §5: the fields a client may use.

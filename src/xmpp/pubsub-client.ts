@@ -227,7 +227,8 @@ export class PubsubClient {
    * One page of a node's history (XEP-0313 §4 on a pub/sub node, paged as `page` says): the
    * result messages that arrived for the query (through handleResult), and its <fin/>. Rejects
    * with PubsubClientError when the answer has no <fin/>. Results the <fin/> counts (its RSM
-   * first, last, and count from the first's index) that have not arrived are waited for, up to
+   * first, last, and how many: a Hermod's `<page results/>`, else the count from the first's
+   * index) that have not arrived are waited for, up to
    * RESULTS_WAIT_MS; then it rejects with an IqError remote-server-timeout (undecided: the page
    * is asked again) unless the first and last did arrive. Entries are in arrival order.
    */
@@ -246,7 +247,9 @@ export class PubsubClient {
       const set = fin.getChild('set', NS.RSM);
       const count = Number.parseInt(set?.getChildText('count') ?? '', 10);
       const index = Number.parseInt(String(set?.getChild('first')?.attrs.index ?? ''), 10);
-      const expected = Number.isFinite(count) && Number.isFinite(index) ? Math.max(0, Math.min(page.max, count - index)) : 0;
+      // A Hermod says how many results the page has (a page cut by bytes has fewer than the count implies).
+      const said = Number.parseInt(String(fin.getChild('page', NS.HERMOD_PUBSUB)?.attrs.results ?? ''), 10);
+      const expected = Number.isFinite(said) ? Math.max(0, Math.min(page.max, said)) : Number.isFinite(count) && Number.isFinite(index) ? Math.max(0, Math.min(page.max, count - index)) : 0;
       const ends = (): boolean => (first === undefined || entry.ids.has(first)) && (last === undefined || entry.ids.has(last));
       const whole = (): boolean => ends() && entry.ids.size >= expected;
       if (!whole()) {

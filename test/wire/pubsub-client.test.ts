@@ -137,6 +137,18 @@ describe('pub/sub client (towards partners)', () => {
     assert.ok(page.last !== undefined && page.entries.some((e) => e.id === page.last));
   });
 
+  it('a page the service cut by bytes (fewer results than its count implies) is taken once the results it says it sent arrived, not after the whole wait', async () => {
+    const big = (id: string): string => `<pubsub xmlns='${NS.PUBSUB}'><publish node='big'><item id='${id}'><entry xmlns='urn:example'>${'x'.repeat(800_000)}</entry></item></publish></pubsub>`;
+    await alice.iq('set', SVC, `<pubsub xmlns='${NS.PUBSUB}'><create node='big'/><configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${NS.PUBSUB_NODE_CONFIG}</value></field><field var='pubsub#max_payload_size'><value>1048576</value></field></x></configure></pubsub>`);
+    for (const id of ['b1', 'b2', 'b3', 'b4', 'b5']) await alice.iq('set', SVC, big(id));
+    const started = Date.now();
+    const page = await late.history(SVC, 'big', { max: 10 });
+    const waited = Date.now() - started;
+    assert.equal(page.entries.length, 2, 'two of 800 kB fit in a page');
+    assert.equal(page.complete, false);
+    assert.ok(waited < 5_000, `taken when its two results were in, not after the 10 s wait for results never sent (${waited} ms)`);
+  });
+
   it('keeps no more results than the page asked for, and each once: a service sending more, or again, does not grow the page', async () => {
     for (const id of ['m1', 'm2']) await alice.iq('set', SVC, publish('n4', id));
     let flooding: PubsubClient | undefined;
