@@ -103,13 +103,17 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
     if (ids.length > 0 || (max !== undefined && !rsm)) {
       // By id, or the newest max_items (§6.5.7); RSM, when given, wins over max_items.
       const query = ids.length > 0 ? { ids } : { max: Math.min(max as number, PAGE_LIMIT) };
-      const found = await service.getItems(req.from, node, query);
+      let found = await service.getItems(req.from, node, query);
       await checkSubid();
+      // The newest max_items (oldest first), cut to about PAGE_BYTES keeping the newest; by id, as asked.
+      const cut = ids.length === 0 && fitPage({ entries: found, count: found.length, firstIndex: 0 }, (item) => item.payload.length, true).entries;
+      const truncated = cut !== false && cut.length < found.length;
+      if (cut) found = cut;
       for (const item of found) itemsEl.cnode(itemElement(item, true));
       // More asked for than one answer carries: §6.5.4 SHOULD note the truncation (XEP-0059 count).
-      if (ids.length === 0 && (max as number) > PAGE_LIMIT) {
+      if (ids.length === 0 && (truncated || (max as number) > PAGE_LIMIT)) {
         const { count } = await service.pageItemIds(req.from, node, { max: 0 });
-        if (count > PAGE_LIMIT) result.cnode(new Element('set', { xmlns: NS.RSM }).c('count').t(String(count)).up());
+        if (count > found.length) result.cnode(new Element('set', { xmlns: NS.RSM }).c('count').t(String(count)).up());
       }
       return result;
     }

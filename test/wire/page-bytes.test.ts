@@ -46,6 +46,11 @@ describe('pages cut by bytes', () => {
     assert.deepEqual(itemIds(tail), ['d', 'e']);
     assert.deepEqual(setOf(tail.getChild('pubsub', PUBSUB)), { first: 'd', index: '3', last: 'e', count: '5' });
 
+    // max_items: the newest that fit, and the count noting the cut (§6.5.4).
+    const newest = await wire.ok(ALICE, 'get', `<pubsub xmlns='${PUBSUB}'><items node='n' max_items='5'/></pubsub>`);
+    assert.deepEqual(itemIds(newest), ['d', 'e']);
+    assert.equal(setOf(newest.getChild('pubsub', PUBSUB)).count, '5');
+
     // The node's history (XEP-0313): the same cut, <fin complete='false'/> until the end.
     const before = wire.messages.length;
     const fin = (await wire.ok(ALICE, 'set', `<query xmlns='${NS.MAM}' node='n' queryid='q1'/>`)).getChild('fin', NS.MAM);
