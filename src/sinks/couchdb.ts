@@ -50,7 +50,8 @@ function referencedBytes(docs: readonly CouchDoc[]): number {
     if (attachments === undefined) continue;
     for (const name in attachments) {
       const att = attachments[name] as Attachment;
-      if (typeof att.hermod_url === 'string' && typeof att.length === 'number' && att.length > 0) bytes += att.length;
+      // A length that is no number of bytes counts as the largest (the download refuses it).
+      if (typeof att.hermod_url === 'string') bytes += typeof att.length === 'number' && att.length >= 0 && Number.isFinite(att.length) ? att.length : Number.MAX_SAFE_INTEGER;
     }
   }
   return bytes;
@@ -395,7 +396,8 @@ export class CouchSink {
     let count = 0;
     let referenced = 0;
     while (this.pending.length > 0 && (ops.length === 0 || count + Math.max(1, (this.pending[0] as Op).docs.length) <= this.maxDocs)) {
-      const bytes = referencedBytes((this.pending[0] as Op).docs);
+      const head = this.pending[0] as Op;
+      const bytes = referencedBytes(head.upsert ? [...head.docs, head.upsert as unknown as CouchDoc] : head.docs);
       if (ops.length > 0 && referenced + bytes > this.maxReferencedBytes) break;
       const op = this.pending.shift() as Op;
       op.taken = true;

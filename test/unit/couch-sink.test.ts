@@ -23,6 +23,7 @@ import { silentLogger } from '../../src/log.ts';
 import { CouchChangesSource } from '../../src/sources/couchdb-changes.ts';
 import { ReplicationState } from '../../src/replication/state.ts';
 import { CouchSink, DOWNLOADS_AT_ONCE, type CouchSinkOptions } from '../../src/sinks/couchdb.ts';
+import { DOWNLOAD_MAX } from '../../src/sinks/download.ts';
 import { RefusedWrite } from '../../src/sinks/sink.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
 import type { StateOp, StateSpace } from '../../src/store/store.ts';
@@ -387,6 +388,10 @@ describe('batched CouchDB sink', { timeout: 120_000 }, () => {
       assert.match(String((announced as PromiseRejectedResult).reason), /2000000 bytes announced, expected 102400/);
       assert.match(String((streamed as PromiseRejectedResult).reason), /more than the 102400 bytes expected/);
       assert.ok((streamed as PromiseRejectedResult).reason instanceof RefusedWrite);
+      // A declared length that is no number of bytes (JSON's 1e999 is Infinity), or beyond what is held in memory: refused unasked.
+      const [infinite, huge] = await Promise.allSettled([liars.sink.write([ref('infinite', `${base}/slow/blob-100k`, Number.POSITIVE_INFINITY)]), liars.sink.write([ref('huge', `${base}/slow/blob-100k`, DOWNLOAD_MAX + 1)])]);
+      assert.match(String((infinite as PromiseRejectedResult).reason), /declared length Infinity is not a number of bytes/);
+      assert.match(String((huge as PromiseRejectedResult).reason), /more than the 268435456 bytes an attachment may have here/);
       await new Promise((r) => setTimeout(r, 200));
       assert.ok((sentBytes.get('/sends-more') ?? 0) < 16 * 1024 * 1024, `the endless body was given up early (${sentBytes.get('/sends-more')} bytes sent)`);
     } finally {
