@@ -5,7 +5,7 @@
 import type { Element } from 'ltx';
 import type { ConnectionState } from '../component/connection.ts';
 import type { HermodConfig } from '../config/config.ts';
-import { ConfigError } from '../config/config.ts';
+import { ConfigError, parentDomain } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { closeStatus, serveStatus, type StatusReport } from '../ops/status.ts';
 import { describeBackend } from '../store/backends.ts';
@@ -105,6 +105,8 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     // send_last_published_item on_sub_and_presence
     onAvailable: (full) => void service.entityAvailable(full).catch((err: unknown) => log.error('last published item on presence failed', { jid: full, reason: String(err) })),
     log: log.child({ component: 'presence' }),
+    // The attached server's users (as XEP-0356 counts the server's domains: src/app/core.ts).
+    localDomains: new Set([parentDomain(jid), ...(config.pubsub.creatorDomains ?? [])]),
   });
   await presence.load();
   stack.push('presence contacts', () => presence.close());

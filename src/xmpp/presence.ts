@@ -21,9 +21,10 @@
 // Bounds (anyone may send presence to a component): at most MAX_CONTACTS contacts, MAX_CONTACTS_PER_DOMAIN
 // from one domain — a subscription beyond is declined (`unsubscribed`, RFC 6121 §3.2.2), one
 // warning per refusal burst; the contacts kept are never pushed out. At most
-// MAX_RESOURCES_PER_JID available resources per bare JID (the oldest forgotten: a resource whose
+// MAX_RESOURCES_PER_JID available resources per bare JID (the one silent longest forgotten: a resource whose
 // unavailable presence was lost is likelier than a real 33rd session) and MAX_TRACKED available
-// resources in all, beyond which only contacts' presence is tracked. Contact writes waiting for
+// resources in all, beyond which only contacts' and the local server's users' presence is tracked
+// (the server's own domains, `localDomains`, are not bound per domain either). Contact writes waiting for
 // the store are merged per JID (the last word wins), so subscribe/unsubscribe churn queues nothing.
 // Several Hermods on one store share the contacts: each follows the others' additions and
 // removals through the store's changes feed (StateSpace.watch). Who is available is not shared:
@@ -64,12 +65,17 @@ export class PresenceTracker implements PresenceView {
 
   /**
    * Marks a full JID available; true if it was not before. Beyond MAX_RESOURCES_PER_JID of the
-   * bare JID, its oldest resource is forgotten; beyond MAX_TRACKED in all, a JID not `trusted`
+   * bare JID, the resource whose presence came longest ago is forgotten; beyond MAX_TRACKED in all, a JID not `trusted`
    * (a contact) is not tracked (false).
    */
   available(bare: string, resource: string, trusted = true): boolean {
     let resources = this.online.get(bare);
-    if (resources?.has(resource)) return false;
+    if (resources?.has(resource)) {
+      // Seen again: the newest, so that the one forgotten first is the one silent longest.
+      resources.delete(resource);
+      resources.add(resource);
+      return false;
+    }
     if (this.count >= MAX_TRACKED && !trusted) return false;
     if (!resources) this.online.set(bare, (resources = new Set()));
     if (resources.size >= MAX_RESOURCES_PER_JID) {
@@ -128,6 +134,11 @@ export interface PresenceHandlerOptions {
   /** A full JID became available (was not before). */
   onAvailable: (fullJid: string) => void;
   log: PresenceLog;
+  /**
+   * The attached server's own domains (its users): not bound per domain, and their presence is
+   * always followed (what the server forwards under XEP-0356 comes from there). Default none.
+   */
+  localDomains?: ReadonlySet<string>;
 }
 
 /** How long after a (re)connect presence of a resource available before the drop counts as already known (ms). */
@@ -195,11 +206,15 @@ export class PresenceHandler {
     return true;
   }
 
+  private isLocal(bare: string): boolean {
+    return this.options.localDomains?.has(bare.slice(bare.indexOf('@') + 1)) === true;
+  }
+
   /** Why a new contact `jid` is declined (a bound reached), or undefined. */
   private full(jid: string): string | undefined {
     if (this.contacts.size >= MAX_CONTACTS) return `the component has ${MAX_CONTACTS} presence contacts`;
     const domain = jid.slice(jid.indexOf('@') + 1);
-    if ((this.byDomain.get(domain) ?? 0) >= MAX_CONTACTS_PER_DOMAIN) return `the component has ${MAX_CONTACTS_PER_DOMAIN} presence contacts from ${domain}`;
+    if (!this.isLocal(jid) && (this.byDomain.get(domain) ?? 0) >= MAX_CONTACTS_PER_DOMAIN) return `the component has ${MAX_CONTACTS_PER_DOMAIN} presence contacts from ${domain}`;
     return undefined;
   }
 
@@ -213,10 +228,11 @@ export class PresenceHandler {
     }
   }
 
-  /** Stops following the other processes' changes to the contacts. */
-  close(): void {
+  /** Stops following the other processes' changes to the contacts; resolves once the contact writes waiting are made. */
+  async close(): Promise<void> {
     this.unwatch?.();
     this.unwatch = undefined;
+    await this.saved();
   }
 
   /** Records a contact added or removed (the last word per JID, in batches; a failed write is logged). */
@@ -224,14 +240,23 @@ export class PresenceHandler {
     this.unsaved.delete(jid); // re-inserted last: the order of the words is kept
     this.unsaved.set(jid, added);
     this.saving ??= (async () => {
-      while (this.unsaved.size > 0) {
-        const taken = [...this.unsaved].slice(0, SAVE_BATCH);
-        for (const [j] of taken) this.unsaved.delete(j);
-        await this.options.space
-          .batch(taken.map(([key, put]) => (put ? { type: 'put' as const, key, value: '1' } : { type: 'del' as const, key })))
-          .catch((err: unknown) => this.options.log.warn('presence contacts not saved', { contacts: taken.length, first: taken[0]?.[0], reason: String(err) }));
+      try {
+        while (this.unsaved.size > 0) {
+          const taken = [...this.unsaved].slice(0, SAVE_BATCH);
+          for (const [j] of taken) this.unsaved.delete(j);
+          await this.options.space
+            .batch(taken.map(([key, put]) => (put ? { type: 'put' as const, key, value: '1' } : { type: 'del' as const, key })))
+            .catch((err: unknown) => this.options.log.warn('presence contacts not saved', { contacts: taken.length, first: taken[0]?.[0], reason: String(err) }));
+        }
+      } finally {
+        this.saving = undefined; // in the same turn as the last look at `unsaved`: a save() after it starts anew
       }
-    })().finally(() => (this.saving = undefined));
+    })();
+  }
+
+  /** Resolves once the contact writes waiting have been made (or logged as failed). */
+  async saved(): Promise<void> {
+    while (this.saving) await this.saving;
   }
 
   private presence(to: string, type?: string): Element {
@@ -284,7 +309,7 @@ export class PresenceHandler {
     const { tracker, send, log } = this.options;
     switch (type) {
       case undefined:
-        if (from.resource !== '' && tracker.available(bare, from.resource, this.contacts.has(bare)) && !this.rejoined(`${bare}/${from.resource}`)) this.options.onAvailable(`${bare}/${from.resource}`);
+        if (from.resource !== '' && tracker.available(bare, from.resource, this.contacts.has(bare) || this.isLocal(bare)) && !this.rejoined(`${bare}/${from.resource}`)) this.options.onAvailable(`${bare}/${from.resource}`);
         return;
       case 'unavailable':
         tracker.unavailable(bare, from.resource);

@@ -28,7 +28,7 @@ async function handler() {
   const sent: Element[] = [];
   const tracker = new PresenceTracker();
   const log = captureLog();
-  const h = new PresenceHandler({ jid: SVC, space: watched, dataDir: '/nonexistent', send: (s) => { sent.push(s); return true; }, tracker, onAvailable: () => undefined, log });
+  const h = new PresenceHandler({ jid: SVC, space: watched, dataDir: '/nonexistent', send: (s) => { sent.push(s); return true; }, tracker, onAvailable: () => undefined, log, localDomains: new Set(['a.test']) });
   await h.load();
   return { h, sent, tracker, log, space, batches, holdWrites: (p: Promise<void> | undefined) => (hold = p) };
 }
@@ -53,13 +53,18 @@ describe('presence bounds', () => {
     sent.length = 0;
     h.handle(presence('late@flood.test/r', 'subscribe'));
     assert.ok(sent.some((s) => s.attrs.type === 'subscribed' && s.attrs.to === 'late@flood.test'));
+    // The attached server's own users are not bound per domain.
+    for (let i = 0; i <= MAX_CONTACTS_PER_DOMAIN; i++) h.handle(presence(`user${i}@a.test/r`, 'subscribe'));
+    assert.ok(h.contactList.includes(`user${MAX_CONTACTS_PER_DOMAIN}@a.test`));
   });
 
-  it(`at most ${MAX_RESOURCES_PER_JID} available resources per bare JID: the oldest is forgotten`, async () => {
+  it(`at most ${MAX_RESOURCES_PER_JID} available resources per bare JID: the one whose presence came longest ago is forgotten`, async () => {
     const { h, tracker } = await handler();
-    for (let i = 0; i <= MAX_RESOURCES_PER_JID; i++) h.handle(presence(`bob@b.test/r${i}`));
+    for (let i = 0; i < MAX_RESOURCES_PER_JID; i++) h.handle(presence(`bob@b.test/r${i}`));
+    h.handle(presence('bob@b.test/r0')); // r0 again (a status change): the newest now
+    h.handle(presence(`bob@b.test/r${MAX_RESOURCES_PER_JID}`));
     assert.equal(tracker.size, MAX_RESOURCES_PER_JID);
-    assert.ok(!tracker.isAvailable('bob@b.test/r0') && tracker.isAvailable(`bob@b.test/r${MAX_RESOURCES_PER_JID}`));
+    assert.ok(tracker.isAvailable('bob@b.test/r0') && !tracker.isAvailable('bob@b.test/r1') && tracker.isAvailable(`bob@b.test/r${MAX_RESOURCES_PER_JID}`), 'r1, silent longest, is forgotten');
     h.handle(presence('bob@b.test', 'unavailable'));
     assert.equal(tracker.size, 0);
   });
@@ -81,5 +86,9 @@ describe('presence bounds', () => {
     assert.deepEqual(batches[1]?.map((op) => `${op.type} ${op.key}`), ['del churn@b.test', 'put kept@b.test']);
     assert.equal(await space.get('churn@b.test'), undefined);
     assert.equal(await space.get('first@b.test'), '1');
+    // close() waits for what is still to be written.
+    h.handle(presence('last@b.test/r', 'subscribe'));
+    await h.close();
+    assert.equal(await space.get('last@b.test'), '1');
   });
 });
