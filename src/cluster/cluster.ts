@@ -46,6 +46,9 @@ export function nextRound(ttlMs: number, lastStart: number, lastWrite: number, n
   return { at, write: at === renewAt };
 }
 
+/** How often the leader sweeps what was stored for no live member (ClusterOptions.sweep). */
+const SWEEP_EVERY_MS = 60_000;
+
 export interface ClusterOptions {
   store: Store;
   /** The component JID this process serves (shown in status). */
@@ -62,7 +65,7 @@ export interface ClusterOptions {
   /** This member's heartbeat was removed by another: it was declared dead. */
   onFenced?: () => void;
   /**
-   * Called by the leader once per ttl (with the leftovers look) with the tags of the members
+   * Called by the leader about once a minute (with the leftovers look) with the tags of the members
    * that have a heartbeat (this one's included): what is stored for any other tag may go.
    */
   sweep?: (liveTags: ReadonlySet<string>) => Promise<void>;
@@ -97,6 +100,8 @@ export class Cluster {
   private lastWrite = 0;
   /** Write rounds so far. */
   private writeRounds = 0;
+  /** When the leader last swept (ClusterOptions.sweep; epoch ms). */
+  private sweptAt = 0;
 
   constructor(private readonly options: ClusterOptions) {
     this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
@@ -238,7 +243,8 @@ export class Cluster {
     if (!this.isLeader()) return;
     for (const id of beats.keys()) leftovers.delete(id);
     await this.adoptLeftovers(leftovers);
-    if (leftoversToo && this.options.sweep) {
+    if (leftoversToo && this.options.sweep && Date.now() - this.sweptAt >= SWEEP_EVERY_MS) {
+      this.sweptAt = Date.now();
       // Read after the adoptions: a member that started meanwhile beat before it sent anything.
       const live = new Set([...(await this.heartbeats()).keys()].map((id) => id.slice(-6)));
       live.add(this.tag);

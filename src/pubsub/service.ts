@@ -108,6 +108,8 @@ const ITEM_ID_MAX = 1023;
  */
 export const SUBSCRIPTIONS_PER_JID = 64;
 export const PENDING_PER_NODE = 1000;
+/** Most pending subscriptions of one bare JID to a node (so that a few cannot fill PENDING_PER_NODE). */
+export const PENDING_PER_JID = 4;
 /** Most item ids one request names (§6.5.8 items by id, §7.2 retract): a page's worth. */
 const IDS_PER_REQUEST = 1000;
 
@@ -493,7 +495,7 @@ export class PubsubService {
    * Errors: `invalid-jid` (not the requester's bare JID), `nodeid-required`, `item-not-found`,
    * `forbidden`, `closed-node`, `presence-subscription-required`, `not-in-roster-group`,
    * `invalid-options`, `subscriptions-unsupported` (pubsub#subscribe=0), `pending-subscription`,
-   * `too-many-subscriptions` (SUBSCRIPTIONS_PER_JID, PENDING_PER_NODE).
+   * `too-many-subscriptions` (SUBSCRIPTIONS_PER_JID, PENDING_PER_JID, PENDING_PER_NODE).
    */
   async subscribe(actor: string, nodeId: string | undefined, jid: string, options?: Partial<SubscriptionOptions>): Promise<Subscription> {
     if (bareJid(jid) !== bareJid(actor)) fail('invalid-jid', 'the subscribed JID must have the bare JID of the requester');
@@ -512,11 +514,17 @@ export class PubsubService {
       const bare = bareJid(jid);
       let held = 0;
       let pending = 0;
+      let pendingHere = 0;
       for (const s of state.subscriptions) {
-        if (s.state === 'pending') pending++;
-        if (bareJid(s.jid) === bare) held++;
+        const mine = bareJid(s.jid) === bare;
+        if (mine) held++;
+        if (s.state === 'pending') {
+          pending++;
+          if (mine) pendingHere++;
+        }
       }
       if (held >= SUBSCRIPTIONS_PER_JID) fail('too-many-subscriptions', `at most ${SUBSCRIPTIONS_PER_JID} subscriptions to a node per bare JID`);
+      if (approval && pendingHere >= PENDING_PER_JID) fail('too-many-subscriptions', `at most ${PENDING_PER_JID} subscriptions of one bare JID wait for approval`);
       if (approval && pending >= PENDING_PER_NODE) fail('too-many-subscriptions', `the node has ${PENDING_PER_NODE} subscriptions waiting for approval: try again later`);
       const sub = await this.addSubscription(state, jid, approval ? 'pending' : 'subscribed', false, wanted);
       // §6.1.4: pending until an owner answers the §8.6 approval form sent to every owner.

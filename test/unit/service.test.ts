@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import { PubsubError } from '../../src/pubsub/errors.ts';
-import { PAGE_LIMIT, PENDING_PER_NODE, PubsubService, SUBSCRIPTIONS_PER_JID } from '../../src/pubsub/service.ts';
+import { PAGE_LIMIT, PENDING_PER_JID, PENDING_PER_NODE, PubsubService, SUBSCRIPTIONS_PER_JID } from '../../src/pubsub/service.ts';
 import type { Timers } from '../../src/pubsub/expiry.ts';
 import type { NodeConfig, Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -849,9 +849,13 @@ describe('too many subscriptions (§6.1.3.13)', () => {
     await service.subscribe('bob@b.test/more', 'n', 'bob@b.test/more');
 
     await service.create(OWNER, 'a', { accessModel: 'authorize' });
-    for (let i = 0; i < PENDING_PER_NODE; i++) await service.subscribe(`u${i}@c.test`, 'a', `u${i}@c.test`);
+    // One bare JID's resources wait for approval PENDING_PER_JID at a time.
+    for (let i = 0; i < PENDING_PER_JID; i++) assert.equal((await service.subscribe(`many@c.test/r${i}`, 'a', `many@c.test/r${i}`)).state, 'pending');
+    await rejects(service.subscribe('many@c.test/more', 'a', 'many@c.test/more'), 'too-many-subscriptions');
+    for (let i = PENDING_PER_JID; i < PENDING_PER_NODE; i++) await service.subscribe(`u${i}@c.test`, 'a', `u${i}@c.test`);
     await rejects(service.subscribe('late@c.test', 'a', 'late@c.test'), 'too-many-subscriptions');
-    await service.authorize(OWNER, 'a', (await service.pendingOf(OWNER, 'a'))[0]?.subid as string, 'u0@c.test', false);
+    const first = (await service.pendingOf(OWNER, 'a'))[0];
+    await service.authorize(OWNER, 'a', first?.subid as string, first?.jid as string, false);
     assert.equal((await service.subscribe('late@c.test', 'a', 'late@c.test')).state, 'pending', 'room again once an owner answered');
   });
 });
