@@ -64,9 +64,15 @@ const archiveEntries = (items: readonly Item[]): Array<Omit<ArchiveEntry, 'id'>>
   for (const item of items) out.push({ stamp: item.published, item });
   return out;
 };
+/**
+ * Above every key that starts with `prefix` + SEP: the prefix and the code point after SEP.
+ * Not `prefix + SEP + '\uffff'`: in UTF-8 byte order (LevelDB, and CouchDB's hex keys) a node or
+ * item id starting above U+FFFF (an emoji) sorts after U+FFFF, out of such a range.
+ */
+const END = '\u0001';
 /** The keys under a prefix, as exclusive bounds. */
-const rangeOf = (prefix: string): { lo: string; hi: string } => ({ lo: prefix + SEP, hi: prefix + SEP + '\uffff' });
-const rangeOfGt = (prefix: string): { gt: string; lt: string } => ({ gt: prefix + SEP, lt: prefix + SEP + '\uffff' });
+const rangeOf = (prefix: string): { lo: string; hi: string } => ({ lo: prefix + SEP, hi: prefix + END });
+const rangeOfGt = (prefix: string): { gt: string; lt: string } => ({ gt: prefix + SEP, lt: prefix + END });
 
 interface ItemMeta {
   seq: number;
@@ -372,7 +378,7 @@ export class KvStore implements Store {
   }
 
   async pageNodes(page: PageRequest): Promise<Page<NodeRecord>> {
-    const count = await this.countBelow('n' + SEP, 'n' + SEP + '\uffff', false);
+    const count = await this.countBelow('n' + SEP, 'n' + END, false);
     const { entries, firstIndex } = await this.pageRange(rangeOf('n'), count, {
       max: page.max,
       ...(page.after !== undefined ? { afterKey: key('n', page.after) } : {}),

@@ -38,7 +38,7 @@ const bucketOf = (seq: number, level: number): number => Math.floor(seq / FANOUT
 /** The counter key of a bucket at a level (1..LEVELS). */
 export const counterKey = (node: string, level: number, bucket: number): string => `c${SEP}${node}${SEP}${level}${SEP}${hex12(bucket)}`;
 /** All counter keys of a node, as exclusive bounds. */
-export const countersOf = (node: string): { gt: string; lt: string } => ({ gt: `c${SEP}${node}${SEP}`, lt: `c${SEP}${node}${SEP}\uffff` });
+export const countersOf = (node: string): { gt: string; lt: string } => ({ gt: `c${SEP}${node}${SEP}`, lt: `c${SEP}${node}\u0001` });
 
 /** How many levels (from level 1 up) are counted for a node whose highest sequence number is `maxSeq`: those where it has left bucket 0. */
 export function levelsInUse(maxSeq: number): number {
@@ -135,7 +135,8 @@ export async function rebuildCounters(db: OrderedKv, flush: (ops: BatchOp[]) => 
       pending = [];
     }
   };
-  for await (const k of db.keys({ gt: `o${SEP}`, lt: `o${SEP}\uffff` })) {
+  // Up to `o` + U+0001, not `o${SEP}\uffff`: a node id starting above U+FFFF sorts after U+FFFF in UTF-8 (kv-store.ts END).
+  for await (const k of db.keys({ gt: `o${SEP}`, lt: `o\u0001` })) {
     const owner = k.slice(2, k.lastIndexOf(SEP));
     if (owner !== node) {
       await collect();

@@ -142,6 +142,32 @@ export function storeContract(name: string, factory: StoreFactory): void {
       await s.close();
     });
 
+    it('node and item ids starting above U+FFFF (an emoji) are listed, counted, indexed by JID, purged and deleted like any other', async () => {
+      const s = await factory.create();
+      for (const id of ['\u{1F600}club', 'news', '\u{10FFFF}last', '\uFFFFedge']) {
+        await s.putNode(node(id));
+        await s.setAffiliation(id, 'bob@b.test', 'owner');
+        await s.putSubscription({ node: id, jid: 'bob@b.test', subid: `s-${id}`, state: 'subscribed' });
+      }
+      const all = ['\u{1F600}club', 'news', '\u{10FFFF}last', '\uFFFFedge'].sort();
+      assert.deepEqual((await s.listNodes()).map((n) => n.id).sort(), all);
+      const page = await s.pageNodes({ max: 10 });
+      assert.equal(page.count, 4);
+      assert.deepEqual(page.entries.map((n) => n.id).sort(), all);
+      assert.deepEqual((await s.getAffiliationsOf('bob@b.test')).map((a) => a.node).sort(), all);
+      assert.deepEqual((await s.getSubscriptionsOf('bob@b.test')).map((x) => x.node).sort(), all);
+      for (const id of ['a', '\u{1F600}b', '\u{10FFFF}c']) await s.putItem('\u{1F600}club', item(id), 10);
+      assert.deepEqual((await s.pageItemIds('\u{1F600}club', { max: 10 }))?.entries, ['a', '\u{1F600}b', '\u{10FFFF}c']);
+      await s.purgeItems('\u{1F600}club');
+      assert.deepEqual(await s.getItems('\u{1F600}club'), []);
+      assert.deepEqual(await s.getItems('\u{1F600}club', { ids: ['\u{1F600}b'] }), [], 'purged, however its id starts');
+      await s.putItem('news', item('\u{1F600}x'), 10);
+      await s.deleteNode('news');
+      await s.putNode(node('news'));
+      assert.deepEqual(await s.getItems('news', { ids: ['\u{1F600}x'] }), [], 'deleted with its node');
+      await s.close();
+    });
+
     it('keeps concurrent publishes to one node consistent', async () => {
       const s = await factory.create();
       await s.putNode(node('n'));
