@@ -13,6 +13,7 @@ import { JOURNAL_SPACE, NotificationJournal } from '../component/journal.ts';
 import { NotificationQueue } from '../component/notification-queue.ts';
 import { Outbox } from '../component/outbox.ts';
 import { ConfigError, parentDomain, type HermodConfig } from '../config/config.ts';
+import { COMMAND_NODES } from '../xmpp/commands.ts';
 import type { Logger } from '../log.ts';
 import { HermodMetrics } from '../ops/metrics.ts';
 import { PubsubService } from '../pubsub/service.ts';
@@ -197,6 +198,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
     limits: config.limits,
     onError: (err) => log.error('background pub/sub work failed (item expiry, lease end or roster read)', { reason: String(err) }),
     runsTimers: () => cluster.isLeader(),
+    reservedNodeIds: COMMAND_NODES,
     mayCreateNodes: (bare) => {
       const jid = parseJid(bare);
       return !!jid && jid.local !== '' && creatorDomains.has(jid.domain);

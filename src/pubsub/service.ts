@@ -53,6 +53,8 @@ export interface ServiceOptions {
   admins?: Iterable<string>;
   /** May this bare JID create nodes? (Admins always may.) */
   mayCreateNodes: (bare: string) => boolean;
+  /** Node ids the service's JID uses for something else (XEP-0050 command nodes): no node may be created with them. */
+  reservedNodeIds?: ReadonlySet<string>;
   /** Defaults for new nodes, over the built-in ones. */
   nodeDefaults?: Partial<NodeConfig>;
   now?: () => number;
@@ -131,6 +133,7 @@ export class PubsubService {
   private readonly store: Store;
   private readonly notifier: Notifier;
   private readonly mayCreateNodes: (bare: string) => boolean;
+  private readonly reservedNodeIds: ReadonlySet<string> | undefined;
   private readonly defaults: NodeConfig;
   private readonly now: () => number;
   private readonly newId: () => string;
@@ -152,6 +155,7 @@ export class PubsubService {
     this.store = options.store;
     this.notifier = options.notifier;
     this.mayCreateNodes = options.mayCreateNodes;
+    this.reservedNodeIds = options.reservedNodeIds;
     this.defaults = applyConfig({ ...DEFAULT_NODE_CONFIG }, options.nodeDefaults ?? {});
     this.limits = { ...NO_LIMITS, ...options.limits };
     checkMaxItems(this.defaults.maxItems, this.limits);
@@ -264,7 +268,8 @@ export class PubsubService {
    * (§8.1.3); `nodeId` absent: an instant node with a generated id (§8.1.2). Resolves to the id.
    * Errors: `forbidden` (may not create nodes here), `not-acceptable` (id longer than 1023
    * characters, a configuration value not supported, max_items above the service limit, a roster
-   * model without roster privilege), `conflict` (the node exists), `max-nodes-exceeded`.
+   * model without roster privilege), `conflict` (the node exists, or its id is reserved:
+   * `reservedNodeIds`), `max-nodes-exceeded`.
    */
   async create(actor: string, nodeId: string | undefined, config: Partial<NodeConfig> = {}): Promise<string> {
     const bare = bareJid(actor);
@@ -272,6 +277,7 @@ export class PubsubService {
     if (!admin && !this.mayCreateNodes(bare)) fail('forbidden', 'you may not create nodes on this service');
     const id = nodeId ?? this.newId();
     if (id.length > NODE_ID_MAX) fail('not-acceptable', `node id longer than ${NODE_ID_MAX} characters`);
+    if (this.reservedNodeIds?.has(id)) fail('conflict', `node id ${id} is taken by the service itself (an ad-hoc command node)`);
     const nodeConfig = applyConfig(this.defaults, config);
     checkMaxItems(nodeConfig.maxItems, this.limits);
     const refusal = this.audience.modelRefusal(nodeConfig.accessModel, [bare]);
@@ -654,6 +660,11 @@ export class PubsubService {
       }
     }
     return sent;
+  }
+
+  /** Whether `actor`'s bare JID is a service admin (pubsub.admins: an owner of every node). Errors: none. */
+  isAdmin(actor: string): boolean {
+    return this.audience.isAdmin(bareJid(actor));
   }
 
   /**

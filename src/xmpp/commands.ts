@@ -1,8 +1,11 @@
 // XEP-0050 ad-hoc commands the service offers; so far the one XEP-0060 §8.7 defines:
 // get-pending, with which owners list the nodes with pending subscription requests and have
-// the approval forms (§8.6) sent again for one of them. Stateless: the second step names the
-// node, so the session id only echoes.
-
+// the approval forms (§8.6) sent again for one of them. The first step opens a session (its id
+// valid for SESSION_MS, for the full JID that asked; at most SESSIONS_MAX open, the oldest
+// dropped); the second names it, or gets bad-sessionid / session-expired. Actions other than
+// execute, complete and cancel are bad-action (only complete is offered), unknown ones
+// malformed-action (§4.4, "Possible Errors"). A service admin owns every node: it may name any
+// node in the second step (a text field), the list offering the nodes it owns itself.
 import { randomUUID } from 'node:crypto';
 import { Element } from 'ltx';
 import type { PubsubService } from '../pubsub/service.ts';
@@ -18,8 +21,18 @@ export function commandItems(jid: string): Element[] {
   return [new Element('item', { jid, node: GET_PENDING, name: 'Get pending subscription requests' })];
 }
 
-/** disco#info of a command node, or undefined for other nodes. */
+/** The node names XEP-0050 takes on this JID (the command list and each command): no pub/sub node may have them (§4.2: unique). */
+export const COMMAND_NODES: ReadonlySet<string> = new Set([NS.COMMANDS, GET_PENDING]);
+
+/** disco#info of the command list or a command node, or undefined for other nodes. */
 export function commandInfo(node: string): Element | undefined {
+  if (node === NS.COMMANDS) {
+    // XEP-0050 §2.2: the command list node.
+    const query = new Element('query', { xmlns: NS.DISCO_INFO, node });
+    query.c('identity', { category: 'automation', type: 'command-list', name: 'Commands' });
+    query.c('feature', { var: NS.COMMANDS });
+    return query;
+  }
   if (node !== GET_PENDING) return undefined;
   const query = new Element('query', { xmlns: NS.DISCO_INFO, node });
   query.c('identity', { category: 'automation', type: 'command-node', name: 'Get pending subscription requests' });
@@ -28,34 +41,63 @@ export function commandInfo(node: string): Element | undefined {
   return query;
 }
 
-export function commandRoutes(service: PubsubService): Map<string, IqHandler> {
+/** How long a command session stays open (ms), and how many may be open at once. */
+export const SESSION_MS = 10 * 60_000;
+export const SESSIONS_MAX = 1000;
+
+const ACTIONS = new Set(['execute', 'complete', 'cancel', 'next', 'prev']);
+const commandError = (type: 'modify' | 'cancel', condition: string, commands: string, text: string): StanzaError => new StanzaError({ type, condition, commands }, text);
+
+export function commandRoutes(service: PubsubService, now: () => number = Date.now): Map<string, IqHandler> {
+  /** Open sessions: id -> the full JID that opened it and when it lapses (insertion order: oldest first). */
+  const sessions = new Map<string, { jid: string; until: number }>();
   const execute: IqHandler = async (req) => {
     const command = req.child;
     const node = command.attrs.node as string | undefined;
     if (node !== GET_PENDING) throw new StanzaError({ type: 'cancel', condition: 'item-not-found' }, `no command '${node ?? ''}'`);
-    const sessionid = (command.attrs.sessionid as string | undefined) || `pubsub-get-pending:${randomUUID()}`;
-    const reply = (status: string): Element => new Element('command', { xmlns: NS.COMMANDS, node, sessionid, status });
     const action = (command.attrs.action as string | undefined) ?? 'execute';
-    if (action === 'cancel') return reply('canceled');
+    if (!ACTIONS.has(action)) throw commandError('modify', 'bad-request', 'malformed-action', `'${action}' is no XEP-0050 action`);
+    const asked = (command.attrs.sessionid as string | undefined) || undefined;
+    if (asked !== undefined) {
+      const session = sessions.get(asked);
+      if (!session || session.jid !== req.from) throw commandError('modify', 'bad-request', 'bad-sessionid', `no session '${asked}' of yours`);
+      if (session.until < now()) {
+        sessions.delete(asked);
+        throw commandError('cancel', 'not-allowed', 'session-expired', `session '${asked}' has expired: execute the command again`);
+      }
+    }
+    if (action === 'next' || action === 'prev') throw commandError('modify', 'bad-request', 'bad-action', `get-pending offers '${action}' at no step: complete or cancel`);
+    const ended = (status: 'completed' | 'canceled'): Element => {
+      if (asked !== undefined) sessions.delete(asked);
+      return new Element('command', { xmlns: NS.COMMANDS, node, ...(asked !== undefined ? { sessionid: asked } : {}), status });
+    };
+    if (action === 'cancel') return ended('canceled');
     const x = findForm(command);
-    if (x) {
-      // Step 2: the owner picked a node; send the approval forms for its pending requests.
+    if (asked !== undefined && x) {
+      // Step 2: the owner picked a node; send the approval forms for its pending requests. A
+      // form of type cancel counts as submitted (XEP-0050 §4.6.1).
       const form = parseForm(x);
-      if (form.type === 'cancel') return reply('canceled');
       const chosen = form.fields.get('pubsub#node')?.[0];
       if (!chosen) throw badRequest('get-pending needs a pubsub#node');
       await service.resendApprovals(req.from, chosen);
-      return reply('completed');
+      return ended('completed');
     }
+    if (asked !== undefined || action === 'complete') throw commandError('modify', 'bad-request', 'bad-action', 'get-pending completes with the form naming a node');
     // Step 1: the nodes with pending requests that the requester may approve.
+    const admin = service.isAdmin(req.from);
     const owned = (await service.affiliationsOf(req.from)).filter((a) => a.affiliation === 'owner');
-    if (owned.length === 0) throw new StanzaError({ type: 'auth', condition: 'forbidden' }, 'you own no node');
+    if (owned.length === 0 && !admin) throw new StanzaError({ type: 'auth', condition: 'forbidden' }, 'you own no node');
     const nodes = [...new Set((await service.pendingOf(req.from)).map((s) => s.node))].sort();
-    const el = reply('executing');
+    const sessionid = `pubsub-get-pending:${randomUUID()}`;
+    for (const [id, s] of sessions) if (s.until < now() || sessions.size >= SESSIONS_MAX) sessions.delete(id);
+    sessions.set(sessionid, { jid: req.from, until: now() + SESSION_MS });
+    const el = new Element('command', { xmlns: NS.COMMANDS, node, sessionid, status: 'executing' });
     el.c('actions', { execute: 'complete' }).c('complete');
     el.cnode(
       buildForm('form', NS.PUBSUB_SUBSCRIBE_AUTHORIZATION, [
-        { var: 'pubsub#node', type: 'list-single', label: 'Node with pending subscription requests', values: [], options: nodes.map((value) => ({ value })) },
+        admin
+          ? { var: 'pubsub#node', type: 'text-single', label: `Node with pending subscription requests (yours: ${nodes.join(', ') || 'none'}; as an admin, any)`, values: [] }
+          : { var: 'pubsub#node', type: 'list-single', label: 'Node with pending subscription requests', values: [], options: nodes.map((value) => ({ value })) },
       ]),
     );
     return el;

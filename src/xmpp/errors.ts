@@ -14,6 +14,8 @@ export interface ErrorSpec {
   pubsub?: string;
   /** For pubsub#errors <unsupported feature='…'/>. */
   feature?: string;
+  /** XEP-0050 application condition (bad-action, bad-sessionid, malformed-action, session-expired, …). */
+  commands?: string;
 }
 
 /** Thrown by wire handlers; caught by the router and sent as an error reply. */
@@ -84,5 +86,6 @@ export function errorElement(spec: ErrorSpec, text?: string): Element {
   if (spec.pubsub) {
     error.c(spec.pubsub, { xmlns: NS.PUBSUB_ERRORS, ...(spec.feature ? { feature: spec.feature } : {}) });
   }
+  if (spec.commands) error.c(spec.commands, { xmlns: NS.COMMANDS });
   return error;
 }

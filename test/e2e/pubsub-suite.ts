@@ -590,6 +590,18 @@ export function pubsubSuite(title: string, makeSite: () => Promise<SuiteSite>, o
       );
       assert.equal(step2.getChild('command', COMMANDS)?.attrs.status, 'completed');
       await eventually(() => formsForCarol().length === 3, 'approval form sent again by get-pending');
+      // XEP-0050's errors: the completed session is gone; no next step is offered; no such action.
+      const again = `<command xmlns='${COMMANDS}' node='${GET_PENDING}' sessionid='${command?.attrs.sessionid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='pubsub#node'><value>club</value></field></x></command>`;
+      await expectIqError(alice.iq('set', SVC, again), 'bad-request', 'bad-sessionid');
+      const fresh = (await alice.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}'/>`)).getChild('command', COMMANDS)?.attrs.sessionid as string;
+      await expectIqError(alice.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}' sessionid='${fresh}' action='next'/>`), 'bad-request', 'bad-action');
+      await expectIqError(alice.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}' sessionid='${fresh}' action='frobnicate'/>`), 'bad-request', 'malformed-action');
+      await expectIqError(bob.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}' sessionid='${fresh}' action='cancel'/>`), 'bad-request', 'bad-sessionid');
+      assert.equal((await alice.iq('set', SVC, `<command xmlns='${COMMANDS}' node='${GET_PENDING}' sessionid='${fresh}' action='cancel'/>`)).getChild('command', COMMANDS)?.attrs.status, 'canceled');
+      // The command list node has its disco#info (§2.2), and no pub/sub node may take a command's name.
+      const list = (await alice.iq('get', SVC, `<query xmlns='${DISCO_INFO}' node='${COMMANDS}'/>`)).getChild('query', DISCO_INFO)?.getChild('identity');
+      assert.deepEqual([list?.attrs.category, list?.attrs.type], ['automation', 'command-list']);
+      await expectIqError(alice.iq('set', SVC, `<pubsub xmlns='${PUBSUB}'><create node='${GET_PENDING}'/></pubsub>`), 'conflict');
       // Making carol a publisher approves her pending request (§8.7).
       await alice.iq('set', SVC, `<pubsub xmlns='${OWNER}'><affiliations node='club'><affiliation jid='${carol.bare}' affiliation='publisher'/></affiliations></pubsub>`);
       await carol.waitForMessage(subEvent(carol, 'subscribed'), 10_000, 'approval by affiliation change');
