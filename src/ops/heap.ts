@@ -38,7 +38,8 @@ export function boundHeapGrowth(): void {
 // libuv's four workers running LevelDB reads and writes and V8's helper threads each keep, in an
 // arena of their own, what they freed (~15–20 MiB more than with two arenas, at no measured CPU
 // cost). A young generation of 2 × 8 MiB (`--max-semi-space-size=8`) saved another ~16 MiB but
-// cost ~11 % more CPU per replicated document: not used.
+// cost ~11 % more CPU per replicated document: not used. One of 2 × 32 MiB saved nothing
+// measurable in N = 4 fan-out rounds (docs/PERFORMANCE.md, session 23): not used either.
 
 /**
  * Environment Hermod is started with, unless the operator's environment sets these:
