@@ -101,6 +101,8 @@ export interface CatchUpStart {
 }
 
 
+/** Most item ids one node keeps for reading later (leaveToReads): beyond, the node is followed afresh. */
+const UNREAD_MAX = 100_000;
 /** Attempts of a drain (see FollowDelivery.drain) before the node is followed afresh. */
 const DRAIN_ATTEMPTS = 10;
 /** Attempts of reading failed items again (rereadItems): at the discovery interval once backed off, days (300 s: 3.5 days). */
@@ -561,7 +563,21 @@ export class FollowDelivery {
     if (this.backlog < this.bound && f.live.unread === undefined) return false;
     const unread = (f.live.unread ??= new Set());
     const first = unread.size === 0 && !f.live.reading;
-    for (const child of items.getChildElements()) if ((child.name === 'item' || child.name === 'retract') && child.attrs.id !== undefined) unread.add(String(child.attrs.id));
+    for (const child of items.getChildElements()) {
+      if ((child.name !== 'item' && child.name !== 'retract') || child.attrs.id === undefined) continue;
+      const id = String(child.attrs.id);
+      unread.add(id);
+      if (f.rereads?.has(id)) f.rereads.set(id, 1); // newer than a re-read under way: readLeft reads it after
+    }
+    if (unread.size > UNREAD_MAX) {
+      // More distinct items than are worth remembering one by one: the node's current items instead.
+      this.o.log.warn('partner notifications kept as ids exceed the bound; following the node again', { service: f.service, node: f.node, items: unread.size });
+      unread.clear();
+      this.o.forget(f);
+      const partner = this.o.partnerOf(f.service);
+      if (partner !== undefined) this.o.discoverSoon(partner);
+      return true;
+    }
     if (first) this.o.log.info('partner notifications arrive faster than they are written: keeping their item ids to read the items at our pace', { service: f.service, node: f.node, waitingItems: this.backlog });
     if (!f.live.reading) {
       f.live.reading = true;
@@ -572,22 +588,28 @@ export class FollowDelivery {
 
   /**
    * Reads the items leaveToReads kept, ITEM_PAGE ids at a time, each page once the backlog is
-   * down to a quarter of its bound; a page whose read fails is tried again after `retryFirstMs`,
-   * doubling up to the discovery interval; an item that fails to write goes to rereadItems. Ends
-   * when none are left, once stopped(), and when `f` is no longer followed.
+   * down to a quarter of its bound and the node's own live events have settled; a retraction
+   * waits for the node's notifications without payload of that item (OneCopyFollows.retract),
+   * as a live one does. A page whose read fails is tried again after `retryFirstMs`, doubling up
+   * to the discovery interval, DRAIN_ATTEMPTS times in a row at most, and not after an answer
+   * that decides (the service refuses reads by id): then the ids are dropped and the node is
+   * followed afresh (its current items read). An item that fails to write goes to rereadItems.
+   * Ends when none are left, once stopped(), and when `f` is no longer followed.
    */
   private async readLeft(f: Followed): Promise<void> {
     const { service, node } = f;
     const gone = (): boolean => this.o.stopped() || this.o.followed(service, node) !== f;
     const unread = f.live.unread as Set<string>;
     let retryMs = this.o.retryFirstMs;
+    let failures = 0;
     let read = 0;
     while (!gone() && unread.size > 0) {
-      while (!gone() && this.backlog > this.bound / 4) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
+      while (!gone() && (this.backlog > this.bound / 4 || f.live.inFlight > 0)) await new Promise<void>((wake) => this.backlogWaiters.push(wake));
       if (gone()) return;
       const ids = [...unread].slice(0, ITEM_PAGE);
       for (const id of ids) unread.delete(id);
       this.backlog += ids.length;
+      let failure: unknown;
       try {
         const found = new Map<string, Element>();
         for (const item of await this.o.client.itemsById(service, node, ids)) if (item.getChildElements().length > 0) found.set(String(item.attrs.id), item);
@@ -596,22 +618,36 @@ export class FollowDelivery {
         const followedElsewhere = (other: string): boolean => other !== node && this.o.followed(service, other) !== undefined;
         const results = await Promise.allSettled(ids.map((id) => {
           const item = found.get(id);
-          return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.sink.retract(service, node, id, followedElsewhere, partner);
+          return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.oneCopy.retract(service, node, id, () => this.o.sink.retract(service, node, id, followedElsewhere, partner));
         }));
         const failed = ids.filter((_, i) => results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite));
         if (failed.length > 0) this.rereadItems(f, failed);
         read += ids.length;
         retryMs = this.o.retryFirstMs;
+        failures = 0;
       } catch (err) {
         if (gone()) return;
         for (const id of ids) unread.add(id);
-        this.o.log.warn('reading partner items kept while the database was behind failed; trying again', { service, node, items: unread.size, retryInSeconds: retryMs / 1000, reason: String(err) });
-        await this.pause(retryMs);
-        retryMs = Math.min(retryMs * 2, this.o.intervalMs);
+        failure = err;
       } finally {
-        this.backlog -= ids.length;
+        this.backlog -= ids.length; // before any pause: a failing node holds no room meanwhile
         this.backlogChanged();
       }
+      if (failure === undefined) continue;
+      failures++;
+      if (failures >= DRAIN_ATTEMPTS || (failure instanceof IqError && !failure.undecided)) {
+        // Given up: followed again by a discovery, whose catch-up reads the node's current items.
+        this.o.log.warn('reading partner items kept while the database was behind failed; following the node again', { service, node, items: unread.size, reason: String(failure) });
+        unread.clear();
+        f.live.unread = undefined;
+        this.o.forget(f);
+        const partner = this.o.partnerOf(service);
+        if (partner !== undefined) this.o.discoverSoon(partner);
+        return;
+      }
+      this.o.log.warn('reading partner items kept while the database was behind failed; trying again', { service, node, items: unread.size, retryInSeconds: retryMs / 1000, reason: String(failure) });
+      await this.pause(retryMs);
+      retryMs = Math.min(retryMs * 2, this.o.intervalMs);
     }
     if (read > 0 && unread.size === 0) {
       f.live.unread = undefined;
@@ -694,7 +730,7 @@ export class FollowDelivery {
           const mine = todo.filter((id) => pending.get(id) === 0);
           const results = await Promise.allSettled(mine.map((id) => {
             const item = found.get(id);
-            return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.sink.retract(service, node, id, followedElsewhere, partner);
+            return item ? this.o.sink.writeItem(service, node, item, partner) : this.o.oneCopy.retract(service, node, id, () => this.o.sink.retract(service, node, id, followedElsewhere, partner));
           }));
           // A leaf the sink refused for itself (RefusedWrite, logged by it) is not tried again.
           const failures = mine.flatMap((id, i) => (results[i]?.status === 'rejected' && !((results[i] as PromiseRejectedResult).reason instanceof RefusedWrite) ? [id] : []));

@@ -10,6 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { SubscriptionClaims } from '../../src/replication/subscription-claims.ts';
 import type { PartnerSink } from '../../src/sinks/sink.ts';
 import { NS } from '../../src/xmpp/ns.ts';
+import { IqError } from '../../src/xmpp/iq-error.ts';
+import { captureLog } from '../unit/capture-log.ts';
 import type { TestClient } from '../e2e/client.ts';
 import { WireHarness } from './harness.ts';
 import { aroundRequests, create, managerOn, memoryPositions, publish, startPartner, until } from './partner-fixture.ts';
@@ -126,6 +128,34 @@ describe("a partner's flow control: live notifications its database cannot take 
       // Live again: a new publication is written as it arrives.
       await alice.iq('set', site.jid, publish('/tags/nomam', 'h201'));
       await until(() => slow.state.writes.has('h201'), 'a publication after the reads, written as it arrives');
+    } finally {
+      slow.open();
+      await manager.stop();
+      await harness.stop();
+    }
+  });
+
+  it('a service without history that refuses reads by id: the ids kept are dropped and the node followed afresh, its current items written', async () => {
+    await alice.iq('set', site.jid, create('/tags/nomam2'));
+    await alice.iq('set', site.jid, publish('/tags/nomam2', 'k0'));
+    const slow = slowSink('/tags/nomam2');
+    const noHistoryNoIds = aroundRequests(async (child, send) => {
+      const items = child.getChild('items');
+      if (items?.attrs.node === '/tags/nomam2' && items.getChildren('item').length > 0) throw new IqError('forbidden', undefined, 'no reads by id here', 'pubsub.alpha.test', 'auth');
+      const answer = await send();
+      if (child.getNS() === NS.DISCO_INFO) for (const f of answer.getChild('query', NS.DISCO_INFO)?.getChildren('feature') ?? []) if (f.attrs.var === NS.MAM) f.attrs.var = 'urn:example:not-mam';
+      return answer;
+    });
+    const log = captureLog();
+    const { harness, manager } = await startPartner(site, 'pubsub.beta.test', slow.sink, { liveBacklogItems: 10, digestMs: 0, iq: noHistoryNoIds, log });
+    try {
+      await until(() => slow.state.writes.has('k0'), 'the first item');
+      slow.shut();
+      for (let i = 1; i <= 60; i++) await alice.iq('set', site.jid, publish('/tags/nomam2', `k${i}`));
+      await new Promise((r) => setTimeout(r, 200));
+      slow.open();
+      await until(() => Array.from({ length: 61 }, (_, i) => `k${i}`).every((id) => slow.state.writes.has(id)), 'every item written: the live ones, then the current items of the node followed afresh');
+      assert.ok(log.lines.some((l) => /following the node again/.test(l.msg)), 'the give-up is logged');
     } finally {
       slow.open();
       await manager.stop();
