@@ -58,7 +58,7 @@ export function buildRouter(core: Core, options: Pick<ComponentOptions, 'config'
     routes: new Map([
       ...discoRoutes({ service, jid, name: config.pubsub.name, extraFeatures: () => privileges.features() }),
       ...pubsubRoutes(service),
-      ...commandRoutes(service),
+      ...commandRoutes(service, core.signingSecret),
       // MAM results are notifications-like messages: through the outbox, on the wire before <fin/>.
       ...mamRoutes(service, jid, async (stanzas) => {
         outbox.push(stanzas);

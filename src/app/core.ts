@@ -48,6 +48,8 @@ export interface ComponentLink {
 }
 
 export interface Core {
+  /** Signs what must be checked by any member of a cluster (XEP-0050 session ids): the component secret, which they share. */
+  readonly signingSecret: string;
   readonly store: Store;
   readonly service: PubsubService;
   readonly connection: ComponentLink;
@@ -211,7 +213,7 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
   });
   stack.push('pub/sub service', () => service.close());
   const quarantine = new Quarantine(store.state(QUARANTINE_SPACE), { legacyDir: config.dataDir, log });
-  return { store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay, quarantine, notifications };
+  return { signingSecret: component.secret, store, service, connection, outbox, iq, privileges, presence, metrics, cluster, journal, relay, quarantine, notifications };
 }
 
 /**

@@ -1,15 +1,19 @@
 // XEP-0050 ad-hoc commands the service offers; so far the one XEP-0060 §8.7 defines:
 // get-pending, with which owners list the nodes with pending subscription requests and have
-// the approval forms (§8.6) sent again for one of them. The first step opens a session (its id
-// valid for SESSION_MS, for the full JID that asked; at most SESSIONS_MAX open, the oldest
-// dropped); the second names it, or gets bad-sessionid / session-expired. Actions other than
-// execute, complete and cancel are bad-action (only complete is offered), unknown ones
-// malformed-action (§4.4, "Possible Errors"). A service admin owns every node: it may name any
-// node in the second step (a text field), the list offering the nodes it owns itself.
-import { randomUUID } from 'node:crypto';
+// the approval forms (§8.6) sent again for one of them. The first step opens a session whose id
+// carries its end (SESSION_MS later) and an HMAC, under the component secret, of it and the full
+// JID that asked: any member of a cluster (which shares the secret) can check it without shared
+// state, as the second step may reach another member. A wrong id, or another JID's, is
+// bad-sessionid; a lapsed one session-expired. (Stateless: a completed session may be completed
+// again until it lapses, which sends the forms again — harmless.) Actions other than execute,
+// complete and cancel are bad-action (only complete is offered), unknown ones malformed-action, a
+// second step without its form, or a form without the node, bad-payload (§4.4, "Possible
+// Errors"). A service admin owns every node: it may name any node in the second step (a text
+// field), the list offering the nodes it owns itself.
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Element } from 'ltx';
 import type { PubsubService } from '../pubsub/service.ts';
-import { badRequest, StanzaError } from './errors.ts';
+import { StanzaError } from './errors.ts';
 import { buildForm, findForm, parseForm } from './forms.ts';
 import { NS } from './ns.ts';
 import { routeKey, type IqHandler } from './request.ts';
@@ -41,16 +45,19 @@ export function commandInfo(node: string): Element | undefined {
   return query;
 }
 
-/** How long a command session stays open (ms), and how many may be open at once. */
+/** How long a command session stays open (ms). */
 export const SESSION_MS = 10 * 60_000;
-export const SESSIONS_MAX = 1000;
 
 const ACTIONS = new Set(['execute', 'complete', 'cancel', 'next', 'prev']);
 const commandError = (type: 'modify' | 'cancel', condition: string, commands: string, text: string): StanzaError => new StanzaError({ type, condition, commands }, text);
+const SESSION = /^pubsub-get-pending:([0-9a-z]{1,12}):([A-Za-z0-9_-]{22})$/;
 
-export function commandRoutes(service: PubsubService, now: () => number = Date.now): Map<string, IqHandler> {
-  /** Open sessions: id -> the full JID that opened it and when it lapses (insertion order: oldest first). */
-  const sessions = new Map<string, { jid: string; until: number }>();
+/**
+ * The XEP-0050 routes; `secret` (the component secret, shared by a cluster's members) signs the
+ * session ids. `now`: the clock (ms; tests).
+ */
+export function commandRoutes(service: PubsubService, secret: string, now: () => number = Date.now): Map<string, IqHandler> {
+  const sign = (jid: string, until: number): string => createHmac('sha256', secret).update(`get-pending\n${jid}\n${until}`).digest('base64url').slice(0, 22);
   const execute: IqHandler = async (req) => {
     const command = req.child;
     const node = command.attrs.node as string | undefined;
@@ -59,38 +66,32 @@ export function commandRoutes(service: PubsubService, now: () => number = Date.n
     if (!ACTIONS.has(action)) throw commandError('modify', 'bad-request', 'malformed-action', `'${action}' is no XEP-0050 action`);
     const asked = (command.attrs.sessionid as string | undefined) || undefined;
     if (asked !== undefined) {
-      const session = sessions.get(asked);
-      if (!session || session.jid !== req.from) throw commandError('modify', 'bad-request', 'bad-sessionid', `no session '${asked}' of yours`);
-      if (session.until < now()) {
-        sessions.delete(asked);
-        throw commandError('cancel', 'not-allowed', 'session-expired', `session '${asked}' has expired: execute the command again`);
-      }
+      const [, end, mac] = SESSION.exec(asked) ?? [];
+      const until = Number.parseInt(end ?? '', 36);
+      const expected = Buffer.from(Number.isFinite(until) ? sign(req.from, until) : '');
+      if (!mac || expected.length !== mac.length || !timingSafeEqual(expected, Buffer.from(mac))) throw commandError('modify', 'bad-request', 'bad-sessionid', `no session '${asked}' of yours`);
+      if (until < now()) throw commandError('cancel', 'not-allowed', 'session-expired', `session '${asked}' has expired: execute the command again`);
     }
     if (action === 'next' || action === 'prev') throw commandError('modify', 'bad-request', 'bad-action', `get-pending offers '${action}' at no step: complete or cancel`);
-    const ended = (status: 'completed' | 'canceled'): Element => {
-      if (asked !== undefined) sessions.delete(asked);
-      return new Element('command', { xmlns: NS.COMMANDS, node, ...(asked !== undefined ? { sessionid: asked } : {}), status });
-    };
+    const ended = (status: 'completed' | 'canceled'): Element => new Element('command', { xmlns: NS.COMMANDS, node, ...(asked !== undefined ? { sessionid: asked } : {}), status });
     if (action === 'cancel') return ended('canceled');
     const x = findForm(command);
-    if (asked !== undefined && x) {
+    if (asked !== undefined) {
       // Step 2: the owner picked a node; send the approval forms for its pending requests. A
       // form of type cancel counts as submitted (XEP-0050 §4.6.1).
-      const form = parseForm(x);
-      const chosen = form.fields.get('pubsub#node')?.[0];
-      if (!chosen) throw badRequest('get-pending needs a pubsub#node');
+      const chosen = x ? parseForm(x).fields.get('pubsub#node')?.[0] : undefined;
+      if (!chosen) throw commandError('modify', 'bad-request', 'bad-payload', 'get-pending completes with its form naming a node (pubsub#node)');
       await service.resendApprovals(req.from, chosen);
       return ended('completed');
     }
-    if (asked !== undefined || action === 'complete') throw commandError('modify', 'bad-request', 'bad-action', 'get-pending completes with the form naming a node');
+    if (action === 'complete') throw commandError('modify', 'bad-request', 'bad-action', 'get-pending starts with execute');
     // Step 1: the nodes with pending requests that the requester may approve.
     const admin = service.isAdmin(req.from);
     const owned = (await service.affiliationsOf(req.from)).filter((a) => a.affiliation === 'owner');
     if (owned.length === 0 && !admin) throw new StanzaError({ type: 'auth', condition: 'forbidden' }, 'you own no node');
     const nodes = [...new Set((await service.pendingOf(req.from)).map((s) => s.node))].sort();
-    const sessionid = `pubsub-get-pending:${randomUUID()}`;
-    for (const [id, s] of sessions) if (s.until < now() || sessions.size >= SESSIONS_MAX) sessions.delete(id);
-    sessions.set(sessionid, { jid: req.from, until: now() + SESSION_MS });
+    const until = now() + SESSION_MS;
+    const sessionid = `pubsub-get-pending:${until.toString(36)}:${sign(req.from, until)}`;
     const el = new Element('command', { xmlns: NS.COMMANDS, node, sessionid, status: 'executing' });
     el.c('actions', { execute: 'complete' }).c('complete');
     el.cnode(
