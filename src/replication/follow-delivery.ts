@@ -552,15 +552,14 @@ export class FollowDelivery {
    * Flow control for a service without history (no XEP-0313 on its nodes), which cannot be read
    * back: once `liveBacklogItems` items wait for the sink, the ids a notification names are kept
    * instead of its payloads (an id per item, however large) and read by id at the sink's pace
-   * (readLeft): written as they are then, or retracted where the node no longer has them. A
-   * later notification of such an item is applied as usual (the read then finds the same or a
-   * newer version: applying it again changes nothing). What is kept is lost by a stop; the next
-   * follow reads the node's current items anyway. True: the notification was left so.
+   * (readLeft): written as they are then, or retracted where the node no longer has them. Until
+   * those reads end, the node's further notifications are kept as ids too (a read finds the
+   * newest version anyway). What is kept is lost by a stop; the next follow reads the node's
+   * current items anyway. True: the notification was left so.
    */
   private leaveToReads(f: Followed, items: Element): boolean {
     if (this.backlog < this.bound && !f.live.reading) return false;
     if (this.o.withHistory(f.service) || !items.getChildElements().some((c) => c.name === 'item' || c.name === 'retract')) return false;
-    if (this.backlog < this.bound && f.live.unread === undefined) return false;
     const unread = (f.live.unread ??= new Set());
     const first = unread.size === 0 && !f.live.reading;
     for (const child of items.getChildElements()) {
@@ -649,9 +648,9 @@ export class FollowDelivery {
       await this.pause(retryMs);
       retryMs = Math.min(retryMs * 2, this.o.intervalMs);
     }
-    if (read > 0 && unread.size === 0) {
+    if (unread.size === 0) {
       f.live.unread = undefined;
-      this.o.log.info('partner items kept while the database was behind: read and applied', { service, node, items: read });
+      if (read > 0) this.o.log.info('partner items kept while the database was behind: read and applied', { service, node, items: read });
     }
   }
 
