@@ -106,9 +106,12 @@ export function pubsubVerbs(service: PubsubService): Map<string, VerbHandler> {
       let found = await service.getItems(req.from, node, query);
       await checkSubid();
       // The newest max_items (oldest first), cut to about PAGE_BYTES keeping the newest; by id, as asked.
-      const cut = ids.length === 0 && fitPage({ entries: found, count: found.length, firstIndex: 0 }, (item) => item.payload.length, true).entries;
-      const truncated = cut !== false && cut.length < found.length;
-      if (cut) found = cut;
+      let truncated = false;
+      if (ids.length === 0) {
+        const kept = fitPage({ entries: found, count: found.length, firstIndex: 0 }, (item) => item.payload.length, true).entries;
+        truncated = kept.length < found.length;
+        found = kept;
+      }
       for (const item of found) itemsEl.cnode(itemElement(item, true));
       // More asked for than one answer carries: §6.5.4 SHOULD note the truncation (XEP-0059 count).
       if (ids.length === 0 && (truncated || (max as number) > PAGE_LIMIT)) {
