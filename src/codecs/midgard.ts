@@ -129,6 +129,11 @@ export function parseMidgardDate(value: string | undefined): number | undefined 
   return Number.isNaN(t) ? undefined : t;
 }
 
+/** A Midgard datetime (`Y-m-d H:i:sO`) in UTC, `+0000`, for epoch ms: one spelling per instant, so that text order is time order. */
+export function formatMidgardDate(ms: number): string {
+  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')}+0000`;
+}
+
 /**
  * The approval rule, as midgard-core (`midgard_object_is_approved`, `midgard_object_approve`/
  * `unapprove` in midgard_object.c) and midgard-portable (`mgdobject::is_approved`) define it: the
@@ -264,7 +269,9 @@ export function canonical(el: Element): Element {
 
 /** The canonical serialization Hermod writes to spools: an XML declaration and the canonical document. */
 export function serializeMidgard(root: Element): string {
-  return `<?xml version="1.0" encoding="UTF-8"?>\n${canonical(root).toString()}\n`;
+  // A carriage return is written as a reference: raw, an XML parser reads it as a line feed
+  // (and one in an attribute as a space), which would change CRLF content on the partner.
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${canonical(root).toString().replace(/\r/g, '&#13;')}\n`;
 }
 
 /**

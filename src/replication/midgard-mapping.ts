@@ -93,7 +93,7 @@ export function objectPath(obj: MidgardObject, index: TopicIndex): string | unde
   const topic = linkGuid(obj.fields.topic);
   if (!topic) return undefined;
   const base = index.path(topic);
-  return base === undefined ? undefined : `${base}/${obj.fields.name ?? obj.guid}`;
+  return base === undefined ? undefined : `${base}/${obj.fields.name || obj.guid}`; // an empty name too: no path ending in '/'
 }
 
 /** The nodes a (live) object is published to. */

@@ -147,7 +147,8 @@ export class MidgardPublisher {
 
   /** Loads the topic index and known partners kept from earlier runs. */
   async restore(): Promise<void> {
-    for (const [guid, entry] of await this.o.state.records<TopicEntry>('topic')) this.o.index.set(guid, entry);
+    // A deleted topic is kept as null (DeferredState writes, it does not delete): not indexed.
+    for (const [guid, entry] of await this.o.state.records<TopicEntry | null>('topic')) if (entry) this.o.index.set(guid, entry);
     for (const [, jid] of await this.o.state.records<string | null>('person')) if (jid) this.o.onPartner(jid);
   }
 
@@ -295,8 +296,10 @@ export class MidgardPublisher {
   private async learnTopic(doc: MidgardDocument): Promise<void> {
     const main = doc.main;
     if (main?.className !== TOPIC) return;
-    if (isDeleted(main)) this.o.index.delete(main.guid);
-    else {
+    if (isDeleted(main)) {
+      this.o.index.delete(main.guid);
+      this.st.setRecord('topic', main.guid, null); // a restart must not bring it back
+    } else {
       this.o.index.set(main.guid, topicEntry(main));
       this.st.setRecord('topic', main.guid, topicEntry(main));
     }

@@ -3,8 +3,12 @@
 // validated (well-formed, namespace, GUIDs, item id = object GUID) and written atomically
 // (temp file + rename) as one file, named so that name order is arrival order. The importer's
 // rule is applied first, per object as the importer does: a leaf none of whose objects (the
-// object, its parameters and attachments) has a metadata/revised newer than the one already
-// delivered for that GUID is skipped, so the spool holds no stale versions. What was delivered
+// object, its parameters and attachments) has a metadata/revised newer than both the one already
+// delivered for that GUID and the local object's (as this site's publisher last saw it) is
+// skipped, so the spool holds no stale versions. Each object's revised is written in UTC
+// (`+0000`): midgard-core's importer compares revised as text, which is time order only in one
+// spelling. The version recorded as delivered never moves back (a leaf whose parameter is newer
+// but whose object is older keeps the object's newer delivered version). What was delivered
 // is remembered durably (also what stops the publisher from echoing the import back).
 // Blobs that travel as references to an XEP-0363 upload are downloaded and checked (length,
 // SHA-256) and written inline, as the importer expects; one that cannot be fetched fails the
@@ -13,7 +17,7 @@
 import { rename, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Element } from 'ltx';
-import { MidgardFormatError, parseMidgardDate, parseMidgardEntry, replaceBlobs, revisedOf, serializeMidgard, versionsOf, type MidgardDocument } from '../codecs/midgard.ts';
+import { formatMidgardDate, MidgardFormatError, parseMidgardDate, parseMidgardEntry, parseMidgardXml, replaceBlobs, revisedOf, serializeMidgard, versionsOf, type MidgardDocument } from '../codecs/midgard.ts';
 import type { Logger } from '../log.ts';
 import { fetchUpload } from './download.ts';
 import { RefusedWrite, type PartnerSink } from './sink.ts';
@@ -26,6 +30,19 @@ export interface MidgardSpoolSinkOptions {
   log: Logger;
   /** Called with the path of each file written (e.g. to emit a D-Bus signal). */
   onWritten?: (file: string) => void;
+}
+
+/** Rewrites every object's metadata/revised under `root` in UTC (`+0000`); one that does not parse stays as it is. */
+function utcRevised(root: Element): void {
+  for (const el of root.getChildElements()) {
+    if (el.name === 'metadata') {
+      const revised = el.getChild('revised');
+      const at = parseMidgardDate(revised?.getText());
+      if (revised && at !== undefined) revised.children = [formatMidgardDate(at)];
+      continue;
+    }
+    utcRevised(el);
+  }
 }
 
 /** Whether `incoming` is strictly newer than `delivered` (dates when both parse, else text). */
@@ -69,16 +86,21 @@ export class MidgardSpoolSink implements PartnerSink {
     }
     const revised = revisedOf(main);
     const versions = versionsOf(doc);
+    const local = await this.localVersions(main.guid);
+    const known = new Map<string, string | undefined>();
     let fresh = false;
     for (const [guid, v] of versions) {
       const delivered = await state.record<string>('in', guid);
-      if (v.startsWith('#') ? v !== delivered : isNewer(v, delivered)) fresh = true;
+      known.set(guid, delivered);
+      const here = local.get(guid);
+      if (v.startsWith('#') ? v !== delivered && v !== here : isNewer(v, delivered) && (here === undefined || here.startsWith('#') || isNewer(v, here))) fresh = true;
     }
     if (!fresh) {
       log.debug('leaf skipped: no object newer than the version delivered', { service, node, guid: main.guid, revised });
       return false;
     }
     const complete = await this.inlineBlobs(doc, { service, node });
+    utcRevised(complete.root);
     const seq = ((await state.record<number>('spool', 'seq')) ?? 0) + 1;
     const name = `${String(seq).padStart(12, '0')}-${main.guid}.xml`;
     const tmp = path.join(this.o.dir, `.${name}.tmp`);
@@ -87,12 +109,32 @@ export class MidgardSpoolSink implements PartnerSink {
     // The sequence and the versions delivered in one store write (was one per record).
     const record = state.batch();
     record.setRecord('spool', 'seq', seq);
-    for (const [guid, version] of versions) record.setRecord('in', guid, version);
+    for (const [guid, version] of versions) {
+      const at = version.startsWith('#') ? undefined : parseMidgardDate(version);
+      const delivered = known.get(guid);
+      // As written to the spool (UTC); never back to an older one than was delivered before.
+      const utc = at === undefined ? version : formatMidgardDate(at);
+      record.setRecord('in', guid, at !== undefined && delivered !== undefined && !isNewer(utc, delivered) ? delivered : utc);
+    }
     await state.commit(record);
     this.written++;
     log.info('midgard object written to the inbound spool', { service, node, guid: main.guid, class: main.className, revised, file: name });
     this.o.onWritten?.(path.join(this.o.dir, name));
     return true;
+  }
+
+  /**
+   * The versions of the local object and its children as this site's publisher last saw them
+   * (its merged document: the `doc` record), by GUID; empty when it has not seen the object.
+   */
+  private async localVersions(guid: string): Promise<Map<string, string>> {
+    const xml = await this.o.state.record<string>('doc', guid);
+    if (xml === undefined) return new Map();
+    try {
+      return new Map(versionsOf(parseMidgardXml(xml)));
+    } catch {
+      return new Map(); // unreadable: the delivered versions decide alone
+    }
   }
 
   /** The document with every referenced blob downloaded, verified and inline. */

@@ -88,6 +88,13 @@ describe('midgard_object codec', () => {
     await assert.rejects(async () => parseMidgardXml(await fixture('malformed.xml')), (err: unknown) => err instanceof MidgardFormatError && /not well-formed|valid guid/.test(err.message));
   });
 
+  it('a carriage return in content is written as a reference, so that it reaches the importer as it was (raw, XML reads it as a line feed)', async () => {
+    const doc = parseMidgardXml((await fixture('article-meetup.xml')).replace('<revised>', '<revised>').replace(/<title>[^<]*<\/title>/, '<title>line one&#13;\nline two</title>'));
+    const text = serializeMidgard(doc.root);
+    assert.match(text, /line one&#13;\nline two/);
+    assert.equal(parseMidgardXml(text).main?.element.getChildText('title'), 'line one\r\nline two');
+  });
+
   it('parses Midgard datetimes (Y-m-d H:i:sO); zero dates are unset', () => {
     assert.equal(parseMidgardDate('2026-11-24 13:00:00+0000'), Date.parse('2026-11-24T13:00:00Z'));
     assert.equal(parseMidgardDate('2026-11-24 15:00:00+0200'), Date.parse('2026-11-24T13:00:00Z'));
@@ -164,6 +171,8 @@ describe('node mapping and topic paths', () => {
     assert.equal(index.loadExport(await fixture('topics-export.xml')), 3);
     const article = parseMidgardXml(await fixture('article-hello.xml')).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
     assert.equal(objectPath(article, index), '/site/news/hello-world');
+    const unnamed = parseMidgardXml((await fixture('article-hello.xml')).replace(/<name>[^<]*<\/name>/, '<name></name>')).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
+    assert.equal(objectPath(unnamed, index), `/site/news/${unnamed.guid}`, 'an empty name: the GUID, no path ending in /');
     const mapping = { ...DEFAULT_MAPPING, paths: [{ node: '/site/news', regexp: /^\/site\/news\// }] };
     assert.deepEqual(nodesFor(article, mapping, index), ['/midgard_article/all', '/site/news']);
     const meetup = parseMidgardXml(await fixture('article-meetup.xml')).main as NonNullable<ReturnType<typeof parseMidgardXml>['main']>;
@@ -407,6 +416,31 @@ describe('publisher, sink and spool source', () => {
     assert.equal(publisher.published, before, 'echo suppressed');
     await publisher.handle(newer.replace('<revised>2026-11-24 15:00:00+0000</revised>', '<revised>2026-11-24 16:00:00+0000</revised>'), { source: 'dbus', area: 'mgdschema', action: 'update' });
     assert.equal(publisher.published, before + 1, 'a local edit after the import is published');
+  });
+
+  it('the sink skips a version older than the local object (dates compared across offsets), writes revised in UTC, and never records an older version as delivered', async () => {
+    const own = new ReplicationState(new MemoryStore().state('midgard-sink'));
+    await own.open();
+    try {
+      const inbound = path.join(dir, 'inbound-utc');
+      const sink = new MidgardSpoolSink({ dir: inbound, state: own, log: silentLogger });
+      await sink.start();
+      const meetupText = await fixture('article-meetup.xml');
+      const GUID = '3aed637e8a34b41530207f196c092800';
+      const at = (revised: string): string => meetupText.replace('<revised>2026-11-24 14:00:00+0000</revised>', `<revised>${revised}</revised>`);
+      const leaf = (text: string): Element => new Element('item', { id: GUID }).cnode(buildMidgardEntry(parseMidgardXml(text))).up();
+      // The local object, as this site's publisher saw it: revised 14:00 UTC.
+      await own.setRecord('doc', GUID, parseMidgardXml(meetupText).root.toString());
+      assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(at('2026-11-24 14:30:00+0100'))), false, '13:30 UTC, older than the local 14:00: skipped (as text, "14:30" would pass)');
+      assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(at('2026-11-24 15:30:00+0100'))), true, '14:30 UTC: newer');
+      const [file] = (await readdir(inbound)).filter((f) => f.endsWith('.xml'));
+      assert.match(await readFile(path.join(inbound, file as string), 'utf8'), /<revised>2026-11-24 14:30:00\+0000<\/revised>/, 'written in UTC');
+      assert.equal(await own.record('in', GUID), '2026-11-24 14:30:00+0000');
+      assert.equal(await sink.writeItem('pubsub.b.test', '/midgard_article/all', leaf(at('2026-11-24 14:20:00+0000'))), false, 'older than delivered');
+      assert.equal(await own.record('in', GUID), '2026-11-24 14:30:00+0000', 'the delivered version does not move back');
+    } finally {
+      await own.close();
+    }
   });
 
   it('the spool source processes files in order, survives a restart mid-directory, moves bad files to failed/ with the reason', async () => {
