@@ -418,6 +418,24 @@ describe('publisher, sink and spool source', () => {
     assert.equal(publisher.published, before + 1, 'a local edit after the import is published');
   });
 
+  it('a deleted topic stays out of the topic index after a restart (its record is not read back)', async () => {
+    const events = await fixture('topic-events.xml');
+    const guid = /guid="([0-9a-f]+)"/.exec(events)?.[1] as string;
+    const restored = (): Promise<TopicIndex> => {
+      const index = new TopicIndex();
+      const again = new MidgardPublisher({ service, actor: ACTOR, state, mapping: DEFAULT_MAPPING, access: () => ({ accessModel: 'open', whitelist: [] }), index, partnerJid: { property: 'jid', parameter: { domain: 'org.openpsa.contacts', name: 'jid' } }, log: silentLogger, onPartner: () => undefined, onPartnerGone: () => undefined });
+      return again.restore().then(() => index);
+    };
+    await publisher.flush(); // the records as the feeds write them after each batch
+    assert.ok((await restored()).get(guid), 'known before');
+    await publisher.handle(events.replace('action="created"', 'action="deleted"').replace(/<revised>[^<]*<\/revised>/, '<revised>2030-01-01 00:00:00+0000</revised>'), { source: 'dbus', area: 'mgdschema', action: 'delete' });
+    await publisher.flush();
+    assert.equal((await restored()).get(guid), undefined, 'not brought back by a restart');
+    // Back as it was for the other tests.
+    await publisher.handle(events.replace(/<revised>[^<]*<\/revised>/, '<revised>2031-01-01 00:00:00+0000</revised>'), { source: 'dbus', area: 'mgdschema', action: 'create' });
+    await publisher.flush();
+  });
+
   it('the sink skips a version older than the local object (dates compared across offsets), writes revised in UTC, and never records an older version as delivered', async () => {
     const own = new ReplicationState(new MemoryStore().state('midgard-sink'));
     await own.open();
