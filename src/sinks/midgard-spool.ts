@@ -96,7 +96,7 @@ export class MidgardSpoolSink implements PartnerSink {
       if (v.startsWith('#') ? v !== delivered && v !== here : isNewer(v, delivered) && (here === undefined || here.startsWith('#') || isNewer(v, here))) fresh = true;
     }
     if (!fresh) {
-      log.debug('leaf skipped: no object newer than the version delivered', { service, node, guid: main.guid, revised });
+      log.debug('leaf skipped: no object newer than the version delivered or the local one', { service, node, guid: main.guid, revised });
       return false;
     }
     const complete = await this.inlineBlobs(doc, { service, node });
