@@ -5,7 +5,18 @@
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { CouchServer } from '../../src/devenv/couchdb.ts';
+import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+
+/**
+ * A pouchdb-server as the benchmark's stand-in for CouchDB: on loopback, without express-pouchdb's
+ * validation part, whose per-document scan of design documents on every HTTP write CouchDB does
+ * not have (src/devenv/pouchdb-server-no-validation.cjs; docs/PERFORMANCE.md, session 24). Every
+ * bench database is started this way, for every system measured; none has a validate_doc_update.
+ * HERMOD_BENCH_COUCH_VALIDATION=1 keeps the part (an A/B of the stand-in itself).
+ */
+export function startBenchCouch(): Promise<CouchServer> {
+  return startCouch('127.0.0.1', { validation: process.env.HERMOD_BENCH_COUCH_VALIDATION === '1' });
+}
 
 /** Deterministic pseudo-random numbers (mulberry32), so every run writes the same documents. */
 function rng(seed: number): () => number {

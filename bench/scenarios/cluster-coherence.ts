@@ -12,11 +12,11 @@
 //  - publish: one process publishing to one node one after the other (lock taken per change
 //    or passed on), then both publishing to the same node at once (the lock goes back and forth).
 
-import { startCouch } from '../../src/devenv/couchdb.ts';
 import { PubsubError } from '../../src/pubsub/errors.ts';
 import { PubsubService } from '../../src/pubsub/service.ts';
 import { CouchStore } from '../../src/store/couchdb.ts';
 import { percentiles, type Percentiles } from '../lib/stats.ts';
+import { startBenchCouch } from '../lib/couch-docs.ts';
 
 export interface CoherenceParams {
   /** Changes measured per kind. */
@@ -59,7 +59,7 @@ const refused = (p: Promise<unknown>): Promise<boolean> =>
 
 /** Runs the section against a pouchdb-server it starts (and removes). */
 export async function runCoherence(params: CoherenceParams, log: (m: string) => void): Promise<CoherenceResult> {
-  const couch = await startCouch();
+  const couch = await startBenchCouch();
   const open = async (): Promise<{ store: CouchStore; service: PubsubService }> => {
     const store = new CouchStore({ url: couch.url, db: 'cluster' });
     await store.open();

@@ -8,7 +8,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { clusterStatusOf, startCouch, startHermodProcess, startXmppEnv, type HermodProcess } from '../../src/devenv/index.ts';
+import { clusterStatusOf, startHermodProcess, startXmppEnv, type HermodProcess } from '../../src/devenv/index.ts';
+import { startBenchCouch } from '../lib/couch-docs.ts';
 
 export interface FailoverParams {
   rounds: number;
@@ -27,7 +28,7 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 export async function runFailover(params: FailoverParams, log: (m: string) => void): Promise<FailoverResult> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-failover-'));
   const env = await startXmppEnv({ prosody: false });
-  const couch = await startCouch();
+  const couch = await startBenchCouch();
   const hermods = new Map<string, HermodProcess>();
   const rounds: FailoverResult['rounds'] = [];
   try {

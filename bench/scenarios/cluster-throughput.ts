@@ -19,11 +19,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { clusterStatusOf, startCouch, startXmppEnv, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
+import { clusterStatusOf, startXmppEnv, type HermodProcess, type ServerInfo } from '../../src/devenv/index.ts';
 import { NS_OWNER, NS_PUBSUB, PASSWORD, publishXml, reserveSeqs, runLimited, seqOf, Tracker } from '../lib/loadgen.ts';
 import { cpuSeconds, hermodSpawnFor, sleep, startBenchHermod } from '../lib/procs.ts';
 import { RawClient } from '../lib/raw-xmpp.ts';
 import { escapeXml } from '../lib/xml-stream.ts';
+import { startBenchCouch } from '../lib/couch-docs.ts';
 
 export interface ThroughputParams {
   /** Process counts, one cluster each (a fresh database). */
@@ -125,7 +126,7 @@ function pump(count: number, window: number, job: (k: number) => Promise<void>):
 export async function runThroughput(params: ThroughputParams, log: (m: string) => void): Promise<ThroughputResult> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-cthroughput-'));
   const env = await startXmppEnv({ prosody: false });
-  const couch = await startCouch();
+  const couch = await startBenchCouch();
   const clients: RawClient[] = [];
   const hermods: HermodProcess[] = [];
   const result: ThroughputResult = { params, clusters: [] };

@@ -28,11 +28,11 @@
 
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import type { CouchServer } from '../../src/devenv/couchdb.ts';
 import type { HermodProcess } from '../../src/devenv/hermod.ts';
 import { tail } from '../../src/devenv/process.ts';
 import type { ServerInfo, XmppEnv } from '../../src/devenv/index.ts';
-import { bulkLoad, ChangesWatcher, docStream, requestLogSize, requestsSince, type Doc } from '../lib/couch-docs.ts';
+import { bulkLoad, ChangesWatcher, startBenchCouch, docStream, requestLogSize, requestsSince, type Doc } from '../lib/couch-docs.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, memoryMiB, sleep, startBenchHermod } from '../lib/procs.ts';
@@ -148,9 +148,9 @@ async function startCouches(n: number, log: (m: string) => void): Promise<CouchS
   try {
     for (let i = 0; i < n; i++) {
       ok.push(
-        await startCouch().catch((err: unknown) => {
+        await startBenchCouch().catch((err: unknown) => {
           log(`pouchdb-server did not start (${String(err).split('\n', 1)[0]}); trying once more`);
-          return startCouch();
+          return startBenchCouch();
         }),
       );
     }

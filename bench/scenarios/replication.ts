@@ -19,9 +19,9 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startCouch, type CouchServer } from '../../src/devenv/couchdb.ts';
+import type { CouchServer } from '../../src/devenv/couchdb.ts';
 import { startXmppEnv, type ServerInfo, type XmppEnv } from '../../src/devenv/index.ts';
-import { bulkLoad, ChangesWatcher, docStats, docStream, makeDocs, requestLogSize, requestsSince, type Doc } from '../lib/couch-docs.ts';
+import { bulkLoad, ChangesWatcher, startBenchCouch, docStats, docStream, makeDocs, requestLogSize, requestsSince, type Doc } from '../lib/couch-docs.ts';
 import { profileTables, summariseProfile, type ProfileSummary } from '../lib/cpuprofile.ts';
 import { cpuPercent, sampleCpu, type CpuSample } from '../lib/loadgen.ts';
 import { hermodSpawnFor, sleep, startBenchHermod, waitForQuiet, type Proc } from '../lib/procs.ts';
@@ -163,7 +163,7 @@ async function runOnePartner(env: XmppEnv, dir: string, p: ReplicationParams, re
   const procs: Proc[] = [];
   try {
     // Whatever started is stopped in `finally`, also when another start failed.
-    const started = await Promise.allSettled([startCouch(), startCouch()]);
+    const started = await Promise.allSettled([startBenchCouch(), startBenchCouch()]);
     for (const s of started) if (s.status === 'fulfilled') couches.push(s.value);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw failed.reason;

@@ -9,6 +9,17 @@ import { fileURLToPath } from 'node:url';
 import { freePort, sleep, spawnChild, tail, type Child } from './process.ts';
 
 const BIN = fileURLToPath(new URL('../../node_modules/pouchdb-server/bin/pouchdb-server', import.meta.url));
+const NO_VALIDATION = fileURLToPath(new URL('./pouchdb-server-no-validation.cjs', import.meta.url));
+
+/** How startCouch runs pouchdb-server. */
+export interface CouchOptions {
+  /**
+   * false: without express-pouchdb's validation part (no validate_doc_update, and none of its
+   * per-document scan of design documents on HTTP writes; see pouchdb-server-no-validation.cjs).
+   * The benchmark's stand-in for CouchDB. Default true.
+   */
+  validation?: boolean;
+}
 
 export interface CouchServer {
   url: string;
@@ -57,12 +68,12 @@ const PORT_TRIES = 5;
  * between choosing it and binding it (test files start servers side by side) is chosen again, up
  * to PORT_TRIES times.
  */
-export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
+export async function startCouch(host = '127.0.0.1', options: CouchOptions = {}): Promise<CouchServer> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hermod-couch-'));
   await writeFile(path.join(dir, 'config.json'), JSON.stringify({ log: { file: path.join(dir, 'log.txt') } }));
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startCouchOn(host, dir, await freePort(host));
+      return await startCouchOn(host, dir, await freePort(host), options);
     } catch (err) {
       if (attempt >= PORT_TRIES || !/already in use/.test(String(err))) {
         await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -73,7 +84,7 @@ export async function startCouch(host = '127.0.0.1'): Promise<CouchServer> {
 }
 
 /** startCouch on one port: throws (after stopping the server) if it does not answer within 20 s. */
-async function startCouchOn(host: string, dir: string, port: number): Promise<CouchServer> {
+async function startCouchOn(host: string, dir: string, port: number, options: CouchOptions): Promise<CouchServer> {
   const url = `http://${host}:${port}`;
   let child: Child | undefined;
 
@@ -82,7 +93,8 @@ async function startCouchOn(host: string, dir: string, port: number): Promise<Co
     dir,
     pid: () => child?.pid,
     async start() {
-      const args = [BIN, '--host', host, '--port', String(port), '--dir', dir, '--config', path.join(dir, 'config.json'), '--no-stdout-logs'];
+      const preload = options.validation === false ? ['--require', NO_VALIDATION] : [];
+      const args = [...preload, BIN, '--host', host, '--port', String(port), '--dir', dir, '--config', path.join(dir, 'config.json'), '--no-stdout-logs'];
       child = spawnChild(process.execPath, args, { name: 'pouchdb-server', logFile: path.join(dir, 'pouchdb-server.out') });
       await waitUp(url, child, 20_000);
     },
