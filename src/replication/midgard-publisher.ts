@@ -478,6 +478,10 @@ const keyOf = (doc: MidgardDocument): string => doc.main?.guid ?? doc.parameters
 /**
  * Children of the stored document, replaced by incoming ones of the same class and GUID unless
  * the incoming copy is older (metadata/revised), new ones appended. A blob follows its attachment.
+ * A newer attachment that comes without a blob (midgard-core's signal of an attachment carries
+ * none) keeps the stored blob: the usual such change is a rename or new metadata, and dropping
+ * the blob would leave a partner that reads this item first (a new one, or one without history)
+ * with no content at all. Changed content travels with an export that carries the blob (README).
  */
 function mergeChildren(stored: Element[], incoming: Element[]): Element[] {
   const id = (e: Element): string => `${e.name}:${String(e.attrs.guid).toLowerCase()}`;

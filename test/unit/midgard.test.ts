@@ -294,6 +294,18 @@ describe('publisher, sink and spool source', () => {
     assert.equal(doc.attachments.length, 1);
     assert.equal(doc.blobs.size, 1, 'the blob stays with its attachment');
 
+    // An attachment alone, newer and without its blob (midgard-core's signal carries none): the
+    // new fields replace the old, and the blob published before stays, so a partner reading the
+    // item first still gets the content.
+    const blobBefore = doc.blobs.get('e36f05a9761bb215fa749c04b58ccf21');
+    const renamed = `<midgard_object xmlns="http://www.midgard-project.org/midgard_object/1.8"><midgard_attachment guid="e36f05a9761bb215fa749c04b58ccf21" action="updated"><name>photo-2.jpg</name><title>A photo, renamed</title><mimetype>image/jpeg</mimetype><parentguid>${ARTICLE}</parentguid><metadata><revised>2026-11-24 15:10:00+0000</revised></metadata></midgard_attachment></midgard_object>`;
+    await publisher.handle(renamed, { source: 'dbus', area: 'mgdschema', action: 'update' });
+    const withRenamed = parseMidgardEntry((await payloadOf('/midgard_article/all', ARTICLE)) as Element);
+    assert.deepEqual(withRenamed.attachments.map((a) => a.fields.name), ['photo-2.jpg']);
+    assert.ok(blobBefore !== undefined && blobBefore.length > 0);
+    assert.equal(withRenamed.blobs.get('e36f05a9761bb215fa749c04b58ccf21'), blobBefore, 'the stored blob kept');
+    assert.deepEqual(withRenamed.parameters.map((p) => p.fields.value), ['default', '|xmpp|']);
+
     const published = publisher.published;
     await publisher.handle(param, { source: 'spool' });
     assert.equal(publisher.published, published, 'the same document again publishes nothing');
