@@ -10,11 +10,13 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { before, describe, it } from 'node:test';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import dbus from 'dbus-next';
 import { parseMidgardXml } from '../../src/codecs/midgard.ts';
-import type { DbusDaemon } from '../../src/devenv/index.ts';
+import { startDbus, type DbusDaemon } from '../../src/devenv/index.ts';
 import type { Logger } from '../../src/log.ts';
 import { article } from '../../bench/lib/midgard-objects.ts';
 import { HERMOD_INTERFACE, MidgardDbusSource, SPOOL_SIGNAL_PATH, type NotifiedSignal } from '../../src/sources/midgard-dbus.ts';
@@ -22,6 +24,7 @@ import { eventually } from './client.ts';
 import { useSite } from './fixtures.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/midgard/', import.meta.url));
+const POLICY = fileURLToPath(new URL('../../deploy/dbus/hermod-midgard.conf', import.meta.url));
 
 type Line = Record<string, unknown> & { msg: string; level: string };
 function memoryLogger(lines: Line[], bindings: Record<string, unknown> = {}): Logger {
@@ -142,5 +145,46 @@ describe('Midgard D-Bus source on a private dbus-daemon', { timeout: 60_000 }, (
     } finally {
       sender.disconnect();
     }
+  });
+});
+
+// The shipped bus policy (deploy/dbus/hermod-midgard.conf, README "Midgard replication"): only the
+// users it names (www-data) may send Notified, checked by D-Bus when the signal is sent. Senders
+// run as other users with setpriv, so this needs root (CI runs as root).
+describe('the shipped D-Bus policy: only Midgard\'s users may send its signals', { timeout: 60_000, skip: process.getuid?.() !== 0 ? 'needs root (setpriv)' : false }, () => {
+  let dir: string;
+  let bus: DbusDaemon;
+  let source: MidgardDbusSource;
+  const lines: Line[] = [];
+  const handled: NotifiedSignal[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'hermod-dbus-policy-'));
+    bus = await startDbus(dir, { include: [POLICY] });
+    source = new MidgardDbusSource({ bus: bus.address, log: memoryLogger(lines) });
+    await source.start(undefined, async ({ changes }) => {
+      handled.push(...changes);
+    });
+    await eventually(() => lines.some((l) => l.msg === 'listening for Midgard signals'), 'source listening', 10_000);
+  });
+
+  after(async () => {
+    await source?.stop();
+    await bus?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a signal from www-data arrives; one from another local user (nobody) is refused by the bus; Hermod still receives', async () => {
+    const WWW_DATA = { uid: 33, gid: 33 };
+    const NOBODY = { uid: 65534, gid: 65534 };
+    const text = (title: string): string => article('policy', title.length).xml.replace(/<title>[^<]*<\/title>/, `<title>${title}</title>`);
+    await bus.emitAs(WWW_DATA, '/org/midgardproject/mgdschema/midgard_article/update', text('from Midgard'));
+    await bus.emitAs(NOBODY, '/org/midgardproject/mgdschema/midgard_article/update', text('forged by another user'));
+    await bus.emitAs(WWW_DATA, '/org/midgardproject/mgdschema/midgard_article/create', text('from Midgard, later'));
+    await eventually(() => handled.length >= 2, 'the two signals of www-data', 10_000);
+    // Give a refused signal time to show up if the bus had let it through (it would be in order, between the two).
+    await new Promise((r) => setTimeout(r, 300));
+    const titles = handled.map((s) => /<title>([^<]*)<\/title>/.exec(s.text)?.[1]);
+    assert.deepEqual(titles, ['from Midgard', 'from Midgard, later']);
   });
 });
