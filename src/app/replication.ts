@@ -18,6 +18,8 @@ import { SubscriptionClaims } from '../replication/subscription-claims.ts';
 import { NS } from '../xmpp/ns.ts';
 import type { MessageHandler } from '../xmpp/router.ts';
 import type { ComponentCredentials, Core } from './core.ts';
+import { CLOSE_WAIT_MS } from '../component/journal.ts';
+import { PublishGate } from './publish-gate.ts';
 import type { StopStack } from './stop-stack.ts';
 import { COUCH_REQUEST_TIMEOUT_MS, couchUnreachable, describeCouchFailure } from '../store/couch-answers.ts';
 import { StartAborted, untilReachable } from './wait-for.ts';
@@ -88,13 +90,14 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
   // Requests over the wire wait for the journal before their reply (component.ts); so do these.
   // And a source must not outrun the server: each call also waits while more than
   // REPLICATION_BACKLOG_CHARS of notifications wait unwritten in the outbox (Outbox.whenBelow).
+  // A stop bounds both waits (src/app/publish-gate.ts).
   const s = core.service;
+  const gate = new PublishGate(core.journal, core.outbox, { backlogChars: REPLICATION_BACKLOG_CHARS, backlogWaitMs: BACKLOG_WAIT_MS, stopWaitMs: CLOSE_WAIT_MS });
   const durably =
     <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
     async (...args: A): Promise<R> => {
       const result = await call(...args);
-      await core.journal.durable();
-      await core.outbox.whenBelow(REPLICATION_BACKLOG_CHARS, BACKLOG_WAIT_MS);
+      await gate.passed();
       return result;
     };
   const service: ReplicationService = {
@@ -182,6 +185,9 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
       // answered) go on.
       const ownServer = parentDomain(componentJid);
       stack.push('requests to partners', () => iq.cancelAll((to) => to !== ownServer && !to.endsWith(`@${ownServer}`)));
+      // Also before: a publish held while the server is down, or waiting for a journal whose
+      // store refuses writes, must not hold the sources' stop (PublishGate).
+      stack.push('publishes held for the server or the store', () => gate.stop());
     },
   };
   return built;

@@ -27,10 +27,11 @@
 // kill -9 may repeat, to a subscriber, the notifications of about one barrier round trip; it
 // loses none.
 // Back-pressure: `unwritten` counts the characters queued and not yet written; a producer that
-// can outrun the server (replication publishing a large database while the server reads slowly)
-// waits with `whenBelow` before it produces more, so the queue stays small instead of growing
-// toward `limit`, where the oldest unsent notifications would be dropped. Fan-out caused by
-// requests over the wire is not held back (a publish is answered once it is durable).
+// can outrun the server (replication publishing a large database while the server reads slowly,
+// or while it is down) waits with `whenBelow` before it produces more, so the queue stays small
+// instead of growing toward `limit`, where the oldest unsent notifications would be dropped.
+// Fan-out caused by requests over the wire is not held back (a publish is answered once it is
+// durable; and there are no requests while disconnected).
 
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
@@ -88,6 +89,14 @@ export interface OutboxOptions {
   onRewound?: () => void;
 }
 
+/** A producer held by whenBelow: its bound, its longest wait while connected, its timer (none while disconnected). */
+interface BelowWaiter {
+  chars: number;
+  maxWaitMs: number;
+  resolve: () => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
 const BARRIER_PREFIX = 'hermod-barrier-';
 /** No durable tag (tagSeq value). */
 const NONE = -1;
@@ -123,7 +132,9 @@ export class Outbox {
   /** Characters of the stanzas queued and not yet written (positions head .. end). */
   private unwrittenChars = 0;
   /** Producers waiting for `unwrittenChars` to fall to their bound (whenBelow). */
-  private belowWaiters: Array<{ chars: number; resolve: () => void; timer: NodeJS.Timeout }> = [];
+  private belowWaiters: BelowWaiter[] = [];
+  /** Set by releaseProducers(): whenBelow holds no one any more. */
+  private producersReleased = false;
   private readonly limit: number;
   private readonly chunkBytes: number;
   private readonly log: Logger;
@@ -176,29 +187,49 @@ export class Outbox {
 
   /**
    * Back-pressure for a producer that can outrun the server: resolves once at most `chars`
-   * characters wait unwritten, at once while no socket is attached (what is queued then waits for
-   * the next connection, and the journal holds it), when the socket goes, and after `maxWaitMs`
-   * in any case (a stalled server must not hold a stopping producer: it then goes on, one batch
-   * per wait). Never rejects.
+   * characters wait unwritten. While connected, also after `maxWaitMs` (a stalled server slows
+   * the producer to one batch per wait, never stops it). While no socket is attached it waits
+   * for the connection, however long: otherwise a producer (replication publishing a database
+   * while the server is down) would fill the outbox up to `limit`, where the oldest durable
+   * notifications are dropped for good (journal.dropped); held back, it loses nothing, since a
+   * source advances its checkpoint only past what it published. At once after
+   * releaseProducers() (a stop). Never rejects.
    */
   whenBelow(chars: number, maxWaitMs: number): Promise<void> {
-    if (this.unwrittenChars <= chars || !this.socket) return Promise.resolve();
+    if (this.unwrittenChars <= chars || this.producersReleased) return Promise.resolve();
     return new Promise((resolve) => {
-      const waiter = {
+      const waiter: BelowWaiter = {
         chars,
+        maxWaitMs,
         resolve: (): void => {
           clearTimeout(waiter.timer);
           this.belowWaiters = this.belowWaiters.filter((w) => w !== waiter);
           resolve();
         },
-        timer: setTimeout(() => waiter.resolve(), maxWaitMs),
+        timer: undefined,
       };
-      waiter.timer.unref();
+      if (this.socket) this.armBelow(waiter);
       this.belowWaiters.push(waiter);
     });
   }
 
-  /** Wakes the producers whose bound is met (or all, with `all`: the socket went). */
+  /** Starts a waiter's longest wait (while connected only). */
+  private armBelow(waiter: BelowWaiter): void {
+    clearTimeout(waiter.timer);
+    waiter.timer = setTimeout(() => waiter.resolve(), waiter.maxWaitMs);
+    waiter.timer.unref();
+  }
+
+  /**
+   * Lets every producer held by whenBelow go on, and later calls return at once: Hermod is
+   * stopping, and a source waiting for a server that is down must not hold the stop.
+   */
+  releaseProducers(): void {
+    this.producersReleased = true;
+    this.wakeBelow(true);
+  }
+
+  /** Wakes the producers whose bound is met (or all, with `all`). */
   private wakeBelow(all = false): void {
     if (this.belowWaiters.length === 0) return;
     for (const waiter of [...this.belowWaiters]) if (all || this.unwrittenChars <= waiter.chars) waiter.resolve();
@@ -208,6 +239,7 @@ export class Outbox {
   attach(socket: OutboxSocket): void {
     this.socket = socket;
     this.waitingDrain = false;
+    for (const waiter of this.belowWaiters) this.armBelow(waiter);
     this.schedule();
   }
 
@@ -238,7 +270,9 @@ export class Outbox {
       for (let i = from; i < from + keep.length; i++) this.unwrittenChars += (this.queue[i] as string).length;
       this.head = this.confirmed;
     }
-    this.wakeBelow(true);
+    // Producers stay held (whenBelow) until the next connection; their longest wait starts then.
+    for (const waiter of this.belowWaiters) clearTimeout(waiter.timer);
+    this.wakeBelow();
     this.resolveDrained();
   }
 

@@ -368,9 +368,11 @@ describe('a kill -9 of Hermod: what is delivered again', () => {
 /** A socket whose kernel buffer is full: every write pushes back until the test lets it drain. */
 class SlowSocket implements OutboxSocket {
   written = 0;
+  readonly chunks: string[] = [];
   private listeners: Array<{ event: 'drain' | 'close'; listener: () => void }> = [];
   write(chunk: string): boolean {
     this.written += chunk.length;
+    this.chunks.push(chunk);
     return false;
   }
   once(event: 'drain' | 'close', listener: () => void): unknown {
@@ -388,7 +390,7 @@ class SlowSocket implements OutboxSocket {
 }
 
 describe('outbox back-pressure', () => {
-  it('a producer waiting with whenBelow goes on once the unwritten characters fell to its bound; at once without a socket, when the socket goes, and after its longest wait', async () => {
+  it('a producer waiting with whenBelow goes on once the unwritten characters fell to its bound; while disconnected it is held until the next connection; after its longest wait while connected', async () => {
     const outbox = new Outbox({ log: silentLogger, chunkBytes: 100 });
     const socket = new SlowSocket();
     outbox.attach(socket);
@@ -408,18 +410,56 @@ describe('outbox back-pressure', () => {
     assert.equal(outbox.unwritten, 300, 'resumed as the bound was reached, not before');
     assert.equal(socket.written, 700);
 
-    // The socket goes: what waits is for the next connection; producers are not held.
-    const held = outbox.whenBelow(0, 60_000);
+    // The socket goes: what waits is for the next connection, and so are the producers, however
+    // long (their longest wait counts only while connected).
+    let heldDone = false;
+    const held = outbox.whenBelow(0, 20).then(() => (heldDone = true));
     outbox.detach();
-    await held;
-    await outbox.whenBelow(0, 60_000); // no socket: at once
-    // A stalled server: the wait ends after maxWaitMs anyway.
-    outbox.attach(new SlowSocket());
-    await tick();
-    assert.ok(outbox.unwritten > 0);
+    let laterDone = false;
+    const later = outbox.whenBelow(0, 20).then(() => (laterDone = true));
+    await new Promise((r) => setTimeout(r, 60));
+    assert.deepEqual([heldDone, laterDone], [false, false], 'held while disconnected, past maxWaitMs');
+    // A stalled server: once connected, the wait ends after maxWaitMs anyway.
     const alive = setTimeout(() => {}, 5_000); // the wait's own timer is unref'd; a real socket keeps the process up
+    outbox.attach(new SlowSocket());
+    await Promise.all([held, later]);
+    assert.ok(outbox.unwritten > 0);
     await outbox.whenBelow(0, 20);
     clearTimeout(alive);
+    // A stop releases whoever waits, and holds no one after.
+    outbox.detach();
+    const stopping = outbox.whenBelow(0, 60_000);
+    outbox.releaseProducers();
+    await stopping;
+    await outbox.whenBelow(0, 60_000);
+  });
+
+  it('a producer publishing while the server is down is held at its bound: nothing is dropped past the limit, all of it is written in order on connection', async () => {
+    const dropped: number[] = [];
+    const outbox = new Outbox({ log: silentLogger, limit: 10, onDropped: (tags) => dropped.push(...tags.map((t) => t.seq)) });
+    let published = 0;
+    const producer = (async () => {
+      for (let seq = 0; seq < 20; seq++) {
+        outbox.push([`<message id='n${seq}'/>`], { seq, firstIndex: 0 });
+        published++;
+        await outbox.whenBelow(0, 1_000);
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(published, 1, 'held after its first publish: the server is down');
+    assert.equal(outbox.dropped, 0);
+    const socket = new SlowSocket();
+    outbox.attach(socket);
+    for (let i = 0; i < 400 && published < 20; i++) {
+      socket.drain();
+      await tick();
+    }
+    socket.drain();
+    assert.equal(published, 20, 'all published once the server took them');
+    await producer;
+    assert.equal(outbox.dropped, 0);
+    assert.deepEqual(dropped, []);
+    assert.equal(socket.chunks.join(''), Array.from({ length: 20 }, (_, seq) => `<message id='n${seq}'/>`).join(''));
   });
 });
 

@@ -1,0 +1,77 @@
+// What replication's publishes wait for (src/app/publish-gate.ts), with a real notification
+// journal and outbox: a store that refuses the journal's writes, or a server that is down, must
+// not hold Hermod's stop; a stop lets held publishes go on, and ends waits for the journal after
+// its bound with an error (the source then does not record the batch: published again at start).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
+import { Outbox } from '../../src/component/outbox.ts';
+import { JournalNotDurable, PublishGate } from '../../src/app/publish-gate.ts';
+import { silentLogger } from '../../src/log.ts';
+import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
+import { MemoryStore } from '../../src/store/memory.ts';
+import type { StateSpace } from '../../src/store/store.ts';
+
+const event = (id: string): ServiceEvent => ({ kind: 'items', node: 'n', item: { id, payload: `<p xmlns="urn:x">${id}</p>`, publisher: 'a@x', published: 1 }, withPayload: true });
+const recipients = (n: number): Recipient[] => Array.from({ length: n }, (_, i) => ({ jid: `s${i}@x`, subid: `sub${i}` }));
+
+/** A state space whose batches fail while `down.value` (the store refusing writes). */
+function switchable(space: StateSpace, down: { value: boolean }): StateSpace {
+  return new Proxy(space, {
+    get(target, prop, receiver) {
+      if (prop === 'batch') return (ops: Parameters<StateSpace['batch']>[0]) => (down.value ? Promise.reject(new Error('store down')) : target.batch(ops));
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+describe('publish gate: what a replication publish waits for, bounded by a stop', () => {
+  it('a wait for a journal whose store refuses writes ends stopWaitMs after the stop, with an error; the journal still closes', async () => {
+    const store = new MemoryStore();
+    await store.open();
+    const down = { value: false };
+    const { journal } = await NotificationJournal.open(switchable(store.state(JOURNAL_SPACE), down), 'm1', silentLogger);
+    const outbox = new Outbox({ log: silentLogger });
+    const gate = new PublishGate(journal, outbox, { backlogChars: 1024, backlogWaitMs: 1_000, stopWaitMs: 100 });
+    journal.append(event('a'), recipients(1));
+    await gate.passed(); // the store takes it: at once
+    down.value = true;
+    journal.append(event('b'), recipients(1));
+    let outcome: unknown = 'waiting';
+    const waiting = gate.passed().then(
+      () => 'passed',
+      (err: unknown) => err,
+    );
+    void waiting.then((o) => (outcome = o));
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(outcome, 'waiting', 'before a stop it waits for the store, however long');
+    const stoppedAt = Date.now();
+    gate.stop();
+    const result = await waiting;
+    assert.ok(result instanceof JournalNotDurable, String(result));
+    assert.match(String(result), /published again at the next start/);
+    assert.ok(Date.now() - stoppedAt >= 90, 'the journal had its bound to take the writes');
+    await assert.rejects(gate.passed(), JournalNotDurable, 'later waits end at once');
+    await journal.close(100);
+    await store.close();
+  });
+
+  it('a publish held while the server is down goes on when Hermod stops; before, it stays held', async () => {
+    const store = new MemoryStore();
+    await store.open();
+    const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'm1', silentLogger);
+    const outbox = new Outbox({ log: silentLogger }); // never attached: the server is down
+    const gate = new PublishGate(journal, outbox, { backlogChars: 10, backlogWaitMs: 20, stopWaitMs: 5_000 });
+    outbox.push(['<message id="x">more than ten characters</message>']);
+    let passed = false;
+    const waiting = gate.passed().then(() => (passed = true));
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(passed, false, 'held past backlogWaitMs: nothing is connected');
+    gate.stop();
+    await waiting;
+    assert.equal(outbox.dropped, 0);
+    await journal.close();
+    await store.close();
+  });
+});
