@@ -4,6 +4,7 @@
 
 import type { Element } from 'ltx';
 import type { ConnectionState } from '../component/connection.ts';
+import { CLOSE_WAIT_MS } from '../component/journal.ts';
 import type { HermodConfig } from '../config/config.ts';
 import { ConfigError, parentDomain } from '../config/config.ts';
 import type { Logger } from '../log.ts';
@@ -44,6 +45,13 @@ export interface Wire {
   handleStanza(stanza: Element): Promise<Element | undefined>;
   /** The connection's state changed (presence, privileges, metrics follow it). */
   stateChanged(state: ConnectionState): void;
+  /**
+   * Hermod is stopping: takes no further requests (Router.close) and resolves once every stanza
+   * under way has been handled and its reply handed to the connection — including the wait for
+   * the journal to hold the notifications a request caused (at most CLOSE_WAIT_MS of it: a store
+   * that refuses writes must not hold the stop; the journal's close then says what was lost).
+   */
+  idle(): Promise<void>;
 }
 
 /** The router of requests and messages that a core serves (no connection: the wire harness uses it too). */
@@ -147,24 +155,43 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     log.info('metrics served', { url: `http://${host}:${port}/metrics` });
   }
 
+  // Stanzas under way, from their arrival until their reply is handed back (for idle()).
+  const handling = new Set<Promise<unknown>>();
+  const handle = async (stanza: Element): Promise<Element | undefined> => {
+    metrics.received(stanza);
+    const refused = refusalReply(stanza); // too deep or too large for the stream parser's bounds
+    if (refused) {
+      log.warn('stanza refused by the stream parser', { from: stanza.attrs.from, name: stanza.name, reason: refused.reason });
+      return refused.reply;
+    }
+    if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
+    const recorded = core.journal.recorded;
+    const reply = await router.handle(stanza);
+    // Notifications the request caused are in the journal before it is answered (one batch for
+    // everything recorded meanwhile: src/component/journal.ts).
+    if (reply && core.journal.recorded !== recorded) await core.journal.durable();
+    if (reply) metrics.replied(reply);
+    return reply;
+  };
   return {
     router,
     status,
-    handleStanza: async (stanza) => {
-      metrics.received(stanza);
-      const refused = refusalReply(stanza); // too deep or too large for the stream parser's bounds
-      if (refused) {
-        log.warn('stanza refused by the stream parser', { from: stanza.attrs.from, name: stanza.name, reason: refused.reason });
-        return refused.reply;
-      }
-      if (stanza.attrs.type !== 'error') bounces.heard(stanza.attrs.from as string | undefined);
-      const recorded = core.journal.recorded;
-      const reply = await router.handle(stanza);
-      // Notifications the request caused are in the journal before it is answered (one batch for
-      // everything recorded meanwhile: src/component/journal.ts).
-      if (reply && core.journal.recorded !== recorded) await core.journal.durable();
-      if (reply) metrics.replied(reply);
-      return reply;
+    handleStanza: (stanza) => {
+      const under = handle(stanza);
+      handling.add(under);
+      const done = (): void => void handling.delete(under);
+      under.then(done, done);
+      return under;
+    },
+    idle: async () => {
+      router.close();
+      await router.idle();
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
+      // Reactions run in the order they were added: the connection's own (which sends the reply)
+      // came first, so each reply is on its way once this wait sees its stanza done.
+      await Promise.race([Promise.allSettled([...handling]), bound]);
+      clearTimeout(timer);
     },
     stateChanged: (state) => {
       if (state === 'online') presence.online();
@@ -190,6 +217,6 @@ export function startConnection(stack: StopStack, core: Core, wire: Wire): Promi
   stack.push('component connection', () => connection.stop());
   // What digest windows hold goes out with the stream's last flush (else it waits in the journal).
   stack.push('notification digests', () => core.notifications.flushDigests());
-  stack.push('requests under way', () => wire.router.idle());
+  stack.push('requests under way', () => wire.idle());
   return connection.start({ onStanza: (stanza) => wire.handleStanza(stanza), onStateChange: (state) => wire.stateChanged(state) });
 }

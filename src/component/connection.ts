@@ -183,6 +183,9 @@ export class ComponentConnection {
       clearTimeout(timer);
       this.outbox.settle(); // the server stays up: what it routed is delivered
       if (this.outbox.pending > 0) this.options.log.warn('stopping with notifications unsent', { pending: this.outbox.pending });
+      // Nothing more is written once the stream is being closed (RFC 6120 §4.4: no stanza after
+      // the closing tag); what is pushed from now on waits in the journal.
+      this.outbox.detach();
       try {
         await entity.stop();
       } catch (err) {

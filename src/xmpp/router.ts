@@ -57,6 +57,8 @@ export class Router {
   private requests = 0;
   private readonly requestsBySender = new Map<string, number>();
   private refusedBusy = 0;
+  /** Set by close(): requests are refused (Hermod stopping). */
+  private closed = false;
   /** Refusals since a request was last accepted (one warning per burst, not one per request). */
   private refusedInBurst = 0;
 
@@ -78,6 +80,15 @@ export class Router {
   /** Requests answered resource-constraint because too many were under way (since start). */
   get refusedBusyCount(): number {
     return this.refusedBusy;
+  }
+
+  /**
+   * Takes no further requests: from now on an iq get/set is answered `resource-constraint`
+   * (type wait: try again later) at once, as when too many are under way; Hermod is stopping.
+   * Messages, presence and answers to our own requests are still handled.
+   */
+  close(): void {
+    this.closed = true;
   }
 
   /** Resolves when every request under way has been answered. */
@@ -127,6 +138,7 @@ export class Router {
     if (parseJid(to)?.local) return reply(SERVICE_UNAVAILABLE);
     const handler = this.options.routes.get(routeKey(type, child.getNS() ?? '', child.name));
     if (!handler) return reply(SERVICE_UNAVAILABLE);
+    if (this.closed) return reply(BUSY, 'the service is stopping; try again later');
     const sender = bareJid(from);
     const bySender = this.requestsBySender.get(sender) ?? 0;
     if (this.requests >= (this.options.maxRequests ?? MAX_REQUESTS) || bySender >= (this.options.maxRequestsPerSender ?? MAX_REQUESTS_PER_SENDER)) {
