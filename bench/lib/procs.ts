@@ -37,7 +37,10 @@ export function startBenchHermod(o: HermodProcessOptions): Promise<HermodProcess
   // HERMOD_BENCH_NODE_ARGS: Node/V8 options for every Hermod (space-separated, e.g.
   // "--max-semi-space-size=8"), for an A/B run of runtime flags within one commit.
   const nodeArgs = (process.env.HERMOD_BENCH_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
-  return startHermodProcess({ logLevel: 'info', timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, ...(nodeArgs.length > 0 ? { nodeArgs } : {}), extra: { limits: { publishRate: false }, ...o.extra, ...ajatus } });
+  // HERMOD_BENCH_LOG_LEVEL: every Hermod's log level (default info), e.g. `debug` to trace a
+  // document's way by its log lines' times (debug costs time of its own).
+  const logLevel = process.env.HERMOD_BENCH_LOG_LEVEL ?? 'info';
+  return startHermodProcess({ logLevel, timeoutMs: 30_000, stopTimeoutMs: STOP_TIMEOUT_MS, ...o, ...(nodeArgs.length > 0 ? { nodeArgs } : {}), extra: { limits: { publishRate: false }, ...o.extra, ...ajatus } });
 }
 
 /** Starts a TypeScript script of the benchmark as a process; resolves on its first stdout JSON line. */
