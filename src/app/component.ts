@@ -48,7 +48,7 @@ export interface Wire {
   /**
    * Hermod is stopping: takes no further requests (Router.close) and resolves once every stanza
    * under way has been handled and its reply handed to the connection — including the wait for
-   * the journal to hold the notifications a request caused (at most CLOSE_WAIT_MS of it: a store
+   * the journal to hold the notifications a request caused — or after CLOSE_WAIT_MS (a store
    * that refuses writes must not hold the stop; the journal's close then says what was lost).
    */
   idle(): Promise<void>;
@@ -185,11 +185,11 @@ export async function buildWire(stack: StopStack, core: Core, options: Component
     },
     idle: async () => {
       router.close();
-      await router.idle();
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
-      // Reactions run in the order they were added: the connection's own (which sends the reply)
-      // came first, so each reply is on its way once this wait sees its stanza done.
+      // Every stanza's handling includes its dispatch. Reactions run in the order they were
+      // added: the connection's own (which sends the reply) came first, so each reply is on its
+      // way once this wait sees its stanza done.
       await Promise.race([Promise.allSettled([...handling]), bound]);
       clearTimeout(timer);
     },

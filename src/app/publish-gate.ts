@@ -5,9 +5,13 @@
 // something is down: the journal retries a store that refuses writes for as long as Hermod runs,
 // and the outbox holds producers until the server is back. A stop must not wait on them, or the
 // sources (which wait for their batch) could not stop, and the journal (closed after them) would
-// never give up: so stop() lets held producers go on at once, and makes waits for the journal end
-// after `stopWaitMs` with an error, so the batch is not recorded and is published again at the
-// next start (at least once).
+// never give up. So, once stop() is called:
+// - a wait for the journal ends after `stopWaitMs` with JournalNotDurable (each wait its own
+//   bound, counted from the stop or from its start: a journal that is fine answers at once);
+// - the outbox lets producers go on while connected, and refuses them (ProducerStopped) while
+//   not, so that nothing more piles up behind a server that is down.
+// A batch that ends so is not recorded by its source and is published again at the next start
+// (at least once).
 
 import type { NotificationJournal } from '../component/journal.ts';
 import type { Outbox } from '../component/outbox.ts';
@@ -17,7 +21,7 @@ export interface PublishGateOptions {
   backlogChars: number;
   /** Longest such wait while connected (ms). */
   backlogWaitMs: number;
-  /** How long, once stopping, a wait for the journal may still take (ms). */
+  /** How long, once stopping, one wait for the journal may take (ms). */
   stopWaitMs: number;
 }
 
@@ -30,42 +34,48 @@ export class JournalNotDurable extends Error {
 }
 
 export class PublishGate {
-  /** Waits for the journal under way: rejected with JournalNotDurable once a stop gives up on them. */
+  /** Waits for the journal begun before the stop: ended by the stop's timer. */
   private readonly held = new Set<(err: Error) => void>();
-  private gaveUp = false;
+  private stopping = false;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly journal: Pick<NotificationJournal, 'durable'>,
-    private readonly outbox: Pick<Outbox, 'whenBelow' | 'releaseProducers'>,
+    private readonly outbox: Pick<Outbox, 'whenBelow' | 'stopProducers'>,
     private readonly o: PublishGateOptions,
   ) {}
 
   /**
    * Resolves once what was published so far is in the journal and the outbox's backlog is below
-   * its bound (see the head comment). Rejects with JournalNotDurable after a stop gave up on the
-   * journal, or with the journal's own error when it was closed without the writes.
+   * its bound (see the head comment). Rejects, once stopping, with JournalNotDurable or the
+   * outbox's ProducerStopped; with the journal's own error when it was closed without the writes.
    */
   async passed(): Promise<void> {
-    if (this.gaveUp) throw new JournalNotDurable(this.o.stopWaitMs);
     let giveUp: (err: Error) => void = () => undefined;
     const stopped = new Promise<never>((_, reject) => (giveUp = reject));
-    this.held.add(giveUp);
+    let own: NodeJS.Timeout | undefined;
+    if (this.stopping) {
+      own = setTimeout(() => giveUp(new JournalNotDurable(this.o.stopWaitMs)), this.o.stopWaitMs);
+      own.unref();
+    } else this.held.add(giveUp);
     try {
       await Promise.race([this.journal.durable(), stopped]);
     } finally {
       this.held.delete(giveUp);
+      clearTimeout(own);
     }
     await this.outbox.whenBelow(this.o.backlogChars, this.o.backlogWaitMs);
   }
 
-  /** Hermod is stopping: held producers go on now; waits for the journal end after stopWaitMs. */
+  /** Hermod is stopping (see the head comment). Idempotent. */
   stop(): void {
-    this.outbox.releaseProducers();
-    if (this.timer) return;
+    if (this.stopping) return;
+    this.stopping = true;
+    this.outbox.stopProducers();
+    const held = [...this.held];
+    this.held.clear();
     this.timer = setTimeout(() => {
-      this.gaveUp = true;
-      for (const giveUp of [...this.held]) giveUp(new JournalNotDurable(this.o.stopWaitMs));
+      for (const giveUp of held) giveUp(new JournalNotDurable(this.o.stopWaitMs));
     }, this.o.stopWaitMs);
     this.timer.unref();
   }

@@ -175,7 +175,13 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
       if (replications.length > 0) stack.push('transforms', () => transforms.stop());
       for (const replication of replications) {
         // Pushed first: a source that fails half way through its start is closed too.
-        stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => replication.stop());
+        // The gate first: a publish held by a server that is down, or by a journal whose store
+        // refuses writes, must not hold the source's stop (PublishGate); also when a later
+        // replication fails to start and the stack unwinds from there.
+        stack.push(replication === ajatus ? 'Ajatus replication' : 'Midgard replication', () => {
+          gate.stop();
+          return replication.stop();
+        });
         await replication.start(online);
       }
       if (replications.length > 0) transforms.start(); // quarantine retries and stylesheet changes
@@ -185,8 +191,7 @@ export async function buildReplication(stack: StopStack, core: Core, options: Re
       // answered) go on.
       const ownServer = parentDomain(componentJid);
       stack.push('requests to partners', () => iq.cancelAll((to) => to !== ownServer && !to.endsWith(`@${ownServer}`)));
-      // Also before: a publish held while the server is down, or waiting for a journal whose
-      // store refuses writes, must not hold the sources' stop (PublishGate).
+      // Before every replication stops, not only the first unwound: all sources stop together.
       stack.push('publishes held for the server or the store', () => gate.stop());
     },
   };

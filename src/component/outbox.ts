@@ -94,7 +94,16 @@ interface BelowWaiter {
   chars: number;
   maxWaitMs: number;
   resolve: () => void;
+  reject: (err: Error) => void;
   timer: NodeJS.Timeout | undefined;
+}
+
+/** whenBelow during a stop while the server is not connected: the producer is to publish nothing more. */
+export class ProducerStopped extends Error {
+  constructor() {
+    super('stopping while the XMPP server is not connected: nothing more is published (the batch is not recorded, and is published again at the next start)');
+    this.name = 'ProducerStopped';
+  }
 }
 
 const BARRIER_PREFIX = 'hermod-barrier-';
@@ -133,8 +142,8 @@ export class Outbox {
   private unwrittenChars = 0;
   /** Producers waiting for `unwrittenChars` to fall to their bound (whenBelow). */
   private belowWaiters: BelowWaiter[] = [];
-  /** Set by releaseProducers(): whenBelow holds no one any more. */
-  private producersReleased = false;
+  /** Set by stopProducers(): whenBelow holds no one any more. */
+  private producersStopped = false;
   private readonly limit: number;
   private readonly chunkBytes: number;
   private readonly log: Logger;
@@ -192,12 +201,13 @@ export class Outbox {
    * for the connection, however long: otherwise a producer (replication publishing a database
    * while the server is down) would fill the outbox up to `limit`, where the oldest durable
    * notifications are dropped for good (journal.dropped); held back, it loses nothing, since a
-   * source advances its checkpoint only past what it published. At once after
-   * releaseProducers() (a stop). Never rejects.
+   * source advances its checkpoint only past what it published. After stopProducers() (a
+   * stop): at once while connected, else rejects with ProducerStopped.
    */
   whenBelow(chars: number, maxWaitMs: number): Promise<void> {
-    if (this.unwrittenChars <= chars || this.producersReleased) return Promise.resolve();
-    return new Promise((resolve) => {
+    if (this.unwrittenChars <= chars) return Promise.resolve();
+    if (this.producersStopped) return this.socket ? Promise.resolve() : Promise.reject(new ProducerStopped());
+    return new Promise((resolve, reject) => {
       const waiter: BelowWaiter = {
         chars,
         maxWaitMs,
@@ -205,6 +215,11 @@ export class Outbox {
           clearTimeout(waiter.timer);
           this.belowWaiters = this.belowWaiters.filter((w) => w !== waiter);
           resolve();
+        },
+        reject: (err: Error): void => {
+          clearTimeout(waiter.timer);
+          this.belowWaiters = this.belowWaiters.filter((w) => w !== waiter);
+          reject(err);
         },
         timer: undefined,
       };
@@ -221,12 +236,18 @@ export class Outbox {
   }
 
   /**
-   * Lets every producer held by whenBelow go on, and later calls return at once: Hermod is
-   * stopping, and a source waiting for a server that is down must not hold the stop.
+   * Hermod is stopping, and a source held by whenBelow must not hold the stop. While connected,
+   * producers go on (what they push is being written); while not, they get ProducerStopped, now
+   * and on every later call that would wait: they publish nothing more (their source records
+   * nothing of the batch, which is published again at the next start), so the outbox is not
+   * filled past its limit on the way out.
    */
-  releaseProducers(): void {
-    this.producersReleased = true;
-    this.wakeBelow(true);
+  stopProducers(): void {
+    this.producersStopped = true;
+    for (const waiter of [...this.belowWaiters]) {
+      if (this.socket) waiter.resolve();
+      else waiter.reject(new ProducerStopped());
+    }
   }
 
   /** Wakes the producers whose bound is met (or all, with `all`). */

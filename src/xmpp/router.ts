@@ -68,7 +68,9 @@ export class Router {
   handle(stanza: Element): Promise<Element | undefined> {
     const task = this.dispatch(stanza);
     this.inFlight.add(task);
-    void task.finally(() => this.inFlight.delete(task));
+    // Not task.finally(): its promise would reject with a message handler's error, unhandled.
+    const done = (): void => void this.inFlight.delete(task);
+    task.then(done, done);
     return task;
   }
 

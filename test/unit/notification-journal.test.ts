@@ -11,7 +11,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Element } from 'ltx';
 import { JOURNAL_FILE, JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
-import { Outbox, type DurableTag, type OutboxSocket } from '../../src/component/outbox.ts';
+import { Outbox, ProducerStopped, type DurableTag, type OutboxSocket } from '../../src/component/outbox.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { LevelStore } from '../../src/store/level.ts';
@@ -426,11 +426,14 @@ describe('outbox back-pressure', () => {
     assert.ok(outbox.unwritten > 0);
     await outbox.whenBelow(0, 20);
     clearTimeout(alive);
-    // A stop releases whoever waits, and holds no one after.
+    // A stop while disconnected: whoever waits, and whoever would wait later, is refused (it is
+    // to publish nothing more); once connected again, producers go on at once.
     outbox.detach();
     const stopping = outbox.whenBelow(0, 60_000);
-    outbox.releaseProducers();
-    await stopping;
+    outbox.stopProducers();
+    await assert.rejects(stopping, ProducerStopped);
+    await assert.rejects(outbox.whenBelow(0, 60_000), ProducerStopped);
+    outbox.attach(new SlowSocket());
     await outbox.whenBelow(0, 60_000);
   });
 

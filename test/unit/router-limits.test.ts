@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse, type Element } from 'ltx';
 import { routeKey } from '../../src/xmpp/request.ts';
-import { Router } from '../../src/xmpp/router.ts';
+import { Router, type MessageHandler } from '../../src/xmpp/router.ts';
 import { captureLog } from './capture-log.ts';
 
 const SVC = 'pubsub.example.org';
@@ -57,5 +57,26 @@ describe('requests under way are bounded', () => {
       [2],
     );
     await router.idle();
+  });
+
+  it('a message handler that rejects: the caller gets the rejection, and no other promise rejects unhandled', async () => {
+    const unhandled: unknown[] = [];
+    const seen = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', seen);
+    try {
+      const router = new Router({
+        jid: SVC,
+        log: captureLog(),
+        routes: new Map(),
+        messages: new Map<string, MessageHandler>([['urn:example:event', () => Promise.reject(new Error('every replication failed'))]]),
+      });
+      const handled = router.handle(parse(`<message id='m1' from='c@example.org/x' to='${SVC}'><event xmlns='urn:example:event'/></message>`) as Element);
+      await assert.rejects(handled, /every replication failed/);
+      await new Promise((r) => setTimeout(r, 20));
+      await router.idle();
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', seen);
+    }
   });
 });
