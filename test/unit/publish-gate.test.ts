@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { JOURNAL_SPACE, NotificationJournal } from '../../src/component/journal.ts';
 import { Outbox, ProducerStopped } from '../../src/component/outbox.ts';
-import { JournalNotDurable, PublishGate } from '../../src/app/publish-gate.ts';
+import { JournalNotDurable, PublishGate, type PublishGateOptions } from '../../src/app/publish-gate.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { Recipient, ServiceEvent } from '../../src/pubsub/types.ts';
 import { MemoryStore } from '../../src/store/memory.ts';
@@ -24,6 +24,24 @@ function switchable(space: StateSpace, down: { value: boolean }): StateSpace {
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
+}
+
+/** A gate on a real journal (memory store, healthy) and an outbox with `limit`, never attached (the server down). */
+async function gateOn(limit: number | undefined, options: PublishGateOptions): Promise<{ journal: NotificationJournal; outbox: Outbox; gate: PublishGate; close(): Promise<void> }> {
+  const store = new MemoryStore();
+  await store.open();
+  const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'm1', silentLogger);
+  const outbox = new Outbox({ log: silentLogger, ...(limit === undefined ? {} : { limit }) });
+  const gate = new PublishGate(journal, outbox, options);
+  return {
+    journal,
+    outbox,
+    gate,
+    close: async () => {
+      await journal.close();
+      await store.close();
+    },
+  };
 }
 
 describe('publish gate: what a replication publish waits for, bounded by a stop', () => {
@@ -67,25 +85,16 @@ describe('publish gate: what a replication publish waits for, bounded by a stop'
   });
 
   it('a wait during the stop with a journal that is fine passes, however long after the stop', async () => {
-    const store = new MemoryStore();
-    await store.open();
-    const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'm1', silentLogger);
-    const outbox = new Outbox({ log: silentLogger });
-    const gate = new PublishGate(journal, outbox, { backlogChars: 1024, backlogWaitMs: 1_000, stopWaitMs: 50 });
+    const { journal, outbox, gate, close } = await gateOn(undefined, { backlogChars: 1024, backlogWaitMs: 1_000, stopWaitMs: 50 }); // the outbox never attached: the server down
     gate.stop();
     await new Promise((r) => setTimeout(r, 80));
     journal.append(event('late'), recipients(1));
     await gate.passed();
-    await journal.close();
-    await store.close();
+    await close();
   });
 
   it('a publish held while the server is down is refused when Hermod stops (published again at the next start); before, it stays held', async () => {
-    const store = new MemoryStore();
-    await store.open();
-    const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'm1', silentLogger);
-    const outbox = new Outbox({ log: silentLogger }); // never attached: the server is down
-    const gate = new PublishGate(journal, outbox, { backlogChars: 10, backlogWaitMs: 20, stopWaitMs: 5_000 });
+    const { journal, outbox, gate, close } = await gateOn(undefined, { backlogChars: 10, backlogWaitMs: 20, stopWaitMs: 5_000 }); // the outbox never attached: the server down
     outbox.push(['<message id="x">more than ten characters</message>']);
     let settled = false;
     const waiting = gate.passed().finally(() => (settled = true));
@@ -94,16 +103,11 @@ describe('publish gate: what a replication publish waits for, bounded by a stop'
     gate.stop();
     await assert.rejects(waiting, ProducerStopped);
     assert.equal(outbox.dropped, 0);
-    await journal.close();
-    await store.close();
+    await close();
   });
 
   it('after a stop with the server down, a producer publishes nothing more: the outbox drops nothing', async () => {
-    const store = new MemoryStore();
-    await store.open();
-    const { journal } = await NotificationJournal.open(store.state(JOURNAL_SPACE), 'm1', silentLogger);
-    const outbox = new Outbox({ log: silentLogger, limit: 10 }); // never attached
-    const gate = new PublishGate(journal, outbox, { backlogChars: 0, backlogWaitMs: 20, stopWaitMs: 1_000 });
+    const { journal, outbox, gate, close } = await gateOn(10, { backlogChars: 0, backlogWaitMs: 20, stopWaitMs: 1_000 }); // the outbox never attached: the server down
     gate.stop();
     let published = 0;
     const producer = (async () => {
@@ -116,7 +120,6 @@ describe('publish gate: what a replication publish waits for, bounded by a stop'
     await assert.rejects(producer, ProducerStopped);
     assert.equal(published, 1);
     assert.equal(outbox.dropped, 0);
-    await journal.close();
-    await store.close();
+    await close();
   });
 });
