@@ -26,7 +26,7 @@ import { NotificationRenderer } from '../xmpp/notifications.ts';
 import { PresenceTracker } from '../xmpp/presence.ts';
 import { Privileges } from '../xmpp/privilege.ts';
 import type { StopStack } from './stop-stack.ts';
-import { untilReachable } from './wait-for.ts';
+import { StartAborted, untilReachable } from './wait-for.ts';
 
 export interface ComponentCredentials {
   jid: string;
@@ -141,7 +141,10 @@ export async function buildCore(stack: StopStack, options: CoreOptions): Promise
 
   // Durable fan-out (src/component/notification-queue.ts): the journal records each event before
   // the request is answered; the outbox writes, confirms by barrier and rewinds on reconnect.
-  const { journal, undelivered } = await NotificationJournal.open(journalSpace, cluster.member, log, { legacyDir: config.dataDir });
+  const { journal, undelivered } = await NotificationJournal.open(journalSpace, cluster.member, log, { legacyDir: config.dataDir, ...(options.signal ? { signal: options.signal } : {}) }).catch((err: unknown) => {
+    // SIGTERM while the store refused the journal's opening writes: a clean stop, as in untilReachable.
+    throw options.signal?.aborted ? new StartAborted() : err;
+  });
   stack.push('notification journal', () => journal.close());
   let relay: Relay | undefined;
   const outbox: Outbox = new Outbox({

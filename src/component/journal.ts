@@ -126,16 +126,30 @@ export class NotificationJournal {
   /**
    * Opens `member`'s journal in `space`; resolves to it and the events not yet delivered: its own
    * leftovers and, with `legacyDir`, an older Hermod's outbox.journal there (then renamed
-   * outbox.journal.imported). Rejects with the store's error.
+   * outbox.journal.imported). Rejects with the store's error, or when `signal` aborts while the
+   * store refuses the opening writes (they are retried until then).
    */
-  static async open(space: StateSpace, member: string, log: Logger, options: { legacyDir?: string } = {}): Promise<{ journal: NotificationJournal; undelivered: JournalEvent[] }> {
+  static async open(space: StateSpace, member: string, log: Logger, options: { legacyDir?: string; signal?: AbortSignal } = {}): Promise<{ journal: NotificationJournal; undelivered: JournalEvent[] }> {
     const journal = new NotificationJournal(space, member, log);
-    for await (const [key] of space.range(`e${SEP}${member}${SEP}`)) journal.nextSeq = Math.max(journal.nextSeq, parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16) + 1);
-    const undelivered = await journal.adopt(member);
-    if (options.legacyDir) undelivered.push(...(await journal.importFile(path.join(options.legacyDir, JOURNAL_FILE))));
-    journal.marksDirty = true;
-    await journal.durable();
-    return { journal, undelivered };
+    // A start stopped (SIGTERM) while the store refuses the opening writes gives them up: the
+    // retries would otherwise keep the process alive until SIGKILL. Nothing was lost: what the
+    // journal holds stays in the store for the next start.
+    const giveUp = (): void => {
+      journal.abandoned = true;
+      journal.wake?.();
+    };
+    options.signal?.addEventListener('abort', giveUp, { once: true });
+    try {
+      if (options.signal?.aborted) throw new Error('notification journal: start-up stopped before it opened');
+      for await (const [key] of space.range(`e${SEP}${member}${SEP}`)) journal.nextSeq = Math.max(journal.nextSeq, parseInt(key.slice(key.lastIndexOf(SEP) + 1), 16) + 1);
+      const undelivered = await journal.adopt(member);
+      if (options.legacyDir) undelivered.push(...(await journal.importFile(path.join(options.legacyDir, JOURNAL_FILE))));
+      journal.marksDirty = true;
+      await journal.durable();
+      return { journal, undelivered };
+    } finally {
+      options.signal?.removeEventListener('abort', giveUp);
+    }
   }
 
   /** The members that have a journal in `space` (this one included). */

@@ -122,4 +122,30 @@ describe('publish gate: what a replication publish waits for, bounded by a stop'
     assert.equal(outbox.dropped, 0);
     await close();
   });
+
+  it('a start stopped while the store refuses the journal\'s opening writes ends there (the retries would keep the process alive); what the store held stays', async () => {
+    const store = new MemoryStore();
+    await store.open();
+    const down = { value: false };
+    const space = switchable(store.state(JOURNAL_SPACE), down);
+    const first = await NotificationJournal.open(space, 'm1', silentLogger);
+    first.journal.append(event('kept'), recipients(1));
+    await first.journal.durable();
+    down.value = true; // closing cannot clear it either: it stays undelivered in the store
+    await first.journal.close(50);
+    const abort = new AbortController();
+    const opening = NotificationJournal.open(space, 'm1', silentLogger, { signal: abort.signal });
+    setTimeout(() => abort.abort(), 100);
+    const started = Date.now();
+    let bound: NodeJS.Timeout | undefined;
+    const stillOpening = new Promise<never>((_, reject) => (bound = setTimeout(() => reject(new Error('still opening 5 s after the abort')), 5_000)));
+    await assert.rejects(Promise.race([opening, stillOpening]), /stopped before the store took its writes/);
+    clearTimeout(bound);
+    assert.ok(Date.now() - started < 2_000, 'ended by the abort, not by a retry succeeding');
+    down.value = false;
+    const again = await NotificationJournal.open(space, 'm1', silentLogger);
+    assert.deepEqual(again.undelivered.map((e) => (e.event as { item: { id: string } }).item.id), ['kept']);
+    await again.journal.close();
+    await store.close();
+  });
 });
