@@ -153,7 +153,7 @@ export async function runReplication(p: ReplicationParams, log: (m: string) => v
     return result;
   } finally {
     await env?.stop().catch(() => {});
-    if (!process.env.HERMOD_KEEP_TMP) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    if (process.env.HERMOD_KEEP_TMP !== '1') await rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
 
