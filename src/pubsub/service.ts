@@ -392,9 +392,10 @@ export class PubsubService {
    * Owner changes subscriptions (§8.8.2): state 'none' removes (one subid, or all of the JID),
    * 'subscribed' adds or approves; each JID is told. All or nothing. Errors: `nodeid-required`,
    * `item-not-found`, `forbidden` (owners only), `not-acceptable` (a JID that may not subscribe, another
-   * state, an unknown subid).
+   * state, an unknown subid, more than IDS_PER_REQUEST changes: each is a store write under the node's lock).
    */
   async setSubscriptions(actor: string, nodeId: string | undefined, changes: Array<{ jid: string; subid?: string; state: SubscriptionState }>): Promise<void> {
+    if (changes.length > IDS_PER_REQUEST) fail('not-acceptable', `at most ${IDS_PER_REQUEST} subscriptions per request (${changes.length} named)`);
     await this.guardedAction(actor, nodeId, 'manage-subscriptions', async (state) => {
       const rosters = await this.audience.rostersFor(state);
       for (const change of changes) {
@@ -432,9 +433,10 @@ export class PubsubService {
    * Owner changes affiliations (§8.9.2; JIDs taken bare, 'none' removes), all or nothing. Takes
    * effect at once on subscriptions; each entity whose affiliation changed is told (§8.9.4).
    * Errors: `nodeid-required`, `item-not-found`, `forbidden` (owners only), `not-acceptable` (the
-   * node would be left without an owner).
+   * node would be left without an owner, more than IDS_PER_REQUEST changes).
    */
   async setAffiliations(actor: string, nodeId: string | undefined, changes: Array<{ jid: string; affiliation: Affiliation }>): Promise<void> {
+    if (changes.length > IDS_PER_REQUEST) fail('not-acceptable', `at most ${IDS_PER_REQUEST} affiliations per request (${changes.length} named)`);
     await this.guardedAction(actor, nodeId, 'manage-affiliations', async (state) => {
       const id = state.record.id;
       const after = new Map(state.affiliations);

@@ -61,6 +61,19 @@ describe('node creation policy', () => {
   });
 });
 
+describe('owner changes per request', () => {
+  it('at most 1 000 subscriptions or affiliations in one request (each a store write under the node lock): more is not-acceptable and changes nothing', async () => {
+    await service.create(OWNER, 'w', { accessModel: 'whitelist' });
+    const many = Array.from({ length: 1001 }, (_, i) => `u${i}@b.test`);
+    await rejects(service.setAffiliations(OWNER, 'w', many.map((jid) => ({ jid, affiliation: 'member' as const }))), 'not-acceptable');
+    await rejects(service.setSubscriptions(OWNER, 'w', many.map((jid) => ({ jid, state: 'subscribed' as const }))), 'not-acceptable');
+    assert.deepEqual([...(await service.getAffiliations(OWNER, 'w')).keys()], ['owner@a.test']);
+    assert.deepEqual(await service.getSubscriptions(OWNER, 'w'), []);
+    await service.setAffiliations(OWNER, 'w', many.slice(0, 1000).map((jid) => ({ jid, affiliation: 'member' as const })));
+    assert.equal((await service.getAffiliations(OWNER, 'w')).size, 1001, 'a thousand in one request are taken');
+  });
+});
+
 describe('subscriptions and whitelist', () => {
   it('refuses a non-member on a whitelist node with closed-node, accepts a member', async () => {
     await service.create(OWNER, 'w', { accessModel: 'whitelist' });
