@@ -250,10 +250,10 @@ export class Outbox {
     }
   }
 
-  /** Wakes the producers whose bound is met (or all, with `all`). */
-  private wakeBelow(all = false): void {
+  /** Wakes the producers whose bound is met. */
+  private wakeBelow(): void {
     if (this.belowWaiters.length === 0) return;
-    for (const waiter of [...this.belowWaiters]) if (all || this.unwrittenChars <= waiter.chars) waiter.resolve();
+    for (const waiter of [...this.belowWaiters]) if (this.unwrittenChars <= waiter.chars) waiter.resolve();
   }
 
   /** Start writing to a (newly connected) socket. */

@@ -76,6 +76,8 @@ export async function startDbus(dir: string, options: DbusOptions = {}): Promise
     await chmod(dir, 0o755);
   }
   let current = await launch(socket, configFile);
+  // dbus-send takes `string:VALUE` as one argv entry: no shell, any XML passes unchanged.
+  const sendArgs = (objectPath: string, text: string, iface = 'org.midgardproject.notifier', member = 'Notified'): string[] => [`--bus=${current.address}`, '--type=signal', objectPath, `${iface}.${member}`, `string:${text}`];
   // The daemon forked away from us: SIGKILL it by PID if we exit before stop().
   atEmergencyExit(() => signal(current.pid, 'SIGKILL'));
   const daemon: DbusDaemon = {
@@ -86,11 +88,10 @@ export async function startDbus(dir: string, options: DbusOptions = {}): Promise
       return current.pid;
     },
     async emit(objectPath, text, iface = 'org.midgardproject.notifier', member = 'Notified') {
-      // dbus-send takes `string:VALUE` as one argv entry: no shell, any XML passes unchanged.
-      await check('dbus-send', [`--bus=${current.address}`, '--type=signal', objectPath, `${iface}.${member}`, `string:${text}`]);
+      await check('dbus-send', sendArgs(objectPath, text, iface, member));
     },
     async emitAs(user, objectPath, text) {
-      await check('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'dbus-send', `--bus=${current.address}`, '--type=signal', objectPath, 'org.midgardproject.notifier.Notified', `string:${text}`]);
+      await check('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'dbus-send', ...sendArgs(objectPath, text)]);
     },
     async stop() {
       await terminate(current.pid, 5_000);
